@@ -1,0 +1,121 @@
+"""Every exception troupe raises, in one tree.
+
+::
+
+    TroupeError
+    ├── NetworkError                 raised by the hub and the clients (the reference's names)
+    │   ├── NotFoundError            an unknown agent, session, task or session type
+    │   ├── AccessDeniedError        a rule said no (globs, depth, concurrency caps)
+    │   │   └── RateLimited          the sender's rate block is exhausted
+    │   ├── InboxFull                a recipient's inbox is at ``max_pending``
+    │   ├── ProtocolError            a session-type rule, a handshake or a lifecycle step said no
+    │   │   ├── DecodeError          JSON that does not fit a troupe record
+    │   │   └── IllegalTransition    a state machine was asked for a move it does not have
+    │   └── AuthError                an unknown auth scheme or a bad claim
+    ├── MailboxFull                  a ``reject`` mailbox is full (also a ``trio.WouldBlock``)
+    ├── MailboxClosed                a send to, or a receive from, a closed mailbox
+    ├── ActorDead                    an ask to an actor that is dead or died before replying
+    ├── RestartIntensityExceeded     a supervisor saw too many crashes and gave up
+    └── StoreError                   the store could not do what was asked
+        └── IncompatibleStore        a file that is not a troupe store, or from a newer schema
+
+Each message names the id that was wrong.
+"""
+
+from __future__ import annotations
+
+import trio
+
+
+class TroupeError(Exception):
+    """Base of every exception troupe raises on purpose."""
+
+
+class NetworkError(TroupeError):
+    """Base of the errors raised by the hub and the clients."""
+
+    #: The code this error travels under in an ``ErrorFrame`` / ``ResponseFrame``.
+    code: str = "error"
+
+
+class NotFoundError(NetworkError):
+    """Raised when an agent, session, task or session type is not known to the hub."""
+
+    code = "not_found"
+
+
+class AccessDeniedError(NetworkError):
+    """Raised when a rule forbids the operation (access globs, depth, concurrency caps)."""
+
+    code = "access_denied"
+
+
+class RateLimited(AccessDeniedError):
+    """Raised when a sender has used up its ``rate`` block (per minute plus burst)."""
+
+
+class InboxFull(NetworkError):
+    """Raised when a recipient already has ``inbox.max_pending`` envelopes outstanding."""
+
+    code = "inbox_full"
+
+
+class ProtocolError(NetworkError):
+    """Raised when a session type, a handshake or a lifecycle step refuses the operation."""
+
+    code = "protocol_error"
+
+
+class DecodeError(ProtocolError):
+    """Raised when JSON data does not fit the troupe record it is decoded into.
+
+    ``record`` names the record and ``field`` the dotted path of the field that was wrong
+    (empty when the data was not an object at all).
+    """
+
+    code = "bad_frame"
+
+    def __init__(self, message: str, *, record: str, field: str = "") -> None:
+        super().__init__(message)
+        self.record = record
+        self.field = field
+
+
+class IllegalTransition(ProtocolError):
+    """Raised when a state machine is asked for a move its table does not have."""
+
+
+class AuthError(NetworkError):
+    """Raised when an auth scheme is unknown or a claim does not validate."""
+
+    code = "auth_failed"
+
+
+class MailboxFull(TroupeError, trio.WouldBlock):
+    """Raised when a message is sent to a full mailbox whose overflow policy is ``reject``."""
+
+
+class MailboxClosed(TroupeError):
+    """Raised when sending to a closed mailbox, or receiving from a closed, drained one."""
+
+
+class ActorDead(TroupeError):
+    """Raised when an ask goes to an actor that is dead or that dies before it replies.
+
+    When the actor crashed while handling this very message, the crash is the ``__cause__``.
+    """
+
+
+class RestartIntensityExceeded(TroupeError):
+    """Raised out of a supervisor that saw more than ``max_restarts`` crashes in ``within_s``.
+
+    The last crash is the ``__cause__``.
+    """
+
+
+class StoreError(TroupeError):
+    """Raised when the store cannot carry out an operation (I/O error, full disk, conflict)."""
+
+
+class IncompatibleStore(StoreError):
+    """Raised when a file is not a troupe store, or was written by a newer schema."""
