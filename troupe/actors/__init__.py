@@ -1,0 +1,8 @@
+"""Actors: ``Actor``, ``ActorRef`` (tell / ask / stop) and ``spawn``."""
+
+from ._actor import DEFAULT_CAPACITY as DEFAULT_CAPACITY
+from ._actor import Actor as Actor
+from ._actor import ActorRef as ActorRef
+from ._actor import spawn as spawn
+
+__all__ = ("DEFAULT_CAPACITY", "Actor", "ActorRef", "spawn")

@@ -1,0 +1,322 @@
+"""Actors: a task that owns some state and a mailbox, and the refs that talk to it.
+
+An actor's task runs ``on_start``, reports ready (trio's ``task_status.started(ref)``), then
+handles one message at a time. Let it crash: an exception from ``handle`` ends the task; the
+asker whose message caused it gets :class:`ActorDead` chained to the exception, and whoever
+started the actor (a nursery, a supervisor) decides what happens next.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+import outcome
+import trio
+from trio.lowlevel import Abort, Task, current_task, reschedule, wait_task_rescheduled
+
+from .._errors import ActorDead, MailboxClosed
+from ..mailbox import DeadLetter, Mailbox
+
+M = TypeVar("M")
+R = TypeVar("R")
+
+log = logging.getLogger("troupe.actors")
+
+#: Capacity of the mailbox ``spawn`` makes when none is given.
+DEFAULT_CAPACITY = 1024
+
+
+class Actor(Generic[M, R]):
+    """Base class for actors: override :meth:`handle`; ``on_start`` / ``on_stop`` are optional.
+
+    ``self.ref`` is the actor's own :class:`ActorRef`, set before ``on_start`` runs.
+    """
+
+    ref: ActorRef[M, R]
+
+    async def on_start(self) -> None:
+        """Run in the actor's task before it takes its first message."""
+
+    async def handle(self, msg: M) -> R:
+        """Handle one message; the return value answers an :meth:`ActorRef.ask`."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement handle()")
+
+    async def on_stop(self) -> None:
+        """Run in the actor's task after an orderly stop (not after a crash or a cancel)."""
+
+
+class _Ask:
+    """An ask in flight: the request, and where its answer goes."""
+
+    __slots__ = ("answer", "msg", "task")
+
+    def __init__(self, msg: object) -> None:
+        self.msg = msg
+        self.task: Task | None = None
+        # Set when the answer arrives before the asker parked (it may still be yielding).
+        self.answer: outcome.Outcome[Any] | None = None
+
+    def settle(self, result: outcome.Outcome[Any]) -> None:
+        task = self.task
+        if task is not None:
+            self.task = None
+            reschedule(task, result)
+        elif self.answer is None:
+            self.answer = result
+
+    def abandon(self) -> None:
+        self.task = None
+        self.answer = outcome.Value(None)
+
+
+class _Stop:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "STOP"
+
+
+STOP = _Stop()
+
+
+class ActorRef(Generic[M, R]):
+    """The address of an actor: tell it, ask it, stop it.
+
+    A ref handed out by a supervisor stays valid across restarts of that child: messages
+    queue in the same mailbox while the actor restarts.
+    """
+
+    __slots__ = ("_dead", "_in_flight", "_mailbox", "_stopped", "_task", "name")
+
+    def __init__(self, mailbox: Mailbox[Any], name: str) -> None:
+        self._mailbox = mailbox
+        self.name = name
+        self._dead: BaseException | None = None
+        self._task: Task | None = None
+        self._in_flight: _Ask | None = None
+        # Set when the current incarnation has ended; replaced on restart.
+        self._stopped = trio.Event()
+        mailbox._drop_hook = _fail_dropped_ask
+
+    def __repr__(self) -> str:
+        state = "dead" if self._dead is not None else "alive"
+        return f"<ActorRef {self.name} {state}>"
+
+    @property
+    def alive(self) -> bool:
+        """False once the actor has stopped for good (it will not be restarted)."""
+        return self._dead is None
+
+    @property
+    def mailbox(self) -> Mailbox[Any]:
+        return self._mailbox
+
+    def _dead_error(self) -> ActorDead:
+        return ActorDead(f"actor {self.name!r} is dead")
+
+    async def tell(self, msg: M) -> None:
+        """Send ``msg`` without waiting for it to be handled.
+
+        Waits for room when the mailbox is full and its policy is ``block``.
+
+        Raises:
+          ActorDead: the actor is dead.
+          MailboxFull: the mailbox is full and its policy is ``reject``.
+        """
+        if self._dead is not None:
+            await trio.lowlevel.checkpoint()
+            raise self._dead_error()
+        try:
+            await self._mailbox.send(msg)
+        except MailboxClosed:
+            raise self._dead_error() from None
+
+    def tell_nowait(self, msg: M) -> None:
+        """Send ``msg`` without blocking.
+
+        Raises:
+          ActorDead: the actor is dead.
+          MailboxFull: the mailbox is full (``block`` or ``reject`` policy).
+        """
+        if self._dead is not None:
+            raise self._dead_error()
+        try:
+            self._mailbox.send_nowait(msg)
+        except MailboxClosed:
+            raise self._dead_error() from None
+
+    async def ask(self, msg: M) -> R:
+        """Send ``msg`` and wait for the value ``handle`` returns for it.
+
+        Raises:
+          ActorDead: the actor is dead, or died before replying (chained to its crash).
+          MailboxFull: the mailbox is full and its policy is ``reject``.
+        """
+        if self._dead is not None:
+            await trio.lowlevel.checkpoint()
+            raise self._dead_error()
+        req = _Ask(msg)
+        try:
+            await self._mailbox.send(req)
+        except MailboxClosed:
+            raise self._dead_error() from None
+        if req.answer is not None:
+            return req.answer.unwrap()  # type: ignore[no-any-return]
+        req.task = current_task()
+
+        def abort(_: Any) -> Abort:
+            req.abandon()
+            return Abort.SUCCEEDED
+
+        return await wait_task_rescheduled(abort)  # type: ignore[no-any-return]
+
+    async def stop(self) -> None:
+        """Ask the actor to stop after the messages it is handling, and wait until it has.
+
+        The stop request travels in the system lane, ahead of queued user messages. A
+        supervised ``permanent`` child is restarted after it stops. Called by the actor on
+        itself it only requests the stop.
+        """
+        if self._dead is not None:
+            await trio.lowlevel.checkpoint()
+            return
+        try:
+            self._mailbox.send_system(STOP)
+        except MailboxClosed:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._task is current_task():
+            await trio.lowlevel.checkpoint()
+            return
+        await self._stopped.wait()
+
+    # -- used by the runner and supervisors ---------------------------------------------
+
+    def _begin_incarnation(self) -> None:
+        if self._stopped.is_set():
+            self._stopped = trio.Event()
+        self._task = current_task()
+
+    def _end_incarnation(self) -> None:
+        self._task = None
+        self._stopped.set()
+
+    def _bury(self, cause: BaseException | None) -> None:
+        """Mark the actor dead for good: close its mailbox and fail what is queued."""
+        if self._dead is not None:
+            return
+        self._dead = cause if cause is not None else self._dead_error()
+        mailbox = self._mailbox
+        mailbox.close()
+        for msg in mailbox.take_all():
+            if type(msg) is _Ask:
+                msg.settle(outcome.Error(self._dead_error()))
+            elif msg is not STOP and mailbox._dead_letters is not None:
+                mailbox._dead_letters(
+                    DeadLetter(message=msg, reason="actor_dead", mailbox=mailbox.name)
+                )
+        self._stopped.set()
+
+
+def _fail_dropped_ask(msg: object) -> None:
+    if type(msg) is _Ask:
+        from .._errors import MailboxFull
+
+        msg.settle(outcome.Error(MailboxFull("the ask was dropped by a full mailbox")))
+
+
+async def run_actor(
+    actor: Actor[Any, Any],
+    ref: ActorRef[Any, Any],
+    *,
+    task_status: trio.TaskStatus[ActorRef[Any, Any]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run one incarnation of ``actor`` on ``ref``'s mailbox until it stops or crashes.
+
+    Returns after an orderly stop; raises what ``handle`` raised after a crash. Does not
+    close the mailbox: whoever runs the incarnation decides whether the actor is dead.
+    """
+    ref._begin_incarnation()
+    try:
+        actor.ref = ref
+        await actor.on_start()
+        task_status.started(ref)
+        mailbox = ref._mailbox
+        handle = actor.handle
+        while True:
+            msg = await mailbox.receive()
+            cls = type(msg)
+            if cls is _Ask:
+                ref._in_flight = msg
+                try:
+                    result = await handle(msg.msg)
+                except Exception as exc:
+                    err = ActorDead(f"actor {ref.name!r} crashed handling this message")
+                    err.__cause__ = exc
+                    msg.settle(outcome.Error(err))
+                    raise
+                finally:
+                    ref._in_flight = None
+                msg.settle(outcome.Value(result))
+            elif cls is _Stop:
+                break
+            else:
+                await handle(msg)
+        await actor.on_stop()
+    finally:
+        in_flight = ref._in_flight
+        if in_flight is not None:
+            # Cancelled mid-handle: the asker must not hang.
+            ref._in_flight = None
+            in_flight.settle(outcome.Error(ActorDead(f"actor {ref.name!r} was cancelled")))
+        ref._end_incarnation()
+
+
+async def _run_spawned(
+    actor: Actor[Any, Any],
+    ref: ActorRef[Any, Any],
+    *,
+    task_status: trio.TaskStatus[ActorRef[Any, Any]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    cause: BaseException | None = None
+    try:
+        await run_actor(actor, ref, task_status=task_status)
+    except Exception as exc:
+        cause = exc
+        log.error("actor %r crashed", ref.name, exc_info=exc)
+        raise
+    finally:
+        ref._bury(cause)
+
+
+def new_ref(
+    name: str, mailbox: Mailbox[Any] | None = None, capacity: int = DEFAULT_CAPACITY
+) -> ActorRef[Any, Any]:
+    """Make a ref (and its mailbox, unless given) for an actor that is not running yet."""
+    if mailbox is None:
+        mailbox = Mailbox(capacity, "block", name=name)
+    elif not mailbox.name:
+        mailbox.name = name
+    return ActorRef(mailbox, name)
+
+
+async def spawn(
+    nursery: trio.Nursery,
+    actor: Actor[M, R],
+    *,
+    mailbox: Mailbox[Any] | None = None,
+    name: str | None = None,
+) -> ActorRef[M, R]:
+    """Start ``actor`` in ``nursery`` and return its ref once ``on_start`` has run.
+
+    Without a ``mailbox``, the actor gets a ``block`` mailbox of ``DEFAULT_CAPACITY``. A crash
+    propagates into ``nursery`` (use a supervisor to restart instead).
+    """
+    ref: ActorRef[M, R] = new_ref(name or type(actor).__name__, mailbox)
+    started: ActorRef[M, R] = await nursery.start(_run_spawned, actor, ref)
+    return started
+
+
+ActorFactory = Callable[[], Actor[Any, Any]]

@@ -1,0 +1,512 @@
+"""Supervisors: a nursery plus a restart policy for its children (OTP, on trio).
+
+The decisions (intensity, restart types, backoff) are in ``_policy.py``. Here, each child
+incarnation is a task under the supervisor's nursery; it reports how it ended to the
+supervisor's control task, which restarts it (and its siblings, per the strategy) or gives up.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Literal
+
+import attrs
+import trio
+
+from .._errors import MailboxClosed, RestartIntensityExceeded
+from ..actors import ActorRef
+from ..actors._actor import STOP, new_ref, run_actor
+from ..mailbox import Mailbox
+from ._policy import (
+    RESTART_TYPES,
+    STRATEGIES,
+    Backoff,
+    RestartType,
+    RestartWindow,
+    Strategy,
+    should_restart,
+)
+
+log = logging.getLogger("troupe.supervisors")
+
+GiveUpHook = Callable[[str, BaseException | None], Awaitable[None]]
+
+
+@attrs.frozen
+class ChildSpec:
+    """How to start, restart and stop one child.
+
+    ``start`` is either a factory returning a fresh :class:`Actor` (the child gets an
+    :class:`ActorRef` that stays valid across restarts, over one mailbox), or an async
+    function following trio's ``task_status`` protocol (``start(task_status=...)``).
+
+    Args:
+      id: unique among the supervisor's children.
+      restart: ``"permanent"`` (always restarted), ``"transient"`` (only after a crash) or
+        ``"temporary"`` (never).
+      shutdown_s: how long an actor child may take to stop after its stop message before it
+        is cancelled. Function children are cancelled at once.
+      mailbox: makes the actor child's mailbox (once; it is kept across restarts).
+    """
+
+    id: str
+    start: Callable[..., Any]
+    restart: RestartType = attrs.field(default="permanent", kw_only=True)
+    shutdown_s: float = attrs.field(default=5.0, kw_only=True)
+    mailbox: Callable[[], Mailbox[Any]] | None = attrs.field(default=None, kw_only=True)
+
+    def __attrs_post_init__(self) -> None:
+        if self.restart not in RESTART_TYPES:
+            raise ValueError(
+                f"child {self.id!r}: unknown restart type {self.restart!r}; use one of "
+                + ", ".join(RESTART_TYPES)
+            )
+        if self.shutdown_s < 0:
+            raise ValueError(f"child {self.id!r}: shutdown_s must be >= 0")
+
+    @property
+    def kind(self) -> Literal["actor", "function"]:
+        return "function" if inspect.iscoroutinefunction(self.start) else "actor"
+
+
+@attrs.frozen(kw_only=True)
+class ChildInfo:
+    """One row of :meth:`Supervisor.which_children`."""
+
+    id: str
+    kind: Literal["actor", "function"]
+    restart: RestartType
+    running: bool
+    restarts: int
+    ref: ActorRef[Any, Any] | None
+
+
+@attrs.frozen(kw_only=True)
+class SupervisorStatistics:
+    """A snapshot of a supervisor (trio's ``statistics()`` convention)."""
+
+    strategy: str
+    children: int
+    running: int
+    restarts: int
+    restarts_by_child: Mapping[str, int]
+
+
+class _StartedFlag:
+    """Forwards ``started()`` to trio and remembers that the child got that far."""
+
+    __slots__ = ("_inner", "done")
+
+    def __init__(self, inner: trio.TaskStatus[Any]) -> None:
+        self._inner = inner
+        self.done = False
+
+    def started(self, value: Any = None) -> None:
+        self.done = True
+        self._inner.started(value)
+
+
+class _Child:
+    __slots__ = (
+        "done",
+        "generation",
+        "kind",
+        "ref",
+        "restarts",
+        "running",
+        "scope",
+        "spec",
+        "stopping",
+        "window",
+    )
+
+    def __init__(self, spec: ChildSpec, window: RestartWindow | None) -> None:
+        self.spec = spec
+        self.kind = spec.kind
+        self.ref: ActorRef[Any, Any] | None = None
+        self.scope = trio.CancelScope()
+        self.done = trio.Event()
+        self.running = False
+        self.stopping = False
+        self.restarts = 0
+        self.generation = 0
+        self.window = window
+
+
+_Report = tuple[_Child, int, Exception | None]
+
+
+class Supervisor:
+    """Starts children, watches them and restarts them per its strategy (see open_supervisor)."""
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        *,
+        strategy: Strategy,
+        max_restarts: int,
+        within_s: float,
+        backoff: Backoff | None,
+        per_child: bool,
+        on_give_up: GiveUpHook | None,
+        name: str,
+        rng: random.Random,
+    ) -> None:
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {strategy!r}; use one of " + ", ".join(STRATEGIES))
+        self.name = name
+        self.strategy = strategy
+        self._nursery = nursery
+        self._max_restarts = max_restarts
+        self._within_s = within_s
+        self._window = RestartWindow(max_restarts, within_s)
+        self._backoff = backoff
+        self._per_child = per_child
+        self._on_give_up = on_give_up
+        self._rng = rng
+        self._children: dict[str, _Child] = {}
+        self._restarts = 0
+        self._closing = False
+        self.failure: BaseException | None = None
+        self._failed = False
+        send, recv = trio.open_memory_channel[_Report](math.inf)
+        self._report_send = send
+        self._report_recv = recv
+
+    # -- public ----------------------------------------------------------------------------
+
+    async def start_child(self, spec: ChildSpec) -> ActorRef[Any, Any] | None:
+        """Start a child and return once it is ready.
+
+        Returns its :class:`ActorRef` for an actor child, ``None`` for a function child.
+
+        Raises:
+          ValueError: a child with this id already exists.
+          RuntimeError: the supervisor is shutting down.
+          Exception: whatever the child raised before it was ready (it is not restarted).
+        """
+        if self._closing:
+            raise RuntimeError(f"supervisor {self.name!r} is shutting down")
+        if spec.id in self._children:
+            raise ValueError(f"supervisor {self.name!r} already has a child {spec.id!r}")
+        window = RestartWindow(self._max_restarts, self._within_s) if self._per_child else None
+        child = _Child(spec, window)
+        if child.kind == "actor":
+            child.ref = new_ref(spec.id, spec.mailbox() if spec.mailbox is not None else None)
+        self._children[spec.id] = child
+        ok = False
+        try:
+            await self._start_incarnation(child)
+            ok = True
+        finally:
+            if not ok:
+                self._forget(child, None)
+        return child.ref
+
+    async def terminate_child(self, child_id: str) -> None:
+        """Stop a child (orderly for actors, within ``shutdown_s``) and forget it.
+
+        Its ref is dead afterwards. Does nothing for an unknown id.
+        """
+        child = self._children.get(child_id)
+        if child is None:
+            await trio.lowlevel.checkpoint()
+            return
+        await self._stop(child)
+        self._forget(child, None)
+
+    def which_children(self) -> list[ChildInfo]:
+        """The children, in start order."""
+        return [
+            ChildInfo(
+                id=c.spec.id,
+                kind=c.kind,
+                restart=c.spec.restart,
+                running=c.running,
+                restarts=c.restarts,
+                ref=c.ref,
+            )
+            for c in self._children.values()
+        ]
+
+    def __contains__(self, child_id: str) -> bool:
+        return child_id in self._children
+
+    def __len__(self) -> int:
+        return len(self._children)
+
+    def statistics(self) -> SupervisorStatistics:
+        return SupervisorStatistics(
+            strategy=self.strategy,
+            children=len(self._children),
+            running=sum(1 for c in self._children.values() if c.running),
+            restarts=self._restarts,
+            restarts_by_child={c.spec.id: c.restarts for c in self._children.values()},
+        )
+
+    def cancel(self) -> None:
+        """Stop every child in reverse start order, then end the supervisor's block."""
+        if not self._closing:
+            self._nursery.start_soon(self._close_then_cancel, name=f"{self.name}:shutdown")
+
+    # -- children's tasks ------------------------------------------------------------------
+
+    async def _start_incarnation(self, child: _Child) -> None:
+        child.generation += 1
+        child.stopping = False
+        await self._nursery.start(
+            self._run_child, child, child.generation, name=f"{self.name}/{child.spec.id}"
+        )
+
+    async def _run_child(
+        self, child: _Child, generation: int, *, task_status: trio.TaskStatus[Any]
+    ) -> None:
+        scope = child.scope = trio.CancelScope()
+        done = child.done = trio.Event()
+        child.running = True
+        flag = _StartedFlag(task_status)
+        crash: Exception | None = None
+        try:
+            with scope:
+                try:
+                    if child.ref is not None:
+                        await run_actor(child.spec.start(), child.ref, task_status=flag)
+                    else:
+                        await child.spec.start(task_status=flag)
+                except Exception as exc:
+                    if not flag.done:
+                        raise  # not ready yet: the starter gets the error
+                    crash = exc
+        finally:
+            child.running = False
+            done.set()
+        if scope.cancelled_caught or child.stopping:
+            return
+        self._report_send.send_nowait((child, generation, crash))
+
+    async def _stop(self, child: _Child) -> None:
+        if not child.running:
+            await trio.lowlevel.checkpoint()
+            return
+        child.stopping = True
+        if child.ref is not None and child.spec.shutdown_s > 0:
+            try:
+                child.ref.mailbox.send_system(STOP)
+            except MailboxClosed:
+                pass
+            else:
+                with trio.move_on_after(child.spec.shutdown_s):
+                    await child.done.wait()
+        if not child.done.is_set():
+            child.scope.cancel()
+            await child.done.wait()
+
+    def _forget(self, child: _Child, cause: BaseException | None) -> None:
+        if self._children.get(child.spec.id) is child:
+            del self._children[child.spec.id]
+        if child.ref is not None:
+            child.ref._bury(cause)
+
+    # -- the control task ------------------------------------------------------------------
+
+    async def _control(self) -> None:
+        async for child, generation, crash in self._report_recv:
+            if child.generation != generation or self._children.get(child.spec.id) is not child:
+                continue  # a report from an incarnation we already replaced or dropped
+            if self._closing:
+                continue
+            await self._on_exit(child, crash)
+
+    async def _on_exit(self, child: _Child, crash: Exception | None) -> None:
+        cid = child.spec.id
+        if crash is not None:
+            log.error("%s: child %r crashed", self.name, cid, exc_info=crash)
+        if not should_restart(child.spec.restart, crashed=crash is not None):
+            log.info(
+                "%s: child %r exited and is not restarted (%s)", self.name, cid, child.spec.restart
+            )
+            self._forget(child, crash)
+            return
+        window = child.window if child.window is not None else self._window
+        if window.record_crash(trio.current_time()) == "give_up":
+            await self._give_up(child, crash)
+            return
+        child.restarts += 1
+        self._restarts += 1
+        if self._backoff is not None:
+            await trio.sleep(self._backoff.delay(window.recent, self._rng))
+            if self._closing:
+                return
+        for c in await self._stop_siblings(child):
+            log.info("%s: restarting child %r (restart %d)", self.name, c.spec.id, c.restarts)
+            try:
+                await self._start_incarnation(c)
+            except Exception as exc:
+                # It crashed before it was ready: that counts as a crash like any other.
+                self._report_send.send_nowait((c, c.generation, exc))
+
+    async def _stop_siblings(self, child: _Child) -> list[_Child]:
+        """Stop the siblings the strategy restarts with ``child``; return all to restart."""
+        if self.strategy == "one_for_one":
+            return [child]
+        children = list(self._children.values())
+        if self.strategy == "one_for_all":
+            group = children
+        else:
+            group = children[children.index(child) :]
+        for sibling in reversed(group):
+            if sibling is not child:
+                await self._stop(sibling)
+        restart = []
+        for c in group:
+            if c is not child and c.spec.restart == "temporary":
+                self._forget(c, None)
+            else:
+                restart.append(c)
+        return restart
+
+    async def _give_up(self, child: _Child, crash: Exception | None) -> None:
+        cid = child.spec.id
+        if self._per_child:
+            log.error(
+                "%s: child %r crashed more than %d times in %ss; giving up on it",
+                self.name,
+                cid,
+                self._max_restarts,
+                self._within_s,
+            )
+            self._forget(child, crash)
+            if self._on_give_up is not None:
+                self._nursery.start_soon(self._on_give_up, cid, crash)
+            return
+        log.error(
+            "%s: more than %d restarts in %ss (last: child %r); giving up",
+            self.name,
+            self._max_restarts,
+            self._within_s,
+            cid,
+        )
+        self._failed = True
+        self.failure = crash
+        await self._close_then_cancel()
+
+    # -- shutdown --------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Stop every child, in reverse start order (all at once for a dynamic supervisor)."""
+        self._closing = True
+        children = list(self._children.values())
+        if self._per_child:
+            async with trio.open_nursery() as nursery:
+                for child in children:
+                    nursery.start_soon(self._stop, child)
+        else:
+            for child in reversed(children):
+                await self._stop(child)
+        for child in children:
+            self._forget(child, None)
+
+    async def _close_then_cancel(self) -> None:
+        await self.close()
+        self._nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def _open(
+    *,
+    strategy: Strategy,
+    max_restarts: int,
+    within_s: float,
+    backoff: tuple[float, float] | None,
+    per_child: bool,
+    on_give_up: GiveUpHook | None,
+    name: str,
+    seed: int | None,
+) -> AsyncIterator[Supervisor]:
+    async with trio.open_nursery() as nursery:
+        sup = Supervisor(
+            nursery,
+            strategy=strategy,
+            max_restarts=max_restarts,
+            within_s=within_s,
+            backoff=Backoff(*backoff) if backoff is not None else None,
+            per_child=per_child,
+            on_give_up=on_give_up,
+            name=name,
+            rng=random.Random(seed),
+        )
+        nursery.start_soon(sup._control, name=f"{name}:control")
+        try:
+            yield sup
+        finally:
+            await sup.close()
+            nursery.cancel_scope.cancel()
+    if sup._failed:
+        raise RestartIntensityExceeded(
+            f"supervisor {name!r}: more than {max_restarts} restarts in {within_s}s"
+        ) from sup.failure
+
+
+def open_supervisor(
+    strategy: Strategy = "one_for_one",
+    max_restarts: int = 3,
+    within_s: float = 5.0,
+    backoff: tuple[float, float] | None = None,
+    *,
+    name: str = "supervisor",
+    seed: int | None = None,
+) -> AbstractAsyncContextManager[Supervisor]:
+    """Open a supervisor; leaving the block stops its children in reverse start order.
+
+    Args:
+      strategy: on a crash restart only that child (``one_for_one``), every child
+        (``one_for_all``), or that child and those started after it (``rest_for_one``).
+      max_restarts / within_s: more restarts than this in that many seconds and the
+        supervisor stops every child and raises :class:`RestartIntensityExceeded`.
+      backoff: ``(min_s, max_s)`` for exponential backoff with jitter between restarts;
+        ``None`` restarts at once.
+      seed: seeds the backoff jitter, for reproducible runs.
+    """
+    return _open(
+        strategy=strategy,
+        max_restarts=max_restarts,
+        within_s=within_s,
+        backoff=backoff,
+        per_child=False,
+        on_give_up=None,
+        name=name,
+        seed=seed,
+    )
+
+
+def open_dynamic_supervisor(
+    max_restarts: int = 3,
+    within_s: float = 5.0,
+    backoff: tuple[float, float] | None = None,
+    *,
+    on_give_up: GiveUpHook | None = None,
+    name: str = "dynamic-supervisor",
+    seed: int | None = None,
+) -> AbstractAsyncContextManager[Supervisor]:
+    """Open a supervisor for many children started on demand (sessions, connections).
+
+    Each child has its own restart intensity: a child that crashes more than
+    ``max_restarts`` times in ``within_s`` seconds is given up on alone (its ref dies and
+    ``on_give_up(child_id, last_crash)`` runs) while its siblings keep running. Shutdown
+    stops all children concurrently.
+    """
+    return _open(
+        strategy="one_for_one",
+        max_restarts=max_restarts,
+        within_s=within_s,
+        backoff=backoff,
+        per_child=True,
+        on_give_up=on_give_up,
+        name=name,
+        seed=seed,
+    )
