@@ -1,0 +1,30 @@
+"""Small attrs converters and time helpers shared by the records (no cattrs here)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+
+def to_tuple(items: Iterable[str]) -> tuple[str, ...]:
+    """Accept a list (what users write) and keep an immutable tuple."""
+    return items if type(items) is tuple else tuple(items)
+
+
+def to_opt_tuple(items: Iterable[str] | None) -> tuple[str, ...] | None:
+    if items is None:
+        return None
+    return items if type(items) is tuple else tuple(items)
+
+
+def iso(ts: float) -> str:
+    """The one timestamp format: UTC, microseconds, ``+00:00`` (sorts as it reads)."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds")
+
+
+def parse_iso(text: str) -> float:
+    """Seconds since the epoch for an ISO-8601 timestamp (any offset; naive means UTC)."""
+    dt = datetime.fromisoformat(text)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()

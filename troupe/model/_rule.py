@@ -1,0 +1,104 @@
+"""Per-agent rules, enforced only at the hub — reference §2.4 (troupe enforces ``rate`` too)."""
+
+from __future__ import annotations
+
+import attrs
+
+from ._convert import to_tuple
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: str | int) -> int:
+    """Seconds in ``"30s"``, ``"15m"``, ``"2h"``, ``"1d"``, ``"60"`` or an int; ``""`` is 0.
+
+    Raises:
+      ValueError: anything else (``"abc"``, ``"5x"``, ``"1.5h"``), naming the value.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"not a duration: {value!r}")
+    if isinstance(value, int):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"not a duration: {value!r}")
+    text = value.strip()
+    if text == "":
+        return 0
+    unit = _UNITS.get(text[-1])
+    digits = text[:-1] if unit is not None else text
+    if not digits.lstrip("-").isdigit():
+        raise ValueError(f"not a duration: {value!r} (use e.g. '30s', '15m', '2h', '1d' or 60)")
+    return int(digits) * (unit or 1)
+
+
+@attrs.frozen(kw_only=True)
+class SessionTypeAccess:
+    """Which session types an agent may open (``initiate``) or join (``accept``); globs."""
+
+    initiate: tuple[str, ...] = attrs.field(default=("*",), converter=to_tuple)
+    accept: tuple[str, ...] = attrs.field(default=("*",), converter=to_tuple)
+
+
+@attrs.frozen(kw_only=True)
+class AccessBlock:
+    """Glob patterns over agent names: who may reach me, whom I may address."""
+
+    inbound_from: tuple[str, ...] = attrs.field(default=("*",), converter=to_tuple)
+    outbound_to: tuple[str, ...] = attrs.field(default=("*",), converter=to_tuple)
+    session_types: SessionTypeAccess = attrs.field(factory=SessionTypeAccess)
+
+
+@attrs.frozen(kw_only=True)
+class RateBlock:
+    """A token bucket: ``per_minute`` refill, ``burst`` capacity; ``per_minute=0`` is off."""
+
+    per_minute: int = 0
+    burst: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class InboxBlock:
+    """How many substantive envelopes may wait for an agent, and what happens beyond that.
+
+    ``high_water`` ``None`` means 80% of ``max_pending`` (at least 1); ``<= 0`` disables the
+    pressure signal. ``max_pending=0`` disables the cap.
+    """
+
+    max_pending: int = 1000
+    overflow: str = "reject"
+    high_water: int | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.overflow not in ("reject", "drop_oldest", "drop_newest"):
+            raise ValueError(
+                f"inbox overflow must be 'reject', 'drop_oldest' or 'drop_newest', "
+                f"got {self.overflow!r}"
+            )
+
+    @property
+    def effective_high_water(self) -> int | None:
+        if self.high_water is None:
+            return max(1, self.max_pending * 8 // 10) if self.max_pending > 0 else None
+        return self.high_water if self.high_water > 0 else None
+
+
+@attrs.frozen(kw_only=True)
+class LimitsBlock:
+    """Numeric caps (0 disables one) and defaults for an agent."""
+
+    max_concurrent_sessions: int = 0
+    max_concurrent_tasks: int = 0
+    session_ttl_default: str = "2h"
+    task_ttl_default: str = "15m"
+    rate: RateBlock = attrs.field(factory=RateBlock)
+    delegation_depth: int = 5
+    inbox: InboxBlock = attrs.field(factory=InboxBlock)
+
+
+@attrs.frozen(kw_only=True)
+class Rule:
+    """An agent's rule; permissive by default; ``version`` is bumped by the hub."""
+
+    version: int = 1
+    access: AccessBlock = attrs.field(factory=AccessBlock)
+    limits: LimitsBlock = attrs.field(factory=LimitsBlock)
