@@ -1,0 +1,7 @@
+"""Storage: the ``Store`` protocol and its engines (memory and SQLite)."""
+
+from ._protocol import AgentRecord as AgentRecord
+from ._protocol import Snapshot as Snapshot
+from ._protocol import Store as Store
+
+__all__ = ("AgentRecord", "Snapshot", "Store")

@@ -1,0 +1,192 @@
+"""The ``Store`` protocol: everything troupe keeps, behind one async interface.
+
+Only actors touch a store (the hub actor, session actors, client actors). Two engines
+implement it: ``MemoryStore`` (tests, simulations) and ``SQLiteStore`` (the embedded default).
+
+Contract every engine keeps:
+
+- A store is an async context manager and must be entered before use; it may be entered
+  again after it was left (a hub restart on the same store).
+- A write returns only once it is durable for that engine (SQLite: committed). Anything a
+  write returned for is visible to every later read.
+- ``append`` is all-or-nothing: the envelopes, their idempotency keys and the optional
+  metadata are written together or not at all. Their ``seq`` must continue the session's WAL
+  with no gap and no repeat (``last_seq + 1, last_seq + 2, …``), else :class:`StoreError` and
+  nothing is written.
+- Reads return records equal to what was written (``structure(unstructure(x)) == x``).
+- Failures raise :class:`troupe.StoreError` (or a subclass) naming the session/agent/file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, Protocol, Self
+
+import attrs
+
+from ..model import Envelope, Passport, Resume, Rule, SessionMetadata, TaskMetadata
+
+
+@attrs.frozen(kw_only=True)
+class AgentRecord:
+    """One registered agent as the store keeps it."""
+
+    passport: Passport
+    resume: Resume
+    rule: Rule
+    skill_md: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Snapshot:
+    """A session-type state saved after envelope ``seq`` (JSON data, opaque to the store)."""
+
+    seq: int
+    state: Any
+
+
+class Store(Protocol):
+    """Durable state of a hub: registry, sessions and their WALs, tasks, cursors, audit."""
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    # -- registry ----------------------------------------------------------------------------
+
+    async def save_agent(self, record: AgentRecord) -> None:
+        """Insert or replace an agent (passport, resume, rule, skill) in one write.
+
+        Also replaces the agent's rows in the capability index (claimed and observed).
+        """
+        ...
+
+    async def save_resume(self, agent_id: str, resume: Resume) -> None:
+        """Replace an agent's resume and its capability-index rows. StoreError if unknown."""
+        ...
+
+    async def save_rule(self, agent_id: str, rule: Rule) -> None: ...
+
+    async def save_skill(self, agent_id: str, skill_md: str | None) -> None:
+        """Set (or with ``None`` remove) an agent's SKILL.md."""
+        ...
+
+    async def delete_agent(self, agent_id: str) -> None:
+        """Forget an agent: passport, resume, rule, skill, capability rows and cursors.
+
+        Its sessions, WAL entries and tasks are kept (they are history).
+        """
+        ...
+
+    async def load_agents(self) -> list[AgentRecord]:
+        """Every registered agent, in registration order."""
+        ...
+
+    async def agents_with_capability(self, capability: str) -> list[str]:
+        """Sorted ids of agents whose resume claims or has observed ``capability``."""
+        ...
+
+    # -- sessions and the WAL --------------------------------------------------------------
+
+    async def save_session(self, metadata: SessionMetadata) -> None:
+        """Insert or replace a session's metadata."""
+        ...
+
+    async def load_sessions(self) -> list[SessionMetadata]:
+        """Every session's metadata, in creation order."""
+        ...
+
+    async def get_session(self, session_id: str) -> SessionMetadata | None: ...
+
+    async def append(
+        self,
+        session_id: str,
+        envelopes: Sequence[Envelope],
+        *,
+        metadata: SessionMetadata | None = None,
+    ) -> None:
+        """Durably append stamped envelopes to a session's WAL (see the module rules).
+
+        Records each envelope's ``idempotency_key`` (when set) for :meth:`find_idempotent`.
+        With ``metadata``, saves it in the same transaction (a close envelope and the CLOSED
+        metadata land together or not at all).
+        """
+        ...
+
+    async def read(
+        self, session_id: str, since: int = 0, until: int | None = None
+    ) -> list[Envelope]:
+        """The envelopes with ``since < seq <= until`` (no upper bound for ``None``), in order.
+
+        An unknown session reads as empty.
+        """
+        ...
+
+    async def last_seq(self, session_id: str) -> int:
+        """The highest ``seq`` in the session's WAL, 0 when empty or unknown."""
+        ...
+
+    async def find_idempotent(self, session_id: str, key: str) -> Envelope | None:
+        """The envelope this session accepted with ``idempotency_key == key``, if any."""
+        ...
+
+    async def save_snapshot(self, session_id: str, seq: int, state: Any) -> None:
+        """Keep ``state`` (JSON data) as the session-type state after envelope ``seq``.
+
+        Only the latest snapshot per session is kept.
+        """
+        ...
+
+    async def load_snapshot(self, session_id: str) -> Snapshot | None: ...
+
+    # -- tasks -----------------------------------------------------------------------------
+
+    async def save_task(self, task: TaskMetadata) -> None: ...
+
+    async def load_tasks(self) -> list[TaskMetadata]:
+        """Every task, in the order they were first saved."""
+        ...
+
+    async def save_checkpoint(self, task_id: str, data: dict[str, Any]) -> None:
+        """Last write wins."""
+        ...
+
+    async def load_checkpoint(self, task_id: str) -> dict[str, Any] | None: ...
+
+    # -- delivery cursors ------------------------------------------------------------------
+
+    async def save_cursor(self, agent_id: str, session_id: str, seq: int) -> None:
+        """Record that ``agent_id`` acked ``session_id`` up to ``seq``; never moves back."""
+        ...
+
+    async def load_cursors(self, agent_id: str) -> dict[str, int]:
+        """``{session_id: last acked seq}`` for one agent."""
+        ...
+
+    # -- small keyed records (expectation and observation dedup, hub bookkeeping) ----------
+
+    async def put_kv(self, namespace: str, key: str, value: Any) -> None:
+        """Insert or replace a JSON value under ``(namespace, key)``."""
+        ...
+
+    async def load_kv(self, namespace: str) -> dict[str, Any]: ...
+
+    async def delete_kv(self, namespace: str, key: str | None = None) -> None:
+        """Delete one key, or with ``None`` the whole namespace."""
+        ...
+
+    # -- audit -----------------------------------------------------------------------------
+
+    async def append_audit(self, records: Sequence[dict[str, Any]]) -> None:
+        """Append audit records (JSON objects with at least ``at`` and ``kind``)."""
+        ...
+
+    async def read_audit(self, since: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+        """Audit records after the first ``since`` ones, oldest first."""
+        ...
