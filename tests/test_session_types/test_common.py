@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import enum
 import json
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
@@ -230,6 +232,45 @@ def test_a_protocol_event_never_takes_a_turn_even_if_listed() -> None:
     greedy = Greedy()
     assert greedy.takes_turn(EV_TEXT)
     assert not greedy.takes_turn(EV_SESSION_OPENED)
+
+
+class Mood(enum.Enum):
+    CALM = "calm"
+
+
+def strings(items: Iterable[str]) -> tuple[str, ...]:
+    return tuple(items)
+
+
+@attrs.frozen(kw_only=True)
+class RichState:
+    order: tuple[str, ...] = attrs.field(converter=strings)
+    mood: Mood = attrs.field(converter=Mood)
+    context: dict[str, Any] = attrs.field(factory=dict)
+    _hidden: int = 0
+
+
+class Rich(BaseSessionType[RichState]):
+    name = "rich"
+    state_type = RichState
+
+    def initial_state(self, metadata: SessionMetadata) -> RichState:
+        return RichState(order=metadata.participant_ids(), mood=Mood.CALM)
+
+    def fold_turn(self, envelope: Envelope, state: RichState) -> RichState:
+        return state
+
+
+def test_snapshots_rebuild_tuples_enums_dicts_and_private_fields() -> None:
+    state = RichState(order=("a", "b"), mood=Mood.CALM, context={"k": [1, {"x": None}]}, hidden=2)
+    data = Rich().dump_state(state)
+    assert data == {
+        "order": ["a", "b"],
+        "mood": "calm",
+        "context": {"k": [1, {"x": None}]},
+        "hidden": 2,
+    }
+    assert Rich().load_state(json.loads(json.dumps(data))) == state
 
 
 def test_the_base_needs_initial_state_and_fold_turn() -> None:
