@@ -41,9 +41,10 @@ class BaseSessionType(abc.ABC, Generic[S]):
     """A session type with the common rules built in; subclasses supply the turn rules.
 
     Set ``name``, ``state_type`` and (when they differ from the defaults) ``version``,
-    ``min_participants``, ``max_participants``, ``other_role``, ``known_knobs`` and
-    ``turn_events``; implement ``initial_state``, ``check_turn`` and ``fold_turn``; override
-    ``turn_accepted``, ``next_turn``, ``expectations`` and ``default_view_policy`` as needed.
+    ``min_participants``, ``max_participants``, ``other_role``, ``known_knobs``,
+    ``turn_events`` and ``declared_expectations``; implement ``initial_state`` and
+    ``fold_turn``; override ``check_turn``, ``turn_accepted``, ``next_turn`` and
+    ``default_view_policy`` as needed.
     """
 
     name: ClassVar[str]
@@ -59,14 +60,20 @@ class BaseSessionType(abc.ABC, Generic[S]):
     known_knobs: ClassVar[frozenset[str]] = frozenset()
     #: Event types that take a turn; all other substantive types are informational.
     turn_events: ClassVar[frozenset[str]] = frozenset({EV_TEXT})
+    #: The timed expectations of every session of this type (see ``expectations``).
+    declared_expectations: ClassVar[tuple[Expectation, ...]] = ()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}@v{self.version}>"
 
     @property
     def expectations(self) -> tuple[Expectation, ...]:
-        """Timed expectations every session of this type carries (none by default)."""
-        return ()
+        """Copies of ``declared_expectations``, for one session to snapshot.
+
+        Returns:
+            Fresh records: ``params`` dicts are never shared between sessions.
+        """
+        return tuple(attrs.evolve(e, params=dict(e.params)) for e in self.declared_expectations)
 
     def takes_turn(self, event_type: str) -> bool:
         """Whether ``event_type`` is one this type validates and folds.

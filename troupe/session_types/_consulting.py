@@ -74,23 +74,14 @@ class ConsultingType(BaseSessionType[ConsultingState]):
     """The consulting session type: a strict question-and-answer between two agents."""
 
     name = "consulting"
-    version = 1
     state_type = ConsultingState
-    min_participants = 2
     max_participants = 2
     other_role = ParticipantRole.RESPONDENT
-
-    @property
-    def expectations(self) -> tuple[Expectation, ...]:
-        """The invitee must ack within 30 s and the respondent reply within 600 s, else close.
-
-        Returns:
-            Fresh expectation records (each session snapshots its own).
-        """
-        return (
-            Expectation(name="acks_within", on_violation="auto_close", params={"seconds": 30}),
-            Expectation(name="reply_within", on_violation="auto_close", params={"seconds": 600}),
-        )
+    # The invitee must ack within 30 s and the respondent reply within 600 s, else close.
+    declared_expectations = (
+        Expectation(name="acks_within", on_violation="auto_close", params={"seconds": 30}),
+        Expectation(name="reply_within", on_violation="auto_close", params={"seconds": 600}),
+    )
 
     def initial_state(self, metadata: SessionMetadata) -> ConsultingState:
         """Snapshot who asks and who answers, waiting for the question.

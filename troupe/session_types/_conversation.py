@@ -43,20 +43,13 @@ class ConversationType(BaseSessionType[ConversationState]):
     """The conversation session type: two agents talk freely until someone closes it."""
 
     name = "conversation"
-    version = 1
     state_type = ConversationState
-    min_participants = 2
     max_participants = 2
     other_role = ParticipantRole.RESPONDENT
-
-    @property
-    def expectations(self) -> tuple[Expectation, ...]:
-        """An hour without content is audited.
-
-        Returns:
-            Fresh expectation records (each session snapshots its own).
-        """
-        return (Expectation(name="max_silence", on_violation="audit", params={"seconds": 3600}),)
+    # An hour without content is audited.
+    declared_expectations = (
+        Expectation(name="max_silence", on_violation="audit", params={"seconds": 3600}),
+    )
 
     def initial_state(self, metadata: SessionMetadata) -> ConversationState:
         """Snapshot the participants, with no text yet.
