@@ -3,5 +3,6 @@
 from ._protocol import AgentRecord as AgentRecord
 from ._protocol import Snapshot as Snapshot
 from ._protocol import Store as Store
+from ._protocol import dedup_keys as dedup_keys
 
-__all__ = ("AgentRecord", "Snapshot", "Store")
+__all__ = ("AgentRecord", "Snapshot", "Store", "dedup_keys")

@@ -28,6 +28,21 @@ import attrs
 from ..model import Envelope, Passport, Resume, Rule, SessionMetadata, TaskMetadata
 
 
+def dedup_keys(envelope: Envelope) -> list[str]:
+    """The keys under which a session remembers an accepted envelope, to refuse repeats.
+
+    ``"k:<idempotency_key>"`` when the sender gave one, and ``"c:<sender>|<causation>|<type>"``
+    when it answers a trigger: the same sender answering the same envelope with the same
+    kind of event again is a retry, not a new message.
+    """
+    keys = []
+    if envelope.idempotency_key:
+        keys.append("k:" + envelope.idempotency_key)
+    if envelope.causation_id:
+        keys.append(f"c:{envelope.sender_id}|{envelope.causation_id}|{envelope.event_type}")
+    return keys
+
+
 @attrs.frozen(kw_only=True)
 class AgentRecord:
     """One registered agent as the store keeps it."""
@@ -134,6 +149,14 @@ class Store(Protocol):
 
     async def find_idempotent(self, session_id: str, key: str) -> Envelope | None:
         """The envelope this session accepted with ``idempotency_key == key``, if any."""
+        ...
+
+    async def load_dedup(self, session_id: str) -> dict[str, tuple[str, int]]:
+        """``{key: (envelope_id, seq)}`` for every :func:`dedup_keys` key of the session's WAL.
+
+        Lets a (re)started session refuse repeats of anything it ever accepted without
+        reading its whole WAL.
+        """
         ...
 
     async def save_snapshot(self, session_id: str, seq: int, state: Any) -> None:

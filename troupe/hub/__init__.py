@@ -1,0 +1,31 @@
+"""The hub: registry, sessions as supervised actors, posting, WAL recovery."""
+
+from ._auth import ApiKeyAuth as ApiKeyAuth
+from ._auth import AuthAdapter as AuthAdapter
+from ._auth import AuthRegistry as AuthRegistry
+from ._auth import NoAuth as NoAuth
+from ._connection import Endpoint as Endpoint
+from ._core import CRASH_POINTS as CRASH_POINTS
+from ._core import Faults as Faults
+from ._core import InjectedCrash as InjectedCrash
+from ._hub import Hub as Hub
+from ._open import open_hub as open_hub
+from ._session import Accepted as Accepted
+from ._stats import HubStatistics as HubStatistics
+from ._stats import PendingTurn as PendingTurn
+
+__all__ = (
+    "CRASH_POINTS",
+    "Accepted",
+    "ApiKeyAuth",
+    "AuthAdapter",
+    "AuthRegistry",
+    "Endpoint",
+    "Faults",
+    "Hub",
+    "HubStatistics",
+    "InjectedCrash",
+    "NoAuth",
+    "PendingTurn",
+    "open_hub",
+)

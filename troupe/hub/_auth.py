@@ -1,0 +1,73 @@
+"""Authentication adapters: who may register, or bind a connection, under a name (§3.12)."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+
+from .._errors import AuthError
+from ..model import Passport
+
+
+class AuthAdapter(Protocol):
+    """Validates a claim for a passport under one scheme; raises :class:`AuthError`."""
+
+    @property
+    def scheme(self) -> str: ...
+
+    async def validate(self, passport: Passport, claim: Mapping[str, Any]) -> None: ...
+
+
+class NoAuth:
+    """Scheme ``"none"``: accepts passports that ask for no authentication."""
+
+    scheme = "none"
+
+    async def validate(self, passport: Passport, claim: Mapping[str, Any]) -> None:
+        if passport.auth.scheme not in ("none", ""):
+            raise AuthError(
+                f"agent {passport.name!r} asks for scheme {passport.auth.scheme!r}, "
+                "but this adapter is 'none'"
+            )
+
+
+class ApiKeyAuth:
+    """Scheme ``"api_key"``: the claim's ``token`` must equal the key configured for the name."""
+
+    scheme = "api_key"
+
+    def __init__(self, keys: Mapping[str, str]) -> None:
+        self._keys = dict(keys)
+
+    async def validate(self, passport: Passport, claim: Mapping[str, Any]) -> None:
+        expected = self._keys.get(passport.name)
+        token = claim.get("token")
+        if expected is None:
+            raise AuthError(f"no api key is configured for agent {passport.name!r}")
+        if not isinstance(token, str) or not hmac.compare_digest(token.encode(), expected.encode()):
+            raise AuthError(f"bad api key for agent {passport.name!r}")
+
+
+class AuthRegistry:
+    """The hub's auth adapters by scheme."""
+
+    def __init__(self, adapters: Iterable[AuthAdapter] = (NoAuth(),)) -> None:
+        self._adapters: dict[str, AuthAdapter] = {}
+        for adapter in adapters:
+            self.register(adapter)
+
+    def register(self, adapter: AuthAdapter) -> None:
+        self._adapters[adapter.scheme] = adapter
+
+    def schemes(self) -> list[str]:
+        return sorted(self._adapters)
+
+    def get(self, scheme: str) -> AuthAdapter:
+        adapter = self._adapters.get(scheme or "none")
+        if adapter is None:
+            raise AuthError(f"no auth adapter installed for scheme {scheme!r}")
+        return adapter
+
+    async def validate(self, passport: Passport, claim: Mapping[str, Any]) -> None:
+        await self.get(passport.auth.scheme).validate(passport, claim)

@@ -1,0 +1,204 @@
+"""The connection actor: one per connected endpoint (a LocalLink, a WebSocket).
+
+It owns the connection's outbound frames (it is their only writer), the identities bound to
+it, and per (agent, session) two marks: ``sent`` (the highest seq notified, to drop
+duplicate deliveries) and ``acked`` (the cursor, advanced by receipts, persisted). Replay
+and catch-up read the WAL after a mark and notify what the agent may see, in WAL order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+import attrs
+
+from ..actors import Actor
+from ..model import (
+    EV_CHANNEL_INVITE_ACK,
+    EV_CHANNEL_INVITE_REJECT,
+    Envelope,
+    Frame,
+    NotifyFrame,
+    ReceiptFrame,
+    is_substantive,
+)
+from ._core import HubCore
+from ._delivery import CatchUp, Deliver, recipients_of
+from ._rules import accepts_inbound
+
+
+class Endpoint(Protocol):
+    """The hub's end of a connection."""
+
+    @property
+    def endpoint_id(self) -> str: ...
+
+    async def send_frame(self, frame: Frame) -> None: ...
+
+    def frames(self) -> AsyncIterator[Frame]: ...
+
+    async def aclose(self) -> None: ...
+
+
+@attrs.frozen
+class Bind:
+    """Bind ``agent_id`` to this connection; with ``since`` not None, replay what it missed.
+
+    ``welcome`` (a HelloFrame's answer) is sent after the binding and before any replay.
+    """
+
+    agent_id: str
+    since: dict[str, int] | None = None
+    welcome: Frame | None = None
+
+
+@attrs.frozen
+class Receipt:
+    frame: ReceiptFrame
+
+
+@attrs.frozen
+class SendOut:
+    """Send a frame in order with the deliveries (replies to the client's requests)."""
+
+    frame: Frame
+
+
+ConnectionMsg = Deliver | CatchUp | Bind | Receipt | SendOut
+
+
+def visible_to(core: HubCore, envelope: Envelope, agent_id: str) -> bool:
+    """Whether a dispatch of ``envelope`` would reach ``agent_id`` (audience and inbound)."""
+    if envelope.event_type in (EV_CHANNEL_INVITE_ACK, EV_CHANNEL_INVITE_REJECT):
+        return False
+    entry = core.directory.sessions.get(envelope.session_id)
+    if entry is None or agent_id not in recipients_of(entry.metadata, envelope):
+        return False
+    if agent_id == envelope.sender_id:
+        return True
+    rule = core.registry.rule(agent_id)
+    return rule is not None and accepts_inbound(rule, core.registry.name_for(envelope.sender_id))
+
+
+class ConnectionActor(Actor[ConnectionMsg, Any]):
+    """Delivers to one endpoint; temporary child of the hub's connection supervisor."""
+
+    def __init__(self, core: HubCore, endpoint: Endpoint) -> None:
+        self.core = core
+        self.endpoint = endpoint
+        self.agents: set[str] = set()
+        self.sent: dict[tuple[str, str], int] = {}
+        self.acked: dict[tuple[str, str], int] = {}
+        self.dirty: set[tuple[str, str]] = set()
+        #: Substantive envelopes notified and not yet receipted (for the inbox ledger).
+        self.outstanding: set[tuple[str, str, int]] = set()
+
+    def owns(self, agent_id: str) -> bool:
+        return agent_id in self.agents and self.core.bindings.get(agent_id) is self.ref
+
+    async def handle(self, msg: ConnectionMsg) -> Any:
+        match msg:
+            case Deliver(envelope, recipient_id):
+                if self.owns(recipient_id):
+                    await self._notify(envelope, recipient_id, counted=True)
+            case CatchUp(recipient_id, session_id):
+                if self.owns(recipient_id):
+                    await self._replay(recipient_id, session_id, 0, counted=True)
+            case Bind(agent_id, since, welcome):
+                await self._bind(agent_id, since, welcome)
+            case Receipt(frame):
+                await self._receipt(frame)
+            case SendOut(frame):
+                await self.endpoint.send_frame(frame)
+        if self.dirty and len(self.ref.mailbox) == 0:
+            await self._flush_cursors()
+        return None
+
+    async def on_stop(self) -> None:
+        await self._flush_cursors()
+
+    async def _notify(self, envelope: Envelope, agent_id: str, *, counted: bool) -> None:
+        key = (agent_id, envelope.session_id)
+        if envelope.seq <= self.sent.get(key, 0):
+            return  # already notified: a re-dispatch after a crash, or a catch-up overlap
+        self.sent[key] = envelope.seq
+        if is_substantive(envelope.event_type):
+            self.outstanding.add((agent_id, envelope.session_id, envelope.seq))
+            if not counted:
+                rule = self.core.registry.rule(agent_id)
+                if rule is not None:
+                    self.core.ledger.add(agent_id, rule.limits.inbox)
+        await self.endpoint.send_frame(NotifyFrame(envelope=envelope, recipient_id=agent_id))
+
+    async def _replay(self, agent_id: str, session_id: str, since: int, *, counted: bool) -> None:
+        """Notify ``agent_id`` of every envelope of the session after its marks."""
+        key = (agent_id, session_id)
+        start = max(since, self.acked.get(key, 0), self.sent.get(key, 0) if counted else 0)
+        for envelope in await self.core.store.read(session_id, since=start):
+            if visible_to(self.core, envelope, agent_id):
+                await self._notify(envelope, agent_id, counted=counted)
+
+    async def _bind(
+        self, agent_id: str, since: dict[str, int] | None, welcome: Frame | None
+    ) -> None:
+        core = self.core
+        cursors = await core.store.load_cursors(agent_id)
+        for session_id, seq in cursors.items():
+            self.acked[(agent_id, session_id)] = seq
+        previous = core.bindings.get(agent_id)
+        core.bindings[agent_id] = self.ref
+        self.agents.add(agent_id)
+        if previous is not self.ref:
+            core.ledger.reset(agent_id)
+        if welcome is not None:
+            await self.endpoint.send_frame(welcome)
+        if since is None:
+            # No replay asked: what was already sent or acked is the starting mark.
+            for entry in core.directory.of_agent(agent_id):
+                key = (agent_id, entry.session_id)
+                self.sent[key] = max(self.sent.get(key, 0), entry.last_seq)
+            return
+        for entry in core.directory.of_agent(agent_id):
+            key = (agent_id, entry.session_id)
+            self.sent.pop(key, None)
+            floor = max(since.get(entry.session_id, 0), self.acked.get(key, 0))
+            if entry.last_seq > floor or not entry.last_seq:
+                await self._replay(agent_id, entry.session_id, floor, counted=False)
+
+    async def _receipt(self, frame: ReceiptFrame) -> None:
+        agent_id, session_id, seq = frame.recipient_id, frame.session_id, frame.seq
+        if agent_id not in self.agents or not session_id or seq <= 0:
+            return
+        if (agent_id, session_id, seq) in self.outstanding:
+            self.outstanding.discard((agent_id, session_id, seq))
+            self.core.ledger.done(agent_id)
+        if frame.status != "ack":
+            self.core.audit(
+                "delivery_nacked",
+                agent_id=agent_id,
+                session_id=session_id,
+                seq=seq,
+                reason=frame.reason,
+            )
+            return
+        key = (agent_id, session_id)
+        if seq > self.acked.get(key, 0):
+            self.acked[key] = seq
+            self.dirty.add(key)
+
+    async def _flush_cursors(self) -> None:
+        dirty, self.dirty = self.dirty, set()
+        for agent_id, session_id in sorted(dirty):
+            if agent_id in self.core.registry:
+                await self.core.store.save_cursor(
+                    agent_id, session_id, self.acked[(agent_id, session_id)]
+                )
+
+    def release(self) -> None:
+        """Drop this connection's bindings (it is closing)."""
+        for agent_id in self.agents:
+            if self.core.bindings.get(agent_id) is self.ref:
+                del self.core.bindings[agent_id]
+                self.core.ledger.reset(agent_id)
+        self.agents.clear()

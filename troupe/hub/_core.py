@@ -1,0 +1,137 @@
+"""What every actor of one hub shares: configuration, clock, store and the ETS-style tables.
+
+Each table has one writer, named in its docstring; everyone else only reads, synchronously,
+between two awaits (trio runs one task at a time, so a read never sees a torn write).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import attrs
+import trio
+
+from .._errors import TroupeError
+from ..actors import ActorRef
+from ..mailbox import DeadLetterBuffer
+from ..model import TaskMetadata, iso
+from ..session_types import AnySessionType
+from ..store import Store
+from ._directory import Directory
+from ._registry import Registry
+from ._rules import InboxLedger, RateLimiter
+
+#: The steps of a post at which a fault injector may crash a session actor.
+CRASH_POINTS = ("before_append", "after_append", "after_fold", "after_dispatch")
+
+
+class Faults(Protocol):
+    """Crashes a session actor on purpose (``troupe.testing`` provides one)."""
+
+    def check(self, point: str, session_id: str) -> None:
+        """Raise to crash the session actor of ``session_id`` at ``point``."""
+        ...
+
+
+class InjectedCrash(Exception):
+    """Raised by a fault injector inside a session actor; a crash like any other."""
+
+
+@attrs.frozen(kw_only=True)
+class HubConfig:
+    """Tunables of one hub (documented with ``open_hub``)."""
+
+    invite_ack_timeout: float = 30.0
+    ttl_sweep_interval: float = 30.0
+    snapshot_every: int = 1000
+    session_max_restarts: int = 3
+    session_within_s: float = 5.0
+    session_backoff: tuple[float, float] | None = None
+    client_mailbox: int = 4096
+
+
+def trio_anchored_clock() -> Callable[[], float]:
+    """Wall-clock seconds that advance with trio's clock (and so with a MockClock)."""
+    epoch = time.time()
+    start = trio.current_time()
+    return lambda: epoch + (trio.current_time() - start)
+
+
+def new_uuid() -> str:
+    return uuid.uuid4().hex
+
+
+@attrs.frozen
+class Failed:
+    """An actor's answer when the request was refused (the handle raises ``error``)."""
+
+    error: TroupeError
+
+
+@attrs.define(eq=False)
+class Counters:
+    """Monotonic counters for ``hub.statistics()``; written by the actors they name."""
+
+    accepted: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    poison: int = 0
+    sessions_crashed: int = 0
+
+
+class HubCore:
+    """The shared part of one hub."""
+
+    def __init__(
+        self,
+        store: Store,
+        config: HubConfig,
+        *,
+        clock: Callable[[], float],
+        new_id: Callable[[], str],
+        faults: Faults | None,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.clock = clock
+        self.new_id = new_id
+        self.faults = faults
+        #: Written by the hub actor (replaced wholesale when it restarts).
+        self.registry = Registry()
+        #: Entries added by the hub actor; each entry published by its session actor.
+        self.directory = Directory()
+        #: agent id -> the client connection actor it is bound to; written by connections.
+        self.bindings: dict[str, ActorRef[Any, Any]] = {}
+        #: +1 by session actors on dispatch, -1 by connections on receipt.
+        self.ledger = InboxLedger()
+        #: Written by session actors (one token per substantive post).
+        self.limiter = RateLimiter()
+        #: (name, version) -> session type; written by the Hub handle.
+        self.session_types: dict[tuple[str, int], AnySessionType] = {}
+        #: task id -> task; written by the hub actor.
+        self.tasks: dict[str, TaskMetadata] = {}
+        self.dead_letters = DeadLetterBuffer()
+        self.counters = Counters()
+        self.hub_ref: ActorRef[Any, Any] | None = None
+        self.audit_ref: ActorRef[Any, Any] | None = None
+
+    def now(self) -> float:
+        return self.clock()
+
+    def now_iso(self) -> str:
+        return iso(self.clock())
+
+    def audit(self, kind: str, **fields: Any) -> None:
+        """Queue an audit record; the audit writer persists it in batches.
+
+        Never blocks: if the writer falls 64k records behind, the oldest queued records are
+        dropped and counted as dead letters.
+        """
+        if self.audit_ref is not None:
+            self.audit_ref.tell_nowait({"at": self.now_iso(), "kind": kind, **fields})
+
+    def session_type(self, name: str, version: int) -> AnySessionType | None:
+        return self.session_types.get((name, version))

@@ -1,0 +1,79 @@
+"""From a session's WAL to its participants' connections.
+
+A session actor never waits on a connection: it hands each delivery over with
+``tell_nowait``. When a connection's mailbox is full it gets a ``CatchUp`` in its system lane
+instead and reads what it missed from the WAL (the WAL is the truth; deliveries are hints).
+That keeps one slow client from stalling a session, and keeps the post → deliver → reply →
+post cycle free of deadlocks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import attrs
+
+from .._errors import ActorDead, MailboxFull
+from ..model import Envelope, SessionMetadata, is_substantive
+from ._core import HubCore
+from ._rules import accepts_inbound
+
+
+@attrs.frozen
+class Deliver:
+    """To a connection: notify ``recipient_id`` of ``envelope``."""
+
+    envelope: Envelope
+    recipient_id: str
+
+
+@attrs.frozen
+class CatchUp:
+    """To a connection: ``recipient_id`` missed deliveries of ``session_id``; read the WAL."""
+
+    recipient_id: str
+    session_id: str
+
+
+def recipients_of(metadata: SessionMetadata, envelope: Envelope) -> Iterable[str]:
+    """The audience, or every participant but the sender."""
+    if envelope.audience is not None:
+        return envelope.audience
+    sender = envelope.sender_id
+    return [p.agent_id for p in metadata.participants if p.agent_id != sender]
+
+
+def dispatch(core: HubCore, metadata: SessionMetadata, envelope: Envelope) -> None:
+    """Hand ``envelope`` to the connection of every recipient that may receive it.
+
+    Recipients whose ``inbound_from`` refuses the sender are skipped silently (the post
+    stood); recipients without a connection are skipped (they are replayed on reconnect).
+    """
+    registry = core.registry
+    sender_id = envelope.sender_id
+    sender_name = registry.name_for(sender_id)
+    substantive = is_substantive(envelope.event_type)
+    for recipient_id in recipients_of(metadata, envelope):
+        rule = registry.rule(recipient_id)
+        if rule is None:
+            continue
+        if recipient_id != sender_id and not accepts_inbound(rule, sender_name):
+            continue
+        conn = core.bindings.get(recipient_id)
+        if conn is None:
+            continue
+        try:
+            conn.tell_nowait(Deliver(envelope, recipient_id))
+        except MailboxFull:
+            conn.mailbox.send_system(CatchUp(recipient_id, metadata.session_id))
+        except ActorDead:
+            continue
+        if substantive:
+            crossed = core.ledger.add(recipient_id, rule.limits.inbox)
+            if crossed is not None:
+                core.audit(
+                    "inbox_pressure",
+                    agent_id=recipient_id,
+                    pending=crossed,
+                    max_pending=rule.limits.inbox.max_pending,
+                )

@@ -1,0 +1,117 @@
+"""The session directory: every session's last published metadata and state, and its actor.
+
+An ETS-style table. The hub actor adds entries; each entry's published fields are written
+only by that session's actor (or, for a session whose actor is gone for good, by the hub
+when it closes it). Readers (``get_session``, ``can_send``, ``list_sessions``) read the last
+published, immutable values synchronously.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import trio
+
+from .._errors import NotFoundError
+from ..actors import ActorRef
+from ..model import SessionMetadata, SessionState
+from ..session_types import AnySessionType
+
+
+@attrs.define(eq=False)
+class SessionEntry:
+    """One session as the rest of the hub sees it."""
+
+    metadata: SessionMetadata
+    stype: AnySessionType | None
+    #: The session type's state after ``last_seq`` (None until the session was loaded once).
+    state: Any = None
+    last_seq: int = 0
+    ref: ActorRef[Any, Any] | None = None
+    #: Set while an actor for this session is being started (concurrent callers wait on it).
+    starting: trio.Event | None = None
+    _changed: trio.Event = attrs.field(factory=trio.Event)
+
+    @property
+    def session_id(self) -> str:
+        return self.metadata.session_id
+
+    @property
+    def running(self) -> bool:
+        return self.ref is not None and self.ref.alive
+
+    def publish(self, metadata: SessionMetadata, state: Any, last_seq: int) -> None:
+        self.metadata = metadata
+        self.state = state
+        self.last_seq = last_seq
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_for(self, predicate: Callable[[SessionMetadata], bool]) -> SessionMetadata:
+        """Wait until the published metadata satisfies ``predicate``; return it."""
+        while not predicate(self.metadata):
+            await self._changed.wait()
+        return self.metadata
+
+
+class Directory:
+    """All sessions of a hub, in creation order, with per-agent and per-creator indexes."""
+
+    def __init__(self) -> None:
+        self.sessions: dict[str, SessionEntry] = {}
+        self._by_agent: dict[str, list[str]] = {}
+        self._live_by_creator: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.sessions)
+
+    def add(self, entry: SessionEntry) -> None:
+        md = entry.metadata
+        self.sessions[md.session_id] = entry
+        for agent_id in md.participant_ids():
+            self._by_agent.setdefault(agent_id, []).append(md.session_id)
+        if not md.state.terminal:
+            self._live_by_creator[md.creator_id] = self._live_by_creator.get(md.creator_id, 0) + 1
+
+    def get(self, session_id: str) -> SessionEntry:
+        entry = self.sessions.get(session_id)
+        if entry is None:
+            raise NotFoundError(f"session not found: {session_id!r}")
+        return entry
+
+    def ended(self, metadata: SessionMetadata) -> None:
+        """Account for a session that just reached a terminal state."""
+        count = self._live_by_creator.get(metadata.creator_id, 0)
+        if count <= 1:
+            self._live_by_creator.pop(metadata.creator_id, None)
+        else:
+            self._live_by_creator[metadata.creator_id] = count - 1
+
+    def live_created_by(self, agent_id: str) -> int:
+        return self._live_by_creator.get(agent_id, 0)
+
+    def of_agent(self, agent_id: str) -> list[SessionEntry]:
+        return [self.sessions[sid] for sid in self._by_agent.get(agent_id, ())]
+
+    def select(
+        self,
+        *,
+        agent_id: str | None = None,
+        state: SessionState | None = None,
+        include_terminal: bool = True,
+        limit: int = 50,
+    ) -> list[SessionMetadata]:
+        entries = self.of_agent(agent_id) if agent_id is not None else self.sessions.values()
+        out: list[SessionMetadata] = []
+        for entry in entries:
+            md = entry.metadata
+            if state is not None and md.state is not state:
+                continue
+            if not include_terminal and md.state.terminal:
+                continue
+            out.append(md)
+            if len(out) >= limit:
+                break
+        return out

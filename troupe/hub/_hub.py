@@ -1,0 +1,595 @@
+"""``Hub``: the handle ``open_hub`` yields; its methods ask the hub and session actors.
+
+Reads (``get_agent``, ``get_session``, ``can_send``, …) read the published tables and never
+wait on an actor. Writes go to the one actor that owns the thing written.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+import attrs
+import trio
+
+from .._errors import ActorDead, NotFoundError, ProtocolError, StoreError
+from ..actors import ActorRef
+from ..mailbox import DeadLetter, DeadLetterBuffer
+from ..model import (
+    EV_TEXT,
+    Envelope,
+    Passport,
+    Resume,
+    Rule,
+    SessionMetadata,
+    SessionState,
+    TaskMetadata,
+    TaskState,
+    parse_iso,
+)
+from ..session_types import AnySessionType, ViewPolicy
+from ..supervisors import ChildSpec, Supervisor
+from . import _hub_actor as H
+from ._audit import ReadAudit
+from ._auth import AuthRegistry
+from ._connection import Bind, Endpoint
+from ._core import Failed, HubCore
+from ._directory import SessionEntry
+from ._session import Accepted, EndSession, Post, SendInvites, SessionActor
+from ._stats import HubStatistics, PendingTurn
+
+log = logging.getLogger("troupe.hub")
+
+
+class Hub:
+    """A running hub; use it only inside its ``open_hub`` block."""
+
+    def __init__(self, core: HubCore, auth: AuthRegistry) -> None:
+        self._core = core
+        self.auth = auth
+        self._sessions: Supervisor | None = None
+        self._connections: Supervisor | None = None
+        self._endpoints: dict[str, ActorRef[Any, Any]] = {}
+
+    @property
+    def core(self) -> HubCore:
+        return self._core
+
+    @property
+    def dead_letters(self) -> DeadLetterBuffer:
+        """Poison envelopes and undeliverable messages, with their reasons."""
+        return self._core.dead_letters
+
+    async def _call(self, msg: H.HubMsg) -> Any:
+        assert self._core.hub_ref is not None
+        result = await self._core.hub_ref.ask(msg)
+        if isinstance(result, Failed):
+            raise result.error
+        return result
+
+    # -- registry ----------------------------------------------------------------------------
+
+    async def register(
+        self,
+        passport: Passport,
+        resume: Resume | None = None,
+        *,
+        skill_md: str | None = None,
+        rule: Rule | None = None,
+    ) -> Passport:
+        """Register an identity; return its passport stamped with ``agent_id``.
+
+        Raises:
+          ProtocolError: the name is taken (the message names the existing id).
+          AuthError: the passport's auth scheme is unknown or its claim does not validate.
+        """
+        msg = H.Register(passport=passport, resume=resume or Resume(), skill_md=skill_md, rule=rule)
+        stamped: Passport = await self._call(msg)
+        return stamped
+
+    async def unregister(self, agent_id: str) -> None:
+        """Forget an identity; its sessions and their WALs are kept. NotFoundError if unknown."""
+        await self._call(H.Unregister(agent_id))
+
+    async def get_agent(self, name_or_id: str) -> Passport:
+        await trio.lowlevel.checkpoint()
+        return self._core.registry.resolve(name_or_id).passport
+
+    async def get_resume(self, agent_id: str) -> Resume:
+        await trio.lowlevel.checkpoint()
+        record = self._core.registry.agents.get(agent_id)
+        if record is None:
+            raise NotFoundError(f"resume not found: {agent_id!r}")
+        return record.resume
+
+    async def get_skill(self, agent_id: str) -> str | None:
+        await trio.lowlevel.checkpoint()
+        record = self._core.registry.agents.get(agent_id)
+        return record.skill_md if record is not None else None
+
+    async def get_rule(self, agent_id: str) -> Rule:
+        await trio.lowlevel.checkpoint()
+        return self._core.registry.record(agent_id).rule
+
+    async def set_resume(self, agent_id: str, resume: Resume) -> None:
+        await self._call(H.SetResume(agent_id, resume))
+
+    async def set_skill(self, agent_id: str, skill_md: str | None) -> None:
+        await self._call(H.SetSkill(agent_id, skill_md))
+
+    async def set_rule(self, agent_id: str, rule: Rule) -> None:
+        await self._call(H.SetRule(agent_id, rule))
+
+    async def list_agents(
+        self,
+        *,
+        capability: str | None = None,
+        query: str | None = None,
+        kind: str | None = None,
+        sort_by: str | None = None,
+        limit: int = 50,
+    ) -> list[Passport]:
+        await trio.lowlevel.checkpoint()
+        return self._core.registry.search(
+            capability=capability, query=query, kind=kind, sort_by=sort_by, limit=limit
+        )
+
+    def agents_with_capability(self, capability: str) -> list[str]:
+        return self._core.registry.with_capability(capability)
+
+    def name_for(self, agent_id: str) -> str:
+        return self._core.registry.name_for(agent_id)
+
+    def find_agent_id(self, name: str) -> str | None:
+        return self._core.registry.find_agent_id(name)
+
+    async def record_observation(
+        self,
+        *,
+        owner_id: str,
+        capability: str,
+        outcome: TaskState,
+        latency_ms: int | None = None,
+        task_id: str | None = None,
+    ) -> None:
+        await self._call(
+            H.RecordObservation(
+                owner_id=owner_id,
+                capability=capability,
+                outcome=outcome,
+                latency_ms=latency_ms,
+                task_id=task_id,
+            )
+        )
+
+    # -- session types -----------------------------------------------------------------------
+
+    def register_session_type(self, stype: AnySessionType) -> None:
+        """Add (or replace) a session type; existing sessions keep the type they started with."""
+        self._core.session_types[(stype.name, stype.version)] = stype
+
+    # -- sessions ----------------------------------------------------------------------------
+
+    async def create_session(
+        self,
+        *,
+        creator_id: str,
+        manifest_type: str,
+        manifest_version: int = 1,
+        participants: Sequence[str],
+        required_acks: int | None = None,
+        ttl: str | int | None = None,
+        knobs: dict[str, object] | None = None,
+        intent: str | None = None,
+        labels: dict[str, str] | None = None,
+    ) -> SessionMetadata:
+        """Open a session, invite the participants and return once it is ACTIVE.
+
+        Raises:
+          NotFoundError: the creator, a participant or the session type is unknown.
+          AccessDeniedError: a rule forbids it (inbound globs, session types, caps).
+          ProtocolError: bad participants or knobs, an invite was rejected, or the acks did
+            not arrive within ``invite_ack_timeout`` (the session is then CLOSED).
+        """
+        md: SessionMetadata = await self._call(
+            H.CreateSession(
+                creator_id=creator_id,
+                manifest_type=manifest_type,
+                manifest_version=manifest_version,
+                participants=tuple(participants),
+                required_acks=required_acks,
+                ttl=ttl,
+                knobs=dict(knobs) if knobs is not None else None,
+                intent=intent,
+                labels=labels,
+            )
+        )
+        sid = md.session_id
+        entry = self._core.directory.get(sid)
+        result = await self._ask_session(sid, SendInvites())
+        if isinstance(result, Failed):
+            raise result.error
+        with trio.move_on_after(self._core.config.invite_ack_timeout):
+            await entry.wait_for(lambda m: m.state is not SessionState.PENDING)
+        md = entry.metadata
+        if md.state is SessionState.PENDING:
+            md = await self._ask_session(sid, EndSession("invite_timeout", only_if_pending=True))
+        if md.state is SessionState.ACTIVE:
+            return md
+        if md.close_reason == "invite_rejected":
+            raise ProtocolError(
+                f"session {sid} was not opened: invite rejected by {', '.join(md.rejected_by)}"
+            )
+        if md.close_reason == "invite_timeout":
+            raise ProtocolError(
+                f"session {sid} was not opened: no ack within "
+                f"{self._core.config.invite_ack_timeout}s from {', '.join(md.pending_acks)}"
+            )
+        raise ProtocolError(f"session {sid} was not opened: {md.close_reason or md.state.value}")
+
+    async def get_session(self, session_id: str) -> SessionMetadata:
+        await trio.lowlevel.checkpoint()
+        return self._core.directory.get(session_id).metadata
+
+    async def list_sessions(
+        self,
+        *,
+        agent_id: str | None = None,
+        state: SessionState | None = None,
+        include_terminal: bool = False,
+        limit: int = 50,
+    ) -> list[SessionMetadata]:
+        await trio.lowlevel.checkpoint()
+        return self._core.directory.select(
+            agent_id=agent_id, state=state, include_terminal=include_terminal, limit=limit
+        )
+
+    async def close_session(self, session_id: str, *, reason: str = "") -> SessionMetadata:
+        """Close a session (idempotent on a terminal one). NotFoundError if unknown."""
+        entry = self._core.directory.get(session_id)
+        if entry.metadata.state.terminal:
+            await trio.lowlevel.checkpoint()
+            return entry.metadata
+        md: SessionMetadata = await self._ask_session(
+            session_id, EndSession(reason or "explicit_close")
+        )
+        return md
+
+    async def post_envelope(self, envelope: Envelope) -> str:
+        """Validate, stamp and durably append ``envelope``; return its ``envelope_id``.
+
+        The caller's object is not changed. A repeat (same ``idempotency_key``, or the same
+        sender answering the same ``causation_id`` with the same event type) returns the
+        original id and appends nothing.
+
+        Raises:
+          NotFoundError, AccessDeniedError, RateLimited, InboxFull, ProtocolError: the post
+            was refused and the WAL is untouched.
+          StoreError: the store failed; nothing was appended.
+        """
+        return (await self.post(envelope)).envelope_id
+
+    async def post(self, envelope: Envelope) -> Accepted:
+        """Like :meth:`post_envelope`, returning the ``envelope_id``, ``seq`` and ``duplicate``."""
+        if not isinstance(envelope, Envelope):
+            raise TypeError(f"post_envelope takes an Envelope, got {type(envelope).__name__}")
+        core = self._core
+        sid = envelope.session_id
+        entry = core.directory.get(sid)
+        env = attrs.evolve(envelope, envelope_id=core.new_id(), seq=0, created_at="")
+        for attempt in (1, 2):
+            self._refuse_if_terminal(entry, env)
+            ref = await self._running(entry)
+            try:
+                result = await ref.ask(Post(env, attempt))
+            except ActorDead as exc:
+                if attempt == 1 or entry.metadata.state.terminal:
+                    continue
+                core.counters.poison += 1
+                core.dead_letters(DeadLetter(message=env, reason="poison", mailbox=sid))
+                core.audit("poison_envelope", session_id=sid, envelope_id=env.envelope_id)
+                raise ProtocolError(
+                    f"envelope {env.envelope_id} ({env.event_type} from {env.sender_id}) "
+                    f"crashed session {sid} twice; rejected as poison"
+                ) from exc
+            if isinstance(result, Failed):
+                raise result.error
+            accepted: Accepted = result
+            return accepted
+        self._refuse_if_terminal(entry, env)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _refuse_if_terminal(self, entry: SessionEntry, env: Envelope) -> None:
+        md = entry.metadata
+        if not md.state.terminal:
+            return
+        if env.sender_id not in self._core.registry:
+            raise NotFoundError(f"sender not registered: {env.sender_id!r}")
+        raise ProtocolError(
+            f"session {md.session_id} is {md.state.value} ({md.close_reason or 'no reason'})"
+        )
+
+    async def read_wal(
+        self, session_id: str, *, since: int = 0, until: int | None = None
+    ) -> list[Envelope]:
+        """The session's envelopes with ``since < seq <= until``, in order."""
+        wal: list[Envelope] = await self._call(H.ReadWal(session_id, since, until))
+        return wal
+
+    def can_send(self, session_id: str, sender_id: str, *, event_type: str | None = None) -> bool:
+        """Whether the session type would accept a post of ``event_type`` from the sender now.
+
+        A turn probe: it reads the last published state and checks membership, ACTIVE and
+        the session type's rules, not rates or inboxes.
+        """
+        entry = self._core.directory.sessions.get(session_id)
+        if entry is None or entry.stype is None or entry.state is None:
+            return False
+        md = entry.metadata
+        if md.state is not SessionState.ACTIVE or md.role_of(sender_id) is None:
+            return False
+        probe = Envelope(
+            session_id=session_id,
+            sender_id=sender_id,
+            event_type=event_type or EV_TEXT,
+            event_data={"text": ""},
+        )
+        try:
+            entry.stype.validate_send(md, probe, entry.state)
+        except ProtocolError:
+            return False
+        return True
+
+    def session_state(self, session_id: str) -> Any:
+        """The session type's last published state (None before the session was loaded)."""
+        return self._core.directory.get(session_id).state
+
+    def default_view_policy(self, session_id: str, participant_id: str) -> ViewPolicy:
+        entry = self._core.directory.get(session_id)
+        if entry.stype is None:
+            md = entry.metadata
+            raise NotFoundError(
+                f"no session type registered for {md.manifest_type}@v{md.manifest_version}"
+            )
+        return entry.stype.default_view_policy(entry.metadata, participant_id)
+
+    async def pending_turns_for(self, agent_id: str) -> list[PendingTurn]:
+        """ACTIVE sessions where the session type says it is ``agent_id``'s turn."""
+        turns = []
+        for entry in self._core.directory.of_agent(agent_id):
+            md = entry.metadata
+            if md.state is not SessionState.ACTIVE or entry.stype is None or entry.state is None:
+                continue
+            turn = entry.stype.expected_next(md, entry.state)
+            if turn is not None and turn.agent_id == agent_id:
+                turns.append(
+                    PendingTurn(
+                        session_id=md.session_id,
+                        triggering_envelope_id=turn.triggering_envelope_id,
+                    )
+                )
+        await trio.lowlevel.checkpoint()
+        return turns
+
+    # -- sessions' actors --------------------------------------------------------------------
+
+    async def _running(self, entry: SessionEntry) -> ActorRef[Any, Any]:
+        """The session's actor, started (recovered from the store) if it is not running."""
+        while True:
+            if entry.running:
+                assert entry.ref is not None
+                return entry.ref
+            if entry.starting is not None:
+                await entry.starting.wait()
+                continue
+            assert self._sessions is not None, "the hub is not running"
+            starting = entry.starting = trio.Event()
+            try:
+                entry.ref = await self._sessions.start_child(self._session_spec(entry))
+            finally:
+                entry.starting = None
+                starting.set()
+
+    def _session_spec(self, entry: SessionEntry) -> ChildSpec:
+        core = self._core
+        sid = entry.session_id
+        incarnations = 0
+
+        def make() -> SessionActor:
+            nonlocal incarnations
+            incarnations += 1
+            return SessionActor(core, sid, restarted=incarnations > 1)
+
+        return ChildSpec(sid, make, restart="transient", shutdown_s=5.0)
+
+    async def _ask_session(self, session_id: str, msg: Any) -> Any:
+        entry = self._core.directory.get(session_id)
+        for _ in range(2):
+            try:
+                return await (await self._running(entry)).ask(msg)
+            except ActorDead:
+                if entry.metadata.state.terminal:
+                    return entry.metadata
+        return entry.metadata
+
+    async def close_crashed(self, session_id: str, crash: BaseException | None) -> None:
+        """Close a session whose actor crashed too often (no actor is left to do it)."""
+        core = self._core
+        entry = core.directory.get(session_id)
+        md = entry.metadata
+        core.counters.sessions_crashed += 1
+        core.audit("session_crashed", session_id=session_id, error=repr(crash))
+        if md.state.terminal:
+            return
+        if core.hub_ref is not None:
+            await core.hub_ref.ask(H.ExpireSessionTasks(session_id))
+        last = await core.store.last_seq(session_id)
+        md = attrs.evolve(
+            md, state=SessionState.CLOSED, close_reason="crashed", closed_at=core.now_iso()
+        )
+        from ..model import EV_SESSION_CLOSED
+
+        notice = Envelope(
+            session_id=session_id,
+            sender_id=md.creator_id,
+            event_type=EV_SESSION_CLOSED,
+            event_data={"reason": "crashed", "session_id": session_id},
+            audience=tuple(md.participant_ids()),
+            envelope_id=core.new_id(),
+            seq=last + 1,
+            created_at=core.now_iso(),
+        )
+        await core.store.append(session_id, [notice], metadata=md)
+        entry.publish(md, entry.state, notice.seq)
+        core.directory.ended(md)
+        from ._delivery import dispatch
+
+        dispatch(core, md, notice)
+        core.audit("session_closed", session_id=session_id, reason="crashed")
+
+    async def expire_due(self) -> None:
+        """Expire sessions and tasks past their TTL; time out PENDING handshakes (the sweeper)."""
+        core = self._core
+        now = core.now()
+        for entry in list(core.directory.sessions.values()):
+            md = entry.metadata
+            if md.state.terminal:
+                continue
+            try:
+                if md.expires_at is not None and parse_iso(md.expires_at) <= now:
+                    await self._ask_session(
+                        md.session_id, EndSession("ttl_expired", SessionState.EXPIRED)
+                    )
+                elif (
+                    md.state is SessionState.PENDING
+                    and md.handshake_deadline is not None
+                    and parse_iso(md.handshake_deadline) <= now
+                ):
+                    await self._ask_session(
+                        md.session_id, EndSession("invite_timeout", only_if_pending=True)
+                    )
+            except (NotFoundError, ProtocolError, StoreError) as exc:
+                log.warning("expiring session %s failed: %s", md.session_id, exc)
+        await self._call(H.ExpireTasks(now))
+
+    # -- tasks -------------------------------------------------------------------------------
+
+    async def observe_task(self, metadata: TaskMetadata) -> None:
+        await self._call(H.ObserveTask(metadata))
+
+    async def update_task(
+        self,
+        task_id: str,
+        *,
+        state: TaskState | None = None,
+        progress: dict[str, object] | None = None,
+        result: object | None = None,
+        error: str | None = None,
+    ) -> None:
+        await self._call(
+            H.UpdateTask(
+                task_id=task_id,
+                state=state,
+                progress=dict(progress) if progress is not None else None,
+                result=result,
+                error=error,
+            )
+        )
+
+    async def get_task(self, task_id: str) -> TaskMetadata:
+        await trio.lowlevel.checkpoint()
+        task = self._core.tasks.get(task_id)
+        if task is None:
+            raise NotFoundError(f"task not found: {task_id!r}")
+        return task
+
+    async def list_tasks(
+        self,
+        *,
+        agent_id: str | None = None,
+        session_id: str | None = None,
+        state: TaskState | None = None,
+        limit: int = 50,
+    ) -> list[TaskMetadata]:
+        await trio.lowlevel.checkpoint()
+        out = []
+        for task in self._core.tasks.values():
+            if agent_id is not None and task.owner_id != agent_id:
+                continue
+            if session_id is not None and task.session_id != session_id:
+                continue
+            if state is not None and task.state is not state:
+                continue
+            out.append(task)
+            if len(out) >= limit:
+                break
+        return out
+
+    async def checkpoint_task(self, task_id: str, state: dict[str, Any]) -> None:
+        await self._call(H.SaveCheckpoint(task_id, state))
+
+    async def read_task_checkpoint(self, task_id: str) -> dict[str, Any] | None:
+        data: dict[str, Any] | None = await self._call(H.LoadCheckpoint(task_id))
+        return data
+
+    # -- endpoints ---------------------------------------------------------------------------
+
+    async def attach_endpoint(self, endpoint: Endpoint) -> str:
+        """Serve a new connection (its frames, its deliveries); return its endpoint id."""
+        from ._serve import serve_endpoint
+
+        assert self._connections is not None, "the hub is not running"
+        await self._connections.start_child(
+            ChildSpec(
+                endpoint.endpoint_id,
+                partial(serve_endpoint, self, endpoint),
+                restart="temporary",
+            )
+        )
+        return endpoint.endpoint_id
+
+    async def bind_endpoint(
+        self, endpoint_id: str, agent_id: str, *, since: dict[str, int] | None = None
+    ) -> None:
+        """Route ``agent_id``'s deliveries to this endpoint (taking them from any other).
+
+        With ``since`` not None, replay what the agent has not acked (see ``HelloFrame``).
+        """
+        conn = self._endpoints.get(endpoint_id)
+        if conn is None:
+            raise NotFoundError(f"endpoint not attached: {endpoint_id!r}")
+        self._core.registry.record(agent_id)
+        await conn.ask(Bind(agent_id, since))
+
+    # -- observability -----------------------------------------------------------------------
+
+    def statistics(self) -> HubStatistics:
+        core = self._core
+        entries = core.directory.sessions.values()
+        live = sum(1 for e in entries if e.running)
+        open_ = sum(1 for e in entries if not e.metadata.state.terminal)
+        sessions = self._sessions.statistics() if self._sessions is not None else None
+        return HubStatistics(
+            agents=len(core.registry),
+            sessions=len(core.directory),
+            open_sessions=open_,
+            live_sessions=live,
+            passivated_sessions=max(0, open_ - live),
+            connections=len(self._connections) if self._connections is not None else 0,
+            envelopes_accepted=core.counters.accepted,
+            envelopes_rejected=core.counters.rejected,
+            duplicates=core.counters.duplicates,
+            session_restarts=sessions.restarts if sessions is not None else 0,
+            sessions_crashed=core.counters.sessions_crashed,
+            poison_envelopes=core.counters.poison,
+            dead_letters=core.dead_letters.total,
+            pending_inbox=core.ledger.total(),
+        )
+
+    async def read_audit(self, since: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+        """Audit records after the first ``since``, oldest first (queued ones included)."""
+        assert self._core.audit_ref is not None
+        records: list[dict[str, Any]] = await self._core.audit_ref.ask(ReadAudit(since, limit))
+        return records

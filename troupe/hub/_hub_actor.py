@@ -1,0 +1,527 @@
+"""The hub actor: the registry, session creation, tasks and observations.
+
+It is the only writer of the registry and task tables; every change is persisted before it
+is applied and before the call returns. It never asks a session actor (sessions ask it, to
+expire their tasks), so the two can never wait on each other.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from .._errors import AccessDeniedError, NetworkError, NotFoundError, ProtocolError
+from ..actors import Actor
+from ..model import (
+    ObservedStat,
+    Participant,
+    ParticipantRole,
+    Passport,
+    Resume,
+    Rule,
+    SessionMetadata,
+    SessionState,
+    TaskMetadata,
+    TaskState,
+    iso,
+    parse_duration,
+    parse_iso,
+)
+from ..model._identity import KINDS
+from ..store import AgentRecord
+from ._auth import AuthRegistry
+from ._core import Failed, HubCore
+from ._directory import SessionEntry
+from ._registry import Registry
+from ._rules import accepts_inbound, glob_allows
+
+OBSERVED_NS = "observed_tasks"
+
+
+@attrs.frozen(kw_only=True)
+class Register:
+    passport: Passport
+    resume: Resume
+    skill_md: str | None
+    rule: Rule | None
+
+
+@attrs.frozen
+class Unregister:
+    agent_id: str
+
+
+@attrs.frozen
+class SetResume:
+    agent_id: str
+    resume: Resume
+
+
+@attrs.frozen
+class SetSkill:
+    agent_id: str
+    skill_md: str | None
+
+
+@attrs.frozen
+class SetRule:
+    agent_id: str
+    rule: Rule
+
+
+@attrs.frozen(kw_only=True)
+class RecordObservation:
+    owner_id: str
+    capability: str
+    outcome: TaskState
+    latency_ms: int | None = None
+    task_id: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class CreateSession:
+    creator_id: str
+    manifest_type: str
+    manifest_version: int
+    participants: tuple[str, ...]
+    required_acks: int | None
+    ttl: str | int | None
+    knobs: dict[str, Any] | None
+    intent: str | None
+    labels: dict[str, str] | None
+
+
+@attrs.frozen
+class ObserveTask:
+    task: TaskMetadata
+
+
+@attrs.frozen(kw_only=True)
+class UpdateTask:
+    task_id: str
+    state: TaskState | None = None
+    progress: dict[str, Any] | None = None
+    result: Any = None
+    error: str | None = None
+
+
+@attrs.frozen
+class ExpireSessionTasks:
+    session_id: str
+
+
+@attrs.frozen
+class ExpireTasks:
+    now: float
+
+
+@attrs.frozen
+class SaveCheckpoint:
+    task_id: str
+    data: dict[str, Any]
+
+
+@attrs.frozen
+class LoadCheckpoint:
+    task_id: str
+
+
+@attrs.frozen
+class ReadWal:
+    session_id: str
+    since: int = 0
+    until: int | None = None
+
+
+@attrs.frozen
+class FindEnvelope:
+    session_id: str
+    seq: int
+
+
+HubMsg = (
+    Register
+    | Unregister
+    | SetResume
+    | SetSkill
+    | SetRule
+    | RecordObservation
+    | CreateSession
+    | ObserveTask
+    | UpdateTask
+    | ExpireSessionTasks
+    | ExpireTasks
+    | SaveCheckpoint
+    | LoadCheckpoint
+    | ReadWal
+    | FindEnvelope
+)
+
+
+class HubActor(Actor[HubMsg, Any]):
+    """Permanent child of the hub's root supervisor; rebuilds its tables from the store."""
+
+    def __init__(self, core: HubCore, auth: AuthRegistry) -> None:
+        self.core = core
+        self.auth = auth
+        self.tasks: dict[str, TaskMetadata] = {}
+        self.observed: set[str] = set()
+
+    async def on_start(self) -> None:
+        store = self.core.store
+        self.core.registry = Registry.from_records(await store.load_agents())
+        self.tasks = {t.task_id: t for t in await store.load_tasks()}
+        self.core.tasks = self.tasks
+        self.observed = set(await store.load_kv(OBSERVED_NS))
+
+    async def handle(self, msg: HubMsg) -> Any:
+        try:
+            return await self._handle(msg)
+        except NetworkError as exc:
+            return Failed(exc)
+
+    async def _handle(self, msg: HubMsg) -> Any:
+        match msg:
+            case Register():
+                return await self._register(msg)
+            case Unregister(agent_id):
+                return await self._unregister(agent_id)
+            case SetResume(agent_id, resume):
+                return await self._set_resume(agent_id, resume)
+            case SetSkill(agent_id, skill_md):
+                record = self.core.registry.record(agent_id)
+                await self.core.store.save_skill(agent_id, skill_md)
+                self.core.registry.put(attrs.evolve(record, skill_md=skill_md))
+                self.core.audit("skill_set", agent_id=agent_id, removed=skill_md is None)
+                return None
+            case SetRule(agent_id, rule):
+                record = self.core.registry.record(agent_id)
+                rule = attrs.evolve(rule, version=record.rule.version + 1)
+                await self.core.store.save_rule(agent_id, rule)
+                self.core.registry.put(attrs.evolve(record, rule=rule))
+                self.core.audit("rule_set", agent_id=agent_id, version=rule.version)
+                return None
+            case RecordObservation():
+                return await self._record_observation(msg)
+            case CreateSession():
+                return await self._create_session(msg)
+            case ObserveTask(task):
+                return await self._observe_task(task)
+            case UpdateTask():
+                return await self._update_task(msg)
+            case ExpireSessionTasks(session_id):
+                for task in list(self.tasks.values()):
+                    if task.session_id == session_id and not task.state.terminal:
+                        await self._finish_task(task, TaskState.EXPIRED, error="session_closed")
+                return None
+            case ExpireTasks(now):
+                for task in list(self.tasks.values()):
+                    if (
+                        not task.state.terminal
+                        and task.expires_at
+                        and parse_iso(task.expires_at) <= now
+                    ):
+                        await self._finish_task(task, TaskState.EXPIRED, error="ttl_expired")
+                return None
+            case SaveCheckpoint(task_id, data):
+                await self.core.store.save_checkpoint(task_id, data)
+                return None
+            case LoadCheckpoint(task_id):
+                return await self.core.store.load_checkpoint(task_id)
+            case ReadWal(session_id, since, until):
+                self.core.directory.get(session_id)
+                return await self.core.store.read(session_id, since, until)
+            case FindEnvelope(session_id, seq):
+                found = await self.core.store.read(session_id, seq - 1, seq)
+                return found[0] if found else None
+        raise AssertionError(f"unhandled hub message {msg!r}")
+
+    # -- registry ----------------------------------------------------------------------------
+
+    async def _register(self, msg: Register) -> Passport:
+        core = self.core
+        passport = msg.passport
+        if not isinstance(passport.name, str) or not passport.name.strip():
+            raise ProtocolError(f"a passport needs a non-empty name, got {passport.name!r}")
+        if passport.effective_kind not in KINDS:
+            raise ProtocolError(
+                f"agent {passport.name!r}: unknown kind {passport.kind!r}; use one of "
+                + ", ".join(KINDS)
+            )
+        if passport.effective_kind != "remote_agent":
+            await self.auth.validate(passport, passport.auth.claim)
+        existing = core.registry.find_agent_id(passport.name)
+        if existing is not None:
+            raise ProtocolError(
+                f"agent name {passport.name!r} is already registered (agent_id {existing})"
+            )
+        now = core.now_iso()
+        stamped = attrs.evolve(passport, agent_id=core.new_id(), created_at=now)
+        resume = attrs.evolve(msg.resume, last_updated=now)
+        record = AgentRecord(
+            passport=stamped, resume=resume, rule=msg.rule or Rule(), skill_md=msg.skill_md
+        )
+        await core.store.save_agent(record)
+        core.registry.put(record)
+        core.audit("agent_registered", agent_id=stamped.agent_id, name=stamped.name)
+        return stamped
+
+    async def _unregister(self, agent_id: str) -> None:
+        core = self.core
+        record = core.registry.record(agent_id)
+        await core.store.delete_agent(agent_id)
+        core.registry.remove(agent_id)
+        core.bindings.pop(agent_id, None)
+        core.ledger.reset(agent_id)
+        core.limiter.forget(agent_id)
+        core.audit("agent_unregistered", agent_id=agent_id, name=record.passport.name)
+
+    async def _set_resume(self, agent_id: str, resume: Resume) -> None:
+        core = self.core
+        record = core.registry.record(agent_id)
+        resume = attrs.evolve(
+            resume, version=record.resume.version + 1, last_updated=core.now_iso()
+        )
+        await core.store.save_resume(agent_id, resume)
+        core.registry.put(attrs.evolve(record, resume=resume))
+        core.audit("resume_set", source="tenant", agent_id=agent_id, version=resume.version)
+
+    async def _record_observation(self, msg: RecordObservation) -> None:
+        core = self.core
+        if not msg.outcome.terminal:
+            return
+        if msg.task_id is not None and msg.task_id in self.observed:
+            return
+        record = core.registry.agents.get(msg.owner_id)
+        if record is None:
+            return
+        stat = record.resume.observed.get(msg.capability, ObservedStat())
+        stat = attrs.evolve(
+            stat,
+            n=stat.n + 1,
+            completed=stat.completed + (msg.outcome is TaskState.COMPLETED),
+            failed=stat.failed + (msg.outcome is TaskState.FAILED),
+            expired=stat.expired + (msg.outcome is TaskState.EXPIRED),
+            p50_latency_ms=msg.latency_ms if msg.latency_ms is not None else stat.p50_latency_ms,
+        )
+        resume = attrs.evolve(
+            record.resume,
+            observed={**record.resume.observed, msg.capability: stat},
+            version=record.resume.version + 1,
+            last_updated=core.now_iso(),
+        )
+        if msg.task_id is not None:
+            await core.store.put_kv(OBSERVED_NS, msg.task_id, True)
+            self.observed.add(msg.task_id)
+        await core.store.save_resume(msg.owner_id, resume)
+        core.registry.put(attrs.evolve(record, resume=resume))
+        core.audit(
+            "resume_set",
+            source="observed",
+            agent_id=msg.owner_id,
+            version=resume.version,
+            capability=msg.capability,
+            outcome=msg.outcome.value,
+        )
+
+    # -- sessions ----------------------------------------------------------------------------
+
+    async def _create_session(self, msg: CreateSession) -> SessionMetadata:
+        core = self.core
+        registry = core.registry
+        creator = registry.record(msg.creator_id)
+        if not msg.participants:
+            raise ProtocolError("create_session needs at least one participant")
+        seen: set[str] = set()
+        for pid in msg.participants:
+            if pid in seen:
+                raise ProtocolError(f"participant {pid!r} is listed twice")
+            seen.add(pid)
+            if pid not in registry:
+                raise NotFoundError(f"participant not registered: {pid!r}")
+        ids = list(msg.participants)
+        if msg.creator_id not in seen:
+            ids.insert(0, msg.creator_id)
+        stype = core.session_type(msg.manifest_type, msg.manifest_version)
+        if stype is None:
+            raise NotFoundError(
+                f"no session type registered for {msg.manifest_type}@v{msg.manifest_version}"
+            )
+        invitees = [pid for pid in ids if pid != msg.creator_id]
+        self._authorize_open(creator, invitees, msg.manifest_type)
+        if msg.required_acks is not None and not 0 <= msg.required_acks <= len(invitees):
+            raise ProtocolError(
+                f"required_acks must be between 0 and {len(invitees)}, got {msg.required_acks}"
+            )
+        now = core.now()
+        stamp = iso(now)
+        ttl = parse_duration(
+            msg.ttl if msg.ttl is not None else creator.rule.limits.session_ttl_default
+        )
+        labels = dict(msg.labels or {})
+        if msg.intent is not None:
+            labels["intent"] = msg.intent
+        two_party = len(ids) == 2
+        participants = tuple(
+            Participant(
+                agent_id=pid,
+                role=(
+                    ParticipantRole.INITIATOR
+                    if pid == msg.creator_id
+                    else ParticipantRole.RESPONDENT
+                    if two_party
+                    else ParticipantRole.PARTICIPANT
+                ),
+                order=order,
+                joined_at=stamp,
+            )
+            for order, pid in enumerate(ids)
+        )
+        md = SessionMetadata(
+            session_id=core.new_id(),
+            manifest_type=msg.manifest_type,
+            manifest_version=msg.manifest_version,
+            creator_id=msg.creator_id,
+            participants=participants,
+            state=SessionState.PENDING,
+            created_at=stamp,
+            expires_at=iso(now + ttl) if ttl > 0 else None,
+            knobs=dict(msg.knobs or {}),
+            labels=labels,
+            required_acks=msg.required_acks,
+            pending_acks=tuple(invitees),
+            expectations=tuple(stype.expectations),
+            handshake_deadline=iso(now + core.config.invite_ack_timeout),
+        )
+        stype.validate_create(md)
+        await core.store.save_session(md)
+        core.directory.add(SessionEntry(metadata=md, stype=stype))
+        core.audit(
+            "session_created",
+            session_id=md.session_id,
+            manifest_type=md.manifest_type,
+            manifest_version=md.manifest_version,
+            creator_id=md.creator_id,
+            participants=ids,
+        )
+        return md
+
+    def _authorize_open(self, creator: AgentRecord, invitees: list[str], kind: str) -> None:
+        core = self.core
+        name = creator.passport.name
+        if not glob_allows(creator.rule.access.session_types.initiate, kind):
+            raise AccessDeniedError(f"agent {name!r} may not open {kind!r} sessions")
+        for pid in invitees:
+            invitee = core.registry.record(pid)
+            if not accepts_inbound(invitee.rule, name):
+                raise AccessDeniedError(
+                    f"agent {invitee.passport.name!r} ({pid}) does not accept inbound "
+                    f"sessions from {name!r}"
+                )
+            if not glob_allows(invitee.rule.access.session_types.accept, kind):
+                raise AccessDeniedError(
+                    f"agent {invitee.passport.name!r} ({pid}) does not accept {kind!r} sessions"
+                )
+        cap = creator.rule.limits.max_concurrent_sessions
+        live = core.directory.live_created_by(creator.passport.agent_id or "")
+        if cap > 0 and live >= cap:
+            raise AccessDeniedError(
+                f"agent {name!r} already has {live} open sessions (max_concurrent_sessions {cap})"
+            )
+
+    # -- tasks -------------------------------------------------------------------------------
+
+    async def _observe_task(self, task: TaskMetadata) -> None:
+        core = self.core
+        known = self.tasks.get(task.task_id)
+        if known is not None:
+            if known.state.terminal:
+                return
+            merged = attrs.evolve(
+                known,
+                state=task.state,
+                started_at=task.started_at or known.started_at,
+                expires_at=task.expires_at or known.expires_at,
+                session_id=task.session_id or known.session_id,
+                progress={**known.progress, **task.progress},
+            )
+            await self._save_task(merged)
+            if merged.state.terminal:
+                await self._on_terminal(merged)
+            return
+        owner = core.registry.record(task.owner_id)
+        cap = owner.rule.limits.max_concurrent_tasks
+        if cap > 0:
+            live = sum(
+                1
+                for t in self.tasks.values()
+                if t.owner_id == task.owner_id and not t.state.terminal
+            )
+            if live >= cap:
+                raise AccessDeniedError(
+                    f"agent {owner.passport.name!r} already runs {live} tasks "
+                    f"(max_concurrent_tasks {cap})"
+                )
+        if task.session_id is not None:
+            core.directory.get(task.session_id)
+        await self._save_task(attrs.evolve(task, created_at=task.created_at or core.now_iso()))
+
+    async def _update_task(self, msg: UpdateTask) -> None:
+        task = self.tasks.get(msg.task_id)
+        if task is None:
+            raise NotFoundError(f"task not found: {msg.task_id!r}")
+        if task.state.terminal:
+            return
+        now = self.core.now_iso()
+        changes: dict[str, Any] = {}
+        if msg.progress is not None:
+            changes["progress"] = {**task.progress, **msg.progress}
+            changes["last_progress_at"] = now
+        if msg.result is not None:
+            changes["result"] = msg.result
+        if msg.error is not None:
+            changes["error"] = msg.error
+        if msg.state is not None:
+            changes["state"] = msg.state
+            if msg.state.terminal:
+                changes["completed_at"] = now
+        updated = attrs.evolve(task, **changes)
+        await self._save_task(updated)
+        if updated.state.terminal:
+            await self._on_terminal(updated)
+
+    async def _finish_task(self, task: TaskMetadata, state: TaskState, *, error: str) -> None:
+        done = attrs.evolve(task, state=state, error=error, completed_at=self.core.now_iso())
+        await self._save_task(done)
+        await self._on_terminal(done)
+
+    async def _save_task(self, task: TaskMetadata) -> None:
+        await self.core.store.save_task(task)
+        self.tasks[task.task_id] = task
+
+    async def _on_terminal(self, task: TaskMetadata) -> None:
+        """Audit the outcome and feed the owner's track record (once per task)."""
+        self.core.audit(
+            "task_terminated",
+            task_id=task.task_id,
+            owner_id=task.owner_id,
+            session_id=task.session_id,
+            outcome=task.state.value,
+            capability=task.spec.capability,
+            reason=task.error,
+        )
+        if task.spec.capability is None:
+            return
+        latency: int | None = None
+        if task.started_at and task.completed_at:
+            latency = int((parse_iso(task.completed_at) - parse_iso(task.started_at)) * 1000)
+        await self._record_observation(
+            RecordObservation(
+                owner_id=task.owner_id,
+                capability=task.spec.capability,
+                outcome=task.state,
+                latency_ms=latency,
+                task_id=task.task_id,
+            )
+        )

@@ -1,0 +1,155 @@
+"""``open_hub``: a hub's supervision tree, from its store up, torn down in order.
+
+::
+
+    root supervisor (one_for_one)
+    ├── audit      AuditWriter                permanent   started first, stopped last
+    ├── hub        HubActor                   permanent   registry, session creation, tasks
+    ├── sessions   dynamic supervisor         permanent   one transient SessionActor each
+    ├── endpoints  dynamic supervisor         permanent   one temporary connection each
+    └── sweeper    TTL / handshake sweeper    permanent   (unless ttl_sweep_interval == 0)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from functools import partial
+
+import trio
+
+from ..session_types import AnySessionType, builtin_types
+from ..store import Store, open_store
+from ..supervisors import ChildSpec, open_dynamic_supervisor, open_supervisor
+from ._audit import AuditWriter, audit_mailbox
+from ._auth import AuthAdapter, AuthRegistry
+from ._core import Faults, HubConfig, HubCore, new_uuid, trio_anchored_clock
+from ._directory import SessionEntry
+from ._hub import Hub
+from ._hub_actor import HubActor
+
+
+@asynccontextmanager
+async def open_hub(
+    store: Store | str | os.PathLike[str] | None = None,
+    *,
+    invite_ack_timeout: float = 30.0,
+    ttl_sweep_interval: float = 30.0,
+    clock: Callable[[], float] | None = None,
+    snapshot_every: int = 1000,
+    session_max_restarts: int = 3,
+    session_within_s: float = 5.0,
+    auth: Iterable[AuthAdapter] | None = None,
+    session_types: Iterable[AnySessionType] = (),
+    faults: Faults | None = None,
+    new_id: Callable[[], str] | None = None,
+) -> AsyncIterator[Hub]:
+    """Run a hub for the duration of the block.
+
+    Args:
+      store: ``None`` for a fresh :class:`MemoryStore`, a path for a :class:`SQLiteStore`,
+        or any :class:`Store` (entered and left by the hub).
+      invite_ack_timeout: seconds ``create_session`` waits for every invitee's ack.
+      ttl_sweep_interval: seconds between sweeps that expire sessions and tasks past their
+        TTL and time out handshakes (0 disables the sweeper; call ``expire_due()``).
+      clock: wall-clock seconds for timestamps and TTLs; by default the wall clock at start
+        advanced by trio's clock, so a ``MockClock`` drives it too.
+      snapshot_every: save a session-type snapshot every this many envelopes (0: never).
+      session_max_restarts / session_within_s: a session actor that crashes more often
+        than this is closed with reason ``crashed``; the rest of the hub carries on.
+      auth: the accepted auth adapters (default: :class:`NoAuth` only).
+      session_types: session types to add to the built-in ones.
+      faults: a fault injector that may crash session actors (``troupe.testing``).
+      new_id: makes ids (default: random UUID4 hex); seed one for reproducible runs.
+
+    Leaving the block stops the sweeper, the connections, the sessions, the hub actor and
+    the audit writer, in that order; no task outlives it.
+    """
+    config = HubConfig(
+        invite_ack_timeout=invite_ack_timeout,
+        ttl_sweep_interval=ttl_sweep_interval,
+        snapshot_every=snapshot_every,
+        session_max_restarts=session_max_restarts,
+        session_within_s=session_within_s,
+    )
+    async with open_store(store) as opened:
+        core = HubCore(
+            opened,
+            config,
+            clock=clock if clock is not None else trio_anchored_clock(),
+            new_id=new_id if new_id is not None else new_uuid,
+            faults=faults,
+        )
+        for stype in (*builtin_types(), *session_types):
+            core.session_types[(stype.name, stype.version)] = stype
+        for md in await opened.load_sessions():
+            core.directory.add(
+                SessionEntry(
+                    metadata=md, stype=core.session_type(md.manifest_type, md.manifest_version)
+                )
+            )
+        hub = Hub(core, AuthRegistry(auth) if auth is not None else AuthRegistry())
+        async with open_supervisor(
+            "one_for_one", max_restarts=10, within_s=10.0, name="hub"
+        ) as root:
+            core.audit_ref = await root.start_child(
+                ChildSpec(
+                    "audit",
+                    partial(AuditWriter, opened),
+                    mailbox=partial(audit_mailbox, core.dead_letters),
+                )
+            )
+            core.hub_ref = await root.start_child(
+                ChildSpec("hub", partial(HubActor, core, hub.auth))
+            )
+            await root.start_child(ChildSpec("sessions", partial(_run_sessions, hub)))
+            await root.start_child(ChildSpec("endpoints", partial(_run_endpoints, hub)))
+            await _hydrate(hub)
+            if ttl_sweep_interval > 0:
+                await root.start_child(
+                    ChildSpec("sweeper", partial(_sweep, hub, ttl_sweep_interval))
+                )
+            yield hub
+
+
+async def _run_sessions(hub: Hub, *, task_status: trio.TaskStatus[None]) -> None:
+    config = hub.core.config
+    async with open_dynamic_supervisor(
+        config.session_max_restarts,
+        config.session_within_s,
+        config.session_backoff,
+        on_give_up=hub.close_crashed,
+        name="sessions",
+    ) as sup:
+        hub._sessions = sup
+        task_status.started()
+        await trio.sleep_forever()
+
+
+async def _run_endpoints(hub: Hub, *, task_status: trio.TaskStatus[None]) -> None:
+    async with open_dynamic_supervisor(name="endpoints") as sup:
+        hub._connections = sup
+        task_status.started()
+        await trio.sleep_forever()
+
+
+async def _hydrate(hub: Hub) -> None:
+    """Start (and so refold) every open session, a few at a time."""
+    limiter = trio.CapacityLimiter(32)
+
+    async def start(entry: SessionEntry) -> None:
+        async with limiter:
+            await hub._running(entry)
+
+    async with trio.open_nursery() as nursery:
+        for entry in list(hub.core.directory.sessions.values()):
+            if not entry.metadata.state.terminal:
+                nursery.start_soon(start, entry)
+
+
+async def _sweep(hub: Hub, interval: float, *, task_status: trio.TaskStatus[None]) -> None:
+    task_status.started()
+    while True:
+        await trio.sleep(interval)
+        await hub.expire_due()

@@ -1,0 +1,156 @@
+"""Serving one endpoint: its connection actor plus a reader for the frames it sends.
+
+The reader never delivers anything itself: receipts and replies go through the connection
+actor (the endpoint's only writer); posts run in their own tasks so one slow post does not
+hold up the receipts behind it. A connection serves at most ``MAX_IN_FLIGHT`` requests at
+once, so a flood from one client cannot starve the others.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from .._errors import AuthError, NetworkError, NotFoundError, StoreError
+from ..actors import ActorRef, spawn
+from ..mailbox import Mailbox
+from ..model import (
+    AcceptFrame,
+    ErrorFrame,
+    Frame,
+    HelloFrame,
+    PingFrame,
+    PongFrame,
+    ReceiptFrame,
+    SendFrame,
+    WelcomeFrame,
+)
+from ._connection import Bind, ConnectionActor, Endpoint, Receipt, SendOut
+
+if TYPE_CHECKING:
+    from ._hub import Hub
+
+log = logging.getLogger("troupe.hub.connections")
+
+MAX_IN_FLIGHT = 64
+
+
+def error_frame(
+    exc: Exception, *, request_id: str = "", envelope_id: str | None = None
+) -> ErrorFrame:
+    code = exc.code if isinstance(exc, NetworkError) else "error"
+    return ErrorFrame(code=code, message=str(exc), envelope_id=envelope_id, request_id=request_id)
+
+
+async def serve_endpoint(
+    hub: Hub,
+    endpoint: Endpoint,
+    *,
+    task_status: trio.TaskStatus[ActorRef[Any, Any]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run until the client closes the endpoint (or the hub shuts down)."""
+    core = hub.core
+    actor = ConnectionActor(core, endpoint)
+    limiter = trio.CapacityLimiter(MAX_IN_FLIGHT)
+    try:
+        async with trio.open_nursery() as nursery:
+            mailbox: Mailbox[Any] = Mailbox(core.config.client_mailbox, "block")
+            ref = await spawn(nursery, actor, mailbox=mailbox, name=f"conn:{endpoint.endpoint_id}")
+            hub._endpoints[endpoint.endpoint_id] = ref
+            task_status.started(ref)
+            async for frame in endpoint.frames():
+                await _on_frame(hub, actor, ref, frame, nursery, limiter)
+            nursery.cancel_scope.cancel()
+    finally:
+        hub._endpoints.pop(endpoint.endpoint_id, None)
+        actor.release()
+        with trio.CancelScope(shield=True):
+            await endpoint.aclose()
+
+
+async def _on_frame(
+    hub: Hub,
+    actor: ConnectionActor,
+    ref: ActorRef[Any, Any],
+    frame: Frame,
+    nursery: trio.Nursery,
+    limiter: trio.CapacityLimiter,
+) -> None:
+    match frame:
+        case ReceiptFrame():
+            await ref.tell(Receipt(frame))
+        case PingFrame(nonce=nonce):
+            await ref.tell(SendOut(PongFrame(nonce=nonce)))
+        case HelloFrame():
+            await _hello(hub, ref, frame)
+        case SendFrame():
+            await limiter.acquire_on_behalf_of(frame)
+            nursery.start_soon(_send, hub, actor, ref, frame, limiter)
+        case _:
+            await ref.tell(
+                SendOut(
+                    ErrorFrame(
+                        code="bad_frame",
+                        message=f"a client may not send {type(frame).__name__}",
+                        request_id=getattr(frame, "request_id", ""),
+                    )
+                )
+            )
+
+
+async def _hello(hub: Hub, ref: ActorRef[Any, Any], frame: HelloFrame) -> None:
+    core = hub.core
+    try:
+        record = core.registry.resolve(frame.name)
+        passport = record.passport
+        claim_passport = passport
+        await hub.auth.get(frame.auth_scheme or passport.auth.scheme).validate(
+            claim_passport, frame.auth_claim
+        )
+    except (NotFoundError, AuthError) as exc:
+        await ref.tell(SendOut(error_frame(exc, request_id=frame.request_id)))
+        return
+    assert passport.agent_id is not None
+    welcome = WelcomeFrame(
+        endpoint_id=actor_endpoint_id(ref),
+        hub_time=core.now_iso(),
+        agent_id=passport.agent_id,
+        request_id=frame.request_id,
+    )
+    await ref.ask(Bind(passport.agent_id, frame.since, welcome))
+
+
+def actor_endpoint_id(ref: ActorRef[Any, Any]) -> str:
+    return ref.name.removeprefix("conn:")
+
+
+async def _send(
+    hub: Hub,
+    actor: ConnectionActor,
+    ref: ActorRef[Any, Any],
+    frame: SendFrame,
+    limiter: trio.CapacityLimiter,
+) -> None:
+    try:
+        if frame.envelope.sender_id not in actor.agents:
+            reply: Frame = ErrorFrame(
+                code="access_denied",
+                message=f"this connection is not bound to agent {frame.envelope.sender_id!r}",
+                request_id=frame.request_id,
+            )
+        else:
+            try:
+                accepted = await hub.post(frame.envelope)
+            except (NetworkError, StoreError) as exc:
+                reply = error_frame(exc, request_id=frame.request_id)
+            else:
+                reply = AcceptFrame(
+                    envelope_id=accepted.envelope_id,
+                    seq=accepted.seq,
+                    request_id=frame.request_id,
+                )
+        await ref.tell(SendOut(reply))
+    finally:
+        limiter.release_on_behalf_of(frame)

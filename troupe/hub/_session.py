@@ -1,0 +1,414 @@
+"""The session actor: the only writer of one session's WAL, state and metadata.
+
+A post, in order (reference §1.3-C, rejected posts leave the WAL untouched):
+
+1. the sender is registered and a participant; the audience names participants only;
+2. the sender's ``outbound_to`` covers an explicit audience; ``depth`` is within its limit;
+3. the session is not terminal, and is ACTIVE for substantive events;
+4. a repeat of an accepted post (same ``idempotency_key``, or same sender + ``causation_id``
+   + event type) returns the original and appends nothing;
+5. substantive events: the sender's rate, every recipient's inbox, the session type's
+   ``validate_send``; protocol events: the handshake rules;
+6. stamp ``envelope_id`` / ``seq`` / ``created_at``, append (durable), fold, publish,
+   dispatch, then any move the post causes (activation, close) and a snapshot when due.
+
+Recovery (``on_start``): latest snapshot + fold of the WAL after it, then finish what a crash
+interrupted (an activation, a close) and, after a crash, dispatch the last few envelopes
+again (connections drop the duplicates by ``seq``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import trio
+
+from .._errors import NetworkError, NotFoundError, ProtocolError, StoreError
+from ..actors import Actor
+from ..model import (
+    EV_CHANNEL_INVITE,
+    EV_CHANNEL_INVITE_ACK,
+    EV_CHANNEL_INVITE_REJECT,
+    EV_SESSION_CLOSED,
+    EV_SESSION_EXPIRED,
+    EV_SESSION_OPENED,
+    Envelope,
+    Passport,
+    SessionMetadata,
+    SessionState,
+    is_substantive,
+)
+from ..store import dedup_keys
+from ._core import Failed, HubCore
+from ._delivery import dispatch, recipients_of
+from ._rules import check_depth, check_outbound
+
+HUB_ONLY = frozenset({EV_CHANNEL_INVITE, EV_SESSION_OPENED, EV_SESSION_CLOSED, EV_SESSION_EXPIRED})
+REJECTED = "invite_rejected"
+#: How many of the last envelopes a restarted session re-dispatches and checks retries against.
+RECENT = 4
+
+
+@attrs.frozen
+class Post:
+    envelope: Envelope
+    attempt: int = 1
+
+
+@attrs.frozen
+class SendInvites:
+    pass
+
+
+@attrs.frozen
+class EndSession:
+    reason: str
+    state: SessionState = SessionState.CLOSED
+    only_if_pending: bool = False
+
+
+@attrs.frozen
+class Accepted:
+    envelope_id: str
+    seq: int
+    duplicate: bool = False
+
+
+SessionMsg = Post | SendInvites | EndSession
+
+
+def invitees_of(metadata: SessionMetadata) -> list[str]:
+    return [p for p in metadata.participant_ids() if p != metadata.creator_id]
+
+
+def quorum_reached(metadata: SessionMetadata) -> bool:
+    invitees = invitees_of(metadata)
+    needed = metadata.required_acks if metadata.required_acks is not None else len(invitees)
+    return len(invitees) - len(metadata.pending_acks) >= needed
+
+
+class SessionActor(Actor[SessionMsg, Any]):
+    """One live session; started on demand by the hub under the session supervisor."""
+
+    def __init__(self, core: HubCore, session_id: str, *, restarted: bool = False) -> None:
+        self.core = core
+        self.sid = session_id
+        self.restarted = restarted
+        self.entry = core.directory.get(session_id)
+        self.metadata = self.entry.metadata
+        self.stype = self.entry.stype
+        self.state: Any = None
+        self.last_seq = 0
+        self.snapshot_seq = 0
+        self.dedup: dict[str, tuple[str, int]] = {}
+        self.recent: list[Envelope] = []
+        self.stopping = False
+
+    # -- recovery --------------------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        store = self.core.store
+        snapshot = await store.load_snapshot(self.sid) if self.stype is not None else None
+        if self.stype is None:
+            self.state = None
+            since = 0
+        elif snapshot is not None:
+            self.state = self.stype.load_state(snapshot.state)
+            since = snapshot.seq
+        else:
+            self.state = self.stype.initial_state(self.metadata)
+            since = 0
+        tail = await store.read(self.sid, since=since)
+        stype = self.stype
+        last_substantive: Envelope | None = None
+        for env in tail:
+            if stype is not None and is_substantive(env.event_type):
+                self.state = stype.fold(env, self.state)
+                last_substantive = env
+        self.last_seq = tail[-1].seq if tail else since
+        self.snapshot_seq = since
+        if len(tail) < RECENT and self.last_seq > len(tail):
+            tail = await store.read(self.sid, since=max(0, self.last_seq - RECENT))
+        self.recent = tail[-RECENT:]
+        self.dedup = await store.load_dedup(self.sid)
+        self._publish()
+        await self._finish_interrupted(last_substantive)
+        if self.restarted:
+            for env in self.recent:
+                if env.event_type not in (EV_CHANNEL_INVITE_ACK, EV_CHANNEL_INVITE_REJECT):
+                    dispatch(self.core, self.metadata, env)
+
+    async def _finish_interrupted(self, last_substantive: Envelope | None) -> None:
+        md = self.metadata
+        if md.state is SessionState.PENDING:
+            if md.rejected_by:
+                await self._move(SessionState.CLOSED, REJECTED)
+            elif quorum_reached(md) and self.last_seq > 0:
+                await self._activate()
+        elif (
+            md.state is SessionState.ACTIVE
+            and last_substantive is not None
+            and self.stype is not None
+        ):
+            move = self.stype.on_accepted(md, last_substantive, self.state)
+            if move is not None:
+                await self._move(move.state, move.reason)
+
+    # -- messages --------------------------------------------------------------------------
+
+    async def handle(self, msg: SessionMsg) -> Any:
+        if isinstance(msg, Post):
+            try:
+                result: Any = await self._post(msg.envelope, msg.attempt)
+            except NetworkError as exc:
+                self.core.counters.rejected += 1
+                result = Failed(exc)
+        elif isinstance(msg, SendInvites):
+            result = await self._send_invites()
+        else:
+            if msg.only_if_pending and self.metadata.state is not SessionState.PENDING:
+                result = self.metadata
+            else:
+                result = await self._move(msg.state, msg.reason or "explicit_close")
+        if self.stopping:
+            await self.ref.stop()  # from inside: only queues the stop, after this reply
+        return result
+
+    async def _send_invites(self) -> Any:
+        md = self.metadata
+        if self.last_seq > 0 or md.state is not SessionState.PENDING:
+            return md  # already sent (a retried create)
+        for invitee in invitees_of(md):
+            invite = Envelope(
+                session_id=self.sid,
+                sender_id=md.creator_id,
+                event_type=EV_CHANNEL_INVITE,
+                audience=(invitee,),
+                event_data={
+                    "session_id": self.sid,
+                    "manifest_type": md.manifest_type,
+                    "manifest_version": md.manifest_version,
+                    "creator_id": md.creator_id,
+                    "knobs": md.knobs,
+                    "labels": md.labels,
+                },
+            )
+            try:
+                result = await self._post(invite, 1, internal=True)
+            except NetworkError as exc:
+                result = Failed(exc)
+            if isinstance(result, Failed):
+                await self._move(SessionState.CLOSED, "invite_failed")
+                return result
+        if quorum_reached(self.metadata):
+            await self._activate()
+        return self.metadata
+
+    # -- posting ---------------------------------------------------------------------------
+
+    async def _post(self, env: Envelope, attempt: int, *, internal: bool = False) -> Any:
+        core = self.core
+        registry = core.registry
+        md = self.metadata
+        sender = registry.passport(env.sender_id)
+        rule = registry.rule(env.sender_id)
+        if sender is None or rule is None:
+            raise NotFoundError(f"sender not registered: {env.sender_id!r}")
+        if md.role_of(env.sender_id) is None:
+            raise ProtocolError(
+                f"agent {sender.name!r} ({env.sender_id}) is not a participant of "
+                f"session {self.sid}"
+            )
+        if attempt > 1:
+            for old in self.recent:
+                if old.envelope_id == env.envelope_id:
+                    return Accepted(old.envelope_id, old.seq, duplicate=True)
+        addressed: list[Passport] = []
+        if env.audience is not None:
+            for rid in env.audience:
+                if md.role_of(rid) is None:
+                    raise ProtocolError(
+                        f"audience member {rid!r} is not a participant of session {self.sid}"
+                    )
+                passport = registry.passport(rid)
+                if passport is not None and rid != env.sender_id:
+                    addressed.append(passport)
+            check_outbound(sender, rule, addressed)
+        check_depth(sender, rule, env.depth)
+        if md.state.terminal:
+            raise ProtocolError(
+                f"session {self.sid} is {md.state.value} ({md.close_reason or 'no reason'})"
+            )
+        substantive = is_substantive(env.event_type)
+        if substantive and md.state is not SessionState.ACTIVE:
+            raise ProtocolError(f"session {self.sid} is not active (it is {md.state.value})")
+        for key in dedup_keys(env):
+            hit = self.dedup.get(key)
+            if hit is not None:
+                core.counters.duplicates += 1
+                return Accepted(hit[0], hit[1], duplicate=True)
+        if substantive:
+            if self.stype is None:
+                raise ProtocolError(
+                    f"session {self.sid}: no session type registered for "
+                    f"{md.manifest_type}@v{md.manifest_version}"
+                )
+            core.limiter.check(sender, rule.limits.rate, trio.current_time())
+            for rid in recipients_of(md, env):
+                if rid == env.sender_id:
+                    continue
+                passport = registry.passport(rid)
+                their_rule = registry.rule(rid)
+                if passport is not None and their_rule is not None:
+                    core.ledger.check(passport, their_rule.limits.inbox)
+            self.stype.validate_send(md, env, self.state)
+        else:
+            self._check_protocol(env, internal)
+        stamped = attrs.evolve(
+            env,
+            envelope_id=env.envelope_id or core.new_id(),
+            seq=self.last_seq + 1,
+            created_at=core.now_iso(),
+        )
+        new_md = _metadata_after(md, stamped)
+        self._fault("before_append")
+        try:
+            await core.store.append(
+                self.sid, [stamped], metadata=new_md if new_md is not md else None
+            )
+        except StoreError as exc:
+            core.counters.rejected += 1
+            return Failed(exc)
+        self._fault("after_append")
+        self._accepted(stamped)
+        if substantive and self.stype is not None:
+            self.state = self.stype.fold(stamped, self.state)
+        self.metadata = new_md
+        self._fault("after_fold")
+        self._publish()
+        if stamped.event_type not in (EV_CHANNEL_INVITE_ACK, EV_CHANNEL_INVITE_REJECT):
+            dispatch(core, new_md, stamped)
+        self._fault("after_dispatch")
+        if stamped.event_type == EV_CHANNEL_INVITE_REJECT:
+            await self._move(SessionState.CLOSED, REJECTED)
+        elif stamped.event_type == EV_CHANNEL_INVITE_ACK:
+            if new_md.state is SessionState.PENDING and quorum_reached(new_md):
+                await self._activate()
+        elif substantive and self.stype is not None:
+            move = self.stype.on_accepted(new_md, stamped, self.state)
+            if move is not None:
+                await self._move(move.state, move.reason)
+        await self._maybe_snapshot()
+        return Accepted(stamped.envelope_id, stamped.seq)
+
+    def _check_protocol(self, env: Envelope, internal: bool) -> None:
+        kind = env.event_type
+        md = self.metadata
+        if kind in HUB_ONLY:
+            if not internal:
+                raise ProtocolError(f"event type {kind!r} is posted by the hub only")
+        elif kind in (EV_CHANNEL_INVITE_ACK, EV_CHANNEL_INVITE_REJECT):
+            if env.sender_id not in md.pending_acks:
+                raise ProtocolError(
+                    f"agent {env.sender_id!r} has no pending invite in session {self.sid}"
+                )
+            if kind == EV_CHANNEL_INVITE_REJECT and md.state is not SessionState.PENDING:
+                raise ProtocolError(
+                    f"session {self.sid} is already {md.state.value}; close it instead"
+                )
+        elif not kind.startswith("troupe.task."):
+            raise ProtocolError(f"unknown protocol event type {kind!r}")
+
+    def _fault(self, point: str) -> None:
+        if self.core.faults is not None:
+            self.core.faults.check(point, self.sid)
+
+    def _accepted(self, env: Envelope) -> None:
+        self.last_seq = env.seq
+        for key in dedup_keys(env):
+            self.dedup[key] = (env.envelope_id, env.seq)
+        self.recent.append(env)
+        del self.recent[:-RECENT]
+        self.core.counters.accepted += 1
+
+    def _publish(self) -> None:
+        self.entry.publish(self.metadata, self.state, self.last_seq)
+
+    async def _maybe_snapshot(self) -> None:
+        every = self.core.config.snapshot_every
+        if self.stype is None or every <= 0 or self.last_seq - self.snapshot_seq < every:
+            return
+        await self.core.store.save_snapshot(
+            self.sid, self.last_seq, self.stype.dump_state(self.state)
+        )
+        self.snapshot_seq = self.last_seq
+
+    # -- lifecycle moves -------------------------------------------------------------------
+
+    def _hub_envelope(self, event_type: str, data: dict[str, Any]) -> Envelope:
+        md = self.metadata
+        return Envelope(
+            session_id=self.sid,
+            sender_id=md.creator_id,
+            event_type=event_type,
+            event_data=data,
+            audience=tuple(md.participant_ids()),
+            envelope_id=self.core.new_id(),
+            seq=self.last_seq + 1,
+            created_at=self.core.now_iso(),
+        )
+
+    async def _activate(self) -> None:
+        md = attrs.evolve(self.metadata, state=SessionState.ACTIVE)
+        opened = self._hub_envelope(EV_SESSION_OPENED, {"session_id": self.sid})
+        await self.core.store.append(self.sid, [opened], metadata=md)
+        self._accepted(opened)
+        self.metadata = md
+        self._publish()
+        dispatch(self.core, md, opened)
+        self.core.audit("session_opened", session_id=self.sid)
+
+    async def _move(self, target: SessionState, reason: str) -> SessionMetadata:
+        """Move to ``target``; a terminal move appends the close notice and stops the actor."""
+        md = self.metadata
+        if md.state.terminal or md.state is target:
+            return md
+        core = self.core
+        if not target.terminal:
+            md = attrs.evolve(md, state=target, close_reason=reason)
+            await core.store.save_session(md)
+            self.metadata = md
+            self._publish()
+            return md
+        if core.hub_ref is not None:
+            from ._hub_actor import ExpireSessionTasks
+
+            await core.hub_ref.ask(ExpireSessionTasks(self.sid))
+        md = attrs.evolve(md, state=target, close_reason=reason, closed_at=core.now_iso())
+        kind = EV_SESSION_EXPIRED if target is SessionState.EXPIRED else EV_SESSION_CLOSED
+        notice = self._hub_envelope(kind, {"reason": reason, "session_id": self.sid})
+        await core.store.append(self.sid, [notice], metadata=md)
+        self._accepted(notice)
+        self.metadata = md
+        self._publish()
+        core.directory.ended(md)
+        dispatch(core, md, notice)
+        core.audit(f"session_{target.value}", session_id=self.sid, reason=reason)
+        self.stopping = True
+        return md
+
+
+def _metadata_after(md: SessionMetadata, env: Envelope) -> SessionMetadata:
+    """The metadata change an accepted handshake envelope makes (same object otherwise)."""
+    if env.event_type == EV_CHANNEL_INVITE_ACK:
+        return attrs.evolve(
+            md, pending_acks=tuple(a for a in md.pending_acks if a != env.sender_id)
+        )
+    if env.event_type == EV_CHANNEL_INVITE_REJECT:
+        return attrs.evolve(
+            md,
+            pending_acks=tuple(a for a in md.pending_acks if a != env.sender_id),
+            rejected_by=(*md.rejected_by, env.sender_id),
+        )
+    return md
