@@ -17,6 +17,7 @@ from ._errors import RestartIntensityExceeded as RestartIntensityExceeded
 from ._errors import StoreError as StoreError
 from ._errors import TroupeError as TroupeError
 from .store import MemoryStore as MemoryStore
+from .store import SQLiteStore as SQLiteStore
 
 __version__ = "0.1.0"
 
@@ -36,6 +37,7 @@ __all__ = (
     "ProtocolError",
     "RateLimited",
     "RestartIntensityExceeded",
+    "SQLiteStore",
     "StoreError",
     "TroupeError",
 )

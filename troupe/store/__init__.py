@@ -1,8 +1,19 @@
 """Storage: the ``Store`` protocol and its engines (memory and SQLite)."""
 
 from ._memory import MemoryStore as MemoryStore
+from ._open import open_store as open_store
 from ._protocol import AgentRecord as AgentRecord
 from ._protocol import Snapshot as Snapshot
 from ._protocol import Store as Store
+from ._sqlite import SQLiteStore as SQLiteStore
+from ._writer import WriterStatistics as WriterStatistics
 
-__all__ = ("AgentRecord", "MemoryStore", "Snapshot", "Store")
+__all__ = (
+    "AgentRecord",
+    "MemoryStore",
+    "SQLiteStore",
+    "Snapshot",
+    "Store",
+    "WriterStatistics",
+    "open_store",
+)
