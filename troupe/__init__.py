@@ -54,6 +54,8 @@ from .model import TaskMetadata as TaskMetadata
 from .model import TaskSpec as TaskSpec
 from .model import TaskState as TaskState
 from .model import parse_duration as parse_duration
+from .store import MemoryStore as MemoryStore
+from .store import SQLiteStore as SQLiteStore
 from .transport import LocalLink as LocalLink
 
 __version__ = "0.1.0"
@@ -94,6 +96,7 @@ __all__ = (
     "LocalLink",
     "MailboxClosed",
     "MailboxFull",
+    "MemoryStore",
     "NetworkError",
     "NoAuth",
     "NotFoundError",
@@ -104,6 +107,7 @@ __all__ = (
     "RestartIntensityExceeded",
     "Resume",
     "Rule",
+    "SQLiteStore",
     "SessionMetadata",
     "SessionState",
     "StoreError",
