@@ -57,7 +57,7 @@ class AgentClient(Identity):
         super().__init__(passport=passport, resume=resume, rule=rule, hub_client=hub_client)
         self._agent = agent
         self._observers: list[Observer] = []
-        #: Per session: the envelopes seen so far (for history), and the seq they reach.
+        #: Per session: a prefix of the WAL, read incrementally (for turn history).
         self._transcripts: dict[str, list[Envelope]] = {}
 
     @property
@@ -73,9 +73,6 @@ class AgentClient(Identity):
             await trio.lowlevel.checkpoint()
             return
         self._inboxes.put(envelope)
-        transcript = self._transcripts.get(envelope.session_id)
-        if transcript is not None and (not transcript or envelope.seq > transcript[-1].seq):
-            transcript.append(envelope)
         for observer in self._observers:
             await observer(envelope)
         await self.handle(envelope)
@@ -155,14 +152,14 @@ class AgentClient(Identity):
     ) -> list[HistoryItem]:
         """The session type's view of the session before ``trigger``, for this agent.
 
-        Read from the hub once per session, then kept up to date from deliveries (views only
-        show what this agent may see, which is what it is delivered).
+        The session's WAL is cached per session and each turn reads only what was appended
+        since the last one (the reference re-read the whole WAL every turn).
         """
         sid = trigger.session_id
-        transcript = self._transcripts.get(sid)
-        if transcript is None or not any(e.seq == trigger.seq for e in transcript[-1:]):
-            transcript = await self._hub_client.read_wal(sid, until=trigger.seq)
-            self._transcripts[sid] = transcript
+        transcript = self._transcripts.setdefault(sid, [])
+        last = transcript[-1].seq if transcript else 0
+        if last < trigger.seq:
+            transcript.extend(await self._hub_client.read_wal(sid, since=last, until=trigger.seq))
         prior = [e for e in transcript if e.seq < trigger.seq]
         view = stype.default_view_policy(metadata, self.agent_id)
         return view.project(
