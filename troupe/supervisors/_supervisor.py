@@ -287,6 +287,11 @@ class Supervisor:
             done.set()
         if scope.cancelled_caught or child.stopping:
             return
+        if not should_restart(child.spec.restart, crashed=crash is not None):
+            # Forget it now, not when the control task reads a report: a start_child with
+            # the same id right after this exit (a session started again) must succeed.
+            self._exit_for_good(child, crash)
+            return
         self._report_send.send_nowait((child, generation, crash))
 
     async def _stop(self, child: _Child) -> None:
@@ -322,16 +327,19 @@ class Supervisor:
                 continue
             await self._on_exit(child, crash)
 
+    def _exit_for_good(self, child: _Child, crash: Exception | None) -> None:
+        cid = child.spec.id
+        if crash is not None:
+            log.error("%s: child %r crashed", self.name, cid, exc_info=crash)
+        log.info(
+            "%s: child %r exited and is not restarted (%s)", self.name, cid, child.spec.restart
+        )
+        self._forget(child, crash)
+
     async def _on_exit(self, child: _Child, crash: Exception | None) -> None:
         cid = child.spec.id
         if crash is not None:
             log.error("%s: child %r crashed", self.name, cid, exc_info=crash)
-        if not should_restart(child.spec.restart, crashed=crash is not None):
-            log.info(
-                "%s: child %r exited and is not restarted (%s)", self.name, cid, child.spec.restart
-            )
-            self._forget(child, crash)
-            return
         window = child.window if child.window is not None else self._window
         if window.record_crash(trio.current_time()) == "give_up":
             await self._give_up(child, crash)
