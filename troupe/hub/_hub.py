@@ -36,7 +36,7 @@ from ._audit import ReadAudit
 from ._auth import AuthRegistry
 from ._connection import Bind, Endpoint
 from ._core import Failed, HubCore
-from ._directory import SessionEntry
+from ._directory import Gate, SessionEntry
 from ._session import Accepted, EndSession, Post, SendInvites, SessionActor
 from ._stats import HubStatistics, PendingTurn
 
@@ -412,21 +412,42 @@ class Hub:
     # -- sessions' actors --------------------------------------------------------------------
 
     async def _running(self, entry: SessionEntry) -> ActorRef[Any, Any]:
-        """The session's actor, started (recovered from the store) if it is not running."""
+        """The session's actor, started (recovered from the store) if it is not running.
+
+        A running session with nobody queued at its gate is returned at once, without a
+        checkpoint, so the caller's message enters the mailbox in call order. Otherwise the
+        caller queues at the gate (FIFO) while the actor passivates or starts; see
+        ``_passivation.py``. Every call counts as a use of the session.
+        """
+        if entry.gate is None and entry.running:
+            assert entry.ref is not None
+            self._core.directory.touch(entry, trio.current_time())
+            return entry.ref
+        gate = entry.gate = entry.gate or Gate()
+        gate.users += 1
+        try:
+            async with gate.lock:
+                return await self._start_session(entry, gate)
+        finally:
+            gate.users -= 1
+            if not gate.users and gate.passivating is None and entry.gate is gate:
+                entry.gate = None
+
+    async def _start_session(self, entry: SessionEntry, gate: Gate) -> ActorRef[Any, Any]:
+        core = self._core
         while True:
+            if gate.passivating is not None:
+                await gate.passivating.wait()
+                continue
             if entry.running:
                 assert entry.ref is not None
+                core.directory.touch(entry, trio.current_time())
                 return entry.ref
-            if entry.starting is not None:
-                await entry.starting.wait()
-                continue
             assert self._sessions is not None, "the hub is not running"
-            starting = entry.starting = trio.Event()
-            try:
-                entry.ref = await self._sessions.start_child(self._session_spec(entry))
-            finally:
-                entry.starting = None
-                starting.set()
+            entry.ref = await self._sessions.start_child(self._session_spec(entry))
+            if entry.passivated:
+                entry.passivated = False
+                core.counters.rehydrations += 1
 
     def _session_spec(self, entry: SessionEntry) -> ChildSpec:
         core = self._core
@@ -611,17 +632,24 @@ class Hub:
     # -- observability -----------------------------------------------------------------------
 
     def statistics(self) -> HubStatistics:
+        """A snapshot of the hub's counters (see :class:`HubStatistics`)."""
         core = self._core
-        entries = core.directory.sessions.values()
-        live = sum(1 for e in entries if e.running)
-        open_ = sum(1 for e in entries if not e.metadata.state.terminal)
+        directory = core.directory
+        live = len(self._sessions) if self._sessions is not None else 0
+        open_ = directory.open_count
         sessions = self._sessions.statistics() if self._sessions is not None else None
+        session_hw = core.counters.session_high_water
+        for entry in directory.in_use.values():
+            if entry.ref is not None:
+                session_hw = max(session_hw, entry.ref.mailbox.statistics().high_water)
         return HubStatistics(
             agents=len(core.registry),
-            sessions=len(core.directory),
+            sessions=len(directory),
             open_sessions=open_,
             live_sessions=live,
             passivated_sessions=max(0, open_ - live),
+            passivations=core.counters.passivations,
+            rehydrations=core.counters.rehydrations,
             connections=len(self._connections) if self._connections is not None else 0,
             envelopes_accepted=core.counters.accepted,
             envelopes_rejected=core.counters.rejected,
@@ -631,6 +659,11 @@ class Hub:
             poison_envelopes=core.counters.poison,
             dead_letters=core.dead_letters.total,
             pending_inbox=core.ledger.total(),
+            hub_mailbox_high_water=_high_water(core.hub_ref),
+            session_mailbox_high_water=session_hw,
+            connection_mailbox_high_water=max(
+                (_high_water(ref) for ref in self._endpoints.values()), default=0
+            ),
         )
 
     async def read_audit(self, since: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
@@ -638,3 +671,7 @@ class Hub:
         assert self._core.audit_ref is not None
         records: list[dict[str, Any]] = await self._core.audit_ref.ask(ReadAudit(since, limit))
         return records
+
+
+def _high_water(ref: ActorRef[Any, Any] | None) -> int:
+    return ref.mailbox.statistics().high_water if ref is not None else 0

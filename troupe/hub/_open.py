@@ -8,7 +8,8 @@
     ├── sessions   dynamic supervisor         permanent   one transient SessionActor each
     ├── endpoints  dynamic supervisor         permanent   one temporary connection each
     ├── clients    nursery                    permanent   in-process HubClients' loops
-    └── sweeper    TTL / handshake sweeper    permanent   (unless ttl_sweep_interval == 0)
+    ├── sweeper    TTL / handshake sweeper    permanent   (unless ttl_sweep_interval == 0)
+    └── passivator passivation sweeper        permanent   (unless passivate_after is None/0)
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ._core import Faults, HubConfig, HubCore, new_uuid, trio_anchored_clock
 from ._directory import SessionEntry
 from ._hub import Hub
 from ._hub_actor import HubActor
+from ._passivation import sweep as sweep_idle
 
 
 @asynccontextmanager
@@ -45,6 +47,7 @@ async def open_hub(
     session_types: Iterable[AnySessionType] = (),
     faults: Faults | None = None,
     new_id: Callable[[], str] | None = None,
+    passivate_after: float | None = 600.0,
 ) -> AsyncIterator[Hub]:
     """Run a hub for the duration of the block.
 
@@ -63,16 +66,22 @@ async def open_hub(
       session_types: session types to add to the built-in ones.
       faults: a fault injector that may crash session actors (``troupe.testing``).
       new_id: makes ids (default: random UUID4 hex); seed one for reproducible runs.
+      passivate_after: seconds of trio's clock a session may go unused before its actor is
+        stopped and its memory released (default 600; None or 0 never passivates). The
+        next use rehydrates it from snapshot + WAL, transparently.
 
     Leaving the block stops the sweeper, the connections, the sessions, the hub actor and
     the audit writer, in that order; no task outlives it.
     """
+    if passivate_after is not None and passivate_after < 0:
+        raise ValueError(f"passivate_after must be None or >= 0, got {passivate_after!r}")
     config = HubConfig(
         invite_ack_timeout=invite_ack_timeout,
         ttl_sweep_interval=ttl_sweep_interval,
         snapshot_every=snapshot_every,
         session_max_restarts=session_max_restarts,
         session_within_s=session_within_s,
+        passivate_after=passivate_after or None,
     )
     async with open_store(store) as opened:
         core = HubCore(
@@ -111,6 +120,10 @@ async def open_hub(
             if ttl_sweep_interval > 0:
                 await root.start_child(
                     ChildSpec("sweeper", partial(_sweep, hub, ttl_sweep_interval))
+                )
+            if config.passivate_after is not None:
+                await root.start_child(
+                    ChildSpec("passivator", partial(sweep_idle, hub, config.passivate_after))
                 )
             yield hub
 

@@ -14,7 +14,8 @@ A post, in order (reference §1.3-C, rejected posts leave the WAL untouched):
 
 Recovery (``on_start``): latest snapshot + fold of the WAL after it, then finish what a crash
 interrupted (an activation, a close) and, after a crash, dispatch the last few envelopes
-again (connections drop the duplicates by ``seq``).
+again (connections drop the duplicates by ``seq``). Rehydration after a passivation is the
+same recovery, without the re-dispatch (see ``_passivation.py``).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from ..model import (
 from ..store import dedup_keys
 from ._core import Failed, HubCore
 from ._delivery import dispatch, recipients_of
+from ._passivation import Passivate, prepare_to_passivate
 from ._rules import check_depth, check_outbound
 
 HUB_ONLY = frozenset({EV_CHANNEL_INVITE, EV_SESSION_OPENED, EV_SESSION_CLOSED, EV_SESSION_EXPIRED})
@@ -75,7 +77,7 @@ class Accepted:
     duplicate: bool = False
 
 
-SessionMsg = Post | SendInvites | EndSession
+SessionMsg = Post | SendInvites | EndSession | Passivate
 
 
 def invitees_of(metadata: SessionMetadata) -> list[str]:
@@ -167,6 +169,8 @@ class SessionActor(Actor[SessionMsg, Any]):
                 result = Failed(exc)
         elif isinstance(msg, SendInvites):
             result = await self._send_invites()
+        elif isinstance(msg, Passivate):
+            result = await prepare_to_passivate(self)
         else:
             if msg.only_if_pending and self.metadata.state is not SessionState.PENDING:
                 result = self.metadata
@@ -205,6 +209,11 @@ class SessionActor(Actor[SessionMsg, Any]):
         if quorum_reached(self.metadata):
             await self._activate()
         return self.metadata
+
+    async def on_stop(self) -> None:
+        counters = self.core.counters
+        high_water = self.ref.mailbox.statistics().high_water
+        counters.session_high_water = max(counters.session_high_water, high_water)
 
     # -- posting ---------------------------------------------------------------------------
 
