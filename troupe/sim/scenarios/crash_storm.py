@@ -1,0 +1,133 @@
+"""crash-storm: session actors crash at random, and no accepted envelope is lost.
+
+Conversations between two agents drawn at random, on a hub whose fault injector crashes a
+session's actor at one of the hub's crash points (``CRASH_POINTS``) with a small probability
+each time a post passes one (a function of the seed, the session, the point and how many
+posts passed it). The session supervisor restarts a crashed actor from its WAL; a post that
+crashes its session twice is rejected as poison; a session that crashes more than three
+times in five seconds is closed as ``crashed`` while the others carry on.
+
+At the end every id a poster was told was accepted is looked up in the WALs: each must be
+there exactly once, and no WAL may hold an id twice. The run fails if one is missing.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import trio
+
+from ..._errors import NetworkError
+from ...client import AgentClient, Turn
+from ...hub import InjectedCrash
+from .._harness import Sim
+from .._scenario import Scenario
+from .._seeded import draw
+
+#: Chance that a post crashes its session at one crash point.
+CRASH_RATE = 0.05
+#: Simulated seconds an agent may think before a line; a talk not over after
+#: ``TALK_LIMIT`` seconds (its session crashed for good) is abandoned.
+MAX_THINK = 3.0
+TALK_LIMIT = 60.0
+
+
+class StormFaults:
+    """Crashes session actors at random, reproducibly (the hub's ``faults=``)."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.passed: Counter[tuple[str, str]] = Counter()
+        self.fired = 0
+
+    def check(self, point: str, session_id: str) -> None:
+        key = (session_id, point)
+        self.passed[key] += 1
+        if draw(self.seed, "crash", session_id, point, self.passed[key]) < CRASH_RATE:
+            self.fired += 1
+            raise InjectedCrash(f"injected crash at {point} in session {session_id}")
+
+
+class Talk:
+    def __init__(self, index: int, length: int) -> None:
+        self.index = index
+        self.length = length
+        self.lines = 0
+        self.over = trio.Event()
+
+
+class Chatter:
+    """An agent that answers for a few lines, thinking before each."""
+
+    def __init__(self, sim: Sim, talks: dict[str, Talk]) -> None:
+        self.sim = sim
+        self.talks = talks
+
+    async def respond(self, turn: Turn) -> str | None:
+        talk = self.talks.get(turn.session_id)
+        if talk is None:
+            return None
+        if talk.lines >= talk.length:
+            talk.over.set()
+            return None
+        talk.lines += 1
+        await self.sim.sleep(MAX_THINK * self.sim.rand("think", talk.index, talk.lines))
+        return f"line {talk.lines}"
+
+
+async def run(sim: Sim) -> None:
+    talks: dict[str, Talk] = {}
+    agents: list[AgentClient] = await sim.populate(lambda i: Chatter(sim, talks), prefix="chat")
+    accepted = sim.track_accepted()
+    n = len(agents)
+    abandoned = 0
+
+    async def conversation(i: int) -> None:
+        nonlocal abandoned
+        caller = sim.randint(0, n - 1, "caller", i)
+        callee = (caller + sim.randint(1, n - 1, "callee", i)) % n
+        await sim.sleep(sim.rand("start", i))
+        talk = Talk(i, sim.randint(2, 8, "length", i))
+        try:
+            channel = await agents[caller].open(type="conversation", target=agents[callee].agent_id)
+        except NetworkError:
+            abandoned += 1  # its actor crashed too often during the handshake
+            return
+        talks[channel.session_id] = talk
+        talk.lines += 1
+        try:
+            await channel.send("line 1")
+            with sim.move_on_after(TALK_LIMIT):
+                await talk.over.wait()
+        except NetworkError:
+            abandoned += 1  # rejected as poison, or the session was closed as crashed
+        del talks[channel.session_id]
+        await channel.close(reason="talked")
+
+    await sim.run_sessions(conversation)
+
+    in_wal: Counter[str] = Counter()
+    store = sim.hub.core.store
+    for session_id in list(sim.hub.core.directory.sessions):
+        in_wal.update(e.envelope_id for e in await store.read(session_id))
+    lost = sum(1 for envelope_id in accepted if in_wal[envelope_id] == 0)
+    twice = sum(1 for count in in_wal.values() if count > 1)
+    stats = sim.hub.statistics()
+    assert isinstance(sim.faults, StormFaults)
+    sim.note("crashes injected", sim.faults.fired)
+    sim.note("sessions closed as crashed", stats.sessions_crashed)
+    sim.note("poison envelopes rejected", stats.poison_envelopes)
+    sim.note("talks abandoned (their session crashed)", abandoned)
+    sim.note("accepted ids checked / lost / twice", f"{len(accepted)} / {lost} / {twice}")
+    if lost or twice:
+        raise AssertionError(f"{lost} accepted envelopes missing, {twice} ids twice in a WAL")
+
+
+SCENARIO = Scenario(
+    name="crash-storm",
+    help="session actors crash at random; every accepted envelope is checked in the WAL",
+    run=run,
+    agents=500,
+    sessions=1000,
+    faults=StormFaults,
+)
