@@ -26,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="run a small scripted network on an embedded store and print it"
     )
     demo.set_defaults(run=_demo)
+    from .sim._console import add_parser as add_sim_parser
+
+    add_sim_parser(commands)
     return parser
 
 
