@@ -319,3 +319,40 @@ async def test_a_negative_idle_time_is_refused() -> None:
     with pytest.raises(ValueError, match="passivate_after"):
         async with open_hub(passivate_after=-1):
             pass  # pragma: no cover
+
+
+async def test_many_idle_sessions_are_passivated_in_batches(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_hub(ttl_sweep_interval=0, passivate_after=IDLE) as hub:
+        ann = await hub.register(Passport(name="ann"))
+        bob = await hub.register(Passport(name="bob"))
+        assert ann.agent_id is not None
+        assert bob.agent_id is not None
+        sessions = [
+            await hub.create_session(
+                creator_id=ann.agent_id,
+                manifest_type="conversation",
+                participants=[ann.agent_id, bob.agent_id],
+                required_acks=0,
+            )
+            for _ in range(150)  # more than two batches
+        ]
+        assert hub.statistics().live_sessions == 150
+        await trio.sleep(IDLE + 1)
+        stats = hub.statistics()
+        assert (stats.live_sessions, stats.passivated_sessions) == (0, 150)
+        assert stats.passivations == 150
+        assert not hub.core.directory.in_use
+        # Each comes back on its own.
+        md = sessions[77]
+        accepted = await hub.post(
+            Envelope(
+                session_id=md.session_id,
+                sender_id=bob.agent_id,
+                event_type=EV_TEXT,
+                event_data={"text": "still there?"},
+            )
+        )
+        assert accepted.seq == 3  # invite, opened, this
+        assert hub.statistics().live_sessions == 1

@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     from ._hub import Hub
     from ._session import SessionActor
 
+#: How many due sessions the sweeper passivates side by side.
+BATCH = 64
+
 
 @attrs.frozen
 class Passivate:
@@ -67,14 +70,21 @@ async def prepare_to_passivate(actor: SessionActor) -> bool:
     return True
 
 
-async def passivate(hub: Hub, entry: SessionEntry) -> bool:
-    """Passivate one session if it agrees; whether it was passivated."""
+async def passivate(hub: Hub, entry: SessionEntry, idle_for: float = 0.0) -> bool:
+    """Passivate one session if it agrees and was not used in the last ``idle_for`` seconds.
+
+    Returns:
+      Whether it was passivated.
+    """
     core = hub.core
     directory = core.directory
     ref = entry.ref
     if ref is None or not ref.alive or entry.metadata.state.terminal:
         directory.release(entry)  # it ended, or its supervisor gave up on it
         await trio.lowlevel.checkpoint()
+        return False
+    if trio.current_time() < entry.used_at + idle_for:
+        await trio.lowlevel.checkpoint()  # used since the sweeper picked it
         return False
     try:
         ready = await ref.ask(Passivate())
@@ -101,16 +111,29 @@ async def passivate(hub: Hub, entry: SessionEntry) -> bool:
 
 
 async def sweep(hub: Hub, after: float, *, task_status: trio.TaskStatus[None]) -> None:
-    """Passivate every session unused for ``after`` seconds, oldest first, forever."""
+    """Passivate every session unused for ``after`` seconds, oldest first, forever.
+
+    Up to ``BATCH`` due sessions are passivated side by side: each passivation is a few
+    hops between tasks, and trio runs the tasks that are ready together in one batch.
+    """
     directory = hub.core.directory
     task_status.started()
     while True:
         if not directory.in_use:
             await directory.used.wait()
             continue
-        entry = next(iter(directory.in_use.values()))
-        due = entry.used_at + after
+        oldest = next(iter(directory.in_use.values()))
+        due = oldest.used_at + after
         if trio.current_time() < due:
             await trio.sleep_until(due)
             continue
-        await passivate(hub, entry)
+        now = trio.current_time()
+        batch: list[SessionEntry] = []
+        for entry in directory.in_use.values():
+            # The same test as for ``due`` above, so the oldest is always in the batch.
+            if now < entry.used_at + after or len(batch) == BATCH:
+                break
+            batch.append(entry)
+        async with trio.open_nursery() as nursery:
+            for entry in batch:
+                nursery.start_soon(passivate, hub, entry, after)
