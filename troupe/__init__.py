@@ -16,6 +16,7 @@ from ._errors import RateLimited as RateLimited
 from ._errors import RestartIntensityExceeded as RestartIntensityExceeded
 from ._errors import StoreError as StoreError
 from ._errors import TroupeError as TroupeError
+from .store import MemoryStore as MemoryStore
 
 __version__ = "0.1.0"
 
@@ -29,6 +30,7 @@ __all__ = (
     "IncompatibleStore",
     "MailboxClosed",
     "MailboxFull",
+    "MemoryStore",
     "NetworkError",
     "NotFoundError",
     "ProtocolError",

@@ -1,5 +1,11 @@
 """The records troupe speaks: identities, rules, envelopes, sessions, tasks and frames."""
 
+from ._codec import decode_frame as decode_frame
+from ._codec import dumps as dumps
+from ._codec import encode_frame as encode_frame
+from ._codec import loads as loads
+from ._codec import structure as structure
+from ._codec import unstructure as unstructure
 from ._convert import iso as iso
 from ._convert import parse_iso as parse_iso
 from ._envelope import EV_CHANNEL_INVITE as EV_CHANNEL_INVITE
@@ -101,8 +107,14 @@ __all__ = (
     "TaskSpec",
     "TaskState",
     "WelcomeFrame",
+    "decode_frame",
+    "dumps",
+    "encode_frame",
     "is_protocol_event",
     "is_substantive",
     "iso",
+    "loads",
     "parse_iso",
+    "structure",
+    "unstructure",
 )

@@ -1,0 +1,328 @@
+"""The one converter between troupe records and JSON (the only module that imports cattrs).
+
+Rules the converter keeps, for every record and frame:
+
+- JSON is produced and parsed by orjson; enums travel by value, tuples as arrays.
+- Decoding is strict: unknown keys, missing fields, wrong types (no ``"5"`` for an int, no
+  ``5`` for a str, no ``true`` for an int), unknown frame kinds and malformed JSON all raise
+  :class:`troupe.DecodeError` naming the record and the dotted path of the field.
+- ``dict[str, Any]`` fields (``event_data``, ``payload``, …) hold JSON data: they are
+  checked to be objects with string keys and then passed through, not walked, because they
+  sit on the envelope's hot path.
+- Frames are tagged by ``"kind"`` (each frame class's ``kind`` ClassVar); nested envelopes
+  are plain objects.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from typing import Any, Final, TypeVar, get_origin
+
+import attrs
+import cattrs
+import orjson
+from cattrs.cols import (
+    homogenous_tuple_structure_factory,
+    is_mapping,
+    is_sequence,
+    list_structure_factory,
+    mapping_structure_factory,
+)
+from cattrs.errors import (
+    AttributeValidationNote,
+    BaseValidationError,
+    ForbiddenExtraKeysError,
+    IterableValidationNote,
+)
+from cattrs.preconf.orjson import make_converter
+
+from .._errors import DecodeError
+from ._envelope import Envelope
+from ._frames import FRAME_TYPES, Frame
+
+T = TypeVar("T")
+
+CONVERTER: Final = make_converter(forbid_extra_keys=True)
+
+
+def _type_name(value: Any) -> str:
+    return _JSON_NAMES.get(type(value), type(value).__name__)
+
+
+_JSON_NAMES: Final[dict[type[Any], str]] = {
+    dict: "object",
+    list: "array",
+    tuple: "array",
+    str: "string",
+    int: "integer",
+    float: "number",
+    bool: "boolean",
+    type(None): "null",
+}
+
+
+def _strict(kind: type[Any]) -> Callable[[Any, Any], Any]:
+    # cattrs' default hooks call ``str(v)`` / ``int(v)``, which would accept 5 for a str
+    # field and "5" for an int one; JSON from the wire must fit exactly.
+    expected = _JSON_NAMES[kind]
+
+    def structure(value: Any, _: Any) -> Any:
+        if type(value) is kind:
+            return value
+        raise TypeError(f"expected {expected}, got {_type_name(value)}")
+
+    return structure
+
+
+def _structure_float(value: Any, _: Any) -> float:
+    # JSON does not tell 1 from 1.0, so an int is a fine float (but a bool is not).
+    if type(value) is float:
+        return value
+    if type(value) is int:
+        return float(value)
+    raise TypeError(f"expected number, got {_type_name(value)}")
+
+
+def _checked(
+    accepted: tuple[type[Any], ...], inner: Callable[[Any, Any], Any]
+) -> Callable[[Any, Any], Any]:
+    # The generated hooks iterate whatever they are given: a string would pass as a list of
+    # characters and a dict as a list of its keys. Check the JSON shape first.
+    expected = _JSON_NAMES[accepted[0]]
+
+    def structure(value: Any, cl: Any) -> Any:
+        if type(value) not in accepted:
+            raise TypeError(f"expected {expected}, got {_type_name(value)}")
+        return inner(value, cl)
+
+    return structure
+
+
+def _is_json_object(t: Any) -> bool:
+    return bool(t == dict[str, Any])
+
+
+def _structure_json_object(value: Any, _: Any) -> dict[str, Any]:
+    if type(value) is not dict:
+        raise TypeError(f"expected object, got {_type_name(value)}")
+    for key in value:
+        if type(key) is not str:
+            raise TypeError(f"expected string keys, got {_type_name(key)}")
+    return value
+
+
+def _is_enum(t: Any) -> bool:
+    return isinstance(t, type) and issubclass(t, enum.Enum)
+
+
+def _structure_enum(cls: type[enum.Enum]) -> Callable[[Any, Any], enum.Enum]:
+    def structure(value: Any, _: Any) -> enum.Enum:
+        try:
+            return cls(value)
+        except ValueError:
+            raise ValueError(f"expected one of {[m.value for m in cls]}, got {value!r}") from None
+
+    return structure
+
+
+def _sequence_hook(cl: Any) -> Callable[[Any, Any], Any]:
+    if get_origin(cl) is tuple:
+        return _checked((list, tuple), homogenous_tuple_structure_factory(cl, CONVERTER))
+    return _checked((list, tuple), list_structure_factory(cl, CONVERTER))
+
+
+for _kind in (str, int, bool):
+    CONVERTER.register_structure_hook(_kind, _strict(_kind))
+CONVERTER.register_structure_hook(float, _structure_float)
+CONVERTER.register_structure_hook_factory(
+    attrs.has, lambda cl: _checked((dict,), CONVERTER.gen_structure_attrs_fromdict(cl))
+)
+CONVERTER.register_structure_hook_factory(is_sequence, _sequence_hook)
+CONVERTER.register_structure_hook_factory(
+    is_mapping, lambda cl: _checked((dict,), mapping_structure_factory(cl, CONVERTER, dict))
+)
+# JSON data (event_data, payload, …) is passed through, not walked: it is on the hot path.
+CONVERTER.register_structure_hook_func(_is_json_object, _structure_json_object)
+CONVERTER.register_unstructure_hook_func(_is_json_object, lambda value: value)
+CONVERTER.register_structure_hook_factory(_is_enum, _structure_enum)
+# By value, so ``unstructure`` returns plain JSON data that any JSON library can write.
+CONVERTER.register_unstructure_hook_factory(_is_enum, lambda _: lambda e: e.value)
+
+_FRAMES_BY_KIND: Final[dict[str, type[Any]]] = {cls.kind: cls for cls in FRAME_TYPES}
+
+
+def _path_and_cause(exc: BaseException) -> tuple[list[str], BaseException]:
+    """Follow a cattrs validation error down to the first leaf, collecting the field path."""
+    path: list[str] = []
+    while isinstance(exc, BaseValidationError) and exc.exceptions:
+        sub = exc.exceptions[0]
+        for note in getattr(sub, "__notes__", ()):
+            if isinstance(note, AttributeValidationNote):
+                path.append(note.name)
+                break
+            if isinstance(note, IterableValidationNote):
+                path.append(str(note.index))
+                break
+        exc = sub
+    if isinstance(exc, ForbiddenExtraKeysError):
+        path.append(sorted(exc.extra_fields)[0])
+    return path, exc
+
+
+def _decode_error(exc: Exception, record: str, prefix: str = "") -> DecodeError:
+    path, cause = _path_and_cause(exc)
+    field = ".".join(p for p in (prefix, *path) if p)
+    if isinstance(cause, ForbiddenExtraKeysError):
+        reason = "unknown field"
+    elif isinstance(cause, KeyError):
+        reason = "missing field"
+    else:
+        reason = str(cause) or type(cause).__name__
+    where = f"{record}.{field}" if field else record
+    return DecodeError(f"cannot decode {where}: {reason}", record=record, field=field)
+
+
+def unstructure(obj: Any) -> Any:
+    """Turn a record (or a list or dict of them) into JSON data.
+
+    Args:
+      obj: a troupe record, or plain data that may contain records.
+
+    Returns:
+      Plain dicts, lists, strings, numbers, booleans and ``None``.
+    """
+    return CONVERTER.unstructure(obj)
+
+
+def structure(data: Any, cls: type[T]) -> T:
+    """Build a ``cls`` record from JSON data, strictly.
+
+    Args:
+      data: what :func:`unstructure` (or a JSON parser) produced.
+      cls: the record class to build.
+
+    Returns:
+      The record.
+
+    Raises:
+      DecodeError: the data does not fit ``cls`` (unknown key, missing field, wrong type);
+        ``record`` and ``field`` say where.
+    """
+    try:
+        return CONVERTER.structure(data, cls)
+    except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as exc:
+        raise _decode_error(exc, cls.__name__) from exc
+
+
+def _parse(data: str | bytes, record: str) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(f"cannot decode {record}: malformed JSON ({exc})", record=record) from exc
+
+
+def dumps(obj: Any) -> bytes:
+    """Encode a record (or JSON data holding records) as compact UTF-8 JSON.
+
+    Args:
+      obj: a troupe record or JSON data.
+
+    Returns:
+      The JSON bytes.
+
+    Raises:
+      DecodeError: ``obj`` holds something JSON cannot carry (a set, an int beyond 64 bits,
+        a non-string key); ``record`` names its type.
+    """
+    try:
+        return orjson.dumps(CONVERTER.unstructure(obj))
+    except orjson.JSONEncodeError as exc:
+        record = type(obj).__name__
+        raise DecodeError(f"cannot encode {record} as JSON: {exc}", record=record) from exc
+
+
+def loads(data: str | bytes, cls: type[T]) -> T:
+    """Decode JSON text into a ``cls`` record, strictly (see :func:`structure`).
+
+    Args:
+      data: JSON as text or UTF-8 bytes.
+      cls: the record class to build.
+
+    Returns:
+      The record.
+
+    Raises:
+      DecodeError: malformed JSON, or JSON that does not fit ``cls``.
+    """
+    return structure(_parse(data, cls.__name__), cls)
+
+
+def encode_frame(frame: Frame) -> str:
+    """Encode a transport frame as one JSON object tagged with its ``"kind"``.
+
+    Args:
+      frame: any of the frame records.
+
+    Returns:
+      JSON text (one WebSocket text message).
+
+    Raises:
+      DecodeError: the frame holds something JSON cannot carry.
+    """
+    body = {"kind": frame.kind, **CONVERTER.unstructure(frame)}
+    try:
+        return orjson.dumps(body).decode()
+    except orjson.JSONEncodeError as exc:
+        record = type(frame).__name__
+        raise DecodeError(f"cannot encode {record} as JSON: {exc}", record=record) from exc
+
+
+def decode_frame(text: str | bytes) -> Frame:
+    """Decode one JSON frame, dispatching on its ``"kind"``.
+
+    Args:
+      text: the JSON object, as text or UTF-8 bytes.
+
+    Returns:
+      The frame record.
+
+    Raises:
+      DecodeError: malformed JSON, a missing or unknown ``kind``, or fields that do not fit
+        the frame (``record`` is the frame class, ``field`` the dotted path, e.g.
+        ``envelope.seq``).
+    """
+    data = _parse(text, "Frame")
+    if type(data) is not dict:
+        reason = f"expected object, got {_type_name(data)}"
+        raise DecodeError(f"cannot decode Frame: {reason}", record="Frame")
+    kind = data.pop("kind", None)
+    cls = _FRAMES_BY_KIND.get(kind) if type(kind) is str else None
+    if cls is None:
+        reason = "missing field" if kind is None else f"unknown kind {kind!r}"
+        raise DecodeError(f"cannot decode Frame.kind: {reason}", record="Frame", field="kind")
+    frame: Frame = structure(data, cls)
+    return frame
+
+
+def envelope_from_json(data: str | bytes) -> Envelope:
+    """Decode an envelope the store wrote itself, skipping the per-field checks.
+
+    Rows written by :func:`dumps` are trusted: a plain ``Envelope(**fields)`` is several
+    times faster than the checked path, which matters on WAL replay. A row that does not
+    fit (another writer, a bug) falls back to the checked path for a precise error.
+
+    Args:
+      data: the JSON of one envelope.
+
+    Returns:
+      The envelope.
+
+    Raises:
+      DecodeError: the row is not an envelope.
+    """
+    fields = _parse(data, "Envelope")
+    try:
+        return Envelope(**fields)
+    except TypeError:
+        return structure(fields, Envelope)

@@ -1,0 +1,248 @@
+"""``MemoryStore``: the whole ``Store`` protocol in dicts, for tests and simulations.
+
+Records are immutable attrs objects and are kept as they are. Opaque JSON values (snapshots,
+checkpoints, kv values, audit records) are kept encoded, as SQLite keeps them: a caller
+that mutates a dict after saving it cannot change what the store holds, and a value that
+SQLite would refuse is refused here too. Every call is a trio checkpoint that happens
+before the operation, so a cancelled call has done nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, Self
+
+import attrs
+import trio
+
+from .._errors import StoreError
+from ..model import Envelope, Resume, Rule, SessionMetadata, TaskMetadata
+from ._protocol import AgentRecord, Snapshot
+from ._rules import (
+    agent_id_of,
+    check_append,
+    check_audit,
+    check_window,
+    duplicate_key,
+    json_bytes,
+    json_value,
+    unknown_agent,
+)
+
+
+class MemoryStore:
+    """A store that lives in this process; it keeps its data across ``async with`` re-entries."""
+
+    def __init__(self) -> None:
+        self._open = False
+        self._agents: dict[str, AgentRecord] = {}
+        self._capabilities: dict[str, set[str]] = {}
+        self._sessions: dict[str, SessionMetadata] = {}
+        self._wal: dict[str, list[Envelope]] = {}
+        self._keys: dict[str, dict[str, Envelope]] = {}
+        self._snapshots: dict[str, tuple[int, bytes]] = {}
+        self._tasks: dict[str, TaskMetadata] = {}
+        self._checkpoints: dict[str, bytes] = {}
+        self._cursors: dict[str, dict[str, int]] = {}
+        self._kv: dict[str, dict[str, bytes]] = {}
+        self._audit: list[bytes] = []
+
+    def __repr__(self) -> str:
+        return f"MemoryStore(open={self._open}, sessions={len(self._sessions)})"
+
+    async def __aenter__(self) -> Self:
+        await trio.lowlevel.checkpoint()
+        if self._open:
+            raise StoreError("MemoryStore is already open; leave it before entering it again")
+        self._open = True
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._open = False
+
+    async def _enter_call(self) -> None:
+        await trio.lowlevel.checkpoint()
+        if not self._open:
+            raise StoreError("MemoryStore is not open; use it inside 'async with store:'")
+
+    # -- registry ----------------------------------------------------------------------------
+
+    def _put_agent(self, agent_id: str, record: AgentRecord | None) -> None:
+        """Store (or with ``None`` drop) an agent and move its capability-index rows."""
+        old = self._agents.pop(agent_id, None) if record is None else self._agents.get(agent_id)
+        if old is not None:
+            for capability in old.resume.capabilities():
+                self._capabilities[capability].discard(agent_id)
+        if record is not None:
+            self._agents[agent_id] = record
+            for capability in record.resume.capabilities():
+                self._capabilities.setdefault(capability, set()).add(agent_id)
+
+    def _known(self, agent_id: str) -> AgentRecord:
+        record = self._agents.get(agent_id)
+        if record is None:
+            raise unknown_agent(agent_id)
+        return record
+
+    async def save_agent(self, record: AgentRecord) -> None:
+        await self._enter_call()
+        self._put_agent(agent_id_of(record), record)
+
+    async def save_resume(self, agent_id: str, resume: Resume) -> None:
+        await self._enter_call()
+        self._put_agent(agent_id, attrs.evolve(self._known(agent_id), resume=resume))
+
+    async def save_rule(self, agent_id: str, rule: Rule) -> None:
+        await self._enter_call()
+        self._put_agent(agent_id, attrs.evolve(self._known(agent_id), rule=rule))
+
+    async def save_skill(self, agent_id: str, skill_md: str | None) -> None:
+        await self._enter_call()
+        self._put_agent(agent_id, attrs.evolve(self._known(agent_id), skill_md=skill_md))
+
+    async def delete_agent(self, agent_id: str) -> None:
+        await self._enter_call()
+        self._put_agent(agent_id, None)
+        self._cursors.pop(agent_id, None)
+
+    async def load_agents(self) -> list[AgentRecord]:
+        await self._enter_call()
+        return list(self._agents.values())
+
+    async def agents_with_capability(self, capability: str) -> list[str]:
+        await self._enter_call()
+        return sorted(self._capabilities.get(capability, ()))
+
+    # -- sessions and the WAL --------------------------------------------------------------
+
+    async def save_session(self, metadata: SessionMetadata) -> None:
+        await self._enter_call()
+        self._sessions[metadata.session_id] = metadata
+
+    async def load_sessions(self) -> list[SessionMetadata]:
+        await self._enter_call()
+        return list(self._sessions.values())
+
+    async def get_session(self, session_id: str) -> SessionMetadata | None:
+        await self._enter_call()
+        return self._sessions.get(session_id)
+
+    async def append(
+        self,
+        session_id: str,
+        envelopes: Sequence[Envelope],
+        *,
+        metadata: SessionMetadata | None = None,
+    ) -> None:
+        await self._enter_call()
+        wal = self._wal.get(session_id, [])
+        check_append(session_id, len(wal), envelopes, metadata)
+        keys = self._keys.get(session_id, {})
+        for env in envelopes:
+            if env.idempotency_key is not None and env.idempotency_key in keys:
+                raise duplicate_key(session_id, env.idempotency_key)
+        # Every check passed: from here on nothing can fail, so the append is all-or-nothing.
+        self._wal.setdefault(session_id, wal).extend(envelopes)
+        for env in envelopes:
+            if env.idempotency_key is not None:
+                self._keys.setdefault(session_id, keys)[env.idempotency_key] = env
+        if metadata is not None:
+            self._sessions[session_id] = metadata
+
+    async def read(
+        self, session_id: str, since: int = 0, until: int | None = None
+    ) -> list[Envelope]:
+        await self._enter_call()
+        wal = self._wal.get(session_id, [])
+        # The WAL has no gaps, so the envelope with seq n sits at index n - 1.
+        lo = max(since, 0)
+        hi = len(wal) if until is None else max(lo, min(until, len(wal)))
+        return wal[lo:hi]
+
+    async def last_seq(self, session_id: str) -> int:
+        await self._enter_call()
+        return len(self._wal.get(session_id, ()))
+
+    async def find_idempotent(self, session_id: str, key: str) -> Envelope | None:
+        await self._enter_call()
+        return self._keys.get(session_id, {}).get(key)
+
+    async def save_snapshot(self, session_id: str, seq: int, state: Any) -> None:
+        await self._enter_call()
+        self._snapshots[session_id] = (seq, json_bytes(state, f"snapshot of {session_id!r}"))
+
+    async def load_snapshot(self, session_id: str) -> Snapshot | None:
+        await self._enter_call()
+        saved = self._snapshots.get(session_id)
+        if saved is None:
+            return None
+        return Snapshot(seq=saved[0], state=json_value(saved[1]))
+
+    # -- tasks -----------------------------------------------------------------------------
+
+    async def save_task(self, task: TaskMetadata) -> None:
+        await self._enter_call()
+        self._tasks[task.task_id] = task
+
+    async def load_tasks(self) -> list[TaskMetadata]:
+        await self._enter_call()
+        return list(self._tasks.values())
+
+    async def save_checkpoint(self, task_id: str, data: dict[str, Any]) -> None:
+        await self._enter_call()
+        self._checkpoints[task_id] = json_bytes(data, f"checkpoint of task {task_id!r}")
+
+    async def load_checkpoint(self, task_id: str) -> dict[str, Any] | None:
+        await self._enter_call()
+        data = self._checkpoints.get(task_id)
+        return None if data is None else json_value(data)
+
+    # -- delivery cursors ------------------------------------------------------------------
+
+    async def save_cursor(self, agent_id: str, session_id: str, seq: int) -> None:
+        await self._enter_call()
+        cursors = self._cursors.setdefault(agent_id, {})
+        cursors[session_id] = max(seq, cursors.get(session_id, seq))
+
+    async def load_cursors(self, agent_id: str) -> dict[str, int]:
+        await self._enter_call()
+        return dict(self._cursors.get(agent_id, {}))
+
+    # -- small keyed records ---------------------------------------------------------------
+
+    async def put_kv(self, namespace: str, key: str, value: Any) -> None:
+        await self._enter_call()
+        data = json_bytes(value, f"kv value {namespace!r}/{key!r}")
+        self._kv.setdefault(namespace, {})[key] = data
+
+    async def load_kv(self, namespace: str) -> dict[str, Any]:
+        await self._enter_call()
+        values = self._kv.get(namespace, {})
+        return {key: json_value(values[key]) for key in sorted(values)}
+
+    async def delete_kv(self, namespace: str, key: str | None = None) -> None:
+        await self._enter_call()
+        if key is None:
+            self._kv.pop(namespace, None)
+        else:
+            self._kv.get(namespace, {}).pop(key, None)
+
+    # -- audit -----------------------------------------------------------------------------
+
+    async def append_audit(self, records: Sequence[dict[str, Any]]) -> None:
+        await self._enter_call()
+        check_audit(records)
+        encoded = [json_bytes(record, "audit record") for record in records]
+        self._audit.extend(encoded)
+
+    async def read_audit(self, since: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+        await self._enter_call()
+        check_window(since, limit)
+        stop = None if limit is None else since + limit
+        return [json_value(record) for record in self._audit[since:stop]]
