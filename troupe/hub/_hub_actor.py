@@ -356,9 +356,12 @@ class HubActor(Actor[HubMsg, Any]):
             )
         now = core.now()
         stamp = iso(now)
-        ttl = parse_duration(
-            msg.ttl if msg.ttl is not None else creator.rule.limits.session_ttl_default
-        )
+        try:
+            ttl = parse_duration(
+                msg.ttl if msg.ttl is not None else creator.rule.limits.session_ttl_default
+            )
+        except ValueError as exc:
+            raise ProtocolError(f"session ttl: {exc}") from exc
         labels = dict(msg.labels or {})
         if msg.intent is not None:
             labels["intent"] = msg.intent
