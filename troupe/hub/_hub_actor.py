@@ -338,6 +338,7 @@ class HubActor(Actor[HubMsg, Any]):
             if pid in seen:
                 raise ProtocolError(f"participant {pid!r} is listed twice")
             seen.add(pid)
+        for pid in msg.participants:
             if pid not in registry:
                 raise NotFoundError(f"participant not registered: {pid!r}")
         ids = list(msg.participants)
