@@ -37,7 +37,15 @@ from ._auth import AuthRegistry
 from ._connection import Bind, Endpoint
 from ._core import Failed, HubCore
 from ._directory import SessionEntry
-from ._session import Accepted, EndSession, Post, SendInvites, SessionActor
+from ._session import (
+    Accepted,
+    EndSession,
+    Post,
+    SendInvites,
+    SessionActor,
+    admit_addressing,
+    admit_sender,
+)
 from ._stats import HubStatistics, PendingTurn
 
 log = logging.getLogger("troupe.hub")
@@ -302,11 +310,13 @@ class Hub:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _refuse_if_terminal(self, entry: SessionEntry, env: Envelope) -> None:
+        """Refuse a post into a terminal session (it has no actor) with the error its actor
+        would give, in the same order of checks."""
         md = entry.metadata
         if not md.state.terminal:
             return
-        if env.sender_id not in self._core.registry:
-            raise NotFoundError(f"sender not registered: {env.sender_id!r}")
+        sender, rule = admit_sender(self._core, md, env)
+        admit_addressing(self._core, md, env, sender, rule)
         raise ProtocolError(
             f"session {md.session_id} is {md.state.value} ({md.close_reason or 'no reason'})"
         )

@@ -35,6 +35,7 @@ from ..model import (
     EV_SESSION_OPENED,
     Envelope,
     Passport,
+    Rule,
     SessionMetadata,
     SessionState,
     is_substantive,
@@ -211,31 +212,12 @@ class SessionActor(Actor[SessionMsg, Any]):
         core = self.core
         registry = core.registry
         md = self.metadata
-        sender = registry.passport(env.sender_id)
-        rule = registry.rule(env.sender_id)
-        if sender is None or rule is None:
-            raise NotFoundError(f"sender not registered: {env.sender_id!r}")
-        if md.role_of(env.sender_id) is None:
-            raise ProtocolError(
-                f"agent {sender.name!r} ({env.sender_id}) is not a participant of "
-                f"session {self.sid}"
-            )
+        sender, rule = admit_sender(core, md, env)
         if attempt > 1:
             for old in self.recent:
                 if old.envelope_id == env.envelope_id:
                     return Accepted(old.envelope_id, old.seq, duplicate=True)
-        addressed: list[Passport] = []
-        if env.audience is not None:
-            for rid in env.audience:
-                if md.role_of(rid) is None:
-                    raise ProtocolError(
-                        f"audience member {rid!r} is not a participant of session {self.sid}"
-                    )
-                passport = registry.passport(rid)
-                if passport is not None and rid != env.sender_id:
-                    addressed.append(passport)
-            check_outbound(sender, rule, addressed)
-        check_depth(sender, rule, env.depth)
+        admit_addressing(core, md, env, sender, rule)
         if md.state.terminal:
             raise ProtocolError(
                 f"session {self.sid} is {md.state.value} ({md.close_reason or 'no reason'})"
@@ -397,6 +379,39 @@ class SessionActor(Actor[SessionMsg, Any]):
         core.audit(f"session_{target.value}", session_id=self.sid, reason=reason)
         self.stopping = True
         return md
+
+
+def admit_sender(core: HubCore, md: SessionMetadata, env: Envelope) -> tuple[Passport, Rule]:
+    """Step 1 of a post: the sender is registered and a participant; its passport and rule."""
+    sender = core.registry.passport(env.sender_id)
+    rule = core.registry.rule(env.sender_id)
+    if sender is None or rule is None:
+        raise NotFoundError(f"sender not registered: {env.sender_id!r}")
+    if md.role_of(env.sender_id) is None:
+        raise ProtocolError(
+            f"agent {sender.name!r} ({env.sender_id}) is not a participant of "
+            f"session {md.session_id}"
+        )
+    return sender, rule
+
+
+def admit_addressing(
+    core: HubCore, md: SessionMetadata, env: Envelope, sender: Passport, rule: Rule
+) -> None:
+    """Steps 1-2 of a post: the audience names participants and ``outbound_to`` covers it;
+    the depth is within the sender's ``delegation_depth``."""
+    if env.audience is not None:
+        addressed: list[Passport] = []
+        for rid in env.audience:
+            if md.role_of(rid) is None:
+                raise ProtocolError(
+                    f"audience member {rid!r} is not a participant of session {md.session_id}"
+                )
+            passport = core.registry.passport(rid)
+            if passport is not None and rid != env.sender_id:
+                addressed.append(passport)
+        check_outbound(sender, rule, addressed)
+    check_depth(sender, rule, env.depth)
 
 
 def _metadata_after(md: SessionMetadata, env: Envelope) -> SessionMetadata:
