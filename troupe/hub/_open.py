@@ -40,6 +40,7 @@ async def open_hub(
     snapshot_every: int = 1000,
     session_max_restarts: int = 3,
     session_within_s: float = 5.0,
+    client_mailbox: int = 4096,
     auth: Iterable[AuthAdapter] | None = None,
     session_types: Iterable[AnySessionType] = (),
     faults: Faults | None = None,
@@ -58,6 +59,8 @@ async def open_hub(
       snapshot_every: save a session-type snapshot every this many envelopes (0: never).
       session_max_restarts / session_within_s: a session actor that crashes more often
         than this is closed with reason ``crashed``; the rest of the hub carries on.
+      client_mailbox: deliveries that may queue for one connection; beyond that the
+        connection is told to catch up from the WAL instead (nothing is lost).
       auth: the accepted auth adapters (default: :class:`NoAuth` only).
       session_types: session types to add to the built-in ones.
       faults: a fault injector that may crash session actors (``troupe.testing``).
@@ -72,6 +75,7 @@ async def open_hub(
         snapshot_every=snapshot_every,
         session_max_restarts=session_max_restarts,
         session_within_s=session_within_s,
+        client_mailbox=client_mailbox,
     )
     async with open_store(store) as opened:
         core = HubCore(
