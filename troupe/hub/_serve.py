@@ -86,8 +86,11 @@ async def _on_frame(
         case HelloFrame():
             await _hello(hub, ref, frame)
         case SendFrame():
-            await limiter.acquire_on_behalf_of(frame)
-            nursery.start_soon(_send, hub, actor, ref, frame, limiter)
+            # A fresh token per request: frames are neither unique nor hashable (their
+            # envelope carries a dict), and the limiter keeps its borrowers in a set.
+            token = object()
+            await limiter.acquire_on_behalf_of(token)
+            nursery.start_soon(_send, hub, actor, ref, frame, limiter, token)
         case _:
             await ref.tell(
                 SendOut(
@@ -132,6 +135,7 @@ async def _send(
     ref: ActorRef[Any, Any],
     frame: SendFrame,
     limiter: trio.CapacityLimiter,
+    token: object,
 ) -> None:
     try:
         if frame.envelope.sender_id not in actor.agents:
@@ -153,4 +157,4 @@ async def _send(
                 )
         await ref.tell(SendOut(reply))
     finally:
-        limiter.release_on_behalf_of(frame)
+        limiter.release_on_behalf_of(token)
