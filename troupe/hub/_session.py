@@ -134,11 +134,13 @@ class SessionActor(Actor[SessionMsg, Any]):
         self.recent = tail[-RECENT:]
         self.dedup = await store.load_dedup(self.sid)
         self._publish()
-        await self._finish_interrupted(last_substantive)
         if self.restarted:
+            # Before anything new is appended: connections drop what they already have by
+            # seq, so a re-dispatch that came after a newer envelope would be lost.
             for env in self.recent:
                 if env.event_type not in (EV_CHANNEL_INVITE_ACK, EV_CHANNEL_INVITE_REJECT):
                     dispatch(self.core, self.metadata, env)
+        await self._finish_interrupted(last_substantive)
 
     async def _finish_interrupted(self, last_substantive: Envelope | None) -> None:
         md = self.metadata
