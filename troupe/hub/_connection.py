@@ -99,9 +99,11 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
 
     async def handle(self, msg: ConnectionMsg) -> Any:
         match msg:
-            case Deliver(envelope, recipient_id):
+            case Deliver(envelope, recipient_id, redelivery):
                 if self.owns(recipient_id):
-                    await self._notify(envelope, recipient_id, counted=True)
+                    sent = await self._notify(envelope, recipient_id, counted=True)
+                    if redelivery and not sent and is_substantive(envelope.event_type):
+                        self.core.ledger.done(recipient_id)  # dispatch counted it again
             case CatchUp(recipient_id, session_id):
                 if self.owns(recipient_id):
                     await self._replay(recipient_id, session_id, 0, counted=True)
@@ -118,10 +120,11 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
     async def on_stop(self) -> None:
         await self._flush_cursors()
 
-    async def _notify(self, envelope: Envelope, agent_id: str, *, counted: bool) -> None:
+    async def _notify(self, envelope: Envelope, agent_id: str, *, counted: bool) -> bool:
+        """Send ``envelope`` unless it was sent already; whether it was sent now."""
         key = (agent_id, envelope.session_id)
         if envelope.seq <= self.sent.get(key, 0):
-            return  # already notified: a re-dispatch after a crash, or a catch-up overlap
+            return False  # already notified: a re-dispatch after a crash, or a catch-up overlap
         self.sent[key] = envelope.seq
         if is_substantive(envelope.event_type):
             self.outstanding.add((agent_id, envelope.session_id, envelope.seq))
@@ -130,6 +133,7 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
                 if rule is not None:
                     self.core.ledger.add(agent_id, rule.limits.inbox)
         await self.endpoint.send_frame(NotifyFrame(envelope=envelope, recipient_id=agent_id))
+        return True
 
     async def _replay(self, agent_id: str, session_id: str, since: int, *, counted: bool) -> None:
         """Notify ``agent_id`` of every envelope of the session after its marks."""

@@ -139,7 +139,7 @@ class SessionActor(Actor[SessionMsg, Any]):
             # seq, so a re-dispatch that came after a newer envelope would be lost.
             for env in self.recent:
                 if env.event_type not in (EV_CHANNEL_INVITE_ACK, EV_CHANNEL_INVITE_REJECT):
-                    dispatch(self.core, self.metadata, env)
+                    dispatch(self.core, self.metadata, env, redelivery=True)
         await self._finish_interrupted(last_substantive)
 
     async def _finish_interrupted(self, last_substantive: Envelope | None) -> None:
