@@ -16,26 +16,106 @@ from ._errors import RateLimited as RateLimited
 from ._errors import RestartIntensityExceeded as RestartIntensityExceeded
 from ._errors import StoreError as StoreError
 from ._errors import TroupeError as TroupeError
+from .client import Agent as Agent
+from .client import AgentClient as AgentClient
+from .client import Channel as Channel
+from .client import HubClient as HubClient
+from .client import HumanClient as HumanClient
+from .client import Turn as Turn
+from .hub import ApiKeyAuth as ApiKeyAuth
+from .hub import Hub as Hub
+from .hub import HubStatistics as HubStatistics
+from .hub import NoAuth as NoAuth
+from .hub import open_hub as open_hub
+from .model import EV_CHANNEL_INVITE as EV_CHANNEL_INVITE
+from .model import EV_CHANNEL_INVITE_ACK as EV_CHANNEL_INVITE_ACK
+from .model import EV_CHANNEL_INVITE_REJECT as EV_CHANNEL_INVITE_REJECT
+from .model import EV_CONTEXT_SET as EV_CONTEXT_SET
+from .model import EV_EXPECTATION_VIOLATED as EV_EXPECTATION_VIOLATED
+from .model import EV_PACKET as EV_PACKET
+from .model import EV_SESSION_CLOSED as EV_SESSION_CLOSED
+from .model import EV_SESSION_EXPIRED as EV_SESSION_EXPIRED
+from .model import EV_SESSION_OPENED as EV_SESSION_OPENED
+from .model import EV_TASK_CANCEL_REQUEST as EV_TASK_CANCEL_REQUEST
+from .model import EV_TASK_CANCELLED as EV_TASK_CANCELLED
+from .model import EV_TEXT as EV_TEXT
+from .model import AccessBlock as AccessBlock
+from .model import AuthBlock as AuthBlock
+from .model import Envelope as Envelope
+from .model import InboxBlock as InboxBlock
+from .model import LimitsBlock as LimitsBlock
+from .model import Passport as Passport
+from .model import RateBlock as RateBlock
+from .model import Resume as Resume
+from .model import Rule as Rule
+from .model import SessionMetadata as SessionMetadata
+from .model import SessionState as SessionState
+from .model import TaskMetadata as TaskMetadata
+from .model import TaskSpec as TaskSpec
+from .model import TaskState as TaskState
+from .model import parse_duration as parse_duration
 from .store import MemoryStore as MemoryStore
+from .store import SQLiteStore as SQLiteStore
+from .transport import LocalLink as LocalLink
 
 __version__ = "0.1.0"
 
 __all__ = (
+    "EV_CHANNEL_INVITE",
+    "EV_CHANNEL_INVITE_ACK",
+    "EV_CHANNEL_INVITE_REJECT",
+    "EV_CONTEXT_SET",
+    "EV_EXPECTATION_VIOLATED",
+    "EV_PACKET",
+    "EV_SESSION_CLOSED",
+    "EV_SESSION_EXPIRED",
+    "EV_SESSION_OPENED",
+    "EV_TASK_CANCELLED",
+    "EV_TASK_CANCEL_REQUEST",
+    "EV_TEXT",
+    "AccessBlock",
     "AccessDeniedError",
     "ActorDead",
+    "Agent",
+    "AgentClient",
+    "ApiKeyAuth",
+    "AuthBlock",
     "AuthError",
+    "Channel",
     "DecodeError",
+    "Envelope",
+    "Hub",
+    "HubClient",
+    "HubStatistics",
+    "HumanClient",
     "IllegalTransition",
+    "InboxBlock",
     "InboxFull",
     "IncompatibleStore",
+    "LimitsBlock",
+    "LocalLink",
     "MailboxClosed",
     "MailboxFull",
     "MemoryStore",
     "NetworkError",
+    "NoAuth",
     "NotFoundError",
+    "Passport",
     "ProtocolError",
+    "RateBlock",
     "RateLimited",
     "RestartIntensityExceeded",
+    "Resume",
+    "Rule",
+    "SQLiteStore",
+    "SessionMetadata",
+    "SessionState",
     "StoreError",
+    "TaskMetadata",
+    "TaskSpec",
+    "TaskState",
     "TroupeError",
+    "Turn",
+    "open_hub",
+    "parse_duration",
 )

@@ -1,4 +1,8 @@
-"""Every behavioural store test runs against every engine."""
+"""Every behavioural store test runs against every engine.
+
+``sqlite`` commits in a worker thread (the default); ``sqlite-inline`` commits on the trio
+thread, as deterministic simulations run it.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +11,22 @@ from pathlib import Path
 
 import pytest
 
-from troupe.store import MemoryStore, Store
+from troupe.store import MemoryStore, SQLiteStore, Store
 
 #: Makes a Store over the same data each time it is called (a hub restart on one store).
 Reopen = Callable[[], Store]
 
 
-@pytest.fixture(params=["memory"])
+@pytest.fixture(params=["memory", "sqlite", "sqlite-inline"])
 def reopen(request: pytest.FixtureRequest, tmp_path: Path) -> Reopen:
+    path = tmp_path / "hub.db"
     memory = MemoryStore()
-    makers: dict[str, Reopen] = {"memory": lambda: memory}
+    makers: dict[str, Reopen] = {
+        "memory": lambda: memory,
+        # NORMAL keeps the suite fast; durability itself is tested with a real kill -9.
+        "sqlite": lambda: SQLiteStore(path, synchronous="NORMAL"),
+        "sqlite-inline": lambda: SQLiteStore(path, synchronous="NORMAL", threaded=False),
+    }
     return makers[request.param]
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import troupe
-from troupe.store import Store
+from troupe.store import MemoryStore, SQLiteStore, Store, open_store
 
 from .conftest import Reopen
 from .factories import env
@@ -37,3 +39,38 @@ async def test_a_store_can_be_entered_again_after_leaving(reopen: Reopen) -> Non
             await store.append("s1", [env("s1", seq)])
     async with store:
         assert [e.seq for e in await store.read("s1")] == [1, 2, 3]
+
+
+async def test_the_body_exception_comes_out_unwrapped(reopen: Reopen) -> None:
+    async def fail_inside() -> None:
+        async with reopen() as store:
+            await store.append("s1", [env("s1", 1)])
+            raise KeyError("from the body")
+
+    # Not wrapped in an ExceptionGroup by the store's nursery.
+    with pytest.raises(KeyError, match="from the body"):
+        await fail_inside()
+    async with reopen() as store:
+        assert await store.last_seq("s1") == 1
+
+
+def test_open_store_picks_the_engine(tmp_path: Path) -> None:
+    assert isinstance(open_store(None), MemoryStore)
+    assert open_store(None) is not open_store(None)
+    by_str = open_store(str(tmp_path / "a.db"))
+    assert isinstance(by_str, SQLiteStore)
+    assert by_str.path == tmp_path / "a.db"
+    assert by_str.synchronous == "FULL"
+    assert by_str.threaded
+    by_path = open_store(tmp_path / "b.db")
+    assert isinstance(by_path, SQLiteStore)
+    assert by_path.path == tmp_path / "b.db"
+    memory = MemoryStore()
+    assert open_store(memory) is memory
+    sqlite = SQLiteStore(tmp_path / "c.db", threaded=False)
+    assert open_store(sqlite) is sqlite
+
+
+def test_the_engines_are_exported_at_the_top() -> None:
+    assert troupe.MemoryStore is MemoryStore
+    assert troupe.SQLiteStore is SQLiteStore

@@ -32,6 +32,8 @@ class SessionEntry:
     ref: ActorRef[Any, Any] | None = None
     #: Set while an actor for this session is being started (concurrent callers wait on it).
     starting: trio.Event | None = None
+    #: The running actor's dedup index (its own dict; read-only for everyone else).
+    dedup: dict[str, tuple[str, int]] | None = None
     _changed: trio.Event = attrs.field(factory=trio.Event)
 
     @property

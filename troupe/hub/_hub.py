@@ -60,6 +60,7 @@ class Hub:
         self._sessions: Supervisor | None = None
         self._connections: Supervisor | None = None
         self._endpoints: dict[str, ActorRef[Any, Any]] = {}
+        self._client_nursery: trio.Nursery | None = None
 
     @property
     def core(self) -> HubCore:
@@ -383,6 +384,41 @@ class Hub:
         await trio.lowlevel.checkpoint()
         return turns
 
+    async def find_envelope_by_causation(
+        self, session_id: str, *, sender_id: str, causation_id: str
+    ) -> Envelope | None:
+        """The envelope ``sender_id`` posted in answer to ``causation_id`` (any event type)."""
+        entry = self._core.directory.get(session_id)
+        if entry.dedup is None or not entry.running:
+            if entry.metadata.state.terminal:
+                wal = await self.read_wal(session_id)
+                return next(
+                    (e for e in wal if e.sender_id == sender_id and e.causation_id == causation_id),
+                    None,
+                )
+            await self._running(entry)
+        assert entry.dedup is not None
+        prefix = f"c:{sender_id}|{causation_id}|"
+        for key, (_, seq) in entry.dedup.items():
+            if key.startswith(prefix):
+                found = await self.read_wal(session_id, since=seq - 1, until=seq)
+                return found[0] if found else None
+        return None
+
+    async def report_turn_failure(
+        self, *, session_id: str, agent_id: str, envelope_id: str, exc: BaseException
+    ) -> None:
+        """Record that an agent's turn raised (audit ``turn_failed``); no reply is invented."""
+        await trio.lowlevel.checkpoint()
+        self._core.audit(
+            "turn_failed",
+            session_id=session_id,
+            agent_id=agent_id,
+            envelope_id=envelope_id,
+            exc_type=type(exc).__name__,
+            exc_message=str(exc),
+        )
+
     # -- sessions' actors --------------------------------------------------------------------
 
     async def _running(self, entry: SessionEntry) -> ActorRef[Any, Any]:
@@ -587,6 +623,15 @@ class Hub:
             raise NotFoundError(f"endpoint not attached: {endpoint_id!r}")
         self._core.registry.record(agent_id)
         await conn.ask(Bind(agent_id, since))
+
+    async def host(self, fn: Any, *args: Any) -> Any:
+        """Run ``await nursery.start(fn, *args)`` in the hub's nursery for in-process clients.
+
+        In-process clients (``HubClient(LocalLink(hub))``) keep their receive loops here, so
+        they need no nursery of their own and end with the hub at the latest.
+        """
+        assert self._client_nursery is not None, "the hub is not running"
+        return await self._client_nursery.start(fn, *args)
 
     # -- observability -----------------------------------------------------------------------
 

@@ -7,6 +7,7 @@
     ├── hub        HubActor                   permanent   registry, session creation, tasks
     ├── sessions   dynamic supervisor         permanent   one transient SessionActor each
     ├── endpoints  dynamic supervisor         permanent   one temporary connection each
+    ├── clients    nursery                    permanent   in-process HubClients' loops
     └── sweeper    TTL / handshake sweeper    permanent   (unless ttl_sweep_interval == 0)
 """
 
@@ -109,6 +110,7 @@ async def open_hub(
             )
             await root.start_child(ChildSpec("sessions", partial(_run_sessions, hub)))
             await root.start_child(ChildSpec("endpoints", partial(_run_endpoints, hub)))
+            await root.start_child(ChildSpec("clients", partial(_run_clients, hub)))
             await _hydrate(hub)
             if ttl_sweep_interval > 0:
                 await root.start_child(
@@ -137,6 +139,13 @@ async def _run_sessions(hub: Hub, *, task_status: trio.TaskStatus[None]) -> None
 async def _run_endpoints(hub: Hub, *, task_status: trio.TaskStatus[None]) -> None:
     async with open_dynamic_supervisor(name="endpoints") as sup:
         hub._connections = sup
+        task_status.started()
+        await trio.sleep_forever()
+
+
+async def _run_clients(hub: Hub, *, task_status: trio.TaskStatus[None]) -> None:
+    async with trio.open_nursery() as nursery:
+        hub._client_nursery = nursery
         task_status.started()
         await trio.sleep_forever()
 

@@ -1,9 +1,11 @@
 """Serving one endpoint: its connection actor plus a reader for the frames it sends.
 
 The reader never delivers anything itself: receipts and replies go through the connection
-actor (the endpoint's only writer); posts run in their own tasks so one slow post does not
-hold up the receipts behind it. A connection serves at most ``MAX_IN_FLIGHT`` requests at
-once, so a flood from one client cannot starve the others.
+actor (the endpoint's only writer). The reader never waits on anything that may wait on the
+client: receipts and pongs travel in the actor's system lane (never blocked), and hellos and
+posts run in their own tasks. Otherwise a client busy acking a long replay could deadlock
+with the connection actor blocked sending it that replay. A connection serves at most
+``MAX_IN_FLIGHT`` requests at once, so a flood from one client cannot starve the others.
 """
 
 from __future__ import annotations
@@ -80,11 +82,11 @@ async def _on_frame(
 ) -> None:
     match frame:
         case ReceiptFrame():
-            await ref.tell(Receipt(frame))
+            ref.mailbox.send_system(Receipt(frame))
         case PingFrame(nonce=nonce):
-            await ref.tell(SendOut(PongFrame(nonce=nonce)))
+            ref.mailbox.send_system(SendOut(PongFrame(nonce=nonce)))
         case HelloFrame():
-            await _hello(hub, ref, frame)
+            nursery.start_soon(_hello, hub, ref, frame)
         case SendFrame():
             # A fresh token per request: frames are neither unique nor hashable (their
             # envelope carries a dict), and the limiter keeps its borrowers in a set.

@@ -133,6 +133,7 @@ class SessionActor(Actor[SessionMsg, Any]):
             tail = await store.read(self.sid, since=max(0, self.last_seq - RECENT))
         self.recent = tail[-RECENT:]
         self.dedup = await store.load_dedup(self.sid)
+        self.entry.dedup = self.dedup
         self._publish()
         if self.restarted:
             # Before anything new is appended: connections drop what they already have by

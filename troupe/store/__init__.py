@@ -1,9 +1,21 @@
 """Storage: the ``Store`` protocol and its engines (memory and SQLite)."""
 
 from ._memory import MemoryStore as MemoryStore
+from ._open import open_store as open_store
 from ._protocol import AgentRecord as AgentRecord
 from ._protocol import Snapshot as Snapshot
 from ._protocol import Store as Store
 from ._protocol import dedup_keys as dedup_keys
+from ._sqlite import SQLiteStore as SQLiteStore
+from ._writer import WriterStatistics as WriterStatistics
 
-__all__ = ("AgentRecord", "MemoryStore", "Snapshot", "Store", "dedup_keys")
+__all__ = (
+    "AgentRecord",
+    "MemoryStore",
+    "SQLiteStore",
+    "Snapshot",
+    "Store",
+    "WriterStatistics",
+    "dedup_keys",
+    "open_store",
+)

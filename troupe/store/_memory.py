@@ -18,7 +18,7 @@ import trio
 
 from .._errors import StoreError
 from ..model import Envelope, Resume, Rule, SessionMetadata, TaskMetadata
-from ._protocol import AgentRecord, Snapshot
+from ._protocol import AgentRecord, Snapshot, dedup_keys
 from ._rules import (
     agent_id_of,
     check_append,
@@ -41,6 +41,7 @@ class MemoryStore:
         self._sessions: dict[str, SessionMetadata] = {}
         self._wal: dict[str, list[Envelope]] = {}
         self._keys: dict[str, dict[str, Envelope]] = {}
+        self._dedup: dict[str, dict[str, tuple[str, int]]] = {}
         self._snapshots: dict[str, tuple[int, bytes]] = {}
         self._tasks: dict[str, TaskMetadata] = {}
         self._checkpoints: dict[str, bytes] = {}
@@ -149,9 +150,12 @@ class MemoryStore:
                 raise duplicate_key(session_id, env.idempotency_key)
         # Every check passed: from here on nothing can fail, so the append is all-or-nothing.
         self._wal.setdefault(session_id, wal).extend(envelopes)
+        dedup = self._dedup.setdefault(session_id, {})
         for env in envelopes:
             if env.idempotency_key is not None:
                 self._keys.setdefault(session_id, keys)[env.idempotency_key] = env
+            for key in dedup_keys(env):
+                dedup.setdefault(key, (env.envelope_id, env.seq))
         if metadata is not None:
             self._sessions[session_id] = metadata
 
@@ -172,6 +176,10 @@ class MemoryStore:
     async def find_idempotent(self, session_id: str, key: str) -> Envelope | None:
         await self._enter_call()
         return self._keys.get(session_id, {}).get(key)
+
+    async def load_dedup(self, session_id: str) -> dict[str, tuple[str, int]]:
+        await self._enter_call()
+        return dict(self._dedup.get(session_id, {}))
 
     async def save_snapshot(self, session_id: str, seq: int, state: Any) -> None:
         await self._enter_call()

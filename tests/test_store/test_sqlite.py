@@ -1,0 +1,222 @@
+"""What only the SQLite engine has: its file, its schema, crash safety, group commit."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+import troupe
+from troupe.store import SQLiteStore
+from troupe.store import _schema as schema
+
+from .crash_writer import BATCH, SESSIONS
+from .factories import env, envs
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def make_foreign_db(path: Path) -> None:
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+        conn.execute("INSERT INTO customers (name) VALUES ('ada')")
+    conn.close()
+
+
+async def make_store(path: Path) -> None:
+    async with SQLiteStore(path) as store:
+        await store.append("s1", envs("s1", 1, 3))
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (b"just some notes\n", "not an SQLite database"),
+        (b"SQLite format 3\x00" + b"\x07" * 200, "is not a troupe store"),
+    ],
+)
+async def test_a_file_that_is_not_a_store_is_refused_untouched(
+    tmp_path: Path, content: bytes, words: str
+) -> None:
+    path = tmp_path / "notes.db"
+    path.write_bytes(content)
+    with pytest.raises(troupe.IncompatibleStore, match=words) as info:
+        async with SQLiteStore(path):
+            pass
+    assert str(path) in str(info.value)
+    assert path.read_bytes() == content
+
+
+async def test_someone_elses_database_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "crm.db"
+    make_foreign_db(path)
+    before = path.read_bytes()
+    with pytest.raises(troupe.IncompatibleStore, match="without the troupe marker") as info:
+        async with SQLiteStore(path):
+            pass
+    assert str(path) in str(info.value)
+    assert "customers" in str(info.value)
+    assert path.read_bytes() == before
+
+
+async def test_a_wrong_marker_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE troupe_meta (key TEXT PRIMARY KEY, value TEXT)")
+        conn.execute("INSERT INTO troupe_meta VALUES ('magic', 'something-else')")
+    conn.close()
+    with pytest.raises(troupe.IncompatibleStore, match="without the troupe marker"):
+        async with SQLiteStore(path):
+            pass
+
+
+async def test_a_store_from_a_newer_troupe_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "hub.db"
+    await make_store(path)
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version = {schema.SCHEMA_VERSION + 1}")
+    conn.close()
+    before = path.read_bytes()
+    with pytest.raises(troupe.IncompatibleStore, match="newer troupe") as info:
+        async with SQLiteStore(path):
+            pass
+    assert str(path) in str(info.value)
+    assert path.read_bytes() == before
+
+
+async def test_a_directory_is_not_a_store(tmp_path: Path) -> None:
+    with pytest.raises(troupe.StoreError, match="cannot open store") as info:
+        async with SQLiteStore(tmp_path):
+            pass
+    assert str(tmp_path) in str(info.value)
+
+
+async def test_a_new_store_is_versioned_and_in_wal_mode(tmp_path: Path) -> None:
+    path = tmp_path / "hub.db"
+    path.touch()  # an empty file is a new store, like a missing one
+    await make_store(path)
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone() == (schema.SCHEMA_VERSION,)
+    assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert conn.execute("SELECT value FROM troupe_meta WHERE key = 'magic'").fetchone() == (
+        schema.MAGIC,
+    )
+    # Rows are plain JSON text that sqlite's JSON functions can read.
+    sql = "SELECT json_extract(envelope, '$.event_data.text') FROM wal ORDER BY seq"
+    assert conn.execute(sql).fetchall() == [("message 1",), ("message 2",), ("message 3",)]
+    conn.close()
+
+
+async def test_an_older_store_is_migrated_on_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "hub.db"
+    await make_store(path)
+    step = ("CREATE TABLE extra (x INTEGER)", "INSERT INTO extra VALUES (7)")
+    monkeypatch.setattr(schema, "MIGRATIONS", (*schema.MIGRATIONS, step))
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", schema.SCHEMA_VERSION + 1)
+    async with SQLiteStore(path) as store:
+        assert await store.last_seq("s1") == 3
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone() == (schema.SCHEMA_VERSION,)
+    assert conn.execute("SELECT x FROM extra").fetchall() == [(7,)]
+    conn.close()
+
+
+@pytest.mark.parametrize(("level", "value"), [("FULL", 2), ("normal", 1), ("OFF", 0)])
+async def test_synchronous_level_reaches_the_writer(tmp_path: Path, level: str, value: int) -> None:
+    async with SQLiteStore(tmp_path / "hub.db", synchronous=level) as store:
+        assert store._writer is not None
+        assert store._writer._conn.execute("PRAGMA synchronous").fetchone() == (value,)
+
+
+def test_constructor_refuses_bad_options() -> None:
+    with pytest.raises(ValueError, match="synchronous must be one of"):
+        SQLiteStore("hub.db", synchronous="SOMETIMES")
+    with pytest.raises(ValueError, match="use MemoryStore"):
+        SQLiteStore(":memory:")
+
+
+@pytest.mark.parametrize("threaded", [True, False])
+async def test_concurrent_appends_share_one_commit(tmp_path: Path, threaded: bool) -> None:
+    async with SQLiteStore(tmp_path / "hub.db", threaded=threaded) as store:
+        failures: list[troupe.StoreError] = []
+
+        async def append(sid: str, seq: int) -> None:
+            try:
+                await store.append(sid, [env(sid, seq)])
+            except troupe.StoreError as exc:
+                failures.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            for n in range(20):
+                # Session s7's append leaves a gap: it fails alone, inside the batch.
+                nursery.start_soon(append, f"s{n}", 2 if n == 7 else 1)
+        stats = store.statistics()
+        assert (stats.batches, stats.writes, stats.failed_commits) == (1, 19, 0)
+        assert len(failures) == 1
+        assert "'s7'" in str(failures[0])
+        assert await store.last_seq("s7") == 0
+        assert [await store.last_seq(f"s{n}") for n in (0, 6, 8, 19)] == [1, 1, 1, 1]
+
+
+async def test_inline_commits_do_not_let_virtual_time_jump(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    # With threaded=True the loop would be idle while the thread commits, and the
+    # autojump clock would leap to the sleeper's deadline: timeouts would fire at random.
+    async with SQLiteStore(tmp_path / "hub.db", threaded=False) as store:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.sleep, 1000)
+            start = trio.current_time()
+            for seq in range(1, 21):
+                await store.append("s1", [env("s1", seq)])
+            assert trio.current_time() == start
+            nursery.cancel_scope.cancel()
+
+
+async def test_statistics_need_an_open_store(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "hub.db")
+    with pytest.raises(troupe.StoreError, match="not open"):
+        store.statistics()
+
+
+async def test_kill_9_mid_write_loses_nothing_that_returned(tmp_path: Path) -> None:
+    path = tmp_path / "hub.db"
+    printed: dict[str, int] = dict.fromkeys(SESSIONS, 0)
+    with trio.fail_after(20):
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "tests.test_store.crash_writer", str(path)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+        )
+        assert process.stdout is not None
+        buffer = b""
+        while sum(printed.values()) < 120:
+            chunk = await process.stdout.receive_some()
+            assert chunk, "the writer exited before it was killed"
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                session_id, last = line.decode().split()
+                printed[session_id] = int(last)
+        process.send_signal(signal.SIGKILL)
+        assert await process.wait() == -signal.SIGKILL
+
+    async with SQLiteStore(path) as store:
+        for session_id in SESSIONS:
+            wal = await store.read(session_id)
+            seqs = [e.seq for e in wal]
+            assert seqs == list(range(1, len(seqs) + 1)), "the WAL has a gap"
+            assert len(seqs) >= printed[session_id], "an append that returned was lost"
+            assert len(seqs) % BATCH == 0, "half an append is visible"
+            assert wal == envs(session_id, 1, len(seqs))
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    conn.close()

@@ -1,0 +1,152 @@
+"""The group-commit writer on its own: batches, savepoints, failed commits, shutdown."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+import troupe
+from troupe.store._writer import GroupCommitWriter, Write
+
+
+@pytest.fixture
+def conn(tmp_path: Path) -> Iterator[sqlite3.Connection]:
+    conn = sqlite3.connect(tmp_path / "w.db", isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+    # Checked at COMMIT, not at INSERT: the way to make a COMMIT fail on purpose.
+    conn.execute(
+        "CREATE TABLE child (parent_id INTEGER REFERENCES parent (id) "
+        "DEFERRABLE INITIALLY DEFERRED)"
+    )
+    yield conn
+    conn.close()
+
+
+def insert(table: str, value: int) -> Write:
+    def write(conn: sqlite3.Connection) -> None:
+        conn.execute(f"INSERT INTO {table} VALUES (?)", (value,))
+
+    return write
+
+
+def rows(conn: sqlite3.Connection, table: str) -> list[int]:
+    return [value for (value,) in conn.execute(f"SELECT * FROM {table} ORDER BY 1")]
+
+
+async def submit_all(writer: GroupCommitWriter, writes: list[Write]) -> list[Exception | None]:
+    """Submit every write at once (they land in one batch) and collect the outcomes."""
+    outcomes: list[Exception | None] = [None] * len(writes)
+
+    async def one(n: int) -> None:
+        try:
+            await writer.submit(writes[n])
+        except Exception as exc:
+            outcomes[n] = exc
+
+    async with trio.open_nursery() as nursery:
+        for n in range(len(writes)):
+            nursery.start_soon(one, n)
+    return outcomes
+
+
+@pytest.mark.parametrize("threaded", [True, False])
+async def test_a_failed_commit_fails_the_whole_batch(
+    conn: sqlite3.Connection, threaded: bool
+) -> None:
+    writer = GroupCommitWriter(conn, name="w.db", threaded=threaded)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        outcomes = await submit_all(writer, [insert("parent", 1), insert("child", 99)])
+        for exc in outcomes:
+            assert isinstance(exc, troupe.StoreError)
+            assert "commit failed, nothing written" in str(exc)
+            assert isinstance(exc.__cause__, sqlite3.IntegrityError)
+        assert rows(conn, "parent") == []
+        # The writer carries on with the next batch.
+        await writer.submit(insert("parent", 2))
+        assert rows(conn, "parent") == [2]
+        stats = writer.statistics()
+        assert (stats.batches, stats.writes, stats.failed_commits) == (1, 1, 1)
+        writer.close()
+
+
+async def test_a_write_that_raises_fails_only_itself(conn: sqlite3.Connection) -> None:
+    def half_then_raise(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO parent VALUES (50)")
+        raise ValueError("the caller's own bug")
+
+    writer = GroupCommitWriter(conn, name="w.db", threaded=False)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        outcomes = await submit_all(
+            writer, [insert("parent", 1), half_then_raise, insert("nosuch", 1), insert("parent", 3)]
+        )
+        assert outcomes[0] is None
+        assert outcomes[3] is None
+        assert isinstance(outcomes[1], ValueError)
+        # An sqlite error comes back as a StoreError.
+        assert isinstance(outcomes[2], troupe.StoreError)
+        assert "no such table: nosuch" in str(outcomes[2])
+        assert rows(conn, "parent") == [1, 3]  # 50 was rolled back to its savepoint
+        assert writer.statistics().batches == 1
+        writer.close()
+
+
+async def test_close_drains_pending_writes_then_refuses_new_ones(
+    conn: sqlite3.Connection,
+) -> None:
+    writer = GroupCommitWriter(conn, name="w.db", threaded=False)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        nursery.start_soon(writer.submit, insert("parent", 1))
+        nursery.start_soon(writer.submit, insert("parent", 2))
+        await trio.testing.wait_all_tasks_blocked()
+        writer.close()
+    assert rows(conn, "parent") == [1, 2]
+    with pytest.raises(troupe.StoreError, match=r"w\.db is not open"):
+        await writer.submit(insert("parent", 3))
+
+
+async def test_a_cancelled_writer_fails_what_it_did_not_commit(
+    conn: sqlite3.Connection,
+) -> None:
+    gate = threading.Event()
+
+    def slow(conn: sqlite3.Connection) -> None:
+        gate.wait(10)
+        conn.execute("INSERT INTO parent VALUES (1)")
+
+    writer = GroupCommitWriter(conn, name="w.db", threaded=True)
+    outcomes: dict[str, str] = {}
+
+    async def caller(name: str, write: Write) -> None:
+        try:
+            await writer.submit(write)
+            outcomes[name] = "committed"
+        except troupe.StoreError as exc:
+            outcomes[name] = str(exc)
+
+    async def run_writer(*, task_status: trio.TaskStatus[trio.CancelScope]) -> None:
+        with trio.CancelScope() as scope:
+            task_status.started(scope)
+            await writer.run()
+
+    async with trio.open_nursery() as nursery:
+        writer_scope = await nursery.start(run_writer)
+        nursery.start_soon(caller, "slow", slow)
+        await trio.testing.wait_all_tasks_blocked()  # "slow" is in the worker thread
+        nursery.start_soon(caller, "queued", insert("parent", 2))
+        await trio.testing.wait_all_tasks_blocked()  # "queued" waits for the next batch
+        writer_scope.cancel()
+        gate.set()
+    # The batch in the thread finishes (a commit is never abandoned half-way); the rest fails.
+    assert outcomes["slow"] == "committed"
+    assert outcomes["queued"] == "w.db closed before this write committed"
+    assert rows(conn, "parent") == [1]

@@ -1,0 +1,207 @@
+"""AgentClient: a registered agent plus the default turn handler that drives it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from .._errors import NetworkError
+from ..model import (
+    EV_CHANNEL_INVITE,
+    EV_TEXT,
+    Envelope,
+    Passport,
+    Resume,
+    Rule,
+    SessionMetadata,
+    SessionState,
+    is_protocol_event,
+)
+from ..session_types import AnySessionType, HistoryItem
+from ._channel import HANDLING_DEPTH
+from ._identity import Identity
+from ._inbox import ENDINGS
+from ._turn import Agent, Turn
+
+if TYPE_CHECKING:
+    from ._hub_client import HubClient
+
+log = logging.getLogger("troupe.client")
+
+Observer = Callable[[Envelope], Awaitable[None]]
+
+
+class AgentClient(Identity):
+    """What ``HubClient.register`` returns: one agent on one connection.
+
+    Deliveries run the default turn handler: invites are acked; on a substantive envelope
+    that gives this agent the floor (the session type's rules, ``can_send``), the agent's
+    ``respond(turn)`` runs and its answer is posted with ``causation_id`` = the trigger.
+    ``None`` is a silent round. A trigger already answered is not answered again (also
+    after a reconnect). A ``respond`` that raises is reported (audit ``turn_failed``) and
+    nothing is posted for it.
+    """
+
+    def __init__(
+        self,
+        *,
+        agent: Agent,
+        passport: Passport,
+        resume: Resume,
+        rule: Rule,
+        hub_client: HubClient,
+    ) -> None:
+        super().__init__(passport=passport, resume=resume, rule=rule, hub_client=hub_client)
+        self._agent = agent
+        self._observers: list[Observer] = []
+        #: Per session: a prefix of the WAL, read incrementally (for turn history).
+        self._transcripts: dict[str, list[Envelope]] = {}
+
+    @property
+    def agent(self) -> Agent:
+        return self._agent
+
+    def on_envelope(self, callback: Observer) -> None:
+        """Also call ``callback`` for every delivery, before the turn handler."""
+        self._observers.append(callback)
+
+    async def receive(self, envelope: Envelope) -> None:
+        if self._disconnected:
+            await trio.lowlevel.checkpoint()
+            return
+        self._inboxes.put(envelope)
+        for observer in self._observers:
+            await observer(envelope)
+        await self.handle(envelope)
+        if envelope.event_type in ENDINGS:
+            self._transcripts.pop(envelope.session_id, None)
+
+    # -- the default turn handler ------------------------------------------------------------
+
+    async def handle(self, envelope: Envelope) -> None:
+        """The default turn handler (see the class docstring)."""
+        me = self.agent_id
+        kind = envelope.event_type
+        if kind == EV_CHANNEL_INVITE:
+            if envelope.sender_id != me:
+                try:
+                    await self.accept_invite(envelope)
+                except NetworkError as exc:
+                    log.warning("%s could not ack invite %s: %s", self, envelope.envelope_id, exc)
+            return
+        if is_protocol_event(kind) or envelope.sender_id == me:
+            await trio.lowlevel.checkpoint()
+            return
+        hc = self._hub_client
+        sid = envelope.session_id
+        metadata = await hc.get_session(sid)
+        if metadata.state is not SessionState.ACTIVE or not hc.can_send(sid, me):
+            return
+        stype = hc.session_type_for(metadata)
+        text = stype.render(envelope)
+        if text is None:
+            return
+        if await hc.find_envelope_by_causation(
+            sid, sender_id=me, causation_id=envelope.envelope_id
+        ):
+            return  # answered before (a redelivery after a reconnect)
+        history = await self._history(metadata, stype, envelope)
+        turn = Turn(text=text, envelope=envelope, session=metadata, history=history, client=self)
+        token = HANDLING_DEPTH.set(envelope.depth)
+        try:
+            reply = await self._agent.respond(turn)
+            answer = self._reply(metadata, stype, envelope, reply)
+            if answer is not None:
+                await hc.post_envelope(answer)
+        except Exception as exc:
+            log.exception("%s: turn on %s failed", self, envelope.envelope_id)
+            await hc.report_turn_failure(
+                session_id=sid, agent_id=me, envelope_id=envelope.envelope_id, exc=exc
+            )
+        finally:
+            HANDLING_DEPTH.reset(token)
+
+    def _reply(
+        self, metadata: SessionMetadata, stype: AnySessionType, trigger: Envelope, reply: Any
+    ) -> Envelope | None:
+        builder = getattr(stype, "build_reply", None)
+        if builder is not None:
+            built: Envelope | None = builder(metadata, self.agent_id, reply, trigger)
+            return built
+        if reply is None:
+            return None
+        if not isinstance(reply, str):
+            raise TypeError(
+                f"respond() returned {type(reply).__name__}; a {stype.name} session expects "
+                "str or None"
+            )
+        return Envelope(
+            session_id=trigger.session_id,
+            sender_id=self.agent_id,
+            event_type=EV_TEXT,
+            event_data={"text": reply},
+            causation_id=trigger.envelope_id,
+            depth=trigger.depth,
+        )
+
+    async def _history(
+        self, metadata: SessionMetadata, stype: AnySessionType, trigger: Envelope
+    ) -> list[HistoryItem]:
+        """The session type's view of the session before ``trigger``, for this agent.
+
+        The session's WAL is cached per session and each turn reads only what was appended
+        since the last one (the reference re-read the whole WAL every turn).
+        """
+        sid = trigger.session_id
+        transcript = self._transcripts.setdefault(sid, [])
+        last = transcript[-1].seq if transcript else 0
+        if last < trigger.seq:
+            transcript.extend(await self._hub_client.read_wal(sid, since=last, until=trigger.seq))
+        prior = [e for e in transcript if e.seq < trigger.seq]
+        view = stype.default_view_policy(metadata, self.agent_id)
+        return view.project(
+            prior,
+            participant_id=self.agent_id,
+            render=stype.render,
+            name_for=self._hub_client.name_for,
+        )
+
+    async def resume_pending_turns(self) -> int:
+        """Re-run the turns the hub says this agent owes (after a restart); return how many.
+
+        Triggers already answered are skipped by the handler, so this is safe to repeat.
+        """
+        count = 0
+        for turn in await self._hub_client.pending_turns_for(self.agent_id):
+            if turn.triggering_envelope_id is None:
+                continue
+            wal = await self._hub_client.read_wal(turn.session_id)
+            trigger = next((e for e in wal if e.envelope_id == turn.triggering_envelope_id), None)
+            if trigger is not None:
+                await self.handle(trigger)
+                count += 1
+        return count
+
+    # -- identity ----------------------------------------------------------------------------
+
+    async def unregister(self) -> None:
+        """Unregister this agent from the hub and disconnect it."""
+        if self._disconnected:
+            await trio.lowlevel.checkpoint()
+            return
+        await self._hub_client.unregister_agent(self.agent_id)
+        await self.disconnect()
+
+    async def set_resume(self, resume: Resume) -> None:
+        await self._hub_client.set_resume(self.agent_id, resume)
+        self._resume = await self._hub_client.get_resume(self.agent_id)
+
+    async def set_skill(self, skill_md: str | None) -> None:
+        await self._hub_client.set_skill(self.agent_id, skill_md)
+
+    async def set_rule(self, rule: Rule) -> None:
+        await self._hub_client.set_rule(self.agent_id, rule)
+        self._rule = await self._hub_client.get_rule(self.agent_id)

@@ -1,0 +1,126 @@
+"""Per-session inboxes of one identity: bounded, selective, never stolen by another waiter.
+
+Every envelope delivered to an identity is also kept in that session's inbox so code can
+wait for it (``wait_for_channel_event``). The reference's waiters consumed and dropped what
+did not match, so two waiters could lose each other's envelopes; here a wait takes only the
+envelope it matched and leaves the rest queued, in order (selective receive). An inbox keeps
+the newest ``capacity`` envelopes (``drop_oldest``): waits look for recent traffic, and an
+identity that never waits must not accumulate its history. When a session ends, its inbox is
+closed after the closing notice: waiters still get what matches, then an error instead of a
+timeout.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import trio
+
+from .._errors import MailboxClosed, ProtocolError
+from ..mailbox import Mailbox
+from ..model import EV_SESSION_CLOSED, EV_SESSION_EXPIRED, Envelope
+
+Predicate = Callable[[Envelope], bool]
+
+#: Envelopes kept per session inbox (the oldest are dropped beyond this).
+INBOX_CAPACITY = 256
+#: Inboxes of ended sessions kept for late waiters.
+ENDED_KEPT = 256
+
+ENDINGS = frozenset({EV_SESSION_CLOSED, EV_SESSION_EXPIRED})
+
+
+class Disconnected(RuntimeError):
+    """Raised to waiters when their client disconnects."""
+
+
+@contextmanager
+def seed_timeout(timeout: float | None, what: str) -> Iterator[None]:
+    """The seeds' ``timeout=`` parameters: trio's deadline, raised as the built-in TimeoutError."""
+    try:
+        with trio.fail_after(math.inf if timeout is None else timeout):
+            yield
+    except trio.TooSlowError:
+        raise TimeoutError(f"nothing matched in {what} within {timeout}s") from None
+
+
+async def wait_in(
+    box: Mailbox[Envelope],
+    predicate: Predicate | None,
+    *,
+    what: str,
+    disconnected: Callable[[], bool],
+) -> Envelope:
+    """Take the first envelope in ``box`` that ``predicate`` accepts.
+
+    Raises:
+      RuntimeError: the client disconnected.
+      ProtocolError: the session ended without a match (``what`` names it).
+    """
+    try:
+        return await box.receive(match=predicate)
+    except MailboxClosed:
+        if disconnected():
+            raise Disconnected("the client is disconnected") from None
+        raise ProtocolError(f"{what} ended before a matching envelope arrived") from None
+
+
+class Inboxes:
+    """The per-session inboxes of one identity."""
+
+    def __init__(self, capacity: int = INBOX_CAPACITY) -> None:
+        self._capacity = capacity
+        self._live: dict[str, Mailbox[Envelope]] = {}
+        self._ended: OrderedDict[str, Mailbox[Envelope]] = OrderedDict()
+        self._disconnected = False
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def ensure(self, session_id: str) -> Mailbox[Envelope]:
+        box = self._live.get(session_id) or self._ended.get(session_id)
+        if box is None:
+            box = Mailbox(self._capacity, "drop_oldest", name=f"inbox:{session_id}")
+            self._live[session_id] = box
+            if self._disconnected:
+                box.close()
+        return box
+
+    def put(self, envelope: Envelope) -> None:
+        sid = envelope.session_id
+        box = self._live.get(sid)
+        if box is None:
+            if sid in self._ended:
+                return  # a replayed duplicate of an ended session
+            box = self.ensure(sid)
+        if box.closed:
+            return
+        box.send_nowait(envelope)
+        if envelope.event_type in ENDINGS:
+            box.close()
+            del self._live[sid]
+            self._ended[sid] = box
+            while len(self._ended) > ENDED_KEPT:
+                self._ended.popitem(last=False)
+
+    async def wait(self, session_id: str, predicate: Predicate | None) -> Envelope:
+        return await wait_in(
+            self.ensure(session_id),
+            predicate,
+            what=f"session {session_id}",
+            disconnected=lambda: self._disconnected,
+        )
+
+    def discard(self, session_id: str) -> None:
+        box = self._live.pop(session_id, None) or self._ended.pop(session_id, None)
+        if box is not None:
+            box.close()
+
+    def close_all(self) -> None:
+        """Disconnect: every waiter wakes (after what already matches) with RuntimeError."""
+        self._disconnected = True
+        for box in (*self._live.values(), *self._ended.values()):
+            box.close()

@@ -1,0 +1,402 @@
+"""``SQLiteStore``: the embedded default engine, one SQLite file in WAL journal mode.
+
+Writes go through one :class:`GroupCommitWriter` (one transaction per batch of writes from
+any number of sessions, each write in its own savepoint); a write returns once committed.
+Reads use a second, read-only connection on the trio thread: in WAL mode a reader never
+waits for the writer, and it sees every commit that happened before the read began.
+Records are stored as the codec's JSON, in TEXT columns, so ``sqlite3`` and its JSON
+functions can inspect a store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import trio
+
+from .._errors import StoreError
+from ..model import Envelope, Passport, Resume, Rule, SessionMetadata, TaskMetadata, dumps, loads
+from ..model._codec import envelope_from_json
+from ._protocol import AgentRecord, Snapshot, dedup_keys
+from ._rules import (
+    agent_id_of,
+    check_append,
+    check_audit,
+    check_window,
+    duplicate_key,
+    json_bytes,
+    json_value,
+    unknown_agent,
+)
+from ._schema import SYNCHRONOUS_LEVELS, connect, connect_reader
+from ._writer import GroupCommitWriter, Write, WriterStatistics
+
+_UPSERT_AGENT = """
+    INSERT INTO agents (agent_id, passport, resume, rule, skill_md) VALUES (?, ?, ?, ?, ?)
+    ON CONFLICT (agent_id) DO UPDATE SET passport = excluded.passport,
+        resume = excluded.resume, rule = excluded.rule, skill_md = excluded.skill_md"""
+_UPSERT_SESSION = """
+    INSERT INTO sessions (session_id, metadata) VALUES (?, ?)
+    ON CONFLICT (session_id) DO UPDATE SET metadata = excluded.metadata"""
+_UPSERT_TASK = """
+    INSERT INTO tasks (task_id, metadata) VALUES (?, ?)
+    ON CONFLICT (task_id) DO UPDATE SET metadata = excluded.metadata"""
+_UPSERT_CURSOR = """
+    INSERT INTO cursors (agent_id, session_id, seq) VALUES (?, ?, ?)
+    ON CONFLICT (agent_id, session_id) DO UPDATE SET seq = max(seq, excluded.seq)"""
+
+
+def _text(obj: Any) -> str:
+    return dumps(obj).decode()
+
+
+def _json_text(value: Any, what: str) -> str:
+    return json_bytes(value, what).decode()
+
+
+def _set_capabilities(conn: sqlite3.Connection, agent_id: str, resume: Resume) -> None:
+    conn.execute("DELETE FROM capabilities WHERE agent_id = ?", (agent_id,))
+    conn.executemany(
+        "INSERT INTO capabilities (capability, agent_id) VALUES (?, ?)",
+        [(capability, agent_id) for capability in sorted(resume.capabilities())],
+    )
+
+
+def _execute(sql: str, params: Sequence[Any]) -> Write:
+    def write(conn: sqlite3.Connection) -> None:
+        conn.execute(sql, params)
+
+    return write
+
+
+def _update_agent(column: str, agent_id: str, value: str | None) -> Write:
+    def write(conn: sqlite3.Connection) -> None:
+        sql = f"UPDATE agents SET {column} = ? WHERE agent_id = ?"
+        if conn.execute(sql, (value, agent_id)).rowcount == 0:
+            raise unknown_agent(agent_id)
+
+    return write
+
+
+class SQLiteStore:
+    """A store in one SQLite file; see the module docstring and the README's "Storage".
+
+    Args:
+      path: the store file; created (with its schema) when missing or empty.
+      synchronous: SQLite's ``synchronous`` level for commits. ``"FULL"`` (the default)
+        makes every returned write survive a power cut; ``"NORMAL"`` survives a crash of
+        this process but may lose the last commits on power loss, for a cheaper commit.
+      threaded: run each commit batch in a worker thread (the default) so the trio loop
+        keeps running during the fsync; ``False`` runs it on the trio thread, which
+        deterministic virtual-time runs need.
+
+    Raises:
+      ValueError: an unknown ``synchronous`` level, or ``":memory:"`` (use MemoryStore).
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, synchronous: str = "FULL", threaded: bool = True
+    ) -> None:
+        if str(path) == ":memory:":
+            raise ValueError("SQLiteStore needs a file; use MemoryStore for an in-memory store")
+        if synchronous.upper() not in SYNCHRONOUS_LEVELS:
+            raise ValueError(
+                f"synchronous must be one of {SYNCHRONOUS_LEVELS}, got {synchronous!r}"
+            )
+        self.path = Path(path)
+        self.synchronous = synchronous.upper()
+        self.threaded = threaded
+        self._name = f"SQLiteStore({str(self.path)!r})"
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._writer: GroupCommitWriter | None = None
+        self._reader: sqlite3.Connection | None = None
+
+    def __repr__(self) -> str:
+        return self._name
+
+    async def __aenter__(self) -> Self:
+        if self._stack is not None:
+            raise StoreError(f"{self._name} is already open; leave it before entering it again")
+        opener = functools.partial(connect, self.path, synchronous=self.synchronous)
+        async with contextlib.AsyncExitStack() as stack:
+            conn = await trio.to_thread.run_sync(opener) if self.threaded else opener()
+            stack.callback(conn.close)
+            reader = connect_reader(self.path)
+            stack.callback(reader.close)
+            writer = GroupCommitWriter(conn, name=self._name, threaded=self.threaded)
+            nursery = await stack.enter_async_context(trio.open_nursery())
+            await nursery.start(writer.run)
+            # Unwound in reverse: stop taking writes, let the writer drain, close both.
+            stack.callback(writer.close)
+            self._stack = stack.pop_all()
+        self._writer, self._reader = writer, reader
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stack, self._stack = self._stack, None
+        self._writer = self._reader = None
+        if stack is not None:
+            await stack.aclose()
+
+    def statistics(self) -> WriterStatistics:
+        """The group-commit writer's counters (batches, writes, failed commits, pending)."""
+        if self._writer is None:
+            raise StoreError(f"{self._name} is not open")
+        return self._writer.statistics()
+
+    async def _write(self, write: Write) -> None:
+        if self._writer is None:
+            raise StoreError(f"{self._name} is not open; use it inside 'async with store:'")
+        await self._writer.submit(write)
+
+    async def _query(self, sql: str, *params: Any) -> list[Any]:
+        await trio.lowlevel.checkpoint()
+        if self._reader is None:
+            raise StoreError(f"{self._name} is not open; use it inside 'async with store:'")
+        try:
+            return self._reader.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self._name}: {exc}") from exc
+
+    # -- registry ----------------------------------------------------------------------------
+
+    async def save_agent(self, record: AgentRecord) -> None:
+        agent_id = agent_id_of(record)
+        row = (
+            agent_id,
+            _text(record.passport),
+            _text(record.resume),
+            _text(record.rule),
+            record.skill_md,
+        )
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(_UPSERT_AGENT, row)
+            _set_capabilities(conn, agent_id, record.resume)
+
+        await self._write(write)
+
+    async def save_resume(self, agent_id: str, resume: Resume) -> None:
+        update = _update_agent("resume", agent_id, _text(resume))
+
+        def write(conn: sqlite3.Connection) -> None:
+            update(conn)
+            _set_capabilities(conn, agent_id, resume)
+
+        await self._write(write)
+
+    async def save_rule(self, agent_id: str, rule: Rule) -> None:
+        await self._write(_update_agent("rule", agent_id, _text(rule)))
+
+    async def save_skill(self, agent_id: str, skill_md: str | None) -> None:
+        await self._write(_update_agent("skill_md", agent_id, skill_md))
+
+    async def delete_agent(self, agent_id: str) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            for table in ("agents", "capabilities", "cursors"):
+                conn.execute(f"DELETE FROM {table} WHERE agent_id = ?", (agent_id,))
+
+        await self._write(write)
+
+    async def load_agents(self) -> list[AgentRecord]:
+        rows = await self._query(
+            "SELECT passport, resume, rule, skill_md FROM agents ORDER BY rowid"
+        )
+        return [
+            AgentRecord(
+                passport=loads(passport, Passport),
+                resume=loads(resume, Resume),
+                rule=loads(rule, Rule),
+                skill_md=skill_md,
+            )
+            for passport, resume, rule, skill_md in rows
+        ]
+
+    async def agents_with_capability(self, capability: str) -> list[str]:
+        rows = await self._query(
+            "SELECT agent_id FROM capabilities WHERE capability = ? ORDER BY agent_id", capability
+        )
+        return [agent_id for (agent_id,) in rows]
+
+    # -- sessions and the WAL --------------------------------------------------------------
+
+    async def save_session(self, metadata: SessionMetadata) -> None:
+        row = (metadata.session_id, _text(metadata))
+        await self._write(_execute(_UPSERT_SESSION, row))
+
+    async def load_sessions(self) -> list[SessionMetadata]:
+        rows = await self._query("SELECT metadata FROM sessions ORDER BY rowid")
+        return [loads(text, SessionMetadata) for (text,) in rows]
+
+    async def get_session(self, session_id: str) -> SessionMetadata | None:
+        rows = await self._query("SELECT metadata FROM sessions WHERE session_id = ?", session_id)
+        return loads(rows[0][0], SessionMetadata) if rows else None
+
+    async def append(
+        self,
+        session_id: str,
+        envelopes: Sequence[Envelope],
+        *,
+        metadata: SessionMetadata | None = None,
+    ) -> None:
+        # Encode on the caller's side: a bad envelope fails here, before it joins a batch.
+        rows = [(session_id, e.seq, e.envelope_id, e.idempotency_key, _text(e)) for e in envelopes]
+        dedup_rows = [
+            (session_id, key, e.envelope_id, e.seq) for e in envelopes for key in dedup_keys(e)
+        ]
+        meta_row = None if metadata is None else (metadata.session_id, _text(metadata))
+
+        def write(conn: sqlite3.Connection) -> None:
+            # Read inside the transaction: earlier writes of this batch count.
+            (last,) = conn.execute(
+                "SELECT coalesce(max(seq), 0) FROM wal WHERE session_id = ?", (session_id,)
+            ).fetchone()
+            check_append(session_id, last, envelopes, metadata)
+            try:
+                conn.executemany("INSERT INTO wal VALUES (?, ?, ?, ?, ?)", rows)
+            except sqlite3.IntegrityError:
+                # The seqs were checked, so only the idempotency index can object.
+                keys = [e.idempotency_key for e in envelopes if e.idempotency_key is not None]
+                conn.execute("ROLLBACK TO write")
+                taken = conn.execute(
+                    "SELECT idempotency_key FROM wal WHERE session_id = ? AND idempotency_key "
+                    f"IN ({', '.join('?' * len(keys))}) ORDER BY seq LIMIT 1",
+                    (session_id, *keys),
+                ).fetchone()
+                raise duplicate_key(session_id, taken[0]) from None
+            if dedup_rows:
+                # The first envelope under a key is the original; later ones never replace it.
+                conn.executemany("INSERT OR IGNORE INTO dedup VALUES (?, ?, ?, ?)", dedup_rows)
+            if meta_row is not None:
+                conn.execute(_UPSERT_SESSION, meta_row)
+
+        await self._write(write)
+
+    async def read(
+        self, session_id: str, since: int = 0, until: int | None = None
+    ) -> list[Envelope]:
+        if until is None:
+            rows = await self._query(
+                "SELECT envelope FROM wal WHERE session_id = ? AND seq > ? ORDER BY seq",
+                session_id,
+                since,
+            )
+        else:
+            rows = await self._query(
+                "SELECT envelope FROM wal WHERE session_id = ? AND seq > ? AND seq <= ? "
+                "ORDER BY seq",
+                session_id,
+                since,
+                until,
+            )
+        return [envelope_from_json(text) for (text,) in rows]
+
+    async def last_seq(self, session_id: str) -> int:
+        rows = await self._query(
+            "SELECT coalesce(max(seq), 0) FROM wal WHERE session_id = ?", session_id
+        )
+        last: int = rows[0][0]
+        return last
+
+    async def find_idempotent(self, session_id: str, key: str) -> Envelope | None:
+        rows = await self._query(
+            "SELECT envelope FROM wal WHERE session_id = ? AND idempotency_key = ?",
+            session_id,
+            key,
+        )
+        return envelope_from_json(rows[0][0]) if rows else None
+
+    async def load_dedup(self, session_id: str) -> dict[str, tuple[str, int]]:
+        rows = await self._query(
+            "SELECT key, envelope_id, seq FROM dedup WHERE session_id = ?", session_id
+        )
+        return {key: (envelope_id, seq) for key, envelope_id, seq in rows}
+
+    async def save_snapshot(self, session_id: str, seq: int, state: Any) -> None:
+        row = (session_id, seq, _json_text(state, f"snapshot of {session_id!r}"))
+        await self._write(_execute("INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?)", row))
+
+    async def load_snapshot(self, session_id: str) -> Snapshot | None:
+        rows = await self._query(
+            "SELECT seq, state FROM snapshots WHERE session_id = ?", session_id
+        )
+        return Snapshot(seq=rows[0][0], state=json_value(rows[0][1])) if rows else None
+
+    # -- tasks -----------------------------------------------------------------------------
+
+    async def save_task(self, task: TaskMetadata) -> None:
+        row = (task.task_id, _text(task))
+        await self._write(_execute(_UPSERT_TASK, row))
+
+    async def load_tasks(self) -> list[TaskMetadata]:
+        rows = await self._query("SELECT metadata FROM tasks ORDER BY rowid")
+        return [loads(text, TaskMetadata) for (text,) in rows]
+
+    async def save_checkpoint(self, task_id: str, data: dict[str, Any]) -> None:
+        row = (task_id, _json_text(data, f"checkpoint of task {task_id!r}"))
+        await self._write(_execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?)", row))
+
+    async def load_checkpoint(self, task_id: str) -> dict[str, Any] | None:
+        rows = await self._query("SELECT data FROM checkpoints WHERE task_id = ?", task_id)
+        return json_value(rows[0][0]) if rows else None
+
+    # -- delivery cursors ------------------------------------------------------------------
+
+    async def save_cursor(self, agent_id: str, session_id: str, seq: int) -> None:
+        row = (agent_id, session_id, seq)
+        await self._write(_execute(_UPSERT_CURSOR, row))
+
+    async def load_cursors(self, agent_id: str) -> dict[str, int]:
+        rows = await self._query("SELECT session_id, seq FROM cursors WHERE agent_id = ?", agent_id)
+        return dict(rows)
+
+    # -- small keyed records ---------------------------------------------------------------
+
+    async def put_kv(self, namespace: str, key: str, value: Any) -> None:
+        row = (namespace, key, _json_text(value, f"kv value {namespace!r}/{key!r}"))
+        await self._write(_execute("INSERT OR REPLACE INTO kv VALUES (?, ?, ?)", row))
+
+    async def load_kv(self, namespace: str) -> dict[str, Any]:
+        rows = await self._query(
+            "SELECT key, value FROM kv WHERE namespace = ? ORDER BY key", namespace
+        )
+        return {key: json_value(value) for key, value in rows}
+
+    async def delete_kv(self, namespace: str, key: str | None = None) -> None:
+        if key is None:
+            await self._write(_execute("DELETE FROM kv WHERE namespace = ?", (namespace,)))
+        else:
+            sql = "DELETE FROM kv WHERE namespace = ? AND key = ?"
+            await self._write(_execute(sql, (namespace, key)))
+
+    # -- audit -----------------------------------------------------------------------------
+
+    async def append_audit(self, records: Sequence[dict[str, Any]]) -> None:
+        check_audit(records)
+        rows = [(_json_text(record, "audit record"),) for record in records]
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.executemany("INSERT INTO audit (record) VALUES (?)", rows)
+
+        await self._write(write)
+
+    async def read_audit(self, since: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+        check_window(since, limit)
+        rows = await self._query(
+            "SELECT record FROM audit WHERE id > ? ORDER BY id LIMIT ?",
+            since,
+            -1 if limit is None else limit,
+        )
+        return [json_value(text) for (text,) in rows]
