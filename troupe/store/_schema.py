@@ -103,9 +103,16 @@ def connect(path: Path, *, synchronous: str, busy_timeout_ms: int = 5000) -> sql
 
 
 def connect_reader(path: Path) -> sqlite3.Connection:
-    """A second connection for reads; ``query_only`` makes sure it never writes."""
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA query_only = ON")
+    """A second connection for reads; ``query_only`` makes sure it never writes.
+
+    Raises:
+      StoreError: the file cannot be opened.
+    """
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA query_only = ON")
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open store {str(path)!r}: {exc}") from exc
     return conn
 
 
