@@ -29,6 +29,12 @@ def make_foreign_db(path: Path) -> None:
     conn.close()
 
 
+def add_migration(monkeypatch: pytest.MonkeyPatch, *step: str) -> None:
+    """Pretend this troupe has one more schema version, reached by ``step``."""
+    monkeypatch.setattr(schema, "MIGRATIONS", (*schema.MIGRATIONS, step))
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", schema.SCHEMA_VERSION + 1)
+
+
 async def make_store(path: Path) -> None:
     async with SQLiteStore(path) as store:
         await store.append("s1", envs("s1", 1, 3))
@@ -118,9 +124,7 @@ async def test_an_older_store_is_migrated_on_open(
 ) -> None:
     path = tmp_path / "hub.db"
     await make_store(path)
-    step = ("CREATE TABLE extra (x INTEGER)", "INSERT INTO extra VALUES (7)")
-    monkeypatch.setattr(schema, "MIGRATIONS", (*schema.MIGRATIONS, step))
-    monkeypatch.setattr(schema, "SCHEMA_VERSION", schema.SCHEMA_VERSION + 1)
+    add_migration(monkeypatch, "CREATE TABLE extra (x INTEGER)", "INSERT INTO extra VALUES (7)")
     async with SQLiteStore(path) as store:
         assert await store.last_seq("s1") == 3
     conn = sqlite3.connect(path)
@@ -270,9 +274,7 @@ async def test_a_failed_migration_leaves_the_old_version(
 ) -> None:
     path = tmp_path / "hub.db"
     await make_store(path)
-    step = ("CREATE TABLE extra (x INTEGER)", "INSERT INTO nowhere VALUES (1)")
-    monkeypatch.setattr(schema, "MIGRATIONS", (*schema.MIGRATIONS, step))
-    monkeypatch.setattr(schema, "SCHEMA_VERSION", schema.SCHEMA_VERSION + 1)
+    add_migration(monkeypatch, "CREATE TABLE extra (x INTEGER)", "INSERT INTO nowhere VALUES (1)")
     with pytest.raises(troupe.StoreError, match="no such table: nowhere"):
         async with SQLiteStore(path):
             pass
