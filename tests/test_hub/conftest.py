@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 
 from troupe.hub import Hub
+from troupe.store import MemoryStore, SQLiteStore, Store
 
 from .helpers import Harness, open_harness
 
@@ -22,3 +24,23 @@ async def h() -> AsyncIterator[Harness]:
 async def hub(h: Harness) -> Hub:
     """The harness's hub."""
     return h.hub
+
+
+#: Makes a Store over the same data each time it is called (a hub restart on one store).
+Reopen = Callable[[], Store]
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def reopen(request: pytest.FixtureRequest, tmp_path: Path) -> Reopen:
+    """Each restart test runs on a MemoryStore and on an SQLite file.
+
+    SQLite commits on the trio thread (``threaded=False``), as deterministic runs under the
+    autojump clock need; ``NORMAL`` keeps it fast (durability is the store's own tests').
+    """
+    path = tmp_path / "hub.db"
+    memory = MemoryStore()
+    makers: dict[str, Reopen] = {
+        "memory": lambda: memory,
+        "sqlite": lambda: SQLiteStore(path, synchronous="NORMAL", threaded=False),
+    }
+    return makers[request.param]

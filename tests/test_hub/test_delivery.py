@@ -26,8 +26,8 @@ from troupe.model import (
     WelcomeFrame,
     is_substantive,
 )
-from troupe.store import MemoryStore
 
+from .conftest import Reopen
 from .helpers import Agent, Harness, MiniClient, open_harness, text_envelope
 
 
@@ -135,16 +135,16 @@ async def test_one_connection_many_identities_and_rebinding(
 
 async def test_receipts_advance_cursors_and_persist(
     autojump_clock: trio.testing.MockClock,
+    reopen: Reopen,
 ) -> None:
-    store = MemoryStore()
-    async with open_harness(store) as h:
+    async with open_harness(reopen()) as h:
         alice, bob = await h.agent("alice"), await h.agent("bob")
         md = await h.session("conversation", alice, bob)
         for i in range(5):
             await h.say(md, alice, str(i))
         await h.settle()
         last = (await h.hub.read_wal(md.session_id))[-1].seq
-        assert await store.load_cursors(bob.id) == {md.session_id: last}
+        assert await h.store.load_cursors(bob.id) == {md.session_id: last}
         # An out-of-order (older) ack never rewinds the cursor; a nack never advances it.
         client_of(bob).send(
             ReceiptFrame(envelope_id="x", recipient_id=bob.id, session_id=md.session_id, seq=2)
@@ -160,20 +160,20 @@ async def test_receipts_advance_cursors_and_persist(
             )
         )
         await h.settle()
-        assert await store.load_cursors(bob.id) == {md.session_id: last}
+        assert await h.store.load_cursors(bob.id) == {md.session_id: last}
         nacks = [r for r in await h.hub.read_audit() if r["kind"] == "delivery_nacked"]
         assert [(r["agent_id"], r["seq"], r["reason"]) for r in nacks] == [
             (bob.id, last + 5, "handler failed")
         ]
-    async with open_harness(store):
-        assert await store.load_cursors(bob.id) == {md.session_id: last}
+    async with open_harness(reopen()) as h:
+        assert await h.store.load_cursors(bob.id) == {md.session_id: last}
 
 
 async def test_replay_sends_what_was_not_acked_in_order_and_once(
     autojump_clock: trio.testing.MockClock,
+    reopen: Reopen,
 ) -> None:
-    store = MemoryStore()
-    async with open_harness(store) as h:
+    async with open_harness(reopen()) as h:
         alice = await h.agent("alice")
         bob = await h.agent("bob", receipts=False)
         md = await h.session("conversation", alice, bob)
@@ -215,7 +215,7 @@ async def test_replay_sends_what_was_not_acked_in_order_and_once(
         assert texts[-2:] == ["missed 2", "live"]
         assert len(texts) == len(set(texts))
     # After a restart, replay reads the persisted cursor: everything acked is not sent again.
-    async with open_harness(store) as h:
+    async with open_harness(reopen()) as h:
         again = await h.client("ep-bob-3")
         await again.bind(bob.id, since={})
         await h.settle()
@@ -224,15 +224,15 @@ async def test_replay_sends_what_was_not_acked_in_order_and_once(
 
 async def test_replay_after_a_hub_restart_without_acks(
     autojump_clock: trio.testing.MockClock,
+    reopen: Reopen,
 ) -> None:
-    store = MemoryStore()
-    async with open_harness(store) as h:
+    async with open_harness(reopen()) as h:
         alice = await h.agent("alice")
         bob = await h.agent("bob", receipts=False)
         md = await h.session("conversation", alice, bob)
         for i in range(4):
             await h.say(md, alice, str(i))
-    async with open_harness(store) as h:
+    async with open_harness(reopen()) as h:
         wal = await h.hub.read_wal(md.session_id)
         since_two = await h.client("ep-a")
         await since_two.bind(bob.id, since={md.session_id: wal[-2].seq})

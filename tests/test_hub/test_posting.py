@@ -34,8 +34,8 @@ from troupe.model import (
     Rule,
     SessionState,
 )
-from troupe.store import MemoryStore
 
+from .conftest import Reopen
 from .helpers import Agent, Harness, open_harness, text_envelope
 
 
@@ -401,14 +401,15 @@ async def test_idempotency_key_and_causation_return_the_original(
     assert hub.statistics().duplicates == 2
 
 
-async def test_dedup_survives_a_restart(autojump_clock: trio.testing.MockClock) -> None:
-    store = MemoryStore()
-    async with open_harness(store) as h:
+async def test_dedup_survives_a_restart(
+    autojump_clock: trio.testing.MockClock, reopen: Reopen
+) -> None:
+    async with open_harness(reopen()) as h:
         alice, bob = await h.agent("alice"), await h.agent("bob")
         md = await h.session("conversation", alice, bob)
         keyed = await h.say(md, alice, "k", idempotency_key="k1")
         caused = await h.say(md, bob, "c", causation_id=keyed)
-    async with open_harness(store) as h:
+    async with open_harness(reopen()) as h:
         alice, bob = await h.agent("alice"), await h.agent("bob")
         wal = await h.hub.read_wal(md.session_id)
         assert await h.say(md, alice, "k", idempotency_key="k1") == keyed
@@ -448,19 +449,19 @@ async def test_consulting_closes_itself_after_the_reply(
 
 async def test_a_session_type_that_is_gone_refuses_substantive_posts(
     autojump_clock: trio.testing.MockClock,
+    reopen: Reopen,
 ) -> None:
     from troupe.session_types import ConversationType, WindowedSummary
 
     class Chat(ConversationType):
         name = "chat"
 
-    store = MemoryStore()
-    async with open_harness(store, session_types=[Chat()]) as h:
+    async with open_harness(reopen(), session_types=[Chat()]) as h:
         alice, bob = await h.agent("alice"), await h.agent("bob")
         md = await h.session("chat", alice, bob)
         await h.say(md, alice)
         assert h.hub.default_view_policy(md.session_id, alice.id) == WindowedSummary(recent_n=10)
-    async with open_harness(store) as h:
+    async with open_harness(reopen()) as h:
         alice, bob = await h.agent("alice"), await h.agent("bob")
         sid = md.session_id
         await refused(

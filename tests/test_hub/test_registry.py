@@ -18,8 +18,8 @@ from troupe.model import (
     TaskState,
     parse_iso,
 )
-from troupe.store import MemoryStore
 
+from .conftest import Reopen
 from .helpers import Harness, open_harness
 
 
@@ -272,14 +272,14 @@ async def test_observations_count_terminal_outcomes_once_per_task(
 
 async def test_observation_dedup_survives_a_restart(
     autojump_clock: trio.testing.MockClock,
+    reopen: Reopen,
 ) -> None:
-    store = MemoryStore()
-    async with open_harness(store) as h:
+    async with open_harness(reopen()) as h:
         aid = await registered(h.hub, "alice")
         await h.hub.record_observation(
             owner_id=aid, capability="sql", outcome=TaskState.COMPLETED, task_id="t1"
         )
-    async with open_harness(store) as h:
+    async with open_harness(reopen()) as h:
         await h.hub.record_observation(
             owner_id=aid, capability="sql", outcome=TaskState.FAILED, task_id="t1"
         )
@@ -331,14 +331,14 @@ async def test_only_api_key_installed_refuses_passports_without_a_scheme(
 
 async def test_registry_is_rebuilt_from_the_store(
     autojump_clock: trio.testing.MockClock,
+    reopen: Reopen,
 ) -> None:
-    store = MemoryStore()
-    async with open_harness(store) as h:
+    async with open_harness(reopen()) as h:
         aid = await registered(h.hub, "alice", claimed_capabilities=["sql"], summary="x")
         await h.hub.set_rule(aid, Rule())
         await h.hub.set_skill(aid, "skill")
         before = await h.hub.get_agent("alice"), await h.hub.get_resume(aid)
-    async with open_harness(store) as h:
+    async with open_harness(reopen()) as h:
         assert (await h.hub.get_agent("alice"), await h.hub.get_resume(aid)) == before
         assert (await h.hub.get_rule(aid)).version == 2
         assert await h.hub.get_skill(aid) == "skill"

@@ -25,8 +25,8 @@ from troupe.model import (
     SessionTypeAccess,
     parse_iso,
 )
-from troupe.store import MemoryStore
 
+from .conftest import Reopen
 from .helpers import Harness, open_harness
 
 
@@ -272,9 +272,9 @@ async def test_no_ack_times_out_after_invite_ack_timeout(
 
 async def test_a_pending_session_found_after_a_restart_times_out_at_its_deadline(
     autojump_clock: trio.testing.MockClock,
+    reopen: Reopen,
 ) -> None:
-    store = MemoryStore()
-    async with open_harness(store, invite_ack_timeout=30) as h:
+    async with open_harness(reopen(), invite_ack_timeout=30) as h:
         alice = await h.agent("alice")
         bob = await h.agent("bob", invites="ignore")
         with trio.move_on_after(10):
@@ -283,7 +283,7 @@ async def test_a_pending_session_found_after_a_restart_times_out_at_its_deadline
         assert md.state is SessionState.PENDING
         assert md.handshake_deadline is not None
         deadline = parse_iso(md.handshake_deadline)
-    async with open_harness(store, invite_ack_timeout=30, ttl_sweep_interval=1) as h:
+    async with open_harness(reopen(), invite_ack_timeout=30, ttl_sweep_interval=1) as h:
         assert (await h.hub.get_session(md.session_id)).state is SessionState.PENDING
         await trio.sleep(15)  # still before the persisted deadline (t = 25)
         assert (await h.hub.get_session(md.session_id)).state is SessionState.PENDING

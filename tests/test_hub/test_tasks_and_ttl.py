@@ -18,8 +18,8 @@ from troupe.model import (
     TaskState,
     iso,
 )
-from troupe.store import MemoryStore
 
+from .conftest import Reopen
 from .helpers import Harness, open_harness, text_envelope
 
 
@@ -191,21 +191,21 @@ async def test_the_sweeper_expires_sessions_and_tasks(
 
 async def test_expire_due_by_hand_and_after_a_restart(
     autojump_clock: trio.testing.MockClock,
+    reopen: Reopen,
 ) -> None:
-    store = MemoryStore()
-    async with open_harness(store) as h:
+    async with open_harness(reopen()) as h:
         alice, bob = await h.agent("alice"), await h.agent("bob")
         md = await h.session("conversation", alice, bob, ttl=60)
         await h.hub.observe_task(task("t", alice.id, expires_at=iso(h.hub.core.now() + 60)))
     await trio.sleep(61)
-    async with open_harness(store) as h:
+    async with open_harness(reopen()) as h:
         # Restored as it was: nothing sweeps with the interval at 0 ...
         assert (await h.hub.get_session(md.session_id)).state is SessionState.ACTIVE
         assert (await h.hub.get_task("t")).state is TaskState.RUNNING
         await h.hub.expire_due()
         assert (await h.hub.get_session(md.session_id)).state is SessionState.EXPIRED
         assert (await h.hub.get_task("t")).state is TaskState.EXPIRED
-    async with open_harness(store) as h:
+    async with open_harness(reopen()) as h:
         assert (await h.hub.get_session(md.session_id)).close_reason == "ttl_expired"
         assert (await h.hub.get_task("t")).error == "ttl_expired"
         assert h.hub.statistics().open_sessions == 0
