@@ -288,11 +288,12 @@ class Hub:
         sid = envelope.session_id
         entry = core.directory.get(sid)
         env = attrs.evolve(envelope, envelope_id=core.new_id(), seq=0, created_at="")
+        floor = entry.last_seq
         for attempt in (1, 2):
             self._refuse_if_terminal(entry, env)
             ref = await self._running(entry)
             try:
-                result = await ref.ask(Post(env, attempt))
+                result = await ref.ask(Post(env, attempt, floor))
             except ActorDead as exc:
                 if attempt == 1 or entry.metadata.state.terminal:
                     continue

@@ -53,8 +53,15 @@ RECENT = 4
 
 @attrs.frozen
 class Post:
+    """Post ``envelope`` (already given its ``envelope_id`` by the hub).
+
+    ``attempt`` 2 is the retry after a crash; ``floor`` is a seq the session had reached
+    before the first attempt was sent, so an envelope that attempt appended is after it.
+    """
+
     envelope: Envelope
     attempt: int = 1
+    floor: int = 0
 
 
 @attrs.frozen
@@ -164,7 +171,7 @@ class SessionActor(Actor[SessionMsg, Any]):
     async def handle(self, msg: SessionMsg) -> Any:
         if isinstance(msg, Post):
             try:
-                result: Any = await self._post(msg.envelope, msg.attempt)
+                result: Any = await self._post(msg.envelope, msg.attempt, floor=msg.floor)
             except NetworkError as exc:
                 self.core.counters.rejected += 1
                 result = Failed(exc)
@@ -211,15 +218,17 @@ class SessionActor(Actor[SessionMsg, Any]):
 
     # -- posting ---------------------------------------------------------------------------
 
-    async def _post(self, env: Envelope, attempt: int, *, internal: bool = False) -> Any:
+    async def _post(
+        self, env: Envelope, attempt: int, *, internal: bool = False, floor: int = 0
+    ) -> Any:
         core = self.core
         registry = core.registry
         md = self.metadata
         sender, rule = admit_sender(core, md, env)
         if attempt > 1:
-            for old in self.recent:
-                if old.envelope_id == env.envelope_id:
-                    return Accepted(old.envelope_id, old.seq, duplicate=True)
+            appended = await self._appended_since(floor, env.envelope_id)
+            if appended is not None:
+                return Accepted(appended.envelope_id, appended.seq, duplicate=True)
         admit_addressing(core, md, env, sender, rule)
         if md.state.terminal:
             raise ProtocolError(
@@ -286,6 +295,22 @@ class SessionActor(Actor[SessionMsg, Any]):
                 await self._move(move.state, move.reason)
         await self._maybe_snapshot()
         return Accepted(stamped.envelope_id, stamped.seq)
+
+    async def _appended_since(self, floor: int, envelope_id: str) -> Envelope | None:
+        """The envelope with ``envelope_id`` if it is in the WAL after seq ``floor``.
+
+        A retried post may have been appended before the crash; other posts queued behind
+        it may have been appended since, so the recent ones are not always enough.
+        """
+        for old in self.recent:
+            if old.envelope_id == envelope_id:
+                return old
+        if self.recent and self.recent[0].seq <= floor + 1:
+            return None  # the recent ones cover everything after the floor
+        for old in await self.core.store.read(self.sid, since=floor):
+            if old.envelope_id == envelope_id:
+                return old
+        return None
 
     def _check_protocol(self, env: Envelope, internal: bool) -> None:
         kind = env.event_type
