@@ -289,3 +289,24 @@ async def test_shutdown_flushes_the_audit_log(autojump_clock: trio.testing.MockC
     async with h.store:
         records = await h.store.read_audit()
     assert [r["kind"] for r in records] == ["agent_registered"] + ["skill_set"] * 50
+
+
+async def test_a_retry_queued_behind_other_posts_is_not_appended_twice(
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+) -> None:
+    alice, bob = await h.agent("alice"), await h.agent("bob")
+    md = await h.session("conversation", alice, bob)
+    h.faults.arm("after_append", md.session_id)
+    returned: list[str] = []
+
+    async def post(n: int) -> None:
+        returned.append(await h.say(md, alice if n % 2 else bob, f"p{n}"))
+
+    # The first post handled crashes after its append; its retry queues behind the others.
+    async with trio.open_nursery() as nursery:
+        for n in range(8):
+            nursery.start_soon(post, n)
+    assert h.faults.fired == [("after_append", md.session_id)]
+    texts = [e for e in await hub.read_wal(md.session_id) if e.event_type == EV_TEXT]
+    assert sorted(e.envelope_id for e in texts) == sorted(returned)
+    assert len(texts) == 8
