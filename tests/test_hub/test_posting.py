@@ -92,8 +92,12 @@ async def test_post_checks_run_in_the_documented_order(
     def env(sender: str, **kw: Any) -> Envelope:
         return text_envelope(kw.pop("session", sid), sender, **kw)
 
-    # 1. sender registered > participant
+    # 1. sender registered > session exists > participant
     await refused(hub, sid, env("ghost"), NotFoundError, "sender not registered: 'ghost'")
+    with pytest.raises(NotFoundError, match="sender not registered: 'ghost'"):
+        await hub.post_envelope(env("ghost", session="nope"))
+    with pytest.raises(NotFoundError, match="session not found: 'nope'"):
+        await hub.post_envelope(env(carol.id, session="nope"))
     # 1. participant > audience
     await refused(
         hub,

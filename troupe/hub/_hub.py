@@ -286,6 +286,8 @@ class Hub:
             raise TypeError(f"post_envelope takes an Envelope, got {type(envelope).__name__}")
         core = self._core
         sid = envelope.session_id
+        if envelope.sender_id not in core.registry:  # checked first (reference §1.3-C)
+            raise NotFoundError(f"sender not registered: {envelope.sender_id!r}")
         entry = core.directory.get(sid)
         env = attrs.evolve(envelope, envelope_id=core.new_id(), seq=0, created_at="")
         floor = entry.last_seq
