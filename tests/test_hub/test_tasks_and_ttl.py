@@ -6,7 +6,7 @@ import pytest
 import trio
 import trio.testing
 
-from troupe import AccessDeniedError, NotFoundError
+from troupe import AccessDeniedError, NotFoundError, ProtocolError
 from troupe.hub import Hub
 from troupe.model import (
     EV_SESSION_EXPIRED,
@@ -53,9 +53,10 @@ async def test_observe_update_get_and_list(
     t1 = await hub.get_task("t1")
     assert t1.created_at == hub.core.now_iso()
     # A known id is updated in place (no cap check); progress merges.
-    await hub.observe_task(task("t1", alice.id, progress={"b": 2}, started_at="s"))
+    started = iso(hub.core.now())
+    await hub.observe_task(task("t1", alice.id, progress={"b": 2}, started_at=started))
     t1 = await hub.get_task("t1")
-    assert (t1.progress, t1.started_at) == ({"a": 1, "b": 2}, "s")
+    assert (t1.progress, t1.started_at) == ({"a": 1, "b": 2}, started)
     await trio.sleep(5)
     await hub.update_task("t1", progress={"c": 3}, result={"ok": True})
     t1 = await hub.get_task("t1")
@@ -267,3 +268,21 @@ async def test_default_view_policy_and_pending_turns(
     await hub.close_session(disc.session_id)
     assert await turns(carol.id) == []
     assert await turns("ghost") == []
+
+
+@pytest.mark.parametrize("field", ["expires_at", "started_at"])
+async def test_a_task_with_a_malformed_timestamp_is_refused(
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness, field: str
+) -> None:
+    alice = await h.agent("alice", connect=False)
+    bad = task("t1", alice.id, capability="c", **{field: "tomorrow"})
+    with pytest.raises(ProtocolError, match=f"task 't1': {field} 'tomorrow' is not"):
+        await hub.observe_task(bad)
+    await hub.observe_task(task("t2", alice.id, capability="c", started_at=iso(hub.core.now())))
+    with pytest.raises(ProtocolError, match=f"task 't2': {field} 'tomorrow' is not"):
+        await hub.observe_task(task("t2", alice.id, **{field: "tomorrow"}))
+    # Nothing malformed was kept: sweeps and terminal updates work.
+    await hub.expire_due()
+    await hub.update_task("t2", state=TaskState.COMPLETED)
+    assert [t.task_id for t in await hub.list_tasks()] == ["t2"]
+    assert (await hub.get_resume(alice.id)).observed["c"].completed == 1

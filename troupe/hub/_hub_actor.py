@@ -440,6 +440,7 @@ class HubActor(Actor[HubMsg, Any]):
 
     async def _observe_task(self, task: TaskMetadata) -> None:
         core = self.core
+        _check_timestamps(task)
         known = self.tasks.get(task.task_id)
         if known is not None:
             if known.state.terminal:
@@ -531,3 +532,17 @@ class HubActor(Actor[HubMsg, Any]):
                 task_id=task.task_id,
             )
         )
+
+
+def _check_timestamps(task: TaskMetadata) -> None:
+    """Refuse timestamps the sweeper and the track record could not read later."""
+    for field in ("started_at", "expires_at", "completed_at"):
+        value = getattr(task, field)
+        if value is None:
+            continue
+        try:
+            parse_iso(value)
+        except (TypeError, ValueError) as exc:
+            raise ProtocolError(
+                f"task {task.task_id!r}: {field} {value!r} is not an ISO-8601 timestamp"
+            ) from exc
