@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -275,12 +276,12 @@ async def test_a_task_with_a_malformed_timestamp_is_refused(
     autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness, field: str
 ) -> None:
     alice = await h.agent("alice", connect=False)
-    bad = task("t1", alice.id, capability="c", **{field: "tomorrow"})
+    bad = attrs.evolve(task("t1", alice.id, capability="c"), **{field: "tomorrow"})
     with pytest.raises(ProtocolError, match=f"task 't1': {field} 'tomorrow' is not"):
         await hub.observe_task(bad)
     await hub.observe_task(task("t2", alice.id, capability="c", started_at=iso(hub.core.now())))
     with pytest.raises(ProtocolError, match=f"task 't2': {field} 'tomorrow' is not"):
-        await hub.observe_task(task("t2", alice.id, **{field: "tomorrow"}))
+        await hub.observe_task(attrs.evolve(task("t2", alice.id), **{field: "tomorrow"}))
     # Nothing malformed was kept: sweeps and terminal updates work.
     await hub.expire_due()
     await hub.update_task("t2", state=TaskState.COMPLETED)
