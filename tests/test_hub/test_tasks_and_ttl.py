@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 import pytest
 import trio
@@ -276,12 +278,13 @@ async def test_a_task_with_a_malformed_timestamp_is_refused(
     autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness, field: str
 ) -> None:
     alice = await h.agent("alice", connect=False)
-    bad = attrs.evolve(task("t1", alice.id, capability="c"), **{field: "tomorrow"})
+    malformed: dict[str, Any] = {field: "tomorrow"}
+    bad = attrs.evolve(task("t1", alice.id, capability="c"), **malformed)
     with pytest.raises(ProtocolError, match=f"task 't1': {field} 'tomorrow' is not"):
         await hub.observe_task(bad)
     await hub.observe_task(task("t2", alice.id, capability="c", started_at=iso(hub.core.now())))
     with pytest.raises(ProtocolError, match=f"task 't2': {field} 'tomorrow' is not"):
-        await hub.observe_task(attrs.evolve(task("t2", alice.id), **{field: "tomorrow"}))
+        await hub.observe_task(attrs.evolve(task("t2", alice.id), **malformed))
     # Nothing malformed was kept: sweeps and terminal updates work.
     await hub.expire_due()
     await hub.update_task("t2", state=TaskState.COMPLETED)
