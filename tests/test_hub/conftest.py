@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -44,3 +45,17 @@ def reopen(request: pytest.FixtureRequest, tmp_path: Path) -> Reopen:
         "sqlite": lambda: SQLiteStore(path, synchronous="NORMAL", threaded=False),
     }
     return makers[request.param]
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:
+    """Makes a fresh, empty store of one engine each time it is called."""
+    count = itertools.count()
+
+    def make() -> Store:
+        if request.param == "memory":
+            return MemoryStore()
+        path = tmp_path / f"hub-{next(count)}.db"
+        return SQLiteStore(path, synchronous="NORMAL", threaded=False)
+
+    return make

@@ -17,6 +17,8 @@ from troupe.model import (
     Envelope,
     ErrorFrame,
     HelloFrame,
+    InboxBlock,
+    LimitsBlock,
     NotifyFrame,
     Passport,
     PingFrame,
@@ -350,3 +352,37 @@ async def test_a_closed_connection_releases_its_bindings(
     await h.say(md, alice, "nobody home")
     await h.settle()
     assert [e.text for e in client_of(bob).notified(bob.id) if is_substantive(e.event_type)] == []
+
+
+async def test_inbox_pressure_is_audited_once_per_upward_crossing(
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+) -> None:
+    alice = await h.agent("alice")
+    inbox = InboxBlock(max_pending=10, high_water=3)
+    bob = await h.agent("bob", rule=Rule(limits=LimitsBlock(inbox=inbox)), receipts=False)
+    md = await h.session("conversation", alice, bob)
+    for i in range(5):
+        await h.say(md, alice, str(i))
+    await h.settle()
+
+    async def pressure() -> list[int]:
+        return [r["pending"] for r in await hub.read_audit() if r["kind"] == "inbox_pressure"]
+
+    assert await pressure() == [3]
+    for env in client_of(bob).notified(bob.id, md.session_id)[-4:]:
+        client_of(bob).send(
+            ReceiptFrame(
+                envelope_id=env.envelope_id,
+                recipient_id=bob.id,
+                session_id=env.session_id,
+                seq=env.seq,
+            )
+        )
+    await h.settle()
+    assert hub.statistics().pending_inbox == 1
+    for i in range(3):
+        await h.say(md, alice, f"again {i}")
+    await h.settle()
+    assert await pressure() == [3, 3]
+    record = next(r for r in await hub.read_audit() if r["kind"] == "inbox_pressure")
+    assert (record["agent_id"], record["max_pending"]) == (bob.id, 10)

@@ -420,3 +420,17 @@ async def test_created_audit_and_statistics(
     assert records[0]["participants"] == [alice.id, bob.id]
     stats = hub.statistics()
     assert (stats.sessions, stats.open_sessions, stats.agents) == (1, 0, 2)
+
+
+async def test_an_invite_the_creator_may_not_send_fails_the_session(
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+) -> None:
+    alice = await h.agent("alice", rule=Rule(access=AccessBlock(outbound_to=["carol"])))
+    bob = await h.agent("bob")
+    with pytest.raises(AccessDeniedError, match=r"agent 'alice' .* may not address 'bob'"):
+        await h.session("conversation", alice, bob)
+    (md,) = await hub.list_sessions(include_terminal=True)
+    assert (md.state, md.close_reason) == (SessionState.CLOSED, "invite_failed")
+    wal = await hub.read_wal(md.session_id)
+    assert [(e.seq, e.event_type) for e in wal] == [(1, EV_SESSION_CLOSED)]
+    assert hub.core.directory.live_created_by(alice.id) == 0

@@ -3,6 +3,7 @@ good, and a hub that leaves no task behind."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -15,6 +16,7 @@ from troupe import ProtocolError
 from troupe.hub import CRASH_POINTS, Hub
 from troupe.model import EV_SESSION_CLOSED, EV_TEXT, Envelope, SessionMetadata, SessionState
 from troupe.session_types import ConversationState, ConversationType
+from troupe.store import Store
 
 from .helpers import Agent, Faults, Harness, MiniClient, counter_ids, open_harness, text_envelope
 
@@ -36,9 +38,12 @@ class Outcome:
     pending_inbox: int
 
 
-async def converse(faults: Faults, kind: str, point: str | None) -> tuple[Outcome, Hub]:
-    """alice and bob exchange four texts; the third post crashes at ``point``."""
-    async with open_harness(faults=faults, new_id=counter_ids()) as h:
+async def converse(
+    store: Store, faults: Faults, kind: str, point: str | None
+) -> tuple[Outcome, Hub]:
+    """alice and bob exchange texts (two in consulting, else four); the last one crashes
+    at ``point``."""
+    async with open_harness(store, faults=faults, new_id=counter_ids()) as h:
         alice, bob = await h.agent("alice"), await h.agent("bob")
         md = await h.session(kind, alice, bob)
         sid = md.session_id
@@ -64,11 +69,14 @@ async def converse(faults: Faults, kind: str, point: str | None) -> tuple[Outcom
 @pytest.mark.parametrize("kind", ["conversation", "consulting"])
 @pytest.mark.parametrize("point", CRASH_POINTS)
 async def test_a_crash_at_any_step_of_a_post_loses_nothing_and_repeats_nothing(
-    autojump_clock: trio.testing.MockClock, point: str, kind: str
+    autojump_clock: trio.testing.MockClock,
+    point: str,
+    kind: str,
+    new_store: Callable[[], Store],
 ) -> None:
-    clean, _ = await converse(Faults(), kind, None)
+    clean, _ = await converse(new_store(), Faults(), kind, None)
     faults = Faults()
-    crashed, hub = await converse(faults, kind, point)
+    crashed, hub = await converse(new_store(), faults, kind, point)
     assert faults.fired == [(point, crashed.metadata.session_id)]
     assert hub.statistics().session_restarts == 1
     # Each accepted envelope is in the WAL exactly once, at the place it had without a crash.
