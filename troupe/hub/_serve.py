@@ -29,7 +29,7 @@ from ..model import (
     SendFrame,
     WelcomeFrame,
 )
-from ._connection import Bind, ConnectionActor, Endpoint, Receipt, SendOut
+from ._connection import Bind, ConnectionActor, Endpoint, Flush, Receipt, SendOut
 
 if TYPE_CHECKING:
     from ._hub import Hub
@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("troupe.hub.connections")
 
 MAX_IN_FLIGHT = 64
+#: How long a closing connection waits for its cursors to be saved.
+FLUSH_TIMEOUT_S = 5.0
 
 
 def error_frame(
@@ -64,6 +66,12 @@ async def serve_endpoint(
             task_status.started(ref)
             async for frame in endpoint.frames():
                 await _on_frame(hub, actor, ref, frame, nursery, limiter)
+            # The client closed. The receipts it sent are in the actor's system lane, ahead
+            # of this flush: persist every ack it got to send before the connection ends.
+            flushed = trio.Event()
+            ref.mailbox.send_system(Flush(flushed))
+            with trio.move_on_after(FLUSH_TIMEOUT_S):
+                await flushed.wait()
             nursery.cancel_scope.cancel()
     finally:
         hub._endpoints.pop(endpoint.endpoint_id, None)
