@@ -386,3 +386,33 @@ async def test_inbox_pressure_is_audited_once_per_upward_crossing(
     assert await pressure() == [3, 3]
     record = next(r for r in await hub.read_audit() if r["kind"] == "inbox_pressure")
     assert (record["agent_id"], record["max_pending"]) == (bob.id, 10)
+
+
+async def test_acks_sent_just_before_a_disconnect_are_kept(
+    autojump_clock: trio.testing.MockClock, reopen: Reopen
+) -> None:
+    async with open_harness(reopen()) as h:
+        alice = await h.agent("alice")
+        bob = await h.agent("bob", receipts=False)
+        to_bob = await h.session("conversation", alice, bob)
+        for i in range(3):
+            await h.say(to_bob, alice, str(i))
+        await h.settle()
+
+        def ack_all(agent: Agent) -> int:
+            envs = client_of(agent).notified(agent.id)
+            for env in envs:
+                client_of(agent).send(
+                    ReceiptFrame(
+                        envelope_id=env.envelope_id,
+                        recipient_id=agent.id,
+                        session_id=env.session_id,
+                        seq=env.seq,
+                    )
+                )
+            return envs[-1].seq
+
+        last_bob = ack_all(bob)
+        client_of(bob).disconnect()  # in the same breath
+        await h.settle()
+        assert await h.store.load_cursors(bob.id) == {to_bob.session_id: last_bob}
