@@ -399,8 +399,11 @@ async def test_list_sessions_filters(
         ac.session_id,
     ]
     assert ids(await hub.list_sessions(limit=1)) == [ab.session_id]
-    assert ids(await hub.list_sessions(state=SessionState.CLOSED, include_terminal=True)) == [
-        ac.session_id
+    # Asking for a terminal state is asking for terminal sessions.
+    assert ids(await hub.list_sessions(state=SessionState.CLOSED)) == [ac.session_id]
+    assert ids(await hub.list_sessions(state=SessionState.ACTIVE)) == [
+        ab.session_id,
+        bc.session_id,
     ]
     assert await hub.list_sessions(agent_id="ghost") == []
 

@@ -117,7 +117,7 @@ class Directory:
             md = entry.metadata
             if state is not None and md.state is not state:
                 continue
-            if not include_terminal and md.state.terminal:
+            if not include_terminal and state is None and md.state.terminal:
                 continue
             out.append(md)
             if len(out) >= limit:

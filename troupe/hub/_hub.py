@@ -250,6 +250,11 @@ class Hub:
         include_terminal: bool = False,
         limit: int = 50,
     ) -> list[SessionMetadata]:
+        """Sessions in creation order: all of ``agent_id``'s, or all of them.
+
+        Terminal sessions are left out unless ``include_terminal`` or a terminal ``state``
+        is asked for.
+        """
         await trio.lowlevel.checkpoint()
         return self._core.directory.select(
             agent_id=agent_id, state=state, include_terminal=include_terminal, limit=limit
