@@ -482,3 +482,61 @@ async def test_a_session_type_that_is_gone_refuses_substantive_posts(
         # It can still be closed.
         closed = await h.hub.close_session(sid)
         assert closed.state is SessionState.CLOSED
+
+
+async def test_find_envelope_by_causation(
+    autojump_clock: trio.testing.MockClock, reopen: Reopen
+) -> None:
+    async with open_harness(reopen()) as h:
+        hub = h.hub
+        alice, bob = await h.agent("alice"), await h.agent("bob")
+        talk = await h.session("conversation", alice, bob)
+        q = await h.say(talk, alice, "q")
+        a = await h.say(talk, bob, "a", causation_id=q)
+        note = await hub.post_envelope(
+            Envelope(
+                session_id=talk.session_id,
+                sender_id=alice.id,
+                event_type="app.note",
+                causation_id=a,
+            )
+        )
+
+        async def find(md: Any, sender: Agent, cause: str) -> str | None:
+            found = await hub.find_envelope_by_causation(
+                md.session_id, sender_id=sender.id, causation_id=cause
+            )
+            return found.envelope_id if found is not None else None
+
+        assert await find(talk, bob, q) == a
+        assert await find(talk, alice, a) == note  # any event type
+        assert await find(talk, alice, q) is None
+        assert await find(talk, bob, "q") is None  # not a prefix match
+        consult = await h.session("consulting", alice, bob)
+        cq = await h.say(consult, alice, "q")
+        ca = await h.say(consult, bob, "a", causation_id=cq)
+        assert (await hub.get_session(consult.session_id)).state is SessionState.CLOSED
+        assert await find(consult, bob, cq) == ca
+        with pytest.raises(NotFoundError, match="session not found: 'nope'"):
+            await hub.find_envelope_by_causation("nope", sender_id=bob.id, causation_id=q)
+    async with open_harness(reopen()) as h:
+        hub = h.hub
+        assert await find(talk, bob, q) == a
+        assert await find(consult, bob, cq) == ca
+
+
+async def test_report_turn_failure_is_audited(
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+) -> None:
+    await hub.report_turn_failure(
+        session_id="s", agent_id="a", envelope_id="e", exc=ValueError("bad turn")
+    )
+    (record,) = await hub.read_audit()
+    assert {k: v for k, v in record.items() if k != "at"} == {
+        "kind": "turn_failed",
+        "session_id": "s",
+        "agent_id": "a",
+        "envelope_id": "e",
+        "exc_type": "ValueError",
+        "exc_message": "bad turn",
+    }
