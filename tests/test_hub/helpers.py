@@ -159,17 +159,26 @@ class MiniClient:
             )
             self.nursery.start_soon(self._post, answer)
         if self.receipts:
-            self.send(
-                ReceiptFrame(
-                    envelope_id=env.envelope_id,
-                    recipient_id=frame.recipient_id,
-                    session_id=env.session_id,
-                    seq=env.seq,
-                )
-            )
+            self.ack(frame.recipient_id, env)
 
     def send(self, frame: Frame) -> None:
         self.endpoint.to_hub.send_nowait(frame)
+
+    def ack(
+        self, recipient_id: str, *envelopes: Envelope, status: str = "ack", reason: str = ""
+    ) -> None:
+        """Send a receipt (``ack`` or ``nack``) for each envelope, as ``recipient_id``."""
+        for env in envelopes:
+            self.send(
+                ReceiptFrame(
+                    envelope_id=env.envelope_id,
+                    recipient_id=recipient_id,
+                    session_id=env.session_id,
+                    seq=env.seq,
+                    status=status,
+                    reason=reason,
+                )
+            )
 
     async def _post(self, env: Envelope) -> None:
         try:
@@ -183,6 +192,12 @@ class Agent:
     name: str
     id: str
     client: MiniClient | None
+
+
+def client_of(agent: Agent) -> MiniClient:
+    """The agent's own connection (it was registered with ``connect=True``)."""
+    assert agent.client is not None
+    return agent.client
 
 
 def hub_clock() -> float:

@@ -30,7 +30,7 @@ from troupe.model import (
 )
 
 from .conftest import Reopen
-from .helpers import Agent, Harness, MiniClient, open_harness, text_envelope
+from .helpers import Agent, Harness, client_of, open_harness, text_envelope
 
 
 def visible(wal: list[Envelope], agent_id: str) -> list[int]:
@@ -41,11 +41,6 @@ def visible(wal: list[Envelope], agent_id: str) -> list[int]:
         if not e.event_type.startswith("troupe.session.invite.")
         and (agent_id in e.audience if e.audience is not None else e.sender_id != agent_id)
     ]
-
-
-def client_of(agent: Agent) -> MiniClient:
-    assert agent.client is not None
-    return agent.client
 
 
 async def test_recipients_are_notified_in_wal_order(
@@ -186,14 +181,7 @@ async def test_replay_sends_what_was_not_acked_in_order_and_once(
         await h.settle()
         # bob acks up to the second text, then goes away.
         seen = client_of(bob).notified(bob.id, sid)
-        client_of(bob).send(
-            ReceiptFrame(
-                envelope_id=seen[-2].envelope_id,
-                recipient_id=bob.id,
-                session_id=sid,
-                seq=seen[-2].seq,
-            )
-        )
+        client_of(bob).ack(bob.id, seen[-2])
         await h.settle()
         client_of(bob).disconnect()
         await h.settle()
@@ -369,15 +357,7 @@ async def test_inbox_pressure_is_audited_once_per_upward_crossing(
         return [r["pending"] for r in await hub.read_audit() if r["kind"] == "inbox_pressure"]
 
     assert await pressure() == [3]
-    for env in client_of(bob).notified(bob.id, md.session_id)[-4:]:
-        client_of(bob).send(
-            ReceiptFrame(
-                envelope_id=env.envelope_id,
-                recipient_id=bob.id,
-                session_id=env.session_id,
-                seq=env.seq,
-            )
-        )
+    client_of(bob).ack(bob.id, *client_of(bob).notified(bob.id, md.session_id)[-4:])
     await h.settle()
     assert hub.statistics().pending_inbox == 1
     for i in range(3):
@@ -399,20 +379,8 @@ async def test_acks_sent_just_before_a_disconnect_are_kept(
             await h.say(to_bob, alice, str(i))
         await h.settle()
 
-        def ack_all(agent: Agent) -> int:
-            envs = client_of(agent).notified(agent.id)
-            for env in envs:
-                client_of(agent).send(
-                    ReceiptFrame(
-                        envelope_id=env.envelope_id,
-                        recipient_id=agent.id,
-                        session_id=env.session_id,
-                        seq=env.seq,
-                    )
-                )
-            return envs[-1].seq
-
-        last_bob = ack_all(bob)
+        received = client_of(bob).notified(bob.id)
+        client_of(bob).ack(bob.id, *received)
         client_of(bob).disconnect()  # in the same breath
         await h.settle()
-        assert await h.store.load_cursors(bob.id) == {to_bob.session_id: last_bob}
+        assert await h.store.load_cursors(bob.id) == {to_bob.session_id: received[-1].seq}

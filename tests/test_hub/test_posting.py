@@ -30,13 +30,12 @@ from troupe.model import (
     InboxBlock,
     LimitsBlock,
     RateBlock,
-    ReceiptFrame,
     Rule,
     SessionState,
 )
 
 from .conftest import Reopen
-from .helpers import Agent, Harness, open_harness, text_envelope
+from .helpers import Agent, Harness, client_of, open_harness, text_envelope
 
 
 async def refused(
@@ -266,13 +265,8 @@ async def test_session_type_rules_come_after_rate_and_inbox(
         f"agent 'alice' \\({alice.id}\\) is over its rate of 60/min \\(burst 3\\)",
     )
     # validate_send, once the inbox has room and a token came back
-    assert bob.client is not None
-    (question,) = [e for e in bob.client.notified(bob.id, sid) if e.event_type == EV_TEXT]
-    bob.client.send(
-        ReceiptFrame(
-            envelope_id=question.envelope_id, recipient_id=bob.id, session_id=sid, seq=question.seq
-        )
-    )
+    (question,) = [e for e in client_of(bob).notified(bob.id, sid) if e.event_type == EV_TEXT]
+    client_of(bob).ack(bob.id, question)
     await trio.sleep(1)
     await refused(
         hub,
@@ -334,19 +328,9 @@ async def test_inbox_full_until_the_recipient_acks(
         Envelope(session_id=sid, sender_id=alice.id, event_type=EV_TASK_CANCEL_REQUEST)
     )
     await h.say(md, bob, "busy")
-    assert bob.client is not None
-    first = next(e for e in bob.client.notified(bob.id, sid) if e.event_type == EV_TEXT)
+    first = next(e for e in client_of(bob).notified(bob.id, sid) if e.event_type == EV_TEXT)
     assert first.event_data == {"text": "1"}
-    bob.client.send(
-        ReceiptFrame(
-            envelope_id=first.envelope_id,
-            recipient_id=bob.id,
-            session_id=sid,
-            seq=first.seq,
-            status="nack",
-            reason="no",
-        )
-    )
+    client_of(bob).ack(bob.id, first, status="nack", reason="no")
     await h.settle()
     assert hub.statistics().pending_inbox == 1
     await h.say(md, alice, "3")

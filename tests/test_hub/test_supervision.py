@@ -18,12 +18,15 @@ from troupe.model import EV_SESSION_CLOSED, EV_TEXT, Envelope, SessionMetadata, 
 from troupe.session_types import ConversationState, ConversationType
 from troupe.store import Store
 
-from .helpers import Agent, Faults, Harness, MiniClient, counter_ids, open_harness, text_envelope
-
-
-def client_of(agent: Agent) -> MiniClient:
-    assert agent.client is not None
-    return agent.client
+from .helpers import (
+    Agent,
+    Faults,
+    Harness,
+    client_of,
+    counter_ids,
+    open_harness,
+    text_envelope,
+)
 
 
 @attrs.frozen
