@@ -274,6 +274,19 @@ class Harness:
     ) -> str:
         return await self.hub.post_envelope(text_envelope(md, sender, text, **kwargs))
 
+    async def alice_and_silent_bob(
+        self, texts: int, *, prefix: str = ""
+    ) -> tuple[Agent, Agent, SessionMetadata]:
+        """alice and bob (who never acks) in a conversation; alice has posted ``texts`` texts
+        (``prefix`` + "0", "1", ...) and they have been delivered."""
+        alice = await self.agent("alice")
+        bob = await self.agent("bob", receipts=False)
+        md = await self.session("conversation", alice, bob)
+        for i in range(texts):
+            await self.say(md, alice, f"{prefix}{i}")
+        await self.settle()
+        return alice, bob, md
+
     async def settle(self) -> None:
         """Let every delivery, receipt and cursor flush in flight finish."""
         await trio.testing.wait_all_tasks_blocked()

@@ -171,14 +171,9 @@ async def test_replay_sends_what_was_not_acked_in_order_and_once(
     reopen: Reopen,
 ) -> None:
     async with open_harness(reopen()) as h:
-        alice = await h.agent("alice")
-        bob = await h.agent("bob", receipts=False)
-        md = await h.session("conversation", alice, bob)
+        alice, bob, md = await h.alice_and_silent_bob(3, prefix="seen ")
         other = await h.session("conversation", bob, alice)
         sid = md.session_id
-        for i in range(3):
-            await h.say(md, alice, f"seen {i}")
-        await h.settle()
         # bob acks up to the second text, then goes away.
         seen = client_of(bob).notified(bob.id, sid)
         client_of(bob).ack(bob.id, seen[-2])
@@ -217,11 +212,7 @@ async def test_replay_after_a_hub_restart_without_acks(
     reopen: Reopen,
 ) -> None:
     async with open_harness(reopen()) as h:
-        alice = await h.agent("alice")
-        bob = await h.agent("bob", receipts=False)
-        md = await h.session("conversation", alice, bob)
-        for i in range(4):
-            await h.say(md, alice, str(i))
+        alice, bob, md = await h.alice_and_silent_bob(4)
     async with open_harness(reopen()) as h:
         wal = await h.hub.read_wal(md.session_id)
         since_two = await h.client("ep-a")
@@ -372,12 +363,7 @@ async def test_acks_sent_just_before_a_disconnect_are_kept(
     autojump_clock: trio.testing.MockClock, reopen: Reopen
 ) -> None:
     async with open_harness(reopen()) as h:
-        alice = await h.agent("alice")
-        bob = await h.agent("bob", receipts=False)
-        to_bob = await h.session("conversation", alice, bob)
-        for i in range(3):
-            await h.say(to_bob, alice, str(i))
-        await h.settle()
+        _, bob, to_bob = await h.alice_and_silent_bob(3)
 
         received = client_of(bob).notified(bob.id)
         client_of(bob).ack(bob.id, *received)
