@@ -134,13 +134,19 @@ async def test_receipts_advance_cursors_and_persist(
     autojump_clock: trio.testing.MockClock,
     reopen: Reopen,
 ) -> None:
-    async with open_harness(reopen()) as h:
+    async with open_harness(reopen(), cursor_flush_interval=0.5) as h:
         alice, bob = await h.agent("alice"), await h.agent("bob")
         md = await h.session("conversation", alice, bob)
+        await trio.sleep(1)
+        saved = await h.store.load_cursors(bob.id)
+        assert saved == {md.session_id: 3}  # the invite and the opening
         for i in range(5):
             await h.say(md, alice, str(i))
         await h.settle()
         last = (await h.hub.read_wal(md.session_id))[-1].seq
+        # Acks wait up to cursor_flush_interval to share one write.
+        assert await h.store.load_cursors(bob.id) == saved
+        await trio.sleep(1)
         assert await h.store.load_cursors(bob.id) == {md.session_id: last}
         # An out-of-order (older) ack never rewinds the cursor; a nack never advances it.
         client_of(bob).send(
@@ -156,14 +162,17 @@ async def test_receipts_advance_cursors_and_persist(
                 reason="handler failed",
             )
         )
-        await h.settle()
+        await trio.sleep(1)
         assert await h.store.load_cursors(bob.id) == {md.session_id: last}
         nacks = [r for r in await h.hub.read_audit() if r["kind"] == "delivery_nacked"]
         assert [(r["agent_id"], r["seq"], r["reason"]) for r in nacks] == [
             (bob.id, last + 5, "handler failed")
         ]
+        # Closing the hub saves the acks still waiting for their flush.
+        await h.say(md, alice, "last one")
+        await h.settle()
     async with open_harness(reopen()) as h:
-        assert await h.store.load_cursors(bob.id) == {md.session_id: last}
+        assert await h.store.load_cursors(bob.id) == {md.session_id: last + 1}
 
 
 async def test_replay_sends_what_was_not_acked_in_order_and_once(

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import attrs
 import trio
 
+from .._errors import MailboxClosed
 from ..actors import Actor
 from ..model import (
     EV_CHANNEL_INVITE_ACK,
@@ -68,9 +69,9 @@ class SendOut:
 
 @attrs.frozen(eq=False)
 class Flush:
-    """Persist the cursors now (the connection is ending), then set ``done``."""
+    """Persist the cursors now, then set ``done`` (if given)."""
 
-    done: trio.Event
+    done: trio.Event | None = None
 
 
 ConnectionMsg = Deliver | CatchUp | Bind | Receipt | SendOut | Flush
@@ -101,6 +102,9 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
         self.dirty: set[tuple[str, str]] = set()
         #: Substantive envelopes notified and not yet receipted (for the inbox ledger).
         self.outstanding: set[tuple[str, str, int]] = set()
+        #: Where a delayed cursor flush waits (set by whoever runs the actor).
+        self.timers: trio.Nursery | None = None
+        self.flush_armed = False
 
     def owns(self, agent_id: str) -> bool:
         return agent_id in self.agents and self.core.bindings.get(agent_id) is self.ref
@@ -122,14 +126,29 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
             case SendOut(frame):
                 await self.endpoint.send_frame(frame)
             case Flush(done):
-                await self._flush_cursors()
-                done.set()
-        if self.dirty and len(self.ref.mailbox) == 0:
-            await self._flush_cursors()
+                self.flush_armed = False
+                await self.flush_cursors()
+                if done is not None:
+                    done.set()
+        if self.dirty and not self.flush_armed and len(self.ref.mailbox) == 0:
+            interval = self.core.config.cursor_flush_interval
+            if interval > 0 and self.timers is not None:
+                # Acks that come meanwhile share the write (and the store's commit).
+                self.flush_armed = True
+                self.timers.start_soon(self._flush_later, interval)
+            else:
+                await self.flush_cursors()
         return None
 
+    async def _flush_later(self, delay: float) -> None:
+        await trio.sleep(delay)
+        try:
+            self.ref.mailbox.send_system(Flush())
+        except MailboxClosed:
+            pass  # the connection ended; serve_endpoint saved the cursors
+
     async def on_stop(self) -> None:
-        await self._flush_cursors()
+        await self.flush_cursors()
 
     async def _notify(self, envelope: Envelope, agent_id: str, *, counted: bool) -> bool:
         """Send ``envelope`` unless it was sent already; whether it was sent now."""
@@ -202,7 +221,8 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
             self.acked[key] = seq
             self.dirty.add(key)
 
-    async def _flush_cursors(self) -> None:
+    async def flush_cursors(self) -> None:
+        """Save the cursors acked since the last flush."""
         for key in sorted(self.dirty):
             agent_id, session_id = key
             if agent_id in self.core.registry:

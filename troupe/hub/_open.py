@@ -42,6 +42,7 @@ async def open_hub(
     session_max_restarts: int = 3,
     session_within_s: float = 5.0,
     client_mailbox: int = 4096,
+    cursor_flush_interval: float = 0.05,
     auth: Iterable[AuthAdapter] | None = None,
     session_types: Iterable[AnySessionType] = (),
     faults: Faults | None = None,
@@ -62,6 +63,10 @@ async def open_hub(
         than this is closed with reason ``crashed``; the rest of the hub carries on.
       client_mailbox: deliveries that may queue for one connection; beyond that the
         connection is told to catch up from the WAL instead (nothing is lost).
+      cursor_flush_interval: how long an acked delivery cursor may wait before it is saved
+        (acks in between share one write; 0 saves whenever the connection is idle). A hub
+        that dies in between replays those envelopes: delivery is at-least-once anyway.
+        Cursors are saved when a client disconnects and when the hub closes.
       auth: the accepted auth adapters (default: :class:`NoAuth` only).
       session_types: session types to add to the built-in ones.
       faults: a fault injector that may crash session actors (``troupe.testing``).
@@ -77,6 +82,7 @@ async def open_hub(
         session_max_restarts=session_max_restarts,
         session_within_s=session_within_s,
         client_mailbox=client_mailbox,
+        cursor_flush_interval=cursor_flush_interval,
     )
     async with open_store(store) as opened:
         core = HubCore(

@@ -61,6 +61,7 @@ async def serve_endpoint(
     try:
         async with trio.open_nursery() as nursery:
             mailbox: Mailbox[Any] = Mailbox(core.config.client_mailbox, "block")
+            actor.timers = nursery
             ref = await spawn(nursery, actor, mailbox=mailbox, name=f"conn:{endpoint.endpoint_id}")
             hub._endpoints[endpoint.endpoint_id] = ref
             task_status.started(ref)
@@ -75,6 +76,11 @@ async def serve_endpoint(
             nursery.cancel_scope.cancel()
     finally:
         hub._endpoints.pop(endpoint.endpoint_id, None)
+        # The actor is gone (this task is its only user now): save what it was acked but
+        # had not saved yet, also when the hub is closing.
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + FLUSH_TIMEOUT_S
+            await actor.flush_cursors()
         actor.release()
         with trio.CancelScope(shield=True):
             await endpoint.aclose()
