@@ -294,28 +294,31 @@ class Hub:
         if envelope.sender_id not in core.registry:  # checked first (reference §1.3-C)
             raise NotFoundError(f"sender not registered: {envelope.sender_id!r}")
         entry = core.directory.get(sid)
-        env = attrs.evolve(envelope, envelope_id=core.new_id(), seq=0, created_at="")
+        # The id is the post's identity across a retry; the session actor stamps it (with
+        # seq and created_at) on its own copy, so the caller's envelope is never changed.
+        envelope_id = core.new_id()
         floor = entry.last_seq
         for attempt in (1, 2):
-            self._refuse_if_terminal(entry, env)
+            self._refuse_if_terminal(entry, envelope)
             ref = await self._running(entry)
             try:
-                result = await ref.ask(Post(env, attempt, floor))
+                result = await ref.ask(Post(envelope, envelope_id, attempt, floor))
             except ActorDead as exc:
                 if attempt == 1 or entry.metadata.state.terminal:
                     continue
                 core.counters.poison += 1
-                core.dead_letters(DeadLetter(message=env, reason="poison", mailbox=sid))
-                core.audit("poison_envelope", session_id=sid, envelope_id=env.envelope_id)
+                poison = attrs.evolve(envelope, envelope_id=envelope_id, seq=0, created_at="")
+                core.dead_letters(DeadLetter(message=poison, reason="poison", mailbox=sid))
+                core.audit("poison_envelope", session_id=sid, envelope_id=envelope_id)
                 raise ProtocolError(
-                    f"envelope {env.envelope_id} ({env.event_type} from {env.sender_id}) "
+                    f"envelope {envelope_id} ({envelope.event_type} from {envelope.sender_id}) "
                     f"crashed session {sid} twice; rejected as poison"
                 ) from exc
             if isinstance(result, Failed):
                 raise result.error
             accepted: Accepted = result
             return accepted
-        self._refuse_if_terminal(entry, env)
+        self._refuse_if_terminal(entry, envelope)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _refuse_if_terminal(self, entry: SessionEntry, env: Envelope) -> None:

@@ -53,13 +53,14 @@ RECENT = 4
 
 @attrs.frozen
 class Post:
-    """Post ``envelope`` (already given its ``envelope_id`` by the hub).
+    """Post ``envelope`` under ``envelope_id`` (chosen by the hub, kept across a retry).
 
     ``attempt`` 2 is the retry after a crash; ``floor`` is a seq the session had reached
     before the first attempt was sent, so an envelope that attempt appended is after it.
     """
 
     envelope: Envelope
+    envelope_id: str
     attempt: int = 1
     floor: int = 0
 
@@ -171,7 +172,9 @@ class SessionActor(Actor[SessionMsg, Any]):
     async def handle(self, msg: SessionMsg) -> Any:
         if isinstance(msg, Post):
             try:
-                result: Any = await self._post(msg.envelope, msg.attempt, floor=msg.floor)
+                result: Any = await self._post(
+                    msg.envelope, msg.attempt, envelope_id=msg.envelope_id, floor=msg.floor
+                )
             except NetworkError as exc:
                 self.core.counters.rejected += 1
                 result = Failed(exc)
@@ -219,14 +222,20 @@ class SessionActor(Actor[SessionMsg, Any]):
     # -- posting ---------------------------------------------------------------------------
 
     async def _post(
-        self, env: Envelope, attempt: int, *, internal: bool = False, floor: int = 0
+        self,
+        env: Envelope,
+        attempt: int,
+        *,
+        envelope_id: str = "",
+        internal: bool = False,
+        floor: int = 0,
     ) -> Any:
         core = self.core
         registry = core.registry
         md = self.metadata
         sender, rule = admit_sender(core, md, env)
         if attempt > 1:
-            appended = await self._appended_since(floor, env.envelope_id)
+            appended = await self._appended_since(floor, envelope_id)
             if appended is not None:
                 return Accepted(appended.envelope_id, appended.seq, duplicate=True)
         admit_addressing(core, md, env, sender, rule)
@@ -261,7 +270,7 @@ class SessionActor(Actor[SessionMsg, Any]):
             self._check_protocol(env, internal)
         stamped = attrs.evolve(
             env,
-            envelope_id=env.envelope_id or core.new_id(),
+            envelope_id=envelope_id or core.new_id(),
             seq=self.last_seq + 1,
             created_at=core.now_iso(),
         )
