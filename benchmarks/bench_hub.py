@@ -80,7 +80,18 @@ class AckingEndpoint:
         await trio.lowlevel.checkpoint()
 
 
-async def hub_run(store: Store) -> float:
+@attrs.frozen
+class HubRun:
+    posts_per_s: float
+    #: Store commits (fsyncs at synchronous=FULL) per post, for SQLite.
+    commits_per_post: float | None
+
+
+def commits(store: Store) -> int:
+    return store.statistics().batches if isinstance(store, SQLiteStore) else 0
+
+
+async def hub_run(store: Store) -> HubRun:
     """Posts/s through the hub on ``store``."""
     async with open_hub(store, ttl_sweep_interval=0) as hub, trio.open_nursery() as nursery:
         sessions = []
@@ -114,6 +125,7 @@ async def hub_run(store: Store) -> float:
                 )
 
         before = sum(e.notified for e in endpoints)
+        commits_before = commits(store)
         start = time.perf_counter()
         async with trio.open_nursery() as posters:
             for session_id, sender_id in sessions:
@@ -122,8 +134,12 @@ async def hub_run(store: Store) -> float:
         while sum(e.notified for e in endpoints) - before < SESSIONS * POSTS:
             await trio.lowlevel.checkpoint()
         elapsed = time.perf_counter() - start
+        committed = commits(store) - commits_before
         nursery.cancel_scope.cancel()
-    return SESSIONS * POSTS / elapsed
+    return HubRun(
+        SESSIONS * POSTS / elapsed,
+        committed / (SESSIONS * POSTS) if isinstance(store, SQLiteStore) else None,
+    )
 
 
 @attrs.frozen
@@ -194,7 +210,7 @@ def main() -> None:
         ),
     }
     raw: list[float] = []
-    hub: dict[str, list[float]] = {name: [] for name in engines}
+    hub: dict[str, list[HubRun]] = {name: [] for name in engines}
     # Interleaved, so a change in the machine's load hits both sides of each ratio alike.
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
@@ -205,10 +221,15 @@ def main() -> None:
     print(f"{SESSIONS} sessions x {POSTS} posts; medians of {REPEATS} interleaved runs")
     print(f"  {'raw trio skeleton':<20} {statistics.median(raw):>8,.0f} posts/s")
     for name, (_make, target) in engines.items():
-        rate = statistics.median(hub[name])
-        ratio = statistics.median(h / r for h, r in zip(hub[name], raw, strict=True))
+        runs = hub[name]
+        rate = statistics.median(run.posts_per_s for run in runs)
+        ratio = statistics.median(run.posts_per_s / r for run, r in zip(runs, raw, strict=True))
         verdict = "ok" if ratio >= target else "MISSED"
-        print(
+        line = (
             f"  {'hub, ' + name:<20} {rate:>8,.0f} posts/s   {ratio:.2f}x raw "
             f"(target {target}x: {verdict})"
         )
+        per_post = [run.commits_per_post for run in runs if run.commits_per_post is not None]
+        if per_post:
+            line += f"   {statistics.median(per_post):.3f} commits/post"
+        print(line)
