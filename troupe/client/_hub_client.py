@@ -198,7 +198,7 @@ class HubClient:
                     await wake.wait()  # the connection ended, or close() was called
                     self._conn = None
                     api.detach("the connection closed")
-                    if self._closed:
+                    if self._closing():
                         # Close while the library's reader still runs, so the closing
                         # handshake can complete.
                         with trio.move_on_after(5):
@@ -206,6 +206,10 @@ class HubClient:
                     conn_nursery.cancel_scope.cancel()
                 if not self._closed:
                     log.warning("lost the connection to %s; reconnecting", link.url)
+
+    def _closing(self) -> bool:
+        # A call, not an attribute read: mypy would narrow ``self._closed`` across awaits.
+        return self._closed
 
     async def _read(self, conn: WsLinkClient, wake: trio.Event) -> None:
         async for frame in conn.frames():
