@@ -59,8 +59,10 @@ async def store(tmp_path: Path) -> tuple[Path, str]:
     return path, await build_store(path)
 
 
-def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    code = main(*args)  # type: ignore[arg-type]
+def run_cli(
+    capsys: pytest.CaptureFixture[str], db: str, action: str, session: str | None, count: int
+) -> tuple[int, str]:
+    code = main(db, action, session, count)
     return code, capsys.readouterr().out
 
 
@@ -90,7 +92,8 @@ async def test_tail_shows_the_last_envelopes_in_order(
     lines = out.splitlines()
     assert code == 0
     assert len(lines) == 2
-    assert "expert" in lines[0] and "because." in lines[0]
+    assert "expert" in lines[0]
+    assert "because." in lines[0]
     assert "troupe.session.closed" in lines[1]
 
 
