@@ -249,16 +249,18 @@ async def run_actor(
             msg = await mailbox.receive()
             cls = type(msg)
             if cls is _Ask:
+                # Cleared only once the ask is settled: if handle() is cancelled instead,
+                # the finally below still finds it and fails the asker.
                 ref._in_flight = msg
                 try:
                     result = await handle(msg.msg)
                 except Exception as exc:
+                    ref._in_flight = None
                     err = ActorDead(f"actor {ref.name!r} crashed handling this message")
                     err.__cause__ = exc
                     msg.settle(outcome.Error(err))
                     raise
-                finally:
-                    ref._in_flight = None
+                ref._in_flight = None
                 msg.settle(outcome.Value(result))
             elif cls is _Stop:
                 break
