@@ -150,9 +150,16 @@ class ActorRef(Generic[M, R]):
     async def ask(self, msg: M) -> R:
         """Send ``msg`` and wait for the value ``handle`` returns for it.
 
+        Cancelled before the actor took the request, the request is withdrawn: the actor
+        never sees it. Cancelled later, the actor finishes it and the answer is dropped.
+
+        Returns:
+          What ``handle(msg)`` returned.
+
         Raises:
           ActorDead: the actor is dead, or died before replying (chained to its crash).
-          MailboxFull: the mailbox is full and its policy is ``reject``.
+          MailboxFull: the mailbox is full and its policy is ``reject``, or a ``drop_*``
+            policy dropped the request.
         """
         if self._dead is not None:
             await trio.lowlevel.checkpoint()
@@ -165,9 +172,12 @@ class ActorRef(Generic[M, R]):
         if req.answer is not None:
             return req.answer.unwrap()  # type: ignore[no-any-return]
         req.task = current_task()
+        mailbox = self._mailbox
 
         def abort(_: Any) -> Abort:
             req.abandon()
+            # Still queued: take it back, so a cancelled ask has no effect (trio's rule).
+            mailbox.withdraw(req)
             return Abort.SUCCEEDED
 
         return await wait_task_rescheduled(abort)  # type: ignore[no-any-return]
