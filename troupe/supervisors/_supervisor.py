@@ -7,94 +7,24 @@ supervisor's control task, which restarts it (and its siblings, per the strategy
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, Literal
+from typing import Any
 
-import attrs
 import trio
 
 from .._errors import MailboxClosed, RestartIntensityExceeded
 from ..actors import ActorRef
 from ..actors._actor import STOP, new_ref, run_actor
-from ..mailbox import Mailbox
-from ._policy import (
-    RESTART_TYPES,
-    STRATEGIES,
-    Backoff,
-    RestartType,
-    RestartWindow,
-    Strategy,
-    should_restart,
-)
+from ._policy import STRATEGIES, Backoff, RestartWindow, Strategy, should_restart
+from ._spec import ChildInfo, ChildSpec, SupervisorStatistics
 
 log = logging.getLogger("troupe.supervisors")
 
 GiveUpHook = Callable[[str, BaseException | None], Awaitable[None]]
-
-
-@attrs.frozen
-class ChildSpec:
-    """How to start, restart and stop one child.
-
-    ``start`` is either a factory returning a fresh :class:`Actor` (the child gets an
-    :class:`ActorRef` that stays valid across restarts, over one mailbox), or an async
-    function following trio's ``task_status`` protocol (``start(task_status=...)``).
-
-    Args:
-      id: unique among the supervisor's children.
-      restart: ``"permanent"`` (always restarted), ``"transient"`` (only after a crash) or
-        ``"temporary"`` (never).
-      shutdown_s: how long an actor child may take to stop after its stop message before it
-        is cancelled. Function children are cancelled at once.
-      mailbox: makes the actor child's mailbox (once; it is kept across restarts).
-    """
-
-    id: str
-    start: Callable[..., Any]
-    restart: RestartType = attrs.field(default="permanent", kw_only=True)
-    shutdown_s: float = attrs.field(default=5.0, kw_only=True)
-    mailbox: Callable[[], Mailbox[Any]] | None = attrs.field(default=None, kw_only=True)
-
-    def __attrs_post_init__(self) -> None:
-        if self.restart not in RESTART_TYPES:
-            raise ValueError(
-                f"child {self.id!r}: unknown restart type {self.restart!r}; use one of "
-                + ", ".join(RESTART_TYPES)
-            )
-        if self.shutdown_s < 0:
-            raise ValueError(f"child {self.id!r}: shutdown_s must be >= 0")
-
-    @property
-    def kind(self) -> Literal["actor", "function"]:
-        return "function" if inspect.iscoroutinefunction(self.start) else "actor"
-
-
-@attrs.frozen(kw_only=True)
-class ChildInfo:
-    """One row of :meth:`Supervisor.which_children`."""
-
-    id: str
-    kind: Literal["actor", "function"]
-    restart: RestartType
-    running: bool
-    restarts: int
-    ref: ActorRef[Any, Any] | None
-
-
-@attrs.frozen(kw_only=True)
-class SupervisorStatistics:
-    """A snapshot of a supervisor (trio's ``statistics()`` convention)."""
-
-    strategy: str
-    children: int
-    running: int
-    restarts: int
-    restarts_by_child: Mapping[str, int]
 
 
 class _StartedFlag:
@@ -157,8 +87,6 @@ class Supervisor:
         name: str,
         rng: random.Random,
     ) -> None:
-        if strategy not in STRATEGIES:
-            raise ValueError(f"unknown strategy {strategy!r}; use one of " + ", ".join(STRATEGIES))
         self.name = name
         self.strategy = strategy
         self._nursery = nursery
@@ -428,13 +356,19 @@ async def _open(
     name: str,
     seed: int | None,
 ) -> AsyncIterator[Supervisor]:
+    # Check the arguments before the nursery opens, so a mistake is a bare ValueError and
+    # not one wrapped in an ExceptionGroup.
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; use one of " + ", ".join(STRATEGIES))
+    RestartWindow(max_restarts, within_s)
+    policy = Backoff(*backoff) if backoff is not None else None
     async with trio.open_nursery() as nursery:
         sup = Supervisor(
             nursery,
             strategy=strategy,
             max_restarts=max_restarts,
             within_s=within_s,
-            backoff=Backoff(*backoff) if backoff is not None else None,
+            backoff=policy,
             per_child=per_child,
             on_give_up=on_give_up,
             name=name,
@@ -466,11 +400,20 @@ def open_supervisor(
     Args:
       strategy: on a crash restart only that child (``one_for_one``), every child
         (``one_for_all``), or that child and those started after it (``rest_for_one``).
-      max_restarts / within_s: more restarts than this in that many seconds and the
+      max_restarts: more restarts than this within ``within_s`` seconds and the
         supervisor stops every child and raises :class:`RestartIntensityExceeded`.
+      within_s: the length of the intensity window, in seconds of trio's clock.
       backoff: ``(min_s, max_s)`` for exponential backoff with jitter between restarts;
         ``None`` restarts at once.
+      name: shown in logs and errors.
       seed: seeds the backoff jitter, for reproducible runs.
+
+    Returns:
+      An async context manager yielding the :class:`Supervisor`.
+
+    Raises:
+      ValueError: an unknown strategy, or nonsense limits or backoff (on entering).
+      RestartIntensityExceeded: out of the block, bare, with the last crash as its cause.
     """
     return _open(
         strategy=strategy,
@@ -497,8 +440,22 @@ def open_dynamic_supervisor(
 
     Each child has its own restart intensity: a child that crashes more than
     ``max_restarts`` times in ``within_s`` seconds is given up on alone (its ref dies and
-    ``on_give_up(child_id, last_crash)`` runs) while its siblings keep running. Shutdown
-    stops all children concurrently.
+    ``on_give_up(child_id, last_crash)`` runs in the supervisor's nursery) while its
+    siblings keep running. Shutdown stops all children concurrently.
+
+    Args:
+      max_restarts: per child, the restarts allowed within ``within_s`` seconds.
+      within_s: the length of each child's intensity window.
+      backoff: ``(min_s, max_s)`` for exponential backoff with jitter between restarts.
+      on_give_up: awaited with the child's id and its last crash when it is given up on.
+      name: shown in logs and errors.
+      seed: seeds the backoff jitter, for reproducible runs.
+
+    Returns:
+      An async context manager yielding the :class:`Supervisor`.
+
+    Raises:
+      ValueError: nonsense limits or backoff (on entering).
     """
     return _open(
         strategy="one_for_one",

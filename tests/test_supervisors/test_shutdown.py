@@ -1,0 +1,130 @@
+"""Shutdown: reverse start order, one child at a time, shutdown_s, terminate_child, no leaks."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from troupe import ActorDead
+from troupe.supervisors import open_supervisor
+
+from ._children import Log, Puppet, settle, start_actor, worker
+
+
+class TimedLog(Log):
+    """A log whose entries carry the mock-clock time: ``"2.0 stop b"``."""
+
+    def append(self, event: str) -> None:
+        super().append(f"{trio.current_time():.1f} {event}")
+
+
+async def test_children_stop_in_reverse_order_each_waited_for(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log = TimedLog()
+    f = Puppet("f", log)
+    async with open_supervisor() as sup:
+        await sup.start_child(worker("a", log, stop_takes=1.0))
+        await sup.start_child(f.spec())
+        await sup.start_child(worker("c", log, stop_takes=2.0))
+        await trio.sleep(10)
+    # c takes 2 s to stop, and f is not touched before c is done; f is cancelled at once.
+    assert log == [
+        "0.0 start a",
+        "0.0 start f",
+        "0.0 start c",
+        "12.0 stop c",
+        "12.0 finally f",
+        "13.0 stop a",
+    ]
+
+
+async def test_an_actor_child_is_cancelled_after_shutdown_s(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log = TimedLog()
+    async with open_supervisor() as sup:
+        await sup.start_child(worker("a", log))
+        stuck = await start_actor(sup, worker("stuck", log, shutdown_s=3.0))
+        await stuck.tell("hang")
+    # No "stop stuck": it never got to on_stop; a was stopped only after the 3 s.
+    assert log == ["0.0 start a", "0.0 start stuck", "3.0 stop a"]
+    assert not stuck.alive
+
+
+async def test_shutdown_s_zero_cancels_an_actor_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log = TimedLog()
+    async with open_supervisor() as sup:
+        await sup.start_child(worker("a", log, shutdown_s=0, stop_takes=1.0))
+    assert log == ["0.0 start a"]
+
+
+async def test_cancel_stops_the_children_and_ends_the_block(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log = Log()
+    async with open_supervisor() as sup:
+        await sup.start_child(worker("a", log))
+        await sup.start_child(worker("b", log))
+        sup.cancel()
+        sup.cancel()  # idempotent
+        await trio.sleep(1000)
+    assert trio.current_time() < 1000
+    assert log == ["start a", "start b", "stop b", "stop a"]
+
+
+async def test_cancel_then_leaving_the_block_stops_each_child_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log = TimedLog()
+    async with open_supervisor() as sup:
+        await sup.start_child(worker("a", log, stop_takes=1.0))
+        await sup.start_child(worker("b", log, stop_takes=1.0))
+        sup.cancel()
+    assert log == ["0.0 start a", "0.0 start b", "1.0 stop b", "2.0 stop a"]
+
+
+async def test_start_child_is_refused_while_shutting_down(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log = Log()
+    async with open_supervisor(name="sup") as sup:
+        await sup.start_child(worker("a", log, stop_takes=1.0))
+        sup.cancel()
+        await settle()
+        with pytest.raises(RuntimeError, match="'sup' is shutting down"):
+            await sup.start_child(worker("b", log))
+
+
+async def test_terminate_child_stops_it_for_good(autojump_clock: trio.testing.MockClock) -> None:
+    log = Log()
+    async with open_supervisor() as sup:
+        a = await start_actor(sup, worker("a", log))
+        await sup.start_child(worker("b", log))
+        await sup.terminate_child("a")
+        await sup.terminate_child("unknown")  # nothing to do
+        await settle()
+        assert log == ["start a", "start b", "stop a"]
+        assert [c.id for c in sup.which_children()] == ["b"]
+        with pytest.raises(ActorDead):
+            await a.ask("hello")
+    assert log[-1] == "stop b"
+
+
+async def test_nothing_outlives_the_block(autojump_clock: trio.testing.MockClock) -> None:
+    log = Log()
+    f = Puppet("f", log)
+    living = trio.lowlevel.current_statistics().tasks_living
+    async with open_supervisor("one_for_all", backoff=(1, 1)) as sup:
+        a = await start_actor(sup, worker("a", log))
+        await sup.start_child(f.spec())
+        b = await start_actor(sup, worker("b", log, shutdown_s=0.5))
+        await b.tell("hang")
+        f.order("crash")  # the supervisor is in its backoff when the block ends
+        await settle()
+    assert trio.lowlevel.current_statistics().tasks_living == living
+    assert not a.alive
+    assert not b.alive
