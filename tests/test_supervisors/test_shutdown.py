@@ -114,6 +114,25 @@ async def test_terminate_child_stops_it_for_good(autojump_clock: trio.testing.Mo
     assert log[-1] == "stop b"
 
 
+async def test_a_stuck_sibling_is_not_stopped_again_after_its_restart(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # one_for_all: b is stuck in handle(), so the stop message the supervisor sent it is
+    # still queued when b is cancelled after shutdown_s. b's next incarnation must not
+    # read that stale stop and exit at once (which would be one more restart).
+    log = Log()
+    async with open_supervisor("one_for_all", max_restarts=5) as sup:
+        a = await start_actor(sup, worker("a", log))
+        b = await start_actor(sup, worker("b", log, shutdown_s=1.0))
+        await b.tell("hang")
+        await settle()
+        await a.tell("crash")
+        await trio.sleep(2)
+        assert log == ["start a", "start b", "start a", "start b"]
+        assert sup.statistics().restarts == 1
+        assert await b.ask("ping") == "b:ping"
+
+
 async def test_nothing_outlives_the_block(autojump_clock: trio.testing.MockClock) -> None:
     log = Log()
     f = Puppet("f", log)

@@ -71,14 +71,20 @@ class _Ask:
         self.answer = outcome.Value(None)
 
 
-class _Stop:
+class Stop:
+    """A request to stop after the current message, sent in the system lane.
+
+    ``ActorRef.stop`` sends the shared :data:`STOP`; a supervisor sends an instance of its
+    own, so that it can take back exactly its request if the actor never read it.
+    """
+
     __slots__ = ()
 
     def __repr__(self) -> str:
         return "STOP"
 
 
-STOP = _Stop()
+STOP = Stop()
 
 
 class ActorRef(Generic[M, R]):
@@ -223,7 +229,7 @@ class ActorRef(Generic[M, R]):
         for msg in mailbox.take_all():
             if type(msg) is _Ask:
                 msg.settle(outcome.Error(self._dead_error()))
-            elif msg is not STOP and mailbox._dead_letters is not None:
+            elif type(msg) is not Stop and mailbox._dead_letters is not None:
                 mailbox._dead_letters(
                     DeadLetter(message=msg, reason="actor_dead", mailbox=mailbox.name)
                 )
@@ -272,7 +278,7 @@ async def run_actor(
                     raise
                 ref._in_flight = None
                 msg.settle(outcome.Value(result))
-            elif cls is _Stop:
+            elif cls is Stop:
                 break
             else:
                 await handle(msg)

@@ -18,7 +18,7 @@ import trio
 
 from .._errors import MailboxClosed, RestartIntensityExceeded
 from ..actors import ActorRef
-from ..actors._actor import STOP, new_ref, run_actor
+from ..actors._actor import Stop, new_ref, run_actor
 from ._policy import STRATEGIES, Backoff, RestartWindow, Strategy, should_restart
 from ._spec import ChildInfo, ChildSpec, SupervisorStatistics
 
@@ -223,13 +223,17 @@ class Supervisor:
             return
         child.stopping = True
         if child.ref is not None and child.spec.shutdown_s > 0:
+            request = Stop()
             try:
-                child.ref.mailbox.send_system(STOP)
+                child.ref.mailbox.send_system(request)
             except MailboxClosed:
                 pass
             else:
                 with trio.move_on_after(child.spec.shutdown_s):
                     await child.done.wait()
+                # Unread (the actor was stuck, or crashed first): the next incarnation must
+                # not find it and stop at once.
+                child.ref.mailbox.withdraw(request)
         if not child.done.is_set():
             child.scope.cancel()
             await child.done.wait()
