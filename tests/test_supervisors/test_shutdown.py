@@ -99,6 +99,18 @@ async def test_start_child_is_refused_while_shutting_down(
             await sup.start_child(worker("b", log))
 
 
+async def test_an_outer_cancel_still_stops_children_in_order(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log = TimedLog()
+    with trio.move_on_after(5):
+        async with open_supervisor() as sup:
+            await sup.start_child(worker("a", log, stop_takes=1.0))
+            await sup.start_child(worker("b", log, stop_takes=1.0))
+            await trio.sleep_forever()
+    assert log == ["0.0 start a", "0.0 start b", "6.0 stop b", "7.0 stop a"]
+
+
 async def test_terminate_child_stops_it_for_good(autojump_clock: trio.testing.MockClock) -> None:
     log = Log()
     async with open_supervisor() as sup:
@@ -112,6 +124,21 @@ async def test_terminate_child_stops_it_for_good(autojump_clock: trio.testing.Mo
         with pytest.raises(ActorDead):
             await a.ask("hello")
     assert log[-1] == "stop b"
+
+
+async def test_terminate_child_during_its_backoff_does_not_restart_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log = Log()
+    f = Puppet("f", log)
+    async with open_supervisor(backoff=(2, 2), seed=0) as sup:
+        await sup.start_child(f.spec())
+        f.order("crash")
+        await settle()  # crashed; the supervisor waits before restarting it
+        await sup.terminate_child("f")
+        await trio.sleep(5)
+        assert log == ["start f", "finally f"]
+        assert len(sup) == 0
 
 
 async def test_a_stuck_sibling_is_not_stopped_again_after_its_restart(

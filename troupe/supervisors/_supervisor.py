@@ -3,6 +3,13 @@
 The decisions (intensity, restart types, backoff) are in ``_policy.py``. Here, each child
 incarnation is a task under the supervisor's nursery; it reports how it ended to the
 supervisor's control task, which restarts it (and its siblings, per the strategy) or gives up.
+
+Rules:
+
+- A child runs in a shielded cancel scope of its own: only the supervisor cancels it, so a
+  cancel from outside (a timeout around the block, Ctrl-C) still gets the orderly shutdown,
+  one child at a time in reverse start order, each bounded by its ``shutdown_s``.
+- Shutdown first cancels the control task, so no restart is half-done or begun under it.
 """
 
 from __future__ import annotations
@@ -99,7 +106,14 @@ class Supervisor:
         self._rng = rng
         self._children: dict[str, _Child] = {}
         self._restarts = 0
+        # Set as soon as shutdown is decided: no more starts or restarts from then on.
         self._closing = False
+        # Set when close() begins; set() when it is done (later callers wait for it).
+        self._shutdown: trio.Event | None = None
+        self._control_scope = trio.CancelScope()
+        # Every running incarnation's scope: they are shielded, so the nursery's own cancel
+        # does not reach them; the supervisor cancels what is left explicitly.
+        self._live: set[trio.CancelScope] = set()
         self.failure: BaseException | None = None
         self._failed = False
         send, recv = trio.open_memory_channel[_Report](math.inf)
@@ -111,7 +125,11 @@ class Supervisor:
     async def start_child(self, spec: ChildSpec) -> ActorRef[Any, Any] | None:
         """Start a child and return once it is ready.
 
-        Returns its :class:`ActorRef` for an actor child, ``None`` for a function child.
+        Args:
+          spec: what to start and how to restart it.
+
+        Returns:
+          The child's :class:`ActorRef` for an actor child, ``None`` for a function child.
 
         Raises:
           ValueError: a child with this id already exists.
@@ -139,17 +157,26 @@ class Supervisor:
     async def terminate_child(self, child_id: str) -> None:
         """Stop a child (orderly for actors, within ``shutdown_s``) and forget it.
 
-        Its ref is dead afterwards. Does nothing for an unknown id.
+        Its ref is dead afterwards; it is not restarted. Does nothing for an unknown id.
+
+        Args:
+          child_id: the ``ChildSpec.id`` of the child.
         """
         child = self._children.get(child_id)
         if child is None:
             await trio.lowlevel.checkpoint()
             return
+        # Forget first: a restart already under way for it sees that and does not start it.
+        self._forget(child, None, bury=False)
         await self._stop(child)
         self._forget(child, None)
 
     def which_children(self) -> list[ChildInfo]:
-        """The children, in start order."""
+        """The children, in start order.
+
+        Returns:
+          One :class:`ChildInfo` per child.
+        """
         return [
             ChildInfo(
                 id=c.spec.id,
@@ -169,6 +196,11 @@ class Supervisor:
         return len(self._children)
 
     def statistics(self) -> SupervisorStatistics:
+        """A snapshot of the children and their restarts.
+
+        Returns:
+          A frozen :class:`SupervisorStatistics`.
+        """
         return SupervisorStatistics(
             strategy=self.strategy,
             children=len(self._children),
@@ -180,6 +212,7 @@ class Supervisor:
     def cancel(self) -> None:
         """Stop every child in reverse start order, then end the supervisor's block."""
         if not self._closing:
+            self._closing = True
             self._nursery.start_soon(self._close_then_cancel, name=f"{self.name}:shutdown")
 
     # -- children's tasks ------------------------------------------------------------------
@@ -194,9 +227,10 @@ class Supervisor:
     async def _run_child(
         self, child: _Child, generation: int, *, task_status: trio.TaskStatus[Any]
     ) -> None:
-        scope = child.scope = trio.CancelScope()
+        scope = child.scope = trio.CancelScope(shield=True)
         done = child.done = trio.Event()
         child.running = True
+        self._live.add(scope)
         flag = _StartedFlag(task_status)
         crash: Exception | None = None
         try:
@@ -211,6 +245,7 @@ class Supervisor:
                         raise  # not ready yet: the starter gets the error
                     crash = exc
         finally:
+            self._live.discard(scope)
             child.running = False
             done.set()
         if scope.cancelled_caught or child.stopping:
@@ -238,23 +273,28 @@ class Supervisor:
             child.scope.cancel()
             await child.done.wait()
 
-    def _forget(self, child: _Child, cause: BaseException | None) -> None:
+    def _forget(self, child: _Child, cause: BaseException | None, *, bury: bool = True) -> None:
         if self._children.get(child.spec.id) is child:
             del self._children[child.spec.id]
-        if child.ref is not None:
+        if bury and child.ref is not None:
             child.ref._bury(cause)
+
+    def _is_current(self, child: _Child) -> bool:
+        return not self._closing and self._children.get(child.spec.id) is child
 
     # -- the control task ------------------------------------------------------------------
 
     async def _control(self) -> None:
-        async for child, generation, crash in self._report_recv:
-            if child.generation != generation or self._children.get(child.spec.id) is not child:
-                continue  # a report from an incarnation we already replaced or dropped
-            if self._closing:
-                continue
-            await self._on_exit(child, crash)
+        with self._control_scope:
+            async for child, generation, crash in self._report_recv:
+                if child.generation != generation or not self._is_current(child):
+                    continue  # from an incarnation already replaced or dropped
+                delay = self._decide(child, crash)
+                if delay is not None:
+                    await self._restart(child, delay)
 
-    async def _on_exit(self, child: _Child, crash: Exception | None) -> None:
+    def _decide(self, child: _Child, crash: Exception | None) -> float | None:
+        """Log the exit and apply the policy; return the delay before restarting, or None."""
         cid = child.spec.id
         if crash is not None:
             log.error("%s: child %r crashed", self.name, cid, exc_info=crash)
@@ -263,18 +303,25 @@ class Supervisor:
                 "%s: child %r exited and is not restarted (%s)", self.name, cid, child.spec.restart
             )
             self._forget(child, crash)
-            return
+            return None
         window = child.window if child.window is not None else self._window
         if window.record_crash(trio.current_time()) == "give_up":
-            await self._give_up(child, crash)
-            return
+            self._give_up(child, crash)
+            return None
         child.restarts += 1
         self._restarts += 1
-        if self._backoff is not None:
-            await trio.sleep(self._backoff.delay(window.recent, self._rng))
-            if self._closing:
-                return
+        if self._backoff is None:
+            return 0.0
+        return self._backoff.delay(window.recent, self._rng)
+
+    async def _restart(self, child: _Child, delay: float) -> None:
+        if delay:
+            await trio.sleep(delay)
+        if not self._is_current(child):
+            return  # terminated or shutting down while we waited
         for c in await self._stop_siblings(child):
+            if not self._is_current(c):
+                continue
             log.info("%s: restarting child %r (restart %d)", self.name, c.spec.id, c.restarts)
             try:
                 await self._start_incarnation(c)
@@ -302,7 +349,7 @@ class Supervisor:
                 restart.append(c)
         return restart
 
-    async def _give_up(self, child: _Child, crash: Exception | None) -> None:
+    def _give_up(self, child: _Child, crash: Exception | None) -> None:
         cid = child.spec.id
         if self._per_child:
             log.error(
@@ -325,27 +372,47 @@ class Supervisor:
         )
         self._failed = True
         self.failure = crash
-        await self._close_then_cancel()
+        self.cancel()
 
     # -- shutdown --------------------------------------------------------------------------
 
     async def close(self) -> None:
-        """Stop every child, in reverse start order (all at once for a dynamic supervisor)."""
-        self._closing = True
-        children = list(self._children.values())
-        if self._per_child:
-            async with trio.open_nursery() as nursery:
+        """Stop every child, in reverse start order (all at once for a dynamic supervisor).
+
+        Shielded from outside cancellation: the wait is bounded by the children's
+        ``shutdown_s`` (function children are cancelled at once). A second call waits for
+        the first one to finish.
+        """
+        with trio.CancelScope(shield=True):
+            if self._shutdown is not None:
+                await self._shutdown.wait()
+                return
+            self._shutdown = trio.Event()
+            self._closing = True
+            self._control_scope.cancel()
+            children = list(self._children.values())
+            try:
+                if self._per_child:
+                    async with trio.open_nursery() as nursery:
+                        for child in children:
+                            nursery.start_soon(self._stop, child)
+                else:
+                    for child in reversed(children):
+                        await self._stop(child)
+            finally:
                 for child in children:
-                    nursery.start_soon(self._stop, child)
-        else:
-            for child in reversed(children):
-                await self._stop(child)
-        for child in children:
-            self._forget(child, None)
+                    self._forget(child, None)
+                self._shutdown.set()
+
+    def _cancel_everything(self) -> None:
+        """Cancel every task that is still running, children included (they are shielded)."""
+        for scope in list(self._live):
+            scope.cancel()
+        self._nursery.cancel_scope.cancel()
 
     async def _close_then_cancel(self) -> None:
         await self.close()
-        self._nursery.cancel_scope.cancel()
+        self._cancel_everything()
 
 
 @asynccontextmanager
@@ -383,7 +450,7 @@ async def _open(
             yield sup
         finally:
             await sup.close()
-            nursery.cancel_scope.cancel()
+            sup._cancel_everything()
     if sup._failed:
         raise RestartIntensityExceeded(
             f"supervisor {name!r}: more than {max_restarts} restarts in {within_s}s"
