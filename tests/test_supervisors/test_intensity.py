@@ -142,6 +142,24 @@ async def test_without_backoff_restarts_are_immediate(
         assert trio.current_time() == before
 
 
+async def test_one_childs_backoff_does_not_delay_anothers_restart(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log = Log()
+    async with open_supervisor(max_restarts=10, within_s=100.0, backoff=(4, 4), seed=0) as sup:
+        a = await start_actor(sup, worker("a", log))
+        b = await start_actor(sup, worker("b", log))
+        await a.tell("crash")
+        await settle()
+        await trio.sleep(1)
+        await b.tell("crash")
+        with trio.fail_after(4.1):
+            await log.wait_for("start b", 2)
+        assert log.count("start a") == 2
+        # b's wait started when b crashed, not when a's restart was done.
+        assert log.index("start b", 2) > log.index("start a", 2)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [

@@ -10,6 +10,8 @@ Rules:
   cancel from outside (a timeout around the block, Ctrl-C) still gets the orderly shutdown,
   one child at a time in reverse start order, each bounded by its ``shutdown_s``.
 - Shutdown first cancels the control task, so no restart is half-done or begun under it.
+- ``one_for_one`` restarts run in a task per child: one child's backoff delays no other.
+  ``one_for_all`` and ``rest_for_one`` restart a group, one group at a time.
 """
 
 from __future__ import annotations
@@ -286,12 +288,17 @@ class Supervisor:
 
     async def _control(self) -> None:
         with self._control_scope:
-            async for child, generation, crash in self._report_recv:
-                if child.generation != generation or not self._is_current(child):
-                    continue  # from an incarnation already replaced or dropped
-                delay = self._decide(child, crash)
-                if delay is not None:
-                    await self._restart(child, delay)
+            async with trio.open_nursery() as restarts:
+                async for child, generation, crash in self._report_recv:
+                    if child.generation != generation or not self._is_current(child):
+                        continue  # from an incarnation already replaced or dropped
+                    delay = self._decide(child, crash)
+                    if delay is None:
+                        continue
+                    if self.strategy == "one_for_one":
+                        restarts.start_soon(self._restart, child, delay)
+                    else:
+                        await self._restart(child, delay)
 
     def _decide(self, child: _Child, crash: Exception | None) -> float | None:
         """Log the exit and apply the policy; return the delay before restarting, or None."""
