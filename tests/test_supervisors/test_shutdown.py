@@ -7,9 +7,9 @@ import trio
 import trio.testing
 
 from troupe import ActorDead
-from troupe.supervisors import open_supervisor
+from troupe.supervisors import ChildSpec, open_supervisor
 
-from ._children import Log, Puppet, settle, start_actor, worker
+from ._children import Log, Puppet, Worker, settle, start_actor, worker
 
 
 class TimedLog(Log):
@@ -109,6 +109,24 @@ async def test_an_outer_cancel_still_stops_children_in_order(
             await sup.start_child(worker("b", log, stop_takes=1.0))
             await trio.sleep_forever()
     assert log == ["0.0 start a", "0.0 start b", "6.0 stop b", "7.0 stop a"]
+
+
+async def test_a_cancelled_start_child_cancels_the_child_that_was_starting(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    class SlowStart(Worker):
+        async def on_start(self) -> None:
+            self.log.append("starting")
+            await trio.sleep_forever()
+
+    log = Log()
+    with trio.fail_after(5):
+        async with open_supervisor() as sup:
+            with trio.move_on_after(1) as scope:
+                await sup.start_child(ChildSpec("slow", lambda: SlowStart("slow", log)))
+            assert scope.cancelled_caught
+            assert len(sup) == 0
+    assert log == ["starting"]
 
 
 async def test_terminate_child_stops_it_for_good(autojump_clock: trio.testing.MockClock) -> None:

@@ -6,9 +6,10 @@ supervisor's control task, which restarts it (and its siblings, per the strategy
 
 Rules:
 
-- A child runs in a shielded cancel scope of its own: only the supervisor cancels it, so a
-  cancel from outside (a timeout around the block, Ctrl-C) still gets the orderly shutdown,
-  one child at a time in reverse start order, each bounded by its ``shutdown_s``.
+- A ready child runs in a shielded cancel scope of its own: only the supervisor cancels it,
+  so a cancel from outside (a timeout around the block, Ctrl-C) still gets the orderly
+  shutdown, one child at a time in reverse start order, each bounded by its ``shutdown_s``.
+  Until it is ready it is cancelled with whoever is starting it, as with ``nursery.start``.
 - Shutdown first cancels the control task, so no restart is half-done or begun under it.
 - ``one_for_one`` restarts run in a task per child: one child's backoff delays no other.
   ``one_for_all`` and ``rest_for_one`` restart a group, one group at a time.
@@ -37,17 +38,23 @@ GiveUpHook = Callable[[str, BaseException | None], Awaitable[None]]
 
 
 class _StartedFlag:
-    """Forwards ``started()`` to trio and remembers that the child got that far."""
+    """Forwards ``started()`` to trio, remembers it, and shields the child from then on.
 
-    __slots__ = ("_inner", "done")
+    Until it is ready the child runs under whoever called ``start_child`` and is cancelled
+    with them (trio's ``nursery.start`` rule); once ready, only the supervisor cancels it.
+    """
 
-    def __init__(self, inner: trio.TaskStatus[Any]) -> None:
+    __slots__ = ("_inner", "_scope", "done")
+
+    def __init__(self, inner: trio.TaskStatus[Any], scope: trio.CancelScope) -> None:
         self._inner = inner
+        self._scope = scope
         self.done = False
 
     def started(self, value: Any = None) -> None:
         self.done = True
         self._inner.started(value)
+        self._scope.shield = True
 
 
 class _Child:
@@ -229,11 +236,11 @@ class Supervisor:
     async def _run_child(
         self, child: _Child, generation: int, *, task_status: trio.TaskStatus[Any]
     ) -> None:
-        scope = child.scope = trio.CancelScope(shield=True)
+        scope = child.scope = trio.CancelScope()
         done = child.done = trio.Event()
         child.running = True
         self._live.add(scope)
-        flag = _StartedFlag(task_status)
+        flag = _StartedFlag(task_status, scope)
         crash: Exception | None = None
         try:
             with scope:
