@@ -10,7 +10,7 @@ from troupe import ActorDead, RestartIntensityExceeded
 from troupe.actors import Actor, ActorRef
 from troupe.supervisors import ChildSpec, open_supervisor
 
-from ._children import Log, settle, start_actor, worker
+from ._children import Log, Worker, settle, start_actor, worker
 
 
 async def test_too_many_restarts_stop_everything_and_raise_bare(
@@ -55,6 +55,31 @@ async def test_asks_queued_when_the_supervisor_gives_up_fail(
         await run()
     with pytest.raises(ActorDead):
         await refs[0].ask("after")
+
+
+async def test_a_restart_that_fails_before_ready_counts_as_a_crash(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    incarnations = []
+
+    class FailsAfterFirst(Worker):
+        async def on_start(self) -> None:
+            incarnations.append(self)
+            if len(incarnations) > 1:
+                raise OSError(f"cannot restart ({len(incarnations)})")
+
+    log = Log()
+
+    async def run() -> None:
+        async with open_supervisor(max_restarts=3, within_s=10.0) as sup:
+            ref = await start_actor(sup, ChildSpec("w", lambda: FailsAfterFirst("w", log)))
+            await ref.tell("crash")
+            await trio.sleep_forever()
+
+    with pytest.raises(RestartIntensityExceeded) as info:
+        await run()
+    assert str(info.value.__cause__) == "cannot restart (4)"
+    assert len(incarnations) == 4
 
 
 async def test_crashes_spread_beyond_the_window_do_not_give_up(
