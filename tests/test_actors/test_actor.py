@@ -44,6 +44,20 @@ async def settle() -> None:
     await trio.testing.wait_all_tasks_blocked()
 
 
+async def ask_expecting(
+    ref: ActorRef[Any, Any],
+    msg: str,
+    expected: type[BaseException],
+    failures: dict[str, BaseException],
+) -> None:
+    """Ask ``ref``; file the ``expected`` error it fails with under ``msg``; never hang."""
+    with trio.fail_after(10):
+        try:
+            await ref.ask(msg)
+        except expected as exc:
+            failures[msg] = exc
+
+
 async def test_spawn_returns_once_on_start_has_run(autojump_clock: trio.testing.MockClock) -> None:
     actor = Recorder()
     async with trio.open_nursery() as nursery:
@@ -93,19 +107,12 @@ async def test_a_crash_fails_the_asker_with_actor_dead_caused_by_it(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     actor = Recorder()
-    caught: list[ActorDead] = []
+    failures: dict[str, BaseException] = {}
     with pytest.RaisesGroup(pytest.RaisesExc(ValueError, match="boom")):
         async with trio.open_nursery() as nursery:
             ref = await spawn(nursery, actor, name="fragile")
-
-            async def asker() -> None:
-                try:
-                    await ref.ask("crash")
-                except ActorDead as exc:
-                    caught.append(exc)
-
-            nursery.start_soon(asker)
-    [err] = caught
+            nursery.start_soon(ask_expecting, ref, "crash", ActorDead, failures)
+    err = failures["crash"]
     assert isinstance(err.__cause__, ValueError)
     assert "fragile" in str(err)
     assert not ref.alive
@@ -155,17 +162,9 @@ async def test_asks_queued_when_the_actor_crashes_fail(
             ref = await spawn(nursery, actor, mailbox=Mailbox(8, dead_letters=letters))
             await ref.tell("wait")
             await settle()
-
-            async def asker(msg: str) -> None:
-                with trio.fail_after(1):
-                    try:
-                        await ref.ask(msg)
-                    except ActorDead as exc:
-                        failures[msg] = exc
-
-            nursery.start_soon(asker, "crash")
+            nursery.start_soon(ask_expecting, ref, "crash", ActorDead, failures)
             await settle()
-            nursery.start_soon(asker, "queued-ask")
+            nursery.start_soon(ask_expecting, ref, "queued-ask", ActorDead, failures)
             await settle()
             await ref.tell("queued-tell")
             assert actor.gate is not None
@@ -180,26 +179,20 @@ async def test_stop_goes_after_the_current_message_and_ahead_of_the_queue(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     actor = Recorder()
-    failures: list[ActorDead] = []
+    failures: dict[str, BaseException] = {}
     async with trio.open_nursery() as nursery:
         ref = await spawn(nursery, actor)
         await ref.tell("wait")
         await settle()
         await ref.tell("queued-tell")
-
-        async def asker() -> None:
-            with pytest.raises(ActorDead) as info:
-                await ref.ask("queued-ask")
-            failures.append(info.value)
-
-        nursery.start_soon(asker)
+        nursery.start_soon(ask_expecting, ref, "queued-ask", ActorDead, failures)
         nursery.start_soon(ref.stop)
         await settle()
         assert "stopped" not in actor.log
         assert actor.gate is not None
         actor.gate.set()
     assert actor.log == ["started", "wait", "stopped"]
-    assert len(failures) == 1
+    assert list(failures) == ["queued-ask"]
     assert not ref.alive
 
 
@@ -248,31 +241,23 @@ async def test_an_ask_dropped_by_a_full_mailbox_fails(
     policy: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     actor = Recorder()
-    failures: list[BaseException] = []
+    failures: dict[str, BaseException] = {}
+    survivor, victim = ("second", "first") if policy == "drop_oldest" else ("first", "second")
     async with trio.open_nursery() as nursery:
         mailbox: Mailbox[Any] = Mailbox(1, policy)  # type: ignore[arg-type]
         ref = await spawn(nursery, actor, mailbox=mailbox)
         await ref.tell("wait")
         await settle()
-
-        async def asker(msg: str) -> None:
-            with trio.fail_after(1):
-                try:
-                    await ref.ask(msg)
-                except MailboxFull as exc:
-                    failures.append(exc)
-
-        nursery.start_soon(asker, "first")
+        nursery.start_soon(ask_expecting, ref, "first", MailboxFull, failures)
         await settle()
-        nursery.start_soon(asker, "second")  # one of the two asks is dropped
-        await settle()
-        assert len(failures) == 1
-        assert "dropped" in str(failures[0])
+        nursery.start_soon(ask_expecting, ref, "second", MailboxFull, failures)
+        await settle()  # one of the two asks was dropped
+        assert list(failures) == [victim]
+        assert "dropped" in str(failures[victim])
         assert actor.gate is not None
         actor.gate.set()
         await settle()  # the surviving ask is answered before the stop goes in
         await ref.stop()
-    survivor = "second" if policy == "drop_oldest" else "first"
     assert actor.log == ["started", "wait", survivor, "stopped"]
 
 
@@ -305,23 +290,14 @@ async def test_a_cancelled_asker_leaves_no_trace(autojump_clock: trio.testing.Mo
 async def test_an_actor_cancelled_mid_ask_fails_the_asker(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    failures: list[ActorDead] = []
+    failures: dict[str, BaseException] = {}
     async with trio.open_nursery() as outer:
         async with trio.open_nursery() as actors:
             ref = await spawn(actors, Recorder(), name="doomed")
-
-            async def asker() -> None:
-                with trio.fail_after(10):
-                    try:
-                        await ref.ask("hang")
-                    except ActorDead as exc:
-                        failures.append(exc)
-
-            outer.start_soon(asker)
+            outer.start_soon(ask_expecting, ref, "hang", ActorDead, failures)
             await settle()
             actors.cancel_scope.cancel()
-    assert len(failures) == 1
-    assert "doomed" in str(failures[0])
+    assert "doomed" in str(failures["hang"])
     assert not ref.alive
 
 

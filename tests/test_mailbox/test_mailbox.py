@@ -8,6 +8,19 @@ import trio.testing
 
 from troupe import MailboxClosed, MailboxFull
 from troupe.mailbox import DeadLetter, DeadLetterBuffer, Mailbox
+from troupe.mailbox._queue import Match
+
+
+async def park_receiver(
+    nursery: trio.Nursery, mb: Mailbox[str], got: list[str], match: Match[str] | None = None
+) -> None:
+    """Start a task that receives one message into ``got``; return once it is parked."""
+
+    async def receiver() -> None:
+        got.append(await mb.receive(match=match))
+
+    nursery.start_soon(receiver)
+    await trio.testing.wait_all_tasks_blocked()
 
 
 async def test_send_then_receive_in_order(autojump_clock: trio.testing.MockClock) -> None:
@@ -23,12 +36,7 @@ async def test_a_parked_receiver_gets_the_message_directly(
     mb: Mailbox[str] = Mailbox(1)
     got: list[str] = []
     async with trio.open_nursery() as nursery:
-
-        async def receiver() -> None:
-            got.append(await mb.receive())
-
-        nursery.start_soon(receiver)
-        await trio.testing.wait_all_tasks_blocked()
+        await park_receiver(nursery, mb, got)
         assert mb.statistics().waiting_receivers == 1
         mb.send_nowait("hi")
     assert got == ["hi"]
@@ -129,12 +137,7 @@ async def test_a_parked_selective_receiver_skips_non_matching_sends(
     mb: Mailbox[str] = Mailbox(10)
     got: list[str] = []
     async with trio.open_nursery() as nursery:
-
-        async def receiver() -> None:
-            got.append(await mb.receive(match=lambda m: m == "wanted"))
-
-        nursery.start_soon(receiver)
-        await trio.testing.wait_all_tasks_blocked()
+        await park_receiver(nursery, mb, got, lambda m: m == "wanted")
         mb.send_nowait("other")
         await trio.testing.wait_all_tasks_blocked()
         assert got == []
@@ -151,12 +154,7 @@ async def test_a_parked_selective_receiver_is_woken_even_when_the_queue_is_full(
     mb.send_nowait("y")
     got: list[str] = []
     async with trio.open_nursery() as nursery:
-
-        async def receiver() -> None:
-            got.append(await mb.receive(match=lambda m: m == "wanted"))
-
-        nursery.start_soon(receiver)
-        await trio.testing.wait_all_tasks_blocked()
+        await park_receiver(nursery, mb, got, lambda m: m == "wanted")
         with trio.fail_after(1):
             await mb.send("wanted")
     assert got == ["wanted"]
@@ -229,12 +227,7 @@ async def test_system_message_reaches_a_parked_receiver(
     mb: Mailbox[str] = Mailbox(1)
     got: list[str] = []
     async with trio.open_nursery() as nursery:
-
-        async def receiver() -> None:
-            got.append(await mb.receive())
-
-        nursery.start_soon(receiver)
-        await trio.testing.wait_all_tasks_blocked()
+        await park_receiver(nursery, mb, got)
         mb.send_system("ping")
     assert got == ["ping"]
 

@@ -23,6 +23,16 @@ from troupe.supervisors import (
 
 from ._children import Log, Puppet, settle, start_actor, worker
 
+#: OTP's restart types: is the child restarted after it exits normally or crashes?
+RESTART_TYPES_TABLE = [
+    ("permanent", "exit", True),
+    ("permanent", "crash", True),
+    ("transient", "exit", False),
+    ("transient", "crash", True),
+    ("temporary", "exit", False),
+    ("temporary", "crash", False),
+]
+
 
 async def start_abc(sup: Supervisor, log: Log) -> list[ActorRef[str, str]]:
     return [await start_actor(sup, worker(cid, log)) for cid in "abc"]
@@ -79,17 +89,7 @@ async def test_temporary_siblings_are_not_restarted_with_the_others(
         assert not temp.alive
 
 
-@pytest.mark.parametrize(
-    ("restart", "how", "restarted"),
-    [
-        ("permanent", "exit", True),
-        ("permanent", "crash", True),
-        ("transient", "exit", False),
-        ("transient", "crash", True),
-        ("temporary", "exit", False),
-        ("temporary", "crash", False),
-    ],
-)
+@pytest.mark.parametrize(("restart", "how", "restarted"), RESTART_TYPES_TABLE)
 async def test_restart_types_for_actor_children(
     restart: RestartType, how: str, restarted: bool, autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -109,17 +109,7 @@ async def test_restart_types_for_actor_children(
                 await ref.ask("anyone?")
 
 
-@pytest.mark.parametrize(
-    ("restart", "how", "restarted"),
-    [
-        ("permanent", "exit", True),
-        ("permanent", "crash", True),
-        ("transient", "exit", False),
-        ("transient", "crash", True),
-        ("temporary", "exit", False),
-        ("temporary", "crash", False),
-    ],
-)
+@pytest.mark.parametrize(("restart", "how", "restarted"), RESTART_TYPES_TABLE)
 async def test_restart_types_for_function_children(
     restart: RestartType, how: str, restarted: bool, autojump_clock: trio.testing.MockClock
 ) -> None:
