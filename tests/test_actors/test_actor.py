@@ -287,6 +287,37 @@ async def test_a_cancelled_asker_leaves_no_trace(autojump_clock: trio.testing.Mo
     assert actor.log == ["started", "wait", "filler", "wait", "next", "stopped"]
 
 
+async def test_a_withdrawn_ask_makes_room_for_a_waiting_sender(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    actor = Recorder()
+    asking = trio.CancelScope()
+
+    async with trio.open_nursery() as nursery:
+        ref = await spawn(nursery, actor, mailbox=Mailbox(1))
+
+        async def asker() -> None:
+            with asking:
+                await ref.ask("withdrawn")
+
+        await ref.tell("wait")
+        await settle()
+        nursery.start_soon(asker)
+        await settle()  # the ask fills the mailbox
+        nursery.start_soon(ref.tell, "waiting")
+        await settle()
+        assert ref.mailbox.statistics().waiting_senders == 1
+        asking.cancel()
+        await settle()
+        stats = ref.mailbox.statistics()
+        assert (stats.waiting_senders, stats.queued) == (0, 1)
+        assert actor.gate is not None
+        actor.gate.set()
+        await settle()
+        await ref.stop()
+    assert actor.log == ["started", "wait", "waiting", "stopped"]
+
+
 async def test_an_actor_cancelled_mid_ask_fails_the_asker(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
