@@ -21,6 +21,7 @@ script = st.lists(
         st.tuples(st.just("system"), st.integers(1000, 1999)),
         st.tuples(st.just("receive"), st.just(0)),
         st.tuples(st.just("receive_nowait"), st.just(0)),
+        st.tuples(st.just("receive_even_nowait"), st.just(0)),
     ),
     max_size=40,
 )
@@ -66,6 +67,18 @@ class Model:
             self.received.append(msg)
         else:
             self.system.append(msg)
+
+    def take_even(self) -> int | None:
+        """Selective receive: the first even message, queued first, then parked senders'."""
+        for lane in (self.system, self.user, self.senders):
+            msg = next((m for m in lane if m % 2 == 0), None)
+            if msg is not None:
+                lane.remove(msg)
+                while self.senders and len(self.user) < self.capacity:
+                    self.user.append(self.senders.popleft())
+                self.received.append(msg)
+                return msg
+        return None
 
     def take(self) -> int | None:
         if self.system:
@@ -139,12 +152,14 @@ async def test_mailbox_matches_the_model(
                         model.receivers += 1
                     nursery.start_soon(receiver)
                 else:
-                    want = model.take()
+                    even = op == "receive_even_nowait"
+                    want = model.take_even() if even else model.take()
                     try:
-                        got = mb.receive_nowait()
+                        got = mb.receive_nowait(match=(lambda m: m % 2 == 0) if even else None)
                     except trio.WouldBlock:
                         assert want is None
                     else:
+                        assert got == want
                         received.append(got)
                 await trio.testing.wait_all_tasks_blocked()
                 stats = mb.statistics()
