@@ -96,7 +96,7 @@ class Model:
 # The autojump clock is shared by the examples (each runs in its own trio.run): it only turns
 # a hang into an immediate TooSlowError, so sharing it is harmless.
 @settings(
-    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 # A selective receive whose match is held by a sender parked on a full queue.
 @example(

@@ -59,6 +59,7 @@ class _Ask:
         self.answer: outcome.Outcome[Any] | None = None
 
     def settle(self, result: outcome.Outcome[Any]) -> None:
+        """Deliver the answer (the first one wins; later ones are ignored)."""
         task = self.task
         if task is not None:
             self.task = None
@@ -67,6 +68,7 @@ class _Ask:
             self.answer = result
 
     def abandon(self) -> None:
+        """The asker gave up: drop whatever answer comes later."""
         self.task = None
         self.answer = outcome.Value(None)
 
@@ -117,6 +119,7 @@ class ActorRef(Generic[M, R]):
 
     @property
     def mailbox(self) -> Mailbox[Any]:
+        """The actor's mailbox (the same one across restarts)."""
         return self._mailbox
 
     def _dead_error(self) -> ActorDead:

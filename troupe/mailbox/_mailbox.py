@@ -63,6 +63,7 @@ class DeadLetterBuffer:
 
     @property
     def total(self) -> int:
+        """How many letters arrived in all (also those no longer kept)."""
         return sum(self.counts.values())
 
 
@@ -116,14 +117,17 @@ class Mailbox(Generic[T]):
 
     @property
     def capacity(self) -> int:
+        """How many user messages may be queued."""
         return self._q.capacity
 
     @property
     def overflow(self) -> Overflow:
+        """What a full mailbox does with one more user message."""
         return self._q.overflow
 
     @property
     def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
         return self._closed
 
     def __len__(self) -> int:
@@ -340,6 +344,11 @@ class Mailbox(Generic[T]):
         return out
 
     def statistics(self) -> MailboxStatistics:
+        """A snapshot of the mailbox.
+
+        Returns:
+          A frozen :class:`MailboxStatistics`; ``queued`` counts both lanes.
+        """
         q = self._q
         return MailboxStatistics(
             queued=len(q),

@@ -77,9 +77,11 @@ class MailQueue(Generic[T]):
 
     @property
     def user_queued(self) -> int:
+        """How many user messages are queued (the ones capacity counts)."""
         return len(self._user)
 
     def has_room(self) -> bool:
+        """Whether one more user message fits without the overflow policy deciding."""
         return len(self._user) < self.capacity
 
     def push(self, msg: T) -> Literal["queued", "full"] | tuple[Literal["dropped"], T]:
@@ -113,6 +115,7 @@ class MailQueue(Generic[T]):
             self.high_water = len(self._user)
 
     def push_system(self, msg: T) -> None:
+        """Queue a control message: never refused, never counted against capacity."""
         if self._system is None:
             self._system = deque()
         self._system.append(msg)

@@ -20,16 +20,15 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
 
-from .._errors import MailboxClosed, RestartIntensityExceeded
+from .._errors import MailboxClosed
 from ..actors import ActorRef
 from ..actors._actor import Stop, new_ref, run_actor
-from ._policy import STRATEGIES, Backoff, RestartWindow, Strategy, should_restart
+from ._policy import Backoff, RestartWindow, Strategy, should_restart
 from ._spec import ChildInfo, ChildSpec, SupervisorStatistics
 
 log = logging.getLogger("troupe.supervisors")
@@ -52,6 +51,7 @@ class _StartedFlag:
         self.done = False
 
     def started(self, value: Any = None) -> None:
+        """Report the child ready to whoever is starting it."""
         self.done = True
         self._inner.started(value)
         self._scope.shield = True
@@ -88,7 +88,10 @@ _Report = tuple[_Child, int, Exception | None]
 
 
 class Supervisor:
-    """Starts children, watches them and restarts them per its strategy (see open_supervisor)."""
+    """Starts children, watches them and restarts them per its strategy.
+
+    Made by :func:`open_supervisor` / :func:`open_dynamic_supervisor`, which run it.
+    """
 
     def __init__(
         self,
@@ -427,128 +430,3 @@ class Supervisor:
     async def _close_then_cancel(self) -> None:
         await self.close()
         self._cancel_everything()
-
-
-@asynccontextmanager
-async def _open(
-    *,
-    strategy: Strategy,
-    max_restarts: int,
-    within_s: float,
-    backoff: tuple[float, float] | None,
-    per_child: bool,
-    on_give_up: GiveUpHook | None,
-    name: str,
-    seed: int | None,
-) -> AsyncIterator[Supervisor]:
-    # Check the arguments before the nursery opens, so a mistake is a bare ValueError and
-    # not one wrapped in an ExceptionGroup.
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; use one of " + ", ".join(STRATEGIES))
-    RestartWindow(max_restarts, within_s)
-    policy = Backoff(*backoff) if backoff is not None else None
-    async with trio.open_nursery() as nursery:
-        sup = Supervisor(
-            nursery,
-            strategy=strategy,
-            max_restarts=max_restarts,
-            within_s=within_s,
-            backoff=policy,
-            per_child=per_child,
-            on_give_up=on_give_up,
-            name=name,
-            rng=random.Random(seed),
-        )
-        nursery.start_soon(sup._control, name=f"{name}:control")
-        try:
-            yield sup
-        finally:
-            await sup.close()
-            sup._cancel_everything()
-    if sup._failed:
-        raise RestartIntensityExceeded(
-            f"supervisor {name!r}: more than {max_restarts} restarts in {within_s}s"
-        ) from sup.failure
-
-
-def open_supervisor(
-    strategy: Strategy = "one_for_one",
-    max_restarts: int = 3,
-    within_s: float = 5.0,
-    backoff: tuple[float, float] | None = None,
-    *,
-    name: str = "supervisor",
-    seed: int | None = None,
-) -> AbstractAsyncContextManager[Supervisor]:
-    """Open a supervisor; leaving the block stops its children in reverse start order.
-
-    Args:
-      strategy: on a crash restart only that child (``one_for_one``), every child
-        (``one_for_all``), or that child and those started after it (``rest_for_one``).
-      max_restarts: more restarts than this within ``within_s`` seconds and the
-        supervisor stops every child and raises :class:`RestartIntensityExceeded`.
-      within_s: the length of the intensity window, in seconds of trio's clock.
-      backoff: ``(min_s, max_s)`` for exponential backoff with jitter between restarts;
-        ``None`` restarts at once.
-      name: shown in logs and errors.
-      seed: seeds the backoff jitter, for reproducible runs.
-
-    Returns:
-      An async context manager yielding the :class:`Supervisor`.
-
-    Raises:
-      ValueError: an unknown strategy, or nonsense limits or backoff (on entering).
-      RestartIntensityExceeded: out of the block, bare, with the last crash as its cause.
-    """
-    return _open(
-        strategy=strategy,
-        max_restarts=max_restarts,
-        within_s=within_s,
-        backoff=backoff,
-        per_child=False,
-        on_give_up=None,
-        name=name,
-        seed=seed,
-    )
-
-
-def open_dynamic_supervisor(
-    max_restarts: int = 3,
-    within_s: float = 5.0,
-    backoff: tuple[float, float] | None = None,
-    *,
-    on_give_up: GiveUpHook | None = None,
-    name: str = "dynamic-supervisor",
-    seed: int | None = None,
-) -> AbstractAsyncContextManager[Supervisor]:
-    """Open a supervisor for many children started on demand (sessions, connections).
-
-    Each child has its own restart intensity: a child that crashes more than
-    ``max_restarts`` times in ``within_s`` seconds is given up on alone (its ref dies and
-    ``on_give_up(child_id, last_crash)`` runs in the supervisor's nursery) while its
-    siblings keep running. Shutdown stops all children concurrently.
-
-    Args:
-      max_restarts: per child, the restarts allowed within ``within_s`` seconds.
-      within_s: the length of each child's intensity window.
-      backoff: ``(min_s, max_s)`` for exponential backoff with jitter between restarts.
-      on_give_up: awaited with the child's id and its last crash when it is given up on.
-      name: shown in logs and errors.
-      seed: seeds the backoff jitter, for reproducible runs.
-
-    Returns:
-      An async context manager yielding the :class:`Supervisor`.
-
-    Raises:
-      ValueError: nonsense limits or backoff (on entering).
-    """
-    return _open(
-        strategy="one_for_one",
-        max_restarts=max_restarts,
-        within_s=within_s,
-        backoff=backoff,
-        per_child=True,
-        on_give_up=on_give_up,
-        name=name,
-        seed=seed,
-    )
