@@ -196,6 +196,24 @@ async def test_a_child_that_fails_before_it_is_ready_raises_out_of_start_child(
         await sup.start_child(worker("actor", log))
 
 
+async def test_a_start_that_makes_no_actor_is_refused_with_the_child_id(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def function_child(*, task_status: trio.TaskStatus[None]) -> None:
+        task_status.started()  # pragma: no cover
+
+    def wrapped() -> object:
+        # Hides that this is an async function: it looks like an actor factory.
+        return function_child(task_status=trio.TASK_STATUS_IGNORED)
+
+    async with open_supervisor() as sup:
+        with pytest.raises(TypeError, match=r"child 'wrapped'.*not an Actor"):
+            await sup.start_child(ChildSpec("wrapped", wrapped))
+        with pytest.raises(TypeError, match="child 'none'"):
+            await sup.start_child(ChildSpec("none", lambda: None))
+        assert len(sup) == 0
+
+
 async def test_duplicate_ids_are_refused(autojump_clock: trio.testing.MockClock) -> None:
     log = Log()
     async with open_supervisor(name="root") as sup:

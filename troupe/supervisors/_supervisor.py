@@ -17,6 +17,7 @@ Rules:
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import random
@@ -26,7 +27,7 @@ from typing import Any
 import trio
 
 from .._errors import MailboxClosed
-from ..actors import ActorRef
+from ..actors import Actor, ActorRef
 from ..actors._actor import Stop, new_ref, run_actor
 from ._policy import Backoff, RestartWindow, Strategy, should_restart
 from ._spec import ChildInfo, ChildSpec, SupervisorStatistics
@@ -55,6 +56,19 @@ class _StartedFlag:
         self.done = True
         self._inner.started(value)
         self._scope.shield = True
+
+
+def _make_actor(spec: ChildSpec) -> Actor[Any, Any]:
+    """Call an actor child's factory and check that it made an actor."""
+    actor = spec.start()
+    if not isinstance(actor, Actor):
+        if inspect.iscoroutine(actor):
+            actor.close()  # never awaited: close it so Python does not warn about it
+        raise TypeError(
+            f"child {spec.id!r}: start() returned {actor!r}, not an Actor; a function "
+            "child must be an async def that takes task_status"
+        )
+    return actor
 
 
 class _Child:
@@ -249,7 +263,7 @@ class Supervisor:
             with scope:
                 try:
                     if child.ref is not None:
-                        await run_actor(child.spec.start(), child.ref, task_status=flag)
+                        await run_actor(_make_actor(child.spec), child.ref, task_status=flag)
                     else:
                         await child.spec.start(task_status=flag)
                 except Exception as exc:
