@@ -40,10 +40,6 @@ from troupe.store import MemoryStore, Store
 #: are reproducible and keep running across a hub restart within one test.
 EPOCH = 1_800_000_000.0
 
-#: Seconds of trio time a test may run before the harness fails it. Tests sleep through
-#: TTLs of hours; a hung test costs nothing, as the autojump clock jumps straight here.
-CAP = 10 * 86400.0
-
 InvitePolicy = Literal["ack", "reject", "ignore"]
 
 
@@ -317,17 +313,16 @@ async def open_harness(
 ) -> AsyncIterator[Harness]:
     """A hub on ``store`` (a fresh MemoryStore by default) with its own nursery for clients.
 
-    The sweeper is off unless ``ttl_sweep_interval`` is given. Fails the test with
-    ``trio.TooSlowError`` after ``CAP`` seconds of trio time.
+    The sweeper is off unless ``ttl_sweep_interval`` is given. (A hung test is failed by the
+    suite-wide cap in ``tests/conftest.py``.)
     """
     store = store if store is not None else MemoryStore()
     faults = faults if faults is not None else Faults()
     hub_kwargs.setdefault("ttl_sweep_interval", 0)
     hub_kwargs.setdefault("clock", hub_clock)
-    with trio.fail_after(CAP):
-        async with (
-            open_hub(store, faults=faults, **hub_kwargs) as hub,
-            trio.open_nursery() as nursery,
-        ):
-            yield Harness(hub, store, nursery, faults)
-            nursery.cancel_scope.cancel()
+    async with (
+        open_hub(store, faults=faults, **hub_kwargs) as hub,
+        trio.open_nursery() as nursery,
+    ):
+        yield Harness(hub, store, nursery, faults)
+        nursery.cancel_scope.cancel()
