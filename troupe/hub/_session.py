@@ -191,9 +191,17 @@ class SessionActor(Actor[SessionMsg, Any]):
 
     async def _send_invites(self) -> Any:
         md = self.metadata
-        if self.last_seq > 0 or md.state is not SessionState.PENDING:
-            return md  # already sent (a retried create)
+        if md.state is not SessionState.PENDING:
+            return md  # a retried create that got further already
+        invited: set[str] = set()
+        if self.last_seq > 0:
+            # A retried create after a crash part-way: invite only those not invited yet.
+            for env in await self.core.store.read(self.sid):
+                if env.event_type == EV_CHANNEL_INVITE and env.audience is not None:
+                    invited.update(env.audience)
         for invitee in invitees_of(md):
+            if invitee in invited:
+                continue
             invite = Envelope(
                 session_id=self.sid,
                 sender_id=md.creator_id,
