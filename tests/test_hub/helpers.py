@@ -47,22 +47,24 @@ class Faults:
     """A fault injector: crash one session's actor at a named point, a given number of times."""
 
     def __init__(self) -> None:
-        self._armed: dict[tuple[str, str], int] = {}
+        self._armed: dict[tuple[str, str | None], int] = {}
         #: (point, session id) of every crash raised, in order.
         self.fired: list[tuple[str, str]] = []
 
-    def arm(self, point: str, session_id: str, times: int = 1) -> None:
+    def arm(self, point: str, session_id: str | None, times: int = 1) -> None:
+        """Crash at ``point`` the next ``times`` times, in ``session_id`` (None: any)."""
         self._armed[(point, session_id)] = times
 
     def disarm(self) -> None:
         self._armed.clear()
 
     def check(self, point: str, session_id: str) -> None:
-        left = self._armed.get((point, session_id), 0)
-        if left > 0:
-            self._armed[(point, session_id)] = left - 1
-            self.fired.append((point, session_id))
-            raise InjectedCrash(f"injected crash at {point} in session {session_id}")
+        for key in ((point, session_id), (point, None)):
+            left = self._armed.get(key, 0)
+            if left > 0:
+                self._armed[key] = left - 1
+                self.fired.append((point, session_id))
+                raise InjectedCrash(f"injected crash at {point} in session {session_id}")
 
 
 class FakeEndpoint:

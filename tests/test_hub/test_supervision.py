@@ -321,3 +321,19 @@ async def test_a_retry_queued_behind_other_posts_is_not_appended_twice(
     texts = [e for e in await hub.read_wal(md.session_id) if e.event_type == EV_TEXT]
     assert sorted(e.envelope_id for e in texts) == sorted(returned)
     assert len(texts) == 8
+
+
+@pytest.mark.parametrize("point", CRASH_POINTS)
+async def test_a_crash_while_sending_the_invites_still_invites_everyone(
+    autojump_clock: trio.testing.MockClock, point: str
+) -> None:
+    async with open_harness() as h:
+        alice, bob, carol, dave = [await h.agent(n) for n in ("alice", "bob", "carol", "dave")]
+        h.faults.arm(point, None)  # the first invite's post crashes
+        md = await h.session("discussion", alice, bob, carol, dave)
+        sid = md.session_id
+        assert h.faults.fired == [(point, sid)]
+        wal = await h.hub.read_wal(sid)
+        invites = [e.audience for e in wal if e.event_type == "troupe.session.invite"]
+        assert invites == [(bob.id,), (carol.id,), (dave.id,)]
+        assert [e.seq for e in wal] == list(range(1, len(wal) + 1))
