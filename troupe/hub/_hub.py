@@ -477,6 +477,18 @@ class Hub:
             starting = entry.starting = trio.Event()
             try:
                 entry.ref = await self._sessions.start_child(self._session_spec(entry))
+            except StoreError:
+                raise
+            except Exception as exc:
+                # Its recovery failed (a session type that cannot fold its WAL, ...): this
+                # session is unusable until that is fixed; nothing else is affected.
+                log.error("session %s could not be started", entry.session_id, exc_info=exc)
+                self._core.audit(
+                    "session_recovery_failed", session_id=entry.session_id, error=repr(exc)
+                )
+                raise ProtocolError(
+                    f"session {entry.session_id} could not be started from its WAL: {exc!r}"
+                ) from exc
             finally:
                 entry.starting = None
                 starting.set()

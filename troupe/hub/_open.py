@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -20,6 +21,7 @@ from functools import partial
 
 import trio
 
+from .._errors import ProtocolError, StoreError
 from ..session_types import AnySessionType, builtin_types
 from ..store import Store, open_store
 from ..supervisors import ChildSpec, open_dynamic_supervisor, open_supervisor
@@ -29,6 +31,8 @@ from ._core import Faults, HubConfig, HubCore, new_uuid, trio_anchored_clock
 from ._directory import SessionEntry
 from ._hub import Hub
 from ._hub_actor import HubActor
+
+log = logging.getLogger("troupe.hub")
 
 
 @asynccontextmanager
@@ -157,12 +161,19 @@ async def _run_clients(hub: Hub, *, task_status: trio.TaskStatus[None]) -> None:
 
 
 async def _hydrate(hub: Hub) -> None:
-    """Start (and so refold) every open session, a few at a time."""
+    """Start (and so refold) every open session, a few at a time.
+
+    A session that cannot be started is left for later (each use retries it, and fails
+    with its error until the cause is fixed): one bad session does not stop the hub.
+    """
     limiter = trio.CapacityLimiter(32)
 
     async def start(entry: SessionEntry) -> None:
         async with limiter:
-            await hub._running(entry)
+            try:
+                await hub._running(entry)
+            except (ProtocolError, StoreError) as exc:
+                log.error("hub: session %s left unloaded: %s", entry.session_id, exc)
 
     async with trio.open_nursery() as nursery:
         for entry in list(hub.core.directory.sessions.values()):
