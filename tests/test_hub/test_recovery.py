@@ -9,7 +9,7 @@ import pytest
 import trio
 import trio.testing
 
-from troupe import StoreError
+from troupe import ProtocolError, StoreError
 from troupe.hub import Hub
 from troupe.model import (
     EV_SESSION_CLOSED,
@@ -23,6 +23,7 @@ from troupe.model import (
     TaskState,
     is_substantive,
 )
+from troupe.session_types import ConversationState, ConversationType
 from troupe.session_types import get as session_type
 
 from .conftest import Reopen
@@ -231,3 +232,43 @@ async def test_a_store_failure_on_append_refuses_the_post(
     assert hub.statistics().session_restarts == 0
     accepted = await hub.post(text_envelope(md, alice, "retry"))
     assert accepted.seq == wal[-1].seq + 1
+
+
+class Chat(ConversationType):
+    name = "chat"
+
+
+class BuggyChat(Chat):
+    """The same type after a bad upgrade: its fold breaks on a text already in a WAL."""
+
+    def fold_turn(self, envelope: Envelope, state: ConversationState) -> ConversationState:
+        if envelope.text == "boom":
+            raise RuntimeError("fold bug")
+        return super().fold_turn(envelope, state)
+
+
+async def test_a_session_that_cannot_be_recovered_does_not_stop_the_hub(
+    autojump_clock: trio.testing.MockClock, reopen: Reopen
+) -> None:
+    async with open_harness(reopen(), session_types=[Chat()]) as h:
+        alice, bob = await h.agent("alice"), await h.agent("bob")
+        bad = await h.session("chat", alice, bob)
+        good = await h.session("conversation", alice, bob)
+        await h.say(bad, alice, "boom")
+    async with open_harness(reopen(), session_types=[BuggyChat()]) as h:
+        alice, bob = await h.agent("alice"), await h.agent("bob")
+        await h.say(good, alice, "fine")
+        with pytest.raises(ProtocolError, match="could not be started from its WAL") as info:
+            await h.say(bad, bob, "hello?")
+        assert bad.session_id in str(info.value)
+        assert isinstance(info.value.__cause__, RuntimeError)
+        failures = [r for r in await h.hub.read_audit() if r["kind"] == "session_recovery_failed"]
+        assert {r["session_id"] for r in failures} == {bad.session_id}
+        assert (await h.hub.get_session(bad.session_id)).state is SessionState.ACTIVE
+    # Once the type is fixed, the session comes back as it was.
+    async with open_harness(reopen(), session_types=[Chat()]) as h:
+        bob = await h.agent("bob")
+        await h.say(bad, bob, "back")
+        state = h.hub.session_state(bad.session_id)
+        assert isinstance(state, ConversationState)
+        assert state.turn_count == 2
