@@ -337,3 +337,29 @@ async def test_a_crash_while_sending_the_invites_still_invites_everyone(
         invites = [e.audience for e in wal if e.event_type == "troupe.session.invite"]
         assert invites == [(bob.id,), (carol.id,), (dave.id,)]
         assert [e.seq for e in wal] == list(range(1, len(wal) + 1))
+
+
+async def test_crashes_count_against_the_session_only_within_the_window(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_harness(session_max_restarts=2, session_within_s=5.0) as h:
+        alice, bob = await h.agent("alice"), await h.agent("bob")
+        md = await h.session("conversation", alice, bob)
+        h.faults.arm("before_append", md.session_id, times=100)
+        with pytest.raises(ProtocolError, match="poison"):  # two crashes, two restarts
+            await h.say(md, alice)
+        await trio.sleep(5.1)  # those two leave the window
+        with pytest.raises(ProtocolError, match="poison"):
+            await h.say(md, alice)
+        assert (await h.hub.get_session(md.session_id)).state is SessionState.ACTIVE
+        h.faults.disarm()
+        await h.say(md, alice, "between")
+        h.faults.arm("before_append", md.session_id, times=100)
+        # A third crash within 5 s: the supervisor gives up on the session at once.
+        with pytest.raises(ProtocolError, match="poison"):
+            await h.say(md, alice)
+        await h.settle()
+        closed = await h.hub.get_session(md.session_id)
+        assert (closed.state, closed.close_reason) == (SessionState.CLOSED, "crashed")
+        assert len(h.faults.fired) == 5
+        assert h.hub.statistics().session_restarts == 4
