@@ -10,10 +10,14 @@ Rules:
   still passes the floor on).
 - A text passes the floor to the speaker after its sender, wrapping round; a text from someone
   outside the order folds to the same state.
-- Never closes by itself. Turn: the expected speaker, triggered by the last text (no trigger
-  for the creator's first turn).
+- ``hide`` / ``remove`` notices act as ``_stalls`` says: a stalled speaker's turn is
+  skipped, or they leave the rotation. The only way a discussion closes by itself is a
+  ``remove`` that leaves nobody (``no_participants``).
+- Turn: the expected speaker, triggered by the envelope that gave them the floor (the last
+  text, or a stall notice; no trigger for the creator's first turn).
 - Expectations: ``turn_within`` 120 s → ``warn``; ``turn_within`` 600 s → ``hide``.
-- Default view: named windowed summary keeping ``max(2 * participants, 4)`` messages.
+- Default view: named windowed summary keeping ``max(2 * participants, 4)`` messages; texts
+  and stall notices are shown.
 """
 
 from __future__ import annotations
@@ -23,10 +27,11 @@ from typing import Final
 import attrs
 
 from .._errors import ProtocolError
-from ..model import Envelope, Expectation, SessionMetadata
+from ..model import Envelope, Expectation, SessionMetadata, SessionState
 from ..model._convert import to_tuple
-from ._base import ExpectedTurn, ViewPolicy
+from ._base import ExpectedTurn, Transition, ViewPolicy
 from ._common import BaseSessionType
+from ._stalls import pass_floor, read_stall, render_stall
 from ._views import NamedWindowedSummary
 
 #: The orderings ``knobs["ordering"]`` may name.
@@ -35,10 +40,15 @@ ORDERINGS: Final = ("round_robin",)
 
 @attrs.frozen(kw_only=True)
 class DiscussionState:
-    """A discussion's folded state: the speaking order and whose turn it is."""
+    """A discussion's folded state: the speaking order and whose turn it is.
+
+    ``last_envelope_id`` is the envelope that gave the floor to ``expected_next_speaker``;
+    ``participant_order`` loses those a ``remove`` notice took out (``None`` speaks when
+    nobody is left).
+    """
 
     participant_order: tuple[str, ...] = attrs.field(converter=to_tuple)
-    expected_next_speaker: str
+    expected_next_speaker: str | None
     last_speaker_id: str | None = None
     last_envelope_id: str | None = None
     turn_count: int = 0
@@ -50,8 +60,7 @@ class DiscussionType(BaseSessionType[DiscussionState]):
     name = "discussion"
     state_type = DiscussionState
     known_knobs = frozenset({"ordering"})
-    # A stalled speaker is warned after 120 s and hidden after 600 s (what hiding does is the
-    # hub handler's business, issue 6).
+    # A stalled speaker is warned after 120 s; after 600 s their turn is skipped.
     declared_expectations = (
         Expectation(name="turn_within", on_violation="warn", params={"seconds": 120}),
         Expectation(name="turn_within", on_violation="hide", params={"seconds": 600}),
@@ -99,6 +108,11 @@ class DiscussionType(BaseSessionType[DiscussionState]):
         Raises:
             ProtocolError: Naming the session, the expected speaker and the sender.
         """
+        if state.expected_next_speaker is None:
+            raise ProtocolError(
+                f"discussion {metadata.session_id} has nobody left in its rotation;"
+                f" refused text from {envelope.sender_id}"
+            )
         if envelope.sender_id != state.expected_next_speaker:
             raise ProtocolError(
                 f"discussion {metadata.session_id} expects {state.expected_next_speaker}"
@@ -127,16 +141,63 @@ class DiscussionType(BaseSessionType[DiscussionState]):
             turn_count=state.turn_count + 1,
         )
 
+    def fold(self, envelope: Envelope, state: DiscussionState) -> DiscussionState:
+        """The state after ``envelope``: texts and stall notices move the floor.
+
+        Args:
+            envelope: An accepted envelope.
+            state: The state before it.
+
+        Returns:
+            The state after it.
+        """
+        stall = read_stall(envelope)
+        if stall is None:
+            return super().fold(envelope, state)
+        holder = state.expected_next_speaker
+        order = state.participant_order
+        if stall.action == "remove":
+            order = tuple(p for p in order if p not in stall.violators)
+        if holder is None or holder not in stall.violators:
+            return attrs.evolve(state, participant_order=order)
+        gone = stall.violators if stall.action == "remove" else ()
+        nxt = pass_floor(state.participant_order, holder, gone)
+        return attrs.evolve(
+            state,
+            participant_order=order,
+            expected_next_speaker=nxt,
+            last_envelope_id=envelope.envelope_id,
+        )
+
+    def on_accepted(
+        self, metadata: SessionMetadata, envelope: Envelope, state: DiscussionState
+    ) -> Transition | None:
+        """Close once a ``remove`` left nobody to speak.
+
+        Args:
+            metadata: The session's metadata.
+            envelope: The accepted envelope.
+            state: The state after it.
+
+        Returns:
+            CLOSED with ``no_participants``, or ``None``.
+        """
+        if state.expected_next_speaker is None and read_stall(envelope) is not None:
+            return Transition(state=SessionState.CLOSED, reason="no_participants")
+        return None
+
     def next_turn(self, metadata: SessionMetadata, state: DiscussionState) -> ExpectedTurn | None:
-        """The expected speaker, triggered by the last text.
+        """The expected speaker, triggered by what gave them the floor.
 
         Args:
             metadata: The session's metadata.
             state: The current state.
 
         Returns:
-            The expected turn.
+            The expected turn, or ``None`` when nobody is left.
         """
+        if state.expected_next_speaker is None:
+            return None
         return ExpectedTurn(
             agent_id=state.expected_next_speaker, triggering_envelope_id=state.last_envelope_id
         )
@@ -152,3 +213,15 @@ class DiscussionType(BaseSessionType[DiscussionState]):
             ``NamedWindowedSummary(recent_n=max(2 * participants, 4))``.
         """
         return NamedWindowedSummary(recent_n=max(2 * len(metadata.participants), 4))
+
+    def render(self, envelope: Envelope) -> str | None:
+        """Texts and stall notices (the latter give the next speaker the floor).
+
+        Args:
+            envelope: Any envelope of the session.
+
+        Returns:
+            The text, or ``None`` to leave the envelope out.
+        """
+        text = super().render(envelope)
+        return text if text is not None else render_stall(envelope)
