@@ -50,14 +50,16 @@ def conditions(ids: list[str]) -> st.SearchStrategy[Condition]:
     )
 
 
-def targets(ids: list[str]) -> st.SearchStrategy[Target]:
-    return st.one_of(
+def targets(ids: list[str], *, ending: bool = True) -> st.SearchStrategy[Target]:
+    """Any target; with ``ending=False`` a terminating one only now and then."""
+    others = [
         st.sampled_from(ids).map(AgentTarget),
         st.just(RoundRobinTarget()),
         st.just(StayTarget()),
         st.just(RevertToInitiatorTarget()),
-        st.sampled_from(["", "done"]).map(TerminateTarget),
-    )
+    ]
+    terminate = st.sampled_from(["", "done"]).map(TerminateTarget)
+    return st.one_of(*others, terminate) if ending else st.one_of(*others, *others, terminate)
 
 
 @st.composite
@@ -72,8 +74,8 @@ def graphs(draw: st.DrawFn, ids: list[str]) -> TransitionGraph:
     return TransitionGraph(
         draw(st.sampled_from(ids)),
         transitions,
-        draw(targets(ids)),
-        draw(st.none() | st.integers(1, 12)),
+        draw(targets(ids, ending=False)),  # so that most sessions run a while
+        draw(st.sampled_from([None, None, 1, 3, 8])),
     )
 
 
@@ -123,16 +125,17 @@ def payloads(kind: str, ids: list[str]) -> st.SearchStrategy[dict[str, Any]]:
     if kind == EV_AUCTION_SELECT:
         return st.fixed_dictionaries({"winner_id": st.sampled_from([*ids, STRANGER])})
     if kind == EV_EXPECTATION_VIOLATED:
+        # Hypothesis favours the first branch: notices that act, before plain data.
         return st.one_of(
-            st.just({"text": "hi"}),
             st.fixed_dictionaries(
                 {
                     "expectation": st.just("turn_within"),
                     "on_violation": st.sampled_from(["hide", "remove", "warn"]),
-                    "violators": st.lists(st.sampled_from(ids), max_size=2),
+                    "violators": st.lists(st.sampled_from(ids), min_size=1, max_size=2),
                     "detail": st.just({}),
                 }
             ),
+            st.just({"text": "hi"}),
         )
     return st.just({"text": "hi"})
 
@@ -141,7 +144,7 @@ def kinds(type_name: str) -> list[str]:
     """Event types worth trying in a ``type_name`` session (texts weighted up)."""
     common = [EV_TEXT, EV_TEXT, EV_TEXT, EV_SESSION_OPENED, EV_EXPECTATION_VIOLATED, "user.note"]
     if type_name == "workflow":
-        return [*common, EV_PACKET, EV_PACKET, EV_PACKET, EV_CONTEXT_SET]
+        return [*common, EV_PACKET, EV_PACKET, EV_PACKET, EV_CONTEXT_SET, EV_EXPECTATION_VIOLATED]
     if type_name == "auction":
         return [*common, EV_AUCTION_SELECT]
     return common
@@ -151,6 +154,8 @@ def kinds(type_name: str) -> list[str]:
 def moves(draw: st.DrawFn, type_name: str, ids: list[str], likely: list[str]) -> Envelope:
     """One unstamped envelope; ``likely`` senders (the expected one) are drawn more often."""
     kind = draw(st.sampled_from(kinds(type_name)))
+    if kind == EV_AUCTION_SELECT:
+        likely = [ids[0]] * len(ids)  # only the initiator selects
     sender = draw(st.sampled_from([*ids, STRANGER, *likely]))
     return Envelope(
         session_id=SID, sender_id=sender, event_type=kind, event_data=draw(payloads(kind, ids))

@@ -7,7 +7,7 @@ from typing import Any
 
 import attrs
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.test_session_types.strategies import graphs
@@ -133,6 +133,7 @@ def test_the_serialised_form_is_the_references() -> None:
     }
 
 
+@settings(max_examples=50)
 @given(st.data())
 def test_every_graph_round_trips_through_dict_and_json(data: st.DataObject) -> None:
     graph = data.draw(graphs(["a", "b", "c"]))

@@ -30,6 +30,7 @@ from ..model import (
     EV_CHANNEL_INVITE,
     EV_CHANNEL_INVITE_ACK,
     EV_CHANNEL_INVITE_REJECT,
+    EV_EXPECTATION_VIOLATED,
     EV_SESSION_CLOSED,
     EV_SESSION_EXPIRED,
     EV_SESSION_OPENED,
@@ -40,6 +41,7 @@ from ..model import (
     is_substantive,
 )
 from ..store import dedup_keys
+from ._activity import Activity, forget_activity, load_activity, save_activity
 from ._core import Failed, HubCore
 from ._delivery import dispatch, recipients_of
 from ._rules import check_depth, check_outbound
@@ -54,6 +56,13 @@ RECENT = 4
 class Post:
     envelope: Envelope
     attempt: int = 1
+
+
+@attrs.frozen
+class HubPost:
+    """A post by the hub itself (expectation notices): allowed event types only it may post."""
+
+    envelope: Envelope
 
 
 @attrs.frozen
@@ -75,7 +84,7 @@ class Accepted:
     duplicate: bool = False
 
 
-SessionMsg = Post | SendInvites | EndSession
+SessionMsg = Post | HubPost | SendInvites | EndSession
 
 
 def invitees_of(metadata: SessionMetadata) -> list[str]:
@@ -104,6 +113,9 @@ class SessionActor(Actor[SessionMsg, Any]):
         self.dedup: dict[str, tuple[str, int]] = {}
         self.recent: list[Envelope] = []
         self.stopping = False
+        #: What the expectation evaluators read (published on the directory entry).
+        self.activity = Activity()
+        self.participant_ids = self.metadata.participant_ids()
 
     # -- recovery --------------------------------------------------------------------------
 
@@ -120,9 +132,11 @@ class SessionActor(Actor[SessionMsg, Any]):
             self.state = self.stype.initial_state(self.metadata)
             since = 0
         tail = await store.read(self.sid, since=since)
+        self.activity = await load_activity(store, self.metadata, since)
         stype = self.stype
         last_substantive: Envelope | None = None
         for env in tail:
+            self.activity.note(env, self.participant_ids)
             if stype is not None and is_substantive(env.event_type):
                 self.state = stype.fold(env, self.state)
                 last_substantive = env
@@ -164,6 +178,11 @@ class SessionActor(Actor[SessionMsg, Any]):
                 result: Any = await self._post(msg.envelope, msg.attempt)
             except NetworkError as exc:
                 self.core.counters.rejected += 1
+                result = Failed(exc)
+        elif isinstance(msg, HubPost):
+            try:
+                result = await self._post(msg.envelope, 1, internal=True)
+            except NetworkError as exc:
                 result = Failed(exc)
         elif isinstance(msg, SendInvites):
             result = await self._send_invites()
@@ -250,6 +269,8 @@ class SessionActor(Actor[SessionMsg, Any]):
                 core.counters.duplicates += 1
                 return Accepted(hit[0], hit[1], duplicate=True)
         if substantive:
+            if env.event_type == EV_EXPECTATION_VIOLATED and not internal:
+                raise ProtocolError(f"event type {env.event_type!r} is posted by the hub only")
             if self.stype is None:
                 raise ProtocolError(
                     f"session {self.sid}: no session type registered for "
@@ -331,10 +352,12 @@ class SessionActor(Actor[SessionMsg, Any]):
             self.dedup[key] = (env.envelope_id, env.seq)
         self.recent.append(env)
         del self.recent[:-RECENT]
+        self.activity.note(env, self.participant_ids)
         self.core.counters.accepted += 1
 
     def _publish(self) -> None:
         self.entry.publish(self.metadata, self.state, self.last_seq)
+        self.entry.activity = self.activity
 
     async def _maybe_snapshot(self) -> None:
         every = self.core.config.snapshot_every
@@ -343,6 +366,7 @@ class SessionActor(Actor[SessionMsg, Any]):
         await self.core.store.save_snapshot(
             self.sid, self.last_seq, self.stype.dump_state(self.state)
         )
+        await save_activity(self.core.store, self.sid, self.activity)
         self.snapshot_seq = self.last_seq
 
     # -- lifecycle moves -------------------------------------------------------------------
@@ -393,6 +417,8 @@ class SessionActor(Actor[SessionMsg, Any]):
         self._accepted(notice)
         self.metadata = md
         self._publish()
+        if self.snapshot_seq > 0:
+            await forget_activity(core.store, self.sid)
         core.directory.ended(md)
         dispatch(core, md, notice)
         core.audit(f"session_{target.value}", session_id=self.sid, reason=reason)

@@ -22,7 +22,7 @@ Rules:
 
 from __future__ import annotations
 
-from typing import Final
+from typing import ClassVar, Final
 
 import attrs
 
@@ -61,7 +61,7 @@ class DiscussionType(BaseSessionType[DiscussionState]):
     state_type = DiscussionState
     known_knobs = frozenset({"ordering"})
     # A stalled speaker is warned after 120 s; after 600 s their turn is skipped.
-    declared_expectations = (
+    declared_expectations: ClassVar[tuple[Expectation, ...]] = (
         Expectation(name="turn_within", on_violation="warn", params={"seconds": 120}),
         Expectation(name="turn_within", on_violation="hide", params={"seconds": 600}),
     )
