@@ -6,7 +6,7 @@ import pytest
 import trio
 from trio.testing import MockClock
 
-from tests.test_expectations.helpers import running
+from tests.test_hub_sessions.helpers import running
 from troupe import Passport, ProtocolError
 from troupe.hub import ExpectationViolation
 from troupe.model import EV_EXPECTATION_VIOLATED, EV_SESSION_CLOSED, Envelope, SessionState

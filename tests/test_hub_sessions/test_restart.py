@@ -8,7 +8,7 @@ import pytest
 import trio
 from trio.testing import MockClock
 
-from tests.test_expectations.helpers import running
+from tests.test_hub_sessions.helpers import running
 from troupe import HumanClient
 from troupe.hub._activity import ACTIVITY_NS
 from troupe.hub._expectations import EXPECT_NS
