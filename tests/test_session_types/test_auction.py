@@ -131,3 +131,20 @@ def test_fold_ignores_moves_the_table_does_not_allow() -> None:
     bidding = AuctionState(initiator_id="a", bidders=("b",), phase="bidding")
     assert AUCTION.fold(select("zed"), bidding) == bidding
     assert AUCTION.render(select(3)) is None
+
+
+def test_replies_go_to_the_trigger_only() -> None:
+    r = run()
+    rfp = r.say("a", "who paints my fence?")
+    bid = AUCTION.build_reply(r.meta, "b", "80", rfp)
+    assert bid == Envelope(
+        session_id=SID,
+        sender_id="b",
+        event_type="troupe.text",
+        event_data={"text": "80"},
+        audience=("a",),
+        causation_id=rfp.envelope_id,
+    )
+    assert AUCTION.build_reply(r.meta, "b", None, rfp) is None
+    with pytest.raises(TypeError, match=r"respond.. returned int; an auction expects str"):
+        AUCTION.build_reply(r.meta, "b", 80, rfp)

@@ -15,12 +15,14 @@ Rules:
 - Turn: the initiator until the RFP is out; then nobody in particular (each bidder's handler
   answers the RFP on its own; the winner's answers the select).
 - Views show texts and the select (``"Selected <id> as the winner."``).
+- Replies from the default turn handler (``build_reply``) go to the trigger's sender only:
+  bids are sealed, and bidders never answer each other.
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import attrs
 
@@ -215,6 +217,42 @@ class AuctionType(BaseSessionType[AuctionState]):
             winner = _winner(envelope)
             return f"Selected {winner} as the winner." if winner is not None else None
         return super().render(envelope)
+
+    def build_reply(
+        self, metadata: SessionMetadata, sender_id: str, reply: Any, trigger: Envelope
+    ) -> Envelope | None:
+        """A text for whoever gave the agent its turn only: bids are sealed.
+
+        A bidder's answer to the RFP reaches the initiator alone, and so does the winner's
+        answer to the select; other bidders never see (nor answer) them.
+
+        Args:
+            metadata: The session's metadata.
+            sender_id: The agent that answered.
+            reply: What its ``respond`` returned: a ``str``, or ``None`` for silence.
+            trigger: The envelope it answered.
+
+        Returns:
+            An ``EV_TEXT`` envelope to ``trigger``'s sender, or ``None``.
+
+        Raises:
+            TypeError: For a reply that is not a ``str`` or ``None``.
+        """
+        if reply is None:
+            return None
+        if not isinstance(reply, str):
+            raise TypeError(
+                f"respond() returned {type(reply).__name__}; an auction expects str or None"
+            )
+        return Envelope(
+            session_id=trigger.session_id,
+            sender_id=sender_id,
+            event_type=EV_TEXT,
+            event_data={"text": reply},
+            audience=(trigger.sender_id,),
+            causation_id=trigger.envelope_id,
+            depth=trigger.depth,
+        )
 
 
 #: (who may, kind of move) -> how a refusal says it.
