@@ -26,6 +26,26 @@ class Net:
         """Register one human per name (they ack invites, and say only what tests send)."""
         return [await self.client.register_human(Passport(name=n)) for n in names]
 
+    async def session(
+        self, kind: str, *names: str, kickoff: str | None = None
+    ) -> tuple[list[HumanClient], str]:
+        """People called ``names``; the first opens a ``kind`` session with the others.
+
+        Args:
+            kind: The session type.
+            names: The participants, the creator first.
+            kickoff: A first text the creator sends, if any.
+
+        Returns:
+            The people, and the session id.
+        """
+        people = await self.people(*names)
+        others = [p.agent_id for p in people[1:]]
+        sid = (await people[0].open(type=kind, target=others)).session_id
+        if kickoff is not None:
+            await people[0].send(sid, kickoff)
+        return people, sid
+
     async def notices(self, session_id: str) -> list[Envelope]:
         """The expectation notices in a session's WAL."""
         wal = await self.hub.read_wal(session_id)

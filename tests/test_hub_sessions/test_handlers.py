@@ -54,9 +54,7 @@ async def test_remove_drops_stalled_speakers_until_nobody_is_left(
     autojump_clock: MockClock,
 ) -> None:
     async with running(session_types=[Relay()]) as net:
-        a, b, c = await net.people("a", "b", "c")
-        sid = (await a.open(type="relay", target=["b", "c"])).session_id
-        await a.send(sid, "kickoff")
+        (a, b, c), sid = await net.session("relay", "a", "b", "c", kickoff="kickoff")
         await trio.sleep(60)
         [gone] = await net.hub.check_expectations()
         assert (gone.on_violation, gone.violators) == ("remove", (b.agent_id,))
@@ -75,8 +73,7 @@ async def test_remove_drops_stalled_speakers_until_nobody_is_left(
 
 async def test_applies_to_limits_the_violators(autojump_clock: MockClock) -> None:
     async with running(session_types=[Picky()]) as net:
-        a, b = await net.people("a", "b")
-        sid = (await a.open(type="picky", target="b")).session_id
+        (a, b), sid = await net.session("picky", "a", "b")
         await trio.sleep(60)  # a (the initiator) stalls: not covered
         assert await net.hub.check_expectations() == []
         await a.send(sid, "go")
@@ -87,9 +84,7 @@ async def test_applies_to_limits_the_violators(autojump_clock: MockClock) -> Non
 
 async def test_a_failing_handler_is_retried_on_the_next_tick(autojump_clock: MockClock) -> None:
     async with running() as net:
-        a, b = await net.people("a", "b")
-        sid = (await a.open(type="discussion", target=["b"])).session_id
-        await a.send(sid, "kickoff")
+        (a, b), sid = await net.session("discussion", "a", "b", kickoff="kickoff")
         # The creator may not address anyone: the notice (from the creator) is refused.
         await net.hub.set_rule(a.agent_id, Rule(access=AccessBlock(outbound_to=["nobody"])))
         await trio.sleep(120)
@@ -118,9 +113,7 @@ async def test_a_notice_posted_but_not_marked_is_not_posted_twice(
 ) -> None:
     store = ForgetfulStore()
     async with running(store) as net:
-        a, _ = await net.people("a", "b")
-        sid = (await a.open(type="discussion", target=["b"])).session_id
-        await a.send(sid, "kickoff")
+        _, sid = await net.session("discussion", "a", "b", kickoff="kickoff")
         await trio.sleep(120)
         store.fail_next_mark = True
         with pytest.raises(StoreError, match="disk full"):
@@ -133,8 +126,7 @@ async def test_a_notice_posted_but_not_marked_is_not_posted_twice(
 
 async def test_unsupported_expectations_are_reported_once(autojump_clock: MockClock) -> None:
     async with running(session_types=[Odd()]) as net:
-        a, _ = await net.people("a", "b")
-        sid = (await a.open(type="odd", target=["b"])).session_id
+        _, sid = await net.session("odd", "a", "b")
         await trio.sleep(7200)
         assert await net.hub.check_expectations() == []
         assert await net.hub.check_expectations() == []

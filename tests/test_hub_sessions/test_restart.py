@@ -24,9 +24,7 @@ WORKFLOW = _Workflow()
 async def test_a_fired_violation_stays_fired_after_a_restart(autojump_clock: MockClock) -> None:
     store = MemoryStore()
     async with running(store) as net:
-        a, b = await net.people("a", "b")
-        sid = (await a.open(type="discussion", target=["b"])).session_id
-        await a.send(sid, "kickoff")
+        (_, b), sid = await net.session("discussion", "a", "b", kickoff="kickoff")
         await trio.sleep(120)
         [warned] = await net.hub.check_expectations()
         assert warned.on_violation == "warn"

@@ -14,9 +14,7 @@ from troupe.model import EV_EXPECTATION_VIOLATED, EV_SESSION_CLOSED, Envelope, S
 
 async def test_turn_within_warns_the_stalled_speaker_once(autojump_clock: MockClock) -> None:
     async with running() as net:
-        a, b, c = await net.people("a", "b", "c")
-        sid = (await a.open(type="discussion", target=["b", "c"])).session_id
-        await a.send(sid, "kickoff")
+        (a, b, c), sid = await net.session("discussion", "a", "b", "c", kickoff="kickoff")
         await trio.sleep(119.9)
         assert await net.hub.check_expectations() == []
         await trio.sleep(0.1)
@@ -53,9 +51,7 @@ async def test_turn_within_warns_the_stalled_speaker_once(autojump_clock: MockCl
 
 async def test_hide_passes_the_floor_and_restarts_the_clock(autojump_clock: MockClock) -> None:
     async with running() as net:
-        a, b, c = await net.people("a", "b", "c")
-        sid = (await a.open(type="discussion", target=["b", "c"])).session_id
-        await a.send(sid, "kickoff")
+        (a, b, c), sid = await net.session("discussion", "a", "b", "c", kickoff="kickoff")
         await trio.sleep(120)
         await net.hub.check_expectations()  # the warning
         await trio.sleep(480)
@@ -76,8 +72,7 @@ async def test_hide_passes_the_floor_and_restarts_the_clock(autojump_clock: Mock
 
 async def test_auto_close_on_an_unanswered_consultation(autojump_clock: MockClock) -> None:
     async with running() as net:
-        a, b = await net.people("a", "b")
-        sid = (await a.open(type="consulting", target="b")).session_id
+        (a, b), sid = await net.session("consulting", "a", "b")
         await a.send(sid, "question?")
         await trio.sleep(599)
         assert await net.hub.check_expectations() == []
@@ -117,8 +112,7 @@ async def test_acks_within_closes_a_handshake_that_stalls(autojump_clock: MockCl
 
 async def test_audit_only_records(autojump_clock: MockClock) -> None:
     async with running() as net:
-        a, b = await net.people("a", "b")
-        sid = (await a.open(type="conversation", target="b")).session_id
+        (a, b), sid = await net.session("conversation", "a", "b")
         await a.send(sid, "hi")
         await trio.sleep(3600)
         [fired] = await net.hub.check_expectations()
@@ -141,8 +135,7 @@ async def test_audit_only_records(autojump_clock: MockClock) -> None:
 
 async def test_only_the_hub_posts_expectation_notices(autojump_clock: MockClock) -> None:
     async with running() as net:
-        a, _ = await net.people("a", "b")
-        sid = (await a.open(type="discussion", target=["b"])).session_id
+        (a, _), sid = await net.session("discussion", "a", "b")
         forged = Envelope(
             session_id=sid,
             sender_id=a.agent_id,
@@ -158,9 +151,7 @@ async def test_only_the_hub_posts_expectation_notices(autojump_clock: MockClock)
 
 async def test_the_sweeper_runs_on_its_own_interval(autojump_clock: MockClock) -> None:
     async with running(expectation_sweep_interval=10) as net:
-        a, _ = await net.people("a", "b")
-        sid = (await a.open(type="discussion", target=["b"])).session_id
-        await a.send(sid, "kickoff")
+        _, sid = await net.session("discussion", "a", "b", kickoff="kickoff")
         await trio.sleep(115)
         assert await net.notices(sid) == []
         await trio.sleep(15)
@@ -169,9 +160,7 @@ async def test_the_sweeper_runs_on_its_own_interval(autojump_clock: MockClock) -
 
 async def test_an_interval_of_zero_runs_no_sweeper(autojump_clock: MockClock) -> None:
     async with running(expectation_sweep_interval=0) as net:
-        a, _ = await net.people("a", "b")
-        sid = (await a.open(type="discussion", target=["b"])).session_id
-        await a.send(sid, "kickoff")
+        _, sid = await net.session("discussion", "a", "b", kickoff="kickoff")
         await trio.sleep(700)
         assert await net.notices(sid) == []
         assert len(await net.hub.check_expectations()) == 2  # both were due all along

@@ -2,9 +2,9 @@
 
 Rules (reference §3.9, params default in brackets):
 
-- An evaluator reads the session's metadata, its expected turn (from the session type's
-  state), its activity summary and the hub clock's ``now``; it never reads the WAL. It
-  returns who is late (``""`` = the session as a whole) and since which mark.
+- An evaluator reads a ``Seen``: the session's metadata, its expected turn (from the session
+  type's state), its activity summary and the hub clock's ``now``; it never reads the WAL.
+  It returns who is late (``""`` = the session as a whole) and since which mark.
 - ``acks_within`` [30 s]: while PENDING, each invitee still to ack once ``created_at`` is
   that old.
 - ``reply_within`` [600 s]: while ACTIVE, each participant whose last received message is
@@ -32,6 +32,18 @@ from ._activity import Activity, Mark
 
 
 @attrs.frozen
+class Seen:
+    """What the evaluators read of one session at one moment."""
+
+    metadata: SessionMetadata
+    #: From the session type's ``expected_next``.
+    turn: ExpectedTurn | None
+    activity: Activity
+    #: Hub-clock seconds.
+    now: float
+
+
+@attrs.frozen
 class Late:
     """A violator (``""``: the whole session) and the mark their clock started at."""
 
@@ -47,11 +59,8 @@ DEFAULT_SECONDS: Final[dict[str, float]] = {
     "turn_within": 120,
 }
 
-#: ``(expectation, metadata, expected turn, activity, now) -> who is late``; ``now`` is
-#: hub-clock seconds, the expected turn comes from the session type's state.
-Evaluator = Callable[
-    [Expectation, SessionMetadata, ExpectedTurn | None, Activity, float], list[Late]
-]
+#: Who is late, in a session in the state the evaluator is registered for.
+Evaluator = Callable[[Expectation, Seen], list[Late]]
 
 
 def threshold(expectation: Expectation) -> float:
@@ -74,97 +83,70 @@ def threshold(expectation: Expectation) -> float:
     return float(value)
 
 
-def _created(metadata: SessionMetadata) -> Mark:
-    return Mark(parse_iso(metadata.created_at), 0)
+def _since_created(seen: Seen) -> Mark:
+    return Mark(parse_iso(seen.metadata.created_at), 0)
 
 
-def acks_within(
-    expectation: Expectation,
-    metadata: SessionMetadata,
-    turn: ExpectedTurn | None,
-    activity: Activity,
-    now: float,
-) -> list[Late]:
-    """Invitees of a PENDING session who have not acked in time.
-
-    Args and returns: see ``Evaluator``.
-    """
-    if metadata.state is not SessionState.PENDING:
+def _acks_within(expectation: Expectation, seen: Seen) -> list[Late]:
+    since = _since_created(seen)
+    if seen.now - since.at < threshold(expectation):
         return []
-    since = _created(metadata)
-    if now - since.at < threshold(expectation):
-        return []
-    return [Late(agent_id, since) for agent_id in metadata.pending_acks]
+    return [Late(agent_id, since) for agent_id in seen.metadata.pending_acks]
 
 
-def reply_within(
-    expectation: Expectation,
-    metadata: SessionMetadata,
-    turn: ExpectedTurn | None,
-    activity: Activity,
-    now: float,
-) -> list[Late]:
-    """Participants who have left a message to them unanswered for too long.
-
-    Args and returns: see ``Evaluator``.
-    """
-    if metadata.state is not SessionState.ACTIVE:
-        return []
+def _reply_within(expectation: Expectation, seen: Seen) -> list[Late]:
     limit = threshold(expectation)
     late = []
-    for agent_id in metadata.participant_ids():
-        got = activity.received.get(agent_id)
-        if got is None or now - got.at < limit:
+    for agent_id in seen.metadata.participant_ids():
+        got = seen.activity.received.get(agent_id)
+        if got is None or seen.now - got.at < limit:
             continue
-        sent = activity.sent.get(agent_id)
+        sent = seen.activity.sent.get(agent_id)
         if sent is None or sent.seq < got.seq:
             late.append(Late(agent_id, got))
     return late
 
 
-def max_silence(
-    expectation: Expectation,
-    metadata: SessionMetadata,
-    turn: ExpectedTurn | None,
-    activity: Activity,
-    now: float,
-) -> list[Late]:
-    """The session, when nothing was said in it for too long.
+def _max_silence(expectation: Expectation, seen: Seen) -> list[Late]:
+    since = seen.activity.content or _since_created(seen)
+    return [Late("", since)] if seen.now - since.at >= threshold(expectation) else []
 
-    Args and returns: see ``Evaluator``.
-    """
-    if metadata.state is not SessionState.ACTIVE:
+
+def _turn_within(expectation: Expectation, seen: Seen) -> list[Late]:
+    since = seen.activity.turn or _since_created(seen)
+    if seen.now - since.at < threshold(expectation):
         return []
-    since = activity.content or _created(metadata)
-    return [Late("", since)] if now - since.at >= threshold(expectation) else []
+    return [Late(seen.turn.agent_id if seen.turn is not None else "", since)]
 
 
-def turn_within(
-    expectation: Expectation,
-    metadata: SessionMetadata,
-    turn: ExpectedTurn | None,
-    activity: Activity,
-    now: float,
-) -> list[Late]:
-    """The expected speaker (or the session), when the current turn has lasted too long.
-
-    Args and returns: see ``Evaluator``.
-    """
-    if metadata.state is not SessionState.ACTIVE:
-        return []
-    since = activity.turn or _created(metadata)
-    if now - since.at < threshold(expectation):
-        return []
-    return [Late(turn.agent_id if turn is not None else "", since)]
-
-
-#: name -> evaluator.
-EVALUATORS: Final[dict[str, Evaluator]] = {
-    "acks_within": acks_within,
-    "reply_within": reply_within,
-    "max_silence": max_silence,
-    "turn_within": turn_within,
+#: name -> (evaluator, the only session state it is evaluated in).
+EVALUATORS: Final[dict[str, tuple[Evaluator, SessionState]]] = {
+    "acks_within": (_acks_within, SessionState.PENDING),
+    "reply_within": (_reply_within, SessionState.ACTIVE),
+    "max_silence": (_max_silence, SessionState.ACTIVE),
+    "turn_within": (_turn_within, SessionState.ACTIVE),
 }
+
+
+def evaluate(expectation: Expectation, seen: Seen) -> list[Late]:
+    """Who is late for ``expectation`` (see the module docstring), ``applies_to`` honoured.
+
+    Args:
+        expectation: An expectation whose ``name`` is in ``EVALUATORS``.
+        seen: The session, now.
+
+    Returns:
+        The violators and when their clocks started; empty when nobody is late.
+
+    Raises:
+        KeyError: For an unknown evaluator name.
+        ValueError: For a bad ``seconds`` param.
+    """
+    evaluator, state = EVALUATORS[expectation.name]
+    if seen.metadata.state is not state:
+        return []
+    late = evaluator(expectation, seen)
+    return [x for x in late if applies(expectation, seen.metadata, x.agent_id)]
 
 
 def applies(expectation: Expectation, metadata: SessionMetadata, agent_id: str) -> bool:

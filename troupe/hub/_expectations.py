@@ -35,7 +35,7 @@ from .._errors import NetworkError, StoreError
 from ..model import EV_EXPECTATION_VIOLATED, Envelope, Expectation, SessionMetadata
 from ._core import Failed
 from ._directory import SessionEntry
-from ._evaluators import EVALUATORS, Late, applies, threshold
+from ._evaluators import EVALUATORS, Late, Seen, evaluate, threshold
 from ._session import HubPost
 
 if TYPE_CHECKING:
@@ -124,25 +124,19 @@ class ExpectationSweeper:
         turn = None
         if entry.stype is not None and entry.state is not None:
             turn = entry.stype.expected_next(md, entry.state)
-        now = hub.core.now()
+        seen = Seen(md, turn, activity, hub.core.now())
         fired = []
         for index, expectation in enumerate(md.expectations):
-            evaluator = EVALUATORS.get(expectation.name)
-            if evaluator is None or expectation.on_violation not in HANDLERS:
+            if expectation.name not in EVALUATORS or expectation.on_violation not in HANDLERS:
                 self._unsupported_once(md, index, "unknown evaluator or handler")
                 continue
             try:
-                late = evaluator(expectation, md, turn, activity, now)
+                late = evaluate(expectation, seen)
             except ValueError as exc:
                 self._unsupported_once(md, index, str(exc))
                 continue
             assert self._fired is not None
-            new = [
-                x
-                for x in late
-                if applies(expectation, md, x.agent_id)
-                and _key(md.session_id, index, expectation, x) not in self._fired
-            ]
+            new = [x for x in late if _key(md.session_id, index, expectation, x) not in self._fired]
             if not new:
                 continue
             violation = ExpectationViolation(
@@ -152,7 +146,7 @@ class ExpectationSweeper:
                 violators=tuple(x.agent_id for x in new if x.agent_id),
                 detail={
                     "threshold_seconds": threshold(expectation),
-                    "elapsed_seconds": round(max(now - x.since.at for x in new), 3),
+                    "elapsed_seconds": round(max(seen.now - x.since.at for x in new), 3),
                 },
             )
             keys = [_key(md.session_id, index, expectation, x) for x in new]

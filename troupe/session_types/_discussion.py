@@ -29,10 +29,9 @@ import attrs
 from .._errors import ProtocolError
 from ..model import Envelope, Expectation, SessionMetadata, SessionState
 from ..model._convert import to_tuple
-from ._base import ExpectedTurn, Transition, ViewPolicy
+from ._base import Transition
 from ._common import BaseSessionType
-from ._stalls import pass_floor, read_stall, render_stall
-from ._views import NamedWindowedSummary
+from ._stalls import Rotation, pass_floor, read_stall
 
 #: The orderings ``knobs["ordering"]`` may name.
 ORDERINGS: Final = ("round_robin",)
@@ -54,7 +53,7 @@ class DiscussionState:
     turn_count: int = 0
 
 
-class DiscussionType(BaseSessionType[DiscussionState]):
+class DiscussionType(Rotation, BaseSessionType[DiscussionState]):
     """The discussion session type: participants take turns in a fixed rotation."""
 
     name = "discussion"
@@ -185,43 +184,3 @@ class DiscussionType(BaseSessionType[DiscussionState]):
         if state.expected_next_speaker is None and read_stall(envelope) is not None:
             return Transition(state=SessionState.CLOSED, reason="no_participants")
         return None
-
-    def next_turn(self, metadata: SessionMetadata, state: DiscussionState) -> ExpectedTurn | None:
-        """The expected speaker, triggered by what gave them the floor.
-
-        Args:
-            metadata: The session's metadata.
-            state: The current state.
-
-        Returns:
-            The expected turn, or ``None`` when nobody is left.
-        """
-        if state.expected_next_speaker is None:
-            return None
-        return ExpectedTurn(
-            agent_id=state.expected_next_speaker, triggering_envelope_id=state.last_envelope_id
-        )
-
-    def default_view_policy(self, metadata: SessionMetadata, participant_id: str) -> ViewPolicy:
-        """A named windowed summary sized to two rounds (at least four messages).
-
-        Args:
-            metadata: The session's metadata.
-            participant_id: Whose view.
-
-        Returns:
-            ``NamedWindowedSummary(recent_n=max(2 * participants, 4))``.
-        """
-        return NamedWindowedSummary(recent_n=max(2 * len(metadata.participants), 4))
-
-    def render(self, envelope: Envelope) -> str | None:
-        """Texts and stall notices (the latter give the next speaker the floor).
-
-        Args:
-            envelope: Any envelope of the session.
-
-        Returns:
-            The text, or ``None`` to leave the envelope out.
-        """
-        text = super().render(envelope)
-        return text if text is not None else render_stall(envelope)

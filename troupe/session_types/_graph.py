@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import attrs
@@ -37,6 +37,7 @@ from ._graph_parts import (
     Target,
     TerminateTarget,
 )
+from ._packet import read_object
 
 _is_str = attrs.validators.instance_of(str)
 
@@ -177,13 +178,8 @@ _GRAPH_KEYS: Final = frozenset({"initial_speaker", "transitions", "default_targe
 _TRANSITION_KEYS: Final = frozenset({"when", "then", "priority"})
 
 
-def _mapping(data: object, what: str, keys: Iterable[str]) -> Mapping[str, Any]:
-    if not isinstance(data, Mapping):
-        raise WorkflowGraphError(f"{what} must be an object, got {type(data).__name__}")
-    unknown = sorted(str(k) for k in data if k not in keys)
-    if unknown:
-        raise WorkflowGraphError(f"{what} has unknown key(s) {', '.join(unknown)}")
-    return data
+def _mapping(data: object, what: str, keys: Collection[str]) -> Mapping[str, Any]:
+    return read_object(data, what, keys, error=WorkflowGraphError)
 
 
 def _names(parts: Iterable[object], table: Mapping[str, object]) -> list[str]:

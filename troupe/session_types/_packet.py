@@ -16,7 +16,7 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, Final, Literal
 
 import attrs
@@ -103,12 +103,28 @@ class Packet:
         }
 
 
-def _object(data: object, what: str, keys: frozenset[str]) -> Mapping[str, Any]:
+def read_object(
+    data: object, what: str, keys: Collection[str], *, error: type[Exception] = ValueError
+) -> Mapping[str, Any]:
+    """Check that ``data`` is a JSON object with no keys but ``keys``.
+
+    Args:
+        data: The JSON data.
+        what: How messages name it.
+        keys: The keys it may have.
+        error: What to raise.
+
+    Returns:
+        ``data``.
+
+    Raises:
+        ValueError: (or ``error``) Naming what is wrong.
+    """
     if not isinstance(data, Mapping):
-        raise ValueError(f"{what} must be an object, got {type(data).__name__}")
+        raise error(f"{what} must be an object, got {type(data).__name__}")
     unknown = sorted(str(k) for k in data if k not in keys)
     if unknown:
-        raise ValueError(f"{what} has unknown key(s) {', '.join(unknown)}")
+        raise error(f"{what} has unknown key(s) {', '.join(unknown)}")
     return data
 
 
@@ -132,7 +148,7 @@ def read_context(data: object, what: str = "context update") -> ContextUpdate:
     Raises:
         ValueError: Naming what is wrong.
     """
-    obj = _object(data, what, _CONTEXT_KEYS)
+    obj = read_object(data, what, _CONTEXT_KEYS)
     values = obj.get("set", {})
     if not isinstance(values, Mapping) or not all(isinstance(k, str) for k in values):
         raise ValueError(f"{what}.set must be an object with string keys")
@@ -154,7 +170,7 @@ def read_routing(data: object) -> Routing:
     Raises:
         ValueError: Naming what is wrong.
     """
-    obj = _object(data, "packet routing", _ROUTING_KEYS)
+    obj = read_object(data, "packet routing", _ROUTING_KEYS)
     kind = obj.get("kind", "text")
     if kind not in ("text", "handoff"):
         raise ValueError(f"packet routing.kind must be 'text' or 'handoff', got {kind!r}")
@@ -178,7 +194,7 @@ def read_packet(data: object) -> Packet:
     Raises:
         ValueError: Naming what is wrong.
     """
-    obj = _object(data, "packet", _PACKET_KEYS)
+    obj = read_object(data, "packet", _PACKET_KEYS)
     body = obj.get("body", "")
     if not isinstance(body, str):
         raise ValueError(f"packet body must be a string, got {type(body).__name__}")

@@ -43,14 +43,13 @@ from ..model import (
     SessionState,
 )
 from ..model._convert import to_tuple
-from ._base import ExpectedTurn, Transition, ViewPolicy
+from ._base import Transition
 from ._common import BaseSessionType
 from ._graph import TransitionGraph
 from ._graph_parts import Decision
 from ._packet import Packet, read_context, read_packet
 from ._reply import reply_packet
-from ._stalls import Stall, pass_floor, read_stall, render_stall
-from ._views import NamedWindowedSummary
+from ._stalls import Rotation, Stall, pass_floor, read_stall
 
 
 def _as_graph(value: TransitionGraph | Mapping[str, Any]) -> TransitionGraph:
@@ -77,7 +76,7 @@ class WorkflowState:
     removed: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
 
 
-class WorkflowType(BaseSessionType[WorkflowState]):
+class WorkflowType(Rotation, BaseSessionType[WorkflowState]):
     """The workflow session type: a graph decides who speaks after each turn."""
 
     name = "workflow"
@@ -294,34 +293,6 @@ class WorkflowType(BaseSessionType[WorkflowState]):
             return Transition(state=SessionState.CLOSED, reason="max_turns")
         return None
 
-    def next_turn(self, metadata: SessionMetadata, state: WorkflowState) -> ExpectedTurn | None:
-        """The expected speaker, triggered by what gave them the floor.
-
-        Args:
-            metadata: The session's metadata.
-            state: The current state.
-
-        Returns:
-            The expected turn, or ``None`` when nobody is to speak.
-        """
-        if state.expected_next_speaker is None:
-            return None
-        return ExpectedTurn(
-            agent_id=state.expected_next_speaker, triggering_envelope_id=state.last_envelope_id
-        )
-
-    def default_view_policy(self, metadata: SessionMetadata, participant_id: str) -> ViewPolicy:
-        """A named windowed summary sized to two rounds (at least four messages).
-
-        Args:
-            metadata: The session's metadata.
-            participant_id: Whose view.
-
-        Returns:
-            ``NamedWindowedSummary(recent_n=max(2 * participants, 4))``.
-        """
-        return NamedWindowedSummary(recent_n=max(2 * len(metadata.participants), 4))
-
     def render(self, envelope: Envelope) -> str | None:
         """Texts, packets (a handoff line, then the body) and stall notices.
 
@@ -332,7 +303,7 @@ class WorkflowType(BaseSessionType[WorkflowState]):
             The text, or ``None`` to leave the envelope out.
         """
         if envelope.event_type != EV_PACKET:
-            return envelope.text if envelope.event_type == EV_TEXT else render_stall(envelope)
+            return super().render(envelope)
         try:
             packet = read_packet(envelope.event_data)
         except ValueError:
