@@ -133,7 +133,7 @@ async def test_audit_only_records(autojump_clock: MockClock) -> None:
         assert len(await net.hub.check_expectations()) == 1  # a new one
 
 
-async def test_only_the_hub_posts_expectation_notices(autojump_clock: MockClock) -> None:
+async def test_only_the_hub_posts_notices_or_uses_its_keys(autojump_clock: MockClock) -> None:
     async with running() as net:
         (a, _), sid = await net.session("discussion", "a", "b")
         forged = Envelope(
@@ -147,6 +147,14 @@ async def test_only_the_hub_posts_expectation_notices(autojump_clock: MockClock)
         ):
             await a.post_envelope(forged)
         assert await net.notices(sid) == []
+        squatter = Envelope(
+            session_id=sid,
+            sender_id=a.agent_id,
+            event_type="user.note",
+            idempotency_key="troupe:expectation:whatever",
+        )
+        with pytest.raises(ProtocolError, match="idempotency keys starting 'troupe:' are the hub"):
+            await a.post_envelope(squatter)
 
 
 async def test_the_sweeper_runs_on_its_own_interval(autojump_clock: MockClock) -> None:

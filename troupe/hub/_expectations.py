@@ -16,8 +16,9 @@ Rules:
   floor passes on / the violator leaves the rotation); ``auto_close`` closes the session
   with ``expectation_violated:<name>`` and ends its evaluation for the tick. Every firing
   is audited (``expectation_violated``).
-- Notices carry an idempotency key derived from the dedup keys, so a notice re-posted after
-  a crash between the post and the dedup write is not appended twice.
+- Notices carry an idempotency key derived from the dedup keys (prefixed ``troupe:``, which
+  only the hub may use), so a notice re-posted after a crash between the post and the dedup
+  write is not appended twice.
 - A handler that fails (the post refused, the store down) is logged and not marked: the
   next tick tries again. An unknown evaluator or handler, or a bad ``seconds`` param, is
   logged and audited once per hub run (``expectation_unsupported``), never silently inert.
@@ -36,7 +37,7 @@ from ..model import EV_EXPECTATION_VIOLATED, Envelope, Expectation, SessionMetad
 from ._core import Failed
 from ._directory import SessionEntry
 from ._evaluators import EVALUATORS, Late, Seen, evaluate, threshold
-from ._session import HubPost
+from ._session import HUB_KEYS, HubPost
 
 if TYPE_CHECKING:
     from ._hub import Hub
@@ -206,7 +207,7 @@ class ExpectationSweeper:
                 "detail": violation.detail,
             },
             audience=tuple(md.participant_ids()),
-            idempotency_key="expectation:" + ",".join(keys),
+            idempotency_key=HUB_KEYS + "expectation:" + ",".join(keys),
         )
         result = await self._hub._ask_session(md.session_id, HubPost(notice))
         if isinstance(result, Failed):

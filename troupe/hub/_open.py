@@ -9,7 +9,7 @@
     ├── endpoints  dynamic supervisor         permanent   one temporary connection each
     ├── clients    nursery                    permanent   in-process HubClients' loops
     ├── sweeper    TTL / handshake sweeper    permanent   (unless ttl_sweep_interval == 0)
-    └── expectations  expectation sweeper     permanent   (unless expectation_sweep_interval == 0)
+    └── expectations  expectation sweeper     permanent   (unless its interval == 0)
 """
 
 from __future__ import annotations

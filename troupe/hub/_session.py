@@ -6,13 +6,17 @@ A post, in order (reference §1.3-C, rejected posts leave the WAL untouched):
 2. the sender's ``outbound_to`` covers an explicit audience; ``depth`` is within its limit;
 3. the session is not terminal, and is ACTIVE for substantive events;
 4. a repeat of an accepted post (same ``idempotency_key``, or same sender + ``causation_id``
-   + event type) returns the original and appends nothing;
-5. substantive events: the sender's rate, every recipient's inbox, the session type's
-   ``validate_send``; protocol events: the handshake rules;
-6. stamp ``envelope_id`` / ``seq`` / ``created_at``, append (durable), fold, publish,
-   dispatch, then any move the post causes (activation, close) and a snapshot when due.
+   + event type) returns the original and appends nothing (keys starting ``troupe:`` are
+   the hub's);
+5. substantive events: ``EV_EXPECTATION_VIOLATED`` only from the hub (``HubPost``), the
+   sender's rate, every recipient's inbox, the session type's ``validate_send``; protocol
+   events: the handshake rules;
+6. stamp ``envelope_id`` / ``seq`` / ``created_at``, append (durable), fold (and note it in
+   the activity summary the expectation sweeper reads), publish, dispatch, then any move
+   the post causes (activation, close) and a snapshot (with that summary) when due.
 
-Recovery (``on_start``): latest snapshot + fold of the WAL after it, then finish what a crash
+Recovery (``on_start``): latest snapshot + fold of the WAL after it (the activity summary
+likewise: saved with the snapshot, then noted from the tail), then finish what a crash
 interrupted (an activation, a close) and, after a crash, dispatch the last few envelopes
 again (connections drop the duplicates by ``seq``).
 """
@@ -48,6 +52,8 @@ from ._rules import check_depth, check_outbound
 
 HUB_ONLY = frozenset({EV_CHANNEL_INVITE, EV_SESSION_OPENED, EV_SESSION_CLOSED, EV_SESSION_EXPIRED})
 REJECTED = "invite_rejected"
+#: The prefix of idempotency keys only the hub's own posts may carry.
+HUB_KEYS = "troupe:"
 #: How many of the last envelopes a restarted session re-dispatches and checks retries against.
 RECENT = 4
 
@@ -263,6 +269,9 @@ class SessionActor(Actor[SessionMsg, Any]):
         substantive = is_substantive(env.event_type)
         if substantive and md.state is not SessionState.ACTIVE:
             raise ProtocolError(f"session {self.sid} is not active (it is {md.state.value})")
+        if not internal and (env.idempotency_key or "").startswith(HUB_KEYS):
+            # Else a participant could take the key of a notice the hub is about to post.
+            raise ProtocolError(f"idempotency keys starting {HUB_KEYS!r} are the hub's")
         for key in dedup_keys(env):
             hit = self.dedup.get(key)
             if hit is not None:
