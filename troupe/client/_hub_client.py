@@ -177,8 +177,8 @@ class HubClient:
                 await self._hub.unregister(identity.agent_id)
             except NetworkError as exc:
                 log.warning("shutdown: could not unregister %s: %s", identity, exc)
+        await self.close()  # disconnects them all: their waiters wake
         self._clients.clear()
-        await self.close()
 
     # -- identities --------------------------------------------------------------------------
 
