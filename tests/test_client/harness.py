@@ -2,8 +2,9 @@
 
 ``ClientPair`` is the ``HubPair`` of the client tests (h11's ``ConnectionPair``): one running
 hub on a MemoryStore (sweeper off), one ``HubClient`` over a ``LocalLink`` to it, and helpers
-to register scripted agents and people. Everything runs under trio's autojump ``MockClock``
-(see ``conftest.py``) and inside a ``trio.fail_after(CAP)``: a hung test fails, it never hangs.
+to register scripted agents and people. Every test runs under trio's autojump ``MockClock``
+(it asks for the ``autojump_clock`` fixture; ``open_pair`` checks) and inside a
+``trio.fail_after(CAP)``: a hung test fails, it never hangs.
 """
 
 from __future__ import annotations
@@ -138,6 +139,11 @@ def from_(
     return lambda e: e.event_type == event_type and e.sender_id == sender_id
 
 
+def said(body: str) -> Callable[[Envelope], bool]:
+    """A predicate: an ``EV_TEXT`` envelope saying ``body``."""
+    return lambda e: e.event_type == EV_TEXT and e.text == body
+
+
 def of_type(event_type: str) -> Callable[[Envelope], bool]:
     return lambda e: e.event_type == event_type
 
@@ -164,6 +170,9 @@ async def open_pair(store: Store | None = None, **hub_kwargs: Any) -> AsyncItera
 
     Fails with ``trio.TooSlowError`` after ``CAP`` virtual seconds.
     """
+    assert isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock), (
+        "client tests run on virtual time: request the autojump_clock fixture"
+    )
     hub_kwargs.setdefault("ttl_sweep_interval", 0)
     hub_kwargs.setdefault("clock", hub_clock)
     store = store if store is not None else MemoryStore()

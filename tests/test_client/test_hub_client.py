@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+from trio.testing import MockClock
 
 from troupe import (
     EV_SESSION_CLOSED,
@@ -27,7 +28,7 @@ from troupe.model import LimitsBlock
 from .harness import WAIT, Scripted, from_, of_type, open_pair, text, texts
 
 
-async def test_register_returns_a_bound_agent_client() -> None:
+async def test_register_returns_a_bound_agent_client(autojump_clock: MockClock) -> None:
     async with open_pair() as p:
         bob, agent = await p.agent("bob", capabilities=["math"])
         assert isinstance(bob, AgentClient)
@@ -43,7 +44,7 @@ async def test_register_returns_a_bound_agent_client() -> None:
         assert p.hub.core.bindings[bob.agent_id] is p.hub._endpoints[p.hc.endpoint_id]
 
 
-async def test_register_passes_skill_and_rule() -> None:
+async def test_register_passes_skill_and_rule(autojump_clock: MockClock) -> None:
     async with open_pair() as p:
         rule = Rule(limits=LimitsBlock(delegation_depth=2))
         bob = await p.hc.register(
@@ -54,21 +55,21 @@ async def test_register_passes_skill_and_rule() -> None:
         assert bob.rule.limits.delegation_depth == 2
 
 
-async def test_register_refuses_a_human_passport() -> None:
+async def test_register_refuses_a_human_passport(autojump_clock: MockClock) -> None:
     async with open_pair() as p:
         with pytest.raises(ValueError, match="register_human"):
             await p.hc.register(Scripted("al"), Passport(name="al", kind="human"), Resume())
         assert p.hub.find_agent_id("al") is None
 
 
-async def test_register_human_refuses_another_kind() -> None:
+async def test_register_human_refuses_another_kind(autojump_clock: MockClock) -> None:
     async with open_pair() as p:
         with pytest.raises(ValueError, match="kind='human'"):
             await p.hc.register_human(Passport(name="r2", kind="agent"))
         assert p.hub.find_agent_id("r2") is None
 
 
-async def test_register_human_stamps_kind_human() -> None:
+async def test_register_human_stamps_kind_human(autojump_clock: MockClock) -> None:
     async with open_pair() as p:
         al = await p.hc.register_human(Passport(name="al"), Resume(summary="a person"))
         assert isinstance(al, HumanClient)
@@ -77,14 +78,14 @@ async def test_register_human_stamps_kind_human() -> None:
         assert al.resume.summary == "a person"
 
 
-async def test_a_name_taken_is_a_protocol_error() -> None:
+async def test_a_name_taken_is_a_protocol_error(autojump_clock: MockClock) -> None:
     async with open_pair() as p:
         await p.agent("bob")
         with pytest.raises(ProtocolError, match="bob"):
             await p.agent("bob")
 
 
-async def test_registry_pass_throughs() -> None:
+async def test_registry_pass_throughs(autojump_clock: MockClock) -> None:
     async with open_pair() as p:
         bob, _ = await p.agent("bob", capabilities=["math"])
         carol, _ = await p.agent("carol", capabilities=["poetry"])
@@ -111,7 +112,9 @@ async def test_registry_pass_throughs() -> None:
         assert (await p.hc.get_rule(bob.agent_id)).limits.delegation_depth == 1
 
 
-async def test_unregister_agent_forgets_it_and_disconnects_its_client() -> None:
+async def test_unregister_agent_forgets_it_and_disconnects_its_client(
+    autojump_clock: MockClock,
+) -> None:
     async with open_pair() as p:
         bob, _ = await p.agent("bob")
         await p.hc.unregister_agent(bob.agent_id)
@@ -122,7 +125,7 @@ async def test_unregister_agent_forgets_it_and_disconnects_its_client() -> None:
             await p.hc.unregister_agent(bob.agent_id)
 
 
-async def test_session_pass_throughs() -> None:
+async def test_session_pass_throughs(autojump_clock: MockClock) -> None:
     async with open_pair() as p:
         bob, _ = await p.agent("bob")
         al = await p.human("al")
@@ -170,7 +173,7 @@ async def test_session_pass_throughs() -> None:
         assert not p.hc.can_send(md.session_id, al.agent_id)
 
 
-async def test_task_pass_throughs() -> None:
+async def test_task_pass_throughs(autojump_clock: MockClock) -> None:
     async with open_pair() as p:
         bob, _ = await p.agent("bob")
         task = TaskMetadata(
@@ -204,7 +207,7 @@ async def test_task_pass_throughs() -> None:
         assert (observed.n, observed.completed) == (2, 2)
 
 
-async def test_a_closed_client_refuses_work() -> None:
+async def test_a_closed_client_refuses_work(autojump_clock: MockClock) -> None:
     async with open_pair() as p:
         await p.hc.close()
         assert p.hc.closed
@@ -218,7 +221,9 @@ async def test_a_closed_client_refuses_work() -> None:
             await p.hc.post_envelope(text("s", "x", "hi"))
 
 
-async def test_close_is_idempotent_and_identities_stay_registered() -> None:
+async def test_close_is_idempotent_and_identities_stay_registered(
+    autojump_clock: MockClock,
+) -> None:
     async with open_pair() as p:
         bob, _ = await p.agent("bob")
         al = await p.human("al")
@@ -237,7 +242,7 @@ async def test_close_is_idempotent_and_identities_stay_registered() -> None:
             await al.send("s", "hi")
 
 
-async def test_close_before_connecting_is_harmless() -> None:
+async def test_close_before_connecting_is_harmless(autojump_clock: MockClock) -> None:
     async with open_pair() as p:
         hc = p.client()
         await hc.close()
@@ -245,7 +250,7 @@ async def test_close_before_connecting_is_harmless() -> None:
         assert hc.endpoint_id is None
 
 
-async def test_shutdown_unregisters_every_identity() -> None:
+async def test_shutdown_unregisters_every_identity(autojump_clock: MockClock) -> None:
     async with open_pair() as p:
         hc = p.client()
         bob, _ = await p.agent("bob", hc=hc)
@@ -259,7 +264,7 @@ async def test_shutdown_unregisters_every_identity() -> None:
         await hc.shutdown()  # idempotent
 
 
-async def test_shutdown_wakes_waiters() -> None:
+async def test_shutdown_wakes_waiters(autojump_clock: MockClock) -> None:
     async with open_pair() as p:
         al = await p.human("al")
         woke = trio.Event()
@@ -276,7 +281,7 @@ async def test_shutdown_wakes_waiters() -> None:
         assert woke.is_set()
 
 
-async def test_async_with_closes_and_keeps_identities() -> None:
+async def test_async_with_closes_and_keeps_identities(autojump_clock: MockClock) -> None:
     async with open_pair() as p:
         async with HubClient(LocalLink(p.hub)) as hc:
             bob, _ = await p.agent("bob", hc=hc)
@@ -285,13 +290,13 @@ async def test_async_with_closes_and_keeps_identities() -> None:
         assert p.hub.find_agent_id("bob") == bob.agent_id
 
 
-async def test_hub_defaults_to_the_links_hub() -> None:
+async def test_hub_defaults_to_the_links_hub(autojump_clock: MockClock) -> None:
     async with open_pair() as p:
         assert HubClient(LocalLink(p.hub)).hub is p.hub
         assert HubClient(LocalLink(p.hub), hub=p.hub).hub is p.hub
 
 
-async def test_attach_rebinds_an_existing_agent() -> None:
+async def test_attach_rebinds_an_existing_agent(autojump_clock: MockClock) -> None:
     async with open_pair() as p:
         first = p.client()
         bob, _ = await p.agent("bob", hc=first)
@@ -304,7 +309,7 @@ async def test_attach_rebinds_an_existing_agent() -> None:
         await second.close()
 
 
-async def test_attach_rebinds_an_existing_human() -> None:
+async def test_attach_rebinds_an_existing_human(autojump_clock: MockClock) -> None:
     async with open_pair() as p:
         first = p.client()
         al = await p.human("al", hc=first)
@@ -316,7 +321,9 @@ async def test_attach_rebinds_an_existing_human() -> None:
         await second.close()
 
 
-async def test_attach_registers_a_new_identity_given_passport_and_resume() -> None:
+async def test_attach_registers_a_new_identity_given_passport_and_resume(
+    autojump_clock: MockClock,
+) -> None:
     async with open_pair() as p:
         bob = await p.hc.attach(
             Scripted("bob"), "bob", passport=Passport(name="bob"), resume=Resume()
@@ -330,7 +337,7 @@ async def test_attach_registers_a_new_identity_given_passport_and_resume() -> No
         assert p.hub.find_agent_id("al") == al.agent_id
 
 
-async def test_attach_refuses_what_it_cannot_do() -> None:
+async def test_attach_refuses_what_it_cannot_do(autojump_clock: MockClock) -> None:
     async with open_pair() as p:
         with pytest.raises(ValueError, match="not registered"):
             await p.hc.attach(Scripted("x"), "x")
@@ -345,7 +352,7 @@ async def test_attach_refuses_what_it_cannot_do() -> None:
             await p.hc.attach(None, "bob")
 
 
-async def test_deliveries_to_an_unknown_identity_are_nacked() -> None:
+async def test_deliveries_to_an_unknown_identity_are_nacked(autojump_clock: MockClock) -> None:
     async with open_pair() as p:
         bob, _ = await p.agent("bob")
         al = await p.human("al")
@@ -361,7 +368,7 @@ async def test_deliveries_to_an_unknown_identity_are_nacked() -> None:
         ]
 
 
-async def test_create_session_errors_surface() -> None:
+async def test_create_session_errors_surface(autojump_clock: MockClock) -> None:
     async with open_pair() as p:
         al = await p.human("al")
         with pytest.raises(NotFoundError):
@@ -374,7 +381,7 @@ async def test_create_session_errors_surface() -> None:
             await p.hc.close_session("nope")
 
 
-async def test_close_session_notifies_participants() -> None:
+async def test_close_session_notifies_participants(autojump_clock: MockClock) -> None:
     async with open_pair() as p:
         await p.agent("bob")
         al = await p.human("al")
