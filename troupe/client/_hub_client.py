@@ -472,6 +472,10 @@ class HubClient:
             raise NotFoundError(f"no session type registered for {key[0]}@v{key[1]}")
         return stype
 
+    def session_state(self, session_id: str) -> Any:
+        """The session type's current state of the session (None before it was loaded)."""
+        return self._hub.session_state(session_id)
+
     def name_for(self, agent_id: str) -> str:
         return self._hub.name_for(agent_id)
 
