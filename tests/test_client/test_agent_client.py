@@ -317,7 +317,8 @@ async def test_channel_handle(autojump_clock: MockClock) -> None:
         ch = await al.open(type="conversation", target="bob", labels={"k": "v"})
         assert ch.channel_id == ch.session_id == ch.metadata.session_id
         assert ch.metadata.labels == {"k": "v"}
-        assert ch.state is ch.metadata.state is SessionState.ACTIVE
+        assert ch.metadata.state is SessionState.ACTIVE
+        assert ch.state == ch.metadata.state
         assert ch.session_id in repr(ch)
         sent = await ch.send("hi", audience=[p.hub.find_agent_id("bob") or ""], causation_id="c")
         (stamped,) = [e for e in await p.wal(ch.session_id) if e.envelope_id == sent]
