@@ -3,6 +3,7 @@
 from ._errors import AccessDeniedError as AccessDeniedError
 from ._errors import ActorDead as ActorDead
 from ._errors import AuthError as AuthError
+from ._errors import ConnectionLost as ConnectionLost
 from ._errors import DecodeError as DecodeError
 from ._errors import IllegalTransition as IllegalTransition
 from ._errors import InboxFull as InboxFull
@@ -82,6 +83,7 @@ __all__ = (
     "AuthBlock",
     "AuthError",
     "Channel",
+    "ConnectionLost",
     "DecodeError",
     "Envelope",
     "Hub",

@@ -11,7 +11,8 @@
     │   ├── ProtocolError            a session-type rule, a handshake or a lifecycle step said no
     │   │   ├── DecodeError          JSON that does not fit a troupe record
     │   │   └── IllegalTransition    a state machine was asked for a move it does not have
-    │   └── AuthError                an unknown auth scheme or a bad claim
+    │   ├── AuthError                an unknown auth scheme or a bad claim
+    │   └── ConnectionLost           a remote hub's connection dropped before it answered
     ├── MailboxFull                  a ``reject`` mailbox is full (also a ``trio.WouldBlock``)
     ├── MailboxClosed                a send to, or a receive from, a closed mailbox
     ├── ActorDead                    an ask to an actor that is dead or died before replying
@@ -89,6 +90,16 @@ class AuthError(NetworkError):
     """Raised when an auth scheme is unknown or a claim does not validate."""
 
     code = "auth_failed"
+
+
+class ConnectionLost(NetworkError):
+    """Raised when the connection to a remote hub dropped before an answer arrived.
+
+    The operation may or may not have taken effect; ``HubClient`` retries the ones that are
+    safe to repeat (reads, and posts, which carry an idempotency key) after it reconnects.
+    """
+
+    code = "connection_lost"
 
 
 class MailboxFull(TroupeError, trio.WouldBlock):

@@ -16,6 +16,16 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from . import _serve_cli
+
+    try:
+        return _serve_cli.main(args.db, args.host, args.port, args.api_keys)
+    except ValueError as exc:
+        print(f"troupe serve: {exc}", file=sys.stderr)
+        return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="troupe",
@@ -26,6 +36,25 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="run a small scripted network on an embedded store and print it"
     )
     demo.set_defaults(run=_demo)
+
+    serve = commands.add_parser(
+        "serve",
+        help="run a hub on SQLite, reachable over WebSocket, until SIGINT/SIGTERM",
+        description="Run a hub on an SQLite store, reachable over WebSocket. Stops cleanly on "
+        "SIGINT or SIGTERM: every accepted envelope is committed and the file reopens cleanly.",
+    )
+    serve.add_argument("--db", default="hub.db", help="the SQLite store file (default: hub.db)")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
+    serve.add_argument(
+        "--port", type=int, default=8765, help="port to bind; 0 picks a free one (default: 8765)"
+    )
+    serve.add_argument(
+        "--api-keys",
+        metavar="FILE",
+        help='JSON file {"agent name": "token", ...}; with it every agent must present its key '
+        "(ApiKeyAuth); without it the hub accepts agents that ask for no auth",
+    )
+    serve.set_defaults(run=_serve)
     return parser
 
 

@@ -99,7 +99,7 @@ class AgentClient(Identity):
         hc = self._hub_client
         sid = envelope.session_id
         metadata = await hc.get_session(sid)
-        if metadata.state is not SessionState.ACTIVE or not hc.can_send(sid, me):
+        if metadata.state is not SessionState.ACTIVE or not await hc.acan_send(sid, me):
             return
         stype = hc.session_type_for(metadata)
         text = stype.render(envelope)
@@ -169,6 +169,7 @@ class AgentClient(Identity):
         if last < trigger.seq:
             transcript.extend(await self._hub_client.read_wal(sid, since=last, until=trigger.seq))
         prior = [e for e in transcript if e.seq < trigger.seq]
+        await self._hub_client.learn_names([e.sender_id for e in prior])
         view = stype.default_view_policy(metadata, self.agent_id)
         return view.project(
             prior,

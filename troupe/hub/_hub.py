@@ -146,6 +146,15 @@ class Hub:
     def find_agent_id(self, name: str) -> str | None:
         return self._core.registry.find_agent_id(name)
 
+    async def find_agent(self, name: str) -> str | None:
+        """:meth:`find_agent_id`, awaitable (the same call as on a remote hub)."""
+        await trio.lowlevel.checkpoint()
+        return self._core.registry.find_agent_id(name)
+
+    async def learn_names(self, agent_ids: Sequence[str]) -> None:
+        """Nothing to fetch in process (a remote hub caches names for ``name_for``)."""
+        await trio.lowlevel.checkpoint()
+
     async def record_observation(
         self,
         *,
@@ -343,6 +352,13 @@ class Hub:
             return False
         return True
 
+    async def acan_send(
+        self, session_id: str, sender_id: str, *, event_type: str | None = None
+    ) -> bool:
+        """:meth:`can_send`, awaitable (the same call as on a remote hub)."""
+        await trio.lowlevel.checkpoint()
+        return self.can_send(session_id, sender_id, event_type=event_type)
+
     def session_state(self, session_id: str) -> Any:
         """The session type's last published state (None before the session was loaded)."""
         return self._core.directory.get(session_id).state
@@ -400,13 +416,24 @@ class Hub:
     ) -> None:
         """Record that an agent's turn raised (audit ``turn_failed``); no reply is invented."""
         await trio.lowlevel.checkpoint()
-        self._core.audit(
-            "turn_failed",
+        self.audit_turn_failure(
             session_id=session_id,
             agent_id=agent_id,
             envelope_id=envelope_id,
             exc_type=type(exc).__name__,
             exc_message=str(exc),
+        )
+
+    def audit_turn_failure(
+        self, *, session_id: str, agent_id: str, envelope_id: str, exc_type: str, exc_message: str
+    ) -> None:
+        self._core.audit(
+            "turn_failed",
+            session_id=session_id,
+            agent_id=agent_id,
+            envelope_id=envelope_id,
+            exc_type=exc_type,
+            exc_message=exc_message,
         )
 
     # -- sessions' actors --------------------------------------------------------------------

@@ -257,7 +257,13 @@ class HubActor(Actor[HubMsg, Any]):
                 f"agent name {passport.name!r} is already registered (agent_id {existing})"
             )
         now = core.now_iso()
-        stamped = attrs.evolve(passport, agent_id=core.new_id(), created_at=now)
+        # The claim (a token, a key) proved who registers; it is not kept, nor shown to peers.
+        stamped = attrs.evolve(
+            passport,
+            agent_id=core.new_id(),
+            created_at=now,
+            auth=attrs.evolve(passport.auth, claim={}),
+        )
         resume = attrs.evolve(msg.resume, last_updated=now)
         record = AgentRecord(
             passport=stamped, resume=resume, rule=msg.rule or Rule(), skill_md=msg.skill_md
