@@ -270,7 +270,7 @@ class Delegator:
     async def respond(self, turn: Turn) -> str:
         sub = await turn.client.open(type="consulting", target="helper")
         await sub.send(f"help with {turn.text}")
-        helper_id = turn.client.hub_client.hub.find_agent_id("helper")
+        helper_id = (await turn.client.hub_client.get_agent("helper")).agent_id
         answer = await sub.wait_for(lambda e: e.event_type == EV_TEXT and e.sender_id == helper_id)
         return f"done: {answer.text}"
 

@@ -105,12 +105,8 @@ class AgentClient(Identity):
         text = stype.render(envelope)
         if text is None:
             return
-        state = hc.session_state(sid)
-        expected = stype.expected_next(metadata, state) if state is not None else None
-        if expected is not None and expected.triggering_envelope_id not in (
-            None,
-            envelope.envelope_id,
-        ):
+        owed = await hc.pending_turn(sid, me)
+        if owed is not None and owed.triggering_envelope_id not in (None, envelope.envelope_id):
             return  # a stale trigger (a replay): a later envelope gave me the floor
         if await hc.find_envelope_by_causation(
             sid, sender_id=me, causation_id=envelope.envelope_id

@@ -689,9 +689,25 @@ class HubClient:
             )
         return stype
 
-    def session_state(self, session_id: str) -> Any:
-        """The session type's current state of the session (None before it was loaded)."""
-        return self._hub.session_state(session_id)
+    async def pending_turn(self, session_id: str, agent_id: str) -> PendingTurn | None:
+        """``agent_id``'s turn in the session by its session type, and what triggered it.
+
+        None when it is not that agent's turn, or when the session type names no one (a
+        free-form session).
+        """
+        if self._hub is None:
+            turns = await self._api.pending_turns_for(agent_id)
+            return next((t for t in turns if t.session_id == session_id), None)
+        metadata = await self._hub.get_session(session_id)
+        state = self._hub.session_state(session_id)
+        if state is None:
+            return None
+        turn = self.session_type_for(metadata).expected_next(metadata, state)
+        if turn is None or turn.agent_id != agent_id:
+            return None
+        return PendingTurn(
+            session_id=session_id, triggering_envelope_id=turn.triggering_envelope_id
+        )
 
     def name_for(self, agent_id: str) -> str:
         return self._api.name_for(agent_id)
