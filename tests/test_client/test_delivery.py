@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+
 import attrs
 import trio
 from trio.testing import MockClock
@@ -10,13 +13,16 @@ from troupe import (
     EV_TEXT,
     Envelope,
     HumanClient,
+    LocalLink,
     Passport,
     Resume,
     SessionMetadata,
     Turn,
 )
+from troupe.model import NotifyFrame, ReceiptFrame
 from troupe.session_types import ExpectedTurn
 from troupe.session_types._common import BaseSessionType
+from troupe.transport._local import BUFFER
 
 from .harness import WAIT, Lines, from_, open_pair, text, texts
 
@@ -332,3 +338,38 @@ async def test_sessions_are_handled_concurrently_each_in_order(autojump_clock: M
             "re: after slow",
         ]
         assert order.index(("end", "slow")) < order.index(("start", "after slow"))
+
+
+async def test_receipts_sent_before_a_disconnect_are_kept(autojump_clock: MockClock) -> None:
+    async with open_pair() as p:
+        bea = await p.human("bea")
+        # al is served by a bare connection that reads and acks by hand.
+        al_id = (await p.hub.register(Passport(name="al", kind="human"))).agent_id or ""
+        conn = LocalLink(p.hub).client()
+        await conn.open()
+        await p.hub.bind_endpoint(conn.endpoint_id, al_id)
+        md = await p.hc.create_session(
+            creator_id=al_id, manifest_type="conversation", participants=[bea.agent_id]
+        )
+        for i in range(BUFFER + 40):
+            await bea.send(md.session_id, str(i))
+        await p.settle()  # the link is full: the hub waits to send the rest
+        frames = conn.frames()
+        assert isinstance(frames, AsyncGenerator)
+        async with aclosing(frames):
+            got = [await anext(frames) for _ in range(10)]
+        await p.settle()  # the hub refilled the link and waits again
+        acked = [f.envelope for f in got if isinstance(f, NotifyFrame)]
+        for envelope in acked:
+            await conn.send_frame(
+                ReceiptFrame(
+                    envelope_id=envelope.envelope_id,
+                    recipient_id=al_id,
+                    session_id=envelope.session_id,
+                    seq=envelope.seq,
+                )
+            )
+        await p.settle()
+        await conn.aclose()
+        await p.settle()
+        assert await p.store.load_cursors(al_id) == {md.session_id: acked[-1].seq}
