@@ -11,6 +11,7 @@ from trio.testing import MockClock
 
 from troupe import (
     EV_TEXT,
+    AgentClient,
     Envelope,
     HumanClient,
     LocalLink,
@@ -373,3 +374,29 @@ async def test_receipts_sent_before_a_disconnect_are_kept(autojump_clock: MockCl
         await conn.aclose()
         await p.settle()
         assert await p.store.load_cursors(al_id) == {md.session_id: acked[-1].seq}
+
+
+async def test_a_nacked_envelope_is_handled_when_replayed_to_the_same_client(
+    autojump_clock: MockClock,
+) -> None:
+    async with open_pair() as p:
+        al = await p.human("al")
+        bob, agent = await p.agent("bob", lambda turn: None)
+        ch = await al.open(type="conversation", target="bob")
+        failing = True
+
+        async def flaky(e: Envelope) -> None:
+            if e.text == "boom" and failing:
+                raise RuntimeError("observer failed")
+
+        bob.on_envelope(flaky)
+        await al.send(ch.session_id, "boom")
+        await p.settle()
+        assert len(await p.audit("delivery_nacked")) == 1
+        assert agent.turns == []
+
+        failing = False
+        again = await p.hc.attach(agent, "bob")  # re-bind on the same connection: a replay
+        assert isinstance(again, AgentClient)
+        await p.settle()
+        assert [t.text for t in agent.turns] == ["boom"]

@@ -90,6 +90,8 @@ class HubClient:
         #: (identity, session) -> highest seq routed to a handler / fully handled.
         self._routed: dict[tuple[str, str], int] = {}
         self._handled: dict[tuple[str, str], int] = {}
+        #: (identity, session, seq) handled with a nack: a replay of it is handled again.
+        self._nacked: set[tuple[str, str, int]] = set()
         self._closed = False
         #: Set to make the remote runner look up: the connection ended, or close() was called.
         self._wake = trio.Event()
@@ -261,12 +263,15 @@ class HubClient:
             )
             return
         key = (recipient_id, envelope.session_id)
-        if envelope.seq <= self._routed.get(key, 0):
+        retry = (recipient_id, envelope.session_id, envelope.seq)
+        if retry in self._nacked:
+            self._nacked.discard(retry)  # it failed before: handle it again
+        elif envelope.seq <= self._routed.get(key, 0):
             if envelope.seq <= self._handled.get(key, 0):
                 # Handled before (its receipt was lost): ack again, do not handle twice.
                 self._nursery.start_soon(self._receipt, envelope, recipient_id, "ack", "")
             return
-        self._routed[key] = envelope.seq
+        self._routed[key] = max(envelope.seq, self._routed.get(key, 0))
         queue = identity.queues.get(envelope.session_id)
         if queue is None:
             queue = identity.queues[envelope.session_id] = deque()
@@ -282,8 +287,10 @@ class HubClient:
             except Exception as exc:
                 log.exception("%s failed to handle %s", identity, envelope.envelope_id)
                 status, reason = "nack", f"{type(exc).__name__}: {exc}"
+                self._nacked.add((identity.agent_id, session_id, envelope.seq))
             queue.popleft()
-            self._handled[(identity.agent_id, session_id)] = envelope.seq
+            key = (identity.agent_id, session_id)
+            self._handled[key] = max(envelope.seq, self._handled.get(key, 0))
             await self._receipt(envelope, identity.agent_id, status, reason)
         del identity.queues[session_id]
 
