@@ -484,3 +484,30 @@ async def test_a_session_inbox_keeps_the_newest_256(autojump_clock: MockClock) -
             await al.wait_for_channel_event(channel_id="s", predicate=said("4"), timeout=0.1)
         got = await al.wait_for_channel_event(channel_id="s", predicate=said("5"), timeout=0.1)
         assert got.seq == 5
+
+
+async def test_a_raising_predicate_fails_its_own_waiter_only(autojump_clock: MockClock) -> None:
+    async with open_pair() as p:
+        al, bea, ch = await talking(p)
+
+        def broken(e: Envelope) -> bool:
+            if e.text == "bad":
+                raise KeyError("predicate bug")
+            return False
+
+        async def wait_broken() -> None:
+            with pytest.raises(KeyError, match="predicate bug"):
+                await bea.wait_for_channel_event(
+                    channel_id=ch.session_id, predicate=broken, timeout=WAIT
+                )
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wait_broken)
+            await p.settle()
+            await al.send(ch.session_id, "bad")
+        # The delivery went through: acked, queued, and there for other waiters.
+        got = await bea.wait_for_channel_event(
+            channel_id=ch.session_id, predicate=said("bad"), timeout=0.5
+        )
+        assert got.text == "bad"
+        assert await p.audit("delivery_nacked") == []
