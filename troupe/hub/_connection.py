@@ -12,9 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 import attrs
-import trio
 
-from .._errors import MailboxClosed
 from ..actors import Actor
 from ..model import (
     EV_CHANNEL_INVITE_ACK,
@@ -190,37 +188,12 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
             self.dirty.add(key)
 
     async def _flush_cursors(self) -> None:
-        # A key leaves ``dirty`` only once saved (and not acked further meanwhile), so a
-        # flush cut short by a cancel leaves the rest for the next one (see ``settle``).
-        for key in sorted(self.dirty):
-            agent_id, session_id = key
-            seq = self.acked[key]
+        dirty, self.dirty = self.dirty, set()
+        for agent_id, session_id in sorted(dirty):
             if agent_id in self.core.registry:
-                await self.core.store.save_cursor(agent_id, session_id, seq)
-            if self.acked[key] == seq:
-                self.dirty.discard(key)
-
-    def take_receipts(self) -> list[ReceiptFrame]:
-        """Remove the receipts still queued for this actor (its connection has ended)."""
-        taken: list[ReceiptFrame] = []
-        mailbox = self.ref.mailbox
-        while True:
-            try:
-                msg = mailbox.receive_nowait(match=lambda m: isinstance(m, Receipt))
-            except (trio.WouldBlock, MailboxClosed):
-                return taken
-            taken.append(msg.frame)
-
-    async def settle(self, receipts: list[ReceiptFrame]) -> None:
-        """After the actor stopped: apply ``receipts`` it did not get to, save the cursors.
-
-        A client's last receipts may wait in the system lane behind a send to that client
-        that will never complete; without this they were lost with the actor, and the
-        client was replayed, after reconnecting, envelopes it had already acked.
-        """
-        for frame in receipts:
-            await self._receipt(frame)
-        await self._flush_cursors()
+                await self.core.store.save_cursor(
+                    agent_id, session_id, self.acked[(agent_id, session_id)]
+                )
 
     def release(self) -> None:
         """Drop this connection's bindings (it is closing)."""

@@ -65,7 +65,6 @@ async def serve_endpoint(
     actor = ConnectionActor(core, endpoint)
     limiter = trio.CapacityLimiter(MAX_IN_FLIGHT)
     flood = TokenBucket(FRAMES_PER_SECOND * 60, FRAME_BURST, trio.current_time())
-    late: list[ReceiptFrame] = []
     try:
         async with trio.open_nursery() as nursery:
             mailbox: Mailbox[Any] = Mailbox(core.config.client_mailbox, "block")
@@ -79,14 +78,11 @@ async def serve_endpoint(
                     await trio.sleep(flood.wait_for_token())
                     flood.take(trio.current_time())
                 await _on_frame(hub, actor, ref, frame, nursery, limiter)
-            # The client is gone; what it acked must not be replayed to it later.
-            late = actor.take_receipts()
             nursery.cancel_scope.cancel()
     finally:
         hub._endpoints.pop(endpoint.endpoint_id, None)
+        actor.release()
         with trio.CancelScope(shield=True):
-            await actor.settle(late)
-            actor.release()
             await endpoint.aclose()
 
 
