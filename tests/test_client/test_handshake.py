@@ -122,3 +122,23 @@ async def test_an_offline_agent_cannot_ack(autojump_clock: MockClock) -> None:
         al = await p.human("al")
         with pytest.raises(ProtocolError, match="no ack within 5s"):
             await al.open(type="consulting", target="bot")
+
+
+async def test_a_quorum_of_acks_opens_a_session(autojump_clock: MockClock) -> None:
+    async with open_pair() as p:
+        ada, _ = await p.agent("ada")
+        bob, _ = await p.agent("bob")
+        slow = await p.human("slow", auto_ack_invites=False)
+        md = await p.hc.create_session(
+            creator_id=ada.agent_id,
+            manifest_type="discussion",
+            participants=[bob.agent_id, slow.agent_id],
+            required_acks=1,
+            knobs={"ordering": "round_robin"},
+        )
+        assert md.state is SessionState.ACTIVE
+        assert md.pending_acks == (slow.agent_id,)
+        assert md.knobs == {"ordering": "round_robin"}
+        invite = await slow.next_envelope(predicate=of_type(EV_CHANNEL_INVITE), timeout=WAIT)
+        await slow.accept_invite(invite)  # a late ack is still taken
+        assert (await p.hc.get_session(md.session_id)).pending_acks == ()

@@ -98,6 +98,8 @@ async def test_registry_pass_throughs(autojump_clock: MockClock) -> None:
         assert [a.name for a in await p.hc.list_agents(capability="math")] == ["bob"]
         assert [a.name for a in await p.hc.list_agents(query="sonnet")] == ["carol"]
         assert len(await p.hc.list_agents(limit=1)) == 1
+        assert [a.name for a in await p.hc.list_agents(sort_by="name")] == ["bob", "carol"]
+        assert [a.name for a in await p.hc.list_agents(kind="human")] == []
         assert {a.name for a in await p.hc.list_agents()} == {"bob", "carol"}
 
         await p.hc.set_resume(bob.agent_id, Resume(claimed_capabilities=["chess"]))
@@ -147,7 +149,7 @@ async def test_session_pass_throughs(autojump_clock: MockClock) -> None:
         ]
         assert p.hc.can_send(md.session_id, al.agent_id)
         assert not p.hc.can_send(md.session_id, "stranger")
-        assert p.hc.default_view_policy(md.session_id, bob.agent_id).name
+        assert p.hc.default_view_policy(md.session_id, bob.agent_id).name == "windowed_summary"
 
         sent = await p.hc.post_envelope(text(md, al.agent_id, "hi"))
         reply = await al.wait_for_channel_event(
@@ -184,7 +186,8 @@ async def test_task_pass_throughs(autojump_clock: MockClock) -> None:
         )
         await p.hc.observe_task(task)
         assert (await p.hc.get_task("t1")).state is TaskState.RUNNING
-        await p.hc.update_task("t1", progress={"done": 1})
+        await p.hc.update_task("t1", progress={"done": 1}, error="transient hiccup")
+        assert (await p.hc.get_task("t1")).error == "transient hiccup"
         assert (await p.hc.get_task("t1")).progress == {"done": 1}
         await p.hc.update_task("t1", state=TaskState.COMPLETED, result=3)
         finished = await p.hc.get_task("t1")
