@@ -6,6 +6,7 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 
 import attrs
+import pytest
 import trio
 from trio.testing import MockClock
 
@@ -14,13 +15,15 @@ from troupe import (
     AgentClient,
     Envelope,
     HumanClient,
+    InboxFull,
     LocalLink,
     Passport,
     Resume,
+    Rule,
     SessionMetadata,
     Turn,
 )
-from troupe.model import NotifyFrame, ReceiptFrame
+from troupe.model import InboxBlock, LimitsBlock, NotifyFrame, ReceiptFrame
 from troupe.session_types import ExpectedTurn
 from troupe.session_types._common import BaseSessionType
 from troupe.transport._local import BUFFER
@@ -400,3 +403,26 @@ async def test_a_nacked_envelope_is_handled_when_replayed_to_the_same_client(
         assert isinstance(again, AgentClient)
         await p.settle()
         assert [t.text for t in agent.turns] == ["boom"]
+
+
+async def test_a_busy_agents_backlog_is_bounded_by_its_inbox_rule(
+    autojump_clock: MockClock,
+) -> None:
+    gate = trio.Event()
+
+    class Busy:
+        async def respond(self, turn: Turn) -> None:
+            await gate.wait()
+
+    async with open_pair() as p:
+        rule = Rule(limits=LimitsBlock(inbox=InboxBlock(max_pending=2)))
+        await p.hc.register(Busy(), Passport(name="bob"), Resume(), rule=rule)
+        al = await p.human("al")
+        ch = await al.open(type="conversation", target="bob")
+        await al.send(ch.session_id, "1")  # bob is busy with it (not acked)
+        await al.send(ch.session_id, "2")  # waits in bob's client
+        with pytest.raises(InboxFull, match="bob"):
+            await al.send(ch.session_id, "3")
+        gate.set()
+        await p.settle()
+        await al.send(ch.session_id, "3")  # handled and acked: room again
