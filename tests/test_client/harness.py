@@ -9,8 +9,11 @@ to register scripted agents and people. Every test runs under trio's autojump ``
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import trio
@@ -18,6 +21,7 @@ import trio.testing
 
 from troupe import (
     EV_TEXT,
+    Agent,
     AgentClient,
     Envelope,
     HubClient,
@@ -41,6 +45,18 @@ CAP = 3600.0
 WAIT = 30.0
 
 Reply = Callable[[Turn], Any]
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def example(name: str) -> ModuleType:
+    """Import ``examples/<name>.py`` by path (``examples`` is a folder, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"troupe_example_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 class Scripted:
@@ -116,8 +132,20 @@ class ClientPair:
             Passport(name=name, kind="human"), auto_ack_invites=auto_ack_invites
         )
 
+    async def reattach(
+        self, name: str, agent: Agent | None = None
+    ) -> tuple[HubClient, AgentClient | HumanClient]:
+        """``name`` comes back on a new HubClient: attach it and let the replay run."""
+        hc = self.client()
+        identity = await hc.attach(agent, name)
+        await self.settle()
+        return hc, identity
+
     async def settle(self) -> None:
-        """Let every delivery, turn, receipt and cursor write in flight finish."""
+        """Let every delivery, turn, receipt and cursor write in flight finish.
+
+        Returns as soon as every task waits: it does not move the clock past a sleep.
+        """
         await trio.testing.wait_all_tasks_blocked()
 
     async def audit(self, kind: str) -> list[dict[str, Any]]:

@@ -109,12 +109,9 @@ async def test_a_nack_leaves_the_cursor_and_the_envelope_is_replayed(
         assert agent.turns == []  # the handler did not run
 
         await first.close()
-        second = p.client()
-        await second.attach(agent, "bob")
-        await p.settle()
+        await p.reattach("bob", agent)
         assert [t.text for t in agent.turns] == ["boom"]
         assert await p.store.load_cursors(bob.agent_id) == {ch.session_id: opened_at + 1}
-        await second.close()
 
 
 async def test_a_reconnected_human_is_replayed_what_it_missed_once(
@@ -134,16 +131,13 @@ async def test_a_reconnected_human_is_replayed_what_it_missed_once(
         await first.close()
         for body in ("4", "5", "6"):
             await bea.send(ch.session_id, body)
-        second = p.client()
-        again = await second.attach(None, "al")
+        _, again = await p.reattach("al")
         assert isinstance(again, HumanClient)
-        await p.settle()
         after = await pull_all(again)
         assert texts(after) == ["4", "5", "6"]
         seen = [e.seq for e in before + after]
         wal = [e.seq for e in await p.wal(ch.session_id) if e.sender_id != al.agent_id]
         assert seen == wal  # nothing lost, nothing twice, in WAL order
-        await second.close()
 
 
 async def test_a_reconnected_agent_answers_what_it_missed_once(autojump_clock: MockClock) -> None:
@@ -161,9 +155,7 @@ async def test_a_reconnected_agent_answers_what_it_missed_once(autojump_clock: M
 
         await al.send(ch.session_id, "q2")
         await al.send(ch.session_id, "q3")
-        second = p.client()
-        await second.attach(agent, "bob")
-        await p.settle()
+        await p.reattach("bob", agent)
         assert [t.text for t in agent.turns] == ["q1", "q2", "q3"]
         assert texts(await p.wal(ch.session_id)) == [
             "q1",
@@ -173,7 +165,6 @@ async def test_a_reconnected_agent_answers_what_it_missed_once(autojump_clock: M
             "bob: q2",
             "bob: q3",
         ]
-        await second.close()
 
 
 async def test_a_replayed_trigger_already_answered_is_not_answered_again(
@@ -191,12 +182,9 @@ async def test_a_replayed_trigger_already_answered_is_not_answered_again(
         answer = text(ch.session_id, bob.agent_id, "answered", causation_id=question)
         await p.hub.post_envelope(answer)
 
-        second = p.client()
-        await second.attach(agent, "bob")
-        await p.settle()
+        await p.reattach("bob", agent)
         assert agent.turns == []
         assert texts(await p.wal(ch.session_id)) == ["q", "answered"]
-        await second.close()
 
 
 async def test_a_replay_answers_the_current_trigger_not_a_stale_one(
@@ -216,9 +204,7 @@ async def test_a_replay_answers_the_current_trigger_not_a_stale_one(
         )
 
         # cy comes back and is replayed a0 (no longer a trigger: bob answered it), then b1.
-        second = p.client()
-        await second.attach(c, "cy")
-        await p.settle()
+        await p.reattach("cy", c)
         assert [t.envelope.envelope_id for t in c.turns] == [b1.envelope_id]
         (turn,) = c.turns
         assert turn.text == "b1"
@@ -226,7 +212,6 @@ async def test_a_replay_answers_the_current_trigger_not_a_stale_one(
         wal = await p.wal(ch.session_id)
         (reply,) = [e for e in wal if e.sender_id == cy.agent_id and e.event_type == EV_TEXT]
         assert reply.causation_id == b1.envelope_id
-        await second.close()
 
 
 @attrs.frozen

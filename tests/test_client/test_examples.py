@@ -2,24 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-from types import ModuleType
-
 import pytest
 from trio.testing import MockClock
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-
-def example(name: str) -> ModuleType:
-    """Import ``examples/<name>.py`` by path (``examples`` is a folder, not a package)."""
-    spec = importlib.util.spec_from_file_location(f"troupe_example_{name}", EXAMPLES / f"{name}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from .harness import example
 
 
 async def test_quickstart(autojump_clock: MockClock, capsys: pytest.CaptureFixture[str]) -> None:

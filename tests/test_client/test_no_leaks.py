@@ -8,7 +8,7 @@ from trio.testing import MockClock
 
 from troupe import EV_TEXT, HubClient, LocalLink, Passport, Resume, Turn, open_hub
 
-from .harness import WAIT, Scripted, hub_clock
+from .harness import WAIT, Scripted, example, hub_clock
 
 
 def live_tasks() -> set[trio.lowlevel.Task]:
@@ -67,24 +67,8 @@ async def test_a_hub_with_live_clients_and_turns_in_flight_leaves_no_task(
 
 
 async def test_the_design_snippet_leaves_no_task(autojump_clock: MockClock) -> None:
+    # examples/quickstart.py is the DESIGN.md snippet: a HubClient without ``async with``.
     before = live_tasks()
-
-    class Echo:
-        async def respond(self, turn: Turn) -> str:
-            return f"echo: {turn.text}"
-
     with trio.fail_after(WAIT):
-        async with open_hub(None) as hub:
-            hc = HubClient(LocalLink(hub))
-            await hc.register(Echo(), Passport(name="echo"), Resume(claimed_capabilities=["echo"]))
-            me = await hc.register_human(Passport(name="me", kind="human"))
-            ch = await me.open(type="consulting", target="echo")
-            await me.send(ch.session_id, "hello")
-            reply = await me.wait_for_channel_event(
-                channel_id=ch.session_id,
-                predicate=lambda e: e.event_type == EV_TEXT and e.sender_id != me.agent_id,
-                timeout=5,
-            )
-            assert reply.event_data["text"] == "echo: hello"
-            await hc.shutdown()
+        await example("quickstart").main()
     assert live_tasks() - before == set()
