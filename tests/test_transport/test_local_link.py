@@ -11,7 +11,7 @@ import trio
 import trio.testing
 from trio.testing import MockClock
 
-from troupe import Passport, open_hub
+from troupe import NotFoundError, Passport, open_hub
 from troupe.hub import Endpoint, Hub
 from troupe.model import Frame, PingFrame, PongFrame
 from troupe.transport import LocalEndpoint, LocalLink, LocalLinkClient
@@ -120,29 +120,25 @@ async def test_each_direction_holds_buffer_frames_then_waits(autojump_clock: Moc
 
 
 async def test_with_a_hub_open_serves_and_close_releases(autojump_clock: MockClock) -> None:
-    with trio.fail_after(60):
-        async with open_hub(ttl_sweep_interval=0) as hub:
-            client = LocalLink(hub).client()
-            await client.open()
-            assert hub.statistics().connections == 1
-            bob = await hub.register(Passport(name="bob"))
-            assert bob.agent_id is not None
-            await hub.bind_endpoint(client.endpoint_id, bob.agent_id)
-            assert bob.agent_id in hub.core.bindings
-            await client.send_frame(PingFrame(nonce="x"))
-            assert await read(client) == [PongFrame(nonce="x")]
-            await client.aclose()
-            await trio.testing.wait_all_tasks_blocked()
-            assert hub.statistics().connections == 0
-            assert bob.agent_id not in hub.core.bindings
+    async with open_hub(ttl_sweep_interval=0) as hub:
+        client = LocalLink(hub).client()
+        await client.open()
+        assert hub.statistics().connections == 1
+        bob = await hub.register(Passport(name="bob"))
+        assert bob.agent_id is not None
+        await hub.bind_endpoint(client.endpoint_id, bob.agent_id)
+        assert bob.agent_id in hub.core.bindings
+        await client.send_frame(PingFrame(nonce="x"))
+        assert await read(client) == [PongFrame(nonce="x")]
+        await client.aclose()
+        await trio.testing.wait_all_tasks_blocked()
+        assert hub.statistics().connections == 0
+        assert bob.agent_id not in hub.core.bindings
 
 
 async def test_binding_an_unattached_endpoint_is_refused(autojump_clock: MockClock) -> None:
-    from troupe import NotFoundError
-
-    with trio.fail_after(60):
-        async with open_hub(ttl_sweep_interval=0) as hub:
-            client = LocalLink(hub).client()  # never opened
-            bob = await hub.register(Passport(name="bob"))
-            with pytest.raises(NotFoundError, match="endpoint not attached"):
-                await hub.bind_endpoint(client.endpoint_id, bob.agent_id or "")
+    async with open_hub(ttl_sweep_interval=0) as hub:
+        client = LocalLink(hub).client()  # never opened
+        bob = await hub.register(Passport(name="bob"))
+        with pytest.raises(NotFoundError, match="endpoint not attached"):
+            await hub.bind_endpoint(client.endpoint_id, bob.agent_id or "")
