@@ -17,6 +17,7 @@ from troupe import (
     Envelope,
     ProtocolError,
     SessionState,
+    open_hub,
 )
 from troupe.client import Channel, HumanClient
 from troupe.client._human_client import PULL_CAPACITY
@@ -511,3 +512,22 @@ async def test_a_raising_predicate_fails_its_own_waiter_only(autojump_clock: Moc
         )
         assert got.text == "bad"
         assert await p.audit("delivery_nacked") == []
+
+
+async def test_the_seeds_constructor(autojump_clock: MockClock) -> None:
+    async with open_pair() as p:
+        al = await p.human("al")
+        direct = HumanClient(
+            passport=al.passport,
+            resume=al.resume,
+            rule=al.rule,
+            hub=p.hub,
+            hub_client=p.hc,
+            auto_ack_invites=False,
+        )
+        assert (direct.agent_id, direct.hub, direct.hub_client) == (al.agent_id, p.hub, p.hc)
+        async with open_hub(ttl_sweep_interval=0) as other:
+            with pytest.raises(ValueError, match="hub"):
+                HumanClient(
+                    passport=al.passport, resume=al.resume, rule=al.rule, hub=other, hub_client=p.hc
+                )
