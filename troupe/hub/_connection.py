@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 import attrs
+import trio
 
 from ..actors import Actor
 from ..model import (
@@ -65,7 +66,14 @@ class SendOut:
     frame: Frame
 
 
-ConnectionMsg = Deliver | CatchUp | Bind | Receipt | SendOut
+@attrs.frozen(eq=False)
+class Flush:
+    """Persist the cursors now (the connection is ending), then set ``done``."""
+
+    done: trio.Event
+
+
+ConnectionMsg = Deliver | CatchUp | Bind | Receipt | SendOut | Flush
 
 
 def visible_to(core: HubCore, envelope: Envelope, agent_id: str) -> bool:
@@ -111,6 +119,9 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
                 await self._receipt(frame)
             case SendOut(frame):
                 await self.endpoint.send_frame(frame)
+            case Flush(done):
+                await self._flush_cursors()
+                done.set()
         if self.dirty and len(self.ref.mailbox) == 0:
             await self._flush_cursors()
         return None
@@ -188,12 +199,12 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
             self.dirty.add(key)
 
     async def _flush_cursors(self) -> None:
-        dirty, self.dirty = self.dirty, set()
-        for agent_id, session_id in sorted(dirty):
+        for key in sorted(self.dirty):
+            agent_id, session_id = key
             if agent_id in self.core.registry:
-                await self.core.store.save_cursor(
-                    agent_id, session_id, self.acked[(agent_id, session_id)]
-                )
+                await self.core.store.save_cursor(agent_id, session_id, self.acked[key])
+            # Only once saved: a flush cut short leaves the rest for the next one.
+            self.dirty.discard(key)
 
     def release(self) -> None:
         """Drop this connection's bindings (it is closing)."""

@@ -31,7 +31,7 @@ from ..model import (
     SendFrame,
     WelcomeFrame,
 )
-from ._connection import Bind, ConnectionActor, Endpoint, Receipt, SendOut
+from ._connection import Bind, ConnectionActor, Endpoint, Flush, Receipt, SendOut
 from ._rpc import Caller, handle_request
 from ._rules import TokenBucket
 
@@ -45,6 +45,8 @@ MAX_IN_FLIGHT = 64
 #: stops reading from it for a while (backpressure on that connection only).
 FRAMES_PER_SECOND = 2000
 FRAME_BURST = 4000
+#: How long a closing connection waits for its cursors to be saved.
+FLUSH_TIMEOUT_S = 5.0
 
 
 def error_frame(
@@ -78,6 +80,12 @@ async def serve_endpoint(
                     await trio.sleep(flood.wait_for_token())
                     flood.take(trio.current_time())
                 await _on_frame(hub, actor, ref, frame, nursery, limiter)
+            # The client closed. The receipts it sent are in the actor's system lane, ahead
+            # of this flush: persist every ack it got to send before the connection ends.
+            flushed = trio.Event()
+            ref.mailbox.send_system(Flush(flushed))
+            with trio.move_on_after(FLUSH_TIMEOUT_S):
+                await flushed.wait()
             nursery.cancel_scope.cancel()
     finally:
         hub._endpoints.pop(endpoint.endpoint_id, None)
