@@ -90,6 +90,8 @@ class HubClient:
         #: (identity, session) -> highest seq routed to a handler / fully handled.
         self._routed: dict[tuple[str, str], int] = {}
         self._handled: dict[tuple[str, str], int] = {}
+        #: (identity, session, seq) handled with a nack: a replay of it is handled again.
+        self._nacked: set[tuple[str, str, int]] = set()
         self._closed = False
         #: Set to make the remote runner look up: the connection ended, or close() was called.
         self._wake = trio.Event()
@@ -261,12 +263,15 @@ class HubClient:
             )
             return
         key = (recipient_id, envelope.session_id)
-        if envelope.seq <= self._routed.get(key, 0):
+        retry = (recipient_id, envelope.session_id, envelope.seq)
+        if retry in self._nacked:
+            self._nacked.discard(retry)  # it failed before: handle it again
+        elif envelope.seq <= self._routed.get(key, 0):
             if envelope.seq <= self._handled.get(key, 0):
                 # Handled before (its receipt was lost): ack again, do not handle twice.
                 self._nursery.start_soon(self._receipt, envelope, recipient_id, "ack", "")
             return
-        self._routed[key] = envelope.seq
+        self._routed[key] = max(envelope.seq, self._routed.get(key, 0))
         queue = identity.queues.get(envelope.session_id)
         if queue is None:
             queue = identity.queues[envelope.session_id] = deque()
@@ -282,8 +287,10 @@ class HubClient:
             except Exception as exc:
                 log.exception("%s failed to handle %s", identity, envelope.envelope_id)
                 status, reason = "nack", f"{type(exc).__name__}: {exc}"
+                self._nacked.add((identity.agent_id, session_id, envelope.seq))
             queue.popleft()
-            self._handled[(identity.agent_id, session_id)] = envelope.seq
+            key = (identity.agent_id, session_id)
+            self._handled[key] = max(envelope.seq, self._handled.get(key, 0))
             await self._receipt(envelope, identity.agent_id, status, reason)
         del identity.queues[session_id]
 
@@ -330,8 +337,8 @@ class HubClient:
                 await self._api.unregister(identity.agent_id)
             except NetworkError as exc:
                 log.warning("shutdown: could not unregister %s: %s", identity, exc)
+        await self.close()  # disconnects them all: their waiters wake
         self._clients.clear()
-        await self.close()
 
     # -- identities --------------------------------------------------------------------------
 
@@ -688,6 +695,26 @@ class HubClient:
                 "(register_session_type)"
             )
         return stype
+
+    async def pending_turn(self, session_id: str, agent_id: str) -> PendingTurn | None:
+        """``agent_id``'s turn in the session by its session type, and what triggered it.
+
+        None when it is not that agent's turn, or when the session type names no one (a
+        free-form session).
+        """
+        if self._hub is None:
+            turns = await self._api.pending_turns_for(agent_id)
+            return next((t for t in turns if t.session_id == session_id), None)
+        metadata = await self._hub.get_session(session_id)
+        state = self._hub.session_state(session_id)
+        if state is None:
+            return None
+        turn = self.session_type_for(metadata).expected_next(metadata, state)
+        if turn is None or turn.agent_id != agent_id:
+            return None
+        return PendingTurn(
+            session_id=session_id, triggering_envelope_id=turn.triggering_envelope_id
+        )
 
     def name_for(self, agent_id: str) -> str:
         return self._api.name_for(agent_id)

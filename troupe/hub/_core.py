@@ -46,6 +46,7 @@ class HubConfig:
 
     invite_ack_timeout: float = 30.0
     ttl_sweep_interval: float = 30.0
+    expectation_sweep_interval: float = 10.0
     snapshot_every: int = 1000
     session_max_restarts: int = 3
     session_within_s: float = 5.0

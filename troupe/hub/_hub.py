@@ -37,6 +37,7 @@ from ._auth import AuthRegistry
 from ._connection import Bind, Endpoint
 from ._core import Failed, HubCore
 from ._directory import SessionEntry
+from ._expectations import ExpectationSweeper, ExpectationViolation
 from ._session import (
     Accepted,
     EndSession,
@@ -61,6 +62,7 @@ class Hub:
         self._connections: Supervisor | None = None
         self._endpoints: dict[str, ActorRef[Any, Any]] = {}
         self._client_nursery: trio.Nursery | None = None
+        self._expectations = ExpectationSweeper(self)
 
     @property
     def core(self) -> HubCore:
@@ -584,6 +586,18 @@ class Hub:
             except (NotFoundError, ProtocolError, StoreError) as exc:
                 log.warning("expiring session %s failed: %s", md.session_id, exc)
         await self._call(H.ExpireTasks(now))
+
+    async def check_expectations(self) -> list[ExpectationViolation]:
+        """Evaluate every live session's expectations now and run the new violations' handlers.
+
+        The expectation sweeper's tick (every ``expectation_sweep_interval`` seconds); each
+        violation fires once per violator and episode, also across restarts (see
+        ``troupe.hub._expectations``).
+
+        Returns:
+            The violations that fired.
+        """
+        return await self._expectations.check()
 
     # -- tasks -------------------------------------------------------------------------------
 

@@ -8,14 +8,15 @@
     ├── sessions   dynamic supervisor         permanent   one transient SessionActor each
     ├── endpoints  dynamic supervisor         permanent   one temporary connection each
     ├── clients    nursery                    permanent   in-process HubClients' loops
-    └── sweeper    TTL / handshake sweeper    permanent   (unless ttl_sweep_interval == 0)
+    ├── sweeper    TTL / handshake sweeper    permanent   (unless ttl_sweep_interval == 0)
+    └── expectations  expectation sweeper     permanent   (unless its interval == 0)
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from functools import partial
 
@@ -41,6 +42,7 @@ async def open_hub(
     *,
     invite_ack_timeout: float = 30.0,
     ttl_sweep_interval: float = 30.0,
+    expectation_sweep_interval: float = 10.0,
     clock: Callable[[], float] | None = None,
     snapshot_every: int = 1000,
     session_max_restarts: int = 3,
@@ -60,6 +62,8 @@ async def open_hub(
       invite_ack_timeout: seconds ``create_session`` waits for every invitee's ack.
       ttl_sweep_interval: seconds between sweeps that expire sessions and tasks past their
         TTL and time out handshakes (0 disables the sweeper; call ``expire_due()``).
+      expectation_sweep_interval: seconds between checks of the sessions' timed
+        expectations (0 disables the sweeper; call ``check_expectations()``).
       clock: wall-clock seconds for timestamps and TTLs; by default the wall clock at start
         advanced by trio's clock, so a ``MockClock`` drives it too.
       snapshot_every: save a session-type snapshot every this many envelopes (0: never).
@@ -82,6 +86,7 @@ async def open_hub(
     config = HubConfig(
         invite_ack_timeout=invite_ack_timeout,
         ttl_sweep_interval=ttl_sweep_interval,
+        expectation_sweep_interval=expectation_sweep_interval,
         snapshot_every=snapshot_every,
         session_max_restarts=session_max_restarts,
         session_within_s=session_within_s,
@@ -124,7 +129,14 @@ async def open_hub(
             await _hydrate(hub)
             if ttl_sweep_interval > 0:
                 await root.start_child(
-                    ChildSpec("sweeper", partial(_sweep, hub, ttl_sweep_interval))
+                    ChildSpec("sweeper", partial(_sweep, hub.expire_due, ttl_sweep_interval))
+                )
+            if expectation_sweep_interval > 0:
+                await root.start_child(
+                    ChildSpec(
+                        "expectations",
+                        partial(_sweep, hub.check_expectations, expectation_sweep_interval),
+                    )
                 )
             yield hub
 
@@ -181,8 +193,10 @@ async def _hydrate(hub: Hub) -> None:
                 nursery.start_soon(start, entry)
 
 
-async def _sweep(hub: Hub, interval: float, *, task_status: trio.TaskStatus[None]) -> None:
+async def _sweep(
+    tick: Callable[[], Awaitable[object]], interval: float, *, task_status: trio.TaskStatus[None]
+) -> None:
     task_status.started()
     while True:
         await trio.sleep(interval)
-        await hub.expire_due()
+        await tick()

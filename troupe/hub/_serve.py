@@ -47,6 +47,8 @@ FLUSH_TIMEOUT_S = 5.0
 #: stops reading from it for a while (backpressure on that connection only).
 FRAMES_PER_SECOND = 2000
 FRAME_BURST = 4000
+#: How long a closing connection waits for its cursors to be saved.
+FLUSH_TIMEOUT_S = 5.0
 
 
 def error_frame(

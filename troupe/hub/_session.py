@@ -6,13 +6,17 @@ A post, in order (reference §1.3-C, rejected posts leave the WAL untouched):
 2. the sender's ``outbound_to`` covers an explicit audience; ``depth`` is within its limit;
 3. the session is not terminal, and is ACTIVE for substantive events;
 4. a repeat of an accepted post (same ``idempotency_key``, or same sender + ``causation_id``
-   + event type) returns the original and appends nothing;
-5. substantive events: the sender's rate, every recipient's inbox, the session type's
-   ``validate_send``; protocol events: the handshake rules;
-6. stamp ``envelope_id`` / ``seq`` / ``created_at``, append (durable), fold, publish,
-   dispatch, then any move the post causes (activation, close) and a snapshot when due.
+   + event type) returns the original and appends nothing (keys starting ``troupe:`` are
+   the hub's);
+5. substantive events: ``EV_EXPECTATION_VIOLATED`` only from the hub (``HubPost``), the
+   sender's rate, every recipient's inbox, the session type's ``validate_send``; protocol
+   events: the handshake rules;
+6. stamp ``envelope_id`` / ``seq`` / ``created_at``, append (durable), fold (and note it in
+   the activity summary the expectation sweeper reads), publish, dispatch, then any move
+   the post causes (activation, close) and a snapshot (with that summary) when due.
 
-Recovery (``on_start``): latest snapshot + fold of the WAL after it, then finish what a crash
+Recovery (``on_start``): latest snapshot + fold of the WAL after it (the activity summary
+likewise: saved with the snapshot, then noted from the tail), then finish what a crash
 interrupted (an activation, a close) and, after a crash, dispatch the last few envelopes
 again (connections drop the duplicates by ``seq``).
 """
@@ -30,6 +34,7 @@ from ..model import (
     EV_CHANNEL_INVITE,
     EV_CHANNEL_INVITE_ACK,
     EV_CHANNEL_INVITE_REJECT,
+    EV_EXPECTATION_VIOLATED,
     EV_SESSION_CLOSED,
     EV_SESSION_EXPIRED,
     EV_SESSION_OPENED,
@@ -41,12 +46,15 @@ from ..model import (
     is_substantive,
 )
 from ..store import dedup_keys
+from ._activity import Activity, forget_activity, load_activity, save_activity
 from ._core import Failed, HubCore
 from ._delivery import dispatch, recipients_of
 from ._rules import check_depth, check_outbound
 
 HUB_ONLY = frozenset({EV_CHANNEL_INVITE, EV_SESSION_OPENED, EV_SESSION_CLOSED, EV_SESSION_EXPIRED})
 REJECTED = "invite_rejected"
+#: The prefix of idempotency keys only the hub's own posts may carry.
+HUB_KEYS = "troupe:"
 #: How many of the last envelopes a restarted session re-dispatches and checks retries against.
 RECENT = 4
 
@@ -63,6 +71,13 @@ class Post:
     envelope_id: str
     attempt: int = 1
     floor: int = 0
+
+
+@attrs.frozen
+class HubPost:
+    """A post by the hub itself (expectation notices): allowed event types only it may post."""
+
+    envelope: Envelope
 
 
 @attrs.frozen
@@ -84,7 +99,7 @@ class Accepted:
     duplicate: bool = False
 
 
-SessionMsg = Post | SendInvites | EndSession
+SessionMsg = Post | HubPost | SendInvites | EndSession
 
 
 def invitees_of(metadata: SessionMetadata) -> list[str]:
@@ -113,6 +128,9 @@ class SessionActor(Actor[SessionMsg, Any]):
         self.dedup: dict[str, tuple[str, int]] = {}
         self.recent: list[Envelope] = []
         self.stopping = False
+        #: What the expectation evaluators read (published on the directory entry).
+        self.activity = Activity()
+        self.participant_ids = self.metadata.participant_ids()
 
     # -- recovery --------------------------------------------------------------------------
 
@@ -129,9 +147,11 @@ class SessionActor(Actor[SessionMsg, Any]):
             self.state = self.stype.initial_state(self.metadata)
             since = 0
         tail = await store.read(self.sid, since=since)
+        self.activity = await load_activity(store, self.metadata, since)
         stype = self.stype
         last_substantive: Envelope | None = None
         for env in tail:
+            self.activity.note(env, self.participant_ids)
             if stype is not None and is_substantive(env.event_type):
                 self.state = stype.fold(env, self.state)
                 last_substantive = env
@@ -177,6 +197,11 @@ class SessionActor(Actor[SessionMsg, Any]):
                 )
             except NetworkError as exc:
                 self.core.counters.rejected += 1
+                result = Failed(exc)
+        elif isinstance(msg, HubPost):
+            try:
+                result = await self._post(msg.envelope, 1, internal=True)
+            except NetworkError as exc:
                 result = Failed(exc)
         elif isinstance(msg, SendInvites):
             result = await self._send_invites()
@@ -254,12 +279,17 @@ class SessionActor(Actor[SessionMsg, Any]):
         substantive = is_substantive(env.event_type)
         if substantive and md.state is not SessionState.ACTIVE:
             raise ProtocolError(f"session {self.sid} is not active (it is {md.state.value})")
+        if not internal and (env.idempotency_key or "").startswith(HUB_KEYS):
+            # Else a participant could take the key of a notice the hub is about to post.
+            raise ProtocolError(f"idempotency keys starting {HUB_KEYS!r} are the hub's")
         for key in dedup_keys(env):
             hit = self.dedup.get(key)
             if hit is not None:
                 core.counters.duplicates += 1
                 return Accepted(hit[0], hit[1], duplicate=True)
         if substantive:
+            if env.event_type == EV_EXPECTATION_VIOLATED and not internal:
+                raise ProtocolError(f"event type {env.event_type!r} is posted by the hub only")
             if self.stype is None:
                 raise ProtocolError(
                     f"session {self.sid}: no session type registered for "
@@ -357,10 +387,12 @@ class SessionActor(Actor[SessionMsg, Any]):
             self.dedup[key] = (env.envelope_id, env.seq)
         self.recent.append(env)
         del self.recent[:-RECENT]
+        self.activity.note(env, self.participant_ids)
         self.core.counters.accepted += 1
 
     def _publish(self) -> None:
         self.entry.publish(self.metadata, self.state, self.last_seq)
+        self.entry.activity = self.activity
 
     async def _maybe_snapshot(self) -> None:
         every = self.core.config.snapshot_every
@@ -369,6 +401,7 @@ class SessionActor(Actor[SessionMsg, Any]):
         await self.core.store.save_snapshot(
             self.sid, self.last_seq, self.stype.dump_state(self.state)
         )
+        await save_activity(self.core.store, self.sid, self.activity)
         self.snapshot_seq = self.last_seq
 
     # -- lifecycle moves -------------------------------------------------------------------
@@ -419,6 +452,8 @@ class SessionActor(Actor[SessionMsg, Any]):
         self._accepted(notice)
         self.metadata = md
         self._publish()
+        if self.snapshot_seq > 0:
+            await forget_activity(core.store, self.sid)
         core.directory.ended(md)
         dispatch(core, md, notice)
         core.audit(f"session_{target.value}", session_id=self.sid, reason=reason)
