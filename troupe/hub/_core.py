@@ -52,7 +52,7 @@ class HubConfig:
     session_within_s: float = 5.0
     session_backoff: tuple[float, float] | None = None
     client_mailbox: int = 4096
-    cursor_flush_interval: float = 0.05
+    cursor_flush_interval: float = 0.0
 
 
 def trio_anchored_clock() -> Callable[[], float]:
