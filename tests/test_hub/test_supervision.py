@@ -357,7 +357,7 @@ async def test_crashes_count_against_the_session_only_within_the_window(
         h.faults.arm("before_append", md.session_id, times=100)
         # A third crash within 5 s: the supervisor gives up on the session at once. The
         # retry finds the actor either dead already or about to be: refused either way.
-        with pytest.raises(ProtocolError, match="rejected as poison|crashed too often"):
+        with pytest.raises(ProtocolError, match=r"rejected as poison|crashed too often"):
             await h.say(md, alice)
         await h.settle()
         closed = await h.hub.get_session(md.session_id)
