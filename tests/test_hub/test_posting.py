@@ -524,3 +524,33 @@ async def test_report_turn_failure_is_audited(
         "exc_type": "ValueError",
         "exc_message": "bad turn",
     }
+
+
+async def test_a_repeat_of_the_post_that_closed_the_session_gets_its_original_id(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A consulting reply closes its session; a client that lost the answer and retries
+    # must learn the reply landed, not that the session is closed.
+    async with open_harness() as h:
+        alice, bob = await h.agent("alice"), await h.agent("bob")
+        for retry_by in ("idempotency_key", "causation_id"):
+            md = await h.session("consulting", alice, bob)
+            question = await h.say(md, alice, "why?")
+            if retry_by == "idempotency_key":
+                reply = text_envelope(md.session_id, bob, "because", idempotency_key="r-1")
+            else:
+                reply = text_envelope(md.session_id, bob, "because", causation_id=question)
+            first = await h.hub.post(reply)
+            assert (await h.hub.get_session(md.session_id)).state is SessionState.CLOSED
+            wal = await h.hub.read_wal(md.session_id)
+            again = await h.hub.post(reply)
+            assert (again.envelope_id, again.seq, again.duplicate) == (
+                first.envelope_id,
+                first.seq,
+                True,
+            )
+            assert await h.hub.read_wal(md.session_id) == wal
+            # A new post (no key, no cause) into the closed session is still refused.
+            with pytest.raises(ProtocolError, match="is closed"):
+                await h.hub.post(text_envelope(md.session_id, bob, "and another thing"))
+        assert h.hub.statistics().duplicates == 2

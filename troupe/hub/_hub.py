@@ -30,6 +30,7 @@ from ..model import (
     parse_iso,
 )
 from ..session_types import AnySessionType, ViewPolicy
+from ..store import dedup_keys
 from ..supervisors import ChildSpec, Supervisor
 from . import _hub_actor as H
 from ._audit import ReadAudit
@@ -310,7 +311,16 @@ class Hub:
         envelope_id = core.new_id()
         floor = entry.last_seq
         for attempt in (1, 2):
-            self._refuse_if_terminal(entry, envelope)
+            if entry.metadata.state.terminal:
+                # A repeat of a post that was accepted (and maybe closed the session, as a
+                # consulting reply does) gets its original id back: exactly once wins over
+                # the reference's order of checks (terminal before dedup).
+                earlier = await self._accepted_before(
+                    entry, envelope, envelope_id if attempt > 1 else None
+                )
+                if earlier is not None:
+                    return earlier
+                self._refuse_if_terminal(entry, envelope)
             ref = await self._running(entry)
             try:
                 result = await ref.ask(Post(envelope, envelope_id, attempt, floor))
@@ -329,8 +339,23 @@ class Hub:
                 raise result.error
             accepted: Accepted = result
             return accepted
+        earlier = await self._accepted_before(entry, envelope, envelope_id)
+        if earlier is not None:
+            return earlier
         self._refuse_if_terminal(entry, envelope)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _accepted_before(
+        self, entry: SessionEntry, envelope: Envelope, envelope_id: str | None
+    ) -> Accepted | None:
+        keys = tuple(dedup_keys(envelope))
+        if not keys and envelope_id is None:
+            return None
+        found = await self._call(H.FindAccepted(entry.session_id, keys, envelope_id))
+        if found is None:
+            return None
+        self._core.counters.duplicates += 1
+        return Accepted(found[0], found[1], duplicate=True)
 
     def _refuse_if_terminal(self, entry: SessionEntry, env: Envelope) -> None:
         """Refuse a post into a terminal session (it has no actor) with the error its actor

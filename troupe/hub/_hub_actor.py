@@ -37,6 +37,9 @@ from ._registry import Registry
 from ._rules import accepts_inbound, glob_allows
 
 OBSERVED_NS = "observed_tasks"
+#: How far back a retried post is looked for by id (a post appends at most itself plus an
+#: opening or closing notice, so a handful is plenty).
+RECENT_IDS = 8
 
 
 @attrs.frozen(kw_only=True)
@@ -140,6 +143,15 @@ class FindEnvelope:
     seq: int
 
 
+@attrs.frozen
+class FindAccepted:
+    """Was this post accepted already (by its dedup keys, or its id among the last few)?"""
+
+    session_id: str
+    keys: tuple[str, ...]
+    envelope_id: str | None
+
+
 HubMsg = (
     Register
     | Unregister
@@ -156,6 +168,7 @@ HubMsg = (
     | LoadCheckpoint
     | ReadWal
     | FindEnvelope
+    | FindAccepted
 )
 
 
@@ -237,7 +250,25 @@ class HubActor(Actor[HubMsg, Any]):
             case FindEnvelope(session_id, seq):
                 found = await self.core.store.read(session_id, seq - 1, seq)
                 return found[0] if found else None
+            case FindAccepted(session_id, keys, envelope_id):
+                return await self._find_accepted(session_id, keys, envelope_id)
         raise AssertionError(f"unhandled hub message {msg!r}")
+
+    async def _find_accepted(
+        self, session_id: str, keys: tuple[str, ...], envelope_id: str | None
+    ) -> tuple[str, int] | None:
+        store = self.core.store
+        if keys:
+            dedup = await store.load_dedup(session_id)
+            for key in keys:
+                if key in dedup:
+                    return dedup[key]
+        if envelope_id is not None:
+            last = await store.last_seq(session_id)
+            for env in await store.read(session_id, since=max(0, last - RECENT_IDS)):
+                if env.envelope_id == envelope_id:
+                    return env.envelope_id, env.seq
+        return None
 
     # -- registry ----------------------------------------------------------------------------
 
