@@ -28,6 +28,7 @@ from troupe.model import (
     WelcomeFrame,
     is_substantive,
 )
+from troupe.store import MemoryStore
 
 from .conftest import Reopen
 from .helpers import Agent, Harness, client_of, open_harness, text_envelope
@@ -379,3 +380,38 @@ async def test_acks_sent_just_before_a_disconnect_are_kept(
         client_of(bob).disconnect()  # in the same breath
         await h.settle()
         assert await h.store.load_cursors(bob.id) == {to_bob.session_id: received[-1].seq}
+
+
+class CountingStore(MemoryStore):
+    """A MemoryStore that counts WAL reads per session."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: dict[str, int] = {}
+
+    async def read(
+        self, session_id: str, since: int = 0, until: int | None = None
+    ) -> list[Envelope]:
+        self.reads[session_id] = self.reads.get(session_id, 0) + 1
+        return await super().read(session_id, since, until)
+
+
+async def test_a_replay_does_not_read_sessions_that_ended_fully_acked(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = CountingStore()
+    async with open_harness(store) as h:
+        alice, bob = await h.agent("alice"), await h.agent("bob")
+        done = await h.session("consulting", alice, bob)
+        await h.say(done, alice, "q?")
+        await h.say(done, bob, "a!")
+        still = await h.session("conversation", alice, bob)
+        await h.say(still, alice, "hello")
+        await h.settle()  # bob's client acks everything it was sent
+    async with open_harness(store) as h:  # after a restart, the closed session is not loaded
+        store.reads.clear()
+        back = await h.client("ep-bob-again")
+        await back.bind(bob.id, since={})
+        await h.settle()
+        assert back.notified(bob.id) == []
+        assert done.session_id not in store.reads

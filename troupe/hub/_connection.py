@@ -197,7 +197,10 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
             key = (agent_id, entry.session_id)
             self.sent.pop(key, None)
             floor = max(since.get(entry.session_id, 0), self.acked.get(key, 0))
-            if entry.last_seq > floor or not entry.last_seq:
+            # Sessions not loaded since the hub started (closed ones, mostly) publish no
+            # last_seq: ask the store for it rather than read their whole WAL.
+            last = entry.last_seq or await core.store.last_seq(entry.session_id)
+            if last > floor:
                 await self._replay(agent_id, entry.session_id, floor, counted=False)
 
     async def _receipt(self, frame: ReceiptFrame) -> None:
@@ -229,6 +232,22 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
                 await self.core.store.save_cursor(agent_id, session_id, self.acked[key])
             # Only once saved: a flush cut short leaves the rest for the next one.
             self.dirty.discard(key)
+            self._forget_if_done(key)
+
+    def _forget_if_done(self, key: tuple[str, str]) -> None:
+        """Drop the marks of a session that ended and whose every envelope was acked.
+
+        The store keeps the cursor, so a later replay still starts after it; without this a
+        long-lived connection would hold two marks for every session it ever saw.
+        """
+        entry = self.core.directory.sessions.get(key[1])
+        if (
+            entry is not None
+            and entry.metadata.state.terminal
+            and self.acked.get(key, 0) >= entry.last_seq > 0
+        ):
+            self.acked.pop(key, None)
+            self.sent.pop(key, None)
 
     def release(self) -> None:
         """Drop this connection's bindings (it is closing)."""
