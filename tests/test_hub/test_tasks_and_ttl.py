@@ -266,6 +266,10 @@ async def test_default_view_policy_and_pending_turns(
     first = await h.say(disc, alice, "go")
     assert await turns(alice.id) == []
     assert await turns(bob.id) == [(consult.session_id, q), (disc.session_id, first)]
+    # One session only (what a turn handler asks on each delivery).
+    only = await hub.pending_turns_for(bob.id, session_id=disc.session_id)
+    assert [(t.session_id, t.triggering_envelope_id) for t in only] == [(disc.session_id, first)]
+    assert await hub.pending_turns_for(carol.id, session_id=disc.session_id) == []
     second = await hub.post_envelope(text_envelope(disc, bob, "next"))
     assert await turns(carol.id) == [(disc.session_id, second)]
     await hub.close_session(disc.session_id)
@@ -290,3 +294,19 @@ async def test_a_task_with_a_malformed_timestamp_is_refused(
     await hub.update_task("t2", state=TaskState.COMPLETED)
     assert [t.task_id for t in await hub.list_tasks()] == ["t2"]
     assert (await hub.get_resume(alice.id)).observed["c"].completed == 1
+
+
+async def test_a_limit_of_zero_lists_nothing(
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+) -> None:
+    alice, bob = await h.agent("alice"), await h.agent("bob")
+    md = await h.session("conversation", alice, bob)
+    await hub.observe_task(
+        TaskMetadata(
+            task_id="t1", owner_id=alice.id, spec=TaskSpec(title="x"), session_id=md.session_id
+        )
+    )
+    assert len(await hub.list_sessions(limit=1)) == 1
+    assert len(await hub.list_tasks(limit=1)) == 1
+    assert await hub.list_sessions(limit=0) == []
+    assert await hub.list_tasks(limit=0) == []

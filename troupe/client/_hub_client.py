@@ -703,8 +703,8 @@ class HubClient:
         free-form session).
         """
         if self._hub is None:
-            turns = await self._api.pending_turns_for(agent_id)
-            return next((t for t in turns if t.session_id == session_id), None)
+            turns = await self._api.pending_turns_for(agent_id, session_id=session_id)
+            return turns[0] if turns else None
         metadata = await self._hub.get_session(session_id)
         state = self._hub.session_state(session_id)
         if state is None:

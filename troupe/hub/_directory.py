@@ -117,12 +117,12 @@ class Directory:
         entries = self.of_agent(agent_id) if agent_id is not None else self.sessions.values()
         out: list[SessionMetadata] = []
         for entry in entries:
+            if len(out) >= limit:
+                break
             md = entry.metadata
             if state is not None and md.state is not state:
                 continue
             if not include_terminal and state is None and md.state.terminal:
                 continue
             out.append(md)
-            if len(out) >= limit:
-                break
         return out

@@ -420,10 +420,20 @@ class Hub:
             )
         return entry.stype.default_view_policy(entry.metadata, participant_id)
 
-    async def pending_turns_for(self, agent_id: str) -> list[PendingTurn]:
-        """ACTIVE sessions where the session type says it is ``agent_id``'s turn."""
+    async def pending_turns_for(
+        self, agent_id: str, *, session_id: str | None = None
+    ) -> list[PendingTurn]:
+        """ACTIVE sessions where the session type says it is ``agent_id``'s turn.
+
+        With ``session_id``, only that session is looked at (what a turn handler asks on
+        every delivery).
+        """
         turns = []
-        for entry in self._core.directory.of_agent(agent_id):
+        directory = self._core.directory
+        entries = (
+            [directory.get(session_id)] if session_id is not None else directory.of_agent(agent_id)
+        )
+        for entry in entries:
             md = entry.metadata
             if md.state is not SessionState.ACTIVE or entry.stype is None or entry.state is None:
                 continue
@@ -664,8 +674,10 @@ class Hub:
         limit: int = 50,
     ) -> list[TaskMetadata]:
         await trio.lowlevel.checkpoint()
-        out = []
+        out: list[TaskMetadata] = []
         for task in self._core.tasks.values():
+            if len(out) >= limit:
+                break
             if agent_id is not None and task.owner_id != agent_id:
                 continue
             if session_id is not None and task.session_id != session_id:
@@ -673,8 +685,6 @@ class Hub:
             if state is not None and task.state is not state:
                 continue
             out.append(task)
-            if len(out) >= limit:
-                break
         return out
 
     async def checkpoint_task(self, task_id: str, state: dict[str, Any]) -> None:
