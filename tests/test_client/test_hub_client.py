@@ -395,3 +395,41 @@ async def test_close_session_notifies_participants(autojump_clock: MockClock) ->
         )
         assert closed.event_data["reason"] == "explicit_close"
         assert texts(await p.wal(ch.session_id)) == []
+
+
+async def test_attaching_twice_on_one_client_disconnects_the_first_handle(
+    autojump_clock: MockClock,
+) -> None:
+    async with open_pair() as p:
+        al = await p.human("al")
+        waiting: list[BaseException] = []
+
+        async def wait_on_old_handle() -> None:
+            try:
+                await al.next_envelope(timeout=WAIT)
+            except RuntimeError as exc:
+                waiting.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wait_on_old_handle)
+            await p.settle()
+            again = await p.hc.attach(None, "al")
+        assert again is not al
+        assert al.disconnected
+        assert [type(e).__name__ for e in waiting] == ["Disconnected"]
+
+
+async def test_a_client_forgets_the_marks_of_sessions_that_ended(
+    autojump_clock: MockClock,
+) -> None:
+    async with open_pair() as p:
+        asker = await p.human("asker")
+        expert, _ = await p.agent("expert", lambda turn: "because")
+        for n in range(3):
+            channel = await asker.open(type="consulting", target="expert")
+            await asker.send(channel.session_id, f"why {n}?")
+            await p.settle()
+            assert (await p.hub.get_session(channel.session_id)).state.terminal
+        # Every identity's marks for the three ended sessions are gone from the live tables.
+        assert not [k for k in p.hc._routed if k[0] in (asker.agent_id, expert.agent_id)]
+        assert len(p.hc._ended) == 6
