@@ -10,8 +10,10 @@
     │   ├── InboxFull                a recipient's inbox is at ``max_pending``
     │   ├── ProtocolError            a session-type rule, a handshake or a lifecycle step said no
     │   │   ├── DecodeError          JSON that does not fit a troupe record
-    │   │   └── IllegalTransition    a state machine was asked for a move it does not have
-    │   └── AuthError                an unknown auth scheme or a bad claim
+    │   │   ├── IllegalTransition    a state machine was asked for a move it does not have
+    │   │   └── WorkflowGraphError   a workflow graph with unknown names or a bad shape
+    │   ├── AuthError                an unknown auth scheme or a bad claim
+    │   └── ConnectionLost           a remote hub's connection dropped before it answered
     ├── MailboxFull                  a ``reject`` mailbox is full (also a ``trio.WouldBlock``)
     ├── MailboxClosed                a send to, or a receive from, a closed mailbox
     ├── ActorDead                    an ask to an actor that is dead or died before replying
@@ -85,10 +87,24 @@ class IllegalTransition(ProtocolError):
     """Raised when a state machine is asked for a move its table does not have."""
 
 
+class WorkflowGraphError(ProtocolError):
+    """Raised when a workflow graph names an unknown condition or target, or is malformed."""
+
+
 class AuthError(NetworkError):
     """Raised when an auth scheme is unknown or a claim does not validate."""
 
     code = "auth_failed"
+
+
+class ConnectionLost(NetworkError):
+    """Raised when the connection to a remote hub dropped before an answer arrived.
+
+    The operation may or may not have taken effect; ``HubClient`` retries the ones that are
+    safe to repeat (reads, and posts, which carry an idempotency key) after it reconnects.
+    """
+
+    code = "connection_lost"
 
 
 class MailboxFull(TroupeError, trio.WouldBlock):

@@ -82,7 +82,12 @@ def test_frames_are_tagged_and_nest_envelopes_as_objects() -> None:
     assert wire["request_id"] == "r1"
     assert wire["envelope"]["audience"] == ["bob"]
     assert wire["envelope"]["event_data"] == ENVELOPE.event_data
-    assert orjson.loads(encode_frame(PingFrame())) == {"kind": "ping", "nonce": ""}
+    assert orjson.loads(encode_frame(PingFrame())) == {"kind": "ping"}
+
+
+def test_fields_at_their_default_are_left_out() -> None:
+    data = unstructure(Envelope(session_id="s", sender_id="a", event_type="t", seq=2))
+    assert data == {"session_id": "s", "sender_id": "a", "event_type": "t", "seq": 2}
 
 
 def test_unstructure_gives_plain_json_data() -> None:
@@ -98,9 +103,7 @@ def test_unstructure_gives_plain_json_data() -> None:
     )
     data = unstructure(meta)
     assert data["state"] == "active"
-    assert data["participants"] == [
-        {"agent_id": "alice", "role": "initiator", "order": 0, "joined_at": ""}
-    ]
+    assert data["participants"] == [{"agent_id": "alice", "role": "initiator", "order": 0}]
     assert data["pending_acks"] == ["bob"]
     task = TaskMetadata(task_id="t", owner_id="o", spec=TaskSpec(title="x"), state=TaskState.FAILED)
     assert unstructure(task)["state"] == "failed"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import trio
 
 import troupe
 from troupe.store import MemoryStore, SQLiteStore, Store, open_store
@@ -74,3 +75,29 @@ def test_open_store_picks_the_engine(tmp_path: Path) -> None:
 def test_the_engines_are_exported_at_the_top() -> None:
     assert troupe.MemoryStore is MemoryStore
     assert troupe.SQLiteStore is SQLiteStore
+
+
+async def test_two_tasks_entering_at_once_one_is_refused(reopen: Reopen) -> None:
+    store = reopen()
+    refused, release = trio.Event(), trio.Event()
+    entered: list[str] = []
+    errors: list[str] = []
+
+    async def enter(name: str) -> None:
+        try:
+            async with store:
+                entered.append(name)
+                await release.wait()
+        except troupe.StoreError as exc:
+            errors.append(str(exc))
+            refused.set()
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(enter, "first")
+            nursery.start_soon(enter, "second")
+            await refused.wait()
+            release.set()
+    assert len(entered) == 1
+    assert len(errors) == 1
+    assert "already open" in errors[0]

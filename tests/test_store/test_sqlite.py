@@ -29,6 +29,12 @@ def make_foreign_db(path: Path) -> None:
     conn.close()
 
 
+def add_migration(monkeypatch: pytest.MonkeyPatch, *step: str) -> None:
+    """Pretend this troupe has one more schema version, reached by ``step``."""
+    monkeypatch.setattr(schema, "MIGRATIONS", (*schema.MIGRATIONS, step))
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", schema.SCHEMA_VERSION + 1)
+
+
 async def make_store(path: Path) -> None:
     async with SQLiteStore(path) as store:
         await store.append("s1", envs("s1", 1, 3))
@@ -118,9 +124,7 @@ async def test_an_older_store_is_migrated_on_open(
 ) -> None:
     path = tmp_path / "hub.db"
     await make_store(path)
-    step = ("CREATE TABLE extra (x INTEGER)", "INSERT INTO extra VALUES (7)")
-    monkeypatch.setattr(schema, "MIGRATIONS", (*schema.MIGRATIONS, step))
-    monkeypatch.setattr(schema, "SCHEMA_VERSION", schema.SCHEMA_VERSION + 1)
+    add_migration(monkeypatch, "CREATE TABLE extra (x INTEGER)", "INSERT INTO extra VALUES (7)")
     async with SQLiteStore(path) as store:
         assert await store.last_seq("s1") == 3
     conn = sqlite3.connect(path)
@@ -220,3 +224,74 @@ async def test_kill_9_mid_write_loses_nothing_that_returned(tmp_path: Path) -> N
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     conn.close()
+
+
+async def test_a_missing_directory_is_a_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "no-such-dir" / "hub.db"
+    with pytest.raises(troupe.StoreError, match="cannot open store") as info:
+        async with SQLiteStore(path):
+            pass
+    assert str(path) in str(info.value)
+
+
+def test_a_locked_file_is_busy_not_incompatible(tmp_path: Path) -> None:
+    path = tmp_path / "hub.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(troupe.StoreError, match="database is locked") as info:
+            schema.connect(path, synchronous="FULL", busy_timeout_ms=0)
+        assert not isinstance(info.value, troupe.IncompatibleStore)
+    finally:
+        holder.close()
+
+
+def test_a_file_that_refuses_wal_mode_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Some file systems (no shared memory) cannot do WAL: SQLite then keeps the old mode.
+    real_connect = sqlite3.connect
+
+    class NoWal:
+        def __init__(self, conn: sqlite3.Connection) -> None:
+            self.conn = conn
+
+        def execute(self, sql: str, *params: object) -> sqlite3.Cursor:
+            if sql.startswith("PRAGMA journal_mode"):
+                return self.conn.execute("SELECT 'delete'")
+            return self.conn.execute(sql, *params)  # type: ignore[arg-type]
+
+        def close(self) -> None:
+            self.conn.close()
+
+    monkeypatch.setattr(sqlite3, "connect", lambda *args, **kw: NoWal(real_connect(*args, **kw)))
+    with pytest.raises(troupe.StoreError, match="cannot use WAL journal mode"):
+        schema.connect(tmp_path / "hub.db", synchronous="FULL")
+
+
+async def test_a_failed_migration_leaves_the_old_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "hub.db"
+    await make_store(path)
+    add_migration(monkeypatch, "CREATE TABLE extra (x INTEGER)", "INSERT INTO nowhere VALUES (1)")
+    with pytest.raises(troupe.StoreError, match="no such table: nowhere"):
+        async with SQLiteStore(path):
+            pass
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone() == (schema.SCHEMA_VERSION - 1,)
+    tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+    assert "extra" not in tables
+    conn.close()
+
+
+async def test_a_read_that_sqlite_refuses_is_a_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "hub.db"
+    async with SQLiteStore(path) as store:
+        vandal = sqlite3.connect(path)
+        vandal.execute("DROP TABLE kv")
+        vandal.commit()
+        vandal.close()
+        with pytest.raises(troupe.StoreError, match="no such table: kv") as info:
+            await store.load_kv("ns")
+        assert str(path) in str(info.value)

@@ -38,7 +38,8 @@ class AgentClient(Identity):
     """What ``HubClient.register`` returns: one agent on one connection.
 
     Deliveries run the default turn handler: invites are acked; on a substantive envelope
-    that gives this agent the floor (the session type's rules, ``can_send``), the agent's
+    that gives this agent the floor (the session type's rules, ``can_send``; where the
+    session type names the envelope that gave it, only that one), the agent's
     ``respond(turn)`` runs and its answer is posted with ``causation_id`` = the trigger.
     ``None`` is a silent round. A trigger already answered is not answered again (also
     after a reconnect). A ``respond`` that raises is reported (audit ``turn_failed``) and
@@ -98,12 +99,15 @@ class AgentClient(Identity):
         hc = self._hub_client
         sid = envelope.session_id
         metadata = await hc.get_session(sid)
-        if metadata.state is not SessionState.ACTIVE or not hc.can_send(sid, me):
+        if metadata.state is not SessionState.ACTIVE or not await hc.acan_send(sid, me):
             return
         stype = hc.session_type_for(metadata)
         text = stype.render(envelope)
         if text is None:
             return
+        owed = await hc.pending_turn(sid, me)
+        if owed is not None and owed.triggering_envelope_id not in (None, envelope.envelope_id):
+            return  # a stale trigger (a replay): a later envelope gave me the floor
         if await hc.find_envelope_by_causation(
             sid, sender_id=me, causation_id=envelope.envelope_id
         ):
@@ -161,6 +165,7 @@ class AgentClient(Identity):
         if last < trigger.seq:
             transcript.extend(await self._hub_client.read_wal(sid, since=last, until=trigger.seq))
         prior = [e for e in transcript if e.seq < trigger.seq]
+        await self._hub_client.learn_names([e.sender_id for e in prior])
         view = stype.default_view_policy(metadata, self.agent_id)
         return view.project(
             prior,

@@ -22,6 +22,7 @@ from .._errors import NotFoundError
 from ..actors import ActorRef
 from ..model import SessionMetadata, SessionState
 from ..session_types import AnySessionType
+from ._activity import Activity
 
 
 @attrs.define(eq=False)
@@ -34,8 +35,6 @@ class SessionEntry:
     state: Any = None
     last_seq: int = 0
     ref: ActorRef[Any, Any] | None = None
-    #: Set while an actor for this session is being started (concurrent callers wait on it).
-    starting: trio.Event | None = None
     #: The running actor's dedup index (its own dict; read-only for everyone else).
     dedup: dict[str, tuple[str, int]] | None = None
     #: trio time of the last use through the hub handle (see ``Directory.touch``).
@@ -44,6 +43,8 @@ class SessionEntry:
     gate: Gate | None = None
     #: True from a passivation until the session is started again.
     passivated: bool = False
+    #: The running actor's activity summary, for the expectation sweeper (read-only here).
+    activity: Activity | None = None
     _changed: trio.Event = attrs.field(factory=trio.Event)
 
     @property
@@ -53,6 +54,12 @@ class SessionEntry:
     @property
     def running(self) -> bool:
         return self.ref is not None and self.ref.alive
+
+    @property
+    def given_up(self) -> bool:
+        """The session supervisor gave up on this live session's actor (it crashed too often)
+        and the hub has not published its close yet: it must not be started again."""
+        return self.ref is not None and not self.ref.alive and not self.metadata.state.terminal
 
     def publish(self, metadata: SessionMetadata, state: Any, last_seq: int) -> None:
         self.metadata = metadata
@@ -167,12 +174,12 @@ class Directory:
         entries = self.of_agent(agent_id) if agent_id is not None else self.sessions.values()
         out: list[SessionMetadata] = []
         for entry in entries:
+            if len(out) >= limit:
+                break
             md = entry.metadata
             if state is not None and md.state is not state:
                 continue
-            if not include_terminal and md.state.terminal:
+            if not include_terminal and state is None and md.state.terminal:
                 continue
             out.append(md)
-            if len(out) >= limit:
-                break
         return out

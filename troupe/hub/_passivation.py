@@ -56,15 +56,11 @@ async def prepare_to_passivate(actor: SessionActor) -> bool:
     if actor.metadata.state.terminal or _busy(actor):
         await trio.lowlevel.checkpoint()
         return False
-    stype = actor.stype
-    if stype is not None and actor.core.config.snapshot_every > 0:
-        if actor.last_seq > actor.snapshot_seq:
-            await actor.core.store.save_snapshot(
-                actor.sid, actor.last_seq, stype.dump_state(actor.state)
-            )
-            actor.snapshot_seq = actor.last_seq
-            if _busy(actor):
-                return False  # someone came during the snapshot: stay
+    snapshots = actor.stype is not None and actor.core.config.snapshot_every > 0
+    if snapshots and actor.last_seq > actor.snapshot_seq:
+        await actor.save_snapshot()
+        if _busy(actor):
+            return False  # someone came during the snapshot: stay
     gate = actor.entry.gate = actor.entry.gate or Gate()
     gate.passivating = trio.Event()
     return True

@@ -53,13 +53,13 @@ def accepts_inbound(rule: Rule, sender_name: str) -> bool:
 
 
 class TokenBucket:
-    """One sender's rate bucket."""
+    """A token bucket: ``per_minute`` refill, ``max(1, burst or per_minute)`` capacity, full."""
 
     __slots__ = ("capacity", "per_second", "stamp", "tokens")
 
-    def __init__(self, rate: RateBlock, now: float) -> None:
-        self.capacity = float(max(1, rate.burst or rate.per_minute))
-        self.per_second = rate.per_minute / 60.0
+    def __init__(self, per_minute: int, burst: int, now: float) -> None:
+        self.capacity = float(max(1, burst or per_minute))
+        self.per_second = per_minute / 60.0
         self.tokens = self.capacity
         self.stamp = now
 
@@ -72,6 +72,12 @@ class TokenBucket:
             self.tokens -= 1.0
             return True
         return False
+
+    def wait_for_token(self) -> float:
+        """Seconds until the next token (after a failed :meth:`take`)."""
+        if self.per_second <= 0:
+            return float("inf")
+        return max(0.0, (1.0 - self.tokens) / self.per_second)
 
 
 class RateLimiter:
@@ -90,7 +96,7 @@ class RateLimiter:
             return
         entry = self._buckets.get(agent_id)
         if entry is None or entry[0] != rate:
-            entry = (rate, TokenBucket(rate, now))
+            entry = (rate, TokenBucket(rate.per_minute, rate.burst, now))
             self._buckets[agent_id] = entry
         if not entry[1].take(now):
             raise RateLimited(

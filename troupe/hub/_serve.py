@@ -23,13 +23,17 @@ from ..model import (
     ErrorFrame,
     Frame,
     HelloFrame,
+    InvalidFrame,
     PingFrame,
     PongFrame,
     ReceiptFrame,
+    RequestFrame,
     SendFrame,
     WelcomeFrame,
 )
-from ._connection import Bind, ConnectionActor, Endpoint, Receipt, SendOut
+from ._connection import Bind, ConnectionActor, Endpoint, Flush, Receipt, SendOut
+from ._rpc import Caller, handle_request
+from ._rules import TokenBucket
 
 if TYPE_CHECKING:
     from ._hub import Hub
@@ -37,6 +41,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("troupe.hub.connections")
 
 MAX_IN_FLIGHT = 64
+#: How long a closing connection waits for its cursors to be saved.
+FLUSH_TIMEOUT_S = 5.0
+#: Frames a connection may send per second (sustained) and in a burst; beyond that the hub
+#: stops reading from it for a while (backpressure on that connection only).
+FRAMES_PER_SECOND = 2000
+FRAME_BURST = 4000
+#: How long a closing connection waits for its cursors to be saved.
+FLUSH_TIMEOUT_S = 5.0
 
 
 def error_frame(
@@ -56,17 +68,35 @@ async def serve_endpoint(
     core = hub.core
     actor = ConnectionActor(core, endpoint)
     limiter = trio.CapacityLimiter(MAX_IN_FLIGHT)
+    flood = TokenBucket(FRAMES_PER_SECOND * 60, FRAME_BURST, trio.current_time())
     try:
         async with trio.open_nursery() as nursery:
             mailbox: Mailbox[Any] = Mailbox(core.config.client_mailbox, "block")
+            actor.timers = nursery
             ref = await spawn(nursery, actor, mailbox=mailbox, name=f"conn:{endpoint.endpoint_id}")
             hub._endpoints[endpoint.endpoint_id] = ref
             task_status.started(ref)
             async for frame in endpoint.frames():
+                if not flood.take(trio.current_time()):
+                    # Over its budget: this connection waits; the others are not read by
+                    # this task, so they do not.
+                    await trio.sleep(flood.wait_for_token())
+                    flood.take(trio.current_time())
                 await _on_frame(hub, actor, ref, frame, nursery, limiter)
+            # The client closed. The receipts it sent are in the actor's system lane, ahead
+            # of this flush: persist every ack it got to send before the connection ends.
+            flushed = trio.Event()
+            ref.mailbox.send_system(Flush(flushed))
+            with trio.move_on_after(FLUSH_TIMEOUT_S):
+                await flushed.wait()
             nursery.cancel_scope.cancel()
     finally:
         hub._endpoints.pop(endpoint.endpoint_id, None)
+        # The actor is gone (this task is its only user now): save what it was acked but
+        # had not saved yet, also when the hub is closing.
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + FLUSH_TIMEOUT_S
+            await actor.flush_cursors()
         actor.release()
         with trio.CancelScope(shield=True):
             await endpoint.aclose()
@@ -88,8 +118,16 @@ async def _on_frame(
         case HelloFrame():
             nursery.start_soon(_hello, hub, ref, frame)
         case SendFrame():
-            await limiter.acquire_on_behalf_of(frame)
-            nursery.start_soon(_send, hub, actor, ref, frame, limiter)
+            token = object()  # frames hold dicts, so they cannot be the borrower themselves
+            await limiter.acquire_on_behalf_of(token)
+            nursery.start_soon(_send, hub, actor, ref, frame, limiter, token)
+        case RequestFrame():
+            token = object()
+            await limiter.acquire_on_behalf_of(token)
+            nursery.start_soon(_request, Caller(hub, actor, ref), frame, limiter, token)
+        case InvalidFrame(reason=reason, request_id=request_id):
+            error = ErrorFrame(code="bad_frame", message=reason, request_id=request_id)
+            ref.mailbox.send_system(SendOut(error))
         case _:
             await ref.tell(
                 SendOut(
@@ -128,12 +166,23 @@ def actor_endpoint_id(ref: ActorRef[Any, Any]) -> str:
     return ref.name.removeprefix("conn:")
 
 
+async def _request(
+    caller: Caller, frame: RequestFrame, limiter: trio.CapacityLimiter, token: object
+) -> None:
+    try:
+        reply = await handle_request(caller, frame)
+        await caller.ref.tell(SendOut(reply))
+    finally:
+        limiter.release_on_behalf_of(token)
+
+
 async def _send(
     hub: Hub,
     actor: ConnectionActor,
     ref: ActorRef[Any, Any],
     frame: SendFrame,
     limiter: trio.CapacityLimiter,
+    token: object,
 ) -> None:
     try:
         if frame.envelope.sender_id not in actor.agents:
@@ -155,4 +204,4 @@ async def _send(
                 )
         await ref.tell(SendOut(reply))
     finally:
-        limiter.release_on_behalf_of(frame)
+        limiter.release_on_behalf_of(token)

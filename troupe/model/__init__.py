@@ -29,6 +29,7 @@ from ._frames import AcceptFrame as AcceptFrame
 from ._frames import ErrorFrame as ErrorFrame
 from ._frames import Frame as Frame
 from ._frames import HelloFrame as HelloFrame
+from ._frames import InvalidFrame as InvalidFrame
 from ._frames import NotifyFrame as NotifyFrame
 from ._frames import PingFrame as PingFrame
 from ._frames import PongFrame as PongFrame
@@ -84,6 +85,7 @@ __all__ = (
     "Frame",
     "HelloFrame",
     "InboxBlock",
+    "InvalidFrame",
     "LimitsBlock",
     "NotifyFrame",
     "ObservedStat",

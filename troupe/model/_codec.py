@@ -2,7 +2,8 @@
 
 Rules the converter keeps, for every record and frame:
 
-- JSON is produced and parsed by orjson; enums travel by value, tuples as arrays.
+- JSON is produced and parsed by orjson; enums travel by value, tuples as arrays, and a
+  field equal to its default is left out (decoding fills it in again).
 - Decoding is strict: unknown keys, missing fields, wrong types (no ``"5"`` for an int, no
   ``5`` for a str, no ``true`` for an int), unknown frame kinds and malformed JSON all raise
   :class:`troupe.DecodeError` naming the record and the dotted path of the field.
@@ -43,11 +44,9 @@ from ._frames import FRAME_TYPES, Frame
 
 T = TypeVar("T")
 
-CONVERTER: Final = make_converter(forbid_extra_keys=True)
-
-
-def _type_name(value: Any) -> str:
-    return _JSON_NAMES.get(type(value), type(value).__name__)
+# omit_if_default: a typical envelope is ~210 bytes instead of ~330 (half its fields are
+# usually None or defaults), and decoding passes fewer keywords (2.3 vs 3.2 us per envelope).
+CONVERTER: Final = make_converter(forbid_extra_keys=True, omit_if_default=True)
 
 
 _JSON_NAMES: Final[dict[type[Any], str]] = {
@@ -60,6 +59,10 @@ _JSON_NAMES: Final[dict[type[Any], str]] = {
     bool: "boolean",
     type(None): "null",
 }
+
+
+def _type_name(value: Any) -> str:
+    return _JSON_NAMES.get(type(value), type(value).__name__)
 
 
 def _strict(kind: type[Any]) -> Callable[[Any, Any], Any]:
@@ -170,9 +173,9 @@ def _path_and_cause(exc: BaseException) -> tuple[list[str], BaseException]:
     return path, exc
 
 
-def _decode_error(exc: Exception, record: str, prefix: str = "") -> DecodeError:
+def _decode_error(exc: Exception, record: str) -> DecodeError:
     path, cause = _path_and_cause(exc)
-    field = ".".join(p for p in (prefix, *path) if p)
+    field = ".".join(path)
     if isinstance(cause, ForbiddenExtraKeysError):
         reason = "unknown field"
     elif isinstance(cause, KeyError):
@@ -222,6 +225,13 @@ def _parse(data: str | bytes, record: str) -> Any:
         raise DecodeError(f"cannot decode {record}: malformed JSON ({exc})", record=record) from exc
 
 
+def _to_json(data: Any, record: str) -> bytes:
+    try:
+        return orjson.dumps(data)
+    except orjson.JSONEncodeError as exc:
+        raise DecodeError(f"cannot encode {record} as JSON: {exc}", record=record) from exc
+
+
 def dumps(obj: Any) -> bytes:
     """Encode a record (or JSON data holding records) as compact UTF-8 JSON.
 
@@ -235,11 +245,7 @@ def dumps(obj: Any) -> bytes:
       DecodeError: ``obj`` holds something JSON cannot carry (a set, an int beyond 64 bits,
         a non-string key); ``record`` names its type.
     """
-    try:
-        return orjson.dumps(CONVERTER.unstructure(obj))
-    except orjson.JSONEncodeError as exc:
-        record = type(obj).__name__
-        raise DecodeError(f"cannot encode {record} as JSON: {exc}", record=record) from exc
+    return _to_json(CONVERTER.unstructure(obj), type(obj).__name__)
 
 
 def loads(data: str | bytes, cls: type[T]) -> T:
@@ -271,11 +277,7 @@ def encode_frame(frame: Frame) -> str:
       DecodeError: the frame holds something JSON cannot carry.
     """
     body = {"kind": frame.kind, **CONVERTER.unstructure(frame)}
-    try:
-        return orjson.dumps(body).decode()
-    except orjson.JSONEncodeError as exc:
-        record = type(frame).__name__
-        raise DecodeError(f"cannot encode {record} as JSON: {exc}", record=record) from exc
+    return _to_json(body, type(frame).__name__).decode()
 
 
 def decode_frame(text: str | bytes) -> Frame:
@@ -308,8 +310,9 @@ def decode_frame(text: str | bytes) -> Frame:
 def envelope_from_json(data: str | bytes) -> Envelope:
     """Decode an envelope the store wrote itself, skipping the per-field checks.
 
-    Rows written by :func:`dumps` are trusted: a plain ``Envelope(**fields)`` is several
-    times faster than the checked path, which matters on WAL replay. A row that does not
+    Rows written by :func:`dumps` are trusted: a plain ``Envelope(**fields)`` takes about
+    two thirds of the checked path's time (2.4 vs 3.8 us here), which WAL replay pays per
+    envelope. A row that does not
     fit (another writer, a bug) falls back to the checked path for a precise error.
 
     Args:

@@ -130,6 +130,18 @@ class ResponseFrame:
     error_message: str = ""
 
 
+@attrs.frozen(kw_only=True)
+class InvalidFrame:
+    """Not a wire frame: what a transport hands the hub for a message it could not decode.
+
+    The hub answers it with an ``ErrorFrame(code="bad_frame")`` and keeps serving.
+    """
+
+    kind: ClassVar[str] = "invalid"
+    reason: str
+    request_id: str = ""
+
+
 Frame: TypeAlias = (
     HelloFrame
     | WelcomeFrame
@@ -142,6 +154,7 @@ Frame: TypeAlias = (
     | ReceiptFrame
     | RequestFrame
     | ResponseFrame
+    | InvalidFrame
 )
 
 FRAME_TYPES: tuple[type[Any], ...] = (

@@ -87,13 +87,17 @@ def connect(path: Path, *, synchronous: str, busy_timeout_ms: int = 5000) -> sql
     _check_header(path)
     with contextlib.ExitStack() as on_failure:
         try:
-            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(
+                path,
+                timeout=busy_timeout_ms / 1000,
+                isolation_level=None,
+                check_same_thread=False,
+            )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open store {str(path)!r}: {exc}") from exc
         on_failure.callback(conn.close)
         version = _version_of(conn, path)
         try:
-            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             conn.execute(f"PRAGMA synchronous = {synchronous}")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode != "wal":
@@ -107,9 +111,16 @@ def connect(path: Path, *, synchronous: str, busy_timeout_ms: int = 5000) -> sql
 
 
 def connect_reader(path: Path) -> sqlite3.Connection:
-    """A second connection for reads; ``query_only`` makes sure it never writes."""
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA query_only = ON")
+    """A second connection for reads; ``query_only`` makes sure it never writes.
+
+    Raises:
+      StoreError: the file cannot be opened.
+    """
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA query_only = ON")
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open store {str(path)!r}: {exc}") from exc
     return conn
 
 
@@ -137,6 +148,9 @@ def _version_of(conn: sqlite3.Connection, path: Path) -> int:
         if "troupe_meta" in tables:
             row = conn.execute("SELECT value FROM troupe_meta WHERE key = 'magic'").fetchone()
             magic = row and row[0]
+    except sqlite3.OperationalError as exc:
+        # Busy or locked by another process: the file may be fine, it is just not ours now.
+        raise StoreError(f"cannot open store {str(path)!r}: {exc}") from exc
     except sqlite3.DatabaseError as exc:
         raise IncompatibleStore(f"{str(path)!r} is not a troupe store ({exc})") from exc
     if magic != MAGIC:

@@ -114,6 +114,7 @@ class SQLiteStore:
         self.synchronous = synchronous.upper()
         self.threaded = threaded
         self._name = f"SQLiteStore({str(self.path)!r})"
+        self._entered = False
         self._stack: contextlib.AsyncExitStack | None = None
         self._writer: GroupCommitWriter | None = None
         self._reader: sqlite3.Connection | None = None
@@ -122,8 +123,17 @@ class SQLiteStore:
         return self._name
 
     async def __aenter__(self) -> Self:
-        if self._stack is not None:
+        if self._entered:
             raise StoreError(f"{self._name} is already open; leave it before entering it again")
+        # Claimed before the first await, so a concurrent second entry is refused too.
+        self._entered = True
+        try:
+            await self._open()
+        finally:
+            self._entered = self._stack is not None
+        return self
+
+    async def _open(self) -> None:
         opener = functools.partial(connect, self.path, synchronous=self.synchronous)
         async with contextlib.AsyncExitStack() as stack:
             conn = await trio.to_thread.run_sync(opener) if self.threaded else opener()
@@ -131,13 +141,14 @@ class SQLiteStore:
             reader = connect_reader(self.path)
             stack.callback(reader.close)
             writer = GroupCommitWriter(conn, name=self._name, threaded=self.threaded)
+            # The writer's nursery stays open until __aexit__: the body of 'async with store'
+            # runs inside it, and nothing the store starts outlives it.
             nursery = await stack.enter_async_context(trio.open_nursery())
             await nursery.start(writer.run)
             # Unwound in reverse: stop taking writes, let the writer drain, close both.
             stack.callback(writer.close)
             self._stack = stack.pop_all()
         self._writer, self._reader = writer, reader
-        return self
 
     async def __aexit__(
         self,
@@ -147,6 +158,7 @@ class SQLiteStore:
     ) -> None:
         stack, self._stack = self._stack, None
         self._writer = self._reader = None
+        self._entered = False
         if stack is not None:
             await stack.aclose()
 

@@ -1,0 +1,140 @@
+"""Store benchmark: durable appends/s under concurrency (group commit), and WAL replay.
+
+``python -m benchmarks store``. Prints medians over several repeats:
+
+- SQLite appends/s with 1, 16 and 64 concurrent appenders, one ~200-byte envelope per
+  append, each in its own session, at ``synchronous=FULL`` (durable) and ``NORMAL``;
+- replay of 100k envelopes (read + decode into ``Envelope`` records) against raw
+  ``sqlite3`` + ``json`` reading the same rows.
+
+Targets (issue 3): 64 appenders at least 10x one; replay at least 0.5x raw and 100k
+envelopes in under 1 s.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sqlite3
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import trio
+
+from troupe.model import Envelope, dumps
+from troupe.store import SQLiteStore
+
+REPEATS = 5
+APPENDS = 2048  # per run, split among the appenders
+REPLAY = 100_000
+CONCURRENCY = (1, 16, 64)
+
+
+def envelope(session_id: str, seq: int) -> Envelope:
+    return Envelope(
+        session_id=session_id,
+        sender_id="agent-07",
+        event_type="troupe.text",
+        event_data={"text": f"reply {seq}"},
+        envelope_id=f"{seq:032x}",
+        seq=seq,
+        created_at="2025-01-01T00:00:00.000000+00:00",
+    )
+
+
+def median_of(measure: Callable[[], float]) -> float:
+    return statistics.median(measure() for _ in range(REPEATS))
+
+
+def appends_per_second(directory: Path, appenders: int, synchronous: str) -> float:
+    """One run: ``appenders`` tasks append ``APPENDS`` envelopes in all, one per append."""
+    path = directory / f"appends-{appenders}-{synchronous}-{time.monotonic_ns()}.db"
+    each = APPENDS // appenders
+
+    async def run() -> float:
+        async with SQLiteStore(path, synchronous=synchronous) as store:
+
+            async def appender(session_id: str) -> None:
+                for seq in range(1, each + 1):
+                    await store.append(session_id, [envelope(session_id, seq)])
+
+            start = time.perf_counter()
+            async with trio.open_nursery() as nursery:
+                for n in range(appenders):
+                    nursery.start_soon(appender, f"session-{n:03d}")
+            return appenders * each / (time.perf_counter() - start)
+
+    return trio.run(run)
+
+
+def fill(path: Path, session_id: str) -> None:
+    async def run() -> None:
+        async with SQLiteStore(path, synchronous="OFF") as store:
+            for first in range(1, REPLAY + 1, 1000):
+                await store.append(
+                    session_id, [envelope(session_id, s) for s in range(first, first + 1000)]
+                )
+
+    trio.run(run)
+
+
+def replay_troupe(path: Path, session_id: str) -> float:
+    async def run() -> float:
+        async with SQLiteStore(path) as store:
+            start = time.perf_counter()
+            envelopes = await store.read(session_id)
+            elapsed = time.perf_counter() - start
+            assert [envelopes[0].seq, envelopes[-1].seq] == [1, REPLAY]
+            return elapsed
+
+    return trio.run(run)
+
+
+def replay_raw(path: Path, session_id: str) -> float:
+    conn = sqlite3.connect(path)
+    try:
+        start = time.perf_counter()
+        rows = conn.execute(
+            "SELECT envelope FROM wal WHERE session_id = ? ORDER BY seq", (session_id,)
+        )
+        records = [json.loads(text) for (text,) in rows]
+        elapsed = time.perf_counter() - start
+    finally:
+        conn.close()
+    assert len(records) == REPLAY
+    return elapsed
+
+
+def main() -> None:
+    size = len(dumps(envelope("session-000", 512)))
+    print(f"envelope JSON: {size} bytes; medians of {REPEATS} runs of {APPENDS} appends")
+    with tempfile.TemporaryDirectory(prefix="troupe-bench-") as tmp:
+        directory = Path(tmp)
+        for synchronous in ("FULL", "NORMAL"):
+            # Interleaved (1, 16, 64, 1, 16, 64, …) so a slow spell of the shared disk
+            # weighs on every concurrency level alike and the ratios stay honest.
+            runs: dict[int, list[float]] = {n: [] for n in CONCURRENCY}
+            for _ in range(REPEATS):
+                for n in CONCURRENCY:
+                    runs[n].append(appends_per_second(directory, n, synchronous))
+            rates = {n: statistics.median(rates) for n, rates in runs.items()}
+            for n, rate in rates.items():
+                print(
+                    f"appends/s  synchronous={synchronous:<6} {n:>2} appender(s): {rate:>9,.0f}"
+                    f"  ({rate / rates[1]:.1f}x one)"
+                )
+        path = directory / "replay.db"
+        fill(path, "big")
+        troupe_s = median_of(functools.partial(replay_troupe, path, "big"))
+        raw_s = median_of(functools.partial(replay_raw, path, "big"))
+        for name, seconds in (("troupe read+decode", troupe_s), ("raw sqlite3+json", raw_s)):
+            rate = REPLAY / seconds
+            print(f"replay {REPLAY:,} {name:<18}: {seconds:.3f} s = {rate:>9,.0f} records/s")
+        print(f"replay ratio troupe/raw: {raw_s / troupe_s:.2f}x (target >= 0.5x; 100k in < 1 s)")
+
+
+if __name__ == "__main__":
+    main()
