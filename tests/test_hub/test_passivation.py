@@ -69,6 +69,12 @@ class Pair:
             event_data={"text": text},
         )
 
+    async def say(self, *texts: str) -> SessionEntry:
+        """Post ``texts`` from ann, in order; return the session's directory entry."""
+        for text in texts:
+            await self.hub.post(self.text(text))
+        return self.hub.core.directory.get(self.session_id)
+
     async def texts(self) -> list[str]:
         wal = await self.hub.read_wal(self.session_id)
         assert [e.seq for e in wal] == list(range(1, len(wal) + 1))
@@ -94,9 +100,7 @@ async def test_an_idle_session_is_passivated_and_keeps_its_published_view(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     async with open_pair() as p:
-        for i in range(4):
-            await p.hub.post(p.text(f"line {i}"))
-        entry = p.hub.core.directory.get(p.session_id)
+        entry = await p.say(*(f"line {i}" for i in range(4)))
         state, last_seq = entry.state, entry.last_seq
         assert p.hub.statistics().live_sessions == 1
 
@@ -125,9 +129,7 @@ async def test_the_next_post_rehydrates_it_and_seq_continues(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     async with open_pair() as p:
-        for i in range(4):
-            await p.hub.post(p.text(f"before {i}"))
-        entry = p.hub.core.directory.get(p.session_id)
+        entry = await p.say(*(f"before {i}" for i in range(4)))
         before = entry.state
         await trio.sleep(IDLE + 1)
         assert not running(entry)
@@ -193,8 +195,7 @@ async def test_posts_arriving_while_it_passivates_and_rehydrates_keep_their_orde
 ) -> None:
     """Posts come one by one once the actor agreed to stop, and while it is reloaded."""
     async with open_pair() as p, trio.open_nursery() as nursery:
-        await p.hub.post(p.text("first"))
-        entry = p.hub.core.directory.get(p.session_id)
+        entry = await p.say("first")
         arrivals: list[tuple[str, str]] = []
         accepted: list[str] = []
         reloaded = trio.Event()
@@ -248,8 +249,7 @@ async def test_a_post_during_the_snapshot_keeps_the_session_running(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     async with open_pair() as p, trio.open_nursery() as nursery:
-        await p.hub.post(p.text("first"))
-        entry = p.hub.core.directory.get(p.session_id)
+        entry = await p.say("first")
         seqs: list[int] = []
 
         async def post() -> None:

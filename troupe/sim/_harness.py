@@ -163,7 +163,7 @@ class Sim:
         gc.freeze()
         return agents
 
-    async def run_sessions(self, script: Callable[[int], Awaitable[None]]) -> None:
+    async def run_sessions(self, script: Callable[[int], Awaitable[object]]) -> None:
         """Run ``script(i)`` for each of ``self.sessions`` sessions, a few hundred at once."""
         indexes = iter(range(self.sessions))
 

@@ -1,9 +1,9 @@
 """crash-storm: session actors crash at random, and no accepted envelope is lost.
 
-Conversations between two agents drawn at random, on a hub whose fault injector crashes a
-session's actor at one of the hub's crash points (``CRASH_POINTS``) with a small probability
-each time a post passes one (a function of the seed, the session, the point and how many
-posts passed it). The session supervisor restarts a crashed actor from its WAL; a post that
+The gossip scenario's conversations, on a hub whose fault injector crashes a session's actor
+at one of the hub's crash points (``CRASH_POINTS``) with a small probability each time a
+post passes one (a function of the seed, the session, the point and how many posts passed
+it). The session supervisor restarts a crashed actor from its WAL; a post that
 crashes its session twice is rejected as poison; a session that crashes more than three
 times in five seconds is closed as ``crashed`` while the others carry on.
 
@@ -15,21 +15,14 @@ from __future__ import annotations
 
 from collections import Counter
 
-import trio
-
-from ..._errors import NetworkError
-from ...client import AgentClient, Turn
 from ...hub import InjectedCrash
 from .._harness import Sim
 from .._scenario import Scenario
 from .._seeded import draw
+from .gossip import Gossip, Town, conversation
 
 #: Chance that a post crashes its session at one crash point.
 CRASH_RATE = 0.05
-#: Simulated seconds an agent may think before a line; a talk not over after
-#: ``TALK_LIMIT`` seconds (its session crashed for good) is abandoned.
-MAX_THINK = 3.0
-TALK_LIMIT = 60.0
 
 
 class StormFaults:
@@ -48,63 +41,18 @@ class StormFaults:
             raise InjectedCrash(f"injected crash at {point} in session {session_id}")
 
 
-class Talk:
-    def __init__(self, index: int, length: int) -> None:
-        self.index = index
-        self.length = length
-        self.lines = 0
-        self.over = trio.Event()
-
-
-class Chatter:
-    """An agent that answers for a few lines, thinking before each."""
-
-    def __init__(self, sim: Sim, talks: dict[str, Talk]) -> None:
-        self.sim = sim
-        self.talks = talks
-
-    async def respond(self, turn: Turn) -> str | None:
-        talk = self.talks.get(turn.session_id)
-        if talk is None:
-            return None
-        if talk.lines >= talk.length:
-            talk.over.set()
-            return None
-        talk.lines += 1
-        await self.sim.sleep(MAX_THINK * self.sim.rand("think", talk.index, talk.lines))
-        return f"line {talk.lines}"
-
-
 async def run(sim: Sim) -> None:
-    talks: dict[str, Talk] = {}
-    agents: list[AgentClient] = await sim.populate(lambda i: Chatter(sim, talks), prefix="chat")
+    town = Town(sim)
+    agents = await sim.populate(lambda i: Gossip(town, i), prefix="chat")
     accepted = sim.track_accepted()
-    n = len(agents)
     abandoned = 0
 
-    async def conversation(i: int) -> None:
+    async def storm(i: int) -> None:
         nonlocal abandoned
-        caller = sim.randint(0, n - 1, "caller", i)
-        callee = (caller + sim.randint(1, n - 1, "callee", i)) % n
-        await sim.sleep(sim.rand("start", i))
-        talk = Talk(i, sim.randint(2, 8, "length", i))
-        try:
-            channel = await agents[caller].open(type="conversation", target=agents[callee].agent_id)
-        except NetworkError:
-            abandoned += 1  # its actor crashed too often during the handshake
-            return
-        talks[channel.session_id] = talk
-        talk.lines += 1
-        try:
-            await channel.send("line 1")
-            with sim.move_on_after(TALK_LIMIT):
-                await talk.over.wait()
-        except NetworkError:
-            abandoned += 1  # rejected as poison, or the session was closed as crashed
-        del talks[channel.session_id]
-        await channel.close(reason="talked")
+        if not await conversation(sim, town, agents, i):
+            abandoned += 1
 
-    await sim.run_sessions(conversation)
+    await sim.run_sessions(storm)
 
     in_wal: Counter[str] = Counter()
     store = sim.hub.core.store

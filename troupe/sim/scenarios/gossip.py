@@ -13,8 +13,11 @@ function of the seed and a key, never of the order of calls), waits with ``sim.s
 
 from __future__ import annotations
 
+from functools import partial
+
 import trio
 
+from ..._errors import NetworkError
 from ...client import AgentClient, Turn
 from .._harness import Sim
 from .._scenario import Scenario
@@ -22,6 +25,8 @@ from .._scenario import Scenario
 RUMOUR = "the hub never loses an envelope"
 #: Simulated seconds an agent may think before a line.
 MAX_THINK = 3.0
+#: Simulated seconds after which a conversation that is not over is wound up.
+TALK_LIMIT = 60.0
 
 
 class Talk:
@@ -77,27 +82,42 @@ class Gossip:
         return town.line(self.index)
 
 
-async def run(sim: Sim) -> None:
-    town = Town(sim)
-    agents: list[AgentClient] = await sim.populate(lambda i: Gossip(town, i), prefix="gossip")
-    town.learn(0)
-    n = len(agents)
+async def conversation(sim: Sim, town: Town, agents: list[AgentClient], i: int) -> bool:
+    """Play conversation ``i`` between two agents drawn at random; whether it was held.
 
-    async def conversation(i: int) -> None:
-        caller = sim.randint(0, n - 1, "caller", i)
-        callee = (caller + sim.randint(1, n - 1, "callee", i)) % n
-        await sim.sleep(sim.rand("start", i))
-        talk = Talk(i, sim.randint(2, 6, "length", i))
+    The hub may refuse it (only in ``crash-storm``: a session that crashed too often, or a
+    post rejected as poison); it is then wound up as far as it got.
+    """
+    n = len(agents)
+    caller = sim.randint(0, n - 1, "caller", i)
+    callee = (caller + sim.randint(1, n - 1, "callee", i)) % n
+    await sim.sleep(sim.rand("start", i))
+    talk = Talk(i, sim.randint(2, 6, "length", i))
+    try:
         channel = await agents[caller].open(type="conversation", target=agents[callee].agent_id)
-        town.talks[channel.session_id] = talk
+    except NetworkError:
+        return False
+    town.talks[channel.session_id] = talk
+    held = True
+    try:
         talk.lines += 1
         await channel.send(town.line(caller))
-        await talk.over.wait()
+        with sim.move_on_after(TALK_LIMIT):
+            await talk.over.wait()
+    except NetworkError:
+        held = False
+    finally:
         del town.talks[channel.session_id]
-        await channel.close(reason="talked")
+    await channel.close(reason="talked")
+    return held
 
-    await sim.run_sessions(conversation)
-    sim.note("agents who know the rumour", f"{town.count} of {n}")
+
+async def run(sim: Sim) -> None:
+    town = Town(sim)
+    agents = await sim.populate(lambda i: Gossip(town, i), prefix="gossip")
+    town.learn(0)
+    await sim.run_sessions(partial(conversation, sim, town, agents))
+    sim.note("agents who know the rumour", f"{town.count} of {len(agents)}")
     if town.half_at is not None:
         sim.note("half of them knew it after", f"{town.half_at:.1f} simulated s")
 
