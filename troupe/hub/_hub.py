@@ -533,6 +533,11 @@ class Hub:
                 raise ProtocolError(
                     f"session {entry.session_id} crashed too often and is being closed"
                 )
+            md = entry.metadata
+            if md.state.terminal:
+                # It ended while this caller queued at the gate (a close, a give-up).
+                reason = md.close_reason or "no reason"
+                raise ProtocolError(f"session {md.session_id} is {md.state.value} ({reason})")
             assert self._sessions is not None, "the hub is not running"
             try:
                 entry.ref = await self._sessions.start_child(self._session_spec(entry))
