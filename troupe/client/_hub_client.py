@@ -28,7 +28,7 @@ from typing import Any, Self
 
 import attrs
 import trio
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
 from trio_websocket import HandshakeError
 
 from .._errors import ConnectionLost, NetworkError, NotFoundError
@@ -221,7 +221,9 @@ class HubClient:
         with trio.fail_after(self._reconnect_within):
             async for attempt in AsyncRetrying(
                 sleep=trio.sleep,
-                wait=wait_exponential_jitter(initial=0.05, max=5.0),
+                # Full jitter: a random wait up to 0.05 s * 2**attempt (at most 5 s), so
+                # clients dropped together do not come back together.
+                wait=wait_random_exponential(multiplier=0.05, max=5.0),
                 retry=retry_if_exception_type((OSError, HandshakeError, trio.TooSlowError)),
                 reraise=True,
             ):
