@@ -102,7 +102,15 @@ class HubClient:
         if isinstance(self._link, WsLink):
             self._stack = AsyncExitStack()
             self._nursery = await self._stack.enter_async_context(trio.open_nursery())
-        await self._ensure_connected()
+        connected = False
+        try:
+            await self._ensure_connected()
+            connected = True
+        finally:
+            if not connected and self._stack is not None:
+                # __aexit__ will not run: leave the nursery here, or trio's nursery
+                # stack is corrupted when the exception unwinds past it.
+                await self._stack.aclose()
         return self
 
     async def __aexit__(
@@ -111,9 +119,12 @@ class HubClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.close()
-        if self._stack is not None:
-            await self._stack.aclose()
+        try:
+            await self.close()
+        finally:
+            # Also when close() is cancelled: the nursery must be left in this task.
+            if self._stack is not None:
+                await self._stack.aclose()
 
     @property
     def hub(self) -> Hub | None:
