@@ -186,37 +186,58 @@ class HubClient:
         assert isinstance(api, RemoteHub)
         with trio.CancelScope() as scope:
             first = True
-            while not self._closed:
+            while not self._closing():
+                failure: OSError | HandshakeError | trio.TooSlowError | None = None
                 async with trio.open_nursery() as conn_nursery:
                     try:
                         conn = await self._connect(link, conn_nursery)
                     except (OSError, HandshakeError, trio.TooSlowError) as exc:
-                        log.error("giving up on %s: %s", link.url, exc)
-                        api.fail(f"could not reach {link.url}: {exc}")
-                        if first:
-                            raise ConnectionLost(f"could not reach {link.url}: {exc}") from exc
-                        await self._lose_identities()
-                        return
-                    self._conn = conn
-                    self._wake = wake = trio.Event()
-                    api.attach(conn)
-                    conn_nursery.start_soon(self._read, conn, wake)
-                    if first:
-                        first = False
-                        task_status.started(scope)
+                        failure = exc
                     else:
-                        conn_nursery.start_soon(self._rebind, link)
-                    await wake.wait()  # the connection ended, or close() was called
-                    self._conn = None
-                    api.detach("the connection closed")
-                    if self._closing():
-                        # Close while the library's reader still runs, so the closing
-                        # handshake can complete.
-                        with trio.move_on_after(5):
-                            await conn.aclose()
-                    conn_nursery.cancel_scope.cancel()
-                if not self._closed:
+                        if first:
+                            api.attach(conn)
+                            api.ready(conn)
+                            task_status.started(scope)
+                        await self._serve_connection(conn, conn_nursery, link, rebind=not first)
+                        first = False
+                # Raised here, outside the connection's nursery, so that callers get a
+                # ConnectionLost and not an exception group.
+                if failure is not None:
+                    why = f"could not reach {link.url}: {failure or type(failure).__name__}"
+                    log.error("giving up: %s", why)
+                    api.fail(why)
+                    if first:
+                        raise ConnectionLost(why) from failure
+                    await self._lose_identities()
+                    return
+                if not self._closing():
                     log.warning("lost the connection to %s; reconnecting", link.url)
+
+    async def _serve_connection(
+        self, conn: WsLinkClient, nursery: trio.Nursery, link: WsLink, *, rebind: bool
+    ) -> None:
+        """Read ``conn`` until it ends or close() is called; after a reconnect, re-bind."""
+        api = self._api
+        assert isinstance(api, RemoteHub)
+        self._conn = conn
+        self._wake = wake = trio.Event()
+        if self._closing():
+            wake.set()  # close() ran while this connection was being made
+        nursery.start_soon(self._read, conn, wake)
+        if rebind:
+            # Calls wait until every identity is bound again: a post retried now would
+            # otherwise reach the hub before its sender's binding and be refused.
+            api.attach(conn)
+            nursery.start_soon(self._rebind, link, conn)
+        await wake.wait()  # the connection ended, or close() was called
+        self._conn = None
+        api.detach("the connection closed")
+        if self._closing():
+            # Close while the library's reader still runs, so the closing handshake can
+            # complete.
+            with trio.move_on_after(5):
+                await conn.aclose()
+        nursery.cancel_scope.cancel()
 
     def _closing(self) -> bool:
         # A call, not an attribute read: mypy would narrow ``self._closed`` across awaits.
@@ -242,16 +263,20 @@ class HubClient:
                     return await link.connect(nursery)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _rebind(self, link: WsLink) -> None:
-        """After a reconnect: bind every identity again and be replayed what it missed."""
+    async def _rebind(self, link: WsLink, conn: WsLinkClient) -> None:
+        """After a reconnect: bind every identity again and be replayed what it missed;
+        then let the calls waiting for the connection go."""
         api = self._api
         assert isinstance(api, RemoteHub)
         for identity in list(self._clients.values()):
             scheme, claim = link.claim_for(identity.passport.name)
             try:
-                await api.hello(identity.passport.name, scheme, claim, since={})
+                await api.hello(identity.passport.name, scheme, claim, since={}, early=True)
+            except ConnectionLost:
+                return  # this connection is gone too; the next one re-binds
             except NetworkError as exc:
                 log.error("could not re-bind %s: %s", identity, exc)
+        api.ready(conn)
 
     async def _lose_identities(self) -> None:
         self._closed = True
