@@ -119,8 +119,16 @@ async def handle_request(caller: Caller, frame: RequestFrame) -> ResponseFrame:
 @op("register")
 async def _register(c: Caller, p: dict[str, Any]) -> Any:
     rule = p.get("rule")
+    passport = structure(p.get("passport"), Passport)
+    if passport.effective_kind == "remote_agent":
+        # A federation proxy's identity skips registration auth; only the hub's owner may
+        # make one (in process). Over a connection it would take any name without its key.
+        raise AccessDeniedError(
+            f"agent {passport.name!r}: a remote_agent passport is registered by the hub "
+            "itself, not over a connection"
+        )
     passport = await c.hub.register(
-        structure(p.get("passport"), Passport),
+        passport,
         structure(p.get("resume") or {}, Resume),
         skill_md=_str(p, "skill_md", optional=True),
         rule=structure(rule, Rule) if rule is not None else None,
