@@ -6,7 +6,7 @@ so these tests run on the real clock with small heartbeats and tight ``fail_afte
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -61,6 +61,17 @@ async def serving(
         )
         yield Served(hub, f"ws://127.0.0.1:{server.port}", server.port)
         nursery.cancel_scope.cancel()
+
+
+async def wait_until(condition: Callable[[], bool], *, every: float = 0.005) -> None:
+    """Poll ``condition`` until it holds (callers cap the wait with ``fail_after``).
+
+    For hub state that has no event to wait on (a connection's teardown, a cursor).
+    """
+    while True:
+        if condition():
+            return
+        await trio.sleep(every)
 
 
 class Raw:
