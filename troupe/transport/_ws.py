@@ -45,11 +45,19 @@ PING_INTERVAL = 20.0
 PING_TIMEOUT = 20.0
 
 
+def _size(message: str | bytes) -> int:
+    """The message's size in bytes (a text message's UTF-8 length)."""
+    if isinstance(message, bytes) or len(message) * 4 <= MAX_FRAME_BYTES:
+        return len(message)  # (a short text's exact size does not matter: it fits)
+    return len(message.encode())
+
+
 def _decode(message: str | bytes) -> Frame:
     """A frame, or an :class:`InvalidFrame` saying why the message is not one."""
-    if len(message) > MAX_FRAME_BYTES:
+    size = _size(message)
+    if size > MAX_FRAME_BYTES:
         return InvalidFrame(
-            reason=f"frame of {len(message)} bytes exceeds the {MAX_FRAME_BYTES}-byte limit"
+            reason=f"frame of {size} bytes exceeds the {MAX_FRAME_BYTES}-byte limit"
         )
     try:
         return decode_frame(message)
