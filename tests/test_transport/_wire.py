@@ -12,7 +12,7 @@ from typing import Any
 
 import attrs
 import trio
-from trio_websocket import WebSocketConnection, open_websocket_url
+from trio_websocket import WebSocketConnection, wrap_client_stream
 
 from troupe import Hub, Turn, open_hub
 from troupe.hub import AuthAdapter
@@ -98,9 +98,27 @@ class Raw:
 
 
 @asynccontextmanager
-async def raw(url: str, **kwargs: Any) -> AsyncIterator[Raw]:
-    async with open_websocket_url(url, **kwargs) as ws:
-        yield Raw(ws)
+async def raw(url: str, *, max_message_size: int = 1 << 24) -> AsyncIterator[Raw]:
+    """A raw connection to ``url`` (``ws://127.0.0.1:PORT``).
+
+    The TCP stream is ours and closed on the way out: when the hub closes a connection
+    while a message is being sent, trio-websocket's own close leaves its socket open.
+    """
+    port = int(url.rsplit(":", 1)[1])
+    async with trio.open_nursery() as nursery:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        try:
+            ws = await wrap_client_stream(
+                nursery, stream, "127.0.0.1", "/", max_message_size=max_message_size
+            )
+            try:
+                yield Raw(ws)
+            finally:
+                with trio.move_on_after(1, shield=True):
+                    await ws.aclose()
+        finally:
+            await trio.aclose_forcefully(stream)
+        nursery.cancel_scope.cancel()
 
 
 class Echo:
@@ -128,3 +146,88 @@ class Scripted:
             self.done.set()
             return None
         return self.lines.pop(0)
+
+
+class Proxy:
+    """A TCP proxy in front of the hub that a test can freeze (per direction) or cut.
+
+    ``cut()`` closes every proxied connection at once, without a WebSocket close: both ends
+    see the TCP stream end, as when a network path dies. New connections are still
+    accepted afterwards, so a client can reconnect through the proxy.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self.accepted = 0
+        self._to_hub = trio.Event()
+        self._to_client = trio.Event()
+        self._to_hub.set()
+        self._to_client.set()
+        self._scopes: set[trio.CancelScope] = set()
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        task_status.started()
+        await trio.serve_listeners(self._handle, listeners)
+
+    def freeze(self, *, to_hub: bool = True, to_client: bool = True) -> None:
+        """Stop forwarding bytes in the given directions (they wait in the proxy)."""
+        if to_hub and self._to_hub.is_set():
+            self._to_hub = trio.Event()
+        if to_client and self._to_client.is_set():
+            self._to_client = trio.Event()
+
+    def thaw(self) -> None:
+        self._to_hub.set()
+        self._to_client.set()
+
+    def cut(self) -> None:
+        """Drop every current connection (the proxy keeps accepting new ones)."""
+        for scope in list(self._scopes):
+            scope.cancel()
+
+    async def _handle(self, client: trio.SocketStream) -> None:
+        self.accepted += 1
+        try:
+            upstream = await trio.open_tcp_stream("127.0.0.1", self.target_port)
+        except OSError:
+            await trio.aclose_forcefully(client)
+            return
+        with trio.CancelScope() as scope:
+            self._scopes.add(scope)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._pump, client, upstream, True, scope)
+                nursery.start_soon(self._pump, upstream, client, False, scope)
+        self._scopes.discard(scope)
+        await trio.aclose_forcefully(client)
+        await trio.aclose_forcefully(upstream)
+
+    async def _pump(
+        self, source: trio.SocketStream, sink: trio.SocketStream, to_hub: bool, scope: Any
+    ) -> None:
+        try:
+            while True:
+                await (self._to_hub if to_hub else self._to_client).wait()
+                data = await source.receive_some(1 << 16)
+                if not data:
+                    break
+                await (self._to_hub if to_hub else self._to_client).wait()
+                await sink.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        scope.cancel()  # one side ended: end the other too
+
+
+@asynccontextmanager
+async def proxied(served: Served) -> AsyncIterator[Proxy]:
+    proxy = Proxy(served.port)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(proxy.run)
+        yield proxy
+        nursery.cancel_scope.cancel()
