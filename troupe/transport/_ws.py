@@ -30,6 +30,8 @@ from trio_websocket import (
     connect_websocket_url,
     serve_websocket,
 )
+from wsproto.connection import ConnectionState
+from wsproto.events import Ping
 
 from .._errors import DecodeError
 from ..model import Frame, InvalidFrame, decode_frame, encode_frame
@@ -43,6 +45,29 @@ MAX_FRAME_BYTES = 1 << 20
 HARD_LIMIT_BYTES = 8 << 20
 PING_INTERVAL = 20.0
 PING_TIMEOUT = 20.0
+
+
+def _answer_pings_only_while_open() -> None:
+    """Make trio-websocket ignore a ping that arrives after this end sent its close frame.
+
+    trio-websocket 0.12 answers every ping; after our close frame wsproto refuses to send
+    the pong and raises ``LocalProtocolError`` in the connection's reader task, which takes
+    down the nursery holding it: a HubClient's (its ``async with`` raises) or the server's.
+    Both ends ping, so a close racing a ping is ordinary. The peer is closing anyway, so
+    the pong is not owed.
+    """
+    answer = WebSocketConnection._handle_ping_event
+
+    async def answer_while_open(self: WebSocketConnection, event: Ping) -> None:
+        if self._wsproto.state is ConnectionState.OPEN:
+            await answer(self, event)
+        else:
+            await trio.lowlevel.checkpoint()
+
+    WebSocketConnection._handle_ping_event = answer_while_open  # type: ignore[method-assign]
+
+
+_answer_pings_only_while_open()
 
 
 def _size(message: str | bytes) -> int:
