@@ -10,7 +10,8 @@ Limits and liveness:
   connection keeps serving. Messages beyond ``HARD_LIMIT_BYTES`` (8 MiB) make the library
   close the connection (close code 1009).
 - Both ends ping every ``ping_interval`` seconds and drop a peer that has not answered
-  within ``ping_timeout``; the hub then releases that connection's bindings.
+  within ``ping_timeout``; the hub then releases that connection's bindings. A closing
+  handshake may take ``CLOSE_TIMEOUT`` seconds; then the TCP stream is cut.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ MAX_FRAME_BYTES = 1 << 20
 HARD_LIMIT_BYTES = 8 << 20
 PING_INTERVAL = 20.0
 PING_TIMEOUT = 20.0
+#: Seconds a closing handshake may take before the connection is cut.
+CLOSE_TIMEOUT = 2.0
 
 
 def _answer_pings_only_while_open() -> None:
@@ -130,9 +133,16 @@ class _WsEnd:
                 return
             yield _decode(message)
 
-    async def aclose(self) -> None:
+    async def aclose(self, *, within: float = CLOSE_TIMEOUT) -> None:
+        """Close with a handshake if the peer completes it within ``within`` seconds.
+
+        Past that the TCP stream is cut (trio-websocket closes it when its close is
+        cancelled). Unbounded, a peer that reads nothing would hold the close forever:
+        our close frame waits behind writes stuck on the peer's full buffers.
+        """
         try:
-            await self._ws.aclose()
+            with trio.move_on_after(within):
+                await self._ws.aclose()
         finally:
             self.closed.set()
 
@@ -147,7 +157,7 @@ class _WsEnd:
                     return
             if waited.cancelled_caught:
                 log.warning("peer %s did not answer a ping in %ss; dropping it", self, pong_within)
-                await self.aclose()
+                await self.aclose(within=0)  # it does not answer: no handshake to wait for
                 return
 
 
