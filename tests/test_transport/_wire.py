@@ -34,8 +34,9 @@ class Served:
     url: str
     port: int
 
-    def link(self, **kwargs: Any) -> WsLink:
-        return WsLink(self.url, ping_interval=kwargs.pop("ping_interval", QUIET), **kwargs)
+    def link(self, *, ping_interval: float = QUIET, **kwargs: Any) -> WsLink:
+        kwargs.setdefault("ping_timeout", ping_interval)
+        return WsLink(self.url, ping_interval=ping_interval, **kwargs)
 
 
 @asynccontextmanager
@@ -160,6 +161,8 @@ class Proxy:
         self.target_port = target_port
         self.port = 0
         self.accepted = 0
+        #: Bytes forwarded towards the clients so far.
+        self.to_client_bytes = 0
         self._to_hub = trio.Event()
         self._to_client = trio.Event()
         self._to_hub.set()
@@ -199,14 +202,20 @@ class Proxy:
         except OSError:
             await trio.aclose_forcefully(client)
             return
-        with trio.CancelScope() as scope:
-            self._scopes.add(scope)
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._pump, client, upstream, True, scope)
-                nursery.start_soon(self._pump, upstream, client, False, scope)
-        self._scopes.discard(scope)
-        await trio.aclose_forcefully(client)
-        await trio.aclose_forcefully(upstream)
+        try:
+            with trio.CancelScope() as scope:
+                self._scopes.add(scope)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._pump, client, upstream, True, scope)
+                    nursery.start_soon(self._pump, upstream, client, False, scope)
+            self._scopes.discard(scope)
+        finally:
+            # Each close in its own finally: under cancellation the first one raises
+            # Cancelled (after closing), which would skip the second.
+            try:
+                await trio.aclose_forcefully(client)
+            finally:
+                await trio.aclose_forcefully(upstream)
 
     async def _pump(
         self, source: trio.SocketStream, sink: trio.SocketStream, to_hub: bool, scope: Any
@@ -219,6 +228,8 @@ class Proxy:
                     break
                 await (self._to_hub if to_hub else self._to_client).wait()
                 await sink.send_all(data)
+                if not to_hub:
+                    self.to_client_bytes += len(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         scope.cancel()  # one side ended: end the other too
