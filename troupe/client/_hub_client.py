@@ -354,6 +354,10 @@ class HubClient:
         if isinstance(self._api, RemoteHub):
             self._api.fail("the HubClient is closed")
             self._wake.set()  # the runner closes the connection and ends
+            if self._conn is None and self._scope is not None:
+                # Between connections: stop trying to reconnect (that may take up to
+                # reconnect_within seconds).
+                self._scope.cancel()
             await trio.lowlevel.checkpoint()
             return
         if self._conn is not None:
