@@ -232,11 +232,9 @@ class HubClient:
         await wake.wait()  # the connection ended, or close() was called
         self._conn = None
         api.detach("the connection closed")
-        if self._closing():
-            # Close while the library's reader still runs, so the closing handshake can
-            # complete.
-            with trio.move_on_after(5):
-                await conn.aclose()
+        # Close while the library's reader still runs, so that a closing handshake can
+        # complete (bounded); when the hub dropped us this frees the socket.
+        await conn.aclose()
         nursery.cancel_scope.cancel()
 
     def _closing(self) -> bool:

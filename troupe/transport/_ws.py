@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -28,8 +29,8 @@ from trio_websocket import (
     WebSocketConnection,
     WebSocketRequest,
     WebSocketServer,
-    connect_websocket_url,
     serve_websocket,
+    wrap_client_stream,
 )
 from wsproto.connection import ConnectionState
 from wsproto.events import Ping
@@ -108,9 +109,16 @@ def _request_id_of(message: str | bytes) -> str:
 class _WsEnd:
     """Frames over one WebSocket connection (both ends use it)."""
 
-    def __init__(self, ws: WebSocketConnection, endpoint_id: str) -> None:
+    def __init__(
+        self,
+        ws: WebSocketConnection,
+        endpoint_id: str,
+        stream: trio.abc.AsyncResource | None = None,
+    ) -> None:
         self._ws = ws
         self._endpoint_id = endpoint_id
+        #: The byte stream under ``ws``, when we opened it (then we close it).
+        self._stream = stream
         self.closed = trio.Event()
 
     @property
@@ -144,7 +152,13 @@ class _WsEnd:
             with trio.move_on_after(within):
                 await self._ws.aclose()
         finally:
-            self.closed.set()
+            try:
+                if self._stream is not None:
+                    # trio-websocket leaves the stream open when the peer closed or
+                    # dropped first (its aclose returns early once a close reason is set).
+                    await trio.aclose_forcefully(self._stream)
+            finally:
+                self.closed.set()
 
     async def keepalive(self, interval: float, pong_within: float) -> None:
         """Ping every ``interval`` s; close the connection if a pong takes over ``pong_within``."""
@@ -203,6 +217,24 @@ async def serve_ws(
     )
 
 
+def _parse_url(url: str, ssl_context: ssl.SSLContext | None) -> tuple[str, int, str]:
+    """``ws[s]://host[:port][/path][?query]`` as (host, port, resource).
+
+    Raises:
+      ValueError: not a ws: or wss: URL, no host, or an SSL context for a ws: URL.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("ws", "wss"):
+        raise ValueError(f"a hub URL starts with ws: or wss:, got {url!r}")
+    if parts.scheme == "ws" and ssl_context is not None:
+        raise ValueError(f"an SSL context needs a wss: URL, got {url!r}")
+    if not parts.hostname:
+        raise ValueError(f"no host in hub URL {url!r}")
+    port = parts.port or (443 if parts.scheme == "wss" else 80)
+    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return parts.hostname, port, resource
+
+
 class WsLinkClient(_WsEnd):
     """The client's end of a WebSocket connection, made by :meth:`WsLink.client`."""
 
@@ -253,10 +285,31 @@ class WsLink:
         Raises:
           OSError, trio_websocket.HandshakeError: the hub could not be reached.
         """
+        host, port, resource = _parse_url(self.url, self.ssl_context)
         with trio.fail_after(self.connect_timeout):
-            ws = await connect_websocket_url(
-                nursery, self.url, self.ssl_context, max_message_size=HARD_LIMIT_BYTES
-            )
-        client = WsLinkClient(ws, uuid.uuid4().hex)
+            # The stream is opened here, not by connect_websocket_url, so that it can be
+            # closed: trio-websocket leaves it open when the handshake is interrupted or
+            # the hub drops the connection.
+            stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
+            stream = await trio.open_tcp_stream(host, port)
+            handshaken = False
+            try:
+                if self.ssl_context is not None or self.url.startswith("wss:"):
+                    context = self.ssl_context or ssl.create_default_context()
+                    stream = trio.SSLStream(
+                        stream, context, server_hostname=host, https_compatible=True
+                    )
+                ws = await wrap_client_stream(
+                    nursery,
+                    stream,
+                    host if port in (80, 443) else f"{host}:{port}",
+                    resource,
+                    max_message_size=HARD_LIMIT_BYTES,
+                )
+                handshaken = True
+            finally:
+                if not handshaken:
+                    await trio.aclose_forcefully(stream)
+        client = WsLinkClient(ws, uuid.uuid4().hex, stream)
         nursery.start_soon(client.keepalive, self.ping_interval, self.ping_timeout)
         return client
