@@ -33,10 +33,17 @@ class Served:
     hub: Hub
     url: str
     port: int
+    _scope: trio.CancelScope
+    _stopped: trio.Event
 
     def link(self, *, ping_interval: float = QUIET, **kwargs: Any) -> WsLink:
         kwargs.setdefault("ping_timeout", ping_interval)
         return WsLink(self.url, ping_interval=ping_interval, **kwargs)
+
+    async def stop(self) -> None:
+        """Stop the server and the hub (as leaving ``serving`` does) and wait for it."""
+        self._scope.cancel()
+        await self._stopped.wait()
 
 
 @asynccontextmanager
@@ -49,19 +56,32 @@ async def serving(
     port: int = 0,
 ) -> AsyncIterator[Served]:
     """Open a hub and serve it on 127.0.0.1 (a random port unless ``port`` is given)."""
-    async with open_hub(store, auth=auth) as hub, trio.open_nursery() as nursery:
-        server = await nursery.start(
-            lambda task_status: serve_ws(
-                hub,
-                "127.0.0.1",
-                port,
-                ping_interval=ping_interval,
-                ping_timeout=ping_timeout if ping_timeout is not None else ping_interval,
-                task_status=task_status,
-            )
-        )
-        yield Served(hub, f"ws://127.0.0.1:{server.port}", server.port)
-        nursery.cancel_scope.cancel()
+
+    async def run(*, task_status: trio.TaskStatus[Served]) -> None:
+        stopped = trio.Event()
+        try:
+            with trio.CancelScope() as scope:
+                async with open_hub(store, auth=auth) as hub, trio.open_nursery() as nursery:
+                    server = await nursery.start(
+                        lambda task_status: serve_ws(
+                            hub,
+                            "127.0.0.1",
+                            port,
+                            ping_interval=ping_interval,
+                            ping_timeout=ping_timeout or ping_interval,
+                            task_status=task_status,
+                        )
+                    )
+                    url = f"ws://127.0.0.1:{server.port}"
+                    task_status.started(Served(hub, url, server.port, scope, stopped))
+                    await trio.sleep_forever()
+        finally:
+            stopped.set()
+
+    async with trio.open_nursery() as nursery:
+        served: Served = await nursery.start(run)
+        yield served
+        await served.stop()
 
 
 async def wait_until(condition: Callable[[], bool], *, every: float = 0.005) -> None:

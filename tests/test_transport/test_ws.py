@@ -28,7 +28,7 @@ from troupe import (
 )
 from troupe.model import LimitsBlock, RateBlock
 
-from ._wire import Echo, Scripted, serving
+from ._wire import Echo, Scripted, serving, wait_until
 
 
 def _is_reply(me: HumanClient) -> Callable[[Envelope], bool]:
@@ -298,3 +298,16 @@ async def test_remote_client_needs_async_with() -> None:
         hc = HubClient(served.link())
         with pytest.raises(RuntimeError, match="async with"):
             await hc.register(Echo(), Passport(name="echo"))
+
+
+async def test_closing_while_reconnecting_does_not_wait_for_the_hub() -> None:
+    with trio.fail_after(5):
+        async with serving() as served:
+            async with HubClient(served.link(), reconnect_within=30) as hc:
+                await hc.register(Echo(), Passport(name="echo"))
+                await served.stop()
+                await wait_until(lambda: hc.endpoint_id is None)  # now retrying, with backoff
+                closing = trio.current_time()
+            assert trio.current_time() - closing < 0.5
+            with pytest.raises(ConnectionLost, match="closed"):
+                await hc.get_agent("echo")

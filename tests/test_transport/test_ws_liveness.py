@@ -146,3 +146,29 @@ async def test_a_ping_that_arrives_while_closing_does_not_crash_the_client() -> 
                 pings = proxy.to_client_bytes
                 await hc.close()  # the client's end now waits for the hub's close frame ...
                 await wait_until(lambda: proxy.to_client_bytes > pings)  # ... and gets a ping
+
+
+async def test_the_hub_stops_promptly_with_a_peer_stalled_on_a_full_pipe() -> None:
+    with trio.fail_after(8):
+        async with serving() as served, proxied(served) as proxy:
+            async with HubClient(served.link()) as poster:
+                talker = await poster.register_human(Passport(name="talker"))
+                link = served.link()
+                link.url = proxy.url
+                async with HubClient(link) as hc:
+                    sink = await hc.register_human(Passport(name="sink"))
+                    md = await poster.create_session(
+                        creator_id=talker.agent_id,
+                        manifest_type="conversation",
+                        participants=[sink.agent_id],
+                    )
+                    proxy.freeze(to_hub=False)
+                    big = "x" * 200_000
+                    for _ in range(100):  # 20 MB for a client that reads nothing
+                        await talker.send(md.session_id, big)
+                    await trio.sleep(0.2)  # the hub's writes to it fill the buffers and stall
+                    # Stopping the hub closes the stalled connection too, in bounded time.
+                    stopping = trio.current_time()
+                    await served.stop()
+                    assert trio.current_time() - stopping < 4
+                    proxy.cut()
