@@ -6,7 +6,7 @@ so these tests run on the real clock with small heartbeats and tight ``fail_afte
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -91,6 +91,14 @@ async def wait_until(condition: Callable[[], bool], *, every: float = 0.005) -> 
     """
     while True:
         if condition():
+            return
+        await trio.sleep(every)
+
+
+async def eventually(probe: Callable[[], Awaitable[bool]], *, every: float = 0.005) -> None:
+    """:func:`wait_until` for a condition that must be awaited (a store read)."""
+    while True:
+        if await probe():
             return
         await trio.sleep(every)
 
