@@ -199,7 +199,13 @@ async def serve_ws(
     """
 
     async def handler(request: WebSocketRequest) -> None:
-        ws = await request.accept()
+        try:
+            ws = await request.accept()
+        except ConnectionClosed:
+            # The client left during the handshake. Raised from here it would end
+            # serve_websocket, and with it the server, for every client.
+            log.info("a client left during the WebSocket handshake")
+            return
         endpoint = WsEndpoint(ws, uuid.uuid4().hex)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(endpoint.keepalive, ping_interval, ping_timeout)
