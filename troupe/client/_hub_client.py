@@ -37,6 +37,7 @@ from ..model import (
     Envelope,
     ErrorFrame,
     Frame,
+    InvalidFrame,
     NotifyFrame,
     Passport,
     ReceiptFrame,
@@ -284,9 +285,11 @@ class HubClient:
     def _on_frame(self, frame: Frame) -> None:
         if isinstance(frame, NotifyFrame):
             self._route(frame.envelope, frame.recipient_id)
-        elif isinstance(frame, ResponseFrame | WelcomeFrame | ErrorFrame):
+        elif isinstance(frame, ResponseFrame | WelcomeFrame | ErrorFrame | InvalidFrame):
+            if isinstance(frame, InvalidFrame):
+                log.warning("undecodable frame from the hub: %s", frame.reason)
             if isinstance(self._api, RemoteHub):
-                self._api.answer(frame)
+                self._api.answer(frame)  # (an undecodable answer fails its call)
 
     def _route(self, envelope: Envelope, recipient_id: str) -> None:
         assert self._nursery is not None

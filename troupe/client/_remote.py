@@ -32,6 +32,7 @@ from ..model import (
     ErrorFrame,
     Frame,
     HelloFrame,
+    InvalidFrame,
     Passport,
     RequestFrame,
     ResponseFrame,
@@ -116,7 +117,7 @@ class RemoteHub:
         self.detach(why)
         self._connected.set()
 
-    def answer(self, frame: ResponseFrame | WelcomeFrame | ErrorFrame) -> None:
+    def answer(self, frame: ResponseFrame | WelcomeFrame | ErrorFrame | InvalidFrame) -> None:
         slot = self._pending.get(frame.request_id)
         if slot is not None:
             slot.set(frame)
@@ -146,6 +147,10 @@ class RemoteHub:
                     continue
                 raise answer
             assert answer is not None
+            if isinstance(answer, InvalidFrame):
+                raise DecodeError(
+                    f"the hub's answer could not be decoded: {answer.reason}", record="frame"
+                )
             return answer
 
     async def call(self, op: str, retry: bool = True, **params: Any) -> Any:

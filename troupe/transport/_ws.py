@@ -5,7 +5,8 @@ client: :class:`WsLink` makes :class:`WsLinkClient` connections for ``HubClient`
 
 Limits and liveness:
 
-- A frame may be at most ``MAX_FRAME_BYTES`` (1 MiB) of JSON. A larger one, malformed JSON
+- A frame to the hub may be at most ``MAX_FRAME_BYTES`` (1 MiB) of JSON (a client refuses
+  to send a larger one with ``DecodeError``). A larger one, malformed JSON
   or an unknown ``kind`` is answered with ``ErrorFrame(code="bad_frame")`` and the
   connection keeps serving. Messages beyond ``HARD_LIMIT_BYTES`` (8 MiB) make the library
   close the connection (close code 1009).
@@ -33,10 +34,11 @@ from trio_websocket import (
     wrap_client_stream,
 )
 from wsproto.connection import ConnectionState
-from wsproto.events import Ping
+from wsproto.events import Event, Ping
+from wsproto.utilities import LocalProtocolError
 
 from .._errors import DecodeError
-from ..model import Frame, InvalidFrame, decode_frame, encode_frame
+from ..model import Frame, InvalidFrame, ResponseFrame, decode_frame, encode_frame
 
 if TYPE_CHECKING:
     from ..hub import Hub
@@ -81,13 +83,11 @@ def _size(message: str | bytes) -> int:
     return len(message.encode())
 
 
-def _decode(message: str | bytes) -> Frame:
+def _decode(message: str | bytes, limit: int) -> Frame:
     """A frame, or an :class:`InvalidFrame` saying why the message is not one."""
     size = _size(message)
-    if size > MAX_FRAME_BYTES:
-        return InvalidFrame(
-            reason=f"frame of {size} bytes exceeds the {MAX_FRAME_BYTES}-byte limit"
-        )
+    if size > limit:
+        return InvalidFrame(reason=f"frame of {size} bytes exceeds the {limit}-byte limit")
     try:
         return decode_frame(message)
     except DecodeError as exc:
@@ -125,12 +125,33 @@ class _WsEnd:
     def endpoint_id(self) -> str:
         return self._endpoint_id
 
+    #: The largest message the other end accepts.
+    send_limit = HARD_LIMIT_BYTES
+    #: The largest message this end decodes (a larger one becomes an InvalidFrame).
+    receive_limit = MAX_FRAME_BYTES
+
     async def send_frame(self, frame: Frame) -> None:
-        """Send a frame; silently dropped once the connection is closed."""
+        """Send a frame; silently dropped once the connection is closed.
+
+        A frame over ``send_limit`` is not sent (the peer would close the connection, and
+        a retried request would close it again and again): see :meth:`_oversized`.
+        """
+        text = encode_frame(frame)
+        size = _size(text)
+        if size > self.send_limit:
+            replacement = self._oversized(frame, size)
+            if replacement is None:
+                await trio.lowlevel.checkpoint()
+                return
+            text = replacement
         try:
-            await self._ws.send_message(encode_frame(frame))
+            await self._ws.send_message(text)
         except ConnectionClosed:
             await trio.lowlevel.checkpoint()
+
+    def _oversized(self, frame: Frame, size: int) -> str | None:
+        """What to send instead of a frame over the limit (None: nothing)."""
+        raise NotImplementedError
 
     async def frames(self) -> AsyncIterator[Frame]:
         """Decoded frames until the connection closes (garbage as InvalidFrame)."""
@@ -139,17 +160,18 @@ class _WsEnd:
                 message = await self._ws.get_message()
             except ConnectionClosed:
                 return
-            yield _decode(message)
+            yield _decode(message, self.receive_limit)
 
-    async def aclose(self, *, within: float = CLOSE_TIMEOUT) -> None:
-        """Close with a handshake if the peer completes it within ``within`` seconds.
+    async def aclose(self, *, within: float | None = None) -> None:
+        """Close with a handshake if the peer completes it within ``within`` seconds
+        (default ``CLOSE_TIMEOUT``).
 
         Past that the TCP stream is cut (trio-websocket closes it when its close is
         cancelled). Unbounded, a peer that reads nothing would hold the close forever:
         our close frame waits behind writes stuck on the peer's full buffers.
         """
         try:
-            with trio.move_on_after(within):
+            with trio.move_on_after(CLOSE_TIMEOUT if within is None else within):
                 await self._ws.aclose()
         finally:
             try:
@@ -180,6 +202,21 @@ class WsEndpoint(_WsEnd):
 
     def __repr__(self) -> str:
         return f"<WsEndpoint {self._endpoint_id} {self._ws.remote}>"
+
+    def _oversized(self, frame: Frame, size: int) -> str | None:
+        why = f"{size} bytes, over the {self.send_limit}-byte limit of a frame to a client"
+        if isinstance(frame, ResponseFrame):
+            log.warning("%s: the answer to request %s is %s", self, frame.request_id, why)
+            refusal = ResponseFrame(
+                request_id=frame.request_id,
+                ok=False,
+                error_code="protocol_error",
+                error_message=f"the answer is {why}: ask for less (read_wal with since and "
+                "until, a smaller limit)",
+            )
+            return encode_frame(refusal)
+        log.error("%s: not sending a %s of %s", self, type(frame).__name__, why)
+        return None
 
 
 async def serve_ws(
@@ -244,8 +281,20 @@ def _parse_url(url: str, ssl_context: ssl.SSLContext | None) -> tuple[str, int, 
 class WsLinkClient(_WsEnd):
     """The client's end of a WebSocket connection, made by :meth:`WsLink.client`."""
 
+    send_limit = MAX_FRAME_BYTES
+    # The hub's answers and deliveries may be larger than what it accepts (a page of the
+    # WAL, an envelope posted in process): up to what the library lets through.
+    receive_limit = HARD_LIMIT_BYTES
+
     def __repr__(self) -> str:
         return f"<WsLinkClient {self._endpoint_id}>"
+
+    def _oversized(self, frame: Frame, size: int) -> str | None:
+        raise DecodeError(
+            f"a {type(frame).__name__} of {size} bytes exceeds the hub's "
+            f"{MAX_FRAME_BYTES}-byte frame limit",
+            record=type(frame).__name__,
+        )
 
 
 class WsLink:
