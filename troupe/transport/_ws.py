@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 from trio_websocket import (
+    CloseReason,
     ConnectionClosed,
     WebSocketConnection,
     WebSocketRequest,
@@ -74,6 +75,29 @@ def _answer_pings_only_while_open() -> None:
 
 
 _answer_pings_only_while_open()
+
+
+def _closing_sends_end_the_reader() -> None:
+    """Turn wsproto's refusal to send in a closing state into ``ConnectionClosed``.
+
+    The reader task also sends (a close with 1009 for an oversized message, for one): in
+    a closing state wsproto raises ``LocalProtocolError``, which trio-websocket lets
+    escape and crash the nursery holding the connection. ``ConnectionClosed`` is what it
+    handles: the reader stops, and our bounded close cuts the stream.
+    """
+    send = WebSocketConnection._send
+
+    async def send_or_closed(self: WebSocketConnection, event: Event) -> None:
+        try:
+            await send(self, event)
+        except LocalProtocolError as exc:
+            reason = self.closed or CloseReason(1006, f"cannot send {type(event).__name__}")
+            raise ConnectionClosed(reason) from exc
+
+    WebSocketConnection._send = send_or_closed  # type: ignore[method-assign]
+
+
+_closing_sends_end_the_reader()
 
 
 def _size(message: str | bytes) -> int:
