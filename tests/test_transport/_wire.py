@@ -8,11 +8,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import attrs
 import trio
-from trio_websocket import WebSocketConnection, wrap_client_stream
+from trio_websocket import (
+    WebSocketConnection,
+    WebSocketRequest,
+    serve_websocket,
+    wrap_client_stream,
+)
 
 from troupe import Hub, Turn, open_hub
 from troupe.hub import AuthAdapter
@@ -214,9 +220,11 @@ class Proxy:
         if to_client and self._to_client.is_set():
             self._to_client = trio.Event()
 
-    def thaw(self) -> None:
-        self._to_hub.set()
-        self._to_client.set()
+    def thaw(self, *, to_hub: bool = True, to_client: bool = True) -> None:
+        if to_hub:
+            self._to_hub.set()
+        if to_client:
+            self._to_client.set()
 
     def cut(self) -> None:
         """Drop every current connection (the proxy keeps accepting new ones)."""
@@ -264,9 +272,26 @@ class Proxy:
 
 
 @asynccontextmanager
-async def proxied(served: Served) -> AsyncIterator[Proxy]:
-    proxy = Proxy(served.port)
+async def proxied(target: Served | int) -> AsyncIterator[Proxy]:
+    """A :class:`Proxy` in front of a served hub (or of any port on 127.0.0.1)."""
+    proxy = Proxy(target if isinstance(target, int) else target.port)
     async with trio.open_nursery() as nursery:
         await nursery.start(proxy.run)
         yield proxy
+        nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def fake_hub(
+    handler: Callable[[WebSocketRequest], Awaitable[None]],
+) -> AsyncIterator[int]:
+    """A WebSocket server on 127.0.0.1 that is not a hub: ``handler`` plays its part.
+
+    Yields the port.
+    """
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            partial(serve_websocket, handler, "127.0.0.1", 0, None, max_message_size=1 << 24)
+        )
+        yield server.port
         nursery.cancel_scope.cancel()

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+from contextlib import suppress
 from typing import Any
 
 import orjson
 import pytest
 import trio
-from trio_websocket import ConnectionClosed
+from trio_websocket import ConnectionClosed, WebSocketRequest
 
 from troupe import (
     EV_TEXT,
+    DecodeError,
     Envelope,
     HubClient,
     InboxFull,
     Passport,
+    ProtocolError,
     Rule,
 )
 from troupe.model import (
@@ -33,9 +36,9 @@ from troupe.model import (
     WelcomeFrame,
     encode_frame,
 )
-from troupe.transport import MAX_FRAME_BYTES
+from troupe.transport import MAX_FRAME_BYTES, WsLink
 
-from ._wire import Echo, Raw, raw, serving
+from ._wire import QUIET, Echo, Raw, fake_hub, raw, serving
 
 
 async def _still_serving(ws: Raw) -> None:
@@ -310,3 +313,56 @@ async def test_encoded_frames_round_trip_through_the_raw_helper() -> None:
             await ws.send(frame)
             response = await ws.receive_kind(ResponseFrame)
             assert response.result == served.hub.find_agent_id("x")
+
+
+async def test_an_answer_too_big_for_one_frame_is_refused_not_sent() -> None:
+    """The client would close the connection on it, reconnect, ask again, and so on."""
+    with trio.fail_after(10):
+        async with serving() as served, HubClient(served.link()) as hc:
+            a = await hc.register_human(Passport(name="a"))
+            b = await hc.register_human(Passport(name="b"))
+            md = await hc.create_session(
+                creator_id=a.agent_id, manifest_type="conversation", participants=[b.agent_id]
+            )
+            for _ in range(45):  # 9 MB of WAL
+                await a.send(md.session_id, "x" * 200_000)
+            with pytest.raises(ProtocolError, match="ask for less"):
+                await hc.read_wal(md.session_id)
+            # Same connection, still serving; pages fit.
+            endpoint = hc.endpoint_id
+            page = await hc.read_wal(md.session_id, since=10, until=20)
+            assert [e.seq for e in page] == list(range(11, 21))
+            assert hc.endpoint_id == endpoint
+
+
+@pytest.mark.parametrize("size", [2 << 20, 9 << 20], ids=["over-the-limit", "over-the-hard-limit"])
+async def test_a_client_does_not_send_a_frame_the_hub_would_refuse(size: int) -> None:
+    with trio.fail_after(5):
+        async with serving() as served, HubClient(served.link()) as hc:
+            a = await hc.register_human(Passport(name="a"))
+            b = await hc.register_human(Passport(name="b"))
+            md = await hc.create_session(
+                creator_id=a.agent_id, manifest_type="conversation", participants=[b.agent_id]
+            )
+            endpoint = hc.endpoint_id
+            with pytest.raises(DecodeError, match=f"{MAX_FRAME_BYTES}-byte frame limit"):
+                await a.send(md.session_id, "x" * size)
+            assert hc.endpoint_id == endpoint  # no reconnect
+            assert [e.text for e in await hc.read_wal(md.session_id) if e.text] == []
+
+
+async def test_an_answer_the_client_cannot_decode_fails_the_call() -> None:
+    async def hub(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        with suppress(ConnectionClosed):
+            while True:
+                asked = orjson.loads(await ws.get_message())
+                answer = {"kind": "response", "request_id": asked["request_id"], "surprise": 1}
+                await ws.send_message(orjson.dumps(answer).decode())
+
+    with trio.fail_after(5):
+        async with fake_hub(hub) as port:
+            link = WsLink(f"ws://127.0.0.1:{port}", ping_interval=QUIET)
+            async with HubClient(link) as hc:
+                with pytest.raises(DecodeError, match=r"answer could not be decoded.*surprise"):
+                    await hc.get_agent("x")

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import socket
+import struct
+from contextlib import suppress
+
 import pytest
 import trio
+from trio_websocket import ConnectionClosed, WebSocketRequest
 
 from troupe import EV_TEXT, Envelope, HubClient, Passport
 from troupe.hub import _serve
 from troupe.model import HelloFrame, RequestFrame, ResponseFrame, WelcomeFrame
+from troupe.transport import WsLink, _ws
 
-from ._wire import FAST, Echo, proxied, raw, serving, wait_until
+from ._wire import FAST, QUIET, Echo, fake_hub, proxied, raw, serving, wait_until
 
 
 async def test_a_flooding_connection_is_slowed_and_the_others_are_not(
@@ -172,3 +178,51 @@ async def test_the_hub_stops_promptly_with_a_peer_stalled_on_a_full_pipe() -> No
                     await served.stop()
                     assert trio.current_time() - stopping < 4
                     proxy.cut()
+
+
+async def test_an_oversized_message_while_closing_does_not_crash_the_client(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """trio-websocket answers a message over its size limit with a close frame, which
+    wsproto refuses once our own close frame is out (LocalProtocolError, in the reader)."""
+    monkeypatch.setattr(_ws, "CLOSE_TIMEOUT", 0.3)
+    go = trio.Event()
+
+    async def hub(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        await go.wait()
+        with suppress(ConnectionClosed):
+            await ws.send_message("x" * (9 << 20))
+        await trio.sleep_forever()
+
+    with trio.fail_after(5):
+        async with fake_hub(hub) as port, proxied(port) as proxy:
+            async with HubClient(WsLink(proxy.url, ping_interval=QUIET)) as hc:
+                proxy.freeze()
+                go.set()  # the big message waits in the proxy
+                await hc.close()
+                await trio.sleep(0.05)  # our close frame is out (and held by the proxy)
+                proxy.thaw(to_hub=False)
+            # Left without an exception, within the bounded close.
+
+
+UPGRADE = (
+    b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+async def test_clients_that_reset_during_the_handshake_do_not_take_the_server_down() -> None:
+    with trio.fail_after(5):
+        async with serving() as served:
+            for _ in range(20):
+                stream = await trio.open_tcp_stream("127.0.0.1", served.port)
+                # SO_LINGER 0: closing sends a reset, so the hub's accept fails to send.
+                stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                await stream.send_all(UPGRADE[:-2])
+                await trio.sleep(0.001)
+                await stream.send_all(UPGRADE[-2:])
+                await trio.aclose_forcefully(stream)
+            await trio.sleep(0.05)
+            async with HubClient(served.link()) as hc:
+                assert await hc.list_agents() == []
