@@ -113,15 +113,14 @@ async def _on_frame(
             error = ErrorFrame(code="bad_frame", message=reason, request_id=request_id)
             ref.mailbox.send_system(SendOut(error))
         case _:
-            await ref.tell(
-                SendOut(
-                    ErrorFrame(
-                        code="bad_frame",
-                        message=f"a client may not send {type(frame).__name__}",
-                        request_id=getattr(frame, "request_id", ""),
-                    )
-                )
+            # In the system lane, as for undecodable frames: a blocking tell could hold
+            # the reader while the actor waits on this client.
+            refusal = ErrorFrame(
+                code="bad_frame",
+                message=f"a client may not send {type(frame).__name__}",
+                request_id=getattr(frame, "request_id", ""),
             )
+            ref.mailbox.send_system(SendOut(refusal))
 
 
 async def _hello(hub: Hub, ref: ActorRef[Any, Any], frame: HelloFrame) -> None:
