@@ -18,6 +18,7 @@ from .._errors import NotFoundError
 from ..actors import ActorRef
 from ..model import SessionMetadata, SessionState
 from ..session_types import AnySessionType
+from ._activity import Activity
 
 
 @attrs.define(eq=False)
@@ -34,6 +35,8 @@ class SessionEntry:
     starting: trio.Event | None = None
     #: The running actor's dedup index (its own dict; read-only for everyone else).
     dedup: dict[str, tuple[str, int]] | None = None
+    #: The running actor's activity summary, for the expectation sweeper (read-only here).
+    activity: Activity | None = None
     _changed: trio.Event = attrs.field(factory=trio.Event)
 
     @property
@@ -43,6 +46,12 @@ class SessionEntry:
     @property
     def running(self) -> bool:
         return self.ref is not None and self.ref.alive
+
+    @property
+    def given_up(self) -> bool:
+        """The session supervisor gave up on this live session's actor (it crashed too often)
+        and the hub has not published its close yet: it must not be started again."""
+        return self.ref is not None and not self.ref.alive and not self.metadata.state.terminal
 
     def publish(self, metadata: SessionMetadata, state: Any, last_seq: int) -> None:
         self.metadata = metadata
@@ -108,12 +117,12 @@ class Directory:
         entries = self.of_agent(agent_id) if agent_id is not None else self.sessions.values()
         out: list[SessionMetadata] = []
         for entry in entries:
+            if len(out) >= limit:
+                break
             md = entry.metadata
             if state is not None and md.state is not state:
                 continue
-            if not include_terminal and md.state.terminal:
+            if not include_terminal and state is None and md.state.terminal:
                 continue
             out.append(md)
-            if len(out) >= limit:
-                break
         return out

@@ -30,6 +30,7 @@ from ..model import (
     parse_iso,
 )
 from ..session_types import AnySessionType, ViewPolicy
+from ..store import dedup_keys
 from ..supervisors import ChildSpec, Supervisor
 from . import _hub_actor as H
 from ._audit import ReadAudit
@@ -37,7 +38,16 @@ from ._auth import AuthRegistry
 from ._connection import Bind, Endpoint
 from ._core import Failed, HubCore
 from ._directory import SessionEntry
-from ._session import Accepted, EndSession, Post, SendInvites, SessionActor
+from ._expectations import ExpectationSweeper, ExpectationViolation
+from ._session import (
+    Accepted,
+    EndSession,
+    Post,
+    SendInvites,
+    SessionActor,
+    admit_addressing,
+    admit_sender,
+)
 from ._stats import HubStatistics, PendingTurn
 
 log = logging.getLogger("troupe.hub")
@@ -53,6 +63,7 @@ class Hub:
         self._connections: Supervisor | None = None
         self._endpoints: dict[str, ActorRef[Any, Any]] = {}
         self._client_nursery: trio.Nursery | None = None
+        self._expectations = ExpectationSweeper(self)
 
     @property
     def core(self) -> HubCore:
@@ -251,6 +262,11 @@ class Hub:
         include_terminal: bool = False,
         limit: int = 50,
     ) -> list[SessionMetadata]:
+        """Sessions in creation order: all of ``agent_id``'s, or all of them.
+
+        Terminal sessions are left out unless ``include_terminal`` or a terminal ``state``
+        is asked for.
+        """
         await trio.lowlevel.checkpoint()
         return self._core.directory.select(
             agent_id=agent_id, state=state, include_terminal=include_terminal, limit=limit
@@ -287,36 +303,68 @@ class Hub:
             raise TypeError(f"post_envelope takes an Envelope, got {type(envelope).__name__}")
         core = self._core
         sid = envelope.session_id
+        if envelope.sender_id not in core.registry:  # checked first (reference §1.3-C)
+            raise NotFoundError(f"sender not registered: {envelope.sender_id!r}")
         entry = core.directory.get(sid)
-        env = attrs.evolve(envelope, envelope_id=core.new_id(), seq=0, created_at="")
+        # The id is the post's identity across a retry; the session actor stamps it (with
+        # seq and created_at) on its own copy, so the caller's envelope is never changed.
+        envelope_id = core.new_id()
+        floor = entry.last_seq
         for attempt in (1, 2):
-            self._refuse_if_terminal(entry, env)
+            if entry.metadata.state.terminal:
+                # A repeat of a post that was accepted (and maybe closed the session, as a
+                # consulting reply does) gets its original id back: exactly once wins over
+                # the reference's order of checks (terminal before dedup).
+                earlier = await self._accepted_before(
+                    entry, envelope, envelope_id if attempt > 1 else None
+                )
+                if earlier is not None:
+                    return earlier
+                self._refuse_if_terminal(entry, envelope)
             ref = await self._running(entry)
             try:
-                result = await ref.ask(Post(env, attempt))
+                result = await ref.ask(Post(envelope, envelope_id, attempt, floor))
             except ActorDead as exc:
                 if attempt == 1 or entry.metadata.state.terminal:
                     continue
                 core.counters.poison += 1
-                core.dead_letters(DeadLetter(message=env, reason="poison", mailbox=sid))
-                core.audit("poison_envelope", session_id=sid, envelope_id=env.envelope_id)
+                poison = attrs.evolve(envelope, envelope_id=envelope_id, seq=0, created_at="")
+                core.dead_letters(DeadLetter(message=poison, reason="poison", mailbox=sid))
+                core.audit("poison_envelope", session_id=sid, envelope_id=envelope_id)
                 raise ProtocolError(
-                    f"envelope {env.envelope_id} ({env.event_type} from {env.sender_id}) "
+                    f"envelope {envelope_id} ({envelope.event_type} from {envelope.sender_id}) "
                     f"crashed session {sid} twice; rejected as poison"
                 ) from exc
             if isinstance(result, Failed):
                 raise result.error
             accepted: Accepted = result
             return accepted
-        self._refuse_if_terminal(entry, env)
+        earlier = await self._accepted_before(entry, envelope, envelope_id)
+        if earlier is not None:
+            return earlier
+        self._refuse_if_terminal(entry, envelope)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def _accepted_before(
+        self, entry: SessionEntry, envelope: Envelope, envelope_id: str | None
+    ) -> Accepted | None:
+        keys = tuple(dedup_keys(envelope))
+        if not keys and envelope_id is None:
+            return None
+        found = await self._call(H.FindAccepted(entry.session_id, keys, envelope_id))
+        if found is None:
+            return None
+        self._core.counters.duplicates += 1
+        return Accepted(found[0], found[1], duplicate=True)
+
     def _refuse_if_terminal(self, entry: SessionEntry, env: Envelope) -> None:
+        """Refuse a post into a terminal session (it has no actor) with the error its actor
+        would give, in the same order of checks."""
         md = entry.metadata
         if not md.state.terminal:
             return
-        if env.sender_id not in self._core.registry:
-            raise NotFoundError(f"sender not registered: {env.sender_id!r}")
+        sender, rule = admit_sender(self._core, md, env)
+        admit_addressing(self._core, md, env, sender, rule)
         raise ProtocolError(
             f"session {md.session_id} is {md.state.value} ({md.close_reason or 'no reason'})"
         )
@@ -372,10 +420,20 @@ class Hub:
             )
         return entry.stype.default_view_policy(entry.metadata, participant_id)
 
-    async def pending_turns_for(self, agent_id: str) -> list[PendingTurn]:
-        """ACTIVE sessions where the session type says it is ``agent_id``'s turn."""
+    async def pending_turns_for(
+        self, agent_id: str, *, session_id: str | None = None
+    ) -> list[PendingTurn]:
+        """ACTIVE sessions where the session type says it is ``agent_id``'s turn.
+
+        With ``session_id``, only that session is looked at (what a turn handler asks on
+        every delivery).
+        """
         turns = []
-        for entry in self._core.directory.of_agent(agent_id):
+        directory = self._core.directory
+        entries = (
+            [directory.get(session_id)] if session_id is not None else directory.of_agent(agent_id)
+        )
+        for entry in entries:
             md = entry.metadata
             if md.state is not SessionState.ACTIVE or entry.stype is None or entry.state is None:
                 continue
@@ -444,6 +502,11 @@ class Hub:
             if entry.running:
                 assert entry.ref is not None
                 return entry.ref
+            if entry.given_up:
+                # close_crashed is on its way; a new actor would race its close notice.
+                raise ProtocolError(
+                    f"session {entry.session_id} crashed too often and is being closed"
+                )
             if entry.starting is not None:
                 await entry.starting.wait()
                 continue
@@ -451,6 +514,18 @@ class Hub:
             starting = entry.starting = trio.Event()
             try:
                 entry.ref = await self._sessions.start_child(self._session_spec(entry))
+            except StoreError:
+                raise
+            except Exception as exc:
+                # Its recovery failed (a session type that cannot fold its WAL, ...): this
+                # session is unusable until that is fixed; nothing else is affected.
+                log.error("session %s could not be started", entry.session_id, exc_info=exc)
+                self._core.audit(
+                    "session_recovery_failed", session_id=entry.session_id, error=repr(exc)
+                )
+                raise ProtocolError(
+                    f"session {entry.session_id} could not be started from its WAL: {exc!r}"
+                ) from exc
             finally:
                 entry.starting = None
                 starting.set()
@@ -481,11 +556,21 @@ class Hub:
         """Close a session whose actor crashed too often (no actor is left to do it)."""
         core = self._core
         entry = core.directory.get(session_id)
-        md = entry.metadata
         core.counters.sessions_crashed += 1
         core.audit("session_crashed", session_id=session_id, error=repr(crash))
-        if md.state.terminal:
+        if entry.metadata.state.terminal:
             return
+        try:
+            await self._close_crashed(entry)
+        except (StoreError, ActorDead) as exc:
+            # Runs in the session supervisor's nursery: raising would take every session
+            # down. The session stays refused (``given_up``) until the hub restarts.
+            log.error("closing crashed session %s failed: %s", session_id, exc)
+
+    async def _close_crashed(self, entry: SessionEntry) -> None:
+        core = self._core
+        session_id = entry.session_id
+        md = entry.metadata
         if core.hub_ref is not None:
             await core.hub_ref.ask(H.ExpireSessionTasks(session_id))
         last = await core.store.last_seq(session_id)
@@ -537,6 +622,18 @@ class Hub:
                 log.warning("expiring session %s failed: %s", md.session_id, exc)
         await self._call(H.ExpireTasks(now))
 
+    async def check_expectations(self) -> list[ExpectationViolation]:
+        """Evaluate every live session's expectations now and run the new violations' handlers.
+
+        The expectation sweeper's tick (every ``expectation_sweep_interval`` seconds); each
+        violation fires once per violator and episode, also across restarts (see
+        ``troupe.hub._expectations``).
+
+        Returns:
+            The violations that fired.
+        """
+        return await self._expectations.check()
+
     # -- tasks -------------------------------------------------------------------------------
 
     async def observe_task(self, metadata: TaskMetadata) -> None:
@@ -577,8 +674,10 @@ class Hub:
         limit: int = 50,
     ) -> list[TaskMetadata]:
         await trio.lowlevel.checkpoint()
-        out = []
+        out: list[TaskMetadata] = []
         for task in self._core.tasks.values():
+            if len(out) >= limit:
+                break
             if agent_id is not None and task.owner_id != agent_id:
                 continue
             if session_id is not None and task.session_id != session_id:
@@ -586,8 +685,6 @@ class Hub:
             if state is not None and task.state is not state:
                 continue
             out.append(task)
-            if len(out) >= limit:
-                break
         return out
 
     async def checkpoint_task(self, task_id: str, state: dict[str, Any]) -> None:
