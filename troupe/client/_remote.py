@@ -415,6 +415,8 @@ class RemoteHub:
     ) -> None:
         await self.call(
             "record_observation",
+            # Without a task id the hub cannot tell a repeat from a new observation.
+            retry=task_id is not None,
             owner_id=owner_id,
             capability=capability,
             outcome=outcome.value,
