@@ -19,6 +19,7 @@ from troupe import (
     HubClient,
     HumanClient,
     Passport,
+    TaskState,
     Turn,
 )
 
@@ -105,6 +106,7 @@ def _assert_exactly_once(p: Pair, texts: list[str]) -> None:
     assert len(p.delivered) == len(set(p.delivered))  # no delivery handled twice
 
 
+@pytest.mark.slow
 async def test_cutting_the_connection_mid_stream_loses_and_repeats_nothing() -> None:
     texts = [f"m{i}" for i in range(120)]
     with trio.fail_after(10):
@@ -233,3 +235,35 @@ async def test_dropped_connections_leave_no_socket_open() -> None:
             # The client closed with a connection attempt in progress.
         gc.collect()
     assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
+
+
+@pytest.mark.parametrize("task_id", [None, "t-1"], ids=["no-task-id", "task-id"])
+async def test_an_observation_whose_answer_is_lost_counts_once(task_id: str | None) -> None:
+    """Repeated after a reconnect, an observation without a task id (which the hub cannot
+    tell from a new one) would count twice; with one, the hub drops the repeat."""
+    with trio.fail_after(10):
+        async with pair() as p:
+            hub, owner = p.served.hub, p.sink_client.agent_id
+            outcome: list[str] = []
+
+            async def observe() -> None:
+                try:
+                    await p.remote.record_observation(
+                        owner_id=owner,
+                        capability="chat",
+                        outcome=TaskState.COMPLETED,
+                        task_id=task_id,
+                    )
+                except ConnectionLost:
+                    outcome.append("lost")
+                else:
+                    outcome.append("ok")
+
+            p.proxy.freeze(to_hub=False)  # the hub records it; the answer never comes back
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(observe)
+                await wait_until(lambda: "chat" in hub.core.registry.agents[owner].resume.observed)
+                p.proxy.cut()
+                p.proxy.thaw()
+            assert (await hub.get_resume(owner)).observed["chat"].n == 1
+            assert outcome == (["lost"] if task_id is None else ["ok"])
