@@ -20,9 +20,9 @@ from trio_websocket import (
     wrap_client_stream,
 )
 
-from troupe import Hub, Turn, open_hub
+from troupe import EV_TEXT, Envelope, Hub, HubClient, HumanClient, Passport, Turn, open_hub
 from troupe.hub import AuthAdapter
-from troupe.model import Frame, decode_frame, encode_frame
+from troupe.model import Frame, HelloFrame, WelcomeFrame, decode_frame, encode_frame
 from troupe.store import Store
 from troupe.transport import WsLink, serve_ws
 
@@ -124,6 +124,12 @@ class Raw:
     async def receive(self) -> Frame:
         return decode_frame(await self.ws.get_message())
 
+    async def hello(self, name: str) -> WelcomeFrame:
+        """Bind this connection to ``name`` (no auth)."""
+        await self.send(HelloFrame(name=name, request_id=f"hello {name}"))
+        welcome: WelcomeFrame = await self.receive_kind(WelcomeFrame)
+        return welcome
+
     async def receive_kind(self, kind: type[Any]) -> Any:
         """The next frame of class ``kind`` (skipping others, such as notifications)."""
         while True:
@@ -154,6 +160,25 @@ async def raw(url: str, *, max_message_size: int = 1 << 24) -> AsyncIterator[Raw
         finally:
             await trio.aclose_forcefully(stream)
         nursery.cancel_scope.cancel()
+
+
+async def converse(
+    creator: HubClient, other: HubClient, names: tuple[str, str] = ("a", "b")
+) -> tuple[HumanClient, HumanClient, str]:
+    """Two people, one on each client, in a conversation the first opened: (a, b, its id)."""
+    a = await creator.register_human(Passport(name=names[0]))
+    b = await other.register_human(Passport(name=names[1]))
+    md = await creator.create_session(
+        creator_id=a.agent_id, manifest_type="conversation", participants=[b.agent_id]
+    )
+    return a, b, md.session_id
+
+
+def text(session_id: str, sender_id: str, body: str = "") -> Envelope:
+    """An ``EV_TEXT`` envelope, to post by hand."""
+    return Envelope(
+        session_id=session_id, sender_id=sender_id, event_type=EV_TEXT, event_data={"text": body}
+    )
 
 
 class Echo:

@@ -24,7 +24,6 @@ from troupe.model import (
     AcceptFrame,
     ErrorFrame,
     Frame,
-    HelloFrame,
     InboxBlock,
     LimitsBlock,
     NotifyFrame,
@@ -38,7 +37,7 @@ from troupe.model import (
 )
 from troupe.transport import MAX_FRAME_BYTES, WsLink
 
-from ._wire import QUIET, Echo, Raw, fake_hub, raw, serving
+from ._wire import QUIET, Echo, Raw, converse, fake_hub, raw, serving, text
 
 
 async def _still_serving(ws: Raw) -> None:
@@ -219,23 +218,13 @@ async def test_send_frames_answer_accept_or_error_with_their_request_id() -> Non
     with trio.fail_after(5):
         async with serving() as served:
             async with HubClient(served.link()) as hc:
-                a = await hc.register_human(Passport(name="a"))
-                b = await hc.register_human(Passport(name="b"))
-                md = await hc.create_session(
-                    creator_id=a.agent_id, manifest_type="conversation", participants=[b.agent_id]
-                )
+                a, b, session_id = await converse(hc, hc)
             async with raw(served.url) as ws:
-                await ws.send(HelloFrame(name="a", request_id="h"))
-                await ws.receive_kind(WelcomeFrame)
-                text = Envelope(
-                    session_id=md.session_id,
-                    sender_id=a.agent_id,
-                    event_type=EV_TEXT,
-                    event_data={"text": "hi"},
-                )
+                await ws.hello("a")
+                hi = text(session_id, a.agent_id, "hi")
                 # Two posts in flight on one connection, told apart by their request ids.
-                await ws.send(SendFrame(envelope=text, request_id="s1"))
-                await ws.send(SendFrame(envelope=text, request_id="s2"))
+                await ws.send(SendFrame(envelope=hi, request_id="s1"))
+                await ws.send(SendFrame(envelope=hi, request_id="s2"))
                 accepts = [await ws.receive_kind(AcceptFrame) for _ in range(2)]
                 assert sorted(a.request_id for a in accepts) == ["s1", "s2"]
                 assert sorted(a.seq for a in accepts)[1] == sorted(a.seq for a in accepts)[0] + 1
@@ -245,20 +234,18 @@ async def test_send_frames_answer_accept_or_error_with_their_request_id() -> Non
                 error = await ws.receive_kind(ErrorFrame)
                 assert (error.code, error.request_id) == ("not_found", "s3")
                 # As someone not bound here: access_denied.
-                forged = Envelope(
-                    session_id=md.session_id, sender_id=b.agent_id, event_type=EV_TEXT
-                )
+                forged = text(session_id, b.agent_id)
                 await ws.send(SendFrame(envelope=forged, request_id="s4"))
                 error = await ws.receive_kind(ErrorFrame)
                 assert (error.code, error.request_id) == ("access_denied", "s4")
                 # Once the session is closed: protocol_error.
                 await ws.send(
                     RequestFrame(
-                        request_id="c", op="close_session", params={"session_id": md.session_id}
+                        request_id="c", op="close_session", params={"session_id": session_id}
                     )
                 )
                 assert (await ws.receive_kind(ResponseFrame)).ok
-                await ws.send(SendFrame(envelope=text, request_id="s5"))
+                await ws.send(SendFrame(envelope=hi, request_id="s5"))
                 error = await ws.receive_kind(ErrorFrame)
                 assert (error.code, error.request_id) == ("protocol_error", "s5")
 
@@ -277,8 +264,7 @@ async def test_a_recipient_that_does_not_ack_fills_its_inbox() -> None:
                 )
             async with raw(served.url) as deaf, HubClient(served.link()) as hc:
                 # "deaf" is bound to a connection that reads deliveries and never acks.
-                await deaf.send(HelloFrame(name="deaf", request_id="h"))
-                await deaf.receive_kind(WelcomeFrame)
+                await deaf.hello("deaf")
                 speaker = await hc.attach(None, "talker")
                 await speaker.send(md.session_id, "one")
                 await speaker.send(md.session_id, "two")
@@ -286,15 +272,9 @@ async def test_a_recipient_that_does_not_ack_fills_its_inbox() -> None:
                     await speaker.send(md.session_id, "three")
                 # Over a SendFrame the same refusal is an ErrorFrame with code inbox_full.
                 async with raw(served.url) as ws:
-                    await ws.send(HelloFrame(name="talker", request_id="h"))
-                    await ws.receive_kind(WelcomeFrame)
-                    text = Envelope(
-                        session_id=md.session_id,
-                        sender_id=talker.agent_id,
-                        event_type=EV_TEXT,
-                        event_data={"text": "four"},
-                    )
-                    await ws.send(SendFrame(envelope=text, request_id="s"))
+                    await ws.hello("talker")
+                    four = text(md.session_id, talker.agent_id, "four")
+                    await ws.send(SendFrame(envelope=four, request_id="s"))
                     error = await ws.receive_kind(ErrorFrame)
                     assert (error.code, error.request_id) == ("inbox_full", "s")
             assert [e.text for e in await served.hub.read_wal(md.session_id) if e.text] == [
@@ -319,18 +299,14 @@ async def test_an_answer_too_big_for_one_frame_is_refused_not_sent() -> None:
     """The client would close the connection on it, reconnect, ask again, and so on."""
     with trio.fail_after(10):
         async with serving() as served, HubClient(served.link()) as hc:
-            a = await hc.register_human(Passport(name="a"))
-            b = await hc.register_human(Passport(name="b"))
-            md = await hc.create_session(
-                creator_id=a.agent_id, manifest_type="conversation", participants=[b.agent_id]
-            )
+            a, _, session_id = await converse(hc, hc)
             for _ in range(45):  # 9 MB of WAL
-                await a.send(md.session_id, "x" * 200_000)
+                await a.send(session_id, "x" * 200_000)
             with pytest.raises(ProtocolError, match="ask for less"):
-                await hc.read_wal(md.session_id)
+                await hc.read_wal(session_id)
             # Same connection, still serving; pages fit.
             endpoint = hc.endpoint_id
-            page = await hc.read_wal(md.session_id, since=10, until=20)
+            page = await hc.read_wal(session_id, since=10, until=20)
             assert [e.seq for e in page] == list(range(11, 21))
             assert hc.endpoint_id == endpoint
 
@@ -339,16 +315,12 @@ async def test_an_answer_too_big_for_one_frame_is_refused_not_sent() -> None:
 async def test_a_client_does_not_send_a_frame_the_hub_would_refuse(size: int) -> None:
     with trio.fail_after(5):
         async with serving() as served, HubClient(served.link()) as hc:
-            a = await hc.register_human(Passport(name="a"))
-            b = await hc.register_human(Passport(name="b"))
-            md = await hc.create_session(
-                creator_id=a.agent_id, manifest_type="conversation", participants=[b.agent_id]
-            )
+            a, _, session_id = await converse(hc, hc)
             endpoint = hc.endpoint_id
             with pytest.raises(DecodeError, match=f"{MAX_FRAME_BYTES}-byte frame limit"):
-                await a.send(md.session_id, "x" * size)
+                await a.send(session_id, "x" * size)
             assert hc.endpoint_id == endpoint  # no reconnect
-            assert [e.text for e in await hc.read_wal(md.session_id) if e.text] == []
+            assert [e.text for e in await hc.read_wal(session_id) if e.text] == []
 
 
 async def test_an_answer_the_client_cannot_decode_fails_the_call() -> None:

@@ -4,18 +4,31 @@ from __future__ import annotations
 
 import socket
 import struct
-from contextlib import suppress
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
 
 import pytest
 import trio
 from trio_websocket import ConnectionClosed, WebSocketRequest
 
-from troupe import EV_TEXT, Envelope, HubClient, Passport
+from troupe import HubClient, HumanClient, Passport
 from troupe.hub import _serve
 from troupe.model import HelloFrame, RequestFrame, ResponseFrame, WelcomeFrame
 from troupe.transport import WsLink, _ws
 
-from ._wire import FAST, QUIET, Echo, fake_hub, proxied, raw, serving, wait_until
+from ._wire import (
+    FAST,
+    QUIET,
+    Echo,
+    Proxy,
+    Served,
+    converse,
+    fake_hub,
+    proxied,
+    raw,
+    serving,
+    wait_until,
+)
 
 
 async def test_a_flooding_connection_is_slowed_and_the_others_are_not(
@@ -100,42 +113,60 @@ async def test_a_stalled_path_is_dropped_by_both_ends_and_the_client_comes_back(
                 assert proxy.accepted >= 2
 
 
+#: 100 of these are 20 MB: more than the loopback buffers hold.
+BIG = "x" * 200_000
+
+
+@asynccontextmanager
+async def stalled_sink(served: Served, proxy: Proxy) -> AsyncIterator[tuple[HumanClient, str]]:
+    """A talker, and a sink behind ``proxy`` whose client reads nothing any more: the
+    talker and the conversation they share."""
+    async with HubClient(served.link()) as poster:
+        link = served.link()
+        link.url = proxy.url
+        async with HubClient(link) as hc:
+            talker, _, session_id = await converse(poster, hc, ("talker", "sink"))
+            proxy.freeze(to_hub=False)  # nothing reaches the sink's client any more
+            yield talker, session_id
+            proxy.cut()
+
+
 async def test_a_peer_stalled_with_a_full_pipe_is_dropped_too() -> None:
     """The hub's writes to a peer that reads nothing block once the TCP buffers are full;
     the heartbeat must still drop it and release its identities."""
     with trio.fail_after(8):
-        async with serving(ping_interval=FAST) as served, proxied(served) as proxy:
+        async with (
+            serving(ping_interval=FAST) as served,
+            proxied(served) as proxy,
+            stalled_sink(served, proxy) as (talker, session_id),
+        ):
             hub = served.hub
-            async with HubClient(served.link()) as poster:
-                talker = await poster.register_human(Passport(name="talker"))
-                link = served.link(ping_interval=30.0)
-                link.url = proxy.url
-                async with HubClient(link) as hc:
-                    sink = await hc.register_human(Passport(name="sink"))
-                    md = await poster.create_session(
-                        creator_id=talker.agent_id,
-                        manifest_type="conversation",
-                        participants=[sink.agent_id],
-                    )
-                    proxy.freeze(to_hub=False)  # nothing reaches the client any more
-                    big = "x" * 200_000
+            sink_id = hub.find_agent_id("sink")
 
-                    async def post_much() -> None:
-                        for _ in range(100):  # 20 MB: more than loopback buffers hold
-                            await poster.post_envelope(
-                                Envelope(
-                                    session_id=md.session_id,
-                                    sender_id=talker.agent_id,
-                                    event_type=EV_TEXT,
-                                    event_data={"text": big},
-                                )
-                            )
+            async def post_much() -> None:
+                for _ in range(100):
+                    await talker.send(session_id, BIG)
 
-                    async with trio.open_nursery() as nursery:
-                        nursery.start_soon(post_much)
-                        await wait_until(lambda: sink.agent_id not in hub.core.bindings)
-                    assert len(await hub.read_wal(md.session_id)) >= 100
-                    proxy.cut()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(post_much)
+                await wait_until(lambda: sink_id not in hub.core.bindings)
+            assert len(await hub.read_wal(session_id)) >= 100
+
+
+async def test_the_hub_stops_promptly_with_a_peer_stalled_on_a_full_pipe() -> None:
+    with trio.fail_after(8):
+        async with (
+            serving() as served,
+            proxied(served) as proxy,
+            stalled_sink(served, proxy) as (talker, session_id),
+        ):
+            for _ in range(100):
+                await talker.send(session_id, BIG)
+            await trio.sleep(0.2)  # the hub's writes to the sink fill the buffers and stall
+            # Stopping the hub closes the stalled connection too, in bounded time.
+            stopping = trio.current_time()
+            await served.stop()
+            assert trio.current_time() - stopping < 4
 
 
 async def test_a_ping_that_arrives_while_closing_does_not_crash_the_client() -> None:
@@ -152,32 +183,6 @@ async def test_a_ping_that_arrives_while_closing_does_not_crash_the_client() -> 
                 pings = proxy.to_client_bytes
                 await hc.close()  # the client's end now waits for the hub's close frame ...
                 await wait_until(lambda: proxy.to_client_bytes > pings)  # ... and gets a ping
-
-
-async def test_the_hub_stops_promptly_with_a_peer_stalled_on_a_full_pipe() -> None:
-    with trio.fail_after(8):
-        async with serving() as served, proxied(served) as proxy:
-            async with HubClient(served.link()) as poster:
-                talker = await poster.register_human(Passport(name="talker"))
-                link = served.link()
-                link.url = proxy.url
-                async with HubClient(link) as hc:
-                    sink = await hc.register_human(Passport(name="sink"))
-                    md = await poster.create_session(
-                        creator_id=talker.agent_id,
-                        manifest_type="conversation",
-                        participants=[sink.agent_id],
-                    )
-                    proxy.freeze(to_hub=False)
-                    big = "x" * 200_000
-                    for _ in range(100):  # 20 MB for a client that reads nothing
-                        await talker.send(md.session_id, big)
-                    await trio.sleep(0.2)  # the hub's writes to it fill the buffers and stall
-                    # Stopping the hub closes the stalled connection too, in bounded time.
-                    stopping = trio.current_time()
-                    await served.stop()
-                    assert trio.current_time() - stopping < 4
-                    proxy.cut()
 
 
 async def test_an_oversized_message_while_closing_does_not_crash_the_client(
