@@ -119,6 +119,31 @@ def test_a_bad_api_keys_file_exits_2_naming_the_file(
     assert not (tmp_path / "hub.db").exists()
 
 
+def test_a_port_in_use_or_a_file_that_is_not_a_store_is_one_line_and_exit_1(
+    tmp_path: Path,
+) -> None:
+    not_a_store = tmp_path / "notes.db"
+    not_a_store.write_text("not a database " * 100)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for db, complaint in [
+            (tmp_path / "hub.db", f"cannot serve on 127.0.0.1:{port}: [Errno"),
+            (not_a_store, f"'{not_a_store}' is not a troupe store"),
+        ]:
+            done = subprocess.run(
+                _troupe("serve", "--db", str(db), "--port", str(port)),
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=20,
+            )
+            assert done.returncode == 1
+            assert complaint in done.stderr
+            assert "Traceback" not in done.stderr
+
+
 @pytest.mark.slow
 async def test_sigint_stops_it_cleanly_and_the_file_reopens(tmp_path: Path) -> None:
     db, keys = tmp_path / "hub.db", tmp_path / "keys.json"
