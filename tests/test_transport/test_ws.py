@@ -192,6 +192,14 @@ async def test_sessions_posts_and_turn_probes() -> None:
             )
             assert found is None
             assert await hc.pending_turns_for(a.agent_id) == []
+            await hc.report_turn_failure(
+                session_id=md.session_id, agent_id=a.agent_id, envelope_id=first, exc=KeyError("k")
+            )
+            audit = await served.hub.read_audit()
+            failed = [r for r in audit if r["kind"] == "turn_failed"]
+            assert [(r["envelope_id"], r["exc_type"]) for r in failed] == [(first, "KeyError")]
+            await hc.learn_names([b.agent_id])
+            assert hc.name_for(b.agent_id) == "b"
 
             # The view policy needs the session's metadata on this side.
             view = hc.default_view_policy(md.session_id, a.agent_id)
