@@ -356,3 +356,29 @@ async def test_many_idle_sessions_are_passivated_in_batches(
         )
         assert accepted.seq == 3  # invite, opened, this
         assert hub.statistics().live_sessions == 1
+
+
+async def test_a_reopened_hub_recovers_open_sessions_then_passivates_them(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = MemoryStore()
+    async with open_hub(store, ttl_sweep_interval=0, passivate_after=None) as hub:
+        hc = HubClient(LocalLink(hub))
+        ann = await hc.register(Silent(), Passport(name="ann"))
+        await hc.register(Silent(), Passport(name="bob"))
+        channels = [await ann.open(type="discussion", target="bob") for _ in range(3)]
+        for channel in channels:
+            await channel.send("my turn is over")
+        await hc.close()
+    async with open_hub(store, ttl_sweep_interval=0, passivate_after=IDLE) as hub:
+        stats = hub.statistics()
+        assert (stats.live_sessions, stats.passivated_sessions) == (0, 3)
+        bob = hub.find_agent_id("bob") or ""
+        for channel in channels:
+            # The state was refolded and published: it is bob's turn, and the hub knows.
+            assert hub.can_send(channel.session_id, bob)
+            assert not hub.can_send(channel.session_id, ann.agent_id)
+        turns = await hub.pending_turns_for(bob)
+        assert {t.session_id for t in turns} == {c.session_id for c in channels}
+    async with open_hub(store, ttl_sweep_interval=0, passivate_after=None) as hub:
+        assert hub.statistics().live_sessions == 3  # without passivation they stay up

@@ -33,6 +33,7 @@ from ._core import Faults, HubConfig, HubCore, new_uuid, trio_anchored_clock
 from ._directory import SessionEntry
 from ._hub import Hub
 from ._hub_actor import HubActor
+from ._passivation import passivate
 from ._passivation import sweep as sweep_idle
 
 log = logging.getLogger("troupe.hub")
@@ -189,10 +190,14 @@ async def _run_clients(hub: Hub, *, task_status: trio.TaskStatus[None]) -> None:
 async def _hydrate(hub: Hub) -> None:
     """Start (and so refold) every open session, a few at a time.
 
-    A session that cannot be started is left for later (each use retries it, and fails
-    with its error until the cause is fixed): one bad session does not stop the hub.
+    Recovery finishes what a crash interrupted and publishes each session's state (what
+    ``can_send`` and ``pending_turns_for`` read). With passivation on, each session is then
+    passivated at once: reopening a store of many open sessions does not hold an actor for
+    each of them. A session that cannot be started is left for later (each use retries it,
+    and fails with its error until the cause is fixed): one bad session does not stop the hub.
     """
     limiter = trio.CapacityLimiter(32)
+    passivating = hub.core.config.passivate_after is not None
 
     async def start(entry: SessionEntry) -> None:
         async with limiter:
@@ -200,6 +205,9 @@ async def _hydrate(hub: Hub) -> None:
                 await hub._running(entry)
             except (ProtocolError, StoreError) as exc:
                 log.error("hub: session %s left unloaded: %s", entry.session_id, exc)
+                return
+            if passivating:
+                await passivate(hub, entry)
 
     async with trio.open_nursery() as nursery:
         for entry in list(hub.core.directory.sessions.values()):
