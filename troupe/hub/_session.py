@@ -316,7 +316,11 @@ class SessionActor(Actor[SessionMsg, Any]):
                     continue
                 passport = registry.passport(rid)
                 their_rule = registry.rule(rid)
-                if passport is not None and their_rule is not None:
+                if (
+                    passport is not None
+                    and their_rule is not None
+                    and their_rule.limits.inbox.overflow == "reject"
+                ):
                     core.ledger.check(passport, their_rule.limits.inbox)
             self.stype.validate_send(md, env, self.state)
         else:
