@@ -11,7 +11,7 @@ from typing import Any
 
 import attrs
 
-from .._errors import AccessDeniedError, NetworkError, NotFoundError, ProtocolError
+from .._errors import AccessDeniedError, NetworkError, NotFoundError, ProtocolError, StoreError
 from ..actors import Actor
 from ..model import (
     ObservedStat,
@@ -178,7 +178,9 @@ class HubActor(Actor[HubMsg, Any]):
     async def handle(self, msg: HubMsg) -> Any:
         try:
             return await self._handle(msg)
-        except NetworkError as exc:
+        except (NetworkError, StoreError) as exc:
+            # Every change is persisted before it is applied, so a store that refused one
+            # leaves the tables as they were: the caller gets the error, the actor goes on.
             return Failed(exc)
 
     async def _handle(self, msg: HubMsg) -> Any:
