@@ -19,6 +19,7 @@ again (connections drop the duplicates by ``seq``).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import attrs
@@ -43,6 +44,8 @@ from ..store import dedup_keys
 from ._core import Failed, HubCore
 from ._delivery import dispatch, recipients_of
 from ._rules import check_depth, check_outbound
+
+log = logging.getLogger("troupe.hub.sessions")
 
 HUB_ONLY = frozenset({EV_CHANNEL_INVITE, EV_SESSION_OPENED, EV_SESSION_CLOSED, EV_SESSION_EXPIRED})
 REJECTED = "invite_rejected"
@@ -340,9 +343,16 @@ class SessionActor(Actor[SessionMsg, Any]):
         every = self.core.config.snapshot_every
         if self.stype is None or every <= 0 or self.last_seq - self.snapshot_seq < every:
             return
-        await self.core.store.save_snapshot(
-            self.sid, self.last_seq, self.stype.dump_state(self.state)
-        )
+        try:
+            await self.core.store.save_snapshot(
+                self.sid, self.last_seq, self.stype.dump_state(self.state)
+            )
+        except StoreError as exc:
+            # A snapshot only shortens recovery; the WAL has everything. Try again next post.
+            log.warning(
+                "session %s: snapshot after seq %d failed: %s", self.sid, self.last_seq, exc
+            )
+            return
         self.snapshot_seq = self.last_seq
 
     # -- lifecycle moves -------------------------------------------------------------------
