@@ -91,6 +91,10 @@ def quorum_reached(metadata: SessionMetadata) -> bool:
     return len(invitees) - len(metadata.pending_acks) >= needed
 
 
+class OutOfSync(Exception):
+    """Raised (crashing the session actor) when it cannot tell what its WAL holds."""
+
+
 class SessionActor(Actor[SessionMsg, Any]):
     """One live session; started on demand by the hub under the session supervisor."""
 
@@ -278,9 +282,7 @@ class SessionActor(Actor[SessionMsg, Any]):
         new_md = _metadata_after(md, stamped)
         self._fault("before_append")
         try:
-            await core.store.append(
-                self.sid, [stamped], metadata=new_md if new_md is not md else None
-            )
+            await self._append(stamped, new_md if new_md is not md else None)
         except StoreError as exc:
             core.counters.rejected += 1
             return Failed(exc)
@@ -305,6 +307,30 @@ class SessionActor(Actor[SessionMsg, Any]):
                 await self._move(move.state, move.reason)
         await self._maybe_snapshot()
         return Accepted(stamped.envelope_id, stamped.seq)
+
+    async def _append(self, env: Envelope, metadata: SessionMetadata | None) -> None:
+        """Append ``env`` durably; a StoreError means that nothing was appended.
+
+        A store may fail a commit that did happen (its reply was lost). This actor is the
+        session's only writer, so the WAL's last seq tells which it was: an append that
+        landed is accepted (a retry will find it), one that did not is the caller's error.
+        When the store cannot even say, the actor crashes and recovers from the WAL.
+        """
+        try:
+            await self.core.store.append(self.sid, [env], metadata=metadata)
+        except StoreError as exc:
+            try:
+                landed = await self.core.store.last_seq(self.sid)
+            except StoreError as again:
+                raise OutOfSync(f"session {self.sid}: append of seq {env.seq} unsure") from again
+            if landed == env.seq:
+                log.warning("session %s: seq %d was appended despite %s", self.sid, env.seq, exc)
+                return
+            if landed != self.last_seq:
+                raise OutOfSync(
+                    f"session {self.sid}: WAL at seq {landed}, expected {self.last_seq}"
+                ) from exc
+            raise
 
     def _check_protocol(self, env: Envelope, internal: bool) -> None:
         kind = env.event_type
@@ -373,7 +399,7 @@ class SessionActor(Actor[SessionMsg, Any]):
     async def _activate(self) -> None:
         md = attrs.evolve(self.metadata, state=SessionState.ACTIVE)
         opened = self._hub_envelope(EV_SESSION_OPENED, {"session_id": self.sid})
-        await self.core.store.append(self.sid, [opened], metadata=md)
+        await self._append(opened, md)
         self._accepted(opened)
         self.metadata = md
         self._publish()
@@ -399,7 +425,7 @@ class SessionActor(Actor[SessionMsg, Any]):
         md = attrs.evolve(md, state=target, close_reason=reason, closed_at=core.now_iso())
         kind = EV_SESSION_EXPIRED if target is SessionState.EXPIRED else EV_SESSION_CLOSED
         notice = self._hub_envelope(kind, {"reason": reason, "session_id": self.sid})
-        await core.store.append(self.sid, [notice], metadata=md)
+        await self._append(notice, md)
         self._accepted(notice)
         self.metadata = md
         self._publish()
