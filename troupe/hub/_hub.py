@@ -225,7 +225,7 @@ class Hub:
             await entry.wait_for(lambda m: m.state is not SessionState.PENDING)
         md = entry.metadata
         if md.state is SessionState.PENDING:
-            md = await self._ask_session(sid, EndSession("invite_timeout", only_if_pending=True))
+            md = await self._end_session(sid, EndSession("invite_timeout", only_if_pending=True))
         if md.state is SessionState.ACTIVE:
             return md
         if md.close_reason == "invite_rejected":
@@ -257,15 +257,17 @@ class Hub:
         )
 
     async def close_session(self, session_id: str, *, reason: str = "") -> SessionMetadata:
-        """Close a session (idempotent on a terminal one). NotFoundError if unknown."""
+        """Close a session (idempotent on a terminal one).
+
+        Raises:
+          NotFoundError: the session is unknown.
+          StoreError: the store refused the close notice; the session stays as it was.
+        """
         entry = self._core.directory.get(session_id)
         if entry.metadata.state.terminal:
             await trio.lowlevel.checkpoint()
             return entry.metadata
-        md: SessionMetadata = await self._ask_session(
-            session_id, EndSession(reason or "explicit_close")
-        )
-        return md
+        return await self._end_session(session_id, EndSession(reason or "explicit_close"))
 
     async def post_envelope(self, envelope: Envelope) -> str:
         """Validate, stamp and durably append ``envelope``; return its ``envelope_id``.
@@ -477,6 +479,14 @@ class Hub:
                     return entry.metadata
         return entry.metadata
 
+    async def _end_session(self, session_id: str, msg: EndSession) -> SessionMetadata:
+        """Ask the session to end; raise the StoreError that kept it from ending, if any."""
+        result = await self._ask_session(session_id, msg)
+        if isinstance(result, Failed):
+            raise result.error
+        md: SessionMetadata = result
+        return md
+
     async def close_crashed(self, session_id: str, crash: BaseException | None) -> None:
         """Close a session whose actor crashed too often (no actor is left to do it)."""
         core = self._core
@@ -522,7 +532,7 @@ class Hub:
                 continue
             try:
                 if md.expires_at is not None and parse_iso(md.expires_at) <= now:
-                    await self._ask_session(
+                    await self._end_session(
                         md.session_id, EndSession("ttl_expired", SessionState.EXPIRED)
                     )
                 elif (
@@ -530,7 +540,7 @@ class Hub:
                     and md.handshake_deadline is not None
                     and parse_iso(md.handshake_deadline) <= now
                 ):
-                    await self._ask_session(
+                    await self._end_session(
                         md.session_id, EndSession("invite_timeout", only_if_pending=True)
                     )
             except (NotFoundError, ProtocolError, StoreError) as exc:

@@ -178,7 +178,11 @@ class SessionActor(Actor[SessionMsg, Any]):
             if msg.only_if_pending and self.metadata.state is not SessionState.PENDING:
                 result = self.metadata
             else:
-                result = await self._move(msg.state, msg.reason or "explicit_close")
+                try:
+                    result = await self._move(msg.state, msg.reason or "explicit_close")
+                except StoreError as exc:
+                    # Nothing was written (see _append): the session goes on as it was.
+                    result = Failed(exc)
         if self.stopping:
             await self.ref.stop()  # from inside: only queues the stop, after this reply
         return result
