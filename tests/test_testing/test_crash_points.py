@@ -43,6 +43,16 @@ def test_crash_at_one_session_spares_the_others() -> None:
     assert not crashes(points, "before_append", "s")
 
 
+def test_after_lets_that_many_through_first() -> None:
+    points = CrashPoints()
+    points.crash_at("after_append", session_id="s", after=2)
+    assert not crashes(points, "after_append", "t")
+    assert not crashes(points, "after_append", "s")
+    assert not crashes(points, "after_append", "s")
+    assert crashes(points, "after_append", "s")
+    assert not crashes(points, "after_append", "s")
+
+
 def test_times_none_crashes_until_cleared() -> None:
     points = CrashPoints()
     points.crash_at("after_dispatch", times=None)
@@ -77,6 +87,8 @@ def test_bad_arguments_are_refused() -> None:
         points.crash_at("after_lunch")
     with pytest.raises(ValueError, match="at least 1"):
         points.crash_at("after_fold", times=0)
+    with pytest.raises(ValueError, match="after must be >= 0"):
+        points.crash_at("after_fold", after=-1)
     with pytest.raises(ValueError, match=r"within \[0, 1\]"):
         points.crash_randomly(1.5, seed=0)
     with pytest.raises(ValueError, match="unknown crash point"):

@@ -29,11 +29,17 @@ class _Armed:
     point: str
     session_id: str | None
     remaining: float
+    skip: int = 0
 
     def matches(self, point: str, session_id: str) -> bool:
         if self.point != point or self.remaining <= 0:
             return False
-        return self.session_id is None or self.session_id == session_id
+        if self.session_id is not None and self.session_id != session_id:
+            return False
+        if self.skip > 0:
+            self.skip -= 1
+            return False
+        return True
 
 
 @attrs.define(eq=False)
@@ -68,21 +74,32 @@ class CrashPoints:
         self._by_point: dict[str, int] = {}
         self.history: list[tuple[str, str]] = []
 
-    def crash_at(self, point: str, *, session_id: str | None = None, times: int | None = 1) -> None:
+    def crash_at(
+        self,
+        point: str,
+        *,
+        session_id: str | None = None,
+        times: int | None = 1,
+        after: int = 0,
+    ) -> None:
         """Crash the next ``times`` posts that reach ``point``.
 
         Args:
           point: one of ``CRASH_POINTS``.
           session_id: only in this session (``None``: in any session).
           times: how many crashes; ``None`` crashes every time until :meth:`clear`.
+          after: let this many posts pass ``point`` first (``after=1``: crash the second
+            one, e.g. an invite's ack rather than the invite).
 
         Raises:
-          ValueError: an unknown point, or ``times < 1``.
+          ValueError: an unknown point, ``times < 1`` or ``after < 0``.
         """
         if times is not None and times < 1:
             raise ValueError(f"times must be at least 1 (or None for always), got {times}")
+        if after < 0:
+            raise ValueError(f"after must be >= 0, got {after}")
         remaining = math.inf if times is None else times
-        self._armed.append(_Armed(_check_point(point), session_id, remaining))
+        self._armed.append(_Armed(_check_point(point), session_id, remaining, after))
 
     def crash_randomly(
         self,
