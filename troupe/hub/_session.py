@@ -116,6 +116,12 @@ class SessionActor(Actor[SessionMsg, Any]):
 
     async def on_start(self) -> None:
         store = self.core.store
+        if self.restarted:
+            # A crash between an append and its publish leaves the entry's metadata behind
+            # the store's (an ack's pending_acks, say): go on from what was written.
+            stored = await store.get_session(self.sid)
+            if stored is not None:
+                self.metadata = stored
         snapshot = await store.load_snapshot(self.sid) if self.stype is not None else None
         if self.stype is None:
             self.state = None
