@@ -241,7 +241,8 @@ class SessionActor(Actor[SessionMsg, Any]):
         if attempt > 1:
             for old in self.recent:
                 if old.envelope_id == env.envelope_id:
-                    return Accepted(old.envelope_id, old.seq, duplicate=True)
+                    # This very post (the hub gave it its id), appended before the crash.
+                    return Accepted(old.envelope_id, old.seq)
         addressed: list[Passport] = []
         if env.audience is not None:
             for rid in env.audience:
