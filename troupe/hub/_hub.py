@@ -291,27 +291,54 @@ class Hub:
         sid = envelope.session_id
         entry = core.directory.get(sid)
         env = attrs.evolve(envelope, envelope_id=core.new_id(), seq=0, created_at="")
+        floor = entry.last_seq  # if this post gets appended, it is after this seq
+        crash: ActorDead | None = None
         for attempt in (1, 2):
+            if crash is not None and entry.metadata.state.terminal:
+                break
             self._refuse_if_terminal(entry, env)
             ref = await self._running(entry)
             try:
                 result = await ref.ask(Post(env, attempt))
             except ActorDead as exc:
-                if attempt == 1 or entry.metadata.state.terminal:
-                    continue
-                core.counters.poison += 1
-                core.dead_letters(DeadLetter(message=env, reason="poison", mailbox=sid))
-                core.audit("poison_envelope", session_id=sid, envelope_id=env.envelope_id)
-                raise ProtocolError(
-                    f"envelope {env.envelope_id} ({env.event_type} from {env.sender_id}) "
-                    f"crashed session {sid} twice; rejected as poison"
-                ) from exc
+                crash = exc
+                continue
             if isinstance(result, Failed):
                 raise result.error
             accepted: Accepted = result
             return accepted
+        assert crash is not None
+        return await self._after_crashes(entry, env, floor, crash)
+
+    async def _after_crashes(
+        self, entry: SessionEntry, env: Envelope, floor: int, crash: ActorDead
+    ) -> Accepted:
+        """Settle a post whose session crashed and will not be asked again.
+
+        A crash after the append leaves the post durable: the WAL after ``floor`` says
+        whether it is there. If it is, it was accepted; if not, it is refused, as poison
+        when it crashed the session twice.
+        """
+        core = self._core
+        sid = entry.session_id
+        try:
+            tail = await core.store.read(sid, since=floor)
+        except StoreError as exc:
+            raise StoreError(
+                f"envelope {env.envelope_id} crashed session {sid}, and whether it was "
+                f"appended is unknown (the WAL could not be read: {exc})"
+            ) from exc
+        for old in tail:
+            if old.envelope_id == env.envelope_id:
+                return Accepted(old.envelope_id, old.seq)
         self._refuse_if_terminal(entry, env)
-        raise AssertionError("unreachable")  # pragma: no cover
+        core.counters.poison += 1
+        core.dead_letters(DeadLetter(message=env, reason="poison", mailbox=sid))
+        core.audit("poison_envelope", session_id=sid, envelope_id=env.envelope_id)
+        raise ProtocolError(
+            f"envelope {env.envelope_id} ({env.event_type} from {env.sender_id}) "
+            f"crashed session {sid} twice; rejected as poison"
+        ) from crash
 
     def _refuse_if_terminal(self, entry: SessionEntry, env: Envelope) -> None:
         md = entry.metadata
