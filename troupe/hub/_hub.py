@@ -542,7 +542,9 @@ class Hub:
             created_at=core.now_iso(),
         )
         await core.store.append(session_id, [notice], metadata=md)
-        entry.publish(md, entry.state, notice.seq)
+        # The actor died without publishing what it folded last: no state is better than a
+        # stale one (a closed session's state is None after a hub restart too).
+        entry.publish(md, None, notice.seq)
         core.directory.ended(md)
         from ._delivery import dispatch
 
