@@ -30,6 +30,7 @@ from ..model import (
     parse_iso,
 )
 from ..session_types import AnySessionType, ViewPolicy
+from ..store import dedup_keys
 from ..supervisors import ChildSpec, Supervisor
 from . import _hub_actor as H
 from ._audit import ReadAudit
@@ -296,6 +297,10 @@ class Hub:
         for attempt in (1, 2):
             if crash is not None and entry.metadata.state.terminal:
                 break
+            if entry.metadata.state.terminal:
+                repeat = await self._repeat_in_ended_session(entry, env)
+                if repeat is not None:
+                    return repeat
             self._refuse_if_terminal(entry, env)
             ref = await self._running(entry)
             try:
@@ -339,6 +344,25 @@ class Hub:
             f"envelope {env.envelope_id} ({env.event_type} from {env.sender_id}) "
             f"crashed session {sid} twice; rejected as poison"
         ) from crash
+
+    async def _repeat_in_ended_session(self, entry: SessionEntry, env: Envelope) -> Accepted | None:
+        """The original of a participant's repeated post into a closed or expired session.
+
+        A poster that lost the answer to a post that ended its session (a consulting reply)
+        must still learn, on retrying, that the post was accepted.
+        """
+        keys = dedup_keys(env)
+        if not keys or entry.metadata.role_of(env.sender_id) is None:
+            return None
+        dedup = entry.dedup
+        if dedup is None:  # not loaded since the hub started
+            dedup = await self._core.store.load_dedup(entry.session_id)
+        for key in keys:
+            hit = dedup.get(key)
+            if hit is not None:
+                self._core.counters.duplicates += 1
+                return Accepted(hit[0], hit[1], duplicate=True)
+        return None
 
     def _refuse_if_terminal(self, entry: SessionEntry, env: Envelope) -> None:
         md = entry.metadata
