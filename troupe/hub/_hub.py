@@ -336,6 +336,10 @@ class Hub:
         for old in tail:
             if old.envelope_id == env.envelope_id:
                 return Accepted(old.envelope_id, old.seq)
+        if entry.metadata.state.terminal:
+            repeat = await self._repeat_in_ended_session(entry, env)
+            if repeat is not None:
+                return repeat
         self._refuse_if_terminal(entry, env)
         core.counters.poison += 1
         core.dead_letters(DeadLetter(message=env, reason="poison", mailbox=sid))
@@ -354,9 +358,9 @@ class Hub:
         keys = dedup_keys(env)
         if not keys or entry.metadata.role_of(env.sender_id) is None:
             return None
-        dedup = entry.dedup
-        if dedup is None:  # not loaded since the hub started
-            dedup = await self._core.store.load_dedup(entry.session_id)
+        # From the store: the last actor's index misses a post appended just before the
+        # crash that ended the session (and there is none after a hub restart).
+        dedup = await self._core.store.load_dedup(entry.session_id)
         for key in keys:
             hit = dedup.get(key)
             if hit is not None:

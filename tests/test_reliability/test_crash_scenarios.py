@@ -1,0 +1,178 @@
+"""Crash scenarios the state machine found, kept as plain deterministic tests.
+
+Each test is a shrunk example from ``test_stateful.py``, named for the promise it broke.
+"""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from troupe import (
+    EV_TEXT,
+    Envelope,
+    HubClient,
+    LocalLink,
+    Passport,
+    ProtocolError,
+    SessionState,
+)
+from troupe.client import HumanClient
+from troupe.hub import Hub, open_hub
+from troupe.store import Store
+from troupe.testing import CrashPoints, FaultyStore, ScriptedAgent, check_invariants, seeded_ids
+
+
+async def consulting(hub_client: HubClient, *, bot: bool = False) -> tuple[HumanClient, str]:
+    me = await hub_client.register_human(Passport(name="me"))
+    if bot:
+        await hub_client.register(ScriptedAgent(["an answer"]), Passport(name="you"))
+    else:
+        await hub_client.register_human(Passport(name="you"))
+    with trio.fail_after(10):
+        channel = await me.open(type="consulting", target="you")
+    return me, channel.session_id
+
+
+def question(me: HumanClient, sid: str, *, idempotency_key: str | None = None) -> Envelope:
+    return Envelope(
+        session_id=sid,
+        sender_id=me.agent_id,
+        event_type=EV_TEXT,
+        event_data={"text": "a question?"},
+        idempotency_key=idempotency_key,
+    )
+
+
+async def in_wal(hub: Hub, sid: str, envelope_id: str) -> int:
+    return sum(1 for e in await hub.read_wal(sid) if e.envelope_id == envelope_id)
+
+
+async def test_a_post_retried_inside_the_hub_is_not_reported_as_a_duplicate(
+    hub: Hub, hub_client: HubClient, crash_points: CrashPoints, autojump_clock: object
+) -> None:
+    me, sid = await consulting(hub_client)
+    crash_points.crash_at("after_append", session_id=sid)
+    accepted = await hub.post(question(me, sid))
+    assert not accepted.duplicate
+    assert await in_wal(hub, sid, accepted.envelope_id) == 1
+
+
+async def test_a_post_appended_before_its_second_crash_is_accepted_not_poison(
+    hub: Hub, hub_client: HubClient, crash_points: CrashPoints, autojump_clock: object
+) -> None:
+    me, sid = await consulting(hub_client)
+    crash_points.crash_at("before_append", session_id=sid)
+    crash_points.crash_at("after_append", session_id=sid)
+    accepted = await hub.post(question(me, sid))
+    assert await in_wal(hub, sid, accepted.envelope_id) == 1
+    assert hub.statistics().poison_envelopes == 0
+    assert len(hub.dead_letters.letters) == 0
+    await check_invariants(hub)
+
+
+async def test_a_post_that_crashes_twice_before_its_append_is_still_poison(
+    hub: Hub, hub_client: HubClient, crash_points: CrashPoints, autojump_clock: object
+) -> None:
+    me, sid = await consulting(hub_client)
+    crash_points.crash_at("before_append", session_id=sid, times=2)
+    with pytest.raises(ProtocolError, match="rejected as poison"):
+        await hub.post(question(me, sid))
+    assert [e.event_type for e in await hub.read_wal(sid)][-1] != EV_TEXT
+    assert hub.statistics().poison_envelopes == 1
+
+
+async def test_a_session_closed_as_crashed_publishes_no_stale_state(
+    hub: Hub,
+    hub_client: HubClient,
+    crash_points: CrashPoints,
+    store_faults: FaultyStore,
+    autojump_clock: object,
+) -> None:
+    # The question is appended, the actor crashes, and every restart fails to read the
+    # store until the supervisor gives up: the poster learns its post landed, and the
+    # session is closed without claiming a state its WAL contradicts.
+    me, sid = await consulting(hub_client)
+    crash_points.crash_at("after_append", session_id=sid)
+    store_faults.fail_next("reads", n=3, session_id=sid)
+    accepted = await hub.post(question(me, sid))
+    assert await in_wal(hub, sid, accepted.envelope_id) == 1
+    with trio.fail_after(5):
+        md = await hub.core.directory.get(sid).wait_for(lambda m: m.state.terminal)
+    assert md.close_reason == "crashed"
+    await check_invariants(hub)
+
+
+async def test_an_ack_appended_before_a_crash_still_opens_the_session(
+    hub: Hub, hub_client: HubClient, crash_points: CrashPoints, autojump_clock: object
+) -> None:
+    me = await hub_client.register_human(Passport(name="me"))
+    await hub_client.register_human(Passport(name="you"))
+    crash_points.crash_at("after_append", after=1)  # the invite passes; its ack crashes
+    with trio.fail_after(5):
+        channel = await me.open(type="conversation", target="you")
+    assert channel.state is SessionState.ACTIVE
+    await check_invariants(hub)
+
+
+async def test_a_retry_of_the_post_that_closed_its_session_gets_its_id_back(
+    hub: Hub, hub_client: HubClient, autojump_clock: object
+) -> None:
+    # The consulting reply closes the session: a poster that lost the answer to its
+    # question and retries must learn the question was accepted, not that it was refused.
+    me, sid = await consulting(hub_client, bot=True)
+    envelope = question(me, sid, idempotency_key="q-1")
+    accepted = await hub.post(envelope)
+    with trio.fail_after(5):
+        await hub.core.directory.get(sid).wait_for(lambda m: m.state.terminal)
+    again = await hub.post(envelope)
+    assert (again.envelope_id, again.seq, again.duplicate) == (
+        accepted.envelope_id,
+        accepted.seq,
+        True,
+    )
+    fresh = question(me, sid, idempotency_key="q-2")
+    with pytest.raises(ProtocolError, match="is closed"):
+        await hub.post(fresh)
+
+
+async def test_that_retry_gets_its_id_back_after_a_hub_restart_too(
+    hub_store: Store, autojump_clock: object
+) -> None:
+    async with open_hub(hub_store, new_id=seeded_ids(1)) as hub, HubClient(LocalLink(hub)) as hc:
+        me, sid = await consulting(hc, bot=True)
+        envelope = question(me, sid, idempotency_key="q-1")
+        accepted = await hub.post(envelope)
+        with trio.fail_after(5):
+            await hub.core.directory.get(sid).wait_for(lambda m: m.state.terminal)
+    async with open_hub(hub_store, new_id=seeded_ids(2)) as hub:
+        again = await hub.post(envelope)
+    assert (again.envelope_id, again.seq, again.duplicate) == (
+        accepted.envelope_id,
+        accepted.seq,
+        True,
+    )
+
+
+async def test_a_post_accepted_as_its_session_crashed_for_good_can_be_retried(
+    hub: Hub,
+    hub_client: HubClient,
+    crash_points: CrashPoints,
+    store_faults: FaultyStore,
+    autojump_clock: object,
+) -> None:
+    # Appended, then the session crashes and every restart fails until it is given up on:
+    # the post was accepted, so a retry after the session's close must get its id back.
+    me, sid = await consulting(hub_client)
+    crash_points.crash_at("after_append", session_id=sid)
+    store_faults.fail_next("reads", n=3, session_id=sid)
+    envelope = question(me, sid, idempotency_key="k")
+    accepted = await hub.post(envelope)
+    with trio.fail_after(5):
+        await hub.core.directory.get(sid).wait_for(lambda m: m.state.terminal)
+    again = await hub.post(envelope)
+    assert (again.envelope_id, again.seq, again.duplicate) == (
+        accepted.envelope_id,
+        accepted.seq,
+        True,
+    )
