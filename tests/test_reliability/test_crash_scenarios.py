@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+import trio.testing
 
 from troupe import (
     EV_TEXT,
@@ -16,6 +17,7 @@ from troupe import (
     Passport,
     ProtocolError,
     SessionState,
+    StoreError,
 )
 from troupe.client import HumanClient
 from troupe.hub import Hub, open_hub
@@ -176,3 +178,28 @@ async def test_a_post_accepted_as_its_session_crashed_for_good_can_be_retried(
         accepted.seq,
         True,
     )
+
+
+async def test_a_session_given_up_on_while_a_post_waits_leaves_the_others_serving(
+    hub: Hub,
+    hub_client: HubClient,
+    crash_points: CrashPoints,
+    store_faults: FaultyStore,
+    autojump_clock: object,
+) -> None:
+    # A post crashes its session, whose restarts then fail until it is given up on, and
+    # the store fails closing it too: the hub must refuse that post and go on serving
+    # every other session.
+    me, first = await consulting(hub_client)
+    second = (await me.open(type="consulting", target="you")).session_id
+    crash_points.crash_at("before_append", session_id=first)
+    store_faults.fail_next("reads", n=5, session_id=first)
+    with pytest.raises((ProtocolError, StoreError)):
+        await hub.post(question(me, first))
+    await trio.testing.wait_all_tasks_blocked()
+    assert store_faults.armed == 0  # the hub's attempt to close the session failed too
+    with trio.fail_after(10):
+        accepted = await hub.post(question(me, second))
+    assert await in_wal(hub, second, accepted.envelope_id) == 1
+    with pytest.raises(ProtocolError, match="crashed too often"):
+        await hub.post(question(me, first))

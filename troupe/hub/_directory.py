@@ -44,6 +44,12 @@ class SessionEntry:
     def running(self) -> bool:
         return self.ref is not None and self.ref.alive
 
+    @property
+    def given_up(self) -> bool:
+        """The session supervisor gave up on this live session's actor (it crashed too often)
+        and the hub has not published its close yet: it must not be started again."""
+        return self.ref is not None and not self.ref.alive and not self.metadata.state.terminal
+
     def publish(self, metadata: SessionMetadata, state: Any, last_seq: int) -> None:
         self.metadata = metadata
         self.state = state

@@ -501,6 +501,11 @@ class Hub:
             if entry.running:
                 assert entry.ref is not None
                 return entry.ref
+            if entry.given_up:
+                # close_crashed is on its way; a new actor would race its close notice.
+                raise ProtocolError(
+                    f"session {entry.session_id} crashed too often and is being closed"
+                )
             if entry.starting is not None:
                 await entry.starting.wait()
                 continue
@@ -546,11 +551,21 @@ class Hub:
         """Close a session whose actor crashed too often (no actor is left to do it)."""
         core = self._core
         entry = core.directory.get(session_id)
-        md = entry.metadata
         core.counters.sessions_crashed += 1
         core.audit("session_crashed", session_id=session_id, error=repr(crash))
-        if md.state.terminal:
+        if entry.metadata.state.terminal:
             return
+        try:
+            await self._close_crashed(entry)
+        except (StoreError, ActorDead) as exc:
+            # Runs in the session supervisor's nursery: raising would take every session
+            # down. The session stays refused (``given_up``) until the hub restarts.
+            log.error("closing crashed session %s failed: %s", session_id, exc)
+
+    async def _close_crashed(self, entry: SessionEntry) -> None:
+        core = self._core
+        session_id = entry.session_id
+        md = entry.metadata
         if core.hub_ref is not None:
             await core.hub_ref.ask(H.ExpireSessionTasks(session_id))
         last = await core.store.last_seq(session_id)

@@ -124,6 +124,9 @@ async def _run_sessions(hub: Hub, *, task_status: trio.TaskStatus[None]) -> None
         on_give_up=hub.close_crashed,
         name="sessions",
     ) as sup:
+        # A new supervisor (first start, or a restart) has no children yet.
+        for entry in hub.core.directory.sessions.values():
+            entry.ref = None
         hub._sessions = sup
         task_status.started()
         await trio.sleep_forever()
