@@ -10,6 +10,7 @@ import trio
 import trio.testing
 
 from troupe import (
+    ActorDead,
     EV_TEXT,
     Envelope,
     HubClient,
@@ -203,3 +204,23 @@ async def test_a_session_given_up_on_while_a_post_waits_leaves_the_others_servin
     assert await in_wal(hub, second, accepted.envelope_id) == 1
     with pytest.raises(ProtocolError, match="crashed too often"):
         await hub.post(question(me, first))
+
+
+async def test_a_close_that_crashes_its_session_for_good_does_not_report_success(
+    hub: Hub,
+    hub_client: HubClient,
+    store_faults: FaultyStore,
+    autojump_clock: object,
+) -> None:
+    # The close notice's append fails, the store cannot say whether it landed (the actor
+    # crashes to recover), and every restart fails: close_session must not return an
+    # open session as if it had closed it.
+    me, sid = await consulting(hub_client)
+    store_faults.fail_next("append", session_id=sid)
+    store_faults.fail_next("reads", n=4, session_id=sid)
+    with pytest.raises((ActorDead, ProtocolError), match="crashed"):
+        await hub.close_session(sid)
+    with trio.fail_after(5):
+        md = await hub.core.directory.get(sid).wait_for(lambda m: m.state.terminal)
+    assert md.close_reason == "crashed"
+    await check_invariants(hub)

@@ -263,6 +263,7 @@ class Hub:
         Raises:
           NotFoundError: the session is unknown.
           StoreError: the store refused the close notice; the session stays as it was.
+          ActorDead: the session crashed while closing and could not be restarted.
         """
         entry = self._core.directory.get(session_id)
         if entry.metadata.state.terminal:
@@ -545,6 +546,11 @@ class Hub:
         if isinstance(result, Failed):
             raise result.error
         md: SessionMetadata = result
+        if msg.state.terminal and not msg.only_if_pending and not md.state.terminal:
+            raise ActorDead(
+                f"session {session_id} crashed while ending ({msg.reason}); it is still "
+                f"{md.state.value}"
+            )
         return md
 
     async def close_crashed(self, session_id: str, crash: BaseException | None) -> None:
