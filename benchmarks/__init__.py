@@ -1,1 +1,5 @@
-"""Benchmarks: each ``bench_<name>.py`` module has a ``main()`` that prints a report."""
+"""Benchmarks: each ``bench_<name>.py`` module has a ``main()`` that prints its figures.
+
+Run them all with ``python -m benchmarks`` (or ``./dev bench``), one with
+``python -m benchmarks <name>``.
+"""

@@ -17,6 +17,7 @@ from ._errors import RateLimited as RateLimited
 from ._errors import RestartIntensityExceeded as RestartIntensityExceeded
 from ._errors import StoreError as StoreError
 from ._errors import TroupeError as TroupeError
+from ._errors import WorkflowGraphError as WorkflowGraphError
 from .client import Agent as Agent
 from .client import AgentClient as AgentClient
 from .client import Channel as Channel
@@ -55,6 +56,9 @@ from .model import TaskMetadata as TaskMetadata
 from .model import TaskSpec as TaskSpec
 from .model import TaskState as TaskState
 from .model import parse_duration as parse_duration
+from .session_types import EV_AUCTION_SELECT as EV_AUCTION_SELECT
+from .session_types import Handoff as Handoff
+from .session_types import Reply as Reply
 from .store import MemoryStore as MemoryStore
 from .store import SQLiteStore as SQLiteStore
 from .transport import LocalLink as LocalLink
@@ -62,6 +66,7 @@ from .transport import LocalLink as LocalLink
 __version__ = "0.1.0"
 
 __all__ = (
+    "EV_AUCTION_SELECT",
     "EV_CHANNEL_INVITE",
     "EV_CHANNEL_INVITE_ACK",
     "EV_CHANNEL_INVITE_REJECT",
@@ -86,6 +91,7 @@ __all__ = (
     "ConnectionLost",
     "DecodeError",
     "Envelope",
+    "Handoff",
     "Hub",
     "HubClient",
     "HubStatistics",
@@ -106,6 +112,7 @@ __all__ = (
     "ProtocolError",
     "RateBlock",
     "RateLimited",
+    "Reply",
     "RestartIntensityExceeded",
     "Resume",
     "Rule",
@@ -118,6 +125,7 @@ __all__ = (
     "TaskState",
     "TroupeError",
     "Turn",
+    "WorkflowGraphError",
     "open_hub",
     "parse_duration",
 )

@@ -10,7 +10,8 @@
     │   ├── InboxFull                a recipient's inbox is at ``max_pending``
     │   ├── ProtocolError            a session-type rule, a handshake or a lifecycle step said no
     │   │   ├── DecodeError          JSON that does not fit a troupe record
-    │   │   └── IllegalTransition    a state machine was asked for a move it does not have
+    │   │   ├── IllegalTransition    a state machine was asked for a move it does not have
+    │   │   └── WorkflowGraphError   a workflow graph with unknown names or a bad shape
     │   ├── AuthError                an unknown auth scheme or a bad claim
     │   └── ConnectionLost           a remote hub's connection dropped before it answered
     ├── MailboxFull                  a ``reject`` mailbox is full (also a ``trio.WouldBlock``)
@@ -84,6 +85,10 @@ class DecodeError(ProtocolError):
 
 class IllegalTransition(ProtocolError):
     """Raised when a state machine is asked for a move its table does not have."""
+
+
+class WorkflowGraphError(ProtocolError):
+    """Raised when a workflow graph names an unknown condition or target, or is malformed."""
 
 
 class AuthError(NetworkError):

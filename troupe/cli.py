@@ -26,6 +26,12 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
 
 
+def _wal(args: argparse.Namespace) -> int:
+    from . import _wal_cli
+
+    return _wal_cli.main(args.db, args.action, args.session, args.count)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="troupe",
@@ -55,6 +61,28 @@ def build_parser() -> argparse.ArgumentParser:
         "(ApiKeyAuth); without it the hub accepts agents that ask for no auth",
     )
     serve.set_defaults(run=_serve)
+
+    wal = commands.add_parser(
+        "wal",
+        help="look into a store: inspect, tail or verify sessions' WALs",
+        description="Read a store offline (no hub needs to run). inspect: the sessions, or one "
+        "session's metadata and event counts; tail: a session's last envelopes; verify: seq "
+        "without gaps, close notices, snapshots equal to a refold (exit 1 on a problem).",
+    )
+    actions = wal.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, text in (
+        ("inspect", "the sessions, or one session's metadata and event counts"),
+        ("tail", "a session's last envelopes"),
+        ("verify", "seq without gaps, close notices, snapshots equal to a refold"),
+    ):
+        sub = actions.add_parser(action, help=text, description=text)
+        sub.add_argument("session", nargs="?", help="a session id (all sessions when omitted)")
+        sub.add_argument("--db", default="hub.db", help="the SQLite store file (default: hub.db)")
+        if action == "tail":
+            sub.add_argument(
+                "-n", "--count", type=int, default=20, help="how many envelopes (default: 20)"
+            )
+        sub.set_defaults(run=_wal, count=20)
     return parser
 
 

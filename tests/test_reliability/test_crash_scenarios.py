@@ -71,6 +71,7 @@ async def test_a_post_appended_before_its_second_crash_is_accepted_not_poison(
     assert await in_wal(hub, sid, accepted.envelope_id) == 1
     assert hub.statistics().poison_envelopes == 0
     assert len(hub.dead_letters.letters) == 0
+    await trio.testing.wait_all_tasks_blocked()  # the session's second restart
     await check_invariants(hub)
 
 

@@ -16,6 +16,7 @@ from troupe.model import (
     SessionState,
 )
 from troupe.session_types import AnySessionType, Transition
+from troupe.workflow import round_robin
 
 SID = "s1"
 
@@ -36,8 +37,10 @@ def metadata(
         state: The lifecycle state.
 
     Returns:
-        The metadata.
+        The metadata; a workflow's knobs default to a round robin over ``ids``.
     """
+    if knobs is None and type_name == "workflow" and ids:
+        knobs = {"graph": round_robin(ids).to_dict()}
     other = ParticipantRole.RESPONDENT if len(ids) == 2 else ParticipantRole.PARTICIPANT
     participants = tuple(
         Participant(agent_id=a, role=ParticipantRole.INITIATOR if i == 0 else other, order=i)

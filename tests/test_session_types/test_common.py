@@ -71,7 +71,19 @@ def test_protocol_events_bypass_validation_and_leave_state_alone(
     assert stype.render(env) is None
 
 
-@pytest.mark.parametrize("event_type", INFORMATIONAL)
+def takes_as_information(stype: AnySessionType, event_type: str) -> bool:
+    """Whether ``stype`` accepts ``event_type`` as data that changes nothing."""
+    if stype.name == "workflow":
+        return event_type not in (EV_PACKET, EV_CONTEXT_SET)
+    assert isinstance(stype, BaseSessionType)
+    return stype.other_events is None or event_type in stype.other_events
+
+
+@pytest.mark.parametrize(
+    ("stype", "event_type"),
+    [(t, e) for t in BUILTINS for e in INFORMATIONAL if takes_as_information(t, e)],
+    ids=str,
+)
 def test_other_substantive_types_are_informational(stype: AnySessionType, event_type: str) -> None:
     run = Run(stype, metadata(stype.name, ids_for(stype)))
     before = run.state
@@ -80,6 +92,25 @@ def test_other_substantive_types_are_informational(stype: AnySessionType, event_
     assert run.state == before
     assert run.transitions == []
     assert stype.render(run.wal[0]) is None
+
+
+@pytest.mark.parametrize(
+    ("stype", "event_type"),
+    [(t, e) for t in BUILTINS for e in INFORMATIONAL if not takes_as_information(t, e)],
+    ids=str,
+)
+def test_strict_types_refuse_other_event_types(stype: AnySessionType, event_type: str) -> None:
+    if stype.name == "workflow":
+        return  # packets and context sets are workflow's own (test_workflow)
+    run = Run(stype, metadata(stype.name, ids_for(stype)))
+    with pytest.raises(ProtocolError, match=f"^{stype.name} {SID} does not take {event_type} "):
+        run.post(envelope("a", event_type=event_type))
+    assert run.wal == []
+
+
+def test_the_strict_types_are_the_three_one_way_types() -> None:
+    strict = [t.name for t in BUILTINS if isinstance(t, BaseSessionType) and t.other_events]
+    assert strict == ["auction", "broadcast", "notification"]
 
 
 def test_text_from_a_stranger_folds_to_the_same_state(stype: AnySessionType) -> None:

@@ -7,12 +7,13 @@ import pytest
 
 from tests.test_session_types._helpers import Run, envelope, metadata
 from troupe import ProtocolError
-from troupe.model import Expectation
+from troupe.model import EV_EXPECTATION_VIOLATED, Envelope, Expectation, SessionState
 from troupe.session_types import (
     DiscussionState,
     DiscussionType,
     ExpectedTurn,
     NamedWindowedSummary,
+    Transition,
 )
 
 DISCUSSION = DiscussionType()
@@ -112,3 +113,65 @@ def test_fold_ignores_a_sender_outside_the_order() -> None:
 def test_default_view_keeps_two_rounds(count: int, window: int) -> None:
     r = run([f"p{i}" for i in range(count)])
     assert DISCUSSION.default_view_policy(r.meta, "p1") == NamedWindowedSummary(recent_n=window)
+
+
+def stall(action: str, *violators: str) -> Envelope:
+    data = {
+        "expectation": "turn_within",
+        "on_violation": action,
+        "violators": list(violators),
+        "detail": {"elapsed_seconds": 600},
+    }
+    return Envelope(
+        session_id="s1", sender_id="a", event_type=EV_EXPECTATION_VIOLATED, event_data=data
+    )
+
+
+def test_hide_skips_the_stalled_speakers_turn_once() -> None:
+    r = run()
+    r.say("a")
+    notice = r.post(stall("hide", "b"))
+    assert DISCUSSION.expected_next(r.meta, r.state) == ExpectedTurn(
+        agent_id="c", triggering_envelope_id=notice.envelope_id
+    )
+    assert (r.state.turn_count, r.state.participant_order) == (1, ("a", "b", "c"))
+    r.say("c")
+    r.say("a")
+    assert r.state.expected_next_speaker == "b"  # b keeps their place in the next round
+    assert DISCUSSION.render(notice) == "[turn_within] b missed their turn; the floor passes on."
+
+
+def test_a_stale_hide_or_a_warn_changes_nothing() -> None:
+    r = run()
+    r.say("a")
+    before = r.state
+    r.post(stall("hide", "a"))
+    r.post(stall("warn", "b"))
+    assert r.state == before
+    assert DISCUSSION.render(r.wal[-1]) is None
+
+
+def test_remove_drops_the_speaker_from_the_rotation() -> None:
+    r = run()
+    r.say("a")
+    r.post(stall("remove", "b"))
+    assert r.state.participant_order == ("a", "c")
+    assert r.state.expected_next_speaker == "c"
+    r.say("c")
+    r.say("a")
+    assert r.state.expected_next_speaker == "c"
+    with pytest.raises(ProtocolError, match="discussion s1 expects c to speak, got b"):
+        r.say("b")
+    r.post(stall("remove", "a"))  # not the holder: only leaves the rotation
+    assert (r.state.participant_order, r.state.expected_next_speaker) == (("c",), "c")
+    assert r.transitions == []
+
+
+def test_removing_the_last_speaker_closes_with_no_participants() -> None:
+    r = run(["a", "b"])
+    r.post(stall("remove", "a", "b"))
+    assert r.state.expected_next_speaker is None
+    assert r.transitions == [Transition(state=SessionState.CLOSED, reason="no_participants")]
+    assert DISCUSSION.expected_next(metadata("discussion", ["a", "b"]), r.state) is None
+    with pytest.raises(ProtocolError, match="discussion s1 has nobody left in its rotation"):
+        DISCUSSION.validate_send(metadata("discussion", ["a", "b"]), envelope("a"), r.state)

@@ -11,9 +11,13 @@ import troupe.session_types
 from troupe import NotFoundError
 from troupe.session_types import (
     AnySessionType,
+    AuctionType,
+    BroadcastType,
     ConsultingType,
     ConversationType,
     DiscussionType,
+    NotificationType,
+    WorkflowType,
     builtin_types,
     get,
 )
@@ -25,6 +29,10 @@ from troupe.session_types import (
         ("consulting", ConsultingType),
         ("conversation", ConversationType),
         ("discussion", DiscussionType),
+        ("auction", AuctionType),
+        ("broadcast", BroadcastType),
+        ("notification", NotificationType),
+        ("workflow", WorkflowType),
     ],
 )
 def test_get_returns_each_builtin(name: str, cls: type[AnySessionType]) -> None:
@@ -38,14 +46,25 @@ def test_get_returns_each_builtin(name: str, cls: type[AnySessionType]) -> None:
 def test_get_names_what_is_missing(name: str, version: int) -> None:
     with pytest.raises(NotFoundError, match=f"no built-in session type {name}@v{version} ") as info:
         get(name, version)
-    assert "consulting@v1, conversation@v1, discussion@v1" in str(info.value)
+    assert (
+        "auction@v1, broadcast@v1, consulting@v1, conversation@v1, discussion@v1,"
+        " notification@v1, workflow@v1"
+    ) in str(info.value)
 
 
 def test_builtin_types_lists_each_once_in_name_order() -> None:
     types = builtin_types()
-    assert [t.name for t in types] == ["consulting", "conversation", "discussion"]
+    assert [t.name for t in types] == [
+        "auction",
+        "broadcast",
+        "consulting",
+        "conversation",
+        "discussion",
+        "notification",
+        "workflow",
+    ]
     types.clear()
-    assert len(builtin_types()) == 3
+    assert len(builtin_types()) == 7
 
 
 def test_the_package_never_imports_trio() -> None:

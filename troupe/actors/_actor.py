@@ -59,6 +59,7 @@ class _Ask:
         self.answer: outcome.Outcome[Any] | None = None
 
     def settle(self, result: outcome.Outcome[Any]) -> None:
+        """Deliver the answer (the first one wins; later ones are ignored)."""
         task = self.task
         if task is not None:
             self.task = None
@@ -67,18 +68,25 @@ class _Ask:
             self.answer = result
 
     def abandon(self) -> None:
+        """The asker gave up: drop whatever answer comes later."""
         self.task = None
         self.answer = outcome.Value(None)
 
 
-class _Stop:
+class Stop:
+    """A request to stop after the current message, sent in the system lane.
+
+    ``ActorRef.stop`` sends the shared :data:`STOP`; a supervisor sends an instance of its
+    own, so that it can take back exactly its request if the actor never read it.
+    """
+
     __slots__ = ()
 
     def __repr__(self) -> str:
         return "STOP"
 
 
-STOP = _Stop()
+STOP = Stop()
 
 
 class ActorRef(Generic[M, R]):
@@ -111,6 +119,7 @@ class ActorRef(Generic[M, R]):
 
     @property
     def mailbox(self) -> Mailbox[Any]:
+        """The actor's mailbox (the same one across restarts)."""
         return self._mailbox
 
     def _dead_error(self) -> ActorDead:
@@ -150,9 +159,16 @@ class ActorRef(Generic[M, R]):
     async def ask(self, msg: M) -> R:
         """Send ``msg`` and wait for the value ``handle`` returns for it.
 
+        Cancelled before the actor took the request, the request is withdrawn: the actor
+        never sees it. Cancelled later, the actor finishes it and the answer is dropped.
+
+        Returns:
+          What ``handle(msg)`` returned.
+
         Raises:
           ActorDead: the actor is dead, or died before replying (chained to its crash).
-          MailboxFull: the mailbox is full and its policy is ``reject``.
+          MailboxFull: the mailbox is full and its policy is ``reject``, or a ``drop_*``
+            policy dropped the request.
         """
         if self._dead is not None:
             await trio.lowlevel.checkpoint()
@@ -165,9 +181,12 @@ class ActorRef(Generic[M, R]):
         if req.answer is not None:
             return req.answer.unwrap()  # type: ignore[no-any-return]
         req.task = current_task()
+        mailbox = self._mailbox
 
         def abort(_: Any) -> Abort:
             req.abandon()
+            # Still queued: take it back, so a cancelled ask has no effect (trio's rule).
+            mailbox.withdraw(req)
             return Abort.SUCCEEDED
 
         return await wait_task_rescheduled(abort)  # type: ignore[no-any-return]
@@ -213,7 +232,7 @@ class ActorRef(Generic[M, R]):
         for msg in mailbox.take_all():
             if type(msg) is _Ask:
                 msg.settle(outcome.Error(self._dead_error()))
-            elif msg is not STOP and mailbox._dead_letters is not None:
+            elif type(msg) is not Stop and mailbox._dead_letters is not None:
                 mailbox._dead_letters(
                     DeadLetter(message=msg, reason="actor_dead", mailbox=mailbox.name)
                 )
@@ -249,18 +268,20 @@ async def run_actor(
             msg = await mailbox.receive()
             cls = type(msg)
             if cls is _Ask:
+                # Cleared only once the ask is settled: if handle() is cancelled instead,
+                # the finally below still finds it and fails the asker.
                 ref._in_flight = msg
                 try:
                     result = await handle(msg.msg)
                 except Exception as exc:
+                    ref._in_flight = None
                     err = ActorDead(f"actor {ref.name!r} crashed handling this message")
                     err.__cause__ = exc
                     msg.settle(outcome.Error(err))
                     raise
-                finally:
-                    ref._in_flight = None
+                ref._in_flight = None
                 msg.settle(outcome.Value(result))
-            elif cls is _Stop:
+            elif cls is Stop:
                 break
             else:
                 await handle(msg)

@@ -38,7 +38,8 @@ class AgentClient(Identity):
     """What ``HubClient.register`` returns: one agent on one connection.
 
     Deliveries run the default turn handler: invites are acked; on a substantive envelope
-    that gives this agent the floor (the session type's rules, ``can_send``), the agent's
+    that gives this agent the floor (the session type's rules, ``can_send``; where the
+    session type names the envelope that gave it, only that one), the agent's
     ``respond(turn)`` runs and its answer is posted with ``causation_id`` = the trigger.
     ``None`` is a silent round. A trigger already answered is not answered again (also
     after a reconnect). A ``respond`` that raises is reported (audit ``turn_failed``) and
@@ -104,6 +105,9 @@ class AgentClient(Identity):
         text = stype.render(envelope)
         if text is None:
             return
+        owed = await hc.pending_turn(sid, me)
+        if owed is not None and owed.triggering_envelope_id not in (None, envelope.envelope_id):
+            return  # a stale trigger (a replay): a later envelope gave me the floor
         if await hc.find_envelope_by_causation(
             sid, sender_id=me, causation_id=envelope.envelope_id
         ):

@@ -20,7 +20,7 @@ client drops what it already handled, so a handler never sees a duplicate.
 from __future__ import annotations
 
 import logging
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
@@ -53,6 +53,7 @@ from ..transport import LocalLink, LocalLinkClient, WsLink, WsLinkClient
 from ._agent_client import AgentClient
 from ._human_client import HumanClient
 from ._identity import Identity
+from ._inbox import ENDED_KEPT, ENDINGS
 from ._remote import RemoteHub
 from ._turn import Agent
 
@@ -90,6 +91,10 @@ class HubClient:
         #: (identity, session) -> highest seq routed to a handler / fully handled.
         self._routed: dict[tuple[str, str], int] = {}
         self._handled: dict[tuple[str, str], int] = {}
+        #: Sessions that ended, with the last seq handled (the oldest forgotten first).
+        self._ended: OrderedDict[tuple[str, str], int] = OrderedDict()
+        #: (identity, session, seq) handled with a nack: a replay of it is handled again.
+        self._nacked: set[tuple[str, str, int]] = set()
         self._closed = False
         #: Set to make the remote runner look up: the connection ended, or close() was called.
         self._wake = trio.Event()
@@ -261,12 +266,20 @@ class HubClient:
             )
             return
         key = (recipient_id, envelope.session_id)
-        if envelope.seq <= self._routed.get(key, 0):
+        retry = (recipient_id, envelope.session_id, envelope.seq)
+        ended = self._ended.get(key)
+        if ended is not None and envelope.seq <= ended:
+            # A session that ended here, replayed (its last receipts were lost): re-ack.
+            self._nursery.start_soon(self._receipt, envelope, recipient_id, "ack", "")
+            return
+        if retry in self._nacked:
+            self._nacked.discard(retry)  # it failed before: handle it again
+        elif envelope.seq <= self._routed.get(key, 0):
             if envelope.seq <= self._handled.get(key, 0):
                 # Handled before (its receipt was lost): ack again, do not handle twice.
                 self._nursery.start_soon(self._receipt, envelope, recipient_id, "ack", "")
             return
-        self._routed[key] = envelope.seq
+        self._routed[key] = max(envelope.seq, self._routed.get(key, 0))
         queue = identity.queues.get(envelope.session_id)
         if queue is None:
             queue = identity.queues[envelope.session_id] = deque()
@@ -282,10 +295,21 @@ class HubClient:
             except Exception as exc:
                 log.exception("%s failed to handle %s", identity, envelope.envelope_id)
                 status, reason = "nack", f"{type(exc).__name__}: {exc}"
+                self._nacked.add((identity.agent_id, session_id, envelope.seq))
             queue.popleft()
-            self._handled[(identity.agent_id, session_id)] = envelope.seq
+            key = (identity.agent_id, session_id)
+            self._handled[key] = max(envelope.seq, self._handled.get(key, 0))
+            if envelope.event_type in ENDINGS and status == "ack":
+                self._forget_session(key)
             await self._receipt(envelope, identity.agent_id, status, reason)
         del identity.queues[session_id]
+
+    def _forget_session(self, key: tuple[str, str]) -> None:
+        """A session ended: keep one number for it (bounded), not its live marks."""
+        self._ended[key] = self._handled.pop(key, 0)
+        self._routed.pop(key, None)
+        while len(self._ended) > ENDED_KEPT:
+            self._ended.popitem(last=False)
 
     async def _receipt(
         self, envelope: Envelope, recipient_id: str, status: str, reason: str
@@ -330,8 +354,8 @@ class HubClient:
                 await self._api.unregister(identity.agent_id)
             except NetworkError as exc:
                 log.warning("shutdown: could not unregister %s: %s", identity, exc)
+        await self.close()  # disconnects them all: their waiters wake
         self._clients.clear()
-        await self.close()
 
     # -- identities --------------------------------------------------------------------------
 
@@ -484,6 +508,10 @@ class HubClient:
             raise ValueError(f"attaching agent {name!r} needs the agent object")
         else:
             client = AgentClient(agent=agent, **common)
+        earlier = self._clients.get(agent_id)
+        if earlier is not None:
+            # Attaching again replaces the handle: the old one's waiters must not hang.
+            await earlier.disconnect()
         # Known before the bind: replayed deliveries arrive right after it.
         self._clients[agent_id] = client
         try:
@@ -688,6 +716,26 @@ class HubClient:
                 "(register_session_type)"
             )
         return stype
+
+    async def pending_turn(self, session_id: str, agent_id: str) -> PendingTurn | None:
+        """``agent_id``'s turn in the session by its session type, and what triggered it.
+
+        None when it is not that agent's turn, or when the session type names no one (a
+        free-form session).
+        """
+        if self._hub is None:
+            turns = await self._api.pending_turns_for(agent_id, session_id=session_id)
+            return turns[0] if turns else None
+        metadata = await self._hub.get_session(session_id)
+        state = self._hub.session_state(session_id)
+        if state is None:
+            return None
+        turn = self.session_type_for(metadata).expected_next(metadata, state)
+        if turn is None or turn.agent_id != agent_id:
+            return None
+        return PendingTurn(
+            session_id=session_id, triggering_envelope_id=turn.triggering_envelope_id
+        )
 
     def name_for(self, agent_id: str) -> str:
         return self._api.name_for(agent_id)

@@ -15,6 +15,7 @@ from ._identity import Identity
 from ._inbox import Predicate, seed_timeout, wait_in
 
 if TYPE_CHECKING:
+    from ..hub import Hub
     from ._hub_client import HubClient
 
 log = logging.getLogger("troupe.client")
@@ -44,9 +45,13 @@ class HumanClient(Identity):
         passport: Passport,
         resume: Resume,
         rule: Rule,
+        hub: Hub | None = None,
         hub_client: HubClient,
         auto_ack_invites: bool = True,
     ) -> None:
+        # ``hub`` is the seed's parameter; the hub is always ``hub_client``'s (None remote).
+        if hub is not None and hub is not hub_client.hub:
+            raise ValueError("HumanClient(hub=...) must be the hub its hub_client talks to")
         super().__init__(passport=passport, resume=resume, rule=rule, hub_client=hub_client)
         self._auto_ack_invites = auto_ack_invites
         self._callbacks: list[EnvelopeCallback] = []

@@ -316,8 +316,11 @@ class RemoteHub:
         )
         return structure(data, Envelope) if data is not None else None
 
-    async def pending_turns_for(self, agent_id: str) -> list[PendingTurn]:
-        return structure(await self.call("pending_turns_for", agent_id=agent_id), list[PendingTurn])
+    async def pending_turns_for(
+        self, agent_id: str, *, session_id: str | None = None
+    ) -> list[PendingTurn]:
+        data = await self.call("pending_turns_for", agent_id=agent_id, session_id=session_id)
+        return structure(data, list[PendingTurn])
 
     async def report_turn_failure(
         self, *, session_id: str, agent_id: str, envelope_id: str, exc: BaseException

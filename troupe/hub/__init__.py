@@ -8,6 +8,7 @@ from ._connection import Endpoint as Endpoint
 from ._core import CRASH_POINTS as CRASH_POINTS
 from ._core import Faults as Faults
 from ._core import InjectedCrash as InjectedCrash
+from ._expectations import ExpectationViolation as ExpectationViolation
 from ._hub import Hub as Hub
 from ._open import open_hub as open_hub
 from ._session import Accepted as Accepted
@@ -21,6 +22,7 @@ __all__ = (
     "AuthAdapter",
     "AuthRegistry",
     "Endpoint",
+    "ExpectationViolation",
     "Faults",
     "Hub",
     "HubStatistics",

@@ -12,7 +12,9 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 import attrs
+import trio
 
+from .._errors import MailboxClosed
 from ..actors import Actor
 from ..model import (
     EV_CHANNEL_INVITE_ACK,
@@ -65,7 +67,14 @@ class SendOut:
     frame: Frame
 
 
-ConnectionMsg = Deliver | CatchUp | Bind | Receipt | SendOut
+@attrs.frozen(eq=False)
+class Flush:
+    """Persist the cursors now, then set ``done`` (if given)."""
+
+    done: trio.Event | None = None
+
+
+ConnectionMsg = Deliver | CatchUp | Bind | Receipt | SendOut | Flush
 
 
 def visible_to(core: HubCore, envelope: Envelope, agent_id: str) -> bool:
@@ -93,15 +102,20 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
         self.dirty: set[tuple[str, str]] = set()
         #: Substantive envelopes notified and not yet receipted (for the inbox ledger).
         self.outstanding: set[tuple[str, str, int]] = set()
+        #: Where a delayed cursor flush waits (set by whoever runs the actor).
+        self.timers: trio.Nursery | None = None
+        self.flush_armed = False
 
     def owns(self, agent_id: str) -> bool:
         return agent_id in self.agents and self.core.bindings.get(agent_id) is self.ref
 
     async def handle(self, msg: ConnectionMsg) -> Any:
         match msg:
-            case Deliver(envelope, recipient_id):
+            case Deliver(envelope, recipient_id, redelivery):
                 if self.owns(recipient_id):
-                    await self._notify(envelope, recipient_id, counted=True)
+                    sent = await self._notify(envelope, recipient_id, counted=True)
+                    if redelivery and not sent and is_substantive(envelope.event_type):
+                        self.core.ledger.done(recipient_id)  # dispatch counted it again
             case CatchUp(recipient_id, session_id):
                 if self.owns(recipient_id):
                     await self._replay(recipient_id, session_id, 0, counted=True)
@@ -111,17 +125,36 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
                 await self._receipt(frame)
             case SendOut(frame):
                 await self.endpoint.send_frame(frame)
-        if self.dirty and len(self.ref.mailbox) == 0:
-            await self._flush_cursors()
+            case Flush(done):
+                self.flush_armed = False
+                await self.flush_cursors()
+                if done is not None:
+                    done.set()
+        if self.dirty and not self.flush_armed and len(self.ref.mailbox) == 0:
+            interval = self.core.config.cursor_flush_interval
+            if interval > 0 and self.timers is not None:
+                # Acks that come meanwhile share the write (and the store's commit).
+                self.flush_armed = True
+                self.timers.start_soon(self._flush_later, interval)
+            else:
+                await self.flush_cursors()
         return None
 
-    async def on_stop(self) -> None:
-        await self._flush_cursors()
+    async def _flush_later(self, delay: float) -> None:
+        await trio.sleep(delay)
+        try:
+            self.ref.mailbox.send_system(Flush())
+        except MailboxClosed:
+            pass  # the connection ended; serve_endpoint saved the cursors
 
-    async def _notify(self, envelope: Envelope, agent_id: str, *, counted: bool) -> None:
+    async def on_stop(self) -> None:
+        await self.flush_cursors()
+
+    async def _notify(self, envelope: Envelope, agent_id: str, *, counted: bool) -> bool:
+        """Send ``envelope`` unless it was sent already; whether it was sent now."""
         key = (agent_id, envelope.session_id)
         if envelope.seq <= self.sent.get(key, 0):
-            return  # already notified: a re-dispatch after a crash, or a catch-up overlap
+            return False  # already notified: a re-dispatch after a crash, or a catch-up overlap
         self.sent[key] = envelope.seq
         if is_substantive(envelope.event_type):
             self.outstanding.add((agent_id, envelope.session_id, envelope.seq))
@@ -130,6 +163,7 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
                 if rule is not None:
                     self.core.ledger.add(agent_id, rule.limits.inbox)
         await self.endpoint.send_frame(NotifyFrame(envelope=envelope, recipient_id=agent_id))
+        return True
 
     async def _replay(self, agent_id: str, session_id: str, since: int, *, counted: bool) -> None:
         """Notify ``agent_id`` of every envelope of the session after its marks."""
@@ -163,7 +197,10 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
             key = (agent_id, entry.session_id)
             self.sent.pop(key, None)
             floor = max(since.get(entry.session_id, 0), self.acked.get(key, 0))
-            if entry.last_seq > floor or not entry.last_seq:
+            # Sessions not loaded since the hub started (closed ones, mostly) publish no
+            # last_seq: ask the store for it rather than read their whole WAL.
+            last = entry.last_seq or await core.store.last_seq(entry.session_id)
+            if last > floor:
                 await self._replay(agent_id, entry.session_id, floor, counted=False)
 
     async def _receipt(self, frame: ReceiptFrame) -> None:
@@ -187,13 +224,30 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
             self.acked[key] = seq
             self.dirty.add(key)
 
-    async def _flush_cursors(self) -> None:
-        dirty, self.dirty = self.dirty, set()
-        for agent_id, session_id in sorted(dirty):
+    async def flush_cursors(self) -> None:
+        """Save the cursors acked since the last flush."""
+        for key in sorted(self.dirty):
+            agent_id, session_id = key
             if agent_id in self.core.registry:
-                await self.core.store.save_cursor(
-                    agent_id, session_id, self.acked[(agent_id, session_id)]
-                )
+                await self.core.store.save_cursor(agent_id, session_id, self.acked[key])
+            # Only once saved: a flush cut short leaves the rest for the next one.
+            self.dirty.discard(key)
+            self._forget_if_done(key)
+
+    def _forget_if_done(self, key: tuple[str, str]) -> None:
+        """Drop the marks of a session that ended and whose every envelope was acked.
+
+        The store keeps the cursor, so a later replay still starts after it; without this a
+        long-lived connection would hold two marks for every session it ever saw.
+        """
+        entry = self.core.directory.sessions.get(key[1])
+        if (
+            entry is not None
+            and entry.metadata.state.terminal
+            and self.acked.get(key, 0) >= entry.last_seq > 0
+        ):
+            self.acked.pop(key, None)
+            self.sent.pop(key, None)
 
     def release(self) -> None:
         """Drop this connection's bindings (it is closing)."""

@@ -46,11 +46,13 @@ class HubConfig:
 
     invite_ack_timeout: float = 30.0
     ttl_sweep_interval: float = 30.0
+    expectation_sweep_interval: float = 10.0
     snapshot_every: int = 1000
     session_max_restarts: int = 3
     session_within_s: float = 5.0
     session_backoff: tuple[float, float] | None = None
     client_mailbox: int = 4096
+    cursor_flush_interval: float = 0.0
 
 
 def trio_anchored_clock() -> Callable[[], float]:

@@ -21,10 +21,15 @@ from ._rules import accepts_inbound
 
 @attrs.frozen
 class Deliver:
-    """To a connection: notify ``recipient_id`` of ``envelope``."""
+    """To a connection: notify ``recipient_id`` of ``envelope``.
+
+    ``redelivery``: sent again by a restarted session; if the connection already has it,
+    it gives back the inbox count the dispatch took.
+    """
 
     envelope: Envelope
     recipient_id: str
+    redelivery: bool = False
 
 
 @attrs.frozen
@@ -43,11 +48,15 @@ def recipients_of(metadata: SessionMetadata, envelope: Envelope) -> Iterable[str
     return [p.agent_id for p in metadata.participants if p.agent_id != sender]
 
 
-def dispatch(core: HubCore, metadata: SessionMetadata, envelope: Envelope) -> None:
+def dispatch(
+    core: HubCore, metadata: SessionMetadata, envelope: Envelope, *, redelivery: bool = False
+) -> None:
     """Hand ``envelope`` to the connection of every recipient that may receive it.
 
     Recipients whose ``inbound_from`` refuses the sender are skipped silently (the post
     stood); recipients without a connection are skipped (they are replayed on reconnect).
+    ``redelivery``: a restarted session sends its last envelopes again, not knowing which
+    ones reached the connections before the crash.
     """
     registry = core.registry
     sender_id = envelope.sender_id
@@ -63,9 +72,11 @@ def dispatch(core: HubCore, metadata: SessionMetadata, envelope: Envelope) -> No
         if conn is None:
             continue
         try:
-            conn.tell_nowait(Deliver(envelope, recipient_id))
+            conn.tell_nowait(Deliver(envelope, recipient_id, redelivery))
         except MailboxFull:
             conn.mailbox.send_system(CatchUp(recipient_id, metadata.session_id))
+            if redelivery:
+                continue  # the catch-up counts what it sends; this one may be a repeat
         except ActorDead:
             continue
         if substantive:

@@ -18,6 +18,7 @@ from .._errors import NotFoundError
 from ..actors import ActorRef
 from ..model import SessionMetadata, SessionState
 from ..session_types import AnySessionType
+from ._activity import Activity
 
 
 @attrs.define(eq=False)
@@ -34,6 +35,8 @@ class SessionEntry:
     starting: trio.Event | None = None
     #: The running actor's dedup index (its own dict; read-only for everyone else).
     dedup: dict[str, tuple[str, int]] | None = None
+    #: The running actor's activity summary, for the expectation sweeper (read-only here).
+    activity: Activity | None = None
     _changed: trio.Event = attrs.field(factory=trio.Event)
 
     @property
@@ -114,12 +117,12 @@ class Directory:
         entries = self.of_agent(agent_id) if agent_id is not None else self.sessions.values()
         out: list[SessionMetadata] = []
         for entry in entries:
+            if len(out) >= limit:
+                break
             md = entry.metadata
             if state is not None and md.state is not state:
                 continue
-            if not include_terminal and md.state.terminal:
+            if not include_terminal and state is None and md.state.terminal:
                 continue
             out.append(md)
-            if len(out) >= limit:
-                break
         return out

@@ -38,7 +38,16 @@ from ._auth import AuthRegistry
 from ._connection import Bind, Endpoint
 from ._core import Failed, HubCore
 from ._directory import SessionEntry
-from ._session import Accepted, EndSession, Post, SendInvites, SessionActor
+from ._expectations import ExpectationSweeper, ExpectationViolation
+from ._session import (
+    Accepted,
+    EndSession,
+    Post,
+    SendInvites,
+    SessionActor,
+    admit_addressing,
+    admit_sender,
+)
 from ._stats import HubStatistics, PendingTurn
 
 log = logging.getLogger("troupe.hub")
@@ -54,6 +63,7 @@ class Hub:
         self._connections: Supervisor | None = None
         self._endpoints: dict[str, ActorRef[Any, Any]] = {}
         self._client_nursery: trio.Nursery | None = None
+        self._expectations = ExpectationSweeper(self)
 
     @property
     def core(self) -> HubCore:
@@ -252,6 +262,11 @@ class Hub:
         include_terminal: bool = False,
         limit: int = 50,
     ) -> list[SessionMetadata]:
+        """Sessions in creation order: all of ``agent_id``'s, or all of them.
+
+        Terminal sessions are left out unless ``include_terminal`` or a terminal ``state``
+        is asked for.
+        """
         await trio.lowlevel.checkpoint()
         return self._core.directory.select(
             agent_id=agent_id, state=state, include_terminal=include_terminal, limit=limit
@@ -291,33 +306,48 @@ class Hub:
             raise TypeError(f"post_envelope takes an Envelope, got {type(envelope).__name__}")
         core = self._core
         sid = envelope.session_id
+        if envelope.sender_id not in core.registry:  # checked first (reference §1.3-C)
+            raise NotFoundError(f"sender not registered: {envelope.sender_id!r}")
         entry = core.directory.get(sid)
-        env = attrs.evolve(envelope, envelope_id=core.new_id(), seq=0, created_at="")
+        # The id is the post's identity across a retry; the session actor stamps it (with
+        # seq and created_at) on its own copy, so the caller's envelope is never changed.
+        envelope_id = core.new_id()
         floor = entry.last_seq  # if this post gets appended, it is after this seq
         crash: ActorDead | None = None
+        crashes = 0
         for attempt in (1, 2):
-            if crash is not None and entry.metadata.state.terminal:
-                break
+            if crash is not None and (entry.metadata.state.terminal or entry.given_up):
+                break  # the session will not be asked again: the WAL settles the post
             if entry.metadata.state.terminal:
-                repeat = await self._repeat_in_ended_session(entry, env)
-                if repeat is not None:
-                    return repeat
-            self._refuse_if_terminal(entry, env)
+                # A repeat of a post that was accepted (and maybe closed the session, as a
+                # consulting reply does) gets its original id back: exactly once wins over
+                # the reference's order of checks (terminal before dedup).
+                earlier = await self._accepted_before(entry, envelope, None)
+                if earlier is not None:
+                    return earlier
+                self._refuse_if_terminal(entry, envelope)
             ref = await self._running(entry)
             try:
-                result = await ref.ask(Post(env, attempt))
+                result = await ref.ask(Post(envelope, envelope_id, attempt, floor))
             except ActorDead as exc:
                 crash = exc
+                crashes += 1
                 continue
             if isinstance(result, Failed):
                 raise result.error
             accepted: Accepted = result
             return accepted
         assert crash is not None
-        return await self._after_crashes(entry, env, floor, crash)
+        return await self._after_crashes(entry, envelope, envelope_id, floor, crash, crashes)
 
     async def _after_crashes(
-        self, entry: SessionEntry, env: Envelope, floor: int, crash: ActorDead
+        self,
+        entry: SessionEntry,
+        envelope: Envelope,
+        envelope_id: str,
+        floor: int,
+        crash: ActorDead,
+        crashes: int,
     ) -> Accepted:
         """Settle a post whose session crashed and will not be asked again.
 
@@ -331,50 +361,48 @@ class Hub:
             tail = await core.store.read(sid, since=floor)
         except StoreError as exc:
             raise StoreError(
-                f"envelope {env.envelope_id} crashed session {sid}, and whether it was "
+                f"envelope {envelope_id} crashed session {sid}, and whether it was "
                 f"appended is unknown (the WAL could not be read: {exc})"
             ) from exc
         for old in tail:
-            if old.envelope_id == env.envelope_id:
-                return Accepted(old.envelope_id, old.seq)
+            if old.envelope_id == envelope_id:
+                return Accepted(old.envelope_id, old.seq)  # this very post: not a repeat
         if entry.metadata.state.terminal:
-            repeat = await self._repeat_in_ended_session(entry, env)
-            if repeat is not None:
-                return repeat
-        self._refuse_if_terminal(entry, env)
+            earlier = await self._accepted_before(entry, envelope, None)
+            if earlier is not None:
+                return earlier
+            self._refuse_if_terminal(entry, envelope)
+        if crashes < 2:  # its first crash was the session's last: not proven poison
+            raise ProtocolError(f"session {sid} crashed too often and is being closed")
         core.counters.poison += 1
-        core.dead_letters(DeadLetter(message=env, reason="poison", mailbox=sid))
-        core.audit("poison_envelope", session_id=sid, envelope_id=env.envelope_id)
+        poison = attrs.evolve(envelope, envelope_id=envelope_id, seq=0, created_at="")
+        core.dead_letters(DeadLetter(message=poison, reason="poison", mailbox=sid))
+        core.audit("poison_envelope", session_id=sid, envelope_id=envelope_id)
         raise ProtocolError(
-            f"envelope {env.envelope_id} ({env.event_type} from {env.sender_id}) "
+            f"envelope {envelope_id} ({envelope.event_type} from {envelope.sender_id}) "
             f"crashed session {sid} twice; rejected as poison"
         ) from crash
 
-    async def _repeat_in_ended_session(self, entry: SessionEntry, env: Envelope) -> Accepted | None:
-        """The original of a participant's repeated post into a closed or expired session.
-
-        A poster that lost the answer to a post that ended its session (a consulting reply)
-        must still learn, on retrying, that the post was accepted.
-        """
-        keys = dedup_keys(env)
-        if not keys or entry.metadata.role_of(env.sender_id) is None:
+    async def _accepted_before(
+        self, entry: SessionEntry, envelope: Envelope, envelope_id: str | None
+    ) -> Accepted | None:
+        keys = tuple(dedup_keys(envelope))
+        if not keys and envelope_id is None:
             return None
-        # From the store: the last actor's index misses a post appended just before the
-        # crash that ended the session (and there is none after a hub restart).
-        dedup = await self._core.store.load_dedup(entry.session_id)
-        for key in keys:
-            hit = dedup.get(key)
-            if hit is not None:
-                self._core.counters.duplicates += 1
-                return Accepted(hit[0], hit[1], duplicate=True)
-        return None
+        found = await self._call(H.FindAccepted(entry.session_id, keys, envelope_id))
+        if found is None:
+            return None
+        self._core.counters.duplicates += 1
+        return Accepted(found[0], found[1], duplicate=True)
 
     def _refuse_if_terminal(self, entry: SessionEntry, env: Envelope) -> None:
+        """Refuse a post into a terminal session (it has no actor) with the error its actor
+        would give, in the same order of checks."""
         md = entry.metadata
         if not md.state.terminal:
             return
-        if env.sender_id not in self._core.registry:
-            raise NotFoundError(f"sender not registered: {env.sender_id!r}")
+        sender, rule = admit_sender(self._core, md, env)
+        admit_addressing(self._core, md, env, sender, rule)
         raise ProtocolError(
             f"session {md.session_id} is {md.state.value} ({md.close_reason or 'no reason'})"
         )
@@ -430,10 +458,20 @@ class Hub:
             )
         return entry.stype.default_view_policy(entry.metadata, participant_id)
 
-    async def pending_turns_for(self, agent_id: str) -> list[PendingTurn]:
-        """ACTIVE sessions where the session type says it is ``agent_id``'s turn."""
+    async def pending_turns_for(
+        self, agent_id: str, *, session_id: str | None = None
+    ) -> list[PendingTurn]:
+        """ACTIVE sessions where the session type says it is ``agent_id``'s turn.
+
+        With ``session_id``, only that session is looked at (what a turn handler asks on
+        every delivery).
+        """
         turns = []
-        for entry in self._core.directory.of_agent(agent_id):
+        directory = self._core.directory
+        entries = (
+            [directory.get(session_id)] if session_id is not None else directory.of_agent(agent_id)
+        )
+        for entry in entries:
             md = entry.metadata
             if md.state is not SessionState.ACTIVE or entry.stype is None or entry.state is None:
                 continue
@@ -514,6 +552,18 @@ class Hub:
             starting = entry.starting = trio.Event()
             try:
                 entry.ref = await self._sessions.start_child(self._session_spec(entry))
+            except StoreError:
+                raise
+            except Exception as exc:
+                # Its recovery failed (a session type that cannot fold its WAL, ...): this
+                # session is unusable until that is fixed; nothing else is affected.
+                log.error("session %s could not be started", entry.session_id, exc_info=exc)
+                self._core.audit(
+                    "session_recovery_failed", session_id=entry.session_id, error=repr(exc)
+                )
+                raise ProtocolError(
+                    f"session {entry.session_id} could not be started from its WAL: {exc!r}"
+                ) from exc
             finally:
                 entry.starting = None
                 starting.set()
@@ -625,6 +675,18 @@ class Hub:
                 log.warning("expiring session %s failed: %s", md.session_id, exc)
         await self._call(H.ExpireTasks(now))
 
+    async def check_expectations(self) -> list[ExpectationViolation]:
+        """Evaluate every live session's expectations now and run the new violations' handlers.
+
+        The expectation sweeper's tick (every ``expectation_sweep_interval`` seconds); each
+        violation fires once per violator and episode, also across restarts (see
+        ``troupe.hub._expectations``).
+
+        Returns:
+            The violations that fired.
+        """
+        return await self._expectations.check()
+
     # -- tasks -------------------------------------------------------------------------------
 
     async def observe_task(self, metadata: TaskMetadata) -> None:
@@ -665,8 +727,10 @@ class Hub:
         limit: int = 50,
     ) -> list[TaskMetadata]:
         await trio.lowlevel.checkpoint()
-        out = []
+        out: list[TaskMetadata] = []
         for task in self._core.tasks.values():
+            if len(out) >= limit:
+                break
             if agent_id is not None and task.owner_id != agent_id:
                 continue
             if session_id is not None and task.session_id != session_id:
@@ -674,8 +738,6 @@ class Hub:
             if state is not None and task.state is not state:
                 continue
             out.append(task)
-            if len(out) >= limit:
-                break
         return out
 
     async def checkpoint_task(self, task_id: str, state: dict[str, Any]) -> None:

@@ -37,6 +37,9 @@ from ._registry import Registry
 from ._rules import accepts_inbound, glob_allows
 
 OBSERVED_NS = "observed_tasks"
+#: How far back a retried post is looked for by id (a post appends at most itself plus an
+#: opening or closing notice, so a handful is plenty).
+RECENT_IDS = 8
 
 
 @attrs.frozen(kw_only=True)
@@ -140,6 +143,15 @@ class FindEnvelope:
     seq: int
 
 
+@attrs.frozen
+class FindAccepted:
+    """Was this post accepted already (by its dedup keys, or its id among the last few)?"""
+
+    session_id: str
+    keys: tuple[str, ...]
+    envelope_id: str | None
+
+
 HubMsg = (
     Register
     | Unregister
@@ -156,6 +168,7 @@ HubMsg = (
     | LoadCheckpoint
     | ReadWal
     | FindEnvelope
+    | FindAccepted
 )
 
 
@@ -237,7 +250,25 @@ class HubActor(Actor[HubMsg, Any]):
             case FindEnvelope(session_id, seq):
                 found = await self.core.store.read(session_id, seq - 1, seq)
                 return found[0] if found else None
+            case FindAccepted(session_id, keys, envelope_id):
+                return await self._find_accepted(session_id, keys, envelope_id)
         raise AssertionError(f"unhandled hub message {msg!r}")
+
+    async def _find_accepted(
+        self, session_id: str, keys: tuple[str, ...], envelope_id: str | None
+    ) -> tuple[str, int] | None:
+        store = self.core.store
+        if keys:
+            dedup = await store.load_dedup(session_id)
+            for key in keys:
+                if key in dedup:
+                    return dedup[key]
+        if envelope_id is not None:
+            last = await store.last_seq(session_id)
+            for env in await store.read(session_id, since=max(0, last - RECENT_IDS)):
+                if env.envelope_id == envelope_id:
+                    return env.envelope_id, env.seq
+        return None
 
     # -- registry ----------------------------------------------------------------------------
 
@@ -346,6 +377,7 @@ class HubActor(Actor[HubMsg, Any]):
             if pid in seen:
                 raise ProtocolError(f"participant {pid!r} is listed twice")
             seen.add(pid)
+        for pid in msg.participants:
             if pid not in registry:
                 raise NotFoundError(f"participant not registered: {pid!r}")
         ids = list(msg.participants)
@@ -364,9 +396,12 @@ class HubActor(Actor[HubMsg, Any]):
             )
         now = core.now()
         stamp = iso(now)
-        ttl = parse_duration(
-            msg.ttl if msg.ttl is not None else creator.rule.limits.session_ttl_default
-        )
+        try:
+            ttl = parse_duration(
+                msg.ttl if msg.ttl is not None else creator.rule.limits.session_ttl_default
+            )
+        except ValueError as exc:
+            raise ProtocolError(f"session ttl: {exc}") from exc
         labels = dict(msg.labels or {})
         if msg.intent is not None:
             labels["intent"] = msg.intent
@@ -442,6 +477,7 @@ class HubActor(Actor[HubMsg, Any]):
 
     async def _observe_task(self, task: TaskMetadata) -> None:
         core = self.core
+        _check_timestamps(task)
         known = self.tasks.get(task.task_id)
         if known is not None:
             if known.state.terminal:
@@ -533,3 +569,17 @@ class HubActor(Actor[HubMsg, Any]):
                 task_id=task.task_id,
             )
         )
+
+
+def _check_timestamps(task: TaskMetadata) -> None:
+    """Refuse timestamps the sweeper and the track record could not read later."""
+    for field in ("started_at", "expires_at", "completed_at"):
+        value = getattr(task, field)
+        if value is None:
+            continue
+        try:
+            parse_iso(value)
+        except (TypeError, ValueError) as exc:
+            raise ProtocolError(
+                f"task {task.task_id!r}: {field} {value!r} is not an ISO-8601 timestamp"
+            ) from exc

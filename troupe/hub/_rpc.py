@@ -296,7 +296,9 @@ async def _find_by_causation(c: Caller, p: dict[str, Any]) -> Any:
 
 @op("pending_turns_for")
 async def _pending_turns_for(c: Caller, p: dict[str, Any]) -> Any:
-    return unstructure(await c.hub.pending_turns_for(c.require(_str(p, "agent_id"))))
+    agent_id = c.require(_str(p, "agent_id"))
+    session_id = _str(p, "session_id", optional=True)
+    return unstructure(await c.hub.pending_turns_for(agent_id, session_id=session_id))
 
 
 @op("report_turn_failure")

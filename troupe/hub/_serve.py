@@ -31,7 +31,7 @@ from ..model import (
     SendFrame,
     WelcomeFrame,
 )
-from ._connection import Bind, ConnectionActor, Endpoint, Receipt, SendOut
+from ._connection import Bind, ConnectionActor, Endpoint, Flush, Receipt, SendOut
 from ._rpc import Caller, handle_request
 from ._rules import TokenBucket
 
@@ -41,10 +41,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("troupe.hub.connections")
 
 MAX_IN_FLIGHT = 64
+#: How long a closing connection waits for its cursors to be saved.
+FLUSH_TIMEOUT_S = 5.0
 #: Frames a connection may send per second (sustained) and in a burst; beyond that the hub
 #: stops reading from it for a while (backpressure on that connection only).
 FRAMES_PER_SECOND = 2000
 FRAME_BURST = 4000
+#: How long a closing connection waits for its cursors to be saved.
+FLUSH_TIMEOUT_S = 5.0
 
 
 def error_frame(
@@ -68,6 +72,7 @@ async def serve_endpoint(
     try:
         async with trio.open_nursery() as nursery:
             mailbox: Mailbox[Any] = Mailbox(core.config.client_mailbox, "block")
+            actor.timers = nursery
             ref = await spawn(nursery, actor, mailbox=mailbox, name=f"conn:{endpoint.endpoint_id}")
             hub._endpoints[endpoint.endpoint_id] = ref
             task_status.started(ref)
@@ -78,9 +83,20 @@ async def serve_endpoint(
                     await trio.sleep(flood.wait_for_token())
                     flood.take(trio.current_time())
                 await _on_frame(hub, actor, ref, frame, nursery, limiter)
+            # The client closed. The receipts it sent are in the actor's system lane, ahead
+            # of this flush: persist every ack it got to send before the connection ends.
+            flushed = trio.Event()
+            ref.mailbox.send_system(Flush(flushed))
+            with trio.move_on_after(FLUSH_TIMEOUT_S):
+                await flushed.wait()
             nursery.cancel_scope.cancel()
     finally:
         hub._endpoints.pop(endpoint.endpoint_id, None)
+        # The actor is gone (this task is its only user now): save what it was acked but
+        # had not saved yet, also when the hub is closing.
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + FLUSH_TIMEOUT_S
+            await actor.flush_cursors()
         actor.release()
         with trio.CancelScope(shield=True):
             await endpoint.aclose()

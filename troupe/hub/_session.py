@@ -6,13 +6,17 @@ A post, in order (reference §1.3-C, rejected posts leave the WAL untouched):
 2. the sender's ``outbound_to`` covers an explicit audience; ``depth`` is within its limit;
 3. the session is not terminal, and is ACTIVE for substantive events;
 4. a repeat of an accepted post (same ``idempotency_key``, or same sender + ``causation_id``
-   + event type) returns the original and appends nothing;
-5. substantive events: the sender's rate, every recipient's inbox, the session type's
-   ``validate_send``; protocol events: the handshake rules;
-6. stamp ``envelope_id`` / ``seq`` / ``created_at``, append (durable), fold, publish,
-   dispatch, then any move the post causes (activation, close) and a snapshot when due.
+   + event type) returns the original and appends nothing (keys starting ``troupe:`` are
+   the hub's);
+5. substantive events: ``EV_EXPECTATION_VIOLATED`` only from the hub (``HubPost``), the
+   sender's rate, every recipient's inbox, the session type's ``validate_send``; protocol
+   events: the handshake rules;
+6. stamp ``envelope_id`` / ``seq`` / ``created_at``, append (durable), fold (and note it in
+   the activity summary the expectation sweeper reads), publish, dispatch, then any move
+   the post causes (activation, close) and a snapshot (with that summary) when due.
 
-Recovery (``on_start``): latest snapshot + fold of the WAL after it, then finish what a crash
+Recovery (``on_start``): latest snapshot + fold of the WAL after it (the activity summary
+likewise: saved with the snapshot, then noted from the tail), then finish what a crash
 interrupted (an activation, a close) and, after a crash, dispatch the last few envelopes
 again (connections drop the duplicates by ``seq``).
 """
@@ -31,16 +35,19 @@ from ..model import (
     EV_CHANNEL_INVITE,
     EV_CHANNEL_INVITE_ACK,
     EV_CHANNEL_INVITE_REJECT,
+    EV_EXPECTATION_VIOLATED,
     EV_SESSION_CLOSED,
     EV_SESSION_EXPIRED,
     EV_SESSION_OPENED,
     Envelope,
     Passport,
+    Rule,
     SessionMetadata,
     SessionState,
     is_substantive,
 )
 from ..store import dedup_keys
+from ._activity import Activity, forget_activity, load_activity, save_activity
 from ._core import Failed, HubCore
 from ._delivery import dispatch, recipients_of
 from ._rules import check_depth, check_outbound
@@ -49,14 +56,31 @@ log = logging.getLogger("troupe.hub.sessions")
 
 HUB_ONLY = frozenset({EV_CHANNEL_INVITE, EV_SESSION_OPENED, EV_SESSION_CLOSED, EV_SESSION_EXPIRED})
 REJECTED = "invite_rejected"
+#: The prefix of idempotency keys only the hub's own posts may carry.
+HUB_KEYS = "troupe:"
 #: How many of the last envelopes a restarted session re-dispatches and checks retries against.
 RECENT = 4
 
 
 @attrs.frozen
 class Post:
+    """Post ``envelope`` under ``envelope_id`` (chosen by the hub, kept across a retry).
+
+    ``attempt`` 2 is the retry after a crash; ``floor`` is a seq the session had reached
+    before the first attempt was sent, so an envelope that attempt appended is after it.
+    """
+
     envelope: Envelope
+    envelope_id: str
     attempt: int = 1
+    floor: int = 0
+
+
+@attrs.frozen
+class HubPost:
+    """A post by the hub itself (expectation notices): allowed event types only it may post."""
+
+    envelope: Envelope
 
 
 @attrs.frozen
@@ -78,7 +102,7 @@ class Accepted:
     duplicate: bool = False
 
 
-SessionMsg = Post | SendInvites | EndSession
+SessionMsg = Post | HubPost | SendInvites | EndSession
 
 
 def invitees_of(metadata: SessionMetadata) -> list[str]:
@@ -111,6 +135,9 @@ class SessionActor(Actor[SessionMsg, Any]):
         self.dedup: dict[str, tuple[str, int]] = {}
         self.recent: list[Envelope] = []
         self.stopping = False
+        #: What the expectation evaluators read (published on the directory entry).
+        self.activity = Activity()
+        self.participant_ids = self.metadata.participant_ids()
 
     # -- recovery --------------------------------------------------------------------------
 
@@ -133,9 +160,11 @@ class SessionActor(Actor[SessionMsg, Any]):
             self.state = self.stype.initial_state(self.metadata)
             since = 0
         tail = await store.read(self.sid, since=since)
+        self.activity = await load_activity(store, self.metadata, since)
         stype = self.stype
         last_substantive: Envelope | None = None
         for env in tail:
+            self.activity.note(env, self.participant_ids)
             if stype is not None and is_substantive(env.event_type):
                 self.state = stype.fold(env, self.state)
                 last_substantive = env
@@ -147,11 +176,13 @@ class SessionActor(Actor[SessionMsg, Any]):
         self.dedup = await store.load_dedup(self.sid)
         self.entry.dedup = self.dedup
         self._publish()
-        await self._finish_interrupted(last_substantive)
         if self.restarted:
+            # Before anything new is appended: connections drop what they already have by
+            # seq, so a re-dispatch that came after a newer envelope would be lost.
             for env in self.recent:
                 if env.event_type not in (EV_CHANNEL_INVITE_ACK, EV_CHANNEL_INVITE_REJECT):
-                    dispatch(self.core, self.metadata, env)
+                    dispatch(self.core, self.metadata, env, redelivery=True)
+        await self._finish_interrupted(last_substantive)
 
     async def _finish_interrupted(self, last_substantive: Envelope | None) -> None:
         md = self.metadata
@@ -174,9 +205,16 @@ class SessionActor(Actor[SessionMsg, Any]):
     async def handle(self, msg: SessionMsg) -> Any:
         if isinstance(msg, Post):
             try:
-                result: Any = await self._post(msg.envelope, msg.attempt)
+                result: Any = await self._post(
+                    msg.envelope, msg.attempt, envelope_id=msg.envelope_id, floor=msg.floor
+                )
             except NetworkError as exc:
                 self.core.counters.rejected += 1
+                result = Failed(exc)
+        elif isinstance(msg, HubPost):
+            try:
+                result = await self._post(msg.envelope, 1, internal=True)
+            except NetworkError as exc:
                 result = Failed(exc)
         elif isinstance(msg, SendInvites):
             result = await self._send_invites()
@@ -195,9 +233,17 @@ class SessionActor(Actor[SessionMsg, Any]):
 
     async def _send_invites(self) -> Any:
         md = self.metadata
-        if self.last_seq > 0 or md.state is not SessionState.PENDING:
-            return md  # already sent (a retried create)
+        if md.state is not SessionState.PENDING:
+            return md  # a retried create that got further already
+        invited: set[str] = set()
+        if self.last_seq > 0:
+            # A retried create after a crash part-way: invite only those not invited yet.
+            for env in await self.core.store.read(self.sid):
+                if env.event_type == EV_CHANNEL_INVITE and env.audience is not None:
+                    invited.update(env.audience)
         for invitee in invitees_of(md):
+            if invitee in invited:
+                continue
             invite = Envelope(
                 session_id=self.sid,
                 sender_id=md.creator_id,
@@ -225,36 +271,25 @@ class SessionActor(Actor[SessionMsg, Any]):
 
     # -- posting ---------------------------------------------------------------------------
 
-    async def _post(self, env: Envelope, attempt: int, *, internal: bool = False) -> Any:
+    async def _post(
+        self,
+        env: Envelope,
+        attempt: int,
+        *,
+        envelope_id: str = "",
+        internal: bool = False,
+        floor: int = 0,
+    ) -> Any:
         core = self.core
         registry = core.registry
         md = self.metadata
-        sender = registry.passport(env.sender_id)
-        rule = registry.rule(env.sender_id)
-        if sender is None or rule is None:
-            raise NotFoundError(f"sender not registered: {env.sender_id!r}")
-        if md.role_of(env.sender_id) is None:
-            raise ProtocolError(
-                f"agent {sender.name!r} ({env.sender_id}) is not a participant of "
-                f"session {self.sid}"
-            )
+        sender, rule = admit_sender(core, md, env)
         if attempt > 1:
-            for old in self.recent:
-                if old.envelope_id == env.envelope_id:
-                    # This very post (the hub gave it its id), appended before the crash.
-                    return Accepted(old.envelope_id, old.seq)
-        addressed: list[Passport] = []
-        if env.audience is not None:
-            for rid in env.audience:
-                if md.role_of(rid) is None:
-                    raise ProtocolError(
-                        f"audience member {rid!r} is not a participant of session {self.sid}"
-                    )
-                passport = registry.passport(rid)
-                if passport is not None and rid != env.sender_id:
-                    addressed.append(passport)
-            check_outbound(sender, rule, addressed)
-        check_depth(sender, rule, env.depth)
+            appended = await self._appended_since(floor, envelope_id)
+            if appended is not None:
+                # This very post (the hub gave it its id), appended before the crash.
+                return Accepted(appended.envelope_id, appended.seq)
+        admit_addressing(core, md, env, sender, rule)
         if md.state.terminal:
             raise ProtocolError(
                 f"session {self.sid} is {md.state.value} ({md.close_reason or 'no reason'})"
@@ -262,12 +297,17 @@ class SessionActor(Actor[SessionMsg, Any]):
         substantive = is_substantive(env.event_type)
         if substantive and md.state is not SessionState.ACTIVE:
             raise ProtocolError(f"session {self.sid} is not active (it is {md.state.value})")
+        if not internal and (env.idempotency_key or "").startswith(HUB_KEYS):
+            # Else a participant could take the key of a notice the hub is about to post.
+            raise ProtocolError(f"idempotency keys starting {HUB_KEYS!r} are the hub's")
         for key in dedup_keys(env):
             hit = self.dedup.get(key)
             if hit is not None:
                 core.counters.duplicates += 1
                 return Accepted(hit[0], hit[1], duplicate=True)
         if substantive:
+            if env.event_type == EV_EXPECTATION_VIOLATED and not internal:
+                raise ProtocolError(f"event type {env.event_type!r} is posted by the hub only")
             if self.stype is None:
                 raise ProtocolError(
                     f"session {self.sid}: no session type registered for "
@@ -286,7 +326,7 @@ class SessionActor(Actor[SessionMsg, Any]):
             self._check_protocol(env, internal)
         stamped = attrs.evolve(
             env,
-            envelope_id=env.envelope_id or core.new_id(),
+            envelope_id=envelope_id or core.new_id(),
             seq=self.last_seq + 1,
             created_at=core.now_iso(),
         )
@@ -343,6 +383,22 @@ class SessionActor(Actor[SessionMsg, Any]):
                 ) from exc
             raise
 
+    async def _appended_since(self, floor: int, envelope_id: str) -> Envelope | None:
+        """The envelope with ``envelope_id`` if it is in the WAL after seq ``floor``.
+
+        A retried post may have been appended before the crash; other posts queued behind
+        it may have been appended since, so the recent ones are not always enough.
+        """
+        for old in self.recent:
+            if old.envelope_id == envelope_id:
+                return old
+        if self.recent and self.recent[0].seq <= floor + 1:
+            return None  # the recent ones cover everything after the floor
+        for old in await self.core.store.read(self.sid, since=floor):
+            if old.envelope_id == envelope_id:
+                return old
+        return None
+
     def _check_protocol(self, env: Envelope, internal: bool) -> None:
         kind = env.event_type
         md = self.metadata
@@ -371,10 +427,12 @@ class SessionActor(Actor[SessionMsg, Any]):
             self.dedup[key] = (env.envelope_id, env.seq)
         self.recent.append(env)
         del self.recent[:-RECENT]
+        self.activity.note(env, self.participant_ids)
         self.core.counters.accepted += 1
 
     def _publish(self) -> None:
         self.entry.publish(self.metadata, self.state, self.last_seq)
+        self.entry.activity = self.activity
 
     async def _maybe_snapshot(self) -> None:
         every = self.core.config.snapshot_every
@@ -384,6 +442,7 @@ class SessionActor(Actor[SessionMsg, Any]):
             await self.core.store.save_snapshot(
                 self.sid, self.last_seq, self.stype.dump_state(self.state)
             )
+            await save_activity(self.core.store, self.sid, self.activity)
         except StoreError as exc:
             # A snapshot only shortens recovery; the WAL has everything. Try again next post.
             log.warning(
@@ -440,11 +499,46 @@ class SessionActor(Actor[SessionMsg, Any]):
         self._accepted(notice)
         self.metadata = md
         self._publish()
+        if self.snapshot_seq > 0:
+            await forget_activity(core.store, self.sid)
         core.directory.ended(md)
         dispatch(core, md, notice)
         core.audit(f"session_{target.value}", session_id=self.sid, reason=reason)
         self.stopping = True
         return md
+
+
+def admit_sender(core: HubCore, md: SessionMetadata, env: Envelope) -> tuple[Passport, Rule]:
+    """Step 1 of a post: the sender is registered and a participant; its passport and rule."""
+    sender = core.registry.passport(env.sender_id)
+    rule = core.registry.rule(env.sender_id)
+    if sender is None or rule is None:
+        raise NotFoundError(f"sender not registered: {env.sender_id!r}")
+    if md.role_of(env.sender_id) is None:
+        raise ProtocolError(
+            f"agent {sender.name!r} ({env.sender_id}) is not a participant of "
+            f"session {md.session_id}"
+        )
+    return sender, rule
+
+
+def admit_addressing(
+    core: HubCore, md: SessionMetadata, env: Envelope, sender: Passport, rule: Rule
+) -> None:
+    """Steps 1-2 of a post: the audience names participants and ``outbound_to`` covers it;
+    the depth is within the sender's ``delegation_depth``."""
+    if env.audience is not None:
+        addressed: list[Passport] = []
+        for rid in env.audience:
+            if md.role_of(rid) is None:
+                raise ProtocolError(
+                    f"audience member {rid!r} is not a participant of session {md.session_id}"
+                )
+            passport = core.registry.passport(rid)
+            if passport is not None and rid != env.sender_id:
+                addressed.append(passport)
+        check_outbound(sender, rule, addressed)
+    check_depth(sender, rule, env.depth)
 
 
 def _metadata_after(md: SessionMetadata, env: Envelope) -> SessionMetadata:

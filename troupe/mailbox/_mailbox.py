@@ -7,6 +7,7 @@ trio's memory channels do; that is what keeps a hop at one scheduler step.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -24,7 +25,7 @@ from trio.lowlevel import (
 )
 
 from .._errors import MailboxClosed, MailboxFull
-from ._queue import NOTHING, MailQueue, Match, Overflow, OverflowName
+from ._queue import NOTHING, MailQueue, Match, Overflow, OverflowName, _Nothing
 
 T = TypeVar("T")
 
@@ -53,8 +54,6 @@ class DeadLetterBuffer:
     """
 
     def __init__(self, maxlen: int = 1000) -> None:
-        from collections import deque
-
         self.letters: deque[DeadLetter] = deque(maxlen=maxlen)
         self.counts: dict[str, int] = {}
 
@@ -64,6 +63,7 @@ class DeadLetterBuffer:
 
     @property
     def total(self) -> int:
+        """How many letters arrived in all (also those no longer kept)."""
         return sum(self.counts.values())
 
 
@@ -117,14 +117,17 @@ class Mailbox(Generic[T]):
 
     @property
     def capacity(self) -> int:
+        """How many user messages may be queued."""
         return self._q.capacity
 
     @property
     def overflow(self) -> Overflow:
+        """What a full mailbox does with one more user message."""
         return self._q.overflow
 
     @property
     def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
         return self._closed
 
     def __len__(self) -> int:
@@ -228,35 +231,66 @@ class Mailbox(Generic[T]):
                 self._q.push_unchecked(msg)
             reschedule(task, outcome.Value(None))
 
+    def _take(self, match: Match[T] | None) -> T | _Nothing:
+        """Take the first (matching) message, then let parked senders fill the room it left."""
+        msg = self._q.take(match)
+        if msg is NOTHING:
+            if match is not None and self._senders:
+                return self._take_from_sender(match)
+            return NOTHING
+        if self._senders:
+            self._admit_senders()
+        return msg
+
+    def _take_from_sender(self, match: Match[T]) -> T | _Nothing:
+        """Take the first matching message still held by a sender parked on a full queue.
+
+        Nothing queued matched, so this is the first match in send order; without it a
+        selective receiver waiting for a message stuck behind backpressure would never wake.
+        """
+        for task, msg in self._senders.items():
+            if match(msg):
+                del self._senders[task]
+                reschedule(task, outcome.Value(None))
+                return msg
+        return NOTHING
+
     def receive_nowait(self, match: Match[T] | None = None) -> T:
         """Take the first message (the first matching ``match``), system lane first.
+
+        Args:
+          match: a predicate; messages it rejects stay queued in their order.
+
+        Returns:
+          The message.
 
         Raises:
           trio.WouldBlock: nothing (matching) is queued.
           MailboxClosed: the mailbox is closed and holds nothing (matching).
         """
-        msg = self._q.take(match)
+        msg = self._take(match)
         if msg is NOTHING:
             if self._closed:
                 raise MailboxClosed(f"mailbox {self.name!r} is closed")
             raise trio.WouldBlock
-        if self._senders:
-            self._admit_senders()
         return msg  # type: ignore[return-value]
 
     async def receive(self, match: Match[T] | None = None) -> T:
         """Wait for and take the first message, or the first one ``match`` accepts.
 
-        Messages ``match`` rejects stay queued in their order. System messages come first.
+        Args:
+          match: a predicate; messages it rejects stay queued in their order. System
+            messages are offered to it first.
+
+        Returns:
+          The message.
 
         Raises:
           MailboxClosed: the mailbox is closed and holds nothing (matching).
         """
         await checkpoint_if_cancelled()
-        msg = self._q.take(match)
+        msg = self._take(match)
         if msg is not NOTHING:
-            if self._senders:
-                self._admit_senders()
             await cancel_shielded_checkpoint()
             return msg  # type: ignore[return-value]
         if self._closed:
@@ -288,6 +322,20 @@ class Mailbox(Generic[T]):
             reschedule(task, outcome.Error(MailboxClosed(f"mailbox {self.name!r} is closed")))
         self._senders.clear()
 
+    def withdraw(self, msg: T) -> bool:
+        """Take back ``msg`` (that very object) if it is still queued.
+
+        For a sender that gave up before the message was received (a cancelled ask).
+
+        Returns:
+          True if it was queued and is now gone; False if a receiver already has it.
+        """
+        if not self._q.withdraw(msg):
+            return False
+        if self._senders:
+            self._admit_senders()
+        return True
+
     def take_all(self) -> list[T]:
         """Remove and return every queued message (system lane first), without waiting."""
         out = self._q.take_all()
@@ -296,6 +344,11 @@ class Mailbox(Generic[T]):
         return out
 
     def statistics(self) -> MailboxStatistics:
+        """A snapshot of the mailbox.
+
+        Returns:
+          A frozen :class:`MailboxStatistics`; ``queued`` counts both lanes.
+        """
         q = self._q
         return MailboxStatistics(
             queued=len(q),

@@ -10,6 +10,8 @@ Rules:
   ``drop_newest`` discards the new message and keeps the queue as it is.
 - ``take`` with a predicate returns the first matching message (system lane first) and leaves
   every other message where it was.
+- ``withdraw`` takes back one queued message (that very object, not an equal one), for a
+  sender that gave up before the message was received.
 
 This module never imports trio: the driver in ``_mailbox.py`` parks and wakes tasks.
 """
@@ -75,9 +77,11 @@ class MailQueue(Generic[T]):
 
     @property
     def user_queued(self) -> int:
+        """How many user messages are queued (the ones capacity counts)."""
         return len(self._user)
 
     def has_room(self) -> bool:
+        """Whether one more user message fits without the overflow policy deciding."""
         return len(self._user) < self.capacity
 
     def push(self, msg: T) -> Literal["queued", "full"] | tuple[Literal["dropped"], T]:
@@ -111,6 +115,7 @@ class MailQueue(Generic[T]):
             self.high_water = len(self._user)
 
     def push_system(self, msg: T) -> None:
+        """Queue a control message: never refused, never counted against capacity."""
         if self._system is None:
             self._system = deque()
         self._system.append(msg)
@@ -129,6 +134,20 @@ class MailQueue(Generic[T]):
             if found is not NOTHING:
                 return found
         return _take_first(self._user, match)
+
+    def withdraw(self, msg: T) -> bool:
+        """Remove ``msg`` (the object itself, not an equal one) from its lane.
+
+        Returns:
+          True if it was queued, False if it was not (already taken, or never queued).
+        """
+        for lane in (self._system, self._user):
+            if lane:
+                for i, queued in enumerate(lane):
+                    if queued is msg:
+                        del lane[i]
+                        return True
+        return False
 
     def take_all(self) -> list[T]:
         """Remove and return everything queued, system lane first."""

@@ -8,7 +8,8 @@ Rules (reference §4.1, "common rule in all built-in adapters"):
 - Protocol events (handshake, lifecycle, task notices) are never validated and never change
   state, even when the hub hands them over by mistake.
 - Every other substantive event type (``EV_EXPECTATION_VIOLATED``, user types, …) is accepted
-  as informational data: no validation, no state change, no transition.
+  as informational data: no validation, no state change, no transition — unless the type
+  lists the ones it takes in ``other_events`` (then any other is refused).
 - A terminal session has no next turn.
 - Views show ``EV_TEXT`` text and nothing else.
 - States are frozen attrs records. ``dump_state`` writes records as dicts (keyed by their
@@ -42,7 +43,7 @@ class BaseSessionType(abc.ABC, Generic[S]):
 
     Set ``name``, ``state_type`` and (when they differ from the defaults) ``version``,
     ``min_participants``, ``max_participants``, ``other_role``, ``known_knobs``,
-    ``turn_events`` and ``declared_expectations``; implement ``initial_state`` and
+    ``turn_events``, ``other_events`` and ``declared_expectations``; implement ``initial_state`` and
     ``fold_turn``; override ``check_turn``, ``turn_accepted``, ``next_turn`` and
     ``default_view_policy`` as needed.
     """
@@ -60,6 +61,8 @@ class BaseSessionType(abc.ABC, Generic[S]):
     known_knobs: ClassVar[frozenset[str]] = frozenset()
     #: Event types that take a turn; all other substantive types are informational.
     turn_events: ClassVar[frozenset[str]] = frozenset({EV_TEXT})
+    #: The informational event types this type accepts besides its turns (``None``: any).
+    other_events: ClassVar[frozenset[str] | None] = None
     #: The timed expectations of every session of this type (see ``expectations``).
     declared_expectations: ClassVar[tuple[Expectation, ...]] = ()
 
@@ -124,10 +127,21 @@ class BaseSessionType(abc.ABC, Generic[S]):
             state: The state before ``envelope``.
 
         Raises:
-            ProtocolError: From ``check_turn``, for a turn out of order.
+            ProtocolError: From ``check_turn``, for a turn out of order; for an event type
+                outside ``turn_events`` and ``other_events`` when the latter is set.
         """
-        if self.takes_turn(envelope.event_type):
+        kind = envelope.event_type
+        if self.takes_turn(kind):
             self.check_turn(metadata, envelope, state)
+        elif (
+            self.other_events is not None
+            and kind not in self.other_events
+            and not _is_protocol_event(kind)
+        ):
+            raise ProtocolError(
+                f"{self.name} {metadata.session_id} does not take {kind} envelopes"
+                f" (from {envelope.sender_id})"
+            )
 
     def fold(self, envelope: Envelope, state: S) -> S:
         """The state after ``envelope``: turns go to ``fold_turn``, the rest change nothing.

@@ -10,24 +10,28 @@ Rules:
   still passes the floor on).
 - A text passes the floor to the speaker after its sender, wrapping round; a text from someone
   outside the order folds to the same state.
-- Never closes by itself. Turn: the expected speaker, triggered by the last text (no trigger
-  for the creator's first turn).
+- ``hide`` / ``remove`` notices act as ``_stalls`` says: a stalled speaker's turn is
+  skipped, or they leave the rotation. The only way a discussion closes by itself is a
+  ``remove`` that leaves nobody (``no_participants``).
+- Turn: the expected speaker, triggered by the envelope that gave them the floor (the last
+  text, or a stall notice; no trigger for the creator's first turn).
 - Expectations: ``turn_within`` 120 s → ``warn``; ``turn_within`` 600 s → ``hide``.
-- Default view: named windowed summary keeping ``max(2 * participants, 4)`` messages.
+- Default view: named windowed summary keeping ``max(2 * participants, 4)`` messages; texts
+  and stall notices are shown.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from typing import ClassVar, Final
 
 import attrs
 
 from .._errors import ProtocolError
-from ..model import Envelope, Expectation, SessionMetadata
+from ..model import Envelope, Expectation, SessionMetadata, SessionState
 from ..model._convert import to_tuple
-from ._base import ExpectedTurn, ViewPolicy
+from ._base import Transition
 from ._common import BaseSessionType
-from ._views import NamedWindowedSummary
+from ._stalls import Rotation, pass_floor, read_stall
 
 #: The orderings ``knobs["ordering"]`` may name.
 ORDERINGS: Final = ("round_robin",)
@@ -35,24 +39,28 @@ ORDERINGS: Final = ("round_robin",)
 
 @attrs.frozen(kw_only=True)
 class DiscussionState:
-    """A discussion's folded state: the speaking order and whose turn it is."""
+    """A discussion's folded state: the speaking order and whose turn it is.
+
+    ``last_envelope_id`` is the envelope that gave the floor to ``expected_next_speaker``;
+    ``participant_order`` loses those a ``remove`` notice took out (``None`` speaks when
+    nobody is left).
+    """
 
     participant_order: tuple[str, ...] = attrs.field(converter=to_tuple)
-    expected_next_speaker: str
+    expected_next_speaker: str | None
     last_speaker_id: str | None = None
     last_envelope_id: str | None = None
     turn_count: int = 0
 
 
-class DiscussionType(BaseSessionType[DiscussionState]):
+class DiscussionType(Rotation, BaseSessionType[DiscussionState]):
     """The discussion session type: participants take turns in a fixed rotation."""
 
     name = "discussion"
     state_type = DiscussionState
     known_knobs = frozenset({"ordering"})
-    # A stalled speaker is warned after 120 s and hidden after 600 s (what hiding does is the
-    # hub handler's business, issue 6).
-    declared_expectations = (
+    # A stalled speaker is warned after 120 s; after 600 s their turn is skipped.
+    declared_expectations: ClassVar[tuple[Expectation, ...]] = (
         Expectation(name="turn_within", on_violation="warn", params={"seconds": 120}),
         Expectation(name="turn_within", on_violation="hide", params={"seconds": 600}),
     )
@@ -99,6 +107,11 @@ class DiscussionType(BaseSessionType[DiscussionState]):
         Raises:
             ProtocolError: Naming the session, the expected speaker and the sender.
         """
+        if state.expected_next_speaker is None:
+            raise ProtocolError(
+                f"discussion {metadata.session_id} has nobody left in its rotation;"
+                f" refused text from {envelope.sender_id}"
+            )
         if envelope.sender_id != state.expected_next_speaker:
             raise ProtocolError(
                 f"discussion {metadata.session_id} expects {state.expected_next_speaker}"
@@ -127,28 +140,47 @@ class DiscussionType(BaseSessionType[DiscussionState]):
             turn_count=state.turn_count + 1,
         )
 
-    def next_turn(self, metadata: SessionMetadata, state: DiscussionState) -> ExpectedTurn | None:
-        """The expected speaker, triggered by the last text.
+    def fold(self, envelope: Envelope, state: DiscussionState) -> DiscussionState:
+        """The state after ``envelope``: texts and stall notices move the floor.
 
         Args:
-            metadata: The session's metadata.
-            state: The current state.
+            envelope: An accepted envelope.
+            state: The state before it.
 
         Returns:
-            The expected turn.
+            The state after it.
         """
-        return ExpectedTurn(
-            agent_id=state.expected_next_speaker, triggering_envelope_id=state.last_envelope_id
+        stall = read_stall(envelope)
+        if stall is None:
+            return super().fold(envelope, state)
+        holder = state.expected_next_speaker
+        order = state.participant_order
+        if stall.action == "remove":
+            order = tuple(p for p in order if p not in stall.violators)
+        if holder is None or holder not in stall.violators:
+            return attrs.evolve(state, participant_order=order)
+        gone = stall.violators if stall.action == "remove" else ()
+        nxt = pass_floor(state.participant_order, holder, gone)
+        return attrs.evolve(
+            state,
+            participant_order=order,
+            expected_next_speaker=nxt,
+            last_envelope_id=envelope.envelope_id,
         )
 
-    def default_view_policy(self, metadata: SessionMetadata, participant_id: str) -> ViewPolicy:
-        """A named windowed summary sized to two rounds (at least four messages).
+    def on_accepted(
+        self, metadata: SessionMetadata, envelope: Envelope, state: DiscussionState
+    ) -> Transition | None:
+        """Close once a ``remove`` left nobody to speak.
 
         Args:
             metadata: The session's metadata.
-            participant_id: Whose view.
+            envelope: The accepted envelope.
+            state: The state after it.
 
         Returns:
-            ``NamedWindowedSummary(recent_n=max(2 * participants, 4))``.
+            CLOSED with ``no_participants``, or ``None``.
         """
-        return NamedWindowedSummary(recent_n=max(2 * len(metadata.participants), 4))
+        if state.expected_next_speaker is None and read_stall(envelope) is not None:
+            return Transition(state=SessionState.CLOSED, reason="no_participants")
+        return None

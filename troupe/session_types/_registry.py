@@ -9,14 +9,27 @@ from __future__ import annotations
 from typing import Final
 
 from .._errors import NotFoundError
+from ._auction import AuctionType
 from ._base import AnySessionType
+from ._broadcast import BroadcastType
 from ._consulting import ConsultingType
 from ._conversation import ConversationType
 from ._discussion import DiscussionType
+from ._notification import NotificationType
+from ._workflow import WorkflowType
 
 # Session types are stateless, so one shared instance of each serves every hub.
 _BUILTINS: Final[dict[tuple[str, int], AnySessionType]] = {
-    (t.name, t.version): t for t in (ConsultingType(), ConversationType(), DiscussionType())
+    (t.name, t.version): t
+    for t in (
+        AuctionType(),
+        BroadcastType(),
+        ConsultingType(),
+        ConversationType(),
+        DiscussionType(),
+        NotificationType(),
+        WorkflowType(),
+    )
 }
 
 

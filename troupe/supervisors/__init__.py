@@ -1,15 +1,15 @@
 """Supervisors: child specs, OTP strategies, restart intensity and backoff."""
 
+from ._open import open_dynamic_supervisor as open_dynamic_supervisor
+from ._open import open_supervisor as open_supervisor
 from ._policy import Backoff as Backoff
 from ._policy import RestartType as RestartType
 from ._policy import RestartWindow as RestartWindow
 from ._policy import Strategy as Strategy
-from ._supervisor import ChildInfo as ChildInfo
-from ._supervisor import ChildSpec as ChildSpec
+from ._spec import ChildInfo as ChildInfo
+from ._spec import ChildSpec as ChildSpec
+from ._spec import SupervisorStatistics as SupervisorStatistics
 from ._supervisor import Supervisor as Supervisor
-from ._supervisor import SupervisorStatistics as SupervisorStatistics
-from ._supervisor import open_dynamic_supervisor as open_dynamic_supervisor
-from ._supervisor import open_supervisor as open_supervisor
 
 __all__ = (
     "Backoff",

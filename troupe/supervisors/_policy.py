@@ -51,6 +51,14 @@ class RestartWindow:
             raise ValueError(f"within_s must be > 0, got {self.within_s}")
 
     def record_crash(self, now: float) -> Literal["restart", "give_up"]:
+        """Count one more restart at ``now`` and say whether it is still allowed.
+
+        Args:
+          now: the current time, in seconds, from the driver's clock.
+
+        Returns:
+          ``"restart"``, or ``"give_up"`` when the window holds more than ``max_restarts``.
+        """
         self._stamps.append(now)
         while now - self._stamps[0] > self.within_s:
             self._stamps.popleft()

@@ -3,6 +3,16 @@
 The decisions (intensity, restart types, backoff) are in ``_policy.py``. Here, each child
 incarnation is a task under the supervisor's nursery; it reports how it ended to the
 supervisor's control task, which restarts it (and its siblings, per the strategy) or gives up.
+
+Rules:
+
+- A ready child runs in a shielded cancel scope of its own: only the supervisor cancels it,
+  so a cancel from outside (a timeout around the block, Ctrl-C) still gets the orderly
+  shutdown, one child at a time in reverse start order, each bounded by its ``shutdown_s``.
+  Until it is ready it is cancelled with whoever is starting it, as with ``nursery.start``.
+- Shutdown first cancels the control task, so no restart is half-done or begun under it.
+- ``one_for_one`` restarts run in a task per child: one child's backoff delays no other.
+  ``one_for_all`` and ``rest_for_one`` restart a group, one group at a time.
 """
 
 from __future__ import annotations
@@ -11,104 +21,54 @@ import inspect
 import logging
 import math
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-import attrs
 import trio
 
-from .._errors import MailboxClosed, RestartIntensityExceeded
-from ..actors import ActorRef
-from ..actors._actor import STOP, new_ref, run_actor
-from ..mailbox import Mailbox
-from ._policy import (
-    RESTART_TYPES,
-    STRATEGIES,
-    Backoff,
-    RestartType,
-    RestartWindow,
-    Strategy,
-    should_restart,
-)
+from .._errors import MailboxClosed
+from ..actors import Actor, ActorRef
+from ..actors._actor import Stop, new_ref, run_actor
+from ._policy import Backoff, RestartWindow, Strategy, should_restart
+from ._spec import ChildInfo, ChildSpec, SupervisorStatistics
 
 log = logging.getLogger("troupe.supervisors")
 
 GiveUpHook = Callable[[str, BaseException | None], Awaitable[None]]
 
 
-@attrs.frozen
-class ChildSpec:
-    """How to start, restart and stop one child.
+class _StartedFlag:
+    """Forwards ``started()`` to trio, remembers it, and shields the child from then on.
 
-    ``start`` is either a factory returning a fresh :class:`Actor` (the child gets an
-    :class:`ActorRef` that stays valid across restarts, over one mailbox), or an async
-    function following trio's ``task_status`` protocol (``start(task_status=...)``).
-
-    Args:
-      id: unique among the supervisor's children.
-      restart: ``"permanent"`` (always restarted), ``"transient"`` (only after a crash) or
-        ``"temporary"`` (never).
-      shutdown_s: how long an actor child may take to stop after its stop message before it
-        is cancelled. Function children are cancelled at once.
-      mailbox: makes the actor child's mailbox (once; it is kept across restarts).
+    Until it is ready the child runs under whoever called ``start_child`` and is cancelled
+    with them (trio's ``nursery.start`` rule); once ready, only the supervisor cancels it.
     """
 
-    id: str
-    start: Callable[..., Any]
-    restart: RestartType = attrs.field(default="permanent", kw_only=True)
-    shutdown_s: float = attrs.field(default=5.0, kw_only=True)
-    mailbox: Callable[[], Mailbox[Any]] | None = attrs.field(default=None, kw_only=True)
+    __slots__ = ("_inner", "_scope", "done")
 
-    def __attrs_post_init__(self) -> None:
-        if self.restart not in RESTART_TYPES:
-            raise ValueError(
-                f"child {self.id!r}: unknown restart type {self.restart!r}; use one of "
-                + ", ".join(RESTART_TYPES)
-            )
-        if self.shutdown_s < 0:
-            raise ValueError(f"child {self.id!r}: shutdown_s must be >= 0")
-
-    @property
-    def kind(self) -> Literal["actor", "function"]:
-        return "function" if inspect.iscoroutinefunction(self.start) else "actor"
-
-
-@attrs.frozen(kw_only=True)
-class ChildInfo:
-    """One row of :meth:`Supervisor.which_children`."""
-
-    id: str
-    kind: Literal["actor", "function"]
-    restart: RestartType
-    running: bool
-    restarts: int
-    ref: ActorRef[Any, Any] | None
-
-
-@attrs.frozen(kw_only=True)
-class SupervisorStatistics:
-    """A snapshot of a supervisor (trio's ``statistics()`` convention)."""
-
-    strategy: str
-    children: int
-    running: int
-    restarts: int
-    restarts_by_child: Mapping[str, int]
-
-
-class _StartedFlag:
-    """Forwards ``started()`` to trio and remembers that the child got that far."""
-
-    __slots__ = ("_inner", "done")
-
-    def __init__(self, inner: trio.TaskStatus[Any]) -> None:
+    def __init__(self, inner: trio.TaskStatus[Any], scope: trio.CancelScope) -> None:
         self._inner = inner
+        self._scope = scope
         self.done = False
 
     def started(self, value: Any = None) -> None:
+        """Report the child ready to whoever is starting it."""
         self.done = True
         self._inner.started(value)
+        self._scope.shield = True
+
+
+def _make_actor(spec: ChildSpec) -> Actor[Any, Any]:
+    """Call an actor child's factory and check that it made an actor."""
+    actor = spec.start()
+    if not isinstance(actor, Actor):
+        if inspect.iscoroutine(actor):
+            actor.close()  # never awaited: close it so Python does not warn about it
+        raise TypeError(
+            f"child {spec.id!r}: start() returned {actor!r}, not an Actor; a function "
+            "child must be an async def that takes task_status"
+        )
+    return actor
 
 
 class _Child:
@@ -142,7 +102,10 @@ _Report = tuple[_Child, int, Exception | None]
 
 
 class Supervisor:
-    """Starts children, watches them and restarts them per its strategy (see open_supervisor)."""
+    """Starts children, watches them and restarts them per its strategy.
+
+    Made by :func:`open_supervisor` / :func:`open_dynamic_supervisor`, which run it.
+    """
 
     def __init__(
         self,
@@ -157,8 +120,6 @@ class Supervisor:
         name: str,
         rng: random.Random,
     ) -> None:
-        if strategy not in STRATEGIES:
-            raise ValueError(f"unknown strategy {strategy!r}; use one of " + ", ".join(STRATEGIES))
         self.name = name
         self.strategy = strategy
         self._nursery = nursery
@@ -171,7 +132,14 @@ class Supervisor:
         self._rng = rng
         self._children: dict[str, _Child] = {}
         self._restarts = 0
+        # Set as soon as shutdown is decided: no more starts or restarts from then on.
         self._closing = False
+        # Set when close() begins; set() when it is done (later callers wait for it).
+        self._shutdown: trio.Event | None = None
+        self._control_scope = trio.CancelScope()
+        # Every running incarnation's scope: they are shielded, so the nursery's own cancel
+        # does not reach them; the supervisor cancels what is left explicitly.
+        self._live: set[trio.CancelScope] = set()
         self.failure: BaseException | None = None
         self._failed = False
         send, recv = trio.open_memory_channel[_Report](math.inf)
@@ -183,7 +151,11 @@ class Supervisor:
     async def start_child(self, spec: ChildSpec) -> ActorRef[Any, Any] | None:
         """Start a child and return once it is ready.
 
-        Returns its :class:`ActorRef` for an actor child, ``None`` for a function child.
+        Args:
+          spec: what to start and how to restart it.
+
+        Returns:
+          The child's :class:`ActorRef` for an actor child, ``None`` for a function child.
 
         Raises:
           ValueError: a child with this id already exists.
@@ -211,17 +183,26 @@ class Supervisor:
     async def terminate_child(self, child_id: str) -> None:
         """Stop a child (orderly for actors, within ``shutdown_s``) and forget it.
 
-        Its ref is dead afterwards. Does nothing for an unknown id.
+        Its ref is dead afterwards; it is not restarted. Does nothing for an unknown id.
+
+        Args:
+          child_id: the ``ChildSpec.id`` of the child.
         """
         child = self._children.get(child_id)
         if child is None:
             await trio.lowlevel.checkpoint()
             return
+        # Forget first: a restart already under way for it sees that and does not start it.
+        self._forget(child, None, bury=False)
         await self._stop(child)
         self._forget(child, None)
 
     def which_children(self) -> list[ChildInfo]:
-        """The children, in start order."""
+        """The children, in start order.
+
+        Returns:
+          One :class:`ChildInfo` per child.
+        """
         return [
             ChildInfo(
                 id=c.spec.id,
@@ -241,6 +222,11 @@ class Supervisor:
         return len(self._children)
 
     def statistics(self) -> SupervisorStatistics:
+        """A snapshot of the children and their restarts.
+
+        Returns:
+          A frozen :class:`SupervisorStatistics`.
+        """
         return SupervisorStatistics(
             strategy=self.strategy,
             children=len(self._children),
@@ -252,6 +238,7 @@ class Supervisor:
     def cancel(self) -> None:
         """Stop every child in reverse start order, then end the supervisor's block."""
         if not self._closing:
+            self._closing = True
             self._nursery.start_soon(self._close_then_cancel, name=f"{self.name}:shutdown")
 
     # -- children's tasks ------------------------------------------------------------------
@@ -269,13 +256,14 @@ class Supervisor:
         scope = child.scope = trio.CancelScope()
         done = child.done = trio.Event()
         child.running = True
-        flag = _StartedFlag(task_status)
+        self._live.add(scope)
+        flag = _StartedFlag(task_status, scope)
         crash: Exception | None = None
         try:
             with scope:
                 try:
                     if child.ref is not None:
-                        await run_actor(child.spec.start(), child.ref, task_status=flag)
+                        await run_actor(_make_actor(child.spec), child.ref, task_status=flag)
                     else:
                         await child.spec.start(task_status=flag)
                 except Exception as exc:
@@ -283,6 +271,7 @@ class Supervisor:
                         raise  # not ready yet: the starter gets the error
                     crash = exc
         finally:
+            self._live.discard(scope)
             child.running = False
             done.set()
         if scope.cancelled_caught or child.stopping:
@@ -295,34 +284,48 @@ class Supervisor:
             return
         child.stopping = True
         if child.ref is not None and child.spec.shutdown_s > 0:
+            request = Stop()
             try:
-                child.ref.mailbox.send_system(STOP)
+                child.ref.mailbox.send_system(request)
             except MailboxClosed:
                 pass
             else:
                 with trio.move_on_after(child.spec.shutdown_s):
                     await child.done.wait()
+                # Unread (the actor was stuck, or crashed first): the next incarnation must
+                # not find it and stop at once.
+                child.ref.mailbox.withdraw(request)
         if not child.done.is_set():
             child.scope.cancel()
             await child.done.wait()
 
-    def _forget(self, child: _Child, cause: BaseException | None) -> None:
+    def _forget(self, child: _Child, cause: BaseException | None, *, bury: bool = True) -> None:
         if self._children.get(child.spec.id) is child:
             del self._children[child.spec.id]
-        if child.ref is not None:
+        if bury and child.ref is not None:
             child.ref._bury(cause)
+
+    def _is_current(self, child: _Child) -> bool:
+        return not self._closing and self._children.get(child.spec.id) is child
 
     # -- the control task ------------------------------------------------------------------
 
     async def _control(self) -> None:
-        async for child, generation, crash in self._report_recv:
-            if child.generation != generation or self._children.get(child.spec.id) is not child:
-                continue  # a report from an incarnation we already replaced or dropped
-            if self._closing:
-                continue
-            await self._on_exit(child, crash)
+        with self._control_scope:
+            async with trio.open_nursery() as restarts:
+                async for child, generation, crash in self._report_recv:
+                    if child.generation != generation or not self._is_current(child):
+                        continue  # from an incarnation already replaced or dropped
+                    delay = self._decide(child, crash)
+                    if delay is None:
+                        continue
+                    if self.strategy == "one_for_one":
+                        restarts.start_soon(self._restart, child, delay)
+                    else:
+                        await self._restart(child, delay)
 
-    async def _on_exit(self, child: _Child, crash: Exception | None) -> None:
+    def _decide(self, child: _Child, crash: Exception | None) -> float | None:
+        """Log the exit and apply the policy; return the delay before restarting, or None."""
         cid = child.spec.id
         if crash is not None:
             log.error("%s: child %r crashed", self.name, cid, exc_info=crash)
@@ -331,18 +334,25 @@ class Supervisor:
                 "%s: child %r exited and is not restarted (%s)", self.name, cid, child.spec.restart
             )
             self._forget(child, crash)
-            return
+            return None
         window = child.window if child.window is not None else self._window
         if window.record_crash(trio.current_time()) == "give_up":
-            await self._give_up(child, crash)
-            return
+            self._give_up(child, crash)
+            return None
         child.restarts += 1
         self._restarts += 1
-        if self._backoff is not None:
-            await trio.sleep(self._backoff.delay(window.recent, self._rng))
-            if self._closing:
-                return
+        if self._backoff is None:
+            return 0.0
+        return self._backoff.delay(window.recent, self._rng)
+
+    async def _restart(self, child: _Child, delay: float) -> None:
+        if delay:
+            await trio.sleep(delay)
+        if not self._is_current(child):
+            return  # terminated or shutting down while we waited
         for c in await self._stop_siblings(child):
+            if not self._is_current(c):
+                continue
             log.info("%s: restarting child %r (restart %d)", self.name, c.spec.id, c.restarts)
             try:
                 await self._start_incarnation(c)
@@ -370,7 +380,7 @@ class Supervisor:
                 restart.append(c)
         return restart
 
-    async def _give_up(self, child: _Child, crash: Exception | None) -> None:
+    def _give_up(self, child: _Child, crash: Exception | None) -> None:
         cid = child.spec.id
         if self._per_child:
             log.error(
@@ -393,120 +403,44 @@ class Supervisor:
         )
         self._failed = True
         self.failure = crash
-        await self._close_then_cancel()
+        self.cancel()
 
     # -- shutdown --------------------------------------------------------------------------
 
     async def close(self) -> None:
-        """Stop every child, in reverse start order (all at once for a dynamic supervisor)."""
-        self._closing = True
-        children = list(self._children.values())
-        if self._per_child:
-            async with trio.open_nursery() as nursery:
+        """Stop every child, in reverse start order (all at once for a dynamic supervisor).
+
+        Shielded from outside cancellation: the wait is bounded by the children's
+        ``shutdown_s`` (function children are cancelled at once). A second call waits for
+        the first one to finish.
+        """
+        with trio.CancelScope(shield=True):
+            if self._shutdown is not None:
+                await self._shutdown.wait()
+                return
+            self._shutdown = trio.Event()
+            self._closing = True
+            self._control_scope.cancel()
+            children = list(self._children.values())
+            try:
+                if self._per_child:
+                    async with trio.open_nursery() as nursery:
+                        for child in children:
+                            nursery.start_soon(self._stop, child)
+                else:
+                    for child in reversed(children):
+                        await self._stop(child)
+            finally:
                 for child in children:
-                    nursery.start_soon(self._stop, child)
-        else:
-            for child in reversed(children):
-                await self._stop(child)
-        for child in children:
-            self._forget(child, None)
+                    self._forget(child, None)
+                self._shutdown.set()
+
+    def _cancel_everything(self) -> None:
+        """Cancel every task that is still running, children included (they are shielded)."""
+        for scope in list(self._live):
+            scope.cancel()
+        self._nursery.cancel_scope.cancel()
 
     async def _close_then_cancel(self) -> None:
         await self.close()
-        self._nursery.cancel_scope.cancel()
-
-
-@asynccontextmanager
-async def _open(
-    *,
-    strategy: Strategy,
-    max_restarts: int,
-    within_s: float,
-    backoff: tuple[float, float] | None,
-    per_child: bool,
-    on_give_up: GiveUpHook | None,
-    name: str,
-    seed: int | None,
-) -> AsyncIterator[Supervisor]:
-    async with trio.open_nursery() as nursery:
-        sup = Supervisor(
-            nursery,
-            strategy=strategy,
-            max_restarts=max_restarts,
-            within_s=within_s,
-            backoff=Backoff(*backoff) if backoff is not None else None,
-            per_child=per_child,
-            on_give_up=on_give_up,
-            name=name,
-            rng=random.Random(seed),
-        )
-        nursery.start_soon(sup._control, name=f"{name}:control")
-        try:
-            yield sup
-        finally:
-            await sup.close()
-            nursery.cancel_scope.cancel()
-    if sup._failed:
-        raise RestartIntensityExceeded(
-            f"supervisor {name!r}: more than {max_restarts} restarts in {within_s}s"
-        ) from sup.failure
-
-
-def open_supervisor(
-    strategy: Strategy = "one_for_one",
-    max_restarts: int = 3,
-    within_s: float = 5.0,
-    backoff: tuple[float, float] | None = None,
-    *,
-    name: str = "supervisor",
-    seed: int | None = None,
-) -> AbstractAsyncContextManager[Supervisor]:
-    """Open a supervisor; leaving the block stops its children in reverse start order.
-
-    Args:
-      strategy: on a crash restart only that child (``one_for_one``), every child
-        (``one_for_all``), or that child and those started after it (``rest_for_one``).
-      max_restarts / within_s: more restarts than this in that many seconds and the
-        supervisor stops every child and raises :class:`RestartIntensityExceeded`.
-      backoff: ``(min_s, max_s)`` for exponential backoff with jitter between restarts;
-        ``None`` restarts at once.
-      seed: seeds the backoff jitter, for reproducible runs.
-    """
-    return _open(
-        strategy=strategy,
-        max_restarts=max_restarts,
-        within_s=within_s,
-        backoff=backoff,
-        per_child=False,
-        on_give_up=None,
-        name=name,
-        seed=seed,
-    )
-
-
-def open_dynamic_supervisor(
-    max_restarts: int = 3,
-    within_s: float = 5.0,
-    backoff: tuple[float, float] | None = None,
-    *,
-    on_give_up: GiveUpHook | None = None,
-    name: str = "dynamic-supervisor",
-    seed: int | None = None,
-) -> AbstractAsyncContextManager[Supervisor]:
-    """Open a supervisor for many children started on demand (sessions, connections).
-
-    Each child has its own restart intensity: a child that crashes more than
-    ``max_restarts`` times in ``within_s`` seconds is given up on alone (its ref dies and
-    ``on_give_up(child_id, last_crash)`` runs) while its siblings keep running. Shutdown
-    stops all children concurrently.
-    """
-    return _open(
-        strategy="one_for_one",
-        max_restarts=max_restarts,
-        within_s=within_s,
-        backoff=backoff,
-        per_child=True,
-        on_give_up=on_give_up,
-        name=name,
-        seed=seed,
-    )
+        self._cancel_everything()

@@ -1,0 +1,345 @@
+"""Actors: spawn, tell / ask / stop, let it crash, and asks that never hang."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from troupe import ActorDead, MailboxFull
+from troupe.actors import Actor, ActorRef, spawn
+from troupe.mailbox import DeadLetterBuffer, Mailbox
+
+
+class Recorder(Actor[Any, Any]):
+    """Records what it handles; answers with the message; obeys a few commands."""
+
+    def __init__(self) -> None:
+        self.log: list[Any] = []
+        self.gate: trio.Event | None = None
+
+    async def on_start(self) -> None:
+        await trio.sleep(1)  # starting takes time: spawn must wait for it
+        self.log.append("started")
+
+    async def handle(self, msg: Any) -> Any:
+        self.log.append(msg)
+        if msg == "wait":
+            self.gate = trio.Event()
+            await self.gate.wait()
+        elif msg == "crash":
+            raise ValueError("boom")
+        elif msg == "hang":
+            await trio.sleep_forever()
+        return ("reply", msg)
+
+    async def on_stop(self) -> None:
+        self.log.append("stopped")
+
+
+async def settle() -> None:
+    await trio.testing.wait_all_tasks_blocked()
+
+
+async def ask_expecting(
+    ref: ActorRef[Any, Any],
+    msg: str,
+    expected: type[BaseException],
+    failures: dict[str, BaseException],
+) -> None:
+    """Ask ``ref``; file the ``expected`` error it fails with under ``msg``; never hang."""
+    with trio.fail_after(10):
+        try:
+            await ref.ask(msg)
+        except expected as exc:
+            failures[msg] = exc
+
+
+async def test_spawn_returns_once_on_start_has_run(autojump_clock: trio.testing.MockClock) -> None:
+    actor = Recorder()
+    async with trio.open_nursery() as nursery:
+        ref = await spawn(nursery, actor)
+        assert actor.log == ["started"]
+        assert trio.current_time() == 1
+        assert actor.ref is ref
+        assert ref.name == "Recorder"
+        await ref.stop()
+
+
+async def test_tell_tell_nowait_and_ask(autojump_clock: trio.testing.MockClock) -> None:
+    actor = Recorder()
+    async with trio.open_nursery() as nursery:
+        ref = await spawn(nursery, actor, name="rec")
+        await ref.tell("a")
+        ref.tell_nowait("b")
+        assert await ref.ask("c") == ("reply", "c")
+        assert actor.log == ["started", "a", "b", "c"]
+        await ref.stop()
+    assert actor.log[-1] == "stopped"
+
+
+async def test_tell_waits_for_room_in_a_block_mailbox(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    actor = Recorder()
+    async with trio.open_nursery() as nursery:
+        ref = await spawn(nursery, actor, mailbox=Mailbox(1))
+        await ref.tell("wait")  # being handled
+        await settle()
+        await ref.tell("queued")  # fills the mailbox
+        with trio.move_on_after(5) as scope:
+            await ref.tell("blocked")
+        assert scope.cancelled_caught  # no room: backpressure
+        with pytest.raises(MailboxFull):
+            ref.tell_nowait("refused")
+        assert actor.gate is not None
+        actor.gate.set()
+        await ref.tell("later")
+        await settle()
+        await ref.stop()
+    assert actor.log == ["started", "wait", "queued", "later", "stopped"]
+
+
+async def test_a_crash_fails_the_asker_with_actor_dead_caused_by_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    actor = Recorder()
+    failures: dict[str, BaseException] = {}
+    with pytest.RaisesGroup(pytest.RaisesExc(ValueError, match="boom")):
+        async with trio.open_nursery() as nursery:
+            ref = await spawn(nursery, actor, name="fragile")
+            nursery.start_soon(ask_expecting, ref, "crash", ActorDead, failures)
+    err = failures["crash"]
+    assert isinstance(err.__cause__, ValueError)
+    assert "fragile" in str(err)
+    assert not ref.alive
+    assert "dead" in repr(ref)
+
+
+async def test_a_crash_is_logged_with_the_actor_name(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    with pytest.RaisesGroup(ValueError):
+        async with trio.open_nursery() as nursery:
+            ref = await spawn(nursery, Recorder(), name="noisy")
+            await ref.tell("crash")
+    [record] = [r for r in caplog.records if r.name == "troupe.actors"]
+    assert record.levelno == logging.ERROR
+    assert "noisy" in record.getMessage()
+    assert record.exc_info is not None
+
+
+async def test_asks_and_tells_to_a_dead_actor_fail_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        ref = await spawn(nursery, Recorder(), name="gone")
+        await ref.stop()
+    assert not ref.alive
+    with trio.fail_after(1):
+        start = trio.current_time()
+        with pytest.raises(ActorDead, match="gone"):
+            await ref.ask("hello?")
+        with pytest.raises(ActorDead):
+            await ref.tell("hello?")
+        with pytest.raises(ActorDead):
+            ref.tell_nowait("hello?")
+        await ref.stop()  # stopping a dead actor is a no-op
+        assert trio.current_time() == start
+
+
+async def test_asks_queued_when_the_actor_crashes_fail(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    letters = DeadLetterBuffer()
+    actor = Recorder()
+    failures: dict[str, BaseException] = {}
+    with pytest.RaisesGroup(ValueError):
+        async with trio.open_nursery() as nursery:
+            ref = await spawn(nursery, actor, mailbox=Mailbox(8, dead_letters=letters))
+            await ref.tell("wait")
+            await settle()
+            nursery.start_soon(ask_expecting, ref, "crash", ActorDead, failures)
+            await settle()
+            nursery.start_soon(ask_expecting, ref, "queued-ask", ActorDead, failures)
+            await settle()
+            await ref.tell("queued-tell")
+            assert actor.gate is not None
+            actor.gate.set()
+    assert isinstance(failures["crash"].__cause__, ValueError)  # the one that caused it
+    assert failures["queued-ask"].__cause__ is None  # merely queued behind it
+    assert [(x.message, x.reason) for x in letters.letters] == [("queued-tell", "actor_dead")]
+    assert actor.log == ["started", "wait", "crash"]
+
+
+async def test_stop_goes_after_the_current_message_and_ahead_of_the_queue(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    actor = Recorder()
+    failures: dict[str, BaseException] = {}
+    async with trio.open_nursery() as nursery:
+        ref = await spawn(nursery, actor)
+        await ref.tell("wait")
+        await settle()
+        await ref.tell("queued-tell")
+        nursery.start_soon(ask_expecting, ref, "queued-ask", ActorDead, failures)
+        nursery.start_soon(ref.stop)
+        await settle()
+        assert "stopped" not in actor.log
+        assert actor.gate is not None
+        actor.gate.set()
+    assert actor.log == ["started", "wait", "stopped"]
+    assert list(failures) == ["queued-ask"]
+    assert not ref.alive
+
+
+async def test_an_actor_may_stop_itself(autojump_clock: trio.testing.MockClock) -> None:
+    class Quitter(Actor[str, None]):
+        stopped = False
+
+        async def handle(self, msg: str) -> None:
+            await self.ref.stop()  # only requests it: must not wait for itself
+
+        async def on_stop(self) -> None:
+            self.stopped = True
+
+    quitter = Quitter()
+    async with trio.open_nursery() as nursery:
+        ref = await spawn(nursery, quitter)
+        with trio.fail_after(1):
+            await ref.ask("quit")
+    assert quitter.stopped
+    assert not ref.alive
+
+
+async def test_on_stop_does_not_run_after_a_crash(autojump_clock: trio.testing.MockClock) -> None:
+    actor = Recorder()
+    with pytest.RaisesGroup(ValueError):
+        async with trio.open_nursery() as nursery:
+            ref = await spawn(nursery, actor)
+            await ref.tell("crash")
+    assert "stopped" not in actor.log
+
+
+async def test_a_failing_on_start_raises_out_of_spawn(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    class Broken(Actor[Any, Any]):
+        async def on_start(self) -> None:
+            raise OSError("no database")
+
+    async with trio.open_nursery() as nursery:
+        with pytest.raises(OSError, match="no database"):
+            await spawn(nursery, Broken())
+
+
+@pytest.mark.parametrize("policy", ["drop_oldest", "drop_newest"])
+async def test_an_ask_dropped_by_a_full_mailbox_fails(
+    policy: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    actor = Recorder()
+    failures: dict[str, BaseException] = {}
+    survivor, victim = ("second", "first") if policy == "drop_oldest" else ("first", "second")
+    async with trio.open_nursery() as nursery:
+        mailbox: Mailbox[Any] = Mailbox(1, policy)  # type: ignore[arg-type]
+        ref = await spawn(nursery, actor, mailbox=mailbox)
+        await ref.tell("wait")
+        await settle()
+        nursery.start_soon(ask_expecting, ref, "first", MailboxFull, failures)
+        await settle()
+        nursery.start_soon(ask_expecting, ref, "second", MailboxFull, failures)
+        await settle()  # one of the two asks was dropped
+        assert list(failures) == [victim]
+        assert "dropped" in str(failures[victim])
+        assert actor.gate is not None
+        actor.gate.set()
+        await settle()  # the surviving ask is answered before the stop goes in
+        await ref.stop()
+    assert actor.log == ["started", "wait", survivor, "stopped"]
+
+
+async def test_a_cancelled_asker_leaves_no_trace(autojump_clock: trio.testing.MockClock) -> None:
+    actor = Recorder()
+    async with trio.open_nursery() as nursery:
+        ref = await spawn(nursery, actor, mailbox=Mailbox(1))
+        await ref.tell("wait")
+        await settle()
+        # Cancelled while queued: the request is taken back and never handled.
+        with trio.move_on_after(1):
+            await ref.ask("withdrawn")
+        assert ref.mailbox.statistics().queued == 0
+        # Cancelled while waiting for room: nothing was sent.
+        await ref.tell("filler")
+        with trio.move_on_after(1):
+            await ref.ask("never-sent")
+        assert ref.mailbox.statistics().waiting_senders == 0
+        assert actor.gate is not None
+        actor.gate.set()
+        # Cancelled while being handled: the actor finishes it and carries on.
+        with trio.move_on_after(1):
+            await ref.ask("wait")
+        actor.gate.set()
+        assert await ref.ask("next") == ("reply", "next")
+        await ref.stop()
+    assert actor.log == ["started", "wait", "filler", "wait", "next", "stopped"]
+
+
+async def test_a_withdrawn_ask_makes_room_for_a_waiting_sender(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    actor = Recorder()
+    asking = trio.CancelScope()
+
+    async with trio.open_nursery() as nursery:
+        ref = await spawn(nursery, actor, mailbox=Mailbox(1))
+
+        async def asker() -> None:
+            with asking:
+                await ref.ask("withdrawn")
+
+        await ref.tell("wait")
+        await settle()
+        nursery.start_soon(asker)
+        await settle()  # the ask fills the mailbox
+        nursery.start_soon(ref.tell, "waiting")
+        await settle()
+        assert ref.mailbox.statistics().waiting_senders == 1
+        asking.cancel()
+        await settle()
+        stats = ref.mailbox.statistics()
+        assert (stats.waiting_senders, stats.queued) == (0, 1)
+        assert actor.gate is not None
+        actor.gate.set()
+        await settle()
+        await ref.stop()
+    assert actor.log == ["started", "wait", "waiting", "stopped"]
+
+
+async def test_an_actor_cancelled_mid_ask_fails_the_asker(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    failures: dict[str, BaseException] = {}
+    async with trio.open_nursery() as outer:
+        async with trio.open_nursery() as actors:
+            ref = await spawn(actors, Recorder(), name="doomed")
+            outer.start_soon(ask_expecting, ref, "hang", ActorDead, failures)
+            await settle()
+            actors.cancel_scope.cancel()
+    assert "doomed" in str(failures["hang"])
+    assert not ref.alive
+
+
+async def test_the_default_handle_says_what_is_missing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    class Lazy(Actor[int, int]):
+        pass
+
+    with pytest.RaisesGroup(pytest.RaisesExc(NotImplementedError, match="Lazy")):
+        async with trio.open_nursery() as nursery:
+            ref: ActorRef[int, int] = await spawn(nursery, Lazy())
+            with pytest.raises(ActorDead):
+                await ref.ask(1)

@@ -1,0 +1,61 @@
+"""Fixtures of the hub tests: a running hub on a MemoryStore (see ``helpers``)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from troupe.hub import Hub
+from troupe.store import MemoryStore, SQLiteStore, Store
+
+from .helpers import Harness, open_harness
+
+
+@pytest.fixture
+async def h() -> AsyncIterator[Harness]:
+    """A hub on a fresh MemoryStore, sweeper off, with fake clients (see ``Harness``)."""
+    async with open_harness() as harness:
+        yield harness
+
+
+@pytest.fixture
+async def hub(h: Harness) -> Hub:
+    """The harness's hub."""
+    return h.hub
+
+
+#: Makes a Store over the same data each time it is called (a hub restart on one store).
+Reopen = Callable[[], Store]
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def reopen(request: pytest.FixtureRequest, tmp_path: Path) -> Reopen:
+    """Each restart test runs on a MemoryStore and on an SQLite file.
+
+    SQLite commits on the trio thread (``threaded=False``), as deterministic runs under the
+    autojump clock need; ``NORMAL`` keeps it fast (durability is the store's own tests').
+    """
+    path = tmp_path / "hub.db"
+    memory = MemoryStore()
+    makers: dict[str, Reopen] = {
+        "memory": lambda: memory,
+        "sqlite": lambda: SQLiteStore(path, synchronous="NORMAL", threaded=False),
+    }
+    return makers[request.param]
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:
+    """Makes a fresh, empty store of one engine each time it is called."""
+    count = itertools.count()
+
+    def make() -> Store:
+        if request.param == "memory":
+            return MemoryStore()
+        path = tmp_path / f"hub-{next(count)}.db"
+        return SQLiteStore(path, synchronous="NORMAL", threaded=False)
+
+    return make

@@ -1,0 +1,330 @@
+"""A hub on a MemoryStore, fake connections that behave like minimal clients, and faults.
+
+``Harness`` is the ``HubPair`` of these tests (h11's ``ConnectionPair``): one running hub,
+the store under it, and a ``MiniClient`` per connected agent. A ``MiniClient`` is the hub's
+view of a client reduced to what the hub relies on: it records every frame the hub sends,
+acks invites (``EV_CHANNEL_INVITE_ACK`` with ``causation_id`` = the invite's id) and answers
+every notify with a ``ReceiptFrame``. Everything runs under trio's ``MockClock``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+import attrs
+import trio
+
+from troupe.hub import Hub, InjectedCrash, open_hub
+from troupe.model import (
+    EV_CHANNEL_INVITE,
+    EV_CHANNEL_INVITE_ACK,
+    EV_CHANNEL_INVITE_REJECT,
+    EV_TEXT,
+    Envelope,
+    Frame,
+    NotifyFrame,
+    Passport,
+    ReceiptFrame,
+    Resume,
+    Rule,
+    SessionMetadata,
+    SessionState,
+)
+from troupe.store import MemoryStore, Store
+
+#: The hub clock of every harness: a fixed epoch plus trio's (mock) clock, so timestamps
+#: are reproducible and keep running across a hub restart within one test.
+EPOCH = 1_800_000_000.0
+
+InvitePolicy = Literal["ack", "reject", "ignore"]
+
+
+class Faults:
+    """A fault injector: crash one session's actor at a named point, a given number of times."""
+
+    def __init__(self) -> None:
+        self._armed: dict[tuple[str, str | None], int] = {}
+        #: (point, session id) of every crash raised, in order.
+        self.fired: list[tuple[str, str]] = []
+
+    def arm(self, point: str, session_id: str | None, times: int = 1) -> None:
+        """Crash at ``point`` the next ``times`` times, in ``session_id`` (None: any)."""
+        self._armed[(point, session_id)] = times
+
+    def disarm(self) -> None:
+        self._armed.clear()
+
+    def check(self, point: str, session_id: str) -> None:
+        for key in ((point, session_id), (point, None)):
+            left = self._armed.get(key, 0)
+            if left > 0:
+                self._armed[key] = left - 1
+                self.fired.append((point, session_id))
+                raise InjectedCrash(f"injected crash at {point} in session {session_id}")
+
+
+class FakeEndpoint:
+    """The hub's end of a connection whose client is a :class:`MiniClient`."""
+
+    def __init__(self, endpoint_id: str, client: MiniClient) -> None:
+        self._id = endpoint_id
+        self._client = client
+        self.to_hub, self._from_client = trio.open_memory_channel[Frame](math.inf)
+        self.closed = False
+        #: While set, ``send_frame`` waits: a client that stopped reading.
+        self.stalled: trio.Event | None = None
+
+    @property
+    def endpoint_id(self) -> str:
+        return self._id
+
+    async def send_frame(self, frame: Frame) -> None:
+        if self.stalled is not None:
+            await self.stalled.wait()
+        await trio.lowlevel.checkpoint()
+        self._client.on_frame(frame)
+
+    def frames(self) -> trio.MemoryReceiveChannel[Frame]:
+        return self._from_client
+
+    async def aclose(self) -> None:
+        self.closed = True
+        await trio.lowlevel.checkpoint()
+
+
+class MiniClient:
+    """One connection: records what the hub sends, acks invites, sends receipts."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        nursery: trio.Nursery,
+        endpoint_id: str,
+        *,
+        invites: InvitePolicy = "ack",
+        receipts: bool = True,
+    ) -> None:
+        self.hub = hub
+        self.nursery = nursery
+        self.endpoint = FakeEndpoint(endpoint_id, self)
+        self.invites = invites
+        self.receipts = receipts
+        self.frames: list[Frame] = []
+        #: Exceptions raised by the invite answers this client posted.
+        self.errors: list[Exception] = []
+
+    async def attach(self) -> None:
+        await self.hub.attach_endpoint(self.endpoint)
+
+    async def bind(self, agent_id: str, *, since: dict[str, int] | None = None) -> None:
+        await self.hub.bind_endpoint(self.endpoint.endpoint_id, agent_id, since=since)
+
+    def disconnect(self) -> None:
+        """The client goes away: the hub's reader sees the end of its frames."""
+        self.endpoint.to_hub.close()
+
+    def notified(
+        self, recipient_id: str | None = None, session_id: str | None = None
+    ) -> list[Envelope]:
+        """Envelopes notified (to ``recipient_id``, in ``session_id``), in arrival order."""
+        return [
+            f.envelope
+            for f in self.frames
+            if isinstance(f, NotifyFrame)
+            and (recipient_id is None or f.recipient_id == recipient_id)
+            and (session_id is None or f.envelope.session_id == session_id)
+        ]
+
+    def seqs(self, recipient_id: str, session_id: str) -> list[int]:
+        return [e.seq for e in self.notified(recipient_id, session_id)]
+
+    def on_frame(self, frame: Frame) -> None:
+        self.frames.append(frame)
+        if not isinstance(frame, NotifyFrame):
+            return
+        env = frame.envelope
+        if env.event_type == EV_CHANNEL_INVITE and self.invites != "ignore":
+            kind = EV_CHANNEL_INVITE_ACK if self.invites == "ack" else EV_CHANNEL_INVITE_REJECT
+            answer = Envelope(
+                session_id=env.session_id,
+                sender_id=frame.recipient_id,
+                event_type=kind,
+                causation_id=env.envelope_id,
+            )
+            self.nursery.start_soon(self._post, answer)
+        if self.receipts:
+            self.ack(frame.recipient_id, env)
+
+    def send(self, frame: Frame) -> None:
+        self.endpoint.to_hub.send_nowait(frame)
+
+    def ack(
+        self, recipient_id: str, *envelopes: Envelope, status: str = "ack", reason: str = ""
+    ) -> None:
+        """Send a receipt (``ack`` or ``nack``) for each envelope, as ``recipient_id``."""
+        for env in envelopes:
+            self.send(
+                ReceiptFrame(
+                    envelope_id=env.envelope_id,
+                    recipient_id=recipient_id,
+                    session_id=env.session_id,
+                    seq=env.seq,
+                    status=status,
+                    reason=reason,
+                )
+            )
+
+    async def _post(self, env: Envelope) -> None:
+        try:
+            await self.hub.post_envelope(env)
+        except Exception as exc:  # recorded for the test to inspect
+            self.errors.append(exc)
+
+
+@attrs.frozen
+class Agent:
+    name: str
+    id: str
+    client: MiniClient | None
+
+
+def client_of(agent: Agent) -> MiniClient:
+    """The agent's own connection (it was registered with ``connect=True``)."""
+    assert agent.client is not None
+    return agent.client
+
+
+def hub_clock() -> float:
+    return EPOCH + trio.current_time()
+
+
+def counter_ids(prefix: str = "id") -> Callable[[], str]:
+    """Reproducible ids: ``id-0001``, ``id-0002``, … (sortable, like UUID7)."""
+    numbers = itertools.count(1)
+    return lambda: f"{prefix}-{next(numbers):04d}"
+
+
+class Harness:
+    """A running hub with helpers to register agents, connect them and open sessions."""
+
+    def __init__(self, hub: Hub, store: Store, nursery: trio.Nursery, faults: Faults) -> None:
+        self.hub = hub
+        self.store = store
+        self.nursery = nursery
+        self.faults = faults
+        self.agents: dict[str, Agent] = {}
+
+    async def client(
+        self, endpoint_id: str, *, invites: InvitePolicy = "ack", receipts: bool = True
+    ) -> MiniClient:
+        client = MiniClient(self.hub, self.nursery, endpoint_id, invites=invites, receipts=receipts)
+        await client.attach()
+        return client
+
+    async def agent(
+        self,
+        name: str,
+        *,
+        rule: Rule | None = None,
+        resume: Resume | None = None,
+        connect: bool = True,
+        invites: InvitePolicy = "ack",
+        receipts: bool = True,
+        kind: str | None = None,
+    ) -> Agent:
+        """Register ``name`` (or find it, after a restart) and give it its own connection."""
+        agent_id = self.hub.find_agent_id(name)
+        if agent_id is None:
+            passport = await self.hub.register(Passport(name=name, kind=kind), resume, rule=rule)
+            assert passport.agent_id is not None
+            agent_id = passport.agent_id
+        client = None
+        if connect:
+            client = await self.client(f"ep-{name}", invites=invites, receipts=receipts)
+            await client.bind(agent_id)
+        agent = Agent(name, agent_id, client)
+        self.agents[name] = agent
+        return agent
+
+    async def session(
+        self,
+        manifest_type: str,
+        creator: Agent,
+        *others: Agent,
+        **kwargs: Any,
+    ) -> SessionMetadata:
+        """Create a session and check it came out ACTIVE."""
+        md = await self.hub.create_session(
+            creator_id=creator.id,
+            manifest_type=manifest_type,
+            participants=[a.id for a in others],
+            **kwargs,
+        )
+        assert md.state is SessionState.ACTIVE
+        return md
+
+    async def say(
+        self, md: SessionMetadata | str, sender: Agent, text: str = "hi", **kwargs: Any
+    ) -> str:
+        return await self.hub.post_envelope(text_envelope(md, sender, text, **kwargs))
+
+    async def alice_and_silent_bob(
+        self, texts: int, *, prefix: str = ""
+    ) -> tuple[Agent, Agent, SessionMetadata]:
+        """alice and bob (who never acks) in a conversation; alice has posted ``texts`` texts
+        (``prefix`` + "0", "1", ...) and they have been delivered."""
+        alice = await self.agent("alice")
+        bob = await self.agent("bob", receipts=False)
+        md = await self.session("conversation", alice, bob)
+        for i in range(texts):
+            await self.say(md, alice, f"{prefix}{i}")
+        await self.settle()
+        return alice, bob, md
+
+    async def settle(self) -> None:
+        """Let every delivery, receipt and cursor flush in flight finish."""
+        await trio.testing.wait_all_tasks_blocked()
+
+
+def text_envelope(
+    md: SessionMetadata | str, sender: Agent | str, text: str = "hi", **kwargs: Any
+) -> Envelope:
+    sid = md if isinstance(md, str) else md.session_id
+    sender_id = sender if isinstance(sender, str) else sender.id
+    return Envelope(
+        session_id=sid,
+        sender_id=sender_id,
+        event_type=EV_TEXT,
+        event_data={"text": text},
+        **kwargs,
+    )
+
+
+def wal_view(wal: Iterable[Envelope]) -> list[tuple[int, str, str, Any]]:
+    """What a WAL says, without the hub-made ids and clocks."""
+    return [(e.seq, e.sender_id, e.event_type, e.event_data.get("text")) for e in wal]
+
+
+@asynccontextmanager
+async def open_harness(
+    store: Store | None = None, *, faults: Faults | None = None, **hub_kwargs: Any
+) -> AsyncIterator[Harness]:
+    """A hub on ``store`` (a fresh MemoryStore by default) with its own nursery for clients.
+
+    The sweeper is off unless ``ttl_sweep_interval`` is given. (A hung test is failed by the
+    suite-wide cap in ``tests/conftest.py``.)
+    """
+    store = store if store is not None else MemoryStore()
+    faults = faults if faults is not None else Faults()
+    hub_kwargs.setdefault("ttl_sweep_interval", 0)
+    hub_kwargs.setdefault("clock", hub_clock)
+    async with (
+        open_hub(store, faults=faults, **hub_kwargs) as hub,
+        trio.open_nursery() as nursery,
+    ):
+        yield Harness(hub, store, nursery, faults)
+        nursery.cancel_scope.cancel()

@@ -1,0 +1,57 @@
+"""The audit log: a record for every registry, session, task and crash event."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from troupe import ProtocolError
+from troupe.hub import Hub
+from troupe.model import Resume, Rule, TaskMetadata, TaskSpec, TaskState, parse_iso
+
+from .helpers import Harness
+
+
+async def test_read_audit_tells_what_happened_in_order(
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+) -> None:
+    alice, bob = await h.agent("alice"), await h.agent("bob")
+    await hub.set_resume(alice.id, Resume(summary="x"))
+    await hub.set_rule(alice.id, Rule())
+    await hub.set_skill(alice.id, "s")
+    md = await h.session("conversation", alice, bob)
+    await hub.observe_task(
+        TaskMetadata(task_id="t", owner_id=alice.id, spec=TaskSpec(title="t", capability="c"))
+    )
+    await hub.update_task("t", state=TaskState.FAILED)
+    h.faults.arm("before_append", md.session_id, times=2)
+    with pytest.raises(ProtocolError, match="poison"):
+        await h.say(md, alice)
+    await hub.close_session(md.session_id)
+    await hub.unregister(bob.id)
+    records = await hub.read_audit()
+    assert [r["kind"] for r in records] == [
+        "agent_registered",
+        "agent_registered",
+        "resume_set",
+        "rule_set",
+        "skill_set",
+        "session_created",
+        "session_opened",
+        "task_terminated",
+        "resume_set",
+        "poison_envelope",
+        "session_closed",
+        "agent_unregistered",
+    ]
+    assert [r.get("source") for r in records if r["kind"] == "resume_set"] == [
+        "tenant",
+        "observed",
+    ]
+    stamps = [parse_iso(r["at"]) for r in records]
+    assert stamps == sorted(stamps)
+    assert stamps[-1] == hub.core.now()
+    assert await hub.read_audit(since=10) == records[10:]
+    assert await hub.read_audit(since=2, limit=3) == records[2:5]
+    assert await h.store.read_audit() == records

@@ -1,0 +1,417 @@
+"""Delivery: notifies in WAL order, access rules, receipts and cursors, replay, catch-up."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from troupe import NotFoundError
+from troupe.hub import ApiKeyAuth, Hub, NoAuth
+from troupe.model import (
+    EV_CHANNEL_INVITE,
+    EV_SESSION_OPENED,
+    AcceptFrame,
+    AccessBlock,
+    AuthBlock,
+    Envelope,
+    ErrorFrame,
+    HelloFrame,
+    InboxBlock,
+    LimitsBlock,
+    NotifyFrame,
+    Passport,
+    PingFrame,
+    ReceiptFrame,
+    Rule,
+    SendFrame,
+    WelcomeFrame,
+    is_substantive,
+)
+from troupe.store import MemoryStore
+
+from .conftest import Reopen
+from .helpers import Agent, Harness, client_of, open_harness, text_envelope
+
+
+def visible(wal: list[Envelope], agent_id: str) -> list[int]:
+    """The seqs of ``wal`` a dispatch would bring to ``agent_id`` (no inbound rules)."""
+    return [
+        e.seq
+        for e in wal
+        if not e.event_type.startswith("troupe.session.invite.")
+        and (agent_id in e.audience if e.audience is not None else e.sender_id != agent_id)
+    ]
+
+
+async def test_recipients_are_notified_in_wal_order(
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+) -> None:
+    alice, bob, carol = [await h.agent(n) for n in ("alice", "bob", "carol")]
+    md = await h.session("discussion", alice, bob, carol)
+    sid = md.session_id
+
+    async def speak(agent: Agent, rounds: int) -> None:
+        for i in range(rounds):
+            await hub.post_envelope(
+                Envelope(
+                    session_id=sid,
+                    sender_id=agent.id,
+                    event_type="app.note",
+                    event_data={"n": i},
+                    audience=None if i % 3 else [alice.id, bob.id, carol.id],
+                )
+            )
+
+    async with trio.open_nursery() as nursery:
+        for agent in (alice, bob, carol):
+            nursery.start_soon(speak, agent, 10)
+    await h.settle()
+    wal = await hub.read_wal(sid)
+    for agent in (alice, bob, carol):
+        assert client_of(agent).seqs(agent.id, sid) == visible(wal, agent.id)
+        assert client_of(agent).notified(agent.id, sid) == [
+            e for e in wal if e.seq in visible(wal, agent.id)
+        ]
+
+
+async def test_audience_self_delivery_and_inbound_from(
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+) -> None:
+    alice, bob = await h.agent("alice"), await h.agent("bob")
+    md = await h.session("conversation", alice, bob)
+    to_self = await h.say(md, alice, "note to self", audience=[alice.id])
+    to_both = await h.say(md, alice, "both", audience=[alice.id, bob.id])
+    plain = await h.say(md, alice, "plain")
+    # bob stops accepting alice mid-session: her posts still land, silently undelivered.
+    await hub.set_rule(bob.id, Rule(access=AccessBlock(inbound_from=["carol"])))
+    muted = await h.say(md, alice, "muted")
+    # ... and his own self-addressed post still reaches him.
+    echo = await h.say(md, bob, "echo", audience=[bob.id])
+    await h.settle()
+    ids = [e.envelope_id for e in client_of(alice).notified(alice.id, md.session_id)]
+    assert ids[-2:] == [to_self, to_both]
+    bob_ids = [e.envelope_id for e in client_of(bob).notified(bob.id, md.session_id)]
+    assert bob_ids[-3:] == [to_both, plain, echo]
+    assert muted not in bob_ids
+    assert muted in [e.envelope_id for e in await hub.read_wal(md.session_id)]
+
+
+async def test_one_connection_many_identities_and_rebinding(
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+) -> None:
+    shared = await h.client("ep-shared")
+    alice = await h.agent("alice", connect=False)
+    bob = await h.agent("bob", connect=False)
+    await shared.bind(alice.id)
+    await shared.bind(bob.id)
+    md = await h.session("conversation", alice, bob)
+    await h.say(md, alice, "to bob")
+    await h.settle()
+    assert [
+        (f.recipient_id, f.envelope.event_type) for f in shared.frames if isinstance(f, NotifyFrame)
+    ] == [
+        (bob.id, EV_CHANNEL_INVITE),
+        (alice.id, EV_SESSION_OPENED),
+        (bob.id, EV_SESSION_OPENED),
+        (bob.id, "troupe.text"),
+    ]
+    # bob moves to his own connection; alice stays.
+    own = await h.client("ep-bob")
+    await own.bind(bob.id)
+    await h.say(md, alice, "second")
+    await h.say(md, bob, "reply")
+    await h.settle()
+    assert [e.text for e in own.notified(bob.id)] == ["second"]
+    assert [e.text for e in shared.notified(alice.id) if e.text] == ["reply"]
+    assert [e.text for e in shared.notified(bob.id) if e.text] == ["to bob"]
+    with pytest.raises(NotFoundError, match="endpoint not attached: 'ep-nope'"):
+        await hub.bind_endpoint("ep-nope", alice.id)
+    with pytest.raises(NotFoundError, match="agent not registered: 'ghost'"):
+        await hub.bind_endpoint("ep-bob", "ghost")
+
+
+async def test_receipts_advance_cursors_and_persist(
+    autojump_clock: trio.testing.MockClock,
+    reopen: Reopen,
+) -> None:
+    async with open_harness(reopen(), cursor_flush_interval=0.5) as h:
+        alice, bob = await h.agent("alice"), await h.agent("bob")
+        md = await h.session("conversation", alice, bob)
+        await trio.sleep(1)
+        saved = await h.store.load_cursors(bob.id)
+        assert saved == {md.session_id: 3}  # the invite and the opening
+        for i in range(5):
+            await h.say(md, alice, str(i))
+        await h.settle()
+        last = (await h.hub.read_wal(md.session_id))[-1].seq
+        # Acks wait up to cursor_flush_interval to share one write.
+        assert await h.store.load_cursors(bob.id) == saved
+        await trio.sleep(1)
+        assert await h.store.load_cursors(bob.id) == {md.session_id: last}
+        # An out-of-order (older) ack never rewinds the cursor; a nack never advances it.
+        client_of(bob).send(
+            ReceiptFrame(envelope_id="x", recipient_id=bob.id, session_id=md.session_id, seq=2)
+        )
+        client_of(bob).send(
+            ReceiptFrame(
+                envelope_id="y",
+                recipient_id=bob.id,
+                session_id=md.session_id,
+                seq=last + 5,
+                status="nack",
+                reason="handler failed",
+            )
+        )
+        await trio.sleep(1)
+        assert await h.store.load_cursors(bob.id) == {md.session_id: last}
+        nacks = [r for r in await h.hub.read_audit() if r["kind"] == "delivery_nacked"]
+        assert [(r["agent_id"], r["seq"], r["reason"]) for r in nacks] == [
+            (bob.id, last + 5, "handler failed")
+        ]
+        # Closing the hub saves the acks still waiting for their flush.
+        await h.say(md, alice, "last one")
+        await h.settle()
+    async with open_harness(reopen()) as h:
+        assert await h.store.load_cursors(bob.id) == {md.session_id: last + 1}
+
+
+async def test_replay_sends_what_was_not_acked_in_order_and_once(
+    autojump_clock: trio.testing.MockClock,
+    reopen: Reopen,
+) -> None:
+    async with open_harness(reopen()) as h:
+        alice, bob, md = await h.alice_and_silent_bob(3, prefix="seen ")
+        other = await h.session("conversation", bob, alice)
+        sid = md.session_id
+        # bob acks up to the second text, then goes away.
+        seen = client_of(bob).notified(bob.id, sid)
+        client_of(bob).ack(bob.id, seen[-2])
+        await h.settle()
+        client_of(bob).disconnect()
+        await h.settle()
+        assert bob.id not in h.hub.core.bindings
+        for i in range(3):
+            await h.say(md, alice, f"missed {i}")
+        await h.say(other, alice, "elsewhere")
+        await h.settle()
+        back = await h.client("ep-bob-2")
+        await back.bind(bob.id, since={})
+        await h.settle()
+        wal = await h.hub.read_wal(sid)
+        expected = [e for e in wal if e.seq in visible(wal, bob.id) and e.seq > seen[-2].seq]
+        assert back.notified(bob.id, sid) == expected
+        assert [e.text for e in expected] == ["seen 2", "missed 0", "missed 1", "missed 2"]
+        assert [e.text for e in back.notified(bob.id, other.session_id) if e.text] == ["elsewhere"]
+        # Live deliveries continue after the replay, without repeats.
+        await h.say(md, alice, "live")
+        await h.settle()
+        texts = [e.text for e in back.notified(bob.id, sid)]
+        assert texts[-2:] == ["missed 2", "live"]
+        assert len(texts) == len(set(texts))
+    # After a restart, replay reads the persisted cursor: everything acked is not sent again.
+    async with open_harness(reopen()) as h:
+        again = await h.client("ep-bob-3")
+        await again.bind(bob.id, since={})
+        await h.settle()
+        assert again.notified(bob.id, sid) == []
+
+
+async def test_replay_after_a_hub_restart_without_acks(
+    autojump_clock: trio.testing.MockClock,
+    reopen: Reopen,
+) -> None:
+    async with open_harness(reopen()) as h:
+        alice, bob, md = await h.alice_and_silent_bob(4)
+    async with open_harness(reopen()) as h:
+        wal = await h.hub.read_wal(md.session_id)
+        since_two = await h.client("ep-a")
+        await since_two.bind(bob.id, since={md.session_id: wal[-2].seq})
+        none = await h.client("ep-b")
+        await none.bind(alice.id)
+        await h.settle()
+        assert since_two.notified(bob.id) == wal[-1:]
+        assert none.notified(alice.id) == []
+
+
+async def test_a_full_connection_mailbox_catches_up_from_the_wal(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_harness(client_mailbox=4) as h:
+        alice, bob = await h.agent("alice"), await h.agent("bob")
+        md = await h.session("conversation", alice, bob)
+        await h.settle()
+        stall = trio.Event()
+        client_of(bob).endpoint.stalled = stall
+        for i in range(25):
+            await h.say(md, alice, str(i))
+        await h.settle()
+        assert len(client_of(bob).notified(bob.id, md.session_id)) <= 2  # stuck
+        client_of(bob).endpoint.stalled = None
+        stall.set()
+        await h.settle()
+        texts = [e.text for e in client_of(bob).notified(bob.id, md.session_id) if e.text]
+        assert texts == [str(i) for i in range(25)]
+        wal = await h.hub.read_wal(md.session_id)
+        assert client_of(bob).seqs(bob.id, md.session_id) == visible(wal, bob.id)
+        await h.settle()
+        assert h.hub.statistics().pending_inbox == 0
+
+
+async def test_frames_from_a_client(autojump_clock: trio.testing.MockClock) -> None:
+    auth = [NoAuth(), ApiKeyAuth({"bob": "k"})]
+    async with open_harness(auth=auth) as h:
+        alice = await h.agent("alice")
+        bob_passport = await h.hub.register(
+            Passport(name="bob", auth=AuthBlock(scheme="api_key", claim={"token": "k"}))
+        )
+        assert bob_passport.agent_id is not None
+        bob = Agent("bob", bob_passport.agent_id, None)
+        conn = await h.client("ep-wire")
+        conn.send(
+            HelloFrame(
+                name="bob", auth_scheme="api_key", auth_claim={"token": "bad"}, request_id="r1"
+            )
+        )
+        conn.send(HelloFrame(name="nobody", request_id="r2"))
+        conn.send(PingFrame(nonce="n"))
+        await h.settle()
+        # Hellos run concurrently: the replies may come in any order.
+        assert sorted(type(f).__name__ for f in conn.frames) == [
+            "ErrorFrame",
+            "ErrorFrame",
+            "PongFrame",
+        ]
+        errors = {f.request_id: f for f in conn.frames if isinstance(f, ErrorFrame)}
+        bad, unknown = errors["r1"], errors["r2"]
+        assert (bad.code, bad.request_id) == ("auth_failed", "r1")
+        assert "bad api key for agent 'bob'" in bad.message
+        assert (unknown.code, unknown.request_id) == ("not_found", "r2")
+        assert bob.id not in h.hub.core.bindings
+        conn.send(
+            HelloFrame(
+                name="bob",
+                auth_scheme="api_key",
+                auth_claim={"token": "k"},
+                request_id="r3",
+                since={},
+            )
+        )
+        await h.settle()
+        welcome = conn.frames[-1]
+        assert isinstance(welcome, WelcomeFrame)
+        assert (welcome.agent_id, welcome.request_id, welcome.endpoint_id) == (
+            bob.id,
+            "r3",
+            "ep-wire",
+        )
+        md = await h.session("conversation", alice, bob)
+        conn.send(SendFrame(envelope=text_envelope(md, bob, "over the wire"), request_id="s1"))
+        conn.send(SendFrame(envelope=text_envelope(md, alice, "not mine"), request_id="s2"))
+        conn.send(SendFrame(envelope=text_envelope("nope", bob), request_id="s3"))
+        await h.settle()
+        replies = {f.request_id: f for f in conn.frames if isinstance(f, AcceptFrame | ErrorFrame)}
+        accept = replies["s1"]
+        assert isinstance(accept, AcceptFrame)
+        assert (await h.hub.read_wal(md.session_id))[-1].envelope_id == accept.envelope_id
+        denied = replies["s2"]
+        assert isinstance(denied, ErrorFrame)
+        assert denied.code == "access_denied"
+        assert f"not bound to agent {alice.id!r}" in denied.message
+        missing = replies["s3"]
+        assert isinstance(missing, ErrorFrame)
+        assert (missing.code, missing.message) == ("not_found", "session not found: 'nope'")
+        conn.send(WelcomeFrame(endpoint_id="x", hub_time="t", request_id="w"))
+        await h.settle()
+        odd = conn.frames[-1]
+        assert isinstance(odd, ErrorFrame)
+        assert (odd.code, odd.request_id) == ("bad_frame", "w")
+
+
+async def test_a_closed_connection_releases_its_bindings(
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+) -> None:
+    alice, bob = await h.agent("alice"), await h.agent("bob")
+    md = await h.session("conversation", alice, bob)
+    client_of(bob).disconnect()
+    await h.settle()
+    assert client_of(bob).endpoint.closed
+    assert bob.id not in hub.core.bindings
+    assert hub.statistics().connections == 1
+    await h.say(md, alice, "nobody home")
+    await h.settle()
+    assert [e.text for e in client_of(bob).notified(bob.id) if is_substantive(e.event_type)] == []
+
+
+async def test_inbox_pressure_is_audited_once_per_upward_crossing(
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+) -> None:
+    alice = await h.agent("alice")
+    inbox = InboxBlock(max_pending=10, high_water=3)
+    bob = await h.agent("bob", rule=Rule(limits=LimitsBlock(inbox=inbox)), receipts=False)
+    md = await h.session("conversation", alice, bob)
+    for i in range(5):
+        await h.say(md, alice, str(i))
+    await h.settle()
+
+    async def pressure() -> list[int]:
+        return [r["pending"] for r in await hub.read_audit() if r["kind"] == "inbox_pressure"]
+
+    assert await pressure() == [3]
+    client_of(bob).ack(bob.id, *client_of(bob).notified(bob.id, md.session_id)[-4:])
+    await h.settle()
+    assert hub.statistics().pending_inbox == 1
+    for i in range(3):
+        await h.say(md, alice, f"again {i}")
+    await h.settle()
+    assert await pressure() == [3, 3]
+    record = next(r for r in await hub.read_audit() if r["kind"] == "inbox_pressure")
+    assert (record["agent_id"], record["max_pending"]) == (bob.id, 10)
+
+
+async def test_acks_sent_just_before_a_disconnect_are_kept(
+    autojump_clock: trio.testing.MockClock, reopen: Reopen
+) -> None:
+    async with open_harness(reopen()) as h:
+        _, bob, to_bob = await h.alice_and_silent_bob(3)
+
+        received = client_of(bob).notified(bob.id)
+        client_of(bob).ack(bob.id, *received)
+        client_of(bob).disconnect()  # in the same breath
+        await h.settle()
+        assert await h.store.load_cursors(bob.id) == {to_bob.session_id: received[-1].seq}
+
+
+class CountingStore(MemoryStore):
+    """A MemoryStore that counts WAL reads per session."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: dict[str, int] = {}
+
+    async def read(
+        self, session_id: str, since: int = 0, until: int | None = None
+    ) -> list[Envelope]:
+        self.reads[session_id] = self.reads.get(session_id, 0) + 1
+        return await super().read(session_id, since, until)
+
+
+async def test_a_replay_does_not_read_sessions_that_ended_fully_acked(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = CountingStore()
+    async with open_harness(store) as h:
+        alice, bob = await h.agent("alice"), await h.agent("bob")
+        done = await h.session("consulting", alice, bob)
+        await h.say(done, alice, "q?")
+        await h.say(done, bob, "a!")
+        still = await h.session("conversation", alice, bob)
+        await h.say(still, alice, "hello")
+        await h.settle()  # bob's client acks everything it was sent
+    async with open_harness(store) as h:  # after a restart, the closed session is not loaded
+        store.reads.clear()
+        back = await h.client("ep-bob-again")
+        await back.bind(bob.id, since={})
+        await h.settle()
+        assert back.notified(bob.id) == []
+        assert done.session_id not in store.reads

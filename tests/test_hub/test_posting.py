@@ -1,0 +1,556 @@
+"""Posting: every check of ``_session.py`` in its order, stamping, dedup, rate and inbox."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import pytest
+import trio
+import trio.testing
+
+from troupe import (
+    AccessDeniedError,
+    InboxFull,
+    NetworkError,
+    NotFoundError,
+    ProtocolError,
+    RateLimited,
+)
+from troupe.hub import Hub
+from troupe.model import (
+    EV_CHANNEL_INVITE,
+    EV_CHANNEL_INVITE_ACK,
+    EV_SESSION_CLOSED,
+    EV_SESSION_OPENED,
+    EV_TASK_CANCEL_REQUEST,
+    EV_TEXT,
+    AccessBlock,
+    Envelope,
+    InboxBlock,
+    LimitsBlock,
+    RateBlock,
+    Rule,
+    SessionState,
+)
+
+from .conftest import Reopen
+from .helpers import Agent, Harness, client_of, open_harness, text_envelope
+
+
+async def refused(
+    hub: Hub,
+    session_id: str,
+    env: Envelope,
+    error: type[NetworkError],
+    match: str,
+) -> None:
+    """Post ``env``, expect ``error`` matching ``match``, and check the WAL did not move."""
+    before = await hub.read_wal(session_id)
+    rejected = hub.statistics().envelopes_rejected
+    with pytest.raises(error, match=match) as info:
+        await hub.post_envelope(env)
+    assert type(info.value) is error
+    assert await hub.read_wal(session_id) == before
+    assert hub.statistics().envelopes_rejected >= rejected
+
+
+@attrs.define
+class Scene:
+    alice: Agent
+    bob: Agent
+    carol: Agent
+    sid: str
+    closed_sid: str
+
+
+@pytest.fixture
+async def scene(h: Harness) -> Scene:
+    """alice (depth ≤ 2, may address only bob) and bob talk; carol is outside."""
+    alice = await h.agent(
+        "alice",
+        rule=Rule(
+            access=AccessBlock(outbound_to=["bob"]),
+            limits=LimitsBlock(delegation_depth=2),
+        ),
+    )
+    bob = await h.agent("bob")
+    carol = await h.agent("carol")
+    md = await h.session("conversation", alice, bob)
+    closed = await h.session("conversation", alice, bob)
+    await h.hub.close_session(closed.session_id, reason="over")
+    return Scene(alice, bob, carol, md.session_id, closed.session_id)
+
+
+async def test_post_checks_run_in_the_documented_order(
+    autojump_clock: trio.testing.MockClock, hub: Hub, scene: Scene
+) -> None:
+    """Each case breaks two rules; the one checked first is reported."""
+    alice, bob, carol, sid = scene.alice, scene.bob, scene.carol, scene.sid
+
+    def env(sender: str, **kw: Any) -> Envelope:
+        return text_envelope(kw.pop("session", sid), sender, **kw)
+
+    # 1. sender registered > session exists > participant
+    await refused(hub, sid, env("ghost"), NotFoundError, "sender not registered: 'ghost'")
+    with pytest.raises(NotFoundError, match="sender not registered: 'ghost'"):
+        await hub.post_envelope(env("ghost", session="nope"))
+    with pytest.raises(NotFoundError, match="session not found: 'nope'"):
+        await hub.post_envelope(env(carol.id, session="nope"))
+    # 1. participant > audience
+    await refused(
+        hub,
+        sid,
+        env(carol.id, audience=["ghost"]),
+        ProtocolError,
+        f"agent 'carol' \\({carol.id}\\) is not a participant of session {sid}",
+    )
+    # 1. audience names participants > outbound_to
+    await refused(
+        hub,
+        sid,
+        env(alice.id, audience=[carol.id], depth=9),
+        ProtocolError,
+        f"audience member '{carol.id}' is not a participant of session {sid}",
+    )
+    # 2. outbound_to > delegation depth
+    await hub.set_rule(
+        alice.id,
+        Rule(access=AccessBlock(outbound_to=["zed"]), limits=LimitsBlock(delegation_depth=2)),
+    )
+    await refused(
+        hub,
+        sid,
+        env(alice.id, audience=[bob.id], depth=9),
+        AccessDeniedError,
+        f"agent 'alice' \\({alice.id}\\) may not address 'bob': not in its outbound_to",
+    )
+    # ... an audience of oneself is never an outbound address
+    await hub.post_envelope(env(alice.id, audience=[alice.id]))
+    # 2. delegation depth > terminal (equality is allowed)
+    await hub.post_envelope(env(alice.id, depth=2))
+    closed = scene.closed_sid
+    await refused(
+        hub,
+        closed,
+        env(alice.id, session=closed, depth=3),
+        AccessDeniedError,
+        f"envelope depth 3 exceeds delegation_depth 2 of agent 'alice' \\({alice.id}\\)",
+    )
+    # 3. terminal
+    await refused(
+        hub,
+        closed,
+        env(bob.id, session=closed),
+        ProtocolError,
+        f"session {closed} is closed \\(over\\)",
+    )
+    await refused(
+        hub,
+        closed,
+        env(carol.id, session=closed),
+        ProtocolError,
+        f"agent 'carol' \\({carol.id}\\) is not a participant of session {closed}",
+    )
+
+
+async def test_substantive_posts_need_an_active_session(
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+) -> None:
+    alice = await h.agent("alice")
+    bob = await h.agent("bob", invites="ignore")
+    with trio.move_on_after(1):
+        await h.session("conversation", alice, bob)
+    (md,) = await hub.list_sessions()
+    sid = md.session_id
+    await refused(
+        hub,
+        sid,
+        text_envelope(sid, alice),
+        ProtocolError,
+        f"session {sid} is not active \\(it is pending\\)",
+    )
+    # Task notices are protocol events: allowed while PENDING, and not turn-checked.
+    task_env = Envelope(
+        session_id=sid,
+        sender_id=alice.id,
+        event_type=EV_TASK_CANCEL_REQUEST,
+        event_data={"task_id": "t", "reason": "r"},
+    )
+    await hub.post_envelope(task_env)
+    assert (await hub.read_wal(sid))[-1].event_type == EV_TASK_CANCEL_REQUEST
+
+
+async def test_protocol_events_follow_the_handshake_rules(
+    autojump_clock: trio.testing.MockClock, hub: Hub, scene: Scene
+) -> None:
+    sid, alice, bob = scene.sid, scene.alice, scene.bob
+    invite_id = (await hub.read_wal(sid))[0].envelope_id
+    for kind in (EV_CHANNEL_INVITE, EV_SESSION_OPENED, EV_SESSION_CLOSED):
+        await refused(
+            hub,
+            sid,
+            Envelope(session_id=sid, sender_id=alice.id, event_type=kind),
+            ProtocolError,
+            f"event type '{kind}' is posted by the hub only",
+        )
+    # An ack from someone with no pending invite: the creator, or bob a second time with a
+    # new causation id.
+    for sender, cause in ((alice.id, invite_id), (bob.id, "another-cause")):
+        await refused(
+            hub,
+            sid,
+            Envelope(
+                session_id=sid,
+                sender_id=sender,
+                event_type=EV_CHANNEL_INVITE_ACK,
+                causation_id=cause,
+            ),
+            ProtocolError,
+            f"agent '{sender}' has no pending invite in session {sid}",
+        )
+    await refused(
+        hub,
+        sid,
+        Envelope(session_id=sid, sender_id=alice.id, event_type="troupe.session.wave"),
+        ProtocolError,
+        "unknown protocol event type 'troupe.session.wave'",
+    )
+
+
+async def test_bob_acking_the_same_invite_again_is_a_duplicate(
+    autojump_clock: trio.testing.MockClock, hub: Hub, scene: Scene
+) -> None:
+    sid, bob = scene.sid, scene.bob
+    wal = await hub.read_wal(sid)
+    ack = next(e for e in wal if e.event_type == EV_CHANNEL_INVITE_ACK)
+    again = Envelope(
+        session_id=sid,
+        sender_id=bob.id,
+        event_type=EV_CHANNEL_INVITE_ACK,
+        causation_id=ack.causation_id,
+    )
+    assert await hub.post_envelope(again) == ack.envelope_id
+    assert await hub.read_wal(sid) == wal
+
+
+async def test_session_type_rules_come_after_rate_and_inbox(
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+) -> None:
+    alice = await h.agent(
+        "alice", rule=Rule(limits=LimitsBlock(rate=RateBlock(per_minute=60, burst=3)))
+    )
+    bob = await h.agent(
+        "bob", rule=Rule(limits=LimitsBlock(inbox=InboxBlock(max_pending=1))), receipts=False
+    )
+    md = await h.session("consulting", alice, bob)
+    sid = md.session_id
+    await h.say(md, alice, "question")  # bob now has 1 pending
+    await h.settle()
+    # inbox > validate_send (alice may not send twice in consulting)
+    await refused(
+        hub,
+        sid,
+        text_envelope(sid, alice, "again"),
+        InboxFull,
+        f"inbox of agent 'bob' \\({bob.id}\\) is full: 1 pending, max_pending 1",
+    )
+    # rate > inbox: the refused post above used a token; this one uses the last.
+    await refused(hub, sid, text_envelope(sid, alice, "again"), InboxFull, "is full")
+    await refused(
+        hub,
+        sid,
+        text_envelope(sid, alice, "again"),
+        RateLimited,
+        f"agent 'alice' \\({alice.id}\\) is over its rate of 60/min \\(burst 3\\)",
+    )
+    # validate_send, once the inbox has room and a token came back
+    (question,) = [e for e in client_of(bob).notified(bob.id, sid) if e.event_type == EV_TEXT]
+    client_of(bob).ack(bob.id, question)
+    await trio.sleep(1)
+    await refused(
+        hub,
+        sid,
+        text_envelope(sid, alice, "again"),
+        ProtocolError,
+        f"consulting {sid} expects reply from respondent {bob.id}, got {alice.id}",
+    )
+
+
+async def test_rate_limit_refills_on_the_hub_clock(
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+) -> None:
+    alice = await h.agent(
+        "alice", rule=Rule(limits=LimitsBlock(rate=RateBlock(per_minute=6, burst=2)))
+    )
+    bob = await h.agent("bob")
+    md = await h.session("conversation", alice, bob)
+    sid = md.session_id
+    await h.say(md, alice)
+    await h.say(md, alice)
+    await refused(hub, sid, text_envelope(sid, alice), RateLimited, "over its rate of 6/min")
+    await trio.sleep(9.9)  # 0.99 of a token
+    await refused(hub, sid, text_envelope(sid, alice), RateLimited, "over its rate")
+    await trio.sleep(0.1)
+    await h.say(md, alice)
+    await refused(hub, sid, text_envelope(sid, alice), RateLimited, "over its rate")
+    await trio.sleep(100)  # refills to the burst (20 s), not beyond
+    await h.say(md, alice)
+    await h.say(md, alice)
+    await refused(hub, sid, text_envelope(sid, alice), RateLimited, "over its rate")
+    # Other senders, and protocol events, are not limited by alice's bucket.
+    await h.say(md, bob)
+    await hub.post_envelope(
+        Envelope(session_id=sid, sender_id=alice.id, event_type=EV_TASK_CANCEL_REQUEST)
+    )
+    # A new rate block starts a full bucket; per_minute=0 switches the limit off.
+    await hub.set_rule(alice.id, Rule(limits=LimitsBlock(rate=RateBlock(per_minute=0))))
+    for _ in range(20):
+        await h.say(md, alice)
+
+
+async def test_inbox_full_until_the_recipient_acks(
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+) -> None:
+    alice = await h.agent("alice")
+    bob = await h.agent(
+        "bob", rule=Rule(limits=LimitsBlock(inbox=InboxBlock(max_pending=2))), receipts=False
+    )
+    md = await h.session("conversation", alice, bob)
+    sid = md.session_id
+    await h.say(md, alice, "1")
+    await h.say(md, alice, "2")
+    await h.settle()
+    assert hub.statistics().pending_inbox == 2
+    await refused(hub, sid, text_envelope(sid, alice, "3"), InboxFull, "2 pending, max_pending 2")
+    # Protocol events bypass the inbox cap; bob's own posts are not held up by it.
+    await hub.post_envelope(
+        Envelope(session_id=sid, sender_id=alice.id, event_type=EV_TASK_CANCEL_REQUEST)
+    )
+    await h.say(md, bob, "busy")
+    first = next(e for e in client_of(bob).notified(bob.id, sid) if e.event_type == EV_TEXT)
+    assert first.event_data == {"text": "1"}
+    client_of(bob).ack(bob.id, first, status="nack", reason="no")
+    await h.settle()
+    assert hub.statistics().pending_inbox == 1
+    await h.say(md, alice, "3")
+
+
+async def test_seq_runs_without_gaps_and_the_callers_envelope_is_untouched(
+    autojump_clock: trio.testing.MockClock, hub: Hub, scene: Scene
+) -> None:
+    sid, alice, bob = scene.sid, scene.alice, scene.bob
+    start = len(await hub.read_wal(sid))
+    mine = text_envelope(sid, alice, "x", envelope_id="my-own-id", seq=77, created_at="then")
+    snapshot = attrs.asdict(mine)
+    ids = []
+    for i in range(10):
+        await trio.sleep(1)
+        ids.append(await hub.post_envelope(mine if i == 0 else text_envelope(sid, bob, str(i))))
+    assert attrs.asdict(mine) == snapshot
+    wal = await hub.read_wal(sid)
+    assert [e.seq for e in wal] == list(range(1, len(wal) + 1))
+    assert [e.envelope_id for e in wal[start:]] == ids
+    assert len(set(ids)) == 10
+    assert "my-own-id" not in ids
+    stamps = [e.created_at for e in wal[start:]]
+    assert stamps == sorted(stamps)
+    assert len(set(stamps)) == 10
+    # read_wal windows: since < seq <= until
+    assert [e.seq for e in await hub.read_wal(sid, since=3, until=5)] == [4, 5]
+    with pytest.raises(NotFoundError, match="session not found: 'nope'"):
+        await hub.read_wal("nope")
+
+
+async def test_idempotency_key_and_causation_return_the_original(
+    autojump_clock: trio.testing.MockClock, hub: Hub, scene: Scene
+) -> None:
+    sid, alice, bob = scene.sid, scene.alice, scene.bob
+    keyed = text_envelope(sid, alice, "once", idempotency_key="k1")
+    first = await hub.post(keyed)
+    wal = await hub.read_wal(sid)
+    again = await hub.post(attrs.evolve(keyed, event_data={"text": "changed"}))
+    assert (again.envelope_id, again.seq, again.duplicate) == (first.envelope_id, first.seq, True)
+    assert await hub.read_wal(sid) == wal
+    # The same sender answering the same trigger with the same event type is a retry ...
+    answer = text_envelope(sid, bob, "answer", causation_id=first.envelope_id)
+    a1 = await hub.post_envelope(answer)
+    assert await hub.post_envelope(attrs.evolve(answer, event_data={"text": "b"})) == a1
+    # ... another sender, or another event type, is not.
+    other = await hub.post_envelope(
+        text_envelope(sid, alice, "me too", causation_id=first.envelope_id)
+    )
+    info = await hub.post_envelope(
+        Envelope(
+            session_id=sid, sender_id=bob.id, event_type="app.note", causation_id=first.envelope_id
+        )
+    )
+    assert len({a1, other, info}) == 3
+    assert hub.statistics().duplicates == 2
+
+
+async def test_dedup_survives_a_restart(
+    autojump_clock: trio.testing.MockClock, reopen: Reopen
+) -> None:
+    async with open_harness(reopen()) as h:
+        alice, bob = await h.agent("alice"), await h.agent("bob")
+        md = await h.session("conversation", alice, bob)
+        keyed = await h.say(md, alice, "k", idempotency_key="k1")
+        caused = await h.say(md, bob, "c", causation_id=keyed)
+    async with open_harness(reopen()) as h:
+        alice, bob = await h.agent("alice"), await h.agent("bob")
+        wal = await h.hub.read_wal(md.session_id)
+        assert await h.say(md, alice, "k", idempotency_key="k1") == keyed
+        assert await h.say(md, bob, "c", causation_id=keyed) == caused
+        assert await h.hub.read_wal(md.session_id) == wal
+        fresh = await h.say(md, alice, "k", idempotency_key="k2")
+        assert fresh not in (keyed, caused)
+
+
+async def test_consulting_closes_itself_after_the_reply(
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+) -> None:
+    alice, bob = await h.agent("alice"), await h.agent("bob")
+    md = await h.session("consulting", alice, bob)
+    q = await h.say(md, alice, "q?")
+    await h.say(md, bob, "a!", causation_id=q)
+    after = await hub.get_session(md.session_id)
+    assert (after.state, after.close_reason) == (SessionState.CLOSED, "consulting_complete")
+    wal = await hub.read_wal(md.session_id)
+    assert (wal[-1].event_type, wal[-1].event_data["reason"]) == (
+        EV_SESSION_CLOSED,
+        "consulting_complete",
+    )
+    await h.settle()
+    for agent in (alice, bob):
+        assert agent.client is not None
+        assert agent.client.notified(agent.id)[-1] == wal[-1]
+    await refused(
+        hub,
+        md.session_id,
+        text_envelope(md, alice, "more"),
+        ProtocolError,
+        "is closed \\(consulting_complete\\)",
+    )
+    assert not hub.core.directory.get(md.session_id).running
+
+
+async def test_a_session_type_that_is_gone_refuses_substantive_posts(
+    autojump_clock: trio.testing.MockClock,
+    reopen: Reopen,
+) -> None:
+    from troupe.session_types import ConversationType, WindowedSummary
+
+    class Chat(ConversationType):
+        name = "chat"
+
+    async with open_harness(reopen(), session_types=[Chat()]) as h:
+        alice, bob = await h.agent("alice"), await h.agent("bob")
+        md = await h.session("chat", alice, bob)
+        await h.say(md, alice)
+        assert h.hub.default_view_policy(md.session_id, alice.id) == WindowedSummary(recent_n=10)
+    async with open_harness(reopen()) as h:
+        alice, bob = await h.agent("alice"), await h.agent("bob")
+        sid = md.session_id
+        await refused(
+            h.hub,
+            sid,
+            text_envelope(sid, alice),
+            ProtocolError,
+            f"session {sid}: no session type registered for chat@v1",
+        )
+        with pytest.raises(NotFoundError, match="no session type registered for chat@v1"):
+            h.hub.default_view_policy(sid, alice.id)
+        assert not h.hub.can_send(sid, alice.id)
+        assert await h.hub.pending_turns_for(alice.id) == []
+        # It can still be closed.
+        closed = await h.hub.close_session(sid)
+        assert closed.state is SessionState.CLOSED
+
+
+async def test_find_envelope_by_causation(
+    autojump_clock: trio.testing.MockClock, reopen: Reopen
+) -> None:
+    async with open_harness(reopen()) as h:
+        hub = h.hub
+        alice, bob = await h.agent("alice"), await h.agent("bob")
+        talk = await h.session("conversation", alice, bob)
+        q = await h.say(talk, alice, "q")
+        a = await h.say(talk, bob, "a", causation_id=q)
+        note = await hub.post_envelope(
+            Envelope(
+                session_id=talk.session_id,
+                sender_id=alice.id,
+                event_type="app.note",
+                causation_id=a,
+            )
+        )
+
+        async def find(md: Any, sender: Agent, cause: str) -> str | None:
+            found = await hub.find_envelope_by_causation(
+                md.session_id, sender_id=sender.id, causation_id=cause
+            )
+            return found.envelope_id if found is not None else None
+
+        assert await find(talk, bob, q) == a
+        assert await find(talk, alice, a) == note  # any event type
+        assert await find(talk, alice, q) is None
+        assert await find(talk, bob, "q") is None  # not a prefix match
+        consult = await h.session("consulting", alice, bob)
+        cq = await h.say(consult, alice, "q")
+        ca = await h.say(consult, bob, "a", causation_id=cq)
+        assert (await hub.get_session(consult.session_id)).state is SessionState.CLOSED
+        assert await find(consult, bob, cq) == ca
+        with pytest.raises(NotFoundError, match="session not found: 'nope'"):
+            await hub.find_envelope_by_causation("nope", sender_id=bob.id, causation_id=q)
+    async with open_harness(reopen()) as h:
+        hub = h.hub
+        assert await find(talk, bob, q) == a
+        assert await find(consult, bob, cq) == ca
+
+
+async def test_report_turn_failure_is_audited(
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+) -> None:
+    await hub.report_turn_failure(
+        session_id="s", agent_id="a", envelope_id="e", exc=ValueError("bad turn")
+    )
+    (record,) = await hub.read_audit()
+    assert {k: v for k, v in record.items() if k != "at"} == {
+        "kind": "turn_failed",
+        "session_id": "s",
+        "agent_id": "a",
+        "envelope_id": "e",
+        "exc_type": "ValueError",
+        "exc_message": "bad turn",
+    }
+
+
+async def test_a_repeat_of_the_post_that_closed_the_session_gets_its_original_id(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A consulting reply closes its session; a client that lost the answer and retries
+    # must learn the reply landed, not that the session is closed.
+    async with open_harness() as h:
+        alice, bob = await h.agent("alice"), await h.agent("bob")
+        for retry_by in ("idempotency_key", "causation_id"):
+            md = await h.session("consulting", alice, bob)
+            question = await h.say(md, alice, "why?")
+            if retry_by == "idempotency_key":
+                reply = text_envelope(md.session_id, bob, "because", idempotency_key="r-1")
+            else:
+                reply = text_envelope(md.session_id, bob, "because", causation_id=question)
+            first = await h.hub.post(reply)
+            assert (await h.hub.get_session(md.session_id)).state is SessionState.CLOSED
+            wal = await h.hub.read_wal(md.session_id)
+            again = await h.hub.post(reply)
+            assert (again.envelope_id, again.seq, again.duplicate) == (
+                first.envelope_id,
+                first.seq,
+                True,
+            )
+            assert await h.hub.read_wal(md.session_id) == wal
+            # A new post (no key, no cause) into the closed session is still refused.
+            with pytest.raises(ProtocolError, match="is closed"):
+                await h.hub.post(text_envelope(md.session_id, bob, "and another thing"))
+        assert h.hub.statistics().duplicates == 2

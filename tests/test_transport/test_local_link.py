@@ -1,0 +1,144 @@
+"""LocalLink: an in-process duplex of bounded memory channels between a client and a hub."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from typing import cast
+
+import pytest
+import trio
+import trio.testing
+from trio.testing import MockClock
+
+from troupe import NotFoundError, Passport, open_hub
+from troupe.hub import Endpoint, Hub
+from troupe.model import Frame, PingFrame, PongFrame
+from troupe.transport import LocalEndpoint, LocalLink, LocalLinkClient
+from troupe.transport._local import BUFFER
+
+
+class FakeHub:
+    """Records the endpoints it is asked to serve, and serves none of them."""
+
+    def __init__(self) -> None:
+        self.attached: list[Endpoint] = []
+
+    async def attach_endpoint(self, endpoint: Endpoint) -> str:
+        await trio.lowlevel.checkpoint()
+        self.attached.append(endpoint)
+        return endpoint.endpoint_id
+
+
+async def pair() -> tuple[FakeHub, LocalLinkClient, LocalEndpoint]:
+    fake = FakeHub()
+    link = LocalLink(cast(Hub, fake))
+    client = link.client()
+    await client.open()
+    (endpoint,) = fake.attached
+    assert isinstance(endpoint, LocalEndpoint)
+    return fake, client, endpoint
+
+
+async def read(end: LocalLinkClient | LocalEndpoint, n: int = 1) -> list[Frame]:
+    """The next ``n`` frames that arrive at ``end``."""
+    frames = end.frames()
+    assert isinstance(frames, AsyncGenerator)
+    async with aclosing(frames):
+        return [await anext(frames) for _ in range(n)]
+
+
+async def test_a_client_attaches_once_when_opened(autojump_clock: MockClock) -> None:
+    fake = FakeHub()
+    link = LocalLink(cast(Hub, fake))
+    assert link.hub is cast(Hub, fake)
+    client = link.client()
+    assert fake.attached == []  # no I/O before open()
+    await client.open()
+    await client.open()  # idempotent
+    assert [e.endpoint_id for e in fake.attached] == [client.endpoint_id]
+    assert link.client().endpoint_id != client.endpoint_id
+
+
+async def test_frames_travel_both_ways_as_the_same_objects(autojump_clock: MockClock) -> None:
+    _, client, endpoint = await pair()
+    ping = PingFrame(nonce="n1")
+    pong = PongFrame(nonce="n1")
+    await client.send_frame(ping)
+    await endpoint.send_frame(pong)
+    (got,) = await read(endpoint)
+    assert got is ping  # passed by reference, never serialised
+    (got,) = await read(client)
+    assert got is pong
+
+
+async def test_closing_either_end_ends_both_directions(autojump_clock: MockClock) -> None:
+    for closer in ("client", "endpoint"):
+        _, client, endpoint = await pair()
+        await client.send_frame(PingFrame(nonce="before"))
+        await (client if closer == "client" else endpoint).aclose()
+        to_hub = [f async for f in endpoint.frames()]
+        to_client = [f async for f in client.frames()]
+        # What was sent before the close is still read by the other end.
+        assert to_hub == ([PingFrame(nonce="before")] if closer == "client" else [])
+        assert to_client == []
+
+
+async def test_a_send_after_close_is_dropped_silently(autojump_clock: MockClock) -> None:
+    _, client, endpoint = await pair()
+    await endpoint.aclose()
+    await client.send_frame(PingFrame())  # the hub is gone: no error
+    await client.aclose()
+    await client.send_frame(PingFrame())  # our own end is closed: no error either
+    await endpoint.send_frame(PongFrame())
+    assert [f async for f in client.frames()] == []
+
+
+async def test_each_direction_holds_buffer_frames_then_waits(autojump_clock: MockClock) -> None:
+    _, client, endpoint = await pair()
+    for i in range(BUFFER):
+        await client.send_frame(PingFrame(nonce=str(i)))
+    with trio.move_on_after(1) as waited:
+        await client.send_frame(PingFrame(nonce="one too many"))
+    assert waited.cancelled_caught  # backpressure: the sender waits for the reader
+    sent = trio.Event()
+
+    async def send_last() -> None:
+        await client.send_frame(PingFrame(nonce="last"))
+        sent.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(send_last)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not sent.is_set()
+        await read(endpoint)  # one read makes room
+    assert sent.is_set()
+    await client.aclose()
+    nonces = [f.nonce async for f in endpoint.frames() if isinstance(f, PingFrame)]
+    assert nonces[-1] == "last"
+    assert len(nonces) == BUFFER  # 1..BUFFER-1 still queued, plus the last
+
+
+async def test_with_a_hub_open_serves_and_close_releases(autojump_clock: MockClock) -> None:
+    async with open_hub(ttl_sweep_interval=0) as hub:
+        client = LocalLink(hub).client()
+        await client.open()
+        assert hub.statistics().connections == 1
+        bob = await hub.register(Passport(name="bob"))
+        assert bob.agent_id is not None
+        await hub.bind_endpoint(client.endpoint_id, bob.agent_id)
+        assert bob.agent_id in hub.core.bindings
+        await client.send_frame(PingFrame(nonce="x"))
+        assert await read(client) == [PongFrame(nonce="x")]
+        await client.aclose()
+        await trio.testing.wait_all_tasks_blocked()
+        assert hub.statistics().connections == 0
+        assert bob.agent_id not in hub.core.bindings
+
+
+async def test_binding_an_unattached_endpoint_is_refused(autojump_clock: MockClock) -> None:
+    async with open_hub(ttl_sweep_interval=0) as hub:
+        client = LocalLink(hub).client()  # never opened
+        bob = await hub.register(Passport(name="bob"))
+        with pytest.raises(NotFoundError, match="endpoint not attached"):
+            await hub.bind_endpoint(client.endpoint_id, bob.agent_id or "")
