@@ -11,7 +11,15 @@ from typing import Any
 import pytest
 import trio
 
-from troupe import EV_TEXT, Envelope, HubClient, Passport, SessionState, StoreError
+from troupe import (
+    EV_SESSION_CLOSED,
+    EV_TEXT,
+    Envelope,
+    HubClient,
+    Passport,
+    SessionState,
+    StoreError,
+)
 from troupe.client import HumanClient
 from troupe.hub import Hub
 from troupe.testing import FaultyStore, ScriptedAgent, check_invariants, expect_envelope
@@ -200,3 +208,24 @@ async def test_a_failed_session_creation_leaves_no_half_made_session(
     open_ = await hub.list_sessions(state=SessionState.ACTIVE)
     assert [md.session_id for md in open_] == [channel.session_id]
     await check_invariants(hub)
+
+
+class TestCleanupAfterAClose:
+    """A snapshot every two envelopes, so a close has an activity summary to forget."""
+
+    @pytest.fixture
+    def hub_options(self) -> dict[str, Any]:
+        return {"snapshot_every": 2}
+
+    async def test_a_failed_cleanup_after_a_close_does_not_undo_the_close(
+        self, hub: Hub, hub_client: HubClient, store_faults: FaultyStore, autojump_clock: object
+    ) -> None:
+        me, _you, sid = await two_humans(hub_client)
+        for body in ("a", "b", "c"):
+            await me.send(sid, body)
+        store_faults.fail_next("delete_kv")
+        md = await hub.close_session(sid)
+        assert md.state is SessionState.CLOSED
+        await expect_envelope(me, sid, event_type=EV_SESSION_CLOSED)
+        assert store_faults.statistics().failed == {"delete_kv": 1}
+        await check_invariants(hub)

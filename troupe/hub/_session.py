@@ -499,12 +499,17 @@ class SessionActor(Actor[SessionMsg, Any]):
         self._accepted(notice)
         self.metadata = md
         self._publish()
-        if self.snapshot_seq > 0:
-            await forget_activity(core.store, self.sid)
         core.directory.ended(md)
         dispatch(core, md, notice)
         core.audit(f"session_{target.value}", session_id=self.sid, reason=reason)
         self.stopping = True
+        if self.snapshot_seq > 0:
+            try:
+                await forget_activity(core.store, self.sid)
+            except StoreError as exc:
+                # The session is closed (the notice is durable); a stale summary of a
+                # closed session is never read again.
+                log.warning("session %s: forgetting its activity failed: %s", self.sid, exc)
         return md
 
 

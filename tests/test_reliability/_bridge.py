@@ -1,0 +1,49 @@
+"""Driving a synchronous Hypothesis state machine against a hub that lives in one trio run.
+
+Hypothesis runs a ``RuleBasedStateMachine`` synchronously: a rule cannot ``await``. pytest-trio
+runs each test in one trio run, with the ``autojump_clock`` it provides. So the test (async,
+in that run) hands the machine to a worker thread (``trio.to_thread``), and each rule runs its
+async part back on the trio thread with ``trio.from_thread.run`` and waits for it. Only one
+of the two threads works at a time, so the run is as sequential as a plain test.
+
+Each step runs with the clock on autojump (so timeouts cost no time and a hang is caught by
+the step's deadline), then lets the hub settle with the clock stopped: between steps no task
+is runnable and no virtual time passes, so what the next step sees does not depend on how
+long Hypothesis took to choose it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import trio
+import trio.testing
+
+T = TypeVar("T")
+
+#: Virtual seconds a step may take before it counts as a hang.
+STEP_DEADLINE = 60.0
+
+
+class Bridge:
+    """Runs async steps from the machine's thread in the test's trio run."""
+
+    def __init__(self, clock: trio.testing.MockClock, nursery: trio.Nursery) -> None:
+        self.clock = clock
+        self.nursery = nursery
+        clock.autojump_threshold = math.inf
+
+    def run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run ``await fn(*args)`` on the trio thread (from the machine's thread)."""
+        return trio.from_thread.run(self._step, fn, *args)
+
+    async def _step(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        self.clock.autojump_threshold = 0
+        try:
+            with trio.fail_after(STEP_DEADLINE):
+                return await fn(*args)
+        finally:
+            self.clock.autojump_threshold = math.inf
+            await trio.testing.wait_all_tasks_blocked()

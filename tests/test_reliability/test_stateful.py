@@ -1,0 +1,52 @@
+"""The hub against a Hypothesis state machine: random use, crashes, store faults, restarts.
+
+See ``_machine.py`` for the rules and invariants and ``_bridge.py`` for how a synchronous
+state machine drives a hub inside pytest-trio's run. In CI it runs a small budget
+(deterministically); ``TROUPE_RELIABILITY=full ./dev test tests/test_reliability`` runs
+the full one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from functools import partial
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis.stateful import run_state_machine_as_test
+
+from ._bridge import Bridge
+from ._machine import bound_machine
+
+FULL = os.environ.get("TROUPE_RELIABILITY") == "full"
+
+SETTINGS = settings(
+    phases=[Phase.explicit, Phase.reuse, Phase.generate] if os.environ.get("NOSHRINK") else list(Phase),
+    max_examples=200 if FULL else 12,
+    stateful_step_count=60 if FULL else 25,
+    deadline=None,
+    derandomize=not FULL,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+
+
+@pytest.mark.parametrize("engine", ["memory", "sqlite"])
+async def test_the_hub_keeps_its_promises_whatever_happens(
+    engine: str,
+    tmp_path: Path,
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Thousands of injected crashes log their tracebacks: formatting them would cost more
+    # than the run itself. A failing example is replayed with its steps printed anyway.
+    caplog.set_level(logging.CRITICAL, logger="troupe")
+    async with trio.open_nursery() as nursery:
+        machine = bound_machine(Bridge(autojump_clock, nursery), tmp_path, engine)
+        await trio.to_thread.run_sync(
+            partial(run_state_machine_as_test, machine, settings=SETTINGS)
+        )
