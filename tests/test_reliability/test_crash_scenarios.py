@@ -10,8 +10,8 @@ import trio
 import trio.testing
 
 from troupe import (
-    ActorDead,
     EV_TEXT,
+    ActorDead,
     Envelope,
     HubClient,
     LocalLink,
@@ -216,7 +216,7 @@ async def test_a_close_that_crashes_its_session_for_good_does_not_report_success
     # The close notice's append fails, the store cannot say whether it landed (the actor
     # crashes to recover), and every restart fails: close_session must not return an
     # open session as if it had closed it.
-    me, sid = await consulting(hub_client)
+    _me, sid = await consulting(hub_client)
     store_faults.fail_next("append", session_id=sid)
     store_faults.fail_next("reads", n=4, session_id=sid)
     with pytest.raises((ActorDead, ProtocolError), match="crashed"):
@@ -224,4 +224,26 @@ async def test_a_close_that_crashes_its_session_for_good_does_not_report_success
     with trio.fail_after(5):
         md = await hub.core.directory.get(sid).wait_for(lambda m: m.state.terminal)
     assert md.close_reason == "crashed"
+    await check_invariants(hub)
+
+
+@pytest.mark.parametrize("kind", ["consulting", "auction"])
+async def test_a_create_whose_invites_crash_twice_fails_at_once(
+    hub: Hub,
+    hub_client: HubClient,
+    crash_points: CrashPoints,
+    kind: str,
+    autojump_clock: object,
+) -> None:
+    # No invite went out: create_session must say so at once, not wait for acks that
+    # cannot come and then blame the invitee.
+    me = await hub_client.register_human(Passport(name="me"))
+    await hub_client.register_human(Passport(name="you"))
+    crash_points.crash_at("before_append", times=2)
+    start = trio.current_time()
+    with pytest.raises(ActorDead, match="crashed twice"):
+        await me.open(type=kind, target="you")
+    assert trio.current_time() - start < hub.core.config.invite_ack_timeout
+    [md] = await hub.list_sessions(include_terminal=True)
+    assert (md.state, md.close_reason) == (SessionState.CLOSED, "invite_failed")
     await check_invariants(hub)

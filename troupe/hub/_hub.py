@@ -6,6 +6,7 @@ wait on an actor. Writes go to the one actor that owns the thing written.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from functools import partial
@@ -14,7 +15,7 @@ from typing import Any
 import attrs
 import trio
 
-from .._errors import ActorDead, NotFoundError, ProtocolError, StoreError
+from .._errors import ActorDead, NotFoundError, ProtocolError, StoreError, TroupeError
 from ..actors import ActorRef
 from ..mailbox import DeadLetter, DeadLetterBuffer
 from ..model import (
@@ -231,6 +232,10 @@ class Hub:
         entry = self._core.directory.get(sid)
         result = await self._ask_session(sid, SendInvites())
         if isinstance(result, Failed):
+            if isinstance(result.error, ActorDead):
+                # Not every invite may have gone out: nobody should wait for the acks.
+                with contextlib.suppress(TroupeError):
+                    await self._end_session(sid, EndSession("invite_failed", only_if_pending=True))
             raise result.error
         with trio.move_on_after(self._core.config.invite_ack_timeout):
             await entry.wait_for(lambda m: m.state is not SessionState.PENDING)
@@ -581,14 +586,20 @@ class Hub:
         return ChildSpec(sid, make, restart="transient", shutdown_s=5.0)
 
     async def _ask_session(self, session_id: str, msg: Any) -> Any:
+        """Ask the session actor, once more if it crashed; Failed(ActorDead) if it crashed
+        twice (the metadata if it ended meanwhile)."""
         entry = self._core.directory.get(session_id)
+        crash: ActorDead | None = None
         for _ in range(2):
             try:
                 return await (await self._running(entry)).ask(msg)
-            except ActorDead:
+            except ActorDead as exc:
                 if entry.metadata.state.terminal:
                     return entry.metadata
-        return entry.metadata
+                crash = exc
+        error = ActorDead(f"session {session_id} crashed twice handling {type(msg).__name__}")
+        error.__cause__ = crash
+        return Failed(error)
 
     async def _end_session(self, session_id: str, msg: EndSession) -> SessionMetadata:
         """Ask the session to end; raise the StoreError that kept it from ending, if any."""
@@ -596,11 +607,6 @@ class Hub:
         if isinstance(result, Failed):
             raise result.error
         md: SessionMetadata = result
-        if msg.state.terminal and not msg.only_if_pending and not md.state.terminal:
-            raise ActorDead(
-                f"session {session_id} crashed while ending ({msg.reason}); it is still "
-                f"{md.state.value}"
-            )
         return md
 
     async def close_crashed(self, session_id: str, crash: BaseException | None) -> None:
