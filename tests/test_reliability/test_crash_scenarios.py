@@ -10,6 +10,7 @@ import trio
 import trio.testing
 
 from troupe import (
+    EV_SESSION_CLOSED,
     EV_TEXT,
     ActorDead,
     Envelope,
@@ -246,4 +247,29 @@ async def test_a_create_whose_invites_crash_twice_fails_at_once(
     assert trio.current_time() - start < hub.core.config.invite_ack_timeout
     [md] = await hub.list_sessions(include_terminal=True)
     assert (md.state, md.close_reason) == (SessionState.CLOSED, "invite_failed")
+    await check_invariants(hub)
+
+
+async def test_a_crashed_session_whose_close_the_store_fails_is_closed_once_it_recovers(
+    hub: Hub,
+    hub_client: HubClient,
+    store_faults: FaultyStore,
+    autojump_clock: object,
+) -> None:
+    # The post lands but the store reports a failure and cannot be read back, so the actor
+    # crashes; its restarts fail until it is given up on; closing it fails too, first on a
+    # read, then on an append that lands although it reports a failure. Once the store
+    # answers again the session is closed as crashed, with one close notice.
+    me, sid = await consulting(hub_client)
+    store_faults.fail_next("append", n=2, session_id=sid, lost_reply=True)
+    store_faults.fail_next("reads", n=5, session_id=sid)
+    with pytest.raises(StoreError, match="whether it was appended is unknown"):
+        await hub.post(question(me, sid))
+    await trio.sleep(10)  # the hub retries the close in the background
+    assert store_faults.armed == 0
+    md = await hub.get_session(sid)
+    assert (md.state, md.close_reason) == (SessionState.CLOSED, "crashed")
+    wal = await hub.read_wal(sid)
+    assert [e.event_type for e in wal].count(EV_SESSION_CLOSED) == 1
+    assert [e.text for e in wal if e.event_type == EV_TEXT] == ["a question?"]
     await check_invariants(hub)

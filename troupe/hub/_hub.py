@@ -53,6 +53,10 @@ from ._stats import HubStatistics, PendingTurn
 
 log = logging.getLogger("troupe.hub")
 
+#: First and longest pause between attempts to close a crashed session the store refused.
+CLOSE_RETRY_S = 0.1
+CLOSE_RETRY_MAX_S = 5.0
+
 
 class Hub:
     """A running hub; use it only inside its ``open_hub`` block."""
@@ -617,12 +621,18 @@ class Hub:
         core.audit("session_crashed", session_id=session_id, error=repr(crash))
         if entry.metadata.state.terminal:
             return
-        try:
-            await self._close_crashed(entry)
-        except (StoreError, ActorDead) as exc:
-            # Runs in the session supervisor's nursery: raising would take every session
-            # down. The session stays refused (``given_up``) until the hub restarts.
-            log.error("closing crashed session %s failed: %s", session_id, exc)
+        delay = CLOSE_RETRY_S
+        while True:
+            try:
+                await self._close_crashed(entry)
+            except (StoreError, ActorDead) as exc:
+                # Runs in the session supervisor's nursery: raising would take every session
+                # down. The session stays refused (``given_up``) until its close lands.
+                log.error("closing crashed session %s failed (retrying): %s", session_id, exc)
+            else:
+                return
+            await trio.sleep(delay)
+            delay = min(delay * 2, CLOSE_RETRY_MAX_S)
 
     async def _close_crashed(self, entry: SessionEntry) -> None:
         core = self._core
@@ -631,22 +641,28 @@ class Hub:
         if core.hub_ref is not None:
             await core.hub_ref.ask(H.ExpireSessionTasks(session_id))
         last = await core.store.last_seq(session_id)
-        md = attrs.evolve(
-            md, state=SessionState.CLOSED, close_reason="crashed", closed_at=core.now_iso()
-        )
-        from ..model import EV_SESSION_CLOSED
+        from ..model import EV_SESSION_CLOSED, EV_SESSION_EXPIRED
 
-        notice = Envelope(
-            session_id=session_id,
-            sender_id=md.creator_id,
-            event_type=EV_SESSION_CLOSED,
-            event_data={"reason": "crashed", "session_id": session_id},
-            audience=tuple(md.participant_ids()),
-            envelope_id=core.new_id(),
-            seq=last + 1,
-            created_at=core.now_iso(),
-        )
-        await core.store.append(session_id, [notice], metadata=md)
+        tail = await core.store.read(session_id, since=max(0, last - 1))
+        stored = await core.store.get_session(session_id)
+        if tail and tail[-1].event_type in (EV_SESSION_CLOSED, EV_SESSION_EXPIRED) and stored:
+            # An earlier attempt's append landed although it reported a failure.
+            notice, md = tail[-1], stored
+        else:
+            md = attrs.evolve(
+                md, state=SessionState.CLOSED, close_reason="crashed", closed_at=core.now_iso()
+            )
+            notice = Envelope(
+                session_id=session_id,
+                sender_id=md.creator_id,
+                event_type=EV_SESSION_CLOSED,
+                event_data={"reason": "crashed", "session_id": session_id},
+                audience=tuple(md.participant_ids()),
+                envelope_id=core.new_id(),
+                seq=last + 1,
+                created_at=core.now_iso(),
+            )
+            await core.store.append(session_id, [notice], metadata=md)
         # The actor died without publishing what it folded last: no state is better than a
         # stale one (a closed session's state is None after a hub restart too).
         entry.publish(md, None, notice.seq)
