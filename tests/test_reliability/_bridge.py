@@ -7,9 +7,10 @@ async part back on the trio thread with ``trio.from_thread.run`` and waits for i
 of the two threads works at a time, so the run is as sequential as a plain test.
 
 Each step runs with the clock on autojump (so timeouts cost no time and a hang is caught by
-the step's deadline), then lets the hub settle with the clock stopped: between steps no task
-is runnable and no virtual time passes, so what the next step sees does not depend on how
-long Hypothesis took to choose it.
+the step's deadline) and then lets a few virtual seconds pass, so the hub's background work
+(a retried close, a restart) is done before the invariants are checked. Then the clock stops:
+between steps no task is runnable and no virtual time passes, so what the next step sees
+does not depend on how long Hypothesis took to choose it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ T = TypeVar("T")
 
 #: Virtual seconds a step may take before it counts as a hang.
 STEP_DEADLINE = 60.0
+#: Virtual seconds the hub is given after each step to finish what the step started.
+SETTLE_S = 5.0
 
 
 class Bridge:
@@ -35,15 +38,21 @@ class Bridge:
         self.nursery = nursery
         clock.autojump_threshold = math.inf
 
-    def run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """Run ``await fn(*args)`` on the trio thread (from the machine's thread)."""
-        return trio.from_thread.run(self._step, fn, *args)
+    def run(self, fn: Callable[..., Awaitable[T]], *args: Any, settle: bool = True) -> T:
+        """Run ``await fn(*args)`` on the trio thread (from the machine's thread), then give
+        the hub ``SETTLE_S`` virtual seconds (``settle=False``: none, for a check)."""
+        return trio.from_thread.run(self._step, fn, args, settle)
 
-    async def _step(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    async def _step(
+        self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...], settle: bool
+    ) -> T:
         self.clock.autojump_threshold = 0
         try:
             with trio.fail_after(STEP_DEADLINE):
-                return await fn(*args)
+                result = await fn(*args)
+                if settle:
+                    await trio.sleep(SETTLE_S)
+                return result
         finally:
             self.clock.autojump_threshold = math.inf
             await trio.testing.wait_all_tasks_blocked()

@@ -368,7 +368,7 @@ class HubMachine(RuleBasedStateMachine):
     @invariant()
     def the_wal_matches_what_posters_were_told(self) -> None:
         if self.running is not None:
-            self.bridge.run(self._check)
+            self.bridge.run(self._check, settle=False)
 
     async def _check(self) -> None:
         await check_invariants(self.hub)

@@ -24,8 +24,11 @@ from ._machine import bound_machine
 
 FULL = os.environ.get("TROUPE_RELIABILITY") == "full"
 
+#: TROUPE_RELIABILITY_SHRINK=0 reports the first failing example as found (faster to debug).
+SHRINK = os.environ.get("TROUPE_RELIABILITY_SHRINK", "1") != "0"
+
 SETTINGS = settings(
-    phases=[Phase.explicit, Phase.reuse, Phase.generate] if os.environ.get("NOSHRINK") else list(Phase),
+    phases=list(Phase) if SHRINK else [Phase.explicit, Phase.reuse, Phase.generate],
     max_examples=200 if FULL else 12,
     stateful_step_count=60 if FULL else 25,
     deadline=None,
