@@ -11,10 +11,15 @@ the step's deadline) and then lets a few virtual seconds pass, so the hub's back
 (a retried close, a restart) is done before the invariants are checked. Then the clock stops:
 between steps no task is runnable and no virtual time passes, so what the next step sees
 does not depend on how long Hypothesis took to choose it.
+
+The garbage collector is switched off while the machine runs (the machine collects on the
+trio thread when a hub closes): collected on the machine's thread, an async generator the
+hub dropped would be finalized outside trio (a ResourceWarning, an error in this suite).
 """
 
 from __future__ import annotations
 
+import gc
 import math
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -31,12 +36,23 @@ SETTLE_S = 5.0
 
 
 class Bridge:
-    """Runs async steps from the machine's thread in the test's trio run."""
+    """Runs async steps from the machine's thread in the test's trio run.
+
+    Use it as a context manager around the machine's run: it stops automatic garbage
+    collection meanwhile (see the module docstring).
+    """
 
     def __init__(self, clock: trio.testing.MockClock, nursery: trio.Nursery) -> None:
         self.clock = clock
         self.nursery = nursery
         clock.autojump_threshold = math.inf
+
+    def __enter__(self) -> Bridge:
+        gc.disable()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        gc.enable()
 
     def run(self, fn: Callable[..., Awaitable[T]], *args: Any, settle: bool = True) -> T:
         """Run ``await fn(*args)`` on the trio thread (from the machine's thread), then give

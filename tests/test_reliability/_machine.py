@@ -11,6 +11,7 @@ is not there at all. ``check_invariants`` checks the rest (seqs, dedup, folds, m
 
 from __future__ import annotations
 
+import gc
 import itertools
 from pathlib import Path
 from typing import Any
@@ -171,6 +172,7 @@ class HubMachine(RuleBasedStateMachine):
         await running.client.close()
         running.stop.set()
         await running.done.wait()
+        gc.collect()  # here, on the trio thread (see _bridge.py)
         if running.outcome:
             raise running.outcome[0]
 
@@ -260,10 +262,18 @@ class HubMachine(RuleBasedStateMachine):
             with trio.fail_after(POST_DEADLINE):
                 channel = await creator.open(type=kind, target=members[1:])
         except TroupeError as exc:
-            if "no ack within" in str(exc):
+            if "no ack within" in str(exc) and not self._ack_was_poison(exc):
                 raise AssertionError(f"an invite ack was lost: {exc}") from exc
             return  # a store fault or a crash storm
         self.sessions[channel.session_id] = SessionModel(kind, members)
+
+    def _ack_was_poison(self, exc: TroupeError) -> bool:
+        # An ack that crashed its session twice (random crashes can do that) is refused as
+        # poison, as any post would be: then, and only then, may the acks run out.
+        poisoned = {
+            letter.mailbox for letter in self.hub.dead_letters.letters if letter.reason == "poison"
+        }
+        return any(sid in str(exc) for sid in poisoned)
 
     @rule(data=st.data())
     def close_session(self, data: st.DataObject) -> None:

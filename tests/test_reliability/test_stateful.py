@@ -49,7 +49,8 @@ async def test_the_hub_keeps_its_promises_whatever_happens(
     # than the run itself. A failing example is replayed with its steps printed anyway.
     caplog.set_level(logging.CRITICAL, logger="troupe")
     async with trio.open_nursery() as nursery:
-        machine = bound_machine(Bridge(autojump_clock, nursery), tmp_path, engine)
-        await trio.to_thread.run_sync(
-            partial(run_state_machine_as_test, machine, settings=SETTINGS)
-        )
+        with Bridge(autojump_clock, nursery) as bridge:
+            machine = bound_machine(bridge, tmp_path, engine)
+            await trio.to_thread.run_sync(
+                partial(run_state_machine_as_test, machine, settings=SETTINGS)
+            )
