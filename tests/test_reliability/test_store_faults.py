@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from troupe import (
     EV_SESSION_CLOSED,
@@ -229,3 +230,32 @@ class TestCleanupAfterAClose:
         await expect_envelope(me, sid, event_type=EV_SESSION_CLOSED)
         assert store_faults.statistics().failed == {"delete_kv": 1}
         await check_invariants(hub)
+
+
+async def test_a_store_fault_while_binding_an_identity_spares_its_connection(
+    hub: Hub, hub_client: HubClient, store_faults: FaultyStore, autojump_clock: object
+) -> None:
+    # Every identity of a HubClient shares one connection: one bind that fails must not
+    # take the others' deliveries down with it.
+    me, you, sid = await two_humans(hub_client)
+    store_faults.fail_next("load_cursors")
+    with pytest.raises(StoreError, match="load_cursors"):
+        await hub_client.register_human(Passport(name="late"))
+    assert hub.statistics().connections == 1
+    await me.send(sid, "still delivered")
+    await expect_envelope(you, sid, text="still delivered")
+
+
+async def test_a_store_fault_saving_cursors_spares_the_connection(
+    hub: Hub, hub_client: HubClient, store_faults: FaultyStore, autojump_clock: object
+) -> None:
+    me, you, sid = await two_humans(hub_client)
+    store_faults.fail_next("save_cursor", n=3)
+    for body in ("one", "two"):
+        await me.send(sid, body)
+        await expect_envelope(you, sid, text=body)
+    await trio.testing.wait_all_tasks_blocked()
+    assert store_faults.statistics().failed.get("save_cursor", 0) >= 1
+    assert hub.statistics().connections == 1
+    await me.send(sid, "three")
+    await expect_envelope(you, sid, text="three")

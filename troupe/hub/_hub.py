@@ -796,7 +796,9 @@ class Hub:
         if conn is None:
             raise NotFoundError(f"endpoint not attached: {endpoint_id!r}")
         self._core.registry.record(agent_id)
-        await conn.ask(Bind(agent_id, since))
+        result = await conn.ask(Bind(agent_id, since))
+        if isinstance(result, Failed):
+            raise result.error
 
     async def host(self, fn: Any, *args: Any) -> Any:
         """Run ``await nursery.start(fn, *args)`` in the hub's nursery for in-process clients.

@@ -32,6 +32,7 @@ from ..model import (
     WelcomeFrame,
 )
 from ._connection import Bind, ConnectionActor, Endpoint, Flush, Receipt, SendOut
+from ._core import Failed
 from ._rpc import Caller, handle_request
 from ._rules import TokenBucket
 
@@ -159,7 +160,9 @@ async def _hello(hub: Hub, ref: ActorRef[Any, Any], frame: HelloFrame) -> None:
         agent_id=passport.agent_id,
         request_id=frame.request_id,
     )
-    await ref.ask(Bind(passport.agent_id, frame.since, welcome))
+    bound = await ref.ask(Bind(passport.agent_id, frame.since, welcome))
+    if isinstance(bound, Failed):
+        await ref.tell(SendOut(error_frame(bound.error, request_id=frame.request_id)))
 
 
 def actor_endpoint_id(ref: ActorRef[Any, Any]) -> str:
