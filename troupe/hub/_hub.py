@@ -234,13 +234,16 @@ class Hub:
         )
         sid = md.session_id
         entry = self._core.directory.get(sid)
-        result = await self._ask_session(sid, SendInvites())
-        if isinstance(result, Failed):
-            if isinstance(result.error, ActorDead):
-                # Not every invite may have gone out: nobody should wait for the acks.
-                with contextlib.suppress(TroupeError):
-                    await self._end_session(sid, EndSession("invite_failed", only_if_pending=True))
-            raise result.error
+        try:
+            result = await self._ask_session(sid, SendInvites())
+            if isinstance(result, Failed):
+                raise result.error
+        except (ActorDead, StoreError):
+            # Not every invite may have gone out: nobody should wait for the acks (if this
+            # close fails too, the sweeper closes the session at its handshake deadline).
+            with contextlib.suppress(TroupeError):
+                await self._end_session(sid, EndSession("invite_failed", only_if_pending=True))
+            raise
         with trio.move_on_after(self._core.config.invite_ack_timeout):
             await entry.wait_for(lambda m: m.state is not SessionState.PENDING)
         md = entry.metadata
