@@ -21,6 +21,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import trio
 from trio_websocket import (
     ConnectionClosed,
@@ -59,11 +60,11 @@ def _decode(message: str | bytes) -> Frame:
 
 def _request_id_of(message: str | bytes) -> str:
     """Best effort: the ``request_id`` of a frame that did not decode, to echo it back."""
-    import json
-
     try:
-        data = json.loads(message)
-    except ValueError:
+        # orjson, as the decoder: json.loads recurses per nesting level and raised
+        # RecursionError on 1000 nested arrays, which ended the connection's reader.
+        data = orjson.loads(message)
+    except orjson.JSONDecodeError:
         return ""
     value = data.get("request_id") if isinstance(data, dict) else None
     return value if isinstance(value, str) else ""
