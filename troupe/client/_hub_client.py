@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict, deque
 from collections.abc import Sequence
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, aclosing
 from types import TracebackType
 from typing import Any, Self
 
@@ -168,8 +168,9 @@ class HubClient:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 task_status.started(scope)
-                async for frame in conn.frames():
-                    self._on_frame(frame)
+                async with aclosing(conn.frames()) as frames:
+                    async for frame in frames:
+                        self._on_frame(frame)
                 nursery.cancel_scope.cancel()
 
     async def _run_remote(
@@ -217,8 +218,9 @@ class HubClient:
         return self._closed
 
     async def _read(self, conn: WsLinkClient, wake: trio.Event) -> None:
-        async for frame in conn.frames():
-            self._on_frame(frame)
+        async with aclosing(conn.frames()) as frames:
+            async for frame in frames:
+                self._on_frame(frame)
         wake.set()
 
     async def _connect(self, link: WsLink, nursery: trio.Nursery) -> WsLinkClient:

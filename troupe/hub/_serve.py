@@ -77,13 +77,21 @@ async def serve_endpoint(
             ref = await spawn(nursery, actor, mailbox=mailbox, name=f"conn:{endpoint.endpoint_id}")
             hub._endpoints[endpoint.endpoint_id] = ref
             task_status.started(ref)
-            async for frame in endpoint.frames():
-                if not flood.take(trio.current_time()):
-                    # Over its budget: this connection waits; the others are not read by
-                    # this task, so they do not.
-                    await trio.sleep(flood.wait_for_token())
-                    flood.take(trio.current_time())
-                await _on_frame(hub, actor, ref, frame, nursery, limiter)
+            frames = endpoint.frames()
+            try:
+                async for frame in frames:
+                    if not flood.take(trio.current_time()):
+                        # Over its budget: this connection waits; the others are not read
+                        # by this task, so they do not.
+                        await trio.sleep(flood.wait_for_token())
+                        flood.take(trio.current_time())
+                    await _on_frame(hub, actor, ref, frame, nursery, limiter)
+            finally:
+                # A reader cancelled mid-frame closes its generator now, not whenever the
+                # garbage collector gets to it (maybe after the run: a ResourceWarning).
+                aclose = getattr(frames, "aclose", None)
+                if aclose is not None:
+                    await aclose()
             # The client closed. The receipts it sent are in the actor's system lane, ahead
             # of this flush: persist every ack it got to send before the connection ends.
             flushed = trio.Event()

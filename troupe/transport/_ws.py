@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import ssl
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -89,7 +89,7 @@ class _WsEnd:
         except ConnectionClosed:
             await trio.lowlevel.checkpoint()
 
-    async def frames(self) -> AsyncIterator[Frame]:
+    async def frames(self) -> AsyncGenerator[Frame, None]:
         """Decoded frames until the connection closes (garbage as InvalidFrame)."""
         while True:
             try:
