@@ -52,6 +52,7 @@ class Bridge:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        gc.collect()  # still on the trio thread
         gc.enable()
 
     def run(self, fn: Callable[..., Awaitable[T]], *args: Any, settle: bool = True) -> T:

@@ -22,7 +22,7 @@ from troupe import (
     StoreError,
 )
 from troupe.client import HumanClient
-from troupe.hub import Hub, open_hub
+from troupe.hub import Accepted, Hub, open_hub
 from troupe.store import Store
 from troupe.testing import CrashPoints, FaultyStore, ScriptedAgent, check_invariants, seeded_ids
 
@@ -45,6 +45,15 @@ def question(me: HumanClient, sid: str, *, idempotency_key: str | None = None) -
         event_type=EV_TEXT,
         event_data={"text": "a question?"},
         idempotency_key=idempotency_key,
+    )
+
+
+def assert_repeat_of(again: Accepted, accepted: Accepted) -> None:
+    """``again`` answers a retry of the post that got ``accepted``."""
+    assert (again.envelope_id, again.seq, again.duplicate) == (
+        accepted.envelope_id,
+        accepted.seq,
+        True,
     )
 
 
@@ -131,11 +140,7 @@ async def test_a_retry_of_the_post_that_closed_its_session_gets_its_id_back(
     with trio.fail_after(5):
         await hub.core.directory.get(sid).wait_for(lambda m: m.state.terminal)
     again = await hub.post(envelope)
-    assert (again.envelope_id, again.seq, again.duplicate) == (
-        accepted.envelope_id,
-        accepted.seq,
-        True,
-    )
+    assert_repeat_of(again, accepted)
     fresh = question(me, sid, idempotency_key="q-2")
     with pytest.raises(ProtocolError, match="is closed"):
         await hub.post(fresh)
@@ -152,11 +157,7 @@ async def test_that_retry_gets_its_id_back_after_a_hub_restart_too(
             await hub.core.directory.get(sid).wait_for(lambda m: m.state.terminal)
     async with open_hub(hub_store, new_id=seeded_ids(2)) as hub:
         again = await hub.post(envelope)
-    assert (again.envelope_id, again.seq, again.duplicate) == (
-        accepted.envelope_id,
-        accepted.seq,
-        True,
-    )
+    assert_repeat_of(again, accepted)
 
 
 async def test_a_post_accepted_as_its_session_crashed_for_good_can_be_retried(
@@ -176,11 +177,7 @@ async def test_a_post_accepted_as_its_session_crashed_for_good_can_be_retried(
     with trio.fail_after(5):
         await hub.core.directory.get(sid).wait_for(lambda m: m.state.terminal)
     again = await hub.post(envelope)
-    assert (again.envelope_id, again.seq, again.duplicate) == (
-        accepted.envelope_id,
-        accepted.seq,
-        True,
-    )
+    assert_repeat_of(again, accepted)
 
 
 async def test_a_session_given_up_on_while_a_post_waits_leaves_the_others_serving(

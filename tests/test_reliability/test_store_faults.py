@@ -127,7 +127,7 @@ async def test_an_append_the_store_cannot_vouch_for_is_recovered_from_the_wal(
 
 
 class TestWithSnapshots:
-    """A snapshot every two envelopes."""
+    """A snapshot (and an activity summary) every two envelopes."""
 
     @pytest.fixture
     def hub_options(self) -> dict[str, Any]:
@@ -149,6 +149,19 @@ class TestWithSnapshots:
             > store_faults.statistics().failed["save_snapshot"]
         )
         assert hub.session_state(sid).turn_count == 9
+        await check_invariants(hub)
+
+    async def test_a_failed_cleanup_after_a_close_does_not_undo_the_close(
+        self, hub: Hub, hub_client: HubClient, store_faults: FaultyStore, autojump_clock: object
+    ) -> None:
+        me, _you, sid = await two_humans(hub_client)
+        for body in ("a", "b", "c"):
+            await me.send(sid, body)
+        store_faults.fail_next("delete_kv")
+        md = await hub.close_session(sid)
+        assert md.state is SessionState.CLOSED
+        await expect_envelope(me, sid, event_type=EV_SESSION_CLOSED)
+        assert store_faults.statistics().failed == {"delete_kv": 1}
         await check_invariants(hub)
 
 
@@ -211,27 +224,6 @@ async def test_a_failed_session_creation_leaves_no_half_made_session(
     await expect_envelope(me, channel.session_id, text="hi")
     assert [md.session_id for md in await hub.list_sessions()] == [channel.session_id]
     await check_invariants(hub)
-
-
-class TestCleanupAfterAClose:
-    """A snapshot every two envelopes, so a close has an activity summary to forget."""
-
-    @pytest.fixture
-    def hub_options(self) -> dict[str, Any]:
-        return {"snapshot_every": 2}
-
-    async def test_a_failed_cleanup_after_a_close_does_not_undo_the_close(
-        self, hub: Hub, hub_client: HubClient, store_faults: FaultyStore, autojump_clock: object
-    ) -> None:
-        me, _you, sid = await two_humans(hub_client)
-        for body in ("a", "b", "c"):
-            await me.send(sid, body)
-        store_faults.fail_next("delete_kv")
-        md = await hub.close_session(sid)
-        assert md.state is SessionState.CLOSED
-        await expect_envelope(me, sid, event_type=EV_SESSION_CLOSED)
-        assert store_faults.statistics().failed == {"delete_kv": 1}
-        await check_invariants(hub)
 
 
 async def test_a_store_fault_while_binding_an_identity_spares_its_connection(
