@@ -49,6 +49,9 @@ from ._bridge import Bridge
 
 #: Virtual seconds one post or create may take before it counts as hung.
 POST_DEADLINE = 30.0
+#: Virtual seconds after the store heals by which every crashed session must be closed
+#: (the hub retries a close the store refused with a backoff of at most 5 s).
+HEAL_S = 10.0
 #: Every participant acks at once: a create that waits this long for acks is a bug.
 INVITE_TIMEOUT = 10.0
 #: The identities every example starts with (name, is a bot), and the ones it may add.
@@ -370,8 +373,16 @@ class HubMachine(RuleBasedStateMachine):
 
     @rule()
     def heal(self) -> None:
+        self.bridge.run(self._heal)
+
+    async def _heal(self) -> None:
         self.faulty.heal()
         self.crashes.clear()
+        await trio.sleep(HEAL_S)
+        closing = [e.session_id for e in self.hub.core.directory.sessions.values() if e.given_up]
+        assert closing == [], (
+            f"sessions given up on were not closed once the store healed: {closing}"
+        )
 
     # -- what must hold after every step -----------------------------------------------------
 

@@ -8,9 +8,11 @@ import attrs
 import pytest
 import trio
 
-from troupe import EV_SESSION_CLOSED, Envelope, HubClient, LocalLink, Passport
+from troupe import EV_SESSION_CLOSED, EV_TEXT, Envelope, HubClient, LocalLink, Passport, TroupeError
 from troupe.hub import Hub, open_hub
 from troupe.testing import (
+    CrashPoints,
+    FaultyStore,
     InvariantViolation,
     ScriptedAgent,
     TaskLeak,
@@ -153,3 +155,28 @@ async def test_a_failing_block_is_not_masked(autojump_clock: object) -> None:
         with pytest.raises(KeyError, match="the real failure"):
             await fail_leaving_a_task(outer)
         outer.cancel_scope.cancel()
+
+
+async def test_a_session_the_hub_is_still_closing_is_skipped_until_closed(
+    hub: Hub,
+    hub_client: HubClient,
+    crash_points: CrashPoints,
+    store_faults: FaultyStore,
+    autojump_clock: object,
+) -> None:
+    sid = await a_conversation(hub, hub_client)
+    crash_points.crash_at("before_append", session_id=sid, times=None)
+    store_faults.fail_next("append", session_id=sid, n=None)  # the close notice too
+    me = hub_client.identities()[1]
+    for _ in range(2):
+        with pytest.raises(TroupeError):
+            await me.post_envelope(
+                Envelope(session_id=sid, sender_id="", event_type=EV_TEXT, event_data={})
+            )
+    await trio.sleep(1)
+    assert (await check_invariants(hub)).closing == 1
+    store_faults.heal()
+    await trio.sleep(10)
+    report = await check_invariants(hub)
+    assert report.closing == 0
+    assert (await hub.get_session(sid)).close_reason == "crashed"
