@@ -2,8 +2,13 @@
 
 See ``_machine.py`` for the rules and invariants and ``_bridge.py`` for how a synchronous
 state machine drives a hub inside pytest-trio's run. In CI it runs a small budget
-(deterministically); ``TROUPE_RELIABILITY=full ./dev test tests/test_reliability`` runs
-the full one.
+(derandomized: the same examples every run); ``TROUPE_RELIABILITY=full ./dev test
+tests/test_reliability`` runs the full one, with new random examples each time.
+
+Each example is deterministic as far as trio is (pytest-trio seeds its scheduler): trio
+still orders tasks whose deadlines tie by object identity, so over hundreds of random
+examples Hypothesis may, rarely, see two runs of one prefix diverge and report
+FlakyStrategyDefinition. That is not a finding; rerun (or narrow it with the replay).
 """
 
 from __future__ import annotations
@@ -29,8 +34,8 @@ SHRINK = os.environ.get("TROUPE_RELIABILITY_SHRINK", "1") != "0"
 
 SETTINGS = settings(
     phases=list(Phase) if SHRINK else [Phase.explicit, Phase.reuse, Phase.generate],
-    max_examples=200 if FULL else 12,
-    stateful_step_count=60 if FULL else 25,
+    max_examples=200 if FULL else 30,
+    stateful_step_count=60 if FULL else 30,
     deadline=None,
     derandomize=not FULL,
     database=None,
