@@ -8,7 +8,7 @@ tests/test_reliability`` runs the full one, with new random examples each time.
 Each example is deterministic as far as trio is (pytest-trio seeds its scheduler): trio
 still orders tasks whose deadlines tie by object identity, so over hundreds of random
 examples Hypothesis may, rarely, see two runs of one prefix diverge and report
-FlakyStrategyDefinition. That is not a finding; rerun (or narrow it with the replay).
+FlakyStrategyDefinition. That alone is not a finding: rerun.
 """
 
 from __future__ import annotations
