@@ -1,7 +1,8 @@
 """``FaultyStore``: any ``Store``, with failures and delays injected on demand.
 
 A test arms faults, then runs the code under test; each Store call first consults the armed
-faults in the order they were armed:
+faults in the order they were armed, and the first one that matches it fires (and counts one
+of its ``n``):
 
 - ``fail_next(target, n)`` makes the next ``n`` matching calls raise (a :class:`StoreError`
   by default, as a full disk or an I/O error would). The failing call does nothing, as a
