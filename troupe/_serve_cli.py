@@ -10,7 +10,7 @@ from pathlib import Path
 
 import trio
 
-from . import ApiKeyAuth, NoAuth, open_hub
+from . import ApiKeyAuth, NoAuth, StoreError, open_hub
 from .hub import AuthAdapter
 from .transport import serve_ws
 
@@ -74,5 +74,23 @@ def main(db: str, host: str, port: int, api_keys_file: str | None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     keys = load_api_keys(Path(api_keys_file)) if api_keys_file is not None else None
-    trio.run(serve, Path(db), host, port, keys)
-    return 0
+    failed = False
+    try:
+        trio.run(serve, Path(db), host, port, keys)
+    except* OSError as group:
+        # The port is taken, the host is not ours: say so in one line, not a traceback.
+        failed = True
+        for exc in _leaves(group):
+            print(f"troupe serve: cannot serve on {host}:{port}: {exc}", file=sys.stderr)
+    except* StoreError as group:
+        failed = True
+        for exc in _leaves(group):
+            print(f"troupe serve: {exc}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _leaves(group: BaseExceptionGroup[Exception]) -> list[Exception]:
+    out: list[Exception] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out

@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
                 "-n", "--count", type=int, default=20, help="how many envelopes (default: 20)"
             )
         sub.set_defaults(run=_wal, count=20)
+
+    from .sim._console import add_parser as add_sim_parser
+
+    add_sim_parser(commands)
     return parser
 
 

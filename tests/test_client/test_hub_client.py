@@ -424,12 +424,12 @@ async def test_a_client_forgets_the_marks_of_sessions_that_ended(
 ) -> None:
     async with open_pair() as p:
         asker = await p.human("asker")
-        expert, _ = await p.agent("expert", lambda turn: "because")
+        await p.agent("expert", lambda turn: "because")
         for n in range(3):
             channel = await asker.open(type="consulting", target="expert")
             await asker.send(channel.session_id, f"why {n}?")
             await p.settle()
             assert (await p.hub.get_session(channel.session_id)).state.terminal
         # Every identity's marks for the three ended sessions are gone from the live tables.
-        assert not [k for k in p.hc._routed if k[0] in (asker.agent_id, expert.agent_id)]
-        assert len(p.hc._ended) == 6
+        assert p.hc._router.marks() == 0
+        assert len(p.hc._router._ended) == 6

@@ -554,3 +554,39 @@ async def test_a_repeat_of_the_post_that_closed_the_session_gets_its_original_id
             with pytest.raises(ProtocolError, match="is closed"):
                 await h.hub.post(text_envelope(md.session_id, bob, "and another thing"))
         assert h.hub.statistics().duplicates == 2
+
+
+async def test_a_full_drop_newest_inbox_accepts_the_post_and_holds_the_delivery(
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+) -> None:
+    alice = await h.agent("alice")
+    inbox = InboxBlock(max_pending=1, overflow="drop_newest")
+    bob = await h.agent("bob", rule=Rule(limits=LimitsBlock(inbox=inbox)), receipts=False)
+    md = await h.session("conversation", alice, bob)
+    sid = md.session_id
+    first = await h.say(md, alice, "one")  # bob now has 1 pending (he does not ack)
+    second = await h.say(md, alice, "two")  # accepted, not delivered: his inbox is full
+    await h.settle()
+    texts = [e.text for e in client_of(bob).notified(bob.id, sid) if e.event_type == EV_TEXT]
+    assert texts == ["one"]
+    assert [e.envelope_id for e in await hub.read_wal(sid) if e.text] == [first, second]
+    (letter,) = [d for d in hub.dead_letters.letters if d.reason == "inbox_full"]
+    assert letter.message.envelope_id == second
+    assert [r["seq"] for r in await hub.read_audit() if r["kind"] == "inbox_overflow"] == [
+        letter.message.seq
+    ]
+    # His next replay brings what he has not acked, the held delivery included.
+    back = await h.client("ep-bob-back")
+    await back.bind(bob.id, since={})
+    await h.settle()
+    assert [e.text for e in back.notified(bob.id, sid) if e.event_type == EV_TEXT] == [
+        "one",
+        "two",
+    ]
+
+
+def test_drop_oldest_is_refused_with_the_reason() -> None:
+    with pytest.raises(ValueError, match="cannot be taken back; use 'reject' or 'drop_newest'"):
+        InboxBlock(overflow="drop_oldest")
+    with pytest.raises(ValueError, match="must be 'reject' or 'drop_newest', got 'spool'"):
+        InboxBlock(overflow="spool")

@@ -30,7 +30,7 @@ JSON_OBJECTS = st.dictionaries(TEXT, JSON_VALUES, max_size=4)
 
 #: Fields whose values a validator restricts.
 OVERRIDES: dict[tuple[type[Any], str], st.SearchStrategy[Any]] = {
-    (InboxBlock, "overflow"): st.sampled_from(["reject", "drop_oldest", "drop_newest"]),
+    (InboxBlock, "overflow"): st.sampled_from(["reject", "drop_newest"]),
 }
 
 #: Every attrs record that ``troupe.model`` exports.

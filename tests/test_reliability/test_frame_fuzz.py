@@ -36,7 +36,7 @@ from troupe.model import (
     decode_frame,
     encode_frame,
 )
-from troupe.transport._ws import _decode
+from troupe.transport._ws import MAX_FRAME_BYTES, _decode
 
 from ..test_model.strategies import JSON_VALUES, TEXT, records
 
@@ -110,7 +110,7 @@ def test_the_decoder_raises_only_decode_error(message: str | bytes) -> None:
 @FUZZ
 @given(MESSAGES)
 def test_the_websocket_reader_turns_anything_into_a_frame(message: str | bytes) -> None:
-    frame = _decode(message)
+    frame = _decode(message, MAX_FRAME_BYTES)
     assert isinstance(frame, (*FRAME_TYPES, InvalidFrame))
 
 
@@ -130,7 +130,7 @@ async def test_a_connection_survives_any_frame_and_answers_each(
     frames: list[str | bytes | Frame], autojump_clock: trio.testing.MockClock
 ) -> None:
     # What the WebSocket reader would hand the hub: a frame, or InvalidFrame for garbage.
-    sent = [_decode(f) if isinstance(f, str | bytes) else f for f in frames]
+    sent = [_decode(f, MAX_FRAME_BYTES) if isinstance(f, str | bytes) else f for f in frames]
     replies: list[Frame] = []
     async with open_hub(ttl_sweep_interval=0) as hub, trio.open_nursery() as nursery:
         conn = LocalLink(hub).client()

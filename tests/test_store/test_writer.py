@@ -150,3 +150,26 @@ async def test_a_cancelled_writer_fails_what_it_did_not_commit(
     assert outcomes["slow"] == "committed"
     assert outcomes["queued"] == "w.db closed before this write committed"
     assert rows(conn, "parent") == [1]
+
+
+async def test_writes_a_few_scheduler_steps_apart_share_one_commit(
+    conn: sqlite3.Connection,
+) -> None:
+    # Posts into different sessions reach the writer a step or two apart (each goes through
+    # its session actor first); the idle writer waits GATHER_STEPS steps so they share a commit.
+
+    writer = GroupCommitWriter(conn, name="w", threaded=False)
+
+    async def after_steps(n: int) -> None:
+        for _ in range(n % 3):  # 0, 1 or 2 steps late
+            await trio.lowlevel.checkpoint()
+        await writer.submit(insert("parent", n))
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        async with trio.open_nursery() as posters:
+            for n in range(9):
+                posters.start_soon(after_steps, n)
+        writer.close()
+    assert rows(conn, "parent") == list(range(9))
+    assert writer.statistics().batches == 1

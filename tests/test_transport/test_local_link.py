@@ -142,3 +142,28 @@ async def test_binding_an_unattached_endpoint_is_refused(autojump_clock: MockClo
         bob = await hub.register(Passport(name="bob"))
         with pytest.raises(NotFoundError, match="endpoint not attached"):
             await hub.bind_endpoint(client.endpoint_id, bob.agent_id or "")
+
+
+async def test_receipts_do_not_spend_a_connections_request_budget(
+    autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from troupe.hub import _serve
+    from troupe.model import ReceiptFrame
+
+    monkeypatch.setattr(_serve, "FRAMES_PER_SECOND", 5)
+    monkeypatch.setattr(_serve, "FRAME_BURST", 5)
+    async with open_hub(ttl_sweep_interval=0) as hub:
+        client = LocalLink(hub).client()
+        await client.open()
+        for n in range(50):  # far beyond the budget, but receipts
+            await client.send_frame(ReceiptFrame(envelope_id=f"e{n}", seq=n + 1))
+        start = trio.current_time()
+        await client.send_frame(PingFrame(nonce="after-receipts"))
+        (pong,) = await read(client)
+        assert pong == PongFrame(nonce="after-receipts")
+        assert trio.current_time() - start < 1.0  # not held back by the receipts
+        for n in range(10):  # requests do spend it: the tenth waits for tokens
+            await client.send_frame(PingFrame(nonce=f"p{n}"))
+        await read(client, 10)
+        assert trio.current_time() - start >= 1.0
+        await client.aclose()

@@ -20,41 +20,35 @@ client drops what it already handled, so a handler never sees a duplicate.
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict, deque
-from collections.abc import Sequence
 from contextlib import AsyncExitStack, aclosing
 from types import TracebackType
 from typing import Any, Self
 
 import attrs
 import trio
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
-from trio_websocket import HandshakeError
 
-from .._errors import ConnectionLost, NetworkError, NotFoundError
-from ..hub import Hub, PendingTurn
+from .._errors import NetworkError
+from ..hub import Hub
 from ..model import (
-    Envelope,
     ErrorFrame,
     Frame,
+    InvalidFrame,
     NotifyFrame,
     Passport,
-    ReceiptFrame,
     ResponseFrame,
     Resume,
     Rule,
-    SessionMetadata,
-    TaskMetadata,
-    TaskState,
     WelcomeFrame,
 )
-from ..session_types import AnySessionType, ViewPolicy, builtin_types
+from ..session_types import AnySessionType, builtin_types
 from ..transport import LocalLink, LocalLinkClient, WsLink, WsLinkClient
 from ._agent_client import AgentClient
+from ._calls import HubCalls
 from ._human_client import HumanClient
 from ._identity import Identity
-from ._inbox import ENDED_KEPT, ENDINGS
 from ._remote import RemoteHub
+from ._router import Router
+from ._runner import RemoteRunner
 from ._turn import Agent
 
 log = logging.getLogger("troupe.client")
@@ -62,7 +56,7 @@ log = logging.getLogger("troupe.client")
 Link = LocalLink | WsLink
 
 
-class HubClient:
+class HubClient(HubCalls, RemoteRunner):
     """One connection to a hub. A process should hold one per hub it talks to.
 
     Use it as an async context manager (``close()`` on exit: the connection ends, the
@@ -88,13 +82,7 @@ class HubClient:
         self._stack: AsyncExitStack | None = None
         self._nursery: trio.Nursery | None = None
         self._clients: dict[str, Identity] = {}
-        #: (identity, session) -> highest seq routed to a handler / fully handled.
-        self._routed: dict[tuple[str, str], int] = {}
-        self._handled: dict[tuple[str, str], int] = {}
-        #: Sessions that ended, with the last seq handled (the oldest forgotten first).
-        self._ended: OrderedDict[tuple[str, str], int] = OrderedDict()
-        #: (identity, session, seq) handled with a nack: a replay of it is handled again.
-        self._nacked: set[tuple[str, str, int]] = set()
+        self._router = Router(self._clients, self._send_frame)
         self._closed = False
         #: Set to make the remote runner look up: the connection ended, or close() was called.
         self._wake = trio.Event()
@@ -107,7 +95,16 @@ class HubClient:
         if isinstance(self._link, WsLink):
             self._stack = AsyncExitStack()
             self._nursery = await self._stack.enter_async_context(trio.open_nursery())
-        await self._ensure_connected()
+            self._router.nursery = self._nursery
+        connected = False
+        try:
+            await self._ensure_connected()
+            connected = True
+        finally:
+            if not connected and self._stack is not None:
+                # __aexit__ will not run: leave the nursery here, or trio's nursery
+                # stack is corrupted when the exception unwinds past it.
+                await self._stack.aclose()
         return self
 
     async def __aexit__(
@@ -116,9 +113,12 @@ class HubClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.close()
-        if self._stack is not None:
-            await self._stack.aclose()
+        try:
+            await self.close()
+        finally:
+            # Also when close() is cancelled: the nursery must be left in this task.
+            if self._stack is not None:
+                await self._stack.aclose()
 
     @property
     def hub(self) -> Hub | None:
@@ -166,170 +166,29 @@ class HubClient:
     ) -> None:
         with trio.CancelScope() as scope:
             async with trio.open_nursery() as nursery:
-                self._nursery = nursery
+                self._nursery = self._router.nursery = nursery
                 task_status.started(scope)
                 async with aclosing(conn.frames()) as frames:
                     async for frame in frames:
                         self._on_frame(frame)
                 nursery.cancel_scope.cancel()
 
-    async def _run_remote(
-        self, link: WsLink, *, task_status: trio.TaskStatus[trio.CancelScope]
-    ) -> None:
-        """Own the WebSocket connection: connect, read, and reconnect until closed."""
-        api = self._api
-        assert isinstance(api, RemoteHub)
-        with trio.CancelScope() as scope:
-            first = True
-            while not self._closed:
-                async with trio.open_nursery() as conn_nursery:
-                    try:
-                        conn = await self._connect(link, conn_nursery)
-                    except (OSError, HandshakeError, trio.TooSlowError) as exc:
-                        log.error("giving up on %s: %s", link.url, exc)
-                        api.fail(f"could not reach {link.url}: {exc}")
-                        if first:
-                            raise ConnectionLost(f"could not reach {link.url}: {exc}") from exc
-                        await self._lose_identities()
-                        return
-                    self._conn = conn
-                    self._wake = wake = trio.Event()
-                    api.attach(conn)
-                    conn_nursery.start_soon(self._read, conn, wake)
-                    if first:
-                        first = False
-                        task_status.started(scope)
-                    else:
-                        conn_nursery.start_soon(self._rebind, link)
-                    await wake.wait()  # the connection ended, or close() was called
-                    self._conn = None
-                    api.detach("the connection closed")
-                    if self._closing():
-                        # Close while the library's reader still runs, so the closing
-                        # handshake can complete.
-                        with trio.move_on_after(5):
-                            await conn.aclose()
-                    conn_nursery.cancel_scope.cancel()
-                if not self._closed:
-                    log.warning("lost the connection to %s; reconnecting", link.url)
-
-    def _closing(self) -> bool:
-        # A call, not an attribute read: mypy would narrow ``self._closed`` across awaits.
-        return self._closed
-
-    async def _read(self, conn: WsLinkClient, wake: trio.Event) -> None:
-        async with aclosing(conn.frames()) as frames:
-            async for frame in frames:
-                self._on_frame(frame)
-        wake.set()
-
-    async def _connect(self, link: WsLink, nursery: trio.Nursery) -> WsLinkClient:
-        """Connect, retrying with exponential backoff and jitter for ``reconnect_within`` s."""
-        with trio.fail_after(self._reconnect_within):
-            async for attempt in AsyncRetrying(
-                sleep=trio.sleep,
-                wait=wait_exponential_jitter(initial=0.05, max=5.0),
-                retry=retry_if_exception_type((OSError, HandshakeError, trio.TooSlowError)),
-                reraise=True,
-            ):
-                with attempt:
-                    return await link.connect(nursery)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _rebind(self, link: WsLink) -> None:
-        """After a reconnect: bind every identity again and be replayed what it missed."""
-        api = self._api
-        assert isinstance(api, RemoteHub)
-        for identity in list(self._clients.values()):
-            scheme, claim = link.claim_for(identity.passport.name)
-            try:
-                await api.hello(identity.passport.name, scheme, claim, since={})
-            except NetworkError as exc:
-                log.error("could not re-bind %s: %s", identity, exc)
-
-    async def _lose_identities(self) -> None:
-        self._closed = True
-        for identity in self._clients.values():
-            await identity.disconnect()
+    async def _send_frame(self, frame: Frame) -> None:
+        """Send on the current connection; dropped between connections (a replay follows)."""
+        conn = self._conn
+        if conn is not None:
+            await conn.send_frame(frame)
+        else:
+            await trio.lowlevel.checkpoint()
 
     def _on_frame(self, frame: Frame) -> None:
         if isinstance(frame, NotifyFrame):
-            self._route(frame.envelope, frame.recipient_id)
-        elif isinstance(frame, ResponseFrame | WelcomeFrame | ErrorFrame):
+            self._router.route(frame.envelope, frame.recipient_id)
+        elif isinstance(frame, ResponseFrame | WelcomeFrame | ErrorFrame | InvalidFrame):
+            if isinstance(frame, InvalidFrame):
+                log.warning("undecodable frame from the hub: %s", frame.reason)
             if isinstance(self._api, RemoteHub):
-                self._api.answer(frame)
-
-    def _route(self, envelope: Envelope, recipient_id: str) -> None:
-        assert self._nursery is not None
-        identity = self._clients.get(recipient_id)
-        if identity is None:
-            self._nursery.start_soon(
-                self._receipt, envelope, recipient_id, "nack", "no such identity on this client"
-            )
-            return
-        key = (recipient_id, envelope.session_id)
-        retry = (recipient_id, envelope.session_id, envelope.seq)
-        ended = self._ended.get(key)
-        if ended is not None and envelope.seq <= ended:
-            # A session that ended here, replayed (its last receipts were lost): re-ack.
-            self._nursery.start_soon(self._receipt, envelope, recipient_id, "ack", "")
-            return
-        if retry in self._nacked:
-            self._nacked.discard(retry)  # it failed before: handle it again
-        elif envelope.seq <= self._routed.get(key, 0):
-            if envelope.seq <= self._handled.get(key, 0):
-                # Handled before (its receipt was lost): ack again, do not handle twice.
-                self._nursery.start_soon(self._receipt, envelope, recipient_id, "ack", "")
-            return
-        self._routed[key] = max(envelope.seq, self._routed.get(key, 0))
-        queue = identity.queues.get(envelope.session_id)
-        if queue is None:
-            queue = identity.queues[envelope.session_id] = deque()
-            self._nursery.start_soon(self._drain, identity, envelope.session_id, queue)
-        queue.append(envelope)
-
-    async def _drain(self, identity: Identity, session_id: str, queue: deque[Envelope]) -> None:
-        while queue:
-            envelope = queue[0]
-            status, reason = "ack", ""
-            try:
-                await identity.receive(envelope)
-            except Exception as exc:
-                log.exception("%s failed to handle %s", identity, envelope.envelope_id)
-                status, reason = "nack", f"{type(exc).__name__}: {exc}"
-                self._nacked.add((identity.agent_id, session_id, envelope.seq))
-            queue.popleft()
-            key = (identity.agent_id, session_id)
-            self._handled[key] = max(envelope.seq, self._handled.get(key, 0))
-            if envelope.event_type in ENDINGS and status == "ack":
-                self._forget_session(key)
-            await self._receipt(envelope, identity.agent_id, status, reason)
-        del identity.queues[session_id]
-
-    def _forget_session(self, key: tuple[str, str]) -> None:
-        """A session ended: keep one number for it (bounded), not its live marks."""
-        self._ended[key] = self._handled.pop(key, 0)
-        self._routed.pop(key, None)
-        while len(self._ended) > ENDED_KEPT:
-            self._ended.popitem(last=False)
-
-    async def _receipt(
-        self, envelope: Envelope, recipient_id: str, status: str, reason: str
-    ) -> None:
-        conn = self._conn
-        if conn is not None:
-            await conn.send_frame(
-                ReceiptFrame(
-                    envelope_id=envelope.envelope_id,
-                    status=status,
-                    recipient_id=recipient_id,
-                    session_id=envelope.session_id,
-                    seq=envelope.seq,
-                    reason=reason,
-                )
-            )
-        else:
-            await trio.lowlevel.checkpoint()
+                self._api.answer(frame)  # (an undecodable answer fails its call)
 
     async def close(self) -> None:
         """End the connection and its loops; identities stay registered. Idempotent."""
@@ -342,6 +201,10 @@ class HubClient:
         if isinstance(self._api, RemoteHub):
             self._api.fail("the HubClient is closed")
             self._wake.set()  # the runner closes the connection and ends
+            if self._conn is None and self._scope is not None:
+                # Between connections: stop trying to reconnect (that may take up to
+                # reconnect_within seconds).
+                self._scope.cancel()
             await trio.lowlevel.checkpoint()
             return
         if self._conn is not None:
@@ -528,236 +391,3 @@ class HubClient:
             del self._clients[agent_id]
             raise
         return client
-
-    # -- the seed's pass-throughs ------------------------------------------------------------
-
-    async def get_agent(self, name_or_id: str) -> Passport:
-        return await self._api.get_agent(name_or_id)
-
-    async def get_resume(self, agent_id: str) -> Resume:
-        return await self._api.get_resume(agent_id)
-
-    async def get_skill(self, agent_id: str) -> str | None:
-        return await self._api.get_skill(agent_id)
-
-    async def get_rule(self, agent_id: str) -> Rule:
-        return await self._api.get_rule(agent_id)
-
-    async def list_agents(
-        self,
-        *,
-        capability: str | None = None,
-        query: str | None = None,
-        sort_by: str | None = None,
-        limit: int = 50,
-        kind: str | None = None,
-    ) -> list[Passport]:
-        return await self._api.list_agents(
-            capability=capability, query=query, kind=kind, sort_by=sort_by, limit=limit
-        )
-
-    async def set_resume(self, agent_id: str, resume: Resume) -> None:
-        await self._api.set_resume(agent_id, resume)
-
-    async def set_skill(self, agent_id: str, skill_md: str | None) -> None:
-        await self._api.set_skill(agent_id, skill_md)
-
-    async def set_rule(self, agent_id: str, rule: Rule) -> None:
-        await self._api.set_rule(agent_id, rule)
-
-    async def unregister_agent(self, agent_id: str) -> None:
-        await self._api.unregister(agent_id)
-        identity = self._clients.pop(agent_id, None)
-        if identity is not None:
-            await identity.disconnect()
-
-    async def create_session(
-        self,
-        *,
-        creator_id: str,
-        manifest_type: str,
-        manifest_version: int = 1,
-        participants: Sequence[str],
-        required_acks: int | None = None,
-        ttl: str | int | None = None,
-        knobs: dict[str, object] | None = None,
-        intent: str | None = None,
-        labels: dict[str, str] | None = None,
-    ) -> SessionMetadata:
-        return await self._api.create_session(
-            creator_id=creator_id,
-            manifest_type=manifest_type,
-            manifest_version=manifest_version,
-            participants=participants,
-            required_acks=required_acks,
-            ttl=ttl,
-            knobs=knobs,
-            intent=intent,
-            labels=labels,
-        )
-
-    async def get_session(self, session_id: str) -> SessionMetadata:
-        return await self._api.get_session(session_id)
-
-    async def list_sessions(
-        self, *, agent_id: str | None = None, include_terminal: bool = False, limit: int = 50
-    ) -> list[SessionMetadata]:
-        return await self._api.list_sessions(
-            agent_id=agent_id, include_terminal=include_terminal, limit=limit
-        )
-
-    async def close_session(self, session_id: str, *, reason: str = "") -> SessionMetadata:
-        return await self._api.close_session(session_id, reason=reason)
-
-    async def post_envelope(self, envelope: Envelope) -> str:
-        if self._closed:
-            raise RuntimeError("HubClient is closed")
-        return (await self._api.post(envelope)).envelope_id
-
-    async def read_wal(
-        self, session_id: str, *, since: int = 0, until: int | None = None
-    ) -> list[Envelope]:
-        return await self._api.read_wal(session_id, since=since, until=until)
-
-    def can_send(self, session_id: str, sender_id: str, *, event_type: str | None = None) -> bool:
-        """Whether the session type would accept a post from ``sender_id`` now (a turn probe).
-
-        Synchronous, as in the seed, in process only: over a network use :meth:`acan_send`.
-        """
-        if self._hub is None:
-            raise RuntimeError("can_send is synchronous in process only; use 'await acan_send()'")
-        return self._hub.can_send(session_id, sender_id, event_type=event_type)
-
-    async def acan_send(
-        self, session_id: str, sender_id: str, *, event_type: str | None = None
-    ) -> bool:
-        """:meth:`can_send`, awaitable, in process and over a network."""
-        return await self._api.acan_send(session_id, sender_id, event_type=event_type)
-
-    def default_view_policy(self, session_id: str, participant_id: str) -> ViewPolicy:
-        """The session type's view for ``participant_id`` (over a network: of a session this
-        client has fetched or opened)."""
-        if self._hub is not None:
-            return self._hub.default_view_policy(session_id, participant_id)
-        assert isinstance(self._api, RemoteHub)
-        metadata = self._api.cached_session(session_id)
-        if metadata is None:
-            raise NotFoundError(
-                f"session {session_id} is not known to this client yet: get_session() it first"
-            )
-        return self.session_type_for(metadata).default_view_policy(metadata, participant_id)
-
-    async def get_task(self, task_id: str) -> TaskMetadata:
-        return await self._api.get_task(task_id)
-
-    async def list_tasks(
-        self,
-        *,
-        agent_id: str | None = None,
-        session_id: str | None = None,
-        state: TaskState | None = None,
-        limit: int = 50,
-    ) -> list[TaskMetadata]:
-        return await self._api.list_tasks(
-            agent_id=agent_id, session_id=session_id, state=state, limit=limit
-        )
-
-    async def observe_task(self, metadata: TaskMetadata) -> None:
-        await self._api.observe_task(metadata)
-
-    async def update_task(
-        self,
-        task_id: str,
-        *,
-        state: TaskState | None = None,
-        progress: dict[str, object] | None = None,
-        result: object | None = None,
-        error: str | None = None,
-    ) -> None:
-        await self._api.update_task(
-            task_id, state=state, progress=progress, result=result, error=error
-        )
-
-    async def record_observation(
-        self,
-        *,
-        owner_id: str,
-        capability: str,
-        outcome: TaskState,
-        latency_ms: int | None = None,
-        task_id: str | None = None,
-    ) -> None:
-        await self._api.record_observation(
-            owner_id=owner_id,
-            capability=capability,
-            outcome=outcome,
-            latency_ms=latency_ms,
-            task_id=task_id,
-        )
-
-    async def checkpoint_task(self, task_id: str, state: dict[str, Any]) -> None:
-        await self._api.checkpoint_task(task_id, state)
-
-    async def read_task_checkpoint(self, task_id: str) -> dict[str, Any] | None:
-        return await self._api.read_task_checkpoint(task_id)
-
-    # -- what the turn handler needs ---------------------------------------------------------
-
-    def register_session_type(self, stype: AnySessionType) -> None:
-        """Make a custom session type known to this client's turn handler."""
-        self._session_types[(stype.name, stype.version)] = stype
-
-    def session_type_for(self, metadata: SessionMetadata) -> AnySessionType:
-        key = (metadata.manifest_type, metadata.manifest_version)
-        stype = self._session_types.get(key)
-        if stype is None and self._hub is not None:
-            stype = self._hub.core.session_type(*key)
-        if stype is None:
-            raise NotFoundError(
-                f"no session type registered for {key[0]}@v{key[1]} on this client "
-                "(register_session_type)"
-            )
-        return stype
-
-    async def pending_turn(self, session_id: str, agent_id: str) -> PendingTurn | None:
-        """``agent_id``'s turn in the session by its session type, and what triggered it.
-
-        None when it is not that agent's turn, or when the session type names no one (a
-        free-form session).
-        """
-        if self._hub is None:
-            turns = await self._api.pending_turns_for(agent_id, session_id=session_id)
-            return turns[0] if turns else None
-        metadata = await self._hub.get_session(session_id)
-        state = self._hub.session_state(session_id)
-        if state is None:
-            return None
-        turn = self.session_type_for(metadata).expected_next(metadata, state)
-        if turn is None or turn.agent_id != agent_id:
-            return None
-        return PendingTurn(
-            session_id=session_id, triggering_envelope_id=turn.triggering_envelope_id
-        )
-
-    def name_for(self, agent_id: str) -> str:
-        return self._api.name_for(agent_id)
-
-    async def learn_names(self, agent_ids: Sequence[str]) -> None:
-        await self._api.learn_names(agent_ids)
-
-    async def find_envelope_by_causation(
-        self, session_id: str, *, sender_id: str, causation_id: str
-    ) -> Envelope | None:
-        return await self._api.find_envelope_by_causation(
-            session_id, sender_id=sender_id, causation_id=causation_id
-        )
-
-    async def pending_turns_for(self, agent_id: str) -> list[PendingTurn]:
-        return await self._api.pending_turns_for(agent_id)
-
-    async def report_turn_failure(
-        self, *, session_id: str, agent_id: str, envelope_id: str, exc: BaseException
-    ) -> None:
-        await self._api.report_turn_failure(
-            session_id=session_id, agent_id=agent_id, envelope_id=envelope_id, exc=exc
-        )

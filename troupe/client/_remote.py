@@ -32,6 +32,7 @@ from ..model import (
     ErrorFrame,
     Frame,
     HelloFrame,
+    InvalidFrame,
     Passport,
     RequestFrame,
     ResponseFrame,
@@ -92,13 +93,19 @@ class RemoteHub:
     # -- the connection ----------------------------------------------------------------------
 
     def attach(self, conn: WsLinkClient) -> None:
+        """Use ``conn``: answers arrive, hellos may go (``early=True``); calls wait for
+        :meth:`ready`."""
         self._conn = conn
-        self._connected.set()
+
+    def ready(self, conn: WsLinkClient) -> None:
+        """Let calls go on ``conn`` (if it is still the current connection)."""
+        if self._conn is conn:
+            self._connected.set()
 
     def detach(self, why: str) -> None:
         """The connection is gone: fail what is in flight, hold new calls until reattached."""
         self._conn = None
-        if self._connected.is_set():
+        if self._connected.is_set() and self.closed_because is None:
             self._connected = trio.Event()
         pending, self._pending = self._pending, {}
         for slot in pending.values():
@@ -110,18 +117,23 @@ class RemoteHub:
         self.detach(why)
         self._connected.set()
 
-    def answer(self, frame: ResponseFrame | WelcomeFrame | ErrorFrame) -> None:
+    def answer(self, frame: ResponseFrame | WelcomeFrame | ErrorFrame | InvalidFrame) -> None:
         slot = self._pending.get(frame.request_id)
         if slot is not None:
             slot.set(frame)
 
-    async def _exchange(self, make: Any, *, retry: bool) -> Frame:
+    async def _exchange(self, make: Any, *, retry: bool, early: bool = False) -> Frame:
         while True:
-            await self._connected.wait()
+            if not early:
+                await self._connected.wait()
             if self.closed_because is not None:
                 raise ConnectionLost(f"no connection to the hub: {self.closed_because}")
             conn = self._conn
-            assert conn is not None
+            if conn is None:
+                if early:
+                    raise ConnectionLost("no connection to the hub")
+                # The connection dropped since the wait returned; wait for the next one.
+                continue
             request_id = uuid.uuid4().hex
             slot = self._pending[request_id] = _Slot()
             try:
@@ -135,6 +147,10 @@ class RemoteHub:
                     continue
                 raise answer
             assert answer is not None
+            if isinstance(answer, InvalidFrame):
+                raise DecodeError(
+                    f"the hub's answer could not be decoded: {answer.reason}", record="frame"
+                )
             return answer
 
     async def call(self, op: str, retry: bool = True, **params: Any) -> Any:
@@ -149,14 +165,25 @@ class RemoteHub:
         return answer.result
 
     async def hello(
-        self, name: str, scheme: str, claim: dict[str, Any], since: dict[str, int] | None
+        self,
+        name: str,
+        scheme: str,
+        claim: dict[str, Any],
+        since: dict[str, int] | None,
+        *,
+        early: bool = False,
     ) -> WelcomeFrame:
-        """Bind this connection to identity ``name`` (auth first); replay follows the welcome."""
+        """Bind this connection to identity ``name`` (auth first); replay follows the welcome.
+
+        ``early``: go before the connection is :meth:`ready` (the re-binding after a
+        reconnect), and fail at once if there is none.
+        """
         answer = await self._exchange(
             lambda rid: HelloFrame(
                 name=name, auth_scheme=scheme, auth_claim=claim, since=since, request_id=rid
             ),
             retry=False,
+            early=early,
         )
         if isinstance(answer, ErrorFrame):
             raise error_from(answer.code, answer.message)
@@ -388,6 +415,8 @@ class RemoteHub:
     ) -> None:
         await self.call(
             "record_observation",
+            # Without a task id the hub cannot tell a repeat from a new observation.
+            retry=task_id is not None,
             owner_id=owner_id,
             capability=capability,
             outcome=outcome.value,

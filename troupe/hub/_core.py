@@ -52,6 +52,7 @@ class HubConfig:
     session_within_s: float = 5.0
     session_backoff: tuple[float, float] | None = None
     client_mailbox: int = 4096
+    passivate_after: float | None = 600.0
     cursor_flush_interval: float = 0.0
 
 
@@ -82,6 +83,10 @@ class Counters:
     duplicates: int = 0
     poison: int = 0
     sessions_crashed: int = 0
+    passivations: int = 0
+    rehydrations: int = 0
+    #: The highest session mailbox high-water mark among session actors no longer running.
+    session_high_water: int = 0
 
 
 class HubCore:

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 import attrs
 
 from .._errors import ActorDead, MailboxFull
+from ..mailbox import DeadLetter
 from ..model import Envelope, SessionMetadata, is_substantive
 from ._core import HubCore
 from ._rules import accepts_inbound
@@ -70,6 +71,23 @@ def dispatch(
             continue
         conn = core.bindings.get(recipient_id)
         if conn is None:
+            continue
+        inbox = rule.limits.inbox
+        if (
+            substantive
+            and inbox.overflow == "drop_newest"
+            and 0 < inbox.max_pending <= core.ledger.pending(recipient_id)
+        ):
+            # Accepted into the WAL, not delivered now: the agent's next replay brings it.
+            core.dead_letters(
+                DeadLetter(message=envelope, reason="inbox_full", mailbox=recipient_id)
+            )
+            core.audit(
+                "inbox_overflow",
+                agent_id=recipient_id,
+                session_id=metadata.session_id,
+                seq=envelope.seq,
+            )
             continue
         try:
             conn.tell_nowait(Deliver(envelope, recipient_id, redelivery))

@@ -4,10 +4,14 @@ An ETS-style table. The hub actor adds entries; each entry's published fields ar
 only by that session's actor (or, for a session whose actor is gone for good, by the hub
 when it closes it). Readers (``get_session``, ``can_send``, ``list_sessions``) read the last
 published, immutable values synchronously.
+
+The directory also keeps the sessions in use, least recently used first (``touch``, written
+by the ``Hub`` handle): the passivation sweeper reads only the front of it.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -31,10 +35,14 @@ class SessionEntry:
     state: Any = None
     last_seq: int = 0
     ref: ActorRef[Any, Any] | None = None
-    #: Set while an actor for this session is being started (concurrent callers wait on it).
-    starting: trio.Event | None = None
     #: The running actor's dedup index (its own dict; read-only for everyone else).
     dedup: dict[str, tuple[str, int]] | None = None
+    #: trio time of the last use through the hub handle (see ``Directory.touch``).
+    used_at: float = 0.0
+    #: Set while callers must queue to reach the actor (it is starting or passivating).
+    gate: Gate | None = None
+    #: True from a passivation until the session is started again.
+    passivated: bool = False
     #: The running actor's activity summary, for the expectation sweeper (read-only here).
     activity: Activity | None = None
     _changed: trio.Event = attrs.field(factory=trio.Event)
@@ -67,6 +75,23 @@ class SessionEntry:
         return self.metadata
 
 
+class Gate:
+    """Where callers queue, in arrival order, while a session's actor starts or passivates.
+
+    ``lock`` is a :class:`trio.StrictFIFOLock`: whoever holds it gets the actor's ref and
+    puts its message into the mailbox before the next caller is let through, so callers
+    that arrive while the actor is away keep their order. ``passivating`` is set while the
+    actor is being stopped; the holder waits for it.
+    """
+
+    __slots__ = ("lock", "passivating", "users")
+
+    def __init__(self) -> None:
+        self.lock = trio.StrictFIFOLock()
+        self.passivating: trio.Event | None = None
+        self.users = 0
+
+
 class Directory:
     """All sessions of a hub, in creation order, with per-agent and per-creator indexes."""
 
@@ -74,6 +99,33 @@ class Directory:
         self.sessions: dict[str, SessionEntry] = {}
         self._by_agent: dict[str, list[str]] = {}
         self._live_by_creator: dict[str, int] = {}
+        self._open = 0
+        #: Sessions in use (their actor running), least recently used first.
+        self.in_use: OrderedDict[str, SessionEntry] = OrderedDict()
+        #: Set when a session is first used after ``in_use`` was empty (the sweeper waits).
+        self.used = trio.Event()
+
+    @property
+    def open_count(self) -> int:
+        """How many sessions are not terminal."""
+        return self._open
+
+    def touch(self, entry: SessionEntry, now: float) -> None:
+        """Record a use of ``entry`` (its actor is running) at trio time ``now``."""
+        entry.used_at = now
+        in_use = self.in_use
+        sid = entry.session_id
+        if sid in in_use:
+            in_use.move_to_end(sid)
+        else:
+            in_use[sid] = entry
+            self.used.set()
+
+    def release(self, entry: SessionEntry) -> None:
+        """Forget that ``entry`` is in use (passivated, or ended)."""
+        self.in_use.pop(entry.session_id, None)
+        if not self.in_use:
+            self.used = trio.Event()
 
     def __len__(self) -> int:
         return len(self.sessions)
@@ -85,6 +137,7 @@ class Directory:
             self._by_agent.setdefault(agent_id, []).append(md.session_id)
         if not md.state.terminal:
             self._live_by_creator[md.creator_id] = self._live_by_creator.get(md.creator_id, 0) + 1
+            self._open += 1
 
     def get(self, session_id: str) -> SessionEntry:
         entry = self.sessions.get(session_id)
@@ -94,6 +147,10 @@ class Directory:
 
     def ended(self, metadata: SessionMetadata) -> None:
         """Account for a session that just reached a terminal state."""
+        self._open -= 1
+        entry = self.sessions.get(metadata.session_id)
+        if entry is not None:
+            self.release(entry)
         count = self._live_by_creator.get(metadata.creator_id, 0)
         if count <= 1:
             self._live_by_creator.pop(metadata.creator_id, None)

@@ -38,7 +38,7 @@ from ._audit import ReadAudit
 from ._auth import AuthRegistry
 from ._connection import Bind, Endpoint
 from ._core import Failed, HubCore
-from ._directory import SessionEntry
+from ._directory import Gate, SessionEntry
 from ._expectations import ExpectationSweeper, ExpectationViolation
 from ._session import (
     Accepted,
@@ -238,7 +238,7 @@ class Hub:
             result = await self._ask_session(sid, SendInvites())
             if isinstance(result, Failed):
                 raise result.error
-        except (ActorDead, StoreError):
+        except (ProtocolError, StoreError, ActorDead):
             # Not every invite may have gone out: nobody should wait for the acks (if this
             # close fails too, the sweeper closes the session at its handshake deadline).
             with contextlib.suppress(TroupeError):
@@ -290,7 +290,7 @@ class Hub:
         Raises:
           NotFoundError: the session is unknown.
           StoreError: the store refused the close notice; the session stays as it was.
-          ActorDead: the session crashed while closing and could not be restarted.
+          ProtocolError: also when the session crashed twice while closing.
         """
         entry = self._core.directory.get(session_id)
         if entry.metadata.state.terminal:
@@ -547,21 +547,48 @@ class Hub:
     # -- sessions' actors --------------------------------------------------------------------
 
     async def _running(self, entry: SessionEntry) -> ActorRef[Any, Any]:
-        """The session's actor, started (recovered from the store) if it is not running."""
+        """The session's actor, started (recovered from the store) if it is not running.
+
+        A running session with nobody queued at its gate is returned at once, without a
+        checkpoint, so the caller's message enters the mailbox in call order. Otherwise the
+        caller queues at the gate (FIFO) while the actor passivates or starts; see
+        ``_passivation.py``. Every call counts as a use of the session.
+        """
+        if entry.gate is None and entry.running:
+            assert entry.ref is not None
+            self._core.directory.touch(entry, trio.current_time())
+            return entry.ref
+        gate = entry.gate = entry.gate or Gate()
+        gate.users += 1
+        try:
+            async with gate.lock:
+                return await self._start_session(entry, gate)
+        finally:
+            gate.users -= 1
+            if not gate.users and gate.passivating is None and entry.gate is gate:
+                entry.gate = None
+
+    async def _start_session(self, entry: SessionEntry, gate: Gate) -> ActorRef[Any, Any]:
+        core = self._core
         while True:
+            if gate.passivating is not None:
+                await gate.passivating.wait()
+                continue
             if entry.running:
                 assert entry.ref is not None
+                core.directory.touch(entry, trio.current_time())
                 return entry.ref
             if entry.given_up:
                 # close_crashed is on its way; a new actor would race its close notice.
                 raise ProtocolError(
                     f"session {entry.session_id} crashed too often and is being closed"
                 )
-            if entry.starting is not None:
-                await entry.starting.wait()
-                continue
+            md = entry.metadata
+            if md.state.terminal:
+                # It ended while this caller queued at the gate (a close, a give-up).
+                reason = md.close_reason or "no reason"
+                raise ProtocolError(f"session {md.session_id} is {md.state.value} ({reason})")
             assert self._sessions is not None, "the hub is not running"
-            starting = entry.starting = trio.Event()
             try:
                 entry.ref = await self._sessions.start_child(self._session_spec(entry))
             except StoreError:
@@ -576,9 +603,9 @@ class Hub:
                 raise ProtocolError(
                     f"session {entry.session_id} could not be started from its WAL: {exc!r}"
                 ) from exc
-            finally:
-                entry.starting = None
-                starting.set()
+            if entry.passivated:
+                entry.passivated = False
+                core.counters.rehydrations += 1
 
     def _session_spec(self, entry: SessionEntry) -> ChildSpec:
         core = self._core
@@ -593,7 +620,7 @@ class Hub:
         return ChildSpec(sid, make, restart="transient", shutdown_s=5.0)
 
     async def _ask_session(self, session_id: str, msg: Any) -> Any:
-        """Ask the session actor, once more if it crashed; Failed(ActorDead) if it crashed
+        """Ask the session actor, once more if it crashed; Failed(ProtocolError) if it crashed
         twice (the metadata if it ended meanwhile)."""
         entry = self._core.directory.get(session_id)
         crash: ActorDead | None = None
@@ -604,7 +631,10 @@ class Hub:
                 if entry.metadata.state.terminal:
                     return entry.metadata
                 crash = exc
-        error = ActorDead(f"session {session_id} crashed twice handling {type(msg).__name__}")
+        error = ProtocolError(
+            f"session {session_id} crashed twice handling {type(msg).__name__}; it is "
+            f"{entry.metadata.state.value}"
+        )
         error.__cause__ = crash
         return Failed(error)
 
@@ -815,17 +845,24 @@ class Hub:
     # -- observability -----------------------------------------------------------------------
 
     def statistics(self) -> HubStatistics:
+        """A snapshot of the hub's counters (see :class:`HubStatistics`)."""
         core = self._core
-        entries = core.directory.sessions.values()
-        live = sum(1 for e in entries if e.running)
-        open_ = sum(1 for e in entries if not e.metadata.state.terminal)
+        directory = core.directory
+        live = len(self._sessions) if self._sessions is not None else 0
+        open_ = directory.open_count
         sessions = self._sessions.statistics() if self._sessions is not None else None
+        session_hw = core.counters.session_high_water
+        for entry in directory.in_use.values():
+            if entry.ref is not None:
+                session_hw = max(session_hw, entry.ref.mailbox.statistics().high_water)
         return HubStatistics(
             agents=len(core.registry),
-            sessions=len(core.directory),
+            sessions=len(directory),
             open_sessions=open_,
             live_sessions=live,
             passivated_sessions=max(0, open_ - live),
+            passivations=core.counters.passivations,
+            rehydrations=core.counters.rehydrations,
             connections=len(self._connections) if self._connections is not None else 0,
             envelopes_accepted=core.counters.accepted,
             envelopes_rejected=core.counters.rejected,
@@ -835,6 +872,11 @@ class Hub:
             poison_envelopes=core.counters.poison,
             dead_letters=core.dead_letters.total,
             pending_inbox=core.ledger.total(),
+            hub_mailbox_high_water=_high_water(core.hub_ref),
+            session_mailbox_high_water=session_hw,
+            connection_mailbox_high_water=max(
+                (_high_water(ref) for ref in self._endpoints.values()), default=0
+            ),
         )
 
     async def read_audit(self, since: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
@@ -842,3 +884,7 @@ class Hub:
         assert self._core.audit_ref is not None
         records: list[dict[str, Any]] = await self._core.audit_ref.ask(ReadAudit(since, limit))
         return records
+
+
+def _high_water(ref: ActorRef[Any, Any] | None) -> int:
+    return ref.mailbox.statistics().high_water if ref is not None else 0

@@ -9,7 +9,8 @@
     ├── endpoints  dynamic supervisor         permanent   one temporary connection each
     ├── clients    nursery                    permanent   in-process HubClients' loops
     ├── sweeper    TTL / handshake sweeper    permanent   (unless ttl_sweep_interval == 0)
-    └── expectations  expectation sweeper     permanent   (unless its interval == 0)
+    ├── expectations  expectation sweeper     permanent   (unless its interval == 0)
+    └── passivator passivation sweeper        permanent   (unless passivate_after is None/0)
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from ._core import Faults, HubConfig, HubCore, new_uuid, trio_anchored_clock
 from ._directory import SessionEntry
 from ._hub import Hub
 from ._hub_actor import HubActor
+from ._passivation import passivate
+from ._passivation import sweep as sweep_idle
 
 log = logging.getLogger("troupe.hub")
 
@@ -53,6 +56,7 @@ async def open_hub(
     session_types: Iterable[AnySessionType] = (),
     faults: Faults | None = None,
     new_id: Callable[[], str] | None = None,
+    passivate_after: float | None = 600.0,
 ) -> AsyncIterator[Hub]:
     """Run a hub for the duration of the block.
 
@@ -80,10 +84,15 @@ async def open_hub(
       session_types: session types to add to the built-in ones.
       faults: a fault injector that may crash session actors (``troupe.testing``).
       new_id: makes ids (default: random UUID4 hex); seed one for reproducible runs.
+      passivate_after: seconds of trio's clock a session may go unused before its actor is
+        stopped and its memory released (default 600; None or 0 never passivates). The
+        next use rehydrates it from snapshot + WAL, transparently.
 
     Leaving the block stops the sweeper, the connections, the sessions, the hub actor and
     the audit writer, in that order; no task outlives it.
     """
+    if passivate_after is not None and passivate_after < 0:
+        raise ValueError(f"passivate_after must be None or >= 0, got {passivate_after!r}")
     config = HubConfig(
         invite_ack_timeout=invite_ack_timeout,
         ttl_sweep_interval=ttl_sweep_interval,
@@ -93,6 +102,7 @@ async def open_hub(
         session_within_s=session_within_s,
         client_mailbox=client_mailbox,
         cursor_flush_interval=cursor_flush_interval,
+        passivate_after=passivate_after or None,
     )
     async with open_store(store) as opened:
         core = HubCore(
@@ -139,6 +149,10 @@ async def open_hub(
                         partial(_sweep, hub.check_expectations, expectation_sweep_interval),
                     )
                 )
+            if config.passivate_after is not None:
+                await root.start_child(
+                    ChildSpec("passivator", partial(sweep_idle, hub, config.passivate_after))
+                )
             yield hub
 
 
@@ -176,10 +190,14 @@ async def _run_clients(hub: Hub, *, task_status: trio.TaskStatus[None]) -> None:
 async def _hydrate(hub: Hub) -> None:
     """Start (and so refold) every open session, a few at a time.
 
-    A session that cannot be started is left for later (each use retries it, and fails
-    with its error until the cause is fixed): one bad session does not stop the hub.
+    Recovery finishes what a crash interrupted and publishes each session's state (what
+    ``can_send`` and ``pending_turns_for`` read). With passivation on, each session is then
+    passivated at once: reopening a store of many open sessions does not hold an actor for
+    each of them. A session that cannot be started is left for later (each use retries it,
+    and fails with its error until the cause is fixed): one bad session does not stop the hub.
     """
     limiter = trio.CapacityLimiter(32)
+    passivating = hub.core.config.passivate_after is not None
 
     async def start(entry: SessionEntry) -> None:
         async with limiter:
@@ -187,6 +205,9 @@ async def _hydrate(hub: Hub) -> None:
                 await hub._running(entry)
             except (ProtocolError, StoreError) as exc:
                 log.error("hub: session %s left unloaded: %s", entry.session_id, exc)
+                return
+            if passivating:
+                await passivate(hub, entry)
 
     async with trio.open_nursery() as nursery:
         for entry in list(hub.core.directory.sessions.values()):

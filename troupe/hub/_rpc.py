@@ -90,6 +90,25 @@ def _str(params: dict[str, Any], key: str, *, optional: bool = False) -> Any:
     return value
 
 
+def _int(params: dict[str, Any], key: str, default: int | None = None) -> Any:
+    """An integer parameter (``default`` when absent; None allowed only if that is the
+    default). ``int(value)`` would take "5", 1.5 and True, and fail with a bare ValueError."""
+    value = params.get(key, default)
+    if value is None and default is None:
+        return None
+    if type(value) is not int:
+        raise DecodeError(f"parameter {key!r} must be an integer", record="params", field=key)
+    return value
+
+
+def _dict(params: dict[str, Any], key: str) -> Any:
+    """An optional JSON-object parameter."""
+    value = params.get(key)
+    if value is not None and not isinstance(value, dict):
+        raise DecodeError(f"parameter {key!r} must be an object", record="params", field=key)
+    return value
+
+
 async def handle_request(caller: Caller, frame: RequestFrame) -> ResponseFrame:
     """Run one op and answer it; errors become ``ok=False`` with their code."""
     fn = OPS.get(frame.op)
@@ -120,8 +139,16 @@ async def handle_request(caller: Caller, frame: RequestFrame) -> ResponseFrame:
 @op("register")
 async def _register(c: Caller, p: dict[str, Any]) -> Any:
     rule = p.get("rule")
+    passport = structure(p.get("passport"), Passport)
+    if passport.effective_kind == "remote_agent":
+        # A federation proxy's identity skips registration auth; only the hub's owner may
+        # make one (in process). Over a connection it would take any name without its key.
+        raise AccessDeniedError(
+            f"agent {passport.name!r}: a remote_agent passport is registered by the hub "
+            "itself, not over a connection"
+        )
     passport = await c.hub.register(
-        structure(p.get("passport"), Passport),
+        passport,
         structure(p.get("resume") or {}, Resume),
         skill_md=_str(p, "skill_md", optional=True),
         rule=structure(rule, Rule) if rule is not None else None,
@@ -175,7 +202,7 @@ async def _list_agents(c: Caller, p: dict[str, Any]) -> Any:
         query=_str(p, "query", optional=True),
         kind=_str(p, "kind", optional=True),
         sort_by=_str(p, "sort_by", optional=True),
-        limit=int(p.get("limit", 50)),
+        limit=_int(p, "limit", 50),
     )
     return unstructure(found)
 
@@ -215,13 +242,13 @@ async def _create_session(c: Caller, p: dict[str, Any]) -> Any:
     md = await c.hub.create_session(
         creator_id=c.require(_str(p, "creator_id")),
         manifest_type=_str(p, "manifest_type"),
-        manifest_version=int(p.get("manifest_version", 1)),
+        manifest_version=_int(p, "manifest_version", 1),
         participants=[str(x) for x in participants],
-        required_acks=p.get("required_acks"),
+        required_acks=_int(p, "required_acks"),
         ttl=p.get("ttl"),
-        knobs=p.get("knobs"),
+        knobs=_dict(p, "knobs"),
         intent=_str(p, "intent", optional=True),
-        labels=p.get("labels"),
+        labels=_dict(p, "labels"),
     )
     return unstructure(md)
 
@@ -237,7 +264,7 @@ async def _get_session(c: Caller, p: dict[str, Any]) -> Any:
 async def _list_sessions(c: Caller, p: dict[str, Any]) -> Any:
     agent_id = _str(p, "agent_id", optional=True)
     agents = [c.require(agent_id)] if agent_id is not None else sorted(c.actor.agents)
-    limit = int(p.get("limit", 50))
+    limit = _int(p, "limit", 50)
     include_terminal = bool(p.get("include_terminal", False))
     found: dict[str, Any] = {}
     for who in agents:
@@ -271,10 +298,7 @@ async def _post_envelope(c: Caller, p: dict[str, Any]) -> Any:
 async def _read_wal(c: Caller, p: dict[str, Any]) -> Any:
     session_id = _str(p, "session_id")
     c.require_participant(session_id)
-    until = p.get("until")
-    wal = await c.hub.read_wal(
-        session_id, since=int(p.get("since", 0)), until=int(until) if until is not None else None
-    )
+    wal = await c.hub.read_wal(session_id, since=_int(p, "since", 0), until=_int(p, "until"))
     return unstructure(wal)
 
 
@@ -332,7 +356,7 @@ async def _update_task(c: Caller, p: dict[str, Any]) -> Any:
     await c.hub.update_task(
         task.task_id,
         state=structure(state, TaskState) if state is not None else None,
-        progress=p.get("progress"),
+        progress=_dict(p, "progress"),
         result=p.get("result"),
         error=_str(p, "error", optional=True),
     )
@@ -348,7 +372,7 @@ async def _list_tasks(c: Caller, p: dict[str, Any]) -> Any:
     agent_id = _str(p, "agent_id", optional=True)
     state = p.get("state")
     owners = [c.require(agent_id)] if agent_id is not None else sorted(c.actor.agents)
-    limit = int(p.get("limit", 50))
+    limit = _int(p, "limit", 50)
     found = []
     for owner in owners:
         found.extend(
@@ -364,12 +388,11 @@ async def _list_tasks(c: Caller, p: dict[str, Any]) -> Any:
 
 @op("record_observation")
 async def _record_observation(c: Caller, p: dict[str, Any]) -> Any:
-    latency = p.get("latency_ms")
     await c.hub.record_observation(
         owner_id=c.require(_str(p, "owner_id")),
         capability=_str(p, "capability"),
         outcome=structure(p.get("outcome"), TaskState),
-        latency_ms=int(latency) if latency is not None else None,
+        latency_ms=_int(p, "latency_ms"),
         task_id=_str(p, "task_id", optional=True),
     )
 

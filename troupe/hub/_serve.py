@@ -44,10 +44,11 @@ log = logging.getLogger("troupe.hub.connections")
 MAX_IN_FLIGHT = 64
 #: How long a closing connection waits for its cursors to be saved.
 FLUSH_TIMEOUT_S = 5.0
-#: Frames a connection may send per second (sustained) and in a burst; beyond that the hub
-#: stops reading from it for a while (backpressure on that connection only).
-FRAMES_PER_SECOND = 2000
-FRAME_BURST = 4000
+#: Requests (posts, RPCs, hellos, pings) a connection may send per second, sustained and in a
+#: burst; beyond that the hub stops reading from it for a while (backpressure on that
+#: connection only). Receipts are not counted.
+FRAMES_PER_SECOND = 5000
+FRAME_BURST = 10000
 #: How long a closing connection waits for its cursors to be saved.
 FLUSH_TIMEOUT_S = 5.0
 
@@ -80,7 +81,9 @@ async def serve_endpoint(
             frames = endpoint.frames()
             try:
                 async for frame in frames:
-                    if not flood.take(trio.current_time()):
+                    # Receipts answer the hub's own deliveries (bounded by them), so they do
+                    # not spend the budget: it limits what a client asks of the hub.
+                    if not isinstance(frame, ReceiptFrame) and not flood.take(trio.current_time()):
                         # Over its budget: this connection waits; the others are not read
                         # by this task, so they do not.
                         await trio.sleep(flood.wait_for_token())
@@ -138,15 +141,14 @@ async def _on_frame(
             error = ErrorFrame(code="bad_frame", message=reason, request_id=request_id)
             ref.mailbox.send_system(SendOut(error))
         case _:
-            await ref.tell(
-                SendOut(
-                    ErrorFrame(
-                        code="bad_frame",
-                        message=f"a client may not send {type(frame).__name__}",
-                        request_id=getattr(frame, "request_id", ""),
-                    )
-                )
+            # In the system lane, as for undecodable frames: a blocking tell could hold
+            # the reader while the actor waits on this client.
+            refusal = ErrorFrame(
+                code="bad_frame",
+                message=f"a client may not send {type(frame).__name__}",
+                request_id=getattr(frame, "request_id", ""),
             )
+            ref.mailbox.send_system(SendOut(refusal))
 
 
 async def _hello(hub: Hub, ref: ActorRef[Any, Any], frame: HelloFrame) -> None:

@@ -18,7 +18,8 @@ A post, in order (reference §1.3-C, rejected posts leave the WAL untouched):
 Recovery (``on_start``): latest snapshot + fold of the WAL after it (the activity summary
 likewise: saved with the snapshot, then noted from the tail), then finish what a crash
 interrupted (an activation, a close) and, after a crash, dispatch the last few envelopes
-again (connections drop the duplicates by ``seq``).
+again (connections drop the duplicates by ``seq``). Rehydration after a passivation is the
+same recovery, without the re-dispatch (see ``_passivation.py``).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from ..store import dedup_keys
 from ._activity import Activity, forget_activity, load_activity, save_activity
 from ._core import Failed, HubCore
 from ._delivery import dispatch, recipients_of
+from ._passivation import Passivate, prepare_to_passivate
 from ._rules import check_depth, check_outbound
 
 log = logging.getLogger("troupe.hub.sessions")
@@ -102,7 +104,7 @@ class Accepted:
     duplicate: bool = False
 
 
-SessionMsg = Post | HubPost | SendInvites | EndSession
+SessionMsg = Post | HubPost | SendInvites | EndSession | Passivate
 
 
 def invitees_of(metadata: SessionMetadata) -> list[str]:
@@ -218,6 +220,8 @@ class SessionActor(Actor[SessionMsg, Any]):
                 result = Failed(exc)
         elif isinstance(msg, SendInvites):
             result = await self._send_invites()
+        elif isinstance(msg, Passivate):
+            result = await prepare_to_passivate(self)
         else:
             if msg.only_if_pending and self.metadata.state is not SessionState.PENDING:
                 result = self.metadata
@@ -269,6 +273,11 @@ class SessionActor(Actor[SessionMsg, Any]):
             await self._activate()
         return self.metadata
 
+    async def on_stop(self) -> None:
+        counters = self.core.counters
+        high_water = self.ref.mailbox.statistics().high_water
+        counters.session_high_water = max(counters.session_high_water, high_water)
+
     # -- posting ---------------------------------------------------------------------------
 
     async def _post(
@@ -319,7 +328,11 @@ class SessionActor(Actor[SessionMsg, Any]):
                     continue
                 passport = registry.passport(rid)
                 their_rule = registry.rule(rid)
-                if passport is not None and their_rule is not None:
+                if (
+                    passport is not None
+                    and their_rule is not None
+                    and their_rule.limits.inbox.overflow == "reject"
+                ):
                     core.ledger.check(passport, their_rule.limits.inbox)
             self.stype.validate_send(md, env, self.state)
         else:
@@ -439,16 +452,20 @@ class SessionActor(Actor[SessionMsg, Any]):
         if self.stype is None or every <= 0 or self.last_seq - self.snapshot_seq < every:
             return
         try:
-            await self.core.store.save_snapshot(
-                self.sid, self.last_seq, self.stype.dump_state(self.state)
-            )
-            await save_activity(self.core.store, self.sid, self.activity)
+            await self.save_snapshot()
         except StoreError as exc:
             # A snapshot only shortens recovery; the WAL has everything. Try again next post.
             log.warning(
                 "session %s: snapshot after seq %d failed: %s", self.sid, self.last_seq, exc
             )
-            return
+
+    async def save_snapshot(self) -> None:
+        """Save the state and the activity summary as of ``last_seq``."""
+        assert self.stype is not None
+        await self.core.store.save_snapshot(
+            self.sid, self.last_seq, self.stype.dump_state(self.state)
+        )
+        await save_activity(self.core.store, self.sid, self.activity)
         self.snapshot_seq = self.last_seq
 
     # -- lifecycle moves -------------------------------------------------------------------

@@ -60,6 +60,12 @@ class RateBlock:
 class InboxBlock:
     """How many substantive envelopes may wait for an agent, and what happens beyond that.
 
+    Waiting means delivered to the agent's connection and not yet acked. At ``max_pending``:
+    ``overflow="reject"`` refuses the post (``InboxFull``); ``"drop_newest"`` accepts it
+    into the WAL but does not deliver it to this agent now (a dead letter, audit
+    ``inbox_overflow``): the agent gets it with its next replay. The reference's
+    ``"drop_oldest"`` is refused: what was delivered cannot be taken back.
+
     ``high_water`` ``None`` means 80% of ``max_pending`` (at least 1); ``<= 0`` disables the
     pressure signal. ``max_pending=0`` disables the cap.
     """
@@ -69,10 +75,14 @@ class InboxBlock:
     high_water: int | None = None
 
     def __attrs_post_init__(self) -> None:
-        if self.overflow not in ("reject", "drop_oldest", "drop_newest"):
+        if self.overflow == "drop_oldest":
             raise ValueError(
-                f"inbox overflow must be 'reject', 'drop_oldest' or 'drop_newest', "
-                f"got {self.overflow!r}"
+                "inbox overflow 'drop_oldest' is not supported: deliveries already sent to a "
+                "client cannot be taken back; use 'reject' or 'drop_newest'"
+            )
+        if self.overflow not in ("reject", "drop_newest"):
+            raise ValueError(
+                f"inbox overflow must be 'reject' or 'drop_newest', got {self.overflow!r}"
             )
 
     @property

@@ -93,9 +93,13 @@ def json_bytes(value: Any, what: str) -> bytes:
       StoreError: ``value`` is not JSON data; the message names ``what``.
     """
     try:
-        return dumps(value)
+        encoded = dumps(value)
     except DecodeError as exc:
         raise StoreError(f"{what} is not JSON data: {exc}") from exc
+    # orjson (3.13) hands back its whole output buffer, about 4 KiB however short the JSON:
+    # kept in a MemoryStore, one per audit record and snapshot, that is most of a hub's
+    # memory. A copy is exactly as long as the JSON.
+    return bytes(memoryview(encoded))
 
 
 def json_value(data: str | bytes) -> Any:

@@ -32,6 +32,10 @@ from .._errors import StoreError
 Write = Callable[[sqlite3.Connection], None]
 
 
+#: Scheduler steps the idle writer waits after the first write of a burst, for the others.
+GATHER_STEPS = 3
+
+
 @attrs.frozen(kw_only=True)
 class WriterStatistics:
     """What the writer has done so far (trio's ``statistics()`` convention)."""
@@ -114,6 +118,10 @@ class GroupCommitWriter:
                 if not self._pending:
                     self._wakeup = trio.Event()
                     await self._wakeup.wait()
+                    # Woken by the first write of a burst: let the tasks that are runnable
+                    # now (other sessions mid-post) add theirs, so they share the commit.
+                    for _ in range(GATHER_STEPS):
+                        await trio.lowlevel.checkpoint()
                     continue
                 batch, self._pending = self._pending, []
                 for pending in batch:

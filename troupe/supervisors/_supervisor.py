@@ -276,6 +276,11 @@ class Supervisor:
             done.set()
         if scope.cancelled_caught or child.stopping:
             return
+        if not should_restart(child.spec.restart, crashed=crash is not None):
+            # Forget it now, not when the control task reads a report: a start_child with
+            # the same id right after this exit (a session started again) must succeed.
+            self._exit_for_good(child, crash)
+            return
         self._report_send.send_nowait((child, generation, crash))
 
     async def _stop(self, child: _Child) -> None:
@@ -324,17 +329,23 @@ class Supervisor:
                     else:
                         await self._restart(child, delay)
 
-    def _decide(self, child: _Child, crash: Exception | None) -> float | None:
-        """Log the exit and apply the policy; return the delay before restarting, or None."""
+    def _exit_for_good(self, child: _Child, crash: Exception | None) -> None:
         cid = child.spec.id
         if crash is not None:
             log.error("%s: child %r crashed", self.name, cid, exc_info=crash)
-        if not should_restart(child.spec.restart, crashed=crash is not None):
-            log.info(
-                "%s: child %r exited and is not restarted (%s)", self.name, cid, child.spec.restart
-            )
-            self._forget(child, crash)
-            return None
+        log.info(
+            "%s: child %r exited and is not restarted (%s)", self.name, cid, child.spec.restart
+        )
+        self._forget(child, crash)
+
+    def _decide(self, child: _Child, crash: Exception | None) -> float | None:
+        """Log the crash and apply the policy; return the delay before restarting, or None.
+
+        Only exits that lead to a restart get here (``_exit_for_good`` handles the others).
+        """
+        cid = child.spec.id
+        if crash is not None:
+            log.error("%s: child %r crashed", self.name, cid, exc_info=crash)
         window = child.window if child.window is not None else self._window
         if window.record_crash(trio.current_time()) == "give_up":
             self._give_up(child, crash)

@@ -1,0 +1,399 @@
+"""Many agents in one process: idle cost, passivated sessions, wake-ups, recovery.
+
+Issue 8's targets, each printed next to a raw-trio (or raw-SQLite) baseline measured in the
+same run. Every part runs in a fresh subprocess, so its memory figures are its own:
+
+- agents: N agents registered through one in-process HubClient (each an AgentClient with
+  the default turn handler), then M two-party conversations opened (full handshake) and
+  left idle until passivated. RSS per idle agent and per passivated session, peak RSS.
+  Baseline: N bare trio tasks, each waiting on its own memory channel.
+- wake: S sessions created (no clients: the hub's own cost) and passivated in waves, then
+  W of them woken at random by a post. RSS per passivated session and wake-up latency
+  (the post that rehydrates). Baselines: a post into a live session, and a request/reply
+  between two bare trio tasks over memory channels.
+- recovery: one conversation of E envelopes on SQLite, passivated, then woken: the time of
+  that first post with a snapshot every 1000 envelopes vs. with none (full refold).
+  Baseline: reading the same rows with sqlite3 + orjson.
+
+The hub parts run under trio's MockClock (autojump), so waiting for passivation costs no
+wall time; the figures are wall-clock (``time.perf_counter``). ``gc.freeze()`` follows each
+bulk creation: with 100k agents alive a full collection otherwise walks them all, again
+and again, for objects that live as long as the run.
+
+``python -m benchmarks sim`` runs the default sizes; ``python -m benchmarks.bench_sim
+--sessions-passivated 1000000`` (and ``--help``) changes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import resource
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+import trio
+import trio.testing
+
+from troupe import EV_TEXT, Envelope, HubClient, LocalLink, Passport, Turn, open_hub
+from troupe.sim import SeededIds, draw
+from troupe.store import MemoryStore, SQLiteStore
+
+KIB = 1024
+MIB = 1024 * 1024
+
+
+def rss() -> int:
+    """Resident set size now, in bytes (Linux)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * KIB
+
+
+def settled_rss() -> int:
+    gc.collect()
+    return rss()
+
+
+def quantiles(samples: Sequence[float]) -> tuple[float, float]:
+    """p50 and p99 of ``samples`` (seconds), in microseconds."""
+    ordered = sorted(samples)
+    p50 = ordered[len(ordered) // 2]
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return p50 * 1e6, p99 * 1e6
+
+
+class Idle:
+    """An agent that never has anything to say."""
+
+    async def respond(self, turn: Turn) -> str | None:
+        await trio.lowlevel.checkpoint()
+        return None
+
+
+#: The hub's periodic sweeps (TTLs, expectations) walk every session; these parts do not
+#: measure them.
+QUIET: dict[str, Any] = {"ttl_sweep_interval": 0, "expectation_sweep_interval": 0}
+
+
+def virtual(fn: Any, *args: Any) -> Any:
+    return trio.run(fn, *args, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+# -- baselines -----------------------------------------------------------------------------
+
+
+async def _bare_tasks(n: int) -> dict[str, Any]:
+    async def idle(receive: trio.MemoryReceiveChannel[int]) -> None:
+        async for _ in receive:
+            pass
+
+    before = settled_rss()
+    senders = []
+    async with trio.open_nursery() as nursery:
+        for _ in range(n):
+            send, receive = trio.open_memory_channel[int](0)
+            senders.append(send)
+            nursery.start_soon(idle, receive)
+        await trio.testing.wait_all_tasks_blocked()
+        per_task = (settled_rss() - before) / n
+        # A request/reply between two bare tasks: the floor under any post latency.
+        to_server, server_in = trio.open_memory_channel[int](0)
+        to_client, client_in = trio.open_memory_channel[int](0)
+
+        async def server() -> None:
+            async for value in server_in:
+                await to_client.send(value)
+
+        nursery.start_soon(server)
+        samples = []
+        for i in range(20_000):
+            start = time.perf_counter()
+            await to_server.send(i)
+            await client_in.receive()
+            samples.append(time.perf_counter() - start)
+        nursery.cancel_scope.cancel()
+    return {"bytes_per_task": per_task, "request_reply_us": quantiles(samples)}
+
+
+# -- agents --------------------------------------------------------------------------------
+
+
+async def _agents(n_agents: int, n_sessions: int, wave: int) -> dict[str, Any]:
+    start_rss = settled_rss()
+    async with (
+        open_hub(MemoryStore(), new_id=SeededIds(1), passivate_after=1, **QUIET) as hub,
+        HubClient(LocalLink(hub)) as hc,
+    ):
+        base = settled_rss()
+        started = time.perf_counter()
+        agents = []
+        for i in range(n_agents):
+            agents.append(await hc.register(Idle(), Passport(name=f"agent-{i:06d}")))
+        register_s = time.perf_counter() - started
+        gc.collect()
+        gc.freeze()
+        with_agents = rss()
+
+        ids = [a.agent_id for a in agents]
+        started = time.perf_counter()
+
+        async def opener(k: int, first: int, last: int) -> None:
+            for i in range(first + k, last, 64):
+                a = int(draw(1, "a", i) * n_agents)
+                b = (a + 1 + int(draw(1, "b", i) * (n_agents - 1))) % n_agents
+                await hc.create_session(
+                    creator_id=ids[a], manifest_type="conversation", participants=[ids[a], ids[b]]
+                )
+
+        for first in range(0, n_sessions, wave):
+            async with trio.open_nursery() as nursery:
+                for k in range(64):
+                    nursery.start_soon(opener, k, first, min(n_sessions, first + wave))
+            await trio.sleep(2)  # virtual: this wave goes idle and is passivated
+        create_s = time.perf_counter() - started
+        stats = hub.statistics()
+        with_sessions = settled_rss()
+    gc.unfreeze()
+    return {
+        "agents": n_agents,
+        "sessions": n_sessions,
+        "passivated": stats.passivated_sessions,
+        "hub_bytes": base - start_rss,
+        "bytes_per_agent": (with_agents - base) / n_agents,
+        "bytes_per_session": (with_sessions - with_agents) / n_sessions,
+        "peak_rss": peak_rss(),
+        "register_us": register_s / n_agents * 1e6,
+        "create_us": create_s / n_sessions * 1e6,
+    }
+
+
+# -- wake-ups ------------------------------------------------------------------------------
+
+
+def _text(session_id: str, sender_id: str, text: str) -> Envelope:
+    return Envelope(
+        session_id=session_id, sender_id=sender_id, event_type=EV_TEXT, event_data={"text": text}
+    )
+
+
+async def _wake(n_sessions: int, n_woken: int, wave: int, db: Path) -> dict[str, Any]:
+    store = SQLiteStore(db, synchronous="NORMAL", threaded=False)
+    async with open_hub(store, passivate_after=1, new_id=SeededIds(2), **QUIET) as hub:
+        people = []
+        for i in range(1000):
+            passport = await hub.register(Passport(name=f"p{i}"))
+            assert passport.agent_id is not None
+            people.append(passport.agent_id)
+        before = settled_rss()
+        sessions: list[tuple[str, str]] = []
+        started = time.perf_counter()
+
+        async def creator(k: int, first: int, last: int) -> None:
+            for i in range(first + k, last, 64):
+                a, b = people[i % 1000], people[(i * 7 + 1 + i // 1000) % 1000]
+                if a == b:
+                    b = people[(i + 1) % 1000]
+                md = await hub.create_session(
+                    creator_id=a, manifest_type="conversation", participants=[a, b], required_acks=0
+                )
+                sessions.append((md.session_id, b))
+
+        for first in range(0, n_sessions, wave):
+            async with trio.open_nursery() as nursery:
+                for k in range(64):
+                    nursery.start_soon(creator, k, first, min(n_sessions, first + wave))
+            await trio.sleep(2)  # virtual: this wave is passivated before the next
+            print(f"  created {len(sessions):,} sessions", file=sys.stderr, flush=True)
+        create_s = time.perf_counter() - started
+        gc.collect()
+        gc.freeze()
+        passivated = rss()
+        stats = hub.statistics()
+        assert stats.live_sessions == 0, stats
+
+        woken = []
+        for i in range(n_woken):
+            sid, sender = sessions[int(draw(3, "wake", i) * len(sessions))]
+            started = time.perf_counter()
+            await hub.post(_text(sid, sender, "wake up"))
+            woken.append(time.perf_counter() - started)
+        live = []
+        sid, sender = sessions[0]
+        for i in range(n_woken):
+            started = time.perf_counter()
+            await hub.post(_text(sid, sender, f"again {i}"))
+            live.append(time.perf_counter() - started)
+        stats = hub.statistics()
+    gc.unfreeze()
+    return {
+        "sessions": n_sessions,
+        "woken": n_woken,
+        "rehydrations": stats.rehydrations,
+        "hub_rss": passivated,
+        "bytes_per_session": (passivated - before) / n_sessions,
+        "peak_rss": peak_rss(),
+        "create_us": create_s / n_sessions * 1e6,
+        "wake_us": quantiles(woken),
+        "live_us": quantiles(live),
+    }
+
+
+# -- recovery ------------------------------------------------------------------------------
+
+
+async def _recovery(n_envelopes: int, snapshot_every: int, db: Path) -> dict[str, Any]:
+    store = SQLiteStore(db, synchronous="NORMAL", threaded=False)
+    async with open_hub(store, passivate_after=1, snapshot_every=snapshot_every, **QUIET) as hub:
+        a = (await hub.register(Passport(name="a"))).agent_id
+        b = (await hub.register(Passport(name="b"))).agent_id
+        assert a is not None
+        assert b is not None
+        md = await hub.create_session(
+            creator_id=a, manifest_type="conversation", participants=[a, b], required_acks=0
+        )
+        sid = md.session_id
+        for i in range(n_envelopes):
+            await hub.post(_text(sid, a if i % 2 else b, f"line {i}"))
+        samples = []
+        for i in range(5):
+            await trio.sleep(2)  # virtual: passivated
+            assert not hub.core.directory.get(sid).running
+            started = time.perf_counter()
+            await hub.post(_text(sid, a, f"wake {i}"))
+            samples.append(time.perf_counter() - started)
+    return {"envelopes": n_envelopes, "wake_s": statistics.median(samples)}
+
+
+def _raw_read(db: Path) -> dict[str, Any]:
+    """Read the biggest session's rows with sqlite3 + orjson: the floor under a refold."""
+    conn = sqlite3.connect(db)
+    (session_id,) = conn.execute(
+        "SELECT session_id FROM wal GROUP BY session_id ORDER BY count(*) DESC LIMIT 1"
+    ).fetchone()
+    started = time.perf_counter()
+    rows = conn.execute(
+        "SELECT envelope FROM wal WHERE session_id = ? ORDER BY seq", (session_id,)
+    ).fetchall()
+    decoded = [orjson.loads(envelope) for (envelope,) in rows]
+    elapsed = time.perf_counter() - started
+    conn.close()
+    return {"rows": len(decoded), "read_s": elapsed}
+
+
+# -- the driver ----------------------------------------------------------------------------
+
+
+def _part(argv: list[str]) -> dict[str, Any]:
+    """Run one part in this process (``--part``)."""
+    name, *rest = argv
+    values = [int(v) for v in rest if v.isdigit()]
+    paths = [Path(v) for v in rest if not v.isdigit()]
+    if name == "baseline":
+        result: dict[str, Any] = trio.run(_bare_tasks, values[0])
+    elif name == "agents":
+        result = virtual(_agents, values[0], values[1], values[2])
+    elif name == "wake":
+        result = virtual(_wake, values[0], values[1], values[2], paths[0])
+    elif name == "recovery":
+        result = virtual(_recovery, values[0], values[1], paths[0])
+        result["raw"] = _raw_read(paths[0])
+    else:
+        raise SystemExit(f"unknown part {name!r}")
+    return result
+
+
+def _spawn(*args: object) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_sim", "--part", *map(str, args)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_sim", description=__doc__)
+    parser.add_argument("--agents", type=int, default=100_000, help="registered agents")
+    parser.add_argument("--sessions", type=int, default=50_000, help="sessions among them")
+    parser.add_argument(
+        "--sessions-passivated", type=int, default=200_000, help="sessions to passivate and wake"
+    )
+    parser.add_argument("--woken", type=int, default=10_000, help="passivated sessions woken")
+    parser.add_argument("--wave", type=int, default=10_000, help="sessions created per wave")
+    parser.add_argument("--envelopes", type=int, default=100_000, help="envelopes to recover")
+    parser.add_argument("--part", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args([] if argv is None else argv)
+    if args.part:
+        print(json.dumps(_part(args.part)))
+        return
+
+    print(f"python {sys.version.split()[0]}, trio {trio.__version__}; hub parts under MockClock")
+    base = _spawn("baseline", args.agents)
+    agents = _spawn("agents", args.agents, args.sessions, args.wave)
+    print(
+        f"\n{args.agents:,} idle agents + {args.sessions:,} conversations (handshake, in waves "
+        f"of {args.wave:,}, each passivated before the next: {agents['passivated']:,})"
+    )
+    per_agent, per_task = agents["bytes_per_agent"] / KIB, base["bytes_per_task"] / KIB
+    print(f"  RSS per idle agent          {per_agent:8.2f} KiB   (target <= 10)")
+    print(f"  bare trio task + channel    {per_task:8.2f} KiB   (baseline)")
+    print(f"  RSS per passivated session  {agents['bytes_per_session'] / KIB:8.2f} KiB")
+    print(
+        f"  peak RSS {agents['peak_rss'] / MIB:,.0f} MiB = "
+        f"{agents['peak_rss'] / args.agents / KIB:.2f} KiB per agent, all included"
+    )
+    print(
+        f"  register {agents['register_us']:.0f} us/agent, "
+        f"open {agents['create_us']:.0f} us/session (wall)"
+    )
+
+    with tempfile.TemporaryDirectory(prefix="troupe-bench-sim-") as tmp:
+        wake = _spawn(
+            "wake", args.sessions_passivated, args.woken, args.wave, Path(tmp) / "wake.db"
+        )
+        print(
+            f"\n{wake['sessions']:,} sessions created and passivated (SQLite, waves of "
+            f"{args.wave:,}), {wake['woken']:,} woken at random"
+        )
+        print(
+            f"  RSS {wake['hub_rss'] / MIB:,.0f} MiB, "
+            f"{wake['bytes_per_session'] / KIB:.2f} KiB per passivated session; "
+            f"peak {wake['peak_rss'] / MIB:,.0f} MiB"
+        )
+        p50, p99 = wake["wake_us"]
+        print(f"  wake-up post (rehydrates) p50 {p50:8.0f} us  p99 {p99:8.0f} us")
+        p50, p99 = wake["live_us"]
+        print(f"  post, live session        p50 {p50:8.0f} us  p99 {p99:8.0f} us   (baseline)")
+        p50, p99 = base["request_reply_us"]
+        print(f"  bare trio request/reply   p50 {p50:8.1f} us  p99 {p99:8.1f} us   (baseline)")
+        print(f"  create {wake['create_us']:.0f} us/session (wall)")
+
+        snap = _spawn("recovery", args.envelopes, 1000, Path(tmp) / "snap.db")
+        full = _spawn("recovery", args.envelopes, 0, Path(tmp) / "full.db")
+    print(f"\nrehydrating a session of {args.envelopes:,} envelopes (SQLite), median of 5")
+    print(f"  snapshot every 1000        {snap['wake_s'] * 1e3:9.1f} ms")
+    print(f"  no snapshots (full refold) {full['wake_s'] * 1e3:9.1f} ms")
+    raw = full["raw"]
+    print(
+        f"  raw sqlite3 + orjson read  {raw['read_s'] * 1e3:9.1f} ms   "
+        f"(baseline, {raw['rows']:,} rows)"
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

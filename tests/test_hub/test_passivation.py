@@ -1,0 +1,384 @@
+"""Passivation: idle sessions give their actor back and come back transparently."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import pytest
+import trio
+import trio.testing
+
+from troupe import EV_TEXT, Envelope, HubClient, LocalLink, Passport, Turn
+from troupe.client import AgentClient
+from troupe.hub import Hub, open_hub
+from troupe.hub._directory import SessionEntry
+from troupe.model import SessionState
+from troupe.store import MemoryStore, Snapshot
+
+IDLE = 10.0
+
+
+def running(entry: SessionEntry) -> bool:
+    """Whether the session's actor is running (a call, so mypy does not narrow it)."""
+    return entry.running
+
+
+class Silent:
+    """An agent that never answers (the tests post for it)."""
+
+    async def respond(self, turn: Turn) -> str | None:
+        await trio.lowlevel.checkpoint()
+        return None
+
+
+class HookedStore(MemoryStore):
+    """A MemoryStore that can run a hook inside ``save_snapshot`` / ``load_snapshot``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.on_save: Callable[[], Awaitable[None]] | None = None
+        self.on_load: Callable[[], Awaitable[None]] | None = None
+
+    async def save_snapshot(self, session_id: str, seq: int, state: Any) -> None:
+        await super().save_snapshot(session_id, seq, state)
+        if self.on_save is not None:
+            await self.on_save()
+
+    async def load_snapshot(self, session_id: str) -> Snapshot | None:
+        if self.on_load is not None:
+            await self.on_load()
+        return await super().load_snapshot(session_id)
+
+
+@attrs.define
+class Pair:
+    hub: Hub
+    store: HookedStore
+    ann: AgentClient
+    bob: AgentClient
+    session_id: str
+
+    def text(self, text: str) -> Envelope:
+        return Envelope(
+            session_id=self.session_id,
+            sender_id=self.ann.agent_id,
+            event_type=EV_TEXT,
+            event_data={"text": text},
+        )
+
+    async def say(self, *texts: str) -> SessionEntry:
+        """Post ``texts`` from ann, in order; return the session's directory entry."""
+        for text in texts:
+            await self.hub.post(self.text(text))
+        return self.hub.core.directory.get(self.session_id)
+
+    async def texts(self) -> list[str]:
+        wal = await self.hub.read_wal(self.session_id)
+        assert [e.seq for e in wal] == list(range(1, len(wal) + 1))
+        return [e.text or "" for e in wal if e.event_type == EV_TEXT]
+
+
+@asynccontextmanager
+async def open_pair(**options: Any) -> AsyncIterator[Pair]:
+    """A hub (passivate after IDLE s, no TTL sweeper) and a conversation between two agents."""
+    store = HookedStore()
+    options.setdefault("passivate_after", IDLE)
+    async with (
+        open_hub(store, ttl_sweep_interval=0, snapshot_every=3, **options) as hub,
+        HubClient(LocalLink(hub)) as hc,
+    ):
+        ann = await hc.register(Silent(), Passport(name="ann"))
+        bob = await hc.register(Silent(), Passport(name="bob"))
+        channel = await ann.open(type="conversation", target="bob")
+        yield Pair(hub, store, ann, bob, channel.session_id)
+
+
+async def test_an_idle_session_is_passivated_and_keeps_its_published_view(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_pair() as p:
+        entry = await p.say(*(f"line {i}" for i in range(4)))
+        state, last_seq = entry.state, entry.last_seq
+        assert p.hub.statistics().live_sessions == 1
+
+        await trio.sleep(IDLE - 1)
+        assert running(entry)
+        await trio.sleep(2)
+
+        assert not running(entry)
+        assert entry.ref is None
+        assert entry.dedup is None
+        stats = p.hub.statistics()
+        assert (stats.live_sessions, stats.passivated_sessions, stats.passivations) == (0, 1, 1)
+        # What readers need stays: metadata, the published state, the turn probe.
+        assert (await p.hub.get_session(p.session_id)).state is SessionState.ACTIVE
+        assert entry.state == state
+        assert entry.last_seq == last_seq
+        assert p.hub.can_send(p.session_id, p.bob.agent_id)
+        assert not p.hub.can_send(p.session_id, "nobody")
+        # The snapshot was brought up to date before the actor stopped.
+        snapshot = await p.store.load_snapshot(p.session_id)
+        assert snapshot is not None
+        assert snapshot.seq == last_seq
+
+
+async def test_the_next_post_rehydrates_it_and_seq_continues(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_pair() as p:
+        entry = await p.say(*(f"before {i}" for i in range(4)))
+        before = entry.state
+        await trio.sleep(IDLE + 1)
+        assert not running(entry)
+
+        accepted = await p.hub.post(p.text("after"))
+
+        assert accepted.seq == entry.last_seq
+        assert running(entry)
+        assert entry.state.turn_count == before.turn_count + 1
+        assert await p.texts() == [*(f"before {i}" for i in range(4)), "after"]
+        stats = p.hub.statistics()
+        assert (stats.rehydrations, stats.live_sessions, stats.session_restarts) == (1, 1, 0)
+
+
+@pytest.mark.parametrize("snapshot_every", [0, 3])
+async def test_rehydration_refolds_the_same_state_with_or_without_snapshots(
+    autojump_clock: trio.testing.MockClock, snapshot_every: int
+) -> None:
+    store = MemoryStore()
+    async with (
+        open_hub(
+            store, ttl_sweep_interval=0, snapshot_every=snapshot_every, passivate_after=IDLE
+        ) as hub,
+        HubClient(LocalLink(hub)) as hc,
+    ):
+        ann = await hc.register(Silent(), Passport(name="ann"))
+        await hc.register(Silent(), Passport(name="bob"))
+        table = await ann.open(type="conversation", target="bob")
+        for i in range(7):
+            await table.send(f"line {i}")
+        entry = hub.core.directory.get(table.session_id)
+        folded = entry.state
+        await trio.sleep(IDLE + 1)
+        assert not running(entry)
+        assert (await store.load_snapshot(table.session_id) is None) == (snapshot_every == 0)
+        last_id = await table.send("line 7")
+        assert entry.state == attrs.evolve(folded, turn_count=8, last_envelope_id=last_id)
+
+
+async def test_a_repeated_post_is_still_recognised_after_rehydration(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_pair() as p:
+        first = await p.hub.post(attrs.evolve(p.text("once"), idempotency_key="k1"))
+        await trio.sleep(IDLE + 1)
+        again = await p.hub.post(attrs.evolve(p.text("once"), idempotency_key="k1"))
+        assert again.duplicate
+        assert (again.envelope_id, again.seq) == (first.envelope_id, first.seq)
+        assert await p.texts() == ["once"]
+
+
+async def test_a_session_in_use_is_not_passivated(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_pair() as p:
+        for i in range(12):
+            await trio.sleep(IDLE / 2)
+            await p.hub.post(p.text(f"line {i}"))
+        assert p.hub.statistics().passivations == 0
+        assert running(p.hub.core.directory.get(p.session_id))
+
+
+async def test_posts_arriving_while_it_passivates_and_rehydrates_keep_their_order(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Posts come one by one once the actor agreed to stop, and while it is reloaded."""
+    async with open_pair() as p, trio.open_nursery() as nursery:
+        entry = await p.say("first")
+        arrivals: list[tuple[str, str]] = []
+        accepted: list[str] = []
+        reloaded = trio.Event()
+        all_accepted = trio.Event()
+
+        def phase() -> str:
+            if entry.gate is not None and entry.gate.passivating is not None:
+                return "stopping"
+            return "live" if entry.running else "reloading"
+
+        async def post(text: str) -> None:
+            arrivals.append((text, phase()))
+            await p.hub.post(p.text(text))
+            accepted.append(text)
+            if len(accepted) == 8:
+                all_accepted.set()
+
+        async def arrive_one_by_one() -> None:
+            for i in range(8):
+                nursery.start_soon(post, f"post {i}")
+                await trio.testing.wait_all_tasks_blocked()
+            reloaded.set()
+
+        async def after_snapshot() -> None:
+            p.store.on_save = None
+            # The actor agrees to stop in the step that returns from here: the posts find
+            # the session passivating, then reloading, and queue at its gate.
+            nursery.start_soon(arrive_one_by_one)
+
+        async def while_reloading() -> None:
+            p.store.on_load = None
+            await reloaded.wait()
+
+        p.store.on_save = after_snapshot
+        p.store.on_load = while_reloading
+        with trio.fail_after(IDLE * 3):
+            await all_accepted.wait()
+
+        phases = [ph for _, ph in arrivals]
+        assert phases[0] == "stopping"
+        assert "reloading" in phases
+        assert "live" not in phases
+        assert await p.texts() == ["first", *(text for text, _ in arrivals)]
+        assert accepted == [text for text, _ in arrivals]
+        stats = p.hub.statistics()
+        assert (stats.passivations, stats.rehydrations) == (1, 1)
+        assert entry.gate is None
+
+
+async def test_a_post_during_the_snapshot_keeps_the_session_running(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_pair() as p, trio.open_nursery() as nursery:
+        entry = await p.say("first")
+        seqs: list[int] = []
+
+        async def post() -> None:
+            seqs.append((await p.hub.post(p.text("during snapshot"))).seq)
+
+        async def during_snapshot() -> None:
+            p.store.on_save = None
+            nursery.start_soon(post)
+            await trio.testing.wait_all_tasks_blocked()
+            assert entry.ref is not None
+            assert len(entry.ref.mailbox) == 1  # queued behind the Passivate in hand
+
+        p.store.on_save = during_snapshot
+        await trio.sleep(IDLE + 1)
+        assert seqs == [entry.last_seq]
+        assert running(entry)
+        assert p.hub.statistics().passivations == 0
+        # Idle again for long enough: now it goes.
+        await trio.sleep(IDLE)
+        assert not running(entry)
+        assert await p.texts() == ["first", "during snapshot"]
+
+
+async def test_a_passivated_session_can_be_closed(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_pair() as p:
+        await p.hub.post(p.text("hello"))
+        await trio.sleep(IDLE + 1)
+        md = await p.hub.close_session(p.session_id, reason="done")
+        assert md.state is SessionState.CLOSED
+        wal = await p.hub.read_wal(p.session_id)
+        assert [e.seq for e in wal] == list(range(1, len(wal) + 1))
+        assert wal[-1].event_data["reason"] == "done"
+        await trio.testing.wait_all_tasks_blocked()
+        stats = p.hub.statistics()
+        assert (stats.open_sessions, stats.live_sessions, stats.passivated_sessions) == (0, 0, 0)
+        assert not p.hub.core.directory.in_use
+
+
+async def test_idle_agents_and_passivated_sessions_cost_no_task(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_pair() as p:
+        assert p.hub._client_nursery is not None
+        assert p.hub._sessions is not None
+        client_tasks = len(p.hub._client_nursery.child_tasks)
+        for i in range(3):
+            await p.hub.post(p.text(f"line {i}"))
+        # Deliveries are pending: bob's client runs a drain task for the session...
+        await trio.testing.wait_all_tasks_blocked()
+        await trio.sleep(IDLE + 1)
+        # ...which ends once they are handled; the passivated session has no task either.
+        assert len(p.hub._client_nursery.child_tasks) == client_tasks
+        [client_loop] = p.hub._client_nursery.child_tasks
+        assert [t.name for t in client_loop.child_nurseries[0].child_tasks] == []
+        assert len(p.hub._sessions) == 0
+
+
+async def test_passivation_can_be_turned_off(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_pair(passivate_after=None) as p:
+        await p.hub.post(p.text("hello"))
+        await trio.sleep(IDLE * 100)
+        assert running(p.hub.core.directory.get(p.session_id))
+        assert p.hub.statistics().passivations == 0
+
+
+async def test_a_negative_idle_time_is_refused() -> None:
+    with pytest.raises(ValueError, match="passivate_after"):
+        async with open_hub(passivate_after=-1):
+            pass  # pragma: no cover
+
+
+async def test_many_idle_sessions_are_passivated_in_batches(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_hub(ttl_sweep_interval=0, passivate_after=IDLE) as hub:
+        ann = await hub.register(Passport(name="ann"))
+        bob = await hub.register(Passport(name="bob"))
+        assert ann.agent_id is not None
+        assert bob.agent_id is not None
+        sessions = [
+            await hub.create_session(
+                creator_id=ann.agent_id,
+                manifest_type="conversation",
+                participants=[ann.agent_id, bob.agent_id],
+                required_acks=0,
+            )
+            for _ in range(150)  # more than two batches
+        ]
+        assert hub.statistics().live_sessions == 150
+        await trio.sleep(IDLE + 1)
+        stats = hub.statistics()
+        assert (stats.live_sessions, stats.passivated_sessions) == (0, 150)
+        assert stats.passivations == 150
+        assert not hub.core.directory.in_use
+        # Each comes back on its own.
+        md = sessions[77]
+        accepted = await hub.post(
+            Envelope(
+                session_id=md.session_id,
+                sender_id=bob.agent_id,
+                event_type=EV_TEXT,
+                event_data={"text": "still there?"},
+            )
+        )
+        assert accepted.seq == 3  # invite, opened, this
+        assert hub.statistics().live_sessions == 1
+
+
+async def test_a_reopened_hub_recovers_open_sessions_then_passivates_them(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = MemoryStore()
+    async with open_hub(store, ttl_sweep_interval=0, passivate_after=None) as hub:
+        hc = HubClient(LocalLink(hub))
+        ann = await hc.register(Silent(), Passport(name="ann"))
+        await hc.register(Silent(), Passport(name="bob"))
+        channels = [await ann.open(type="discussion", target="bob") for _ in range(3)]
+        for channel in channels:
+            await channel.send("my turn is over")
+        await hc.close()
+    async with open_hub(store, ttl_sweep_interval=0, passivate_after=IDLE) as hub:
+        stats = hub.statistics()
+        assert (stats.live_sessions, stats.passivated_sessions) == (0, 3)
+        bob = hub.find_agent_id("bob") or ""
+        for channel in channels:
+            # The state was refolded and published: it is bob's turn, and the hub knows.
+            assert hub.can_send(channel.session_id, bob)
+            assert not hub.can_send(channel.session_id, ann.agent_id)
+        turns = await hub.pending_turns_for(bob)
+        assert {t.session_id for t in turns} == {c.session_id for c in channels}
+    async with open_hub(store, ttl_sweep_interval=0, passivate_after=None) as hub:
+        assert hub.statistics().live_sessions == 3  # without passivation they stay up

@@ -1,0 +1,268 @@
+"""The calls HubClient passes to its hub: the seed's methods, and what turn handlers need.
+
+In process they go straight to the ``Hub``; over a network to a ``RemoteHub`` (RPC). Kept
+apart from ``_hub_client.py``, which owns the connection and the identities.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .._errors import NotFoundError
+from ..hub import Hub, PendingTurn
+from ..model import (
+    Envelope,
+    Passport,
+    Resume,
+    Rule,
+    SessionMetadata,
+    TaskMetadata,
+    TaskState,
+)
+from ..session_types import AnySessionType, ViewPolicy
+from ._identity import Identity
+from ._remote import RemoteHub
+
+
+class HubCalls:
+    """The seed's pass-throughs; mixed into :class:`HubClient`."""
+
+    _api: Hub | RemoteHub
+    _hub: Hub | None
+    _closed: bool
+    _clients: dict[str, Identity]
+    _session_types: dict[tuple[str, int], AnySessionType]
+
+    # -- the seed's pass-throughs ------------------------------------------------------------
+
+    async def get_agent(self, name_or_id: str) -> Passport:
+        return await self._api.get_agent(name_or_id)
+
+    async def get_resume(self, agent_id: str) -> Resume:
+        return await self._api.get_resume(agent_id)
+
+    async def get_skill(self, agent_id: str) -> str | None:
+        return await self._api.get_skill(agent_id)
+
+    async def get_rule(self, agent_id: str) -> Rule:
+        return await self._api.get_rule(agent_id)
+
+    async def list_agents(
+        self,
+        *,
+        capability: str | None = None,
+        query: str | None = None,
+        sort_by: str | None = None,
+        limit: int = 50,
+        kind: str | None = None,
+    ) -> list[Passport]:
+        return await self._api.list_agents(
+            capability=capability, query=query, kind=kind, sort_by=sort_by, limit=limit
+        )
+
+    async def set_resume(self, agent_id: str, resume: Resume) -> None:
+        await self._api.set_resume(agent_id, resume)
+
+    async def set_skill(self, agent_id: str, skill_md: str | None) -> None:
+        await self._api.set_skill(agent_id, skill_md)
+
+    async def set_rule(self, agent_id: str, rule: Rule) -> None:
+        await self._api.set_rule(agent_id, rule)
+
+    async def unregister_agent(self, agent_id: str) -> None:
+        await self._api.unregister(agent_id)
+        identity = self._clients.pop(agent_id, None)
+        if identity is not None:
+            await identity.disconnect()
+
+    async def create_session(
+        self,
+        *,
+        creator_id: str,
+        manifest_type: str,
+        manifest_version: int = 1,
+        participants: Sequence[str],
+        required_acks: int | None = None,
+        ttl: str | int | None = None,
+        knobs: dict[str, object] | None = None,
+        intent: str | None = None,
+        labels: dict[str, str] | None = None,
+    ) -> SessionMetadata:
+        return await self._api.create_session(
+            creator_id=creator_id,
+            manifest_type=manifest_type,
+            manifest_version=manifest_version,
+            participants=participants,
+            required_acks=required_acks,
+            ttl=ttl,
+            knobs=knobs,
+            intent=intent,
+            labels=labels,
+        )
+
+    async def get_session(self, session_id: str) -> SessionMetadata:
+        return await self._api.get_session(session_id)
+
+    async def list_sessions(
+        self, *, agent_id: str | None = None, include_terminal: bool = False, limit: int = 50
+    ) -> list[SessionMetadata]:
+        return await self._api.list_sessions(
+            agent_id=agent_id, include_terminal=include_terminal, limit=limit
+        )
+
+    async def close_session(self, session_id: str, *, reason: str = "") -> SessionMetadata:
+        return await self._api.close_session(session_id, reason=reason)
+
+    async def post_envelope(self, envelope: Envelope) -> str:
+        if self._closed:
+            raise RuntimeError("HubClient is closed")
+        return (await self._api.post(envelope)).envelope_id
+
+    async def read_wal(
+        self, session_id: str, *, since: int = 0, until: int | None = None
+    ) -> list[Envelope]:
+        return await self._api.read_wal(session_id, since=since, until=until)
+
+    def can_send(self, session_id: str, sender_id: str, *, event_type: str | None = None) -> bool:
+        """Whether the session type would accept a post from ``sender_id`` now (a turn probe).
+
+        Synchronous, as in the seed, in process only: over a network use :meth:`acan_send`.
+        """
+        if self._hub is None:
+            raise RuntimeError("can_send is synchronous in process only; use 'await acan_send()'")
+        return self._hub.can_send(session_id, sender_id, event_type=event_type)
+
+    async def acan_send(
+        self, session_id: str, sender_id: str, *, event_type: str | None = None
+    ) -> bool:
+        """:meth:`can_send`, awaitable, in process and over a network."""
+        return await self._api.acan_send(session_id, sender_id, event_type=event_type)
+
+    def default_view_policy(self, session_id: str, participant_id: str) -> ViewPolicy:
+        """The session type's view for ``participant_id`` (over a network: of a session this
+        client has fetched or opened)."""
+        if self._hub is not None:
+            return self._hub.default_view_policy(session_id, participant_id)
+        assert isinstance(self._api, RemoteHub)
+        metadata = self._api.cached_session(session_id)
+        if metadata is None:
+            raise NotFoundError(
+                f"session {session_id} is not known to this client yet: get_session() it first"
+            )
+        return self.session_type_for(metadata).default_view_policy(metadata, participant_id)
+
+    async def get_task(self, task_id: str) -> TaskMetadata:
+        return await self._api.get_task(task_id)
+
+    async def list_tasks(
+        self,
+        *,
+        agent_id: str | None = None,
+        session_id: str | None = None,
+        state: TaskState | None = None,
+        limit: int = 50,
+    ) -> list[TaskMetadata]:
+        return await self._api.list_tasks(
+            agent_id=agent_id, session_id=session_id, state=state, limit=limit
+        )
+
+    async def observe_task(self, metadata: TaskMetadata) -> None:
+        await self._api.observe_task(metadata)
+
+    async def update_task(
+        self,
+        task_id: str,
+        *,
+        state: TaskState | None = None,
+        progress: dict[str, object] | None = None,
+        result: object | None = None,
+        error: str | None = None,
+    ) -> None:
+        await self._api.update_task(
+            task_id, state=state, progress=progress, result=result, error=error
+        )
+
+    async def record_observation(
+        self,
+        *,
+        owner_id: str,
+        capability: str,
+        outcome: TaskState,
+        latency_ms: int | None = None,
+        task_id: str | None = None,
+    ) -> None:
+        await self._api.record_observation(
+            owner_id=owner_id,
+            capability=capability,
+            outcome=outcome,
+            latency_ms=latency_ms,
+            task_id=task_id,
+        )
+
+    async def checkpoint_task(self, task_id: str, state: dict[str, Any]) -> None:
+        await self._api.checkpoint_task(task_id, state)
+
+    async def read_task_checkpoint(self, task_id: str) -> dict[str, Any] | None:
+        return await self._api.read_task_checkpoint(task_id)
+
+    # -- what the turn handler needs ---------------------------------------------------------
+
+    def register_session_type(self, stype: AnySessionType) -> None:
+        """Make a custom session type known to this client's turn handler."""
+        self._session_types[(stype.name, stype.version)] = stype
+
+    def session_type_for(self, metadata: SessionMetadata) -> AnySessionType:
+        key = (metadata.manifest_type, metadata.manifest_version)
+        stype = self._session_types.get(key)
+        if stype is None and self._hub is not None:
+            stype = self._hub.core.session_type(*key)
+        if stype is None:
+            raise NotFoundError(
+                f"no session type registered for {key[0]}@v{key[1]} on this client "
+                "(register_session_type)"
+            )
+        return stype
+
+    async def pending_turn(self, session_id: str, agent_id: str) -> PendingTurn | None:
+        """``agent_id``'s turn in the session by its session type, and what triggered it.
+
+        None when it is not that agent's turn, or when the session type names no one (a
+        free-form session).
+        """
+        if self._hub is None:
+            turns = await self._api.pending_turns_for(agent_id, session_id=session_id)
+            return turns[0] if turns else None
+        metadata = await self._hub.get_session(session_id)
+        state = self._hub.session_state(session_id)
+        if state is None:
+            return None
+        turn = self.session_type_for(metadata).expected_next(metadata, state)
+        if turn is None or turn.agent_id != agent_id:
+            return None
+        return PendingTurn(
+            session_id=session_id, triggering_envelope_id=turn.triggering_envelope_id
+        )
+
+    def name_for(self, agent_id: str) -> str:
+        return self._api.name_for(agent_id)
+
+    async def learn_names(self, agent_ids: Sequence[str]) -> None:
+        await self._api.learn_names(agent_ids)
+
+    async def find_envelope_by_causation(
+        self, session_id: str, *, sender_id: str, causation_id: str
+    ) -> Envelope | None:
+        return await self._api.find_envelope_by_causation(
+            session_id, sender_id=sender_id, causation_id=causation_id
+        )
+
+    async def pending_turns_for(self, agent_id: str) -> list[PendingTurn]:
+        return await self._api.pending_turns_for(agent_id)
+
+    async def report_turn_failure(
+        self, *, session_id: str, agent_id: str, envelope_id: str, exc: BaseException
+    ) -> None:
+        await self._api.report_turn_failure(
+            session_id=session_id, agent_id=agent_id, envelope_id=envelope_id, exc=exc
+        )

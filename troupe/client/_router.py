@@ -1,0 +1,113 @@
+"""Routing deliveries to identities: per (identity, session) in WAL order, acked after.
+
+Each (identity, session) with deliveries waiting has one task draining them in order;
+different sessions are handled concurrently. After an envelope is handled the hub gets a
+receipt (``ack``, or ``nack`` if the handler raised), which advances that identity's cursor:
+on a reconnect the hub replays what was not acked, and the router drops what it already
+handled (re-acking it), so a handler never sees a duplicate. An envelope that was nacked is
+handled again when it is replayed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from ..model import Envelope, Frame, ReceiptFrame
+from ._identity import Identity
+from ._inbox import ENDED_KEPT, ENDINGS
+
+log = logging.getLogger("troupe.client")
+
+SendFrame = Callable[[Frame], Awaitable[None]]
+
+
+class Router:
+    """The delivery side of one HubClient."""
+
+    def __init__(self, clients: dict[str, Identity], send: SendFrame) -> None:
+        self._clients = clients
+        self._send = send
+        self.nursery: trio.Nursery | None = None
+        #: (identity, session) -> highest seq routed to a handler / fully handled.
+        self._routed: dict[tuple[str, str], int] = {}
+        self._handled: dict[tuple[str, str], int] = {}
+        #: Sessions that ended, with the last seq handled (the oldest forgotten first).
+        self._ended: OrderedDict[tuple[str, str], int] = OrderedDict()
+        #: (identity, session, seq) handled with a nack: a replay of it is handled again.
+        self._nacked: set[tuple[str, str, int]] = set()
+
+    def marks(self) -> int:
+        """How many live (identity, session) marks are kept (ended sessions not counted)."""
+        return len(self._routed)
+
+    def route(self, envelope: Envelope, recipient_id: str) -> None:
+        assert self.nursery is not None
+        identity = self._clients.get(recipient_id)
+        if identity is None:
+            self.nursery.start_soon(
+                self._receipt, envelope, recipient_id, "nack", "no such identity on this client"
+            )
+            return
+        key = (recipient_id, envelope.session_id)
+        retry = (recipient_id, envelope.session_id, envelope.seq)
+        ended = self._ended.get(key)
+        if ended is not None and envelope.seq <= ended:
+            # A session that ended here, replayed (its last receipts were lost): re-ack.
+            self.nursery.start_soon(self._receipt, envelope, recipient_id, "ack", "")
+            return
+        if retry in self._nacked:
+            self._nacked.discard(retry)  # it failed before: handle it again
+        elif envelope.seq <= self._routed.get(key, 0):
+            if envelope.seq <= self._handled.get(key, 0):
+                # Handled before (its receipt was lost): ack again, do not handle twice.
+                self.nursery.start_soon(self._receipt, envelope, recipient_id, "ack", "")
+            return
+        self._routed[key] = max(envelope.seq, self._routed.get(key, 0))
+        queue = identity.queues.get(envelope.session_id)
+        if queue is None:
+            queue = identity.queues[envelope.session_id] = deque()
+            self.nursery.start_soon(self._drain, identity, envelope.session_id, queue)
+        queue.append(envelope)
+
+    async def _drain(self, identity: Identity, session_id: str, queue: deque[Envelope]) -> None:
+        while queue:
+            envelope = queue[0]
+            status, reason = "ack", ""
+            try:
+                await identity.receive(envelope)
+            except Exception as exc:
+                log.exception("%s failed to handle %s", identity, envelope.envelope_id)
+                status, reason = "nack", f"{type(exc).__name__}: {exc}"
+                self._nacked.add((identity.agent_id, session_id, envelope.seq))
+            queue.popleft()
+            key = (identity.agent_id, session_id)
+            self._handled[key] = max(envelope.seq, self._handled.get(key, 0))
+            if envelope.event_type in ENDINGS and status == "ack":
+                self._forget_session(key)
+            await self._receipt(envelope, identity.agent_id, status, reason)
+        del identity.queues[session_id]
+
+    def _forget_session(self, key: tuple[str, str]) -> None:
+        """A session ended: keep one number for it (bounded), not its live marks."""
+        self._ended[key] = self._handled.pop(key, 0)
+        self._routed.pop(key, None)
+        while len(self._ended) > ENDED_KEPT:
+            self._ended.popitem(last=False)
+
+    async def _receipt(
+        self, envelope: Envelope, recipient_id: str, status: str, reason: str
+    ) -> None:
+        await self._send(
+            ReceiptFrame(
+                envelope_id=envelope.envelope_id,
+                status=status,
+                recipient_id=recipient_id,
+                session_id=envelope.session_id,
+                seq=envelope.seq,
+                reason=reason,
+            )
+        )

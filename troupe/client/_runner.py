@@ -1,0 +1,143 @@
+"""The network side of HubClient: one WebSocket connection at a time, reconnecting.
+
+The runner owns the connection: it connects (tenacity backoff with full jitter, bounded by
+``reconnect_within`` on trio's clock), reads frames, and when the connection drops it
+reconnects, re-binds every identity with a Hello that replays what it had not acked, and
+lets the calls waiting for the connection go once they are bound again.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import aclosing
+
+import trio
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
+from trio_websocket import HandshakeError
+
+from .._errors import ConnectionLost, NetworkError
+from ..hub import Hub
+from ..model import Frame
+from ..transport import LocalLinkClient, WsLink, WsLinkClient
+from ._identity import Identity
+from ._remote import RemoteHub
+
+log = logging.getLogger("troupe.client")
+
+
+class RemoteRunner:
+    """The reconnecting connection of a :class:`HubClient` over a WsLink (a mixin)."""
+
+    _api: Hub | RemoteHub
+    _closed: bool
+    _conn: LocalLinkClient | WsLinkClient | None
+    _wake: trio.Event
+    _clients: dict[str, Identity]
+    _reconnect_within: float
+
+    def _on_frame(self, frame: Frame) -> None:
+        raise NotImplementedError
+
+    async def _run_remote(
+        self, link: WsLink, *, task_status: trio.TaskStatus[trio.CancelScope]
+    ) -> None:
+        """Own the WebSocket connection: connect, read, and reconnect until closed."""
+        api = self._api
+        assert isinstance(api, RemoteHub)
+        with trio.CancelScope() as scope:
+            first = True
+            while not self._closing():
+                failure: OSError | HandshakeError | trio.TooSlowError | None = None
+                async with trio.open_nursery() as conn_nursery:
+                    try:
+                        conn = await self._connect(link, conn_nursery)
+                    except (OSError, HandshakeError, trio.TooSlowError) as exc:
+                        failure = exc
+                    else:
+                        if first:
+                            api.attach(conn)
+                            api.ready(conn)
+                            task_status.started(scope)
+                        await self._serve_connection(conn, conn_nursery, link, rebind=not first)
+                        first = False
+                # Raised here, outside the connection's nursery, so that callers get a
+                # ConnectionLost and not an exception group.
+                if failure is not None:
+                    why = f"could not reach {link.url}: {failure or type(failure).__name__}"
+                    log.error("giving up: %s", why)
+                    api.fail(why)
+                    if first:
+                        raise ConnectionLost(why) from failure
+                    await self._lose_identities()
+                    return
+                if not self._closing():
+                    log.warning("lost the connection to %s; reconnecting", link.url)
+
+    async def _serve_connection(
+        self, conn: WsLinkClient, nursery: trio.Nursery, link: WsLink, *, rebind: bool
+    ) -> None:
+        """Read ``conn`` until it ends or close() is called; after a reconnect, re-bind."""
+        api = self._api
+        assert isinstance(api, RemoteHub)
+        self._conn = conn
+        self._wake = wake = trio.Event()
+        if self._closing():
+            wake.set()  # close() ran while this connection was being made
+        nursery.start_soon(self._read, conn, wake)
+        if rebind:
+            # Calls wait until every identity is bound again: a post retried now would
+            # otherwise reach the hub before its sender's binding and be refused.
+            api.attach(conn)
+            nursery.start_soon(self._rebind, link, conn)
+        await wake.wait()  # the connection ended, or close() was called
+        self._conn = None
+        api.detach("the connection closed")
+        # Close while the library's reader still runs, so that a closing handshake can
+        # complete (bounded); when the hub dropped us this frees the socket.
+        await conn.aclose()
+        nursery.cancel_scope.cancel()
+
+    def _closing(self) -> bool:
+        # A call, not an attribute read: mypy would narrow ``self._closed`` across awaits.
+        return self._closed
+
+    async def _read(self, conn: WsLinkClient, wake: trio.Event) -> None:
+        async with aclosing(conn.frames()) as frames:
+            async for frame in frames:
+                self._on_frame(frame)
+        wake.set()
+
+    async def _connect(self, link: WsLink, nursery: trio.Nursery) -> WsLinkClient:
+        """Connect, retrying with exponential backoff and jitter for ``reconnect_within`` s."""
+        with trio.fail_after(self._reconnect_within):
+            async for attempt in AsyncRetrying(
+                sleep=trio.sleep,
+                # Full jitter: a random wait up to 0.05 s * 2**attempt (at most 5 s), so
+                # clients dropped together do not come back together.
+                wait=wait_random_exponential(multiplier=0.05, max=5.0),
+                retry=retry_if_exception_type((OSError, HandshakeError, trio.TooSlowError)),
+                reraise=True,
+            ):
+                with attempt:
+                    return await link.connect(nursery)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _rebind(self, link: WsLink, conn: WsLinkClient) -> None:
+        """After a reconnect: bind every identity again and be replayed what it missed;
+        then let the calls waiting for the connection go."""
+        api = self._api
+        assert isinstance(api, RemoteHub)
+        for identity in list(self._clients.values()):
+            scheme, claim = link.claim_for(identity.passport.name)
+            try:
+                await api.hello(identity.passport.name, scheme, claim, since={}, early=True)
+            except ConnectionLost:
+                return  # this connection is gone too; the next one re-binds
+            except NetworkError as exc:
+                log.error("could not re-bind %s: %s", identity, exc)
+        api.ready(conn)
+
+    async def _lose_identities(self) -> None:
+        self._closed = True
+        for identity in self._clients.values():
+            await identity.disconnect()

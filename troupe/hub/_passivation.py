@@ -1,0 +1,135 @@
+"""Passivation: a session idle for ``passivate_after`` seconds gives its memory back.
+
+Rules:
+
+- Idle means not used through the hub handle (``Hub._running``: posts, closes, invite rounds,
+  causation look-ups) for ``passivate_after`` seconds of trio's clock. ``Directory.in_use``
+  keeps the running sessions least recently used first, so one sweeper task looks only at
+  the front of it: no task or timer per session, and a passivated session costs no task.
+- The sweeper asks the session actor to ``Passivate``. The actor declines while anything is
+  queued for it. Otherwise it saves a snapshot (when snapshots are on and it is behind) and,
+  in the step that answers, marks its entry's gate ``passivating``: from then on callers
+  queue at the gate instead of reaching its mailbox, so the stop leaves nothing behind.
+- The sweeper stops the actor (orderly: ``on_stop`` runs) and drops its ref and dedup index.
+  What is left is the directory entry: metadata, the last published state (small, and what
+  ``can_send`` and ``pending_turns_for`` read) and ``last_seq``.
+- The next caller starts the session again (rehydration): snapshot + WAL tail, as after a
+  crash but without the re-dispatch. Callers that arrive meanwhile queue at the gate in
+  arrival order, and each puts its message into the new mailbox before the next one is let
+  through: nothing is lost or reordered.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import attrs
+import trio
+
+from .._errors import ActorDead
+from ._directory import Gate, SessionEntry
+
+if TYPE_CHECKING:
+    from ._hub import Hub
+    from ._session import SessionActor
+
+#: How many due sessions the sweeper passivates side by side.
+BATCH = 64
+
+
+@attrs.frozen
+class Passivate:
+    """To a session actor: snapshot and get ready to be stopped, unless there is work.
+
+    The answer is True when it is ready; its entry's gate is then ``passivating``.
+    """
+
+
+def _busy(actor: SessionActor) -> bool:
+    stats = actor.ref.mailbox.statistics()
+    gate = actor.entry.gate
+    return bool(stats.queued or stats.waiting_senders or (gate is not None and gate.users))
+
+
+async def prepare_to_passivate(actor: SessionActor) -> bool:
+    """Run by the session actor on ``Passivate``: whether it may be stopped now."""
+    if actor.metadata.state.terminal or _busy(actor):
+        await trio.lowlevel.checkpoint()
+        return False
+    snapshots = actor.stype is not None and actor.core.config.snapshot_every > 0
+    if snapshots and actor.last_seq > actor.snapshot_seq:
+        await actor.save_snapshot()
+        if _busy(actor):
+            return False  # someone came during the snapshot: stay
+    gate = actor.entry.gate = actor.entry.gate or Gate()
+    gate.passivating = trio.Event()
+    return True
+
+
+async def passivate(hub: Hub, entry: SessionEntry, idle_for: float = 0.0) -> bool:
+    """Passivate one session if it agrees and was not used in the last ``idle_for`` seconds.
+
+    Returns:
+      Whether it was passivated.
+    """
+    core = hub.core
+    directory = core.directory
+    ref = entry.ref
+    if ref is None or not ref.alive or entry.metadata.state.terminal:
+        directory.release(entry)  # it ended, or its supervisor gave up on it
+        await trio.lowlevel.checkpoint()
+        return False
+    if trio.current_time() < entry.used_at + idle_for:
+        await trio.lowlevel.checkpoint()  # used since the sweeper picked it
+        return False
+    try:
+        ready = await ref.ask(Passivate())
+    except ActorDead:
+        ready = False  # it crashed; its supervisor restarts it or gives up
+    gate = entry.gate
+    if not ready or gate is None or gate.passivating is None:
+        directory.touch(entry, trio.current_time())  # look again in a while
+        return False
+    assert hub._sessions is not None, "the hub is not running"
+    try:
+        await hub._sessions.terminate_child(entry.session_id)
+    finally:
+        entry.ref = None
+        entry.dedup = None
+        entry.passivated = True
+        directory.release(entry)
+        core.counters.passivations += 1
+        done, gate.passivating = gate.passivating, None
+        done.set()
+        if not gate.users and entry.gate is gate:
+            entry.gate = None
+    return True
+
+
+async def sweep(hub: Hub, after: float, *, task_status: trio.TaskStatus[None]) -> None:
+    """Passivate every session unused for ``after`` seconds, oldest first, forever.
+
+    Up to ``BATCH`` due sessions are passivated side by side: each passivation is a few
+    hops between tasks, and trio runs the tasks that are ready together in one batch.
+    """
+    directory = hub.core.directory
+    task_status.started()
+    while True:
+        if not directory.in_use:
+            await directory.used.wait()
+            continue
+        oldest = next(iter(directory.in_use.values()))
+        due = oldest.used_at + after
+        if trio.current_time() < due:
+            await trio.sleep_until(due)
+            continue
+        now = trio.current_time()
+        batch: list[SessionEntry] = []
+        for entry in directory.in_use.values():
+            # The same test as for ``due`` above, so the oldest is always in the batch.
+            if now < entry.used_at + after or len(batch) == BATCH:
+                break
+            batch.append(entry)
+        async with trio.open_nursery() as nursery:
+            for entry in batch:
+                nursery.start_soon(passivate, hub, entry, after)
