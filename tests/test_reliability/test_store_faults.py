@@ -253,3 +253,26 @@ async def test_a_store_fault_saving_cursors_spares_the_connection(
     assert hub.statistics().connections == 1
     await me.send(sid, "three")
     await expect_envelope(you, sid, text="three")
+
+
+class TestPassivation:
+    """Sessions idle for a minute are passivated (their snapshot saved, their actor stopped)."""
+
+    @pytest.fixture
+    def hub_options(self) -> dict[str, Any]:
+        return {"passivate_after": 60.0}
+
+    async def test_a_failed_snapshot_before_a_passivation_keeps_the_session_running(
+        self, hub: Hub, hub_client: HubClient, store_faults: FaultyStore, autojump_clock: object
+    ) -> None:
+        me, you, sid = await two_humans(hub_client)
+        await me.send(sid, "before")
+        store_faults.fail_next("snapshot", session_id=sid)
+        await trio.sleep(90)
+        assert hub.statistics().session_restarts == 0
+        await trio.sleep(90)  # the next sweep passivates it
+        assert hub.statistics().passivations == 1
+        await me.send(sid, "after")
+        await expect_envelope(you, sid, text="after")
+        assert hub.session_state(sid).turn_count == 2
+        await check_invariants(hub)
