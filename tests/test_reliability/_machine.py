@@ -1,7 +1,7 @@
 """The model-based test of a hub: random use, random faults, invariants after every step.
 
-The machine starts a hub with four identities (humans and scripted bots) and a session of
-every built-in type, then registers more, opens and closes sessions, posts valid and invalid
+The machine starts a hub (idle sessions passivated after 18 virtual seconds) with four
+identities (humans and scripted bots) and a session of every built-in type, then registers more, opens and closes sessions, posts valid and invalid
 envelopes (some with idempotency keys, some retried), arms crash points and store faults,
 and restarts the hub on the same store. Every post the machine makes carries a unique
 ``nonce`` in its data, so the WAL can be checked against what each post was told: an
@@ -155,6 +155,7 @@ class HubMachine(RuleBasedStateMachine):
                     # Off the steps' 5 s rhythm: trio breaks ties between deadlines by object
                     # identity, so timers that fire together would make a run irreproducible.
                     expectation_sweep_interval=7.3,
+                    passivate_after=17.9,  # idle sessions stop and come back (odd, as above)
                     snapshot_every=3,
                     invite_ack_timeout=INVITE_TIMEOUT,
                 ) as hub:
