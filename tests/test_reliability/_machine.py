@@ -1,12 +1,13 @@
 """The model-based test of a hub: random use, random faults, invariants after every step.
 
 The machine starts a hub (idle sessions passivated after 18 virtual seconds) with four
-identities (humans and scripted bots) and a session of every built-in type, then registers more, opens and closes sessions, posts valid and invalid
-envelopes (some with idempotency keys, some retried), arms crash points and store faults,
-and restarts the hub on the same store. Every post the machine makes carries a unique
-``nonce`` in its data, so the WAL can be checked against what each post was told: an
-accepted nonce is in the WAL exactly once, with the id and seq the poster got; a refused one
-is not there at all. ``check_invariants`` checks the rest (seqs, dedup, folds, metadata).
+identities (humans and scripted bots) and a session of every built-in type, then registers
+more, opens and closes sessions, posts valid and invalid envelopes (some with idempotency
+keys, some retried), arms crash points and store faults, and restarts the hub on the same
+store. Every post the machine makes carries a unique ``nonce`` in its data, so the WAL can
+be checked against what each post was told: an accepted nonce is in the WAL exactly once,
+with the id and seq the poster got; a refused one is not there at all. ``check_invariants``
+checks the rest (seqs, dedup, folds, metadata).
 """
 
 from __future__ import annotations
