@@ -47,6 +47,20 @@ def question(me: HumanClient, sid: str, *, idempotency_key: str | None = None) -
     )
 
 
+async def post_as_it_dies(
+    hub: Hub, crash_points: CrashPoints, store_faults: FaultyStore, envelope: Envelope
+) -> Accepted:
+    """Post ``envelope``, crashing its session right after the append, and fail every
+    restart's reads until the supervisor gives up and the hub closes the session."""
+    sid = envelope.session_id
+    crash_points.crash_at("after_append", session_id=sid)
+    store_faults.fail_next("reads", n=3, session_id=sid)
+    accepted = await hub.post(envelope)
+    with trio.fail_after(5):
+        await hub.core.directory.get(sid).wait_for(lambda m: m.state.terminal)
+    return accepted
+
+
 def assert_repeat_of(again: Accepted, accepted: Accepted) -> None:
     """``again`` answers a retry of the post that got ``accepted``."""
     assert (again.envelope_id, again.seq, again.duplicate) == (
@@ -106,13 +120,9 @@ async def test_a_session_closed_as_crashed_publishes_no_stale_state(
     # store until the supervisor gives up: the poster learns its post landed, and the
     # session is closed without claiming a state its WAL contradicts.
     me, sid = await consulting(hub_client)
-    crash_points.crash_at("after_append", session_id=sid)
-    store_faults.fail_next("reads", n=3, session_id=sid)
-    accepted = await hub.post(question(me, sid))
+    accepted = await post_as_it_dies(hub, crash_points, store_faults, question(me, sid))
     assert await in_wal(hub, sid, accepted.envelope_id) == 1
-    with trio.fail_after(5):
-        md = await hub.core.directory.get(sid).wait_for(lambda m: m.state.terminal)
-    assert md.close_reason == "crashed"
+    assert (await hub.get_session(sid)).close_reason == "crashed"
     await check_invariants(hub)
 
 
@@ -169,12 +179,8 @@ async def test_a_post_accepted_as_its_session_crashed_for_good_can_be_retried(
     # Appended, then the session crashes and every restart fails until it is given up on:
     # the post was accepted, so a retry after the session's close must get its id back.
     me, sid = await consulting(hub_client)
-    crash_points.crash_at("after_append", session_id=sid)
-    store_faults.fail_next("reads", n=3, session_id=sid)
     envelope = question(me, sid, idempotency_key="k")
-    accepted = await hub.post(envelope)
-    with trio.fail_after(5):
-        await hub.core.directory.get(sid).wait_for(lambda m: m.state.terminal)
+    accepted = await post_as_it_dies(hub, crash_points, store_faults, envelope)
     again = await hub.post(envelope)
     assert_repeat_of(again, accepted)
 
