@@ -1,7 +1,8 @@
 """Every behavioural store test runs against every engine.
 
 ``sqlite`` commits in a worker thread (the default); ``sqlite-inline`` commits on the trio
-thread, as deterministic simulations run it.
+thread, as deterministic simulations run it. ``faulty`` is a MemoryStore behind
+``troupe.testing.FaultyStore`` with nothing armed: the wrapper must keep the whole contract.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from pathlib import Path
 import pytest
 
 from troupe.store import MemoryStore, SQLiteStore, Store
+from troupe.testing import FaultyStore
 
 #: Makes a Store over the same data each time it is called (a hub restart on one store).
 Reopen = Callable[[], Store]
 
 
-@pytest.fixture(params=["memory", "sqlite", "sqlite-inline"])
+@pytest.fixture(params=["memory", "sqlite", "sqlite-inline", "faulty"])
 def reopen(request: pytest.FixtureRequest, tmp_path: Path) -> Reopen:
     path = tmp_path / "hub.db"
     memory = MemoryStore()
@@ -26,6 +28,7 @@ def reopen(request: pytest.FixtureRequest, tmp_path: Path) -> Reopen:
         # NORMAL keeps the suite fast; durability itself is tested with a real kill -9.
         "sqlite": lambda: SQLiteStore(path, synchronous="NORMAL"),
         "sqlite-inline": lambda: SQLiteStore(path, synchronous="NORMAL", threaded=False),
+        "faulty": lambda: FaultyStore(memory),
     }
     return makers[request.param]
 

@@ -20,7 +20,7 @@ client drops what it already handled, so a handler never sees a duplicate.
 from __future__ import annotations
 
 import logging
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, aclosing
 from types import TracebackType
 from typing import Any, Self
 
@@ -168,8 +168,9 @@ class HubClient(HubCalls, RemoteRunner):
             async with trio.open_nursery() as nursery:
                 self._nursery = self._router.nursery = nursery
                 task_status.started(scope)
-                async for frame in conn.frames():
-                    self._on_frame(frame)
+                async with aclosing(conn.frames()) as frames:
+                    async for frame in frames:
+                        self._on_frame(frame)
                 nursery.cancel_scope.cancel()
 
     async def _send_frame(self, frame: Frame) -> None:

@@ -9,6 +9,7 @@ lets the calls waiting for the connection go once they are bound again.
 from __future__ import annotations
 
 import logging
+from contextlib import aclosing
 
 import trio
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
@@ -101,8 +102,9 @@ class RemoteRunner:
         return self._closed
 
     async def _read(self, conn: WsLinkClient, wake: trio.Event) -> None:
-        async for frame in conn.frames():
-            self._on_frame(frame)
+        async with aclosing(conn.frames()) as frames:
+            async for frame in frames:
+                self._on_frame(frame)
         wake.set()
 
     async def _connect(self, link: WsLink, nursery: trio.Nursery) -> WsLinkClient:

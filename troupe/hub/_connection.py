@@ -8,13 +8,14 @@ and catch-up read the WAL after a mark and notify what the agent may see, in WAL
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 import attrs
 import trio
 
-from .._errors import MailboxClosed
+from .._errors import MailboxClosed, StoreError
 from ..actors import Actor
 from ..model import (
     EV_CHANNEL_INVITE_ACK,
@@ -25,9 +26,11 @@ from ..model import (
     ReceiptFrame,
     is_substantive,
 )
-from ._core import HubCore
+from ._core import Failed, HubCore
 from ._delivery import CatchUp, Deliver, recipients_of
 from ._rules import accepts_inbound
+
+log = logging.getLogger("troupe.hub.connections")
 
 
 class Endpoint(Protocol):
@@ -110,6 +113,24 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
         return agent_id in self.agents and self.core.bindings.get(agent_id) is self.ref
 
     async def handle(self, msg: ConnectionMsg) -> Any:
+        # A store that fails must not take the connection down (and every identity bound to
+        # it): a bind is refused to whoever asked, anything else is logged (a missed
+        # delivery is replayed on the next reconnect, an unsaved cursor saved next flush).
+        result: Any = None
+        try:
+            await self._handle(msg)
+        except StoreError as exc:
+            if isinstance(msg, Bind):
+                result = Failed(exc)
+            else:
+                log.warning("connection %s: %s failed: %s", self.endpoint.endpoint_id, msg, exc)
+        try:
+            await self._after(msg)
+        except StoreError as exc:
+            log.warning("connection %s: saving cursors failed: %s", self.endpoint.endpoint_id, exc)
+        return result
+
+    async def _handle(self, msg: ConnectionMsg) -> None:
         match msg:
             case Deliver(envelope, recipient_id, redelivery):
                 if self.owns(recipient_id):
@@ -130,6 +151,8 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
                 await self.flush_cursors()
                 if done is not None:
                     done.set()
+
+    async def _after(self, msg: ConnectionMsg) -> None:
         if self.dirty and not self.flush_armed and len(self.ref.mailbox) == 0:
             interval = self.core.config.cursor_flush_interval
             if interval > 0 and self.timers is not None:
@@ -138,7 +161,6 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
                 self.timers.start_soon(self._flush_later, interval)
             else:
                 await self.flush_cursors()
-        return None
 
     async def _flush_later(self, delay: float) -> None:
         await trio.sleep(delay)

@@ -6,6 +6,7 @@ wait on an actor. Writes go to the one actor that owns the thing written.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from functools import partial
@@ -14,7 +15,7 @@ from typing import Any
 import attrs
 import trio
 
-from .._errors import ActorDead, NotFoundError, ProtocolError, StoreError
+from .._errors import ActorDead, NotFoundError, ProtocolError, StoreError, TroupeError
 from ..actors import ActorRef
 from ..mailbox import DeadLetter, DeadLetterBuffer
 from ..model import (
@@ -51,6 +52,10 @@ from ._session import (
 from ._stats import HubStatistics, PendingTurn
 
 log = logging.getLogger("troupe.hub")
+
+#: First and longest pause between attempts to close a crashed session the store refused.
+CLOSE_RETRY_S = 0.1
+CLOSE_RETRY_MAX_S = 5.0
 
 
 class Hub:
@@ -229,14 +234,21 @@ class Hub:
         )
         sid = md.session_id
         entry = self._core.directory.get(sid)
-        result = await self._ask_session(sid, SendInvites())
-        if isinstance(result, Failed):
-            raise result.error
+        try:
+            result = await self._ask_session(sid, SendInvites())
+            if isinstance(result, Failed):
+                raise result.error
+        except (ProtocolError, StoreError, ActorDead):
+            # Not every invite may have gone out: nobody should wait for the acks (if this
+            # close fails too, the sweeper closes the session at its handshake deadline).
+            with contextlib.suppress(TroupeError):
+                await self._end_session(sid, EndSession("invite_failed", only_if_pending=True))
+            raise
         with trio.move_on_after(self._core.config.invite_ack_timeout):
             await entry.wait_for(lambda m: m.state is not SessionState.PENDING)
         md = entry.metadata
         if md.state is SessionState.PENDING:
-            md = await self._ask_session(sid, EndSession("invite_timeout", only_if_pending=True))
+            md = await self._end_session(sid, EndSession("invite_timeout", only_if_pending=True))
         if md.state is SessionState.ACTIVE:
             return md
         if md.close_reason == "invite_rejected":
@@ -273,15 +285,18 @@ class Hub:
         )
 
     async def close_session(self, session_id: str, *, reason: str = "") -> SessionMetadata:
-        """Close a session (idempotent on a terminal one). NotFoundError if unknown."""
+        """Close a session (idempotent on a terminal one).
+
+        Raises:
+          NotFoundError: the session is unknown.
+          StoreError: the store refused the close notice; the session stays as it was.
+          ProtocolError: also when the session crashed twice while closing.
+        """
         entry = self._core.directory.get(session_id)
         if entry.metadata.state.terminal:
             await trio.lowlevel.checkpoint()
             return entry.metadata
-        md: SessionMetadata = await self._ask_session(
-            session_id, EndSession(reason or "explicit_close")
-        )
-        return md
+        return await self._end_session(session_id, EndSession(reason or "explicit_close"))
 
     async def post_envelope(self, envelope: Envelope) -> str:
         """Validate, stamp and durably append ``envelope``; return its ``envelope_id``.
@@ -309,15 +324,17 @@ class Hub:
         # The id is the post's identity across a retry; the session actor stamps it (with
         # seq and created_at) on its own copy, so the caller's envelope is never changed.
         envelope_id = core.new_id()
-        floor = entry.last_seq
+        floor = entry.last_seq  # if this post gets appended, it is after this seq
+        crash: ActorDead | None = None
+        crashes = 0
         for attempt in (1, 2):
+            if crash is not None and (entry.metadata.state.terminal or entry.given_up):
+                break  # the session will not be asked again: the WAL settles the post
             if entry.metadata.state.terminal:
                 # A repeat of a post that was accepted (and maybe closed the session, as a
                 # consulting reply does) gets its original id back: exactly once wins over
                 # the reference's order of checks (terminal before dedup).
-                earlier = await self._accepted_before(
-                    entry, envelope, envelope_id if attempt > 1 else None
-                )
+                earlier = await self._accepted_before(entry, envelope, None)
                 if earlier is not None:
                     return earlier
                 self._refuse_if_terminal(entry, envelope)
@@ -325,25 +342,58 @@ class Hub:
             try:
                 result = await ref.ask(Post(envelope, envelope_id, attempt, floor))
             except ActorDead as exc:
-                if attempt == 1 or entry.metadata.state.terminal:
-                    continue
-                core.counters.poison += 1
-                poison = attrs.evolve(envelope, envelope_id=envelope_id, seq=0, created_at="")
-                core.dead_letters(DeadLetter(message=poison, reason="poison", mailbox=sid))
-                core.audit("poison_envelope", session_id=sid, envelope_id=envelope_id)
-                raise ProtocolError(
-                    f"envelope {envelope_id} ({envelope.event_type} from {envelope.sender_id}) "
-                    f"crashed session {sid} twice; rejected as poison"
-                ) from exc
+                crash = exc
+                crashes += 1
+                continue
             if isinstance(result, Failed):
                 raise result.error
             accepted: Accepted = result
             return accepted
-        earlier = await self._accepted_before(entry, envelope, envelope_id)
-        if earlier is not None:
-            return earlier
-        self._refuse_if_terminal(entry, envelope)
-        raise AssertionError("unreachable")  # pragma: no cover
+        assert crash is not None
+        return await self._after_crashes(entry, envelope, envelope_id, floor, crash, crashes)
+
+    async def _after_crashes(
+        self,
+        entry: SessionEntry,
+        envelope: Envelope,
+        envelope_id: str,
+        floor: int,
+        crash: ActorDead,
+        crashes: int,
+    ) -> Accepted:
+        """Settle a post whose session crashed and will not be asked again.
+
+        A crash after the append leaves the post durable: the WAL after ``floor`` says
+        whether it is there. If it is, it was accepted; if not, it is refused, as poison
+        when it crashed the session twice.
+        """
+        core = self._core
+        sid = entry.session_id
+        try:
+            tail = await core.store.read(sid, since=floor)
+        except StoreError as exc:
+            raise StoreError(
+                f"envelope {envelope_id} crashed session {sid}, and whether it was "
+                f"appended is unknown (the WAL could not be read: {exc})"
+            ) from exc
+        for old in tail:
+            if old.envelope_id == envelope_id:
+                return Accepted(old.envelope_id, old.seq)  # this very post: not a repeat
+        if entry.metadata.state.terminal:
+            earlier = await self._accepted_before(entry, envelope, None)
+            if earlier is not None:
+                return earlier
+            self._refuse_if_terminal(entry, envelope)
+        if crashes < 2:  # its first crash was the session's last: not proven poison
+            raise ProtocolError(f"session {sid} crashed too often and is being closed")
+        core.counters.poison += 1
+        poison = attrs.evolve(envelope, envelope_id=envelope_id, seq=0, created_at="")
+        core.dead_letters(DeadLetter(message=poison, reason="poison", mailbox=sid))
+        core.audit("poison_envelope", session_id=sid, envelope_id=envelope_id)
+        raise ProtocolError(
+            f"envelope {envelope_id} ({envelope.event_type} from {envelope.sender_id}) "
+            f"crashed session {sid} twice; rejected as poison"
+        ) from crash
 
     async def _accepted_before(
         self, entry: SessionEntry, envelope: Envelope, envelope_id: str | None
@@ -570,14 +620,31 @@ class Hub:
         return ChildSpec(sid, make, restart="transient", shutdown_s=5.0)
 
     async def _ask_session(self, session_id: str, msg: Any) -> Any:
+        """Ask the session actor, once more if it crashed; Failed(ProtocolError) if it crashed
+        twice (the metadata if it ended meanwhile)."""
         entry = self._core.directory.get(session_id)
+        crash: ActorDead | None = None
         for _ in range(2):
             try:
                 return await (await self._running(entry)).ask(msg)
-            except ActorDead:
+            except ActorDead as exc:
                 if entry.metadata.state.terminal:
                     return entry.metadata
-        return entry.metadata
+                crash = exc
+        error = ProtocolError(
+            f"session {session_id} crashed twice handling {type(msg).__name__}; it is "
+            f"{entry.metadata.state.value}"
+        )
+        error.__cause__ = crash
+        return Failed(error)
+
+    async def _end_session(self, session_id: str, msg: EndSession) -> SessionMetadata:
+        """Ask the session to end; raise the StoreError that kept it from ending, if any."""
+        result = await self._ask_session(session_id, msg)
+        if isinstance(result, Failed):
+            raise result.error
+        md: SessionMetadata = result
+        return md
 
     async def close_crashed(self, session_id: str, crash: BaseException | None) -> None:
         """Close a session whose actor crashed too often (no actor is left to do it)."""
@@ -587,12 +654,18 @@ class Hub:
         core.audit("session_crashed", session_id=session_id, error=repr(crash))
         if entry.metadata.state.terminal:
             return
-        try:
-            await self._close_crashed(entry)
-        except (StoreError, ActorDead) as exc:
-            # Runs in the session supervisor's nursery: raising would take every session
-            # down. The session stays refused (``given_up``) until the hub restarts.
-            log.error("closing crashed session %s failed: %s", session_id, exc)
+        delay = CLOSE_RETRY_S
+        while True:
+            try:
+                await self._close_crashed(entry)
+            except (StoreError, ActorDead) as exc:
+                # Runs in the session supervisor's nursery: raising would take every session
+                # down. The session stays refused (``given_up``) until its close lands.
+                log.error("closing crashed session %s failed (retrying): %s", session_id, exc)
+            else:
+                return
+            await trio.sleep(delay)
+            delay = min(delay * 2, CLOSE_RETRY_MAX_S)
 
     async def _close_crashed(self, entry: SessionEntry) -> None:
         core = self._core
@@ -601,23 +674,31 @@ class Hub:
         if core.hub_ref is not None:
             await core.hub_ref.ask(H.ExpireSessionTasks(session_id))
         last = await core.store.last_seq(session_id)
-        md = attrs.evolve(
-            md, state=SessionState.CLOSED, close_reason="crashed", closed_at=core.now_iso()
-        )
-        from ..model import EV_SESSION_CLOSED
+        from ..model import EV_SESSION_CLOSED, EV_SESSION_EXPIRED
 
-        notice = Envelope(
-            session_id=session_id,
-            sender_id=md.creator_id,
-            event_type=EV_SESSION_CLOSED,
-            event_data={"reason": "crashed", "session_id": session_id},
-            audience=tuple(md.participant_ids()),
-            envelope_id=core.new_id(),
-            seq=last + 1,
-            created_at=core.now_iso(),
-        )
-        await core.store.append(session_id, [notice], metadata=md)
-        entry.publish(md, entry.state, notice.seq)
+        tail = await core.store.read(session_id, since=max(0, last - 1))
+        stored = await core.store.get_session(session_id)
+        if tail and tail[-1].event_type in (EV_SESSION_CLOSED, EV_SESSION_EXPIRED) and stored:
+            # An earlier attempt's append landed although it reported a failure.
+            notice, md = tail[-1], stored
+        else:
+            md = attrs.evolve(
+                md, state=SessionState.CLOSED, close_reason="crashed", closed_at=core.now_iso()
+            )
+            notice = Envelope(
+                session_id=session_id,
+                sender_id=md.creator_id,
+                event_type=EV_SESSION_CLOSED,
+                event_data={"reason": "crashed", "session_id": session_id},
+                audience=tuple(md.participant_ids()),
+                envelope_id=core.new_id(),
+                seq=last + 1,
+                created_at=core.now_iso(),
+            )
+            await core.store.append(session_id, [notice], metadata=md)
+        # The actor died without publishing what it folded last: no state is better than a
+        # stale one (a closed session's state is None after a hub restart too).
+        entry.publish(md, None, notice.seq)
         core.directory.ended(md)
         from ._delivery import dispatch
 
@@ -634,7 +715,7 @@ class Hub:
                 continue
             try:
                 if md.expires_at is not None and parse_iso(md.expires_at) <= now:
-                    await self._ask_session(
+                    await self._end_session(
                         md.session_id, EndSession("ttl_expired", SessionState.EXPIRED)
                     )
                 elif (
@@ -642,7 +723,7 @@ class Hub:
                     and md.handshake_deadline is not None
                     and parse_iso(md.handshake_deadline) <= now
                 ):
-                    await self._ask_session(
+                    await self._end_session(
                         md.session_id, EndSession("invite_timeout", only_if_pending=True)
                     )
             except (NotFoundError, ProtocolError, StoreError) as exc:
@@ -748,7 +829,9 @@ class Hub:
         if conn is None:
             raise NotFoundError(f"endpoint not attached: {endpoint_id!r}")
         self._core.registry.record(agent_id)
-        await conn.ask(Bind(agent_id, since))
+        result = await conn.ask(Bind(agent_id, since))
+        if isinstance(result, Failed):
+            raise result.error
 
     async def host(self, fn: Any, *args: Any) -> Any:
         """Run ``await nursery.start(fn, *args)`` in the hub's nursery for in-process clients.

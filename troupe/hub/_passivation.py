@@ -21,17 +21,20 @@ Rules:
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import attrs
 import trio
 
-from .._errors import ActorDead
+from .._errors import ActorDead, StoreError
 from ._directory import Gate, SessionEntry
 
 if TYPE_CHECKING:
     from ._hub import Hub
     from ._session import SessionActor
+
+log = logging.getLogger("troupe.hub.passivation")
 
 #: How many due sessions the sweeper passivates side by side.
 BATCH = 64
@@ -58,7 +61,13 @@ async def prepare_to_passivate(actor: SessionActor) -> bool:
         return False
     snapshots = actor.stype is not None and actor.core.config.snapshot_every > 0
     if snapshots and actor.last_seq > actor.snapshot_seq:
-        await actor.save_snapshot()
+        try:
+            await actor.save_snapshot()
+        except StoreError as exc:
+            # Stay live (a passivated session is recovered from its snapshot): the next
+            # sweep tries again. Crashing would cost a restart for nothing.
+            log.warning("session %s: not passivated, its snapshot failed: %s", actor.sid, exc)
+            return False
         if _busy(actor):
             return False  # someone came during the snapshot: stay
     gate = actor.entry.gate = actor.entry.gate or Gate()

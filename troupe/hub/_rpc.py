@@ -29,6 +29,7 @@ from ..model import (
     unstructure,
 )
 from ._connection import Bind
+from ._core import Failed
 
 if TYPE_CHECKING:
     from ..actors import ActorRef
@@ -153,7 +154,9 @@ async def _register(c: Caller, p: dict[str, Any]) -> Any:
         rule=structure(rule, Rule) if rule is not None else None,
     )
     assert passport.agent_id is not None
-    await c.ref.ask(Bind(passport.agent_id))
+    bound = await c.ref.ask(Bind(passport.agent_id))
+    if isinstance(bound, Failed):
+        raise bound.error
     return unstructure(passport)
 
 

@@ -32,6 +32,7 @@ from ..model import (
     WelcomeFrame,
 )
 from ._connection import Bind, ConnectionActor, Endpoint, Flush, Receipt, SendOut
+from ._core import Failed
 from ._rpc import Caller, handle_request
 from ._rules import TokenBucket
 
@@ -77,15 +78,23 @@ async def serve_endpoint(
             ref = await spawn(nursery, actor, mailbox=mailbox, name=f"conn:{endpoint.endpoint_id}")
             hub._endpoints[endpoint.endpoint_id] = ref
             task_status.started(ref)
-            async for frame in endpoint.frames():
-                # Receipts answer the hub's own deliveries (bounded by them), so they do not
-                # spend the budget: it limits what a client asks of the hub.
-                if not isinstance(frame, ReceiptFrame) and not flood.take(trio.current_time()):
-                    # Over its budget: this connection waits; the others are not read by
-                    # this task, so they do not.
-                    await trio.sleep(flood.wait_for_token())
-                    flood.take(trio.current_time())
-                await _on_frame(hub, actor, ref, frame, nursery, limiter)
+            frames = endpoint.frames()
+            try:
+                async for frame in frames:
+                    # Receipts answer the hub's own deliveries (bounded by them), so they do
+                    # not spend the budget: it limits what a client asks of the hub.
+                    if not isinstance(frame, ReceiptFrame) and not flood.take(trio.current_time()):
+                        # Over its budget: this connection waits; the others are not read
+                        # by this task, so they do not.
+                        await trio.sleep(flood.wait_for_token())
+                        flood.take(trio.current_time())
+                    await _on_frame(hub, actor, ref, frame, nursery, limiter)
+            finally:
+                # A reader cancelled mid-frame closes its generator now, not whenever the
+                # garbage collector gets to it (maybe after the run: a ResourceWarning).
+                aclose = getattr(frames, "aclose", None)
+                if aclose is not None:
+                    await aclose()
             # The client closed. The receipts it sent are in the actor's system lane, ahead
             # of this flush: persist every ack it got to send before the connection ends.
             flushed = trio.Event()
@@ -161,7 +170,9 @@ async def _hello(hub: Hub, ref: ActorRef[Any, Any], frame: HelloFrame) -> None:
         agent_id=passport.agent_id,
         request_id=frame.request_id,
     )
-    await ref.ask(Bind(passport.agent_id, frame.since, welcome))
+    bound = await ref.ask(Bind(passport.agent_id, frame.since, welcome))
+    if isinstance(bound, Failed):
+        await ref.tell(SendOut(error_frame(bound.error, request_id=frame.request_id)))
 
 
 def actor_endpoint_id(ref: ActorRef[Any, Any]) -> str:

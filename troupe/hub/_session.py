@@ -24,6 +24,7 @@ same recovery, without the re-dispatch (see ``_passivation.py``).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import attrs
@@ -52,6 +53,8 @@ from ._core import Failed, HubCore
 from ._delivery import dispatch, recipients_of
 from ._passivation import Passivate, prepare_to_passivate
 from ._rules import check_depth, check_outbound
+
+log = logging.getLogger("troupe.hub.sessions")
 
 HUB_ONLY = frozenset({EV_CHANNEL_INVITE, EV_SESSION_OPENED, EV_SESSION_CLOSED, EV_SESSION_EXPIRED})
 REJECTED = "invite_rejected"
@@ -112,6 +115,10 @@ def quorum_reached(metadata: SessionMetadata) -> bool:
     invitees = invitees_of(metadata)
     needed = metadata.required_acks if metadata.required_acks is not None else len(invitees)
     return len(invitees) - len(metadata.pending_acks) >= needed
+
+
+class OutOfSync(Exception):
+    """Raised (crashing the session actor) when it cannot tell what its WAL holds."""
 
 
 class SessionActor(Actor[SessionMsg, Any]):
@@ -219,7 +226,11 @@ class SessionActor(Actor[SessionMsg, Any]):
             if msg.only_if_pending and self.metadata.state is not SessionState.PENDING:
                 result = self.metadata
             else:
-                result = await self._move(msg.state, msg.reason or "explicit_close")
+                try:
+                    result = await self._move(msg.state, msg.reason or "explicit_close")
+                except StoreError as exc:
+                    # Nothing was written (see _append): the session goes on as it was.
+                    result = Failed(exc)
         if self.stopping:
             await self.ref.stop()  # from inside: only queues the stop, after this reply
         return result
@@ -285,7 +296,8 @@ class SessionActor(Actor[SessionMsg, Any]):
         if attempt > 1:
             appended = await self._appended_since(floor, envelope_id)
             if appended is not None:
-                return Accepted(appended.envelope_id, appended.seq, duplicate=True)
+                # This very post (the hub gave it its id), appended before the crash.
+                return Accepted(appended.envelope_id, appended.seq)
         admit_addressing(core, md, env, sender, rule)
         if md.state.terminal:
             raise ProtocolError(
@@ -334,9 +346,7 @@ class SessionActor(Actor[SessionMsg, Any]):
         new_md = _metadata_after(md, stamped)
         self._fault("before_append")
         try:
-            await core.store.append(
-                self.sid, [stamped], metadata=new_md if new_md is not md else None
-            )
+            await self._append(stamped, new_md if new_md is not md else None)
         except StoreError as exc:
             core.counters.rejected += 1
             return Failed(exc)
@@ -361,6 +371,30 @@ class SessionActor(Actor[SessionMsg, Any]):
                 await self._move(move.state, move.reason)
         await self._maybe_snapshot()
         return Accepted(stamped.envelope_id, stamped.seq)
+
+    async def _append(self, env: Envelope, metadata: SessionMetadata | None) -> None:
+        """Append ``env`` durably; a StoreError means that nothing was appended.
+
+        A store may fail a commit that did happen (its reply was lost). This actor is the
+        session's only writer, so the WAL's last seq tells which it was: an append that
+        landed is accepted (a retry will find it), one that did not is the caller's error.
+        When the store cannot even say, the actor crashes and recovers from the WAL.
+        """
+        try:
+            await self.core.store.append(self.sid, [env], metadata=metadata)
+        except StoreError as exc:
+            try:
+                landed = await self.core.store.last_seq(self.sid)
+            except StoreError as again:
+                raise OutOfSync(f"session {self.sid}: append of seq {env.seq} unsure") from again
+            if landed == env.seq:
+                log.warning("session %s: seq %d was appended despite %s", self.sid, env.seq, exc)
+                return
+            if landed != self.last_seq:
+                raise OutOfSync(
+                    f"session {self.sid}: WAL at seq {landed}, expected {self.last_seq}"
+                ) from exc
+            raise
 
     async def _appended_since(self, floor: int, envelope_id: str) -> Envelope | None:
         """The envelope with ``envelope_id`` if it is in the WAL after seq ``floor``.
@@ -417,7 +451,13 @@ class SessionActor(Actor[SessionMsg, Any]):
         every = self.core.config.snapshot_every
         if self.stype is None or every <= 0 or self.last_seq - self.snapshot_seq < every:
             return
-        await self.save_snapshot()
+        try:
+            await self.save_snapshot()
+        except StoreError as exc:
+            # A snapshot only shortens recovery; the WAL has everything. Try again next post.
+            log.warning(
+                "session %s: snapshot after seq %d failed: %s", self.sid, self.last_seq, exc
+            )
 
     async def save_snapshot(self) -> None:
         """Save the state and the activity summary as of ``last_seq``."""
@@ -446,7 +486,7 @@ class SessionActor(Actor[SessionMsg, Any]):
     async def _activate(self) -> None:
         md = attrs.evolve(self.metadata, state=SessionState.ACTIVE)
         opened = self._hub_envelope(EV_SESSION_OPENED, {"session_id": self.sid})
-        await self.core.store.append(self.sid, [opened], metadata=md)
+        await self._append(opened, md)
         self._accepted(opened)
         self.metadata = md
         self._publish()
@@ -472,16 +512,21 @@ class SessionActor(Actor[SessionMsg, Any]):
         md = attrs.evolve(md, state=target, close_reason=reason, closed_at=core.now_iso())
         kind = EV_SESSION_EXPIRED if target is SessionState.EXPIRED else EV_SESSION_CLOSED
         notice = self._hub_envelope(kind, {"reason": reason, "session_id": self.sid})
-        await core.store.append(self.sid, [notice], metadata=md)
+        await self._append(notice, md)
         self._accepted(notice)
         self.metadata = md
         self._publish()
-        if self.snapshot_seq > 0:
-            await forget_activity(core.store, self.sid)
         core.directory.ended(md)
         dispatch(core, md, notice)
         core.audit(f"session_{target.value}", session_id=self.sid, reason=reason)
         self.stopping = True
+        if self.snapshot_seq > 0:
+            try:
+                await forget_activity(core.store, self.sid)
+            except StoreError as exc:
+                # The session is closed (the notice is durable); a stale summary of a
+                # closed session is never read again.
+                log.warning("session %s: forgetting its activity failed: %s", self.sid, exc)
         return md
 
 

@@ -7,7 +7,7 @@ serialised on the in-process path). Closing either end ends both directions.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING
 
 import trio
@@ -45,7 +45,7 @@ class _End:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             await trio.lowlevel.checkpoint()
 
-    async def frames(self) -> AsyncIterator[Frame]:
+    async def frames(self) -> AsyncGenerator[Frame, None]:
         """The frames the other end sends, until either end closes."""
         try:
             async for frame in self._receive:

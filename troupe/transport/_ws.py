@@ -21,9 +21,10 @@ import logging
 import ssl
 import urllib.parse
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import trio
 from trio_websocket import (
     CloseReason,
@@ -120,11 +121,11 @@ def _decode(message: str | bytes, limit: int) -> Frame:
 
 def _request_id_of(message: str | bytes) -> str:
     """Best effort: the ``request_id`` of a frame that did not decode, to echo it back."""
-    import json
-
     try:
-        data = json.loads(message)
-    except ValueError:
+        # orjson, as the decoder: json.loads recurses per nesting level and raised
+        # RecursionError on 1000 nested arrays, which ended the connection's reader.
+        data = orjson.loads(message)
+    except orjson.JSONDecodeError:
         return ""
     value = data.get("request_id") if isinstance(data, dict) else None
     return value if isinstance(value, str) else ""
@@ -177,7 +178,7 @@ class _WsEnd:
         """What to send instead of a frame over the limit (None: nothing)."""
         raise NotImplementedError
 
-    async def frames(self) -> AsyncIterator[Frame]:
+    async def frames(self) -> AsyncGenerator[Frame, None]:
         """Decoded frames until the connection closes (garbage as InvalidFrame)."""
         while True:
             try:

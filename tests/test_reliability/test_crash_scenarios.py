@@ -1,0 +1,277 @@
+"""Crash scenarios the state machine found, kept as plain deterministic tests.
+
+Each test is a shrunk example from ``test_stateful.py``, named for the promise it broke.
+"""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from troupe import (
+    EV_SESSION_CLOSED,
+    EV_TEXT,
+    Envelope,
+    HubClient,
+    LocalLink,
+    Passport,
+    ProtocolError,
+    SessionState,
+    StoreError,
+)
+from troupe.client import HumanClient
+from troupe.hub import Accepted, Hub, open_hub
+from troupe.store import Store
+from troupe.testing import CrashPoints, FaultyStore, ScriptedAgent, check_invariants, seeded_ids
+
+
+async def consulting(hub_client: HubClient, *, bot: bool = False) -> tuple[HumanClient, str]:
+    me = await hub_client.register_human(Passport(name="me"))
+    if bot:
+        await hub_client.register(ScriptedAgent(["an answer"]), Passport(name="you"))
+    else:
+        await hub_client.register_human(Passport(name="you"))
+    with trio.fail_after(10):
+        channel = await me.open(type="consulting", target="you")
+    return me, channel.session_id
+
+
+def question(me: HumanClient, sid: str, *, idempotency_key: str | None = None) -> Envelope:
+    return Envelope(
+        session_id=sid,
+        sender_id=me.agent_id,
+        event_type=EV_TEXT,
+        event_data={"text": "a question?"},
+        idempotency_key=idempotency_key,
+    )
+
+
+async def post_as_it_dies(
+    hub: Hub, crash_points: CrashPoints, store_faults: FaultyStore, envelope: Envelope
+) -> Accepted:
+    """Post ``envelope``, crashing its session right after the append, and fail every
+    restart's reads until the supervisor gives up and the hub closes the session."""
+    sid = envelope.session_id
+    crash_points.crash_at("after_append", session_id=sid)
+    store_faults.fail_next("reads", n=3, session_id=sid)
+    accepted = await hub.post(envelope)
+    with trio.fail_after(5):
+        await hub.core.directory.get(sid).wait_for(lambda m: m.state.terminal)
+    return accepted
+
+
+def assert_repeat_of(again: Accepted, accepted: Accepted) -> None:
+    """``again`` answers a retry of the post that got ``accepted``."""
+    assert (again.envelope_id, again.seq, again.duplicate) == (
+        accepted.envelope_id,
+        accepted.seq,
+        True,
+    )
+
+
+async def in_wal(hub: Hub, sid: str, envelope_id: str) -> int:
+    return sum(1 for e in await hub.read_wal(sid) if e.envelope_id == envelope_id)
+
+
+async def test_a_post_retried_inside_the_hub_is_not_reported_as_a_duplicate(
+    hub: Hub, hub_client: HubClient, crash_points: CrashPoints, autojump_clock: object
+) -> None:
+    me, sid = await consulting(hub_client)
+    crash_points.crash_at("after_append", session_id=sid)
+    accepted = await hub.post(question(me, sid))
+    assert not accepted.duplicate
+    assert await in_wal(hub, sid, accepted.envelope_id) == 1
+
+
+async def test_a_post_appended_before_its_second_crash_is_accepted_not_poison(
+    hub: Hub, hub_client: HubClient, crash_points: CrashPoints, autojump_clock: object
+) -> None:
+    me, sid = await consulting(hub_client)
+    crash_points.crash_at("before_append", session_id=sid)
+    crash_points.crash_at("after_append", session_id=sid)
+    accepted = await hub.post(question(me, sid))
+    assert await in_wal(hub, sid, accepted.envelope_id) == 1
+    assert hub.statistics().poison_envelopes == 0
+    assert len(hub.dead_letters.letters) == 0
+    await trio.testing.wait_all_tasks_blocked()  # the session's second restart
+    await check_invariants(hub)
+
+
+async def test_a_post_that_crashes_twice_before_its_append_is_still_poison(
+    hub: Hub, hub_client: HubClient, crash_points: CrashPoints, autojump_clock: object
+) -> None:
+    me, sid = await consulting(hub_client)
+    crash_points.crash_at("before_append", session_id=sid, times=2)
+    with pytest.raises(ProtocolError, match="rejected as poison"):
+        await hub.post(question(me, sid))
+    assert [e.event_type for e in await hub.read_wal(sid)][-1] != EV_TEXT
+    assert hub.statistics().poison_envelopes == 1
+
+
+async def test_a_session_closed_as_crashed_publishes_no_stale_state(
+    hub: Hub,
+    hub_client: HubClient,
+    crash_points: CrashPoints,
+    store_faults: FaultyStore,
+    autojump_clock: object,
+) -> None:
+    # The question is appended, the actor crashes, and every restart fails to read the
+    # store until the supervisor gives up: the poster learns its post landed, and the
+    # session is closed without claiming a state its WAL contradicts.
+    me, sid = await consulting(hub_client)
+    accepted = await post_as_it_dies(hub, crash_points, store_faults, question(me, sid))
+    assert await in_wal(hub, sid, accepted.envelope_id) == 1
+    assert (await hub.get_session(sid)).close_reason == "crashed"
+    await check_invariants(hub)
+
+
+async def test_an_ack_appended_before_a_crash_still_opens_the_session(
+    hub: Hub, hub_client: HubClient, crash_points: CrashPoints, autojump_clock: object
+) -> None:
+    me = await hub_client.register_human(Passport(name="me"))
+    await hub_client.register_human(Passport(name="you"))
+    crash_points.crash_at("after_append", after=1)  # the invite passes; its ack crashes
+    with trio.fail_after(5):
+        channel = await me.open(type="conversation", target="you")
+    assert channel.state is SessionState.ACTIVE
+    await check_invariants(hub)
+
+
+async def test_a_retry_of_the_post_that_closed_its_session_gets_its_id_back(
+    hub: Hub, hub_client: HubClient, autojump_clock: object
+) -> None:
+    # The consulting reply closes the session: a poster that lost the answer to its
+    # question and retries must learn the question was accepted, not that it was refused.
+    me, sid = await consulting(hub_client, bot=True)
+    envelope = question(me, sid, idempotency_key="q-1")
+    accepted = await hub.post(envelope)
+    with trio.fail_after(5):
+        await hub.core.directory.get(sid).wait_for(lambda m: m.state.terminal)
+    again = await hub.post(envelope)
+    assert_repeat_of(again, accepted)
+    fresh = question(me, sid, idempotency_key="q-2")
+    with pytest.raises(ProtocolError, match="is closed"):
+        await hub.post(fresh)
+
+
+async def test_that_retry_gets_its_id_back_after_a_hub_restart_too(
+    hub_store: Store, autojump_clock: object
+) -> None:
+    async with open_hub(hub_store, new_id=seeded_ids(1)) as hub, HubClient(LocalLink(hub)) as hc:
+        me, sid = await consulting(hc, bot=True)
+        envelope = question(me, sid, idempotency_key="q-1")
+        accepted = await hub.post(envelope)
+        with trio.fail_after(5):
+            await hub.core.directory.get(sid).wait_for(lambda m: m.state.terminal)
+    async with open_hub(hub_store, new_id=seeded_ids(2)) as hub:
+        again = await hub.post(envelope)
+    assert_repeat_of(again, accepted)
+
+
+async def test_a_post_accepted_as_its_session_crashed_for_good_can_be_retried(
+    hub: Hub,
+    hub_client: HubClient,
+    crash_points: CrashPoints,
+    store_faults: FaultyStore,
+    autojump_clock: object,
+) -> None:
+    # Appended, then the session crashes and every restart fails until it is given up on:
+    # the post was accepted, so a retry after the session's close must get its id back.
+    me, sid = await consulting(hub_client)
+    envelope = question(me, sid, idempotency_key="k")
+    accepted = await post_as_it_dies(hub, crash_points, store_faults, envelope)
+    again = await hub.post(envelope)
+    assert_repeat_of(again, accepted)
+
+
+async def test_a_session_given_up_on_while_a_post_waits_leaves_the_others_serving(
+    hub: Hub,
+    hub_client: HubClient,
+    crash_points: CrashPoints,
+    store_faults: FaultyStore,
+    autojump_clock: object,
+) -> None:
+    # A post crashes its session, whose restarts then fail until it is given up on, and
+    # the store fails closing it too: the hub must refuse that post and go on serving
+    # every other session.
+    me, first = await consulting(hub_client)
+    second = (await me.open(type="consulting", target="you")).session_id
+    crash_points.crash_at("before_append", session_id=first)
+    store_faults.fail_next("reads", n=5, session_id=first)
+    with pytest.raises((ProtocolError, StoreError)):
+        await hub.post(question(me, first))
+    await trio.testing.wait_all_tasks_blocked()
+    assert store_faults.armed == 0  # the hub's attempt to close the session failed too
+    with trio.fail_after(10):
+        accepted = await hub.post(question(me, second))
+    assert await in_wal(hub, second, accepted.envelope_id) == 1
+    with pytest.raises(ProtocolError, match="crashed too often"):
+        await hub.post(question(me, first))
+
+
+async def test_a_close_that_crashes_its_session_for_good_does_not_report_success(
+    hub: Hub,
+    hub_client: HubClient,
+    store_faults: FaultyStore,
+    autojump_clock: object,
+) -> None:
+    # The close notice's append fails, the store cannot say whether it landed (the actor
+    # crashes to recover), and every restart fails: close_session must not return an
+    # open session as if it had closed it.
+    _me, sid = await consulting(hub_client)
+    store_faults.fail_next("append", session_id=sid)
+    store_faults.fail_next("reads", n=4, session_id=sid)
+    with pytest.raises(ProtocolError, match="crashed"):
+        await hub.close_session(sid)
+    with trio.fail_after(5):
+        md = await hub.core.directory.get(sid).wait_for(lambda m: m.state.terminal)
+    assert md.close_reason == "crashed"
+    await check_invariants(hub)
+
+
+@pytest.mark.parametrize("kind", ["consulting", "auction"])
+async def test_a_create_whose_invites_crash_twice_fails_at_once(
+    hub: Hub,
+    hub_client: HubClient,
+    crash_points: CrashPoints,
+    kind: str,
+    autojump_clock: object,
+) -> None:
+    # No invite went out: create_session must say so at once, not wait for acks that
+    # cannot come and then blame the invitee.
+    me = await hub_client.register_human(Passport(name="me"))
+    await hub_client.register_human(Passport(name="you"))
+    crash_points.crash_at("before_append", times=2)
+    start = trio.current_time()
+    with pytest.raises(ProtocolError, match="crashed twice"):
+        await me.open(type=kind, target="you")
+    assert trio.current_time() - start < hub.core.config.invite_ack_timeout
+    [md] = await hub.list_sessions(include_terminal=True)
+    assert (md.state, md.close_reason) == (SessionState.CLOSED, "invite_failed")
+    await check_invariants(hub)
+
+
+async def test_a_crashed_session_whose_close_the_store_fails_is_closed_once_it_recovers(
+    hub: Hub,
+    hub_client: HubClient,
+    store_faults: FaultyStore,
+    autojump_clock: object,
+) -> None:
+    # The post lands but the store reports a failure and cannot be read back, so the actor
+    # crashes; its restarts fail until it is given up on; closing it fails too, first on a
+    # read, then on an append that lands although it reports a failure. Once the store
+    # answers again the session is closed as crashed, with one close notice.
+    me, sid = await consulting(hub_client)
+    store_faults.fail_next("append", n=2, session_id=sid, lost_reply=True)
+    store_faults.fail_next("reads", n=5, session_id=sid)
+    with pytest.raises(StoreError, match="whether it was appended is unknown"):
+        await hub.post(question(me, sid))
+    await trio.sleep(10)  # the hub retries the close in the background
+    assert store_faults.armed == 0
+    md = await hub.get_session(sid)
+    assert (md.state, md.close_reason) == (SessionState.CLOSED, "crashed")
+    wal = await hub.read_wal(sid)
+    assert [e.event_type for e in wal].count(EV_SESSION_CLOSED) == 1
+    assert [e.text for e in wal if e.event_type == EV_TEXT] == ["a question?"]
+    await check_invariants(hub)
