@@ -11,7 +11,7 @@ from ._core import InjectedCrash as InjectedCrash
 from ._expectations import ExpectationViolation as ExpectationViolation
 from ._hub import Hub as Hub
 from ._open import open_hub as open_hub
-from ._session import Accepted as Accepted
+from ._session_parts import Accepted as Accepted
 from ._stats import HubStatistics as HubStatistics
 from ._stats import PendingTurn as PendingTurn
 

@@ -37,7 +37,8 @@ from ..model import EV_EXPECTATION_VIOLATED, Envelope, Expectation, SessionMetad
 from ._core import Failed
 from ._directory import SessionEntry
 from ._evaluators import EVALUATORS, Late, Seen, evaluate, threshold
-from ._session import HUB_KEYS, HubPost
+from ._session import HUB_KEYS
+from ._session_parts import HubPost
 
 if TYPE_CHECKING:
     from ._hub import Hub

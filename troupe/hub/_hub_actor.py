@@ -33,6 +33,25 @@ from ..store import AgentRecord
 from ._auth import AuthRegistry
 from ._core import Failed, HubCore
 from ._directory import SessionEntry
+from ._hub_messages import (
+    CreateSession,
+    ExpireSessionTasks,
+    ExpireTasks,
+    FindAccepted,
+    FindEnvelope,
+    HubMsg,
+    LoadCheckpoint,
+    ObserveTask,
+    ReadWal,
+    RecordObservation,
+    Register,
+    SaveCheckpoint,
+    SetResume,
+    SetRule,
+    SetSkill,
+    Unregister,
+    UpdateTask,
+)
 from ._registry import Registry
 from ._rules import accepts_inbound, glob_allows
 
@@ -40,136 +59,6 @@ OBSERVED_NS = "observed_tasks"
 #: How far back a retried post is looked for by id (a post appends at most itself plus an
 #: opening or closing notice, so a handful is plenty).
 RECENT_IDS = 8
-
-
-@attrs.frozen(kw_only=True)
-class Register:
-    passport: Passport
-    resume: Resume
-    skill_md: str | None
-    rule: Rule | None
-
-
-@attrs.frozen
-class Unregister:
-    agent_id: str
-
-
-@attrs.frozen
-class SetResume:
-    agent_id: str
-    resume: Resume
-
-
-@attrs.frozen
-class SetSkill:
-    agent_id: str
-    skill_md: str | None
-
-
-@attrs.frozen
-class SetRule:
-    agent_id: str
-    rule: Rule
-
-
-@attrs.frozen(kw_only=True)
-class RecordObservation:
-    owner_id: str
-    capability: str
-    outcome: TaskState
-    latency_ms: int | None = None
-    task_id: str | None = None
-
-
-@attrs.frozen(kw_only=True)
-class CreateSession:
-    creator_id: str
-    manifest_type: str
-    manifest_version: int
-    participants: tuple[str, ...]
-    required_acks: int | None
-    ttl: str | int | None
-    knobs: dict[str, Any] | None
-    intent: str | None
-    labels: dict[str, str] | None
-
-
-@attrs.frozen
-class ObserveTask:
-    task: TaskMetadata
-
-
-@attrs.frozen(kw_only=True)
-class UpdateTask:
-    task_id: str
-    state: TaskState | None = None
-    progress: dict[str, Any] | None = None
-    result: Any = None
-    error: str | None = None
-
-
-@attrs.frozen
-class ExpireSessionTasks:
-    session_id: str
-
-
-@attrs.frozen
-class ExpireTasks:
-    now: float
-
-
-@attrs.frozen
-class SaveCheckpoint:
-    task_id: str
-    data: dict[str, Any]
-
-
-@attrs.frozen
-class LoadCheckpoint:
-    task_id: str
-
-
-@attrs.frozen
-class ReadWal:
-    session_id: str
-    since: int = 0
-    until: int | None = None
-
-
-@attrs.frozen
-class FindEnvelope:
-    session_id: str
-    seq: int
-
-
-@attrs.frozen
-class FindAccepted:
-    """Was this post accepted already (by its dedup keys, or its id among the last few)?"""
-
-    session_id: str
-    keys: tuple[str, ...]
-    envelope_id: str | None
-
-
-HubMsg = (
-    Register
-    | Unregister
-    | SetResume
-    | SetSkill
-    | SetRule
-    | RecordObservation
-    | CreateSession
-    | ObserveTask
-    | UpdateTask
-    | ExpireSessionTasks
-    | ExpireTasks
-    | SaveCheckpoint
-    | LoadCheckpoint
-    | ReadWal
-    | FindEnvelope
-    | FindAccepted
-)
 
 
 class HubActor(Actor[HubMsg, Any]):

@@ -30,7 +30,7 @@ from typing import Any
 import attrs
 import trio
 
-from .._errors import NetworkError, NotFoundError, ProtocolError, StoreError
+from .._errors import NetworkError, ProtocolError, StoreError
 from ..actors import Actor
 from ..model import (
     EV_CHANNEL_INVITE,
@@ -41,8 +41,6 @@ from ..model import (
     EV_SESSION_EXPIRED,
     EV_SESSION_OPENED,
     Envelope,
-    Passport,
-    Rule,
     SessionMetadata,
     SessionState,
     is_substantive,
@@ -52,7 +50,18 @@ from ._activity import Activity, forget_activity, load_activity, save_activity
 from ._core import Failed, HubCore
 from ._delivery import dispatch, recipients_of
 from ._passivation import Passivate, prepare_to_passivate
-from ._rules import check_depth, check_outbound
+from ._session_parts import (
+    Accepted,
+    HubPost,
+    Post,
+    SendInvites,
+    SessionMsg,
+    _metadata_after,
+    admit_addressing,
+    admit_sender,
+    invitees_of,
+    quorum_reached,
+)
 
 log = logging.getLogger("troupe.hub.sessions")
 
@@ -62,59 +71,6 @@ REJECTED = "invite_rejected"
 HUB_KEYS = "troupe:"
 #: How many of the last envelopes a restarted session re-dispatches and checks retries against.
 RECENT = 4
-
-
-@attrs.frozen
-class Post:
-    """Post ``envelope`` under ``envelope_id`` (chosen by the hub, kept across a retry).
-
-    ``attempt`` 2 is the retry after a crash; ``floor`` is a seq the session had reached
-    before the first attempt was sent, so an envelope that attempt appended is after it.
-    """
-
-    envelope: Envelope
-    envelope_id: str
-    attempt: int = 1
-    floor: int = 0
-
-
-@attrs.frozen
-class HubPost:
-    """A post by the hub itself (expectation notices): allowed event types only it may post."""
-
-    envelope: Envelope
-
-
-@attrs.frozen
-class SendInvites:
-    pass
-
-
-@attrs.frozen
-class EndSession:
-    reason: str
-    state: SessionState = SessionState.CLOSED
-    only_if_pending: bool = False
-
-
-@attrs.frozen
-class Accepted:
-    envelope_id: str
-    seq: int
-    duplicate: bool = False
-
-
-SessionMsg = Post | HubPost | SendInvites | EndSession | Passivate
-
-
-def invitees_of(metadata: SessionMetadata) -> list[str]:
-    return [p for p in metadata.participant_ids() if p != metadata.creator_id]
-
-
-def quorum_reached(metadata: SessionMetadata) -> bool:
-    invitees = invitees_of(metadata)
-    needed = metadata.required_acks if metadata.required_acks is not None else len(invitees)
-    return len(invitees) - len(metadata.pending_acks) >= needed
 
 
 class OutOfSync(Exception):
@@ -506,7 +462,7 @@ class SessionActor(Actor[SessionMsg, Any]):
             self._publish()
             return md
         if core.hub_ref is not None:
-            from ._hub_actor import ExpireSessionTasks
+            from ._hub_messages import ExpireSessionTasks
 
             await core.hub_ref.ask(ExpireSessionTasks(self.sid))
         md = attrs.evolve(md, state=target, close_reason=reason, closed_at=core.now_iso())
@@ -528,51 +484,3 @@ class SessionActor(Actor[SessionMsg, Any]):
                 # closed session is never read again.
                 log.warning("session %s: forgetting its activity failed: %s", self.sid, exc)
         return md
-
-
-def admit_sender(core: HubCore, md: SessionMetadata, env: Envelope) -> tuple[Passport, Rule]:
-    """Step 1 of a post: the sender is registered and a participant; its passport and rule."""
-    sender = core.registry.passport(env.sender_id)
-    rule = core.registry.rule(env.sender_id)
-    if sender is None or rule is None:
-        raise NotFoundError(f"sender not registered: {env.sender_id!r}")
-    if md.role_of(env.sender_id) is None:
-        raise ProtocolError(
-            f"agent {sender.name!r} ({env.sender_id}) is not a participant of "
-            f"session {md.session_id}"
-        )
-    return sender, rule
-
-
-def admit_addressing(
-    core: HubCore, md: SessionMetadata, env: Envelope, sender: Passport, rule: Rule
-) -> None:
-    """Steps 1-2 of a post: the audience names participants and ``outbound_to`` covers it;
-    the depth is within the sender's ``delegation_depth``."""
-    if env.audience is not None:
-        addressed: list[Passport] = []
-        for rid in env.audience:
-            if md.role_of(rid) is None:
-                raise ProtocolError(
-                    f"audience member {rid!r} is not a participant of session {md.session_id}"
-                )
-            passport = core.registry.passport(rid)
-            if passport is not None and rid != env.sender_id:
-                addressed.append(passport)
-        check_outbound(sender, rule, addressed)
-    check_depth(sender, rule, env.depth)
-
-
-def _metadata_after(md: SessionMetadata, env: Envelope) -> SessionMetadata:
-    """The metadata change an accepted handshake envelope makes (same object otherwise)."""
-    if env.event_type == EV_CHANNEL_INVITE_ACK:
-        return attrs.evolve(
-            md, pending_acks=tuple(a for a in md.pending_acks if a != env.sender_id)
-        )
-    if env.event_type == EV_CHANNEL_INVITE_REJECT:
-        return attrs.evolve(
-            md,
-            pending_acks=tuple(a for a in md.pending_acks if a != env.sender_id),
-            rejected_by=(*md.rejected_by, env.sender_id),
-        )
-    return md

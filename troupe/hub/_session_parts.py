@@ -1,0 +1,124 @@
+"""The session actor's messages and the pure admission checks of a post.
+
+These checks are shared by the session actor and by the ``Hub`` handle (which refuses a post
+into a terminal session, which has no actor, with the same errors in the same order).
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from .._errors import NotFoundError, ProtocolError
+from ..model import (
+    EV_CHANNEL_INVITE_ACK,
+    EV_CHANNEL_INVITE_REJECT,
+    Envelope,
+    Passport,
+    Rule,
+    SessionMetadata,
+    SessionState,
+)
+from ._core import HubCore
+from ._passivation import Passivate
+from ._rules import check_depth, check_outbound
+
+
+@attrs.frozen
+class Post:
+    """Post ``envelope`` under ``envelope_id`` (chosen by the hub, kept across a retry).
+
+    ``attempt`` 2 is the retry after a crash; ``floor`` is a seq the session had reached
+    before the first attempt was sent, so an envelope that attempt appended is after it.
+    """
+
+    envelope: Envelope
+    envelope_id: str
+    attempt: int = 1
+    floor: int = 0
+
+
+@attrs.frozen
+class HubPost:
+    """A post by the hub itself (expectation notices): allowed event types only it may post."""
+
+    envelope: Envelope
+
+
+@attrs.frozen
+class SendInvites:
+    pass
+
+
+@attrs.frozen
+class EndSession:
+    reason: str
+    state: SessionState = SessionState.CLOSED
+    only_if_pending: bool = False
+
+
+@attrs.frozen
+class Accepted:
+    envelope_id: str
+    seq: int
+    duplicate: bool = False
+
+
+SessionMsg = Post | HubPost | SendInvites | EndSession | Passivate
+
+
+def invitees_of(metadata: SessionMetadata) -> list[str]:
+    return [p for p in metadata.participant_ids() if p != metadata.creator_id]
+
+
+def quorum_reached(metadata: SessionMetadata) -> bool:
+    invitees = invitees_of(metadata)
+    needed = metadata.required_acks if metadata.required_acks is not None else len(invitees)
+    return len(invitees) - len(metadata.pending_acks) >= needed
+
+
+def admit_sender(core: HubCore, md: SessionMetadata, env: Envelope) -> tuple[Passport, Rule]:
+    """Step 1 of a post: the sender is registered and a participant; its passport and rule."""
+    sender = core.registry.passport(env.sender_id)
+    rule = core.registry.rule(env.sender_id)
+    if sender is None or rule is None:
+        raise NotFoundError(f"sender not registered: {env.sender_id!r}")
+    if md.role_of(env.sender_id) is None:
+        raise ProtocolError(
+            f"agent {sender.name!r} ({env.sender_id}) is not a participant of "
+            f"session {md.session_id}"
+        )
+    return sender, rule
+
+
+def admit_addressing(
+    core: HubCore, md: SessionMetadata, env: Envelope, sender: Passport, rule: Rule
+) -> None:
+    """Steps 1-2 of a post: the audience names participants and ``outbound_to`` covers it;
+    the depth is within the sender's ``delegation_depth``."""
+    if env.audience is not None:
+        addressed: list[Passport] = []
+        for rid in env.audience:
+            if md.role_of(rid) is None:
+                raise ProtocolError(
+                    f"audience member {rid!r} is not a participant of session {md.session_id}"
+                )
+            passport = core.registry.passport(rid)
+            if passport is not None and rid != env.sender_id:
+                addressed.append(passport)
+        check_outbound(sender, rule, addressed)
+    check_depth(sender, rule, env.depth)
+
+
+def _metadata_after(md: SessionMetadata, env: Envelope) -> SessionMetadata:
+    """The metadata change an accepted handshake envelope makes (same object otherwise)."""
+    if env.event_type == EV_CHANNEL_INVITE_ACK:
+        return attrs.evolve(
+            md, pending_acks=tuple(a for a in md.pending_acks if a != env.sender_id)
+        )
+    if env.event_type == EV_CHANNEL_INVITE_REJECT:
+        return attrs.evolve(
+            md,
+            pending_acks=tuple(a for a in md.pending_acks if a != env.sender_id),
+            rejected_by=(*md.rejected_by, env.sender_id),
+        )
+    return md
