@@ -85,6 +85,19 @@ def _update_agent(column: str, agent_id: str, value: str | None) -> Write:
     return write
 
 
+async def _run_shielded(
+    writer: GroupCommitWriter, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run the writer out of reach of an outside cancel: it stops only through ``close()``.
+
+    Whoever uses the store may write while it unwinds after a cancel (a hub's shielded
+    shutdown saves cursors, snapshots, audit records); a writer cancelled with its caller
+    would refuse all of that. ``close()`` (when the store is left) drains it and ends it.
+    """
+    with trio.CancelScope(shield=True):
+        await writer.run(task_status=task_status)
+
+
 class SQLiteStore:
     """A store in one SQLite file; see the module docstring and the README's "Storage".
 
@@ -144,7 +157,7 @@ class SQLiteStore:
             # The writer's nursery stays open until __aexit__: the body of 'async with store'
             # runs inside it, and nothing the store starts outlives it.
             nursery = await stack.enter_async_context(trio.open_nursery())
-            await nursery.start(writer.run)
+            await nursery.start(_run_shielded, writer)
             # Unwound in reverse: stop taking writes, let the writer drain, close both.
             stack.callback(writer.close)
             self._stack = stack.pop_all()
