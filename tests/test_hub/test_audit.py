@@ -6,8 +6,8 @@ import pytest
 import trio
 import trio.testing
 
-from troupe import ProtocolError
-from troupe.hub import Hub
+from troupe import Passport, ProtocolError, StoreError
+from troupe.hub import Hub, open_hub
 from troupe.model import Resume, Rule, TaskMetadata, TaskSpec, TaskState, parse_iso
 
 from .helpers import Harness
@@ -55,3 +55,26 @@ async def test_read_audit_tells_what_happened_in_order(
     assert await hub.read_audit(since=10) == records[10:]
     assert await hub.read_audit(since=2, limit=3) == records[2:5]
     assert await h.store.read_audit() == records
+
+
+async def test_a_store_refusing_audit_writes_for_a_while_loses_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A store that refuses a dozen audit writes in a row (a full disk for a few seconds)
+    # used to crash the audit writer each time, until the hub's restart allowance ran out.
+    from troupe.store import MemoryStore
+    from troupe.testing import FaultyStore
+
+    store = FaultyStore(MemoryStore())
+    async with open_hub(store, ttl_sweep_interval=0, passivate_after=None) as hub:
+        store.fail_next("append_audit", 12)
+        for n in range(12):
+            await hub.register(Passport(name=f"a{n}"))
+            await trio.sleep(0.1)
+        store.fail_next("read_audit")
+        with pytest.raises(StoreError):
+            await hub.read_audit()
+        await trio.sleep(30)  # the writer's backoff runs out and it writes everything
+        names = [r["name"] for r in await hub.read_audit() if r["kind"] == "agent_registered"]
+        assert names == [f"a{n}" for n in range(12)]
+        assert store.statistics().failed["append_audit"] == 12

@@ -367,8 +367,11 @@ class Hub(RegistryCalls, SessionCalls):
     async def read_audit(self, since: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
         """Audit records after the first ``since``, oldest first (queued ones included)."""
         assert self._core.audit_ref is not None
-        records: list[dict[str, Any]] = await self._core.audit_ref.ask(ReadAudit(since, limit))
-        return records
+        records = await self._core.audit_ref.ask(ReadAudit(since, limit))
+        if isinstance(records, Failed):
+            raise records.error
+        found: list[dict[str, Any]] = records
+        return found
 
 
 def _high_water(ref: ActorRef[Any, Any] | None) -> int:
