@@ -172,3 +172,25 @@ async def test_an_interval_of_zero_runs_no_sweeper(autojump_clock: MockClock) ->
         await trio.sleep(700)
         assert await net.notices(sid) == []
         assert len(await net.hub.check_expectations()) == 2  # both were due all along
+
+
+async def test_a_session_that_cannot_be_loaded_does_not_stop_the_sweep(
+    autojump_clock: MockClock,
+) -> None:
+    from troupe.store import MemoryStore
+    from troupe.testing import FaultyStore
+
+    store = FaultyStore(MemoryStore())
+    async with running(store, passivate_after=None) as net:
+        (a, _), bad = await net.session("conversation", "a", "b")
+        (c, _), good = await net.session("conversation", "c", "d")
+        await a.send(bad, "hi")
+        await c.send(good, "hi")
+    # After a restart the first session cannot be recovered (its snapshot cannot be read):
+    # the hub leaves it unloaded, and each sweep used to crash on it.
+    store.fail_next("load_snapshot", None, session_id=bad)
+    async with running(store, passivate_after=None) as net:
+        await trio.sleep(3600)
+        fired = await net.hub.check_expectations()
+        assert [(v.session_id, v.expectation) for v in fired] == [(good, "max_silence")]
+        assert await net.hub.check_expectations() == []  # and the next tick runs too

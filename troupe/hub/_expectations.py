@@ -91,7 +91,16 @@ class ExpectationSweeper:
                 if entry.metadata.state.terminal:
                     await self._forget(entry.session_id)
                 elif entry.metadata.expectations:
-                    fired += await self._check_session(entry)
+                    try:
+                        fired += await self._check_session(entry)
+                    except (NetworkError, StoreError) as exc:
+                        # One session that cannot be loaded or acted on must not stop the
+                        # sweep for the others (nor crash the sweeper, tick after tick).
+                        log.warning(
+                            "expectations: session %s skipped this tick: %s",
+                            entry.session_id,
+                            exc,
+                        )
             return fired
 
     async def _load(self) -> None:
