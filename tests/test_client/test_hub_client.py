@@ -10,6 +10,7 @@ from troupe import (
     EV_SESSION_CLOSED,
     EV_TEXT,
     AgentClient,
+    Envelope,
     HubClient,
     HumanClient,
     LocalLink,
@@ -433,3 +434,39 @@ async def test_a_client_forgets_the_marks_of_sessions_that_ended(
         # Every identity's marks for the three ended sessions are gone from the live tables.
         assert p.hc._router.marks() == 0
         assert len(p.hc._router._ended) == 6
+
+
+async def test_attaching_again_hands_queued_deliveries_to_the_new_handle(
+    autojump_clock: MockClock,
+) -> None:
+    # bob is busy with t0 while t1 and t2 queue for him; then he is attached again. The old
+    # handle used to ack t1 and t2 without handling them, and the replay was dropped.
+    async with open_pair() as p:
+        al = await p.human("al")
+        bob, _ = await p.agent("bob", lambda turn: None)
+        chat = await al.open(type="conversation", target="bob")
+        release = trio.Event()
+
+        async def busy(envelope: Envelope) -> None:
+            if envelope.event_type == EV_TEXT:
+                await release.wait()
+
+        bob.on_envelope(busy)
+        for n in range(3):
+            await al.send(chat.session_id, f"t{n}")
+        await p.settle()
+        seen: list[str] = []
+
+        async def record(envelope: Envelope) -> None:
+            if envelope.text is not None:
+                seen.append(envelope.text)
+
+        again = await p.hc.attach(Scripted("bob"), "bob")
+        assert isinstance(again, AgentClient)
+        again.on_envelope(record)
+        release.set()
+        await p.settle()
+        assert {"t1", "t2"} <= set(seen)
+        cursor = (await p.store.load_cursors(bob.agent_id))[chat.session_id]
+        (t2,) = [e for e in await p.hub.read_wal(chat.session_id) if e.text == "t2"]
+        assert cursor == t2.seq  # acked once really handled

@@ -374,11 +374,11 @@ class HubClient(HubCalls, RemoteRunner):
         else:
             client = AgentClient(agent=agent, **common)
         earlier = self._clients.get(agent_id)
-        if earlier is not None:
-            # Attaching again replaces the handle: the old one's waiters must not hang.
-            await earlier.disconnect()
-        # Known before the bind: replayed deliveries arrive right after it.
+        # Known before the bind: replayed deliveries arrive right after it; and before the
+        # old handle is let go, so that what is queued for it goes to the new one.
         self._clients[agent_id] = client
+        if earlier is not None:
+            await earlier.disconnect()  # the old handle's waiters must not hang
         try:
             if isinstance(api, Hub):
                 assert self._conn is not None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -41,8 +40,6 @@ class Identity:
         self._hub_client = hub_client
         self._disconnected = False
         self._inboxes = Inboxes()
-        #: Deliveries not yet handled, per session (HubClient drains each in order).
-        self.queues: dict[str, deque[Envelope]] = {}
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._passport.name} {self.agent_id}>"

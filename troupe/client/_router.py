@@ -39,6 +39,8 @@ class Router:
         self._ended: OrderedDict[tuple[str, str], int] = OrderedDict()
         #: (identity, session, seq) handled with a nack: a replay of it is handled again.
         self._nacked: set[tuple[str, str, int]] = set()
+        #: Deliveries waiting per (identity, session); each has one task draining it.
+        self._queues: dict[tuple[str, str], deque[Envelope]] = {}
 
     def marks(self) -> int:
         """How many live (identity, session) marks are kept (ended sessions not counted)."""
@@ -67,29 +69,43 @@ class Router:
                 self.nursery.start_soon(self._receipt, envelope, recipient_id, "ack", "")
             return
         self._routed[key] = max(envelope.seq, self._routed.get(key, 0))
-        queue = identity.queues.get(envelope.session_id)
+        queue = self._queues.get(key)
         if queue is None:
-            queue = identity.queues[envelope.session_id] = deque()
-            self.nursery.start_soon(self._drain, identity, envelope.session_id, queue)
+            queue = self._queues[key] = deque()
+            self.nursery.start_soon(self._drain, key, queue)
         queue.append(envelope)
 
-    async def _drain(self, identity: Identity, session_id: str, queue: deque[Envelope]) -> None:
-        while queue:
-            envelope = queue[0]
-            status, reason = "ack", ""
-            try:
-                await identity.receive(envelope)
-            except Exception as exc:
-                log.exception("%s failed to handle %s", identity, envelope.envelope_id)
-                status, reason = "nack", f"{type(exc).__name__}: {exc}"
-                self._nacked.add((identity.agent_id, session_id, envelope.seq))
-            queue.popleft()
-            key = (identity.agent_id, session_id)
-            self._handled[key] = max(envelope.seq, self._handled.get(key, 0))
-            if envelope.event_type in ENDINGS and status == "ack":
-                self._forget_session(key)
-            await self._receipt(envelope, identity.agent_id, status, reason)
-        del identity.queues[session_id]
+    async def _drain(self, key: tuple[str, str], queue: deque[Envelope]) -> None:
+        """Hand the session's deliveries, in order, to whoever holds the identity now.
+
+        The handle is looked up for each envelope: an identity attached again on this client
+        takes over what is queued. With no connected handle left, the rest is not acked (the
+        hub replays it) and its marks are taken back, so that a replay routes it again.
+        """
+        agent_id, session_id = key
+        try:
+            while queue:
+                envelope = queue[0]
+                identity = self._clients.get(agent_id)
+                if identity is None or identity.disconnected:
+                    break
+                status, reason = "ack", ""
+                try:
+                    await identity.receive(envelope)
+                except Exception as exc:
+                    log.exception("%s failed to handle %s", identity, envelope.envelope_id)
+                    status, reason = "nack", f"{type(exc).__name__}: {exc}"
+                    self._nacked.add((agent_id, session_id, envelope.seq))
+                queue.popleft()
+                self._handled[key] = max(envelope.seq, self._handled.get(key, 0))
+                if envelope.event_type in ENDINGS and status == "ack":
+                    self._forget_session(key)
+                await self._receipt(envelope, agent_id, status, reason)
+        finally:
+            if queue:
+                queue.clear()
+                self._routed[key] = self._handled.get(key, 0)
+            del self._queues[key]
 
     def _forget_session(self, key: tuple[str, str]) -> None:
         """A session ended: keep one number for it (bounded), not its live marks."""
