@@ -154,13 +154,41 @@ async def test_closing_a_session_expires_its_open_tasks(
     assert (await hub.get_task("done")).state is TaskState.COMPLETED
     assert (await hub.get_task("elsewhere")).state is TaskState.RUNNING
     assert (await hub.get_resume(alice.id)).observed["c"].expired == 1
-    # Tasks expire before the session closes (observers see them go first).
+    # Tasks expire once the close is durable (a close the store refuses leaves them be).
     kinds = [
         r["kind"]
         for r in await hub.read_audit()
         if r["kind"] in ("task_terminated", "session_closed")
     ]
-    assert kinds == ["task_terminated", "task_terminated", "session_closed"]
+    assert kinds == ["task_terminated", "session_closed", "task_terminated"]
+
+
+async def test_a_refused_close_leaves_the_tasks_running_and_a_restart_finishes_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    from troupe import StoreError
+    from troupe.store import MemoryStore
+    from troupe.testing import FaultyStore
+
+    store = FaultyStore(MemoryStore())
+    async with open_harness(store) as h:
+        alice, bob = await h.agent("alice"), await h.agent("bob")
+        md = await h.session("conversation", alice, bob)
+        await h.hub.observe_task(task("open", alice.id, session_id=md.session_id, capability="c"))
+        store.fail_next("append", session_id=md.session_id)
+        with pytest.raises(StoreError):
+            await h.hub.close_session(md.session_id)
+        assert (await h.hub.get_session(md.session_id)).state is SessionState.ACTIVE
+        assert (await h.hub.get_task("open")).state is TaskState.RUNNING
+        assert "c" not in (await h.hub.get_resume(alice.id)).observed
+        # A close that lands, but whose task expiry the store refuses, is finished by the
+        # next start of the hub.
+        store.fail_next("save_task")
+        await h.hub.close_session(md.session_id)
+        assert (await h.hub.get_task("open")).state is TaskState.RUNNING
+    async with open_harness(store) as h:
+        assert (await h.hub.get_task("open")).state is TaskState.EXPIRED
+        assert (await h.hub.get_resume(alice.id)).observed["c"].expired == 1
 
 
 async def test_the_sweeper_expires_sessions_and_tasks(

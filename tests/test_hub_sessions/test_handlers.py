@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import pytest
 import trio
 from trio.testing import MockClock
 
@@ -116,8 +115,9 @@ async def test_a_notice_posted_but_not_marked_is_not_posted_twice(
         _, sid = await net.session("discussion", "a", "b", kickoff="kickoff")
         await trio.sleep(120)
         store.fail_next_mark = True
-        with pytest.raises(StoreError, match="disk full"):
-            await net.hub.check_expectations()
+        # The mark could not be saved: the session is skipped this tick (logged), the sweep
+        # goes on, and the violation is not reported as fired.
+        assert await net.hub.check_expectations() == []
         assert len(await net.notices(sid)) == 1
         assert len(await net.hub.check_expectations()) == 1  # fires (marks) again...
         assert len(await net.notices(sid)) == 1  # ...but the notice is not appended twice

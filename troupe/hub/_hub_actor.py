@@ -76,6 +76,12 @@ class HubActor(Actor[HubMsg, Any]):
         self.tasks = {t.task_id: t for t in await store.load_tasks()}
         self.core.tasks = self.tasks
         self.observed = set(await store.load_kv(OBSERVED_NS))
+        # A hub that died between a session's close and the expiry of its tasks.
+        sessions = self.core.directory.sessions
+        for task in list(self.tasks.values()):
+            entry = sessions.get(task.session_id or "")
+            if entry is not None and entry.metadata.state.terminal and not task.state.terminal:
+                await self._finish_task(task, TaskState.EXPIRED, error="session_closed")
 
     async def handle(self, msg: HubMsg) -> Any:
         try:

@@ -29,7 +29,7 @@ from ._core import Failed
 from ._directory import Gate, SessionEntry
 from ._expectations import ExpectationViolation
 from ._hub_base import HubBase
-from ._session import SessionActor
+from ._session import SessionActor, expire_tasks_of
 from ._session_parts import (
     Accepted,
     EndSession,
@@ -296,8 +296,6 @@ class SessionCalls(HubBase):
         core = self._core
         session_id = entry.session_id
         md = entry.metadata
-        if core.hub_ref is not None:
-            await core.hub_ref.ask(H.ExpireSessionTasks(session_id))
         last = await core.store.last_seq(session_id)
         from ..model import EV_SESSION_CLOSED, EV_SESSION_EXPIRED
 
@@ -329,6 +327,7 @@ class SessionCalls(HubBase):
 
         dispatch(core, md, notice)
         core.audit("session_closed", session_id=session_id, reason="crashed")
+        await expire_tasks_of(core, session_id)
 
     async def expire_due(self) -> None:
         """Expire sessions and tasks past their TTL; time out PENDING handshakes (the sweeper)."""

@@ -461,10 +461,6 @@ class SessionActor(Actor[SessionMsg, Any]):
             self.metadata = md
             self._publish()
             return md
-        if core.hub_ref is not None:
-            from ._hub_messages import ExpireSessionTasks
-
-            await core.hub_ref.ask(ExpireSessionTasks(self.sid))
         md = attrs.evolve(md, state=target, close_reason=reason, closed_at=core.now_iso())
         kind = EV_SESSION_EXPIRED if target is SessionState.EXPIRED else EV_SESSION_CLOSED
         notice = self._hub_envelope(kind, {"reason": reason, "session_id": self.sid})
@@ -475,6 +471,9 @@ class SessionActor(Actor[SessionMsg, Any]):
         core.directory.ended(md)
         dispatch(core, md, notice)
         core.audit(f"session_{target.value}", session_id=self.sid, reason=reason)
+        # Only once the close is durable: a close the store refused leaves the session (and
+        # its tasks) as they were. A hub that dies right here expires them when it restarts.
+        await expire_tasks_of(core, self.sid)
         self.stopping = True
         if self.snapshot_seq > 0:
             try:
@@ -484,3 +483,18 @@ class SessionActor(Actor[SessionMsg, Any]):
                 # closed session is never read again.
                 log.warning("session %s: forgetting its activity failed: %s", self.sid, exc)
         return md
+
+
+async def expire_tasks_of(core: HubCore, session_id: str) -> None:
+    """Expire the open tasks of a session that just ended (``session_closed``)."""
+    if core.hub_ref is None:
+        return
+    from ._hub_messages import ExpireSessionTasks
+
+    result = await core.hub_ref.ask(ExpireSessionTasks(session_id))
+    if isinstance(result, Failed):
+        log.warning(
+            "session %s ended, but expiring its tasks failed (done at the next start): %s",
+            session_id,
+            result.error,
+        )
