@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -13,10 +14,13 @@ from troupe import ProtocolError, StoreError
 from troupe.hub import Hub
 from troupe.model import (
     EV_SESSION_CLOSED,
+    EV_SESSION_OPENED,
+    EV_TEXT,
     Envelope,
     Passport,
     Resume,
     Rule,
+    SessionMetadata,
     SessionState,
     TaskMetadata,
     TaskSpec,
@@ -25,6 +29,8 @@ from troupe.model import (
 )
 from troupe.session_types import ConversationState, ConversationType
 from troupe.session_types import get as session_type
+from troupe.store import MemoryStore
+from troupe.testing import FaultyStore
 
 from .conftest import Reopen
 from .helpers import Harness, open_harness, text_envelope
@@ -272,3 +278,50 @@ async def test_a_session_that_cannot_be_recovered_does_not_stop_the_hub(
         state = h.hub.session_state(bad.session_id)
         assert isinstance(state, ConversationState)
         assert state.turn_count == 2
+
+
+class SlowReplyStore(MemoryStore):
+    """Commits an append, then is slow to say so (a commit whose reply is late)."""
+
+    slow = False
+
+    async def append(
+        self,
+        session_id: str,
+        envelopes: Sequence[Envelope],
+        *,
+        metadata: SessionMetadata | None = None,
+    ) -> None:
+        await super().append(session_id, envelopes, metadata=metadata)
+        if self.slow:
+            await trio.sleep(1)
+
+
+async def test_a_start_cancelled_by_its_caller_does_not_repeat_a_notice(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A session left where a process kill leaves it: every ack in, no OPENED notice yet.
+    first = MemoryStore()
+    async with open_harness(first) as h:
+        al, bo = await h.agent("al"), await h.agent("bo")
+        md = await h.session("conversation", al, bo)
+    store = SlowReplyStore()
+    async with first, store:
+        for record in await first.load_agents():
+            await store.save_agent(record)
+        wal = await first.read(md.session_id)
+        assert wal[-1].event_type == EV_SESSION_OPENED
+        pending = attrs.evolve(md, state=SessionState.PENDING, pending_acks=())
+        await store.append(md.session_id, wal[:-1], metadata=pending)
+    faulty = FaultyStore(store)
+    faulty.fail_next("load_snapshot", 1, session_id=md.session_id)  # not started with the hub
+    async with open_harness(faulty) as h:
+        post = text_envelope(md.session_id, al, "hi")
+        store.slow = True
+        with trio.move_on_after(0.5):  # a poster with a deadline starts the session: its
+            await h.hub.post_envelope(post)  # recovery appends OPENED, then is cancelled
+        store.slow = False
+        await h.hub.post_envelope(post)  # the next start goes on from the store
+        kinds = [e.event_type for e in await h.hub.read_wal(md.session_id)]
+        assert kinds.count(EV_SESSION_OPENED) == 1
+        assert kinds[-1] == EV_TEXT

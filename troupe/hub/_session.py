@@ -101,12 +101,14 @@ class SessionActor(Actor[SessionMsg, Any]):
 
     async def on_start(self) -> None:
         store = self.core.store
-        if self.restarted:
-            # A crash between an append and its publish leaves the entry's metadata behind
-            # the store's (an ack's pending_acks, say): go on from what was written.
-            stored = await store.get_session(self.sid)
-            if stored is not None:
-                self.metadata = stored
+        # Go on from what was written, not from what was published: a crash (or a start
+        # cancelled by its caller) between an append and its publish leaves the entry
+        # behind the store (an ack's pending_acks, an OPENED or CLOSED already appended).
+        stored = await store.get_session(self.sid)
+        if stored is not None:
+            if stored.state.terminal and not self.metadata.state.terminal:
+                self.core.directory.ended(stored)  # its close was never accounted for
+            self.metadata = stored
         snapshot = await store.load_snapshot(self.sid) if self.stype is not None else None
         if self.stype is None:
             self.state = None
