@@ -165,10 +165,8 @@ async def test_receipts_advance_cursors_and_persist(
         )
         await trio.sleep(1)
         assert await h.store.load_cursors(bob.id) == {md.session_id: last}
-        nacks = [r for r in await h.hub.read_audit() if r["kind"] == "delivery_nacked"]
-        assert [(r["agent_id"], r["seq"], r["reason"]) for r in nacks] == [
-            (bob.id, last + 5, "handler failed")
-        ]
+        # (a receipt for a seq this connection never sent is ignored, not even audited)
+        assert [r for r in await h.hub.read_audit() if r["kind"] == "delivery_nacked"] == []
         # Closing the hub saves the acks still waiting for their flush.
         await h.say(md, alice, "last one")
         await h.settle()
@@ -415,3 +413,53 @@ async def test_a_replay_does_not_read_sessions_that_ended_fully_acked(
         await h.settle()
         assert back.notified(bob.id) == []
         assert done.session_id not in store.reads
+
+
+async def test_a_nack_is_audited_and_does_not_advance_the_cursor(
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+) -> None:
+    alice, bob = await h.agent("alice"), await h.agent("bob", receipts=False)
+    md = await h.session("conversation", alice, bob)
+    await h.say(md, alice, "boom")
+    await h.settle()
+    (boom,) = [e for e in client_of(bob).notified(bob.id, md.session_id) if e.text == "boom"]
+    nack = ReceiptFrame(
+        envelope_id=boom.envelope_id,
+        recipient_id=bob.id,
+        session_id=md.session_id,
+        seq=boom.seq,
+        status="nack",
+        reason="handler failed",
+    )
+    client_of(bob).send(nack)
+    await h.settle()
+    nacks = [r for r in await hub.read_audit() if r["kind"] == "delivery_nacked"]
+    assert [(r["agent_id"], r["seq"], r["reason"]) for r in nacks] == [
+        (bob.id, boom.seq, "handler failed")
+    ]
+    assert (await h.store.load_cursors(bob.id)).get(md.session_id, 0) < boom.seq
+
+
+async def test_a_client_cannot_grow_the_hubs_memory_with_receipts_or_pings(
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+) -> None:
+    from troupe.hub._connection import MAX_CONTROL_QUEUED
+
+    alice, bob = await h.agent("alice"), await h.agent("bob")
+    md = await h.session("conversation", alice, bob)
+    await h.say(md, alice, "hi")
+    await h.settle()
+    client = client_of(bob)
+    client.endpoint.stalled = trio.Event()  # bob stops reading: the connection blocks
+    await h.say(md, alice, "unread")  # the connection actor is stuck sending this
+    await h.settle()
+    conn = hub._endpoints[client.endpoint.endpoint_id]
+    for n in range(10_000):
+        client.send(
+            ReceiptFrame(envelope_id="x", recipient_id=bob.id, session_id=md.session_id, seq=n)
+        )
+        client.send(PingFrame(nonce=str(n)))
+    await h.settle()
+    queued = conn.mailbox.statistics().queued
+    assert queued <= MAX_CONTROL_QUEUED + 4  # pongs held back, receipts mostly dropped
+    client.endpoint.stalled.set()

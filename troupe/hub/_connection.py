@@ -46,6 +46,11 @@ class Endpoint(Protocol):
     async def aclose(self) -> None: ...
 
 
+#: Pongs and refusals that may wait for a connection that does not read them; beyond that,
+#: pings go unanswered and bad frames unrefused (the heartbeat drops such a peer anyway).
+MAX_CONTROL_QUEUED = 64
+
+
 @attrs.frozen
 class Bind:
     """Bind ``agent_id`` to this connection; with ``since`` not None, replay what it missed.
@@ -65,9 +70,14 @@ class Receipt:
 
 @attrs.frozen
 class SendOut:
-    """Send a frame in order with the deliveries (replies to the client's requests)."""
+    """Send a frame in order with the deliveries (replies to the client's requests).
+
+    ``control``: queued by the reader in the system lane (a pong, a refusal), and counted
+    against ``MAX_CONTROL_QUEUED``.
+    """
 
     frame: Frame
+    control: bool = False
 
 
 @attrs.frozen(eq=False)
@@ -103,6 +113,10 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
         self.sent: dict[tuple[str, str], int] = {}
         self.acked: dict[tuple[str, str], int] = {}
         self.dirty: set[tuple[str, str]] = set()
+        #: Receipts the reader queued in the system lane and this actor has not handled.
+        self.receipts_queued: set[tuple[str, str, int]] = set()
+        #: Pongs and refusals the reader queued in the system lane, not yet sent.
+        self.control_queued = 0
         #: Substantive envelopes notified and not yet receipted (for the inbox ledger).
         self.outstanding: set[tuple[str, str, int]] = set()
         #: Where a delayed cursor flush waits (set by whoever runs the actor).
@@ -143,8 +157,11 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
             case Bind(agent_id, since, welcome):
                 await self._bind(agent_id, since, welcome)
             case Receipt(frame):
+                self.receipts_queued.discard((frame.recipient_id, frame.session_id, frame.seq))
                 await self._receipt(frame)
-            case SendOut(frame):
+            case SendOut(frame, control):
+                if control:
+                    self.control_queued -= 1
                 await self.endpoint.send_frame(frame)
             case Flush(done):
                 self.flush_armed = False
@@ -224,6 +241,31 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
             last = entry.last_seq or await core.store.last_seq(entry.session_id)
             if last > floor:
                 await self._replay(agent_id, entry.session_id, floor, counted=False)
+
+    def admit_receipt(self, frame: ReceiptFrame) -> bool:
+        """Whether a receipt can change anything, and is not queued already (the reader asks).
+
+        Receipts bypass the request budget and travel in the unbounded system lane, so the
+        reader lets through only those that settle a delivery this connection sent and that
+        is not acked yet, once each: a client cannot grow the hub's memory with receipts.
+        """
+        triple = (frame.recipient_id, frame.session_id, frame.seq)
+        key = triple[:2]
+        if triple in self.receipts_queued or frame.recipient_id not in self.agents:
+            return False
+        if not 0 < frame.seq <= self.sent.get(key, 0):
+            return False
+        if triple not in self.outstanding and frame.seq <= self.acked.get(key, 0):
+            return False
+        self.receipts_queued.add(triple)
+        return True
+
+    def admit_control(self) -> bool:
+        """Whether the reader may queue one more pong or refusal (at most MAX_CONTROL_QUEUED)."""
+        if self.control_queued >= MAX_CONTROL_QUEUED:
+            return False
+        self.control_queued += 1
+        return True
 
     async def _receipt(self, frame: ReceiptFrame) -> None:
         agent_id, session_id, seq = frame.recipient_id, frame.session_id, frame.seq

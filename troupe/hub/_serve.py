@@ -124,9 +124,11 @@ async def _on_frame(
 ) -> None:
     match frame:
         case ReceiptFrame():
-            ref.mailbox.send_system(Receipt(frame))
+            if actor.admit_receipt(frame):
+                ref.mailbox.send_system(Receipt(frame))
         case PingFrame(nonce=nonce):
-            ref.mailbox.send_system(SendOut(PongFrame(nonce=nonce)))
+            if actor.admit_control():
+                ref.mailbox.send_system(SendOut(PongFrame(nonce=nonce), control=True))
         case HelloFrame():
             nursery.start_soon(_hello, hub, ref, frame)
         case SendFrame():
@@ -139,7 +141,8 @@ async def _on_frame(
             nursery.start_soon(_request, Caller(hub, actor, ref), frame, limiter, token)
         case InvalidFrame(reason=reason, request_id=request_id):
             error = ErrorFrame(code="bad_frame", message=reason, request_id=request_id)
-            ref.mailbox.send_system(SendOut(error))
+            if actor.admit_control():
+                ref.mailbox.send_system(SendOut(error, control=True))
         case _:
             # In the system lane, as for undecodable frames: a blocking tell could hold
             # the reader while the actor waits on this client.
@@ -148,7 +151,8 @@ async def _on_frame(
                 message=f"a client may not send {type(frame).__name__}",
                 request_id=getattr(frame, "request_id", ""),
             )
-            ref.mailbox.send_system(SendOut(refusal))
+            if actor.admit_control():
+                ref.mailbox.send_system(SendOut(refusal, control=True))
 
 
 async def _hello(hub: Hub, ref: ActorRef[Any, Any], frame: HelloFrame) -> None:
