@@ -42,6 +42,22 @@ def test_all_is_a_literal_tuple_of_real_names(name: str) -> None:
         assert hasattr(module, attr), f"{name}.__all__ names {attr!r}, which is not there"
 
 
+@pytest.mark.parametrize("name", public_modules())
+def test_every_explicit_reexport_is_in_all(name: str) -> None:
+    # ``from ._x import Y as Y`` marks Y as public for type checkers; __all__ must agree.
+    module = importlib.import_module(name)
+    tree = ast.parse(Path(module.__file__ or "").read_text())
+    reexported = {
+        alias.asname
+        for node in tree.body
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+        if alias.asname is not None and alias.asname == alias.name
+    }
+    missing = sorted(reexported - set(module.__all__))
+    assert not missing, f"{name} re-exports {missing} without listing them in __all__"
+
+
 def test_public_names_do_not_leak_private_modules() -> None:
     for name in troupe.__all__:
         obj = getattr(troupe, name)

@@ -49,8 +49,6 @@ FLUSH_TIMEOUT_S = 5.0
 #: connection only). Receipts are not counted.
 FRAMES_PER_SECOND = 5000
 FRAME_BURST = 10000
-#: How long a closing connection waits for its cursors to be saved.
-FLUSH_TIMEOUT_S = 5.0
 
 
 def error_frame(

@@ -116,6 +116,7 @@ __all__ = (
     "is_substantive",
     "iso",
     "loads",
+    "parse_duration",
     "parse_iso",
     "structure",
     "unstructure",
