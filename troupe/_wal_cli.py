@@ -6,11 +6,13 @@ the hub uses, without starting a hub.
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from pathlib import Path
 
 import trio
 
+from ._errors import StoreError
 from .model import EV_SESSION_CLOSED, EV_SESSION_EXPIRED, Envelope, SessionMetadata
 from .session_types import builtin_types
 from .store import SQLiteStore, Store
@@ -107,7 +109,7 @@ async def run(db: Path, action: str, session: str | None, count: int) -> tuple[i
             if action == "inspect":
                 return 0, await inspect(store, session)
             if action == "tail":
-                if session is None:
+                if session is None:  # the parser requires it; a direct caller may not
                     return 2, ["tail needs a SESSION"]
                 return 0, await tail(store, session, count)
             problems = await verify(store, session)
@@ -120,10 +122,16 @@ async def run(db: Path, action: str, session: str | None, count: int) -> tuple[i
 
 
 def main(db: str, action: str, session: str | None, count: int) -> int:
+    """Print what ``action`` finds; errors go to stderr as one line, with exit code 2."""
     if not Path(db).exists():
-        print(f"troupe wal: no store at {db}")
+        print(f"troupe wal: no store at {db}", file=sys.stderr)
         return 2
-    code, lines = trio.run(run, Path(db), action, session, count)
+    try:
+        code, lines = trio.run(run, Path(db), action, session, count)
+    except StoreError as exc:  # not a troupe store, a newer schema, an unreadable file
+        print(f"troupe wal: {exc}", file=sys.stderr)
+        return 2
+    out = sys.stderr if code == 2 else sys.stdout
     for line in lines:
-        print(line)
+        print(line, file=out)
     return code

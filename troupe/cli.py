@@ -76,7 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
         ("verify", "seq without gaps, close notices, snapshots equal to a refold"),
     ):
         sub = actions.add_parser(action, help=text, description=text)
-        sub.add_argument("session", nargs="?", help="a session id (all sessions when omitted)")
+        if action == "tail":
+            sub.add_argument("session", help="a session id")
+        else:
+            sub.add_argument("session", nargs="?", help="a session id (all sessions when omitted)")
         sub.add_argument("--db", default="hub.db", help="the SQLite store file (default: hub.db)")
         if action == "tail":
             sub.add_argument(

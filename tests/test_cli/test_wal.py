@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import trio
 
 from troupe import EV_TEXT, Envelope, Passport, SQLiteStore, open_hub
 from troupe._wal_cli import main
+from troupe.cli import main as cli_main
 
 
 async def build_store(path: Path) -> str:
@@ -62,8 +64,14 @@ async def store(tmp_path: Path) -> tuple[Path, str]:
 def run_cli(
     capsys: pytest.CaptureFixture[str], db: str, action: str, session: str | None, count: int
 ) -> tuple[int, str]:
+    """The exit code, and stdout (or stderr when the command failed with 2)."""
     code = main(db, action, session, count)
-    return code, capsys.readouterr().out
+    out, err = capsys.readouterr()
+    if code == 2:
+        assert not out, "an error goes to stderr only"
+        return code, err
+    assert not err
+    return code, out
 
 
 async def test_inspect_lists_sessions_then_one_session(
@@ -124,3 +132,46 @@ async def test_unknown_session_and_missing_store_exit_2(
     )
     assert code == 2
     assert str(missing) in out
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"hello, not a database", "not a troupe store (not an SQLite database)"),
+        (None, "an SQLite database without the troupe marker; tables: x"),
+    ],
+)
+async def test_a_file_that_is_not_a_troupe_store_is_one_line_and_exit_2(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    content: bytes | None,
+    expected: str,
+) -> None:
+    path = tmp_path / "other.db"
+    if content is None:
+        with sqlite3.connect(path) as db:
+            db.execute("create table x (a)")
+        db.close()
+    else:
+        path.write_bytes(content)
+    code, err = await trio.to_thread.run_sync(
+        lambda: run_cli(capsys, str(path), "inspect", None, 5)
+    )
+    assert code == 2
+    assert err.count("\n") == 1, err
+    assert err.startswith("troupe wal: ")
+    assert expected in err
+
+
+def test_tail_requires_a_session_and_says_so_in_its_help(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli_main(["wal", "tail", "--db", "hub.db"])
+    assert exited.value.code == 2
+    assert "the following arguments are required: session" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli_main(["wal", "tail", "--help"])
+    help_text = capsys.readouterr().out
+    assert "a session id" in help_text
+    assert "all sessions when omitted" not in help_text
