@@ -8,6 +8,8 @@ from __future__ import annotations
 import ast
 import importlib
 import pkgutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -80,3 +82,16 @@ def test_errors_form_one_tree() -> None:
 
     assert issubclass(troupe.MailboxFull, trio.WouldBlock)
     assert issubclass(troupe.IncompatibleStore, troupe.StoreError)
+
+
+def test_importing_troupe_does_not_print_its_warnings_to_stderr() -> None:
+    # Until the application configures logging, troupe's records go nowhere, as in any
+    # library (a NullHandler on the "troupe" logger); they still reach handlers it adds.
+    code = (
+        "import logging, troupe\n"
+        "logging.getLogger('troupe.hub').warning('a crashed session')\n"
+        "logging.basicConfig(format='%(message)s')\n"
+        "logging.getLogger('troupe.hub').warning('configured')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stderr == "configured\n"

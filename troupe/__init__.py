@@ -1,5 +1,7 @@
 """troupe: a supervised actor runtime for trio that hosts a multi-agent hub."""
 
+import logging as _logging
+
 from ._errors import AccessDeniedError as AccessDeniedError
 from ._errors import ActorDead as ActorDead
 from ._errors import AuthError as AuthError
@@ -129,3 +131,7 @@ __all__ = (
     "open_hub",
     "parse_duration",
 )
+
+# A library leaves logging to its application: without this, Python's last-resort handler
+# would print troupe's warnings (a crashed session, a retried close) to every user's stderr.
+_logging.getLogger("troupe").addHandler(_logging.NullHandler())
