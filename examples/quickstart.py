@@ -1,6 +1,6 @@
 """The smallest troupe program: a hub, an echo agent, and a person who asks it something.
 
-Run it with ``python examples/quickstart.py`` (or ``./dev shell .venv/bin/python ...``).
+Run it with ``python examples/quickstart.py`` (or ``./dev shell python ...``).
 """
 
 from __future__ import annotations
