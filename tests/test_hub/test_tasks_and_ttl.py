@@ -338,3 +338,18 @@ async def test_a_limit_of_zero_lists_nothing(
     assert len(await hub.list_tasks(limit=1)) == 1
     assert await hub.list_sessions(limit=0) == []
     assert await hub.list_tasks(limit=0) == []
+
+
+async def test_list_tasks_by_session(autojump_clock: trio.testing.MockClock, h: Harness) -> None:
+    alice, bob = await h.agent("alice"), await h.agent("bob")
+    first = await h.session("conversation", alice, bob)
+    second = await h.session("conversation", alice, bob)
+    await h.hub.observe_task(task("t1", alice.id, session_id=first.session_id))
+    await h.hub.observe_task(task("t2", alice.id, session_id=second.session_id))
+    await h.hub.observe_task(task("t3", bob.id, session_id=first.session_id))
+    await h.hub.observe_task(task("t4", bob.id))
+    listed = await h.hub.list_tasks(session_id=first.session_id)
+    assert [t.task_id for t in listed] == ["t1", "t3"]
+    listed = await h.hub.list_tasks(session_id=first.session_id, agent_id=bob.id)
+    assert [t.task_id for t in listed] == ["t3"]
+    assert await h.hub.list_tasks(session_id="nosuch") == []
