@@ -183,7 +183,7 @@ class SessionActor(Actor[SessionMsg, Any]):
         elif isinstance(msg, SendInvites):
             result = await self._send_invites()
         elif isinstance(msg, Passivate):
-            result = await prepare_to_passivate(self)
+            result = await prepare_to_passivate(self, msg)
         else:
             if msg.only_if_pending and self.metadata.state is not SessionState.PENDING:
                 result = self.metadata
