@@ -15,6 +15,7 @@ from troupe import EV_TEXT, Envelope, HubClient, LocalLink, Passport, Turn
 from troupe.client import AgentClient
 from troupe.hub import Hub, open_hub
 from troupe.hub._directory import SessionEntry
+from troupe.hub._passivation import ANSWER_S, passivate
 from troupe.model import SessionState
 from troupe.store import MemoryStore, Snapshot
 
@@ -382,3 +383,45 @@ async def test_a_reopened_hub_recovers_open_sessions_then_passivates_them(
         assert {t.session_id for t in turns} == {c.session_id for c in channels}
     async with open_hub(store, ttl_sweep_interval=0, passivate_after=None) as hub:
         assert hub.statistics().live_sessions == 3  # without passivation they stay up
+
+
+@pytest.mark.parametrize("snapshot", ["ends", "outlasts the answer deadline"])
+async def test_a_cancelled_passivation_never_leaves_the_session_stuck(
+    autojump_clock: trio.testing.MockClock, snapshot: str
+) -> None:
+    """The caller of ``passivate`` is cancelled while the actor saves its snapshot (the
+    sweeper's batch, a hub shutting down): the passivation still ends, stopped or called
+    off, and the posts that come later are served."""
+    async with open_pair(passivate_after=None) as p, trio.open_nursery() as nursery:
+        entry = await p.say("first")
+        release = trio.Event()
+
+        async def slow_snapshot() -> None:
+            p.store.on_save = None
+            await release.wait()
+
+        p.store.on_save = slow_snapshot
+        caller = trio.CancelScope()
+
+        async def call() -> None:
+            with caller:
+                await passivate(p.hub, entry)
+
+        nursery.start_soon(call)
+        await trio.testing.wait_all_tasks_blocked()
+        caller.cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        if snapshot != "ends":
+            await trio.sleep(ANSWER_S)  # the passivation stops waiting for the answer
+        release.set()
+        await trio.testing.wait_all_tasks_blocked()
+
+        assert entry.gate is None
+        stopped = snapshot == "ends"
+        assert running(entry) is not stopped
+        assert p.hub.statistics().passivations == int(stopped)
+        with trio.fail_after(1):
+            accepted = await p.hub.post(p.text("after"))
+        assert accepted.seq == entry.last_seq
+        assert await p.texts() == ["first", "after"]
+        assert p.hub.statistics().rehydrations == int(stopped)

@@ -6,7 +6,7 @@ import pytest
 import trio
 import trio.testing
 
-from troupe import AuthError, NotFoundError, ProtocolError
+from troupe import AuthError, NotFoundError, ProtocolError, StoreError
 from troupe.hub import ApiKeyAuth, Hub, NoAuth
 from troupe.model import (
     AccessBlock,
@@ -18,6 +18,8 @@ from troupe.model import (
     TaskState,
     parse_iso,
 )
+from troupe.store import MemoryStore
+from troupe.testing import FaultyStore
 
 from .conftest import Reopen
 from .helpers import Harness, open_harness
@@ -289,6 +291,53 @@ async def test_observation_dedup_survives_a_restart(
         stat = (await h.hub.get_resume(aid)).observed["sql"]
         assert (stat.n, stat.completed, stat.failed) == (2, 1, 1)
         assert h.hub.agents_with_capability("sql") == [aid]
+
+
+async def test_an_observation_whose_resume_was_not_saved_can_be_retried(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A store that refuses the resume leaves the task unobserved: the retry counts it."""
+    store = FaultyStore(MemoryStore())
+
+    async def observe(h: Harness, aid: str, task_id: str, outcome: TaskState) -> None:
+        await h.hub.record_observation(
+            owner_id=aid, capability="sql", outcome=outcome, task_id=task_id
+        )
+
+    async with open_harness(store) as h:
+        aid = await registered(h.hub, "alice")
+        store.fail_next("save_resume")
+        with pytest.raises(StoreError):
+            await observe(h, aid, "t1", TaskState.COMPLETED)
+        assert (await h.hub.get_resume(aid)).observed == {}
+        await observe(h, aid, "t1", TaskState.COMPLETED)  # the retry
+        await observe(h, aid, "t1", TaskState.COMPLETED)  # a repeat: ignored
+        stat = (await h.hub.get_resume(aid)).observed["sql"]
+        assert (stat.n, stat.completed) == (1, 1)
+    async with open_harness(store) as h:
+        await observe(h, aid, "t1", TaskState.COMPLETED)  # still a repeat after a restart
+        stat = (await h.hub.get_resume(aid)).observed["sql"]
+        assert (stat.n, stat.completed) == (1, 1)
+
+
+async def test_an_observation_counted_but_not_marked_is_not_counted_twice(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The resume was saved, the task's mark was not: the observation stands (the call
+    succeeds, nothing to retry) and a repeat in this hub run is still ignored."""
+    store = FaultyStore(MemoryStore())
+    async with open_harness(store) as h:
+        aid = await registered(h.hub, "alice")
+        store.fail_next("put_kv")
+        for _ in range(2):
+            await h.hub.record_observation(
+                owner_id=aid, capability="sql", outcome=TaskState.FAILED, task_id="t1"
+            )
+        stat = (await h.hub.get_resume(aid)).observed["sql"]
+        assert (stat.n, stat.failed) == (1, 1)
+        assert store.statistics().failed == {"put_kv": 1}
+        (record,) = await store.load_agents()
+        assert record.resume.observed["sql"] == stat
 
 
 async def test_auth_unknown_scheme_and_bad_api_key(

@@ -10,24 +10,29 @@ import trio.testing
 
 from troupe import AccessDeniedError, NotFoundError, ProtocolError
 from troupe.hub import Hub
+from troupe.hub._directory import SessionEntry
 from troupe.model import (
     EV_CHANNEL_INVITE,
     EV_CHANNEL_INVITE_ACK,
     EV_CHANNEL_INVITE_REJECT,
     EV_SESSION_CLOSED,
+    EV_SESSION_EXPIRED,
     EV_SESSION_OPENED,
+    EV_TEXT,
     AccessBlock,
     Envelope,
     LimitsBlock,
     ParticipantRole,
     Rule,
+    SessionMetadata,
     SessionState,
     SessionTypeAccess,
     parse_iso,
 )
+from troupe.store import MemoryStore
 
 from .conftest import Reopen
-from .helpers import Harness, open_harness
+from .helpers import Harness, open_harness, text_envelope
 
 
 async def nothing_persisted(h: Harness) -> None:
@@ -437,3 +442,109 @@ async def test_an_invite_the_creator_may_not_send_fails_the_session(
     wal = await hub.read_wal(md.session_id)
     assert [(e.seq, e.event_type) for e in wal] == [(1, EV_SESSION_CLOSED)]
     assert hub.core.directory.live_created_by(alice.id) == 0
+
+
+def actor_memory(entry: SessionEntry) -> tuple[object, ...]:
+    """What an entry holds for its running actor (a call, so mypy does not narrow it)."""
+    return (entry.ref, entry.dedup, entry.activity)
+
+
+@pytest.mark.parametrize("ending", ["closed", "expired", "crashed"])
+async def test_an_ended_session_keeps_its_record_but_not_its_actors_memory(
+    autojump_clock: trio.testing.MockClock, ending: str
+) -> None:
+    """A terminal session lets go of its actor's ref, dedup index and activity summary; what
+    readers and repeats need stays (metadata, final state, WAL, the store's dedup)."""
+    async with open_harness(session_max_restarts=0) as h:
+        hub = h.hub
+        alice, bob = await h.agent("alice"), await h.agent("bob")
+        md = await h.session("conversation", alice, bob, ttl=60)
+        sid = md.session_id
+        keyed = text_envelope(md, alice, "once", idempotency_key="k1")
+        first = await hub.post(keyed)
+        entry = hub.core.directory.get(sid)
+        assert all(actor_memory(entry))
+        state = hub.session_state(sid)
+
+        if ending == "closed":
+            await hub.close_session(sid, reason="done")
+            assert actor_memory(entry) == (None, None, None)  # at once
+        elif ending == "expired":
+            await trio.sleep(61)
+            await hub.expire_due()
+        else:
+            h.faults.arm("before_append", sid)
+            with pytest.raises(ProtocolError, match="crashed"):
+                await h.say(md, alice, "boom")
+        await h.settle()
+
+        final = await hub.get_session(sid)
+        assert final.state is {"expired": SessionState.EXPIRED}.get(ending, SessionState.CLOSED)
+        assert (*actor_memory(entry), entry.gate) == (None, None, None, None)
+        assert hub.statistics().live_sessions == 0
+        # The final state stays readable (none after a crash: its actor never published it).
+        assert hub.session_state(sid) == (None if ending == "crashed" else state)
+        wal = await hub.read_wal(sid)
+        assert wal[-1].event_type in (EV_SESSION_CLOSED, EV_SESSION_EXPIRED)
+        # A repeat still gets its original id (from the store); a new post is refused.
+        again = await hub.post(keyed)
+        assert (again.envelope_id, again.seq, again.duplicate) == (
+            first.envelope_id,
+            first.seq,
+            True,
+        )
+        with pytest.raises(ProtocolError, match=f"session {sid} is {final.state.value}"):
+            await h.say(md, alice, "more")
+        assert await hub.read_wal(sid) == wal
+        assert actor_memory(entry) == (None, None, None)
+
+
+class HeldStore(MemoryStore):
+    """A MemoryStore whose ``get_session`` waits until ``release`` is set (a slow start)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release: trio.Event | None = None
+
+    async def get_session(self, session_id: str) -> SessionMetadata | None:
+        if self.release is not None:
+            await self.release.wait()
+        return await super().get_session(session_id)
+
+
+async def test_a_session_its_recovery_closes_does_not_keep_an_actor(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A crash right after the reply that ends a consulting session, and nobody asks the
+    session again: the restarted actor appends the close it was about to, then stops
+    instead of idling for the hub's life."""
+    store = HeldStore()
+    async with open_harness(store) as h:
+        hub = h.hub
+        alice, bob = await h.agent("alice"), await h.agent("bob")
+        md = await h.session("consulting", alice, bob)
+        sid = md.session_id
+        question = await h.say(md, alice, "q?")
+        h.faults.arm("after_append", sid)
+        release = store.release = trio.Event()
+        with trio.CancelScope() as poster:
+            async with trio.open_nursery() as nursery:
+
+                async def give_up() -> None:
+                    # The retry waits for the restarted actor, whose start is held.
+                    await trio.testing.wait_all_tasks_blocked()
+                    poster.cancel()
+
+                nursery.start_soon(give_up)
+                await h.say(md, bob, "a!", causation_id=question)
+        assert poster.cancelled_caught
+        store.release = None
+        release.set()
+        await h.settle()
+        final = await hub.get_session(sid)
+        assert (final.state, final.close_reason) == (SessionState.CLOSED, "consulting_complete")
+        wal = await hub.read_wal(sid)
+        assert [e.event_type for e in wal[-2:]] == [EV_TEXT, EV_SESSION_CLOSED]
+        entry = hub.core.directory.get(sid)
+        assert actor_memory(entry) == (None, None, None)
+        assert hub.statistics().live_sessions == 0

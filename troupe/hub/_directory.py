@@ -61,6 +61,19 @@ class SessionEntry:
         and the hub has not published its close yet: it must not be started again."""
         return self.ref is not None and not self.ref.alive and not self.metadata.state.terminal
 
+    def retire(self) -> None:
+        """Let go of what only a running actor needs, once the session is terminal.
+
+        That is its ref, its dedup index (a repeat into an ended session is looked up in the
+        store, see ``FindAccepted``) and its activity summary (the expectation sweeper skips
+        ended sessions). The metadata, the last published state and ``last_seq`` stay: they
+        are what ``get_session``, ``session_state`` and ``list_sessions`` read. Else every
+        session ever closed would hold them for the life of the hub.
+        """
+        self.ref = None
+        self.dedup = None
+        self.activity = None
+
     def publish(self, metadata: SessionMetadata, state: Any, last_seq: int) -> None:
         self.metadata = metadata
         self.state = state

@@ -7,6 +7,7 @@ expire their tasks), so the two can never wait on each other.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import attrs
@@ -54,6 +55,8 @@ from ._hub_messages import (
 )
 from ._registry import Registry
 from ._rules import accepts_inbound, glob_allows
+
+log = logging.getLogger("troupe.hub")
 
 OBSERVED_NS = "observed_tasks"
 #: How far back a retried post is looked for by id (a post appends at most itself plus an
@@ -245,11 +248,23 @@ class HubActor(Actor[HubMsg, Any]):
             version=record.resume.version + 1,
             last_updated=core.now_iso(),
         )
-        if msg.task_id is not None:
-            await core.store.put_kv(OBSERVED_NS, msg.task_id, True)
-            self.observed.add(msg.task_id)
+        # The resume first: a store that refuses it leaves the task unobserved, so a retry
+        # counts it. The mark only keeps a repeat from counting twice.
         await core.store.save_resume(msg.owner_id, resume)
         core.registry.put(attrs.evolve(record, resume=resume))
+        if msg.task_id is not None:
+            self.observed.add(msg.task_id)
+            try:
+                await core.store.put_kv(OBSERVED_NS, msg.task_id, True)
+            except StoreError as exc:
+                # The observation is durable and counted; failing the call would only invite
+                # a retry, which this run ignores anyway. A repeat after a restart would count
+                # again: the lesser harm than losing it.
+                log.warning(
+                    "task %s: observation counted, but its mark was not saved: %s",
+                    msg.task_id,
+                    exc,
+                )
         core.audit(
             "resume_set",
             source="observed",

@@ -215,7 +215,7 @@ class SessionCalls(HubBase):
                 raise ProtocolError(f"session {md.session_id} is {md.state.value} ({reason})")
             assert self._sessions is not None, "the hub is not running"
             try:
-                entry.ref = await self._sessions.start_child(self._session_spec(entry))
+                ref = await self._sessions.start_child(self._session_spec(entry))
             except StoreError:
                 raise
             except Exception as exc:
@@ -228,6 +228,8 @@ class SessionCalls(HubBase):
                 raise ProtocolError(
                     f"session {entry.session_id} could not be started from its WAL: {exc!r}"
                 ) from exc
+            if not entry.metadata.state.terminal:
+                entry.ref = ref  # else its recovery found it ended, or ended it: it stops
             if entry.passivated:
                 entry.passivated = False
                 core.counters.rehydrations += 1
@@ -278,6 +280,7 @@ class SessionCalls(HubBase):
         core.counters.sessions_crashed += 1
         core.audit("session_crashed", session_id=session_id, error=repr(crash))
         if entry.metadata.state.terminal:
+            entry.retire()
             return
         delay = CLOSE_RETRY_S
         while True:
@@ -322,6 +325,7 @@ class SessionCalls(HubBase):
         # The actor died without publishing what it folded last: no state is better than a
         # stale one (a closed session's state is None after a hub restart too).
         entry.publish(md, None, notice.seq)
+        entry.retire()
         core.directory.ended(md)
         from ._delivery import dispatch
 

@@ -13,6 +13,10 @@ Rules:
 - The sweeper stops the actor (orderly: ``on_stop`` runs) and drops its ref and dedup index.
   What is left is the directory entry: metadata, the last published state (small, and what
   ``can_send`` and ``pending_turns_for`` read) and ``last_seq``.
+- Once the actor is asked, the passivation ends whatever its caller does (the sweeper's batch
+  or the hub may be cancelled): it is shielded, within its own bounds. It waits ``ANSWER_S``
+  for the answer, then withdraws the request (an actor that sees it withdrawn declines);
+  a gate the actor marked is always reopened, after the stop (``STOP_S`` more at most).
 - The next caller starts the session again (rehydration): snapshot + WAL tail, as after a
   crash but without the re-dispatch. Callers that arrive meanwhile queue at the gate in
   arrival order, and each puts its message into the new mailbox before the next one is let
@@ -22,7 +26,7 @@ Rules:
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
@@ -31,6 +35,7 @@ from .._errors import ActorDead, StoreError
 from ._directory import Gate, SessionEntry
 
 if TYPE_CHECKING:
+    from ..actors import ActorRef
     from ._hub import Hub
     from ._session import SessionActor
 
@@ -38,14 +43,26 @@ log = logging.getLogger("troupe.hub.passivation")
 
 #: How many due sessions the sweeper passivates side by side.
 BATCH = 64
+#: How long a passivation waits for the actor's answer (its snapshot included), even once
+#: its caller is cancelled; then it is called off.
+ANSWER_S = 30.0
+#: How long the stop of an actor that agreed may take on top (its ``shutdown_s`` is 5 s,
+#: then it is cancelled): cut short, the gate reopens while the old actor may still run.
+STOP_S = 15.0
 
 
 @attrs.frozen
 class Passivate:
     """To a session actor: snapshot and get ready to be stopped, unless there is work.
 
-    The answer is True when it is ready; its entry's gate is then ``passivating``.
+    The answer is True when it is ready; its entry's gate is then ``passivating`` with
+    ``stopped``, which the passivation sets once the actor stopped. A passivation that no
+    longer waits for the answer sets ``withdrawn``: the actor then declines, so it never
+    marks a gate nobody would reopen.
     """
+
+    stopped: trio.Event = attrs.field(factory=trio.Event)
+    withdrawn: trio.Event = attrs.field(factory=trio.Event)
 
 
 def _busy(actor: SessionActor) -> bool:
@@ -54,9 +71,15 @@ def _busy(actor: SessionActor) -> bool:
     return bool(stats.queued or stats.waiting_senders or (gate is not None and gate.users))
 
 
-async def prepare_to_passivate(actor: SessionActor) -> bool:
+async def prepare_to_passivate(actor: SessionActor, request: Passivate) -> bool:
     """Run by the session actor on ``Passivate``: whether it may be stopped now."""
-    if actor.metadata.state.terminal or _busy(actor):
+    gate = actor.entry.gate
+    if (
+        request.withdrawn.is_set()
+        or (gate is not None and gate.passivating is not None)  # another passivation's
+        or actor.metadata.state.terminal
+        or _busy(actor)
+    ):
         await trio.lowlevel.checkpoint()
         return False
     snapshots = actor.stype is not None and actor.core.config.snapshot_every > 0
@@ -68,10 +91,10 @@ async def prepare_to_passivate(actor: SessionActor) -> bool:
             # sweep tries again. Crashing would cost a restart for nothing.
             log.warning("session %s: not passivated, its snapshot failed: %s", actor.sid, exc)
             return False
-        if _busy(actor):
-            return False  # someone came during the snapshot: stay
+        if _busy(actor) or request.withdrawn.is_set():
+            return False  # someone came during the snapshot, or nobody waits: stay
     gate = actor.entry.gate = actor.entry.gate or Gate()
-    gate.passivating = trio.Event()
+    gate.passivating = request.stopped
     return True
 
 
@@ -81,8 +104,7 @@ async def passivate(hub: Hub, entry: SessionEntry, idle_for: float = 0.0) -> boo
     Returns:
       Whether it was passivated.
     """
-    core = hub.core
-    directory = core.directory
+    directory = hub.core.directory
     ref = entry.ref
     if ref is None or not ref.alive or entry.metadata.state.terminal:
         directory.release(entry)  # it ended, or its supervisor gave up on it
@@ -91,12 +113,26 @@ async def passivate(hub: Hub, entry: SessionEntry, idle_for: float = 0.0) -> boo
     if trio.current_time() < entry.used_at + idle_for:
         await trio.lowlevel.checkpoint()  # used since the sweeper picked it
         return False
-    try:
-        ready = await ref.ask(Passivate())
-    except ActorDead:
-        ready = False  # it crashed; its supervisor restarts it or gives up
+    # Once asked, the actor may mark the gate passivating: from then on this passivation
+    # must end (stop the actor, reopen the gate) or every later caller waits forever.
+    with trio.CancelScope(shield=True, deadline=trio.current_time() + ANSWER_S + STOP_S):
+        return await _passivate(hub, entry, ref)
+    return True  # the stop outlasted STOP_S; the gate was reopened all the same
+
+
+async def _passivate(hub: Hub, entry: SessionEntry, ref: ActorRef[Any, Any]) -> bool:
+    directory = hub.core.directory
+    request = Passivate()
+    with trio.move_on_after(ANSWER_S):
+        try:
+            await ref.ask(request)
+        except ActorDead:
+            pass  # it crashed; its supervisor restarts it or gives up
+    request.withdrawn.set()  # an actor still at it now declines: nobody would stop it
+    # The actor agreed iff it marked the gate with this request (in the step that answers):
+    # then this passivation owns the gate, even if the answer itself never came.
     gate = entry.gate
-    if not ready or gate is None or gate.passivating is None:
+    if gate is None or gate.passivating is not request.stopped:
         directory.touch(entry, trio.current_time())  # look again in a while
         return False
     assert hub._sessions is not None, "the hub is not running"
@@ -107,9 +143,9 @@ async def passivate(hub: Hub, entry: SessionEntry, idle_for: float = 0.0) -> boo
         entry.dedup = None
         entry.passivated = True
         directory.release(entry)
-        core.counters.passivations += 1
-        done, gate.passivating = gate.passivating, None
-        done.set()
+        hub.core.counters.passivations += 1
+        gate.passivating = None
+        request.stopped.set()
         if not gate.users and entry.gate is gate:
             entry.gate = None
     return True

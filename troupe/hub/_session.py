@@ -143,6 +143,10 @@ class SessionActor(Actor[SessionMsg, Any]):
                 if env.event_type not in (EV_CHANNEL_INVITE_ACK, EV_CHANNEL_INVITE_REJECT):
                     dispatch(self.core, self.metadata, env, redelivery=True)
         await self._finish_interrupted(last_substantive)
+        if self.metadata.state.terminal:
+            # It had ended, or its recovery just ended it: nobody asks an ended session,
+            # so no later message would stop it (from inside: only queues the stop).
+            await self.ref.stop()
 
     async def _finish_interrupted(self, last_substantive: Envelope | None) -> None:
         md = self.metadata
@@ -179,7 +183,7 @@ class SessionActor(Actor[SessionMsg, Any]):
         elif isinstance(msg, SendInvites):
             result = await self._send_invites()
         elif isinstance(msg, Passivate):
-            result = await prepare_to_passivate(self)
+            result = await prepare_to_passivate(self, msg)
         else:
             if msg.only_if_pending and self.metadata.state is not SessionState.PENDING:
                 result = self.metadata
@@ -403,7 +407,10 @@ class SessionActor(Actor[SessionMsg, Any]):
 
     def _publish(self) -> None:
         self.entry.publish(self.metadata, self.state, self.last_seq)
-        self.entry.activity = self.activity
+        if self.metadata.state.terminal:
+            self.entry.retire()  # it is never started again; this actor is about to stop
+        else:
+            self.entry.activity = self.activity
 
     async def _maybe_snapshot(self) -> None:
         every = self.core.config.snapshot_every
