@@ -6,7 +6,8 @@ import pytest
 import trio
 import trio.testing
 
-from troupe import NotFoundError
+from troupe import NotFoundError, StoreError
+from troupe.client._remote import error_from
 from troupe.hub import ApiKeyAuth, Hub, NoAuth
 from troupe.model import (
     EV_CHANNEL_INVITE,
@@ -29,6 +30,7 @@ from troupe.model import (
     is_substantive,
 )
 from troupe.store import MemoryStore
+from troupe.testing import FaultyStore
 
 from .conftest import Reopen
 from .helpers import Agent, Harness, client_of, open_harness, text_envelope
@@ -463,3 +465,24 @@ async def test_a_client_cannot_grow_the_hubs_memory_with_receipts_or_pings(
     queued = conn.mailbox.statistics().queued
     assert queued <= MAX_CONTROL_QUEUED + 4  # pongs held back, receipts mostly dropped
     client.endpoint.stalled.set()
+
+
+async def test_a_send_frame_the_store_fails_is_answered_with_store_error(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A raw SendFrame and an RPC post that hit a store fault travel under the same code, so
+    # a client raises StoreError for both (and knows nothing was appended).
+    store = FaultyStore(MemoryStore())
+    async with open_harness(store) as h:
+        alice, bob = await h.agent("alice"), await h.agent("bob")
+        md = await h.session("conversation", alice, bob)
+        before = await h.hub.read_wal(md.session_id)
+        store.fail_next("append", session_id=md.session_id)
+        conn = client_of(bob)
+        conn.send(SendFrame(envelope=text_envelope(md, bob, "lost?"), request_id="s1"))
+        await h.settle()
+        (reply,) = [f for f in conn.frames if isinstance(f, ErrorFrame)]
+        assert (reply.code, reply.request_id) == ("store_error", "s1")
+        assert "injected fault: append" in reply.message
+        assert isinstance(error_from(reply.code, reply.message), StoreError)
+        assert await h.hub.read_wal(md.session_id) == before

@@ -109,6 +109,13 @@ def _dict(params: dict[str, Any], key: str) -> Any:
     return value
 
 
+def error_code(exc: Exception) -> str:
+    """The code an error travels under on the wire (the client raises it again from it)."""
+    if isinstance(exc, NetworkError):
+        return exc.code
+    return "store_error" if isinstance(exc, StoreError) else "error"
+
+
 async def handle_request(caller: Caller, frame: RequestFrame) -> ResponseFrame:
     """Run one op and answer it; errors become ``ok=False`` with their code."""
     fn = OPS.get(frame.op)
@@ -117,9 +124,11 @@ async def handle_request(caller: Caller, frame: RequestFrame) -> ResponseFrame:
             raise DecodeError(f"unknown op {frame.op!r}", record="RequestFrame", field="op")
         result = await fn(caller, frame.params)
     except (NetworkError, StoreError) as exc:
-        code = exc.code if isinstance(exc, NetworkError) else "store_error"
         return ResponseFrame(
-            request_id=frame.request_id, ok=False, error_code=code, error_message=str(exc)
+            request_id=frame.request_id,
+            ok=False,
+            error_code=error_code(exc),
+            error_message=str(exc),
         )
     except Exception as exc:
         # An edge: a bug in an op must not take the connection (and its identities) down.

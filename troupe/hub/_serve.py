@@ -33,7 +33,7 @@ from ..model import (
 )
 from ._connection import Bind, ConnectionActor, Endpoint, Flush, Receipt, SendOut
 from ._core import Failed
-from ._rpc import Caller, handle_request
+from ._rpc import Caller, error_code, handle_request
 from ._rules import TokenBucket
 
 if TYPE_CHECKING:
@@ -54,8 +54,9 @@ FRAME_BURST = 10000
 def error_frame(
     exc: Exception, *, request_id: str = "", envelope_id: str | None = None
 ) -> ErrorFrame:
-    code = exc.code if isinstance(exc, NetworkError) else "error"
-    return ErrorFrame(code=code, message=str(exc), envelope_id=envelope_id, request_id=request_id)
+    return ErrorFrame(
+        code=error_code(exc), message=str(exc), envelope_id=envelope_id, request_id=request_id
+    )
 
 
 async def serve_endpoint(
