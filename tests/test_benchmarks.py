@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
 from benchmarks import bench_kernel
@@ -24,3 +26,29 @@ def test_the_kernel_benchmark_measures_and_reports() -> None:
     table = bench_kernel.report(figures, repeats=1)
     assert "tell" in table
     assert "idle actor" in table
+
+
+@pytest.mark.parametrize(
+    ("args", "refusal"),
+    [
+        (["kernel", "--repeats", "1"], "the kernel benchmark takes no options; got --repeats 1"),
+        (["kernel", "sim", "--agents", "1"], "options go after the one benchmark they are for"),
+        (["--agents", "1", "sim"], "options go after the one benchmark they are for"),
+    ],
+)
+def test_options_go_to_the_one_benchmark_that_takes_them(
+    capsys: pytest.CaptureFixture[str], args: list[str], refusal: str
+) -> None:
+    assert run(args) == 2
+    assert refusal in capsys.readouterr().out
+
+
+def test_options_after_a_name_reach_its_main(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from benchmarks import bench_sim
+
+    seen: list[Sequence[str] | None] = []
+    monkeypatch.setattr(bench_sim, "main", lambda argv=None: seen.append(argv))
+    assert run(["sim", "--sessions-passivated", "1000000"]) == 0
+    assert seen == [["--sessions-passivated", "1000000"]]
