@@ -19,11 +19,12 @@ REPRODUCED = (
     "clock",
     "agents",
     "sessions",
+    "open / live / passivated",
     "envelopes",
     "posts",
     "restarts",
     "passivations / rehydrations",
-    "rejected / dead letters",
+    "accepted / rejected / dead letters",
     "agents who know the rumour",
     "WAL hash",
 )

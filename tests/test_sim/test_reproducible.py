@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import re
+
 import pytest
 import trio
+from rich.console import Console
 
 from troupe.sim import SeededIds, SimOptions, SimReport, draw, run_sim, seeded_scheduler
+from troupe.sim._console import summary
 from troupe.sim.scenarios import SCENARIOS, get_scenario
 
 SMALL = {"agents": 8, "sessions": 10}
@@ -124,3 +129,23 @@ def test_the_seeded_scheduler_repeats_trios_order_and_restores_its_random() -> N
         with seeded_scheduler(seed):
             traces.add(tuple(_trace()))
     assert len(traces) > 1
+
+
+def test_the_summary_shows_the_hubs_statistics() -> None:
+    report = run_small("round-tables", seed=3)
+    buffer = io.StringIO()
+    Console(width=200, file=buffer).print(summary(report))
+    text = buffer.getvalue()
+    hub = report.hub
+    assert hub.envelopes_accepted > 0
+    expected = {
+        "open / live / passivated": (
+            f"{hub.open_sessions:,} / {hub.live_sessions:,} / {hub.passivated_sessions:,}"
+        ),
+        "passivations / rehydrations": f"{hub.passivations:,} / {hub.rehydrations:,}",
+        "accepted / rejected / dead letters": (
+            f"{hub.envelopes_accepted:,} / {hub.envelopes_rejected:,} / {hub.dead_letters:,}"
+        ),
+    }
+    for label, value in expected.items():
+        assert re.search(rf"│ {re.escape(label)} +│ {re.escape(value)} +│", text), label

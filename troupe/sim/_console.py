@@ -204,6 +204,10 @@ def summary(report: SimReport) -> Table:
         ("clock", clock),
         ("agents", f"{report.agents:,}"),
         ("sessions", f"{report.sessions:,}"),
+        (
+            "open / live / passivated",
+            f"{hub.open_sessions:,} / {hub.live_sessions:,} / {hub.passivated_sessions:,}",
+        ),
         ("envelopes", f"{report.envelopes:,}"),
         ("envelopes/s (wall)", f"{report.envelopes_per_second:,.0f}"),
         ("posts", f"{report.posts:,}"),
@@ -211,7 +215,10 @@ def summary(report: SimReport) -> Table:
         ("simulated / wall time", f"{report.sim_seconds:,.1f} s / {report.wall_seconds:,.2f} s"),
         ("restarts", f"{hub.session_restarts:,}"),
         ("passivations / rehydrations", f"{hub.passivations:,} / {hub.rehydrations:,}"),
-        ("rejected / dead letters", f"{hub.envelopes_rejected:,} / {hub.dead_letters:,}"),
+        (
+            "accepted / rejected / dead letters",
+            f"{hub.envelopes_accepted:,} / {hub.envelopes_rejected:,} / {hub.dead_letters:,}",
+        ),
         (
             "mailbox high water",
             f"hub {hub.hub_mailbox_high_water}, sessions {hub.session_mailbox_high_water}, "
