@@ -8,7 +8,7 @@ import pytest
 from tests.test_session_types._helpers import metadata
 from troupe.hub._activity import Activity, Mark
 from troupe.hub._evaluators import Late, Seen, evaluate, threshold
-from troupe.model import Expectation, SessionState, parse_iso
+from troupe.model import Expectation, SessionState, iso, parse_iso
 from troupe.session_types import ExpectedTurn
 
 META = metadata("discussion", ["a", "b", "c"])
@@ -96,3 +96,25 @@ def test_applies_to_takes_ids_and_role_names() -> None:
     assert evaluate(by_role, seen(120, turn=turn_a))
     assert not evaluate(by_role, seen(120, turn=turn_b))
     assert evaluate(by_role, seen(120)) == [Late("", START)]  # session-wide always applies
+
+
+@pytest.mark.parametrize("name", ["acks_within", "max_silence", "turn_within", "reply_within"])
+def test_a_deadline_is_met_to_the_microsecond_despite_float_noise(name: str) -> None:
+    # A hub clock that is not a whole number of seconds: a mark stamped at `epoch` and read
+    # back from its ISO timestamp, and `now` exactly 120 s later, differ by 119.9999995 in
+    # floats. Timestamps have microsecond resolution, so that is 120 s: late now, not one
+    # sweep later (which made examples/expectations.py print 120 s or 130 s at random).
+    epoch = 1790763774.6189766
+    at = parse_iso(iso(epoch))
+    assert (epoch + 120.0) - at < 120.0  # the noise this test is about
+    meta = attrs.evolve(
+        META,
+        created_at=iso(epoch),
+        state=SessionState.PENDING if name == "acks_within" else SessionState.ACTIVE,
+        pending_acks=("c",) if name == "acks_within" else (),
+    )
+    mark = Mark(at, 1)
+    activity = Activity(received={"b": mark}, content=mark, turn=mark)
+    turn = ExpectedTurn(agent_id="b")
+    late = evaluate(expect(name, 120), Seen(meta, turn, activity, epoch + 120.0))
+    assert len(late) == 1

@@ -83,13 +83,22 @@ def threshold(expectation: Expectation) -> float:
     return float(value)
 
 
+def _waited(seen: Seen, since: Mark) -> float:
+    """Seconds from ``since`` to now, to the microsecond: the resolution of a timestamp.
+
+    Marks are read back from ISO timestamps, and float noise (``epoch + 120 - epoch`` may be
+    119.9999995) would otherwise move a deadline that falls due on a sweep to the next one.
+    """
+    return round(seen.now - since.at, 6)
+
+
 def _since_created(seen: Seen) -> Mark:
     return Mark(parse_iso(seen.metadata.created_at), 0)
 
 
 def _acks_within(expectation: Expectation, seen: Seen) -> list[Late]:
     since = _since_created(seen)
-    if seen.now - since.at < threshold(expectation):
+    if _waited(seen, since) < threshold(expectation):
         return []
     return [Late(agent_id, since) for agent_id in seen.metadata.pending_acks]
 
@@ -99,7 +108,7 @@ def _reply_within(expectation: Expectation, seen: Seen) -> list[Late]:
     late = []
     for agent_id in seen.metadata.participant_ids():
         got = seen.activity.received.get(agent_id)
-        if got is None or seen.now - got.at < limit:
+        if got is None or _waited(seen, got) < limit:
             continue
         sent = seen.activity.sent.get(agent_id)
         if sent is None or sent.seq < got.seq:
@@ -109,12 +118,12 @@ def _reply_within(expectation: Expectation, seen: Seen) -> list[Late]:
 
 def _max_silence(expectation: Expectation, seen: Seen) -> list[Late]:
     since = seen.activity.content or _since_created(seen)
-    return [Late("", since)] if seen.now - since.at >= threshold(expectation) else []
+    return [Late("", since)] if _waited(seen, since) >= threshold(expectation) else []
 
 
 def _turn_within(expectation: Expectation, seen: Seen) -> list[Late]:
     since = seen.activity.turn or _since_created(seen)
-    if seen.now - since.at < threshold(expectation):
+    if _waited(seen, since) < threshold(expectation):
         return []
     return [Late(seen.turn.agent_id if seen.turn is not None else "", since)]
 
