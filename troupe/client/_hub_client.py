@@ -219,6 +219,7 @@ class HubClient(HubCalls, RemoteRunner):
 
         In process, returns once the receive loop and its turns have ended (waiting, even
         when cancelled, at most ``CLOSE_WAIT_S`` seconds for turns that ignore a cancel).
+        From then on every call to the hub raises ``RuntimeError`` naming the method.
         """
         if self._closed:
             await trio.lowlevel.checkpoint()
@@ -290,8 +291,6 @@ class HubClient(HubCalls, RemoteRunner):
         skill_md: str | None,
         rule: Rule | None,
     ) -> tuple[Passport, Resume, Rule]:
-        if self._closed:
-            raise RuntimeError("HubClient is closed")
         await self._ensure_connected()
         api = self._api
         stamped = await api.register(
@@ -322,6 +321,7 @@ class HubClient(HubCalls, RemoteRunner):
           ValueError: ``passport.kind`` is ``"human"`` (use :meth:`register_human`).
           RuntimeError: this client is closed.
         """
+        self._check_open("register")
         if passport.kind == "human":
             raise ValueError(f"passport {passport.name!r} is a human's: use register_human()")
         stamped, resume, rule = await self._register(passport, resume, skill_md, rule)
@@ -346,6 +346,7 @@ class HubClient(HubCalls, RemoteRunner):
           ValueError: ``passport.kind`` is set and is not ``"human"``.
           RuntimeError: this client is closed.
         """
+        self._check_open("register_human")
         if passport.kind not in (None, "human"):
             raise ValueError(
                 f"register_human requires kind='human', passport {passport.name!r} has "
@@ -385,9 +386,9 @@ class HubClient(HubCalls, RemoteRunner):
           ValueError: ``name`` is unknown and no passport/resume were given, or an agent
             identity is attached without an ``agent``.
           AuthError: over a network, the link's key for ``name`` is missing or wrong.
+          RuntimeError: this client is closed.
         """
-        if self._closed:
-            raise RuntimeError("HubClient is closed")
+        self._check_open("attach")
         await self._ensure_connected()
         api = self._api
         agent_id = await api.find_agent(name)
