@@ -39,9 +39,13 @@ class Disconnected(RuntimeError):
 
 @contextmanager
 def seed_timeout(timeout: float | None, what: str) -> Iterator[None]:
-    """The seeds' ``timeout=`` parameters: trio's deadline, raised as the built-in TimeoutError."""
+    """The seeds' ``timeout=`` parameters: trio's deadline, raised as the built-in TimeoutError.
+
+    ``None`` waits for ever; zero or less does not wait (the seed's deadline is then already
+    past: ``TimeoutError`` even when a match is queued).
+    """
     try:
-        with trio.fail_after(math.inf if timeout is None else timeout):
+        with trio.fail_after(math.inf if timeout is None else max(0.0, timeout)):
             yield
     except trio.TooSlowError:
         raise TimeoutError(f"nothing matched in {what} within {timeout}s") from None

@@ -1,0 +1,45 @@
+"""The seeds' waits: ``timeout`` values at the edges, and what a predicate leaves queued."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+from trio.testing import MockClock
+
+from troupe.client import Channel, HumanClient
+
+from .harness import ClientPair, open_pair, said
+
+
+async def talking(p: ClientPair) -> tuple[HumanClient, HumanClient, Channel]:
+    """Two people in a conversation opened by the first."""
+    al = await p.human("al")
+    bea = await p.human("bea")
+    ch = await al.open(type="conversation", target="bea")
+    await p.settle()
+    return al, bea, ch
+
+
+@pytest.mark.parametrize("seconds", [0.0, -1.0, -1e9])
+async def test_a_timeout_of_zero_or_less_does_not_wait(
+    seconds: float, autojump_clock: MockClock
+) -> None:
+    # As in the seed, whose deadline is then already past: TimeoutError at once, even when
+    # a match is queued (never a ValueError from trio's deadline).
+    async with open_pair() as p:
+        al, bea, ch = await talking(p)
+        await al.send(ch.session_id, "here")
+        await p.settle()
+        start = trio.current_time()
+        with pytest.raises(TimeoutError):
+            await bea.next_envelope(predicate=said("here"), timeout=seconds)
+        with pytest.raises(TimeoutError):
+            await bea.wait_for_channel_event(
+                channel_id=ch.session_id, predicate=said("here"), timeout=seconds
+            )
+        with pytest.raises(TimeoutError):
+            await bea.next_envelope(predicate=said("never"), timeout=seconds)
+        assert trio.current_time() == start
+        # Nothing was taken.
+        got = await bea.wait_for_channel_event(channel_id=ch.session_id, predicate=said("here"))
+        assert got.text == "here"
