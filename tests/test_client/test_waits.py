@@ -6,9 +6,10 @@ import pytest
 import trio
 from trio.testing import MockClock
 
+from troupe import EV_CHANNEL_INVITE, EV_SESSION_OPENED, EV_TEXT
 from troupe.client import Channel, HumanClient
 
-from .harness import ClientPair, open_pair, said
+from .harness import WAIT, ClientPair, kinds, of_type, open_pair, said, texts
 
 
 async def talking(p: ClientPair) -> tuple[HumanClient, HumanClient, Channel]:
@@ -43,3 +44,23 @@ async def test_a_timeout_of_zero_or_less_does_not_wait(
         # Nothing was taken.
         got = await bea.wait_for_channel_event(channel_id=ch.session_id, predicate=said("here"))
         assert got.text == "here"
+
+
+async def test_next_envelope_leaves_what_its_predicate_rejects(autojump_clock: MockClock) -> None:
+    # troupe's documented deviation from the seed, which dropped them: a later
+    # next_envelope() (or envelopes()) still gets every envelope the predicate passed over.
+    async with open_pair() as p:
+        al, bea, ch = await talking(p)
+        for body in ("one", "two", "three", "four"):
+            await al.send(ch.session_id, body)
+        await p.settle()
+        assert (await bea.next_envelope(predicate=said("three"), timeout=WAIT)).text == "three"
+        with pytest.raises(TimeoutError):
+            await bea.next_envelope(predicate=said("five"), timeout=WAIT)
+        later = await bea.next_envelope(predicate=of_type(EV_TEXT), timeout=WAIT)
+        assert later.text == "one"
+        rest = [await bea.next_envelope(timeout=WAIT) for _ in range(3)]
+        assert kinds(rest) == [EV_CHANNEL_INVITE, EV_SESSION_OPENED, EV_TEXT]
+        assert texts(rest) == ["two"]
+        await bea.disconnect()
+        assert texts([e async for e in bea.envelopes()]) == ["four"]

@@ -107,6 +107,12 @@ class HumanClient(Identity):
     ) -> Envelope:
         """The next delivered envelope (that ``predicate`` accepts).
 
+        Unlike the seed, which discarded the envelopes its predicate rejected on the way,
+        this takes only the first match: the others stay queued, in order, for later
+        ``next_envelope()`` calls and ``envelopes()`` (so two consumers with different
+        predicates cannot lose each other's envelopes). A ``timeout`` of zero or less does
+        not wait.
+
         Raises:
           TimeoutError: nothing matched within ``timeout`` seconds.
           RuntimeError: the client is (or becomes) disconnected.
