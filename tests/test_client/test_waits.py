@@ -7,7 +7,7 @@ import trio
 from trio.testing import MockClock
 
 from troupe import EV_CHANNEL_INVITE, EV_SESSION_OPENED, EV_TEXT
-from troupe.client import Channel, HumanClient
+from troupe.client import Channel, Disconnected, HumanClient, Identity
 
 from .harness import WAIT, ClientPair, kinds, of_type, open_pair, said, texts
 
@@ -64,3 +64,40 @@ async def test_next_envelope_leaves_what_its_predicate_rejects(autojump_clock: M
         assert texts(rest) == ["two"]
         await bea.disconnect()
         assert texts([e async for e in bea.envelopes()]) == ["four"]
+
+
+async def test_disconnected_names_the_identity(autojump_clock: MockClock) -> None:
+    async with open_pair() as p:
+        _al, bea, ch = await talking(p)
+        bot, _ = await p.agent("bot")
+        assert isinstance(bea, Identity)
+        assert isinstance(bot, Identity)
+        woken: list[Disconnected] = []
+
+        async def pull() -> None:
+            with pytest.raises(Disconnected) as caught:
+                await bea.next_envelope(predicate=said("never"))
+            woken.append(caught.value)
+
+        async def wait(identity: Identity) -> None:
+            with pytest.raises(Disconnected) as caught:
+                await identity.wait_for_channel_event(
+                    channel_id=ch.session_id, predicate=said("never"), timeout=WAIT
+                )
+            woken.append(caught.value)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pull)
+            nursery.start_soon(wait, bea)
+            nursery.start_soon(wait, bot)
+            await p.settle()
+            await p.hc.close()
+        with pytest.raises(Disconnected) as caught:
+            await bea.send(ch.session_id, "late")
+        woken.append(caught.value)
+        expected = {
+            f"HumanClient 'bea' ({bea.agent_id}) is disconnected",
+            f"AgentClient 'bot' ({bot.agent_id}) is disconnected",
+        }
+        assert {str(exc) for exc in woken} == expected
+        assert len(woken) == 4

@@ -115,12 +115,14 @@ class HumanClient(Identity):
 
         Raises:
           TimeoutError: nothing matched within ``timeout`` seconds.
-          RuntimeError: the client is (or becomes) disconnected.
+          Disconnected: this identity is (or becomes) disconnected (a RuntimeError).
         """
         self._check_connected()
         what = f"the inbox of {self._passport.name!r}"
         with seed_timeout(timeout, what):
-            return await wait_in(self._pull, predicate, what=what, disconnected=lambda: True)
+            return await wait_in(
+                self._pull, predicate, what=what, who=self._who(), disconnected=lambda: True
+            )
 
     async def envelopes(self) -> AsyncIterator[Envelope]:
         """Every delivered envelope, in arrival order, until disconnect."""

@@ -16,7 +16,7 @@ Reply: TypeAlias = str | Exception | Callable[[Turn], Any] | None
 
 
 class ScriptExhausted(AssertionError):
-    """Raised by a :class:`ScriptedAgent` asked for more turns than its script has."""
+    """Raised when a :class:`ScriptedAgent` is asked for more turns than its script has."""
 
 
 class ScriptedAgent:
