@@ -22,7 +22,9 @@ from troupe import (
     Turn,
     open_hub,
 )
+from troupe.client import Disconnected
 from troupe.client._calls import HubCalls
+from troupe.hub import Hub
 
 from .harness import WAIT, Scripted, hub_clock, open_pair
 
@@ -184,3 +186,45 @@ async def test_a_closed_client_refuses_every_hub_call_by_name(
 
         with pytest.raises(RuntimeError, match=f"^HubClient is closed: cannot call {method}$"):
             await call()
+
+
+async def test_the_hub_ending_disconnects_an_open_in_process_client(
+    autojump_clock: MockClock,
+) -> None:
+    stop_hub = trio.Event()
+    woken: list[str] = []
+
+    async def run_hub(*, task_status: trio.TaskStatus[Hub]) -> None:
+        async with open_hub(ttl_sweep_interval=0, clock=hub_clock, passivate_after=None) as hub:
+            task_status.started(hub)
+            await stop_hub.wait()
+
+    with trio.fail_after(WAIT):
+        async with trio.open_nursery() as nursery:
+            hub = await nursery.start(run_hub)
+            hc = HubClient(LocalLink(hub))  # left open
+            al = await hc.register_human(Passport(name="al", kind="human"))
+            bot = await hc.register(Scripted("bot"), Passport(name="bot"))
+            ch = await al.open(type="conversation", target="bot")
+
+            async def pull() -> None:
+                with pytest.raises(Disconnected, match="'al'"):
+                    await al.next_envelope(predicate=lambda e: False)
+                woken.append("next_envelope")
+
+            async def wait() -> None:
+                with pytest.raises(Disconnected, match="'bot'"):
+                    await bot.wait_for_channel_event(
+                        channel_id=ch.session_id, predicate=lambda e: False, timeout=WAIT
+                    )
+                woken.append("wait_for_channel_event")
+
+            nursery.start_soon(pull)
+            nursery.start_soon(wait)
+            await trio.testing.wait_all_tasks_blocked()
+            stop_hub.set()
+    assert sorted(woken) == ["next_envelope", "wait_for_channel_event"]
+    assert al.disconnected
+    assert bot.disconnected
+    with pytest.raises(Disconnected):
+        await al.send(ch.session_id, "anyone?")

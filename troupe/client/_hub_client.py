@@ -2,8 +2,9 @@
 
 In process (``HubClient(LocalLink(hub))``) control calls go straight to the ``Hub`` and only
 deliveries and receipts travel over the link; the client's receive loop runs in the hub's
-nursery, so the client needs no nursery of its own and ends with the hub at the latest;
-``close()`` (the end of ``async with``) waits for that loop and its turns to end.
+nursery, so the client needs no nursery of its own and ends with the hub at the latest (its
+identities are then disconnected: their waiters get ``Disconnected``); ``close()`` (the end
+of ``async with``) waits for that loop and its turns to end.
 
 Over a network (``async with HubClient(WsLink(url)) as hc:``) control calls are RPCs
 correlated by request id; the client owns a nursery (hence the ``async with``), reconnects
@@ -185,6 +186,11 @@ class HubClient(HubCalls, RemoteRunner):
                             self._on_frame(frame)
                     nursery.cancel_scope.cancel()
         finally:
+            # However the loop ended (close(), the hub closing the connection, or the hub
+            # shutting down and cancelling it), nothing more will be delivered: the
+            # identities' waiters must not hang.
+            for identity in self._clients.values():
+                identity._lose_connection()
             done.set()
 
     def _in_loop(self) -> bool:

@@ -207,6 +207,10 @@ class Identity:
     async def disconnect(self) -> None:
         """Stop handling deliveries and wake every waiter. Idempotent."""
         await trio.lowlevel.checkpoint()
+        self._lose_connection()
+
+    def _lose_connection(self) -> None:
+        """:meth:`disconnect`, without a checkpoint (for a loop that is ending). Idempotent."""
         if self._disconnected:
             return
         self._disconnected = True
