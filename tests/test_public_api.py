@@ -95,3 +95,33 @@ def test_importing_troupe_does_not_print_its_warnings_to_stderr() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stderr == "configured\n"
+
+
+#: Bases of the tree: never raised themselves, so their docstrings say what they group.
+BASE_ERRORS = {"TroupeError", "NetworkError"}
+
+
+def exported_errors() -> dict[str, type[BaseException]]:
+    """Every error class a public module exports, by where it is first exported."""
+    found: dict[type[BaseException], str] = {}
+    for name in public_modules():
+        module = importlib.import_module(name)
+        for attr in getattr(module, "__all__", ()):
+            obj = getattr(module, attr)
+            if isinstance(obj, type) and issubclass(obj, BaseException):
+                found.setdefault(obj, f"{name}.{attr}")
+    return {where: cls for cls, where in found.items() if cls.__name__ not in BASE_ERRORS}
+
+
+@pytest.mark.parametrize("where", sorted(exported_errors()))
+def test_each_error_says_when_it_is_raised(where: str) -> None:
+    doc = exported_errors()[where].__doc__ or ""
+    assert doc.startswith("Raised when "), f"{where}: {doc.splitlines()[0] if doc else doc!r}"
+
+
+def test_the_client_exports_identity_and_disconnected() -> None:
+    from troupe.client import AgentClient, Disconnected, HumanClient, Identity
+
+    assert issubclass(AgentClient, Identity)
+    assert issubclass(HumanClient, Identity)
+    assert issubclass(Disconnected, RuntimeError)

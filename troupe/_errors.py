@@ -123,9 +123,10 @@ class ActorDead(TroupeError):
 
 
 class RestartIntensityExceeded(TroupeError):
-    """Raised out of a supervisor that saw more than ``max_restarts`` crashes in ``within_s``.
+    """Raised when a supervisor saw more than ``max_restarts`` crashes in ``within_s``.
 
-    The last crash is the ``__cause__``.
+    The supervisor then stopped every child and gave up; this leaves its block, bare, with
+    the last crash as the ``__cause__``.
     """
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import trio
 
+import troupe
+import troupe.testing
 from troupe import EV_SESSION_CLOSED, EV_TEXT, HubClient, Passport
 from troupe.client import HumanClient, Turn
 from troupe.hub import Hub
@@ -12,6 +14,7 @@ from troupe.testing import (
     EnvelopeNotSeen,
     ScriptedAgent,
     ScriptExhausted,
+    ScriptStep,
     UnexpectedEnvelope,
     expect_envelope,
     expect_no_envelope,
@@ -30,7 +33,8 @@ async def talk_to(
 async def test_it_answers_in_order_and_records_what_it_saw(
     hub_client: HubClient, autojump_clock: object
 ) -> None:
-    bot = ScriptedAgent(["one", None, lambda turn: turn.text.upper()])
+    steps: list[ScriptStep] = ["one", None, lambda turn: turn.text.upper()]
+    bot = ScriptedAgent(steps)
     me, sid = await talk_to(hub_client, bot)
     await me.send(sid, "a")
     await expect_envelope(
@@ -121,3 +125,12 @@ async def test_expect_no_envelope_fails_when_one_arrives(
     with pytest.raises(UnexpectedEnvelope, match=r"troupe\.text"):
         await expect_no_envelope(me, sid, text="there")
     await expect_no_envelope(me, sid, text="there", within=30)
+
+
+def test_a_script_is_made_of_script_steps_not_replies() -> None:
+    # troupe.Reply is the session types' reply packet; the testing kit's name for one item
+    # of a script must not shadow it.
+    assert "ScriptStep" in troupe.testing.__all__
+    assert "Reply" not in troupe.testing.__all__
+    assert troupe.testing.Reply is ScriptStep  # the old name still imports
+    assert troupe.Reply.__module__.startswith("troupe.session_types")

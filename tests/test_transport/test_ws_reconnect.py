@@ -217,6 +217,10 @@ async def test_a_client_that_cannot_come_back_gives_up_and_says_so() -> None:
             await wait_until(lambda: p.sink_client.disconnected)
             with pytest.raises(ConnectionLost, match="could not reach"):
                 await p.remote.get_agent("sink")
+            # Every call: the client gave up, it was not closed.
+            assert not p.remote.closed
+            with pytest.raises(ConnectionLost, match="could not reach"):
+                await p.remote.register(Sink(), Passport(name="late"))
             p.proxy.thaw()
 
 

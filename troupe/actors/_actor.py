@@ -96,7 +96,7 @@ class ActorRef(Generic[M, R]):
     queue in the same mailbox while the actor restarts.
     """
 
-    __slots__ = ("_dead", "_in_flight", "_mailbox", "_stopped", "_task", "name")
+    __slots__ = ("_dead", "_in_flight", "_mailbox", "_restart_pending", "_stopped", "_task", "name")
 
     def __init__(self, mailbox: Mailbox[Any], name: str) -> None:
         self._mailbox = mailbox
@@ -106,6 +106,9 @@ class ActorRef(Generic[M, R]):
         self._in_flight: _Ask | None = None
         # Set when the current incarnation has ended; replaced on restart.
         self._stopped = trio.Event()
+        # Between incarnations of a supervised child that its supervisor means to restart
+        # (a backoff): set once that is settled (restarted, or dead).
+        self._restart_pending: trio.Event | None = None
         mailbox._drop_hook = _fail_dropped_ask
 
     def __repr__(self) -> str:
@@ -197,6 +200,12 @@ class ActorRef(Generic[M, R]):
         The stop request travels in the system lane, ahead of queued user messages. A
         supervised ``permanent`` child is restarted after it stops. Called by the actor on
         itself it only requests the stop.
+
+        A supervised child that crashed and waits out its restart backoff is down already:
+        the call returns when the backoff is over and the supervisor has acted on the
+        request. A ``transient`` or ``temporary`` child is then not restarted (its ref is
+        dead); a ``permanent`` one is restarted, and the request is not left to stop the
+        new incarnation.
         """
         if self._dead is not None:
             await trio.lowlevel.checkpoint()
@@ -209,6 +218,10 @@ class ActorRef(Generic[M, R]):
         if self._task is current_task():
             await trio.lowlevel.checkpoint()
             return
+        pending = self._restart_pending
+        if self._task is None and pending is not None:
+            await pending.wait()
+            return
         await self._stopped.wait()
 
     # -- used by the runner and supervisors ---------------------------------------------
@@ -217,6 +230,17 @@ class ActorRef(Generic[M, R]):
         if self._stopped.is_set():
             self._stopped = trio.Event()
         self._task = current_task()
+        self._settle_restart()
+
+    def _await_restart(self) -> None:
+        """The incarnation ended and a supervisor will restart it (after a backoff)."""
+        if self._restart_pending is None:
+            self._restart_pending = trio.Event()
+
+    def _settle_restart(self) -> None:
+        pending, self._restart_pending = self._restart_pending, None
+        if pending is not None:
+            pending.set()
 
     def _end_incarnation(self) -> None:
         self._task = None
@@ -237,6 +261,7 @@ class ActorRef(Generic[M, R]):
                     DeadLetter(message=msg, reason="actor_dead", mailbox=mailbox.name)
                 )
         self._stopped.set()
+        self._settle_restart()
 
 
 def _fail_dropped_ask(msg: object) -> None:

@@ -34,18 +34,34 @@ class HubCalls:
     _clients: dict[str, Identity]
     _session_types: dict[tuple[str, int], AnySessionType]
 
+    def _check_open(self, method: str) -> None:
+        """Refuse a call of ``method`` once the client is closed (every call to the hub).
+
+        In process the hub would still answer; over a network the call would fail with
+        another error. Either way the caller gets the one error that says what happened.
+
+        Raises:
+          RuntimeError: this client is closed.
+        """
+        if self._closed:
+            raise RuntimeError(f"HubClient is closed: cannot call {method}")
+
     # -- the seed's pass-throughs ------------------------------------------------------------
 
     async def get_agent(self, name_or_id: str) -> Passport:
+        self._check_open("get_agent")
         return await self._api.get_agent(name_or_id)
 
     async def get_resume(self, agent_id: str) -> Resume:
+        self._check_open("get_resume")
         return await self._api.get_resume(agent_id)
 
     async def get_skill(self, agent_id: str) -> str | None:
+        self._check_open("get_skill")
         return await self._api.get_skill(agent_id)
 
     async def get_rule(self, agent_id: str) -> Rule:
+        self._check_open("get_rule")
         return await self._api.get_rule(agent_id)
 
     async def list_agents(
@@ -57,20 +73,25 @@ class HubCalls:
         limit: int = 50,
         kind: str | None = None,
     ) -> list[Passport]:
+        self._check_open("list_agents")
         return await self._api.list_agents(
             capability=capability, query=query, kind=kind, sort_by=sort_by, limit=limit
         )
 
     async def set_resume(self, agent_id: str, resume: Resume) -> None:
+        self._check_open("set_resume")
         await self._api.set_resume(agent_id, resume)
 
     async def set_skill(self, agent_id: str, skill_md: str | None) -> None:
+        self._check_open("set_skill")
         await self._api.set_skill(agent_id, skill_md)
 
     async def set_rule(self, agent_id: str, rule: Rule) -> None:
+        self._check_open("set_rule")
         await self._api.set_rule(agent_id, rule)
 
     async def unregister_agent(self, agent_id: str) -> None:
+        self._check_open("unregister_agent")
         await self._api.unregister(agent_id)
         identity = self._clients.pop(agent_id, None)
         if identity is not None:
@@ -89,6 +110,7 @@ class HubCalls:
         intent: str | None = None,
         labels: dict[str, str] | None = None,
     ) -> SessionMetadata:
+        self._check_open("create_session")
         return await self._api.create_session(
             creator_id=creator_id,
             manifest_type=manifest_type,
@@ -102,26 +124,29 @@ class HubCalls:
         )
 
     async def get_session(self, session_id: str) -> SessionMetadata:
+        self._check_open("get_session")
         return await self._api.get_session(session_id)
 
     async def list_sessions(
         self, *, agent_id: str | None = None, include_terminal: bool = False, limit: int = 50
     ) -> list[SessionMetadata]:
+        self._check_open("list_sessions")
         return await self._api.list_sessions(
             agent_id=agent_id, include_terminal=include_terminal, limit=limit
         )
 
     async def close_session(self, session_id: str, *, reason: str = "") -> SessionMetadata:
+        self._check_open("close_session")
         return await self._api.close_session(session_id, reason=reason)
 
     async def post_envelope(self, envelope: Envelope) -> str:
-        if self._closed:
-            raise RuntimeError("HubClient is closed")
+        self._check_open("post_envelope")
         return (await self._api.post(envelope)).envelope_id
 
     async def read_wal(
         self, session_id: str, *, since: int = 0, until: int | None = None
     ) -> list[Envelope]:
+        self._check_open("read_wal")
         return await self._api.read_wal(session_id, since=since, until=until)
 
     def can_send(self, session_id: str, sender_id: str, *, event_type: str | None = None) -> bool:
@@ -129,6 +154,7 @@ class HubCalls:
 
         Synchronous, as in the seed, in process only: over a network use :meth:`acan_send`.
         """
+        self._check_open("can_send")
         if self._hub is None:
             raise RuntimeError("can_send is synchronous in process only; use 'await acan_send()'")
         return self._hub.can_send(session_id, sender_id, event_type=event_type)
@@ -137,11 +163,13 @@ class HubCalls:
         self, session_id: str, sender_id: str, *, event_type: str | None = None
     ) -> bool:
         """:meth:`can_send`, awaitable, in process and over a network."""
+        self._check_open("acan_send")
         return await self._api.acan_send(session_id, sender_id, event_type=event_type)
 
     def default_view_policy(self, session_id: str, participant_id: str) -> ViewPolicy:
         """The session type's view for ``participant_id`` (over a network: of a session this
         client has fetched or opened)."""
+        self._check_open("default_view_policy")
         if self._hub is not None:
             return self._hub.default_view_policy(session_id, participant_id)
         assert isinstance(self._api, RemoteHub)
@@ -153,6 +181,7 @@ class HubCalls:
         return self.session_type_for(metadata).default_view_policy(metadata, participant_id)
 
     async def get_task(self, task_id: str) -> TaskMetadata:
+        self._check_open("get_task")
         return await self._api.get_task(task_id)
 
     async def list_tasks(
@@ -163,11 +192,13 @@ class HubCalls:
         state: TaskState | None = None,
         limit: int = 50,
     ) -> list[TaskMetadata]:
+        self._check_open("list_tasks")
         return await self._api.list_tasks(
             agent_id=agent_id, session_id=session_id, state=state, limit=limit
         )
 
     async def observe_task(self, metadata: TaskMetadata) -> None:
+        self._check_open("observe_task")
         await self._api.observe_task(metadata)
 
     async def update_task(
@@ -179,6 +210,7 @@ class HubCalls:
         result: object | None = None,
         error: str | None = None,
     ) -> None:
+        self._check_open("update_task")
         await self._api.update_task(
             task_id, state=state, progress=progress, result=result, error=error
         )
@@ -192,6 +224,7 @@ class HubCalls:
         latency_ms: int | None = None,
         task_id: str | None = None,
     ) -> None:
+        self._check_open("record_observation")
         await self._api.record_observation(
             owner_id=owner_id,
             capability=capability,
@@ -201,9 +234,11 @@ class HubCalls:
         )
 
     async def checkpoint_task(self, task_id: str, state: dict[str, Any]) -> None:
+        self._check_open("checkpoint_task")
         await self._api.checkpoint_task(task_id, state)
 
     async def read_task_checkpoint(self, task_id: str) -> dict[str, Any] | None:
+        self._check_open("read_task_checkpoint")
         return await self._api.read_task_checkpoint(task_id)
 
     # -- what the turn handler needs ---------------------------------------------------------
@@ -230,6 +265,7 @@ class HubCalls:
         None when it is not that agent's turn, or when the session type names no one (a
         free-form session).
         """
+        self._check_open("pending_turn")
         if self._hub is None:
             turns = await self._api.pending_turns_for(agent_id, session_id=session_id)
             return turns[0] if turns else None
@@ -248,21 +284,25 @@ class HubCalls:
         return self._api.name_for(agent_id)
 
     async def learn_names(self, agent_ids: Sequence[str]) -> None:
+        self._check_open("learn_names")
         await self._api.learn_names(agent_ids)
 
     async def find_envelope_by_causation(
         self, session_id: str, *, sender_id: str, causation_id: str
     ) -> Envelope | None:
+        self._check_open("find_envelope_by_causation")
         return await self._api.find_envelope_by_causation(
             session_id, sender_id=sender_id, causation_id=causation_id
         )
 
     async def pending_turns_for(self, agent_id: str) -> list[PendingTurn]:
+        self._check_open("pending_turns_for")
         return await self._api.pending_turns_for(agent_id)
 
     async def report_turn_failure(
         self, *, session_id: str, agent_id: str, envelope_id: str, exc: BaseException
     ) -> None:
+        self._check_open("report_turn_failure")
         await self._api.report_turn_failure(
             session_id=session_id, agent_id=agent_id, envelope_id=envelope_id, exc=exc
         )

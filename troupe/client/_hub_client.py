@@ -2,7 +2,9 @@
 
 In process (``HubClient(LocalLink(hub))``) control calls go straight to the ``Hub`` and only
 deliveries and receipts travel over the link; the client's receive loop runs in the hub's
-nursery, so the client needs no nursery of its own and ends with the hub at the latest.
+nursery, so the client needs no nursery of its own and ends with the hub at the latest (its
+identities are then disconnected: their waiters get ``Disconnected``); ``close()`` (the end
+of ``async with``) waits for that loop and its turns to end.
 
 Over a network (``async with HubClient(WsLink(url)) as hc:``) control calls are RPCs
 correlated by request id; the client owns a nursery (hence the ``async with``), reconnects
@@ -55,6 +57,10 @@ log = logging.getLogger("troupe.client")
 
 Link = LocalLink | WsLink
 
+#: How long (seconds) an in-process ``close()`` waits for the client's loop and the turns
+#: in it to end after they were cancelled (a turn in a worker thread cannot be cancelled).
+CLOSE_WAIT_S = 5.0
+
 
 class HubClient(HubCalls, RemoteRunner):
     """One connection to a hub. A process should hold one per hub it talks to.
@@ -81,6 +87,10 @@ class HubClient(HubCalls, RemoteRunner):
         self._scope: trio.CancelScope | None = None
         self._stack: AsyncExitStack | None = None
         self._nursery: trio.Nursery | None = None
+        #: In process: the receive loop's task, and an event set once it (and every delivery
+        #: task under it) has ended.
+        self._loop_task: trio.lowlevel.Task | None = None
+        self._loop_done: trio.Event | None = None
         self._clients: dict[str, Identity] = {}
         self._router = Router(self._clients, self._send_frame)
         self._closed = False
@@ -164,14 +174,34 @@ class HubClient(HubCalls, RemoteRunner):
     async def _run_local(
         self, conn: LocalLinkClient, *, task_status: trio.TaskStatus[trio.CancelScope]
     ) -> None:
-        with trio.CancelScope() as scope:
-            async with trio.open_nursery() as nursery:
-                self._nursery = self._router.nursery = nursery
-                task_status.started(scope)
-                async with aclosing(conn.frames()) as frames:
-                    async for frame in frames:
-                        self._on_frame(frame)
-                nursery.cancel_scope.cancel()
+        self._loop_task = trio.lowlevel.current_task()
+        done = self._loop_done = trio.Event()
+        try:
+            with trio.CancelScope() as scope:
+                async with trio.open_nursery() as nursery:
+                    self._nursery = self._router.nursery = nursery
+                    task_status.started(scope)
+                    async with aclosing(conn.frames()) as frames:
+                        async for frame in frames:
+                            self._on_frame(frame)
+                    nursery.cancel_scope.cancel()
+        finally:
+            # However the loop ended (close(), the hub closing the connection, or the hub
+            # shutting down and cancelling it), nothing more will be delivered: the
+            # identities' waiters must not hang.
+            for identity in self._clients.values():
+                identity._lose_connection()
+            done.set()
+
+    def _in_loop(self) -> bool:
+        """Whether the current task runs under the receive loop (a turn, a callback)."""
+        task: trio.lowlevel.Task | None = trio.lowlevel.current_task()
+        while task is not None:
+            if task is self._loop_task:
+                return True
+            parent = task.parent_nursery
+            task = parent.parent_task if parent is not None else None
+        return False
 
     async def _send_frame(self, frame: Frame) -> None:
         """Send on the current connection; dropped between connections (a replay follows)."""
@@ -191,7 +221,12 @@ class HubClient(HubCalls, RemoteRunner):
                 self._api.answer(frame)  # (an undecodable answer fails its call)
 
     async def close(self) -> None:
-        """End the connection and its loops; identities stay registered. Idempotent."""
+        """End the connection and its loops; identities stay registered. Idempotent.
+
+        In process, returns once the receive loop and its turns have ended (waiting, even
+        when cancelled, at most ``CLOSE_WAIT_S`` seconds for turns that ignore a cancel).
+        From then on every call to the hub raises ``RuntimeError`` naming the method.
+        """
         if self._closed:
             await trio.lowlevel.checkpoint()
             return
@@ -211,6 +246,27 @@ class HubClient(HubCalls, RemoteRunner):
             await self._conn.aclose()
         if self._scope is not None:
             self._scope.cancel()
+        await self._wait_loop_done()
+
+    async def _wait_loop_done(self) -> None:
+        """Wait, shielded and bounded, until the in-process receive loop has ended.
+
+        Its delivery tasks run in the hub's nursery: without this wait a turn that cannot be
+        cancelled (a blocking call in a worker thread) would outlive ``async with HubClient``.
+        Not from under the loop itself (a turn closing its own client): that would wait for
+        itself.
+        """
+        done = self._loop_done
+        if done is None or done.is_set() or self._in_loop():
+            await trio.lowlevel.checkpoint()
+            return
+        with trio.move_on_after(CLOSE_WAIT_S, shield=True) as waited:
+            await done.wait()
+        if waited.cancelled_caught:
+            log.warning(
+                "HubClient.close(): its deliveries did not end within %ss; leaving them to the hub",
+                CLOSE_WAIT_S,
+            )
 
     async def shutdown(self) -> None:
         """Unregister every identity of this client, then :meth:`close`."""
@@ -241,8 +297,6 @@ class HubClient(HubCalls, RemoteRunner):
         skill_md: str | None,
         rule: Rule | None,
     ) -> tuple[Passport, Resume, Rule]:
-        if self._closed:
-            raise RuntimeError("HubClient is closed")
         await self._ensure_connected()
         api = self._api
         stamped = await api.register(
@@ -273,6 +327,7 @@ class HubClient(HubCalls, RemoteRunner):
           ValueError: ``passport.kind`` is ``"human"`` (use :meth:`register_human`).
           RuntimeError: this client is closed.
         """
+        self._check_open("register")
         if passport.kind == "human":
             raise ValueError(f"passport {passport.name!r} is a human's: use register_human()")
         stamped, resume, rule = await self._register(passport, resume, skill_md, rule)
@@ -297,6 +352,7 @@ class HubClient(HubCalls, RemoteRunner):
           ValueError: ``passport.kind`` is set and is not ``"human"``.
           RuntimeError: this client is closed.
         """
+        self._check_open("register_human")
         if passport.kind not in (None, "human"):
             raise ValueError(
                 f"register_human requires kind='human', passport {passport.name!r} has "
@@ -336,9 +392,9 @@ class HubClient(HubCalls, RemoteRunner):
           ValueError: ``name`` is unknown and no passport/resume were given, or an agent
             identity is attached without an ``agent``.
           AuthError: over a network, the link's key for ``name`` is missing or wrong.
+          RuntimeError: this client is closed.
         """
-        if self._closed:
-            raise RuntimeError("HubClient is closed")
+        self._check_open("attach")
         await self._ensure_connected()
         api = self._api
         agent_id = await api.find_agent(name)

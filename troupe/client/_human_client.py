@@ -107,14 +107,22 @@ class HumanClient(Identity):
     ) -> Envelope:
         """The next delivered envelope (that ``predicate`` accepts).
 
+        Unlike the seed, which discarded the envelopes its predicate rejected on the way,
+        this takes only the first match: the others stay queued, in order, for later
+        ``next_envelope()`` calls and ``envelopes()`` (so two consumers with different
+        predicates cannot lose each other's envelopes). A ``timeout`` of zero or less does
+        not wait.
+
         Raises:
           TimeoutError: nothing matched within ``timeout`` seconds.
-          RuntimeError: the client is (or becomes) disconnected.
+          Disconnected: this identity is (or becomes) disconnected (a RuntimeError).
         """
         self._check_connected()
         what = f"the inbox of {self._passport.name!r}"
         with seed_timeout(timeout, what):
-            return await wait_in(self._pull, predicate, what=what, disconnected=lambda: True)
+            return await wait_in(
+                self._pull, predicate, what=what, who=self._who(), disconnected=lambda: True
+            )
 
     async def envelopes(self) -> AsyncIterator[Envelope]:
         """Every delivered envelope, in arrival order, until disconnect."""

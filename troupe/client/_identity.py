@@ -39,7 +39,7 @@ class Identity:
         self._rule = rule
         self._hub_client = hub_client
         self._disconnected = False
-        self._inboxes = Inboxes()
+        self._inboxes = Inboxes(self._who())
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._passport.name} {self.agent_id}>"
@@ -74,9 +74,13 @@ class Identity:
     def disconnected(self) -> bool:
         return self._disconnected
 
+    def _who(self) -> str:
+        """This identity in error messages: ``HumanClient 'bea' (<agent id>)``."""
+        return f"{type(self).__name__} {self._passport.name!r} ({self.agent_id})"
+
     def _check_connected(self) -> None:
         if self._disconnected:
-            raise Disconnected(f"{type(self).__name__} {self._passport.name!r} is disconnected")
+            raise Disconnected(f"{self._who()} is disconnected")
 
     async def receive(self, envelope: Envelope) -> None:
         """Handle one delivered envelope (the HubClient acks it afterwards)."""
@@ -191,7 +195,7 @@ class Identity:
 
         Raises:
           TimeoutError: nothing matched within ``timeout`` seconds.
-          RuntimeError: the client disconnected.
+          Disconnected: this identity is (or becomes) disconnected (a RuntimeError).
           ProtocolError: the session ended without a match.
         """
         self._check_connected()
@@ -203,6 +207,10 @@ class Identity:
     async def disconnect(self) -> None:
         """Stop handling deliveries and wake every waiter. Idempotent."""
         await trio.lowlevel.checkpoint()
+        self._lose_connection()
+
+    def _lose_connection(self) -> None:
+        """:meth:`disconnect`, without a checkpoint (for a loop that is ending). Idempotent."""
         if self._disconnected:
             return
         self._disconnected = True

@@ -34,14 +34,23 @@ ENDINGS = frozenset({EV_SESSION_CLOSED, EV_SESSION_EXPIRED})
 
 
 class Disconnected(RuntimeError):
-    """Raised to waiters when their client disconnects."""
+    """Raised when an identity is used, or waited on, after it was disconnected.
+
+    Waiters of the identity are woken with it when it is disconnected (by ``disconnect()``,
+    its HubClient's ``close()``, or the end of its connection). The message names the
+    identity: ``HumanClient 'bea' (<agent id>) is disconnected``.
+    """
 
 
 @contextmanager
 def seed_timeout(timeout: float | None, what: str) -> Iterator[None]:
-    """The seeds' ``timeout=`` parameters: trio's deadline, raised as the built-in TimeoutError."""
+    """The seeds' ``timeout=`` parameters: trio's deadline, raised as the built-in TimeoutError.
+
+    ``None`` waits for ever; zero or less does not wait (the seed's deadline is then already
+    past: ``TimeoutError`` even when a match is queued).
+    """
     try:
-        with trio.fail_after(math.inf if timeout is None else timeout):
+        with trio.fail_after(math.inf if timeout is None else max(0.0, timeout)):
             yield
     except trio.TooSlowError:
         raise TimeoutError(f"nothing matched in {what} within {timeout}s") from None
@@ -52,26 +61,28 @@ async def wait_in(
     predicate: Predicate | None,
     *,
     what: str,
+    who: str,
     disconnected: Callable[[], bool],
 ) -> Envelope:
     """Take the first envelope in ``box`` that ``predicate`` accepts.
 
     Raises:
-      RuntimeError: the client disconnected.
+      Disconnected: the identity ``who`` (a description) was disconnected.
       ProtocolError: the session ended without a match (``what`` names it).
     """
     try:
         return await box.receive(match=predicate)
     except MailboxClosed:
         if disconnected():
-            raise Disconnected("the client is disconnected") from None
+            raise Disconnected(f"{who} is disconnected") from None
         raise ProtocolError(f"{what} ended before a matching envelope arrived") from None
 
 
 class Inboxes:
-    """The per-session inboxes of one identity."""
+    """The per-session inboxes of one identity (``who`` describes it in errors)."""
 
-    def __init__(self, capacity: int = INBOX_CAPACITY) -> None:
+    def __init__(self, who: str, capacity: int = INBOX_CAPACITY) -> None:
+        self._who = who
         self._capacity = capacity
         self._live: dict[str, Mailbox[Envelope]] = {}
         self._ended: OrderedDict[str, Mailbox[Envelope]] = OrderedDict()
@@ -111,6 +122,7 @@ class Inboxes:
             self.ensure(session_id),
             predicate,
             what=f"session {session_id}",
+            who=self._who,
             disconnected=lambda: self._disconnected,
         )
 
@@ -120,7 +132,7 @@ class Inboxes:
             box.close()
 
     def close_all(self) -> None:
-        """Disconnect: every waiter wakes (after what already matches) with RuntimeError."""
+        """Disconnect: every waiter wakes (after what already matches) with Disconnected."""
         self._disconnected = True
         for box in (*self._live.values(), *self._ended.values()):
             box.close()

@@ -138,6 +138,6 @@ class RemoteRunner:
         api.ready(conn)
 
     async def _lose_identities(self) -> None:
-        self._closed = True
+        # Not closed: calls go on failing with the ConnectionLost that says why (api.fail).
         for identity in self._clients.values():
             await identity.disconnect()

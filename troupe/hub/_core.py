@@ -37,7 +37,7 @@ class Faults(Protocol):
 
 
 class InjectedCrash(Exception):
-    """Raised by a fault injector inside a session actor; a crash like any other."""
+    """Raised when a fault injector crashes a session actor on purpose; a crash like any other."""
 
 
 @attrs.frozen(kw_only=True)

@@ -3,6 +3,8 @@
 Both check their arguments before any nursery opens (a mistake is a bare ``ValueError``),
 run a :class:`Supervisor` in a nursery of its own, stop its children when the block is
 left, and raise :class:`RestartIntensityExceeded` bare out of the block when it gave up.
+An error that leaves the block alone (the body's, or a child's that failed to start) is
+raised bare too, not in the group of one the nursery wraps it in.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import random
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import NoReturn
 
 import trio
 
@@ -36,28 +39,49 @@ async def _open(
         raise ValueError(f"unknown strategy {strategy!r}; use one of " + ", ".join(STRATEGIES))
     RestartWindow(max_restarts, within_s)
     policy = Backoff(*backoff) if backoff is not None else None
-    async with trio.open_nursery() as nursery:
-        sup = Supervisor(
-            nursery,
-            strategy=strategy,
-            max_restarts=max_restarts,
-            within_s=within_s,
-            backoff=policy,
-            per_child=per_child,
-            on_give_up=on_give_up,
-            name=name,
-            rng=random.Random(seed),
-        )
-        nursery.start_soon(sup._control, name=f"{name}:control")
-        try:
-            yield sup
-        finally:
-            await sup.close()
-            sup._cancel_everything()
+    try:
+        async with trio.open_nursery() as nursery:
+            sup = Supervisor(
+                nursery,
+                strategy=strategy,
+                max_restarts=max_restarts,
+                within_s=within_s,
+                backoff=policy,
+                per_child=per_child,
+                on_give_up=on_give_up,
+                name=name,
+                rng=random.Random(seed),
+            )
+            nursery.start_soon(sup._control, name=f"{name}:control")
+            try:
+                yield sup
+            finally:
+                await sup.close()
+                sup._cancel_everything()
+    except ExceptionGroup as group:
+        # The nursery wraps whatever left the block (the body's error, a child that failed
+        # to start) in a group of one: raise that error as it was raised. Several errors at
+        # once stay a group.
+        if len(group.exceptions) == 1:
+            _reraise(group.exceptions[0])
+        raise
     if sup._failed:
         raise RestartIntensityExceeded(
             f"supervisor {name!r}: more than {max_restarts} restarts in {within_s}s"
         ) from sup.failure
+
+
+def _reraise(exc: BaseException) -> NoReturn:
+    """Raise ``exc`` again as it was: its traceback grows, its cause and context stay.
+
+    (A plain ``raise`` in an ``except`` block would make the group its ``__context__``.)
+    """
+    context = exc.__context__
+    try:
+        raise exc
+    finally:
+        exc.__context__ = context
+        del exc, context
 
 
 def open_supervisor(
@@ -88,6 +112,7 @@ def open_supervisor(
     Raises:
       ValueError: an unknown strategy, or nonsense limits or backoff (on entering).
       RestartIntensityExceeded: out of the block, bare, with the last crash as its cause.
+      Exception: what the body raised, bare (several errors at once: an ExceptionGroup).
     """
     return _open(
         strategy=strategy,
@@ -130,6 +155,7 @@ def open_dynamic_supervisor(
 
     Raises:
       ValueError: nonsense limits or backoff (on entering).
+      Exception: what the body raised, bare (several errors at once: an ExceptionGroup).
     """
     return _open(
         strategy="one_for_one",

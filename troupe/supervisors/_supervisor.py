@@ -13,6 +13,10 @@ Rules:
 - Shutdown first cancels the control task, so no restart is half-done or begun under it.
 - ``one_for_one`` restarts run in a task per child: one child's backoff delays no other.
   ``one_for_all`` and ``rest_for_one`` restart a group, one group at a time.
+- An ``ActorRef.stop()`` that reaches a child while it is down, waiting to be restarted, is
+  an orderly exit already made: when the restart is due the request is taken back, and the
+  child is restarted only if its restart type says so after an orderly exit. The caller
+  waits until then.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import trio
 
 from .._errors import MailboxClosed
 from ..actors import Actor, ActorRef
-from ..actors._actor import Stop, new_ref, run_actor
+from ..actors._actor import STOP, Stop, new_ref, run_actor
 from ._policy import Backoff, RestartWindow, Strategy, should_restart
 from ._spec import ChildInfo, ChildSpec, SupervisorStatistics
 
@@ -281,6 +285,12 @@ class Supervisor:
             # the same id right after this exit (a session started again) must succeed.
             self._exit_for_good(child, crash)
             return
+        self._report(child, generation, crash)
+
+    def _report(self, child: _Child, generation: int, crash: Exception | None) -> None:
+        """Tell the control task that an incarnation ended and is to be restarted."""
+        if child.ref is not None:
+            child.ref._await_restart()  # an ActorRef.stop() from now on waits for the restart
         self._report_send.send_nowait((child, generation, crash))
 
     async def _stop(self, child: _Child) -> None:
@@ -364,12 +374,27 @@ class Supervisor:
         for c in await self._stop_siblings(child):
             if not self._is_current(c):
                 continue
+            if self._stop_asked_while_down(c) and not should_restart(c.spec.restart, crashed=False):
+                self._exit_for_good(c, None)
+                continue
             log.info("%s: restarting child %r (restart %d)", self.name, c.spec.id, c.restarts)
             try:
                 await self._start_incarnation(c)
             except Exception as exc:
                 # It crashed before it was ready: that counts as a crash like any other.
-                self._report_send.send_nowait((c, c.generation, exc))
+                self._report(c, c.generation, exc)
+
+    def _stop_asked_while_down(self, child: _Child) -> bool:
+        """Take back the ``ActorRef.stop()`` requests sent while ``child`` was down.
+
+        The child stopped already, so they are done: a child that is not restarted after an
+        orderly exit stays down, and the next incarnation must not find them and stop at once.
+        """
+        asked = False
+        if child.ref is not None:
+            while child.ref.mailbox.withdraw(STOP):
+                asked = True
+        return asked
 
     async def _stop_siblings(self, child: _Child) -> list[_Child]:
         """Stop the siblings the strategy restarts with ``child``; return all to restart."""
@@ -383,6 +408,8 @@ class Supervisor:
         for sibling in reversed(group):
             if sibling is not child:
                 await self._stop(sibling)
+                if sibling.ref is not None:
+                    sibling.ref._await_restart()
         restart = []
         for c in group:
             if c is not child and c.spec.restart == "temporary":

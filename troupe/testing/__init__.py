@@ -2,7 +2,7 @@
 
 - :class:`FaultyStore` wraps any store and fails or delays its calls on demand.
 - :class:`CrashPoints` crashes session actors at named steps of a post (``faults=``).
-- :class:`ScriptedAgent` answers from a list and records the turns it was given.
+- :class:`ScriptedAgent` plays a list of :data:`ScriptStep` and records the turns it was given.
 - :func:`expect_envelope` / :func:`expect_no_envelope` wait for deliveries with a deadline.
 - :func:`check_invariants` checks a hub's WALs against its published state;
   :func:`no_task_leaks` checks that a block left no task behind.
@@ -27,9 +27,13 @@ from ._invariants import live_tasks as live_tasks
 from ._invariants import no_task_leaks as no_task_leaks
 from ._invariants import seeded_ids as seeded_ids
 from ._plugin import make_store as make_store
-from ._scripted import Reply as Reply
 from ._scripted import ScriptedAgent as ScriptedAgent
 from ._scripted import ScriptExhausted as ScriptExhausted
+from ._scripted import ScriptStep as ScriptStep
+
+#: The old name of :data:`ScriptStep`, kept importable for now; not public (it read like
+#: ``troupe.Reply``, the session types' reply packet).
+Reply = ScriptStep
 
 __all__ = (
     "CrashPoints",
@@ -39,8 +43,8 @@ __all__ = (
     "FaultyStoreStatistics",
     "InvariantReport",
     "InvariantViolation",
-    "Reply",
     "ScriptExhausted",
+    "ScriptStep",
     "ScriptedAgent",
     "TaskLeak",
     "UnexpectedEnvelope",

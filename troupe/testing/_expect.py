@@ -15,11 +15,11 @@ Predicate = Callable[[Envelope], bool]
 
 
 class EnvelopeNotSeen(AssertionError):
-    """Raised by :func:`expect_envelope` when no matching envelope arrived in time."""
+    """Raised when no matching envelope arrived in time (by :func:`expect_envelope`)."""
 
 
 class UnexpectedEnvelope(AssertionError):
-    """Raised by :func:`expect_no_envelope` when a matching envelope arrived."""
+    """Raised when a matching envelope arrived after all (by :func:`expect_no_envelope`)."""
 
 
 def _matcher(

@@ -25,11 +25,11 @@ ENDINGS = (EV_SESSION_CLOSED, EV_SESSION_EXPIRED)
 
 
 class InvariantViolation(AssertionError):
-    """Raised by :func:`check_invariants`; the message lists every violation found."""
+    """Raised when :func:`check_invariants` finds a violation; the message lists them all."""
 
 
 class TaskLeak(AssertionError):
-    """Raised by :func:`no_task_leaks` when tasks started in its block outlive it."""
+    """Raised when tasks started in a :func:`no_task_leaks` block outlive it."""
 
 
 @attrs.frozen(kw_only=True)

@@ -10,13 +10,14 @@ import trio
 
 from ..client import Turn
 
-#: One scripted answer: text to reply, ``None`` for a silent round, an exception to raise
-#: (a failing turn), or a function of the turn returning any of those.
-Reply: TypeAlias = str | Exception | Callable[[Turn], Any] | None
+#: One step of a script: text to reply, ``None`` for a silent round, an exception to raise
+#: (a failing turn), or a function of the turn returning any of those. (Not a
+#: :class:`troupe.Reply`, the session types' reply packet, which a function may return.)
+ScriptStep: TypeAlias = str | Exception | Callable[[Turn], Any] | None
 
 
 class ScriptExhausted(AssertionError):
-    """Raised by a :class:`ScriptedAgent` asked for more turns than its script has."""
+    """Raised when a :class:`ScriptedAgent` is asked for more turns than its script has."""
 
 
 class ScriptedAgent:
@@ -25,17 +26,17 @@ class ScriptedAgent:
     Register it like any agent: ``await hub_client.register(ScriptedAgent(["hi"]), passport)``.
 
     Args:
-      script: the answers, in order (see :data:`Reply`).
+      script: the steps, in order (see :data:`ScriptStep`).
       cycle: start over when the script ends (an agent that never runs out); otherwise a
         turn past the end raises :class:`ScriptExhausted` (the turn fails, as a crashing
         agent's would) and :attr:`exhausted` becomes true.
     """
 
-    def __init__(self, script: Iterable[Reply] = (), *, cycle: bool = False) -> None:
-        self._script: list[Reply] = list(script)
+    def __init__(self, script: Iterable[ScriptStep] = (), *, cycle: bool = False) -> None:
+        self._script: list[ScriptStep] = list(script)
         if cycle and not self._script:
             raise ValueError("a cycling script needs at least one reply")
-        self._queue: deque[Reply] = deque(self._script)
+        self._queue: deque[ScriptStep] = deque(self._script)
         self._cycle = cycle
         self._changed = trio.Event()
         #: Every turn this agent was given, in order.
