@@ -345,7 +345,9 @@ async def test_auth_unknown_scheme_and_bad_api_key(
 ) -> None:
     async with open_harness(auth=[NoAuth(), ApiKeyAuth({"alice": "s3cret"})]) as h:
         hub = h.hub
-        with pytest.raises(AuthError, match="no auth adapter installed for scheme 'jwt'"):
+        with pytest.raises(
+            AuthError, match=r"no auth adapter installed for scheme 'jwt' \(agent 'x'\)"
+        ):
             await hub.register(Passport(name="x", auth=AuthBlock(scheme="jwt")))
         with pytest.raises(AuthError, match="bad api key for agent 'alice'"):
             await hub.register(
@@ -374,7 +376,9 @@ async def test_only_api_key_installed_refuses_passports_without_a_scheme(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     async with open_harness(auth=[ApiKeyAuth({"alice": "k"})]) as h:
-        with pytest.raises(AuthError, match="no auth adapter installed for scheme 'none'"):
+        with pytest.raises(
+            AuthError, match=r"no auth adapter installed for scheme 'none' \(agent 'alice'\)"
+        ):
             await h.hub.register(Passport(name="alice"))
 
 

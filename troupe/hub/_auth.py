@@ -63,11 +63,13 @@ class AuthRegistry:
     def schemes(self) -> list[str]:
         return sorted(self._adapters)
 
-    def get(self, scheme: str) -> AuthAdapter:
+    def get(self, scheme: str, *, agent: str = "") -> AuthAdapter:
+        """The adapter for ``scheme`` (``""`` is ``"none"``); ``agent`` names who asked."""
         adapter = self._adapters.get(scheme or "none")
         if adapter is None:
-            raise AuthError(f"no auth adapter installed for scheme {scheme!r}")
+            who = f" (agent {agent!r})" if agent else ""
+            raise AuthError(f"no auth adapter installed for scheme {scheme or 'none'!r}{who}")
         return adapter
 
     async def validate(self, passport: Passport, claim: Mapping[str, Any]) -> None:
-        await self.get(passport.auth.scheme).validate(passport, claim)
+        await self.get(passport.auth.scheme, agent=passport.name).validate(passport, claim)

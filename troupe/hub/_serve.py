@@ -160,9 +160,8 @@ async def _hello(hub: Hub, ref: ActorRef[Any, Any], frame: HelloFrame) -> None:
         record = core.registry.resolve(frame.name)
         passport = record.passport
         claim_passport = passport
-        await hub.auth.get(frame.auth_scheme or passport.auth.scheme).validate(
-            claim_passport, frame.auth_claim
-        )
+        scheme = frame.auth_scheme or passport.auth.scheme
+        await hub.auth.get(scheme, agent=passport.name).validate(claim_passport, frame.auth_claim)
     except (NotFoundError, AuthError) as exc:
         await ref.tell(SendOut(error_frame(exc, request_id=frame.request_id)))
         return
