@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import signal
@@ -17,7 +18,7 @@ import attrs
 import pytest
 import trio
 
-from troupe import EV_TEXT, AuthError, Envelope, HubClient, Passport, open_hub
+from troupe import EV_TEXT, AuthError, ConnectionLost, Envelope, HubClient, Passport, open_hub
 from troupe.transport import WsLink
 
 from ._wire import QUIET, Echo
@@ -234,3 +235,48 @@ async def test_clients_carry_on_across_a_server_restart(
     assert got.seq == after[-1].seq
     assert echo.heard == ["one", "two"]  # nothing handled twice after the replay
     assert "Traceback" not in await trio.Path(log).read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+async def test_a_signal_in_the_middle_of_posts_loses_no_accepted_envelope(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    # Four posters keep posting while the server is told to stop: every post the hub
+    # accepted (its id came back) is in the WAL after the stop, contiguous, exactly once.
+    db, log = tmp_path / "hub.db", tmp_path / "serve.log"
+    accepted: list[str] = []
+    refused: list[BaseException] = []
+    with trio.fail_after(30):
+        async with troupe_serve(db, log) as server:
+            link = WsLink(server.url, ping_interval=QUIET, connect_timeout=0.5)
+            async with HubClient(link, reconnect_within=0.5) as hc:
+                ann = await hc.register_human(Passport(name="ann"))
+                await hc.register_human(Passport(name="bob"))
+                ch = await ann.open(type="conversation", target="bob")
+
+                enough = trio.Event()
+
+                async def post_until_refused(poster: int) -> None:
+                    for i in itertools.count():
+                        try:
+                            accepted.append(await ann.send(ch.session_id, f"{poster}-{i}"))
+                            if len(accepted) >= 200:
+                                enough.set()
+                        except ConnectionLost as exc:
+                            refused.append(exc)
+                            return
+
+                async with trio.open_nursery() as nursery:
+                    for poster in range(4):
+                        nursery.start_soon(post_until_refused, poster)
+                    await enough.wait()
+                    assert await server.stop(signum) == 0
+    assert len(refused) == 4  # each poster ran until the hub was gone
+    assert "Traceback" not in await trio.Path(log).read_text()
+    async with open_hub(db) as hub:
+        wal = await hub.read_wal(ch.session_id)
+    texts = [e for e in wal if e.event_type == EV_TEXT]
+    assert [e.seq for e in wal] == list(range(1, len(wal) + 1))
+    assert len({e.envelope_id for e in texts}) == len(texts)
+    assert set(accepted) <= {e.envelope_id for e in texts}
