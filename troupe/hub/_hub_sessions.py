@@ -273,6 +273,20 @@ class SessionCalls(HubBase):
         md: SessionMetadata = result
         return md
 
+    def audit_crash(self, session_id: str, error: Exception, restarting: bool) -> None:
+        """Audit a crash of a session's actor (the session supervisor's ``on_crash``).
+
+        Every crash gets a ``session_actor_crashed`` record, written before the restart (or
+        the give-up, ``session_crashed``) it leads to.
+        """
+        self._core.audit(
+            "session_actor_crashed",
+            session_id=session_id,
+            exc_type=type(error).__name__,
+            exc_message=str(error),
+            restarting=restarting,
+        )
+
     async def close_crashed(self, session_id: str, crash: BaseException | None) -> None:
         """Close a session whose actor crashed too often (no actor is left to do it)."""
         core = self._core
