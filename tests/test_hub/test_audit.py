@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -49,6 +50,8 @@ async def test_read_audit_tells_what_happened_in_order(
         "skill_set",
         "session_created",
         "session_opened",
+        "task_observed",
+        "task_state_changed",
         "task_terminated",
         "resume_set",
         "session_actor_crashed",
@@ -150,4 +153,70 @@ async def test_a_crash_of_the_hub_actor_is_audited(autojump_clock: trio.testing.
             "restarting": True,
         },
         {"kind": "skill_set", "agent_id": alice.agent_id, "removed": False},
+    ]
+
+
+async def test_a_tasks_life_is_audited_in_order_but_not_its_progress(
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+) -> None:
+    # Only its end (task_terminated) used to be audited.
+    alice = await h.agent("alice")
+    task = TaskMetadata(task_id="t", owner_id=alice.id, spec=TaskSpec(title="t"))
+    await hub.observe_task(task)
+    await hub.update_task("t", state=TaskState.RUNNING)
+    for done in range(5):  # progress alone would flood the log
+        await hub.update_task("t", progress={"done": done})
+    await hub.observe_task(attrs.evolve(task, state=TaskState.RUNNING, progress={"done": 5}))
+    await hub.update_task("t", state=TaskState.COMPLETED, result="ok")
+    await hub.update_task("t", state=TaskState.FAILED)  # terminal is final: nothing changes
+    task_kinds = ("task_observed", "task_state_changed", "task_terminated")
+    assert await of_kind(hub, *task_kinds) == [
+        {
+            "kind": "task_observed",
+            "task_id": "t",
+            "owner_id": alice.id,
+            "session_id": None,
+            "state": "created",
+            "capability": None,
+        },
+        {
+            "kind": "task_state_changed",
+            "task_id": "t",
+            "owner_id": alice.id,
+            "from": "created",
+            "to": "running",
+        },
+        {
+            "kind": "task_state_changed",
+            "task_id": "t",
+            "owner_id": alice.id,
+            "from": "running",
+            "to": "completed",
+        },
+        {
+            "kind": "task_terminated",
+            "task_id": "t",
+            "owner_id": alice.id,
+            "session_id": None,
+            "outcome": "completed",
+            "capability": None,
+            "reason": None,
+        },
+    ]
+
+
+async def test_progress_only_updates_are_not_audited(
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+) -> None:
+    alice = await h.agent("alice")
+    task = TaskMetadata(task_id="t", owner_id=alice.id, spec=TaskSpec(title="t"))
+    await hub.observe_task(task)
+    before = len(await hub.read_audit())
+    for done in range(5):
+        await hub.update_task("t", progress={"done": done})
+        await hub.observe_task(attrs.evolve(task, progress={"seen": done}))
+    assert (await hub.get_task("t")).progress == {"done": 4, "seen": 4}
+    assert len(await hub.read_audit()) == before
+    assert [r["kind"] for r in await of_kind(hub, "task_observed", "task_state_changed")] == [
+        "task_observed"
     ]
