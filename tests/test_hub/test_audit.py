@@ -49,6 +49,7 @@ async def test_read_audit_tells_what_happened_in_order(
         "rule_set",
         "skill_set",
         "session_created",
+        "invite_acked",
         "session_opened",
         "task_observed",
         "task_state_changed",
@@ -219,4 +220,25 @@ async def test_progress_only_updates_are_not_audited(
     assert len(await hub.read_audit()) == before
     assert [r["kind"] for r in await of_kind(hub, "task_observed", "task_state_changed")] == [
         "task_observed"
+    ]
+
+
+async def test_each_invitee_answer_is_audited(
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+) -> None:
+    # Only the session's outcome (opened, or closed with invite_rejected) used to be.
+    alice, bob = await h.agent("alice"), await h.agent("bob")
+    carol = await h.agent("carol", invites="reject")
+    md = await h.session("conversation", alice, bob)
+    with pytest.raises(ProtocolError, match="reject"):
+        await hub.create_session(
+            creator_id=alice.id, manifest_type="conversation", participants=[carol.id]
+        )
+    [refused] = await hub.list_sessions(agent_id=carol.id, include_terminal=True)
+    kinds = ("invite_acked", "invite_rejected", "session_opened", "session_closed")
+    assert await of_kind(hub, *kinds) == [
+        {"kind": "invite_acked", "session_id": md.session_id, "agent_id": bob.id},
+        {"kind": "session_opened", "session_id": md.session_id},
+        {"kind": "invite_rejected", "session_id": refused.session_id, "agent_id": carol.id},
+        {"kind": "session_closed", "session_id": refused.session_id, "reason": "invite_rejected"},
     ]

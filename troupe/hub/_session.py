@@ -312,6 +312,10 @@ class SessionActor(Actor[SessionMsg, Any]):
         except StoreError as exc:
             core.counters.rejected += 1
             return Failed(exc)
+        if stamped.event_type == EV_CHANNEL_INVITE_ACK:
+            core.audit("invite_acked", session_id=self.sid, agent_id=stamped.sender_id)
+        elif stamped.event_type == EV_CHANNEL_INVITE_REJECT:
+            core.audit("invite_rejected", session_id=self.sid, agent_id=stamped.sender_id)
         self._fault("after_append")
         self._accepted(stamped)
         if substantive and self.stype is not None:
