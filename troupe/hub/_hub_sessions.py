@@ -13,7 +13,7 @@ from typing import Any
 import attrs
 import trio
 
-from .._errors import ActorDead, NotFoundError, ProtocolError, StoreError
+from .._errors import ActorDead, NetworkError, NotFoundError, ProtocolError, StoreError
 from ..actors import ActorRef
 from ..mailbox import DeadLetter
 from ..model import (
@@ -66,6 +66,18 @@ class SessionCalls(HubBase):
         """Like :meth:`post_envelope`, returning the ``envelope_id``, ``seq`` and ``duplicate``."""
         if not isinstance(envelope, Envelope):
             raise TypeError(f"post_envelope takes an Envelope, got {type(envelope).__name__}")
+        try:
+            result = await self._post(envelope)
+        except NetworkError:
+            # Refused here, not by the session actor (which counts its own refusals): an
+            # unknown sender or session, an ended session, one given up on, poison.
+            self._core.counters.rejected += 1
+            raise
+        if isinstance(result, Failed):
+            raise result.error
+        return result
+
+    async def _post(self, envelope: Envelope) -> Accepted | Failed:
         core = self._core
         sid = envelope.session_id
         if envelope.sender_id not in core.registry:  # checked first (reference §1.3-C)
@@ -96,7 +108,7 @@ class SessionCalls(HubBase):
                 crashes += 1
                 continue
             if isinstance(result, Failed):
-                raise result.error
+                return result  # refused (and counted) by the session actor
             accepted: Accepted = result
             return accepted
         assert crash is not None
