@@ -304,6 +304,7 @@ class SessionCalls(HubBase):
         core = self._core
         entry = core.directory.get(session_id)
         core.counters.sessions_crashed += 1
+        core.counters.keep_session_high_water(entry.ref)  # a crashed actor ran no on_stop
         core.audit("session_crashed", session_id=session_id, error=repr(crash))
         if entry.metadata.state.terminal:
             entry.retire()
