@@ -422,6 +422,7 @@ async def test_created_audit_and_statistics(
     records = [r for r in await hub.read_audit() if r.get("session_id") == md.session_id]
     assert [r["kind"] for r in records] == [
         "session_created",
+        "invite_acked",
         "session_opened",
         "session_closed",
     ]

@@ -8,7 +8,7 @@ import trio
 from trio.testing import MockClock
 
 from tests.test_hub_sessions.helpers import running
-from troupe import AccessBlock, Rule, StoreError
+from troupe import EV_EXPECTATION_VIOLATED, AccessBlock, Rule, StoreError
 from troupe.hub._expectations import EXPECT_NS
 from troupe.model import Expectation, SessionState
 from troupe.session_types import DiscussionType
@@ -35,6 +35,24 @@ class Picky(DiscussionType):
             params={"seconds": 60},
             applies_to=("respondent",),
         ),
+    )
+
+
+class Warner(DiscussionType):
+    """A discussion that warns a speaker who stalls for a minute."""
+
+    name = "warner"
+    declared_expectations: ClassVar[tuple[Expectation, ...]] = (
+        Expectation(name="turn_within", on_violation="warn", params={"seconds": 60}),
+    )
+
+
+class Notifier(DiscussionType):
+    """The same discussion, with ``notify_session`` (the reference's ``notify_channel``)."""
+
+    name = "notifier"
+    declared_expectations: ClassVar[tuple[Expectation, ...]] = (
+        Expectation(name="turn_within", on_violation="notify_session", params={"seconds": 60}),
     )
 
 
@@ -68,6 +86,47 @@ async def test_remove_drops_stalled_speakers_until_nobody_is_left(
             assert len(await net.hub.check_expectations()) == 1
         md = await net.hub.get_session(sid)
         assert (md.state, md.close_reason) == (SessionState.CLOSED, "no_participants")
+
+
+async def test_notify_session_does_what_warn_does_under_its_own_name(
+    autojump_clock: MockClock,
+) -> None:
+    # The reference makes notify_channel an alias of warn: the same notice to everyone,
+    # from the creator, and the floor stays with the stalled speaker (unlike hide). Only
+    # the handler's name differs, in the notice, the violation and the audit record.
+    async with running(session_types=[Warner(), Notifier()]) as net:
+        (a, b, c), warned = await net.session("warner", "a", "b", "c", kickoff="kickoff")
+        (d, e, f), notified = await net.session("notifier", "d", "e", "f", kickoff="kickoff")
+        await trio.sleep(60)
+        fired = await net.hub.check_expectations()
+        assert [(v.session_id, v.on_violation, v.violators) for v in fired] == [
+            (warned, "warn", (b.agent_id,)),
+            (notified, "notify_session", (e.agent_id,)),
+        ]
+        await trio.sleep(60)
+        assert await net.hub.check_expectations() == []  # the same missed turn: once
+        notices = {}
+        for sid, people in ((warned, (a, b, c)), (notified, (d, e, f))):
+            [notice] = await net.notices(sid)
+            assert notice.sender_id == people[0].agent_id
+            assert notice.audience == tuple(p.agent_id for p in people)
+            assert net.hub.session_state(sid).expected_next_speaker == people[1].agent_id
+            delivered = await people[2].wait_for_channel_event(
+                channel_id=sid, predicate=lambda env: env.event_type == EV_EXPECTATION_VIOLATED
+            )
+            assert delivered.envelope_id == notice.envelope_id
+            notices[sid] = notice.event_data
+        assert notices[notified] == {
+            **notices[warned],
+            "on_violation": "notify_session",
+            "violators": [e.agent_id],
+        }
+        assert notices[warned]["on_violation"] == "warn"
+        records = [r for r in await net.hub.read_audit() if r["kind"] == "expectation_violated"]
+        assert [(r["session_id"], r["on_violation"]) for r in records] == [
+            (warned, "warn"),
+            (notified, "notify_session"),
+        ]
 
 
 async def test_applies_to_limits_the_violators(autojump_clock: MockClock) -> None:

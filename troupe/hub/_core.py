@@ -88,6 +88,12 @@ class Counters:
     #: The highest session mailbox high-water mark among session actors no longer running.
     session_high_water: int = 0
 
+    def keep_session_high_water(self, ref: ActorRef[Any, Any] | None) -> None:
+        """Keep the high-water mark of a session actor's mailbox the hub lets go of."""
+        if ref is not None:
+            mark = ref.mailbox.statistics().high_water
+            self.session_high_water = max(self.session_high_water, mark)
+
 
 class HubCore:
     """The shared part of one hub."""

@@ -451,8 +451,28 @@ class HubActor(Actor[HubMsg, Any]):
         await self._on_terminal(done)
 
     async def _save_task(self, task: TaskMetadata) -> None:
+        """Persist ``task``, then audit it if it is new or its state changed.
+
+        Progress alone is not audited: a task reporting progress every second would bury
+        the log (its latest progress is on the task).
+        """
         await self.core.store.save_task(task)
+        before = self.tasks.get(task.task_id)
         self.tasks[task.task_id] = task
+        if before is None:
+            self.core.audit(
+                "task_observed",
+                task_id=task.task_id,
+                owner_id=task.owner_id,
+                session_id=task.session_id,
+                state=task.state.value,
+                capability=task.spec.capability,
+            )
+        elif before.state is not task.state:
+            moved = {"from": before.state.value, "to": task.state.value}
+            self.core.audit(
+                "task_state_changed", task_id=task.task_id, owner_id=task.owner_id, **moved
+            )
 
     async def _on_terminal(self, task: TaskMetadata) -> None:
         """Audit the outcome and feed the owner's track record (once per task)."""

@@ -136,6 +136,8 @@ class RegistryCalls(HubBase):
     # -- tasks -------------------------------------------------------------------------------
 
     async def observe_task(self, metadata: TaskMetadata) -> None:
+        """Track a task (audited: ``task_observed``); a known one is merged into (its state
+        changes are audited: ``task_state_changed``, and ``task_terminated`` at the end)."""
         await self._call(H.ObserveTask(metadata))
 
     async def update_task(
@@ -147,6 +149,15 @@ class RegistryCalls(HubBase):
         result: object | None = None,
         error: str | None = None,
     ) -> None:
+        """Update a task that is not terminal yet (a terminal one is left as it is).
+
+        A change of state is audited (``task_state_changed``, and ``task_terminated`` when it
+        ends); an update of progress, result or error alone is not, so a task reporting
+        progress often does not flood the audit log.
+
+        Raises:
+          NotFoundError: no such task.
+        """
         await self._call(
             H.UpdateTask(
                 task_id=task_id,

@@ -13,7 +13,7 @@ from typing import Any
 import attrs
 import trio
 
-from .._errors import ActorDead, NotFoundError, ProtocolError, StoreError
+from .._errors import ActorDead, NetworkError, NotFoundError, ProtocolError, StoreError
 from ..actors import ActorRef
 from ..mailbox import DeadLetter
 from ..model import (
@@ -66,6 +66,18 @@ class SessionCalls(HubBase):
         """Like :meth:`post_envelope`, returning the ``envelope_id``, ``seq`` and ``duplicate``."""
         if not isinstance(envelope, Envelope):
             raise TypeError(f"post_envelope takes an Envelope, got {type(envelope).__name__}")
+        try:
+            result = await self._post(envelope)
+        except NetworkError:
+            # Refused here, not by the session actor (which counts its own refusals): an
+            # unknown sender or session, an ended session, one given up on, poison.
+            self._core.counters.rejected += 1
+            raise
+        if isinstance(result, Failed):
+            raise result.error
+        return result
+
+    async def _post(self, envelope: Envelope) -> Accepted | Failed:
         core = self._core
         sid = envelope.session_id
         if envelope.sender_id not in core.registry:  # checked first (reference §1.3-C)
@@ -96,7 +108,7 @@ class SessionCalls(HubBase):
                 crashes += 1
                 continue
             if isinstance(result, Failed):
-                raise result.error
+                return result  # refused (and counted) by the session actor
             accepted: Accepted = result
             return accepted
         assert crash is not None
@@ -273,11 +285,26 @@ class SessionCalls(HubBase):
         md: SessionMetadata = result
         return md
 
+    def audit_crash(self, session_id: str, error: Exception, restarting: bool) -> None:
+        """Audit a crash of a session's actor (the session supervisor's ``on_crash``).
+
+        Every crash gets a ``session_actor_crashed`` record, written before the restart (or
+        the give-up, ``session_crashed``) it leads to.
+        """
+        self._core.audit(
+            "session_actor_crashed",
+            session_id=session_id,
+            exc_type=type(error).__name__,
+            exc_message=str(error),
+            restarting=restarting,
+        )
+
     async def close_crashed(self, session_id: str, crash: BaseException | None) -> None:
         """Close a session whose actor crashed too often (no actor is left to do it)."""
         core = self._core
         entry = core.directory.get(session_id)
         core.counters.sessions_crashed += 1
+        core.counters.keep_session_high_water(entry.ref)  # a crashed actor ran no on_stop
         core.audit("session_crashed", session_id=session_id, error=repr(crash))
         if entry.metadata.state.terminal:
             entry.retire()

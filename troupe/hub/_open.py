@@ -124,6 +124,7 @@ async def open_hub(
         async with open_supervisor(
             "one_for_one", max_restarts=10, within_s=10.0, name="hub"
         ) as root:
+            root.on_crash = partial(_audit_crash, core)
             core.audit_ref = await root.start_child(
                 ChildSpec(
                     "audit",
@@ -165,12 +166,24 @@ async def _run_sessions(hub: Hub, *, task_status: trio.TaskStatus[None]) -> None
         on_give_up=hub.close_crashed,
         name="sessions",
     ) as sup:
+        sup.on_crash = hub.audit_crash
         # A new supervisor (first start, or a restart) has no children yet.
         for entry in hub.core.directory.sessions.values():
             entry.ref = None
         hub._sessions = sup
         task_status.started()
         await trio.sleep_forever()
+
+
+def _audit_crash(core: HubCore, child_id: str, error: Exception, restarting: bool) -> None:
+    """Audit a crash of one of the hub's own children (the root supervisor's ``on_crash``)."""
+    core.audit(
+        "hub_child_crashed",
+        child=child_id,
+        exc_type=type(error).__name__,
+        exc_message=str(error),
+        restarting=restarting,
+    )
 
 
 async def _run_endpoints(hub: Hub, *, task_status: trio.TaskStatus[None]) -> None:

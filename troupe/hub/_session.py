@@ -236,9 +236,7 @@ class SessionActor(Actor[SessionMsg, Any]):
         return self.metadata
 
     async def on_stop(self) -> None:
-        counters = self.core.counters
-        high_water = self.ref.mailbox.statistics().high_water
-        counters.session_high_water = max(counters.session_high_water, high_water)
+        self.core.counters.keep_session_high_water(self.ref)
 
     # -- posting ---------------------------------------------------------------------------
 
@@ -312,6 +310,10 @@ class SessionActor(Actor[SessionMsg, Any]):
         except StoreError as exc:
             core.counters.rejected += 1
             return Failed(exc)
+        if stamped.event_type == EV_CHANNEL_INVITE_ACK:
+            core.audit("invite_acked", session_id=self.sid, agent_id=stamped.sender_id)
+        elif stamped.event_type == EV_CHANNEL_INVITE_REJECT:
+            core.audit("invite_rejected", session_id=self.sid, agent_id=stamped.sender_id)
         self._fault("after_append")
         self._accepted(stamped)
         if substantive and self.stype is not None:
@@ -408,7 +410,10 @@ class SessionActor(Actor[SessionMsg, Any]):
     def _publish(self) -> None:
         self.entry.publish(self.metadata, self.state, self.last_seq)
         if self.metadata.state.terminal:
-            self.entry.retire()  # it is never started again; this actor is about to stop
+            # It is never started again; this actor is about to stop. Its mark is kept now:
+            # statistics() no longer finds its ref, and on_stop comes later.
+            self.core.counters.keep_session_high_water(self.ref)
+            self.entry.retire()
         else:
             self.entry.activity = self.activity
 

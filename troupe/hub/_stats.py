@@ -17,8 +17,10 @@ class HubStatistics:
         since the hub opened); the next use starts them from snapshot + WAL.
       passivations / rehydrations: how often a session was passivated / started again.
       connections: attached endpoints.
-      envelopes_accepted / envelopes_rejected / duplicates: posts appended to a WAL /
-        refused / answered with the original because they repeated one.
+      envelopes_accepted / envelopes_rejected / duplicates: envelopes appended to a WAL (the
+        hub's own notices too: invites, opened, closed) / posts refused, wherever the check
+        that refused them runs, or failed by the store at their append / posts answered
+        with the original because they repeated one.
       session_restarts: session actors restarted after a crash (recovered from the WAL).
       sessions_crashed: sessions closed because their actor crashed too often.
       poison_envelopes: posts rejected because they crashed their session twice.

@@ -39,6 +39,8 @@ from ._spec import ChildInfo, ChildSpec, SupervisorStatistics
 log = logging.getLogger("troupe.supervisors")
 
 GiveUpHook = Callable[[str, BaseException | None], Awaitable[None]]
+#: ``on_crash(child_id, error, restarting)``; see :attr:`Supervisor.on_crash`.
+CrashHook = Callable[[str, Exception, bool], object]
 
 
 class _StartedFlag:
@@ -108,7 +110,8 @@ _Report = tuple[_Child, int, Exception | None]
 class Supervisor:
     """Starts children, watches them and restarts them per its strategy.
 
-    Made by :func:`open_supervisor` / :func:`open_dynamic_supervisor`, which run it.
+    Made by :func:`open_supervisor` / :func:`open_dynamic_supervisor`, which run it. Set
+    :attr:`on_crash` to hear of every crash (an audit log, a metric).
     """
 
     def __init__(
@@ -133,6 +136,11 @@ class Supervisor:
         self._backoff = backoff
         self._per_child = per_child
         self._on_give_up = on_give_up
+        #: Called with the child's id, its error and whether it is restarted, each time a
+        #: running child crashes, before anything is done about it (a restart, a give-up).
+        #: It runs synchronously, inside the supervisor, so it must not block; an
+        #: error it raises is logged and ignored. Set it before starting children.
+        self.on_crash: CrashHook | None = None
         self._rng = rng
         self._children: dict[str, _Child] = {}
         self._restarts = 0
@@ -279,6 +287,7 @@ class Supervisor:
             child.running = False
             done.set()
         if scope.cancelled_caught or child.stopping:
+            self._crashed(child, crash, restarting=False)
             return
         if not should_restart(child.spec.restart, crashed=crash is not None):
             # Forget it now, not when the control task reads a report: a start_child with
@@ -330,7 +339,9 @@ class Supervisor:
             async with trio.open_nursery() as restarts:
                 async for child, generation, crash in self._report_recv:
                     if child.generation != generation or not self._is_current(child):
-                        continue  # from an incarnation already replaced or dropped
+                        # From an incarnation already replaced or dropped.
+                        self._crashed(child, crash, restarting=False)
+                        continue
                     delay = self._decide(child, crash)
                     if delay is None:
                         continue
@@ -346,6 +357,7 @@ class Supervisor:
         log.info(
             "%s: child %r exited and is not restarted (%s)", self.name, cid, child.spec.restart
         )
+        self._crashed(child, crash, restarting=False)
         self._forget(child, crash)
 
     def _decide(self, child: _Child, crash: Exception | None) -> float | None:
@@ -358,13 +370,24 @@ class Supervisor:
             log.error("%s: child %r crashed", self.name, cid, exc_info=crash)
         window = child.window if child.window is not None else self._window
         if window.record_crash(trio.current_time()) == "give_up":
+            self._crashed(child, crash, restarting=False)
             self._give_up(child, crash)
             return None
+        self._crashed(child, crash, restarting=True)
         child.restarts += 1
         self._restarts += 1
         if self._backoff is None:
             return 0.0
         return self._backoff.delay(window.recent, self._rng)
+
+    def _crashed(self, child: _Child, crash: Exception | None, *, restarting: bool) -> None:
+        """Tell ``on_crash`` about a crash (an exit without one is not reported)."""
+        if crash is None or self.on_crash is None:
+            return
+        try:
+            self.on_crash(child.spec.id, crash, restarting)
+        except Exception as exc:
+            log.error("%s: on_crash failed for child %r", self.name, child.spec.id, exc_info=exc)
 
     async def _restart(self, child: _Child, delay: float) -> None:
         if delay:
