@@ -20,6 +20,7 @@ from troupe.model import (
     TaskSpec,
     TaskState,
     iso,
+    parse_iso,
 )
 
 from .conftest import Reopen
@@ -353,3 +354,24 @@ async def test_list_tasks_by_session(autojump_clock: trio.testing.MockClock, h: 
     listed = await h.hub.list_tasks(session_id=first.session_id, agent_id=bob.id)
     assert [t.task_id for t in listed] == ["t3"]
     assert await h.hub.list_tasks(session_id="nosuch") == []
+
+
+@pytest.mark.parametrize("epoch", [1790056551.3677268, 1790735969.9890685, 1790605944.1656785])
+async def test_a_ttl_that_falls_due_on_a_sweep_expires_on_that_sweep(
+    autojump_clock: trio.testing.MockClock, epoch: float
+) -> None:
+    # With these hub-clock epochs ``iso(now + 120)`` rounds up to the next microsecond, so
+    # the stamp reads back a fraction of a microsecond after the sweep that is due.
+    assert parse_iso(iso(epoch + 120)) > epoch + 120
+    async with open_harness(ttl_sweep_interval=10, clock=lambda: epoch + trio.current_time()) as h:
+        hub = h.hub
+        alice, bob = await h.agent("alice"), await h.agent("bob")
+        assert trio.current_time() == 0
+        md = await h.session("conversation", alice, bob, ttl=120)
+        await hub.observe_task(task("t", bob.id, expires_at=iso(hub.core.now() + 110)))
+        await trio.sleep(110)
+        await h.settle()
+        assert (await hub.get_task("t")).error == "ttl_expired"
+        await trio.sleep(10)
+        await h.settle()
+        assert (await hub.get_session(md.session_id)).state is SessionState.EXPIRED

@@ -29,6 +29,7 @@ from ..model import (
     parse_duration,
     parse_iso,
 )
+from ..model._convert import is_due
 from ..model._identity import KINDS
 from ..store import AgentRecord
 from ._auth import AuthRegistry
@@ -130,11 +131,7 @@ class HubActor(Actor[HubMsg, Any]):
                 return None
             case ExpireTasks(now):
                 for task in list(self.tasks.values()):
-                    if (
-                        not task.state.terminal
-                        and task.expires_at
-                        and parse_iso(task.expires_at) <= now
-                    ):
+                    if not task.state.terminal and task.expires_at and is_due(task.expires_at, now):
                         await self._finish_task(task, TaskState.EXPIRED, error="ttl_expired")
                 return None
             case SaveCheckpoint(task_id, data):

@@ -16,12 +16,8 @@ import trio
 from .._errors import ActorDead, NetworkError, NotFoundError, ProtocolError, StoreError
 from ..actors import ActorRef
 from ..mailbox import DeadLetter
-from ..model import (
-    Envelope,
-    SessionMetadata,
-    SessionState,
-    parse_iso,
-)
+from ..model import Envelope, SessionMetadata, SessionState
+from ..model._convert import is_due
 from ..store import dedup_keys
 from ..supervisors import ChildSpec
 from . import _hub_messages as H
@@ -369,14 +365,14 @@ class SessionCalls(HubBase):
             if md.state.terminal:
                 continue
             try:
-                if md.expires_at is not None and parse_iso(md.expires_at) <= now:
+                if md.expires_at is not None and is_due(md.expires_at, now):
                     await self._end_session(
                         md.session_id, EndSession("ttl_expired", SessionState.EXPIRED)
                     )
                 elif (
                     md.state is SessionState.PENDING
                     and md.handshake_deadline is not None
-                    and parse_iso(md.handshake_deadline) <= now
+                    and is_due(md.handshake_deadline, now)
                 ):
                     await self._end_session(
                         md.session_id, EndSession("invite_timeout", only_if_pending=True)

@@ -22,6 +22,15 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds")
 
 
+def is_due(stamp: str, now: float) -> bool:
+    """Whether the time ``stamp`` (ISO) has come at ``now``, to the microsecond.
+
+    A stamp is ``iso(t)`` read back as a float, so ``parse_iso(iso(t + 120))`` may come out a
+    fraction of a microsecond after ``t + 120``; that must not move a deadline by a sweep.
+    """
+    return round(parse_iso(stamp) - now, 6) <= 0
+
+
 def parse_iso(text: str) -> float:
     """Seconds since the epoch for an ISO-8601 timestamp (any offset; naive means UTC)."""
     dt = datetime.fromisoformat(text)
