@@ -7,7 +7,18 @@ from pathlib import Path
 import trio
 import trio.testing
 
-from troupe import EV_TEXT, HubClient, LocalLink, Passport, SQLiteStore, open_hub
+from troupe import (
+    EV_TEXT,
+    Envelope,
+    HubClient,
+    LocalLink,
+    MemoryStore,
+    Passport,
+    ProtocolError,
+    SQLiteStore,
+    open_hub,
+)
+from troupe.testing import FaultyStore
 
 
 async def run_until_cancelled(path: Path, *, cancel: bool) -> tuple[str, str]:
@@ -42,3 +53,48 @@ async def test_an_outside_cancel_still_saves_cursors_and_the_audit_log(
             kinds = [r["kind"] for r in await store.read_audit()]
             assert kinds.count("agent_registered") == 2
             assert "session_opened" in kinds
+
+
+async def test_posts_caught_by_the_hubs_end_are_refused_as_such(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # One post is being appended (slowly) when the hub's block ends, two wait behind it in
+    # the session's mailbox, one comes after. The first lands; the others are refused with
+    # "the hub is shutting down", not as a crashed session, and none of them is appended.
+    store = FaultyStore(MemoryStore())
+    outcomes: dict[str, str] = {}
+    async with trio.open_nursery() as posters:
+        async with open_hub(store, passivate_after=None) as hub:
+            hc = HubClient(LocalLink(hub))
+            al = await hc.register_human(Passport(name="al"))
+            await hc.register_human(Passport(name="bo"))
+            chat = await al.open(type="conversation", target="bo")
+            sid = chat.session_id
+
+            async def post(text: str) -> None:
+                env = Envelope(
+                    session_id=sid,
+                    sender_id=al.agent_id,
+                    event_type=EV_TEXT,
+                    event_data={"text": text},
+                )
+                try:
+                    await hub.post(env)
+                except ProtocolError as exc:
+                    outcomes[text] = str(exc)
+                else:
+                    outcomes[text] = "accepted"
+
+            store.delay("append", 2.0, n=1, session_id=sid)
+            for text in ("first", "second", "third"):
+                posters.start_soon(post, text)
+                await trio.testing.wait_all_tasks_blocked()
+        await post("late")
+    assert outcomes["first"] == "accepted"
+    for text in ("second", "third"):
+        assert outcomes[text].startswith("the hub is shutting down: envelope "), outcomes[text]
+        assert outcomes[text].endswith(" was not accepted")
+    assert outcomes["late"] == "the hub is shutting down: no new posts are accepted"
+    async with open_hub(store) as again:
+        texts = [e.text for e in await again.read_wal(sid) if e.event_type == EV_TEXT]
+    assert texts == ["first"]

@@ -130,6 +130,8 @@ class HubCore:
         self.counters = Counters()
         self.hub_ref: ActorRef[Any, Any] | None = None
         self.audit_ref: ActorRef[Any, Any] | None = None
+        #: Set when ``open_hub``'s block has ended: the hub takes no new posts.
+        self.stopping = False
 
     def now(self) -> float:
         return self.clock()

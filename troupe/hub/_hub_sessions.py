@@ -76,6 +76,8 @@ class SessionCalls(HubBase):
     async def _post(self, envelope: Envelope) -> Accepted | Failed:
         core = self._core
         sid = envelope.session_id
+        if core.stopping:
+            raise ProtocolError("the hub is shutting down: no new posts are accepted")
         if envelope.sender_id not in core.registry:  # checked first (reference §1.3-C)
             raise NotFoundError(f"sender not registered: {envelope.sender_id!r}")
         entry = core.directory.get(sid)
@@ -86,7 +88,9 @@ class SessionCalls(HubBase):
         crash: ActorDead | None = None
         crashes = 0
         for attempt in (1, 2):
-            if crash is not None and (entry.metadata.state.terminal or entry.given_up):
+            if crash is not None and (
+                entry.metadata.state.terminal or entry.given_up or core.stopping
+            ):
                 break  # the session will not be asked again: the WAL settles the post
             if entry.metadata.state.terminal:
                 # A repeat of a post that was accepted (and maybe closed the session, as a
@@ -142,6 +146,10 @@ class SessionCalls(HubBase):
             if earlier is not None:
                 return earlier
             self._refuse_if_terminal(entry, envelope)
+        if core.stopping:  # stopped with the hub, not crashed: the post was not appended
+            raise ProtocolError(
+                f"the hub is shutting down: envelope {envelope_id} was not accepted"
+            ) from crash
         if crashes < 2:  # its first crash was the session's last: not proven poison
             raise ProtocolError(f"session {sid} crashed too often and is being closed")
         core.counters.poison += 1

@@ -154,7 +154,10 @@ async def open_hub(
                 await root.start_child(
                     ChildSpec("passivator", partial(sweep_idle, hub, config.passivate_after))
                 )
-            yield hub
+            try:
+                yield hub
+            finally:
+                core.stopping = True
 
 
 async def _run_sessions(hub: Hub, *, task_status: trio.TaskStatus[None]) -> None:
