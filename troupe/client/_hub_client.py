@@ -29,7 +29,7 @@ from typing import Any, Self
 import attrs
 import trio
 
-from .._errors import NetworkError
+from .._errors import NetworkError, StoreError
 from ..hub import Hub
 from ..model import (
     ErrorFrame,
@@ -305,7 +305,10 @@ class HubClient(HubCalls, RemoteRunner):
         assert stamped.agent_id is not None
         if isinstance(api, Hub):
             assert self._conn is not None
-            await api.bind_endpoint(self._conn.endpoint_id, stamped.agent_id)
+            try:
+                await api.bind_endpoint(self._conn.endpoint_id, stamped.agent_id)
+            except StoreError as exc:
+                await api._unregister_after_failed_bind(stamped.agent_id, exc)
         # (over a network, the 'register' op bound this connection already)
         return stamped, await api.get_resume(stamped.agent_id), await api.get_rule(stamped.agent_id)
 

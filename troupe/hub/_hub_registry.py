@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import trio
 
-from .._errors import NotFoundError
+from .._errors import NotFoundError, StoreError
 from ..model import (
     Passport,
     Resume,
@@ -42,6 +42,18 @@ class RegistryCalls(HubBase):
         msg = H.Register(passport=passport, resume=resume or Resume(), skill_md=skill_md, rule=rule)
         stamped: Passport = await self._call(msg)
         return stamped
+
+    async def _unregister_after_failed_bind(self, agent_id: str, cause: Exception) -> NoReturn:
+        """Roll back a registration whose first bind failed, so that it can be retried; then
+        raise ``cause``. If the rollback fails too, say how to get the identity back."""
+        try:
+            await self.unregister(agent_id)
+        except (StoreError, NotFoundError) as exc:
+            raise StoreError(
+                f"{cause}; agent {agent_id} was registered but not bound, and could not be "
+                f"rolled back ({exc}): attach it by name"
+            ) from cause
+        raise cause
 
     async def unregister(self, agent_id: str) -> None:
         """Forget an identity; its sessions and their WALs are kept. NotFoundError if unknown."""

@@ -165,7 +165,7 @@ async def _register(c: Caller, p: dict[str, Any]) -> Any:
     assert passport.agent_id is not None
     bound = await c.ref.ask(Bind(passport.agent_id))
     if isinstance(bound, Failed):
-        raise bound.error
+        await c.hub._unregister_after_failed_bind(passport.agent_id, bound.error)
     return unstructure(passport)
 
 
