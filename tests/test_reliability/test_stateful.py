@@ -2,8 +2,9 @@
 
 See ``_machine.py`` for the rules and invariants and ``_bridge.py`` for how a synchronous
 state machine drives a hub inside pytest-trio's run. In CI it runs a small budget
-(derandomized: the same examples every run); ``TROUPE_RELIABILITY=full ./dev test
-tests/test_reliability`` runs the full one, with new random examples each time.
+(derandomized: the same examples every run; 30 examples of 50 steps, enough for sessions
+to reach their later phases, such as an auction's award); ``TROUPE_RELIABILITY=full ./dev
+test tests/test_reliability`` runs the full one, with new random examples each time.
 
 Each example is deterministic as far as trio is (pytest-trio seeds its scheduler): trio
 still orders tasks whose deadlines tie by object identity, so over hundreds of random
@@ -35,7 +36,7 @@ SHRINK = os.environ.get("TROUPE_RELIABILITY_SHRINK", "1") != "0"
 SETTINGS = settings(
     phases=list(Phase) if SHRINK else [Phase.explicit, Phase.reuse, Phase.generate],
     max_examples=200 if FULL else 30,
-    stateful_step_count=60 if FULL else 30,
+    stateful_step_count=60 if FULL else 50,
     deadline=None,
     derandomize=not FULL,
     database=None,
