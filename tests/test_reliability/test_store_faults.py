@@ -240,12 +240,6 @@ async def test_a_store_fault_while_binding_an_identity_spares_its_connection(
     await expect_envelope(you, sid, text="still delivered")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found by the state machine: a register whose bind fails (load_cursors) raises "
-    "StoreError yet keeps the agent, so every retry is refused as already registered; "
-    "to decide: roll the registration back, or return the identity despite the bind",
-)
 async def test_a_registration_whose_bind_failed_can_be_retried(
     hub: Hub, hub_client: HubClient, store_faults: FaultyStore, autojump_clock: object
 ) -> None:
