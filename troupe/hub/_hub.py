@@ -13,7 +13,14 @@ from typing import Any
 
 import trio
 
-from .._errors import ActorDead, NotFoundError, ProtocolError, StoreError, TroupeError
+from .._errors import (
+    AccessDeniedError,
+    ActorDead,
+    NotFoundError,
+    ProtocolError,
+    StoreError,
+    TroupeError,
+)
 from ..actors import ActorRef
 from ..mailbox import DeadLetterBuffer
 from ..model import (
@@ -244,8 +251,14 @@ class Hub(RegistryCalls, SessionCalls):
     async def find_envelope_by_causation(
         self, session_id: str, *, sender_id: str, causation_id: str
     ) -> Envelope | None:
-        """The envelope ``sender_id`` posted in answer to ``causation_id`` (any event type)."""
+        """The envelope ``sender_id`` posted in answer to ``causation_id`` (any event type).
+
+        Raises:
+          NotFoundError: the session is unknown.
+          AccessDeniedError: ``sender_id`` is not a participant of it.
+        """
         entry = self._core.directory.get(session_id)
+        self._check_participant(entry.metadata, sender_id)
         if entry.dedup is None or not entry.running:
             if entry.metadata.state.terminal:
                 wal = await self.read_wal(session_id)
@@ -265,7 +278,12 @@ class Hub(RegistryCalls, SessionCalls):
     async def report_turn_failure(
         self, *, session_id: str, agent_id: str, envelope_id: str, exc: BaseException
     ) -> None:
-        """Record that an agent's turn raised (audit ``turn_failed``); no reply is invented."""
+        """Record that an agent's turn raised (audit ``turn_failed``); no reply is invented.
+
+        Raises:
+          NotFoundError: the session is unknown.
+          AccessDeniedError: ``agent_id`` is not a participant of it (nothing is recorded).
+        """
         await trio.lowlevel.checkpoint()
         self.audit_turn_failure(
             session_id=session_id,
@@ -278,6 +296,7 @@ class Hub(RegistryCalls, SessionCalls):
     def audit_turn_failure(
         self, *, session_id: str, agent_id: str, envelope_id: str, exc_type: str, exc_message: str
     ) -> None:
+        self._check_participant(self._core.directory.get(session_id).metadata, agent_id)
         self._core.audit(
             "turn_failed",
             session_id=session_id,
@@ -286,6 +305,13 @@ class Hub(RegistryCalls, SessionCalls):
             exc_type=exc_type,
             exc_message=exc_message,
         )
+
+    def _check_participant(self, md: SessionMetadata, agent_id: str) -> None:
+        if md.role_of(agent_id) is None:
+            raise AccessDeniedError(
+                f"agent {self._core.registry.name_for(agent_id)!r} is not a participant of "
+                f"session {md.session_id}"
+            )
 
     # -- endpoints ---------------------------------------------------------------------------
 
