@@ -84,6 +84,10 @@ class Hub(RegistryCalls, SessionCalls):
     ) -> SessionMetadata:
         """Open a session, invite the participants and return once it is ACTIVE.
 
+        It is ACTIVE once ``required_acks`` invitees acked (1 to the number of invitees;
+        all of them by default). An invitee receives nothing of the session but its invite
+        (and the notice that ends it) until it acks; then it gets what it missed, in order.
+
         Raises:
           NotFoundError: the creator, a participant or the session type is unknown.
           AccessDeniedError: a rule forbids it (inbound globs, session types, caps).
@@ -179,14 +183,19 @@ class Hub(RegistryCalls, SessionCalls):
     def can_send(self, session_id: str, sender_id: str, *, event_type: str | None = None) -> bool:
         """Whether the session type would accept a post of ``event_type`` from the sender now.
 
-        A turn probe: it reads the last published state and checks membership, ACTIVE and
-        the session type's rules, not rates or inboxes.
+        A turn probe: it reads the last published state and checks membership (an invitee
+        that has not acked its invite may not send), ACTIVE and the session type's rules,
+        not rates or inboxes.
         """
         entry = self._core.directory.sessions.get(session_id)
         if entry is None or entry.stype is None or entry.state is None:
             return False
         md = entry.metadata
-        if md.state is not SessionState.ACTIVE or md.role_of(sender_id) is None:
+        if (
+            md.state is not SessionState.ACTIVE
+            or md.role_of(sender_id) is None
+            or sender_id in md.pending_acks  # it has not acked its invite
+        ):
             return False
         probe = Envelope(
             session_id=session_id,
@@ -238,7 +247,7 @@ class Hub(RegistryCalls, SessionCalls):
             if md.state is not SessionState.ACTIVE or entry.stype is None or entry.state is None:
                 continue
             turn = entry.stype.expected_next(md, entry.state)
-            if turn is not None and turn.agent_id == agent_id:
+            if turn is not None and turn.agent_id == agent_id and agent_id not in md.pending_acks:
                 turns.append(
                     PendingTurn(
                         session_id=md.session_id,

@@ -305,10 +305,18 @@ class HubActor(Actor[HubMsg, Any]):
             )
         invitees = [pid for pid in ids if pid != msg.creator_id]
         self._authorize_open(creator, invitees, msg.manifest_type)
-        if msg.required_acks is not None and not 0 <= msg.required_acks <= len(invitees):
-            raise ProtocolError(
-                f"required_acks must be between 0 and {len(invitees)}, got {msg.required_acks}"
-            )
+        if msg.required_acks is not None:
+            # Zero would open the session before anyone consented (and an invitee's consent
+            # is its own ack: see dispatch, which holds everything back until it acks).
+            if not invitees:
+                raise ProtocolError(
+                    f"required_acks: a session with no invitees takes none, got {msg.required_acks}"
+                )
+            if not 1 <= msg.required_acks <= len(invitees):
+                raise ProtocolError(
+                    f"required_acks must be between 1 and {len(invitees)} (the invitees), "
+                    f"got {msg.required_acks}"
+                )
         now = core.now()
         stamp = iso(now)
         try:
