@@ -13,6 +13,7 @@ from troupe.hub import Hub
 from troupe.model import (
     EV_CHANNEL_INVITE,
     EV_CHANNEL_INVITE_ACK,
+    EV_SESSION_CLOSED,
     EV_SESSION_OPENED,
     EV_TEXT,
     Envelope,
@@ -107,3 +108,17 @@ async def test_a_session_without_invitees_takes_no_required_acks(
             participants=[alice.id],
             required_acks=1,
         )
+
+
+async def test_an_invitee_that_never_acked_is_told_when_the_session_ends(
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+) -> None:
+    """The closing notice withdraws the invite: the one thing besides it dave receives."""
+    alice, carol = await h.agent("alice"), await h.agent("carol")
+    dave = await h.agent("dave", invites="ignore")
+    md = await h.session("discussion", alice, carol, dave, required_acks=1)
+    await h.say(md, alice, "secret")
+    await hub.close_session(md.session_id, reason="done")
+    await h.settle()
+    seen = client_of(dave).notified(dave.id, md.session_id)
+    assert [e.event_type for e in seen] == [EV_CHANNEL_INVITE, EV_SESSION_CLOSED]
