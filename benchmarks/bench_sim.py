@@ -7,7 +7,8 @@ same run. Every part runs in a fresh subprocess, so its memory figures are its o
   the default turn handler), then M two-party conversations opened (full handshake) and
   left idle until passivated. RSS per idle agent and per passivated session, peak RSS.
   Baseline: N bare trio tasks, each waiting on its own memory channel.
-- wake: S sessions created (no clients: the hub's own cost) and passivated in waves, then
+- wake: S sessions created (no clients, only a bare endpoint that acks the invites: the
+  hub's own cost, handshake included) and passivated in waves, then
   W of them woken at random by a post. RSS per passivated session and wake-up latency
   (the post that rehydrates). Baselines: a post into a live session, and a request/reply
   between two bare trio tasks over memory channels.
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import resource
 import sqlite3
 import statistics
@@ -44,7 +46,19 @@ import orjson
 import trio
 import trio.testing
 
-from troupe import EV_TEXT, Envelope, HubClient, LocalLink, Passport, Turn, open_hub
+from troupe import (
+    EV_CHANNEL_INVITE,
+    EV_CHANNEL_INVITE_ACK,
+    EV_TEXT,
+    Envelope,
+    Hub,
+    HubClient,
+    LocalLink,
+    Passport,
+    Turn,
+    open_hub,
+)
+from troupe.model import Frame, NotifyFrame, ReceiptFrame, is_substantive
 from troupe.sim import SeededIds, draw
 from troupe.store import MemoryStore, SQLiteStore
 
@@ -183,6 +197,55 @@ async def _agents(n_agents: int, n_sessions: int, wave: int) -> dict[str, Any]:
 # -- wake-ups ------------------------------------------------------------------------------
 
 
+class InviteAcker:
+    """One bare endpoint for every agent: it acks their invites (a session opens only once
+    its invitees consented) and sends a receipt for each substantive delivery (else their
+    inboxes fill up). No client."""
+
+    endpoint_id = "invite-acker"
+
+    def __init__(self, hub: Hub, nursery: trio.Nursery) -> None:
+        self._hub = hub
+        self._nursery = nursery
+        self._send, self._recv = trio.open_memory_channel[Frame](math.inf)
+
+    @classmethod
+    async def serve(cls, hub: Hub, nursery: trio.Nursery, agent_ids: Sequence[str]) -> None:
+        acker = cls(hub, nursery)
+        await hub.attach_endpoint(acker)
+        for agent_id in agent_ids:
+            await hub.bind_endpoint(acker.endpoint_id, agent_id)
+
+    async def send_frame(self, frame: Frame) -> None:
+        await trio.lowlevel.checkpoint()
+        if not isinstance(frame, NotifyFrame):
+            return
+        env = frame.envelope
+        if env.event_type == EV_CHANNEL_INVITE:
+            ack = Envelope(
+                session_id=env.session_id,
+                sender_id=frame.recipient_id,
+                event_type=EV_CHANNEL_INVITE_ACK,
+                causation_id=env.envelope_id,
+            )
+            self._nursery.start_soon(self._hub.post_envelope, ack)
+        elif is_substantive(env.event_type):
+            receipt = ReceiptFrame(
+                envelope_id=env.envelope_id,
+                recipient_id=frame.recipient_id,
+                session_id=env.session_id,
+                seq=env.seq,
+            )
+            self._send.send_nowait(receipt)
+
+    def frames(self) -> trio.MemoryReceiveChannel[Frame]:
+        return self._recv
+
+    async def aclose(self) -> None:
+        self._send.close()
+        await trio.lowlevel.checkpoint()
+
+
 def _text(session_id: str, sender_id: str, text: str) -> Envelope:
     return Envelope(
         session_id=session_id, sender_id=sender_id, event_type=EV_TEXT, event_data={"text": text}
@@ -191,12 +254,16 @@ def _text(session_id: str, sender_id: str, text: str) -> Envelope:
 
 async def _wake(n_sessions: int, n_woken: int, wave: int, db: Path) -> dict[str, Any]:
     store = SQLiteStore(db, synchronous="NORMAL", threaded=False)
-    async with open_hub(store, passivate_after=1, new_id=SeededIds(2), **QUIET) as hub:
+    async with (
+        open_hub(store, passivate_after=1, new_id=SeededIds(2), **QUIET) as hub,
+        trio.open_nursery() as acks,
+    ):
         people = []
         for i in range(1000):
             passport = await hub.register(Passport(name=f"p{i}"))
             assert passport.agent_id is not None
             people.append(passport.agent_id)
+        await InviteAcker.serve(hub, acks, people)
         before = settled_rss()
         sessions: list[tuple[str, str]] = []
         started = time.perf_counter()
@@ -207,7 +274,7 @@ async def _wake(n_sessions: int, n_woken: int, wave: int, db: Path) -> dict[str,
                 if a == b:
                     b = people[(i + 1) % 1000]
                 md = await hub.create_session(
-                    creator_id=a, manifest_type="conversation", participants=[a, b], required_acks=0
+                    creator_id=a, manifest_type="conversation", participants=[a, b]
                 )
                 sessions.append((md.session_id, b))
 
@@ -237,6 +304,7 @@ async def _wake(n_sessions: int, n_woken: int, wave: int, db: Path) -> dict[str,
             await hub.post(_text(sid, sender, f"again {i}"))
             live.append(time.perf_counter() - started)
         stats = hub.statistics()
+        acks.cancel_scope.cancel()
     gc.unfreeze()
     return {
         "sessions": n_sessions,
@@ -256,13 +324,17 @@ async def _wake(n_sessions: int, n_woken: int, wave: int, db: Path) -> dict[str,
 
 async def _recovery(n_envelopes: int, snapshot_every: int, db: Path) -> dict[str, Any]:
     store = SQLiteStore(db, synchronous="NORMAL", threaded=False)
-    async with open_hub(store, passivate_after=1, snapshot_every=snapshot_every, **QUIET) as hub:
+    async with (
+        open_hub(store, passivate_after=1, snapshot_every=snapshot_every, **QUIET) as hub,
+        trio.open_nursery() as acks,
+    ):
         a = (await hub.register(Passport(name="a"))).agent_id
         b = (await hub.register(Passport(name="b"))).agent_id
         assert a is not None
         assert b is not None
+        await InviteAcker.serve(hub, acks, [b])
         md = await hub.create_session(
-            creator_id=a, manifest_type="conversation", participants=[a, b], required_acks=0
+            creator_id=a, manifest_type="conversation", participants=[a, b]
         )
         sid = md.session_id
         for i in range(n_envelopes):
@@ -274,6 +346,7 @@ async def _recovery(n_envelopes: int, snapshot_every: int, db: Path) -> dict[str
             started = time.perf_counter()
             await hub.post(_text(sid, a, f"wake {i}"))
             samples.append(time.perf_counter() - started)
+        acks.cancel_scope.cancel()
     return {"envelopes": n_envelopes, "wake_s": statistics.median(samples)}
 
 

@@ -327,7 +327,8 @@ async def test_many_idle_sessions_are_passivated_in_batches(
 ) -> None:
     async with open_hub(ttl_sweep_interval=0, passivate_after=IDLE) as hub:
         ann = await hub.register(Passport(name="ann"))
-        bob = await hub.register(Passport(name="bob"))
+        # bob acks his invites (a session opens only once its invitees consented).
+        bob = (await HubClient(LocalLink(hub)).register(Silent(), Passport(name="bob"))).passport
         assert ann.agent_id is not None
         assert bob.agent_id is not None
         sessions = [
@@ -335,7 +336,6 @@ async def test_many_idle_sessions_are_passivated_in_batches(
                 creator_id=ann.agent_id,
                 manifest_type="conversation",
                 participants=[ann.agent_id, bob.agent_id],
-                required_acks=0,
             )
             for _ in range(150)  # more than two batches
         ]
@@ -355,7 +355,7 @@ async def test_many_idle_sessions_are_passivated_in_batches(
                 event_data={"text": "still there?"},
             )
         )
-        assert accepted.seq == 3  # invite, opened, this
+        assert accepted.seq == 4  # invite, ack, opened, this
         assert hub.statistics().live_sessions == 1
 
 

@@ -513,14 +513,16 @@ async def test_find_envelope_by_causation(
 async def test_report_turn_failure_is_audited(
     autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
 ) -> None:
+    alice, bob = await h.agent("alice"), await h.agent("bob")
+    md = await h.session("conversation", alice, bob)
     await hub.report_turn_failure(
-        session_id="s", agent_id="a", envelope_id="e", exc=ValueError("bad turn")
+        session_id=md.session_id, agent_id=bob.id, envelope_id="e", exc=ValueError("bad turn")
     )
-    (record,) = await hub.read_audit()
+    record = (await hub.read_audit())[-1]
     assert {k: v for k, v in record.items() if k != "at"} == {
         "kind": "turn_failed",
-        "session_id": "s",
-        "agent_id": "a",
+        "session_id": md.session_id,
+        "agent_id": bob.id,
         "envelope_id": "e",
         "exc_type": "ValueError",
         "exc_message": "bad turn",

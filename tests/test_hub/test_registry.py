@@ -355,7 +355,7 @@ async def test_auth_unknown_scheme_and_bad_api_key(
             )
         with pytest.raises(AuthError, match="bad api key for agent 'alice'"):
             await hub.register(Passport(name="alice", auth=AuthBlock(scheme="api_key")))
-        with pytest.raises(AuthError, match="no api key is configured for agent 'bob'"):
+        with pytest.raises(AuthError, match="bad api key for agent 'bob'"):
             await hub.register(
                 Passport(name="bob", auth=AuthBlock(scheme="api_key", claim={"token": "x"}))
             )

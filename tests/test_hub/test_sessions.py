@@ -100,10 +100,12 @@ async def test_creation_checks_run_in_the_reference_order(
         await create(alice.id, [grumpy.id], required_acks=5)
     await nothing_persisted(h)
     # 8. required_acks is within the invitees
-    with pytest.raises(ProtocolError, match="required_acks must be between 0 and 1, got 2"):
-        await create(alice.id, [bob.id], required_acks=2)
-    with pytest.raises(ProtocolError, match="required_acks must be between 0 and 1, got -1"):
-        await create(alice.id, [bob.id], required_acks=-1)
+    for acks in (2, 0, -1):
+        with pytest.raises(
+            ProtocolError,
+            match=rf"required_acks must be between 1 and 1 \(the invitees\), got {acks}",
+        ):
+            await create(alice.id, [bob.id], required_acks=acks)
     # 9. the session type's own shape check comes last
     with pytest.raises(ProtocolError, match="needs exactly 2 participants, got 3"):
         await create(alice.id, [bob.id, shy.id], kind="consulting", required_acks=1)
@@ -325,10 +327,10 @@ async def test_required_acks_is_a_quorum(
         )
     )
     assert (await hub.get_session(md.session_id)).pending_acks == ()
-    # Zero required acks: active as soon as the invites are out.
+    # Zero required acks would open a session nobody consented to (see test_authz).
     nobody = await h.agent("nobody", invites="ignore")
-    quick = await h.session("conversation", alice, nobody, required_acks=0)
-    assert quick.pending_acks == (nobody.id,)
+    with pytest.raises(ProtocolError, match="required_acks must be between 1 and 1"):
+        await h.session("conversation", alice, nobody, required_acks=0)
 
 
 async def test_close_session_is_idempotent_and_tells_everyone(

@@ -91,7 +91,7 @@ async def test_the_hub_neither_keeps_nor_shows_the_claim() -> None:
         (
             {"stranger": "k"},
             Passport(name="stranger"),
-            "no api key is configured for agent 'stranger'",
+            "bad api key for agent 'stranger'",
         ),
         (
             {},

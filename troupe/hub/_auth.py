@@ -32,6 +32,10 @@ class NoAuth:
             )
 
 
+#: What a token is compared with when its name has no key (the answer is a refusal anyway).
+_NO_KEY = "\x00no key\x00"
+
+
 class ApiKeyAuth:
     """Scheme ``"api_key"``: the claim's ``token`` must equal the key configured for the name."""
 
@@ -41,11 +45,13 @@ class ApiKeyAuth:
         self._keys = dict(keys)
 
     async def validate(self, passport: Passport, claim: Mapping[str, Any]) -> None:
+        # One answer, and the same comparison, whether or not the name has a key: the error
+        # must not tell a caller which names have keys.
         expected = self._keys.get(passport.name)
         token = claim.get("token")
-        if expected is None:
-            raise AuthError(f"no api key is configured for agent {passport.name!r}")
-        if not isinstance(token, str) or not hmac.compare_digest(token.encode(), expected.encode()):
+        given = token.encode(errors="surrogatepass") if isinstance(token, str) else b""
+        matches = hmac.compare_digest(given, (expected or _NO_KEY).encode(errors="surrogatepass"))
+        if expected is None or not isinstance(token, str) or not matches:
             raise AuthError(f"bad api key for agent {passport.name!r}")
 
 

@@ -27,7 +27,7 @@ from ..model import (
     is_substantive,
 )
 from ._core import Failed, HubCore
-from ._delivery import CatchUp, Deliver, recipients_of
+from ._delivery import CatchUp, Deliver, held_back, recipients_of
 from ._rules import accepts_inbound
 
 log = logging.getLogger("troupe.hub.connections")
@@ -97,6 +97,8 @@ def visible_to(core: HubCore, envelope: Envelope, agent_id: str) -> bool:
     entry = core.directory.sessions.get(envelope.session_id)
     if entry is None or agent_id not in recipients_of(entry.metadata, envelope):
         return False
+    if held_back(entry.metadata, envelope, agent_id):
+        return False
     if agent_id == envelope.sender_id:
         return True
     rule = core.registry.rule(agent_id)
@@ -151,9 +153,9 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
                     sent = await self._notify(envelope, recipient_id, counted=True)
                     if redelivery and not sent and is_substantive(envelope.event_type):
                         self.core.ledger.done(recipient_id)  # dispatch counted it again
-            case CatchUp(recipient_id, session_id):
+            case CatchUp(recipient_id, session_id, counted):
                 if self.owns(recipient_id):
-                    await self._replay(recipient_id, session_id, 0, counted=True)
+                    await self._replay(recipient_id, session_id, 0, counted=counted)
             case Bind(agent_id, since, welcome):
                 await self._bind(agent_id, since, welcome)
             case Receipt(frame):

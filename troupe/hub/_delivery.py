@@ -15,7 +15,14 @@ import attrs
 
 from .._errors import ActorDead, MailboxFull
 from ..mailbox import DeadLetter
-from ..model import Envelope, SessionMetadata, is_substantive
+from ..model import (
+    EV_CHANNEL_INVITE,
+    EV_SESSION_CLOSED,
+    EV_SESSION_EXPIRED,
+    Envelope,
+    SessionMetadata,
+    is_substantive,
+)
 from ._core import HubCore
 from ._rules import accepts_inbound
 
@@ -35,10 +42,26 @@ class Deliver:
 
 @attrs.frozen
 class CatchUp:
-    """To a connection: ``recipient_id`` missed deliveries of ``session_id``; read the WAL."""
+    """To a connection: ``recipient_id`` missed deliveries of ``session_id``; read the WAL.
+
+    ``counted``: the dispatch counted what was missed in the inbox ledger (a full
+    mailbox); not so for what was held back from an invitee until it acked.
+    """
 
     recipient_id: str
     session_id: str
+    counted: bool = True
+
+
+#: What an invitee receives of a session before it acks its invite: the invite, and the
+#: notice that ends the session (which withdraws the invite). Nothing else: no text, no
+#: notice of the opening, whoever else acked. Once it acks, it is caught up from the WAL.
+BEFORE_ACK = frozenset({EV_CHANNEL_INVITE, EV_SESSION_CLOSED, EV_SESSION_EXPIRED})
+
+
+def held_back(metadata: SessionMetadata, envelope: Envelope, recipient_id: str) -> bool:
+    """Whether ``envelope`` waits until ``recipient_id`` acks its invite to the session."""
+    return recipient_id in metadata.pending_acks and envelope.event_type not in BEFORE_ACK
 
 
 def recipients_of(metadata: SessionMetadata, envelope: Envelope) -> Iterable[str]:
@@ -68,6 +91,8 @@ def dispatch(
         if rule is None:
             continue
         if recipient_id != sender_id and not accepts_inbound(rule, sender_name):
+            continue
+        if held_back(metadata, envelope, recipient_id):
             continue
         conn = core.bindings.get(recipient_id)
         if conn is None:
@@ -106,3 +131,17 @@ def dispatch(
                     pending=crossed,
                     max_pending=rule.limits.inbox.max_pending,
                 )
+
+
+def catch_up_after_ack(core: HubCore, recipient_id: str, session_id: str) -> None:
+    """An invitee acked a session that went on without it: send it what was held back."""
+    conn = core.bindings.get(recipient_id)
+    if conn is None:
+        return  # its next bind replays it
+    msg = CatchUp(recipient_id, session_id, counted=False)
+    try:
+        conn.tell_nowait(msg)
+    except MailboxFull:
+        conn.mailbox.send_system(msg)
+    except ActorDead:
+        pass

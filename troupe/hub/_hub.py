@@ -13,7 +13,14 @@ from typing import Any
 
 import trio
 
-from .._errors import ActorDead, NotFoundError, ProtocolError, StoreError, TroupeError
+from .._errors import (
+    AccessDeniedError,
+    ActorDead,
+    NotFoundError,
+    ProtocolError,
+    StoreError,
+    TroupeError,
+)
 from ..actors import ActorRef
 from ..mailbox import DeadLetterBuffer
 from ..model import (
@@ -76,6 +83,10 @@ class Hub(RegistryCalls, SessionCalls):
         labels: dict[str, str] | None = None,
     ) -> SessionMetadata:
         """Open a session, invite the participants and return once it is ACTIVE.
+
+        It is ACTIVE once ``required_acks`` invitees acked (1 to the number of invitees;
+        all of them by default). An invitee receives nothing of the session but its invite
+        (and the notice that ends it) until it acks; then it gets what it missed, in order.
 
         Raises:
           NotFoundError: the creator, a participant or the session type is unknown.
@@ -172,14 +183,19 @@ class Hub(RegistryCalls, SessionCalls):
     def can_send(self, session_id: str, sender_id: str, *, event_type: str | None = None) -> bool:
         """Whether the session type would accept a post of ``event_type`` from the sender now.
 
-        A turn probe: it reads the last published state and checks membership, ACTIVE and
-        the session type's rules, not rates or inboxes.
+        A turn probe: it reads the last published state and checks membership (an invitee
+        that has not acked its invite may not send), ACTIVE and the session type's rules,
+        not rates or inboxes.
         """
         entry = self._core.directory.sessions.get(session_id)
         if entry is None or entry.stype is None or entry.state is None:
             return False
         md = entry.metadata
-        if md.state is not SessionState.ACTIVE or md.role_of(sender_id) is None:
+        if (
+            md.state is not SessionState.ACTIVE
+            or md.role_of(sender_id) is None
+            or sender_id in md.pending_acks  # it has not acked its invite
+        ):
             return False
         probe = Envelope(
             session_id=session_id,
@@ -231,7 +247,7 @@ class Hub(RegistryCalls, SessionCalls):
             if md.state is not SessionState.ACTIVE or entry.stype is None or entry.state is None:
                 continue
             turn = entry.stype.expected_next(md, entry.state)
-            if turn is not None and turn.agent_id == agent_id:
+            if turn is not None and turn.agent_id == agent_id and agent_id not in md.pending_acks:
                 turns.append(
                     PendingTurn(
                         session_id=md.session_id,
@@ -244,8 +260,14 @@ class Hub(RegistryCalls, SessionCalls):
     async def find_envelope_by_causation(
         self, session_id: str, *, sender_id: str, causation_id: str
     ) -> Envelope | None:
-        """The envelope ``sender_id`` posted in answer to ``causation_id`` (any event type)."""
+        """The envelope ``sender_id`` posted in answer to ``causation_id`` (any event type).
+
+        Raises:
+          NotFoundError: the session is unknown.
+          AccessDeniedError: ``sender_id`` is not a participant of it.
+        """
         entry = self._core.directory.get(session_id)
+        self._check_participant(entry.metadata, sender_id)
         if entry.dedup is None or not entry.running:
             if entry.metadata.state.terminal:
                 wal = await self.read_wal(session_id)
@@ -265,7 +287,12 @@ class Hub(RegistryCalls, SessionCalls):
     async def report_turn_failure(
         self, *, session_id: str, agent_id: str, envelope_id: str, exc: BaseException
     ) -> None:
-        """Record that an agent's turn raised (audit ``turn_failed``); no reply is invented."""
+        """Record that an agent's turn raised (audit ``turn_failed``); no reply is invented.
+
+        Raises:
+          NotFoundError: the session is unknown.
+          AccessDeniedError: ``agent_id`` is not a participant of it (nothing is recorded).
+        """
         await trio.lowlevel.checkpoint()
         self.audit_turn_failure(
             session_id=session_id,
@@ -278,6 +305,7 @@ class Hub(RegistryCalls, SessionCalls):
     def audit_turn_failure(
         self, *, session_id: str, agent_id: str, envelope_id: str, exc_type: str, exc_message: str
     ) -> None:
+        self._check_participant(self._core.directory.get(session_id).metadata, agent_id)
         self._core.audit(
             "turn_failed",
             session_id=session_id,
@@ -286,6 +314,13 @@ class Hub(RegistryCalls, SessionCalls):
             exc_type=exc_type,
             exc_message=exc_message,
         )
+
+    def _check_participant(self, md: SessionMetadata, agent_id: str) -> None:
+        if md.role_of(agent_id) is None:
+            raise AccessDeniedError(
+                f"agent {self._core.registry.name_for(agent_id)!r} is not a participant of "
+                f"session {md.session_id}"
+            )
 
     # -- endpoints ---------------------------------------------------------------------------
 

@@ -225,8 +225,16 @@ class HubActor(Actor[HubMsg, Any]):
         core = self.core
         if not msg.outcome.terminal:
             return
-        if msg.task_id is not None and msg.task_id in self.observed:
-            return
+        mark: str | None = None
+        if msg.task_id is not None:
+            known = self.tasks.get(msg.task_id)
+            if known is not None:
+                self._check_owner(known, msg.owner_id)
+            # Marked per owner: another agent naming an id cannot keep it from counting. (A
+            # bare id is a mark from before marks were per owner.)
+            mark = f"{msg.owner_id}/{msg.task_id}"
+            if mark in self.observed or msg.task_id in self.observed:
+                return
         record = core.registry.agents.get(msg.owner_id)
         if record is None:
             return
@@ -249,10 +257,10 @@ class HubActor(Actor[HubMsg, Any]):
         # counts it. The mark only keeps a repeat from counting twice.
         await core.store.save_resume(msg.owner_id, resume)
         core.registry.put(attrs.evolve(record, resume=resume))
-        if msg.task_id is not None:
-            self.observed.add(msg.task_id)
+        if mark is not None:
+            self.observed.add(mark)
             try:
-                await core.store.put_kv(OBSERVED_NS, msg.task_id, True)
+                await core.store.put_kv(OBSERVED_NS, mark, True)
             except StoreError as exc:
                 # The observation is durable and counted; failing the call would only invite
                 # a retry, which this run ignores anyway. A repeat after a restart would count
@@ -297,10 +305,18 @@ class HubActor(Actor[HubMsg, Any]):
             )
         invitees = [pid for pid in ids if pid != msg.creator_id]
         self._authorize_open(creator, invitees, msg.manifest_type)
-        if msg.required_acks is not None and not 0 <= msg.required_acks <= len(invitees):
-            raise ProtocolError(
-                f"required_acks must be between 0 and {len(invitees)}, got {msg.required_acks}"
-            )
+        if msg.required_acks is not None:
+            # Zero would open the session before anyone consented (and an invitee's consent
+            # is its own ack: see dispatch, which holds everything back until it acks).
+            if not invitees:
+                raise ProtocolError(
+                    f"required_acks: a session with no invitees takes none, got {msg.required_acks}"
+                )
+            if not 1 <= msg.required_acks <= len(invitees):
+                raise ProtocolError(
+                    f"required_acks must be between 1 and {len(invitees)} (the invitees), "
+                    f"got {msg.required_acks}"
+                )
         now = core.now()
         stamp = iso(now)
         try:
@@ -387,6 +403,10 @@ class HubActor(Actor[HubMsg, Any]):
         _check_timestamps(task)
         known = self.tasks.get(task.task_id)
         if known is not None:
+            # The stored owner decides: naming oneself as owner does not make a task one's own.
+            self._check_owner(known, task.owner_id)
+            if task.session_id is not None and task.session_id != known.session_id:
+                self._check_in_session(task.owner_id, task.session_id)
             if known.state.terminal:
                 return
             merged = attrs.evolve(
@@ -415,8 +435,24 @@ class HubActor(Actor[HubMsg, Any]):
                     f"(max_concurrent_tasks {cap})"
                 )
         if task.session_id is not None:
-            core.directory.get(task.session_id)
+            self._check_in_session(task.owner_id, task.session_id)
         await self._save_task(attrs.evolve(task, created_at=task.created_at or core.now_iso()))
+
+    def _check_owner(self, task: TaskMetadata, agent_id: str) -> None:
+        if task.owner_id != agent_id:
+            raise AccessDeniedError(
+                f"task {task.task_id!r} is not owned by agent "
+                f"{self.core.registry.name_for(agent_id)!r}"
+            )
+
+    def _check_in_session(self, agent_id: str, session_id: str) -> None:
+        """A task is attached only to a session its owner is a participant of."""
+        md = self.core.directory.get(session_id).metadata
+        if md.role_of(agent_id) is None:
+            raise AccessDeniedError(
+                f"agent {self.core.registry.name_for(agent_id)!r} is not a participant of "
+                f"session {session_id}"
+            )
 
     async def _update_task(self, msg: UpdateTask) -> None:
         task = self.tasks.get(msg.task_id)

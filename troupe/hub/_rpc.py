@@ -59,6 +59,18 @@ class Caller:
                 f"no identity of this connection is a participant of session {session_id}"
             )
 
+    def require_member(self, session_id: str, agent_id: str) -> str:
+        """``agent_id`` is bound to this connection and a participant of the session (as
+        stored, not as claimed)."""
+        self.require(agent_id)
+        md = self.hub.core.directory.get(session_id).metadata
+        if md.role_of(agent_id) is None:
+            raise AccessDeniedError(
+                f"agent {self.hub.name_for(agent_id)!r} is not a participant of session "
+                f"{session_id}"
+            )
+        return agent_id
+
     def require_task(self, task_id: str) -> TaskMetadata:
         task = self.hub.core.tasks.get(task_id)
         if task is None:
@@ -313,18 +325,20 @@ async def _read_wal(c: Caller, p: dict[str, Any]) -> Any:
 
 @op("can_send")
 async def _can_send(c: Caller, p: dict[str, Any]) -> Any:
+    session_id = _str(p, "session_id")
     return c.hub.can_send(
-        _str(p, "session_id"),
-        c.require(_str(p, "sender_id")),
+        session_id,
+        c.require_member(session_id, _str(p, "sender_id")),
         event_type=_str(p, "event_type", optional=True),
     )
 
 
 @op("find_envelope_by_causation")
 async def _find_by_causation(c: Caller, p: dict[str, Any]) -> Any:
+    session_id = _str(p, "session_id")
     found = await c.hub.find_envelope_by_causation(
-        _str(p, "session_id"),
-        sender_id=c.require(_str(p, "sender_id")),
+        session_id,
+        sender_id=c.require_member(session_id, _str(p, "sender_id")),
         causation_id=_str(p, "causation_id"),
     )
     return unstructure(found) if found is not None else None
@@ -334,14 +348,17 @@ async def _find_by_causation(c: Caller, p: dict[str, Any]) -> Any:
 async def _pending_turns_for(c: Caller, p: dict[str, Any]) -> Any:
     agent_id = c.require(_str(p, "agent_id"))
     session_id = _str(p, "session_id", optional=True)
+    if session_id is not None:
+        c.require_member(session_id, agent_id)
     return unstructure(await c.hub.pending_turns_for(agent_id, session_id=session_id))
 
 
 @op("report_turn_failure")
 async def _report_turn_failure(c: Caller, p: dict[str, Any]) -> Any:
+    session_id = _str(p, "session_id")
     c.hub.audit_turn_failure(
-        session_id=_str(p, "session_id"),
-        agent_id=c.require(_str(p, "agent_id")),
+        session_id=session_id,
+        agent_id=c.require_member(session_id, _str(p, "agent_id")),
         envelope_id=_str(p, "envelope_id"),
         exc_type=_str(p, "exc_type"),
         exc_message=str(p.get("exc_message", "")),

@@ -48,7 +48,7 @@ from ..model import (
 from ..store import dedup_keys
 from ._activity import Activity, forget_activity, load_activity, save_activity
 from ._core import Failed, HubCore
-from ._delivery import dispatch, recipients_of
+from ._delivery import catch_up_after_ack, dispatch, recipients_of
 from ._passivation import Passivate, prepare_to_passivate
 from ._session_parts import (
     Accepted,
@@ -266,6 +266,11 @@ class SessionActor(Actor[SessionMsg, Any]):
         substantive = is_substantive(env.event_type)
         if substantive and md.state is not SessionState.ACTIVE:
             raise ProtocolError(f"session {self.sid} is not active (it is {md.state.value})")
+        if substantive and env.sender_id in md.pending_acks:
+            raise ProtocolError(
+                f"agent {sender.name!r} ({env.sender_id}) has not acked its invite to "
+                f"session {self.sid}: ack it first"
+            )
         if not internal and (env.idempotency_key or "").startswith(HUB_KEYS):
             # Else a participant could take the key of a notice the hub is about to post.
             raise ProtocolError(f"idempotency keys starting {HUB_KEYS!r} are the hub's")
@@ -329,6 +334,9 @@ class SessionActor(Actor[SessionMsg, Any]):
         elif stamped.event_type == EV_CHANNEL_INVITE_ACK:
             if new_md.state is SessionState.PENDING and quorum_reached(new_md):
                 await self._activate()
+            elif new_md.state is SessionState.ACTIVE:
+                # A late ack (others made the quorum): what was held back from it until now.
+                catch_up_after_ack(core, stamped.sender_id, self.sid)
         elif substantive and self.stype is not None:
             move = self.stype.on_accepted(new_md, stamped, self.state)
             if move is not None:
