@@ -159,6 +159,20 @@ class Store(Protocol):
         """
         ...
 
+    async def find_dedup(self, session_id: str, keys: Sequence[str]) -> tuple[str, int] | None:
+        """``(envelope_id, seq)`` of the first of ``keys`` (:func:`dedup_keys`) the session
+        has, or None: one indexed lookup, however long the session's history is.
+
+        The first envelope accepted under a key is the one it names.
+        """
+        ...
+
+    async def recent_dedup(self, session_id: str, limit: int) -> list[tuple[str, str, int]]:
+        """``(key, envelope_id, seq)`` of the session's ``limit`` latest dedup keys (by seq),
+        oldest first: what a (re)started session keeps in memory, without loading the rest.
+        """
+        ...
+
     async def save_snapshot(self, session_id: str, seq: int, state: Any) -> None:
         """Keep ``state`` (JSON data) as the session-type state after envelope ``seq``.
 
