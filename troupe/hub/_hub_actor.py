@@ -154,10 +154,9 @@ class HubActor(Actor[HubMsg, Any]):
     ) -> tuple[str, int] | None:
         store = self.core.store
         if keys:
-            dedup = await store.load_dedup(session_id)
-            for key in keys:
-                if key in dedup:
-                    return dedup[key]
+            found = await store.find_dedup(session_id, keys)
+            if found is not None:
+                return found
         if envelope_id is not None:
             last = await store.last_seq(session_id)
             for env in await store.read(session_id, since=max(0, last - RECENT_IDS)):
