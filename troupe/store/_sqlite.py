@@ -557,12 +557,20 @@ class SQLiteStore:
             if message != "ok"
         ]
         unchecked: dict[str, int] = {}
-        rows = await self._query("SELECT session_id, seq, crc, CAST(envelope AS BLOB) FROM wal")
-        for session_id, seq, crc, data in rows:
-            if crc is None:
-                unchecked[session_id] = unchecked.get(session_id, 0) + 1
-            elif zlib.crc32(data) != crc:
-                problems.append(f"{session_id}: the envelope at seq {seq} is damaged (checksum)")
+        # One session at a time: a store's whole WAL need not fit in memory.
+        for (session_id,) in await self._query("SELECT DISTINCT session_id FROM wal"):
+            rows = await self._query(
+                "SELECT seq, crc, CAST(envelope AS BLOB) FROM wal WHERE session_id = ? "
+                "ORDER BY seq",
+                session_id,
+            )
+            for seq, crc, data in rows:
+                if crc is None:
+                    unchecked[session_id] = unchecked.get(session_id, 0) + 1
+                elif zlib.crc32(data) != crc:
+                    problems.append(
+                        f"{session_id}: the envelope at seq {seq} is damaged (checksum)"
+                    )
         twice = await self._query(
             "SELECT json_extract(passport, '$.name') AS n, group_concat(agent_id, ', ') "
             "FROM agents GROUP BY n HAVING count(*) > 1 ORDER BY n"
