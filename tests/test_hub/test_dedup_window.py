@@ -34,13 +34,15 @@ async def test_a_retry_older_than_the_window_is_still_answered_once(
         alice, bob = await h.agent("alice"), await h.agent("bob")
         md = await h.session("conversation", alice, bob)
         sid = md.session_id
-        first = [
-            await h.hub.post(text_envelope(md, alice, f"m{i}", idempotency_key=f"k{i}"))
-            for i in range(POSTS)
-        ]
+        first = [await h.hub.post(text_envelope(md, alice, "m0", idempotency_key="k0"))]
         answer = await h.hub.post(
             text_envelope(md, bob, "re m0", causation_id=first[0].envelope_id)
         )
+        first += [
+            await h.hub.post(text_envelope(md, alice, f"m{i}", idempotency_key=f"k{i}"))
+            for i in range(1, POSTS)
+        ]
+        assert "k:k0" not in window_of(h.hub, sid)
         assert len(window_of(h.hub, sid)) <= WINDOW
         wal = await h.hub.read_wal(sid)
         again = await h.hub.post(text_envelope(md, alice, "changed", idempotency_key="k0"))
@@ -54,6 +56,12 @@ async def test_a_retry_older_than_the_window_is_still_answered_once(
         )
         assert found is not None
         assert found.envelope_id == answer.envelope_id
+        assert (
+            await h.hub.find_envelope_by_causation(
+                sid, sender_id=alice.id, causation_id=first[0].envelope_id
+            )
+            is None
+        )
         assert await h.hub.read_wal(sid) == wal
     async with open_harness(reopen(), dedup_window=WINDOW) as h:
         alice, bob = await h.agent("alice"), await h.agent("bob")

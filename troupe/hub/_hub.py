@@ -263,15 +263,12 @@ class Hub(RegistryCalls, SessionCalls):
                 return found[0] if found else None
         if complete:
             return None
-        # Older than the session's dedup window: look through its WAL.
-        return next(
-            (
-                e
-                for e in await self.read_wal(session_id)
-                if e.sender_id == sender_id and e.causation_id == causation_id
-            ),
-            None,
-        )
+        # Older than the session's dedup window: the store's index has it.
+        hit = await self._call(H.FindAnswer(session_id, sender_id, causation_id))
+        if hit is None:
+            return None
+        found = await self.read_wal(session_id, since=hit[1] - 1, until=hit[1])
+        return found[0] if found else None
 
     async def report_turn_failure(
         self, *, session_id: str, agent_id: str, envelope_id: str, exc: BaseException

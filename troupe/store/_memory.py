@@ -19,7 +19,7 @@ import trio
 
 from .._errors import StoreError
 from ..model import Envelope, Resume, Rule, SessionMetadata, TaskMetadata
-from ._protocol import AgentRecord, Snapshot, dedup_keys
+from ._protocol import AgentRecord, Snapshot, answer_prefix, dedup_keys
 from ._rules import (
     agent_id_of,
     check_append,
@@ -196,6 +196,14 @@ class MemoryStore:
         await self._enter_call()
         dedup = self._dedup.get(session_id, {})
         return next((dedup[key] for key in keys if key in dedup), None)
+
+    async def find_answer(
+        self, session_id: str, sender_id: str, causation_id: str
+    ) -> tuple[str, int] | None:
+        await self._enter_call()
+        prefix = answer_prefix(sender_id, causation_id)
+        dedup = self._dedup.get(session_id, {})
+        return next((hit for key, hit in dedup.items() if key.startswith(prefix)), None)
 
     async def recent_dedup(self, session_id: str, limit: int) -> list[tuple[str, str, int]]:
         await self._enter_call()

@@ -28,6 +28,11 @@ import attrs
 from ..model import Envelope, Passport, Resume, Rule, SessionMetadata, TaskMetadata
 
 
+def answer_prefix(sender_id: str, causation_id: str) -> str:
+    """The start of every :func:`dedup_keys` key of ``sender_id``'s answers to a trigger."""
+    return f"c:{sender_id}|{causation_id}|"
+
+
 def dedup_keys(envelope: Envelope) -> list[str]:
     """The keys under which a session remembers an accepted envelope, to refuse repeats.
 
@@ -39,7 +44,7 @@ def dedup_keys(envelope: Envelope) -> list[str]:
     if envelope.idempotency_key:
         keys.append("k:" + envelope.idempotency_key)
     if envelope.causation_id:
-        keys.append(f"c:{envelope.sender_id}|{envelope.causation_id}|{envelope.event_type}")
+        keys.append(answer_prefix(envelope.sender_id, envelope.causation_id) + envelope.event_type)
     return keys
 
 
@@ -164,6 +169,14 @@ class Store(Protocol):
         has, or None: one indexed lookup, however long the session's history is.
 
         The first envelope accepted under a key is the one it names.
+        """
+        ...
+
+    async def find_answer(
+        self, session_id: str, sender_id: str, causation_id: str
+    ) -> tuple[str, int] | None:
+        """``(envelope_id, seq)`` of the first envelope ``sender_id`` posted in answer to
+        ``causation_id`` (any event type), or None: from the same index as :meth:`find_dedup`.
         """
         ...
 

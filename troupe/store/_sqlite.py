@@ -32,7 +32,7 @@ from .._errors import StoreError
 from ..model import Envelope, Passport, Resume, Rule, SessionMetadata, TaskMetadata, dumps, loads
 from ..model._codec import envelope_from_json
 from ._lock import StoreLock
-from ._protocol import AgentRecord, Snapshot, dedup_keys
+from ._protocol import AgentRecord, Snapshot, answer_prefix, dedup_keys
 from ._rules import (
     agent_id_of,
     check_append,
@@ -455,6 +455,21 @@ class SQLiteStore:
         )
         found = {key: (envelope_id, seq) for key, envelope_id, seq in rows}
         return next((found[key] for key in keys if key in found), None)
+
+    async def find_answer(
+        self, session_id: str, sender_id: str, causation_id: str
+    ) -> tuple[str, int] | None:
+        # A range of the primary key: every key that starts with the prefix, which ends
+        # with '|', sorts at or after it and before the prefix with '}' (the next byte).
+        prefix = answer_prefix(sender_id, causation_id)
+        rows = await self._query(
+            "SELECT envelope_id, seq FROM dedup WHERE session_id = ? AND key >= ? AND key < ? "
+            "ORDER BY seq LIMIT 1",
+            session_id,
+            prefix,
+            prefix[:-1] + "}",
+        )
+        return (rows[0][0], rows[0][1]) if rows else None
 
     async def recent_dedup(self, session_id: str, limit: int) -> list[tuple[str, str, int]]:
         rows = await self._query(
