@@ -159,8 +159,8 @@ class Store(Protocol):
     async def load_dedup(self, session_id: str) -> dict[str, tuple[str, int]]:
         """``{key: (envelope_id, seq)}`` for every :func:`dedup_keys` key of the session's WAL.
 
-        Lets a (re)started session refuse repeats of anything it ever accepted without
-        reading its whole WAL.
+        Every key the session has, so O(its history): the hub itself uses
+        :meth:`recent_dedup` (a bounded window) and :meth:`find_dedup` (one key) instead.
         """
         ...
 
