@@ -18,6 +18,7 @@ from ._errors import ProtocolError as ProtocolError
 from ._errors import RateLimited as RateLimited
 from ._errors import RestartIntensityExceeded as RestartIntensityExceeded
 from ._errors import StoreError as StoreError
+from ._errors import StoreLocked as StoreLocked
 from ._errors import TroupeError as TroupeError
 from ._errors import WorkflowGraphError as WorkflowGraphError
 from .client import Agent as Agent
@@ -122,6 +123,7 @@ __all__ = (
     "SessionMetadata",
     "SessionState",
     "StoreError",
+    "StoreLocked",
     "TaskMetadata",
     "TaskSpec",
     "TaskState",

@@ -19,7 +19,8 @@
     ├── ActorDead                    an ask to an actor that is dead or died before replying
     ├── RestartIntensityExceeded     a supervisor saw too many crashes and gave up
     └── StoreError                   the store could not do what was asked
-        └── IncompatibleStore        a file that is not a troupe store, or from a newer schema
+        ├── IncompatibleStore        a file that is not a troupe store, or from a newer schema
+        └── StoreLocked              another hub has the store open for writing
 
 Each message names the id that was wrong.
 """
@@ -136,3 +137,10 @@ class StoreError(TroupeError):
 
 class IncompatibleStore(StoreError):
     """Raised when a file is not a troupe store, or was written by a newer schema."""
+
+
+class StoreLocked(StoreError):
+    """Raised when another hub (this process or another) has the store open for writing.
+
+    The message names the file and the holder (pid, host, since when) as it recorded them.
+    """

@@ -54,6 +54,7 @@ class HubConfig:
     client_mailbox: int = 4096
     passivate_after: float | None = 600.0
     cursor_flush_interval: float = 0.0
+    dedup_window: int = 1024
 
 
 def trio_anchored_clock() -> Callable[[], float]:

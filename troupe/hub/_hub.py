@@ -278,11 +278,19 @@ class Hub(RegistryCalls, SessionCalls):
             await self._running(entry)
         assert entry.dedup is not None
         prefix = f"c:{sender_id}|{causation_id}|"
+        complete = entry.dedup.complete
         for key, (_, seq) in entry.dedup.items():
             if key.startswith(prefix):
                 found = await self.read_wal(session_id, since=seq - 1, until=seq)
                 return found[0] if found else None
-        return None
+        if complete:
+            return None
+        # Older than the session's dedup window: the store's index has it.
+        hit = await self._call(H.FindAnswer(session_id, sender_id, causation_id))
+        if hit is None:
+            return None
+        found = await self.read_wal(session_id, since=hit[1] - 1, until=hit[1])
+        return found[0] if found else None
 
     async def report_turn_failure(
         self, *, session_id: str, agent_id: str, envelope_id: str, exc: BaseException

@@ -40,6 +40,7 @@ from ._hub_messages import (
     ExpireSessionTasks,
     ExpireTasks,
     FindAccepted,
+    FindAnswer,
     FindEnvelope,
     HubMsg,
     LoadCheckpoint,
@@ -147,6 +148,8 @@ class HubActor(Actor[HubMsg, Any]):
                 return found[0] if found else None
             case FindAccepted(session_id, keys, envelope_id):
                 return await self._find_accepted(session_id, keys, envelope_id)
+            case FindAnswer(session_id, sender_id, causation_id):
+                return await self.core.store.find_answer(session_id, sender_id, causation_id)
         raise AssertionError(f"unhandled hub message {msg!r}")
 
     async def _find_accepted(
@@ -154,10 +157,9 @@ class HubActor(Actor[HubMsg, Any]):
     ) -> tuple[str, int] | None:
         store = self.core.store
         if keys:
-            dedup = await store.load_dedup(session_id)
-            for key in keys:
-                if key in dedup:
-                    return dedup[key]
+            found = await store.find_dedup(session_id, keys)
+            if found is not None:
+                return found
         if envelope_id is not None:
             last = await store.last_seq(session_id)
             for env in await store.read(session_id, since=max(0, last - RECENT_IDS)):

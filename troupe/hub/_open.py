@@ -57,6 +57,7 @@ async def open_hub(
     faults: Faults | None = None,
     new_id: Callable[[], str] | None = None,
     passivate_after: float | None = 600.0,
+    dedup_window: int = 1024,
 ) -> AsyncIterator[Hub]:
     """Run a hub for the duration of the block.
 
@@ -87,12 +88,18 @@ async def open_hub(
       passivate_after: seconds of trio's clock a session may go unused before its actor is
         stopped and its memory released (default 600; None or 0 never passivates). The
         next use rehydrates it from snapshot + WAL, transparently.
+      dedup_window: idempotency / causation keys a live session keeps in memory (its
+        latest; default 1024). A repeat of an older one is answered from the store's index
+        (one lookup per post, only in sessions longer than this), so a retry is exactly-once
+        however old it is, and a session's memory does not grow with its history.
 
     Leaving the block stops the sweeper, the connections, the sessions, the hub actor and
     the audit writer, in that order; no task outlives it.
     """
     if passivate_after is not None and passivate_after < 0:
         raise ValueError(f"passivate_after must be None or >= 0, got {passivate_after!r}")
+    if isinstance(dedup_window, bool) or not isinstance(dedup_window, int) or dedup_window < 0:
+        raise ValueError(f"dedup_window must be an int >= 0, got {dedup_window!r}")
     config = HubConfig(
         invite_ack_timeout=invite_ack_timeout,
         ttl_sweep_interval=ttl_sweep_interval,
@@ -103,6 +110,7 @@ async def open_hub(
         client_mailbox=client_mailbox,
         cursor_flush_interval=cursor_flush_interval,
         passivate_after=passivate_after or None,
+        dedup_window=dedup_window,
     )
     async with open_store(store) as opened:
         core = HubCore(
