@@ -24,6 +24,7 @@ from functools import partial
 import trio
 
 from .._errors import ProtocolError, StoreError
+from ..model import MAX_ENVELOPE_BYTES
 from ..session_types import AnySessionType, builtin_types
 from ..store import Store, open_store
 from ..supervisors import ChildSpec, open_dynamic_supervisor, open_supervisor
@@ -57,6 +58,7 @@ async def open_hub(
     faults: Faults | None = None,
     new_id: Callable[[], str] | None = None,
     passivate_after: float | None = 600.0,
+    max_envelope_bytes: int = MAX_ENVELOPE_BYTES,
 ) -> AsyncIterator[Hub]:
     """Run a hub for the duration of the block.
 
@@ -87,12 +89,21 @@ async def open_hub(
       passivate_after: seconds of trio's clock a session may go unused before its actor is
         stopped and its memory released (default 600; None or 0 never passivates). The
         next use rehydrates it from snapshot + WAL, transparently.
+      max_envelope_bytes: the largest envelope the hub accepts, as JSON (default and most
+        :data:`~troupe.model.MAX_ENVELOPE_BYTES`, 1 MiB, which is what a WebSocket frame
+        carries); a larger post is refused with ``ProtocolError``, in process as over the
+        wire. The same bound applies to each request (a rule, a task, knobs).
 
     Leaving the block stops the sweeper, the connections, the sessions, the hub actor and
     the audit writer, in that order; no task outlives it.
     """
     if passivate_after is not None and passivate_after < 0:
         raise ValueError(f"passivate_after must be None or >= 0, got {passivate_after!r}")
+    if not 1024 <= max_envelope_bytes <= MAX_ENVELOPE_BYTES:
+        raise ValueError(
+            f"max_envelope_bytes must be between 1024 and {MAX_ENVELOPE_BYTES}, "
+            f"got {max_envelope_bytes!r}"
+        )
     config = HubConfig(
         invite_ack_timeout=invite_ack_timeout,
         ttl_sweep_interval=ttl_sweep_interval,
@@ -103,6 +114,7 @@ async def open_hub(
         client_mailbox=client_mailbox,
         cursor_flush_interval=cursor_flush_interval,
         passivate_after=passivate_after or None,
+        max_envelope_bytes=max_envelope_bytes,
     )
     async with open_store(store) as opened:
         core = HubCore(
