@@ -42,6 +42,7 @@ from ..model import (
     TaskMetadata,
     TaskState,
     WelcomeFrame,
+    check_envelope,
     structure,
     unstructure,
 )
@@ -312,6 +313,8 @@ class RemoteHub:
         if envelope.idempotency_key is None:
             # Makes the post safe to repeat after a reconnect: exactly once in the WAL.
             envelope = attrs.evolve(envelope, idempotency_key=uuid.uuid4().hex)
+        # The hub's own check, here too: JSON would turn a NaN into null on the way.
+        check_envelope(envelope)
         data = await self.call("post_envelope", envelope=unstructure(envelope))
         return Accepted(data["envelope_id"], data["seq"], duplicate=data["duplicate"])
 

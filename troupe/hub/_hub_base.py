@@ -28,7 +28,7 @@ class HubBase:
         crash (a crash of the hub actor counts against the root supervisor).
         """
         assert self._core.hub_ref is not None
-        check_record(msg, self._core.config.max_envelope_bytes)
+        msg = check_record(msg, self._core.config.max_envelope_bytes)
         result = await self._core.hub_ref.ask(msg)
         if isinstance(result, Failed):
             raise result.error

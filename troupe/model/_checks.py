@@ -24,7 +24,7 @@ and a few type checks; the data is walked (for NaN and depth) only when its JSON
 from __future__ import annotations
 
 import math
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import orjson
 
@@ -46,6 +46,7 @@ _STRICT: Final = (
     | orjson.OPT_PASSTHROUGH_DATETIME
     | orjson.OPT_PASSTHROUGH_DATACLASS
 )
+T = TypeVar("T")
 _ID_FIELDS: Final = ("task_id", "causation_id", "idempotency_key", "trace_id")
 
 
@@ -260,12 +261,16 @@ def check_json(value: Any, field: str, *, record: str = "params", depth: int = 1
     return encoded
 
 
-def check_record(obj: Any, max_bytes: int = MAX_ENVELOPE_BYTES) -> None:
+def check_record(obj: T, max_bytes: int = MAX_ENVELOPE_BYTES) -> T:
     """Refuse a request record (a hub message) whose fields do not fit their types.
 
     The record is checked by the one converter, as if it had come over the wire: every field
     has its declared type, and its JSON data is JSON (see :func:`check_json`), at most
     ``max_bytes`` in all.
+
+    Returns:
+      The record as the wire would deliver it (a ``"running"`` given for a
+      ``TaskState`` is ``TaskState.RUNNING`` in it): use it instead of ``obj``.
 
     Raises:
       DecodeError: naming the record and the dotted path of the field.
@@ -277,7 +282,8 @@ def check_record(obj: Any, max_bytes: int = MAX_ENVELOPE_BYTES) -> None:
     except (AttributeError, TypeError, ValueError) as exc:
         # An enum field holding a str, a record field holding a dict, ...: the hooks fail.
         raise DecodeError(f"cannot read {record}: {exc}", record=record) from exc
-    structure(data, type(obj))
+    checked = structure(data, type(obj))
     encoded = check_json(data, "", record=record, depth=0)
     if len(encoded) > max_bytes:
         raise ProtocolError(f"{record} of {len(encoded)} bytes exceeds {max_bytes} bytes")
+    return checked

@@ -149,8 +149,12 @@ CONVERTER.register_structure_hook_factory(
 CONVERTER.register_structure_hook_func(_is_json_object, _structure_json_object)
 CONVERTER.register_unstructure_hook_func(_is_json_object, lambda value: value)
 CONVERTER.register_structure_hook_factory(_is_enum, _structure_enum)
-# By value, so ``unstructure`` returns plain JSON data that any JSON library can write.
-CONVERTER.register_unstructure_hook_factory(_is_enum, lambda _: lambda e: e.value)
+# By value, so ``unstructure`` returns plain JSON data that any JSON library can write. A
+# value that is not a member is passed on as it is, for ``structure`` to refuse by field
+# name (``check_record`` unstructures what a caller built by hand).
+CONVERTER.register_unstructure_hook_factory(
+    _is_enum, lambda cls: lambda e: e.value if isinstance(e, cls) else e
+)
 
 _FRAMES_BY_KIND: Final[dict[str, type[Any]]] = {cls.kind: cls for cls in FRAME_TYPES}
 
