@@ -8,6 +8,7 @@ no TTL can make the hub actor write a timestamp past year 9999.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import attrs
@@ -18,10 +19,8 @@ import trio.testing
 from troupe import DecodeError, NetworkError, ProtocolError
 from troupe.hub import Hub, open_hub
 from troupe.model import (
-    EV_TEXT,
     MAX_ENVELOPE_BYTES,
     MAX_JSON_DEPTH,
-    Envelope,
     LimitsBlock,
     Rule,
     SessionMetadata,
@@ -178,7 +177,7 @@ async def test_thousands_of_bad_requests_do_not_stop_the_hub(
             creator_id=alice.id,
             manifest_type="conversation",
             participants=[bob.id],
-            required_acks="1",
+            required_acks="1",  # type: ignore[arg-type]
         ),
         lambda: h.hub.create_session(
             creator_id=alice.id,
@@ -186,7 +185,9 @@ async def test_thousands_of_bad_requests_do_not_stop_the_hub(
             participants=[bob.id],
             knobs={"x": math.nan},
         ),
-        lambda: h.hub.post_envelope(attrs.evolve(text_envelope(md, alice), event_type=None)),
+        lambda: h.hub.post_envelope(
+            attrs.evolve(text_envelope(md, alice), event_type=None)  # type: ignore[arg-type]
+        ),
         lambda: h.hub.set_rule(
             alice.id, Rule(limits=LimitsBlock(session_ttl_default="99999999999d"))
         ),
@@ -260,7 +261,9 @@ async def test_wrong_values_in_other_requests_are_refused_naming_the_field(
         (create(labels={"k": 5}), "CreateSession.labels.k"),
         (
             hub.create_session(
-                creator_id=alice.id, manifest_type="conversation", participants=[5]  # type: ignore[list-item]
+                creator_id=alice.id,
+                manifest_type="conversation",
+                participants=[5],  # type: ignore[list-item]
             ),
             "CreateSession.participants.0",
         ),
@@ -284,13 +287,13 @@ async def test_wrong_values_in_other_requests_are_refused_naming_the_field(
         (hub.checkpoint_task("t", {"s": {1, 2}}), "SaveCheckpoint.data.s"),
     ]
     for call, where in cases:
-        with pytest.raises(DecodeError, match=where):
+        with pytest.raises(DecodeError, match=re.escape(where)):
             await call
     task = TaskMetadata(task_id="t", owner_id=alice.id, spec=TaskSpec(title="t"))
     await hub.observe_task(task)
-    with pytest.raises(DecodeError, match="UpdateTask.result"):
+    with pytest.raises(DecodeError, match=r"UpdateTask\.result"):
         await hub.update_task("t", result={1, 2})
-    with pytest.raises(DecodeError, match="UpdateTask.state"):
+    with pytest.raises(DecodeError, match=r"UpdateTask\.state"):
         await hub.update_task("t", state="nope")  # type: ignore[arg-type]
     await hub.update_task("t", state=TaskState.RUNNING, result={"ok": [1, 2]})
     assert (await hub.get_task("t")).state is TaskState.RUNNING

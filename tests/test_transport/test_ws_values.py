@@ -223,4 +223,3 @@ async def test_thousands_of_hostile_requests_do_not_stop_troupe_serve(tmp_path: 
             assert got.sender_id == a.agent_id
     log = await trio.Path(server.log).read_text()
     assert "crashed" not in log
-

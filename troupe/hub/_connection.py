@@ -224,7 +224,9 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
         if triple in self.outstanding:
             self.outstanding.discard(triple)
             self.core.ledger.done(agent_id)
-        self.core.dead_letters(DeadLetter(message=envelope, reason="undeliverable", mailbox=agent_id))
+        self.core.dead_letters(
+            DeadLetter(message=envelope, reason="undeliverable", mailbox=agent_id)
+        )
         self.core.audit(
             "delivery_failed",
             agent_id=agent_id,

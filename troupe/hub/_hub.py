@@ -45,7 +45,6 @@ from ._session_parts import (
 )
 from ._stats import HubStatistics, PendingTurn
 
-
 #: The longest ``close_session`` reason (it travels in the close notice to every participant).
 MAX_REASON_CHARS = 1000
 

@@ -50,8 +50,8 @@ from ._identity import ObservedStat as ObservedStat
 from ._identity import Passport as Passport
 from ._identity import Resume as Resume
 from ._identity import ResumeExample as ResumeExample
-from ._rule import AccessBlock as AccessBlock
 from ._rule import MAX_DURATION_S as MAX_DURATION_S
+from ._rule import AccessBlock as AccessBlock
 from ._rule import InboxBlock as InboxBlock
 from ._rule import LimitsBlock as LimitsBlock
 from ._rule import RateBlock as RateBlock

@@ -201,7 +201,9 @@ class _WsEnd:
         """
         if not isinstance(frame, ResponseFrame):
             raise exc
-        log.warning("%s: the answer to request %s cannot be encoded: %s", self, frame.request_id, exc)
+        log.warning(
+            "%s: the answer to request %s cannot be encoded: %s", self, frame.request_id, exc
+        )
         return encode_frame(
             ResponseFrame(
                 request_id=frame.request_id,
