@@ -197,7 +197,7 @@ def _find_bad(value: Any, depth: int) -> None:
         for key, item in items:
             if kind is dict and type(key) is not str:
                 raise _Bad(f"keys must be strings, got {key!r:.40} ({_kind(key)})")
-            if kind is dict and not _utf8(key):
+            if isinstance(key, str) and not _utf8(key):
                 raise _Bad(f"key {key!r:.40} is not UTF-8 (lone surrogates)")
             try:
                 _find_bad(item, depth + 1)
