@@ -87,11 +87,18 @@ async def test_a_remote_post_is_checked_as_a_local_one() -> None:
             HubClient(served.link()) as one,
             HubClient(served.link()) as two,
         ):
-            a, _, sid = await converse(one, two)
+            a, b, sid = await converse(one, two)
             # JSON would have turned the NaN into null on the way.
             nan = attrs.evolve(text(sid, a.agent_id), event_data={"x": math.nan})
             with pytest.raises(DecodeError, match=r"Envelope\.event_data\.x"):
                 await one.post_envelope(nan)
+            with pytest.raises(DecodeError, match=r"create_session\.knobs\.x"):
+                await one.create_session(
+                    creator_id=a.agent_id,
+                    manifest_type="conversation",
+                    participants=[b.agent_id],
+                    knobs={"x": math.nan},
+                )
             async with raw(served.url) as ws:
                 await ws.hello("a")
                 deep = send_text("deep", sid, a.agent_id, nested_json(MAX_JSON_DEPTH + 1))

@@ -43,6 +43,7 @@ from ..model import (
     TaskState,
     WelcomeFrame,
     check_envelope,
+    check_json,
     structure,
     unstructure,
 )
@@ -155,7 +156,14 @@ class RemoteHub:
             return answer
 
     async def call(self, op: str, retry: bool = True, **params: Any) -> Any:
-        """Run ``op`` on the hub; raise the error it answered with."""
+        """Run ``op`` on the hub; raise the error it answered with.
+
+        Raises:
+          DecodeError: a parameter is not JSON data (JSON would turn a NaN into null on the
+            way, which the hub refuses in process).
+        """
+        if op != "post_envelope":  # checked as a whole by post()
+            check_json(params, "", record=op)
         answer = await self._exchange(
             lambda rid: RequestFrame(request_id=rid, op=op, params=params), retry=retry
         )

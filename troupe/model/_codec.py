@@ -9,7 +9,8 @@ Rules the converter keeps, for every record and frame:
   :class:`troupe.DecodeError` naming the record and the dotted path of the field.
 - ``dict[str, Any]`` fields (``event_data``, ``payload``, …) hold JSON data: they are
   checked to be objects with string keys and then passed through, not walked, because they
-  sit on the envelope's hot path.
+  sit on the envelope's hot path. The hub walks them once, when it admits a post or a
+  request (NaN, depth, size: see ``_checks.py``), whichever way they came.
 - Frames are tagged by ``"kind"`` (each frame class's ``kind`` ClassVar); nested envelopes
   are plain objects.
 """
