@@ -163,7 +163,12 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
             case SendOut(frame, control):
                 if control:
                     self.control_queued -= 1
-                await self.endpoint.send_frame(frame)
+                try:
+                    await self.endpoint.send_frame(frame)
+                except DecodeError as exc:
+                    # A refusal or an acceptance the transport cannot carry (answers are
+                    # replaced by the transport itself): not worth the connection.
+                    log.error("connection %s: not sent: %s", self.endpoint.endpoint_id, exc)
             case Flush(done):
                 self.flush_armed = False
                 await self.flush_cursors()
