@@ -9,7 +9,7 @@
     │   │   └── RateLimited          the sender's rate block is exhausted
     │   ├── InboxFull                a recipient's inbox is at ``max_pending``
     │   ├── ProtocolError            a session-type rule, a handshake or a lifecycle step said no
-    │   │   ├── DecodeError          JSON that does not fit a troupe record
+    │   │   ├── DecodeError          JSON (or a value) that does not fit a troupe record
     │   │   ├── IllegalTransition    a state machine was asked for a move it does not have
     │   │   └── WorkflowGraphError   a workflow graph with unknown names or a bad shape
     │   ├── AuthError                an unknown auth scheme or a bad claim
@@ -70,7 +70,8 @@ class ProtocolError(NetworkError):
 
 
 class DecodeError(ProtocolError):
-    """Raised when JSON data does not fit the troupe record it is decoded into.
+    """Raised when JSON data does not fit the troupe record it is decoded into, or a value
+    handed to the hub does not fit its field (a wrong type, data JSON cannot carry).
 
     ``record`` names the record and ``field`` the dotted path of the field that was wrong
     (empty when the data was not an object at all).

@@ -317,8 +317,11 @@ async def test_a_client_does_not_send_a_frame_the_hub_would_refuse(size: int) ->
         async with serving() as served, HubClient(served.link()) as hc:
             a, _, session_id = await converse(hc, hc)
             endpoint = hc.endpoint_id
-            with pytest.raises(DecodeError, match=f"{MAX_FRAME_BYTES}-byte frame limit"):
+            # A post is refused sooner: no envelope over max_envelope_bytes is sent.
+            with pytest.raises(ProtocolError, match="exceeds max_envelope_bytes"):
                 await a.send(session_id, "x" * size)
+            with pytest.raises(DecodeError, match=f"{MAX_FRAME_BYTES}-byte frame limit"):
+                await hc.set_skill(a.agent_id, "x" * size)
             assert hc.endpoint_id == endpoint  # no reconnect
             assert [e.text for e in await hc.read_wal(session_id) if e.text] == []
 

@@ -42,6 +42,8 @@ from ..model import (
     TaskMetadata,
     TaskState,
     WelcomeFrame,
+    check_envelope,
+    check_json,
     structure,
     unstructure,
 )
@@ -154,7 +156,14 @@ class RemoteHub:
             return answer
 
     async def call(self, op: str, retry: bool = True, **params: Any) -> Any:
-        """Run ``op`` on the hub; raise the error it answered with."""
+        """Run ``op`` on the hub; raise the error it answered with.
+
+        Raises:
+          DecodeError: a parameter is not JSON data (JSON would turn a NaN into null on the
+            way, which the hub refuses in process).
+        """
+        if op != "post_envelope":  # checked as a whole by post()
+            check_json(params, "", record=op)
         answer = await self._exchange(
             lambda rid: RequestFrame(request_id=rid, op=op, params=params), retry=retry
         )
@@ -312,6 +321,8 @@ class RemoteHub:
         if envelope.idempotency_key is None:
             # Makes the post safe to repeat after a reconnect: exactly once in the WAL.
             envelope = attrs.evolve(envelope, idempotency_key=uuid.uuid4().hex)
+        # The hub's own check, here too: JSON would turn a NaN into null on the way.
+        check_envelope(envelope)
         data = await self.call("post_envelope", envelope=unstructure(envelope))
         return Accepted(data["envelope_id"], data["seq"], duplicate=data["duplicate"])
 

@@ -15,8 +15,9 @@ from typing import Any, Protocol
 import attrs
 import trio
 
-from .._errors import MailboxClosed, StoreError
+from .._errors import DecodeError, MailboxClosed, StoreError
 from ..actors import Actor
+from ..mailbox import DeadLetter
 from ..model import (
     EV_CHANNEL_INVITE_ACK,
     EV_CHANNEL_INVITE_REJECT,
@@ -164,7 +165,12 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
             case SendOut(frame, control):
                 if control:
                     self.control_queued -= 1
-                await self.endpoint.send_frame(frame)
+                try:
+                    await self.endpoint.send_frame(frame)
+                except DecodeError as exc:
+                    # A refusal or an acceptance the transport cannot carry (answers are
+                    # replaced by the transport itself): not worth the connection.
+                    log.error("connection %s: not sent: %s", self.endpoint.endpoint_id, exc)
             case Flush(done):
                 self.flush_armed = False
                 await self.flush_cursors()
@@ -203,8 +209,38 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
                 rule = self.core.registry.rule(agent_id)
                 if rule is not None:
                     self.core.ledger.add(agent_id, rule.limits.inbox)
-        await self.endpoint.send_frame(NotifyFrame(envelope=envelope, recipient_id=agent_id))
+        try:
+            await self.endpoint.send_frame(NotifyFrame(envelope=envelope, recipient_id=agent_id))
+        except DecodeError as exc:
+            # This transport cannot carry it (a WAL written before the hub checked what it
+            # admits, say). Crashing would only bring it back with the next replay, forever:
+            # it is skipped (the mark above stays), as a dead letter.
+            self._undeliverable(envelope, agent_id, exc)
         return True
+
+    def _undeliverable(self, envelope: Envelope, agent_id: str, exc: DecodeError) -> None:
+        log.error(
+            "connection %s: envelope seq %d of session %s cannot be delivered to %s: %s",
+            self.endpoint.endpoint_id,
+            envelope.seq,
+            envelope.session_id,
+            agent_id,
+            exc,
+        )
+        triple = (agent_id, envelope.session_id, envelope.seq)
+        if triple in self.outstanding:
+            self.outstanding.discard(triple)
+            self.core.ledger.done(agent_id)
+        self.core.dead_letters(
+            DeadLetter(message=envelope, reason="undeliverable", mailbox=agent_id)
+        )
+        self.core.audit(
+            "delivery_failed",
+            agent_id=agent_id,
+            session_id=envelope.session_id,
+            seq=envelope.seq,
+            error=str(exc)[:500],
+        )
 
     async def _replay(self, agent_id: str, session_id: str, since: int, *, counted: bool) -> None:
         """Notify ``agent_id`` of every envelope of the session after its marks."""

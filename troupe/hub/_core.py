@@ -17,7 +17,7 @@ import trio
 from .._errors import TroupeError
 from ..actors import ActorRef
 from ..mailbox import DeadLetterBuffer
-from ..model import TaskMetadata, iso
+from ..model import MAX_ENVELOPE_BYTES, TaskMetadata, iso
 from ..session_types import AnySessionType
 from ..store import Store
 from ._directory import Directory
@@ -55,6 +55,7 @@ class HubConfig:
     passivate_after: float | None = 600.0
     cursor_flush_interval: float = 0.0
     dedup_window: int = 1024
+    max_envelope_bytes: int = MAX_ENVELOPE_BYTES
 
 
 def trio_anchored_clock() -> Callable[[], float]:

@@ -16,6 +16,7 @@ import trio
 from .._errors import (
     AccessDeniedError,
     ActorDead,
+    DecodeError,
     NotFoundError,
     ProtocolError,
     StoreError,
@@ -44,6 +45,9 @@ from ._session_parts import (
     SendInvites,
 )
 from ._stats import HubStatistics, PendingTurn
+
+#: The longest ``close_session`` reason (it travels in the close notice to every participant).
+MAX_REASON_CHARS = 1000
 
 
 class Hub(RegistryCalls, SessionCalls):
@@ -164,9 +168,17 @@ class Hub(RegistryCalls, SessionCalls):
 
         Raises:
           NotFoundError: the session is unknown.
+          DecodeError: ``reason`` is not a string of at most ``MAX_REASON_CHARS``.
           StoreError: the store refused the close notice; the session stays as it was.
           ProtocolError: also when the session crashed twice while closing.
         """
+        if type(reason) is not str or len(reason) > MAX_REASON_CHARS:
+            raise DecodeError(
+                f"close_session reason: expected a string of at most {MAX_REASON_CHARS} "
+                f"characters, got {reason!r:.80}",
+                record="close_session",
+                field="reason",
+            )
         entry = self._core.directory.get(session_id)
         if entry.metadata.state.terminal:
             await trio.lowlevel.checkpoint()

@@ -12,7 +12,14 @@ from typing import Any
 
 import attrs
 
-from .._errors import AccessDeniedError, NetworkError, NotFoundError, ProtocolError, StoreError
+from .._errors import (
+    AccessDeniedError,
+    DecodeError,
+    NetworkError,
+    NotFoundError,
+    ProtocolError,
+    StoreError,
+)
 from ..actors import Actor
 from ..model import (
     ObservedStat,
@@ -111,6 +118,7 @@ class HubActor(Actor[HubMsg, Any]):
                 self.core.audit("skill_set", agent_id=agent_id, removed=skill_md is None)
                 return None
             case SetRule(agent_id, rule):
+                _check_rule(rule)
                 record = self.core.registry.record(agent_id)
                 rule = attrs.evolve(rule, version=record.rule.version + 1)
                 await self.core.store.save_rule(agent_id, rule)
@@ -179,6 +187,8 @@ class HubActor(Actor[HubMsg, Any]):
                 f"agent {passport.name!r}: unknown kind {passport.kind!r}; use one of "
                 + ", ".join(KINDS)
             )
+        if msg.rule is not None:
+            _check_rule(msg.rule)
         if passport.effective_kind != "remote_agent":
             await self.auth.validate(passport, passport.auth.claim)
         existing = core.registry.find_agent_id(passport.name)
@@ -325,8 +335,11 @@ class HubActor(Actor[HubMsg, Any]):
             ttl = parse_duration(
                 msg.ttl if msg.ttl is not None else creator.rule.limits.session_ttl_default
             )
-        except ValueError as exc:
-            raise ProtocolError(f"session ttl: {exc}") from exc
+            expires_at = iso(now + ttl) if ttl > 0 else None
+        except (ValueError, OverflowError) as exc:
+            # parse_duration bounds it; a rule stored before it did may hold anything.
+            where = "ttl" if msg.ttl is not None else "the creator's session_ttl_default"
+            raise ProtocolError(f"session ttl ({where}): {exc}") from exc
         labels = dict(msg.labels or {})
         if msg.intent is not None:
             labels["intent"] = msg.intent
@@ -354,7 +367,7 @@ class HubActor(Actor[HubMsg, Any]):
             participants=participants,
             state=SessionState.PENDING,
             created_at=stamp,
-            expires_at=iso(now + ttl) if ttl > 0 else None,
+            expires_at=expires_at,
             knobs=dict(msg.knobs or {}),
             labels=labels,
             required_acks=msg.required_acks,
@@ -534,6 +547,17 @@ class HubActor(Actor[HubMsg, Any]):
                 task_id=task.task_id,
             )
         )
+
+
+def _check_rule(rule: Rule) -> None:
+    """Refuse a rule whose durations the hub could not use (too long, negative, garbage)."""
+    for field in ("session_ttl_default", "task_ttl_default"):
+        try:
+            parse_duration(getattr(rule.limits, field))
+        except ValueError as exc:
+            raise DecodeError(
+                f"Rule.limits.{field}: {exc}", record="Rule", field=f"limits.{field}"
+            ) from exc
 
 
 def _check_timestamps(task: TaskMetadata) -> None:

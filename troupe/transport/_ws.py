@@ -5,7 +5,8 @@ client: :class:`WsLink` makes :class:`WsLinkClient` connections for ``HubClient`
 
 Limits and liveness:
 
-- A frame to the hub may be at most ``MAX_FRAME_BYTES`` (1 MiB) of JSON (a client refuses
+- A frame to the hub may be at most ``MAX_FRAME_BYTES`` (1 MiB + 64 KiB: the largest
+  envelope the hub admits, plus framing) of JSON (a client refuses
   to send a larger one with ``DecodeError``). A larger one, malformed JSON
   or an unknown ``kind`` is answered with ``ErrorFrame(code="bad_frame")`` and the
   connection keeps serving. Messages beyond ``HARD_LIMIT_BYTES`` (8 MiB) make the library
@@ -40,14 +41,25 @@ from wsproto.events import Event, Ping
 from wsproto.utilities import LocalProtocolError
 
 from .._errors import DecodeError
-from ..model import Frame, InvalidFrame, ResponseFrame, decode_frame, encode_frame
+from ..model import (
+    MAX_ENVELOPE_BYTES,
+    Frame,
+    InvalidFrame,
+    ResponseFrame,
+    decode_frame,
+    encode_frame,
+)
 
 if TYPE_CHECKING:
     from ..hub import Hub
 
 log = logging.getLogger("troupe.transport.ws")
 
-MAX_FRAME_BYTES = 1 << 20
+#: Room for a frame's own fields around the largest envelope (kind, request id, op, ...).
+FRAME_OVERHEAD_BYTES = 64 << 10
+#: The largest frame the hub reads: any envelope the hub admits (``MAX_ENVELOPE_BYTES``),
+#: plus its framing, so what is accepted in process can also be posted over the wire.
+MAX_FRAME_BYTES = MAX_ENVELOPE_BYTES + FRAME_OVERHEAD_BYTES
 HARD_LIMIT_BYTES = 8 << 20
 PING_INTERVAL = 20.0
 PING_TIMEOUT = 20.0
@@ -161,7 +173,10 @@ class _WsEnd:
         A frame over ``send_limit`` is not sent (the peer would close the connection, and
         a retried request would close it again and again): see :meth:`_oversized`.
         """
-        text = encode_frame(frame)
+        try:
+            text = encode_frame(frame)
+        except DecodeError as exc:
+            text = self._unencodable(frame, exc)
         size = _size(text)
         if size > self.send_limit:
             replacement = self._oversized(frame, size)
@@ -177,6 +192,26 @@ class _WsEnd:
     def _oversized(self, frame: Frame, size: int) -> str | None:
         """What to send instead of a frame over the limit (None: nothing)."""
         raise NotImplementedError
+
+    def _unencodable(self, frame: Frame, exc: DecodeError) -> str:
+        """What to send instead of a frame JSON cannot carry (too deep, not JSON data).
+
+        An answer becomes an error answer, so the call does not wait forever; anything else
+        raises: a connection actor skips such a delivery as a dead letter.
+        """
+        if not isinstance(frame, ResponseFrame):
+            raise exc
+        log.warning(
+            "%s: the answer to request %s cannot be encoded: %s", self, frame.request_id, exc
+        )
+        return encode_frame(
+            ResponseFrame(
+                request_id=frame.request_id,
+                ok=False,
+                error_code="protocol_error",
+                error_message=f"the answer cannot be sent as JSON: {exc}",
+            )
+        )
 
     async def frames(self) -> AsyncGenerator[Frame, None]:
         """Decoded frames until the connection closes (garbage as InvalidFrame)."""
@@ -240,8 +275,9 @@ class WsEndpoint(_WsEnd):
                 "until, a smaller limit)",
             )
             return encode_frame(refusal)
-        log.error("%s: not sending a %s of %s", self, type(frame).__name__, why)
-        return None
+        # A delivery: raised, so the connection actor skips it as a dead letter (with the
+        # hub's max_envelope_bytes below the frame limit, only an old WAL's envelope can be).
+        raise DecodeError(f"a {type(frame).__name__} of {why}", record=type(frame).__name__)
 
 
 async def serve_ws(
