@@ -73,6 +73,9 @@ class HubActor(Actor[HubMsg, Any]):
         self.auth = auth
         self.tasks: dict[str, TaskMetadata] = {}
         self.observed: set[str] = set()
+        #: Tasks whose observation the hub recorded at their end without a latency (no
+        #: ``started_at``): the owner's own observation of one then still gives its latency.
+        self.latency_unknown: set[str] = set()
 
     async def on_start(self) -> None:
         store = self.core.store
@@ -225,20 +228,29 @@ class HubActor(Actor[HubMsg, Any]):
         core = self.core
         if not msg.outcome.terminal:
             return
+        # A task counts once; a repeat only supplies the latency the hub could not measure.
+        fill_latency = False
         if msg.task_id is not None and msg.task_id in self.observed:
-            return
+            if msg.latency_ms is None or msg.task_id not in self.latency_unknown:
+                return
+            fill_latency = True
         record = core.registry.agents.get(msg.owner_id)
         if record is None:
             return
         stat = record.resume.observed.get(msg.capability, ObservedStat())
-        stat = attrs.evolve(
-            stat,
-            n=stat.n + 1,
-            completed=stat.completed + (msg.outcome is TaskState.COMPLETED),
-            failed=stat.failed + (msg.outcome is TaskState.FAILED),
-            expired=stat.expired + (msg.outcome is TaskState.EXPIRED),
-            p50_latency_ms=msg.latency_ms if msg.latency_ms is not None else stat.p50_latency_ms,
-        )
+        if fill_latency:
+            stat = attrs.evolve(stat, p50_latency_ms=msg.latency_ms)
+        else:
+            stat = attrs.evolve(
+                stat,
+                n=stat.n + 1,
+                completed=stat.completed + (msg.outcome is TaskState.COMPLETED),
+                failed=stat.failed + (msg.outcome is TaskState.FAILED),
+                expired=stat.expired + (msg.outcome is TaskState.EXPIRED),
+                p50_latency_ms=msg.latency_ms
+                if msg.latency_ms is not None
+                else stat.p50_latency_ms,
+            )
         resume = attrs.evolve(
             record.resume,
             observed={**record.resume.observed, msg.capability: stat},
@@ -249,7 +261,10 @@ class HubActor(Actor[HubMsg, Any]):
         # counts it. The mark only keeps a repeat from counting twice.
         await core.store.save_resume(msg.owner_id, resume)
         core.registry.put(attrs.evolve(record, resume=resume))
-        if msg.task_id is not None:
+        if fill_latency:
+            assert msg.task_id is not None
+            self.latency_unknown.discard(msg.task_id)
+        elif msg.task_id is not None:
             self.observed.add(msg.task_id)
             try:
                 await core.store.put_kv(OBSERVED_NS, msg.task_id, True)
@@ -487,6 +502,8 @@ class HubActor(Actor[HubMsg, Any]):
         latency: int | None = None
         if task.started_at and task.completed_at:
             latency = int((parse_iso(task.completed_at) - parse_iso(task.started_at)) * 1000)
+        else:
+            self.latency_unknown.add(task.task_id)
         await self._record_observation(
             RecordObservation(
                 owner_id=task.owner_id,
