@@ -177,7 +177,9 @@ class AgentClient(Identity):
     async def resume_pending_turns(self) -> int:
         """Re-run the turns the hub says this agent owes (after a restart); return how many.
 
-        Triggers already answered are skipped by the handler, so this is safe to repeat.
+        Each trigger is delivered again, through :meth:`receive` like any delivery: the
+        ``on_envelope`` observers and the session's inbox see it, then the turn handler,
+        which skips a trigger already answered, so this is safe to repeat.
         """
         count = 0
         for turn in await self._hub_client.pending_turns_for(self.agent_id):
@@ -186,7 +188,7 @@ class AgentClient(Identity):
             wal = await self._hub_client.read_wal(turn.session_id)
             trigger = next((e for e in wal if e.envelope_id == turn.triggering_envelope_id), None)
             if trigger is not None:
-                await self.handle(trigger)
+                await self.receive(trigger)
                 count += 1
         return count
 
