@@ -251,6 +251,21 @@ async def test_a_silent_round_posts_nothing(autojump_clock: MockClock) -> None:
         assert await p.audit("turn_failed") == []
 
 
+async def test_an_empty_reply_is_a_silent_round(autojump_clock: MockClock) -> None:
+    # Issue 17: respond() returning "" posted an empty text (two such agents ping-ponged
+    # empty texts); in the reference an empty body is a silent round.
+    async with open_pair() as p:
+        # (Each says nothing three times, then stays silent: the old code ends too.)
+        ada, a = await p.agent("ada", Lines("", "", ""))
+        _, b = await p.agent("bob", Lines("", "", ""))
+        ch = await ada.open(type="conversation", target="bob")
+        await ada.send(ch.session_id, "hello?")
+        await p.settle()
+        assert texts(await p.wal(ch.session_id)) == ["hello?"]
+        assert (len(a.turns), len(b.turns)) == (0, 1)
+        assert await p.audit("turn_failed") == []
+
+
 async def test_own_envelopes_and_other_event_types_take_no_turn(autojump_clock: MockClock) -> None:
     async with open_pair() as p:
         bob, agent = await p.agent("bob")

@@ -41,7 +41,7 @@ class AgentClient(Identity):
     that gives this agent the floor (the session type's rules, ``can_send``; where the
     session type names the envelope that gave it, only that one), the agent's
     ``respond(turn)`` runs and its answer is posted with ``causation_id`` = the trigger.
-    ``None`` is a silent round. A trigger already answered is not answered again (also
+    ``None`` or ``""`` is a silent round. A trigger already answered is not answered again (also
     after a reconnect). A ``respond`` that raises is reported (audit ``turn_failed``) and
     nothing is posted for it.
     """
@@ -131,6 +131,8 @@ class AgentClient(Identity):
     def _reply(
         self, metadata: SessionMetadata, stype: AnySessionType, trigger: Envelope, reply: Any
     ) -> Envelope | None:
+        if isinstance(reply, str) and not reply:
+            return None  # an empty body is a silent round (as in the reference)
         builder = getattr(stype, "build_reply", None)
         if builder is not None:
             built: Envelope | None = builder(metadata, self.agent_id, reply, trigger)
