@@ -176,6 +176,28 @@ async def test_session_pass_throughs(autojump_clock: MockClock) -> None:
         assert not p.hc.can_send(md.session_id, al.agent_id)
 
 
+SLICES = [(-2, None), (0, -1), (-3, -1), (1, 3), (-100, 2), (2, -100), (3, 1), (-1, 5), (9, None)]
+
+
+@pytest.mark.parametrize(("since", "until"), SLICES)
+async def test_read_wal_is_the_slice_wal_since_until(
+    since: int, until: int | None, autojump_clock: MockClock
+) -> None:
+    # Issue 17: as in the seed (wal[since:until]), a negative bound counts from the end;
+    # since=-2 returned the whole WAL.
+    async with open_pair() as p:
+        bob, _ = await p.agent("bob", lambda turn: None)
+        al = await p.human("al")
+        ch = await al.open(type="conversation", target="bob")
+        for body in ("one", "two"):
+            await al.send(ch.session_id, body)
+        await p.settle()
+        wal = await p.hc.read_wal(ch.session_id)
+        assert len(wal) == 5
+        got = await p.hc.read_wal(ch.session_id, since=since, until=until)
+        assert got == wal[since:until]
+
+
 async def test_task_pass_throughs(autojump_clock: MockClock) -> None:
     async with open_pair() as p:
         bob, _ = await p.agent("bob")

@@ -69,6 +69,8 @@ async def test_consulting_a_remote_agent_from_another_connection() -> None:
                     "echo: hello over the wire",
                 ]
                 assert await people.read_wal(ch.session_id, since=1, until=2) == wal[1:2]
+                assert await people.read_wal(ch.session_id, since=-2) == wal[-2:]
+                assert await people.read_wal(ch.session_id, since=-3, until=-1) == wal[-3:-1]
 
 
 async def test_a_discussion_across_three_connections() -> None:

@@ -146,6 +146,8 @@ class HubCalls:
     async def read_wal(
         self, session_id: str, *, since: int = 0, until: int | None = None
     ) -> list[Envelope]:
+        """The slice ``wal[since:until]`` of the session's envelopes (negative bounds count
+        from the end, as in Python: ``since=-2`` is the last two)."""
         self._check_open("read_wal")
         return await self._api.read_wal(session_id, since=since, until=until)
 

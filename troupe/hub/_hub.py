@@ -165,7 +165,14 @@ class Hub(RegistryCalls, SessionCalls):
     async def read_wal(
         self, session_id: str, *, since: int = 0, until: int | None = None
     ) -> list[Envelope]:
-        """The session's envelopes with ``since < seq <= until``, in order."""
+        """The slice ``wal[since:until]`` of the session's envelopes, in order.
+
+        Seqs start at 1, so that is the envelopes with ``since < seq <= until``; a negative
+        bound counts from the end, as in a Python slice (``since=-2``: the last two).
+
+        Raises:
+          NotFoundError: no such session.
+        """
         wal: list[Envelope] = await self._call(H.ReadWal(session_id, since, until))
         return wal
 

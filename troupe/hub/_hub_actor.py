@@ -144,6 +144,10 @@ class HubActor(Actor[HubMsg, Any]):
                 return await self.core.store.load_checkpoint(task_id)
             case ReadWal(session_id, since, until):
                 self.core.directory.get(session_id)
+                if since < 0 or (until is not None and until < 0):
+                    since, until = _from_end(
+                        await self.core.store.last_seq(session_id), since, until
+                    )
                 return await self.core.store.read(session_id, since, until)
             case FindEnvelope(session_id, seq):
                 found = await self.core.store.read(session_id, seq - 1, seq)
@@ -513,6 +517,15 @@ class HubActor(Actor[HubMsg, Any]):
                 task_id=task.task_id,
             )
         )
+
+
+def _from_end(length: int, since: int, until: int | None) -> tuple[int, int | None]:
+    """Negative bounds of ``read_wal`` count from the end, as in ``wal[since:until]``."""
+    if since < 0:
+        since = max(0, length + since)
+    if until is not None and until < 0:
+        until = max(0, length + until)
+    return since, until
 
 
 def _check_timestamps(task: TaskMetadata) -> None:
