@@ -223,6 +223,9 @@ class HubClient(HubCalls, RemoteRunner):
     async def close(self) -> None:
         """End the connection and its loops; identities stay registered. Idempotent.
 
+        First the receipts of the deliveries already handed over are sent (a person's
+        envelope taken while its callbacks still ran), so the hub does not replay them.
+
         In process, returns once the receive loop and its turns have ended (waiting, even
         when cancelled, at most ``CLOSE_WAIT_S`` seconds for turns that ignore a cancel).
         From then on every call to the hub raises ``RuntimeError`` naming the method.
@@ -233,6 +236,10 @@ class HubClient(HubCalls, RemoteRunner):
         self._closed = True
         for identity in self._clients.values():
             await identity.disconnect()
+        # What was handed over must not be replayed to the next connection: its receipts
+        # go before the connection ends (shielded: an outer cancel must not lose them).
+        with trio.move_on_after(CLOSE_WAIT_S, shield=True):
+            await self._router.flush()
         if isinstance(self._api, RemoteHub):
             self._api.fail("the HubClient is closed")
             self._wake.set()  # the runner closes the connection and ends
