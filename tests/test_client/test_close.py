@@ -28,7 +28,7 @@ from troupe.client._calls import HubCalls
 from troupe.hub import Hub
 from troupe.store import MemoryStore
 
-from .harness import WAIT, Lines, Scripted, from_, hub_clock, of_type, open_pair, said
+from .harness import WAIT, Lines, Scripted, hub_clock, of_type, open_pair, said
 
 
 class Uncancellable:
@@ -257,9 +257,9 @@ async def test_closing_at_once_keeps_the_receipt_of_what_was_consumed(
             assert reply.text == "pong"
     async with open_pair(store) as p:
         await p.hc.attach(Scripted("bot", Lines("pong again")), "bot")
-        _, me = await p.reattach("me")
-        await me.send(ch.session_id, "ping again")
-        again = await me.wait_for_channel_event(
+        _, back = await p.reattach("me")
+        await back.send(ch.session_id, "ping again")
+        again = await back.wait_for_channel_event(
             channel_id=ch.session_id, predicate=of_type(EV_TEXT), timeout=WAIT
         )
         assert again.text == "pong again"

@@ -186,7 +186,7 @@ async def test_read_wal_is_the_slice_wal_since_until(
     # Issue 17: as in the seed (wal[since:until]), a negative bound counts from the end;
     # since=-2 returned the whole WAL.
     async with open_pair() as p:
-        bob, _ = await p.agent("bob", lambda turn: None)
+        await p.agent("bob", lambda turn: None)
         al = await p.human("al")
         ch = await al.open(type="conversation", target="bob")
         for body in ("one", "two"):
