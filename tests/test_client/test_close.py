@@ -143,6 +143,7 @@ CALLS: dict[str, Callable[[HubClient], object]] = {
     "can_send": lambda hc: hc.can_send("s1", "a1"),
     "acan_send": lambda hc: hc.acan_send("s1", "a1"),
     "default_view_policy": lambda hc: hc.default_view_policy("s1", "a1"),
+    "adapter_state": lambda hc: hc.adapter_state("s1"),
     "get_task": lambda hc: hc.get_task("t1"),
     "list_tasks": lambda hc: hc.list_tasks(),
     "observe_task": lambda hc: hc.observe_task(TASK),

@@ -26,7 +26,7 @@ from troupe import (
 )
 from troupe.model import LimitsBlock
 
-from .harness import WAIT, Scripted, from_, of_type, open_pair, text, texts
+from .harness import WAIT, Lines, Scripted, from_, of_type, open_pair, text, texts
 
 
 async def test_register_returns_a_bound_agent_client(autojump_clock: MockClock) -> None:
@@ -492,3 +492,17 @@ async def test_attaching_again_hands_queued_deliveries_to_the_new_handle(
         cursor = (await p.store.load_cursors(bob.agent_id))[chat.session_id]
         (t2,) = [e for e in await p.hub.read_wal(chat.session_id) if e.text == "t2"]
         assert cursor == t2.seq  # acked once really handled
+
+
+async def test_adapter_state_is_the_session_types_state(autojump_clock: MockClock) -> None:
+    async with open_pair() as p:
+        ada, _ = await p.agent("ada", Lines("a1"))
+        await p.agent("bob", Lines("b1"))
+        ch = await ada.open(type="discussion", target=["bob"])
+        await ch.send("hello")
+        await p.settle()
+        state = await p.hc.adapter_state(ch.session_id)
+        assert state is not None
+        assert state == p.hub.session_state(ch.session_id)
+        with pytest.raises(NotFoundError):
+            await p.hc.adapter_state("no-such-session")

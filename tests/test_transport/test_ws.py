@@ -194,6 +194,9 @@ async def test_sessions_posts_and_turn_probes() -> None:
             )
             assert found is None
             assert await hc.pending_turns_for(a.agent_id) == []
+            # Folded here from the WAL, it is the hub's own state of the session.
+            state = await hc.adapter_state(md.session_id)
+            assert state == served.hub.session_state(md.session_id)
             await hc.report_turn_failure(
                 session_id=md.session_id, agent_id=a.agent_id, envelope_id=first, exc=KeyError("k")
             )
@@ -218,6 +221,14 @@ async def test_sessions_posts_and_turn_probes() -> None:
                 await a.send(md.session_id, "too late")
             with pytest.raises(NotFoundError):
                 await hc.get_session(uuid.uuid4().hex)
+
+            # A turn owed with no trigger is owed since the hub's clock when asked.
+            opened = await hc.create_session(
+                creator_id=a.agent_id, manifest_type="discussion", participants=[b.agent_id]
+            )
+            [turn] = await hc.pending_turns_for(a.agent_id)
+            assert (turn.session_id, turn.triggering_envelope_id) == (opened.session_id, None)
+            assert turn.expected_at >= opened.created_at
 
 
 async def test_tasks_over_the_wire() -> None:

@@ -44,7 +44,7 @@ from ..model import (
 )
 from ..session_types import AnySessionType, builtin_types
 from ..transport import LocalLink, LocalLinkClient, WsLink, WsLinkClient
-from ._agent_client import AgentClient
+from ._agent_client import AgentClient, Handler
 from ._calls import HubCalls
 from ._human_client import HumanClient
 from ._identity import Identity
@@ -328,10 +328,15 @@ class HubClient(HubCalls, RemoteRunner):
         skill_md: str | None = None,
         rule: Rule | None = None,
         attach_plugin: bool = True,
+        handler: Handler | None = None,
+        auto_ack_invites: bool = True,
     ) -> AgentClient:
         """Register an agent and return its AgentClient (bound to this connection).
 
-        ``attach_plugin`` is accepted for compatibility with the seed and does nothing.
+        ``handler`` replaces the default turn handler (see :meth:`AgentClient.set_handler`);
+        with ``auto_ack_invites=False`` invites are not acked for the agent (its handler
+        calls ``accept_invite`` / ``reject_invite``). ``attach_plugin`` is accepted for
+        compatibility with the seed and does nothing.
 
         Raises:
           ValueError: ``passport.kind`` is ``"human"`` (use :meth:`register_human`).
@@ -342,7 +347,13 @@ class HubClient(HubCalls, RemoteRunner):
             raise ValueError(f"passport {passport.name!r} is a human's: use register_human()")
         stamped, resume, rule = await self._register(passport, resume, skill_md, rule)
         client = AgentClient(
-            agent=agent, passport=stamped, resume=resume, rule=rule, hub_client=self
+            agent=agent,
+            passport=stamped,
+            resume=resume,
+            rule=rule,
+            hub_client=self,
+            handler=handler,
+            auto_ack_invites=auto_ack_invites,
         )
         self._clients[client.agent_id] = client
         return client
@@ -424,7 +435,14 @@ class HubClient(HubCalls, RemoteRunner):
                 )
             if agent is None:
                 raise ValueError(f"attaching agent {name!r} needs the agent object")
-            return await self.register(agent, passport, resume, skill_md=skill_md, rule=rule)
+            return await self.register(
+                agent,
+                passport,
+                resume,
+                skill_md=skill_md,
+                rule=rule,
+                auto_ack_invites=auto_ack_invites,
+            )
         stamped = await api.get_agent(agent_id)
         common: dict[str, Any] = {
             "passport": stamped,
@@ -438,7 +456,7 @@ class HubClient(HubCalls, RemoteRunner):
         elif agent is None:
             raise ValueError(f"attaching agent {name!r} needs the agent object")
         else:
-            client = AgentClient(agent=agent, **common)
+            client = AgentClient(agent=agent, auto_ack_invites=auto_ack_invites, **common)
         earlier = self._clients.get(agent_id)
         # Known before the bind: replayed deliveries arrive right after it; and before the
         # old handle is let go, so that what is queued for it goes to the new one.
