@@ -28,7 +28,7 @@ from troupe import (
 )
 from troupe.model import LimitsBlock, RateBlock
 
-from ._wire import Echo, Scripted, serving, wait_until
+from ._wire import Echo, Scripted, eventually, serving, wait_until
 
 
 def _is_reply(me: HumanClient) -> Callable[[Envelope], bool]:
@@ -332,3 +332,30 @@ async def test_closing_while_reconnecting_does_not_wait_for_the_hub() -> None:
             assert trio.current_time() - closing < 0.5
             with pytest.raises(RuntimeError, match=r"closed: cannot call get_agent$"):
                 await hc.get_agent("echo")
+
+
+async def test_closing_at_once_keeps_the_receipt_of_what_a_person_took() -> None:
+    # Issue 17, over the wire: a person took a reply and closed the client while a callback
+    # still ran; the receipt must reach the hub (else the reply is replayed next time).
+    with trio.fail_after(5):
+        async with serving() as served, HubClient(served.link()) as agents:
+            await agents.register(Echo(), Passport(name="echo"), Resume())
+            async with HubClient(served.link()) as people:
+                me = await people.register_human(Passport(name="me"))
+
+                async def draw(envelope: Envelope) -> None:  # a UI still busy at close
+                    await trio.sleep(1)
+
+                me.on_envelope(draw)
+                ch = await me.open(type="conversation", target="echo")
+                await me.send(ch.session_id, "ping")
+                reply = await me.wait_for_channel_event(
+                    channel_id=ch.session_id, predicate=_is_reply(me), timeout=3
+                )
+            store = served.hub.core.store
+
+            async def acked() -> bool:
+                cursors = await store.load_cursors(me.agent_id)
+                return cursors.get(ch.session_id, 0) >= reply.seq
+
+            await eventually(acked)
