@@ -266,11 +266,11 @@ class Hub(RegistryCalls, SessionCalls):
         core = self._core
         if trigger_id is not None:
             last = core.directory.get(session_id).last_seq
-            for envelope in await core.store.read(
-                session_id, since=max(0, last - TRIGGER_LOOKBACK)
-            ):
-                if envelope.envelope_id == trigger_id:
-                    return envelope.created_at
+            # Mostly the last envelope: read it alone first (one decode, not sixteen).
+            for lookback in (1, TRIGGER_LOOKBACK):
+                for envelope in await core.store.read(session_id, since=max(0, last - lookback)):
+                    if envelope.envelope_id == trigger_id:
+                        return envelope.created_at
         return core.now_iso()
 
     async def find_envelope_by_causation(
