@@ -29,6 +29,7 @@ from .client import HumanClient as HumanClient
 from .client import Turn as Turn
 from .hub import ApiKeyAuth as ApiKeyAuth
 from .hub import Hub as Hub
+from .hub import HubHealth as HubHealth
 from .hub import HubStatistics as HubStatistics
 from .hub import NoAuth as NoAuth
 from .hub import open_hub as open_hub
@@ -97,6 +98,7 @@ __all__ = (
     "Handoff",
     "Hub",
     "HubClient",
+    "HubHealth",
     "HubStatistics",
     "HumanClient",
     "IllegalTransition",

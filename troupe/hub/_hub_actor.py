@@ -81,6 +81,9 @@ class HubActor(Actor[HubMsg, Any]):
         self.auth = auth
         self.tasks: dict[str, TaskMetadata] = {}
         self.observed: set[str] = set()
+        #: Tasks whose observation the hub recorded at their end without a latency (no
+        #: ``started_at``): the owner's own observation of one then still gives its latency.
+        self.latency_unknown: set[str] = set()
 
     async def on_start(self) -> None:
         store = self.core.store
@@ -150,6 +153,10 @@ class HubActor(Actor[HubMsg, Any]):
                 return await self.core.store.load_checkpoint(task_id)
             case ReadWal(session_id, since, until):
                 self.core.directory.get(session_id)
+                if since < 0 or (until is not None and until < 0):
+                    since, until = _from_end(
+                        await self.core.store.last_seq(session_id), since, until
+                    )
                 return await self.core.store.read(session_id, since, until)
             case FindEnvelope(session_id, seq):
                 found = await self.core.store.read(session_id, seq - 1, seq)
@@ -237,6 +244,8 @@ class HubActor(Actor[HubMsg, Any]):
         core = self.core
         if not msg.outcome.terminal:
             return
+        # A task counts once; a repeat only supplies the latency the hub could not measure.
+        fill_latency = False
         mark: str | None = None
         if msg.task_id is not None:
             known = self.tasks.get(msg.task_id)
@@ -246,19 +255,26 @@ class HubActor(Actor[HubMsg, Any]):
             # bare id is a mark from before marks were per owner.)
             mark = f"{msg.owner_id}/{msg.task_id}"
             if mark in self.observed or msg.task_id in self.observed:
-                return
+                if msg.latency_ms is None or msg.task_id not in self.latency_unknown:
+                    return
+                fill_latency = True
         record = core.registry.agents.get(msg.owner_id)
         if record is None:
             return
         stat = record.resume.observed.get(msg.capability, ObservedStat())
-        stat = attrs.evolve(
-            stat,
-            n=stat.n + 1,
-            completed=stat.completed + (msg.outcome is TaskState.COMPLETED),
-            failed=stat.failed + (msg.outcome is TaskState.FAILED),
-            expired=stat.expired + (msg.outcome is TaskState.EXPIRED),
-            p50_latency_ms=msg.latency_ms if msg.latency_ms is not None else stat.p50_latency_ms,
-        )
+        if fill_latency:
+            stat = attrs.evolve(stat, p50_latency_ms=msg.latency_ms)
+        else:
+            stat = attrs.evolve(
+                stat,
+                n=stat.n + 1,
+                completed=stat.completed + (msg.outcome is TaskState.COMPLETED),
+                failed=stat.failed + (msg.outcome is TaskState.FAILED),
+                expired=stat.expired + (msg.outcome is TaskState.EXPIRED),
+                p50_latency_ms=msg.latency_ms
+                if msg.latency_ms is not None
+                else stat.p50_latency_ms,
+            )
         resume = attrs.evolve(
             record.resume,
             observed={**record.resume.observed, msg.capability: stat},
@@ -269,7 +285,10 @@ class HubActor(Actor[HubMsg, Any]):
         # counts it. The mark only keeps a repeat from counting twice.
         await core.store.save_resume(msg.owner_id, resume)
         core.registry.put(attrs.evolve(record, resume=resume))
-        if mark is not None:
+        if fill_latency:
+            assert msg.task_id is not None
+            self.latency_unknown.discard(msg.task_id)
+        elif mark is not None:
             self.observed.add(mark)
             try:
                 await core.store.put_kv(OBSERVED_NS, mark, True)
@@ -538,6 +557,8 @@ class HubActor(Actor[HubMsg, Any]):
         latency: int | None = None
         if task.started_at and task.completed_at:
             latency = int((parse_iso(task.completed_at) - parse_iso(task.started_at)) * 1000)
+        else:
+            self.latency_unknown.add(task.task_id)
         await self._record_observation(
             RecordObservation(
                 owner_id=task.owner_id,
@@ -558,6 +579,15 @@ def _check_rule(rule: Rule) -> None:
             raise DecodeError(
                 f"Rule.limits.{field}: {exc}", record="Rule", field=f"limits.{field}"
             ) from exc
+
+
+def _from_end(length: int, since: int, until: int | None) -> tuple[int, int | None]:
+    """Negative bounds of ``read_wal`` count from the end, as in ``wal[since:until]``."""
+    if since < 0:
+        since = max(0, length + since)
+    if until is not None and until < 0:
+        until = max(0, length + until)
+    return since, until
 
 
 def _check_timestamps(task: TaskMetadata) -> None:

@@ -145,6 +145,7 @@ async def open_hub(
             "one_for_one", max_restarts=10, within_s=10.0, name="hub"
         ) as root:
             root.on_crash = partial(_audit_crash, core)
+            hub._root = root
             core.audit_ref = await root.start_child(
                 ChildSpec(
                     "audit",
