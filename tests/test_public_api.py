@@ -75,6 +75,7 @@ def test_errors_form_one_tree() -> None:
         troupe.InboxFull,
         troupe.ProtocolError,
         troupe.AuthError,
+        troupe.IdentityInUse,
     ):
         assert issubclass(cls, troupe.NetworkError)
     assert issubclass(troupe.MailboxFull, troupe.TroupeError)

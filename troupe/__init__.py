@@ -7,6 +7,7 @@ from ._errors import ActorDead as ActorDead
 from ._errors import AuthError as AuthError
 from ._errors import ConnectionLost as ConnectionLost
 from ._errors import DecodeError as DecodeError
+from ._errors import IdentityInUse as IdentityInUse
 from ._errors import IllegalTransition as IllegalTransition
 from ._errors import InboxFull as InboxFull
 from ._errors import IncompatibleStore as IncompatibleStore
@@ -101,6 +102,7 @@ __all__ = (
     "HubHealth",
     "HubStatistics",
     "HumanClient",
+    "IdentityInUse",
     "IllegalTransition",
     "InboxBlock",
     "InboxFull",

@@ -13,6 +13,7 @@
     │   │   ├── IllegalTransition    a state machine was asked for a move it does not have
     │   │   └── WorkflowGraphError   a workflow graph with unknown names or a bad shape
     │   ├── AuthError                an unknown auth scheme or a bad claim
+    │   ├── IdentityInUse            the identity is bound to another live connection
     │   └── ConnectionLost           a remote hub's connection dropped before it answered
     ├── MailboxFull                  a ``reject`` mailbox is full (also a ``trio.WouldBlock``)
     ├── MailboxClosed                a send to, or a receive from, a closed mailbox
@@ -97,6 +98,16 @@ class AuthError(NetworkError):
     """Raised when an auth scheme is unknown or a claim does not validate."""
 
     code = "auth_failed"
+
+
+class IdentityInUse(NetworkError):
+    """Raised when an identity is bound to another live connection and may not be taken.
+
+    Without an API key nobody may take an identity from a live connection; with the right
+    key a bind takes it over, and the connection that held it gets this error and is closed.
+    """
+
+    code = "identity_in_use"
 
 
 class ConnectionLost(NetworkError):

@@ -29,7 +29,7 @@ from typing import Any, Self
 import attrs
 import trio
 
-from .._errors import NetworkError, StoreError
+from .._errors import IdentityInUse, NetworkError, StoreError
 from ..hub import Hub
 from ..model import (
     ErrorFrame,
@@ -94,6 +94,8 @@ class HubClient(HubCalls, RemoteRunner):
         self._clients: dict[str, Identity] = {}
         self._router = Router(self._clients, self._send_frame)
         self._closed = False
+        #: Why the hub closed this connection for good (an identity was taken over), if it did.
+        self._taken_over: str | None = None
         #: Set to make the remote runner look up: the connection ended, or close() was called.
         self._wake = trio.Event()
         self._connecting = trio.Lock()
@@ -214,6 +216,18 @@ class HubClient(HubCalls, RemoteRunner):
     def _on_frame(self, frame: Frame) -> None:
         if isinstance(frame, NotifyFrame):
             self._router.route(frame.envelope, frame.recipient_id)
+        elif (
+            isinstance(frame, ErrorFrame)
+            and frame.code == IdentityInUse.code
+            and not frame.request_id
+            and isinstance(self._api, RemoteHub)
+        ):
+            # Another connection took an identity over with its key, and the hub closes this
+            # one: reconnecting would take it back, and so on. Stop, and say why.
+            log.error("the hub closed this connection: %s", frame.message)
+            self._taken_over = frame.message
+            self._api.fail(f"the hub closed this connection: {frame.message}")
+            self._wake.set()
         elif isinstance(frame, ResponseFrame | WelcomeFrame | ErrorFrame | InvalidFrame):
             if isinstance(frame, InvalidFrame):
                 log.warning("undecodable frame from the hub: %s", frame.reason)

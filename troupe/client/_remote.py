@@ -20,6 +20,7 @@ from .._errors import (
     AuthError,
     ConnectionLost,
     DecodeError,
+    IdentityInUse,
     InboxFull,
     NetworkError,
     NotFoundError,
@@ -53,7 +54,15 @@ T = TypeVar("T")
 
 _ERRORS: dict[str, type[NetworkError]] = {
     cls.code: cls
-    for cls in (NotFoundError, AccessDeniedError, InboxFull, ProtocolError, AuthError, DecodeError)
+    for cls in (
+        NotFoundError,
+        AccessDeniedError,
+        InboxFull,
+        ProtocolError,
+        AuthError,
+        DecodeError,
+        IdentityInUse,
+    )
 }
 
 
@@ -332,8 +341,15 @@ class RemoteHub:
     async def read_wal(
         self, session_id: str, *, since: int = 0, until: int | None = None
     ) -> list[Envelope]:
-        data = await self.call("read_wal", session_id=session_id, since=since, until=until)
-        return structure(data, list[Envelope])
+        """The whole range, read page by page (the hub answers a bounded page at a time)."""
+        found: list[Envelope] = []
+        while True:
+            data = await self.call("read_wal", session_id=session_id, since=since, until=until)
+            page = structure(data["envelopes"], list[Envelope])
+            found.extend(page)
+            if not data["more"] or not page:
+                return found
+            since = page[-1].seq
 
     async def acan_send(
         self, session_id: str, sender_id: str, *, event_type: str | None = None

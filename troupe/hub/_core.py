@@ -120,6 +120,8 @@ class HubCore:
         self.directory = Directory()
         #: agent id -> the client connection actor it is bound to; written by connections.
         self.bindings: dict[str, ActorRef[Any, Any]] = {}
+        #: endpoint id -> its connection actor (a ConnectionActor); written by serve_endpoint.
+        self.connections: dict[str, Any] = {}
         #: +1 by session actors on dispatch, -1 by connections on receipt.
         self.ledger = InboxLedger()
         #: Written by session actors (one token per substantive post).

@@ -391,17 +391,29 @@ class Hub(RegistryCalls, SessionCalls):
         return endpoint.endpoint_id
 
     async def bind_endpoint(
-        self, endpoint_id: str, agent_id: str, *, since: dict[str, int] | None = None
+        self,
+        endpoint_id: str,
+        agent_id: str,
+        *,
+        since: dict[str, int] | None = None,
+        takeover: bool = False,
     ) -> None:
-        """Route ``agent_id``'s deliveries to this endpoint (taking them from any other).
+        """Route ``agent_id``'s deliveries to this endpoint.
 
         With ``since`` not None, replay what the agent has not acked (see ``HelloFrame``).
+        With ``takeover``, take the identity from another open connection, which is told why
+        (an ``identity_in_use`` ErrorFrame) and closed: what an API key allows over a wire.
+
+        Raises:
+          IdentityInUse: another connection that is still open holds ``agent_id`` and
+            ``takeover`` is off (one that was closed holds nothing: a client that
+            reconnects binds again at once).
         """
         conn = self._endpoints.get(endpoint_id)
         if conn is None:
             raise NotFoundError(f"endpoint not attached: {endpoint_id!r}")
         self._core.registry.record(agent_id)
-        result = await conn.ask(Bind(agent_id, since))
+        result = await conn.ask(Bind(agent_id, since, takeover=takeover))
         if isinstance(result, Failed):
             raise result.error
 
