@@ -90,6 +90,7 @@ async def test_a_replay_before_the_ack_brings_only_the_invite(
     dave = await h.agent("dave", invites="ignore", receipts=False)
     md = await h.session("discussion", alice, carol, dave, required_acks=1)
     await h.say(md, alice, "secret")
+    client_of(dave).disconnect()  # one live connection per identity (issue 13 item 8)
     again = await h.client("ep-dave-2", invites="ignore")
     await again.bind(dave.id, since={})
     await h.settle()

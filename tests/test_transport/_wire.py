@@ -22,7 +22,7 @@ from trio_websocket import (
 
 from troupe import EV_TEXT, Envelope, Hub, HubClient, HumanClient, Passport, Turn, open_hub
 from troupe.hub import AuthAdapter
-from troupe.model import Frame, HelloFrame, WelcomeFrame, decode_frame, encode_frame
+from troupe.model import ErrorFrame, Frame, HelloFrame, WelcomeFrame, decode_frame, encode_frame
 from troupe.store import Store
 from troupe.transport import WsLink, WsServer, serve_ws
 
@@ -133,10 +133,13 @@ class Raw:
     async def hello(self, name: str) -> WelcomeFrame:
         """Bind this connection to ``name`` (no auth)."""
         await self.send(HelloFrame(name=name, request_id=f"hello {name}"))
-        welcome: WelcomeFrame = await self.receive_kind(WelcomeFrame)
+        answer = await self.receive_kind((WelcomeFrame, ErrorFrame))
+        if isinstance(answer, ErrorFrame):
+            raise AssertionError(f"hello {name!r} refused: {answer.code}: {answer.message}")
+        welcome: WelcomeFrame = answer
         return welcome
 
-    async def receive_kind(self, kind: type[Any]) -> Any:
+    async def receive_kind(self, kind: type[Any] | tuple[type[Any], ...]) -> Any:
         """The next frame of class ``kind`` (skipping others, such as notifications)."""
         while True:
             frame = await self.receive()

@@ -16,7 +16,7 @@ import orjson
 import pytest
 import trio
 
-from troupe import EV_TEXT, DecodeError, Envelope, HubClient, ProtocolError, open_hub
+from troupe import EV_TEXT, DecodeError, Envelope, HubClient, Passport, ProtocolError, open_hub
 from troupe.model import (
     MAX_ENVELOPE_BYTES,
     MAX_JSON_DEPTH,
@@ -99,6 +99,7 @@ async def test_a_remote_post_is_checked_as_a_local_one() -> None:
                     participants=[b.agent_id],
                     knobs={"x": math.nan},
                 )
+            await one.close()  # a's identity is free for the hand-made connection (item 8)
             async with raw(served.url) as ws:
                 await ws.hello("a")
                 deep = send_text("deep", sid, a.agent_id, nested_json(MAX_JSON_DEPTH + 1))
@@ -166,7 +167,8 @@ async def test_an_envelope_the_wire_cannot_carry_is_a_dead_letter_and_its_read_a
             await bob.send(RequestFrame(request_id="w2", op="read_wal", params=params))
             answer = await bob.receive_kind(ResponseFrame)
             assert answer.ok
-            assert [e["event_data"]["text"] for e in answer.result] == ["after"]
+            assert [e["event_data"]["text"] for e in answer.result["envelopes"]] == ["after"]
+            assert answer.result["more"] is False
 
 
 @pytest.mark.slow
@@ -177,9 +179,17 @@ async def test_thousands_of_hostile_requests_do_not_stop_troupe_serve(tmp_path: 
             HubClient(WsLink(server.url, ping_interval=QUIET)) as one,
             HubClient(WsLink(server.url, ping_interval=QUIET)) as two,
         ):
-            a, b, sid = await converse(one, two)
+            a, b, _ = await converse(one, two)
+            # The attacker: m, in a session with b, on a hand-made connection of its own (a
+            # live client's identity cannot be bound twice: issue 13 item 8).
+            async with HubClient(WsLink(server.url, ping_interval=QUIET)) as three:
+                m = await three.register_human(Passport(name="m"))
+                md = await three.create_session(
+                    creator_id=m.agent_id, manifest_type="conversation", participants=[b.agent_id]
+                )
+                sid = md.session_id
             create: dict[str, Any] = {
-                "creator_id": a.agent_id,
+                "creator_id": m.agent_id,
                 "manifest_type": "conversation",
                 "participants": [b.agent_id],
             }
@@ -198,14 +208,14 @@ async def test_thousands_of_hostile_requests_do_not_stop_troupe_serve(tmp_path: 
                     RequestFrame(
                         request_id="",
                         op="set_rule",
-                        params={"agent_id": a.agent_id, "rule": rule},
+                        params={"agent_id": m.agent_id, "rule": rule},
                     )
                 )
             )
-            hostile.append(send_text("", sid, a.agent_id, nested_json(251)))
+            hostile.append(send_text("", sid, m.agent_id, nested_json(251)))
             count = 3000
             async with raw(server.url) as ws:
-                await ws.hello("a")
+                await ws.hello("m")
                 for i in range(count):
                     message = hostile[i % len(hostile)].replace(
                         '"request_id":""', f'"request_id":"h{i}"', 1
