@@ -37,6 +37,7 @@ from ._auth import AuthRegistry
 from ._connection import Bind, Endpoint
 from ._core import Failed, HubCore
 from ._expectations import ExpectationSweeper
+from ._extensions import ExtensionCalls, ExtensionState
 from ._hub_registry import RegistryCalls
 from ._hub_sessions import SessionCalls
 from ._session_parts import (
@@ -46,7 +47,7 @@ from ._session_parts import (
 from ._stats import HubStatistics, PendingTurn
 
 
-class Hub(RegistryCalls, SessionCalls):
+class Hub(RegistryCalls, SessionCalls, ExtensionCalls):
     """A running hub; use it only inside its ``open_hub`` block."""
 
     def __init__(self, core: HubCore, auth: AuthRegistry) -> None:
@@ -57,6 +58,7 @@ class Hub(RegistryCalls, SessionCalls):
         self._endpoints: dict[str, ActorRef[Any, Any]] = {}
         self._client_nursery: trio.Nursery | None = None
         self._expectations = ExpectationSweeper(self)
+        self._ext = ExtensionState()
 
     @property
     def core(self) -> HubCore:
@@ -94,6 +96,7 @@ class Hub(RegistryCalls, SessionCalls):
           ProtocolError: bad participants or knobs, an invite was rejected, or the acks did
             not arrive within ``invite_ack_timeout`` (the session is then CLOSED).
         """
+        self._check_arbiter(manifest_type, knobs)
         md: SessionMetadata = await self._call(
             H.CreateSession(
                 creator_id=creator_id,

@@ -4,6 +4,7 @@
 
     root supervisor (one_for_one)
     ├── audit      AuditWriter                permanent   started first, stopped last
+    ├── extensions nursery                    permanent   listeners, registered sweepers
     ├── hub        HubActor                   permanent   registry, session creation, tasks
     ├── sessions   dynamic supervisor         permanent   one transient SessionActor each
     ├── endpoints  dynamic supervisor         permanent   one temporary connection each
@@ -31,6 +32,7 @@ from ._audit import AuditWriter, audit_mailbox
 from ._auth import AuthAdapter, AuthRegistry
 from ._core import Faults, HubConfig, HubCore, new_uuid, trio_anchored_clock
 from ._directory import SessionEntry
+from ._extensions import run_extensions
 from ._hub import Hub
 from ._hub_actor import HubActor
 from ._passivation import passivate
@@ -57,6 +59,7 @@ async def open_hub(
     faults: Faults | None = None,
     new_id: Callable[[], str] | None = None,
     passivate_after: float | None = 600.0,
+    listeners: Iterable[object] = (),
 ) -> AsyncIterator[Hub]:
     """Run a hub for the duration of the block.
 
@@ -87,6 +90,8 @@ async def open_hub(
       passivate_after: seconds of trio's clock a session may go unused before its actor is
         stopped and its memory released (default 600; None or 0 never passivates). The
         next use rehydrates it from snapshot + WAL, transparently.
+      listeners: objects whose ``on_*`` hooks are called for the hub's events from its
+        start (see :class:`HubListener`; ``hub.add_listener`` adds more later).
 
     Leaving the block stops the sweeper, the connections, the sessions, the hub actor and
     the audit writer, in that order; no task outlives it.
@@ -132,6 +137,9 @@ async def open_hub(
                     mailbox=partial(audit_mailbox, core.dead_letters),
                 )
             )
+            for listener in listeners:
+                hub.add_listener(listener)
+            await root.start_child(ChildSpec("extensions", partial(run_extensions, hub._ext)))
             core.hub_ref = await root.start_child(
                 ChildSpec("hub", partial(HubActor, core, hub.auth))
             )
@@ -158,6 +166,7 @@ async def open_hub(
                 yield hub
             finally:
                 core.stopping = True
+                core.events.close()  # streams end once read; listeners finish theirs
 
 
 async def _run_sessions(hub: Hub, *, task_status: trio.TaskStatus[None]) -> None:
