@@ -28,6 +28,7 @@ from .client import HumanClient as HumanClient
 from .client import Turn as Turn
 from .hub import ApiKeyAuth as ApiKeyAuth
 from .hub import Hub as Hub
+from .hub import HubListener as HubListener
 from .hub import HubStatistics as HubStatistics
 from .hub import NoAuth as NoAuth
 from .hub import open_hub as open_hub
@@ -96,6 +97,7 @@ __all__ = (
     "Handoff",
     "Hub",
     "HubClient",
+    "HubListener",
     "HubStatistics",
     "HumanClient",
     "IllegalTransition",
