@@ -4,6 +4,7 @@ violation handlers, auction arbiters and sweepers."""
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +23,7 @@ from troupe.hub import (
     Mark,
     Seen,
 )
+from troupe.hub._listeners import DRAIN_S
 from troupe.model import (
     EV_TEXT,
     Envelope,
@@ -116,8 +118,7 @@ async def test_listeners_get_the_reference_s_hooks(
             ("session", "opened", None),
             ("posted", 4, EV_TEXT),
             ("task", "t", "observed"),
-            ("task", "t", "failed"),
-            ("task", "t", "failed"),  # terminated (and what it fed the track record)
+            ("task", "t", "failed"),  # once: its move to failed is its termination
             ("turn_failed", "e9", "ValueError"),
             ("posted", 5, "troupe.session.closed"),
             ("session", "closed", "done"),
@@ -480,3 +481,37 @@ async def test_sweeper_names_and_intervals_are_checked(
     h.hub.register_sweeper("s", 1, mark, "new", replace=True)
     await trio.sleep(2.5)
     assert ran == ["new", "new"]
+
+
+class Slow(Recorder):
+    """Takes ``delay`` seconds over each registration."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+
+    async def on_agent_event(self, agent_id: str, kind: str, payload: dict[str, Any]) -> None:
+        await trio.sleep(self.delay)
+        await super().on_agent_event(agent_id, kind, payload)
+
+
+async def test_a_slow_listener_finishes_what_it_holds_when_the_hub_closes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    slow = Slow(0.3)
+    async with open_harness(listeners=[slow]) as h:
+        for n in range(3):
+            await h.agent(f"a{n}")
+    assert slow.calls == [("agent", "registered", f"a{n}") for n in range(3)]
+
+
+async def test_a_stuck_listener_holds_the_close_up_for_drain_s_at_most(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    stuck = Slow(math.inf)
+    async with open_harness(listeners=[stuck]) as h:
+        await h.agent("a")
+        await h.settle()
+        closing = trio.current_time()
+    assert trio.current_time() - closing == pytest.approx(DRAIN_S)
+    assert stuck.calls == []

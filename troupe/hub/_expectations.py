@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Final, TypeAlias
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import attrs
 import trio
@@ -64,8 +64,10 @@ class ExpectationViolation:
     detail: dict[str, Any]
 
 
-#: A registered violation handler: ``await handler(hub, violation)``.
-Handler: TypeAlias = "Callable[[Hub, ExpectationViolation], Awaitable[object]]"
+class Handler(Protocol):
+    """A registered violation handler: ``await handler(hub, violation)``."""
+
+    def __call__(self, hub: Hub, violation: ExpectationViolation, /) -> Awaitable[object]: ...
 
 
 def _detail(expectation: Expectation, seen: Seen, late: list[Late]) -> dict[str, Any]:

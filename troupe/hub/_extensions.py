@@ -29,7 +29,7 @@ from ._evaluators import Evaluator
 from ._events import DEFAULT_CAPACITY, EventStream
 from ._expectations import Handler
 from ._hub_base import HubBase
-from ._listeners import LISTENER_CAPACITY, run_listener
+from ._listeners import DRAIN_S, LISTENER_CAPACITY, run_listener
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -47,6 +47,12 @@ class ExtensionState:
         self.waiting: list[tuple[object, EventStream, trio.CancelScope]] = []
         self.listeners: dict[int, tuple[object, trio.CancelScope]] = {}
         self.sweepers: dict[str, trio.CancelScope] = {}
+
+    def closing(self) -> None:
+        """Give every listener ``DRAIN_S`` seconds more at most (the hub is closing)."""
+        deadline = trio.current_time() + DRAIN_S
+        for _, scope in self.listeners.values():
+            scope.deadline = min(scope.deadline, deadline)
 
 
 def _check_name(kind: str, name: object, taken: Iterable[str], replace: bool) -> str:
@@ -108,7 +114,7 @@ class ExtensionCalls(HubBase):
         if id(listener) in ext.listeners:
             raise ValueError(f"listener {listener!r} was already added")
         stream = self._core.events.subscribe(capacity=capacity)
-        scope = trio.CancelScope()
+        scope = trio.CancelScope(shield=True)  # see run_listener
         ext.listeners[id(listener)] = (listener, scope)
         if ext.nursery is None:
             ext.waiting.append((listener, stream, scope))
@@ -263,3 +269,4 @@ async def run_extensions(ext: ExtensionState, *, task_status: trio.TaskStatus[No
             await trio.sleep_forever()
         finally:
             ext.nursery = None
+            ext.closing()  # the nursery waits for the listeners that long at most

@@ -15,8 +15,9 @@ Rules:
 - A hook that raises is logged (``troupe.hub.listeners``) and the listener goes on with the
   next event; it never crashes the hub. (Not audited: a listener that failed on every
   record would otherwise feed itself a new one each time.)
-- Listeners run in the hub's ``extensions`` child. When the hub closes, each gets up to
-  ``DRAIN_S`` seconds to handle what it has buffered; a removed listener stops at once.
+- Listeners run in the hub's ``extensions`` child. When the hub closes, their streams end
+  and each gets up to ``DRAIN_S`` seconds to handle what it still holds (a hook still
+  running then is cancelled); a removed listener stops at once.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any, Final
 
 import trio
 
-from ..model import Envelope
+from ..model import Envelope, TaskState
 from ._events import (
     AgentRegistered,
     AgentUnregistered,
@@ -81,7 +82,8 @@ class HubListener:
         """An agent's turn raised."""
 
     async def on_task_event(self, task_id: str, kind: str, payload: dict[str, Any]) -> None:
-        """``observed``, then the task's new state (``working``, ``completed``, ...)."""
+        """``observed``, then each new state (``running``, ...; a final one, ``completed``,
+        ``failed``, ``cancelled`` or ``expired``, once)."""
 
     async def on_inbox_pressure(self, agent_id: str, pending: int, cap: int) -> None:
         """An agent's unreceipted deliveries crossed a mark towards its inbox cap."""
@@ -133,6 +135,8 @@ def _calls(event: HubEvent) -> tuple[str, tuple[Any, ...]] | None:
                 "previous": event.previous,
                 "reason": event.reason,
             }
+            if event.change == "moved" and TaskState(event.state).terminal:
+                return None  # its "terminated" event follows: one call per outcome
             kind = "observed" if event.change == "observed" else event.state
             return "on_task_event", (event.task_id, kind, payload)
         case Audited(kind="inbox_pressure", data=data):
@@ -157,7 +161,11 @@ async def _call(listener: object, hook: str, args: tuple[Any, ...]) -> None:
 async def deliver(listener: object, event: HubEvent) -> None:
     """Call ``listener``'s hooks for ``event`` (see the module docstring)."""
     await _call(listener, "on_event", (event,))
-    call = _calls(event)
+    try:
+        call = _calls(event)
+    except (KeyError, ValueError) as exc:  # an audit record without the fields a hook takes
+        log.warning("listener %r: no hook for %r: %r", listener, event, exc)
+        return
     if call is not None:
         await _call(listener, *call)
 
@@ -169,24 +177,15 @@ async def run_listener(
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Feed ``listener`` from ``stream`` until the hub closes or ``scope`` is cancelled."""
+    """Feed ``listener`` from ``stream`` until the stream ends or ``scope`` is cancelled.
+
+    ``scope`` is shielded: the hub closing ends the stream, and the listener handles what
+    it holds, within ``DRAIN_S`` of the moment its ``extensions`` child is stopped.
+    """
     task_status.started()
     try:
-        with scope:
+        with scope:  # shielded: cancelled by remove_listener, or DRAIN_S after the close
             async for event in stream:
                 await deliver(listener, event)
     finally:
-        if not scope.cancel_called:  # the hub is closing: handle what is buffered
-            with trio.CancelScope(shield=True) as drain:
-                drain.deadline = trio.current_time() + DRAIN_S
-                await _drain(listener, stream)
         stream.close()
-
-
-async def _drain(listener: object, stream: EventStream) -> None:
-    while True:
-        try:
-            event = stream.receive_nowait()
-        except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-            return
-        await deliver(listener, event)
