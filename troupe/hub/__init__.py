@@ -36,6 +36,7 @@ from ._hub import Hub as Hub
 from ._listeners import HubListener as HubListener
 from ._open import open_hub as open_hub
 from ._session_parts import Accepted as Accepted
+from ._stats import HubHealth as HubHealth
 from ._stats import HubStatistics as HubStatistics
 from ._stats import PendingTurn as PendingTurn
 
@@ -61,6 +62,7 @@ __all__ = (
     "Handler",
     "Hub",
     "HubEvent",
+    "HubHealth",
     "HubListener",
     "HubStatistics",
     "InjectedCrash",
