@@ -67,7 +67,7 @@ async def main() -> None:
     async with trio.open_nursery() as nursery:
         async with open_hub(listeners=[log]) as hub:
             nursery.start_soon(watch, hub.events(EnvelopeAccepted), texts)
-            hub.register_arbiter("cheapest", cheapest)
+            hub.register_auction_arbiter("cheapest", cheapest)
             hc = HubClient(LocalLink(hub))
             await hc.register(Echo(), Passport(name="echo"))
             me = await hc.register_human(Passport(name="me", kind="human"))

@@ -164,7 +164,7 @@ def test_the_hub_exports_its_extension_points() -> None:
         "remove_listener",
         "register_expectation_evaluator",
         "register_violation_handler",
-        "register_arbiter",
+        "register_auction_arbiter",
         "register_sweeper",
         "unregister_sweeper",
     ):

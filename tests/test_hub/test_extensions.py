@@ -257,9 +257,9 @@ async def test_names_are_refused_when_taken_unless_replaced(
     with pytest.raises(ValueError, match="violation handler 'warn' is already registered"):
         hub.register_violation_handler("warn", nothing)
     with pytest.raises(ValueError, match="arbiter 'first_bid' is already registered"):
-        hub.register_arbiter("first_bid", lambda bids: None)
+        hub.register_auction_arbiter("first_bid", lambda bids: None)
     with pytest.raises(ValueError, match="must be a non-empty str"):
-        hub.register_arbiter("", lambda bids: None)
+        hub.register_auction_arbiter("", lambda bids: None)
     with pytest.raises(ValueError, match="must be callable"):
         hub.register_violation_handler("x", "not a function")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="state must be PENDING or ACTIVE"):
@@ -348,7 +348,7 @@ async def auction(h: Harness, **knobs: object) -> tuple[Agent, list[Agent], str]
 async def test_a_registered_arbiter_picks_the_winner(
     autojump_clock: trio.testing.MockClock, h: Harness
 ) -> None:
-    h.hub.register_arbiter("cheapest", cheapest)
+    h.hub.register_auction_arbiter("cheapest", cheapest)
     owner, (ann, bo, cat), sid = await auction(h, arbiter="cheapest")
     await h.say(sid, ann, "900 EUR")
     await h.say(sid, bo, "700 EUR")
@@ -395,7 +395,7 @@ async def test_an_auction_naming_an_unknown_arbiter_is_refused(
 async def test_an_arbiter_that_fails_leaves_the_choice_to_the_initiator(
     autojump_clock: trio.testing.MockClock, h: Harness, arbiter: Any, reason: str
 ) -> None:
-    h.hub.register_arbiter("bad", arbiter)
+    h.hub.register_auction_arbiter("bad", arbiter)
     owner, bidders, sid = await auction(h, arbiter="bad")
     for bidder in bidders:
         await h.say(sid, bidder, "1 EUR")
@@ -412,7 +412,7 @@ async def test_an_arbiter_that_fails_leaves_the_choice_to_the_initiator(
 async def test_an_award_interrupted_by_a_crash_is_made_on_recovery(
     autojump_clock: trio.testing.MockClock, h: Harness
 ) -> None:
-    h.hub.register_arbiter("cheapest", cheapest)
+    h.hub.register_auction_arbiter("cheapest", cheapest)
     _, (ann, bo, cat), sid = await auction(h, arbiter="cheapest")
     await h.say(sid, ann, "900 EUR")
     await h.say(sid, bo, "700 EUR")

@@ -177,7 +177,9 @@ class ExtensionCalls(HubBase):
         _check_callable("violation handler", name, handler)
         table[name] = handler
 
-    def register_arbiter(self, name: str, arbiter: Arbiter, *, replace: bool = False) -> None:
+    def register_auction_arbiter(
+        self, name: str, arbiter: Arbiter, *, replace: bool = False
+    ) -> None:
         """Let auctions with ``knobs={"arbiter": name}`` have ``arbiter(bids)`` pick their winner.
 
         ``bids`` are the bid envelopes in WAL order; the arbiter returns the winner's id,

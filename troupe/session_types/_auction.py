@@ -3,8 +3,9 @@
 Rules:
 
 - The creator as the one initiator, and at least one bidder. One knob: ``arbiter``, the
-  name of an arbiter registered with the hub (``hub.register_arbiter``): once every bidder
-  has bid, the hub asks it for the winner and posts the select for the initiator.
+  name of an arbiter registered with the hub (``hub.register_auction_arbiter``): once
+  every bidder has bid, the hub asks it for the winner and posts the select for the
+  initiator.
 - Phases, in order; ``_MOVES`` below is the whole machine: for each phase and kind of move,
   who may make it and the phase it leads to (a pair missing from the table is refused):
   ``AWAITING_RFP`` — the initiator's first ``EV_TEXT`` is the request for proposals;
