@@ -411,7 +411,10 @@ class EventStream:
     def close(self) -> None:
         """Unsubscribe; what is buffered is dropped (idempotent)."""
         self._own_close = True
-        self._sink.lot.unpark_all()
+        sink = self._sink
+        sink.queue.clear()
+        sink.size = 0
+        sink.lot.unpark_all()
         self._detach()
 
     async def aclose(self) -> None:
