@@ -35,6 +35,14 @@ PRINTS: dict[str, tuple[str, ...]] = {
         "live_sessions=1, connections=1)",
         "gate is unregistered",
     ),
+    "listeners.py": (
+        "[listener] consulting session created for me, echo",
+        "reply: echo: hello",
+        "the arbiter picked: bo",
+        "[listener] session closed: deal",
+        "[listener] bo unregistered",
+        "[stream] texts accepted: ['hello', 'echo: hello', 'Who paints my fence?'",
+    ),
     "notification.py": (
         "pager got: build 1234 is green",
         "pager saw the session close: notification_done",

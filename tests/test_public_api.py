@@ -127,3 +127,45 @@ def test_the_client_exports_identity_and_disconnected() -> None:
     assert issubclass(AgentClient, Identity)
     assert issubclass(HumanClient, Identity)
     assert issubclass(Disconnected, RuntimeError)
+
+
+def test_the_hub_exports_its_extension_points() -> None:
+    import attrs
+
+    from troupe import hub
+
+    assert troupe.HubListener is hub.HubListener
+    for name in (
+        "AgentRegistered",
+        "AgentUnregistered",
+        "Audited",
+        "EnvelopeAccepted",
+        "ExpectationViolated",
+        "Missed",
+        "SessionActorCrashed",
+        "SessionActorRestarted",
+        "SessionClosed",
+        "SessionCreated",
+        "SessionOpened",
+        "TaskChanged",
+        "TurnFailed",
+        "EventStreamStatistics",
+        "Late",
+        "Mark",
+        "Seen",
+    ):
+        cls = getattr(hub, name)
+        assert attrs.has(cls), name
+        assert cls.__setattr__ is not object.__setattr__, f"{name} is not frozen"
+    for method in (
+        "events",
+        "open_events",
+        "add_listener",
+        "remove_listener",
+        "register_expectation_evaluator",
+        "register_violation_handler",
+        "register_auction_arbiter",
+        "register_sweeper",
+        "unregister_sweeper",
+    ):
+        assert callable(getattr(hub.Hub, method)), method

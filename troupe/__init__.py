@@ -31,6 +31,7 @@ from .client import Turn as Turn
 from .hub import ApiKeyAuth as ApiKeyAuth
 from .hub import Hub as Hub
 from .hub import HubHealth as HubHealth
+from .hub import HubListener as HubListener
 from .hub import HubStatistics as HubStatistics
 from .hub import NoAuth as NoAuth
 from .hub import open_hub as open_hub
@@ -100,6 +101,7 @@ __all__ = (
     "Hub",
     "HubClient",
     "HubHealth",
+    "HubListener",
     "HubStatistics",
     "HumanClient",
     "IdentityInUse",

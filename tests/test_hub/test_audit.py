@@ -56,8 +56,10 @@ async def test_read_audit_tells_what_happened_in_order(
         "task_terminated",
         "resume_set",
         "session_actor_crashed",
+        "session_actor_restarted",
         "session_actor_crashed",
         "poison_envelope",
+        "session_actor_restarted",
         "session_closed",
         "agent_unregistered",
     ]

@@ -1,5 +1,8 @@
 """The hub: registry, sessions as supervised actors, posting, WAL recovery."""
 
+from ._activity import Activity as Activity
+from ._activity import Mark as Mark
+from ._arbiters import Arbiter as Arbiter
 from ._auth import ApiKeyAuth as ApiKeyAuth
 from ._auth import AuthAdapter as AuthAdapter
 from ._auth import AuthRegistry as AuthRegistry
@@ -8,8 +11,29 @@ from ._connection import Endpoint as Endpoint
 from ._core import CRASH_POINTS as CRASH_POINTS
 from ._core import Faults as Faults
 from ._core import InjectedCrash as InjectedCrash
+from ._evaluators import Evaluator as Evaluator
+from ._evaluators import Late as Late
+from ._evaluators import Seen as Seen
+from ._events import AgentRegistered as AgentRegistered
+from ._events import AgentUnregistered as AgentUnregistered
+from ._events import Audited as Audited
+from ._events import EnvelopeAccepted as EnvelopeAccepted
+from ._events import EventStream as EventStream
+from ._events import EventStreamStatistics as EventStreamStatistics
+from ._events import ExpectationViolated as ExpectationViolated
+from ._events import HubEvent as HubEvent
+from ._events import Missed as Missed
+from ._events import SessionActorCrashed as SessionActorCrashed
+from ._events import SessionActorRestarted as SessionActorRestarted
+from ._events import SessionClosed as SessionClosed
+from ._events import SessionCreated as SessionCreated
+from ._events import SessionOpened as SessionOpened
+from ._events import TaskChanged as TaskChanged
+from ._events import TurnFailed as TurnFailed
 from ._expectations import ExpectationViolation as ExpectationViolation
+from ._expectations import Handler as Handler
 from ._hub import Hub as Hub
+from ._listeners import HubListener as HubListener
 from ._open import open_hub as open_hub
 from ._session_parts import Accepted as Accepted
 from ._stats import HubHealth as HubHealth
@@ -19,17 +43,41 @@ from ._stats import PendingTurn as PendingTurn
 __all__ = (
     "CRASH_POINTS",
     "Accepted",
+    "Activity",
+    "AgentRegistered",
+    "AgentUnregistered",
     "ApiKeyAuth",
+    "Arbiter",
+    "Audited",
     "AuthAdapter",
     "AuthRegistry",
     "Endpoint",
+    "EnvelopeAccepted",
+    "Evaluator",
+    "EventStream",
+    "EventStreamStatistics",
+    "ExpectationViolated",
     "ExpectationViolation",
     "Faults",
+    "Handler",
     "Hub",
+    "HubEvent",
     "HubHealth",
+    "HubListener",
     "HubStatistics",
     "InjectedCrash",
+    "Late",
+    "Mark",
+    "Missed",
     "NoAuth",
     "PendingTurn",
+    "Seen",
+    "SessionActorCrashed",
+    "SessionActorRestarted",
+    "SessionClosed",
+    "SessionCreated",
+    "SessionOpened",
+    "TaskChanged",
+    "TurnFailed",
     "open_hub",
 )

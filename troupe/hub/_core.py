@@ -20,7 +20,9 @@ from ..mailbox import DeadLetterBuffer
 from ..model import MAX_ENVELOPE_BYTES, TaskMetadata, iso
 from ..session_types import AnySessionType
 from ..store import Store
+from ._arbiters import ARBITERS, Arbiter
 from ._directory import Directory
+from ._events import EventBus
 from ._registry import Registry
 from ._rules import InboxLedger, RateLimiter
 
@@ -136,6 +138,10 @@ class HubCore:
         self.audit_ref: ActorRef[Any, Any] | None = None
         #: Set when ``open_hub``'s block has ended: the hub takes no new posts.
         self.stopping = False
+        #: The event stream: every audit record, and each envelope appended (``_events``).
+        self.events = EventBus(clock)
+        #: Auction arbiters by name (``_arbiters``); written by the Hub handle.
+        self.arbiters: dict[str, Arbiter] = dict(ARBITERS)
 
     def now(self) -> float:
         return self.clock()
@@ -151,6 +157,8 @@ class HubCore:
         """
         if self.audit_ref is not None:
             self.audit_ref.tell_nowait({"at": self.now_iso(), "kind": kind, **fields})
+        if self.events.subscribers:
+            self.events.audited(kind, fields)
 
     def session_type(self, name: str, version: int) -> AnySessionType | None:
         return self.session_types.get((name, version))

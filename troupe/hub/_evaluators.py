@@ -21,7 +21,7 @@ Rules (reference §3.9, params default in brackets):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 
 import attrs
@@ -60,7 +60,7 @@ DEFAULT_SECONDS: Final[dict[str, float]] = {
 }
 
 #: Who is late, in a session in the state the evaluator is registered for.
-Evaluator = Callable[[Expectation, Seen], list[Late]]
+Evaluator = Callable[[Expectation, Seen], Iterable[Late]]
 
 
 def threshold(expectation: Expectation) -> float:
@@ -73,9 +73,10 @@ def threshold(expectation: Expectation) -> float:
         ``params["seconds"]``, or the evaluator's default.
 
     Raises:
-        ValueError: When the param is not a non-negative number.
+        ValueError: When the param is not a non-negative number (or is missing, for an
+            evaluator without a default).
     """
-    value = expectation.params.get("seconds", DEFAULT_SECONDS[expectation.name])
+    value = expectation.params.get("seconds", DEFAULT_SECONDS.get(expectation.name))
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         raise ValueError(
             f"{expectation.name}: seconds must be a non-negative number, got {value!r}"
@@ -137,12 +138,17 @@ EVALUATORS: Final[dict[str, tuple[Evaluator, SessionState]]] = {
 }
 
 
-def evaluate(expectation: Expectation, seen: Seen) -> list[Late]:
+def evaluate(
+    expectation: Expectation,
+    seen: Seen,
+    evaluators: Mapping[str, tuple[Evaluator, SessionState]] = EVALUATORS,
+) -> list[Late]:
     """Who is late for ``expectation`` (see the module docstring), ``applies_to`` honoured.
 
     Args:
-        expectation: An expectation whose ``name`` is in ``EVALUATORS``.
+        expectation: An expectation whose ``name`` is in ``evaluators``.
         seen: The session, now.
+        evaluators: name -> (evaluator, the state it runs in): a hub's, built-ins and custom.
 
     Returns:
         The violators and when their clocks started; empty when nobody is late.
@@ -151,10 +157,10 @@ def evaluate(expectation: Expectation, seen: Seen) -> list[Late]:
         KeyError: For an unknown evaluator name.
         ValueError: For a bad ``seconds`` param.
     """
-    evaluator, state = EVALUATORS[expectation.name]
+    evaluator, state = evaluators[expectation.name]
     if seen.metadata.state is not state:
         return []
-    late = evaluator(expectation, seen)
+    late = list(evaluator(expectation, seen))
     return [x for x in late if applies(expectation, seen.metadata, x.agent_id)]
 
 

@@ -26,17 +26,19 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import attrs
 import trio
 
 from .._errors import NetworkError, StoreError
-from ..model import EV_EXPECTATION_VIOLATED, Envelope, Expectation, SessionMetadata
+from ..model import EV_EXPECTATION_VIOLATED, Envelope, Expectation, SessionMetadata, SessionState
 from ._core import Failed
 from ._directory import SessionEntry
-from ._evaluators import EVALUATORS, Late, Seen, evaluate, threshold
+from ._evaluators import DEFAULT_SECONDS, EVALUATORS, Evaluator, Late, Seen, evaluate, threshold
 from ._session import HUB_KEYS
 from ._session_parts import HubPost
 
@@ -62,6 +64,21 @@ class ExpectationViolation:
     detail: dict[str, Any]
 
 
+class Handler(Protocol):
+    """A registered violation handler: ``await handler(hub, violation)``."""
+
+    def __call__(self, hub: Hub, violation: ExpectationViolation, /) -> Awaitable[object]: ...
+
+
+def _detail(expectation: Expectation, seen: Seen, late: list[Late]) -> dict[str, Any]:
+    detail: dict[str, Any] = {}
+    if expectation.name in DEFAULT_SECONDS or "seconds" in expectation.params:
+        with contextlib.suppress(ValueError):  # a registered evaluator's own business
+            detail["threshold_seconds"] = threshold(expectation)
+    detail["elapsed_seconds"] = round(max(seen.now - x.since.at for x in late), 3)
+    return detail
+
+
 def _key(session_id: str, index: int, expectation: Expectation, late: Late) -> str:
     return f"{session_id}|{index}|{expectation.name}|{late.agent_id}|{late.since.seq}"
 
@@ -75,6 +92,10 @@ class ExpectationSweeper:
         self._fired: set[str] | None = None  # loaded from the store on the first tick
         self._by_session: dict[str, set[str]] = {}
         self._unsupported: set[tuple[str, int]] = set()
+        #: name -> (evaluator, the state it runs in): the built-ins and registered ones.
+        self.evaluators: dict[str, tuple[Evaluator, SessionState]] = dict(EVALUATORS)
+        #: name -> a registered handler, or None for a built-in one (run by name below).
+        self.handlers: dict[str, Handler | None] = dict.fromkeys(HANDLERS)
 
     async def check(self) -> list[ExpectationViolation]:
         """Run one tick over every session (see the module docstring).
@@ -138,13 +159,20 @@ class ExpectationSweeper:
         seen = Seen(md, turn, activity, hub.core.now())
         fired = []
         for index, expectation in enumerate(md.expectations):
-            if expectation.name not in EVALUATORS or expectation.on_violation not in HANDLERS:
+            if (
+                expectation.name not in self.evaluators
+                or expectation.on_violation not in self.handlers
+            ):
                 self._unsupported_once(md, index, "unknown evaluator or handler")
                 continue
             try:
-                late = evaluate(expectation, seen)
+                late = evaluate(expectation, seen, self.evaluators)
             except ValueError as exc:
                 self._unsupported_once(md, index, str(exc))
+                continue
+            except Exception as exc:
+                # A registered evaluator's bug: logged and audited once, never the sweeper's end.
+                self._unsupported_once(md, index, f"the evaluator raised {exc!r}")
                 continue
             assert self._fired is not None
             new = [x for x in late if _key(md.session_id, index, expectation, x) not in self._fired]
@@ -155,10 +183,7 @@ class ExpectationSweeper:
                 expectation=expectation.name,
                 on_violation=expectation.on_violation,
                 violators=tuple(x.agent_id for x in new if x.agent_id),
-                detail={
-                    "threshold_seconds": threshold(expectation),
-                    "elapsed_seconds": round(max(seen.now - x.since.at for x in new), 3),
-                },
+                detail=_detail(expectation, seen, new),
             )
             keys = [_key(md.session_id, index, expectation, x) for x in new]
             if not await self._run_handler(md, expectation, violation, keys):
@@ -185,8 +210,11 @@ class ExpectationSweeper:
         keys: list[str],
     ) -> bool:
         handler = expectation.on_violation
+        custom = self.handlers.get(handler)
         try:
-            if handler == "auto_close":
+            if custom is not None:
+                await custom(self._hub, violation)
+            elif handler == "auto_close":
                 await self._hub.close_session(
                     md.session_id, reason=f"expectation_violated:{expectation.name}"
                 )
@@ -199,6 +227,17 @@ class ExpectationSweeper:
                 handler,
                 md.session_id,
                 exc,
+            )
+            return False
+        except Exception as exc:
+            if custom is None:
+                raise
+            log.exception(
+                "expectation %s in session %s: handler %r raised, retrying next tick",
+                expectation.name,
+                md.session_id,
+                handler,
+                exc_info=exc,
             )
             return False
         return True

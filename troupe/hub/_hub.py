@@ -38,6 +38,7 @@ from ._auth import AuthRegistry
 from ._connection import Bind, Endpoint
 from ._core import Failed, HubCore
 from ._expectations import ExpectationSweeper
+from ._extensions import ExtensionCalls, ExtensionState
 from ._hub_registry import RegistryCalls
 from ._hub_sessions import SessionCalls
 from ._session_parts import (
@@ -56,7 +57,7 @@ HEALTH_STORE_TIMEOUT_S = 1.0
 MAX_REASON_CHARS = 1000
 
 
-class Hub(RegistryCalls, SessionCalls):
+class Hub(RegistryCalls, SessionCalls, ExtensionCalls):
     """A running hub; use it only inside its ``open_hub`` block."""
 
     def __init__(self, core: HubCore, auth: AuthRegistry) -> None:
@@ -69,6 +70,7 @@ class Hub(RegistryCalls, SessionCalls):
         self._endpoints: dict[str, ActorRef[Any, Any]] = {}
         self._client_nursery: trio.Nursery | None = None
         self._expectations = ExpectationSweeper(self)
+        self._ext = ExtensionState()
 
     @property
     def core(self) -> HubCore:
@@ -106,6 +108,7 @@ class Hub(RegistryCalls, SessionCalls):
           ProtocolError: bad participants or knobs, an invite was rejected, or the acks did
             not arrive within ``invite_ack_timeout`` (the session is then CLOSED).
         """
+        self._check_arbiter(manifest_type, knobs)
         md: SessionMetadata = await self._call(
             H.CreateSession(
                 creator_id=creator_id,

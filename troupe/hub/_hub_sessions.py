@@ -366,6 +366,8 @@ class SessionCalls(HubBase):
         from ._delivery import dispatch
 
         dispatch(core, md, notice)
+        if core.events.subscribers:
+            core.events.accepted(notice)
         core.audit("session_closed", session_id=session_id, reason="crashed")
         await expire_tasks_of(core, session_id)
 

@@ -4,6 +4,7 @@
 
     root supervisor (one_for_one)
     ├── audit      AuditWriter                permanent   started first, stopped last
+    ├── extensions nursery                    permanent   listeners, registered sweepers
     ├── hub        HubActor                   permanent   registry, session creation, tasks
     ├── sessions   dynamic supervisor         permanent   one transient SessionActor each
     ├── endpoints  dynamic supervisor         permanent   one temporary connection each
@@ -32,6 +33,7 @@ from ._audit import AuditWriter, audit_mailbox
 from ._auth import AuthAdapter, AuthRegistry
 from ._core import Faults, HubConfig, HubCore, new_uuid, trio_anchored_clock
 from ._directory import SessionEntry
+from ._extensions import run_extensions
 from ._hub import Hub
 from ._hub_actor import HubActor
 from ._passivation import passivate
@@ -58,6 +60,7 @@ async def open_hub(
     faults: Faults | None = None,
     new_id: Callable[[], str] | None = None,
     passivate_after: float | None = 600.0,
+    listeners: Iterable[object] = (),
     dedup_window: int = 1024,
     max_envelope_bytes: int = MAX_ENVELOPE_BYTES,
 ) -> AsyncIterator[Hub]:
@@ -90,6 +93,8 @@ async def open_hub(
       passivate_after: seconds of trio's clock a session may go unused before its actor is
         stopped and its memory released (default 600; None or 0 never passivates). The
         next use rehydrates it from snapshot + WAL, transparently.
+      listeners: objects whose ``on_*`` hooks are called for the hub's events from its
+        start (see :class:`HubListener`; ``hub.add_listener`` adds more later).
       dedup_window: idempotency / causation keys a live session keeps in memory (its
         latest; default 1024). A repeat of an older one is answered from the store's index
         (one lookup per post, only in sessions longer than this), so a retry is exactly-once
@@ -153,6 +158,9 @@ async def open_hub(
                     mailbox=partial(audit_mailbox, core.dead_letters),
                 )
             )
+            for listener in listeners:
+                hub.add_listener(listener)
+            await root.start_child(ChildSpec("extensions", partial(run_extensions, hub._ext)))
             core.hub_ref = await root.start_child(
                 ChildSpec("hub", partial(HubActor, core, hub.auth))
             )
@@ -179,6 +187,7 @@ async def open_hub(
                 yield hub
             finally:
                 core.stopping = True
+                core.events.close()  # streams end once read; listeners finish theirs
 
 
 async def _run_sessions(hub: Hub, *, task_status: trio.TaskStatus[None]) -> None:

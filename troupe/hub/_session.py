@@ -48,6 +48,7 @@ from ..model import (
 )
 from ..store import dedup_keys
 from ._activity import Activity, forget_activity, load_activity, save_activity
+from ._arbiters import award_if_due
 from ._core import Failed, HubCore
 from ._delivery import catch_up_after_ack, dispatch, recipients_of
 from ._directory import DedupWindow
@@ -98,6 +99,8 @@ class SessionActor(Actor[SessionMsg, Any]):
         #: What the expectation evaluators read (published on the directory entry).
         self.activity = Activity()
         self.participant_ids = self.metadata.participant_ids()
+        #: An auction's arbiter knob: the hub picks its winner (``_arbiters``).
+        self.arbiter = "arbiter" in self.metadata.knobs and self.metadata.manifest_type == "auction"
 
     # -- recovery --------------------------------------------------------------------------
 
@@ -149,6 +152,8 @@ class SessionActor(Actor[SessionMsg, Any]):
             for env in self.recent:
                 if env.event_type not in (EV_CHANNEL_INVITE_ACK, EV_CHANNEL_INVITE_REJECT):
                     dispatch(self.core, self.metadata, env, redelivery=True)
+        if self.restarted:
+            self.core.audit("session_actor_restarted", session_id=self.sid, last_seq=self.last_seq)
         await self._finish_interrupted(last_substantive)
         if self.metadata.state.terminal:
             # It had ended, or its recovery just ended it: nobody asks an ended session,
@@ -170,6 +175,8 @@ class SessionActor(Actor[SessionMsg, Any]):
             move = self.stype.on_accepted(md, last_substantive, self.state)
             if move is not None:
                 await self._move(move.state, move.reason)
+            elif self.arbiter:
+                await award_if_due(self)
 
     # -- messages --------------------------------------------------------------------------
 
@@ -359,6 +366,8 @@ class SessionActor(Actor[SessionMsg, Any]):
             move = self.stype.on_accepted(new_md, stamped, self.state)
             if move is not None:
                 await self._move(move.state, move.reason)
+            elif self.arbiter:
+                await award_if_due(self)
         await self._maybe_snapshot()
         return Accepted(stamped.envelope_id, stamped.seq)
 
@@ -432,6 +441,8 @@ class SessionActor(Actor[SessionMsg, Any]):
         del self.recent[:-RECENT]
         self.activity.note(env, self.participant_ids)
         self.core.counters.accepted += 1
+        if self.core.events.subscribers:
+            self.core.events.accepted(env)
 
     def _publish(self) -> None:
         self.entry.publish(self.metadata, self.state, self.last_seq)

@@ -2,7 +2,10 @@
 
 Rules:
 
-- The creator as the one initiator, and at least one bidder. No knobs.
+- The creator as the one initiator, and at least one bidder. One knob: ``arbiter``, the
+  name of an arbiter registered with the hub (``hub.register_auction_arbiter``): once
+  every bidder has bid, the hub asks it for the winner and posts the select for the
+  initiator.
 - Phases, in order; ``_MOVES`` below is the whole machine: for each phase and kind of move,
   who may make it and the phase it leads to (a pair missing from the table is refused):
   ``AWAITING_RFP`` — the initiator's first ``EV_TEXT`` is the request for proposals;
@@ -115,6 +118,24 @@ class AuctionType(BaseSessionType[AuctionState]):
     state_type = AuctionState
     turn_events = frozenset({EV_TEXT, EV_AUCTION_SELECT})
     other_events = frozenset({EV_EXPECTATION_VIOLATED})
+    known_knobs = frozenset({"arbiter"})
+
+    def validate_create(self, metadata: SessionMetadata) -> None:
+        """The participants and knobs; ``arbiter``, if given, is a name.
+
+        Args:
+            metadata: The session about to be created.
+
+        Raises:
+            ProtocolError: Naming the rule broken (the hub checks the arbiter is registered).
+        """
+        super().validate_create(metadata)
+        arbiter = metadata.knobs.get("arbiter")
+        if arbiter is not None and (not isinstance(arbiter, str) or not arbiter):
+            raise ProtocolError(
+                f"auction {metadata.session_id}: knob arbiter must be an arbiter's name, "
+                f"got {arbiter!r}"
+            )
 
     def initial_state(self, metadata: SessionMetadata) -> AuctionState:
         """Note the initiator and the bidders, waiting for the RFP.
