@@ -23,6 +23,7 @@ from ._errors import WorkflowGraphError as WorkflowGraphError
 from .client import Agent as Agent
 from .client import AgentClient as AgentClient
 from .client import Channel as Channel
+from .client import ChunkStream as ChunkStream
 from .client import HubClient as HubClient
 from .client import HumanClient as HumanClient
 from .client import Turn as Turn
@@ -54,6 +55,7 @@ from .model import Resume as Resume
 from .model import Rule as Rule
 from .model import SessionMetadata as SessionMetadata
 from .model import SessionState as SessionState
+from .model import StreamChunk as StreamChunk
 from .model import TaskMetadata as TaskMetadata
 from .model import TaskSpec as TaskSpec
 from .model import TaskState as TaskState
@@ -90,6 +92,7 @@ __all__ = (
     "AuthBlock",
     "AuthError",
     "Channel",
+    "ChunkStream",
     "ConnectionLost",
     "DecodeError",
     "Envelope",
@@ -122,6 +125,7 @@ __all__ = (
     "SessionMetadata",
     "SessionState",
     "StoreError",
+    "StreamChunk",
     "TaskMetadata",
     "TaskSpec",
     "TaskState",

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import trio
 
 from .._errors import NetworkError
@@ -118,6 +119,8 @@ class AgentClient(Identity):
         try:
             reply = await self._agent.respond(turn)
             answer = self._reply(metadata, stype, envelope, reply)
+            if answer is not None and turn.stream_id is not None:
+                answer = attrs.evolve(answer, stream_id=turn.stream_id)  # it ends the stream
             if answer is not None:
                 await hc.post_envelope(answer)
         except Exception as exc:

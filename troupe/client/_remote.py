@@ -28,6 +28,7 @@ from .._errors import (
 )
 from ..hub import Accepted, PendingTurn
 from ..model import (
+    ChunkFrame,
     Envelope,
     ErrorFrame,
     Frame,
@@ -39,6 +40,7 @@ from ..model import (
     Resume,
     Rule,
     SessionMetadata,
+    StreamChunk,
     TaskMetadata,
     TaskState,
     WelcomeFrame,
@@ -317,6 +319,14 @@ class RemoteHub:
 
     async def post_envelope(self, envelope: Envelope) -> str:
         return (await self.post(envelope)).envelope_id
+
+    async def stream_chunk(self, chunk: StreamChunk) -> None:
+        """Send a chunk, unanswered; dropped when there is no connection (best effort)."""
+        conn = self._conn
+        if conn is None or not self._connected.is_set() or self.closed_because is not None:
+            await trio.lowlevel.checkpoint()
+            return
+        await conn.send_frame(ChunkFrame(chunk=chunk))
 
     async def read_wal(
         self, session_id: str, *, since: int = 0, until: int | None = None

@@ -10,6 +10,7 @@ from ._core import Faults as Faults
 from ._core import InjectedCrash as InjectedCrash
 from ._expectations import ExpectationViolation as ExpectationViolation
 from ._hub import Hub as Hub
+from ._lanes import StreamStatistics as StreamStatistics
 from ._open import open_hub as open_hub
 from ._session_parts import Accepted as Accepted
 from ._stats import HubStatistics as HubStatistics
@@ -29,5 +30,6 @@ __all__ = (
     "InjectedCrash",
     "NoAuth",
     "PendingTurn",
+    "StreamStatistics",
     "open_hub",
 )

@@ -28,6 +28,7 @@ from ..model import (
 )
 from ._core import Failed, HubCore
 from ._delivery import CatchUp, Deliver, held_back, recipients_of
+from ._lanes import ChunkOut
 from ._rules import accepts_inbound
 
 log = logging.getLogger("troupe.hub.connections")
@@ -87,7 +88,7 @@ class Flush:
     done: trio.Event | None = None
 
 
-ConnectionMsg = Deliver | CatchUp | Bind | Receipt | SendOut | Flush
+ConnectionMsg = Deliver | CatchUp | Bind | Receipt | SendOut | Flush | ChunkOut
 
 
 def visible_to(core: HubCore, envelope: Envelope, agent_id: str) -> bool:
@@ -165,6 +166,10 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
                 if control:
                     self.control_queued -= 1
                 await self.endpoint.send_frame(frame)
+            case ChunkOut(frame, lane):
+                lane.queued -= 1
+                if self.owns(frame.recipient_id):
+                    await self.endpoint.send_frame(frame)
             case Flush(done):
                 self.flush_armed = False
                 await self.flush_cursors()

@@ -28,6 +28,7 @@ from ..model import (
     Envelope,
     SessionMetadata,
     SessionState,
+    StreamChunk,
 )
 from ..session_types import ViewPolicy
 from ..supervisors import ChildSpec, Supervisor
@@ -39,11 +40,13 @@ from ._core import Failed, HubCore
 from ._expectations import ExpectationSweeper
 from ._hub_registry import RegistryCalls
 from ._hub_sessions import SessionCalls
+from ._lanes import StreamStatistics
 from ._session_parts import (
     EndSession,
     SendInvites,
 )
 from ._stats import HubStatistics, PendingTurn
+from ._streaming import fan_out
 
 
 class Hub(RegistryCalls, SessionCalls):
@@ -361,6 +364,30 @@ class Hub(RegistryCalls, SessionCalls):
         """
         assert self._client_nursery is not None, "the hub is not running"
         return await self._client_nursery.start(fn, *args)
+
+    # -- streaming ---------------------------------------------------------------------------
+
+    def stream_chunk(self, chunk: StreamChunk) -> int:
+        """Forward a streamed chunk to the session's participants; how many got it.
+
+        Best effort and never stored (see ``_streaming.py``): the chunk is checked as a post
+        of its sender would be, then handed to the connection of each participant in its
+        audience without waiting; a recipient already ``CHUNK_BUFFER`` chunks behind misses
+        it (counted in :meth:`stream_statistics`).
+
+        Raises:
+          NotFoundError: the sender or the session is unknown.
+          AccessDeniedError: the audience is outside the sender's ``outbound_to``.
+          ProtocolError: the chunk is malformed, or its sender may not post in the
+            session now.
+        """
+        if not isinstance(chunk, StreamChunk):
+            raise TypeError(f"stream_chunk takes a StreamChunk, got {type(chunk).__name__}")
+        return fan_out(self._core, chunk)
+
+    def stream_statistics(self) -> StreamStatistics:
+        """How many chunks the hub forwarded, dropped and refused."""
+        return self._core.streams.statistics()
 
     # -- observability -----------------------------------------------------------------------
 
