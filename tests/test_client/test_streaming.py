@@ -20,9 +20,9 @@ from troupe import (
     StreamChunk,
     Turn,
 )
-from troupe.model import AccessBlock
 from troupe.client._streaming import CLIENT_CHUNK_BUFFER
 from troupe.hub._streaming import CHUNK_BUFFER, MAX_CHUNK_CHARS
+from troupe.model import AccessBlock
 from troupe.transport._local import BUFFER
 
 from .harness import WAIT, ClientPair, from_, open_pair
@@ -159,7 +159,7 @@ async def test_an_explicit_audience_limits_who_gets_chunks(autojump_clock: MockC
 
 async def test_a_sender_that_may_not_post_may_not_stream(autojump_clock: MockClock) -> None:
     async with open_pair() as p:
-        al, bea, cy = [await p.human(n) for n in ("al", "bea", "cy")]
+        al, _bea, cy = [await p.human(n) for n in ("al", "bea", "cy")]
         ch = await al.open(type="conversation", target="bea")
         await p.settle()
         sid = ch.session_id
