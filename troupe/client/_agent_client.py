@@ -10,6 +10,7 @@ import attrs
 import trio
 
 from .._errors import NetworkError
+from .._tracing import turn_span
 from ..model import (
     EV_CHANNEL_INVITE,
     EV_TEXT,
@@ -117,12 +118,13 @@ class AgentClient(Identity):
         turn = Turn(text=text, envelope=envelope, session=metadata, history=history, client=self)
         token = HANDLING_DEPTH.set(envelope.depth)
         try:
-            reply = await self._agent.respond(turn)
-            answer = self._reply(metadata, stype, envelope, reply)
-            if answer is not None and turn.stream_id is not None:
-                answer = attrs.evolve(answer, stream_id=turn.stream_id)  # it ends the stream
-            if answer is not None:
-                await hc.post_envelope(answer)
+            with turn_span(envelope, me):
+                reply = await self._agent.respond(turn)
+                answer = self._reply(metadata, stype, envelope, reply)
+                if answer is not None and turn.stream_id is not None:
+                    answer = attrs.evolve(answer, stream_id=turn.stream_id)  # ends the stream
+                if answer is not None:
+                    await hc.post_envelope(answer)
         except Exception as exc:
             log.exception("%s: turn on %s failed", self, envelope.envelope_id)
             await hc.report_turn_failure(

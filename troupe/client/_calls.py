@@ -12,6 +12,7 @@ from typing import Any
 
 import trio
 
+from .. import _tracing
 from .._errors import NetworkError, NotFoundError
 from ..hub import Hub, PendingTurn
 from ..model import (
@@ -147,6 +148,9 @@ class HubCalls:
 
     async def post_envelope(self, envelope: Envelope) -> str:
         self._check_open("post_envelope")
+        tracer = _tracing.ACTIVE
+        if tracer is not None:
+            return (await tracer.client_post(self._api.post, envelope)).envelope_id
         return (await self._api.post(envelope)).envelope_id
 
     async def stream_chunk(self, chunk: StreamChunk) -> None:

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import attrs
 import trio
 
+from .. import _tracing
 from .._errors import (
     AccessDeniedError,
     AuthError,
@@ -157,8 +158,16 @@ class RemoteHub:
 
     async def call(self, op: str, retry: bool = True, **params: Any) -> Any:
         """Run ``op`` on the hub; raise the error it answered with."""
+        tracer = _tracing.ACTIVE
+        if tracer is None:
+            return await self._call(op, retry, "", params)
+        with tracer.rpc_client(op) as traceparent:
+            return await self._call(op, retry, traceparent, params)
+
+    async def _call(self, op: str, retry: bool, traceparent: str, params: dict[str, Any]) -> Any:
         answer = await self._exchange(
-            lambda rid: RequestFrame(request_id=rid, op=op, params=params), retry=retry
+            lambda rid: RequestFrame(request_id=rid, op=op, params=params, traceparent=traceparent),
+            retry=retry,
         )
         if not isinstance(answer, ResponseFrame):
             raise NetworkError(f"unexpected answer to {op!r}: {type(answer).__name__}")

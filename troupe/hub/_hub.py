@@ -13,6 +13,7 @@ from typing import Any
 
 import trio
 
+from .. import _tracing
 from .._errors import (
     AccessDeniedError,
     ActorDead,
@@ -110,6 +111,8 @@ class Hub(RegistryCalls, SessionCalls):
                 labels=labels,
             )
         )
+        if _tracing.ACTIVE is not None:
+            _tracing.ACTIVE.session_opened(md)
         sid = md.session_id
         entry = self._core.directory.get(sid)
         try:

@@ -23,6 +23,7 @@ from functools import partial
 
 import trio
 
+from .. import _tracing
 from .._errors import ProtocolError, StoreError
 from ..session_types import AnySessionType, builtin_types
 from ..store import Store, open_store
@@ -158,6 +159,8 @@ async def open_hub(
                 yield hub
             finally:
                 core.stopping = True
+                if _tracing.ACTIVE is not None:
+                    _tracing.ACTIVE.hub_stopped(core.directory.sessions)
 
 
 async def _run_sessions(hub: Hub, *, task_status: trio.TaskStatus[None]) -> None:
