@@ -375,3 +375,34 @@ async def test_a_raising_chunk_callback_stops_nothing(
         await stream.send("c")
         await p.settle()
         assert [c.text for c in got] == ["a", "b", "c"]
+
+
+async def test_a_workflow_turn_streams_and_its_packet_names_the_stream(
+    autojump_clock: MockClock,
+) -> None:
+    from troupe import EV_PACKET
+    from troupe.workflow import sequence
+
+    async with open_pair() as p:
+        await register_streamer(p, "writer", ["a ", "draft"])
+        me = await p.human("me")
+        chunks = collect(me)
+        graph = sequence([me.agent_id, (await p.hc.get_agent("writer")).agent_id or ""])
+        ch = await me.open(type="workflow", target="writer", knobs={"graph": graph.to_dict()})
+        await me.post_envelope(
+            Envelope(
+                session_id=ch.session_id,
+                sender_id=me.agent_id,
+                event_type=EV_PACKET,
+                event_data={"body": "write", "routing": {"kind": "text"}},
+            )
+        )
+        with trio.fail_after(WAIT):
+            packet = await me.wait_for_channel_event(
+                channel_id=ch.session_id,
+                predicate=lambda e: e.event_type == EV_PACKET and e.sender_id != me.agent_id,
+            )
+        await p.settle()
+        assert [c.text for c in chunks] == ["a ", "draft"]
+        assert packet.stream_id == chunks[0].stream_id
+        assert packet.event_data["body"] == "a draft"
