@@ -28,6 +28,13 @@ PRINTS: dict[str, tuple[str, ...]] = {
         "after 600 s: turn_within -> hide (bob)",
         "next to speak: ada",
     ),
+    "gatekeeper.py": (
+        "eve was refused: True",
+        "gate: welcome, ada",
+        "health: HubHealth(serving=True, supervisor='running', store_reachable=True, "
+        "live_sessions=1, connections=1)",
+        "gate is unregistered",
+    ),
     "notification.py": (
         "pager got: build 1234 is green",
         "pager saw the session close: notification_done",

@@ -75,6 +75,7 @@ def test_errors_form_one_tree() -> None:
         troupe.InboxFull,
         troupe.ProtocolError,
         troupe.AuthError,
+        troupe.IdentityInUse,
     ):
         assert issubclass(cls, troupe.NetworkError)
     assert issubclass(troupe.MailboxFull, troupe.TroupeError)
@@ -82,6 +83,7 @@ def test_errors_form_one_tree() -> None:
 
     assert issubclass(troupe.MailboxFull, trio.WouldBlock)
     assert issubclass(troupe.IncompatibleStore, troupe.StoreError)
+    assert issubclass(troupe.StoreLocked, troupe.StoreError)
 
 
 def test_importing_troupe_does_not_print_its_warnings_to_stderr() -> None:

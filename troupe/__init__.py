@@ -7,6 +7,7 @@ from ._errors import ActorDead as ActorDead
 from ._errors import AuthError as AuthError
 from ._errors import ConnectionLost as ConnectionLost
 from ._errors import DecodeError as DecodeError
+from ._errors import IdentityInUse as IdentityInUse
 from ._errors import IllegalTransition as IllegalTransition
 from ._errors import InboxFull as InboxFull
 from ._errors import IncompatibleStore as IncompatibleStore
@@ -18,6 +19,7 @@ from ._errors import ProtocolError as ProtocolError
 from ._errors import RateLimited as RateLimited
 from ._errors import RestartIntensityExceeded as RestartIntensityExceeded
 from ._errors import StoreError as StoreError
+from ._errors import StoreLocked as StoreLocked
 from ._errors import TroupeError as TroupeError
 from ._errors import WorkflowGraphError as WorkflowGraphError
 from .client import Agent as Agent
@@ -29,6 +31,7 @@ from .client import HumanClient as HumanClient
 from .client import Turn as Turn
 from .hub import ApiKeyAuth as ApiKeyAuth
 from .hub import Hub as Hub
+from .hub import HubHealth as HubHealth
 from .hub import HubStatistics as HubStatistics
 from .hub import NoAuth as NoAuth
 from .hub import open_hub as open_hub
@@ -99,8 +102,10 @@ __all__ = (
     "Handoff",
     "Hub",
     "HubClient",
+    "HubHealth",
     "HubStatistics",
     "HumanClient",
+    "IdentityInUse",
     "IllegalTransition",
     "InboxBlock",
     "InboxFull",
@@ -125,6 +130,7 @@ __all__ = (
     "SessionMetadata",
     "SessionState",
     "StoreError",
+    "StoreLocked",
     "StreamChunk",
     "TaskMetadata",
     "TaskSpec",

@@ -9,17 +9,19 @@
     │   │   └── RateLimited          the sender's rate block is exhausted
     │   ├── InboxFull                a recipient's inbox is at ``max_pending``
     │   ├── ProtocolError            a session-type rule, a handshake or a lifecycle step said no
-    │   │   ├── DecodeError          JSON that does not fit a troupe record
+    │   │   ├── DecodeError          JSON (or a value) that does not fit a troupe record
     │   │   ├── IllegalTransition    a state machine was asked for a move it does not have
     │   │   └── WorkflowGraphError   a workflow graph with unknown names or a bad shape
     │   ├── AuthError                an unknown auth scheme or a bad claim
+    │   ├── IdentityInUse            the identity is bound to another live connection
     │   └── ConnectionLost           a remote hub's connection dropped before it answered
     ├── MailboxFull                  a ``reject`` mailbox is full (also a ``trio.WouldBlock``)
     ├── MailboxClosed                a send to, or a receive from, a closed mailbox
     ├── ActorDead                    an ask to an actor that is dead or died before replying
     ├── RestartIntensityExceeded     a supervisor saw too many crashes and gave up
     └── StoreError                   the store could not do what was asked
-        └── IncompatibleStore        a file that is not a troupe store, or from a newer schema
+        ├── IncompatibleStore        a file that is not a troupe store, or from a newer schema
+        └── StoreLocked              another hub has the store open for writing
 
 Each message names the id that was wrong.
 """
@@ -69,7 +71,8 @@ class ProtocolError(NetworkError):
 
 
 class DecodeError(ProtocolError):
-    """Raised when JSON data does not fit the troupe record it is decoded into.
+    """Raised when JSON data does not fit the troupe record it is decoded into, or a value
+    handed to the hub does not fit its field (a wrong type, data JSON cannot carry).
 
     ``record`` names the record and ``field`` the dotted path of the field that was wrong
     (empty when the data was not an object at all).
@@ -95,6 +98,16 @@ class AuthError(NetworkError):
     """Raised when an auth scheme is unknown or a claim does not validate."""
 
     code = "auth_failed"
+
+
+class IdentityInUse(NetworkError):
+    """Raised when an identity is bound to another live connection and may not be taken.
+
+    Without an API key nobody may take an identity from a live connection; with the right
+    key a bind takes it over, and the connection that held it gets this error and is closed.
+    """
+
+    code = "identity_in_use"
 
 
 class ConnectionLost(NetworkError):
@@ -136,3 +149,10 @@ class StoreError(TroupeError):
 
 class IncompatibleStore(StoreError):
     """Raised when a file is not a troupe store, or was written by a newer schema."""
+
+
+class StoreLocked(StoreError):
+    """Raised when another hub (this process or another) has the store open for writing.
+
+    The message names the file and the holder (pid, host, since when) as it recorded them.
+    """

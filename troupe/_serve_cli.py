@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import signal
 import sys
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -13,6 +15,7 @@ import trio
 from . import ApiKeyAuth, NoAuth, StoreError, open_hub
 from .hub import AuthAdapter
 from .transport import serve_ws
+from .transport._ws import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS
 
 log = logging.getLogger("troupe.serve")
 
@@ -34,6 +37,30 @@ def load_api_keys(path: Path) -> dict[str, str]:
     return data
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names only this machine (``localhost``, 127.0.0.0/8, ``::1``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(host: str, api_keys: dict[str, str] | None, allow_anonymous: bool) -> None:
+    """Refuse to serve without keys beyond this machine unless asked to.
+
+    Raises:
+      ValueError: ``host`` is not loopback, there are no API keys and no ``--allow-anonymous``.
+    """
+    if api_keys is None and not allow_anonymous and not is_loopback(host):
+        raise ValueError(
+            f"refusing to serve on {host} without --api-keys: anyone who reaches it could "
+            "register and bind agents under any free name; give --api-keys FILE, or "
+            "--allow-anonymous to accept that"
+        )
+
+
 async def serve(
     db: Path,
     host: str,
@@ -41,6 +68,8 @@ async def serve(
     api_keys: dict[str, str] | None,
     *,
     ping_interval: float = 20.0,
+    max_connections: int = MAX_CONNECTIONS,
+    max_connections_per_address: int = MAX_CONNECTIONS_PER_ADDRESS,
 ) -> None:
     """Serve until SIGINT/SIGTERM; leaving flushes everything and closes the store."""
     auth: list[AuthAdapter] = [ApiKeyAuth(api_keys)] if api_keys is not None else [NoAuth()]
@@ -53,6 +82,8 @@ async def serve(
                     port,
                     ping_interval=ping_interval,
                     ping_timeout=ping_interval,
+                    max_connections=max_connections,
+                    max_connections_per_address=max_connections_per_address,
                     task_status=task_status,
                 )
             )
@@ -67,16 +98,39 @@ async def serve(
     log.info("stopped; %s closed cleanly", db)
 
 
-def main(db: str, host: str, port: int, api_keys_file: str | None) -> int:
+def main(
+    db: str,
+    host: str,
+    port: int,
+    api_keys_file: str | None,
+    *,
+    allow_anonymous: bool = False,
+    max_connections: int = MAX_CONNECTIONS,
+    max_connections_per_address: int = MAX_CONNECTIONS_PER_ADDRESS,
+) -> int:
+    """Run ``troupe serve``; ValueError for bad options (the CLI exits 2 with its message)."""
+    if max_connections < 1 or max_connections_per_address < 1:
+        raise ValueError("--max-connections and --max-connections-per-address must be >= 1")
+    keys = load_api_keys(Path(api_keys_file)) if api_keys_file is not None else None
+    check_exposure(host, keys, allow_anonymous)
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    keys = load_api_keys(Path(api_keys_file)) if api_keys_file is not None else None
     failed = False
     try:
-        trio.run(serve, Path(db), host, port, keys)
+        trio.run(
+            partial(
+                serve,
+                Path(db),
+                host,
+                port,
+                keys,
+                max_connections=max_connections,
+                max_connections_per_address=max_connections_per_address,
+            )
+        )
     except* OSError as group:
         # The port is taken, the host is not ours: say so in one line, not a traceback.
         failed = True

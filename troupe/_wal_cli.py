@@ -1,7 +1,9 @@
 """``troupe wal inspect|tail|verify --db hub.db [SESSION]``: look into a store, offline.
 
-Run it on a store no hub has open (or a copy): it reads through the same ``Store`` protocol
-the hub uses, without starting a hub.
+It opens the store read-only (no write lock), so it works while a hub runs on it; it reads
+through the same ``Store`` protocol the hub uses, without starting a hub. ``verify`` also
+checks the file below the protocol: SQLite's quick_check, every WAL row's checksum, and that
+no agent name is held twice.
 """
 
 from __future__ import annotations
@@ -79,7 +81,11 @@ async def verify(store: Store, session: str | None) -> list[str]:
     problems: list[str] = []
     for md in sessions:
         sid = md.session_id
-        wal = await store.read(sid)
+        try:
+            wal = await store.read(sid)
+        except StoreError as exc:  # a damaged row; check_file names every one
+            problems.append(f"{sid}: cannot be read back: {exc}")
+            continue
         seqs = [e.seq for e in wal]
         if seqs != list(range(1, len(wal) + 1)):
             problems.append(f"{sid}: seq is not 1..{len(wal)} without gaps")
@@ -104,7 +110,8 @@ async def verify(store: Store, session: str | None) -> list[str]:
 
 
 async def run(db: Path, action: str, session: str | None, count: int) -> tuple[int, list[str]]:
-    async with SQLiteStore(db, threaded=False) as store:
+    notes: list[str] = []
+    async with SQLiteStore(db, threaded=False, read_only=True) as store:
         try:
             if action == "inspect":
                 return 0, await inspect(store, session)
@@ -112,13 +119,17 @@ async def run(db: Path, action: str, session: str | None, count: int) -> tuple[i
                 if session is None:  # the parser requires it; a direct caller may not
                     return 2, ["tail needs a SESSION"]
                 return 0, await tail(store, session, count)
-            problems = await verify(store, session)
+            problems, notes = await store.check_file()
+            problems += await verify(store, session)
         except LookupError as exc:
             return 2, [str(exc.args[0])]
     if problems:
-        return 1, problems
+        return 1, problems + notes
     checked = "1 session" if session is not None else "every session"
-    return 0, [f"ok: {checked} of {db} is sound (seq without gaps, notices, snapshots)"]
+    return 0, [
+        f"ok: {checked} of {db} is sound (seq without gaps, notices, snapshots, checksums)",
+        *notes,
+    ]
 
 
 def main(db: str, action: str, session: str | None, count: int) -> int:

@@ -20,7 +20,15 @@ def _serve(args: argparse.Namespace) -> int:
     from . import _serve_cli
 
     try:
-        return _serve_cli.main(args.db, args.host, args.port, args.api_keys)
+        return _serve_cli.main(
+            args.db,
+            args.host,
+            args.port,
+            args.api_keys,
+            allow_anonymous=args.allow_anonymous,
+            max_connections=args.max_connections,
+            max_connections_per_address=args.max_connections_per_address,
+        )
     except ValueError as exc:
         print(f"troupe serve: {exc}", file=sys.stderr)
         return 2
@@ -59,6 +67,28 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help='JSON file {"agent name": "token", ...}; with it every agent must present its key '
         "(ApiKeyAuth); without it the hub accepts agents that ask for no auth",
+    )
+    serve.add_argument(
+        "--allow-anonymous",
+        action="store_true",
+        help="serve without --api-keys on a host other than loopback (refused otherwise): "
+        "anyone who reaches the port may register and bind any name not bound to a live "
+        "connection",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        default=512,
+        metavar="N",
+        help="connections held at once, handshakes included; more are closed at once "
+        "(default: 512; keep it below the open-files limit, ulimit -n)",
+    )
+    serve.add_argument(
+        "--max-connections-per-address",
+        type=int,
+        default=64,
+        metavar="N",
+        help="connections held at once from one IP address (default: 64)",
     )
     serve.set_defaults(run=_serve)
 

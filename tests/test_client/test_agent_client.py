@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+import trio
 from trio.testing import MockClock
 
 from troupe import (
@@ -14,7 +15,9 @@ from troupe import (
     EV_SESSION_OPENED,
     EV_TEXT,
     AccessDeniedError,
+    AgentClient,
     Envelope,
+    NotFoundError,
     Passport,
     Resume,
     Rule,
@@ -23,7 +26,7 @@ from troupe import (
 )
 from troupe.model import LimitsBlock
 
-from .harness import WAIT, Lines, from_, kinds, of_type, open_pair, text, texts
+from .harness import WAIT, Lines, Scripted, from_, kinds, of_type, open_pair, text, texts
 
 
 async def test_properties_and_identity_methods(autojump_clock: MockClock) -> None:
@@ -251,6 +254,21 @@ async def test_a_silent_round_posts_nothing(autojump_clock: MockClock) -> None:
         assert await p.audit("turn_failed") == []
 
 
+async def test_an_empty_reply_is_a_silent_round(autojump_clock: MockClock) -> None:
+    # Issue 17: respond() returning "" posted an empty text (two such agents ping-ponged
+    # empty texts); in the reference an empty body is a silent round.
+    async with open_pair() as p:
+        # (Each says nothing three times, then stays silent: the old code ends too.)
+        ada, a = await p.agent("ada", Lines("", "", ""))
+        _, b = await p.agent("bob", Lines("", "", ""))
+        ch = await ada.open(type="conversation", target="bob")
+        await ada.send(ch.session_id, "hello?")
+        await p.settle()
+        assert texts(await p.wal(ch.session_id)) == ["hello?"]
+        assert (len(a.turns), len(b.turns)) == (0, 1)
+        assert await p.audit("turn_failed") == []
+
+
 async def test_own_envelopes_and_other_event_types_take_no_turn(autojump_clock: MockClock) -> None:
     async with open_pair() as p:
         bob, agent = await p.agent("bob")
@@ -329,3 +347,73 @@ async def test_channel_handle(autojump_clock: MockClock) -> None:
         assert (closed.state, closed.close_reason) == (SessionState.CLOSED, "bye")
         assert ch.state.terminal  # the handle keeps the metadata close() returned
         assert (await ch.info()).close_reason == "bye"
+
+
+async def test_async_with_unregisters_the_agent_on_exit(autojump_clock: MockClock) -> None:
+    async with open_pair() as p:
+        async with await p.hc.register(Scripted("bob"), Passport(name="bob")) as bob:
+            assert isinstance(bob, AgentClient)
+            assert (await p.hc.get_agent("bob")).agent_id == bob.agent_id
+        assert bob.disconnected
+        with pytest.raises(NotFoundError):
+            await p.hc.get_agent("bob")
+
+
+async def test_a_handler_replaces_the_default_turn_handler(autojump_clock: MockClock) -> None:
+    seen: list[str] = []
+
+    async def custom(envelope: Envelope, client: AgentClient) -> None:
+        seen.append(envelope.event_type)
+        if envelope.event_type == EV_TEXT and envelope.sender_id != client.agent_id:
+            await client.send(
+                envelope.session_id, f"custom: {envelope.text}", causation_id=envelope.envelope_id
+            )
+
+    async with open_pair() as p:
+        agent = Scripted("bob")
+        bob = await p.hc.register(agent, Passport(name="bob"), handler=custom)
+        assert bob.handler is custom
+        al = await p.human("al")
+        ch = await al.open(type="conversation", target="bob")  # the invite is still acked
+        await al.send(ch.session_id, "hi")
+        reply = await al.wait_for_channel_event(
+            channel_id=ch.session_id, predicate=from_(bob), timeout=WAIT
+        )
+        assert reply.text == "custom: hi"
+        assert agent.turns == []
+        assert seen[0] == EV_CHANNEL_INVITE
+        # None restores the default turn handler.
+        bob.set_handler(None)
+        await al.send(ch.session_id, "again")
+        reply = await al.wait_for_channel_event(
+            channel_id=ch.session_id, predicate=from_(bob), timeout=WAIT
+        )
+        assert reply.text == "bob: again"
+
+
+async def test_an_agent_can_answer_its_invites_itself(autojump_clock: MockClock) -> None:
+    async with open_pair() as p:
+        bob = await p.hc.register(Scripted("bob"), Passport(name="bob"), auto_ack_invites=False)
+        invites: list[Envelope] = []
+
+        async def keep(envelope: Envelope) -> None:
+            await trio.lowlevel.checkpoint()
+            if envelope.event_type == EV_CHANNEL_INVITE:
+                invites.append(envelope)
+
+        bob.on_envelope(keep)
+        al = await p.human("al")
+        opened: list[SessionState] = []
+
+        async def open_() -> None:
+            ch = await al.open(type="conversation", target="bob")
+            opened.append(ch.state)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(open_)
+            await p.settle()
+            [invite] = invites
+            assert (await p.hc.get_session(invite.session_id)).state is SessionState.PENDING
+            assert opened == []
+            await bob.accept_invite(invite)
+        assert opened == [SessionState.ACTIVE]

@@ -10,6 +10,7 @@ import trio
 from trio.testing import MockClock
 
 from troupe import (
+    EV_TEXT,
     Envelope,
     HubClient,
     LocalLink,
@@ -26,8 +27,9 @@ from troupe import (
 from troupe.client import Disconnected
 from troupe.client._calls import HubCalls
 from troupe.hub import Hub
+from troupe.store import MemoryStore
 
-from .harness import WAIT, Scripted, hub_clock, open_pair
+from .harness import WAIT, Lines, Scripted, hub_clock, of_type, open_pair, said
 
 
 class Uncancellable:
@@ -145,6 +147,7 @@ CALLS: dict[str, Callable[[HubClient], object]] = {
     "can_send": lambda hc: hc.can_send("s1", "a1"),
     "acan_send": lambda hc: hc.acan_send("s1", "a1"),
     "default_view_policy": lambda hc: hc.default_view_policy("s1", "a1"),
+    "adapter_state": lambda hc: hc.adapter_state("s1"),
     "get_task": lambda hc: hc.get_task("t1"),
     "list_tasks": lambda hc: hc.list_tasks(),
     "observe_task": lambda hc: hc.observe_task(TASK),
@@ -232,3 +235,36 @@ async def test_the_hub_ending_disconnects_an_open_in_process_client(
     assert bot.disconnected
     with pytest.raises(Disconnected):
         await al.send(ch.session_id, "anyone?")
+
+
+async def test_closing_at_once_keeps_the_receipt_of_what_was_consumed(
+    autojump_clock: MockClock,
+) -> None:
+    # Issue 17: a human got a reply and closed the client at once; the receipt of that
+    # delivery was lost, so after the hub reopened the same wait returned the old reply.
+    store = MemoryStore()
+    async with open_pair(store) as p:
+        await p.agent("bot", Lines("pong"))
+        async with HubClient(LocalLink(p.hub)) as people:
+            me = await people.register_human(Passport(name="me", kind="human"))
+            shown: list[str | None] = []
+
+            async def show(envelope: Envelope) -> None:  # a UI drawing what arrives
+                await trio.sleep(0.1)
+                shown.append(envelope.text)
+
+            me.on_envelope(show)
+            ch = await me.open(type="conversation", target="bot")
+            await me.send(ch.session_id, "ping")
+            reply = await me.wait_for_channel_event(
+                channel_id=ch.session_id, predicate=said("pong"), timeout=WAIT
+            )
+            assert reply.text == "pong"
+    async with open_pair(store) as p:
+        await p.hc.attach(Scripted("bot", Lines("pong again")), "bot")
+        _, back = await p.reattach("me")
+        await back.send(ch.session_id, "ping again")
+        again = await back.wait_for_channel_event(
+            channel_id=ch.session_id, predicate=of_type(EV_TEXT), timeout=WAIT
+        )
+        assert again.text == "pong again"

@@ -279,6 +279,46 @@ async def test_resume_pending_turns_reruns_a_failed_turn_once(
         assert len(agent.turns) == 2
 
 
+async def test_a_resumed_turn_is_delivered_like_any_other(autojump_clock: MockClock) -> None:
+    # Issue 17: resume_pending_turns called the turn handler directly, so the re-fired
+    # trigger bypassed the on_envelope observers and the session inbox.
+    attempts: list[str] = []
+
+    def flaky(turn: Turn) -> str:
+        attempts.append(turn.text)
+        if len(attempts) == 1:
+            raise ConnectionError("model unavailable")
+        return "sorted"
+
+    async with open_pair(session_types=[HelpDesk()]) as p:
+        desk, _ = await p.agent("desk", flaky)
+        seen: list[str] = []
+
+        async def observe(envelope: Envelope) -> None:
+            await trio.lowlevel.checkpoint()
+            seen.append(envelope.envelope_id)
+
+        desk.on_envelope(observe)
+        al = await p.human("al")
+        ch = await al.open(type="help_desk", target="desk")
+        question = await al.send(ch.session_id, "printer?")
+        await p.settle()
+        got = await desk.wait_for_channel_event(
+            channel_id=ch.session_id, predicate=from_(al), timeout=WAIT
+        )
+        assert got.envelope_id == question
+        seen.clear()
+
+        assert await desk.resume_pending_turns() == 1
+        assert seen == [question]
+        again = await desk.wait_for_channel_event(
+            channel_id=ch.session_id, predicate=from_(al), timeout=WAIT
+        )
+        assert again.envelope_id == question
+        assert attempts == ["printer?", "printer?"]
+        assert texts(await p.wal(ch.session_id)) == ["printer?", "sorted"]
+
+
 async def test_resume_pending_turns_skips_turns_without_trigger(
     autojump_clock: MockClock,
 ) -> None:
@@ -411,3 +451,25 @@ async def test_a_busy_agents_backlog_is_bounded_by_its_inbox_rule(
         gate.set()
         await p.settle()
         await al.send(ch.session_id, "3")  # handled and acked: room again
+
+
+async def test_a_pending_turn_says_since_when_it_is_owed(autojump_clock: MockClock) -> None:
+    async with open_pair(session_types=[HelpDesk()]) as p:
+        desk, _ = await p.agent("desk", lambda turn: None)
+        al = await p.human("al")
+        ch = await al.open(type="help_desk", target="desk")
+        await trio.sleep(7)
+        question = await al.send(ch.session_id, "printer?")
+        await trio.sleep(5)
+        [turn] = await p.hc.pending_turns_for(desk.agent_id)
+        [trigger] = [e for e in await p.wal(ch.session_id) if e.envelope_id == question]
+        assert turn.triggering_envelope_id == question
+        assert turn.expected_at == trigger.created_at != ""
+        assert await p.hc.pending_turn(ch.session_id, desk.agent_id) == turn
+        # No trigger: the creator's first turn in a discussion is owed from now.
+        ada, _ = await p.agent("ada")
+        await p.agent("bob")
+        await ada.open(type="discussion", target=["bob"])
+        [opening] = await p.hc.pending_turns_for(ada.agent_id)
+        assert opening.triggering_envelope_id is None
+        assert opening.expected_at == p.hub.core.now_iso()

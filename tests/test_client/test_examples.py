@@ -24,6 +24,19 @@ async def test_consult_a_human(
     ]
 
 
+async def test_gatekeeper(autojump_clock: MockClock, capsys: pytest.CaptureFixture[str]) -> None:
+    await example("gatekeeper").main()
+    assert capsys.readouterr().out.splitlines() == [
+        "eve was refused: True",
+        "ada owes the first turn, since the session opened: True",
+        "gate: welcome, ada",
+        "the discussion's state: DiscussionState",
+        "health: HubHealth(serving=True, supervisor='running', store_reachable=True, "
+        "live_sessions=1, connections=1)",
+        "gate is unregistered",
+    ]
+
+
 async def test_round_table(autojump_clock: MockClock, capsys: pytest.CaptureFixture[str]) -> None:
     await example("round_table").main()
     lines = capsys.readouterr().out.splitlines()

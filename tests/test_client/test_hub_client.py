@@ -26,7 +26,7 @@ from troupe import (
 )
 from troupe.model import LimitsBlock
 
-from .harness import WAIT, Scripted, from_, of_type, open_pair, text, texts
+from .harness import WAIT, Lines, Scripted, from_, of_type, open_pair, text, texts
 
 
 async def test_register_returns_a_bound_agent_client(autojump_clock: MockClock) -> None:
@@ -174,6 +174,28 @@ async def test_session_pass_throughs(autojump_clock: MockClock) -> None:
             for m in await p.hc.list_sessions(agent_id=bob.agent_id, include_terminal=True)
         ] == [md.session_id]
         assert not p.hc.can_send(md.session_id, al.agent_id)
+
+
+SLICES = [(-2, None), (0, -1), (-3, -1), (1, 3), (-100, 2), (2, -100), (3, 1), (-1, 5), (9, None)]
+
+
+@pytest.mark.parametrize(("since", "until"), SLICES)
+async def test_read_wal_is_the_slice_wal_since_until(
+    since: int, until: int | None, autojump_clock: MockClock
+) -> None:
+    # Issue 17: as in the seed (wal[since:until]), a negative bound counts from the end;
+    # since=-2 returned the whole WAL.
+    async with open_pair() as p:
+        await p.agent("bob", lambda turn: None)
+        al = await p.human("al")
+        ch = await al.open(type="conversation", target="bob")
+        for body in ("one", "two"):
+            await al.send(ch.session_id, body)
+        await p.settle()
+        wal = await p.hc.read_wal(ch.session_id)
+        assert len(wal) == 5
+        got = await p.hc.read_wal(ch.session_id, since=since, until=until)
+        assert got == wal[since:until]
 
 
 async def test_task_pass_throughs(autojump_clock: MockClock) -> None:
@@ -470,3 +492,17 @@ async def test_attaching_again_hands_queued_deliveries_to_the_new_handle(
         cursor = (await p.store.load_cursors(bob.agent_id))[chat.session_id]
         (t2,) = [e for e in await p.hub.read_wal(chat.session_id) if e.text == "t2"]
         assert cursor == t2.seq  # acked once really handled
+
+
+async def test_adapter_state_is_the_session_types_state(autojump_clock: MockClock) -> None:
+    async with open_pair() as p:
+        ada, _ = await p.agent("ada", Lines("a1"))
+        await p.agent("bob", Lines("b1"))
+        ch = await ada.open(type="discussion", target=["bob"])
+        await ch.send("hello")
+        await p.settle()
+        state = await p.hc.adapter_state(ch.session_id)
+        assert state is not None
+        assert state == p.hub.session_state(ch.session_id)
+        with pytest.raises(NotFoundError):
+            await p.hc.adapter_state("no-such-session")

@@ -101,3 +101,58 @@ async def test_disconnected_names_the_identity(autojump_clock: MockClock) -> Non
         }
         assert {str(exc) for exc in woken} == expected
         assert len(woken) == 4
+
+
+def drain(identity: Identity, session_id: str) -> None:
+    """Take everything queued in ``identity``'s inbox of ``session_id`` (it is then empty)."""
+    box = identity.ensure_channel_inbox(session_id)
+    while len(box):
+        box.receive_nowait()
+
+
+async def test_staggered_waits_on_an_empty_inbox_each_get_their_envelope(
+    autojump_clock: MockClock,
+) -> None:
+    # Issue 17: an empty inbox is falsy (a Mailbox has a length), and ensure() replaced it
+    # on every call: the second wait took a new inbox, the first one waited on the old one
+    # for ever although its envelope arrived.
+    async with open_pair() as p:
+        al, bea, ch = await talking(p)
+        drain(bea, ch.session_id)
+        got: dict[str, str | None] = {}
+
+        async def wait(body: str) -> None:
+            envelope = await bea.wait_for_channel_event(
+                channel_id=ch.session_id, predicate=said(body), timeout=WAIT
+            )
+            got[body] = envelope.text
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wait, "one")
+            await p.settle()
+            await trio.sleep(1)
+            nursery.start_soon(wait, "two")
+            await p.settle()
+            await al.send(ch.session_id, "two")
+            await al.send(ch.session_id, "one")
+        assert got == {"one": "one", "two": "two"}
+
+
+async def test_the_inbox_of_a_session_is_one_object(autojump_clock: MockClock) -> None:
+    async with open_pair() as p:
+        al, bea, ch = await talking(p)
+        drain(bea, ch.session_id)
+        box = bea.ensure_channel_inbox(ch.session_id)
+        assert len(box) == 0
+        assert bea.ensure_channel_inbox(ch.session_id) is box
+        # A wait that ran while it was empty does not detach it from the deliveries.
+        with pytest.raises(TimeoutError):
+            await bea.wait_for_channel_event(
+                channel_id=ch.session_id, predicate=said("never"), timeout=1
+            )
+        await al.send(ch.session_id, "still here")
+        await p.settle()
+        assert texts(box.take_all()) == ["still here"]
+        # Discarding an empty inbox closes it (it was left open before).
+        bea.discard_channel_inbox(ch.session_id)
+        assert box.closed

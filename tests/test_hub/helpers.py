@@ -82,7 +82,15 @@ class FakeEndpoint:
     def endpoint_id(self) -> str:
         return self._id
 
-    async def send_frame(self, frame: Frame) -> None:
+    @property
+    def alive(self) -> bool:
+        return not self.closed and self._from_client.statistics().open_send_channels > 0
+
+    def encode(self, frame: Frame) -> Frame:
+        return frame
+
+    async def send_frame(self, frame: Frame | str) -> None:
+        assert not isinstance(frame, str)
         if self.stalled is not None:
             await self.stalled.wait()
         await trio.lowlevel.checkpoint()
@@ -120,8 +128,12 @@ class MiniClient:
     async def attach(self) -> None:
         await self.hub.attach_endpoint(self.endpoint)
 
-    async def bind(self, agent_id: str, *, since: dict[str, int] | None = None) -> None:
-        await self.hub.bind_endpoint(self.endpoint.endpoint_id, agent_id, since=since)
+    async def bind(
+        self, agent_id: str, *, since: dict[str, int] | None = None, takeover: bool = False
+    ) -> None:
+        await self.hub.bind_endpoint(
+            self.endpoint.endpoint_id, agent_id, since=since, takeover=takeover
+        )
 
     def disconnect(self) -> None:
         """The client goes away: the hub's reader sees the end of its frames."""

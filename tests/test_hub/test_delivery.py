@@ -6,7 +6,7 @@ import pytest
 import trio
 import trio.testing
 
-from troupe import NotFoundError, StoreError
+from troupe import IdentityInUse, NotFoundError, StoreError
 from troupe.client._remote import error_from
 from troupe.hub import ApiKeyAuth, Hub, NoAuth
 from troupe.model import (
@@ -118,15 +118,24 @@ async def test_one_connection_many_identities_and_rebinding(
         (bob.id, EV_SESSION_OPENED),
         (bob.id, "troupe.text"),
     ]
-    # bob moves to his own connection; alice stays.
+    # bob cannot be bound elsewhere while this connection is open (issue 13 item 8)...
     own = await h.client("ep-bob")
-    await own.bind(bob.id)
+    with pytest.raises(IdentityInUse, match=f"'bob' \\({bob.id}\\) is bound to another"):
+        await own.bind(bob.id)
     await h.say(md, alice, "second")
-    await h.say(md, bob, "reply")
     await h.settle()
-    assert [e.text for e in own.notified(bob.id)] == ["second"]
-    assert [e.text for e in shared.notified(alice.id) if e.text] == ["reply"]
-    assert [e.text for e in shared.notified(bob.id) if e.text] == ["to bob"]
+    assert [e.text for e in shared.notified(bob.id) if e.text] == ["to bob", "second"]
+    assert own.notified(bob.id) == []
+    # ...unless the bind takes him over (what his key allows over a wire): the shared
+    # connection is told why and closed.
+    await own.bind(bob.id, takeover=True)
+    await h.say(md, alice, "third")
+    await h.settle()
+    assert [e.text for e in own.notified(bob.id)] == ["third"]
+    told = [f for f in shared.frames if isinstance(f, ErrorFrame)]
+    assert [f.code for f in told] == ["identity_in_use"]
+    assert "taken over" in told[0].message
+    assert shared.endpoint.closed
     with pytest.raises(NotFoundError, match="endpoint not attached: 'ep-nope'"):
         await hub.bind_endpoint("ep-nope", alice.id)
     with pytest.raises(NotFoundError, match="agent not registered: 'ghost'"):

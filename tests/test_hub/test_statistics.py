@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import attrs
 import pytest
 import trio
 import trio.testing
 
 from troupe import NetworkError, NotFoundError, ProtocolError
-from troupe.hub import Hub
+from troupe.hub import Hub, HubHealth
+from troupe.hub._hub import HEALTH_STORE_TIMEOUT_S
 from troupe.model import TaskMetadata, TaskSpec
+from troupe.store import MemoryStore
+from troupe.testing import FaultyStore
 
 from .helpers import Harness, client_of, open_harness, text_envelope
 
@@ -100,3 +104,33 @@ async def test_a_session_given_up_on_keeps_its_high_water_mark(
         await h.settle()
         stats = h.hub.statistics()
         assert (stats.sessions_crashed, stats.session_mailbox_high_water) == (1, 5)
+
+
+async def test_health_says_whether_the_hub_serves(autojump_clock: trio.testing.MockClock) -> None:
+    faulty = FaultyStore(MemoryStore())
+    async with open_harness(faulty) as h:
+        hub = h.hub
+        alice, bob = await h.agent("alice"), await h.agent("bob")
+        await h.session("conversation", alice, bob)
+        health = await hub.health()
+        assert health == HubHealth(
+            serving=True,
+            supervisor="running",
+            store_reachable=True,
+            live_sessions=1,
+            connections=2,
+        )
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            health.serving = False  # type: ignore[misc]
+        faulty.fail_next("last_seq")
+        failing = await hub.health()
+        assert (failing.serving, failing.store_reachable) == (False, False)
+        faulty.delay("last_seq", 60, n=1)
+        start = trio.current_time()
+        slow = await hub.health()
+        assert (slow.serving, slow.store_reachable) == (False, False)
+        assert trio.current_time() - start == HEALTH_STORE_TIMEOUT_S
+        faulty.heal()
+        assert (await hub.health()).serving
+    ended = await hub.health()
+    assert (ended.serving, ended.supervisor) == (False, "stopping")

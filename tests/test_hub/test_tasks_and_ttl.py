@@ -121,6 +121,42 @@ async def test_terminal_is_final_and_feeds_the_track_record(
     ]
 
 
+async def test_the_owners_latency_counts_when_the_hub_could_not_measure_it(
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+) -> None:
+    # Issue 17: update_task(COMPLETED) of a task without started_at records the observation
+    # by itself, without a latency; the owner's own observation of that task then gives it
+    # (it was dropped as a duplicate: p50_latency_ms stayed None). It is not counted twice.
+    alice = await h.agent("alice", connect=False)
+    await hub.observe_task(task("t1", alice.id, capability="sql"))
+    await hub.update_task("t1", state=TaskState.COMPLETED)
+    stat = (await hub.get_resume(alice.id)).observed["sql"]
+    assert (stat.n, stat.completed, stat.p50_latency_ms) == (1, 1, None)
+    await hub.record_observation(
+        owner_id=alice.id,
+        capability="sql",
+        outcome=TaskState.COMPLETED,
+        latency_ms=42,
+        task_id="t1",
+    )
+    stat = (await hub.get_resume(alice.id)).observed["sql"]
+    assert (stat.n, stat.completed, stat.p50_latency_ms) == (1, 1, 42)
+    # Once known, a repeat changes nothing.
+    await hub.record_observation(
+        owner_id=alice.id, capability="sql", outcome=TaskState.FAILED, latency_ms=7, task_id="t1"
+    )
+    assert (await hub.get_resume(alice.id)).observed["sql"] == stat
+    # A latency the hub measured is not replaced either.
+    await hub.observe_task(task("t2", alice.id, capability="sql", started_at=iso(hub.core.now())))
+    await trio.sleep(1)
+    await hub.update_task("t2", state=TaskState.COMPLETED)
+    await hub.record_observation(
+        owner_id=alice.id, capability="sql", outcome=TaskState.COMPLETED, latency_ms=5, task_id="t2"
+    )
+    stat = (await hub.get_resume(alice.id)).observed["sql"]
+    assert (stat.n, stat.completed, stat.p50_latency_ms) == (2, 2, 1000)
+
+
 async def test_max_concurrent_tasks(
     autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
 ) -> None:

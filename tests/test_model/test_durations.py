@@ -21,7 +21,7 @@ from troupe.model import parse_duration
         ("", 0),
         ("60", 60),
         (" 5m ", 300),
-        ("-1", -1),  # a TTL <= 0 means "no expiry" to the hub
+        ("3650d", 3650 * 86400),  # MAX_DURATION_S
     ],
 )
 def test_the_reference_durations(value: str | int, seconds: int) -> None:
@@ -33,3 +33,22 @@ def test_anything_else_is_refused_naming_the_value(value: object) -> None:
     with pytest.raises(ValueError, match="not a duration") as info:
         parse_duration(value)  # type: ignore[arg-type]
     assert repr(value) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "complaint"),
+    [
+        ("-1", "cannot be negative"),
+        (-1, "cannot be negative"),
+        ("-5m", "cannot be negative"),
+        (10**12, "exceeds the longest allowed"),
+        ("99999999999d", "exceeds the longest allowed"),
+        ("3651d", "exceeds the longest allowed"),
+        ("9" * 5000, "exceeds the longest allowed"),
+    ],
+)
+def test_negative_and_overlong_durations_are_refused(value: str | int, complaint: str) -> None:
+    # A TTL of 10**12 s made the hub actor raise "year out of range" (issue 13); a negative
+    # one was read as "no expiry".
+    with pytest.raises(ValueError, match=complaint):
+        parse_duration(value)

@@ -105,7 +105,6 @@ async def test_a_directory_is_not_a_store(tmp_path: Path) -> None:
 
 async def test_a_new_store_is_versioned_and_in_wal_mode(tmp_path: Path) -> None:
     path = tmp_path / "hub.db"
-    path.touch()  # an empty file is a new store, like a missing one
     await make_store(path)
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA user_version").fetchone() == (schema.SCHEMA_VERSION,)
@@ -236,7 +235,9 @@ async def test_a_missing_directory_is_a_store_error(tmp_path: Path) -> None:
 
 def test_a_locked_file_is_busy_not_incompatible(tmp_path: Path) -> None:
     path = tmp_path / "hub.db"
+    schema.connect(path, synchronous="FULL").close()
     holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA locking_mode = EXCLUSIVE")  # in WAL mode, keeps readers out too
     holder.execute("BEGIN EXCLUSIVE")
     try:
         with pytest.raises(troupe.StoreError, match="database is locked") as info:

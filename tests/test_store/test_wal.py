@@ -116,6 +116,37 @@ async def test_a_key_is_accepted_once(store: Store) -> None:
     assert await store.find_idempotent("s1", "k2") is None
 
 
+async def test_dedup_lookups_by_key_by_answer_and_the_latest(store: Store) -> None:
+    await store.append(
+        "s1",
+        [
+            env("s1", 1, idempotency_key="k1"),
+            env("s1", 2, sender_id="bob", causation_id="s1-1"),
+            env("s1", 3, idempotency_key="k3", sender_id="bob", causation_id="s1-1"),
+            env("s1", 4, sender_id="bobby", causation_id="s1-1"),
+        ],
+    )
+    await store.append("s2", [env("s2", 1, idempotency_key="k1")])
+    assert await store.find_dedup("s1", ["k:k1"]) == ("s1-1", 1)
+    assert await store.find_dedup("s1", ["k:nope", "k:k3"]) == ("s1-3", 3)
+    assert await store.find_dedup("s1", ["k:nope"]) is None
+    assert await store.find_dedup("s1", []) is None
+    assert await store.find_dedup("s3", ["k:k1"]) is None
+    # The first answer is the one named, whatever its event type; another sender is not.
+    assert await store.find_answer("s1", "bob", "s1-1") == ("s1-2", 2)
+    assert await store.find_answer("s1", "bobby", "s1-1") == ("s1-4", 4)
+    assert await store.find_answer("s1", "bob", "s1-2") is None
+    assert await store.find_answer("s1", "bo", "s1-1") is None
+    assert await store.recent_dedup("s1", 2) == [
+        ("k:k3", "s1-3", 3),
+        ("c:bobby|s1-1|troupe.text", "s1-4", 4),
+    ]
+    # Seq 3 repeats seq 2's answer key: the first envelope under a key keeps it.
+    assert [seq for _, _, seq in await store.recent_dedup("s1", 100)] == [1, 2, 3, 4]
+    assert await store.recent_dedup("s1", 0) == []
+    assert await store.recent_dedup("s3", 5) == []
+
+
 async def test_only_the_latest_snapshot_is_kept(store: Store) -> None:
     assert await store.load_snapshot("s1") is None
     await store.save_snapshot("s1", 10, {"turn": "bob", "count": 10})

@@ -8,7 +8,7 @@ import trio.testing
 
 from troupe import ActorDead, RestartIntensityExceeded
 from troupe.actors import Actor, ActorRef
-from troupe.supervisors import ChildSpec, open_supervisor
+from troupe.supervisors import ChildSpec, Supervisor, open_supervisor
 
 from ._children import Log, Worker, settle, start_actor, worker
 
@@ -200,3 +200,36 @@ async def test_bad_arguments_raise_a_bare_value_error(
     with pytest.raises(ValueError, match=match):
         async with open_supervisor(**kwargs):  # type: ignore[arg-type]
             pass  # pragma: no cover
+
+
+async def test_state_says_running_restarting_stopping_or_failed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log = Log()
+    seen: list[str] = []
+    held: list[Supervisor] = []
+
+    async def run() -> None:
+        async with open_supervisor(
+            max_restarts=1, within_s=100.0, backoff=(5.0, 5.0), name="s"
+        ) as sup:
+            held.append(sup)
+            ref = await start_actor(sup, worker("w", log))
+            seen.append(sup.state)
+            await ref.tell("crash")
+            await settle()
+            seen.append(sup.state)  # down until its backoff is over
+            await trio.sleep(10)
+            seen.append(sup.state)
+            [child] = sup.which_children()
+            assert child.ref is not None
+            await child.ref.tell("crash")  # a second crash within the window: give up
+            await trio.sleep_forever()
+
+    with pytest.raises(RestartIntensityExceeded):
+        await run()
+    assert seen == ["running", "restarting", "running"]
+    assert held[0].state == "failed"
+    async with open_supervisor(name="t") as sup:
+        sup.cancel()
+        assert sup.state == "stopping"

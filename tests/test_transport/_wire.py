@@ -24,7 +24,7 @@ from troupe import EV_TEXT, Envelope, Hub, HubClient, HumanClient, Passport, Tur
 from troupe.hub import AuthAdapter
 from troupe.model import Frame, HelloFrame, WelcomeFrame, decode_frame, encode_frame
 from troupe.store import Store
-from troupe.transport import WsLink, serve_ws
+from troupe.transport import WsLink, WsServer, serve_ws
 
 #: Heartbeat for tests that do not exercise it (long enough never to fire by accident).
 QUIET = 30.0
@@ -41,6 +41,7 @@ class Served:
     port: int
     _scope: trio.CancelScope
     _stopped: trio.Event
+    server: WsServer
 
     def link(self, *, ping_interval: float = QUIET, **kwargs: Any) -> WsLink:
         kwargs.setdefault("ping_timeout", ping_interval)
@@ -60,8 +61,12 @@ async def serving(
     ping_interval: float = QUIET,
     ping_timeout: float | None = None,
     port: int = 0,
+    **options: Any,
 ) -> AsyncIterator[Served]:
-    """Open a hub and serve it on 127.0.0.1 (a random port unless ``port`` is given)."""
+    """Open a hub and serve it on 127.0.0.1 (a random port unless ``port`` is given).
+
+    ``options`` go to ``serve_ws`` (its limits).
+    """
 
     async def run(*, task_status: trio.TaskStatus[Served]) -> None:
         stopped = trio.Event()
@@ -76,10 +81,11 @@ async def serving(
                             ping_interval=ping_interval,
                             ping_timeout=ping_timeout or ping_interval,
                             task_status=task_status,
+                            **options,
                         )
                     )
                     url = f"ws://127.0.0.1:{server.port}"
-                    task_status.started(Served(hub, url, server.port, scope, stopped))
+                    task_status.started(Served(hub, url, server.port, scope, stopped, server))
                     await trio.sleep_forever()
         finally:
             stopped.set()

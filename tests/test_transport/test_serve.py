@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import resource
 import signal
 import socket
 import sqlite3
@@ -55,14 +56,25 @@ class Server:
 
 
 @asynccontextmanager
-async def troupe_serve(db: Path, log: Path, *args: str, port: int = 0) -> AsyncIterator[Server]:
-    """Run ``troupe serve`` until the block ends (SIGKILL if it is still running then)."""
+async def troupe_serve(
+    db: Path, log: Path, *args: str, port: int = 0, open_files: int | None = None
+) -> AsyncIterator[Server]:
+    """Run ``troupe serve`` until the block ends (SIGKILL if it is still running then).
+
+    ``open_files``: its limit of open file descriptors (``ulimit -n``).
+    """
+
+    def limit_files() -> None:
+        if open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
     with log.open("ab") as err:
         process = await trio.lowlevel.open_process(
             _troupe("serve", "--db", str(db), "--port", str(port), *args),
             cwd=REPO,
             stdout=subprocess.PIPE,
             stderr=err,
+            preexec_fn=limit_files,
         )
     try:
         assert process.stdout is not None
@@ -85,7 +97,15 @@ def test_help_lists_the_options() -> None:
     done = subprocess.run(
         _troupe("serve", "--help"), cwd=REPO, capture_output=True, text=True, check=True
     )
-    for option in ("--db", "--host", "--port", "--api-keys"):
+    for option in (
+        "--db",
+        "--host",
+        "--port",
+        "--api-keys",
+        "--allow-anonymous",
+        "--max-connections",
+        "--max-connections-per-address",
+    ):
         assert option in done.stdout
     assert "SIGINT" in done.stdout
 

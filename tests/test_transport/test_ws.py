@@ -28,7 +28,7 @@ from troupe import (
 )
 from troupe.model import LimitsBlock, RateBlock
 
-from ._wire import Echo, Scripted, serving, wait_until
+from ._wire import Echo, Scripted, eventually, serving, wait_until
 
 
 def _is_reply(me: HumanClient) -> Callable[[Envelope], bool]:
@@ -69,6 +69,8 @@ async def test_consulting_a_remote_agent_from_another_connection() -> None:
                     "echo: hello over the wire",
                 ]
                 assert await people.read_wal(ch.session_id, since=1, until=2) == wal[1:2]
+                assert await people.read_wal(ch.session_id, since=-2) == wal[-2:]
+                assert await people.read_wal(ch.session_id, since=-3, until=-1) == wal[-3:-1]
 
 
 async def test_a_discussion_across_three_connections() -> None:
@@ -192,6 +194,9 @@ async def test_sessions_posts_and_turn_probes() -> None:
             )
             assert found is None
             assert await hc.pending_turns_for(a.agent_id) == []
+            # Folded here from the WAL, it is the hub's own state of the session.
+            state = await hc.adapter_state(md.session_id)
+            assert state == served.hub.session_state(md.session_id)
             await hc.report_turn_failure(
                 session_id=md.session_id, agent_id=a.agent_id, envelope_id=first, exc=KeyError("k")
             )
@@ -216,6 +221,14 @@ async def test_sessions_posts_and_turn_probes() -> None:
                 await a.send(md.session_id, "too late")
             with pytest.raises(NotFoundError):
                 await hc.get_session(uuid.uuid4().hex)
+
+            # A turn owed with no trigger is owed since the hub's clock when asked.
+            opened = await hc.create_session(
+                creator_id=a.agent_id, manifest_type="discussion", participants=[b.agent_id]
+            )
+            [turn] = await hc.pending_turns_for(a.agent_id)
+            assert (turn.session_id, turn.triggering_envelope_id) == (opened.session_id, None)
+            assert turn.expected_at >= opened.created_at
 
 
 async def test_tasks_over_the_wire() -> None:
@@ -319,3 +332,30 @@ async def test_closing_while_reconnecting_does_not_wait_for_the_hub() -> None:
             assert trio.current_time() - closing < 0.5
             with pytest.raises(RuntimeError, match=r"closed: cannot call get_agent$"):
                 await hc.get_agent("echo")
+
+
+async def test_closing_at_once_keeps_the_receipt_of_what_a_person_took() -> None:
+    # Issue 17, over the wire: a person took a reply and closed the client while a callback
+    # still ran; the receipt must reach the hub (else the reply is replayed next time).
+    with trio.fail_after(5):
+        async with serving() as served, HubClient(served.link()) as agents:
+            await agents.register(Echo(), Passport(name="echo"), Resume())
+            async with HubClient(served.link()) as people:
+                me = await people.register_human(Passport(name="me"))
+
+                async def draw(envelope: Envelope) -> None:  # a UI still busy at close
+                    await trio.sleep(1)
+
+                me.on_envelope(draw)
+                ch = await me.open(type="conversation", target="echo")
+                await me.send(ch.session_id, "ping")
+                reply = await me.wait_for_channel_event(
+                    channel_id=ch.session_id, predicate=_is_reply(me), timeout=3
+                )
+            store = served.hub.core.store
+
+            async def acked() -> bool:
+                cursors = await store.load_cursors(me.agent_id)
+                return cursors.get(ch.session_id, 0) >= reply.seq
+
+            await eventually(acked)

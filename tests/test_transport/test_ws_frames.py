@@ -20,6 +20,7 @@ from troupe import (
     ProtocolError,
     Rule,
 )
+from troupe.hub import _rpc
 from troupe.model import (
     AcceptFrame,
     ErrorFrame,
@@ -262,15 +263,17 @@ async def test_a_recipient_that_does_not_ack_fills_its_inbox() -> None:
                     manifest_type="conversation",
                     participants=[served.hub.find_agent_id("deaf") or ""],
                 )
-            async with raw(served.url) as deaf, HubClient(served.link()) as hc:
+            async with raw(served.url) as deaf:
                 # "deaf" is bound to a connection that reads deliveries and never acks.
                 await deaf.hello("deaf")
-                speaker = await hc.attach(None, "talker")
-                await speaker.send(md.session_id, "one")
-                await speaker.send(md.session_id, "two")
-                with pytest.raises(InboxFull, match="deaf"):
-                    await speaker.send(md.session_id, "three")
-                # Over a SendFrame the same refusal is an ErrorFrame with code inbox_full.
+                async with HubClient(served.link()) as hc:
+                    speaker = await hc.attach(None, "talker")
+                    await speaker.send(md.session_id, "one")
+                    await speaker.send(md.session_id, "two")
+                    with pytest.raises(InboxFull, match="deaf"):
+                        await speaker.send(md.session_id, "three")
+                # Over a SendFrame the same refusal is an ErrorFrame with code inbox_full
+                # (talker's client closed: its identity is free for this connection).
                 async with raw(served.url) as ws:
                     await ws.hello("talker")
                     four = text(md.session_id, talker.agent_id, "four")
@@ -295,8 +298,12 @@ async def test_encoded_frames_round_trip_through_the_raw_helper() -> None:
             assert response.result == served.hub.find_agent_id("x")
 
 
-async def test_an_answer_too_big_for_one_frame_is_refused_not_sent() -> None:
+async def test_an_answer_too_big_for_one_frame_is_refused_not_sent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The client would close the connection on it, reconnect, ask again, and so on."""
+    # read_wal pages its answers (see the next test): unbounded pages make one too big.
+    monkeypatch.setattr(_rpc, "READ_WAL_PAGE_BYTES", 1 << 40)
     with trio.fail_after(10):
         async with serving() as served, HubClient(served.link()) as hc:
             a, _, session_id = await converse(hc, hc)
@@ -311,14 +318,32 @@ async def test_an_answer_too_big_for_one_frame_is_refused_not_sent() -> None:
             assert hc.endpoint_id == endpoint
 
 
+async def test_a_wal_too_big_for_one_frame_is_read_page_by_page() -> None:
+    with trio.fail_after(10):
+        async with serving() as served, HubClient(served.link()) as hc:
+            a, _, session_id = await converse(hc, hc)
+            for i in range(45):  # 9 MB of WAL: more than one frame may carry
+                await a.send(session_id, f"{i:02}" + "x" * 200_000)
+            endpoint = hc.endpoint_id
+            wal = await hc.read_wal(session_id)
+            assert wal == await served.hub.read_wal(session_id)
+            assert [e.text[:2] for e in wal if e.text] == [f"{i:02}" for i in range(45)]
+            part = await hc.read_wal(session_id, since=3, until=40)
+            assert [e.seq for e in part] == list(range(4, 41))
+            assert hc.endpoint_id == endpoint  # no reconnect on the way
+
+
 @pytest.mark.parametrize("size", [2 << 20, 9 << 20], ids=["over-the-limit", "over-the-hard-limit"])
 async def test_a_client_does_not_send_a_frame_the_hub_would_refuse(size: int) -> None:
     with trio.fail_after(5):
         async with serving() as served, HubClient(served.link()) as hc:
             a, _, session_id = await converse(hc, hc)
             endpoint = hc.endpoint_id
-            with pytest.raises(DecodeError, match=f"{MAX_FRAME_BYTES}-byte frame limit"):
+            # A post is refused sooner: no envelope over max_envelope_bytes is sent.
+            with pytest.raises(ProtocolError, match="exceeds max_envelope_bytes"):
                 await a.send(session_id, "x" * size)
+            with pytest.raises(DecodeError, match=f"{MAX_FRAME_BYTES}-byte frame limit"):
+                await hc.set_skill(a.agent_id, "x" * size)
             assert hc.endpoint_id == endpoint  # no reconnect
             assert [e.text for e in await hc.read_wal(session_id) if e.text] == []
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
 
 import attrs
 import trio
@@ -34,18 +35,27 @@ if TYPE_CHECKING:
 log = logging.getLogger("troupe.client")
 
 Observer = Callable[[Envelope], Awaitable[None]]
+#: What handles an agent's deliveries: ``await handler(envelope, client)``. The default is
+#: :meth:`AgentClient.handle`; a replacement may call it for what it does not handle itself.
+Handler = Callable[[Envelope, "AgentClient"], Awaitable[None]]
 
 
 class AgentClient(Identity):
     """What ``HubClient.register`` returns: one agent on one connection.
 
-    Deliveries run the default turn handler: invites are acked; on a substantive envelope
+    Deliveries are acked to the hub once handled. Invites are acked at once unless
+    ``auto_ack_invites`` is False (then call :meth:`accept_invite` / :meth:`reject_invite`).
+    Then the handler runs: ``handler`` if one was given (see :meth:`set_handler`), else the
+    default turn handler, :meth:`handle`: on a substantive envelope
     that gives this agent the floor (the session type's rules, ``can_send``; where the
     session type names the envelope that gave it, only that one), the agent's
     ``respond(turn)`` runs and its answer is posted with ``causation_id`` = the trigger.
-    ``None`` is a silent round. A trigger already answered is not answered again (also
+    ``None`` or ``""`` is a silent round. A trigger already answered is not answered again (also
     after a reconnect). A ``respond`` that raises is reported (audit ``turn_failed``) and
     nothing is posted for it.
+
+    ``async with`` returns the client and unregisters the agent on exit (as the
+    reference's does); the HubClient's own ``close()`` leaves it registered.
     """
 
     def __init__(
@@ -56,16 +66,46 @@ class AgentClient(Identity):
         resume: Resume,
         rule: Rule,
         hub_client: HubClient,
+        handler: Handler | None = None,
+        auto_ack_invites: bool = True,
     ) -> None:
         super().__init__(passport=passport, resume=resume, rule=rule, hub_client=hub_client)
         self._agent = agent
+        self._handler = handler
+        self._auto_ack_invites = auto_ack_invites
         self._observers: list[Observer] = []
         #: Per session: a prefix of the WAL, read incrementally (for turn history).
         self._transcripts: dict[str, list[Envelope]] = {}
 
+    async def __aenter__(self) -> Self:
+        await trio.lowlevel.checkpoint()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.unregister()
+
     @property
     def agent(self) -> Agent:
         return self._agent
+
+    @property
+    def handler(self) -> Handler | None:
+        """The handler that replaces the default turn handler (None: the default)."""
+        return self._handler
+
+    def set_handler(self, handler: Handler | None) -> None:
+        """Handle deliveries with ``await handler(envelope, client)`` instead of the default
+        turn handler (:meth:`handle`, which it may call); ``None`` restores the default.
+
+        Invites are still acked before it runs unless the agent was registered with
+        ``auto_ack_invites=False``.
+        """
+        self._handler = handler
 
     def on_envelope(self, callback: Observer) -> None:
         """Also call ``callback`` for every delivery, before the turn handler."""
@@ -78,23 +118,28 @@ class AgentClient(Identity):
         self._inboxes.put(envelope)
         for observer in self._observers:
             await observer(envelope)
-        await self.handle(envelope)
+        if (
+            self._auto_ack_invites
+            and envelope.event_type == EV_CHANNEL_INVITE
+            and envelope.sender_id != self.agent_id
+        ):
+            try:
+                await self.accept_invite(envelope)
+            except NetworkError as exc:
+                log.warning("%s could not ack invite %s: %s", self, envelope.envelope_id, exc)
+        if self._handler is not None:
+            await self._handler(envelope, self)
+        else:
+            await self.handle(envelope)
         if envelope.event_type in ENDINGS:
             self._transcripts.pop(envelope.session_id, None)
 
     # -- the default turn handler ------------------------------------------------------------
 
     async def handle(self, envelope: Envelope) -> None:
-        """The default turn handler (see the class docstring)."""
+        """The default turn handler (see the class docstring); invites are acked before it."""
         me = self.agent_id
         kind = envelope.event_type
-        if kind == EV_CHANNEL_INVITE:
-            if envelope.sender_id != me:
-                try:
-                    await self.accept_invite(envelope)
-                except NetworkError as exc:
-                    log.warning("%s could not ack invite %s: %s", self, envelope.envelope_id, exc)
-            return
         if is_protocol_event(kind) or envelope.sender_id == me:
             await trio.lowlevel.checkpoint()
             return
@@ -136,6 +181,8 @@ class AgentClient(Identity):
     def _reply(
         self, metadata: SessionMetadata, stype: AnySessionType, trigger: Envelope, reply: Any
     ) -> Envelope | None:
+        if isinstance(reply, str) and not reply:
+            return None  # an empty body is a silent round (as in the reference)
         builder = getattr(stype, "build_reply", None)
         if builder is not None:
             built: Envelope | None = builder(metadata, self.agent_id, reply, trigger)
@@ -182,7 +229,9 @@ class AgentClient(Identity):
     async def resume_pending_turns(self) -> int:
         """Re-run the turns the hub says this agent owes (after a restart); return how many.
 
-        Triggers already answered are skipped by the handler, so this is safe to repeat.
+        Each trigger is delivered again, through :meth:`receive` like any delivery: the
+        ``on_envelope`` observers and the session's inbox see it, then the turn handler,
+        which skips a trigger already answered, so this is safe to repeat.
         """
         count = 0
         for turn in await self._hub_client.pending_turns_for(self.agent_id):
@@ -191,7 +240,7 @@ class AgentClient(Identity):
             wal = await self._hub_client.read_wal(turn.session_id)
             trigger = next((e for e in wal if e.envelope_id == turn.triggering_envelope_id), None)
             if trigger is not None:
-                await self.handle(trigger)
+                await self.receive(trigger)
                 count += 1
         return count
 

@@ -24,6 +24,7 @@ from ..model import (
     StreamChunk,
     TaskMetadata,
     TaskState,
+    is_substantive,
 )
 from ..session_types import AnySessionType, ViewPolicy
 from ._identity import Identity
@@ -172,6 +173,8 @@ class HubCalls:
     async def read_wal(
         self, session_id: str, *, since: int = 0, until: int | None = None
     ) -> list[Envelope]:
+        """The slice ``wal[since:until]`` of the session's envelopes (negative bounds count
+        from the end, as in Python: ``since=-2`` is the last two)."""
         self._check_open("read_wal")
         return await self._api.read_wal(session_id, since=since, until=until)
 
@@ -191,6 +194,30 @@ class HubCalls:
         """:meth:`can_send`, awaitable, in process and over a network."""
         self._check_open("acan_send")
         return await self._api.acan_send(session_id, sender_id, event_type=event_type)
+
+    async def adapter_state(self, session_id: str) -> Any:
+        """The session type's state of the session (the reference's "adapter state").
+
+        In process: the hub's last published state (``Hub.session_state``). Over a network,
+        or for a session the hub has not loaded since it opened: folded here from the
+        session's WAL (over a network only a participant may read it).
+
+        Raises:
+          NotFoundError: no such session, or its session type is not registered here.
+        """
+        self._check_open("adapter_state")
+        if self._hub is not None:
+            state = self._hub.session_state(session_id)
+            if state is not None:
+                await trio.lowlevel.checkpoint()
+                return state
+        metadata = await self._api.get_session(session_id)
+        stype = self.session_type_for(metadata)
+        state = stype.initial_state(metadata)
+        for envelope in await self._api.read_wal(session_id):
+            if is_substantive(envelope.event_type):
+                state = stype.fold(envelope, state)
+        return state
 
     def default_view_policy(self, session_id: str, participant_id: str) -> ViewPolicy:
         """The session type's view for ``participant_id`` (over a network: of a session this
@@ -292,19 +319,8 @@ class HubCalls:
         free-form session).
         """
         self._check_open("pending_turn")
-        if self._hub is None:
-            turns = await self._api.pending_turns_for(agent_id, session_id=session_id)
-            return turns[0] if turns else None
-        metadata = await self._hub.get_session(session_id)
-        state = self._hub.session_state(session_id)
-        if state is None:
-            return None
-        turn = self.session_type_for(metadata).expected_next(metadata, state)
-        if turn is None or turn.agent_id != agent_id:
-            return None
-        return PendingTurn(
-            session_id=session_id, triggering_envelope_id=turn.triggering_envelope_id
-        )
+        turns = await self._api.pending_turns_for(agent_id, session_id=session_id)
+        return turns[0] if turns else None
 
     def name_for(self, agent_id: str) -> str:
         return self._api.name_for(agent_id)

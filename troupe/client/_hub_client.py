@@ -29,7 +29,7 @@ from typing import Any, Self
 import attrs
 import trio
 
-from .._errors import NetworkError, StoreError
+from .._errors import IdentityInUse, NetworkError, StoreError
 from ..hub import Hub
 from ..model import (
     ChunkFrame,
@@ -45,7 +45,7 @@ from ..model import (
 )
 from ..session_types import AnySessionType, builtin_types
 from ..transport import LocalLink, LocalLinkClient, WsLink, WsLinkClient
-from ._agent_client import AgentClient
+from ._agent_client import AgentClient, Handler
 from ._calls import HubCalls
 from ._human_client import HumanClient
 from ._identity import Identity
@@ -97,6 +97,8 @@ class HubClient(HubCalls, RemoteRunner):
         self._router = Router(self._clients, self._send_frame)
         self._chunks = ChunkRouter(self._clients, self._router)
         self._closed = False
+        #: Why the hub closed this connection for good (an identity was taken over), if it did.
+        self._taken_over: str | None = None
         #: Set to make the remote runner look up: the connection ended, or close() was called.
         self._wake = trio.Event()
         self._connecting = trio.Lock()
@@ -219,6 +221,18 @@ class HubClient(HubCalls, RemoteRunner):
             self._router.route(frame.envelope, frame.recipient_id)
         elif isinstance(frame, ChunkFrame):
             self._chunks.route(frame.chunk, frame.recipient_id)
+        elif (
+            isinstance(frame, ErrorFrame)
+            and frame.code == IdentityInUse.code
+            and not frame.request_id
+            and isinstance(self._api, RemoteHub)
+        ):
+            # Another connection took an identity over with its key, and the hub closes this
+            # one: reconnecting would take it back, and so on. Stop, and say why.
+            log.error("the hub closed this connection: %s", frame.message)
+            self._taken_over = frame.message
+            self._api.fail(f"the hub closed this connection: {frame.message}")
+            self._wake.set()
         elif isinstance(frame, ResponseFrame | WelcomeFrame | ErrorFrame | InvalidFrame):
             if isinstance(frame, InvalidFrame):
                 log.warning("undecodable frame from the hub: %s", frame.reason)
@@ -227,6 +241,9 @@ class HubClient(HubCalls, RemoteRunner):
 
     async def close(self) -> None:
         """End the connection and its loops; identities stay registered. Idempotent.
+
+        First the receipts of the deliveries already handed over are sent (a person's
+        envelope taken while its callbacks still ran), so the hub does not replay them.
 
         In process, returns once the receive loop and its turns have ended (waiting, even
         when cancelled, at most ``CLOSE_WAIT_S`` seconds for turns that ignore a cancel).
@@ -238,6 +255,10 @@ class HubClient(HubCalls, RemoteRunner):
         self._closed = True
         for identity in self._clients.values():
             await identity.disconnect()
+        # What was handed over must not be replayed to the next connection: its receipts
+        # go before the connection ends (shielded: an outer cancel must not lose them).
+        with trio.move_on_after(CLOSE_WAIT_S, shield=True):
+            await self._router.flush()
         if isinstance(self._api, RemoteHub):
             self._api.fail("the HubClient is closed")
             self._wake.set()  # the runner closes the connection and ends
@@ -326,10 +347,15 @@ class HubClient(HubCalls, RemoteRunner):
         skill_md: str | None = None,
         rule: Rule | None = None,
         attach_plugin: bool = True,
+        handler: Handler | None = None,
+        auto_ack_invites: bool = True,
     ) -> AgentClient:
         """Register an agent and return its AgentClient (bound to this connection).
 
-        ``attach_plugin`` is accepted for compatibility with the seed and does nothing.
+        ``handler`` replaces the default turn handler (see :meth:`AgentClient.set_handler`);
+        with ``auto_ack_invites=False`` invites are not acked for the agent (its handler
+        calls ``accept_invite`` / ``reject_invite``). ``attach_plugin`` is accepted for
+        compatibility with the seed and does nothing.
 
         Raises:
           ValueError: ``passport.kind`` is ``"human"`` (use :meth:`register_human`).
@@ -340,7 +366,13 @@ class HubClient(HubCalls, RemoteRunner):
             raise ValueError(f"passport {passport.name!r} is a human's: use register_human()")
         stamped, resume, rule = await self._register(passport, resume, skill_md, rule)
         client = AgentClient(
-            agent=agent, passport=stamped, resume=resume, rule=rule, hub_client=self
+            agent=agent,
+            passport=stamped,
+            resume=resume,
+            rule=rule,
+            hub_client=self,
+            handler=handler,
+            auto_ack_invites=auto_ack_invites,
         )
         self._clients[client.agent_id] = client
         return client
@@ -422,7 +454,14 @@ class HubClient(HubCalls, RemoteRunner):
                 )
             if agent is None:
                 raise ValueError(f"attaching agent {name!r} needs the agent object")
-            return await self.register(agent, passport, resume, skill_md=skill_md, rule=rule)
+            return await self.register(
+                agent,
+                passport,
+                resume,
+                skill_md=skill_md,
+                rule=rule,
+                auto_ack_invites=auto_ack_invites,
+            )
         stamped = await api.get_agent(agent_id)
         common: dict[str, Any] = {
             "passport": stamped,
@@ -436,7 +475,7 @@ class HubClient(HubCalls, RemoteRunner):
         elif agent is None:
             raise ValueError(f"attaching agent {name!r} needs the agent object")
         else:
-            client = AgentClient(agent=agent, **common)
+            client = AgentClient(agent=agent, auto_ack_invites=auto_ack_invites, **common)
         earlier = self._clients.get(agent_id)
         # Known before the bind: replayed deliveries arrive right after it; and before the
         # old handle is let go, so that what is queued for it goes to the new one.

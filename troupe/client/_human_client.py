@@ -56,6 +56,8 @@ class HumanClient(Identity):
         self._auto_ack_invites = auto_ack_invites
         self._callbacks: list[EnvelopeCallback] = []
         self._pull: Mailbox[Envelope] = Mailbox(PULL_CAPACITY, "drop_oldest", name="pull")
+        #: Ids of the deliveries queued for pulling whose callbacks are still running.
+        self._held: set[str] = set()
 
     async def receive(self, envelope: Envelope) -> None:
         """Hub delivery: ack invites (unless disabled), queue, then run push callbacks."""
@@ -73,16 +75,24 @@ class HumanClient(Identity):
                 log.warning("%s could not ack invite %s: %s", self, envelope.envelope_id, exc)
         self._inboxes.put(envelope)
         self._pull.send_nowait(envelope)
-        for callback in list(self._callbacks):
-            try:
-                await callback(envelope)
-            except Exception:
-                log.exception(
-                    "human callback raised: human=%s session=%s event=%s",
-                    self._passport.name,
-                    envelope.session_id,
-                    envelope.event_type,
-                )
+        self._held.add(envelope.envelope_id)
+        try:
+            for callback in list(self._callbacks):
+                try:
+                    await callback(envelope)
+                except Exception:
+                    log.exception(
+                        "human callback raised: human=%s session=%s event=%s",
+                        self._passport.name,
+                        envelope.session_id,
+                        envelope.event_type,
+                    )
+        finally:
+            self._held.discard(envelope.envelope_id)
+
+    def _holds(self, envelope: Envelope) -> bool:
+        """Queued for this person (its callbacks may still run): closing acks it."""
+        return envelope.envelope_id in self._held
 
     def on_envelope(self, callback: EnvelopeCallback) -> None:
         """Call ``callback`` for every delivery, in registration order; errors are logged."""

@@ -89,6 +89,14 @@ class Identity:
         """Handle one delivered envelope (the HubClient acks it afterwards)."""
         raise NotImplementedError
 
+    def _holds(self, envelope: Envelope) -> bool:
+        """Whether ``envelope``, still being handled, is already taken in for good.
+
+        Closing the client acks such a delivery rather than leave it to be replayed. An
+        agent holds nothing before its turn ends (a turn cut short is owed again).
+        """
+        return False
+
     # -- outbound ----------------------------------------------------------------------------
 
     async def post_envelope(self, envelope: Envelope) -> str:

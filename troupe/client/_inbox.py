@@ -92,7 +92,11 @@ class Inboxes:
         return len(self._live)
 
     def ensure(self, session_id: str) -> Mailbox[Envelope]:
-        box = self._live.get(session_id) or self._ended.get(session_id)
+        # Not ``live.get(...) or ended.get(...)``: a Mailbox has a length, so an empty one
+        # is falsy and would be replaced (its waiters then never see what arrives).
+        box = self._live.get(session_id)
+        if box is None:
+            box = self._ended.get(session_id)
         if box is None:
             box = Mailbox(self._capacity, "drop_oldest", name=f"inbox:{session_id}")
             self._live[session_id] = box
@@ -127,9 +131,10 @@ class Inboxes:
         )
 
     def discard(self, session_id: str) -> None:
-        box = self._live.pop(session_id, None) or self._ended.pop(session_id, None)
-        if box is not None:
-            box.close()
+        for boxes in (self._live, self._ended):
+            box = boxes.pop(session_id, None)
+            if box is not None:
+                box.close()
 
     def close_all(self) -> None:
         """Disconnect: every waiter wakes (after what already matches) with Disconnected."""

@@ -21,6 +21,7 @@ from .._errors import (
     AuthError,
     ConnectionLost,
     DecodeError,
+    IdentityInUse,
     InboxFull,
     NetworkError,
     NotFoundError,
@@ -45,6 +46,8 @@ from ..model import (
     TaskMetadata,
     TaskState,
     WelcomeFrame,
+    check_envelope,
+    check_json,
     structure,
     unstructure,
 )
@@ -54,7 +57,15 @@ T = TypeVar("T")
 
 _ERRORS: dict[str, type[NetworkError]] = {
     cls.code: cls
-    for cls in (NotFoundError, AccessDeniedError, InboxFull, ProtocolError, AuthError, DecodeError)
+    for cls in (
+        NotFoundError,
+        AccessDeniedError,
+        InboxFull,
+        ProtocolError,
+        AuthError,
+        DecodeError,
+        IdentityInUse,
+    )
 }
 
 
@@ -157,7 +168,14 @@ class RemoteHub:
             return answer
 
     async def call(self, op: str, retry: bool = True, **params: Any) -> Any:
-        """Run ``op`` on the hub; raise the error it answered with."""
+        """Run ``op`` on the hub; raise the error it answered with.
+
+        Raises:
+          DecodeError: a parameter is not JSON data (JSON would turn a NaN into null on the
+            way, which the hub refuses in process).
+        """
+        if op != "post_envelope":  # checked as a whole by post()
+            check_json(params, "", record=op)
         tracer = _tracing.ACTIVE
         if tracer is None:
             return await self._call(op, retry, "", params)
@@ -323,6 +341,8 @@ class RemoteHub:
         if envelope.idempotency_key is None:
             # Makes the post safe to repeat after a reconnect: exactly once in the WAL.
             envelope = attrs.evolve(envelope, idempotency_key=uuid.uuid4().hex)
+        # The hub's own check, here too: JSON would turn a NaN into null on the way.
+        check_envelope(envelope)
         data = await self.call("post_envelope", envelope=unstructure(envelope))
         return Accepted(data["envelope_id"], data["seq"], duplicate=data["duplicate"])
 
@@ -340,8 +360,15 @@ class RemoteHub:
     async def read_wal(
         self, session_id: str, *, since: int = 0, until: int | None = None
     ) -> list[Envelope]:
-        data = await self.call("read_wal", session_id=session_id, since=since, until=until)
-        return structure(data, list[Envelope])
+        """The whole range, read page by page (the hub answers a bounded page at a time)."""
+        found: list[Envelope] = []
+        while True:
+            data = await self.call("read_wal", session_id=session_id, since=since, until=until)
+            page = structure(data["envelopes"], list[Envelope])
+            found.extend(page)
+            if not data["more"] or not page:
+                return found
+            since = page[-1].seq
 
     async def acan_send(
         self, session_id: str, sender_id: str, *, event_type: str | None = None

@@ -41,6 +41,11 @@ class Router:
         self._nacked: set[tuple[str, str, int]] = set()
         #: Deliveries waiting per (identity, session); each has one task draining it.
         self._queues: dict[tuple[str, str], deque[Envelope]] = {}
+        #: The delivery each drain has handed to its identity and not yet receipted, and
+        #: those of them handled with an ack (their receipt is being sent): what
+        #: :meth:`flush` acks when the client closes.
+        self._inflight: dict[tuple[str, str], Envelope] = {}
+        self._settled: set[tuple[str, str]] = set()
 
     def marks(self) -> int:
         """How many live (identity, session) marks are kept (ended sessions not counted)."""
@@ -90,6 +95,7 @@ class Router:
                 if identity is None or identity.disconnected:
                     break
                 status, reason = "ack", ""
+                self._inflight[key] = envelope
                 try:
                     await identity.receive(envelope)
                 except Exception as exc:
@@ -100,12 +106,32 @@ class Router:
                 self._handled[key] = max(envelope.seq, self._handled.get(key, 0))
                 if envelope.event_type in ENDINGS and status == "ack":
                     self._forget_session(key)
+                if status == "ack":
+                    self._settled.add(key)
                 await self._receipt(envelope, agent_id, status, reason)
+                self._inflight.pop(key, None)
+                self._settled.discard(key)
         finally:
+            self._inflight.pop(key, None)
+            self._settled.discard(key)
             if queue:
                 queue.clear()
                 self._routed[key] = self._handled.get(key, 0)
             del self._queues[key]
+
+    async def flush(self) -> None:
+        """Ack the deliveries handed over whose receipt is not sent yet (``close()``).
+
+        Those handled already (their drain is sending the receipt), and those an identity
+        holds (a person's: queued for them to take) although its handling (a callback) is
+        still running. Without this a client closed right after taking an envelope lost
+        that receipt, and the hub replayed the envelope to the next connection. A receipt
+        sent twice is ignored by the hub.
+        """
+        for key, envelope in list(self._inflight.items()):
+            identity = self._clients.get(key[0])
+            if key in self._settled or (identity is not None and identity._holds(envelope)):
+                await self._receipt(envelope, key[0], "ack", "")
 
     def _forget_session(self, key: tuple[str, str]) -> None:
         """A session ended: keep one number for it (bounded), not its live marks."""

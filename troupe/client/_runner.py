@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import logging
 from contextlib import aclosing
+from typing import Any
 
 import trio
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    wait_random_exponential,
+)
 from trio_websocket import HandshakeError
 
-from .._errors import ConnectionLost, NetworkError
+from .._errors import ConnectionLost, IdentityInUse, NetworkError
 from ..hub import Hub
 from ..model import Frame
 from ..transport import LocalLinkClient, WsLink, WsLinkClient
@@ -30,6 +36,7 @@ class RemoteRunner:
 
     _api: Hub | RemoteHub
     _closed: bool
+    _taken_over: str | None
     _conn: LocalLinkClient | WsLinkClient | None
     _wake: trio.Event
     _clients: dict[str, Identity]
@@ -63,11 +70,16 @@ class RemoteRunner:
                 # Raised here, outside the connection's nursery, so that callers get a
                 # ConnectionLost and not an exception group.
                 if failure is not None:
-                    why = f"could not reach {link.url}: {failure or type(failure).__name__}"
+                    why = f"could not reach {link.url}: {str(failure) or type(failure).__name__}"
                     log.error("giving up: %s", why)
                     api.fail(why)
                     if first:
                         raise ConnectionLost(why) from failure
+                    await self._lose_identities()
+                    return
+                if self._taken_over is not None:
+                    # The hub closed this connection because another took an identity
+                    # over: calls fail saying so (api.fail), the identities are let go.
                     await self._lose_identities()
                     return
                 if not self._closing():
@@ -99,7 +111,7 @@ class RemoteRunner:
 
     def _closing(self) -> bool:
         # A call, not an attribute read: mypy would narrow ``self._closed`` across awaits.
-        return self._closed
+        return self._closed or self._taken_over is not None
 
     async def _read(self, conn: WsLinkClient, wake: trio.Event) -> None:
         async with aclosing(conn.frames()) as frames:
@@ -109,17 +121,28 @@ class RemoteRunner:
 
     async def _connect(self, link: WsLink, nursery: trio.Nursery) -> WsLinkClient:
         """Connect, retrying with exponential backoff and jitter for ``reconnect_within`` s."""
-        with trio.fail_after(self._reconnect_within):
-            async for attempt in AsyncRetrying(
-                sleep=trio.sleep,
-                # Full jitter: a random wait up to 0.05 s * 2**attempt (at most 5 s), so
-                # clients dropped together do not come back together.
-                wait=wait_random_exponential(multiplier=0.05, max=5.0),
-                retry=retry_if_exception_type((OSError, HandshakeError, trio.TooSlowError)),
-                reraise=True,
-            ):
-                with attempt:
-                    return await link.connect(nursery)
+        last: OSError | HandshakeError | trio.TooSlowError | None = None
+        try:
+            with trio.fail_after(self._reconnect_within):
+                async for attempt in AsyncRetrying(
+                    sleep=trio.sleep,
+                    # Full jitter: a random wait up to 0.05 s * 2**attempt (at most 5 s), so
+                    # clients dropped together do not come back together.
+                    wait=wait_random_exponential(multiplier=0.05, max=5.0),
+                    retry=retry_if_exception_type((OSError, HandshakeError, trio.TooSlowError)),
+                    reraise=True,
+                ):
+                    with attempt:
+                        try:
+                            return await link.connect(nursery)
+                        except (OSError, HandshakeError, trio.TooSlowError) as exc:
+                            last = exc
+                            raise
+        except trio.TooSlowError:
+            if last is None:
+                raise
+            # Out of time: say what the last attempt ran into, not just "too slow".
+            raise last from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _rebind(self, link: WsLink, conn: WsLinkClient) -> None:
@@ -130,12 +153,41 @@ class RemoteRunner:
         for identity in list(self._clients.values()):
             scheme, claim = link.claim_for(identity.passport.name)
             try:
-                await api.hello(identity.passport.name, scheme, claim, since={}, early=True)
+                await self._hello_again(identity, scheme, claim)
             except ConnectionLost:
                 return  # this connection is gone too; the next one re-binds
             except NetworkError as exc:
                 log.error("could not re-bind %s: %s", identity, exc)
         api.ready(conn)
+
+    async def _hello_again(self, identity: Identity, scheme: str, claim: dict[str, Any]) -> None:
+        """Re-bind one identity. The hub may still hold it on the connection that dropped
+        (it lets a dead connection go within its ping interval + timeout): an anonymous
+        bind is refused until then, so ``IdentityInUse`` is retried, with backoff, for at
+        most ``reconnect_within`` seconds; then it is raised."""
+        api = self._api
+        assert isinstance(api, RemoteHub)
+
+        def say_once(state: RetryCallState) -> None:
+            if state.attempt_number == 1:
+                log.warning(
+                    "%s is still bound to another connection at the hub (the one that "
+                    "dropped, until the hub lets it go): retrying for up to %ss",
+                    identity,
+                    self._reconnect_within,
+                )
+
+        with trio.move_on_after(self._reconnect_within):
+            async for attempt in AsyncRetrying(
+                sleep=trio.sleep,
+                wait=wait_random_exponential(multiplier=0.05, max=2.0),
+                retry=retry_if_exception_type(IdentityInUse),
+                before_sleep=say_once,
+            ):
+                with attempt:
+                    await api.hello(identity.passport.name, scheme, claim, since={}, early=True)
+                    return
+        await api.hello(identity.passport.name, scheme, claim, since={}, early=True)
 
     async def _lose_identities(self) -> None:
         # Not closed: calls go on failing with the ConnectionLost that says why (api.fail).

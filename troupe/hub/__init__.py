@@ -13,6 +13,7 @@ from ._hub import Hub as Hub
 from ._lanes import StreamStatistics as StreamStatistics
 from ._open import open_hub as open_hub
 from ._session_parts import Accepted as Accepted
+from ._stats import HubHealth as HubHealth
 from ._stats import HubStatistics as HubStatistics
 from ._stats import PendingTurn as PendingTurn
 
@@ -26,6 +27,7 @@ __all__ = (
     "ExpectationViolation",
     "Faults",
     "Hub",
+    "HubHealth",
     "HubStatistics",
     "InjectedCrash",
     "NoAuth",

@@ -15,12 +15,14 @@ from typing import Any, Protocol
 import attrs
 import trio
 
-from .._errors import MailboxClosed, StoreError
+from .._errors import DecodeError, IdentityInUse, MailboxClosed, StoreError
 from ..actors import Actor
+from ..mailbox import DeadLetter
 from ..model import (
     EV_CHANNEL_INVITE_ACK,
     EV_CHANNEL_INVITE_REJECT,
     Envelope,
+    ErrorFrame,
     Frame,
     NotifyFrame,
     ReceiptFrame,
@@ -40,7 +42,18 @@ class Endpoint(Protocol):
     @property
     def endpoint_id(self) -> str: ...
 
-    async def send_frame(self, frame: Frame) -> None: ...
+    @property
+    def alive(self) -> bool:
+        """Whether the connection may still carry frames (False once either end closed)."""
+        ...
+
+    def encode(self, frame: Frame) -> Frame | str | None:
+        """What ``send_frame`` is to be given for ``frame``: the frame itself, its wire text
+        (a ``str``, whose length counts against the connection's outbound bytes), or None
+        when nothing can be sent for it."""
+        ...
+
+    async def send_frame(self, frame: Frame | str) -> None: ...
 
     def frames(self) -> AsyncIterator[Frame]: ...
 
@@ -50,6 +63,9 @@ class Endpoint(Protocol):
 #: Pongs and refusals that may wait for a connection that does not read them; beyond that,
 #: pings go unanswered and bad frames unrefused (the heartbeat drops such a peer anyway).
 MAX_CONTROL_QUEUED = 64
+#: Bytes of encoded replies that may wait for a connection that does not read them; while
+#: more wait, the hub reads no further requests from it (see ``wait_outbound_room``).
+MAX_OUTBOUND_BYTES = 4 << 20
 
 
 @attrs.frozen
@@ -62,6 +78,9 @@ class Bind:
     agent_id: str
     since: dict[str, int] | None = None
     welcome: Frame | None = None
+    #: The bind proved the identity with a key: it may take the identity from another live
+    #: connection (which is told why and closed). Without it such a bind is refused.
+    takeover: bool = False
 
 
 @attrs.frozen
@@ -74,11 +93,21 @@ class SendOut:
     """Send a frame in order with the deliveries (replies to the client's requests).
 
     ``control``: queued by the reader in the system lane (a pong, a refusal), and counted
-    against ``MAX_CONTROL_QUEUED``.
+    against ``MAX_CONTROL_QUEUED``. ``frame`` may be the frame's wire text already (made by
+    :meth:`ConnectionActor.reply`); ``size`` is then counted in the outbound bytes.
     """
 
-    frame: Frame
+    frame: Frame | str
     control: bool = False
+    size: int = 0
+
+
+@attrs.frozen
+class Evict:
+    """Another connection took ``agent_id`` over: say so to the client, and close."""
+
+    agent_id: str
+    message: str
 
 
 @attrs.frozen(eq=False)
@@ -88,7 +117,7 @@ class Flush:
     done: trio.Event | None = None
 
 
-ConnectionMsg = Deliver | CatchUp | Bind | Receipt | SendOut | Flush | ChunkOut
+ConnectionMsg = Deliver | CatchUp | Bind | Receipt | SendOut | Flush | Evict | ChunkOut
 
 
 def visible_to(core: HubCore, envelope: Envelope, agent_id: str) -> bool:
@@ -109,7 +138,9 @@ def visible_to(core: HubCore, envelope: Envelope, agent_id: str) -> bool:
 class ConnectionActor(Actor[ConnectionMsg, Any]):
     """Delivers to one endpoint; temporary child of the hub's connection supervisor."""
 
-    def __init__(self, core: HubCore, endpoint: Endpoint) -> None:
+    def __init__(
+        self, core: HubCore, endpoint: Endpoint, *, max_outbound_bytes: int = MAX_OUTBOUND_BYTES
+    ) -> None:
         self.core = core
         self.endpoint = endpoint
         self.agents: set[str] = set()
@@ -125,6 +156,11 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
         #: Where a delayed cursor flush waits (set by whoever runs the actor).
         self.timers: trio.Nursery | None = None
         self.flush_armed = False
+        #: Bytes of encoded replies queued and not yet sent; the reader waits while they are
+        #: at ``max_outbound_bytes``.
+        self.outbound_bytes = 0
+        self.max_outbound_bytes = max_outbound_bytes
+        self._room = trio.Event()
 
     def owns(self, agent_id: str) -> bool:
         return agent_id in self.agents and self.core.bindings.get(agent_id) is self.ref
@@ -136,6 +172,8 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
         result: Any = None
         try:
             await self._handle(msg)
+        except IdentityInUse as exc:
+            result = Failed(exc)  # (only a Bind raises it)
         except StoreError as exc:
             if isinstance(msg, Bind):
                 result = Failed(exc)
@@ -157,15 +195,26 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
             case CatchUp(recipient_id, session_id, counted):
                 if self.owns(recipient_id):
                     await self._replay(recipient_id, session_id, 0, counted=counted)
-            case Bind(agent_id, since, welcome):
-                await self._bind(agent_id, since, welcome)
+            case Bind(agent_id, since, welcome, takeover):
+                await self._bind(agent_id, since, welcome, takeover)
             case Receipt(frame):
                 self.receipts_queued.discard((frame.recipient_id, frame.session_id, frame.seq))
                 await self._receipt(frame)
-            case SendOut(frame, control):
+            case SendOut(frame, control, size):
                 if control:
                     self.control_queued -= 1
-                await self.endpoint.send_frame(frame)
+                try:
+                    await self.endpoint.send_frame(frame)
+                except DecodeError as exc:
+                    # A refusal or an acceptance the transport cannot carry (answers are
+                    # replaced by the transport itself): not worth the connection.
+                    log.error("connection %s: not sent: %s", self.endpoint.endpoint_id, exc)
+                finally:
+                    self._sent(size)
+            case Evict(agent_id, message):
+                await self.endpoint.send_frame(ErrorFrame(code=IdentityInUse.code, message=message))
+                log.warning("connection %s: %s", self.endpoint.endpoint_id, message)
+                await self.endpoint.aclose()
             case ChunkOut(frame, lane):
                 lane.queued -= 1
                 if self.owns(frame.recipient_id):
@@ -208,8 +257,38 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
                 rule = self.core.registry.rule(agent_id)
                 if rule is not None:
                     self.core.ledger.add(agent_id, rule.limits.inbox)
-        await self.endpoint.send_frame(NotifyFrame(envelope=envelope, recipient_id=agent_id))
+        try:
+            await self.endpoint.send_frame(NotifyFrame(envelope=envelope, recipient_id=agent_id))
+        except DecodeError as exc:
+            # This transport cannot carry it (a WAL written before the hub checked what it
+            # admits, say). Crashing would only bring it back with the next replay, forever:
+            # it is skipped (the mark above stays), as a dead letter.
+            self._undeliverable(envelope, agent_id, exc)
         return True
+
+    def _undeliverable(self, envelope: Envelope, agent_id: str, exc: DecodeError) -> None:
+        log.error(
+            "connection %s: envelope seq %d of session %s cannot be delivered to %s: %s",
+            self.endpoint.endpoint_id,
+            envelope.seq,
+            envelope.session_id,
+            agent_id,
+            exc,
+        )
+        triple = (agent_id, envelope.session_id, envelope.seq)
+        if triple in self.outstanding:
+            self.outstanding.discard(triple)
+            self.core.ledger.done(agent_id)
+        self.core.dead_letters(
+            DeadLetter(message=envelope, reason="undeliverable", mailbox=agent_id)
+        )
+        self.core.audit(
+            "delivery_failed",
+            agent_id=agent_id,
+            session_id=envelope.session_id,
+            seq=envelope.seq,
+            error=str(exc)[:500],
+        )
 
     async def _replay(self, agent_id: str, session_id: str, since: int, *, counted: bool) -> None:
         """Notify ``agent_id`` of every envelope of the session after its marks."""
@@ -219,11 +298,83 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
             if visible_to(self.core, envelope, agent_id):
                 await self._notify(envelope, agent_id, counted=counted)
 
+    def reply(self, frame: Frame) -> SendOut | None:
+        """A reply to queue, encoded now and counted in the outbound bytes (None: nothing
+        can be sent for it). Whoever queues it must send it to this actor."""
+        out = self.endpoint.encode(frame)
+        if out is None:
+            return None
+        size = len(out) if isinstance(out, str) else 0
+        self.outbound_bytes += size
+        return SendOut(out, size=size)
+
+    def _sent(self, size: int) -> None:
+        if size:
+            self.outbound_bytes -= size
+            if self.outbound_bytes < self.max_outbound_bytes:
+                self._room.set()
+
+    @property
+    def outbound_full(self) -> bool:
+        """Whether ``max_outbound_bytes`` of replies wait for the client."""
+        return self.outbound_bytes >= self.max_outbound_bytes
+
+    async def wait_outbound_room(self) -> None:
+        """Return once fewer than ``max_outbound_bytes`` of replies wait for the client."""
+        while self.outbound_bytes >= self.max_outbound_bytes:
+            if self._room.is_set():
+                self._room = trio.Event()
+            await self._room.wait()
+        await trio.lowlevel.checkpoint()
+
+    def _claim(self, agent_id: str, takeover: bool) -> None:
+        """Make sure no other live connection holds ``agent_id`` (or take it, with a key).
+
+        A connection whose transport is closed (the client went away and the hub has not
+        torn the connection down yet) holds nothing: a reconnecting client re-binds at once.
+
+        Raises:
+          IdentityInUse: another live connection holds the identity and ``takeover`` is off.
+        """
+        core = self.core
+        previous = core.bindings.get(agent_id)
+        if previous is None or previous is self.ref:
+            return
+        holder: ConnectionActor | None = core.connections.get(previous.name.removeprefix("conn:"))
+        if holder is None or not previous.alive or not holder.endpoint.alive:
+            if holder is not None:
+                holder.agents.discard(agent_id)
+            return
+        name = core.registry.name_for(agent_id)
+        if not takeover:
+            raise IdentityInUse(
+                f"agent {name!r} ({agent_id}) is bound to another live connection "
+                f"({holder.endpoint.endpoint_id}); close that one first, or bind with the "
+                "identity's API key to take it over (a dropped connection is let go within "
+                "the hub's ping interval + ping timeout)"
+            )
+        # From now on the old connection cannot act for the identity, whatever it sends.
+        holder.agents.discard(agent_id)
+        message = (
+            f"agent {name!r} ({agent_id}) was taken over by another connection that "
+            "presented its key; this connection is closed"
+        )
+        try:
+            previous.mailbox.send_system(Evict(agent_id, message))
+        except MailboxClosed:
+            pass  # it is ending anyway
+
     async def _bind(
-        self, agent_id: str, since: dict[str, int] | None, welcome: Frame | None
+        self,
+        agent_id: str,
+        since: dict[str, int] | None,
+        welcome: Frame | None,
+        takeover: bool = False,
     ) -> None:
         core = self.core
         cursors = await core.store.load_cursors(agent_id)
+        # After the read, with no await before the binding: two binds cannot both pass.
+        self._claim(agent_id, takeover)
         for session_id, seq in cursors.items():
             self.acked[(agent_id, session_id)] = seq
         previous = core.bindings.get(agent_id)

@@ -17,7 +17,7 @@ import trio
 from .._errors import TroupeError
 from ..actors import ActorRef
 from ..mailbox import DeadLetterBuffer
-from ..model import TaskMetadata, iso
+from ..model import MAX_ENVELOPE_BYTES, TaskMetadata, iso
 from ..session_types import AnySessionType
 from ..store import Store
 from ._directory import Directory
@@ -55,6 +55,8 @@ class HubConfig:
     client_mailbox: int = 4096
     passivate_after: float | None = 600.0
     cursor_flush_interval: float = 0.0
+    dedup_window: int = 1024
+    max_envelope_bytes: int = MAX_ENVELOPE_BYTES
 
 
 def trio_anchored_clock() -> Callable[[], float]:
@@ -119,6 +121,8 @@ class HubCore:
         self.directory = Directory()
         #: agent id -> the client connection actor it is bound to; written by connections.
         self.bindings: dict[str, ActorRef[Any, Any]] = {}
+        #: endpoint id -> its connection actor (a ConnectionActor); written by serve_endpoint.
+        self.connections: dict[str, Any] = {}
         #: +1 by session actors on dispatch, -1 by connections on receipt.
         self.ledger = InboxLedger()
         #: Written by session actors (one token per substantive post).

@@ -26,6 +26,28 @@ from ..session_types import AnySessionType
 from ._activity import Activity
 
 
+class DedupWindow(OrderedDict[str, tuple[str, int]]):
+    """A session's latest dedup keys (``{key: (envelope_id, seq)}``), at most ``size``.
+
+    A live session checks a post's keys here first; only when the window is not
+    ``complete`` (it has let older keys go, or was loaded without them) may a miss be in
+    the store, which answers it from its index (``Store.find_dedup``). So memory stays
+    bounded however long the session runs, and a retry is exactly-once however old it is.
+    """
+
+    def __init__(self, size: int, *, complete: bool = True) -> None:
+        super().__init__()
+        self.size = size
+        #: True while this holds every key the session has ever had.
+        self.complete = complete
+
+    def remember(self, key: str, hit: tuple[str, int]) -> None:
+        self[key] = hit
+        if len(self) > self.size:
+            self.popitem(last=False)
+            self.complete = False
+
+
 @attrs.define(eq=False)
 class SessionEntry:
     """One session as the rest of the hub sees it."""
@@ -36,8 +58,8 @@ class SessionEntry:
     state: Any = None
     last_seq: int = 0
     ref: ActorRef[Any, Any] | None = None
-    #: The running actor's dedup index (its own dict; read-only for everyone else).
-    dedup: dict[str, tuple[str, int]] | None = None
+    #: The running actor's window of recent dedup keys (its own; read-only for everyone else).
+    dedup: DedupWindow | None = None
     #: trio time of the last use through the hub handle (see ``Directory.touch``).
     used_at: float = 0.0
     #: Set while callers must queue to reach the actor (it is starting or passivating).

@@ -17,6 +17,7 @@ from .. import _tracing
 from .._errors import (
     AccessDeniedError,
     ActorDead,
+    DecodeError,
     NotFoundError,
     ProtocolError,
     StoreError,
@@ -46,8 +47,17 @@ from ._session_parts import (
     EndSession,
     SendInvites,
 )
-from ._stats import HubStatistics, PendingTurn
+from ._stats import HubHealth, HubStatistics, PendingTurn
 from ._streaming import fan_out
+
+#: How many of a session's last envelopes ``pending_turns_for`` looks through for a turn's
+#: trigger (its ``expected_at``); an older trigger gives the hub's clock instead.
+TRIGGER_LOOKBACK = 16
+#: How long ``Hub.health()`` waits for the store's answer before calling it unreachable.
+HEALTH_STORE_TIMEOUT_S = 1.0
+
+#: The longest ``close_session`` reason (it travels in the close notice to every participant).
+MAX_REASON_CHARS = 1000
 
 
 class Hub(RegistryCalls, SessionCalls):
@@ -58,6 +68,8 @@ class Hub(RegistryCalls, SessionCalls):
         self.auth = auth
         self._sessions: Supervisor | None = None
         self._connections: Supervisor | None = None
+        #: The root supervisor (set by ``open_hub``).
+        self._root: Supervisor | None = None
         self._endpoints: dict[str, ActorRef[Any, Any]] = {}
         self._client_nursery: trio.Nursery | None = None
         self._expectations = ExpectationSweeper(self)
@@ -170,9 +182,17 @@ class Hub(RegistryCalls, SessionCalls):
 
         Raises:
           NotFoundError: the session is unknown.
+          DecodeError: ``reason`` is not a string of at most ``MAX_REASON_CHARS``.
           StoreError: the store refused the close notice; the session stays as it was.
           ProtocolError: also when the session crashed twice while closing.
         """
+        if type(reason) is not str or len(reason) > MAX_REASON_CHARS:
+            raise DecodeError(
+                f"close_session reason: expected a string of at most {MAX_REASON_CHARS} "
+                f"characters, got {reason!r:.80}",
+                record="close_session",
+                field="reason",
+            )
         entry = self._core.directory.get(session_id)
         if entry.metadata.state.terminal:
             await trio.lowlevel.checkpoint()
@@ -182,7 +202,14 @@ class Hub(RegistryCalls, SessionCalls):
     async def read_wal(
         self, session_id: str, *, since: int = 0, until: int | None = None
     ) -> list[Envelope]:
-        """The session's envelopes with ``since < seq <= until``, in order."""
+        """The slice ``wal[since:until]`` of the session's envelopes, in order.
+
+        Seqs start at 1, so that is the envelopes with ``since < seq <= until``; a negative
+        bound counts from the end, as in a Python slice (``since=-2``: the last two).
+
+        Raises:
+          NotFoundError: no such session.
+        """
         wal: list[Envelope] = await self._call(H.ReadWal(session_id, since, until))
         return wal
 
@@ -254,14 +281,31 @@ class Hub(RegistryCalls, SessionCalls):
                 continue
             turn = entry.stype.expected_next(md, entry.state)
             if turn is not None and turn.agent_id == agent_id and agent_id not in md.pending_acks:
+                trigger = turn.triggering_envelope_id
                 turns.append(
                     PendingTurn(
                         session_id=md.session_id,
-                        triggering_envelope_id=turn.triggering_envelope_id,
+                        triggering_envelope_id=trigger,
+                        expected_at=await self._expected_at(md.session_id, trigger),
                     )
                 )
         await trio.lowlevel.checkpoint()
         return turns
+
+    async def _expected_at(self, session_id: str, trigger_id: str | None) -> str:
+        """The trigger's ``created_at`` if it is among the session's last envelopes, else now.
+
+        (The reference scanned the whole WAL; a turn's trigger is nearly always recent.)
+        """
+        core = self._core
+        if trigger_id is not None:
+            last = core.directory.get(session_id).last_seq
+            # Mostly the last envelope: read it alone first (one decode, not sixteen).
+            for lookback in (1, TRIGGER_LOOKBACK):
+                for envelope in await core.store.read(session_id, since=max(0, last - lookback)):
+                    if envelope.envelope_id == trigger_id:
+                        return envelope.created_at
+        return core.now_iso()
 
     async def find_envelope_by_causation(
         self, session_id: str, *, sender_id: str, causation_id: str
@@ -284,11 +328,19 @@ class Hub(RegistryCalls, SessionCalls):
             await self._running(entry)
         assert entry.dedup is not None
         prefix = f"c:{sender_id}|{causation_id}|"
+        complete = entry.dedup.complete
         for key, (_, seq) in entry.dedup.items():
             if key.startswith(prefix):
                 found = await self.read_wal(session_id, since=seq - 1, until=seq)
                 return found[0] if found else None
-        return None
+        if complete:
+            return None
+        # Older than the session's dedup window: the store's index has it.
+        hit = await self._call(H.FindAnswer(session_id, sender_id, causation_id))
+        if hit is None:
+            return None
+        found = await self.read_wal(session_id, since=hit[1] - 1, until=hit[1])
+        return found[0] if found else None
 
     async def report_turn_failure(
         self, *, session_id: str, agent_id: str, envelope_id: str, exc: BaseException
@@ -345,17 +397,29 @@ class Hub(RegistryCalls, SessionCalls):
         return endpoint.endpoint_id
 
     async def bind_endpoint(
-        self, endpoint_id: str, agent_id: str, *, since: dict[str, int] | None = None
+        self,
+        endpoint_id: str,
+        agent_id: str,
+        *,
+        since: dict[str, int] | None = None,
+        takeover: bool = False,
     ) -> None:
-        """Route ``agent_id``'s deliveries to this endpoint (taking them from any other).
+        """Route ``agent_id``'s deliveries to this endpoint.
 
         With ``since`` not None, replay what the agent has not acked (see ``HelloFrame``).
+        With ``takeover``, take the identity from another open connection, which is told why
+        (an ``identity_in_use`` ErrorFrame) and closed: what an API key allows over a wire.
+
+        Raises:
+          IdentityInUse: another connection that is still open holds ``agent_id`` and
+            ``takeover`` is off (one that was closed holds nothing: a client that
+            reconnects binds again at once).
         """
         conn = self._endpoints.get(endpoint_id)
         if conn is None:
             raise NotFoundError(f"endpoint not attached: {endpoint_id!r}")
         self._core.registry.record(agent_id)
-        result = await conn.ask(Bind(agent_id, since))
+        result = await conn.ask(Bind(agent_id, since, takeover=takeover))
         if isinstance(result, Failed):
             raise result.error
 
@@ -393,6 +457,31 @@ class Hub(RegistryCalls, SessionCalls):
         return self._core.streams.statistics()
 
     # -- observability -----------------------------------------------------------------------
+
+    async def health(self) -> HubHealth:
+        """Whether the hub serves: its root supervisor, the store, live sessions, connections.
+
+        Cheap: in-memory counts and one small store read (bounded by
+        ``HEALTH_STORE_TIMEOUT_S``). ``serving`` is true while the ``open_hub`` block runs,
+        the root supervisor is ``running`` (no child of it down) and the store answered.
+        """
+        core = self._core
+        reachable = False
+        with trio.move_on_after(HEALTH_STORE_TIMEOUT_S):
+            try:
+                await core.store.last_seq("")
+            except StoreError:
+                pass
+            else:
+                reachable = True
+        supervisor = self._root.state if self._root is not None else "stopping"
+        return HubHealth(
+            serving=not core.stopping and supervisor == "running" and reachable,
+            supervisor=supervisor,
+            store_reachable=reachable,
+            live_sessions=len(self._sessions) if self._sessions is not None else 0,
+            connections=len(self._connections) if self._connections is not None else 0,
+        )
 
     def statistics(self) -> HubStatistics:
         """A snapshot of the hub's counters (see :class:`HubStatistics`)."""

@@ -12,7 +12,14 @@ from typing import Any
 
 import attrs
 
-from .._errors import AccessDeniedError, NetworkError, NotFoundError, ProtocolError, StoreError
+from .._errors import (
+    AccessDeniedError,
+    DecodeError,
+    NetworkError,
+    NotFoundError,
+    ProtocolError,
+    StoreError,
+)
 from ..actors import Actor
 from ..model import (
     ObservedStat,
@@ -40,6 +47,7 @@ from ._hub_messages import (
     ExpireSessionTasks,
     ExpireTasks,
     FindAccepted,
+    FindAnswer,
     FindEnvelope,
     HubMsg,
     LoadCheckpoint,
@@ -73,6 +81,9 @@ class HubActor(Actor[HubMsg, Any]):
         self.auth = auth
         self.tasks: dict[str, TaskMetadata] = {}
         self.observed: set[str] = set()
+        #: Tasks whose observation the hub recorded at their end without a latency (no
+        #: ``started_at``): the owner's own observation of one then still gives its latency.
+        self.latency_unknown: set[str] = set()
 
     async def on_start(self) -> None:
         store = self.core.store
@@ -110,6 +121,7 @@ class HubActor(Actor[HubMsg, Any]):
                 self.core.audit("skill_set", agent_id=agent_id, removed=skill_md is None)
                 return None
             case SetRule(agent_id, rule):
+                _check_rule(rule)
                 record = self.core.registry.record(agent_id)
                 rule = attrs.evolve(rule, version=record.rule.version + 1)
                 await self.core.store.save_rule(agent_id, rule)
@@ -141,12 +153,18 @@ class HubActor(Actor[HubMsg, Any]):
                 return await self.core.store.load_checkpoint(task_id)
             case ReadWal(session_id, since, until):
                 self.core.directory.get(session_id)
+                if since < 0 or (until is not None and until < 0):
+                    since, until = _from_end(
+                        await self.core.store.last_seq(session_id), since, until
+                    )
                 return await self.core.store.read(session_id, since, until)
             case FindEnvelope(session_id, seq):
                 found = await self.core.store.read(session_id, seq - 1, seq)
                 return found[0] if found else None
             case FindAccepted(session_id, keys, envelope_id):
                 return await self._find_accepted(session_id, keys, envelope_id)
+            case FindAnswer(session_id, sender_id, causation_id):
+                return await self.core.store.find_answer(session_id, sender_id, causation_id)
         raise AssertionError(f"unhandled hub message {msg!r}")
 
     async def _find_accepted(
@@ -154,10 +172,9 @@ class HubActor(Actor[HubMsg, Any]):
     ) -> tuple[str, int] | None:
         store = self.core.store
         if keys:
-            dedup = await store.load_dedup(session_id)
-            for key in keys:
-                if key in dedup:
-                    return dedup[key]
+            found = await store.find_dedup(session_id, keys)
+            if found is not None:
+                return found
         if envelope_id is not None:
             last = await store.last_seq(session_id)
             for env in await store.read(session_id, since=max(0, last - RECENT_IDS)):
@@ -177,6 +194,8 @@ class HubActor(Actor[HubMsg, Any]):
                 f"agent {passport.name!r}: unknown kind {passport.kind!r}; use one of "
                 + ", ".join(KINDS)
             )
+        if msg.rule is not None:
+            _check_rule(msg.rule)
         if passport.effective_kind != "remote_agent":
             await self.auth.validate(passport, passport.auth.claim)
         existing = core.registry.find_agent_id(passport.name)
@@ -225,6 +244,8 @@ class HubActor(Actor[HubMsg, Any]):
         core = self.core
         if not msg.outcome.terminal:
             return
+        # A task counts once; a repeat only supplies the latency the hub could not measure.
+        fill_latency = False
         mark: str | None = None
         if msg.task_id is not None:
             known = self.tasks.get(msg.task_id)
@@ -234,19 +255,26 @@ class HubActor(Actor[HubMsg, Any]):
             # bare id is a mark from before marks were per owner.)
             mark = f"{msg.owner_id}/{msg.task_id}"
             if mark in self.observed or msg.task_id in self.observed:
-                return
+                if msg.latency_ms is None or msg.task_id not in self.latency_unknown:
+                    return
+                fill_latency = True
         record = core.registry.agents.get(msg.owner_id)
         if record is None:
             return
         stat = record.resume.observed.get(msg.capability, ObservedStat())
-        stat = attrs.evolve(
-            stat,
-            n=stat.n + 1,
-            completed=stat.completed + (msg.outcome is TaskState.COMPLETED),
-            failed=stat.failed + (msg.outcome is TaskState.FAILED),
-            expired=stat.expired + (msg.outcome is TaskState.EXPIRED),
-            p50_latency_ms=msg.latency_ms if msg.latency_ms is not None else stat.p50_latency_ms,
-        )
+        if fill_latency:
+            stat = attrs.evolve(stat, p50_latency_ms=msg.latency_ms)
+        else:
+            stat = attrs.evolve(
+                stat,
+                n=stat.n + 1,
+                completed=stat.completed + (msg.outcome is TaskState.COMPLETED),
+                failed=stat.failed + (msg.outcome is TaskState.FAILED),
+                expired=stat.expired + (msg.outcome is TaskState.EXPIRED),
+                p50_latency_ms=msg.latency_ms
+                if msg.latency_ms is not None
+                else stat.p50_latency_ms,
+            )
         resume = attrs.evolve(
             record.resume,
             observed={**record.resume.observed, msg.capability: stat},
@@ -257,7 +285,10 @@ class HubActor(Actor[HubMsg, Any]):
         # counts it. The mark only keeps a repeat from counting twice.
         await core.store.save_resume(msg.owner_id, resume)
         core.registry.put(attrs.evolve(record, resume=resume))
-        if mark is not None:
+        if fill_latency:
+            assert msg.task_id is not None
+            self.latency_unknown.discard(msg.task_id)
+        elif mark is not None:
             self.observed.add(mark)
             try:
                 await core.store.put_kv(OBSERVED_NS, mark, True)
@@ -323,8 +354,11 @@ class HubActor(Actor[HubMsg, Any]):
             ttl = parse_duration(
                 msg.ttl if msg.ttl is not None else creator.rule.limits.session_ttl_default
             )
-        except ValueError as exc:
-            raise ProtocolError(f"session ttl: {exc}") from exc
+            expires_at = iso(now + ttl) if ttl > 0 else None
+        except (ValueError, OverflowError) as exc:
+            # parse_duration bounds it; a rule stored before it did may hold anything.
+            where = "ttl" if msg.ttl is not None else "the creator's session_ttl_default"
+            raise ProtocolError(f"session ttl ({where}): {exc}") from exc
         labels = dict(msg.labels or {})
         if msg.intent is not None:
             labels["intent"] = msg.intent
@@ -352,7 +386,7 @@ class HubActor(Actor[HubMsg, Any]):
             participants=participants,
             state=SessionState.PENDING,
             created_at=stamp,
-            expires_at=iso(now + ttl) if ttl > 0 else None,
+            expires_at=expires_at,
             knobs=dict(msg.knobs or {}),
             labels=labels,
             required_acks=msg.required_acks,
@@ -523,6 +557,8 @@ class HubActor(Actor[HubMsg, Any]):
         latency: int | None = None
         if task.started_at and task.completed_at:
             latency = int((parse_iso(task.completed_at) - parse_iso(task.started_at)) * 1000)
+        else:
+            self.latency_unknown.add(task.task_id)
         await self._record_observation(
             RecordObservation(
                 owner_id=task.owner_id,
@@ -532,6 +568,26 @@ class HubActor(Actor[HubMsg, Any]):
                 task_id=task.task_id,
             )
         )
+
+
+def _check_rule(rule: Rule) -> None:
+    """Refuse a rule whose durations the hub could not use (too long, negative, garbage)."""
+    for field in ("session_ttl_default", "task_ttl_default"):
+        try:
+            parse_duration(getattr(rule.limits, field))
+        except ValueError as exc:
+            raise DecodeError(
+                f"Rule.limits.{field}: {exc}", record="Rule", field=f"limits.{field}"
+            ) from exc
+
+
+def _from_end(length: int, since: int, until: int | None) -> tuple[int, int | None]:
+    """Negative bounds of ``read_wal`` count from the end, as in ``wal[since:until]``."""
+    if since < 0:
+        since = max(0, length + since)
+    if until is not None and until < 0:
+        until = max(0, length + until)
+    return since, until
 
 
 def _check_timestamps(task: TaskMetadata) -> None:

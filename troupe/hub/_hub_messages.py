@@ -125,6 +125,15 @@ class FindAccepted:
     envelope_id: str | None
 
 
+@attrs.frozen
+class FindAnswer:
+    """``(envelope_id, seq)`` of what ``sender_id`` posted in answer to ``causation_id``."""
+
+    session_id: str
+    sender_id: str
+    causation_id: str
+
+
 HubMsg = (
     Register
     | Unregister
@@ -142,4 +151,5 @@ HubMsg = (
     | ReadWal
     | FindEnvelope
     | FindAccepted
+    | FindAnswer
 )

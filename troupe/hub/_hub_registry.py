@@ -14,6 +14,7 @@ from ..model import (
     Rule,
     TaskMetadata,
     TaskState,
+    check_json,
 )
 from ..session_types import AnySessionType
 from . import _hub_messages as H
@@ -150,6 +151,8 @@ class RegistryCalls(HubBase):
     async def observe_task(self, metadata: TaskMetadata) -> None:
         """Track a task (audited: ``task_observed``); a known one is merged into (its state
         changes are audited: ``task_state_changed``, and ``task_terminated`` at the end)."""
+        if isinstance(metadata, TaskMetadata):
+            check_json(metadata.result, "result", record="TaskMetadata")
         await self._call(H.ObserveTask(metadata))
 
     async def update_task(
@@ -169,7 +172,9 @@ class RegistryCalls(HubBase):
 
         Raises:
           NotFoundError: no such task.
+          DecodeError: a value is not of its type, or not JSON data.
         """
+        check_json(result, "result", record="UpdateTask")
         await self._call(
             H.UpdateTask(
                 task_id=task_id,

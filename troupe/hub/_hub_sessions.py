@@ -16,7 +16,7 @@ import trio
 from .._errors import ActorDead, NetworkError, NotFoundError, ProtocolError, StoreError
 from ..actors import ActorRef
 from ..mailbox import DeadLetter
-from ..model import Envelope, SessionMetadata, SessionState
+from ..model import Envelope, SessionMetadata, SessionState, check_envelope
 from ..model._convert import is_due
 from ..store import dedup_keys
 from ..supervisors import ChildSpec
@@ -54,6 +54,8 @@ class SessionCalls(HubBase):
         Raises:
           NotFoundError, AccessDeniedError, RateLimited, InboxFull, ProtocolError: the post
             was refused and the WAL is untouched.
+          DecodeError: a field is not of its type, or ``event_data`` is not JSON data
+            (see ``troupe.model.check_envelope``); ``field`` names it.
           StoreError: the store failed; nothing was appended.
         """
         return (await self.post(envelope)).envelope_id
@@ -63,6 +65,9 @@ class SessionCalls(HubBase):
         if not isinstance(envelope, Envelope):
             raise TypeError(f"post_envelope takes an Envelope, got {type(envelope).__name__}")
         try:
+            # Before any actor sees it: the one check of the caller's fields, for posts in
+            # process and over the wire alike.
+            check_envelope(envelope, self._core.config.max_envelope_bytes)
             result = await self._post(envelope)
         except NetworkError:
             # Refused here, not by the session actor (which counts its own refusals): an

@@ -25,6 +25,7 @@ import trio
 
 from .. import _tracing
 from .._errors import ProtocolError, StoreError
+from ..model import MAX_ENVELOPE_BYTES
 from ..session_types import AnySessionType, builtin_types
 from ..store import Store, open_store
 from ..supervisors import ChildSpec, open_dynamic_supervisor, open_supervisor
@@ -58,6 +59,8 @@ async def open_hub(
     faults: Faults | None = None,
     new_id: Callable[[], str] | None = None,
     passivate_after: float | None = 600.0,
+    dedup_window: int = 1024,
+    max_envelope_bytes: int = MAX_ENVELOPE_BYTES,
 ) -> AsyncIterator[Hub]:
     """Run a hub for the duration of the block.
 
@@ -88,12 +91,27 @@ async def open_hub(
       passivate_after: seconds of trio's clock a session may go unused before its actor is
         stopped and its memory released (default 600; None or 0 never passivates). The
         next use rehydrates it from snapshot + WAL, transparently.
+      dedup_window: idempotency / causation keys a live session keeps in memory (its
+        latest; default 1024). A repeat of an older one is answered from the store's index
+        (one lookup per post, only in sessions longer than this), so a retry is exactly-once
+        however old it is, and a session's memory does not grow with its history.
+      max_envelope_bytes: the largest envelope the hub accepts, as JSON (default and most
+        :data:`~troupe.model.MAX_ENVELOPE_BYTES`, 1 MiB, which is what a WebSocket frame
+        carries); a larger post is refused with ``ProtocolError``, in process as over the
+        wire. The same bound applies to each request (a rule, a task, knobs).
 
     Leaving the block stops the sweeper, the connections, the sessions, the hub actor and
     the audit writer, in that order; no task outlives it.
     """
     if passivate_after is not None and passivate_after < 0:
         raise ValueError(f"passivate_after must be None or >= 0, got {passivate_after!r}")
+    if isinstance(dedup_window, bool) or not isinstance(dedup_window, int) or dedup_window < 0:
+        raise ValueError(f"dedup_window must be an int >= 0, got {dedup_window!r}")
+    if not 1024 <= max_envelope_bytes <= MAX_ENVELOPE_BYTES:
+        raise ValueError(
+            f"max_envelope_bytes must be between 1024 and {MAX_ENVELOPE_BYTES}, "
+            f"got {max_envelope_bytes!r}"
+        )
     config = HubConfig(
         invite_ack_timeout=invite_ack_timeout,
         ttl_sweep_interval=ttl_sweep_interval,
@@ -104,6 +122,8 @@ async def open_hub(
         client_mailbox=client_mailbox,
         cursor_flush_interval=cursor_flush_interval,
         passivate_after=passivate_after or None,
+        dedup_window=dedup_window,
+        max_envelope_bytes=max_envelope_bytes,
     )
     async with open_store(store) as opened:
         core = HubCore(
@@ -126,6 +146,7 @@ async def open_hub(
             "one_for_one", max_restarts=10, within_s=10.0, name="hub"
         ) as root:
             root.on_crash = partial(_audit_crash, core)
+            hub._root = root
             core.audit_ref = await root.start_child(
                 ChildSpec(
                     "audit",

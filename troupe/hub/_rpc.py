@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import orjson
 
 from .. import _tracing
 from .._errors import AccessDeniedError, DecodeError, NetworkError, StoreError
@@ -38,6 +39,12 @@ if TYPE_CHECKING:
     from ._hub import Hub
 
 log = logging.getLogger("troupe.hub.rpc")
+
+#: A ``read_wal`` answer over the wire holds at most this many envelopes, and stops after
+#: the envelope that takes it past ``READ_WAL_PAGE_BYTES`` of JSON (at least one envelope);
+#: ``more`` then says to ask again from the last seq (``HubClient.read_wal`` does).
+READ_WAL_PAGE_COUNT = 1000
+READ_WAL_PAGE_BYTES = 256 << 10
 
 
 @attrs.define
@@ -330,8 +337,23 @@ async def _post_envelope(c: Caller, p: dict[str, Any]) -> Any:
 async def _read_wal(c: Caller, p: dict[str, Any]) -> Any:
     session_id = _str(p, "session_id")
     c.require_participant(session_id)
-    wal = await c.hub.read_wal(session_id, since=_int(p, "since", 0), until=_int(p, "until"))
-    return unstructure(wal)
+    since, until = _int(p, "since", 0), _int(p, "until")
+    last = since + READ_WAL_PAGE_COUNT
+    wal = await c.hub.read_wal(
+        session_id, since=since, until=last if until is None else min(until, last)
+    )
+    page: list[Any] = []
+    size = 0
+    for envelope in wal:
+        data = unstructure(envelope)
+        page.append(data)
+        size += len(orjson.dumps(data))
+        if size >= READ_WAL_PAGE_BYTES:
+            break
+    more = bool(page) and (until is None or page[-1]["seq"] < until)
+    if more and len(page) == len(wal) and len(wal) < READ_WAL_PAGE_COUNT:
+        more = False  # the store had no more than this
+    return {"envelopes": page, "more": more}
 
 
 @op("can_send")

@@ -5,7 +5,9 @@ actor (the endpoint's only writer). The reader never waits on anything that may 
 client: receipts and pongs travel in the actor's system lane (never blocked), and hellos and
 posts run in their own tasks. Otherwise a client busy acking a long replay could deadlock
 with the connection actor blocked sending it that replay. A connection serves at most
-``MAX_IN_FLIGHT`` requests at once, so a flood from one client cannot starve the others.
+``MAX_IN_FLIGHT`` requests at once, so a flood from one client cannot starve the others;
+and while ``MAX_OUTBOUND_BYTES`` of its replies wait unsent (it does not read them), no more
+of its requests are read: its memory is bounded in bytes, and TCP pushes back on it.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ async def serve_endpoint(
             actor.timers = nursery
             ref = await spawn(nursery, actor, mailbox=mailbox, name=f"conn:{endpoint.endpoint_id}")
             hub._endpoints[endpoint.endpoint_id] = ref
+            core.connections[endpoint.endpoint_id] = actor
             task_status.started(ref)
             frames = endpoint.frames()
             try:
@@ -104,6 +107,7 @@ async def serve_endpoint(
             nursery.cancel_scope.cancel()
     finally:
         hub._endpoints.pop(endpoint.endpoint_id, None)
+        core.connections.pop(endpoint.endpoint_id, None)
         # The actor is gone (this task is its only user now): save what it was acked but
         # had not saved yet, also when the hub is closing.
         with trio.CancelScope(shield=True) as scope:
@@ -130,12 +134,19 @@ async def _on_frame(
             if actor.admit_control():
                 ref.mailbox.send_system(SendOut(PongFrame(nonce=nonce), control=True))
         case HelloFrame():
+            if actor.outbound_full:
+                await actor.wait_outbound_room()
             nursery.start_soon(_hello, hub, ref, frame)
         case SendFrame():
+            if actor.outbound_full:
+                await actor.wait_outbound_room()
             token = object()  # frames hold dicts, so they cannot be the borrower themselves
             await limiter.acquire_on_behalf_of(token)
             nursery.start_soon(_send, hub, actor, ref, frame, limiter, token)
         case RequestFrame():
+            # A client that does not read its replies is not read either.
+            if actor.outbound_full:
+                await actor.wait_outbound_room()
             token = object()
             await limiter.acquire_on_behalf_of(token)
             nursery.start_soon(_request, Caller(hub, actor, ref), frame, limiter, token)
@@ -182,7 +193,10 @@ async def _hello(hub: Hub, ref: ActorRef[Any, Any], frame: HelloFrame) -> None:
         agent_id=passport.agent_id,
         request_id=frame.request_id,
     )
-    bound = await ref.ask(Bind(passport.agent_id, frame.since, welcome))
+    # A claim that a key proved may take the identity from another live connection; an
+    # anonymous one ("none") may not.
+    takeover = (scheme or "none") != "none"
+    bound = await ref.ask(Bind(passport.agent_id, frame.since, welcome, takeover))
     if isinstance(bound, Failed):
         await ref.tell(SendOut(error_frame(bound.error, request_id=frame.request_id)))
 
@@ -195,8 +209,13 @@ async def _request(
     caller: Caller, frame: RequestFrame, limiter: trio.CapacityLimiter, token: object
 ) -> None:
     try:
-        reply = await handle_request(caller, frame)
-        await caller.ref.tell(SendOut(reply))
+        # Also here, not only in the reader: the requests read before the client stopped
+        # reading do not all add their answers to what already waits.
+        if caller.actor.outbound_full:
+            await caller.actor.wait_outbound_room()
+        out = caller.actor.reply(await handle_request(caller, frame))
+        if out is not None:
+            await caller.ref.tell(out)
     finally:
         limiter.release_on_behalf_of(token)
 
@@ -227,6 +246,8 @@ async def _send(
                     seq=accepted.seq,
                     request_id=frame.request_id,
                 )
-        await ref.tell(SendOut(reply))
+        out = actor.reply(reply)
+        if out is not None:
+            await ref.tell(out)
     finally:
         limiter.release_on_behalf_of(token)

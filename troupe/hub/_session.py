@@ -7,7 +7,8 @@ A post, in order (reference §1.3-C, rejected posts leave the WAL untouched):
 3. the session is not terminal, and is ACTIVE for substantive events;
 4. a repeat of an accepted post (same ``idempotency_key``, or same sender + ``causation_id``
    + event type) returns the original and appends nothing (keys starting ``troupe:`` are
-   the hub's);
+   the hub's); the actor keeps only its latest ``dedup_window`` keys, and asks the store's
+   index about a key it does not hold once it has let older ones go;
 5. substantive events: ``EV_EXPECTATION_VIOLATED`` only from the hub (``HubPost``), the
    sender's rate, every recipient's inbox, the session type's ``validate_send``; protocol
    events: the handshake rules;
@@ -50,6 +51,7 @@ from ..store import dedup_keys
 from ._activity import Activity, forget_activity, load_activity, save_activity
 from ._core import Failed, HubCore
 from ._delivery import catch_up_after_ack, dispatch, recipients_of
+from ._directory import DedupWindow
 from ._passivation import Passivate, prepare_to_passivate
 from ._session_parts import (
     Accepted,
@@ -91,7 +93,7 @@ class SessionActor(Actor[SessionMsg, Any]):
         self.state: Any = None
         self.last_seq = 0
         self.snapshot_seq = 0
-        self.dedup: dict[str, tuple[str, int]] = {}
+        self.dedup = DedupWindow(core.config.dedup_window)
         self.recent: list[Envelope] = []
         self.stopping = False
         #: What the expectation evaluators read (published on the directory entry).
@@ -134,7 +136,12 @@ class SessionActor(Actor[SessionMsg, Any]):
         if len(tail) < RECENT and self.last_seq > len(tail):
             tail = await store.read(self.sid, since=max(0, self.last_seq - RECENT))
         self.recent = tail[-RECENT:]
-        self.dedup = await store.load_dedup(self.sid)
+        # Only the latest keys: older ones are answered from the store's index on demand.
+        size = self.core.config.dedup_window
+        latest = await store.recent_dedup(self.sid, size + 1)
+        self.dedup = DedupWindow(size, complete=len(latest) <= size)
+        for key, envelope_id, seq in latest[-size:] if size else ():
+            self.dedup[key] = (envelope_id, seq)
         self.entry.dedup = self.dedup
         self._publish()
         if self.restarted:
@@ -283,8 +290,19 @@ class SessionActor(Actor[SessionMsg, Any]):
         if not internal and (env.idempotency_key or "").startswith(HUB_KEYS):
             # Else a participant could take the key of a notice the hub is about to post.
             raise ProtocolError(f"idempotency keys starting {HUB_KEYS!r} are the hub's")
-        for key in dedup_keys(env):
+        keys = dedup_keys(env)
+        for key in keys:
             hit = self.dedup.get(key)
+            if hit is not None:
+                core.counters.duplicates += 1
+                return Accepted(hit[0], hit[1], duplicate=True)
+        if keys and not self.dedup.complete:
+            # Older than the window: one indexed lookup (only for sessions this long).
+            try:
+                hit = await core.store.find_dedup(self.sid, keys)
+            except StoreError as exc:
+                core.counters.rejected += 1
+                return Failed(exc)
             if hit is not None:
                 core.counters.duplicates += 1
                 return Accepted(hit[0], hit[1], duplicate=True)
@@ -418,7 +436,7 @@ class SessionActor(Actor[SessionMsg, Any]):
     def _accepted(self, env: Envelope) -> None:
         self.last_seq = env.seq
         for key in dedup_keys(env):
-            self.dedup[key] = (env.envelope_id, env.seq)
+            self.dedup.remember(key, (env.envelope_id, env.seq))
         self.recent.append(env)
         del self.recent[:-RECENT]
         self.activity.note(env, self.participant_ids)

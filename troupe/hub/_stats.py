@@ -54,7 +54,38 @@ class HubStatistics:
 
 @attrs.frozen(kw_only=True)
 class PendingTurn:
-    """A turn the session type says an agent owes (``pending_turns_for``)."""
+    """A turn the session type says an agent owes (``pending_turns_for``).
+
+    Attributes:
+      session_id: the session.
+      triggering_envelope_id: the envelope that gave the agent the floor (None when nothing
+        did, such as the creator's first turn).
+      expected_at: since when the turn is owed (ISO 8601, hub clock): the trigger's
+        ``created_at``, or the hub's clock now when there is no trigger or it is not among
+        the session's last ``TRIGGER_LOOKBACK`` envelopes.
+    """
 
     session_id: str
     triggering_envelope_id: str | None = None
+    expected_at: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class HubHealth:
+    """Whether a hub serves (``Hub.health()``): cheap to ask, for a liveness probe.
+
+    Attributes:
+      serving: the hub takes work: its block has not ended, its root supervisor runs and
+        the store answered.
+      supervisor: the root supervisor's state: ``"running"``, ``"restarting"`` (a child of
+        it is down and being restarted), ``"stopping"`` or ``"failed"``.
+      store_reachable: the store answered one small read within ``HEALTH_STORE_TIMEOUT_S``.
+      live_sessions: sessions whose actor is in memory.
+      connections: attached endpoints (in process and over the network).
+    """
+
+    serving: bool
+    supervisor: str
+    store_reachable: bool
+    live_sessions: int
+    connections: int

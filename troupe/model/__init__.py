@@ -1,5 +1,11 @@
 """The records troupe speaks: identities, rules, envelopes, sessions, tasks and frames."""
 
+from ._checks import MAX_ENVELOPE_BYTES as MAX_ENVELOPE_BYTES
+from ._checks import MAX_JSON_DEPTH as MAX_JSON_DEPTH
+from ._checks import PRIORITIES as PRIORITIES
+from ._checks import check_envelope as check_envelope
+from ._checks import check_json as check_json
+from ._checks import check_record as check_record
 from ._codec import decode_frame as decode_frame
 from ._codec import dumps as dumps
 from ._codec import encode_frame as encode_frame
@@ -45,6 +51,7 @@ from ._identity import ObservedStat as ObservedStat
 from ._identity import Passport as Passport
 from ._identity import Resume as Resume
 from ._identity import ResumeExample as ResumeExample
+from ._rule import MAX_DURATION_S as MAX_DURATION_S
 from ._rule import AccessBlock as AccessBlock
 from ._rule import InboxBlock as InboxBlock
 from ._rule import LimitsBlock as LimitsBlock
@@ -76,6 +83,10 @@ __all__ = (
     "EV_TASK_CANCEL_REQUEST",
     "EV_TEXT",
     "FRAME_TYPES",
+    "MAX_DURATION_S",
+    "MAX_ENVELOPE_BYTES",
+    "MAX_JSON_DEPTH",
+    "PRIORITIES",
     "PROTOCOL_PREFIXES",
     "AcceptFrame",
     "AccessBlock",
@@ -113,6 +124,9 @@ __all__ = (
     "TaskSpec",
     "TaskState",
     "WelcomeFrame",
+    "check_envelope",
+    "check_json",
+    "check_record",
     "decode_frame",
     "dumps",
     "encode_frame",

@@ -9,7 +9,8 @@ Rules the converter keeps, for every record and frame:
   :class:`troupe.DecodeError` naming the record and the dotted path of the field.
 - ``dict[str, Any]`` fields (``event_data``, ``payload``, …) hold JSON data: they are
   checked to be objects with string keys and then passed through, not walked, because they
-  sit on the envelope's hot path.
+  sit on the envelope's hot path. The hub walks them once, when it admits a post or a
+  request (NaN, depth, size: see ``_checks.py``), whichever way they came.
 - Frames are tagged by ``"kind"`` (each frame class's ``kind`` ClassVar); nested envelopes
   are plain objects.
 """
@@ -149,8 +150,12 @@ CONVERTER.register_structure_hook_factory(
 CONVERTER.register_structure_hook_func(_is_json_object, _structure_json_object)
 CONVERTER.register_unstructure_hook_func(_is_json_object, lambda value: value)
 CONVERTER.register_structure_hook_factory(_is_enum, _structure_enum)
-# By value, so ``unstructure`` returns plain JSON data that any JSON library can write.
-CONVERTER.register_unstructure_hook_factory(_is_enum, lambda _: lambda e: e.value)
+# By value, so ``unstructure`` returns plain JSON data that any JSON library can write. A
+# value that is not a member is passed on as it is, for ``structure`` to refuse by field
+# name (``check_record`` unstructures what a caller built by hand).
+CONVERTER.register_unstructure_hook_factory(
+    _is_enum, lambda cls: lambda e: e.value if isinstance(e, cls) else e
+)
 
 _FRAMES_BY_KIND: Final[dict[str, type[Any]]] = {cls.kind: cls for cls in FRAME_TYPES}
 

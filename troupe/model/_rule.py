@@ -2,33 +2,56 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 import attrs
 
 from ._convert import to_tuple
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
+#: The longest duration (a TTL) troupe takes: about ten years, in seconds. Its timestamps
+#: stay far inside what ``datetime`` can write (year 9999).
+MAX_DURATION_S: Final = 3650 * 86400
+
 
 def parse_duration(value: str | int) -> int:
     """Seconds in ``"30s"``, ``"15m"``, ``"2h"``, ``"1d"``, ``"60"`` or an int; ``""`` is 0.
 
+    0 means "none" (a TTL of 0: no expiry).
+
     Raises:
-      ValueError: anything else (``"abc"``, ``"5x"``, ``"1.5h"``), naming the value.
+      ValueError: anything else (``"abc"``, ``"5x"``, ``"1.5h"``, a negative duration, one
+        longer than :data:`MAX_DURATION_S`), naming the value.
     """
     if isinstance(value, bool):
         raise ValueError(f"not a duration: {value!r}")
     if isinstance(value, int):
-        return value
-    if not isinstance(value, str):
-        raise ValueError(f"not a duration: {value!r}")
-    text = value.strip()
-    if text == "":
-        return 0
-    unit = _UNITS.get(text[-1])
-    digits = text[:-1] if unit is not None else text
-    if not digits.lstrip("-").isdigit():
-        raise ValueError(f"not a duration: {value!r} (use e.g. '30s', '15m', '2h', '1d' or 60)")
-    return int(digits) * (unit or 1)
+        seconds = value
+    elif isinstance(value, str):
+        text = value.strip()
+        if text == "":
+            return 0
+        unit = _UNITS.get(text[-1])
+        digits = text[:-1] if unit is not None else text
+        magnitude = digits.removeprefix("-")
+        if not magnitude.isdigit() or not magnitude.isascii():
+            raise ValueError(
+                f"not a duration: {value!r:.80} (use e.g. '30s', '15m', '2h', '1d' or 60)"
+            )
+        # More digits than any allowed duration has: refused before int() reads them all.
+        seconds = int(digits) * (unit or 1) if len(magnitude) <= 12 else MAX_DURATION_S + 1
+        if digits.startswith("-"):
+            seconds = -abs(seconds)
+    else:
+        raise ValueError(f"not a duration: {value!r:.80}")
+    if seconds < 0:
+        raise ValueError(f"a duration cannot be negative, got {value!r:.80}")
+    if seconds > MAX_DURATION_S:
+        raise ValueError(
+            f"duration {value!r:.80} exceeds the longest allowed, {MAX_DURATION_S}s (~10 years)"
+        )
+    return seconds
 
 
 @attrs.frozen(kw_only=True)

@@ -9,6 +9,7 @@ before the operation, so a cancelled call has done nothing.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Self
@@ -18,7 +19,7 @@ import trio
 
 from .._errors import StoreError
 from ..model import Envelope, Resume, Rule, SessionMetadata, TaskMetadata
-from ._protocol import AgentRecord, Snapshot, dedup_keys
+from ._protocol import AgentRecord, Snapshot, answer_prefix, dedup_keys
 from ._rules import (
     agent_id_of,
     check_append,
@@ -37,6 +38,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._open = False
         self._agents: dict[str, AgentRecord] = {}
+        self._names: dict[str, str] = {}
         self._capabilities: dict[str, set[str]] = {}
         self._sessions: dict[str, SessionMetadata] = {}
         self._wal: dict[str, list[Envelope]] = {}
@@ -80,8 +82,10 @@ class MemoryStore:
         if old is not None:
             for capability in old.resume.capabilities():
                 self._capabilities[capability].discard(agent_id)
+            del self._names[old.passport.name]
         if record is not None:
             self._agents[agent_id] = record
+            self._names[record.passport.name] = agent_id
             for capability in record.resume.capabilities():
                 self._capabilities.setdefault(capability, set()).add(agent_id)
 
@@ -93,7 +97,14 @@ class MemoryStore:
 
     async def save_agent(self, record: AgentRecord) -> None:
         await self._enter_call()
-        self._put_agent(agent_id_of(record), record)
+        agent_id = agent_id_of(record)
+        holder = self._names.get(record.passport.name, agent_id)
+        if holder != agent_id:
+            raise StoreError(
+                f"MemoryStore: agent name {record.passport.name!r} is already held by agent "
+                f"{holder!r}; names are unique"
+            )
+        self._put_agent(agent_id, record)
 
     async def save_resume(self, agent_id: str, resume: Resume) -> None:
         await self._enter_call()
@@ -180,6 +191,25 @@ class MemoryStore:
     async def load_dedup(self, session_id: str) -> dict[str, tuple[str, int]]:
         await self._enter_call()
         return dict(self._dedup.get(session_id, {}))
+
+    async def find_dedup(self, session_id: str, keys: Sequence[str]) -> tuple[str, int] | None:
+        await self._enter_call()
+        dedup = self._dedup.get(session_id, {})
+        return next((dedup[key] for key in keys if key in dedup), None)
+
+    async def find_answer(
+        self, session_id: str, sender_id: str, causation_id: str
+    ) -> tuple[str, int] | None:
+        await self._enter_call()
+        prefix = answer_prefix(sender_id, causation_id)
+        dedup = self._dedup.get(session_id, {})
+        return next((hit for key, hit in dedup.items() if key.startswith(prefix)), None)
+
+    async def recent_dedup(self, session_id: str, limit: int) -> list[tuple[str, str, int]]:
+        await self._enter_call()
+        # Keys are added in seq order and never replaced: the last ones are the latest.
+        latest = itertools.islice(reversed(self._dedup.get(session_id, {}).items()), limit)
+        return [(key, envelope_id, seq) for key, (envelope_id, seq) in reversed(list(latest))]
 
     async def save_snapshot(self, session_id: str, seq: int, state: Any) -> None:
         await self._enter_call()

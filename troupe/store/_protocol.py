@@ -28,6 +28,11 @@ import attrs
 from ..model import Envelope, Passport, Resume, Rule, SessionMetadata, TaskMetadata
 
 
+def answer_prefix(sender_id: str, causation_id: str) -> str:
+    """The start of every :func:`dedup_keys` key of ``sender_id``'s answers to a trigger."""
+    return f"c:{sender_id}|{causation_id}|"
+
+
 def dedup_keys(envelope: Envelope) -> list[str]:
     """The keys under which a session remembers an accepted envelope, to refuse repeats.
 
@@ -39,7 +44,7 @@ def dedup_keys(envelope: Envelope) -> list[str]:
     if envelope.idempotency_key:
         keys.append("k:" + envelope.idempotency_key)
     if envelope.causation_id:
-        keys.append(f"c:{envelope.sender_id}|{envelope.causation_id}|{envelope.event_type}")
+        keys.append(answer_prefix(envelope.sender_id, envelope.causation_id) + envelope.event_type)
     return keys
 
 
@@ -154,8 +159,30 @@ class Store(Protocol):
     async def load_dedup(self, session_id: str) -> dict[str, tuple[str, int]]:
         """``{key: (envelope_id, seq)}`` for every :func:`dedup_keys` key of the session's WAL.
 
-        Lets a (re)started session refuse repeats of anything it ever accepted without
-        reading its whole WAL.
+        Every key the session has, so O(its history): the hub itself uses
+        :meth:`recent_dedup` (a bounded window) and :meth:`find_dedup` (one key) instead.
+        """
+        ...
+
+    async def find_dedup(self, session_id: str, keys: Sequence[str]) -> tuple[str, int] | None:
+        """``(envelope_id, seq)`` of the first of ``keys`` (:func:`dedup_keys`) the session
+        has, or None: one indexed lookup, however long the session's history is.
+
+        The first envelope accepted under a key is the one it names.
+        """
+        ...
+
+    async def find_answer(
+        self, session_id: str, sender_id: str, causation_id: str
+    ) -> tuple[str, int] | None:
+        """``(envelope_id, seq)`` of the first envelope ``sender_id`` posted in answer to
+        ``causation_id`` (any event type), or None: from the same index as :meth:`find_dedup`.
+        """
+        ...
+
+    async def recent_dedup(self, session_id: str, limit: int) -> list[tuple[str, str, int]]:
+        """``(key, envelope_id, seq)`` of the session's ``limit`` latest dedup keys (by seq),
+        oldest first: what a (re)started session keeps in memory, without loading the rest.
         """
         ...
 

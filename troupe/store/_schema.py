@@ -5,8 +5,11 @@ Rules:
 - A troupe store is an SQLite database with a ``troupe_meta`` table whose ``magic`` row is
   :data:`MAGIC`; its schema version is ``PRAGMA user_version``.
 - Nothing is written to a file until it is known to be a troupe store of this or an older
-  schema (or an empty file): a text file, someone else's database, or a store from a newer
-  troupe raises :class:`IncompatibleStore` naming the file, and the file is left as it was.
+  schema: a text file, an empty file (a store truncated to nothing is not a new store),
+  someone else's database, or a store from a newer troupe raises :class:`IncompatibleStore`
+  naming the file, and the file is left as it was.
+- A missing file is created whole: built under a temporary name, then renamed into place,
+  so a crash while creating never leaves an empty or half-made store at ``path``.
 - Migration step ``n`` takes version ``n`` to ``n + 1``; all pending steps run in one
   transaction with the new ``user_version``: a crash mid-migration leaves the old version.
 """
@@ -14,6 +17,7 @@ Rules:
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from pathlib import Path
 from typing import Final
@@ -61,6 +65,19 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         # pages the log.
         "CREATE TABLE audit (id INTEGER PRIMARY KEY, record TEXT NOT NULL)",
     ),
+    (
+        # zlib.crc32 of the envelope's stored JSON bytes; NULL for rows written before v2.
+        "ALTER TABLE wal ADD COLUMN crc INTEGER",
+        # An agent's name, unique: two hubs on one file once registered one name twice.
+        # A store that already holds a name twice keeps every row (nothing is lost); only
+        # the first row per name gets the column, and ``troupe wal verify`` reports the rest.
+        "ALTER TABLE agents ADD COLUMN name TEXT",
+        """UPDATE agents SET name = json_extract(passport, '$.name') WHERE rowid IN (
+            SELECT min(rowid) FROM agents GROUP BY json_extract(passport, '$.name'))""",
+        "CREATE UNIQUE INDEX agents_by_name ON agents (name)",
+        # A session's most recent dedup keys without reading them all (its in-memory window).
+        "CREATE INDEX dedup_by_seq ON dedup (session_id, seq)",
+    ),
 )
 
 #: The version this troupe writes; it opens this and every older one.
@@ -73,7 +90,7 @@ def connect(path: Path, *, synchronous: str, busy_timeout_ms: int = 5000) -> sql
     """Open the store at ``path`` for writing, creating or migrating it first.
 
     Args:
-      path: the store file (created when missing or empty).
+      path: the store file (created when missing).
       synchronous: the ``PRAGMA synchronous`` level of this connection.
       busy_timeout_ms: how long to wait for another process's write lock.
 
@@ -84,7 +101,8 @@ def connect(path: Path, *, synchronous: str, busy_timeout_ms: int = 5000) -> sql
       IncompatibleStore: the file is not a troupe store, or is from a newer schema.
       StoreError: the file cannot be opened at all (a directory, no permission).
     """
-    _check_header(path)
+    if not _check_header(path):
+        _create(path)
     with contextlib.ExitStack() as on_failure:
         try:
             conn = sqlite3.connect(
@@ -124,17 +142,70 @@ def connect_reader(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _check_header(path: Path) -> None:
-    # Refuse a file that is not SQLite before SQLite sees it: nothing may touch it.
+def open_read_only(path: Path) -> tuple[sqlite3.Connection, int]:
+    """A read-only connection to an existing store, and its schema version.
+
+    Takes no lock and never writes, so it works while a hub has the store open.
+
+    Raises:
+      IncompatibleStore: the file is not a troupe store, or is from a newer schema.
+      StoreError: there is no file at ``path``, or it cannot be opened.
+    """
+    if not _check_header(path):
+        raise StoreError(f"no store at {str(path)!r}")
+    conn = connect_reader(path)
+    try:
+        version = _version_of(conn, path)
+    except StoreError:
+        conn.close()
+        raise
+    return conn, version
+
+
+def _check_header(path: Path) -> bool:
+    """Whether ``path`` exists; raise when it exists and is not an SQLite database.
+
+    Refuses a file that is not SQLite before SQLite sees it: nothing may touch it.
+    """
     try:
         with path.open("rb") as file:
             header = file.read(len(SQLITE_HEADER))
     except FileNotFoundError:
-        return
+        return False
     except OSError as exc:
         raise StoreError(f"cannot open store {str(path)!r}: {exc}") from exc
-    if header and header != SQLITE_HEADER:
+    if not header:
+        raise IncompatibleStore(
+            f"{str(path)!r} is not a troupe store (an empty file; a new store is created "
+            "only where no file exists)"
+        )
+    if header != SQLITE_HEADER:
         raise IncompatibleStore(f"{str(path)!r} is not a troupe store (not an SQLite database)")
+    return True
+
+
+def _create(path: Path) -> None:
+    """Create a store at ``path`` (which does not exist) with the whole current schema."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.new")
+    try:
+        conn = sqlite3.connect(temporary, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            _migrate(conn)
+        finally:
+            conn.close()  # the last connection: checkpoints and removes its -wal file
+        with temporary.open("rb") as file:
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+    except (OSError, sqlite3.Error) as exc:
+        for leftover in (temporary, temporary.with_name(temporary.name + "-wal")):
+            leftover.unlink(missing_ok=True)
+        raise StoreError(f"cannot create store {str(path)!r}: {exc}") from exc
 
 
 def _version_of(conn: sqlite3.Connection, path: Path) -> int:

@@ -5,7 +5,13 @@ any number of sessions, each write in its own savepoint); a write returns once c
 Reads use a second, read-only connection on the trio thread: in WAL mode a reader never
 waits for the writer, and it sees every commit that happened before the read began.
 Records are stored as the codec's JSON, in TEXT columns, so ``sqlite3`` and its JSON
-functions can inspect a store.
+functions can inspect a store. Each WAL row carries ``zlib.crc32`` of its JSON bytes,
+checked on every read: a damaged row raises :class:`StoreError` naming session and seq
+instead of being replayed (rows from before schema 2 have no checksum and are not checked).
+
+A store opened for writing holds the file's write lock (``_lock.py``) until it is left: a
+second writer, in this process or another, is refused at once. ``read_only=True`` takes no
+lock and never writes (``troupe wal`` reads a store while its hub runs).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import contextlib
 import functools
 import os
 import sqlite3
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -24,7 +31,8 @@ import trio
 from .._errors import StoreError
 from ..model import Envelope, Passport, Resume, Rule, SessionMetadata, TaskMetadata, dumps, loads
 from ..model._codec import envelope_from_json
-from ._protocol import AgentRecord, Snapshot, dedup_keys
+from ._lock import StoreLock
+from ._protocol import AgentRecord, Snapshot, answer_prefix, dedup_keys
 from ._rules import (
     agent_id_of,
     check_append,
@@ -35,13 +43,15 @@ from ._rules import (
     json_value,
     unknown_agent,
 )
-from ._schema import SYNCHRONOUS_LEVELS, connect, connect_reader
+from ._schema import SCHEMA_VERSION, SYNCHRONOUS_LEVELS, connect, connect_reader, open_read_only
 from ._writer import GroupCommitWriter, Write, WriterStatistics
 
 _UPSERT_AGENT = """
-    INSERT INTO agents (agent_id, passport, resume, rule, skill_md) VALUES (?, ?, ?, ?, ?)
+    INSERT INTO agents (agent_id, passport, resume, rule, skill_md, name)
+    VALUES (?, ?, ?, ?, ?, ?)
     ON CONFLICT (agent_id) DO UPDATE SET passport = excluded.passport,
-        resume = excluded.resume, rule = excluded.rule, skill_md = excluded.skill_md"""
+        resume = excluded.resume, rule = excluded.rule, skill_md = excluded.skill_md,
+        name = excluded.name"""
 _UPSERT_SESSION = """
     INSERT INTO sessions (session_id, metadata) VALUES (?, ?)
     ON CONFLICT (session_id) DO UPDATE SET metadata = excluded.metadata"""
@@ -55,6 +65,23 @@ _UPSERT_CURSOR = """
 
 def _text(obj: Any) -> str:
     return dumps(obj).decode()
+
+
+def _checked(session_id: str, rows: list[Any]) -> list[Envelope]:
+    """Decode ``(seq, crc, json bytes)`` rows; a row whose checksum does not match raises."""
+    out = []
+    for seq, crc, data in rows:
+        if crc is not None and zlib.crc32(data) != crc:
+            raise damaged(session_id, seq)
+        out.append(envelope_from_json(data))
+    return out
+
+
+def damaged(session_id: str, seq: int) -> StoreError:
+    return StoreError(
+        f"session {session_id!r}: the stored envelope at seq {seq} is damaged (its checksum "
+        "does not match); run 'troupe wal verify' and restore the store from a backup"
+    )
 
 
 def _json_text(value: Any, what: str) -> str:
@@ -109,13 +136,24 @@ class SQLiteStore:
       threaded: run each commit batch in a worker thread (the default) so the trio loop
         keeps running during the fsync; ``False`` runs it on the trio thread, which
         deterministic virtual-time runs need.
+      read_only: only read an existing store: no write lock (a hub may be running on it),
+        every write raises :class:`StoreError`. A store of an older schema is migrated
+        first, which needs the write lock for a moment.
+
+    Entering raises :class:`~troupe.StoreLocked` (naming the holder) when another open
+    store, in any process, has the file for writing: a store has one hub.
 
     Raises:
       ValueError: an unknown ``synchronous`` level, or ``":memory:"`` (use MemoryStore).
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, synchronous: str = "FULL", threaded: bool = True
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "FULL",
+        threaded: bool = True,
+        read_only: bool = False,
     ) -> None:
         if str(path) == ":memory:":
             raise ValueError("SQLiteStore needs a file; use MemoryStore for an in-memory store")
@@ -126,6 +164,7 @@ class SQLiteStore:
         self.path = Path(path)
         self.synchronous = synchronous.upper()
         self.threaded = threaded
+        self.read_only = read_only
         self._name = f"SQLiteStore({str(self.path)!r})"
         self._entered = False
         self._stack: contextlib.AsyncExitStack | None = None
@@ -147,8 +186,15 @@ class SQLiteStore:
         return self
 
     async def _open(self) -> None:
+        if self.read_only:
+            self._open_read_only()
+            await trio.lowlevel.checkpoint()
+            return
         opener = functools.partial(connect, self.path, synchronous=self.synchronous)
         async with contextlib.AsyncExitStack() as stack:
+            lock = StoreLock(self.path)
+            lock.acquire()
+            stack.callback(lock.release)
             conn = await trio.to_thread.run_sync(opener) if self.threaded else opener()
             stack.callback(conn.close)
             reader = connect_reader(self.path)
@@ -162,6 +208,22 @@ class SQLiteStore:
             stack.callback(writer.close)
             self._stack = stack.pop_all()
         self._writer, self._reader = writer, reader
+
+    def _open_read_only(self) -> None:
+        reader, version = open_read_only(self.path)
+        if version < SCHEMA_VERSION:
+            reader.close()
+            # Migrating writes, so it takes the write lock (refused while an older hub runs).
+            lock = StoreLock(self.path)
+            lock.acquire()
+            try:
+                connect(self.path, synchronous=self.synchronous).close()
+            finally:
+                lock.release()
+            reader, _ = open_read_only(self.path)
+        stack = contextlib.AsyncExitStack()
+        stack.callback(reader.close)
+        self._stack, self._reader = stack, reader
 
     async def __aexit__(
         self,
@@ -183,6 +245,8 @@ class SQLiteStore:
 
     async def _write(self, write: Write) -> None:
         if self._writer is None:
+            if self._reader is not None:
+                raise StoreError(f"{self._name} is open read-only; it cannot write")
             raise StoreError(f"{self._name} is not open; use it inside 'async with store:'")
         await self._writer.submit(write)
 
@@ -205,10 +269,21 @@ class SQLiteStore:
             _text(record.resume),
             _text(record.rule),
             record.skill_md,
+            record.passport.name,
         )
 
         def write(conn: sqlite3.Connection) -> None:
-            conn.execute(_UPSERT_AGENT, row)
+            try:
+                conn.execute(_UPSERT_AGENT, row)
+            except sqlite3.IntegrityError:
+                # The upsert settles a clash of agent_id, so only the name's index is left.
+                (holder,) = conn.execute(
+                    "SELECT agent_id FROM agents WHERE name = ?", (record.passport.name,)
+                ).fetchone()
+                raise StoreError(
+                    f"{self._name}: agent name {record.passport.name!r} is already held by "
+                    f"agent {holder!r}; names are unique"
+                ) from None
             _set_capabilities(conn, agent_id, record.resume)
 
         await self._write(write)
@@ -277,7 +352,19 @@ class SQLiteStore:
         metadata: SessionMetadata | None = None,
     ) -> None:
         # Encode on the caller's side: a bad envelope fails here, before it joins a batch.
-        rows = [(session_id, e.seq, e.envelope_id, e.idempotency_key, _text(e)) for e in envelopes]
+        rows = []
+        for e in envelopes:
+            data = dumps(e)
+            rows.append(
+                (
+                    session_id,
+                    e.seq,
+                    e.envelope_id,
+                    e.idempotency_key,
+                    data.decode(),
+                    zlib.crc32(data),
+                )
+            )
         dedup_rows = [
             (session_id, key, e.envelope_id, e.seq) for e in envelopes for key in dedup_keys(e)
         ]
@@ -290,7 +377,11 @@ class SQLiteStore:
             ).fetchone()
             check_append(session_id, last, envelopes, metadata)
             try:
-                conn.executemany("INSERT INTO wal VALUES (?, ?, ?, ?, ?)", rows)
+                conn.executemany(
+                    "INSERT INTO wal (session_id, seq, envelope_id, idempotency_key, envelope, "
+                    "crc) VALUES (?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
             except sqlite3.IntegrityError:
                 # The seqs were checked, so only the idempotency index can object.
                 keys = [e.idempotency_key for e in envelopes if e.idempotency_key is not None]
@@ -312,21 +403,23 @@ class SQLiteStore:
     async def read(
         self, session_id: str, since: int = 0, until: int | None = None
     ) -> list[Envelope]:
+        # As a BLOB: the very bytes the checksum was taken of, with no decode to str.
         if until is None:
             rows = await self._query(
-                "SELECT envelope FROM wal WHERE session_id = ? AND seq > ? ORDER BY seq",
+                "SELECT seq, crc, CAST(envelope AS BLOB) FROM wal WHERE session_id = ? "
+                "AND seq > ? ORDER BY seq",
                 session_id,
                 since,
             )
         else:
             rows = await self._query(
-                "SELECT envelope FROM wal WHERE session_id = ? AND seq > ? AND seq <= ? "
-                "ORDER BY seq",
+                "SELECT seq, crc, CAST(envelope AS BLOB) FROM wal WHERE session_id = ? "
+                "AND seq > ? AND seq <= ? ORDER BY seq",
                 session_id,
                 since,
                 until,
             )
-        return [envelope_from_json(text) for (text,) in rows]
+        return _checked(session_id, rows)
 
     async def last_seq(self, session_id: str) -> int:
         rows = await self._query(
@@ -337,17 +430,55 @@ class SQLiteStore:
 
     async def find_idempotent(self, session_id: str, key: str) -> Envelope | None:
         rows = await self._query(
-            "SELECT envelope FROM wal WHERE session_id = ? AND idempotency_key = ?",
+            "SELECT seq, crc, CAST(envelope AS BLOB) FROM wal WHERE session_id = ? "
+            "AND idempotency_key = ?",
             session_id,
             key,
         )
-        return envelope_from_json(rows[0][0]) if rows else None
+        return _checked(session_id, rows)[0] if rows else None
 
     async def load_dedup(self, session_id: str) -> dict[str, tuple[str, int]]:
         rows = await self._query(
             "SELECT key, envelope_id, seq FROM dedup WHERE session_id = ?", session_id
         )
         return {key: (envelope_id, seq) for key, envelope_id, seq in rows}
+
+    async def find_dedup(self, session_id: str, keys: Sequence[str]) -> tuple[str, int] | None:
+        if not keys:
+            await trio.lowlevel.checkpoint()
+            return None
+        rows = await self._query(
+            "SELECT key, envelope_id, seq FROM dedup WHERE session_id = ? "
+            f"AND key IN ({', '.join('?' * len(keys))})",
+            session_id,
+            *keys,
+        )
+        found = {key: (envelope_id, seq) for key, envelope_id, seq in rows}
+        return next((found[key] for key in keys if key in found), None)
+
+    async def find_answer(
+        self, session_id: str, sender_id: str, causation_id: str
+    ) -> tuple[str, int] | None:
+        # A range of the primary key: every key that starts with the prefix, which ends
+        # with '|', sorts at or after it and before the prefix with '}' (the next byte).
+        prefix = answer_prefix(sender_id, causation_id)
+        rows = await self._query(
+            "SELECT envelope_id, seq FROM dedup WHERE session_id = ? AND key >= ? AND key < ? "
+            "ORDER BY seq LIMIT 1",
+            session_id,
+            prefix,
+            prefix[:-1] + "}",
+        )
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    async def recent_dedup(self, session_id: str, limit: int) -> list[tuple[str, str, int]]:
+        rows = await self._query(
+            "SELECT key, envelope_id, seq FROM dedup WHERE session_id = ? "
+            "ORDER BY seq DESC LIMIT ?",
+            session_id,
+            limit,
+        )
+        return [(key, envelope_id, seq) for key, envelope_id, seq in reversed(rows)]
 
     async def save_snapshot(self, session_id: str, seq: int, state: Any) -> None:
         row = (session_id, seq, _json_text(state, f"snapshot of {session_id!r}"))
@@ -425,3 +556,47 @@ class SQLiteStore:
             -1 if limit is None else limit,
         )
         return [json_value(text) for (text,) in rows]
+
+    # -- offline checks (troupe wal verify) -------------------------------------------------
+
+    async def check_file(self) -> tuple[list[str], list[str]]:
+        """What ``troupe wal verify`` checks below the Store protocol: ``(problems, notes)``.
+
+        Problems: SQLite's ``quick_check``, WAL rows whose checksum does not match, agent
+        names held by more than one agent. Notes: WAL rows from before checksums (schema 1),
+        which cannot be checked.
+        """
+        problems = [
+            f"sqlite quick_check: {message}"
+            for (message,) in await self._query("PRAGMA quick_check")
+            if message != "ok"
+        ]
+        unchecked: dict[str, int] = {}
+        # One session at a time: a store's whole WAL need not fit in memory.
+        for (session_id,) in await self._query("SELECT DISTINCT session_id FROM wal"):
+            rows = await self._query(
+                "SELECT seq, crc, CAST(envelope AS BLOB) FROM wal WHERE session_id = ? "
+                "ORDER BY seq",
+                session_id,
+            )
+            for seq, crc, data in rows:
+                if crc is None:
+                    unchecked[session_id] = unchecked.get(session_id, 0) + 1
+                elif zlib.crc32(data) != crc:
+                    problems.append(
+                        f"{session_id}: the envelope at seq {seq} is damaged (checksum)"
+                    )
+        twice = await self._query(
+            "SELECT json_extract(passport, '$.name') AS n, group_concat(agent_id, ', ') "
+            "FROM agents GROUP BY n HAVING count(*) > 1 ORDER BY n"
+        )
+        problems += [
+            f"agent name {name!r} is held by more than one agent ({ids}); a store has one "
+            "hub, and each name one agent: delete all but one with the hub's unregister"
+            for name, ids in twice
+        ]
+        notes = [
+            f"{session_id}: {count} envelopes from before checksums (schema 1), not checked"
+            for session_id, count in sorted(unchecked.items())
+        ]
+        return problems, notes

@@ -247,6 +247,18 @@ class Supervisor:
             restarts_by_child={c.spec.id: c.restarts for c in self._children.values()},
         )
 
+    @property
+    def state(self) -> str:
+        """``"failed"`` (it gave up), ``"stopping"``, ``"restarting"`` (a child is down
+        and will be restarted) or ``"running"``."""
+        if self._failed:
+            return "failed"
+        if self._closing:
+            return "stopping"
+        if any(not c.running for c in self._children.values()):
+            return "restarting"
+        return "running"
+
     def cancel(self) -> None:
         """Stop every child in reverse start order, then end the supervisor's block."""
         if not self._closing:

@@ -44,6 +44,9 @@ READS: Final = (
     "last_seq",
     "find_idempotent",
     "load_dedup",
+    "find_dedup",
+    "find_answer",
+    "recent_dedup",
     "load_snapshot",
     "load_tasks",
     "load_checkpoint",
@@ -351,6 +354,20 @@ class FaultyStore:
         return await self._call(
             "load_dedup", session_id, partial(self._inner.load_dedup, session_id)
         )
+
+    async def find_dedup(self, session_id: str, keys: Sequence[str]) -> tuple[str, int] | None:
+        call = partial(self._inner.find_dedup, session_id, keys)
+        return await self._call("find_dedup", session_id, call)
+
+    async def find_answer(
+        self, session_id: str, sender_id: str, causation_id: str
+    ) -> tuple[str, int] | None:
+        call = partial(self._inner.find_answer, session_id, sender_id, causation_id)
+        return await self._call("find_answer", session_id, call)
+
+    async def recent_dedup(self, session_id: str, limit: int) -> list[tuple[str, str, int]]:
+        call = partial(self._inner.recent_dedup, session_id, limit)
+        return await self._call("recent_dedup", session_id, call)
 
     async def save_snapshot(self, session_id: str, seq: int, state: Any) -> None:
         call = partial(self._inner.save_snapshot, session_id, seq, state)

@@ -7,6 +7,7 @@ from ._ws import MAX_FRAME_BYTES as MAX_FRAME_BYTES
 from ._ws import WsEndpoint as WsEndpoint
 from ._ws import WsLink as WsLink
 from ._ws import WsLinkClient as WsLinkClient
+from ._ws import WsServer as WsServer
 from ._ws import serve_ws as serve_ws
 
 __all__ = (
@@ -17,5 +18,6 @@ __all__ = (
     "WsEndpoint",
     "WsLink",
     "WsLinkClient",
+    "WsServer",
     "serve_ws",
 )

@@ -38,8 +38,22 @@ class _End:
     def endpoint_id(self) -> str:
         return self._endpoint_id
 
-    async def send_frame(self, frame: Frame) -> None:
+    @property
+    def alive(self) -> bool:
+        """Whether neither end has closed the connection."""
+        return (
+            self._send.statistics().open_receive_channels > 0
+            and self._receive.statistics().open_send_channels > 0
+        )
+
+    def encode(self, frame: Frame) -> Frame:
+        """Frames travel as objects in process: nothing to encode."""
+        return frame
+
+    async def send_frame(self, frame: Frame | str) -> None:
         """Send a frame; silently dropped once the connection is closed."""
+        if isinstance(frame, str):
+            raise TypeError("a LocalLink carries frames, not their wire text")
         try:
             await self._send.send(frame)
         except (trio.BrokenResourceError, trio.ClosedResourceError):

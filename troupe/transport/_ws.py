@@ -5,7 +5,8 @@ client: :class:`WsLink` makes :class:`WsLinkClient` connections for ``HubClient`
 
 Limits and liveness:
 
-- A frame to the hub may be at most ``MAX_FRAME_BYTES`` (1 MiB) of JSON (a client refuses
+- A frame to the hub may be at most ``MAX_FRAME_BYTES`` (1 MiB + 64 KiB: the largest
+  envelope the hub admits, plus framing) of JSON (a client refuses
   to send a larger one with ``DecodeError``). A larger one, malformed JSON
   or an unknown ``kind`` is answered with ``ErrorFrame(code="bad_frame")`` and the
   connection keeps serving. Messages beyond ``HARD_LIMIT_BYTES`` (8 MiB) make the library
@@ -13,10 +14,25 @@ Limits and liveness:
 - Both ends ping every ``ping_interval`` seconds and drop a peer that has not answered
   within ``ping_timeout``; the hub then releases that connection's bindings. A closing
   handshake may take ``CLOSE_TIMEOUT`` seconds; then the TCP stream is cut.
+
+Connections (the server):
+
+- At most ``max_connections`` (``MAX_CONNECTIONS``) at once, and at most
+  ``max_connections_per_address`` (``MAX_CONNECTIONS_PER_ADDRESS``) from one IP address,
+  counted from the TCP accept to the close of the socket (handshakes included). One more is
+  closed at once, before anything is read from it; the client sees the connection close
+  during its handshake and retries with backoff.
+- The opening handshake (TLS included) must finish within ``handshake_timeout``
+  (``HANDSHAKE_TIMEOUT`` seconds); a peer that closes or drops the TCP connection during it
+  is let go at once (its socket closed), not when the timeout expires.
+- Refusals and failed accepts (``EMFILE``: out of file descriptors) are not logged one by
+  one: one line per ``FLOOD_LOG_INTERVAL`` seconds says how many there were and why.
 """
 
 from __future__ import annotations
 
+import errno
+import ipaddress
 import logging
 import ssl
 import urllib.parse
@@ -24,35 +40,56 @@ import uuid
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import orjson
 import trio
 from trio_websocket import (
     CloseReason,
     ConnectionClosed,
     WebSocketConnection,
-    WebSocketRequest,
-    WebSocketServer,
-    serve_websocket,
     wrap_client_stream,
+    wrap_server_stream,
 )
 from wsproto.connection import ConnectionState
 from wsproto.events import Event, Ping
 from wsproto.utilities import LocalProtocolError
 
 from .._errors import DecodeError
-from ..model import Frame, InvalidFrame, ResponseFrame, decode_frame, encode_frame
+from ..model import (
+    MAX_ENVELOPE_BYTES,
+    Frame,
+    InvalidFrame,
+    ResponseFrame,
+    decode_frame,
+    encode_frame,
+)
 
 if TYPE_CHECKING:
     from ..hub import Hub
 
 log = logging.getLogger("troupe.transport.ws")
 
-MAX_FRAME_BYTES = 1 << 20
+#: Room for a frame's own fields around the largest envelope (kind, request id, op, ...).
+FRAME_OVERHEAD_BYTES = 64 << 10
+#: The largest frame the hub reads: any envelope the hub admits (``MAX_ENVELOPE_BYTES``),
+#: plus its framing, so what is accepted in process can also be posted over the wire.
+MAX_FRAME_BYTES = MAX_ENVELOPE_BYTES + FRAME_OVERHEAD_BYTES
 HARD_LIMIT_BYTES = 8 << 20
 PING_INTERVAL = 20.0
 PING_TIMEOUT = 20.0
 #: Seconds a closing handshake may take before the connection is cut.
 CLOSE_TIMEOUT = 2.0
+#: Connections the server holds at once (handshakes included), in total and per IP address.
+MAX_CONNECTIONS = 512
+MAX_CONNECTIONS_PER_ADDRESS = 64
+#: Seconds a client has, from the TCP accept, to finish the opening handshake (TLS included).
+HANDSHAKE_TIMEOUT = 5.0
+#: Refused connections and failed accepts are summed up in one log line per this many seconds.
+FLOOD_LOG_INTERVAL = 10.0
+#: accept(2) errors that say the process or system is out of a resource (trio's own list).
+_ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+#: How long the accept loop waits after one of those.
+_ACCEPT_RETRY_S = 0.1
 
 
 def _answer_pings_only_while_open() -> None:
@@ -139,36 +176,53 @@ class _WsEnd:
         ws: WebSocketConnection,
         endpoint_id: str,
         stream: trio.abc.AsyncResource | None = None,
+        *,
+        remote: str = "",
     ) -> None:
         self._ws = ws
         self._endpoint_id = endpoint_id
         #: The byte stream under ``ws``, when we opened it (then we close it).
         self._stream = stream
+        #: The peer's address, for logs.
+        self.remote = remote
         self.closed = trio.Event()
 
     @property
     def endpoint_id(self) -> str:
         return self._endpoint_id
 
+    @property
+    def alive(self) -> bool:
+        """Whether the connection may still carry frames (no close seen on either side)."""
+        return self._ws.closed is None and not self.closed.is_set()
+
     #: The largest message the other end accepts.
     send_limit = HARD_LIMIT_BYTES
     #: The largest message this end decodes (a larger one becomes an InvalidFrame).
     receive_limit = MAX_FRAME_BYTES
 
-    async def send_frame(self, frame: Frame) -> None:
-        """Send a frame; silently dropped once the connection is closed.
+    def encode(self, frame: Frame) -> str | None:
+        """The text to send for ``frame`` (None: nothing can be sent for it).
 
         A frame over ``send_limit`` is not sent (the peer would close the connection, and
         a retried request would close it again and again): see :meth:`_oversized`.
         """
-        text = encode_frame(frame)
+        try:
+            text = encode_frame(frame)
+        except DecodeError as exc:
+            text = self._unencodable(frame, exc)
         size = _size(text)
         if size > self.send_limit:
-            replacement = self._oversized(frame, size)
-            if replacement is None:
-                await trio.lowlevel.checkpoint()
-                return
-            text = replacement
+            return self._oversized(frame, size)
+        return text
+
+    async def send_frame(self, frame: Frame | str) -> None:
+        """Send a frame (or the text :meth:`encode` made of one); silently dropped once the
+        connection is closed."""
+        text = self.encode(frame) if not isinstance(frame, str) else frame
+        if text is None:
+            await trio.lowlevel.checkpoint()
+            return
         try:
             await self._ws.send_message(text)
         except ConnectionClosed:
@@ -177,6 +231,26 @@ class _WsEnd:
     def _oversized(self, frame: Frame, size: int) -> str | None:
         """What to send instead of a frame over the limit (None: nothing)."""
         raise NotImplementedError
+
+    def _unencodable(self, frame: Frame, exc: DecodeError) -> str:
+        """What to send instead of a frame JSON cannot carry (too deep, not JSON data).
+
+        An answer becomes an error answer, so the call does not wait forever; anything else
+        raises: a connection actor skips such a delivery as a dead letter.
+        """
+        if not isinstance(frame, ResponseFrame):
+            raise exc
+        log.warning(
+            "%s: the answer to request %s cannot be encoded: %s", self, frame.request_id, exc
+        )
+        return encode_frame(
+            ResponseFrame(
+                request_id=frame.request_id,
+                ok=False,
+                error_code="protocol_error",
+                error_message=f"the answer cannot be sent as JSON: {exc}",
+            )
+        )
 
     async def frames(self) -> AsyncGenerator[Frame, None]:
         """Decoded frames until the connection closes (garbage as InvalidFrame)."""
@@ -226,7 +300,7 @@ class WsEndpoint(_WsEnd):
     """The hub's end of a WebSocket connection."""
 
     def __repr__(self) -> str:
-        return f"<WsEndpoint {self._endpoint_id} {self._ws.remote}>"
+        return f"<WsEndpoint {self._endpoint_id} {self.remote}>"
 
     def _oversized(self, frame: Frame, size: int) -> str | None:
         why = f"{size} bytes, over the {self.send_limit}-byte limit of a frame to a client"
@@ -240,8 +314,119 @@ class WsEndpoint(_WsEnd):
                 "until, a smaller limit)",
             )
             return encode_frame(refusal)
-        log.error("%s: not sending a %s of %s", self, type(frame).__name__, why)
+        # A delivery: raised, so the connection actor skips it as a dead letter (with the
+        # hub's max_envelope_bytes below the frame limit, only an old WAL's envelope can be).
+        raise DecodeError(f"a {type(frame).__name__} of {why}", record=type(frame).__name__)
+
+
+class _WatchedStream(trio.abc.Stream):
+    """A stream that calls ``on_end`` when the peer closes or breaks it (EOF on a read).
+
+    trio-websocket waits out its handshake timeout when the peer leaves mid-handshake (its
+    reader stops, the handshake is never completed or failed); the watcher lets us stop
+    waiting at once, through the public API.
+    """
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.on_end: Any = None
+
+    def _ended(self) -> None:
+        if self.on_end is not None:
+            self.on_end()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        try:
+            data = await self.stream.receive_some(max_bytes)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._ended()
+            raise
+        if not data:
+            self._ended()
+        return data
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        try:
+            await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._ended()
+            raise
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.stream.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        self._ended()  # (trio-websocket closes the stream on a handshake it cannot parse)
+        await self.stream.aclose()
+
+
+@attrs.define
+class ConnectionLimits:
+    """Count connections in total and per address; decide whether one more may come in."""
+
+    max_total: int
+    max_per_address: int
+    total: int = 0
+    by_address: dict[str, int] = attrs.field(factory=dict)
+
+    def admit(self, address: str) -> str | None:
+        """Count a new connection from ``address``; or say why it is refused (not counted)."""
+        if self.total >= self.max_total:
+            return f"at the limit of {self.max_total} connections"
+        held = self.by_address.get(address, 0)
+        if held >= self.max_per_address:
+            return f"at the limit of {self.max_per_address} connections from one address"
+        self.total += 1
+        self.by_address[address] = held + 1
         return None
+
+    def release(self, address: str) -> None:
+        self.total -= 1
+        held = self.by_address[address] - 1
+        if held:
+            self.by_address[address] = held
+        else:
+            del self.by_address[address]
+
+
+@attrs.define
+class FloodLog:
+    """Sums up refusals and failed accepts: one log line per interval, not one per event."""
+
+    counts: dict[str, int] = attrs.field(factory=dict)
+    addresses: set[str] = attrs.field(factory=set)
+
+    def note(self, why: str, address: str = "") -> None:
+        self.counts[why] = self.counts.get(why, 0) + 1
+        if address:
+            self.addresses.add(address)
+
+    def summary(self, interval: float) -> str | None:
+        """The line to log for the last ``interval`` seconds (None: nothing happened); resets."""
+        if not self.counts:
+            return None
+        total = sum(self.counts.values())
+        reasons = "; ".join(f"{n} {why}" for why, n in sorted(self.counts.items()))
+        who = f" from {len(self.addresses)} address(es)" if self.addresses else ""
+        self.counts.clear()
+        self.addresses.clear()
+        return f"{total} connection(s) refused or not accepted in {interval:g}s{who}: {reasons}"
+
+
+@attrs.frozen
+class WsServer:
+    """What :func:`serve_ws` hands to ``task_status.started``."""
+
+    #: The bound port (the first listener's, with ``port=0``).
+    port: int
+    limits: ConnectionLimits
+
+
+def _peer_address(stream: trio.SocketStream) -> str:
+    try:
+        return str(ipaddress.ip_address(stream.socket.getpeername()[0]))
+    except (OSError, ValueError, IndexError):
+        return "?"
 
 
 async def serve_ws(
@@ -252,37 +437,94 @@ async def serve_ws(
     ssl_context: ssl.SSLContext | None = None,
     ping_interval: float = PING_INTERVAL,
     ping_timeout: float = PING_TIMEOUT,
-    task_status: trio.TaskStatus[WebSocketServer] = trio.TASK_STATUS_IGNORED,
+    max_connections: int = MAX_CONNECTIONS,
+    max_connections_per_address: int = MAX_CONNECTIONS_PER_ADDRESS,
+    handshake_timeout: float = HANDSHAKE_TIMEOUT,
+    flood_log_interval: float = FLOOD_LOG_INTERVAL,
+    task_status: trio.TaskStatus[WsServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``hub`` over WebSocket until cancelled (``await nursery.start(serve_ws, hub)``).
 
-    ``task_status.started`` gets the server once it listens (its ``port`` is the bound port,
-    useful with ``port=0``).
+    ``task_status.started`` gets a :class:`WsServer` once it listens (its ``port`` is the
+    bound port, useful with ``port=0``). The limits are described in the module docstring.
+
+    Raises:
+      ValueError: a limit is not positive.
+      OSError: the address cannot be bound.
     """
+    if max_connections < 1 or max_connections_per_address < 1 or handshake_timeout <= 0:
+        raise ValueError(
+            "max_connections, max_connections_per_address and handshake_timeout must be "
+            f"positive, got {max_connections}, {max_connections_per_address}, {handshake_timeout}"
+        )
+    limits = ConnectionLimits(max_connections, max_connections_per_address)
+    flood = FloodLog()
 
-    async def handler(request: WebSocketRequest) -> None:
+    async def serve_one(stream: trio.SocketStream, address: str) -> None:
+        transport: trio.abc.Stream = stream
+        if ssl_context is not None:
+            transport = trio.SSLStream(stream, ssl_context, server_side=True, https_compatible=True)
+        watched = _WatchedStream(transport)
         try:
-            ws = await request.accept()
-        except ConnectionClosed:
-            # The client left during the handshake. Raised from here it would end
-            # serve_websocket, and with it the server, for every client.
-            log.info("a client left during the WebSocket handshake")
-            return
-        endpoint = WsEndpoint(ws, uuid.uuid4().hex)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(endpoint.keepalive, ping_interval, ping_timeout)
-            await hub.attach_endpoint(endpoint)
-            await endpoint.closed.wait()
-            nursery.cancel_scope.cancel()
+            async with trio.open_nursery() as nursery:
+                with trio.move_on_after(handshake_timeout) as handshake:
+                    watched.on_end = handshake.cancel
+                    try:
+                        request = await wrap_server_stream(
+                            nursery, watched, max_message_size=HARD_LIMIT_BYTES
+                        )
+                        ws = await request.accept()
+                    except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+                        handshake.cancel()
+                if handshake.cancelled_caught:
+                    # The peer left, or took too long: let it go now.
+                    nursery.cancel_scope.cancel()
+                    return
+                watched.on_end = None
+                endpoint = WsEndpoint(ws, uuid.uuid4().hex, watched, remote=address)
+                nursery.start_soon(endpoint.keepalive, ping_interval, ping_timeout)
+                await hub.attach_endpoint(endpoint)
+                await endpoint.closed.wait()
+                nursery.cancel_scope.cancel()
+        finally:
+            try:
+                await trio.aclose_forcefully(watched)
+            finally:
+                limits.release(address)
 
-    await serve_websocket(
-        handler,
-        host,
-        port,
-        ssl_context,
-        max_message_size=HARD_LIMIT_BYTES,
-        task_status=task_status,
-    )
+    async def accept_loop(listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        async with listener:
+            while True:
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:
+                    if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                        raise
+                    flood.note(f"accept() failed with {errno.errorcode[exc.errno]}")
+                    await trio.sleep(_ACCEPT_RETRY_S)
+                    continue
+                address = _peer_address(stream)
+                refused = limits.admit(address)
+                if refused is not None:
+                    flood.note(refused, address)
+                    await trio.aclose_forcefully(stream)
+                    continue
+                nursery.start_soon(serve_one, stream, address)
+
+    async def report_floods() -> None:
+        while True:
+            await trio.sleep(flood_log_interval)
+            line = flood.summary(flood_log_interval)
+            if line is not None:
+                log.warning("%s", line)
+
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    async with trio.open_nursery() as nursery:
+        for listener in listeners:
+            nursery.start_soon(accept_loop, listener, nursery)
+        nursery.start_soon(report_floods)
+        bound: int = listeners[0].socket.getsockname()[1]
+        task_status.started(WsServer(bound, limits))
 
 
 def _parse_url(url: str, ssl_context: ssl.SSLContext | None) -> tuple[str, int, str]:
@@ -370,23 +612,36 @@ class WsLink:
             # The stream is opened here, not by connect_websocket_url, so that it can be
             # closed: trio-websocket leaves it open when the handshake is interrupted or
             # the hub drops the connection.
-            stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
-            stream = await trio.open_tcp_stream(host, port)
+            tcp = await trio.open_tcp_stream(host, port)
+            transport: trio.abc.Stream = tcp
+            if self.ssl_context is not None or self.url.startswith("wss:"):
+                context = self.ssl_context or ssl.create_default_context()
+                transport = trio.SSLStream(
+                    tcp, context, server_hostname=host, https_compatible=True
+                )
+            # Watched: a hub that refuses the connection (at its limit) closes it before
+            # answering; trio-websocket would wait for the answer until connect_timeout.
+            stream = _WatchedStream(transport)
             handshaken = False
             try:
-                if self.ssl_context is not None or self.url.startswith("wss:"):
-                    context = self.ssl_context or ssl.create_default_context()
-                    stream = trio.SSLStream(
-                        stream, context, server_hostname=host, https_compatible=True
+                with trio.CancelScope() as handshake:
+                    stream.on_end = handshake.cancel
+                    ws = await wrap_client_stream(
+                        nursery,
+                        # Annotated as a socket or TLS stream, but any Stream works (as for
+                        # wrap_server_stream): it only reads, writes and closes it.
+                        stream,  # type: ignore[arg-type]
+                        host if port in (80, 443) else f"{host}:{port}",
+                        resource,
+                        max_message_size=HARD_LIMIT_BYTES,
                     )
-                ws = await wrap_client_stream(
-                    nursery,
-                    stream,
-                    host if port in (80, 443) else f"{host}:{port}",
-                    resource,
-                    max_message_size=HARD_LIMIT_BYTES,
-                )
-                handshaken = True
+                    handshaken = True
+                stream.on_end = None
+                if not handshaken:
+                    raise ConnectionResetError(
+                        f"the hub at {self.url} closed the connection during the handshake "
+                        "(it may be at its connection limit)"
+                    )
             finally:
                 if not handshaken:
                     await trio.aclose_forcefully(stream)

@@ -1,0 +1,112 @@
+"""A live session keeps a bounded window of dedup keys; older ones are the store's to answer.
+
+Issue 13 item 11: every WebSocket post carries an idempotency key, and the session actor
+kept every one of them (memory and recovery time grew with the session's history).
+"""
+
+from __future__ import annotations
+
+import attrs
+import pytest
+import trio
+import trio.testing
+
+from troupe.hub import Hub
+from troupe.store import MemoryStore
+
+from .conftest import Reopen
+from .helpers import open_harness, text_envelope
+
+WINDOW = 4
+POSTS = 12
+
+
+def window_of(hub: Hub, session_id: str) -> dict[str, tuple[str, int]]:
+    entry = hub.core.directory.get(session_id)
+    assert entry.dedup is not None
+    return entry.dedup
+
+
+async def test_a_retry_older_than_the_window_is_still_answered_once(
+    autojump_clock: trio.testing.MockClock, reopen: Reopen
+) -> None:
+    async with open_harness(reopen(), dedup_window=WINDOW) as h:
+        alice, bob = await h.agent("alice"), await h.agent("bob")
+        md = await h.session("conversation", alice, bob)
+        sid = md.session_id
+        first = [await h.hub.post(text_envelope(md, alice, "m0", idempotency_key="k0"))]
+        answer = await h.hub.post(
+            text_envelope(md, bob, "re m0", causation_id=first[0].envelope_id)
+        )
+        first += [
+            await h.hub.post(text_envelope(md, alice, f"m{i}", idempotency_key=f"k{i}"))
+            for i in range(1, POSTS)
+        ]
+        assert "k:k0" not in window_of(h.hub, sid)
+        assert len(window_of(h.hub, sid)) <= WINDOW
+        wal = await h.hub.read_wal(sid)
+        again = await h.hub.post(text_envelope(md, alice, "changed", idempotency_key="k0"))
+        assert (again.envelope_id, again.seq, again.duplicate) == (
+            first[0].envelope_id,
+            first[0].seq,
+            True,
+        )
+        found = await h.hub.find_envelope_by_causation(
+            sid, sender_id=bob.id, causation_id=first[0].envelope_id
+        )
+        assert found is not None
+        assert found.envelope_id == answer.envelope_id
+        assert (
+            await h.hub.find_envelope_by_causation(
+                sid, sender_id=alice.id, causation_id=first[0].envelope_id
+            )
+            is None
+        )
+        assert await h.hub.read_wal(sid) == wal
+    async with open_harness(reopen(), dedup_window=WINDOW) as h:
+        alice, bob = await h.agent("alice"), await h.agent("bob")
+        for i in (0, 1, POSTS - 1):  # older than the window, and inside it
+            again = await h.hub.post(text_envelope(md, alice, "again", idempotency_key=f"k{i}"))
+            assert (again.envelope_id, again.seq, again.duplicate) == (
+                first[i].envelope_id,
+                first[i].seq,
+                True,
+            )
+        caused = await h.hub.post(
+            text_envelope(md, bob, "re m0, again", causation_id=first[0].envelope_id)
+        )
+        assert (caused.envelope_id, caused.duplicate) == (answer.envelope_id, True)
+        assert await h.hub.read_wal(sid) == wal
+        # Recovery loaded the window only, not every key the session has.
+        assert len(window_of(h.hub, sid)) <= WINDOW
+        fresh = await h.hub.post(text_envelope(md, alice, "new", idempotency_key="k-new"))
+        assert (fresh.seq, fresh.duplicate) == (wal[-1].seq + 1, False)
+
+
+async def test_the_window_stays_bounded_however_long_the_session(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_harness(MemoryStore()) as h:
+        alice, bob = await h.agent("alice"), await h.agent("bob")
+        md = await h.session("conversation", alice, bob)
+        keyed = text_envelope(md, alice, "x")
+        default_window = h.hub.core.config.dedup_window
+        posted = [
+            await h.hub.post(attrs.evolve(keyed, idempotency_key=f"key-{i}"))
+            for i in range(default_window * 2)
+        ]
+        window = window_of(h.hub, md.session_id)
+        assert len(window) == default_window
+        assert f"k:key-{default_window * 2 - 1}" in window
+        assert "k:key-0" not in window
+        stats = h.hub.statistics()
+        again = await h.hub.post(attrs.evolve(keyed, idempotency_key="key-0"))
+        assert (again.seq, again.duplicate) == (posted[0].seq, True)
+        assert h.hub.statistics().duplicates == stats.duplicates + 1
+
+
+@pytest.mark.parametrize("size", [-1, 1.5, True])
+async def test_a_bad_window_is_refused(size: object) -> None:
+    with pytest.raises(ValueError, match="dedup_window must be an int >= 0"):
+        async with open_harness(dedup_window=size):
+            pass
