@@ -11,6 +11,7 @@ from trio.testing import MockClock
 from troupe import (
     EV_TEXT,
     AccessDeniedError,
+    DecodeError,
     Envelope,
     HumanClient,
     NotFoundError,
@@ -193,6 +194,12 @@ async def test_a_sender_that_may_not_post_may_not_stream(autojump_clock: MockClo
             p.hub.stream_chunk(chunk(al.agent_id, text="x" * (MAX_CHUNK_CHARS + 1)))
         with pytest.raises(ProtocolError, match="index"):
             p.hub.stream_chunk(chunk(al.agent_id, index=-1))
+        with pytest.raises(DecodeError, match=r"StreamChunk\.text: expected a string"):
+            p.hub.stream_chunk(chunk(al.agent_id, text=["x"]))
+        with pytest.raises(DecodeError, match=r"StreamChunk\.index"):
+            p.hub.stream_chunk(chunk(al.agent_id, index=1.0))
+        with pytest.raises(DecodeError, match=r"StreamChunk\.audience\.0"):
+            p.hub.stream_chunk(chunk(al.agent_id, audience=(5,)))
         # A closed session takes no chunks.
         await al.close_channel(sid)
         with pytest.raises(ProtocolError, match="not active"):
@@ -200,7 +207,7 @@ async def test_a_sender_that_may_not_post_may_not_stream(autojump_clock: MockClo
         with pytest.raises(ProtocolError, match="may not post"):
             await al.new_stream(sid).send("x")
         refused = p.hub.stream_statistics().refused
-        assert refused == 8
+        assert refused == 11
         assert p.hub.stream_statistics().forwarded == 0
 
 
@@ -406,3 +413,25 @@ async def test_a_workflow_turn_streams_and_its_packet_names_the_stream(
         assert [c.text for c in chunks] == ["a ", "draft"]
         assert packet.stream_id == chunks[0].stream_id
         assert packet.event_data["body"] == "a draft"
+
+
+async def test_a_stream_id_that_is_not_a_string_is_refused_at_the_door(
+    autojump_clock: MockClock,
+) -> None:
+    async with open_pair() as p:
+        al, bea = await p.human("al"), await p.human("bea")
+        ch = await al.open(type="conversation", target="bea")
+        await p.settle()
+        before = await p.wal(ch.session_id)
+        with pytest.raises(DecodeError, match=r"Envelope\.stream_id"):
+            await p.hub.post_envelope(
+                Envelope(
+                    session_id=ch.session_id,
+                    sender_id=al.agent_id,
+                    event_type=EV_TEXT,
+                    event_data={"text": "x"},
+                    stream_id=7,  # type: ignore[arg-type]
+                )
+            )
+        assert await p.wal(ch.session_id) == before
+        assert bea.agent_id

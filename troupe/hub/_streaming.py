@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from .._errors import ActorDead, MailboxFull, ProtocolError
+from .._errors import ActorDead, DecodeError, MailboxFull, ProtocolError
 from ..model import EV_TEXT, ChunkFrame, Envelope, SessionState, StreamChunk
 from ._core import HubCore
 from ._delivery import held_back, recipients_of
@@ -32,11 +32,13 @@ def check_chunk(core: HubCore, chunk: StreamChunk) -> Envelope:
     """Refuse a chunk its sender could not post now; the probe envelope it was checked as.
 
     Raises:
+      DecodeError: a field has the wrong type (``field`` names it).
       NotFoundError: the sender or the session is unknown.
       AccessDeniedError: the audience is outside the sender's ``outbound_to``.
       ProtocolError: the chunk is malformed, or the sender may not post in the session now
         (not a participant, invite not acked, session not ACTIVE, not its turn).
     """
+    _check_types(chunk)
     if not chunk.stream_id or len(chunk.stream_id) > MAX_STREAM_ID_CHARS:
         raise ProtocolError(
             f"chunk stream_id must be 1 to {MAX_STREAM_ID_CHARS} characters, "
@@ -70,6 +72,31 @@ def check_chunk(core: HubCore, chunk: StreamChunk) -> Envelope:
     if entry.stype is not None and entry.state is not None:
         entry.stype.validate_send(md, probe, entry.state)
     return probe
+
+
+def _check_types(chunk: StreamChunk) -> None:
+    # In process nothing checked the record's types (the wire's decoder does).
+    for field in ("session_id", "sender_id", "stream_id", "text", "parent_envelope_id"):
+        value = getattr(chunk, field)
+        if type(value) is not str:
+            raise DecodeError(
+                f"StreamChunk.{field}: expected a string, got {type(value).__name__}",
+                record="StreamChunk",
+                field=field,
+            )
+    if type(chunk.index) is not int:
+        raise DecodeError(
+            f"StreamChunk.index: expected an integer, got {type(chunk.index).__name__}",
+            record="StreamChunk",
+            field="index",
+        )
+    for i, member in enumerate(chunk.audience or ()):
+        if type(member) is not str:
+            raise DecodeError(
+                f"StreamChunk.audience.{i}: expected a string, got {type(member).__name__}",
+                record="StreamChunk",
+                field=f"audience.{i}",
+            )
 
 
 def fan_out(core: HubCore, chunk: StreamChunk) -> int:
