@@ -50,6 +50,13 @@ PRINTS: dict[str, tuple[str, ...]] = {
     ),
     "quickstart.py": ("echo: hello",),
     "round_table.py": ("dora has nothing to add.", "7 lines spoken, 15 envelopes in the WAL"),
+    "streaming.py": (
+        "  chunk 0: 'Structured '",
+        "  chunk 11: 'it.'",
+        "final: Structured concurrency means every task has a parent that waits for it.",
+        "every chunk names the final envelope's stream: True",
+        "the WAL holds 2 texts; 12 chunks were never stored",
+    ),
     "supervision.py": (
         "ask Explode() -> ActorDead",
         "ask Total() -> 7",

@@ -25,6 +25,7 @@ from ._errors import WorkflowGraphError as WorkflowGraphError
 from .client import Agent as Agent
 from .client import AgentClient as AgentClient
 from .client import Channel as Channel
+from .client import ChunkStream as ChunkStream
 from .client import HubClient as HubClient
 from .client import HumanClient as HumanClient
 from .client import Turn as Turn
@@ -58,6 +59,7 @@ from .model import Resume as Resume
 from .model import Rule as Rule
 from .model import SessionMetadata as SessionMetadata
 from .model import SessionState as SessionState
+from .model import StreamChunk as StreamChunk
 from .model import TaskMetadata as TaskMetadata
 from .model import TaskSpec as TaskSpec
 from .model import TaskState as TaskState
@@ -94,6 +96,7 @@ __all__ = (
     "AuthBlock",
     "AuthError",
     "Channel",
+    "ChunkStream",
     "ConnectionLost",
     "DecodeError",
     "Envelope",
@@ -130,6 +133,7 @@ __all__ = (
     "SessionState",
     "StoreError",
     "StoreLocked",
+    "StreamChunk",
     "TaskMetadata",
     "TaskSpec",
     "TaskState",

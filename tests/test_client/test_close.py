@@ -17,6 +17,7 @@ from troupe import (
     Passport,
     Resume,
     Rule,
+    StreamChunk,
     TaskMetadata,
     TaskSpec,
     TaskState,
@@ -140,6 +141,9 @@ CALLS: dict[str, Callable[[HubClient], object]] = {
     "close_session": lambda hc: hc.close_session("s1"),
     "post_envelope": lambda hc: hc.post_envelope(POST),
     "read_wal": lambda hc: hc.read_wal("s1"),
+    "stream_chunk": lambda hc: hc.stream_chunk(
+        StreamChunk(session_id="s1", sender_id="a1", stream_id="x", index=0, text="t")
+    ),
     "can_send": lambda hc: hc.can_send("s1", "a1"),
     "acan_send": lambda hc: hc.acan_send("s1", "a1"),
     "default_view_policy": lambda hc: hc.default_view_policy("s1", "a1"),

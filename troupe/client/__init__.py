@@ -6,6 +6,7 @@ from ._hub_client import HubClient as HubClient
 from ._human_client import HumanClient as HumanClient
 from ._identity import Identity as Identity
 from ._inbox import Disconnected as Disconnected
+from ._streaming import ChunkStream as ChunkStream
 from ._turn import Agent as Agent
 from ._turn import Turn as Turn
 
@@ -13,6 +14,7 @@ __all__ = (
     "Agent",
     "AgentClient",
     "Channel",
+    "ChunkStream",
     "Disconnected",
     "HubClient",
     "HumanClient",

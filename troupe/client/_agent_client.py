@@ -7,9 +7,11 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
+import attrs
 import trio
 
 from .._errors import NetworkError
+from .._tracing import turn_span
 from ..model import (
     EV_CHANNEL_INVITE,
     EV_TEXT,
@@ -161,10 +163,13 @@ class AgentClient(Identity):
         turn = Turn(text=text, envelope=envelope, session=metadata, history=history, client=self)
         token = HANDLING_DEPTH.set(envelope.depth)
         try:
-            reply = await self._agent.respond(turn)
-            answer = self._reply(metadata, stype, envelope, reply)
-            if answer is not None:
-                await hc.post_envelope(answer)
+            with turn_span(envelope, me):
+                reply = await self._agent.respond(turn)
+                answer = self._reply(metadata, stype, envelope, reply)
+                if answer is not None and turn.stream_id is not None:
+                    answer = attrs.evolve(answer, stream_id=turn.stream_id)  # ends the stream
+                if answer is not None:
+                    await hc.post_envelope(answer)
         except Exception as exc:
             log.exception("%s: turn on %s failed", self, envelope.envelope_id)
             await hc.report_turn_failure(

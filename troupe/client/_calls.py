@@ -6,12 +6,14 @@ apart from ``_hub_client.py``, which owns the connection and the identities.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 import trio
 
-from .._errors import NotFoundError
+from .. import _tracing
+from .._errors import NetworkError, NotFoundError
 from ..hub import Hub, PendingTurn
 from ..model import (
     Envelope,
@@ -19,6 +21,7 @@ from ..model import (
     Resume,
     Rule,
     SessionMetadata,
+    StreamChunk,
     TaskMetadata,
     TaskState,
     is_substantive,
@@ -26,6 +29,8 @@ from ..model import (
 from ..session_types import AnySessionType, ViewPolicy
 from ._identity import Identity
 from ._remote import RemoteHub
+
+log = logging.getLogger("troupe.client")
 
 
 class HubCalls:
@@ -144,7 +149,26 @@ class HubCalls:
 
     async def post_envelope(self, envelope: Envelope) -> str:
         self._check_open("post_envelope")
+        tracer = _tracing.ACTIVE
+        if tracer is not None:
+            return (await tracer.client_post(self._api.post, envelope)).envelope_id
         return (await self._api.post(envelope)).envelope_id
+
+    async def stream_chunk(self, chunk: StreamChunk) -> None:
+        """Send a streamed chunk to the hub (best effort; see ``ChunkStream``).
+
+        A chunk the hub refuses is dropped and counted by it (over a network it is not
+        answered, and in process it is not raised either, so both behave alike).
+        """
+        self._check_open("stream_chunk")
+        if isinstance(self._api, RemoteHub):
+            await self._api.stream_chunk(chunk)
+            return
+        await trio.lowlevel.checkpoint()
+        try:
+            self._api.stream_chunk(chunk)
+        except NetworkError as exc:
+            log.debug("chunk of stream %s refused: %s", chunk.stream_id, exc)
 
     async def read_wal(
         self, session_id: str, *, since: int = 0, until: int | None = None

@@ -32,6 +32,7 @@ import trio
 from .._errors import IdentityInUse, NetworkError, StoreError
 from ..hub import Hub
 from ..model import (
+    ChunkFrame,
     ErrorFrame,
     Frame,
     InvalidFrame,
@@ -51,6 +52,7 @@ from ._identity import Identity
 from ._remote import RemoteHub
 from ._router import Router
 from ._runner import RemoteRunner
+from ._streaming import ChunkRouter
 from ._turn import Agent
 
 log = logging.getLogger("troupe.client")
@@ -93,6 +95,7 @@ class HubClient(HubCalls, RemoteRunner):
         self._loop_done: trio.Event | None = None
         self._clients: dict[str, Identity] = {}
         self._router = Router(self._clients, self._send_frame)
+        self._chunks = ChunkRouter(self._clients, self._router)
         self._closed = False
         #: Why the hub closed this connection for good (an identity was taken over), if it did.
         self._taken_over: str | None = None
@@ -216,6 +219,8 @@ class HubClient(HubCalls, RemoteRunner):
     def _on_frame(self, frame: Frame) -> None:
         if isinstance(frame, NotifyFrame):
             self._router.route(frame.envelope, frame.recipient_id)
+        elif isinstance(frame, ChunkFrame):
+            self._chunks.route(frame.chunk, frame.recipient_id)
         elif (
             isinstance(frame, ErrorFrame)
             and frame.code == IdentityInUse.code

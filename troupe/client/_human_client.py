@@ -94,12 +94,6 @@ class HumanClient(Identity):
         """Queued for this person (its callbacks may still run): closing acks it."""
         return envelope.envelope_id in self._held
 
-    async def receive_chunk(
-        self, delta: object, *, channel_id: str, parent_envelope_id: str
-    ) -> None:
-        """Streaming chunks are for LLM output; humans see the final envelope. No-op."""
-        await trio.lowlevel.checkpoint()
-
     def on_envelope(self, callback: EnvelopeCallback) -> None:
         """Call ``callback`` for every delivery, in registration order; errors are logged."""
         self._callbacks.append(callback)

@@ -18,9 +18,11 @@ from ..model import (
     Resume,
     Rule,
     SessionMetadata,
+    StreamChunk,
 )
 from ._channel import Channel
 from ._inbox import Disconnected, Inboxes, Predicate, seed_timeout
+from ._streaming import ChunkCallback, ChunkStream, run_chunk_callbacks
 
 if TYPE_CHECKING:
     from ..hub import Hub
@@ -40,6 +42,7 @@ class Identity:
         self._hub_client = hub_client
         self._disconnected = False
         self._inboxes = Inboxes(self._who())
+        self._chunk_callbacks: list[ChunkCallback] = []
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._passport.name} {self.agent_id}>"
@@ -180,6 +183,51 @@ class Identity:
                 causation_id=invite.envelope_id,
             )
         )
+
+    # -- streaming ---------------------------------------------------------------------------
+
+    def new_stream(
+        self,
+        channel_id: str,
+        *,
+        audience: Sequence[str] | None = None,
+        parent_envelope_id: str = "",
+    ) -> ChunkStream:
+        """A stream of chunks into ``channel_id`` (a session id) from this identity.
+
+        Send chunks with ``await stream.send(text)``, then post the final envelope with
+        ``stream_id=stream.stream_id`` (and the same ``audience``): the chunks reach only
+        the participants that envelope would reach.
+        """
+        return ChunkStream(
+            self, channel_id, audience=audience, parent_envelope_id=parent_envelope_id
+        )
+
+    def on_chunk(self, callback: ChunkCallback) -> None:
+        """Call ``callback`` for every streamed chunk received, in registration order.
+
+        Chunks are best effort (see ``StreamChunk.index`` for gaps); an exception in a
+        callback is logged and does not stop the others.
+        """
+        self._chunk_callbacks.append(callback)
+
+    def remove_chunk_callback(self, callback: ChunkCallback) -> None:
+        """Detach a chunk callback; no-op if it is not attached."""
+        if callback in self._chunk_callbacks:
+            self._chunk_callbacks.remove(callback)
+
+    async def receive_chunk(
+        self, delta: object, *, channel_id: str, parent_envelope_id: str
+    ) -> None:
+        """Hub delivery of a streamed chunk (``delta`` is a :class:`StreamChunk`).
+
+        Runs the :meth:`on_chunk` callbacks. Override it to handle chunks otherwise (the
+        seed's signature).
+        """
+        if self._disconnected or not isinstance(delta, StreamChunk):
+            await trio.lowlevel.checkpoint()
+            return
+        await run_chunk_callbacks(self, self._chunk_callbacks, delta)
 
     # -- waiting -----------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import attrs
 import trio
 
+from .. import _tracing
 from .._errors import (
     AccessDeniedError,
     AuthError,
@@ -29,6 +30,7 @@ from .._errors import (
 )
 from ..hub import Accepted, PendingTurn
 from ..model import (
+    ChunkFrame,
     Envelope,
     ErrorFrame,
     Frame,
@@ -40,6 +42,7 @@ from ..model import (
     Resume,
     Rule,
     SessionMetadata,
+    StreamChunk,
     TaskMetadata,
     TaskState,
     WelcomeFrame,
@@ -173,8 +176,16 @@ class RemoteHub:
         """
         if op != "post_envelope":  # checked as a whole by post()
             check_json(params, "", record=op)
+        tracer = _tracing.ACTIVE
+        if tracer is None:
+            return await self._call(op, retry, "", params)
+        with tracer.rpc_client(op) as traceparent:
+            return await self._call(op, retry, traceparent, params)
+
+    async def _call(self, op: str, retry: bool, traceparent: str, params: dict[str, Any]) -> Any:
         answer = await self._exchange(
-            lambda rid: RequestFrame(request_id=rid, op=op, params=params), retry=retry
+            lambda rid: RequestFrame(request_id=rid, op=op, params=params, traceparent=traceparent),
+            retry=retry,
         )
         if not isinstance(answer, ResponseFrame):
             raise NetworkError(f"unexpected answer to {op!r}: {type(answer).__name__}")
@@ -337,6 +348,14 @@ class RemoteHub:
 
     async def post_envelope(self, envelope: Envelope) -> str:
         return (await self.post(envelope)).envelope_id
+
+    async def stream_chunk(self, chunk: StreamChunk) -> None:
+        """Send a chunk, unanswered; dropped when there is no connection (best effort)."""
+        conn = self._conn
+        if conn is None or not self._connected.is_set() or self.closed_because is not None:
+            await trio.lowlevel.checkpoint()
+            return
+        await conn.send_frame(ChunkFrame(chunk=chunk))
 
     async def read_wal(
         self, session_id: str, *, since: int = 0, until: int | None = None

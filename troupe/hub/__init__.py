@@ -34,6 +34,7 @@ from ._expectations import ExpectationViolation as ExpectationViolation
 from ._expectations import Handler as Handler
 from ._hub import Hub as Hub
 from ._listeners import HubListener as HubListener
+from ._lanes import StreamStatistics as StreamStatistics
 from ._open import open_hub as open_hub
 from ._session_parts import Accepted as Accepted
 from ._stats import HubHealth as HubHealth
@@ -79,5 +80,6 @@ __all__ = (
     "SessionOpened",
     "TaskChanged",
     "TurnFailed",
+    "StreamStatistics",
     "open_hub",
 )

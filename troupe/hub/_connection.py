@@ -30,6 +30,7 @@ from ..model import (
 )
 from ._core import Failed, HubCore
 from ._delivery import CatchUp, Deliver, held_back, recipients_of
+from ._lanes import ChunkOut
 from ._rules import accepts_inbound
 
 log = logging.getLogger("troupe.hub.connections")
@@ -116,7 +117,7 @@ class Flush:
     done: trio.Event | None = None
 
 
-ConnectionMsg = Deliver | CatchUp | Bind | Receipt | SendOut | Flush | Evict
+ConnectionMsg = Deliver | CatchUp | Bind | Receipt | SendOut | Flush | Evict | ChunkOut
 
 
 def visible_to(core: HubCore, envelope: Envelope, agent_id: str) -> bool:
@@ -214,6 +215,10 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
                 await self.endpoint.send_frame(ErrorFrame(code=IdentityInUse.code, message=message))
                 log.warning("connection %s: %s", self.endpoint.endpoint_id, message)
                 await self.endpoint.aclose()
+            case ChunkOut(frame, lane):
+                lane.queued -= 1
+                if self.owns(frame.recipient_id):
+                    await self.endpoint.send_frame(frame)
             case Flush(done):
                 self.flush_armed = False
                 await self.flush_cursors()

@@ -23,6 +23,7 @@ from ..store import Store
 from ._arbiters import ARBITERS, Arbiter
 from ._directory import Directory
 from ._events import EventBus
+from ._lanes import Streams
 from ._registry import Registry
 from ._rules import InboxLedger, RateLimiter
 
@@ -134,6 +135,8 @@ class HubCore:
         self.tasks: dict[str, TaskMetadata] = {}
         self.dead_letters = DeadLetterBuffer()
         self.counters = Counters()
+        #: Streamed chunks' lanes and counters; written by whoever streams, and connections.
+        self.streams = Streams()
         self.hub_ref: ActorRef[Any, Any] | None = None
         self.audit_ref: ActorRef[Any, Any] | None = None
         #: Set when ``open_hub``'s block has ended: the hub takes no new posts.

@@ -18,6 +18,7 @@ from typing import Any
 import attrs
 import trio
 
+from .. import _tracing
 from .._errors import NotFoundError
 from ..actors import ActorRef
 from ..model import SessionMetadata, SessionState
@@ -182,6 +183,8 @@ class Directory:
 
     def ended(self, metadata: SessionMetadata) -> None:
         """Account for a session that just reached a terminal state."""
+        if _tracing.ACTIVE is not None:
+            _tracing.ACTIVE.session_ended(metadata)
         self._open -= 1
         entry = self.sessions.get(metadata.session_id)
         if entry is not None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import trio
 
+from .. import _tracing
 from .._errors import (
     AccessDeniedError,
     ActorDead,
@@ -29,6 +30,7 @@ from ..model import (
     Envelope,
     SessionMetadata,
     SessionState,
+    StreamChunk,
 )
 from ..session_types import ViewPolicy
 from ..supervisors import ChildSpec, Supervisor
@@ -41,11 +43,13 @@ from ._expectations import ExpectationSweeper
 from ._extensions import ExtensionCalls, ExtensionState
 from ._hub_registry import RegistryCalls
 from ._hub_sessions import SessionCalls
+from ._lanes import StreamStatistics
 from ._session_parts import (
     EndSession,
     SendInvites,
 )
 from ._stats import HubHealth, HubStatistics, PendingTurn
+from ._streaming import fan_out
 
 #: How many of a session's last envelopes ``pending_turns_for`` looks through for a turn's
 #: trigger (its ``expected_at``); an older trigger gives the hub's clock instead.
@@ -122,6 +126,8 @@ class Hub(RegistryCalls, SessionCalls, ExtensionCalls):
                 labels=labels,
             )
         )
+        if _tracing.ACTIVE is not None:
+            _tracing.ACTIVE.session_opened(md)
         sid = md.session_id
         entry = self._core.directory.get(sid)
         try:
@@ -428,6 +434,30 @@ class Hub(RegistryCalls, SessionCalls, ExtensionCalls):
         """
         assert self._client_nursery is not None, "the hub is not running"
         return await self._client_nursery.start(fn, *args)
+
+    # -- streaming ---------------------------------------------------------------------------
+
+    def stream_chunk(self, chunk: StreamChunk) -> int:
+        """Forward a streamed chunk to the session's participants; how many got it.
+
+        Best effort and never stored (see ``_streaming.py``): the chunk is checked as a post
+        of its sender would be, then handed to the connection of each participant in its
+        audience without waiting; a recipient already ``CHUNK_BUFFER`` chunks behind misses
+        it (counted in :meth:`stream_statistics`).
+
+        Raises:
+          NotFoundError: the sender or the session is unknown.
+          AccessDeniedError: the audience is outside the sender's ``outbound_to``.
+          ProtocolError: the chunk is malformed, or its sender may not post in the
+            session now.
+        """
+        if not isinstance(chunk, StreamChunk):
+            raise TypeError(f"stream_chunk takes a StreamChunk, got {type(chunk).__name__}")
+        return fan_out(self._core, chunk)
+
+    def stream_statistics(self) -> StreamStatistics:
+        """How many chunks the hub forwarded, dropped and refused."""
+        return self._core.streams.statistics()
 
     # -- observability -----------------------------------------------------------------------
 

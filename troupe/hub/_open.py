@@ -24,6 +24,7 @@ from functools import partial
 
 import trio
 
+from .. import _tracing
 from .._errors import ProtocolError, StoreError
 from ..model import MAX_ENVELOPE_BYTES
 from ..session_types import AnySessionType, builtin_types
@@ -188,6 +189,8 @@ async def open_hub(
             finally:
                 core.stopping = True
                 core.events.close()  # streams end once read; listeners finish theirs
+                if _tracing.ACTIVE is not None:
+                    _tracing.ACTIVE.hub_stopped(core.directory.sessions)
 
 
 async def _run_sessions(hub: Hub, *, task_status: trio.TaskStatus[None]) -> None:

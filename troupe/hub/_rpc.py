@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import orjson
 
+from .. import _tracing
 from .._errors import AccessDeniedError, DecodeError, NetworkError, StoreError
 from ..model import (
     Envelope,
@@ -137,6 +138,16 @@ def error_code(exc: Exception) -> str:
 
 async def handle_request(caller: Caller, frame: RequestFrame) -> ResponseFrame:
     """Run one op and answer it; errors become ``ok=False`` with their code."""
+    tracer = _tracing.ACTIVE
+    if tracer is None:
+        return await _handle_request(caller, frame)
+    with tracer.rpc_server(frame) as answered:
+        response = await _handle_request(caller, frame)
+        answered(response)
+        return response
+
+
+async def _handle_request(caller: Caller, frame: RequestFrame) -> ResponseFrame:
     fn = OPS.get(frame.op)
     try:
         if fn is None:

@@ -22,6 +22,7 @@ from ..actors import ActorRef, spawn
 from ..mailbox import Mailbox
 from ..model import (
     AcceptFrame,
+    ChunkFrame,
     ErrorFrame,
     Frame,
     HelloFrame,
@@ -149,6 +150,15 @@ async def _on_frame(
             token = object()
             await limiter.acquire_on_behalf_of(token)
             nursery.start_soon(_request, Caller(hub, actor, ref), frame, limiter, token)
+        case ChunkFrame(chunk=chunk, recipient_id=""):
+            # Best effort and unanswered; forwarding never waits, so the reader does it.
+            if chunk.sender_id not in actor.agents:
+                hub.core.streams.refused += 1
+            else:
+                try:
+                    hub.stream_chunk(chunk)
+                except NetworkError as exc:
+                    log.debug("chunk from %s refused: %s", chunk.sender_id, exc)
         case InvalidFrame(reason=reason, request_id=request_id):
             error = ErrorFrame(code="bad_frame", message=reason, request_id=request_id)
             if actor.admit_control():

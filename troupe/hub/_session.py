@@ -31,6 +31,7 @@ from typing import Any
 import attrs
 import trio
 
+from .. import _tracing
 from .._errors import NetworkError, ProtocolError, StoreError
 from ..actors import Actor
 from ..model import (
@@ -182,13 +183,12 @@ class SessionActor(Actor[SessionMsg, Any]):
 
     async def handle(self, msg: SessionMsg) -> Any:
         if isinstance(msg, Post):
-            try:
-                result: Any = await self._post(
-                    msg.envelope, msg.attempt, envelope_id=msg.envelope_id, floor=msg.floor
-                )
-            except NetworkError as exc:
-                self.core.counters.rejected += 1
-                result = Failed(exc)
+            tracer = _tracing.ACTIVE
+            if tracer is None:
+                result: Any = await self._post_msg(msg, msg.envelope)
+            else:
+                with tracer.hub_post(msg.envelope) as traced:
+                    result = traced.done(await self._post_msg(msg, traced.envelope))
         elif isinstance(msg, HubPost):
             try:
                 result = await self._post(msg.envelope, 1, internal=True)
@@ -210,6 +210,15 @@ class SessionActor(Actor[SessionMsg, Any]):
         if self.stopping:
             await self.ref.stop()  # from inside: only queues the stop, after this reply
         return result
+
+    async def _post_msg(self, msg: Post, envelope: Envelope) -> Any:
+        try:
+            return await self._post(
+                envelope, msg.attempt, envelope_id=msg.envelope_id, floor=msg.floor
+            )
+        except NetworkError as exc:
+            self.core.counters.rejected += 1
+            return Failed(exc)
 
     async def _send_invites(self) -> Any:
         md = self.metadata

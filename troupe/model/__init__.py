@@ -32,6 +32,7 @@ from ._envelope import is_protocol_event as is_protocol_event
 from ._envelope import is_substantive as is_substantive
 from ._frames import FRAME_TYPES as FRAME_TYPES
 from ._frames import AcceptFrame as AcceptFrame
+from ._frames import ChunkFrame as ChunkFrame
 from ._frames import ErrorFrame as ErrorFrame
 from ._frames import Frame as Frame
 from ._frames import HelloFrame as HelloFrame
@@ -63,6 +64,7 @@ from ._session import Participant as Participant
 from ._session import ParticipantRole as ParticipantRole
 from ._session import SessionMetadata as SessionMetadata
 from ._session import SessionState as SessionState
+from ._stream import StreamChunk as StreamChunk
 from ._task import TaskMetadata as TaskMetadata
 from ._task import TaskSpec as TaskSpec
 from ._task import TaskState as TaskState
@@ -89,6 +91,7 @@ __all__ = (
     "AcceptFrame",
     "AccessBlock",
     "AuthBlock",
+    "ChunkFrame",
     "CostProfile",
     "Envelope",
     "ErrorFrame",
@@ -116,6 +119,7 @@ __all__ = (
     "SessionMetadata",
     "SessionState",
     "SessionTypeAccess",
+    "StreamChunk",
     "TaskMetadata",
     "TaskSpec",
     "TaskState",

@@ -49,7 +49,7 @@ _STRICT: Final = (
     | orjson.OPT_PASSTHROUGH_DATACLASS
 )
 T = TypeVar("T")
-_ID_FIELDS: Final = ("task_id", "causation_id", "idempotency_key", "trace_id")
+_ID_FIELDS: Final = ("task_id", "causation_id", "idempotency_key", "trace_id", "stream_id")
 
 
 class _Bad(Exception):

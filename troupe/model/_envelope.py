@@ -54,6 +54,10 @@ class Envelope:
     sender to self-deliver). The hub stamps ``envelope_id``, ``seq`` and ``created_at`` on
     accept and hands back a stamped copy; the caller's object is never changed.
 
+    ``stream_id``: the envelope ends the stream of chunks with this id (see
+    :class:`StreamChunk`); ``trace_id``: a W3C ``traceparent`` when tracing is on (see
+    ``troupe.tracing``).
+
     ``idempotency_key``: a second post with a key the session already accepted returns the
     original ``envelope_id`` and appends nothing (also after a restart).
     """
@@ -72,6 +76,7 @@ class Envelope:
     trace_id: str | None = None
     priority: str = "normal"
     depth: int = 0
+    stream_id: str | None = None
 
     @property
     def text(self) -> str | None:

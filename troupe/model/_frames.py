@@ -14,6 +14,7 @@ from typing import Any, ClassVar, TypeAlias
 import attrs
 
 from ._envelope import Envelope
+from ._stream import StreamChunk
 
 
 @attrs.frozen(kw_only=True)
@@ -110,12 +111,17 @@ class ReceiptFrame:
 
 @attrs.frozen(kw_only=True)
 class RequestFrame:
-    """Client → hub: a control-plane call (``op`` names a hub method)."""
+    """Client → hub: a control-plane call (``op`` names a hub method).
+
+    ``traceparent``: the caller's W3C trace context when tracing is on (see
+    ``troupe.tracing``); left out of the JSON when empty.
+    """
 
     kind: ClassVar[str] = "request"
     request_id: str
     op: str
     params: dict[str, Any] = attrs.field(factory=dict)
+    traceparent: str = ""
 
 
 @attrs.frozen(kw_only=True)
@@ -128,6 +134,19 @@ class ResponseFrame:
     result: Any = None
     error_code: str = ""
     error_message: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class ChunkFrame:
+    """Both ways: a streamed chunk (best effort, unanswered, never stored).
+
+    Client → hub: ``recipient_id`` is empty and the chunk's sender must be bound to the
+    connection. Hub → client: the chunk for ``recipient_id``, one of its identities.
+    """
+
+    kind: ClassVar[str] = "chunk"
+    chunk: StreamChunk
+    recipient_id: str = ""
 
 
 @attrs.frozen(kw_only=True)
@@ -154,6 +173,7 @@ Frame: TypeAlias = (
     | ReceiptFrame
     | RequestFrame
     | ResponseFrame
+    | ChunkFrame
     | InvalidFrame
 )
 
@@ -169,4 +189,5 @@ FRAME_TYPES: tuple[type[Any], ...] = (
     ReceiptFrame,
     RequestFrame,
     ResponseFrame,
+    ChunkFrame,
 )
