@@ -33,8 +33,8 @@ from ._events import TurnFailed as TurnFailed
 from ._expectations import ExpectationViolation as ExpectationViolation
 from ._expectations import Handler as Handler
 from ._hub import Hub as Hub
-from ._listeners import HubListener as HubListener
 from ._lanes import StreamStatistics as StreamStatistics
+from ._listeners import HubListener as HubListener
 from ._open import open_hub as open_hub
 from ._session_parts import Accepted as Accepted
 from ._stats import HubHealth as HubHealth
@@ -78,8 +78,8 @@ __all__ = (
     "SessionClosed",
     "SessionCreated",
     "SessionOpened",
+    "StreamStatistics",
     "TaskChanged",
     "TurnFailed",
-    "StreamStatistics",
     "open_hub",
 )
