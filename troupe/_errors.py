@@ -26,6 +26,8 @@ Each message names the id that was wrong.
 
 from __future__ import annotations
 
+from typing import Any
+
 import trio
 
 
@@ -82,6 +84,10 @@ class DecodeError(ProtocolError):
         self.record = record
         self.field = field
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The keyword-only fields are not in ``args``: pickle them explicitly.
+        return (_decode_error, (str(self), self.record, self.field))
+
 
 class IllegalTransition(ProtocolError):
     """Raised when a state machine is asked for a move its table does not have."""
@@ -136,3 +142,39 @@ class StoreError(TroupeError):
 
 class IncompatibleStore(StoreError):
     """Raised when a file is not a troupe store, or was written by a newer schema."""
+
+
+def _decode_error(message: str, record: str, field: str) -> DecodeError:
+    return DecodeError(message, record=record, field=field)
+
+
+def _public_name() -> None:
+    """Name every error after the package that exports it, so tracebacks read ``troupe.X``.
+
+    Pickle finds a class by ``__module__`` + ``__qualname__``; ``troupe`` re-exports each
+    of these names, so instances still pickle and unpickle.
+    """
+    for cls in (
+        TroupeError,
+        NetworkError,
+        NotFoundError,
+        AccessDeniedError,
+        RateLimited,
+        InboxFull,
+        ProtocolError,
+        DecodeError,
+        IllegalTransition,
+        WorkflowGraphError,
+        AuthError,
+        ConnectionLost,
+        MailboxFull,
+        MailboxClosed,
+        ActorDead,
+        RestartIntensityExceeded,
+        StoreError,
+        IncompatibleStore,
+    ):
+        cls.__module__ = "troupe"
+
+
+_public_name()
