@@ -161,7 +161,8 @@ def test_errors_print_as_troupe_names_and_pickle(name: str) -> None:
         else (cls("session s-1 said no"))
     )
     back = pickle.loads(pickle.dumps(exc))
-    assert type(back) is cls and str(back) == "session s-1 said no"
+    assert type(back) is cls
+    assert str(back) == "session s-1 said no"
     assert repr(back) == f"{name}('session s-1 said no')"
 
 
