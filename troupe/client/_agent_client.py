@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .._errors import NetworkError
+from .._log import USER_CODE
 from ..model import (
     EV_CHANNEL_INVITE,
     EV_TEXT,
@@ -32,6 +33,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("troupe.client")
 
 Observer = Callable[[Envelope], Awaitable[None]]
+
+
+def _describe(exc: BaseException) -> str:
+    """``RuntimeError: my bug``, the way a traceback's last line names an exception."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class AgentClient(Identity):
@@ -121,7 +128,16 @@ class AgentClient(Identity):
             if answer is not None:
                 await hc.post_envelope(answer)
         except Exception as exc:
-            log.exception("%s: turn on %s failed", self, envelope.envelope_id)
+            USER_CODE.error(
+                "agent %r failed its turn on %s in session %s",
+                self._passport.name,
+                envelope.envelope_id,
+                sid,
+                exc_info=exc,
+            )
+            hc.note_turn_failure(
+                sid, f"agent {self._passport.name!r} failed its turn: {_describe(exc)}"
+            )
             await hc.report_turn_failure(
                 session_id=sid, agent_id=me, envelope_id=envelope.envelope_id, exc=exc
             )

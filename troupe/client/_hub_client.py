@@ -55,6 +55,9 @@ from ._turn import Agent
 
 log = logging.getLogger("troupe.client")
 
+#: Sessions whose last failed turn a client remembers for its wait timeouts.
+TURN_FAILURES_KEPT = 256
+
 Link = LocalLink | WsLink
 
 #: How long (seconds) an in-process ``close()`` waits for the client's loop and the turns
@@ -92,6 +95,8 @@ class HubClient(HubCalls, RemoteRunner):
         self._loop_task: trio.lowlevel.Task | None = None
         self._loop_done: trio.Event | None = None
         self._clients: dict[str, Identity] = {}
+        #: Per session, the last turn that failed in this process (for wait timeouts).
+        self._turn_failures: dict[str, str] = {}
         self._router = Router(self._clients, self._send_frame)
         self._closed = False
         #: Set to make the remote runner look up: the connection ended, or close() was called.
@@ -311,6 +316,18 @@ class HubClient(HubCalls, RemoteRunner):
                 await api._unregister_after_failed_bind(stamped.agent_id, exc)
         # (over a network, the 'register' op bound this connection already)
         return stamped, await api.get_resume(stamped.agent_id), await api.get_rule(stamped.agent_id)
+
+    def note_turn_failure(self, session_id: str, what: str) -> None:
+        """Remember that a turn in ``session_id`` failed, for a wait there that times out."""
+        failures = self._turn_failures
+        failures.pop(session_id, None)
+        failures[session_id] = what
+        if len(failures) > TURN_FAILURES_KEPT:
+            del failures[next(iter(failures))]  # the session whose failure is oldest
+
+    def turn_failure(self, session_id: str) -> str | None:
+        """The last turn failure noted in ``session_id`` (``"agent 'x' failed its turn: ..."``)."""
+        return self._turn_failures.get(session_id)
 
     async def register(
         self,
