@@ -231,7 +231,7 @@ async def test_a_reject_closes_the_session_and_names_the_rejecter(
     alice = await h.agent("alice")
     bob = await h.agent("bob")
     carol = await h.agent("carol", invites="reject")
-    with pytest.raises(ProtocolError, match=f"invite rejected by {carol.id}") as info:
+    with pytest.raises(ProtocolError, match=rf"invite rejected by 'carol' \({carol.id}\)") as info:
         await h.session("discussion", alice, bob, carol)
     (md,) = await hub.list_sessions(include_terminal=True)
     assert md.session_id in str(info.value)
@@ -257,7 +257,7 @@ async def test_no_ack_times_out_after_invite_ack_timeout(
         alice = await h.agent("alice")
         bob = await h.agent("bob", invites="ignore")
         start = trio.current_time()
-        with pytest.raises(ProtocolError, match=f"not opened: no ack within 12.5s from {bob.id}"):
+        with pytest.raises(ProtocolError, match=rf"not opened: no ack within 12.5s from 'bob' \({bob.id}"):
             await h.session("conversation", alice, bob)
         assert trio.current_time() - start == pytest.approx(12.5)
         (md,) = await h.hub.list_sessions(include_terminal=True)

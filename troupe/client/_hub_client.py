@@ -338,18 +338,31 @@ class HubClient(HubCalls, RemoteRunner):
         skill_md: str | None = None,
         rule: Rule | None = None,
         attach_plugin: bool = True,
+        exist_ok: bool = False,
     ) -> AgentClient:
         """Register an agent and return its AgentClient (bound to this connection).
 
-        ``attach_plugin`` is accepted for compatibility with the seed and does nothing.
+        With ``exist_ok=True`` an agent already registered under ``passport.name`` is
+        attached instead (as :meth:`attach` does: same id, replayed what it had not acked;
+        its stored passport, resume, rule and skill are kept, not replaced), so a program
+        can run again on the same store, also after a run that failed before
+        :meth:`shutdown`. ``attach_plugin`` is accepted for compatibility with the seed and
+        does nothing.
 
         Raises:
-          ValueError: ``passport.kind`` is ``"human"`` (use :meth:`register_human`).
+          ValueError: ``passport.kind`` is ``"human"`` (use :meth:`register_human`), or with
+            ``exist_ok`` the name is a human's.
+          ProtocolError: the name is registered already (without ``exist_ok``).
           RuntimeError: this client is closed.
         """
         self._check_open("register")
         if passport.kind == "human":
             raise ValueError(f"passport {passport.name!r} is a human's: use register_human()")
+        if exist_ok:
+            found = await self._attach_existing(agent, passport.name, human=False)
+            if found is not None:
+                assert isinstance(found, AgentClient)
+                return found
         stamped, resume, rule = await self._register(passport, resume, skill_md, rule)
         client = AgentClient(
             agent=agent, passport=stamped, resume=resume, rule=rule, hub_client=self
@@ -365,11 +378,17 @@ class HubClient(HubCalls, RemoteRunner):
         skill_md: str | None = None,
         rule: Rule | None = None,
         auto_ack_invites: bool = True,
+        exist_ok: bool = False,
     ) -> HumanClient:
         """Register a person and return their HumanClient.
 
+        ``exist_ok=True`` attaches a person already registered under ``passport.name``
+        instead (see :meth:`register`).
+
         Raises:
-          ValueError: ``passport.kind`` is set and is not ``"human"``.
+          ValueError: ``passport.kind`` is set and is not ``"human"``, or with ``exist_ok``
+            the name is an agent's.
+          ProtocolError: the name is registered already (without ``exist_ok``).
           RuntimeError: this client is closed.
         """
         self._check_open("register_human")
@@ -378,6 +397,13 @@ class HubClient(HubCalls, RemoteRunner):
                 f"register_human requires kind='human', passport {passport.name!r} has "
                 f"kind={passport.kind!r}"
             )
+        if exist_ok:
+            found = await self._attach_existing(
+                None, passport.name, human=True, auto_ack_invites=auto_ack_invites
+            )
+            if found is not None:
+                assert isinstance(found, HumanClient)
+                return found
         stamped, resume, rule = await self._register(
             attrs.evolve(passport, kind="human"), resume, skill_md, rule
         )
@@ -415,27 +441,50 @@ class HubClient(HubCalls, RemoteRunner):
           RuntimeError: this client is closed.
         """
         self._check_open("attach")
+        found = await self._attach_existing(agent, name, auto_ack_invites=auto_ack_invites)
+        if found is not None:
+            return found
+        if passport is None or resume is None:
+            raise ValueError(
+                f"nothing is registered as {name!r}: attach re-binds an existing identity "
+                "(give passport= and resume= to register it when it is missing)"
+            )
+        if passport.kind == "human":
+            return await self.register_human(
+                passport,
+                resume,
+                skill_md=skill_md,
+                rule=rule,
+                auto_ack_invites=auto_ack_invites,
+            )
+        if agent is None:
+            raise ValueError(f"attaching agent {name!r} needs the agent object")
+        return await self.register(agent, passport, resume, skill_md=skill_md, rule=rule)
+
+    async def _attach_existing(
+        self,
+        agent: Agent | None,
+        name: str,
+        *,
+        human: bool | None = None,
+        auto_ack_invites: bool = True,
+    ) -> AgentClient | HumanClient | None:
+        """Bind the identity registered as ``name`` to this connection; None if there is none.
+
+        ``human`` (when not None) is the kind the caller expects: the other is a ValueError.
+        """
         await self._ensure_connected()
         api = self._api
         agent_id = await api.find_agent(name)
         if agent_id is None:
-            if passport is None or resume is None:
-                raise ValueError(
-                    f"agent {name!r} is not registered; passport and resume are required "
-                    "to register it"
-                )
-            if passport.kind == "human":
-                return await self.register_human(
-                    passport,
-                    resume,
-                    skill_md=skill_md,
-                    rule=rule,
-                    auto_ack_invites=auto_ack_invites,
-                )
-            if agent is None:
-                raise ValueError(f"attaching agent {name!r} needs the agent object")
-            return await self.register(agent, passport, resume, skill_md=skill_md, rule=rule)
+            return None
         stamped = await api.get_agent(agent_id)
+        is_human = stamped.effective_kind == "human"
+        if human is not None and is_human != human:
+            registered, wanted = (
+                ("a human", "register()") if is_human else ("an agent", "register_human()")
+            )
+            raise ValueError(f"{name!r} is registered as {registered}: {wanted} cannot attach it")
         common: dict[str, Any] = {
             "passport": stamped,
             "resume": await api.get_resume(agent_id),
