@@ -115,9 +115,9 @@ async def test_exist_ok_does_not_attach_the_other_kind(autojump_clock: MockClock
     async with open_pair() as p:
         await p.agent("bob")
         await p.human("al")
-        with pytest.raises(ValueError, match="^'al' is registered as a human: register"):
+        with pytest.raises(ValueError, match=r"^'al' is registered as a human: register"):
             await p.hc.register(Scripted("al"), Passport(name="al"), exist_ok=True)
-        with pytest.raises(ValueError, match="^'bob' is registered as an agent: register_human"):
+        with pytest.raises(ValueError, match=r"^'bob' is registered as an agent: register_human"):
             await p.hc.register_human(Passport(name="bob"), exist_ok=True)
         with pytest.raises(ProtocolError, match="bob"):  # without exist_ok: as before
             await p.hc.register(Scripted("bob"), Passport(name="bob"))

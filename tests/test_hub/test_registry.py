@@ -381,7 +381,8 @@ async def test_only_api_key_installed_refuses_passports_without_a_scheme(
         with pytest.raises(
             AuthError,
             match=r"^the hub requires authentication for agent 'alice' \(api_key\) and none was "
-            r"presented; over WebSocket give the link its key: WsLink\(url, auth=\{'alice': KEY\}\)$",
+            r"presented; over WebSocket give the link its key: "
+            r"WsLink\(url, auth=\{'alice': KEY\}\)$",
         ):
             await h.hub.register(Passport(name="alice"))
 

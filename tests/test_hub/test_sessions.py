@@ -257,7 +257,8 @@ async def test_no_ack_times_out_after_invite_ack_timeout(
         alice = await h.agent("alice")
         bob = await h.agent("bob", invites="ignore")
         start = trio.current_time()
-        with pytest.raises(ProtocolError, match=rf"not opened: no ack within 12.5s from 'bob' \({bob.id}"):
+        late = rf"not opened: no ack within 12.5s from 'bob' \({bob.id}"
+        with pytest.raises(ProtocolError, match=late):
             await h.session("conversation", alice, bob)
         assert trio.current_time() - start == pytest.approx(12.5)
         (md,) = await h.hub.list_sessions(include_terminal=True)
