@@ -394,3 +394,21 @@ async def test_channel_handle(autojump_clock: MockClock) -> None:
         assert (closed.state, closed.close_reason) == (SessionState.CLOSED, "bye")
         assert ch.state.terminal  # the handle keeps the metadata close() returned
         assert (await ch.info()).close_reason == "bye"
+
+
+@pytest.mark.parametrize(("knobs", "cap"), [(None, 200), ({"max_turns": 6}, 6)])
+async def test_two_agents_that_always_answer_stop_at_the_conversation_cap(
+    autojump_clock: MockClock, knobs: dict[str, int] | None, cap: int
+) -> None:
+    async with open_pair() as p:
+        ann, _ = await p.agent("ann")  # each answers every text with one of its own
+        await p.agent("bob")
+        ch = await ann.open(type="conversation", target="bob", knobs=knobs)
+        await ch.send("hello")
+        closed = await ann.wait_for_channel_event(
+            channel_id=ch.session_id, predicate=of_type(EV_SESSION_CLOSED), timeout=WAIT
+        )
+        assert closed.event_data["reason"] == "max_turns"
+        await p.settle()
+        assert len(texts(await p.wal(ch.session_id))) == cap
+        assert (await ch.info()).close_reason == "max_turns"
