@@ -262,7 +262,11 @@ async def _recovery(n_envelopes: int, snapshot_every: int, db: Path) -> dict[str
         assert a is not None
         assert b is not None
         md = await hub.create_session(
-            creator_id=a, manifest_type="conversation", participants=[a, b], required_acks=0
+            creator_id=a,
+            manifest_type="conversation",
+            participants=[a, b],
+            required_acks=0,
+            knobs={"max_turns": None},  # E envelopes, past the default cap
         )
         sid = md.session_id
         for i in range(n_envelopes):
