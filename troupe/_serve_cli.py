@@ -74,19 +74,30 @@ def main(db: str, host: str, port: int, api_keys_file: str | None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     keys = load_api_keys(Path(api_keys_file)) if api_keys_file is not None else None
+    path = Path(db)
+    made = [p for p in _store_files(path) if not p.exists()]  # what a failed start removes
     failed = False
     try:
-        trio.run(serve, Path(db), host, port, keys)
+        trio.run(serve, path, host, port, keys)
     except* OSError as group:
-        # The port is taken, the host is not ours: say so in one line, not a traceback.
+        # The port is taken, the host is not ours: say so in one line, not a traceback, and
+        # leave no empty store behind (the store opens before the port is bound).
         failed = True
         for exc in _leaves(group):
             print(f"troupe serve: cannot serve on {host}:{port}: {exc}", file=sys.stderr)
+        if path in made:
+            for created in made:
+                created.unlink(missing_ok=True)
     except* StoreError as group:
         failed = True
         for exc in _leaves(group):
             print(f"troupe serve: {exc}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _store_files(db: Path) -> list[Path]:
+    """The files an SQLite store at ``db`` may create: the file and its journals."""
+    return [db, *(db.with_name(db.name + suffix) for suffix in ("-wal", "-shm", "-journal"))]
 
 
 def _leaves(group: BaseExceptionGroup[Exception]) -> list[Exception]:
