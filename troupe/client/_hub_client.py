@@ -22,6 +22,7 @@ client drops what it already handled, so a handler never sees a duplicate.
 from __future__ import annotations
 
 import logging
+import random
 from contextlib import AsyncExitStack, aclosing
 from types import TracebackType
 from typing import Any, Self
@@ -76,13 +77,23 @@ class HubClient(HubCalls, RemoteRunner):
       link: ``LocalLink(hub)`` (in process) or ``WsLink(url)`` (over a network).
       hub: the in-process hub (defaults to ``link.hub`` for a LocalLink).
       reconnect_within: over a network, how long (seconds) to keep trying to reconnect
-        before giving up; calls then fail with :class:`ConnectionLost`.
+        a connection that was up before giving up; calls then fail with
+        :class:`ConnectionLost`. (The first connection is tried once: a hub that cannot be
+        reached at the start fails ``async with`` at once, with the reason.)
+      reconnect_seed: seeds the reconnect jitter (a reproducible schedule, for tests);
+        ``None`` draws from the system's randomness.
     """
 
     def __init__(
-        self, link: Link, *, hub: Hub | None = None, reconnect_within: float = 60.0
+        self,
+        link: Link,
+        *,
+        hub: Hub | None = None,
+        reconnect_within: float = 60.0,
+        reconnect_seed: int | None = None,
     ) -> None:
         self._link = link
+        self._jitter = random.Random(reconnect_seed)
         self._hub = hub if hub is not None else getattr(link, "hub", None)
         self._api: Hub | RemoteHub = self._hub if self._hub is not None else RemoteHub()
         self._reconnect_within = reconnect_within
