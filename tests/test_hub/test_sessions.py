@@ -475,7 +475,7 @@ async def test_an_ended_session_keeps_its_record_but_not_its_actors_memory(
             await trio.sleep(61)
             await hub.expire_due()
         else:
-            h.faults.arm("before_append", sid)
+            h.faults.crash_at("before_append", session_id=sid)
             with pytest.raises(ProtocolError, match="crashed"):
                 await h.say(md, alice, "boom")
         await h.settle()
@@ -527,7 +527,7 @@ async def test_a_session_its_recovery_closes_does_not_keep_an_actor(
         md = await h.session("consulting", alice, bob)
         sid = md.session_id
         question = await h.say(md, alice, "q?")
-        h.faults.arm("after_append", sid)
+        h.faults.crash_at("after_append", session_id=sid)
         release = store.release = trio.Event()
         with trio.CancelScope() as poster:
             async with trio.open_nursery() as nursery:
