@@ -398,7 +398,7 @@ async def test_channel_handle(autojump_clock: MockClock) -> None:
 
 @pytest.mark.parametrize(("knobs", "cap"), [(None, 200), ({"max_turns": 6}, 6)])
 async def test_two_agents_that_always_answer_stop_at_the_conversation_cap(
-    autojump_clock: MockClock, knobs: dict[str, int] | None, cap: int
+    autojump_clock: MockClock, knobs: dict[str, object] | None, cap: int
 ) -> None:
     async with open_pair() as p:
         ann, _ = await p.agent("ann")  # each answers every text with one of its own
