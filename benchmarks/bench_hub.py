@@ -120,6 +120,7 @@ async def hub_run(store: Store, cursor_flush_interval: float = 0.0) -> HubRun:
                 creator_id=poster.agent_id,
                 manifest_type="conversation",
                 participants=[reader.agent_id],
+                knobs={"max_turns": None},  # a benchmark posts past the default cap
             )
             sessions.append((md.session_id, poster.agent_id))
 

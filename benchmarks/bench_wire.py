@@ -89,7 +89,10 @@ async def stream(posting: HubClient, receiving: HubClient) -> float:
     for i in range(POSTERS):
         poster = await posting.register_human(Passport(name=f"poster-{i}"))
         md = await posting.create_session(
-            creator_id=poster.agent_id, manifest_type="conversation", participants=[sink.agent_id]
+            creator_id=poster.agent_id,
+            manifest_type="conversation",
+            participants=[sink.agent_id],
+            knobs={"max_turns": None},  # a benchmark posts past the default cap
         )
         posters.append((poster.agent_id, md.session_id))
 
@@ -119,7 +122,7 @@ async def echo(asking: HubClient, answering: HubClient) -> float:
     """Round trips/s between a person and an echo agent."""
     await answering.register(Echo(), Passport(name="echo"))
     me = await asking.register_human(Passport(name="me"))
-    chat = await me.open(type="conversation", target="echo")
+    chat = await me.open(type="conversation", target="echo", knobs={"max_turns": None})
     start = time.perf_counter()
     for n in range(ROUND_TRIPS):
         await me.send(chat.session_id, f"ping {n}")

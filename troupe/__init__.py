@@ -1,7 +1,5 @@
 """troupe: a supervised actor runtime for trio that hosts a multi-agent hub."""
 
-import logging as _logging
-
 from ._errors import AccessDeniedError as AccessDeniedError
 from ._errors import ActorDead as ActorDead
 from ._errors import AuthError as AuthError
@@ -22,6 +20,7 @@ from ._errors import StoreError as StoreError
 from ._errors import StoreLocked as StoreLocked
 from ._errors import TroupeError as TroupeError
 from ._errors import WorkflowGraphError as WorkflowGraphError
+from ._log import install as _install_logging
 from .client import Agent as Agent
 from .client import AgentClient as AgentClient
 from .client import Channel as Channel
@@ -144,6 +143,7 @@ __all__ = (
     "parse_duration",
 )
 
-# A library leaves logging to its application: without this, Python's last-resort handler
-# would print troupe's warnings (a crashed session, a retried close) to every user's stderr.
-_logging.getLogger("troupe").addHandler(_logging.NullHandler())
+# A library leaves logging to its application: without the null handler, Python's last-resort
+# handler would print troupe's warnings (a crashed session, a retried close) to every user's
+# stderr. The application's own bugs (a failed turn) still reach stderr: see ``_log``.
+_install_logging()

@@ -11,6 +11,6 @@ from troupe.testing import make_store
 
 
 @pytest.fixture(params=["memory", "sqlite"])
-def hub_store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+def troupe_hub_store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
     """Overrides the plugin's: every test here runs on both engines."""
     return make_store(request.param, tmp_path)

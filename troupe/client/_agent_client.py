@@ -11,6 +11,7 @@ import attrs
 import trio
 
 from .._errors import NetworkError
+from .._log import USER_CODE
 from .._tracing import turn_span
 from ..model import (
     EV_CHANNEL_INVITE,
@@ -38,6 +39,12 @@ Observer = Callable[[Envelope], Awaitable[None]]
 #: What handles an agent's deliveries: ``await handler(envelope, client)``. The default is
 #: :meth:`AgentClient.handle`; a replacement may call it for what it does not handle itself.
 Handler = Callable[[Envelope, "AgentClient"], Awaitable[None]]
+
+
+def _describe(exc: BaseException) -> str:
+    """``RuntimeError: my bug``, the way a traceback's last line names an exception."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class AgentClient(Identity):
@@ -171,7 +178,16 @@ class AgentClient(Identity):
                 if answer is not None:
                     await hc.post_envelope(answer)
         except Exception as exc:
-            log.exception("%s: turn on %s failed", self, envelope.envelope_id)
+            USER_CODE.error(
+                "agent %r failed its turn on %s in session %s",
+                self._passport.name,
+                envelope.envelope_id,
+                sid,
+                exc_info=exc,
+            )
+            hc.note_turn_failure(
+                sid, f"agent {self._passport.name!r} failed its turn: {_describe(exc)}"
+            )
             await hc.report_turn_failure(
                 session_id=sid, agent_id=me, envelope_id=envelope.envelope_id, exc=exc
             )

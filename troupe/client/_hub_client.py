@@ -22,6 +22,7 @@ client drops what it already handled, so a handler never sees a duplicate.
 from __future__ import annotations
 
 import logging
+import random
 from contextlib import AsyncExitStack, aclosing
 from types import TracebackType
 from typing import Any, Self
@@ -57,6 +58,9 @@ from ._turn import Agent
 
 log = logging.getLogger("troupe.client")
 
+#: Sessions whose last failed turn a client remembers for its wait timeouts.
+TURN_FAILURES_KEPT = 256
+
 Link = LocalLink | WsLink
 
 #: How long (seconds) an in-process ``close()`` waits for the client's loop and the turns
@@ -75,13 +79,23 @@ class HubClient(HubCalls, RemoteRunner):
       link: ``LocalLink(hub)`` (in process) or ``WsLink(url)`` (over a network).
       hub: the in-process hub (defaults to ``link.hub`` for a LocalLink).
       reconnect_within: over a network, how long (seconds) to keep trying to reconnect
-        before giving up; calls then fail with :class:`ConnectionLost`.
+        a connection that was up before giving up; calls then fail with
+        :class:`ConnectionLost`. (The first connection is tried once: a hub that cannot be
+        reached at the start fails ``async with`` at once, with the reason.)
+      reconnect_seed: seeds the reconnect jitter (a reproducible schedule, for tests);
+        ``None`` draws from the system's randomness.
     """
 
     def __init__(
-        self, link: Link, *, hub: Hub | None = None, reconnect_within: float = 60.0
+        self,
+        link: Link,
+        *,
+        hub: Hub | None = None,
+        reconnect_within: float = 60.0,
+        reconnect_seed: int | None = None,
     ) -> None:
         self._link = link
+        self._jitter = random.Random(reconnect_seed)
         self._hub = hub if hub is not None else getattr(link, "hub", None)
         self._api: Hub | RemoteHub = self._hub if self._hub is not None else RemoteHub()
         self._reconnect_within = reconnect_within
@@ -94,6 +108,8 @@ class HubClient(HubCalls, RemoteRunner):
         self._loop_task: trio.lowlevel.Task | None = None
         self._loop_done: trio.Event | None = None
         self._clients: dict[str, Identity] = {}
+        #: Per session, the last turn that failed in this process (for wait timeouts).
+        self._turn_failures: dict[str, str] = {}
         self._router = Router(self._clients, self._send_frame)
         self._chunks = ChunkRouter(self._clients, self._router)
         self._closed = False
@@ -338,6 +354,18 @@ class HubClient(HubCalls, RemoteRunner):
         # (over a network, the 'register' op bound this connection already)
         return stamped, await api.get_resume(stamped.agent_id), await api.get_rule(stamped.agent_id)
 
+    def note_turn_failure(self, session_id: str, what: str) -> None:
+        """Remember that a turn in ``session_id`` failed, for a wait there that times out."""
+        failures = self._turn_failures
+        failures.pop(session_id, None)
+        failures[session_id] = what
+        if len(failures) > TURN_FAILURES_KEPT:
+            del failures[next(iter(failures))]  # the session whose failure is oldest
+
+    def turn_failure(self, session_id: str) -> str | None:
+        """The last turn failure noted in ``session_id`` (``"agent 'x' failed its turn: ..."``)."""
+        return self._turn_failures.get(session_id)
+
     async def register(
         self,
         agent: Agent,
@@ -349,21 +377,37 @@ class HubClient(HubCalls, RemoteRunner):
         attach_plugin: bool = True,
         handler: Handler | None = None,
         auto_ack_invites: bool = True,
+        exist_ok: bool = False,
     ) -> AgentClient:
         """Register an agent and return its AgentClient (bound to this connection).
 
         ``handler`` replaces the default turn handler (see :meth:`AgentClient.set_handler`);
         with ``auto_ack_invites=False`` invites are not acked for the agent (its handler
-        calls ``accept_invite`` / ``reject_invite``). ``attach_plugin`` is accepted for
-        compatibility with the seed and does nothing.
+        calls ``accept_invite`` / ``reject_invite``). With ``exist_ok=True`` an agent already
+        registered under ``passport.name`` is attached instead (as :meth:`attach` does: same
+        id, replayed what it had not acked; its stored passport, resume, rule and skill are
+        kept, not replaced), so a program can run again on the same store, also after a run
+        that failed before :meth:`shutdown`. ``attach_plugin`` is accepted for compatibility
+        with the seed and does nothing.
 
         Raises:
-          ValueError: ``passport.kind`` is ``"human"`` (use :meth:`register_human`).
+          ValueError: ``passport.kind`` is ``"human"`` (use :meth:`register_human`), or with
+            ``exist_ok`` the name is a human's.
+          ProtocolError: the name is registered already (without ``exist_ok``).
           RuntimeError: this client is closed.
         """
         self._check_open("register")
         if passport.kind == "human":
             raise ValueError(f"passport {passport.name!r} is a human's: use register_human()")
+        if exist_ok:
+            found = await self._attach_existing(
+                agent, passport.name, human=False, auto_ack_invites=auto_ack_invites
+            )
+            if found is not None:
+                assert isinstance(found, AgentClient)
+                if handler is not None:
+                    found.set_handler(handler)
+                return found
         stamped, resume, rule = await self._register(passport, resume, skill_md, rule)
         client = AgentClient(
             agent=agent,
@@ -385,11 +429,17 @@ class HubClient(HubCalls, RemoteRunner):
         skill_md: str | None = None,
         rule: Rule | None = None,
         auto_ack_invites: bool = True,
+        exist_ok: bool = False,
     ) -> HumanClient:
         """Register a person and return their HumanClient.
 
+        ``exist_ok=True`` attaches a person already registered under ``passport.name``
+        instead (see :meth:`register`).
+
         Raises:
-          ValueError: ``passport.kind`` is set and is not ``"human"``.
+          ValueError: ``passport.kind`` is set and is not ``"human"``, or with ``exist_ok``
+            the name is an agent's.
+          ProtocolError: the name is registered already (without ``exist_ok``).
           RuntimeError: this client is closed.
         """
         self._check_open("register_human")
@@ -398,6 +448,13 @@ class HubClient(HubCalls, RemoteRunner):
                 f"register_human requires kind='human', passport {passport.name!r} has "
                 f"kind={passport.kind!r}"
             )
+        if exist_ok:
+            found = await self._attach_existing(
+                None, passport.name, human=True, auto_ack_invites=auto_ack_invites
+            )
+            if found is not None:
+                assert isinstance(found, HumanClient)
+                return found
         stamped, resume, rule = await self._register(
             attrs.evolve(passport, kind="human"), resume, skill_md, rule
         )
@@ -435,34 +492,57 @@ class HubClient(HubCalls, RemoteRunner):
           RuntimeError: this client is closed.
         """
         self._check_open("attach")
-        await self._ensure_connected()
-        api = self._api
-        agent_id = await api.find_agent(name)
-        if agent_id is None:
-            if passport is None or resume is None:
-                raise ValueError(
-                    f"agent {name!r} is not registered; passport and resume are required "
-                    "to register it"
-                )
-            if passport.kind == "human":
-                return await self.register_human(
-                    passport,
-                    resume,
-                    skill_md=skill_md,
-                    rule=rule,
-                    auto_ack_invites=auto_ack_invites,
-                )
-            if agent is None:
-                raise ValueError(f"attaching agent {name!r} needs the agent object")
-            return await self.register(
-                agent,
+        found = await self._attach_existing(agent, name, auto_ack_invites=auto_ack_invites)
+        if found is not None:
+            return found
+        if passport is None or resume is None:
+            raise ValueError(
+                f"nothing is registered as {name!r}: attach re-binds an existing identity "
+                "(give passport= and resume= to register it when it is missing)"
+            )
+        if passport.kind == "human":
+            return await self.register_human(
                 passport,
                 resume,
                 skill_md=skill_md,
                 rule=rule,
                 auto_ack_invites=auto_ack_invites,
             )
+        if agent is None:
+            raise ValueError(f"attaching agent {name!r} needs the agent object")
+        return await self.register(
+            agent,
+            passport,
+            resume,
+            skill_md=skill_md,
+            rule=rule,
+            auto_ack_invites=auto_ack_invites,
+        )
+
+    async def _attach_existing(
+        self,
+        agent: Agent | None,
+        name: str,
+        *,
+        human: bool | None = None,
+        auto_ack_invites: bool = True,
+    ) -> AgentClient | HumanClient | None:
+        """Bind the identity registered as ``name`` to this connection; None if there is none.
+
+        ``human`` (when not None) is the kind the caller expects: the other is a ValueError.
+        """
+        await self._ensure_connected()
+        api = self._api
+        agent_id = await api.find_agent(name)
+        if agent_id is None:
+            return None
         stamped = await api.get_agent(agent_id)
+        is_human = stamped.effective_kind == "human"
+        if human is not None and is_human != human:
+            registered, wanted = (
+                ("a human", "register()") if is_human else ("an agent", "register_human()")
+            )
+            raise ValueError(f"{name!r} is registered as {registered}: {wanted} cannot attach it")
         common: dict[str, Any] = {
             "passport": stamped,
             "resume": await api.get_resume(agent_id),

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from .._errors import MailboxClosed, NetworkError
+from .._log import USER_CODE
 from ..mailbox import Mailbox
 from ..model import EV_CHANNEL_INVITE, Envelope, Passport, Resume, Rule, SessionMetadata
 from ._identity import Identity
@@ -81,7 +82,7 @@ class HumanClient(Identity):
                 try:
                     await callback(envelope)
                 except Exception:
-                    log.exception(
+                    USER_CODE.exception(
                         "human callback raised: human=%s session=%s event=%s",
                         self._passport.name,
                         envelope.session_id,

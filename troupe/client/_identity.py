@@ -250,13 +250,21 @@ class Identity:
         Takes only the envelope that matched: others stay for other waiters.
 
         Raises:
-          TimeoutError: nothing matched within ``timeout`` seconds.
+          TimeoutError: nothing matched within ``timeout`` seconds (the message names the
+            last turn in this session that failed in this client's process, if any).
           Disconnected: this identity is (or becomes) disconnected (a RuntimeError).
           ProtocolError: the session ended without a match.
         """
         self._check_connected()
-        with seed_timeout(timeout, f"session {channel_id}"):
-            return await self._inboxes.wait(channel_id, predicate)
+        try:
+            with seed_timeout(timeout, f"session {channel_id}"):
+                return await self._inboxes.wait(channel_id, predicate)
+        except TimeoutError as exc:
+            # A wait that timed out because an agent's respond() raised should say so.
+            failure = self._hub_client.turn_failure(channel_id)
+            if failure is None:
+                raise
+            raise TimeoutError(f"{exc}; {failure}") from None
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ lets the calls waiting for the connection go once they are bound again.
 from __future__ import annotations
 
 import logging
+import random
 from contextlib import aclosing
 from typing import Any
 
@@ -41,6 +42,7 @@ class RemoteRunner:
     _wake: trio.Event
     _clients: dict[str, Identity]
     _reconnect_within: float
+    _jitter: random.Random
 
     def _on_frame(self, frame: Frame) -> None:
         raise NotImplementedError
@@ -57,7 +59,14 @@ class RemoteRunner:
                 failure: OSError | HandshakeError | trio.TooSlowError | None = None
                 async with trio.open_nursery() as conn_nursery:
                     try:
-                        conn = await self._connect(link, conn_nursery)
+                        # The first connection is tried once: a wrong address or a hub that
+                        # is down should say so now, not after reconnect_within. Backoff is
+                        # for connections that were up.
+                        conn = await (
+                            self._connect_once(link, conn_nursery)
+                            if first
+                            else self._connect(link, conn_nursery)
+                        )
                     except (OSError, HandshakeError, trio.TooSlowError) as exc:
                         failure = exc
                     else:
@@ -70,7 +79,7 @@ class RemoteRunner:
                 # Raised here, outside the connection's nursery, so that callers get a
                 # ConnectionLost and not an exception group.
                 if failure is not None:
-                    why = f"could not reach {link.url}: {str(failure) or type(failure).__name__}"
+                    why = f"could not reach {link.url}: {self._describe(failure, link, first)}"
                     log.error("giving up: %s", why)
                     api.fail(why)
                     if first:
@@ -119,31 +128,58 @@ class RemoteRunner:
                 self._on_frame(frame)
         wake.set()
 
+    async def _connect_once(self, link: WsLink, nursery: trio.Nursery) -> WsLinkClient:
+        """One attempt (``link.connect_timeout`` bounds it)."""
+        return await link.connect(nursery)
+
+    def _backoff(self, state: RetryCallState) -> float:
+        """Full jitter: a random wait up to 0.05 s * 2**(attempt - 1), at most 5 s, drawn
+        from the client's own generator (``reconnect_seed``), so clients dropped together
+        do not come back together and a seeded schedule is the same every run."""
+        return self._jitter.uniform(0, min(5.0, 0.05 * 2 ** (state.attempt_number - 1)))
+
     async def _connect(self, link: WsLink, nursery: trio.Nursery) -> WsLinkClient:
-        """Connect, retrying with exponential backoff and jitter for ``reconnect_within`` s."""
+        """Connect, retrying with exponential backoff and jitter for ``reconnect_within`` s.
+
+        Raises:
+          OSError, HandshakeError: the last attempt's failure, once the deadline passed.
+        """
         last: OSError | HandshakeError | trio.TooSlowError | None = None
-        try:
-            with trio.fail_after(self._reconnect_within):
-                async for attempt in AsyncRetrying(
-                    sleep=trio.sleep,
-                    # Full jitter: a random wait up to 0.05 s * 2**attempt (at most 5 s), so
-                    # clients dropped together do not come back together.
-                    wait=wait_random_exponential(multiplier=0.05, max=5.0),
-                    retry=retry_if_exception_type((OSError, HandshakeError, trio.TooSlowError)),
-                    reraise=True,
-                ):
-                    with attempt:
-                        try:
-                            return await link.connect(nursery)
-                        except (OSError, HandshakeError, trio.TooSlowError) as exc:
-                            last = exc
-                            raise
-        except trio.TooSlowError:
-            if last is None:
-                raise
-            # Out of time: say what the last attempt ran into, not just "too slow".
-            raise last from None
-        raise AssertionError("unreachable")  # pragma: no cover
+        with trio.move_on_after(self._reconnect_within):
+            async for attempt in AsyncRetrying(
+                sleep=trio.sleep,
+                wait=self._backoff,
+                retry=retry_if_exception_type((OSError, HandshakeError, trio.TooSlowError)),
+                reraise=True,
+            ):
+                with attempt:
+                    try:
+                        return await link.connect(nursery)
+                    except (OSError, HandshakeError, trio.TooSlowError) as exc:
+                        last = exc
+                        raise
+        if last is not None:
+            raise last  # the reason the hub could not be reached, not just "too slow"
+        raise trio.TooSlowError  # (no attempt finished within reconnect_within)
+
+    def _describe(
+        self, failure: OSError | HandshakeError | trio.TooSlowError, link: WsLink, first: bool
+    ) -> str:
+        """Why a connection failed, never an empty string."""
+        if isinstance(failure, trio.TooSlowError):
+            reason = f"no answer within {link.connect_timeout}s"
+        else:
+            reason = str(failure) or type(failure).__name__
+            # trio's "all attempts to connect to H:P failed" keeps the OS's reasons as its
+            # cause: name them.
+            cause = failure.__cause__
+            causes = cause.exceptions if isinstance(cause, BaseExceptionGroup) else (cause,)
+            details = [str(c) for c in causes if isinstance(c, OSError) and str(c)]
+            if details:
+                reason = f"{reason} ({'; '.join(details)})"
+        if first:
+            return reason
+        return f"{reason} (kept trying for {self._reconnect_within}s)"
 
     async def _rebind(self, link: WsLink, conn: WsLinkClient) -> None:
         """After a reconnect: bind every identity again and be replayed what it missed;

@@ -7,7 +7,7 @@ wait on an actor. Writes go to the one actor that owns the thing written.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import partial
 from typing import Any
 
@@ -149,14 +149,26 @@ class Hub(RegistryCalls, SessionCalls, ExtensionCalls):
             return md
         if md.close_reason == "invite_rejected":
             raise ProtocolError(
-                f"session {sid} was not opened: invite rejected by {', '.join(md.rejected_by)}"
+                f"session {sid} was not opened: invite rejected by {self._who(md.rejected_by)}"
             )
         if md.close_reason == "invite_timeout":
             raise ProtocolError(
                 f"session {sid} was not opened: no ack within "
-                f"{self._core.config.invite_ack_timeout}s from {', '.join(md.pending_acks)}"
+                f"{self._core.config.invite_ack_timeout}s from {self._who(md.pending_acks)} "
+                "(invites are acked by the invitee's client: is it connected?)"
             )
         raise ProtocolError(f"session {sid} was not opened: {md.close_reason or md.state.value}")
+
+    def _who(self, agent_ids: Iterable[str]) -> str:
+        """``'bob' (a-2, not connected)``: names first, for error messages."""
+        core = self._core
+        out = []
+        for agent_id in agent_ids:
+            record = core.registry.agents.get(agent_id)
+            name = repr(record.passport.name) if record is not None else "an unknown agent"
+            live = "" if agent_id in core.bindings else ", not connected"
+            out.append(f"{name} ({agent_id}{live})")
+        return ", ".join(out)
 
     async def get_session(self, session_id: str) -> SessionMetadata:
         await trio.lowlevel.checkpoint()

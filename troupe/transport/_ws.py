@@ -574,6 +574,10 @@ class WsLink:
       ping_interval / ping_timeout: heartbeat; a hub that stops answering is dropped and the
         client reconnects.
       connect_timeout: seconds one connection attempt may take.
+
+    Raises:
+      ValueError: ``url`` is not a ``ws:`` or ``wss:`` URL with a host (or ``ssl_context``
+        is given for a ``ws:`` URL).
     """
 
     def __init__(
@@ -586,6 +590,7 @@ class WsLink:
         ping_timeout: float = PING_TIMEOUT,
         connect_timeout: float = 10.0,
     ) -> None:
+        _parse_url(url, ssl_context)  # a bad URL is the caller's mistake: say so now
         self.url = url
         self.auth = dict(auth or {})
         self.ssl_context = ssl_context
