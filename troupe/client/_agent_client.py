@@ -10,11 +10,9 @@ from typing import TYPE_CHECKING, Any, Self
 import attrs
 import trio
 
-from .._errors import NetworkError
 from .._log import USER_CODE
 from .._tracing import turn_span
 from ..model import (
-    EV_CHANNEL_INVITE,
     EV_TEXT,
     Envelope,
     Passport,
@@ -125,15 +123,7 @@ class AgentClient(Identity):
         self._inboxes.put(envelope)
         for observer in self._observers:
             await observer(envelope)
-        if (
-            self._auto_ack_invites
-            and envelope.event_type == EV_CHANNEL_INVITE
-            and envelope.sender_id != self.agent_id
-        ):
-            try:
-                await self.accept_invite(envelope)
-            except NetworkError as exc:
-                log.warning("%s could not ack invite %s: %s", self, envelope.envelope_id, exc)
+        await self._ack_if_invited(envelope)
         if self._handler is not None:
             await self._handler(envelope, self)
         else:

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from .._errors import MailboxClosed, NetworkError
+from .._errors import MailboxClosed
 from .._log import USER_CODE
 from ..mailbox import Mailbox
-from ..model import EV_CHANNEL_INVITE, Envelope, Passport, Resume, Rule, SessionMetadata
+from ..model import Envelope, Passport, Resume, Rule, SessionMetadata
 from ._identity import Identity
 from ._inbox import Predicate, seed_timeout, wait_in
 
@@ -65,15 +65,7 @@ class HumanClient(Identity):
         if self._disconnected:
             await trio.lowlevel.checkpoint()
             return
-        if (
-            self._auto_ack_invites
-            and envelope.event_type == EV_CHANNEL_INVITE
-            and envelope.sender_id != self.agent_id
-        ):
-            try:
-                await self.accept_invite(envelope)
-            except NetworkError as exc:
-                log.warning("%s could not ack invite %s: %s", self, envelope.envelope_id, exc)
+        await self._ack_if_invited(envelope)
         self._inboxes.put(envelope)
         self._pull.send_nowait(envelope)
         self._held.add(envelope.envelope_id)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
 
+from .._errors import NetworkError
 from ..mailbox import Mailbox
 from ..model import (
+    EV_CHANNEL_INVITE,
     EV_CHANNEL_INVITE_ACK,
     EV_CHANNEL_INVITE_REJECT,
     EV_TEXT,
@@ -29,8 +32,14 @@ if TYPE_CHECKING:
     from ._hub_client import HubClient
 
 
+log = logging.getLogger("troupe.client")
+
+
 class Identity:
     """One registered identity served by a HubClient connection."""
+
+    #: Whether an invite to this identity is acked as it arrives (else it answers itself).
+    _auto_ack_invites: bool
 
     def __init__(
         self, *, passport: Passport, resume: Resume, rule: Rule, hub_client: HubClient
@@ -164,6 +173,18 @@ class Identity:
     async def close_channel(self, channel_id: str, reason: str = "") -> SessionMetadata:
         self._check_connected()
         return await self._hub_client.close_session(channel_id, reason=reason)
+
+    async def _ack_if_invited(self, envelope: Envelope) -> None:
+        """Ack an invite to this identity as it arrives, unless it answers invites itself."""
+        if (
+            self._auto_ack_invites
+            and envelope.event_type == EV_CHANNEL_INVITE
+            and envelope.sender_id != self.agent_id
+        ):
+            try:
+                await self.accept_invite(envelope)
+            except NetworkError as exc:
+                log.warning("%s could not ack invite %s: %s", self, envelope.envelope_id, exc)
 
     async def accept_invite(self, invite: Envelope) -> str:
         """Ack an invite (for clients that do not ack automatically)."""
