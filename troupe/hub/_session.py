@@ -4,7 +4,8 @@ A post, in order (reference §1.3-C, rejected posts leave the WAL untouched):
 
 1. the sender is registered and a participant; the audience names participants only;
 2. the sender's ``outbound_to`` covers an explicit audience; ``depth`` is within its limit;
-3. the session is not terminal, and is ACTIVE for substantive events;
+3. the lifecycle table takes the post (``model._lifecycle.admit``): nothing into an ended
+   session, a turn only while ACTIVE, a reject only while PENDING;
 4. a repeat of an accepted post (same ``idempotency_key``, or same sender + ``causation_id``
    + event type) returns the original and appends nothing (keys starting ``troupe:`` are
    the hub's); the actor keeps only its latest ``dedup_window`` keys, and asks the store's
