@@ -93,7 +93,16 @@ class DecodeError(ProtocolError):
 
 
 class IllegalTransition(ProtocolError):
-    """Raised when a state machine is asked for a move its table does not have."""
+    """Raised when a state machine is asked for a move its table does not have.
+
+    ``state`` names the state it was in and ``event`` what was asked of it (empty when not
+    known, as for an error that came over the wire); the machine is left as it was.
+    """
+
+    def __init__(self, message: str, *, state: str = "", event: str = "") -> None:
+        super().__init__(message)
+        self.state = state
+        self.event = event
 
 
 class WorkflowGraphError(ProtocolError):

@@ -18,6 +18,7 @@ from ..actors import ActorRef
 from ..mailbox import DeadLetter
 from ..model import Envelope, SessionMetadata, SessionState, check_envelope
 from ..model._convert import is_due
+from ..model._lifecycle import SessionEvent, admit, next_state, post_event
 from ..store import dedup_keys
 from ..supervisors import ChildSpec
 from . import _hub_messages as H
@@ -186,9 +187,7 @@ class SessionCalls(HubBase):
             return
         sender, rule = admit_sender(self._core, md, env)
         admit_addressing(self._core, md, env, sender, rule)
-        raise ProtocolError(
-            f"session {md.session_id} is {md.state.value} ({md.close_reason or 'no reason'})"
-        )
+        admit(md.session_id, md.state, md.close_reason, post_event(env.event_type))
 
     # -- sessions' actors --------------------------------------------------------------------
 
@@ -345,7 +344,10 @@ class SessionCalls(HubBase):
             notice, md = tail[-1], stored
         else:
             md = attrs.evolve(
-                md, state=SessionState.CLOSED, close_reason="crashed", closed_at=core.now_iso()
+                md,
+                state=next_state(md.state, SessionEvent.CLOSE),
+                close_reason="crashed",
+                closed_at=core.now_iso(),
             )
             notice = Envelope(
                 session_id=session_id,
