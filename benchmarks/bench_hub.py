@@ -44,7 +44,7 @@ import trio
 import trio.lowlevel
 import trio.testing
 
-from troupe import HubClient, HumanClient, LocalLink, NetworkError, Turn
+from troupe import HubClient, HumanClient, LocalLink, NetworkError, Rule, Turn
 from troupe.hub import Hub, open_hub
 from troupe.model import (
     EV_CHANNEL_INVITE,
@@ -278,12 +278,16 @@ Chat = tuple[HumanClient, str, trio.MemoryReceiveChannel[Envelope]]
 
 
 async def _open_chats(
-    people: HubClient, agents: HubClient, sessions: int, on_answer: Callable[[], None]
+    people: HubClient,
+    agents: HubClient,
+    sessions: int,
+    on_answer: Callable[[], None],
+    rule: Rule | None = None,
 ) -> list[Chat]:
     """``sessions`` conversations person -> agent; each answer goes to the person's channel."""
     chats: list[Chat] = []
     for n in range(sessions):
-        await agents.register(Cheap(), Passport(name=f"agent-{n}"))
+        await agents.register(Cheap(), Passport(name=f"agent-{n}"), rule=rule)
         person = await people.register_human(Passport(name=f"person-{n}"))
         send, recv = trio.open_memory_channel[Envelope](math.inf)
 
@@ -332,8 +336,9 @@ async def agent_run(store: Store, posts: int, sessions: int = SESSIONS) -> PathR
     )
 
 
-async def agent_flood(posts: int, sessions: int = SESSIONS) -> FloodRun:
-    """Every person posts ``posts`` texts without waiting; default rules, MemoryStore."""
+async def agent_flood(posts: int, sessions: int = SESSIONS, rule: Rule | None = None) -> FloodRun:
+    """Every person posts ``posts`` texts without waiting, on MemoryStore; the agents have
+    ``rule`` (None: the default rules)."""
     total = sessions * posts
     accepted = answers = 0
     all_answered = trio.Event()
@@ -353,7 +358,7 @@ async def agent_flood(posts: int, sessions: int = SESSIONS) -> FloodRun:
             HubClient(LocalLink(hub)) as people,
             HubClient(LocalLink(hub)) as agents,
         ):
-            chats = await _open_chats(people, agents, sessions, on_answer)
+            chats = await _open_chats(people, agents, sessions, on_answer, rule)
             start = time.perf_counter()
             async with trio.open_nursery() as nursery:
 
@@ -506,9 +511,7 @@ def sqlite(synchronous: str) -> Callable[[Path], Store]:
     return lambda d: SQLiteStore(d / f"{time.monotonic_ns()}.db", synchronous=synchronous)
 
 
-def _ratio_line(
-    name: str, runs: list[PathRun], raw: list[PathRun], target: float | None
-) -> str:
+def _ratio_line(name: str, runs: list[PathRun], raw: list[PathRun], target: float | None) -> str:
     rate = statistics.median(run.turns_per_s for run in runs)
     cpu = statistics.median(run.cpu_us_per_envelope for run in runs)
     line = f"  {name:<26} {rate:>8,.0f} turns/s {cpu:>7.1f} us CPU/envelope"

@@ -2,9 +2,9 @@
 
 Each figure is the median of several runs, each in a fresh ``trio.run``, troupe and bare
 runs alternating. The bare-trio side is what an actor replaces: a task looping on a memory
-channel (for ask, plus a reply channel that the asker waits on). The issue's targets: tell >= 0.6x and ask >= 0.5x the
-bare figure, and an idle actor (task + mailbox + ref) <= 1.5x the bytes of a bare task
-blocked on a memory channel.
+channel (for ask, plus a reply channel that the asker waits on). The issue's targets: tell
+>= 0.6x and ask >= 0.5x the bare figure, and an idle actor (task + mailbox + ref) <= 1.5x
+the bytes of a bare task blocked on a memory channel.
 
 Run with ``./dev bench kernel`` (``python -m benchmarks kernel``).
 """

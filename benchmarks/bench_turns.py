@@ -16,6 +16,7 @@ per turn grows with the session. Before issue 15 every turn re-rendered the whol
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import sys
 import time
@@ -72,8 +73,8 @@ def _window(marks: list[tuple[int, float, float]], start: int, size: int) -> tup
     span = marks[at : at + size + 1]
     if len(span) < 2:
         raise ValueError(f"fewer than two turns from seq {start}: make the session longer")
-    cpu = [b[1] - a[1] for a, b in zip(span, span[1:], strict=False)]
-    wall = [b[2] - a[2] for a, b in zip(span, span[1:], strict=False)]
+    cpu = [b[1] - a[1] for a, b in itertools.pairwise(span)]
+    wall = [b[2] - a[2] for a, b in itertools.pairwise(span)]
     return statistics.median(cpu) * 1e6, statistics.median(wall) * 1e6
 
 
