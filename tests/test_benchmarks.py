@@ -51,7 +51,8 @@ def test_the_hub_benchmark_runs_every_table(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(bench_hub, "ENDPOINT_POSTS", 5)
-    bench_hub.main(["--posts", "3", "--flood-posts", "4", "--sessions", "2", "--repeats", "1"])
+    tiny = ["--posts", "3", "--flood-posts", "4", "--sessions", "2", "--repeats", "1"]
+    bench_hub.main([*tiny, "--every-endpoint-engine"])
     out = capsys.readouterr().out
     assert "agent path: 2 conversations" in out
     assert "raw trio skeleton" in out
