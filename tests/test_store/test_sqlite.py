@@ -14,8 +14,8 @@ import trio.testing
 
 import troupe
 from troupe.store import SQLiteStore
-from troupe.store._writer import SQLiteBatches
 from troupe.store import _schema as schema
+from troupe.store._writer import SQLiteBatches
 
 from .crash_writer import BATCH, SESSIONS
 from .factories import env, envs
