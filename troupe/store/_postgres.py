@@ -247,11 +247,13 @@ def _is_lost(conn: Connection) -> bool:
     return bool(conn.broken or conn.closed)
 
 
+#: SQLSTATEs of a transaction the server rolled back that may well pass when run again.
+RETRIED_SQLSTATES: Final = frozenset({"40001", "40P01"})  # serialization failure, deadlock
+
+
 def _is_transient(exc: BaseException, conn: Connection) -> bool:
     """Whether ``exc`` is a failure of the attempt, not of one write: retry it all."""
-    import psycopg.errors
-
-    return _is_lost(conn) or isinstance(exc, psycopg.errors.TransactionRollback)
+    return _is_lost(conn) or getattr(exc, "sqlstate", None) in RETRIED_SQLSTATES
 
 
 def _lock_key(schema: str) -> str:
@@ -864,7 +866,7 @@ class _PostgresBatches:
                 raise _Transient(f"connection lost: {exc}") from exc
             with contextlib.suppress(psycopg.Error):
                 conn.execute("ROLLBACK")
-            if isinstance(exc, psycopg.errors.TransactionRollback):
+            if exc.sqlstate in RETRIED_SQLSTATES:
                 raise _Transient(str(exc)) from exc
             raise StoreError(f"{name}: commit failed, nothing written: {exc}") from exc
 
