@@ -103,6 +103,9 @@ KEEPALIVES: Final = {
 RETRY_ATTEMPTS: Final = 5
 #: Seconds one batch or read may spend on attempts and backoff in all.
 RETRY_WITHIN_S: Final = 15.0
+#: Writes per transaction at most: each is a subtransaction (its savepoint), and past 64 in
+#: one transaction PostgreSQL's subtransaction cache overflows and every snapshot slows.
+MAX_BATCH: Final = 64
 #: Reader connections at most (opened as reads need them).
 READERS: Final = 4
 
@@ -182,14 +185,22 @@ _UPSERT_CHECKPOINT = """
 _UPSERT_KV = """
     INSERT INTO kv (namespace, key, value) VALUES (%s, %s, %s)
     ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value"""
-_INSERT_WAL = """
-    INSERT INTO wal (session_id, seq, envelope_id, idempotency_key, envelope, crc)
-    SELECT %s, * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::bytea[], %s::bigint[])"""
-# The first envelope under a key is the original; later ones never replace it.
-_INSERT_DEDUP = """
-    INSERT INTO dedup (session_id, key, envelope_id, seq)
-    SELECT %s, * FROM unnest(%s::text[], %s::text[], %s::bigint[])
-    ON CONFLICT DO NOTHING"""
+# The WAL's end, and the envelopes and their dedup keys inserted only where they continue it
+# (every part of the statement sees the WAL as it was before it). The first envelope under a
+# dedup key is the original; later ones never replace it.
+_APPEND = """
+    WITH last AS (SELECT coalesce(max(seq), 0) AS seq FROM wal WHERE session_id = %s),
+    envelopes AS (
+        INSERT INTO wal (session_id, seq, envelope_id, idempotency_key, envelope, crc)
+        SELECT %s, u.* FROM last, unnest(
+            %s::bigint[], %s::text[], %s::text[], %s::bytea[], %s::bigint[]) AS u
+        WHERE last.seq = %s),
+    keys AS (
+        INSERT INTO dedup (session_id, key, envelope_id, seq)
+        SELECT %s, u.* FROM last, unnest(%s::text[], %s::text[], %s::bigint[]) AS u
+        WHERE last.seq = %s
+        ON CONFLICT DO NOTHING)
+    SELECT seq FROM last"""
 _INSERT_AUDIT = """
     INSERT INTO audit (id, record)
     SELECT (SELECT coalesce(max(id), 0) FROM audit) + n, record
@@ -398,7 +409,7 @@ class PostgresStore:
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(self._close_connections)
             await self._retrying("cannot open the store", batches.open)
-            writer = GroupCommitWriter(batches, name=self._name)
+            writer = GroupCommitWriter(batches, name=self._name, max_batch=MAX_BATCH)
             nursery = await stack.enter_async_context(trio.open_nursery())
             await nursery.start(run_shielded, writer)
             stack.callback(writer.close)
@@ -571,45 +582,61 @@ class PostgresStore:
         *,
         metadata: SessionMetadata | None = None,
     ) -> None:
-        # Encode on the caller's side: a bad envelope fails here, before it joins a batch.
+        # Check and encode on the caller's side: a bad batch fails here, before it joins a
+        # batch of writes. Whether it continues the WAL is the server's to say (below).
+        after = envelopes[0].seq - 1 if envelopes else 0
+        check_append(session_id, after, envelopes, metadata)
         columns: tuple[list[Any], ...] = ([], [], [], [], [])
         for e in envelopes:
             data = dumps(e)
             row = (e.seq, e.envelope_id, e.idempotency_key, data, zlib.crc32(data))
             for column, value in zip(columns, row, strict=True):
                 column.append(value)
-        keys = [e.idempotency_key for e in envelopes if e.idempotency_key is not None]
         dedup: tuple[list[Any], ...] = ([], [], [])
         for e in envelopes:
             for key in dedup_keys(e):
                 dedup[0].append(key)
                 dedup[1].append(e.envelope_id)
                 dedup[2].append(e.seq)
+        params = (session_id, session_id, *columns, after, session_id, *dedup, after)
         meta_row = None if metadata is None else (metadata.session_id, _text(metadata))
 
         def write(conn: Connection) -> None:
+            psycopg = _driver()
             self._fenced(conn, session_id)
-            # Read inside the transaction: earlier writes of this batch count.
-            (last,) = conn.execute(
-                "SELECT coalesce(max(seq), 0) FROM wal WHERE session_id = %s", (session_id,)
-            ).fetchone() or (0,)
-            check_append(session_id, last, envelopes, metadata)
-            if keys:
-                taken = conn.execute(
-                    "SELECT idempotency_key FROM wal WHERE session_id = %s "
-                    "AND idempotency_key = ANY(%s) ORDER BY seq LIMIT 1",
-                    (session_id, keys),
-                ).fetchone()
-                if taken is not None:
-                    raise duplicate_key(session_id, taken[0])
             if envelopes:
-                conn.execute(_INSERT_WAL, (session_id, *columns))
-            if dedup[0]:
-                conn.execute(_INSERT_DEDUP, (session_id, *dedup))
+                try:
+                    # One round trip: reads the WAL's end (earlier writes of this batch
+                    # count) and inserts only where the envelopes continue it.
+                    row = conn.execute(_APPEND, params).fetchone()
+                except psycopg.errors.UniqueViolation as exc:
+                    conn.execute("ROLLBACK TO write")
+                    raise self._clash(conn, session_id, envelopes, exc) from None
+                last = row[0] if row is not None else 0
+                if last != after:
+                    check_append(session_id, last, envelopes, metadata)
             if meta_row is not None:
                 conn.execute(_UPSERT_SESSION, meta_row)
 
         await self._write(write)
+
+    def _clash(
+        self, conn: Connection, session_id: str, envelopes: Sequence[Envelope], exc: Any
+    ) -> StoreError:
+        """What a unique violation of an append means: a key taken, or a seq another writer
+        (a second node, not fenced off) appended first."""
+        keys = [e.idempotency_key for e in envelopes if e.idempotency_key is not None]
+        taken = conn.execute(
+            "SELECT idempotency_key FROM wal WHERE session_id = %s "
+            "AND idempotency_key = ANY(%s) ORDER BY seq LIMIT 1",
+            (session_id, keys),
+        ).fetchone()
+        if taken is not None:
+            return duplicate_key(session_id, taken[0])
+        return StoreError(
+            f"{self._name}: session {session_id!r}: seq {envelopes[0].seq} was appended by "
+            f"another writer meanwhile; nothing of this append was written ({exc})"
+        )
 
     async def read(
         self, session_id: str, since: int = 0, until: int | None = None
@@ -850,6 +877,7 @@ class _PostgresBatches:
                 name,
                 psycopg.Error,
                 passes_through=lambda exc: _is_transient(exc, conn),
+                joined=True,
             )
             committing = True
             conn.execute("COMMIT")

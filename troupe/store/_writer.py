@@ -3,7 +3,8 @@
 Rules:
 
 - Callers :meth:`~GroupCommitWriter.submit` a write (a function of the connection) and wait.
-  The writer task takes every write pending at that moment as one batch and hands it to its
+  The writer task takes every write pending at that moment (at most ``max_batch``, when the
+  engine wants a bound) as one batch and hands it to its
   engine (:class:`BatchEngine`: SQLite's :class:`SQLiteBatches`, PostgreSQL's in
   ``_postgres.py``), which runs it as one transaction: ``BEGIN``, each write in its own
   ``SAVEPOINT``, ``COMMIT``. A write returns only after its batch committed.
@@ -82,9 +83,10 @@ class BatchEngine(Protocol[C]):
 class GroupCommitWriter(Generic[C]):
     """The single writer of one store: see the module rules."""
 
-    def __init__(self, engine: BatchEngine[C], *, name: str) -> None:
+    def __init__(self, engine: BatchEngine[C], *, name: str, max_batch: int | None = None) -> None:
         self.engine = engine
         self._name = name
+        self._max_batch = max_batch
         self._pending: list[Pending[C]] = []
         self._wakeup = trio.Event()
         self._running = False
@@ -146,7 +148,8 @@ class GroupCommitWriter(Generic[C]):
                     for _ in range(GATHER_STEPS):
                         await trio.lowlevel.checkpoint()
                     continue
-                batch, self._pending = self._pending, []
+                batch = self._pending[: self._max_batch]
+                self._pending = self._pending[len(batch) :]
                 for pending in batch:
                     pending.taken = True
                 await self._commit(batch)
@@ -223,6 +226,7 @@ def run_in_savepoints(
     driver_error: type[Exception],
     *,
     passes_through: Callable[[Exception], bool] = lambda exc: False,
+    joined: bool = False,
 ) -> None:
     """Run each write of ``batch`` in its own savepoint of the open transaction on ``conn``.
 
@@ -237,10 +241,13 @@ def run_in_savepoints(
       driver_error: the driver's base exception class.
       passes_through: errors this says yes to are not the write's: they propagate and the
         whole batch fails (PostgreSQL: a lost connection, which a retry may cure).
+      joined: send each ``RELEASE`` with the next ``SAVEPOINT`` in one round trip, and leave
+        the last savepoint to the ``COMMIT`` (PostgreSQL: a statement string may hold two).
     """
+    release = False
     for pending in batch:
         pending.error = None
-        conn.execute("SAVEPOINT write")
+        conn.execute("RELEASE write; SAVEPOINT write" if release else "SAVEPOINT write")
         try:
             pending.write(conn)
         except Exception as exc:
@@ -251,7 +258,10 @@ def run_in_savepoints(
                 pending.error = _caused(StoreError(f"{name}: {exc}"), exc)
             else:  # the caller's own failure, handed back to it
                 pending.error = exc
-        conn.execute("RELEASE write")
+        if joined:
+            release = True
+        else:
+            conn.execute("RELEASE write")
 
 
 def _caused(error: StoreError, cause: BaseException) -> StoreError:
