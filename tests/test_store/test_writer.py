@@ -181,3 +181,15 @@ async def test_writes_a_few_scheduler_steps_apart_share_one_commit(
         writer.close()
     assert rows(conn, "parent") == list(range(9))
     assert writer.statistics().batches == 1
+
+
+async def test_a_batch_holds_at_most_max_batch_writes(conn: sqlite3.Connection) -> None:
+    writer = GroupCommitWriter(SQLiteBatches(conn, name="w", threaded=False), name="w", max_batch=3)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        outcomes = await submit_all(writer, [insert("parent", n) for n in range(7)])
+        assert outcomes == [None] * 7
+        assert rows(conn, "parent") == list(range(7))
+        stats = writer.statistics()
+        assert (stats.batches, stats.writes) == (3, 7)  # 3 + 3 + 1
+        writer.close()
