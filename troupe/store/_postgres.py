@@ -45,7 +45,9 @@ Rules:
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import socket
 import zlib
 from collections.abc import Callable, Sequence
 from types import TracebackType
@@ -110,6 +112,7 @@ MAX_BATCH: Final = 64
 READERS: Final = 4
 
 MAGIC: Final = "troupe-store"
+_HOST: Final = socket.gethostname()
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 #: ``MIGRATIONS[n]`` upgrades schema version ``n`` to ``n + 1`` (search_path is the schema).
@@ -345,7 +348,8 @@ class PostgresStore:
         psycopg = _driver()
         params = psycopg.conninfo.conninfo_to_dict(self.dsn)
         settings = {key: value for key, value in KEEPALIVES.items() if key not in params}
-        settings.setdefault("application_name", "troupe")
+        # Names this process to whoever looks (pg_stat_activity, a refused second store).
+        settings.setdefault("application_name", f"troupe pid {os.getpid()} on {_HOST}"[:63])
         # Ours first: a ``-c`` the DSN's own options repeat comes later and wins.
         ours = (
             f"-c statement_timeout={STATEMENT_TIMEOUT_MS} "
