@@ -352,3 +352,21 @@ async def test_a_fence_checks_each_session_write_in_its_own_transaction(
         assert [e.seq for e in await store.read("s1")] == [1]
         assert (await store.load_snapshot("s1")) == Snapshot(seq=1, state={"n": 1})
         assert await store.last_seq("s2") == 1
+
+
+async def test_a_role_without_create_on_the_database_opens_its_existing_schema(
+    pg_dsn: str, schema: str, admin: Connection
+) -> None:
+    role = f"{schema}_hub"  # a new role has no CREATE on the database
+    admin.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        admin.execute(f"CREATE SCHEMA {schema} AUTHORIZATION {role}")
+        dsn = pg_dsn.replace("postgres@", f"{role}@", 1)
+        for _ in range(2):  # creates its tables, then opens them
+            async with PostgresStore(dsn, schema=schema) as store:
+                await store.append("s1", [env("s1", await store.last_seq("s1") + 1)])
+        async with PostgresStore(dsn, schema=schema) as store:
+            assert await store.last_seq("s1") == 2
+    finally:
+        admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        admin.execute(f"DROP ROLE {role}")

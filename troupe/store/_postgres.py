@@ -943,7 +943,11 @@ def _migrate(conn: Connection, schema: str) -> None:
             conn.execute(
                 f"SELECT pg_advisory_xact_lock(hashtextextended('troupe-schema:{schema}', 0))"
             )
-            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+            # Only when missing: CREATE SCHEMA IF NOT EXISTS needs CREATE on the database
+            # even when the schema exists, and a hub's role need not have it.
+            exists = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
+            if exists.fetchone() is None:
+                conn.execute(f"CREATE SCHEMA {schema}")
             tables = [
                 name
                 for (name,) in conn.execute(
