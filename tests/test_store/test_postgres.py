@@ -370,3 +370,9 @@ async def test_a_role_without_create_on_the_database_opens_its_existing_schema(
     finally:
         admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         admin.execute(f"DROP ROLE {role}")
+
+
+async def test_a_malformed_dsn_is_refused_at_once() -> None:
+    with pytest.raises(troupe.StoreError, match="not a PostgreSQL connection string"):
+        async with PostgresStore("postgresql://h/db?no_such_option=1"):
+            pass

@@ -344,9 +344,13 @@ class PostgresStore:
 
         Raises:
           _Transient: the server cannot be reached (now).
+          StoreError: ``dsn`` is not a connection string.
         """
         psycopg = _driver()
-        params = psycopg.conninfo.conninfo_to_dict(self.dsn)
+        try:
+            params = psycopg.conninfo.conninfo_to_dict(self.dsn)
+        except psycopg.Error as exc:
+            raise StoreError(f"{self._name}: not a PostgreSQL connection string: {exc}") from exc
         settings = {key: value for key, value in KEEPALIVES.items() if key not in params}
         # Names this process to whoever looks (pg_stat_activity, a refused second store).
         settings.setdefault("application_name", f"troupe pid {os.getpid()} on {_HOST}"[:63])
