@@ -36,7 +36,8 @@ def fresh_schemas(dsn: str) -> Iterator[list[str]]:
     schemas: list[str] = []
     yield schemas
     if schemas:
-        with psycopg.connect(dsn, autocommit=True) as conn:
+        # Bounded: a store a failed test left mid-transaction must not hang the teardown.
+        with psycopg.connect(dsn, autocommit=True, options="-c lock_timeout=10s") as conn:
             for schema in schemas:
                 conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
