@@ -6,9 +6,11 @@ The behaviour every engine shares is tested over all of them (``conftest.reopen`
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -20,7 +22,11 @@ from troupe.store import PostgresStore, Snapshot, open_store
 from troupe.store import _postgres as pg
 
 from .._postgres import new_schema
+from ..test_transport._wire import eventually
+from .crash_writer import BATCH, SESSIONS
 from .factories import agent, env, envs, session
+
+REPO = Path(__file__).resolve().parents[2]
 
 Connection = psycopg.Connection[Any]
 
@@ -376,3 +382,47 @@ async def test_a_malformed_dsn_is_refused_at_once() -> None:
     with pytest.raises(troupe.StoreError, match="not a PostgreSQL connection string"):
         async with PostgresStore("postgresql://h/db?no_such_option=1"):
             pass
+
+
+async def test_kill_9_mid_write_loses_nothing_that_returned_and_frees_the_store(
+    pg_dsn: str, schema: str, admin: Connection
+) -> None:
+    printed: dict[str, int] = dict.fromkeys(SESSIONS, 0)
+    with trio.fail_after(30):
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "tests.test_store.crash_writer", pg_dsn, schema],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+        )
+        assert process.stdout is not None
+        buffer = b""
+        while sum(printed.values()) < 120:
+            chunk = await process.stdout.receive_some()
+            assert chunk, "the writer exited before it was killed"
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                session_id, last = line.decode().split()
+                printed[session_id] = int(last)
+        process.send_signal(signal.SIGKILL)
+        assert await process.wait() == -signal.SIGKILL
+
+        # The server ends the dead client's backends (and so its lock) once it sees the
+        # socket closed.
+        async def gone() -> bool:
+            rows = admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s",
+                (f"troupe pid {process.pid} on %",),
+            ).fetchone()
+            return rows == (0,)
+
+        await eventually(gone)
+
+    async with PostgresStore(pg_dsn, schema=schema) as store:
+        for session_id in SESSIONS:
+            wal = await store.read(session_id)
+            seqs = [e.seq for e in wal]
+            assert seqs == list(range(1, len(seqs) + 1)), "the WAL has a gap"
+            assert len(seqs) >= printed[session_id], "an append that returned was lost"
+            assert len(seqs) % BATCH == 0, "half an append is visible"
+            assert wal == envs(session_id, 1, len(seqs))
