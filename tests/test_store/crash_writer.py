@@ -27,7 +27,9 @@ async def append_forever(store: Store, session_id: str) -> None:
         print(session_id, last, flush=True)
 
 
-async def main(path: str, *schema: str) -> None:
+async def main(*argv: str) -> None:
+    """``PATH`` for SQLite, ``DSN SCHEMA`` for PostgreSQL."""
+    path, *schema = argv
     store: Store = PostgresStore(path, schema=schema[0]) if schema else SQLiteStore(path)
     async with store, trio.open_nursery() as nursery:
         for session_id in SESSIONS:
