@@ -426,3 +426,15 @@ async def test_kill_9_mid_write_loses_nothing_that_returned_and_frees_the_store(
             assert len(seqs) >= printed[session_id], "an append that returned was lost"
             assert len(seqs) % BATCH == 0, "half an append is visible"
             assert wal == envs(session_id, 1, len(seqs))
+
+
+async def test_leaving_a_store_releases_its_lock_at_once(
+    pg_dsn: str, schema: str, admin: Connection
+) -> None:
+    # Not when the server gets round to ending the closed connection's backend: a hub
+    # restarted on the store at once must not find its own old lock.
+    held = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid <> pg_backend_pid()"
+    for _ in range(20):
+        async with PostgresStore(pg_dsn, schema=schema):
+            assert admin.execute(held).fetchone() == (1,)
+        assert admin.execute(held).fetchone() == (0,)

@@ -429,6 +429,9 @@ class PostgresStore:
         conns, self._idle = self._idle, []
         if self._batches is not None and self._batches.conn is not None:
             conns.append(self._batches.conn)
+            # Released now, not when the server gets round to ending the closed
+            # connection's backend: a hub restarted at once must not find its own old lock.
+            await self._call(self._batches.unlock)
             self._batches.conn = None
         for conn in conns:
             await self._call(conn.close)
@@ -840,6 +843,13 @@ class _PostgresBatches:
             raise
         self.conn = conn
         return conn
+
+    def unlock(self) -> None:
+        """Release the store's lock on the write connection, if it holds it (blocking)."""
+        psycopg = _driver()
+        if self.store.exclusive and self.conn is not None and not _is_lost(self.conn):
+            with contextlib.suppress(psycopg.Error):  # a lost connection released it anyway
+                self.conn.execute(f"SELECT pg_advisory_unlock({_lock_key(self.store.schema)})")
 
     def _lock(self, conn: Connection) -> None:
         psycopg = _driver()
