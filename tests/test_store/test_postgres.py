@@ -5,6 +5,7 @@ The behaviour every engine shares is tested over all of them (``conftest.reopen`
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -22,7 +23,7 @@ from troupe.store import PostgresStore, Snapshot, open_store
 from troupe.store import _postgres as pg
 
 from .._postgres import new_schema
-from ..test_transport._wire import eventually
+from ..test_transport._wire import eventually, wait_until
 from .crash_writer import BATCH, SESSIONS
 from .factories import agent, env, envs, session
 
@@ -438,3 +439,43 @@ async def test_leaving_a_store_releases_its_lock_at_once(
         async with PostgresStore(pg_dsn, schema=schema):
             assert admin.execute(held).fetchone() == (1,)
         assert admin.execute(held).fetchone() == (0,)
+
+
+def local_process(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+def sigterm_pending(pid: int) -> bool:
+    """Whether process ``pid`` has a SIGTERM waiting (it is stopped, so it cannot act)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("ShdPnd:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+    return False
+
+
+async def test_a_lost_connection_the_server_still_thinks_alive_is_ended_for_the_lock(
+    pg_dsn: str, schema: str
+) -> None:
+    async with PostgresStore(pg_dsn, schema=schema) as store:
+        await store.append("s1", [env("s1", 1)])
+        conn = write_conn(store)
+        backend = conn.info.backend_pid
+        if not local_process(backend):
+            pytest.skip("the test server is not on this machine: its backends cannot be paused")
+        # A network cut the server has not noticed: the backend (paused here, so it cannot
+        # notice) keeps the store's lock while the client's side of the socket is gone.
+        os.kill(backend, signal.SIGSTOP)
+        try:
+            with socket.socket(fileno=os.dup(conn.pgconn.socket)) as cut:
+                cut.shutdown(socket.SHUT_RDWR)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(store.append, "s1", [env("s1", 2)])
+                # The store ends its own stale backend instead of calling itself locked.
+                with trio.fail_after(10):
+                    await wait_until(lambda: sigterm_pending(backend))
+                os.kill(backend, signal.SIGCONT)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(backend, signal.SIGCONT)
+        assert [e.seq for e in await store.read("s1")] == [1, 2]
+        assert backend_pid(store) != backend

@@ -818,6 +818,11 @@ class _PostgresBatches:
     def __init__(self, store: PostgresStore) -> None:
         self.store = store
         self.conn: Connection | None = None
+        # Backends of write connections this store lost: the server may not have noticed
+        # yet (it can take its TCP keepalive time, hours by default), and one may still hold
+        # the store's lock. Ours to end.
+        self._stale: set[int] = set()
+        self._backend = 0  # the write connection's backend pid (0: none yet)
 
     def open(self) -> None:
         """Connect, create or migrate the schema, take the lock (blocking)."""
@@ -825,6 +830,7 @@ class _PostgresBatches:
         try:
             _migrate(conn, self.store.schema)
         except BaseException:
+            self.unlock()
             self.conn = None
             conn.close()
             raise
@@ -833,7 +839,8 @@ class _PostgresBatches:
         """The write connection, connected again (and the lock won again) when lost."""
         if self.conn is not None and not _is_lost(self.conn):
             return self.conn
-        self.conn = None
+        if self.conn is not None:
+            self._drop(self.conn)
         conn = self.store.connect()
         try:
             if self.store.exclusive:
@@ -841,8 +848,17 @@ class _PostgresBatches:
         except BaseException:
             conn.close()
             raise
-        self.conn = conn
+        self.conn, self._backend = conn, conn.info.backend_pid
         return conn
+
+    def _drop(self, conn: Connection) -> None:
+        """Forget a lost write connection, remembering its backend (see ``_stale``)."""
+        psycopg = _driver()
+        if self._backend:
+            self._stale.add(self._backend)
+        self.conn, self._backend = None, 0
+        with contextlib.suppress(psycopg.Error):
+            conn.close()
 
     def unlock(self) -> None:
         """Release the store's lock on the write connection, if it holds it (blocking)."""
@@ -858,17 +874,26 @@ class _PostgresBatches:
             row = conn.execute(f"SELECT pg_try_advisory_lock({key}), {key}").fetchone()
             assert row is not None
             if row[0]:
+                self._stale.clear()
                 return
             holder = conn.execute(_LOCK_HOLDER, {"key": row[1]}).fetchone()
+            if holder is not None and holder[0] in self._stale:
+                # Our own lost connection, still alive on the server: end it, try again.
+                conn.execute("SELECT pg_terminate_backend(%s)", (holder[0],))
         except psycopg.Error as exc:
             raise _Transient(f"cannot lock the store: {exc}") from exc
-        who = "a holder that has just gone"
-        if holder is not None:
-            pid, application, address, since = holder
-            who = (
-                f"PostgreSQL backend pid {pid} ({application or 'no application name'}, from "
-                f"{address or 'a local socket'}, connected since {since:%Y-%m-%dT%H:%M:%S%z})"
+        if holder is None:
+            raise _Transient("the store's lock was released while we looked")
+        pid, application, address, since = holder
+        if pid in self._stale:
+            raise _Transient(
+                f"the store's lock is still held by this store's lost connection (backend "
+                f"pid {pid}); ended it"
             )
+        who = (
+            f"PostgreSQL backend pid {pid} ({application or 'no application name'}, from "
+            f"{address or 'a local socket'}, connected since {since:%Y-%m-%dT%H:%M:%S%z})"
+        )
         raise StoreLocked(
             f"{self.store!r} is already open for writing by {who}; a store has one hub"
         )
@@ -901,9 +926,7 @@ class _PostgresBatches:
             conn.execute("COMMIT")
         except psycopg.Error as exc:
             if _is_lost(conn):
-                self.conn = None
-                with contextlib.suppress(psycopg.Error):
-                    conn.close()
+                self._drop(conn)
                 if committing:
                     raise StoreError(
                         f"{name}: the connection was lost while committing; whether this "
