@@ -33,14 +33,14 @@ Rules:
   committing leaves the outcome unknown: that batch fails with :class:`StoreError` saying so
   (read back to find out), never retried blindly.
 - ``exclusive=True`` (the default) makes the store one hub's: the write connection holds a
-  session advisory lock on the schema; a second store is refused with
-  :class:`StoreLocked` naming the holder, and a writer that lost its connection must win
-  the lock again before it writes (ending its own lost connection's backend if the server
-  still has it). The lock is released explicitly when the store is left. A cluster (issue 16) passes ``exclusive=False`` and a
-  ``fence`` instead: ``fence(conn, session_id)`` runs inside every session write's own
-  transaction (``append``, ``save_session``, ``save_snapshot``), before anything is
-  written, and raising refuses that write alone (e.g. ``SELECT epoch FROM shards ... FOR
-  SHARE`` and compare with the epoch this node claimed).
+  session advisory lock on the schema; a second store is refused with :class:`StoreLocked`
+  naming the holder, and a writer that lost its connection must win the lock again before
+  it writes (ending its own lost connection's backend if the server still has it). The
+  lock is released explicitly when the store is left. A cluster (issue 16) passes
+  ``exclusive=False`` and a ``fence`` instead: ``fence(conn, session_id)`` runs inside
+  every session write's own transaction (``append``, ``save_session``, ``save_snapshot``),
+  before anything is written, and raising refuses that write alone (e.g. ``SELECT epoch
+  FROM shards ... FOR SHARE`` and compare with the epoch this node claimed).
 """
 
 from __future__ import annotations
