@@ -467,6 +467,7 @@ async def serve_ws(
         watched = _WatchedStream(transport)
         try:
             async with trio.open_nursery() as nursery:
+                ws: WebSocketConnection | None = None
                 with trio.move_on_after(handshake_timeout) as handshake:
                     watched.on_end = handshake.cancel
                     try:
@@ -475,8 +476,10 @@ async def serve_ws(
                         )
                         ws = await request.accept()
                     except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
-                        handshake.cancel()
-                if handshake.cancelled_caught:
+                        # (Not handshake.cancel(): with no checkpoint left in the scope,
+                        # cancelled_caught would stay False and ws unbound.)
+                        pass
+                if ws is None:
                     # The peer left, or took too long: let it go now.
                     nursery.cancel_scope.cancel()
                     return
