@@ -461,11 +461,13 @@ async def serve_ws(
     flood = FloodLog()
 
     async def serve_one(stream: trio.SocketStream, address: str) -> None:
-        transport: trio.abc.Stream = stream
-        if ssl_context is not None:
-            transport = trio.SSLStream(stream, ssl_context, server_side=True, https_compatible=True)
-        watched = _WatchedStream(transport)
+        # ``outer``: the outermost layer made so far, closed on the way out (also when the
+        # TLS context refuses to wrap the socket).
+        outer: trio.abc.Stream = stream
         try:
+            if ssl_context is not None:
+                outer = trio.SSLStream(stream, ssl_context, server_side=True, https_compatible=True)
+            outer = watched = _WatchedStream(outer)
             async with trio.open_nursery() as nursery:
                 ws: WebSocketConnection | None = None
                 with trio.move_on_after(handshake_timeout) as handshake:
@@ -491,7 +493,7 @@ async def serve_ws(
                 nursery.cancel_scope.cancel()
         finally:
             try:
-                await trio.aclose_forcefully(watched)
+                await trio.aclose_forcefully(outer)
             finally:
                 limits.release(address)
 
@@ -621,30 +623,33 @@ class WsLink:
             # closed: trio-websocket leaves it open when the handshake is interrupted or
             # the hub drops the connection.
             tcp = await trio.open_tcp_stream(host, port)
-            transport: trio.abc.Stream = tcp
-            if self.ssl_context is not None or self.url.startswith("wss:"):
-                context = self.ssl_context or ssl.create_default_context()
-                transport = trio.SSLStream(
-                    tcp, context, server_hostname=host, https_compatible=True
-                )
-            # Watched: a hub that refuses the connection (at its limit) closes it before
-            # answering; trio-websocket would wait for the answer until connect_timeout.
-            stream = _WatchedStream(transport)
+            # Closed on the way out unless the handshake completed, whatever stopped it: a
+            # TLS context that refuses to wrap the socket (ssl.SSLError, a host name TLS
+            # cannot carry) too. ``stream`` is the outermost layer made so far.
+            stream: trio.abc.Stream = tcp
             handshaken = False
             try:
+                if self.ssl_context is not None or self.url.startswith("wss:"):
+                    context = self.ssl_context or ssl.create_default_context()
+                    stream = trio.SSLStream(
+                        tcp, context, server_hostname=host, https_compatible=True
+                    )
+                # Watched: a hub that refuses the connection (at its limit) closes it before
+                # answering; trio-websocket would wait for the answer until connect_timeout.
+                stream = watched = _WatchedStream(stream)
                 with trio.CancelScope() as handshake:
-                    stream.on_end = handshake.cancel
+                    watched.on_end = handshake.cancel
                     ws = await wrap_client_stream(
                         nursery,
                         # Annotated as a socket or TLS stream, but any Stream works (as for
                         # wrap_server_stream): it only reads, writes and closes it.
-                        stream,  # type: ignore[arg-type]
+                        watched,  # type: ignore[arg-type]
                         host if port in (80, 443) else f"{host}:{port}",
                         resource,
                         max_message_size=HARD_LIMIT_BYTES,
                     )
                     handshaken = True
-                stream.on_end = None
+                watched.on_end = None
                 if not handshaken:
                     raise ConnectionResetError(
                         f"the hub at {self.url} closed the connection during the handshake "
