@@ -17,7 +17,9 @@ from ._evaluators import Seen as Seen
 from ._events import AgentRegistered as AgentRegistered
 from ._events import AgentUnregistered as AgentUnregistered
 from ._events import Audited as Audited
+from ._events import DispatchFailed as DispatchFailed
 from ._events import EnvelopeAccepted as EnvelopeAccepted
+from ._events import EnvelopeRejected as EnvelopeRejected
 from ._events import EventStream as EventStream
 from ._events import EventStreamStatistics as EventStreamStatistics
 from ._events import ExpectationViolated as ExpectationViolated
@@ -52,8 +54,10 @@ __all__ = (
     "Audited",
     "AuthAdapter",
     "AuthRegistry",
+    "DispatchFailed",
     "Endpoint",
     "EnvelopeAccepted",
+    "EnvelopeRejected",
     "Evaluator",
     "EventStream",
     "EventStreamStatistics",

@@ -70,12 +70,14 @@ class SessionCalls(HubBase):
             # process and over the wire alike.
             check_envelope(envelope, self._core.config.max_envelope_bytes)
             result = await self._post(envelope)
-        except NetworkError:
+        except NetworkError as exc:
             # Refused here, not by the session actor (which counts its own refusals): an
             # unknown sender or session, an ended session, one given up on, poison.
             self._core.counters.rejected += 1
+            self._core.events.rejected(envelope, exc)
             raise
         if isinstance(result, Failed):
+            self._core.events.rejected(envelope, result.error)
             raise result.error
         return result
 
