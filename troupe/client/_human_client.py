@@ -15,7 +15,7 @@ from ._identity import Identity
 from ._inbox import Predicate, seed_timeout, wait_in
 
 if TYPE_CHECKING:
-    from ..hub import Hub
+    from ..api import LocalHub
     from ._hub_client import HubClient
 
 log = logging.getLogger("troupe.client")
@@ -45,7 +45,7 @@ class HumanClient(Identity):
         passport: Passport,
         resume: Resume,
         rule: Rule,
-        hub: Hub | None = None,
+        hub: LocalHub | None = None,
         hub_client: HubClient,
         auto_ack_invites: bool = True,
     ) -> None:

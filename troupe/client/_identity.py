@@ -25,7 +25,7 @@ from ._inbox import Disconnected, Inboxes, Predicate, seed_timeout
 from ._streaming import ChunkCallback, ChunkStream, run_chunk_callbacks
 
 if TYPE_CHECKING:
-    from ..hub import Hub
+    from ..api import LocalHub
     from ._hub_client import HubClient
 
 
@@ -69,7 +69,7 @@ class Identity:
         return self._hub_client
 
     @property
-    def hub(self) -> Hub | None:
+    def hub(self) -> LocalHub | None:
         """The in-process hub (None over a remote link)."""
         return self._hub_client.hub
 

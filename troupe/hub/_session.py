@@ -34,6 +34,7 @@ import trio
 from .. import _tracing
 from .._errors import NetworkError, ProtocolError, StoreError
 from ..actors import Actor
+from ..api import Accepted
 from ..model import (
     EV_CHANNEL_INVITE,
     EV_CHANNEL_INVITE_ACK,
@@ -55,7 +56,6 @@ from ._delivery import catch_up_after_ack, dispatch, recipients_of
 from ._directory import DedupWindow
 from ._passivation import Passivate, prepare_to_passivate
 from ._session_parts import (
-    Accepted,
     HubPost,
     Post,
     SendInvites,

@@ -56,13 +56,6 @@ class EndSession:
     only_if_pending: bool = False
 
 
-@attrs.frozen
-class Accepted:
-    envelope_id: str
-    seq: int
-    duplicate: bool = False
-
-
 SessionMsg = Post | HubPost | SendInvites | EndSession | Passivate
 
 

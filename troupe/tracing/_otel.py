@@ -16,7 +16,7 @@ from .. import __version__
 from ..model import Envelope, RequestFrame, ResponseFrame, SessionMetadata
 
 if TYPE_CHECKING:
-    from ..hub import Accepted
+    from ..api import Accepted
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 

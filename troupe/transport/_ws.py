@@ -65,7 +65,7 @@ from ..model import (
 )
 
 if TYPE_CHECKING:
-    from ..hub import Hub
+    from ..api import LocalHub
 
 log = logging.getLogger("troupe.transport.ws")
 
@@ -430,7 +430,7 @@ def _peer_address(stream: trio.SocketStream) -> str:
 
 
 async def serve_ws(
-    hub: Hub,
+    hub: LocalHub,
     host: str = "127.0.0.1",
     port: int = 8765,
     *,
