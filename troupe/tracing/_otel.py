@@ -12,7 +12,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from .. import __version__
+from .._version import __version__
 from ..model import Envelope, RequestFrame, ResponseFrame, SessionMetadata
 
 if TYPE_CHECKING:
