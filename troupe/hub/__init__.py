@@ -23,6 +23,7 @@ from ._events import EnvelopeAccepted as EnvelopeAccepted
 from ._events import EventStream as EventStream
 from ._events import EventStreamStatistics as EventStreamStatistics
 from ._events import ExpectationViolated as ExpectationViolated
+from ._events import ExpectationViolation as ExpectationViolation
 from ._events import HubEvent as HubEvent
 from ._events import Missed as Missed
 from ._events import SessionActorCrashed as SessionActorCrashed
@@ -32,7 +33,6 @@ from ._events import SessionCreated as SessionCreated
 from ._events import SessionOpened as SessionOpened
 from ._events import TaskChanged as TaskChanged
 from ._events import TurnFailed as TurnFailed
-from ._expectations import ExpectationViolation as ExpectationViolation
 from ._expectations import Handler as Handler
 from ._hub import Hub as Hub
 from ._lanes import StreamStatistics as StreamStatistics

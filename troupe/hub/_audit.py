@@ -18,7 +18,7 @@ from .._errors import StoreError
 from ..actors import Actor
 from ..mailbox import Mailbox
 from ..store import Store
-from ._core import Failed
+from ._hub_messages import Failed
 
 log = logging.getLogger("troupe.hub.audit")
 

@@ -28,8 +28,9 @@ from ..model import (
     ReceiptFrame,
     is_substantive,
 )
-from ._core import Failed, HubCore
+from ._core import HubCore
 from ._delivery import CatchUp, Deliver, held_back, recipients_of
+from ._hub_messages import Failed
 from ._lanes import ChunkOut
 from ._rules import accepts_inbound
 

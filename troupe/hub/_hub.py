@@ -103,13 +103,14 @@ from ._arbiters import Arbiter
 from ._audit import ReadAudit
 from ._auth import AuthRegistry
 from ._connection import Bind, Caller
-from ._core import Failed, HubCore
+from ._core import HubCore
 from ._delivery import dispatch
 from ._directory import Gate, SessionEntry
 from ._evaluators import Evaluator
-from ._events import DEFAULT_CAPACITY, EventStream
-from ._expectations import ExpectationSweeper, ExpectationViolation, Handler
+from ._events import DEFAULT_CAPACITY, EventStream, ExpectationViolation
+from ._expectations import ExpectationSweeper, Handler
 from ._extensions import ExtensionState, check_callable, check_name
+from ._hub_messages import Failed
 from ._lanes import StreamStatistics
 from ._listeners import LISTENER_CAPACITY, run_listener
 from ._session import SessionActor, expire_tasks_of
@@ -166,7 +167,10 @@ class Hub:
         self._root: Supervisor | None = None
         self._endpoints: dict[str, ActorRef[Any, Any]] = {}
         self._client_nursery: trio.Nursery | None = None
-        self._expectations = ExpectationSweeper(self)
+        #: Serves one connection (``_serve.serve_endpoint``, set by ``open_hub``, which
+        #: imports both: the connection's serving code depends on this handle, not back).
+        self._serve_endpoint: Callable[..., Awaitable[None]] | None = None
+        self._expectations: ExpectationSweeper[Hub] = ExpectationSweeper(self)
         self._ext = ExtensionState()
 
     @property
@@ -1298,13 +1302,12 @@ class Hub:
 
     async def attach_endpoint(self, endpoint: Endpoint) -> str:
         """Serve a new connection (its frames, its deliveries); return its endpoint id."""
-        from ._serve import serve_endpoint
-
         assert self._connections is not None, "the hub is not running"
+        assert self._serve_endpoint is not None, "the hub is not running"
         await self._connections.start_child(
             ChildSpec(
                 endpoint.endpoint_id,
-                partial(serve_endpoint, self, endpoint),
+                partial(self._serve_endpoint, self, endpoint),
                 restart="temporary",
             )
         )
@@ -1530,7 +1533,7 @@ class Hub:
         table[name] = (evaluator, state)
 
     def register_violation_handler(
-        self, name: str, handler: Handler, *, replace: bool = False
+        self, name: str, handler: Handler[Hub], *, replace: bool = False
     ) -> None:
         """Run ``await handler(hub, violation)`` for expectations with ``on_violation=name``.
 

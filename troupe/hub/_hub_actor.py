@@ -54,11 +54,12 @@ from ..model._convert import is_due
 from ..model._identity import KINDS
 from ..store import AgentRecord
 from ._auth import AuthRegistry
-from ._core import Failed, HubCore
+from ._core import HubCore
 from ._directory import SessionEntry
 from ._hub_messages import (
     ExpireSessionTasks,
     ExpireTasks,
+    Failed,
     FindAccepted,
     FindAnswer,
     FindEnvelope,

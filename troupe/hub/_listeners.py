@@ -37,6 +37,7 @@ from ._events import (
     EnvelopeAccepted,
     EventStream,
     ExpectationViolated,
+    ExpectationViolation,
     HubEvent,
     Missed,
     SessionActorCrashed,
@@ -47,7 +48,6 @@ from ._events import (
     TaskChanged,
     TurnFailed,
 )
-from ._expectations import ExpectationViolation
 
 log = logging.getLogger("troupe.hub.listeners")
 

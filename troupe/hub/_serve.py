@@ -36,7 +36,7 @@ from ..model import (
     WelcomeFrame,
 )
 from ._connection import Bind, Caller, ConnectionActor, Flush, Receipt, SendOut
-from ._core import Failed
+from ._hub_messages import Failed
 from ._rpc import error_code, handle_request
 from ._rules import TokenBucket
 

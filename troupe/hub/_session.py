@@ -26,7 +26,7 @@ same recovery, without the re-dispatch (see ``_passivation.py``).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import trio
@@ -48,15 +48,17 @@ from ..model import (
     SessionState,
     is_substantive,
 )
+from ..session_types import AuctionPhase, AuctionState, select_winner
 from ..store import dedup_keys
 from ._activity import Activity, forget_activity, load_activity, save_activity
-from ._arbiters import award_if_due
-from ._core import Failed, HubCore
+from ._arbiters import AWARD_KEY, bids_of
+from ._core import HubCore
 from ._delivery import catch_up_after_ack, dispatch, recipients_of
-from ._directory import DedupWindow
-from ._passivation import Passivate, prepare_to_passivate
+from ._directory import DedupWindow, Gate
+from ._hub_messages import Failed
 from ._session_parts import (
     HubPost,
+    Passivate,
     Post,
     SendInvites,
     SessionMsg,
@@ -558,3 +560,79 @@ async def expire_tasks_of(core: HubCore, session_id: str) -> None:
             session_id,
             result.error,
         )
+
+
+async def award_if_due(actor: SessionActor) -> None:
+    """Ask the auction's arbiter for the winner once every bidder has bid (``_arbiters``)."""
+    state = actor.state
+    name = actor.metadata.knobs.get("arbiter")
+    if (
+        not isinstance(name, str)
+        or not isinstance(state, AuctionState)
+        or state.phase is not AuctionPhase.BIDDING
+        or len(state.bids) < len(state.bidders)
+    ):
+        return
+    core = actor.core
+    sid = actor.sid
+
+    def failed(why: str) -> None:
+        log.warning("auction %s: arbiter %r: %s; the initiator selects", sid, name, why)
+        core.audit("arbiter_failed", session_id=sid, arbiter=name, reason=why)
+
+    arbiter = core.arbiters.get(name)
+    if arbiter is None:
+        failed("not registered")
+        return
+    bids = bids_of(await core.store.read(sid), state)
+    try:
+        winner = cast(object, arbiter(tuple(bids)))  # a registered function's answer
+    except Exception as exc:
+        failed(f"raised {exc!r}")
+        return
+    if winner is None:
+        return
+    if not isinstance(winner, str):
+        failed(f"returned {winner!r}, not a bidder's id")
+        return
+    select = attrs.evolve(select_winner(sid, state.initiator_id, winner), idempotency_key=AWARD_KEY)
+    try:
+        result = await actor._post(select, 1, internal=True)
+    except NetworkError as exc:
+        failed(str(exc))
+        return
+    if isinstance(result, Failed):
+        failed(str(result.error))
+
+
+def _busy(actor: SessionActor) -> bool:
+    stats = actor.ref.mailbox.statistics()
+    gate = actor.entry.gate
+    return bool(stats.queued or stats.waiting_senders or (gate is not None and gate.users))
+
+
+async def prepare_to_passivate(actor: SessionActor, request: Passivate) -> bool:
+    """Run by the session actor on ``Passivate``: whether it may be stopped now."""
+    gate = actor.entry.gate
+    if (
+        request.withdrawn.is_set()
+        or (gate is not None and gate.passivating is not None)  # another passivation's
+        or actor.metadata.state.terminal
+        or _busy(actor)
+    ):
+        await trio.lowlevel.checkpoint()
+        return False
+    snapshots = actor.stype is not None and actor.core.config.snapshot_every > 0
+    if snapshots and actor.last_seq > actor.snapshot_seq:
+        try:
+            await actor.save_snapshot()
+        except StoreError as exc:
+            # Stay live (a passivated session is recovered from its snapshot): the next
+            # sweep tries again. Crashing would cost a restart for nothing.
+            log.warning("session %s: not passivated, its snapshot failed: %s", actor.sid, exc)
+            return False
+        if _busy(actor) or request.withdrawn.is_set():
+            return False  # someone came during the snapshot, or nobody waits: stay
+    gate = actor.entry.gate = actor.entry.gate or Gate()
+    gate.passivating = request.stopped
+    return True
