@@ -4,6 +4,7 @@ Imports are read with ``ast`` from every module of the package, counting those u
 ``if TYPE_CHECKING:`` and inside functions: an import that only a type checker or a late
 call makes is still a dependency of the design.
 
+- No import cycles among troupe's modules (the test prints the cycle it finds).
 - ``client/``, ``transport/`` and ``api/`` never import ``hub/`` or ``store/``: a client that
   only talks WebSocket loads neither the hub nor the store (nor sqlite3).
 """
@@ -85,6 +86,11 @@ def test_the_import_graph_is_read() -> None:
     assert "troupe.api" in GRAPH["troupe.hub._hub"]
     assert "troupe.model" in GRAPH["troupe.api._requests"]
     assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+
+
+def test_no_import_cycles() -> None:
+    cycle = _find_cycle(GRAPH)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or ())
 
 
 @pytest.mark.parametrize("layer", ["troupe.client", "troupe.transport", "troupe.api"])

@@ -17,15 +17,25 @@ that session has deliveries waiting; different sessions are handled concurrently
 envelope is handled the hub gets a receipt (``ack``, or ``nack`` if the handler raised), which
 advances that identity's cursor: on a reconnect the hub replays what was not acked, and the
 client drops what it already handled, so a handler never sees a duplicate.
+
+This module holds the client side of a hub connection as one concept: ``HubClient`` and
+what it serves, the identities (``Identity``, ``AgentClient``, ``HumanClient``), their
+``Channel`` handles and ``Turn`` s, the streamed chunks' router and the delivery router.
+They refer to each other in both directions, so they live in one module rather than in
+files that import each other.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
-from collections.abc import Sequence
+import math
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, aclosing
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Protocol, Self, TypeVar
 
 import attrs
 import trio
@@ -38,7 +48,16 @@ from tenacity import (
 from trio_websocket import HandshakeError
 
 from .. import _tracing
-from .._errors import ConnectionLost, IdentityInUse, NetworkError, NotFoundError, StoreError
+from .._errors import (
+    ConnectionLost,
+    IdentityInUse,
+    MailboxClosed,
+    NetworkError,
+    NotFoundError,
+    ProtocolError,
+    StoreError,
+)
+from .._tracing import turn_span
 from ..api import (
     Accepted,
     CanSend,
@@ -74,7 +93,12 @@ from ..api import (
     Unregister,
     UpdateTask,
 )
+from ..mailbox import Mailbox
 from ..model import (
+    EV_CHANNEL_INVITE,
+    EV_CHANNEL_INVITE_ACK,
+    EV_CHANNEL_INVITE_REJECT,
+    EV_TEXT,
     ChunkFrame,
     Envelope,
     ErrorFrame,
@@ -82,27 +106,1111 @@ from ..model import (
     InvalidFrame,
     NotifyFrame,
     Passport,
+    ReceiptFrame,
     ResponseFrame,
     Resume,
     Rule,
     SessionMetadata,
+    SessionState,
     StreamChunk,
     TaskMetadata,
     TaskState,
     WelcomeFrame,
+    is_protocol_event,
     is_substantive,
 )
-from ..session_types import AnySessionType, ViewPolicy, builtin_types
+from ..session_types import AnySessionType, HistoryItem, ViewPolicy, builtin_types
 from ..transport import LocalLink, LocalLinkClient, WsLink, WsLinkClient
-from ._agent_client import AgentClient, Handler
-from ._human_client import HumanClient
-from ._identity import Identity
+from ._inbox import ENDED_KEPT, ENDINGS, Disconnected, Inboxes, Predicate, seed_timeout, wait_in
 from ._remote import RemoteHub
-from ._router import Router
-from ._streaming import ChunkRouter
-from ._turn import Agent
+
+if TYPE_CHECKING:
+    from ..api import LocalHub
+
+
+# -- Channel: a participant's handle on one session (the seed's word for it). ------------------
+
+#: The depth of the envelope whose turn is being handled in this context (None outside one).
+HANDLING_DEPTH: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "troupe_handling_depth", default=None
+)
+
+
+class Channel:
+    """What ``open`` returns: send into the session, wait in it, close it.
+
+    ``channel_id`` is the session id (the seed's name); ``session_id`` says the same.
+    """
+
+    def __init__(self, metadata: SessionMetadata, client: Identity) -> None:
+        self._metadata = metadata
+        self._client = client
+
+    def __repr__(self) -> str:
+        return f"<Channel {self.session_id} {self._metadata.manifest_type} {self.state.value}>"
+
+    @property
+    def session_id(self) -> str:
+        return self._metadata.session_id
+
+    @property
+    def channel_id(self) -> str:
+        return self._metadata.session_id
+
+    @property
+    def metadata(self) -> SessionMetadata:
+        """The metadata as of creation or the last :meth:`info`."""
+        return self._metadata
+
+    @property
+    def state(self) -> SessionState:
+        return self._metadata.state
+
+    async def send(
+        self,
+        text: str,
+        *,
+        audience: Sequence[str] | None = None,
+        causation_id: str | None = None,
+        depth: int | None = None,
+    ) -> str:
+        """Post an ``EV_TEXT`` envelope; return its id.
+
+        ``depth`` defaults to one more than the envelope whose turn is being handled (a
+        delegation from inside a turn), else 0.
+        """
+        if depth is None:
+            current = HANDLING_DEPTH.get()
+            depth = 0 if current is None else current + 1
+        envelope = Envelope(
+            session_id=self.session_id,
+            sender_id=self._client.agent_id,
+            event_type=EV_TEXT,
+            event_data={"text": text},
+            audience=tuple(audience) if audience is not None else None,
+            causation_id=causation_id,
+            depth=depth,
+        )
+        return await self._client.send_envelope(envelope)
+
+    async def wait_for(self, predicate: Predicate) -> Envelope:
+        """Wait for an envelope of this session that ``predicate`` accepts.
+
+        No deadline of its own: wrap it in ``trio.move_on_after`` / ``fail_after``.
+        """
+        return await self._client.wait_for_channel_event(
+            channel_id=self.session_id, predicate=predicate, timeout=math.inf
+        )
+
+    async def info(self) -> SessionMetadata:
+        """Fresh metadata from the hub."""
+        self._metadata = await self._client.hub_client.get_session(self.session_id)
+        return self._metadata
+
+    async def close(self, reason: str = "") -> SessionMetadata:
+        self._metadata = await self._client.hub_client.close_session(self.session_id, reason=reason)
+        return self._metadata
+
+
+# -- Streaming on the client: sending a reply as chunks, and handing received chunks on. -------
+#
+# Sending: a :class:`ChunkStream` numbers the chunks of one stream and sends each to the hub
+# (in process a direct call, over a network a ``ChunkFrame``); the final envelope, posted as
+# usual, carries the stream's id (``Envelope.stream_id``). In a turn, ``await
+# turn.stream(text)`` does this and the default turn handler stamps the reply.
+#
+# Receiving: chunks for an identity wait in a queue of at most ``CLIENT_CHUNK_BUFFER``
+# (beyond that they are dropped and counted); one task per identity hands them, in order, to
+# ``receive_chunk``, which runs the identity's chunk callbacks. Chunks are not acked or
+# replayed, and may reach a callback after the final envelope reached the envelope callbacks
+# (the two travel on different queues): the final envelope is the truth.
 
 log = logging.getLogger("troupe.client")
+
+ChunkCallback = Callable[[StreamChunk], Awaitable[None]]
+
+#: Chunks that may wait per identity on the client before they are dropped.
+CLIENT_CHUNK_BUFFER: Final = 256
+
+
+class ChunkStream:
+    """One stream of chunks from one identity into one session.
+
+    Get one from :meth:`AgentClient.new_stream` / :meth:`HumanClient.new_stream`, or use
+    ``turn.stream(text)`` in ``respond``. Post the final envelope with
+    ``stream_id=stream.stream_id``.
+    """
+
+    def __init__(
+        self,
+        identity: Identity,
+        session_id: str,
+        *,
+        audience: Sequence[str] | None = None,
+        parent_envelope_id: str = "",
+        checked: bool = False,
+    ) -> None:
+        self._identity = identity
+        self._session_id = session_id
+        self._audience = tuple(audience) if audience is not None else None
+        self._parent = parent_envelope_id
+        self._checked = checked
+        self._next = 0
+        self.stream_id = uuid.uuid4().hex
+
+    @property
+    def sent(self) -> int:
+        """How many chunks were sent (the next chunk's index)."""
+        return self._next
+
+    async def send(self, text: str) -> None:
+        """Send ``text`` as the stream's next chunk (best effort; an empty text is skipped).
+
+        Before the first chunk the hub is asked whether this identity may post in the
+        session now; each chunk is checked again by the hub, which drops (and counts) one
+        that fails.
+
+        Raises:
+          ProtocolError: this identity may not post in the session now.
+          TypeError: ``text`` is not a string.
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"a chunk is text, got {type(text).__name__}")
+        identity = self._identity
+        identity._check_connected()
+        hc = identity.hub_client
+        if not self._checked:
+            if not await hc.acan_send(self._session_id, identity.agent_id):
+                raise ProtocolError(
+                    f"{identity._who()} may not post in session {self._session_id} now, "
+                    "so it may not stream there"
+                )
+            self._checked = True
+        if not text:
+            await trio.lowlevel.checkpoint()
+            return
+        chunk = StreamChunk(
+            session_id=self._session_id,
+            sender_id=identity.agent_id,
+            stream_id=self.stream_id,
+            index=self._next,
+            text=text,
+            parent_envelope_id=self._parent,
+            audience=self._audience,
+        )
+        self._next += 1
+        await hc.stream_chunk(chunk)
+
+
+class ChunkRouter:
+    """The receiving side: per identity, a bounded queue drained by one task."""
+
+    def __init__(self, clients: dict[str, Identity], router: Router) -> None:
+        self._clients = clients
+        self._router = router
+        self._queues: dict[str, deque[StreamChunk]] = {}
+        #: Chunks dropped because an identity's queue was full (or it is unknown here).
+        self.dropped = 0
+
+    def route(self, chunk: StreamChunk, recipient_id: str) -> None:
+        nursery = self._router.nursery
+        if recipient_id not in self._clients or nursery is None:
+            self.dropped += 1
+            return
+        queue = self._queues.get(recipient_id)
+        if queue is None:
+            queue = self._queues[recipient_id] = deque()
+            nursery.start_soon(self._drain, recipient_id, queue)
+        if len(queue) >= CLIENT_CHUNK_BUFFER:
+            self.dropped += 1
+            return
+        queue.append(chunk)
+
+    async def _drain(self, recipient_id: str, queue: deque[StreamChunk]) -> None:
+        try:
+            while queue:
+                chunk = queue.popleft()
+                identity = self._clients.get(recipient_id)
+                if identity is None or identity.disconnected:
+                    continue
+                try:
+                    await identity.receive_chunk(
+                        chunk,
+                        channel_id=chunk.session_id,
+                        parent_envelope_id=chunk.parent_envelope_id,
+                    )
+                except Exception:
+                    log.exception("%s: receive_chunk failed", identity)
+        finally:
+            del self._queues[recipient_id]
+
+
+async def run_chunk_callbacks(
+    identity: Identity, callbacks: list[ChunkCallback], chunk: StreamChunk
+) -> None:
+    """Call each callback in order; one that raises is logged and the others still run."""
+    for callback in list(callbacks):
+        try:
+            await callback(chunk)
+        except Exception:
+            log.exception(
+                "chunk callback raised: %s session=%s stream=%s",
+                identity,
+                chunk.session_id,
+                chunk.stream_id,
+            )
+
+
+# -- What AgentClient and HumanClient share: identity, outbound posts, inboxes, waits. ---------
+
+
+class Identity:
+    """One registered identity served by a HubClient connection."""
+
+    def __init__(
+        self, *, passport: Passport, resume: Resume, rule: Rule, hub_client: HubClient
+    ) -> None:
+        assert passport.agent_id is not None
+        self._passport = passport
+        self._resume = resume
+        self._rule = rule
+        self._hub_client = hub_client
+        self._disconnected = False
+        self._inboxes = Inboxes(self._who())
+        self._chunk_callbacks: list[ChunkCallback] = []
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._passport.name} {self.agent_id}>"
+
+    @property
+    def agent_id(self) -> str:
+        assert self._passport.agent_id is not None
+        return self._passport.agent_id
+
+    @property
+    def passport(self) -> Passport:
+        return self._passport
+
+    @property
+    def resume(self) -> Resume:
+        return self._resume
+
+    @property
+    def rule(self) -> Rule:
+        return self._rule
+
+    @property
+    def hub_client(self) -> HubClient:
+        return self._hub_client
+
+    @property
+    def hub(self) -> LocalHub | None:
+        """The in-process hub (None over a remote link)."""
+        return self._hub_client.hub
+
+    @property
+    def disconnected(self) -> bool:
+        return self._disconnected
+
+    def _who(self) -> str:
+        """This identity in error messages: ``HumanClient 'bea' (<agent id>)``."""
+        return f"{type(self).__name__} {self._passport.name!r} ({self.agent_id})"
+
+    def _check_connected(self) -> None:
+        if self._disconnected:
+            raise Disconnected(f"{self._who()} is disconnected")
+
+    async def receive(self, envelope: Envelope) -> None:
+        """Handle one delivered envelope (the HubClient acks it afterwards)."""
+        raise NotImplementedError
+
+    def _holds(self, envelope: Envelope) -> bool:
+        """Whether ``envelope``, still being handled, is already taken in for good.
+
+        Closing the client acks such a delivery rather than leave it to be replayed. An
+        agent holds nothing before its turn ends (a turn cut short is owed again).
+        """
+        return False
+
+    # -- outbound ----------------------------------------------------------------------------
+
+    async def post_envelope(self, envelope: Envelope) -> str:
+        """Post any envelope; an empty ``sender_id`` is filled with this identity's id."""
+        self._check_connected()
+        if envelope.sender_id == "":
+            envelope = attrs.evolve(envelope, sender_id=self.agent_id)
+        return await self._hub_client.post_envelope(envelope)
+
+    async def send_envelope(self, envelope: Envelope) -> str:
+        """Alias of :meth:`post_envelope` (what Channel calls)."""
+        return await self.post_envelope(envelope)
+
+    async def send(
+        self,
+        channel_id: str,
+        text: str,
+        *,
+        audience: Sequence[str] | None = None,
+        causation_id: str | None = None,
+    ) -> str:
+        """Post an ``EV_TEXT`` envelope into ``channel_id`` (a session id); return its id."""
+        return await self.post_envelope(
+            Envelope(
+                session_id=channel_id,
+                sender_id=self.agent_id,
+                event_type=EV_TEXT,
+                event_data={"text": text},
+                audience=tuple(audience) if audience is not None else None,
+                causation_id=causation_id,
+            )
+        )
+
+    async def open(
+        self,
+        *,
+        type: str,  # noqa: A002 - the seed's parameter name
+        target: str | Sequence[str],
+        ttl: str | int | None = None,
+        knobs: dict[str, object] | None = None,
+        intent: str | None = None,
+        labels: dict[str, str] | None = None,
+    ) -> Channel:
+        """Open a session of ``type`` with ``target`` (names or ids) and return its Channel.
+
+        Returns once every invitee has acked (the session is ACTIVE).
+        """
+        self._check_connected()
+        targets = [target] if isinstance(target, str) else list(target)
+        ids = []
+        for name_or_id in targets:
+            ids.append((await self._hub_client.get_agent(name_or_id)).agent_id or name_or_id)
+        metadata = await self._hub_client.create_session(
+            creator_id=self.agent_id,
+            manifest_type=type,
+            participants=ids,
+            ttl=ttl,
+            knobs=knobs,
+            intent=intent,
+            labels=labels,
+        )
+        self._inboxes.ensure(metadata.session_id)
+        return Channel(metadata, self)
+
+    async def close_channel(self, channel_id: str, reason: str = "") -> SessionMetadata:
+        self._check_connected()
+        return await self._hub_client.close_session(channel_id, reason=reason)
+
+    async def accept_invite(self, invite: Envelope) -> str:
+        """Ack an invite (for clients that do not ack automatically)."""
+        return await self._answer_invite(invite, EV_CHANNEL_INVITE_ACK, {})
+
+    async def reject_invite(self, invite: Envelope, reason: str = "") -> str:
+        """Refuse an invite: the session is closed with reason ``invite_rejected``."""
+        return await self._answer_invite(invite, EV_CHANNEL_INVITE_REJECT, {"reason": reason})
+
+    async def _answer_invite(self, invite: Envelope, kind: str, data: dict[str, Any]) -> str:
+        return await self.post_envelope(
+            Envelope(
+                session_id=invite.session_id,
+                sender_id=self.agent_id,
+                event_type=kind,
+                event_data={"session_id": invite.session_id, **data},
+                causation_id=invite.envelope_id,
+            )
+        )
+
+    # -- streaming ---------------------------------------------------------------------------
+
+    def new_stream(
+        self,
+        channel_id: str,
+        *,
+        audience: Sequence[str] | None = None,
+        parent_envelope_id: str = "",
+    ) -> ChunkStream:
+        """A stream of chunks into ``channel_id`` (a session id) from this identity.
+
+        Send chunks with ``await stream.send(text)``, then post the final envelope with
+        ``stream_id=stream.stream_id`` (and the same ``audience``): the chunks reach only
+        the participants that envelope would reach.
+        """
+        return ChunkStream(
+            self, channel_id, audience=audience, parent_envelope_id=parent_envelope_id
+        )
+
+    def on_chunk(self, callback: ChunkCallback) -> None:
+        """Call ``callback`` for every streamed chunk received, in registration order.
+
+        Chunks are best effort (see ``StreamChunk.index`` for gaps); an exception in a
+        callback is logged and does not stop the others.
+        """
+        self._chunk_callbacks.append(callback)
+
+    def remove_chunk_callback(self, callback: ChunkCallback) -> None:
+        """Detach a chunk callback; no-op if it is not attached."""
+        if callback in self._chunk_callbacks:
+            self._chunk_callbacks.remove(callback)
+
+    async def receive_chunk(
+        self, delta: object, *, channel_id: str, parent_envelope_id: str
+    ) -> None:
+        """Hub delivery of a streamed chunk (``delta`` is a :class:`StreamChunk`).
+
+        Runs the :meth:`on_chunk` callbacks. Override it to handle chunks otherwise (the
+        seed's signature).
+        """
+        if self._disconnected or not isinstance(delta, StreamChunk):
+            await trio.lowlevel.checkpoint()
+            return
+        await run_chunk_callbacks(self, self._chunk_callbacks, delta)
+
+    # -- waiting -----------------------------------------------------------------------------
+
+    def ensure_channel_inbox(self, channel_id: str) -> Mailbox[Envelope]:
+        """The session's inbox, created if needed (create it before sending, then wait)."""
+        return self._inboxes.ensure(channel_id)
+
+    def discard_channel_inbox(self, channel_id: str) -> None:
+        self._inboxes.discard(channel_id)
+
+    async def wait_for_channel_event(
+        self,
+        *,
+        channel_id: str,
+        predicate: Predicate,
+        timeout: float = 300.0,  # noqa: ASYNC109 - the seed's parameter
+    ) -> Envelope:
+        """Wait for an envelope of ``channel_id`` that ``predicate`` accepts.
+
+        Takes only the envelope that matched: others stay for other waiters.
+
+        Raises:
+          TimeoutError: nothing matched within ``timeout`` seconds.
+          Disconnected: this identity is (or becomes) disconnected (a RuntimeError).
+          ProtocolError: the session ended without a match.
+        """
+        self._check_connected()
+        with seed_timeout(timeout, f"session {channel_id}"):
+            return await self._inboxes.wait(channel_id, predicate)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def disconnect(self) -> None:
+        """Stop handling deliveries and wake every waiter. Idempotent."""
+        await trio.lowlevel.checkpoint()
+        self._lose_connection()
+
+    def _lose_connection(self) -> None:
+        """:meth:`disconnect`, without a checkpoint (for a loop that is ending). Idempotent."""
+        if self._disconnected:
+            return
+        self._disconnected = True
+        self._inboxes.close_all()
+        self._on_disconnect()
+
+    def _on_disconnect(self) -> None:
+        """Subclasses wake their own waiters."""
+
+
+# -- Routing deliveries to identities: per (identity, session) in WAL order, acked after. ------
+#
+# Each (identity, session) with deliveries waiting has one task draining them in order;
+# different sessions are handled concurrently. After an envelope is handled the hub gets a
+# receipt (``ack``, or ``nack`` if the handler raised), which advances that identity's cursor:
+# on a reconnect the hub replays what was not acked, and the router drops what it already
+# handled (re-acking it), so a handler never sees a duplicate. An envelope that was nacked is
+# handled again when it is replayed.
+
+
+SendFrame = Callable[[Frame], Awaitable[None]]
+
+
+class Router:
+    """The delivery side of one HubClient."""
+
+    def __init__(self, clients: dict[str, Identity], send: SendFrame) -> None:
+        self._clients = clients
+        self._send = send
+        self.nursery: trio.Nursery | None = None
+        #: (identity, session) -> highest seq routed to a handler / fully handled.
+        self._routed: dict[tuple[str, str], int] = {}
+        self._handled: dict[tuple[str, str], int] = {}
+        #: Sessions that ended, with the last seq handled (the oldest forgotten first).
+        self._ended: OrderedDict[tuple[str, str], int] = OrderedDict()
+        #: (identity, session, seq) handled with a nack: a replay of it is handled again.
+        self._nacked: set[tuple[str, str, int]] = set()
+        #: Deliveries waiting per (identity, session); each has one task draining it.
+        self._queues: dict[tuple[str, str], deque[Envelope]] = {}
+        #: The delivery each drain has handed to its identity and not yet receipted, and
+        #: those of them handled with an ack (their receipt is being sent): what
+        #: :meth:`flush` acks when the client closes.
+        self._inflight: dict[tuple[str, str], Envelope] = {}
+        self._settled: set[tuple[str, str]] = set()
+
+    def marks(self) -> int:
+        """How many live (identity, session) marks are kept (ended sessions not counted)."""
+        return len(self._routed)
+
+    def route(self, envelope: Envelope, recipient_id: str) -> None:
+        assert self.nursery is not None
+        identity = self._clients.get(recipient_id)
+        if identity is None:
+            self.nursery.start_soon(
+                self._receipt, envelope, recipient_id, "nack", "no such identity on this client"
+            )
+            return
+        key = (recipient_id, envelope.session_id)
+        retry = (recipient_id, envelope.session_id, envelope.seq)
+        ended = self._ended.get(key)
+        if ended is not None and envelope.seq <= ended:
+            # A session that ended here, replayed (its last receipts were lost): re-ack.
+            self.nursery.start_soon(self._receipt, envelope, recipient_id, "ack", "")
+            return
+        if retry in self._nacked:
+            self._nacked.discard(retry)  # it failed before: handle it again
+        elif envelope.seq <= self._routed.get(key, 0):
+            if envelope.seq <= self._handled.get(key, 0):
+                # Handled before (its receipt was lost): ack again, do not handle twice.
+                self.nursery.start_soon(self._receipt, envelope, recipient_id, "ack", "")
+            return
+        self._routed[key] = max(envelope.seq, self._routed.get(key, 0))
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = deque()
+            self.nursery.start_soon(self._drain, key, queue)
+        queue.append(envelope)
+
+    async def _drain(self, key: tuple[str, str], queue: deque[Envelope]) -> None:
+        """Hand the session's deliveries, in order, to whoever holds the identity now.
+
+        The handle is looked up for each envelope: an identity attached again on this client
+        takes over what is queued. With no connected handle left, the rest is not acked (the
+        hub replays it) and its marks are taken back, so that a replay routes it again.
+        """
+        agent_id, session_id = key
+        try:
+            while queue:
+                envelope = queue[0]
+                identity = self._clients.get(agent_id)
+                if identity is None or identity.disconnected:
+                    break
+                status, reason = "ack", ""
+                self._inflight[key] = envelope
+                try:
+                    await identity.receive(envelope)
+                except Exception as exc:
+                    log.exception("%s failed to handle %s", identity, envelope.envelope_id)
+                    status, reason = "nack", f"{type(exc).__name__}: {exc}"
+                    self._nacked.add((agent_id, session_id, envelope.seq))
+                queue.popleft()
+                self._handled[key] = max(envelope.seq, self._handled.get(key, 0))
+                if envelope.event_type in ENDINGS and status == "ack":
+                    self._forget_session(key)
+                if status == "ack":
+                    self._settled.add(key)
+                await self._receipt(envelope, agent_id, status, reason)
+                self._inflight.pop(key, None)
+                self._settled.discard(key)
+        finally:
+            self._inflight.pop(key, None)
+            self._settled.discard(key)
+            if queue:
+                queue.clear()
+                self._routed[key] = self._handled.get(key, 0)
+            del self._queues[key]
+
+    async def flush(self) -> None:
+        """Ack the deliveries handed over whose receipt is not sent yet (``close()``).
+
+        Those handled already (their drain is sending the receipt), and those an identity
+        holds (a person's: queued for them to take) although its handling (a callback) is
+        still running. Without this a client closed right after taking an envelope lost
+        that receipt, and the hub replayed the envelope to the next connection. A receipt
+        sent twice is ignored by the hub.
+        """
+        for key, envelope in list(self._inflight.items()):
+            identity = self._clients.get(key[0])
+            if key in self._settled or (identity is not None and identity._holds(envelope)):
+                await self._receipt(envelope, key[0], "ack", "")
+
+    def _forget_session(self, key: tuple[str, str]) -> None:
+        """A session ended: keep one number for it (bounded), not its live marks."""
+        self._ended[key] = self._handled.pop(key, 0)
+        self._routed.pop(key, None)
+        while len(self._ended) > ENDED_KEPT:
+            self._ended.popitem(last=False)
+
+    async def _receipt(
+        self, envelope: Envelope, recipient_id: str, status: str, reason: str
+    ) -> None:
+        await self._send(
+            ReceiptFrame(
+                envelope_id=envelope.envelope_id,
+                status=status,
+                recipient_id=recipient_id,
+                session_id=envelope.session_id,
+                seq=envelope.seq,
+                reason=reason,
+            )
+        )
+
+
+# -- What an agent is given on its turn, and what it may answer. -------------------------------
+
+
+class _StreamSlot:
+    """Where a turn keeps its stream once it streamed (a Turn itself is frozen)."""
+
+    __slots__ = ("stream",)
+
+    def __init__(self) -> None:
+        self.stream: ChunkStream | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Turn:
+    """One turn of an agent in one session.
+
+    ``text`` is the trigger rendered by the session type; ``history`` is the session type's
+    view of the session for this agent, up to (not including) the trigger.
+
+    ``await turn.stream(text)`` sends part of the reply ahead of it (for an LLM, tokens as
+    they come); ``respond`` still returns the whole reply, which the default turn handler
+    posts with this turn's :attr:`stream_id`.
+    """
+
+    text: str
+    envelope: Envelope
+    session: SessionMetadata
+    history: list[HistoryItem]
+    client: AgentClient = attrs.field(repr=False)
+    _slot: _StreamSlot = attrs.field(init=False, factory=_StreamSlot, repr=False, eq=False)
+
+    @property
+    def session_id(self) -> str:
+        return self.envelope.session_id
+
+    @property
+    def agent_id(self) -> str:
+        return self.client.agent_id
+
+    @property
+    def stream_id(self) -> str | None:
+        """The id of this turn's stream, or None if it did not stream."""
+        stream = self._slot.stream
+        return stream.stream_id if stream is not None else None
+
+    async def stream(self, text: str) -> None:
+        """Send ``text`` as the next chunk of this turn's reply (best effort).
+
+        The chunks go to the participants the reply will go to (the session type decides:
+        everyone else, or in an auction the trigger's sender only), tagged with the
+        trigger's id as ``parent_envelope_id``. An empty ``text`` sends nothing.
+
+        Raises:
+          TypeError: ``text`` is not a string.
+        """
+        slot = self._slot
+        if slot.stream is None:
+            slot.stream = ChunkStream(
+                self.client,
+                self.session_id,
+                audience=self._reply_audience(),
+                parent_envelope_id=self.envelope.envelope_id,
+                checked=True,  # the turn handler asked can_send before the turn
+            )
+        await slot.stream.send(text)
+
+    def _reply_audience(self) -> tuple[str, ...] | None:
+        """The audience the session type gives this turn's reply (asked with a probe).
+
+        When the session type cannot say, the trigger's sender only: chunks must never
+        reach someone the reply would not.
+        """
+        stype = self.client.hub_client.session_type_for(self.session)
+        builder = getattr(stype, "build_reply", None)
+        if builder is None:
+            return None
+        try:
+            probe = builder(self.session, self.agent_id, "\u2026", self.envelope)
+        except (TypeError, ValueError):
+            probe = None
+        if not isinstance(probe, Envelope):
+            return (self.envelope.sender_id,)
+        return probe.audience
+
+
+class Agent(Protocol):
+    """Anything with ``async def respond(self, turn)``: return text to reply, None for silence."""
+
+    async def respond(self, turn: Turn) -> Any: ...
+
+
+# -- AgentClient: a registered agent plus the default turn handler that drives it. -------------
+
+
+Observer = Callable[[Envelope], Awaitable[None]]
+#: What handles an agent's deliveries: ``await handler(envelope, client)``. The default is
+#: :meth:`AgentClient.handle`; a replacement may call it for what it does not handle itself.
+Handler = Callable[[Envelope, "AgentClient"], Awaitable[None]]
+
+
+class AgentClient(Identity):
+    """What ``HubClient.register`` returns: one agent on one connection.
+
+    Deliveries are acked to the hub once handled. Invites are acked at once unless
+    ``auto_ack_invites`` is False (then call :meth:`accept_invite` / :meth:`reject_invite`).
+    Then the handler runs: ``handler`` if one was given (see :meth:`set_handler`), else the
+    default turn handler, :meth:`handle`: on a substantive envelope
+    that gives this agent the floor (the session type's rules, ``can_send``; where the
+    session type names the envelope that gave it, only that one), the agent's
+    ``respond(turn)`` runs and its answer is posted with ``causation_id`` = the trigger.
+    ``None`` or ``""`` is a silent round. A trigger already answered is not answered again (also
+    after a reconnect). A ``respond`` that raises is reported (audit ``turn_failed``) and
+    nothing is posted for it.
+
+    ``async with`` returns the client and unregisters the agent on exit (as the
+    reference's does); the HubClient's own ``close()`` leaves it registered.
+    """
+
+    def __init__(
+        self,
+        *,
+        agent: Agent,
+        passport: Passport,
+        resume: Resume,
+        rule: Rule,
+        hub_client: HubClient,
+        handler: Handler | None = None,
+        auto_ack_invites: bool = True,
+    ) -> None:
+        super().__init__(passport=passport, resume=resume, rule=rule, hub_client=hub_client)
+        self._agent = agent
+        self._handler = handler
+        self._auto_ack_invites = auto_ack_invites
+        self._observers: list[Observer] = []
+        #: Per session: a prefix of the WAL, read incrementally (for turn history).
+        self._transcripts: dict[str, list[Envelope]] = {}
+
+    async def __aenter__(self) -> Self:
+        await trio.lowlevel.checkpoint()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.unregister()
+
+    @property
+    def agent(self) -> Agent:
+        return self._agent
+
+    @property
+    def handler(self) -> Handler | None:
+        """The handler that replaces the default turn handler (None: the default)."""
+        return self._handler
+
+    def set_handler(self, handler: Handler | None) -> None:
+        """Handle deliveries with ``await handler(envelope, client)`` instead of the default
+        turn handler (:meth:`handle`, which it may call); ``None`` restores the default.
+
+        Invites are still acked before it runs unless the agent was registered with
+        ``auto_ack_invites=False``.
+        """
+        self._handler = handler
+
+    def on_envelope(self, callback: Observer) -> None:
+        """Also call ``callback`` for every delivery, before the turn handler."""
+        self._observers.append(callback)
+
+    async def receive(self, envelope: Envelope) -> None:
+        if self._disconnected:
+            await trio.lowlevel.checkpoint()
+            return
+        self._inboxes.put(envelope)
+        for observer in self._observers:
+            await observer(envelope)
+        if (
+            self._auto_ack_invites
+            and envelope.event_type == EV_CHANNEL_INVITE
+            and envelope.sender_id != self.agent_id
+        ):
+            try:
+                await self.accept_invite(envelope)
+            except NetworkError as exc:
+                log.warning("%s could not ack invite %s: %s", self, envelope.envelope_id, exc)
+        if self._handler is not None:
+            await self._handler(envelope, self)
+        else:
+            await self.handle(envelope)
+        if envelope.event_type in ENDINGS:
+            self._transcripts.pop(envelope.session_id, None)
+
+    # -- the default turn handler ------------------------------------------------------------
+
+    async def handle(self, envelope: Envelope) -> None:
+        """The default turn handler (see the class docstring); invites are acked before it."""
+        me = self.agent_id
+        kind = envelope.event_type
+        if is_protocol_event(kind) or envelope.sender_id == me:
+            await trio.lowlevel.checkpoint()
+            return
+        hc = self._hub_client
+        sid = envelope.session_id
+        metadata = await hc.get_session(sid)
+        if metadata.state is not SessionState.ACTIVE or not await hc.acan_send(sid, me):
+            return
+        stype = hc.session_type_for(metadata)
+        text = stype.render(envelope)
+        if text is None:
+            return
+        owed = await hc.pending_turn(sid, me)
+        if owed is not None and owed.triggering_envelope_id not in (None, envelope.envelope_id):
+            return  # a stale trigger (a replay): a later envelope gave me the floor
+        if await hc.find_envelope_by_causation(
+            sid, sender_id=me, causation_id=envelope.envelope_id
+        ):
+            return  # answered before (a redelivery after a reconnect)
+        history = await self._history(metadata, stype, envelope)
+        turn = Turn(text=text, envelope=envelope, session=metadata, history=history, client=self)
+        token = HANDLING_DEPTH.set(envelope.depth)
+        try:
+            with turn_span(envelope, me):
+                reply = await self._agent.respond(turn)
+                answer = self._reply(metadata, stype, envelope, reply)
+                if answer is not None and turn.stream_id is not None:
+                    answer = attrs.evolve(answer, stream_id=turn.stream_id)  # ends the stream
+                if answer is not None:
+                    await hc.post_envelope(answer)
+        except Exception as exc:
+            log.exception("%s: turn on %s failed", self, envelope.envelope_id)
+            await hc.report_turn_failure(
+                session_id=sid, agent_id=me, envelope_id=envelope.envelope_id, exc=exc
+            )
+        finally:
+            HANDLING_DEPTH.reset(token)
+
+    def _reply(
+        self, metadata: SessionMetadata, stype: AnySessionType, trigger: Envelope, reply: Any
+    ) -> Envelope | None:
+        if isinstance(reply, str) and not reply:
+            return None  # an empty body is a silent round (as in the reference)
+        builder = getattr(stype, "build_reply", None)
+        if builder is not None:
+            built: Envelope | None = builder(metadata, self.agent_id, reply, trigger)
+            return built
+        if reply is None:
+            return None
+        if not isinstance(reply, str):
+            raise TypeError(
+                f"respond() returned {type(reply).__name__}; a {stype.name} session expects "
+                "str or None"
+            )
+        return Envelope(
+            session_id=trigger.session_id,
+            sender_id=self.agent_id,
+            event_type=EV_TEXT,
+            event_data={"text": reply},
+            causation_id=trigger.envelope_id,
+            depth=trigger.depth,
+        )
+
+    async def _history(
+        self, metadata: SessionMetadata, stype: AnySessionType, trigger: Envelope
+    ) -> list[HistoryItem]:
+        """The session type's view of the session before ``trigger``, for this agent.
+
+        The session's WAL is cached per session and each turn reads only what was appended
+        since the last one (the reference re-read the whole WAL every turn).
+        """
+        sid = trigger.session_id
+        transcript = self._transcripts.setdefault(sid, [])
+        last = transcript[-1].seq if transcript else 0
+        if last < trigger.seq:
+            transcript.extend(await self._hub_client.read_wal(sid, since=last, until=trigger.seq))
+        prior = [e for e in transcript if e.seq < trigger.seq]
+        await self._hub_client.learn_names([e.sender_id for e in prior])
+        view = stype.default_view_policy(metadata, self.agent_id)
+        return view.project(
+            prior,
+            participant_id=self.agent_id,
+            render=stype.render,
+            name_for=self._hub_client.name_for,
+        )
+
+    async def resume_pending_turns(self) -> int:
+        """Re-run the turns the hub says this agent owes (after a restart); return how many.
+
+        Each trigger is delivered again, through :meth:`receive` like any delivery: the
+        ``on_envelope`` observers and the session's inbox see it, then the turn handler,
+        which skips a trigger already answered, so this is safe to repeat.
+        """
+        count = 0
+        for turn in await self._hub_client.pending_turns_for(self.agent_id):
+            if turn.triggering_envelope_id is None:
+                continue
+            wal = await self._hub_client.read_wal(turn.session_id)
+            trigger = next((e for e in wal if e.envelope_id == turn.triggering_envelope_id), None)
+            if trigger is not None:
+                await self.receive(trigger)
+                count += 1
+        return count
+
+    # -- identity ----------------------------------------------------------------------------
+
+    async def unregister(self) -> None:
+        """Unregister this agent from the hub and disconnect it."""
+        if self._disconnected:
+            await trio.lowlevel.checkpoint()
+            return
+        await self._hub_client.unregister_agent(self.agent_id)
+        await self.disconnect()
+
+    async def set_resume(self, resume: Resume) -> None:
+        await self._hub_client.set_resume(self.agent_id, resume)
+        self._resume = await self._hub_client.get_resume(self.agent_id)
+
+    async def set_skill(self, skill_md: str | None) -> None:
+        await self._hub_client.set_skill(self.agent_id, skill_md)
+
+    async def set_rule(self, rule: Rule) -> None:
+        await self._hub_client.set_rule(self.agent_id, rule)
+        self._rule = await self._hub_client.get_rule(self.agent_id)
+
+
+# -- HumanClient: a participant driven by a person (a UI), not by ``respond``. -----------------
+
+
+EnvelopeCallback = Callable[[Envelope], Awaitable[None]]
+
+#: Envelopes the pull queue keeps for next_envelope()/envelopes() (the oldest are dropped).
+PULL_CAPACITY = 1024
+
+
+class HumanClient(Identity):
+    """What ``HubClient.register_human`` returns (the seed's API, on trio).
+
+    Every delivery is acked to the hub after it was queued for pulling and every push
+    callback ran. Invites are acked at once unless ``auto_ack_invites`` is False (then call
+    :meth:`accept_invite` / :meth:`reject_invite`).
+
+    The pull queue keeps the newest ``PULL_CAPACITY`` envelopes (``drop_oldest``): a UI that
+    stops pulling loses the oldest, never blocks the hub. ``next_envelope(predicate=...)``
+    takes the first match and leaves the others queued (the seed discarded them; then two
+    consumers could lose each other's envelopes).
+    """
+
+    def __init__(
+        self,
+        *,
+        passport: Passport,
+        resume: Resume,
+        rule: Rule,
+        hub: LocalHub | None = None,
+        hub_client: HubClient,
+        auto_ack_invites: bool = True,
+    ) -> None:
+        # ``hub`` is the seed's parameter; the hub is always ``hub_client``'s (None remote).
+        if hub is not None and hub is not hub_client.hub:
+            raise ValueError("HumanClient(hub=...) must be the hub its hub_client talks to")
+        super().__init__(passport=passport, resume=resume, rule=rule, hub_client=hub_client)
+        self._auto_ack_invites = auto_ack_invites
+        self._callbacks: list[EnvelopeCallback] = []
+        self._pull: Mailbox[Envelope] = Mailbox(PULL_CAPACITY, "drop_oldest", name="pull")
+        #: Ids of the deliveries queued for pulling whose callbacks are still running.
+        self._held: set[str] = set()
+
+    async def receive(self, envelope: Envelope) -> None:
+        """Hub delivery: ack invites (unless disabled), queue, then run push callbacks."""
+        if self._disconnected:
+            await trio.lowlevel.checkpoint()
+            return
+        if (
+            self._auto_ack_invites
+            and envelope.event_type == EV_CHANNEL_INVITE
+            and envelope.sender_id != self.agent_id
+        ):
+            try:
+                await self.accept_invite(envelope)
+            except NetworkError as exc:
+                log.warning("%s could not ack invite %s: %s", self, envelope.envelope_id, exc)
+        self._inboxes.put(envelope)
+        self._pull.send_nowait(envelope)
+        self._held.add(envelope.envelope_id)
+        try:
+            for callback in list(self._callbacks):
+                try:
+                    await callback(envelope)
+                except Exception:
+                    log.exception(
+                        "human callback raised: human=%s session=%s event=%s",
+                        self._passport.name,
+                        envelope.session_id,
+                        envelope.event_type,
+                    )
+        finally:
+            self._held.discard(envelope.envelope_id)
+
+    def _holds(self, envelope: Envelope) -> bool:
+        """Queued for this person (its callbacks may still run): closing acks it."""
+        return envelope.envelope_id in self._held
+
+    def on_envelope(self, callback: EnvelopeCallback) -> None:
+        """Call ``callback`` for every delivery, in registration order; errors are logged."""
+        self._callbacks.append(callback)
+
+    def remove_envelope_callback(self, callback: EnvelopeCallback) -> None:
+        """Detach a callback; no-op if it is not attached."""
+        if callback in self._callbacks:
+            self._callbacks.remove(callback)
+
+    async def next_envelope(
+        self,
+        *,
+        predicate: Predicate | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the seed's parameter
+    ) -> Envelope:
+        """The next delivered envelope (that ``predicate`` accepts).
+
+        Unlike the seed, which discarded the envelopes its predicate rejected on the way,
+        this takes only the first match: the others stay queued, in order, for later
+        ``next_envelope()`` calls and ``envelopes()`` (so two consumers with different
+        predicates cannot lose each other's envelopes). A ``timeout`` of zero or less does
+        not wait.
+
+        Raises:
+          TimeoutError: nothing matched within ``timeout`` seconds.
+          Disconnected: this identity is (or becomes) disconnected (a RuntimeError).
+        """
+        self._check_connected()
+        what = f"the inbox of {self._passport.name!r}"
+        with seed_timeout(timeout, what):
+            return await wait_in(
+                self._pull, predicate, what=what, who=self._who(), disconnected=lambda: True
+            )
+
+    async def envelopes(self) -> AsyncIterator[Envelope]:
+        """Every delivered envelope, in arrival order, until disconnect."""
+        while True:
+            try:
+                envelope = await self._pull.receive()
+            except MailboxClosed:
+                return
+            yield envelope
+
+    def _on_disconnect(self) -> None:
+        self._pull.close()
+
+    async def close_channel(self, channel_id: str, reason: str = "human_closed") -> SessionMetadata:
+        """Close a session this human is in (reason ``human_closed`` by default)."""
+        return await super().close_channel(channel_id, reason)
+
+
+# -- HubClient: one connection to a hub, serving any number of identities (the seed's API). ----
+
 
 Link = LocalLink | WsLink
 R = TypeVar("R")

@@ -20,7 +20,7 @@ import trio
 import trio.testing
 
 from ..client import AgentClient, HubClient
-from ..client._turn import Agent
+from ..client._hub_client import Agent
 from ..hub import Faults, Hub
 from ..model import Envelope, Passport
 from ..store import MemoryStore, SQLiteStore, Store
