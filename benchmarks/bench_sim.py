@@ -341,7 +341,10 @@ async def _recovery(n_envelopes: int, snapshot_every: int, db: Path) -> dict[str
         assert b is not None
         await InviteAcker.serve(hub, acks, [b])
         md = await hub.create_session(
-            creator_id=a, manifest_type="conversation", participants=[a, b]
+            creator_id=a,
+            manifest_type="conversation",
+            participants=[a, b],
+            knobs={"max_turns": None},  # E envelopes, past the default cap
         )
         sid = md.session_id
         for i in range(n_envelopes):

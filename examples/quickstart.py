@@ -18,8 +18,10 @@ class Echo:
 async def main() -> None:
     async with open_hub() as hub:  # a path -> SQLiteStore; None -> MemoryStore; or a Store
         hc = HubClient(LocalLink(hub))
-        await hc.register(Echo(), Passport(name="echo"), Resume(claimed_capabilities=["echo"]))
-        me = await hc.register_human(Passport(name="me", kind="human"))
+        resume = Resume(claimed_capabilities=["echo"])
+        # exist_ok: a rerun on the same store attaches to the identities a failed run left
+        await hc.register(Echo(), Passport(name="echo"), resume, exist_ok=True)
+        me = await hc.register_human(Passport(name="me", kind="human"), exist_ok=True)
         ch = await me.open(type="consulting", target="echo")
         await me.send(ch.session_id, "hello")
         reply = await me.wait_for_channel_event(

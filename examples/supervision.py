@@ -1,6 +1,7 @@
 """A supervisor restarts a crashing actor; the ref you hold keeps working.
 
-Run it with ``./dev demo`` (or ``python examples/supervision.py``). It prints each step:
+Run it with ``./dev shell python examples/supervision.py`` (or ``python
+examples/supervision.py`` where troupe is installed). It prints each step:
 an actor under a supervisor, a crash that fails only the ask that caused it, the restart
 (fresh state, same ref, queued messages kept), and a supervisor that gives up after too
 many crashes in a short time.

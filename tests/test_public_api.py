@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import pickle
 import pkgutil
 import subprocess
 import sys
@@ -169,3 +170,62 @@ def test_the_hub_exports_its_extension_points() -> None:
         "unregister_sweeper",
     ):
         assert callable(getattr(hub.Hub, method)), method
+
+
+ERRORS = (
+    "TroupeError",
+    "NetworkError",
+    "NotFoundError",
+    "AccessDeniedError",
+    "RateLimited",
+    "InboxFull",
+    "ProtocolError",
+    "DecodeError",
+    "IllegalTransition",
+    "WorkflowGraphError",
+    "AuthError",
+    "ConnectionLost",
+    "MailboxFull",
+    "MailboxClosed",
+    "ActorDead",
+    "RestartIntensityExceeded",
+    "StoreError",
+    "IncompatibleStore",
+    "StoreLocked",
+    "IdentityInUse",
+)
+
+
+@pytest.mark.parametrize("name", ERRORS)
+def test_errors_print_as_troupe_names_and_pickle(name: str) -> None:
+    # A traceback shows ``troupe.ProtocolError``, not ``troupe._errors.ProtocolError``.
+    cls = getattr(troupe, name)
+    assert f"{cls.__module__}.{cls.__qualname__}" == f"troupe.{name}"
+    exc = (
+        cls("session s-1 said no", record="Envelope", field="x")
+        if name == "DecodeError"
+        else (cls("session s-1 said no"))
+    )
+    back = pickle.loads(pickle.dumps(exc))
+    assert type(back) is cls
+    assert str(back) == "session s-1 said no"
+    assert repr(back) == f"{name}('session s-1 said no')"
+
+
+def test_decode_error_keeps_its_fields_through_pickle() -> None:
+    back = pickle.loads(pickle.dumps(troupe.DecodeError("bad", record="Envelope", field="seq")))
+    assert (back.record, back.field) == ("Envelope", "seq")
+
+
+@pytest.mark.parametrize(
+    ("module", "names"),
+    [
+        ("troupe.actors", ("ActorDead",)),
+        ("troupe.mailbox", ("MailboxFull", "MailboxClosed")),
+        ("troupe.supervisors", ("RestartIntensityExceeded",)),
+    ],
+)
+def test_errors_import_where_the_readme_documents_them(module: str, names: tuple[str, ...]) -> None:
+    mod = importlib.import_module(module)
+    for name in names:
+        assert getattr(mod, name) is getattr(troupe, name)

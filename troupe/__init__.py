@@ -1,6 +1,5 @@
 """troupe: a supervised actor runtime for trio that hosts a multi-agent hub."""
 
-import logging as _logging
 from typing import TYPE_CHECKING, Any
 
 from . import _version
@@ -24,6 +23,7 @@ from ._errors import StoreError as StoreError
 from ._errors import StoreLocked as StoreLocked
 from ._errors import TroupeError as TroupeError
 from ._errors import WorkflowGraphError as WorkflowGraphError
+from ._log import install as _install_logging
 from .client import Agent as Agent
 from .client import AgentClient as AgentClient
 from .client import Channel as Channel
@@ -75,6 +75,7 @@ if TYPE_CHECKING:
     from .hub import NoAuth as NoAuth
     from .hub import open_hub as open_hub
     from .store import MemoryStore as MemoryStore
+    from .store import PostgresStore as PostgresStore
     from .store import SQLiteStore as SQLiteStore
 
 #: Loaded on first use (PEP 562), so that ``import troupe.client`` (a client that only talks
@@ -88,6 +89,7 @@ _LAZY = {
     "NoAuth": "hub",
     "open_hub": "hub",
     "MemoryStore": "store",
+    "PostgresStore": "store",
     "SQLiteStore": "store",
 }
 
@@ -151,6 +153,7 @@ __all__ = (
     "NoAuth",
     "NotFoundError",
     "Passport",
+    "PostgresStore",
     "ProtocolError",
     "RateBlock",
     "RateLimited",
@@ -174,6 +177,7 @@ __all__ = (
     "parse_duration",
 )
 
-# A library leaves logging to its application: without this, Python's last-resort handler
-# would print troupe's warnings (a crashed session, a retried close) to every user's stderr.
-_logging.getLogger("troupe").addHandler(_logging.NullHandler())
+# A library leaves logging to its application: without the null handler, Python's last-resort
+# handler would print troupe's warnings (a crashed session, a retried close) to every user's
+# stderr. The application's own bugs (a failed turn) still reach stderr: see ``_log``.
+_install_logging()

@@ -125,12 +125,20 @@ async def run(db: Path) -> dict[str, int]:
         }
 
 
-async def main() -> None:
+async def main(db: Path | None = None) -> None:
+    """Run the demo on a new store at ``db`` (kept), or on a temporary one (deleted after)."""
+    if db is not None:
+        print(f"troupe demo: a hub on {db} (kept: troupe wal inspect --db {db})")
+        show_summary(await run(db))
+        return
     with tempfile.TemporaryDirectory(prefix="troupe-demo-") as tmp:
         db = Path(tmp) / "hub.db"
-        print(f"troupe demo: a hub on {db}")
-        summary = await run(db)
-        print("3. reopened the store: every accepted envelope is there, seq 1, 2, 3, ...")
-        width = max(len(k) for k in summary)
-        for key, value in summary.items():
-            print(f"  {key:<{width}}  {value}")
+        print(f"troupe demo: a hub on {db} (deleted at the end; --db PATH keeps it)")
+        show_summary(await run(db))
+
+
+def show_summary(summary: dict[str, int]) -> None:
+    print("3. reopened the store: every accepted envelope is there, seq 1, 2, 3, ...")
+    width = max(len(k) for k in summary)
+    for key, value in summary.items():
+        print(f"  {key:<{width}}  {value}")

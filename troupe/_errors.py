@@ -28,6 +28,8 @@ Each message names the id that was wrong.
 
 from __future__ import annotations
 
+from typing import Any
+
 import trio
 
 
@@ -85,9 +87,22 @@ class DecodeError(ProtocolError):
         self.record = record
         self.field = field
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The keyword-only fields are not in ``args``: pickle them explicitly.
+        return (_decode_error, (str(self), self.record, self.field))
+
 
 class IllegalTransition(ProtocolError):
-    """Raised when a state machine is asked for a move its table does not have."""
+    """Raised when a state machine is asked for a move its table does not have.
+
+    ``state`` names the state it was in and ``event`` what was asked of it (empty when not
+    known, as for an error that came over the wire); the machine is left as it was.
+    """
+
+    def __init__(self, message: str, *, state: str = "", event: str = "") -> None:
+        super().__init__(message)
+        self.state = state
+        self.event = event
 
 
 class WorkflowGraphError(ProtocolError):
@@ -156,3 +171,41 @@ class StoreLocked(StoreError):
 
     The message names the file and the holder (pid, host, since when) as it recorded them.
     """
+
+
+def _decode_error(message: str, record: str, field: str) -> DecodeError:
+    return DecodeError(message, record=record, field=field)
+
+
+def _public_name() -> None:
+    """Name every error after the package that exports it, so tracebacks read ``troupe.X``.
+
+    Pickle finds a class by ``__module__`` + ``__qualname__``; ``troupe`` re-exports each
+    of these names, so instances still pickle and unpickle.
+    """
+    for cls in (
+        TroupeError,
+        NetworkError,
+        NotFoundError,
+        AccessDeniedError,
+        RateLimited,
+        InboxFull,
+        ProtocolError,
+        DecodeError,
+        IllegalTransition,
+        WorkflowGraphError,
+        AuthError,
+        ConnectionLost,
+        MailboxFull,
+        MailboxClosed,
+        ActorDead,
+        RestartIntensityExceeded,
+        StoreError,
+        IncompatibleStore,
+        StoreLocked,
+        IdentityInUse,
+    ):
+        cls.__module__ = "troupe"
+
+
+_public_name()

@@ -118,12 +118,14 @@ def main(
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    path = Path(db)
+    made = [p for p in _store_files(path) if not p.exists()]  # what a failed start removes
     failed = False
     try:
         trio.run(
             partial(
                 serve,
-                Path(db),
+                path,
                 host,
                 port,
                 keys,
@@ -132,15 +134,25 @@ def main(
             )
         )
     except* OSError as group:
-        # The port is taken, the host is not ours: say so in one line, not a traceback.
+        # The port is taken, the host is not ours: say so in one line, not a traceback, and
+        # leave no empty store behind (the store opens before the port is bound).
         failed = True
         for exc in _leaves(group):
             print(f"troupe serve: cannot serve on {host}:{port}: {exc}", file=sys.stderr)
+        if path in made:
+            for created in made:
+                created.unlink(missing_ok=True)
     except* StoreError as group:
         failed = True
         for exc in _leaves(group):
             print(f"troupe serve: {exc}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _store_files(db: Path) -> list[Path]:
+    """The files an SQLite store at ``db`` may create: the file, its journals and its lock."""
+    suffixes = ("-wal", "-shm", "-journal", ".lock")
+    return [db, *(db.with_name(db.name + suffix) for suffix in suffixes)]
 
 
 def _leaves(group: BaseExceptionGroup[Exception]) -> list[Exception]:

@@ -142,7 +142,9 @@ def main(db: str, action: str, session: str | None, count: int) -> int:
     except StoreError as exc:  # not a troupe store, a newer schema, an unreadable file
         print(f"troupe wal: {exc}", file=sys.stderr)
         return 2
-    out = sys.stderr if code == 2 else sys.stdout
     for line in lines:
-        print(line, file=out)
+        if code == 2:
+            print(f"troupe wal: {line}", file=sys.stderr)
+        else:
+            print(line)
     return code

@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import trio
+
+from ._errors import TroupeError
+
+#: Exit codes: what a shell reports for a process killed by SIGPIPE / interrupted by SIGINT.
+EXIT_BROKEN_PIPE = 141
+EXIT_INTERRUPTED = 130
 
 
 def _demo(args: argparse.Namespace) -> int:
     from . import _demo
 
-    trio.run(_demo.main)
+    db: Path | None = args.db
+    if db is not None and db.exists():
+        print(f"troupe demo: {db} exists; --db wants a new file", file=sys.stderr)
+        return 2
+    trio.run(_demo.main, db)
     return 0
 
 
@@ -40,14 +53,48 @@ def _wal(args: argparse.Namespace) -> int:
     return _wal_cli.main(args.db, args.action, args.session, args.count)
 
 
+def port_number(text: str) -> int:
+    """``--port``: a TCP port, 0..65535 (0: the system picks a free one)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"must be a port number from 0 to 65535 (0 picks a free port), got {text}"
+        )
+    return value
+
+
+def count(text: str) -> int:
+    """``-n``: how many, zero or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number, 0 or more, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="troupe",
         description="A supervised actor runtime for trio that hosts a multi-agent hub.",
     )
+    parser.add_argument("--version", action="version", version=f"troupe {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = commands.add_parser(
-        "demo", help="run a small scripted network on an embedded store and print it"
+        "demo",
+        help="run a small scripted network on an embedded store and print it",
+        description="Run a small scripted network on an SQLite store and print it. The store "
+        "is a temporary file, deleted at the end, unless --db names a new file to keep.",
+    )
+    demo.add_argument(
+        "--db",
+        type=Path,
+        metavar="PATH",
+        help="write the store to this new file and keep it (for troupe wal inspect|tail|verify)",
     )
     demo.set_defaults(run=_demo)
 
@@ -60,7 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--db", default="hub.db", help="the SQLite store file (default: hub.db)")
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
     serve.add_argument(
-        "--port", type=int, default=8765, help="port to bind; 0 picks a free one (default: 8765)"
+        "--port",
+        type=port_number,
+        default=8765,
+        help="port to bind, 0..65535; 0 picks a free one (default: 8765)",
     )
     serve.add_argument(
         "--api-keys",
@@ -113,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--db", default="hub.db", help="the SQLite store file (default: hub.db)")
         if action == "tail":
             sub.add_argument(
-                "-n", "--count", type=int, default=20, help="how many envelopes (default: 20)"
+                "-n", "--count", type=count, default=20, help="how many envelopes (default: 20)"
             )
         sub.set_defaults(run=_wal, count=20)
 
@@ -123,9 +173,54 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("trio-troupe")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "(not installed)"
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
+
+
+def _stdout_to_devnull() -> None:
+    """After a broken pipe: send what is still buffered nowhere, so exiting prints nothing."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a real file (a test's capture): nothing will flush at exit
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``troupe`` command; the process exit code.
+
+    Whatever a command fails with reaches the terminal as one line on stderr, never a
+    traceback: a closed pipe (``troupe demo | head -1``) exits 141 quietly, Ctrl-C 130, and
+    a troupe or OS error (a store that cannot be opened) 1.
+    """
     args = build_parser().parse_args(argv)
-    code: int = args.run(args)
+    prefix = f"troupe {args.command}"
+    code = 0
+    try:
+        code = args.run(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+    except* BrokenPipeError:
+        _stdout_to_devnull()
+        code = EXIT_BROKEN_PIPE
+    except* KeyboardInterrupt:
+        print(f"{prefix}: interrupted", file=sys.stderr)
+        code = EXIT_INTERRUPTED
+    except* (TroupeError, OSError) as group:
+        for exc in _leaves(group):
+            print(f"{prefix}: {exc}", file=sys.stderr)
+        code = max(code, 1)
     return code
 
 

@@ -125,7 +125,7 @@ async def test_unknown_session_and_missing_store_exit_2(
 ) -> None:
     path, _ = store
     code, out = await trio.to_thread.run_sync(lambda: run_cli(capsys, str(path), "tail", "nope", 5))
-    assert (code, out.strip()) == (2, "no session 'nope' in this store")
+    assert (code, out) == (2, "troupe wal: no session 'nope' in this store\n")
     missing = tmp_path / "missing.db"
     code, out = await trio.to_thread.run_sync(
         lambda: run_cli(capsys, str(missing), "verify", None, 5)

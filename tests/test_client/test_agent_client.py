@@ -211,8 +211,73 @@ async def test_a_raising_respond_is_reported_and_nothing_is_posted(
         assert failure["agent_id"] == bob.agent_id
         assert failure["envelope_id"] == question
         assert (failure["exc_type"], failure["exc_message"]) == ("LookupError", "no model")
-        assert any("turn on" in r.getMessage() for r in caplog.records)
+        assert any("failed its turn" in r.getMessage() for r in caplog.records)
         assert await p.audit("delivery_nacked") == []  # handled: acked
+
+
+def _my_bug(turn: Turn) -> str:
+    raise RuntimeError("my bug")
+
+
+async def test_a_failed_turn_is_on_stderr_without_any_logging_configuration(
+    autojump_clock: MockClock,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As in a script that never called logging.basicConfig: no handler anywhere (pytest's
+    # own capture handler on the root logger is taken away for the test).
+    monkeypatch.setattr(logging.root, "handlers", [])
+    async with open_pair() as p:
+        await p.agent("echo", _my_bug)
+        me = await p.human("me")
+        ch = await me.open(type="consulting", target="echo")
+        await me.send(ch.session_id, "hello")
+        await p.settle()
+    err = capsys.readouterr().err
+    assert err.startswith("troupe: agent 'echo' failed its turn on ")
+    assert err.count("Traceback (most recent call last)") == 1  # once, with its traceback
+    assert err.rstrip().endswith("RuntimeError: my bug")
+
+
+async def test_a_failed_turn_is_logged_once_and_not_on_stderr_when_logging_is_configured(
+    autojump_clock: MockClock,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with open_pair() as p:
+        await p.agent("echo", _my_bug)
+        me = await p.human("me")
+        ch = await me.open(type="consulting", target="echo")
+        await me.send(ch.session_id, "hello")
+        await p.settle()
+    assert capsys.readouterr().err == ""
+    (record,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert record.name == "troupe.user_code"
+    assert record.exc_info is not None
+
+
+async def test_a_wait_that_times_out_names_the_failed_turn(autojump_clock: MockClock) -> None:
+    async with open_pair() as p:
+        await p.agent("echo", _my_bug)
+        me = await p.human("me")
+        ch = await me.open(type="consulting", target="echo")
+        await me.send(ch.session_id, "hello")
+        with pytest.raises(TimeoutError) as info:
+            await me.wait_for_channel_event(
+                channel_id=ch.session_id,
+                predicate=lambda e: e.event_type == EV_TEXT and e.sender_id != me.agent_id,
+                timeout=5,
+            )
+        assert str(info.value) == (
+            f"nothing matched in session {ch.session_id} within 5s; "
+            "agent 'echo' failed its turn: RuntimeError: my bug"
+        )
+        # A session where no turn failed times out as before.
+        other = await me.open(type="conversation", target="echo")
+        with pytest.raises(TimeoutError, match=r"within 1s$"):
+            await me.wait_for_channel_event(
+                channel_id=other.session_id, predicate=lambda e: False, timeout=1
+            )
 
 
 async def test_a_reply_that_is_not_text_is_a_failed_turn(autojump_clock: MockClock) -> None:
@@ -417,3 +482,21 @@ async def test_an_agent_can_answer_its_invites_itself(autojump_clock: MockClock)
             assert opened == []
             await bob.accept_invite(invite)
         assert opened == [SessionState.ACTIVE]
+
+
+@pytest.mark.parametrize(("knobs", "cap"), [(None, 200), ({"max_turns": 6}, 6)])
+async def test_two_agents_that_always_answer_stop_at_the_conversation_cap(
+    autojump_clock: MockClock, knobs: dict[str, object] | None, cap: int
+) -> None:
+    async with open_pair() as p:
+        ann, _ = await p.agent("ann")  # each answers every text with one of its own
+        await p.agent("bob")
+        ch = await ann.open(type="conversation", target="bob", knobs=knobs)
+        await ch.send("hello")
+        closed = await ann.wait_for_channel_event(
+            channel_id=ch.session_id, predicate=of_type(EV_SESSION_CLOSED), timeout=WAIT
+        )
+        assert closed.event_data["reason"] == "max_turns"
+        await p.settle()
+        assert len(texts(await p.wal(ch.session_id))) == cap
+        assert (await ch.info()).close_reason == "max_turns"

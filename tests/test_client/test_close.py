@@ -169,7 +169,13 @@ CALLS: dict[str, Callable[[HubClient], object]] = {
 }
 
 #: HubClient methods that do not reach the hub: they stay usable after close().
-LOCAL = {"register_session_type", "session_type_for", "name_for"}
+LOCAL = {
+    "register_session_type",
+    "session_type_for",
+    "name_for",
+    "note_turn_failure",
+    "turn_failure",
+}
 #: HubClient methods about the connection itself, and the generic ``call`` (tested below).
 CONNECTION = {"close", "shutdown", "identities", "call"}
 

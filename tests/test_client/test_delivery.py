@@ -378,7 +378,10 @@ async def test_receipts_sent_before_a_disconnect_are_kept(autojump_clock: MockCl
         await conn.open()
         await p.hub.bind_endpoint(conn.endpoint_id, al_id)
         md = await p.hc.create_session(
-            creator_id=al_id, manifest_type="conversation", participants=[bea.agent_id]
+            creator_id=al_id,
+            manifest_type="conversation",
+            participants=[bea.agent_id],
+            knobs={"max_turns": None},  # more texts than the default cap
         )
         for i in range(BUFFER + 40):
             await bea.send(md.session_id, str(i))

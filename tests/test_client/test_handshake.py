@@ -104,7 +104,7 @@ async def test_an_unanswered_invite_times_out(autojump_clock: MockClock) -> None
         bot, _ = await p.agent("bot")
         al = await p.human("al", auto_ack_invites=False)
         start = trio.current_time()
-        with pytest.raises(ProtocolError, match=f"no ack within 30s from {al.agent_id}"):
+        with pytest.raises(ProtocolError, match=rf"no ack within 30s from 'al' \({al.agent_id}\)"):
             await bot.open(type="consulting", target="al")
         assert trio.current_time() - start == pytest.approx(30, abs=0.01)
         (md,) = await p.hc.list_sessions(agent_id=al.agent_id, include_terminal=True)
@@ -120,7 +120,11 @@ async def test_an_offline_agent_cannot_ack(autojump_clock: MockClock) -> None:
         await p.agent("bot", hc=other)
         await other.close()
         al = await p.human("al")
-        with pytest.raises(ProtocolError, match="no ack within 5s"):
+        with pytest.raises(
+            ProtocolError,
+            match=r"no ack within 5s from 'bot' \(\S+, not connected\) \(invites are acked by "
+            r"the invitee's client: is it connected\?\)",
+        ):
             await al.open(type="consulting", target="bot")
 
 

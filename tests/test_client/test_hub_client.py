@@ -86,6 +86,43 @@ async def test_a_name_taken_is_a_protocol_error(autojump_clock: MockClock) -> No
             await p.agent("bob")
 
 
+async def test_exist_ok_attaches_the_identity_a_failed_run_left_registered(
+    autojump_clock: MockClock,
+) -> None:
+    async with open_pair() as p:
+        # A first run that ended without shutdown(): both stay registered.
+        first = p.client()
+        echo = await first.register(Scripted("echo"), Passport(name="echo"), exist_ok=True)
+        me = await first.register_human(Passport(name="me", kind="human"), exist_ok=True)
+        await first.close()
+        # The rerun gets the same identities back, bound to its own connection, and works.
+        second = p.client()
+        echo2 = await second.register(Scripted("echo"), Passport(name="echo"), exist_ok=True)
+        me2 = await second.register_human(Passport(name="me", kind="human"), exist_ok=True)
+        assert (echo2.agent_id, me2.agent_id) == (echo.agent_id, me.agent_id)
+        assert isinstance(echo2, AgentClient)
+        assert isinstance(me2, HumanClient)
+        ch = await me2.open(type="consulting", target="echo")
+        await me2.send(ch.session_id, "hi")
+        reply = await me2.wait_for_channel_event(
+            channel_id=ch.session_id, predicate=from_(echo2), timeout=WAIT
+        )
+        assert reply.text == "echo: hi"
+        await second.close()
+
+
+async def test_exist_ok_does_not_attach_the_other_kind(autojump_clock: MockClock) -> None:
+    async with open_pair() as p:
+        await p.agent("bob")
+        await p.human("al")
+        with pytest.raises(ValueError, match=r"^'al' is registered as a human: register"):
+            await p.hc.register(Scripted("al"), Passport(name="al"), exist_ok=True)
+        with pytest.raises(ValueError, match=r"^'bob' is registered as an agent: register_human"):
+            await p.hc.register_human(Passport(name="bob"), exist_ok=True)
+        with pytest.raises(ProtocolError, match="bob"):  # without exist_ok: as before
+            await p.hc.register(Scripted("bob"), Passport(name="bob"))
+
+
 async def test_registry_pass_throughs(autojump_clock: MockClock) -> None:
     async with open_pair() as p:
         bob, _ = await p.agent("bob", capabilities=["math"])
@@ -365,9 +402,13 @@ async def test_attach_registers_a_new_identity_given_passport_and_resume(
 
 async def test_attach_refuses_what_it_cannot_do(autojump_clock: MockClock) -> None:
     async with open_pair() as p:
-        with pytest.raises(ValueError, match="not registered"):
+        unknown = (
+            r"^nothing is registered as 'x': attach re-binds an existing identity \(give "
+            r"passport= and resume= to register it when it is missing\)$"
+        )
+        with pytest.raises(ValueError, match=unknown):
             await p.hc.attach(Scripted("x"), "x")
-        with pytest.raises(ValueError, match="not registered"):
+        with pytest.raises(ValueError, match=unknown):
             await p.hc.attach(Scripted("x"), "x", passport=Passport(name="x"))
         with pytest.raises(ValueError, match="needs the agent"):
             await p.hc.attach(None, "x", passport=Passport(name="x"), resume=Resume())

@@ -90,7 +90,7 @@ async def test_reject_invite_fails_the_opener(autojump_clock: MockClock) -> None
             await al.reject_invite(invite, reason="busy")
 
         p.nursery.start_soon(refuse)
-        with pytest.raises(ProtocolError, match=f"invite rejected by {al.agent_id}"):
+        with pytest.raises(ProtocolError, match=rf"invite rejected by 'al' \({al.agent_id}\)"):
             await bot.open(type="consulting", target="al")
         (session,) = await p.hc.list_sessions(agent_id=al.agent_id, include_terminal=True)
         assert session.close_reason == "invite_rejected"

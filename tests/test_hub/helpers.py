@@ -18,7 +18,7 @@ from typing import Any, Literal
 import attrs
 import trio
 
-from troupe.hub import Hub, InjectedCrash, open_hub
+from troupe.hub import Hub, open_hub
 from troupe.model import (
     EV_CHANNEL_INVITE,
     EV_CHANNEL_INVITE_ACK,
@@ -35,36 +35,13 @@ from troupe.model import (
     SessionState,
 )
 from troupe.store import MemoryStore, Store
+from troupe.testing import CrashPoints
 
 #: The hub clock of every harness: a fixed epoch plus trio's (mock) clock, so timestamps
 #: are reproducible and keep running across a hub restart within one test.
 EPOCH = 1_800_000_000.0
 
 InvitePolicy = Literal["ack", "reject", "ignore"]
-
-
-class Faults:
-    """A fault injector: crash one session's actor at a named point, a given number of times."""
-
-    def __init__(self) -> None:
-        self._armed: dict[tuple[str, str | None], int] = {}
-        #: (point, session id) of every crash raised, in order.
-        self.fired: list[tuple[str, str]] = []
-
-    def arm(self, point: str, session_id: str | None, times: int = 1) -> None:
-        """Crash at ``point`` the next ``times`` times, in ``session_id`` (None: any)."""
-        self._armed[(point, session_id)] = times
-
-    def disarm(self) -> None:
-        self._armed.clear()
-
-    def check(self, point: str, session_id: str) -> None:
-        for key in ((point, session_id), (point, None)):
-            left = self._armed.get(key, 0)
-            if left > 0:
-                self._armed[key] = left - 1
-                self.fired.append((point, session_id))
-                raise InjectedCrash(f"injected crash at {point} in session {session_id}")
 
 
 class FakeEndpoint:
@@ -223,7 +200,7 @@ def counter_ids(prefix: str = "id") -> Callable[[], str]:
 class Harness:
     """A running hub with helpers to register agents, connect them and open sessions."""
 
-    def __init__(self, hub: Hub, store: Store, nursery: trio.Nursery, faults: Faults) -> None:
+    def __init__(self, hub: Hub, store: Store, nursery: trio.Nursery, faults: CrashPoints) -> None:
         self.hub = hub
         self.store = store
         self.nursery = nursery
@@ -323,7 +300,7 @@ def wal_view(wal: Iterable[Envelope]) -> list[tuple[int, str, str, Any]]:
 
 @asynccontextmanager
 async def open_harness(
-    store: Store | None = None, *, faults: Faults | None = None, **hub_kwargs: Any
+    store: Store | None = None, *, faults: CrashPoints | None = None, **hub_kwargs: Any
 ) -> AsyncIterator[Harness]:
     """A hub on ``store`` (a fresh MemoryStore by default) with its own nursery for clients.
 
@@ -331,7 +308,7 @@ async def open_harness(
     suite-wide cap in ``tests/conftest.py``.)
     """
     store = store if store is not None else MemoryStore()
-    faults = faults if faults is not None else Faults()
+    faults = faults if faults is not None else CrashPoints()
     hub_kwargs.setdefault("ttl_sweep_interval", 0)
     hub_kwargs.setdefault("clock", hub_clock)
     async with (

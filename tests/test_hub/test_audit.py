@@ -36,7 +36,7 @@ async def test_read_audit_tells_what_happened_in_order(
         TaskMetadata(task_id="t", owner_id=alice.id, spec=TaskSpec(title="t", capability="c"))
     )
     await hub.update_task("t", state=TaskState.FAILED)
-    h.faults.arm("before_append", md.session_id, times=2)
+    h.faults.crash_at("before_append", session_id=md.session_id, times=2)
     with pytest.raises(ProtocolError, match="poison"):
         await h.say(md, alice)
     await hub.close_session(md.session_id)
@@ -102,7 +102,7 @@ async def test_a_session_actor_crash_that_is_restarted_is_audited(
     alice, bob = await h.agent("alice"), await h.agent("bob")
     md = await h.session("conversation", alice, bob)
     sid = md.session_id
-    h.faults.arm("after_fold", sid)
+    h.faults.crash_at("after_fold", session_id=sid)
     await h.say(md, alice)  # accepted: the crash came after the append
     assert hub.statistics().session_restarts == 1
     assert await of_kind(hub, "session_actor_crashed", "session_crashed") == [
@@ -123,7 +123,7 @@ async def test_a_session_given_up_on_audits_each_crash_then_its_close(
         alice, bob = await h.agent("alice"), await h.agent("bob")
         md = await h.session("conversation", alice, bob)
         sid = md.session_id
-        h.faults.arm("before_append", sid, times=2)
+        h.faults.crash_at("before_append", session_id=sid, times=2)
         with pytest.raises(ProtocolError, match="poison"):
             await h.say(md, alice)  # crash 1: restarted; crash 2: given up on
         await h.settle()

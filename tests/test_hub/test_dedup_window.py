@@ -88,7 +88,8 @@ async def test_the_window_stays_bounded_however_long_the_session(
 ) -> None:
     async with open_harness(MemoryStore()) as h:
         alice, bob = await h.agent("alice"), await h.agent("bob")
-        md = await h.session("conversation", alice, bob)
+        # More texts than a conversation's default turn cap (issue 18): no cap here.
+        md = await h.session("conversation", alice, bob, knobs={"max_turns": None})
         keyed = text_envelope(md, alice, "x")
         default_window = h.hub.core.config.dedup_window
         posted = [

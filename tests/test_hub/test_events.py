@@ -229,7 +229,7 @@ async def test_crashes_and_restarts_of_a_session_actor(
         async with h.hub.open_events(
             SessionActorCrashed, SessionActorRestarted, SessionClosed, EnvelopeAccepted
         ) as events:
-            h.faults.arm("before_append", sid, times=2)
+            h.faults.crash_at("before_append", session_id=sid, times=2)
             with pytest.raises(ProtocolError, match="poison"):
                 await h.say(md, alice)  # crash 1: restarted; crash 2: given up on
             await h.settle()

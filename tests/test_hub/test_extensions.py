@@ -416,7 +416,9 @@ async def test_an_award_interrupted_by_a_crash_is_made_on_recovery(
     _, (ann, bo, cat), sid = await auction(h, arbiter="cheapest")
     await h.say(sid, ann, "900 EUR")
     await h.say(sid, bo, "700 EUR")
-    h.faults.arm("after_dispatch", sid)  # crashes after the last bid, before the award
+    h.faults.crash_at(
+        "after_dispatch", session_id=sid
+    )  # crashes after the last bid, before the award
     await h.say(sid, cat, "850 EUR")
     await h.settle()
     assert h.hub.session_state(sid).winner_id == bo.id

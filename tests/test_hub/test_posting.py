@@ -11,6 +11,7 @@ import trio.testing
 
 from troupe import (
     AccessDeniedError,
+    IllegalTransition,
     InboxFull,
     NetworkError,
     NotFoundError,
@@ -143,7 +144,7 @@ async def test_post_checks_run_in_the_documented_order(
         hub,
         closed,
         env(bob.id, session=closed),
-        ProtocolError,
+        IllegalTransition,
         f"session {closed} is closed \\(over\\)",
     )
     await refused(
@@ -168,7 +169,7 @@ async def test_substantive_posts_need_an_active_session(
         hub,
         sid,
         text_envelope(sid, alice),
-        ProtocolError,
+        IllegalTransition,
         f"session {sid} is not active \\(it is pending\\)",
     )
     # Task notices are protocol events: allowed while PENDING, and not turn-checked.
@@ -430,7 +431,7 @@ async def test_consulting_closes_itself_after_the_reply(
         hub,
         md.session_id,
         text_envelope(md, alice, "more"),
-        ProtocolError,
+        IllegalTransition,
         "is closed \\(consulting_complete\\)",
     )
     assert not hub.core.directory.get(md.session_id).running

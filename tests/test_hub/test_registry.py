@@ -348,7 +348,9 @@ async def test_auth_unknown_scheme_and_bad_api_key(
     async with open_harness(auth=[NoAuth(), ApiKeyAuth({"alice": "s3cret"})]) as h:
         hub = h.hub
         with pytest.raises(
-            AuthError, match=r"no auth adapter installed for scheme 'jwt' \(agent 'x'\)"
+            AuthError,
+            match=r"no auth adapter installed for scheme 'jwt' \(agent 'x'\); the hub accepts "
+            r"api_key, none$",
         ):
             await hub.register(Passport(name="x", auth=AuthBlock(scheme="jwt")))
         with pytest.raises(AuthError, match="bad api key for agent 'alice'"):
@@ -379,7 +381,10 @@ async def test_only_api_key_installed_refuses_passports_without_a_scheme(
 ) -> None:
     async with open_harness(auth=[ApiKeyAuth({"alice": "k"})]) as h:
         with pytest.raises(
-            AuthError, match=r"no auth adapter installed for scheme 'none' \(agent 'alice'\)"
+            AuthError,
+            match=r"^the hub requires authentication for agent 'alice' \(api_key\) and none was "
+            r"presented; over WebSocket give the link its key: "
+            r"WsLink\(url, auth=\{'alice': KEY\}\)$",
         ):
             await h.hub.register(Passport(name="alice"))
 

@@ -233,7 +233,7 @@ async def test_a_reject_closes_the_session_and_names_the_rejecter(
     alice = await h.agent("alice")
     bob = await h.agent("bob")
     carol = await h.agent("carol", invites="reject")
-    with pytest.raises(ProtocolError, match=f"invite rejected by {carol.id}") as info:
+    with pytest.raises(ProtocolError, match=rf"invite rejected by 'carol' \({carol.id}\)") as info:
         await h.session("discussion", alice, bob, carol)
     (md,) = await hub.list_sessions(include_terminal=True)
     assert md.session_id in str(info.value)
@@ -259,7 +259,8 @@ async def test_no_ack_times_out_after_invite_ack_timeout(
         alice = await h.agent("alice")
         bob = await h.agent("bob", invites="ignore")
         start = trio.current_time()
-        with pytest.raises(ProtocolError, match=f"not opened: no ack within 12.5s from {bob.id}"):
+        late = rf"not opened: no ack within 12.5s from 'bob' \({bob.id}"
+        with pytest.raises(ProtocolError, match=late):
             await h.session("conversation", alice, bob)
         assert trio.current_time() - start == pytest.approx(12.5)
         (md,) = await h.hub.list_sessions(include_terminal=True)
@@ -476,7 +477,7 @@ async def test_an_ended_session_keeps_its_record_but_not_its_actors_memory(
             await trio.sleep(61)
             await hub.expire_due()
         else:
-            h.faults.arm("before_append", sid)
+            h.faults.crash_at("before_append", session_id=sid)
             with pytest.raises(ProtocolError, match="crashed"):
                 await h.say(md, alice, "boom")
         await h.settle()
@@ -528,7 +529,7 @@ async def test_a_session_its_recovery_closes_does_not_keep_an_actor(
         md = await h.session("consulting", alice, bob)
         sid = md.session_id
         question = await h.say(md, alice, "q?")
-        h.faults.arm("after_append", sid)
+        h.faults.crash_at("after_append", session_id=sid)
         release = store.release = trio.Event()
         with trio.CancelScope() as poster:
             async with trio.open_nursery() as nursery:

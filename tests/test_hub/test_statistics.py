@@ -35,7 +35,7 @@ async def test_posts_accepted_refused_and_repeated_are_counted_exactly(
             await hub.post_envelope(text_envelope(md, sender))
     with pytest.raises(NotFoundError):
         await hub.post_envelope(text_envelope("no-such-session", alice))
-    h.faults.arm("before_append", sid, times=2)
+    h.faults.crash_at("before_append", session_id=sid, times=2)
     with pytest.raises(ProtocolError, match="poison"):
         await h.say(md, alice, "poison")  # crashed the session twice: refused once
     await hub.close_session(sid)  # the closing notice is appended too
@@ -98,7 +98,7 @@ async def test_a_session_given_up_on_keeps_its_high_water_mark(
             for n in range(6):  # the first is handed to the actor, five queue
                 nursery.start_soon(h.say, md, alice, f"burst {n}")
         assert h.hub.statistics().session_mailbox_high_water == 5
-        h.faults.arm("before_append", md.session_id)
+        h.faults.crash_at("before_append", session_id=md.session_id)
         with pytest.raises(ProtocolError):
             await h.say(md, alice, "crash")
         await h.settle()

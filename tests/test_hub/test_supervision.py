@@ -17,10 +17,10 @@ from troupe.hub import CRASH_POINTS, Hub
 from troupe.model import EV_SESSION_CLOSED, EV_TEXT, Envelope, SessionMetadata, SessionState
 from troupe.session_types import ConversationState, ConversationType
 from troupe.store import Store
+from troupe.testing import CrashPoints
 
 from .helpers import (
     Agent,
-    Faults,
     Harness,
     client_of,
     counter_ids,
@@ -42,7 +42,7 @@ class Outcome:
 
 
 async def converse(
-    store: Store, faults: Faults, kind: str, point: str | None
+    store: Store, faults: CrashPoints, kind: str, point: str | None
 ) -> tuple[Outcome, Hub]:
     """alice and bob exchange texts (two in consulting, else four); the last one crashes
     at ``point``."""
@@ -54,7 +54,7 @@ async def converse(
         speakers = [alice, bob] if kind == "consulting" else [alice, bob, alice, bob]
         for n, speaker in enumerate(speakers):
             if n == len(speakers) - 1 and point is not None:
-                faults.arm(point, sid)
+                faults.crash_at(point, session_id=sid)
             cause = returned[-1] if returned else None
             returned.append(await h.say(md, speaker, f"text {n}", causation_id=cause))
         await h.settle()
@@ -77,10 +77,10 @@ async def test_a_crash_at_any_step_of_a_post_loses_nothing_and_repeats_nothing(
     kind: str,
     new_store: Callable[[], Store],
 ) -> None:
-    clean, _ = await converse(new_store(), Faults(), kind, None)
-    faults = Faults()
+    clean, _ = await converse(new_store(), CrashPoints(), kind, None)
+    faults = CrashPoints()
     crashed, hub = await converse(new_store(), faults, kind, point)
-    assert faults.fired == [(point, crashed.metadata.session_id)]
+    assert faults.history == [(point, crashed.metadata.session_id)]
     assert hub.statistics().session_restarts == 1
     # Each accepted envelope is in the WAL exactly once, at the place it had without a crash.
     texts = [e for e in crashed.wal if e.event_type == EV_TEXT]
@@ -153,10 +153,10 @@ async def test_a_post_whose_every_attempt_crashes_is_poison(
 ) -> None:
     alice, bob = await h.agent("alice"), await h.agent("bob")
     md = await h.session("conversation", alice, bob)
-    h.faults.arm("before_append", md.session_id, times=2)
+    h.faults.crash_at("before_append", session_id=md.session_id, times=2)
     with pytest.raises(ProtocolError, match="rejected as poison"):
         await h.say(md, alice, "unlucky")
-    assert h.faults.fired == [("before_append", md.session_id)] * 2
+    assert h.faults.history == [("before_append", md.session_id)] * 2
     assert [e.text for e in await hub.read_wal(md.session_id) if e.text] == []
     await h.say(md, alice, "lucky")
     assert [e.text for e in await hub.read_wal(md.session_id) if e.text] == ["lucky"]
@@ -184,7 +184,7 @@ async def test_a_session_that_keeps_crashing_is_closed_and_100_others_are_untouc
         await h.settle()
         states = {s: hub.session_state(s) for s in others}
         wals = {s: await hub.read_wal(s) for s in others}
-        h.faults.arm("before_append", sid, times=100)
+        h.faults.crash_at("before_append", session_id=sid, times=100)
         # Two poison posts: four crashes in no time, one more than the session may have.
         for _ in range(2):
             with pytest.raises(ProtocolError, match="rejected as poison"):
@@ -226,7 +226,7 @@ async def test_posts_racing_a_session_given_up_on_do_not_resurrect_it(
         alice, bob = await h.agent("alice"), await h.agent("bob")
         md = await h.session("conversation", alice, bob)
         sid = md.session_id
-        h.faults.arm("before_append", sid, times=2)
+        h.faults.crash_at("before_append", session_id=sid, times=2)
         errors: list[Exception] = []
         accepted: list[str] = []
 
@@ -307,7 +307,7 @@ async def test_a_retry_queued_behind_other_posts_is_not_appended_twice(
 ) -> None:
     alice, bob = await h.agent("alice"), await h.agent("bob")
     md = await h.session("conversation", alice, bob)
-    h.faults.arm("after_append", md.session_id)
+    h.faults.crash_at("after_append", session_id=md.session_id)
     returned: list[str] = []
 
     async def post(n: int) -> None:
@@ -317,7 +317,7 @@ async def test_a_retry_queued_behind_other_posts_is_not_appended_twice(
     async with trio.open_nursery() as nursery:
         for n in range(8):
             nursery.start_soon(post, n)
-    assert h.faults.fired == [("after_append", md.session_id)]
+    assert h.faults.history == [("after_append", md.session_id)]
     texts = [e for e in await hub.read_wal(md.session_id) if e.event_type == EV_TEXT]
     assert sorted(e.envelope_id for e in texts) == sorted(returned)
     assert len(texts) == 8
@@ -329,10 +329,10 @@ async def test_a_crash_while_sending_the_invites_still_invites_everyone(
 ) -> None:
     async with open_harness() as h:
         alice, bob, carol, dave = [await h.agent(n) for n in ("alice", "bob", "carol", "dave")]
-        h.faults.arm(point, None)  # the first invite's post crashes
+        h.faults.crash_at(point, session_id=None)  # the first invite's post crashes
         md = await h.session("discussion", alice, bob, carol, dave)
         sid = md.session_id
-        assert h.faults.fired == [(point, sid)]
+        assert h.faults.history == [(point, sid)]
         wal = await h.hub.read_wal(sid)
         invites = [e.audience for e in wal if e.event_type == "troupe.session.invite"]
         assert invites == [(bob.id,), (carol.id,), (dave.id,)]
@@ -345,16 +345,16 @@ async def test_crashes_count_against_the_session_only_within_the_window(
     async with open_harness(session_max_restarts=2, session_within_s=5.0) as h:
         alice, bob = await h.agent("alice"), await h.agent("bob")
         md = await h.session("conversation", alice, bob)
-        h.faults.arm("before_append", md.session_id, times=100)
+        h.faults.crash_at("before_append", session_id=md.session_id, times=100)
         with pytest.raises(ProtocolError, match="poison"):  # two crashes, two restarts
             await h.say(md, alice)
         await trio.sleep(5.1)  # those two leave the window
         with pytest.raises(ProtocolError, match="poison"):
             await h.say(md, alice)
         assert (await h.hub.get_session(md.session_id)).state is SessionState.ACTIVE
-        h.faults.disarm()
+        h.faults.clear()
         await h.say(md, alice, "between")
-        h.faults.arm("before_append", md.session_id, times=100)
+        h.faults.crash_at("before_append", session_id=md.session_id, times=100)
         # A third crash within 5 s: the supervisor gives up on the session at once. The
         # retry finds the actor either dead already or about to be: refused either way.
         with pytest.raises(ProtocolError, match=r"rejected as poison|crashed too often"):
@@ -362,5 +362,5 @@ async def test_crashes_count_against_the_session_only_within_the_window(
         await h.settle()
         closed = await h.hub.get_session(md.session_id)
         assert (closed.state, closed.close_reason) == (SessionState.CLOSED, "crashed")
-        assert len(h.faults.fired) == 5
+        assert len(h.faults.history) == 5
         assert h.hub.statistics().session_restarts == 4

@@ -27,10 +27,10 @@ from troupe.testing import FaultyStore, ScriptedAgent, check_invariants, expect_
 
 
 async def two_humans(
-    hub_client: HubClient, kind: str = "conversation"
+    troupe_hub_client: HubClient, kind: str = "conversation"
 ) -> tuple[HumanClient, HumanClient, str]:
-    me = await hub_client.register_human(Passport(name="me"))
-    you = await hub_client.register_human(Passport(name="you"))
+    me = await troupe_hub_client.register_human(Passport(name="me"))
+    you = await troupe_hub_client.register_human(Passport(name="you"))
     channel = await me.open(type=kind, target="you")
     return me, you, channel.session_id
 
@@ -45,222 +45,271 @@ def text(me: HumanClient, sid: str, body: str, **fields: Any) -> Envelope:
     )
 
 
-async def texts_in(hub: Hub, sid: str) -> list[tuple[int, str | None]]:
-    return [(e.seq, e.text) for e in await hub.read_wal(sid) if e.event_type == EV_TEXT]
+async def texts_in(troupe_hub: Hub, sid: str) -> list[tuple[int, str | None]]:
+    return [(e.seq, e.text) for e in await troupe_hub.read_wal(sid) if e.event_type == EV_TEXT]
 
 
 async def test_a_failed_append_is_the_posters_store_error_and_appends_nothing(
-    hub: Hub, hub_client: HubClient, store_faults: FaultyStore, autojump_clock: object
+    troupe_hub: Hub,
+    troupe_hub_client: HubClient,
+    troupe_store_faults: FaultyStore,
+    autojump_clock: object,
 ) -> None:
-    me, _you, sid = await two_humans(hub_client)
+    me, _you, sid = await two_humans(troupe_hub_client)
     await me.send(sid, "one")
-    before = (await hub.read_wal(sid), hub.session_state(sid), await hub.get_session(sid))
-    store_faults.fail_next("append", session_id=sid)
+    before = (
+        await troupe_hub.read_wal(sid),
+        troupe_hub.session_state(sid),
+        await troupe_hub.get_session(sid),
+    )
+    troupe_store_faults.fail_next("append", session_id=sid)
     with pytest.raises(StoreError, match=f"append for session '{sid}'"):
         await me.send(sid, "lost")
-    assert (await hub.read_wal(sid), hub.session_state(sid), await hub.get_session(sid)) == before
+    assert (
+        await troupe_hub.read_wal(sid),
+        troupe_hub.session_state(sid),
+        await troupe_hub.get_session(sid),
+    ) == before
     await me.send(sid, "two")
-    wal = await hub.read_wal(sid)
-    assert await texts_in(hub, sid) == [(wal[-2].seq, "one"), (wal[-1].seq, "two")]
-    assert hub.session_state(sid).turn_count == 2
-    assert hub.statistics().session_restarts == 0
-    await check_invariants(hub)
+    wal = await troupe_hub.read_wal(sid)
+    assert await texts_in(troupe_hub, sid) == [(wal[-2].seq, "one"), (wal[-1].seq, "two")]
+    assert troupe_hub.session_state(sid).turn_count == 2
+    assert troupe_hub.statistics().session_restarts == 0
+    await check_invariants(troupe_hub)
 
 
 async def test_the_session_goes_on_when_a_long_outage_ends(
-    hub: Hub, hub_client: HubClient, store_faults: FaultyStore, autojump_clock: object
+    troupe_hub: Hub,
+    troupe_hub_client: HubClient,
+    troupe_store_faults: FaultyStore,
+    autojump_clock: object,
 ) -> None:
-    _me, you, sid = await two_humans(hub_client)
-    store_faults.fail_next("append", n=None)
+    _me, you, sid = await two_humans(troupe_hub_client)
+    troupe_store_faults.fail_next("append", n=None)
     for body in ("a", "b", "c"):
         with pytest.raises(StoreError):
             await you.send(sid, body)
-    store_faults.heal()
+    troupe_store_faults.heal()
     await you.send(sid, "d")
-    assert [t for _, t in await texts_in(hub, sid)] == ["d"]
-    assert (await hub.get_session(sid)).state is SessionState.ACTIVE
-    await check_invariants(hub)
+    assert [t for _, t in await texts_in(troupe_hub, sid)] == ["d"]
+    assert (await troupe_hub.get_session(sid)).state is SessionState.ACTIVE
+    await check_invariants(troupe_hub)
 
 
 async def test_a_retry_after_a_store_error_is_accepted_once(
-    hub: Hub, hub_client: HubClient, store_faults: FaultyStore, autojump_clock: object
+    troupe_hub: Hub,
+    troupe_hub_client: HubClient,
+    troupe_store_faults: FaultyStore,
+    autojump_clock: object,
 ) -> None:
-    me, _you, sid = await two_humans(hub_client)
-    store_faults.fail_next("append", session_id=sid)
+    me, _you, sid = await two_humans(troupe_hub_client)
+    troupe_store_faults.fail_next("append", session_id=sid)
     envelope = text(me, sid, "once", idempotency_key="k1")
     with pytest.raises(StoreError):
-        await hub.post(envelope)
-    first = await hub.post(envelope)
-    again = await hub.post(envelope)
+        await troupe_hub.post(envelope)
+    first = await troupe_hub.post(envelope)
+    again = await troupe_hub.post(envelope)
     assert (again.envelope_id, again.seq, again.duplicate) == (first.envelope_id, first.seq, True)
-    assert [t for _, t in await texts_in(hub, sid)] == ["once"]
-    await check_invariants(hub)
+    assert [t for _, t in await texts_in(troupe_hub, sid)] == ["once"]
+    await check_invariants(troupe_hub)
 
 
 async def test_a_commit_whose_reply_was_lost_is_accepted_once(
-    hub: Hub, hub_client: HubClient, store_faults: FaultyStore, autojump_clock: object
+    troupe_hub: Hub,
+    troupe_hub_client: HubClient,
+    troupe_store_faults: FaultyStore,
+    autojump_clock: object,
 ) -> None:
     # The append is durable but the store reported a failure: the envelope is accepted (a
     # retry gets its id back), and the next post does not reuse its seq.
-    me, _you, sid = await two_humans(hub_client)
-    store_faults.fail_next("append", session_id=sid, lost_reply=True)
+    me, _you, sid = await two_humans(troupe_hub_client)
+    troupe_store_faults.fail_next("append", session_id=sid, lost_reply=True)
     envelope = text(me, sid, "landed", idempotency_key="k2")
-    accepted = await hub.post(envelope)
-    assert (await hub.post(envelope)).envelope_id == accepted.envelope_id
+    accepted = await troupe_hub.post(envelope)
+    assert (await troupe_hub.post(envelope)).envelope_id == accepted.envelope_id
     await me.send(sid, "next")
-    assert await texts_in(hub, sid) == [(accepted.seq, "landed"), (accepted.seq + 1, "next")]
-    assert hub.session_state(sid).turn_count == 2
-    assert hub.statistics().session_restarts == 0
-    await check_invariants(hub)
+    assert await texts_in(troupe_hub, sid) == [(accepted.seq, "landed"), (accepted.seq + 1, "next")]
+    assert troupe_hub.session_state(sid).turn_count == 2
+    assert troupe_hub.statistics().session_restarts == 0
+    await check_invariants(troupe_hub)
 
 
 async def test_an_append_the_store_cannot_vouch_for_is_recovered_from_the_wal(
-    hub: Hub, hub_client: HubClient, store_faults: FaultyStore, autojump_clock: object
+    troupe_hub: Hub,
+    troupe_hub_client: HubClient,
+    troupe_store_faults: FaultyStore,
+    autojump_clock: object,
 ) -> None:
-    me, _you, sid = await two_humans(hub_client)
-    store_faults.fail_next("append", session_id=sid)
-    store_faults.fail_next("last_seq", session_id=sid)
+    me, _you, sid = await two_humans(troupe_hub_client)
+    troupe_store_faults.fail_next("append", session_id=sid)
+    troupe_store_faults.fail_next("last_seq", session_id=sid)
     await me.send(sid, "retried on a recovered session")
-    assert [t for _, t in await texts_in(hub, sid)] == ["retried on a recovered session"]
-    assert hub.statistics().session_restarts == 1
-    await check_invariants(hub)
+    assert [t for _, t in await texts_in(troupe_hub, sid)] == ["retried on a recovered session"]
+    assert troupe_hub.statistics().session_restarts == 1
+    await check_invariants(troupe_hub)
 
 
 class TestWithSnapshots:
     """A snapshot (and an activity summary) every two envelopes."""
 
     @pytest.fixture
-    def hub_options(self) -> dict[str, Any]:
+    def troupe_hub_options(self) -> dict[str, Any]:
         return {"snapshot_every": 2}
 
     async def test_a_failing_snapshot_write_neither_fails_posts_nor_crashes_the_session(
-        self, hub: Hub, hub_client: HubClient, store_faults: FaultyStore, autojump_clock: object
+        self,
+        troupe_hub: Hub,
+        troupe_hub_client: HubClient,
+        troupe_store_faults: FaultyStore,
+        autojump_clock: object,
     ) -> None:
-        me, _you, sid = await two_humans(hub_client)
-        store_faults.fail_next("snapshot", n=None)
+        me, _you, sid = await two_humans(troupe_hub_client)
+        troupe_store_faults.fail_next("snapshot", n=None)
         for n in range(8):
             await me.send(sid, f"#{n}")
-        assert hub.statistics().session_restarts == 0
-        assert (await hub.get_session(sid)).state is SessionState.ACTIVE
-        store_faults.heal()
+        assert troupe_hub.statistics().session_restarts == 0
+        assert (await troupe_hub.get_session(sid)).state is SessionState.ACTIVE
+        troupe_store_faults.heal()
         await me.send(sid, "after")
         assert (
-            store_faults.statistics().calls["save_snapshot"]
-            > store_faults.statistics().failed["save_snapshot"]
+            troupe_store_faults.statistics().calls["save_snapshot"]
+            > troupe_store_faults.statistics().failed["save_snapshot"]
         )
-        assert hub.session_state(sid).turn_count == 9
-        await check_invariants(hub)
+        assert troupe_hub.session_state(sid).turn_count == 9
+        await check_invariants(troupe_hub)
 
     async def test_a_failed_cleanup_after_a_close_does_not_undo_the_close(
-        self, hub: Hub, hub_client: HubClient, store_faults: FaultyStore, autojump_clock: object
+        self,
+        troupe_hub: Hub,
+        troupe_hub_client: HubClient,
+        troupe_store_faults: FaultyStore,
+        autojump_clock: object,
     ) -> None:
-        me, _you, sid = await two_humans(hub_client)
+        me, _you, sid = await two_humans(troupe_hub_client)
         for body in ("a", "b", "c"):
             await me.send(sid, body)
-        store_faults.fail_next("delete_kv")
-        md = await hub.close_session(sid)
+        troupe_store_faults.fail_next("delete_kv")
+        md = await troupe_hub.close_session(sid)
         assert md.state is SessionState.CLOSED
         await expect_envelope(me, sid, event_type=EV_SESSION_CLOSED)
-        assert store_faults.statistics().failed == {"delete_kv": 1}
-        await check_invariants(hub)
+        assert troupe_store_faults.statistics().failed == {"delete_kv": 1}
+        await check_invariants(troupe_hub)
 
 
 async def test_a_read_fault_during_recovery_is_retried_by_the_supervisor(
-    hub: Hub,
-    hub_client: HubClient,
-    store_faults: FaultyStore,
-    crash_points: Any,
+    troupe_hub: Hub,
+    troupe_hub_client: HubClient,
+    troupe_store_faults: FaultyStore,
+    troupe_crash_points: Any,
     autojump_clock: object,
 ) -> None:
-    me, _you, sid = await two_humans(hub_client)
-    crash_points.crash_at("after_fold", session_id=sid)
-    store_faults.fail_next("reads", session_id=sid)
+    me, _you, sid = await two_humans(troupe_hub_client)
+    troupe_crash_points.crash_at("after_fold", session_id=sid)
+    troupe_store_faults.fail_next("reads", session_id=sid)
     await me.send(sid, "through it all")
-    assert [t for _, t in await texts_in(hub, sid)] == ["through it all"]
-    assert hub.statistics().session_restarts == 2
-    await check_invariants(hub)
+    assert [t for _, t in await texts_in(troupe_hub, sid)] == ["through it all"]
+    assert troupe_hub.statistics().session_restarts == 2
+    await check_invariants(troupe_hub)
 
 
 async def test_a_failed_close_is_an_error_and_the_session_stays_usable(
-    hub: Hub, hub_client: HubClient, store_faults: FaultyStore, autojump_clock: object
+    troupe_hub: Hub,
+    troupe_hub_client: HubClient,
+    troupe_store_faults: FaultyStore,
+    autojump_clock: object,
 ) -> None:
-    me, _you, sid = await two_humans(hub_client)
-    store_faults.fail_next("append", session_id=sid, n=None)
+    me, _you, sid = await two_humans(troupe_hub_client)
+    troupe_store_faults.fail_next("append", session_id=sid, n=None)
     with pytest.raises(StoreError):
-        await hub.close_session(sid)
-    store_faults.heal()
-    assert (await hub.get_session(sid)).state is SessionState.ACTIVE
+        await troupe_hub.close_session(sid)
+    troupe_store_faults.heal()
+    assert (await troupe_hub.get_session(sid)).state is SessionState.ACTIVE
     await me.send(sid, "still open")
-    md = await hub.close_session(sid)
+    md = await troupe_hub.close_session(sid)
     assert md.state is SessionState.CLOSED
-    await check_invariants(hub)
+    await check_invariants(troupe_hub)
 
 
 async def test_a_failed_registration_is_the_callers_store_error(
-    hub: Hub, hub_client: HubClient, store_faults: FaultyStore, autojump_clock: object
+    troupe_hub: Hub,
+    troupe_hub_client: HubClient,
+    troupe_store_faults: FaultyStore,
+    autojump_clock: object,
 ) -> None:
-    store_faults.fail_next("save_agent")
+    troupe_store_faults.fail_next("save_agent")
     with pytest.raises(StoreError, match="save_agent"):
-        await hub_client.register_human(Passport(name="me"))
-    me = await hub_client.register_human(Passport(name="me"))
-    assert (await hub.get_agent("me")).agent_id == me.agent_id
-    assert hub.statistics().agents == 1
+        await troupe_hub_client.register_human(Passport(name="me"))
+    me = await troupe_hub_client.register_human(Passport(name="me"))
+    assert (await troupe_hub.get_agent("me")).agent_id == me.agent_id
+    assert troupe_hub.statistics().agents == 1
 
 
 async def test_a_failed_session_creation_leaves_no_half_made_session(
-    hub: Hub, hub_client: HubClient, store_faults: FaultyStore, autojump_clock: object
+    troupe_hub: Hub,
+    troupe_hub_client: HubClient,
+    troupe_store_faults: FaultyStore,
+    autojump_clock: object,
 ) -> None:
-    me = await hub_client.register_human(Passport(name="me"))
-    await hub_client.register(ScriptedAgent(["hi"]), Passport(name="bot"))
+    me = await troupe_hub_client.register_human(Passport(name="me"))
+    await troupe_hub_client.register(ScriptedAgent(["hi"]), Passport(name="bot"))
     for target in ("save_session", "append"):
-        store_faults.fail_next(target)
+        troupe_store_faults.fail_next(target)
         with pytest.raises(StoreError), trio.fail_after(60):
             await me.open(type="conversation", target="bot")
-    store_faults.fail_next("load_snapshot")  # the new session's actor cannot start
+    troupe_store_faults.fail_next("load_snapshot")  # the new session's actor cannot start
     with pytest.raises(StoreError), trio.fail_after(60):
         await me.open(type="conversation", target="bot")
     channel = await me.open(type="conversation", target="bot")
     await me.send(channel.session_id, "hello")
     await expect_envelope(me, channel.session_id, text="hi")
-    assert [md.session_id for md in await hub.list_sessions()] == [channel.session_id]
-    await check_invariants(hub)
+    assert [md.session_id for md in await troupe_hub.list_sessions()] == [channel.session_id]
+    await check_invariants(troupe_hub)
 
 
 async def test_a_store_fault_while_binding_an_identity_spares_its_connection(
-    hub: Hub, hub_client: HubClient, store_faults: FaultyStore, autojump_clock: object
+    troupe_hub: Hub,
+    troupe_hub_client: HubClient,
+    troupe_store_faults: FaultyStore,
+    autojump_clock: object,
 ) -> None:
     # Every identity of a HubClient shares one connection: one bind that fails must not
     # take the others' deliveries down with it.
-    me, you, sid = await two_humans(hub_client)
-    store_faults.fail_next("load_cursors")
+    me, you, sid = await two_humans(troupe_hub_client)
+    troupe_store_faults.fail_next("load_cursors")
     with pytest.raises(StoreError, match="load_cursors"):
-        await hub_client.register_human(Passport(name="late"))
-    assert hub.statistics().connections == 1
+        await troupe_hub_client.register_human(Passport(name="late"))
+    assert troupe_hub.statistics().connections == 1
     await me.send(sid, "still delivered")
     await expect_envelope(you, sid, text="still delivered")
 
 
 async def test_a_registration_whose_bind_failed_can_be_retried(
-    hub: Hub, hub_client: HubClient, store_faults: FaultyStore, autojump_clock: object
+    troupe_hub: Hub,
+    troupe_hub_client: HubClient,
+    troupe_store_faults: FaultyStore,
+    autojump_clock: object,
 ) -> None:
-    store_faults.fail_next("load_cursors")
+    troupe_store_faults.fail_next("load_cursors")
     with pytest.raises(StoreError, match="load_cursors"):
-        await hub_client.register_human(Passport(name="late"))
-    late = await hub_client.register_human(Passport(name="late"))
-    assert (await hub.get_agent("late")).agent_id == late.agent_id
+        await troupe_hub_client.register_human(Passport(name="late"))
+    late = await troupe_hub_client.register_human(Passport(name="late"))
+    assert (await troupe_hub.get_agent("late")).agent_id == late.agent_id
 
 
 async def test_a_store_fault_saving_cursors_spares_the_connection(
-    hub: Hub, hub_client: HubClient, store_faults: FaultyStore, autojump_clock: object
+    troupe_hub: Hub,
+    troupe_hub_client: HubClient,
+    troupe_store_faults: FaultyStore,
+    autojump_clock: object,
 ) -> None:
-    me, you, sid = await two_humans(hub_client)
-    store_faults.fail_next("save_cursor", n=3)
+    me, you, sid = await two_humans(troupe_hub_client)
+    troupe_store_faults.fail_next("save_cursor", n=3)
     for body in ("one", "two"):
         await me.send(sid, body)
         await expect_envelope(you, sid, text=body)
     await trio.testing.wait_all_tasks_blocked()
-    assert store_faults.statistics().failed.get("save_cursor", 0) >= 1
-    assert hub.statistics().connections == 1
+    assert troupe_store_faults.statistics().failed.get("save_cursor", 0) >= 1
+    assert troupe_hub.statistics().connections == 1
     await me.send(sid, "three")
     await expect_envelope(you, sid, text="three")
 
@@ -269,20 +318,24 @@ class TestPassivation:
     """Sessions idle for a minute are passivated (their snapshot saved, their actor stopped)."""
 
     @pytest.fixture
-    def hub_options(self) -> dict[str, Any]:
+    def troupe_hub_options(self) -> dict[str, Any]:
         return {"passivate_after": 60.0}
 
     async def test_a_failed_snapshot_before_a_passivation_keeps_the_session_running(
-        self, hub: Hub, hub_client: HubClient, store_faults: FaultyStore, autojump_clock: object
+        self,
+        troupe_hub: Hub,
+        troupe_hub_client: HubClient,
+        troupe_store_faults: FaultyStore,
+        autojump_clock: object,
     ) -> None:
-        me, you, sid = await two_humans(hub_client)
+        me, you, sid = await two_humans(troupe_hub_client)
         await me.send(sid, "before")
-        store_faults.fail_next("snapshot", session_id=sid)
+        troupe_store_faults.fail_next("snapshot", session_id=sid)
         await trio.sleep(90)
-        assert hub.statistics().session_restarts == 0
+        assert troupe_hub.statistics().session_restarts == 0
         await trio.sleep(90)  # the next sweep passivates it
-        assert hub.statistics().passivations == 1
+        assert troupe_hub.statistics().passivations == 1
         await me.send(sid, "after")
         await expect_envelope(you, sid, text="after")
-        assert hub.session_state(sid).turn_count == 2
-        await check_invariants(hub)
+        assert troupe_hub.session_state(sid).turn_count == 2
+        await check_invariants(troupe_hub)

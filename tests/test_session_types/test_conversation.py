@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from tests.test_session_types._helpers import Run, envelope, metadata
-from troupe import ProtocolError
+from troupe import ProtocolError, SessionState
 from troupe.model import Expectation
-from troupe.session_types import ConversationState, ConversationType, WindowedSummary
+from troupe.session_types import ConversationState, ConversationType, Transition, WindowedSummary
+from troupe.session_types._conversation import DEFAULT_MAX_TURNS
 
 CONVERSATION = ConversationType()
 
@@ -31,12 +32,44 @@ def test_create_needs_exactly_two(ids: list[str]) -> None:
         CONVERSATION.validate_create(metadata("conversation", ids))
 
 
-def test_create_takes_no_knobs() -> None:
+def test_create_takes_no_knob_but_max_turns() -> None:
     with pytest.raises(ProtocolError, match=r"conversation s1 does not take knob\(s\) topic"):
         CONVERSATION.validate_create(metadata("conversation", ["a", "b"], knobs={"topic": "x"}))
 
 
-def test_either_participant_speaks_in_any_order_and_it_never_closes() -> None:
+@pytest.mark.parametrize("bad", [0, -1, 2.5, "10", True])
+def test_max_turns_must_be_a_positive_int_or_none(bad: object) -> None:
+    with pytest.raises(
+        ProtocolError,
+        match=rf"conversation s1: knob max_turns must be a positive int or None, got {bad!r}",
+    ):
+        CONVERSATION.validate_create(metadata("conversation", ["a", "b"], knobs={"max_turns": bad}))
+
+
+def test_it_closes_after_max_turns_texts() -> None:
+    r = Run(CONVERSATION, metadata("conversation", ["a", "b"], knobs={"max_turns": 3}))
+    r.say("a")
+    r.say("b")
+    assert r.transitions == []
+    r.say("a")
+    assert r.transitions == [Transition(state=SessionState.CLOSED, reason="max_turns")]
+
+
+def test_the_default_cap_is_200_and_none_lifts_it() -> None:
+    assert DEFAULT_MAX_TURNS == 200
+    r = run()
+    for i in range(DEFAULT_MAX_TURNS - 1):
+        r.say("ab"[i % 2])
+    assert r.transitions == []
+    r.say("a")
+    assert r.transitions == [Transition(state=SessionState.CLOSED, reason="max_turns")]
+    endless = Run(CONVERSATION, metadata("conversation", ["a", "b"], knobs={"max_turns": None}))
+    for i in range(DEFAULT_MAX_TURNS + 5):
+        endless.say("ab"[i % 2])
+    assert endless.transitions == []
+
+
+def test_either_participant_speaks_in_any_order_and_it_does_not_close_by_itself() -> None:
     r = run()
     for sender in ["b", "b", "a", "b", "a", "a"]:
         r.say(sender)

@@ -75,3 +75,17 @@ async def test_a_permanent_child_that_stops_is_still_restarted(
         assert "p" in sup
         assert await ref.ask("again") == "again"
         assert sup.statistics().restarts == 1
+
+
+async def test_a_normal_exit_is_not_logged_at_info(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # ``troupe serve`` logged an INFO line with these internals on every client disconnect.
+    caplog.set_level("DEBUG", logger="troupe")
+    async with open_dynamic_supervisor(name="endpoints") as sup:
+        ref = await sup.start_child(ChildSpec("c", Echo, restart="temporary"))
+        assert ref is not None
+        await ref.stop()
+        await trio.testing.wait_all_tasks_blocked()
+    exits = [r for r in caplog.records if "exited and is not restarted" in r.getMessage()]
+    assert [r.levelname for r in exits] == ["DEBUG"]

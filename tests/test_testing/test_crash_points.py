@@ -95,16 +95,20 @@ def test_bad_arguments_are_refused() -> None:
         points.crash_randomly(0.5, seed=0, points=["nowhere"])
 
 
-@pytest.mark.parametrize("hub_store", ["memory", "sqlite"], indirect=True)
+@pytest.mark.parametrize("troupe_hub_store", ["memory", "sqlite"], indirect=True)
 @pytest.mark.parametrize("point", CRASH_POINTS)
 async def test_a_crash_at_any_point_of_a_post_is_invisible_to_the_poster(
-    hub: Hub, hub_client: HubClient, crash_points: CrashPoints, point: str, autojump_clock: object
+    troupe_hub: Hub,
+    troupe_hub_client: HubClient,
+    troupe_crash_points: CrashPoints,
+    point: str,
+    autojump_clock: object,
 ) -> None:
     echo = ScriptedAgent([lambda turn: f"echo: {turn.text}"], cycle=True)
-    await hub_client.register(echo, Passport(name="echo"))
-    me = await hub_client.register_human(Passport(name="me"))
+    await troupe_hub_client.register(echo, Passport(name="echo"))
+    me = await troupe_hub_client.register_human(Passport(name="me"))
     channel = await me.open(type="conversation", target="echo")
-    crash_points.crash_at(point, session_id=channel.session_id)
+    troupe_crash_points.crash_at(point, session_id=channel.session_id)
     envelope_id = await me.send(channel.session_id, "hello")
     reply = await me.wait_for_channel_event(
         channel_id=channel.session_id,
@@ -113,20 +117,25 @@ async def test_a_crash_at_any_point_of_a_post_is_invisible_to_the_poster(
     )
     assert reply.text == "echo: hello"
     assert reply.causation_id == envelope_id
-    assert crash_points.history == [(point, channel.session_id)]
-    assert hub.statistics().session_restarts == 1
-    texts = [e.text for e in await hub.read_wal(channel.session_id) if e.event_type == EV_TEXT]
+    assert troupe_crash_points.history == [(point, channel.session_id)]
+    assert troupe_hub.statistics().session_restarts == 1
+    texts = [
+        e.text for e in await troupe_hub.read_wal(channel.session_id) if e.event_type == EV_TEXT
+    ]
     assert texts == ["hello", "echo: hello"]
-    await check_invariants(hub)
+    await check_invariants(troupe_hub)
 
 
 async def test_a_post_that_crashes_its_session_twice_is_rejected_as_poison(
-    hub: Hub, hub_client: HubClient, crash_points: CrashPoints, autojump_clock: object
+    troupe_hub: Hub,
+    troupe_hub_client: HubClient,
+    troupe_crash_points: CrashPoints,
+    autojump_clock: object,
 ) -> None:
-    await hub_client.register(ScriptedAgent(), Passport(name="quiet"))
-    me = await hub_client.register_human(Passport(name="me"))
+    await troupe_hub_client.register(ScriptedAgent(), Passport(name="quiet"))
+    me = await troupe_hub_client.register_human(Passport(name="me"))
     channel = await me.open(type="conversation", target="quiet")
-    crash_points.crash_at("before_append", session_id=channel.session_id, times=2)
+    troupe_crash_points.crash_at("before_append", session_id=channel.session_id, times=2)
     poison = Envelope(
         session_id=channel.session_id,
         sender_id=me.agent_id,
@@ -135,8 +144,10 @@ async def test_a_post_that_crashes_its_session_twice_is_rejected_as_poison(
     )
     with pytest.raises(ProtocolError, match="rejected as poison"):
         await me.post_envelope(poison)
-    assert hub.statistics().poison_envelopes == 1
+    assert troupe_hub.statistics().poison_envelopes == 1
     await me.send(channel.session_id, "still here")
-    texts = [e.text for e in await hub.read_wal(channel.session_id) if e.event_type == EV_TEXT]
+    texts = [
+        e.text for e in await troupe_hub.read_wal(channel.session_id) if e.event_type == EV_TEXT
+    ]
     assert texts == ["still here"]
-    await check_invariants(hub)
+    await check_invariants(troupe_hub)

@@ -15,21 +15,21 @@ from troupe.testing import CrashPoints, ScriptedAgent, expect_envelope
 
 
 async def test_the_expert_answers_through_a_crash(
-    hub_client: HubClient, crash_points: CrashPoints
+    troupe_hub_client: HubClient, troupe_crash_points: CrashPoints
 ) -> None:
     expert = ScriptedAgent(["Paris."])
-    await hub_client.register(expert, Passport(name="expert"))
-    me = await hub_client.register_human(Passport(name="me"))
+    await troupe_hub_client.register(expert, Passport(name="expert"))
+    me = await troupe_hub_client.register_human(Passport(name="me"))
     channel = await me.open(type="conversation", target="expert")
 
     # Crash the session actor right after the question is durable: the hub restarts it
     # from its WAL, retries the post, and the conversation goes on as if nothing happened.
-    crash_points.crash_at("after_append", session_id=channel.session_id)
+    troupe_crash_points.crash_at("after_append", session_id=channel.session_id)
     await me.send(channel.session_id, "Capital of France?")
     reply = await expect_envelope(me, channel.session_id, event_type=EV_TEXT, text="Paris.")
     assert reply.causation_id is not None
     assert expert.texts == ["Capital of France?"]
-    assert crash_points.statistics().crashes == 1
+    assert troupe_crash_points.statistics().crashes == 1
 
 
 # --- README example end ---

@@ -22,23 +22,23 @@ from troupe.testing import (
 
 
 async def talk_to(
-    hub_client: HubClient, agent: ScriptedAgent, kind: str = "conversation"
+    troupe_hub_client: HubClient, agent: ScriptedAgent, kind: str = "conversation"
 ) -> tuple[HumanClient, str]:
-    await hub_client.register(agent, Passport(name="bot"))
-    me = await hub_client.register_human(Passport(name="me"))
+    await troupe_hub_client.register(agent, Passport(name="bot"))
+    me = await troupe_hub_client.register_human(Passport(name="me"))
     channel = await me.open(type=kind, target="bot")
     return me, channel.session_id
 
 
 async def test_it_answers_in_order_and_records_what_it_saw(
-    hub_client: HubClient, autojump_clock: object
+    troupe_hub_client: HubClient, autojump_clock: object
 ) -> None:
     steps: list[ScriptStep] = ["one", None, lambda turn: turn.text.upper()]
     bot = ScriptedAgent(steps)
-    me, sid = await talk_to(hub_client, bot)
+    me, sid = await talk_to(troupe_hub_client, bot)
     await me.send(sid, "a")
     await expect_envelope(
-        me, sid, text="one", sender_id=(await hub_client.get_agent("bot")).agent_id
+        me, sid, text="one", sender_id=(await troupe_hub_client.get_agent("bot")).agent_id
     )
     await me.send(sid, "b")
     await me.send(sid, "c")
@@ -53,10 +53,10 @@ async def test_it_answers_in_order_and_records_what_it_saw(
 
 
 async def test_past_the_end_of_its_script_the_turn_fails(
-    hub: Hub, hub_client: HubClient, autojump_clock: object
+    troupe_hub: Hub, troupe_hub_client: HubClient, autojump_clock: object
 ) -> None:
     bot = ScriptedAgent(["only"])
-    me, sid = await talk_to(hub_client, bot)
+    me, sid = await talk_to(troupe_hub_client, bot)
     await me.send(sid, "a")
     await expect_envelope(me, sid, text="only")
     await me.send(sid, "b")
@@ -64,31 +64,31 @@ async def test_past_the_end_of_its_script_the_turn_fails(
         await bot.wait_for_turns(2)
     assert bot.exhausted
     await expect_no_envelope(me, sid, event_type=EV_TEXT)
-    failures = [r for r in await hub.read_audit() if r["kind"] == "turn_failed"]
+    failures = [r for r in await troupe_hub.read_audit() if r["kind"] == "turn_failed"]
     assert [r["exc_type"] for r in failures] == [ScriptExhausted.__name__]
 
 
 async def test_a_scripted_exception_fails_that_turn_only(
-    hub: Hub, hub_client: HubClient, autojump_clock: object
+    troupe_hub: Hub, troupe_hub_client: HubClient, autojump_clock: object
 ) -> None:
     bot = ScriptedAgent([RuntimeError("model down"), "back"])
-    me, sid = await talk_to(hub_client, bot)
+    me, sid = await talk_to(troupe_hub_client, bot)
     await me.send(sid, "a")
     await me.send(sid, "b")
     await expect_envelope(me, sid, text="back")
-    assert [r["exc_message"] for r in await hub.read_audit() if r["kind"] == "turn_failed"] == [
-        "model down"
-    ]
+    assert [
+        r["exc_message"] for r in await troupe_hub.read_audit() if r["kind"] == "turn_failed"
+    ] == ["model down"]
 
 
 async def test_a_cycling_script_never_runs_out(
-    hub_client: HubClient, autojump_clock: object
+    troupe_hub_client: HubClient, autojump_clock: object
 ) -> None:
     bot = ScriptedAgent(["x", "y"], cycle=True)
-    me, sid = await talk_to(hub_client, bot)
+    me, sid = await talk_to(troupe_hub_client, bot)
     for _ in range(5):
         await me.send(sid, "?")
-    bot_id = (await hub_client.get_agent("bot")).agent_id
+    bot_id = (await troupe_hub_client.get_agent("bot")).agent_id
     answers = [(await expect_envelope(me, sid, sender_id=bot_id)).text for _ in range(5)]
     assert answers == ["x", "y", "x", "y", "x"]
     with pytest.raises(ValueError, match="at least one reply"):
@@ -96,19 +96,19 @@ async def test_a_cycling_script_never_runs_out(
 
 
 async def test_expect_envelope_fails_with_what_the_session_holds(
-    hub_client: HubClient, autojump_clock: object
+    troupe_hub_client: HubClient, autojump_clock: object
 ) -> None:
-    me, sid = await talk_to(hub_client, ScriptedAgent(["sure"]))
+    me, sid = await talk_to(troupe_hub_client, ScriptedAgent(["sure"]))
     await me.send(sid, "hi")
     with pytest.raises(EnvelopeNotSeen, match=r"text='nope'.*within 2.0s(.|\n)*'hi'(.|\n)*'sure'"):
         await expect_envelope(me, sid, text="nope", within=2.0)
 
 
 async def test_expect_envelope_fails_at_once_when_the_session_ends(
-    hub_client: HubClient,
+    troupe_hub_client: HubClient,
     autojump_clock: object,
 ) -> None:
-    me, sid = await talk_to(hub_client, ScriptedAgent(["fine"]), kind="consulting")
+    me, sid = await talk_to(troupe_hub_client, ScriptedAgent(["fine"]), kind="consulting")
     await me.send(sid, "how are you?")
     await expect_envelope(me, sid, event_type=EV_SESSION_CLOSED)
     start = trio.current_time()
@@ -118,9 +118,9 @@ async def test_expect_envelope_fails_at_once_when_the_session_ends(
 
 
 async def test_expect_no_envelope_fails_when_one_arrives(
-    hub_client: HubClient, autojump_clock: object
+    troupe_hub_client: HubClient, autojump_clock: object
 ) -> None:
-    me, sid = await talk_to(hub_client, ScriptedAgent(["there"]))
+    me, sid = await talk_to(troupe_hub_client, ScriptedAgent(["there"]))
     await me.send(sid, "anyone?")
     with pytest.raises(UnexpectedEnvelope, match=r"troupe\.text"):
         await expect_no_envelope(me, sid, text="there")

@@ -13,18 +13,13 @@ from typing import Any
 
 import attrs
 import trio
-from trio_websocket import (
-    WebSocketConnection,
-    WebSocketRequest,
-    serve_websocket,
-    wrap_client_stream,
-)
+from trio_websocket import WebSocketConnection, WebSocketRequest
 
 from troupe import EV_TEXT, Envelope, Hub, HubClient, HumanClient, Passport, Turn, open_hub
 from troupe.hub import AuthAdapter
 from troupe.model import ErrorFrame, Frame, HelloFrame, WelcomeFrame, decode_frame, encode_frame
 from troupe.store import Store
-from troupe.transport import WsLink, WsServer, serve_ws
+from troupe.transport import WsLink, WsServer, _ws, serve_ws
 
 #: Heartbeat for tests that do not exercise it (long enough never to fire by accident).
 QUIET = 30.0
@@ -152,13 +147,14 @@ async def raw(url: str, *, max_message_size: int = 1 << 24) -> AsyncIterator[Raw
     """A raw connection to ``url`` (``ws://127.0.0.1:PORT``).
 
     The TCP stream is ours and closed on the way out: when the hub closes a connection
-    while a message is being sent, trio-websocket's own close leaves its socket open.
+    while a message is being sent, trio-websocket's own close leaves its socket open. The
+    connection is troupe's (``_ws._Connection``): a ping racing its close does not crash it.
     """
     port = int(url.rsplit(":", 1)[1])
     async with trio.open_nursery() as nursery:
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         try:
-            ws = await wrap_client_stream(
+            ws = await _ws._wrap_client(
                 nursery, stream, "127.0.0.1", "/", max_message_size=max_message_size
             )
             try:
@@ -321,11 +317,19 @@ async def fake_hub(
 ) -> AsyncIterator[int]:
     """A WebSocket server on 127.0.0.1 that is not a hub: ``handler`` plays its part.
 
-    Yields the port.
+    Yields the port. Its connections are troupe's (``_ws._Connection``), as a hub's are;
+    one is cut when ``handler`` returns.
     """
+
+    async def serve_one(stream: trio.SocketStream) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                await handler(await _ws._wrap_server(nursery, stream, max_message_size=1 << 24))
+                nursery.cancel_scope.cancel()
+        finally:
+            await trio.aclose_forcefully(stream)
+
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(
-            partial(serve_websocket, handler, "127.0.0.1", 0, None, max_message_size=1 << 24)
-        )
-        yield server.port
+        (listener,) = await nursery.start(partial(trio.serve_tcp, serve_one, 0, host="127.0.0.1"))
+        yield listener.socket.getsockname()[1]
         nursery.cancel_scope.cancel()

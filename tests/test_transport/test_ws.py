@@ -276,7 +276,7 @@ async def test_attach_unregister_shutdown_and_close() -> None:
                 person = await second.attach(None, "me")
                 assert isinstance(person, HumanClient)
                 assert person.agent_id == human.agent_id
-                with pytest.raises(ValueError, match="passport and resume"):
+                with pytest.raises(ValueError, match="nothing is registered as 'stranger'"):
                     await second.attach(Echo(), "stranger")
                 new = await second.attach(
                     Echo(), "stranger", passport=Passport(name="stranger"), resume=Resume()

@@ -87,7 +87,12 @@ async def test_the_hub_neither_keeps_nor_shows_the_claim() -> None:
     ("keys", "passport", "message"),
     [
         ({"echo": "wrong"}, Passport(name="echo"), "bad api key for agent 'echo'"),
-        ({}, Passport(name="echo"), "no auth adapter installed for scheme 'none' (agent 'echo')"),
+        (
+            {},
+            Passport(name="echo"),
+            "the hub requires authentication for agent 'echo' (api_key) and none was presented; "
+            "over WebSocket give the link its key: WsLink(url, auth={'echo': KEY})",
+        ),
         (
             {"stranger": "k"},
             Passport(name="stranger"),
@@ -96,7 +101,7 @@ async def test_the_hub_neither_keeps_nor_shows_the_claim() -> None:
         (
             {},
             Passport(name="echo", auth=AuthBlock(scheme="jwt", claim={"token": "x"})),
-            "no auth adapter installed for scheme 'jwt' (agent 'echo')",
+            "no auth adapter installed for scheme 'jwt' (agent 'echo'); the hub accepts api_key",
         ),
         (
             {},
@@ -138,7 +143,11 @@ async def test_a_remote_agent_passport_cannot_skip_the_keys() -> None:
     ("keys", "message"),
     [
         ({"echo": "wrong"}, "bad api key for agent 'echo'"),
-        ({}, "no auth adapter installed for scheme 'none' (agent 'echo')"),
+        (
+            {},
+            "the hub requires authentication for agent 'echo' (api_key) and none was presented; "
+            "over WebSocket give the link its key: WsLink(url, auth={'echo': KEY})",
+        ),
     ],
     ids=["wrong-key", "missing-key"],
 )

@@ -62,6 +62,20 @@ class Pair:
         """A condition: the sink has handled at least ``count`` turns."""
         return lambda: len(self.sink.texts) >= count
 
+    async def all_acked(self) -> None:
+        """Wait until the hub's cursor for the sink reached the session's last envelope.
+
+        After that nothing can be delivered again (only unacked envelopes are replayed), so a
+        duplicate would already have shown: no guessed sleep needed.
+        """
+        last = (await self.served.hub.read_wal(self.session_id))[-1].seq
+        store, sink_id = self.served.hub.core.store, self.sink_client.agent_id
+
+        async def acked_to_the_end() -> bool:
+            return (await store.load_cursors(sink_id)).get(self.session_id) == last
+
+        await eventually(acked_to_the_end)
+
 
 @asynccontextmanager
 async def pair(*, reconnect_within: float = 5.0) -> AsyncIterator[Pair]:
@@ -70,7 +84,7 @@ async def pair(*, reconnect_within: float = 5.0) -> AsyncIterator[Pair]:
         link.url = proxy.url
         async with (
             HubClient(served.link()) as poster,
-            HubClient(link, reconnect_within=reconnect_within) as remote,
+            HubClient(link, reconnect_within=reconnect_within, reconnect_seed=0) as remote,
         ):
             talker = await poster.register_human(Passport(name="talker"))
             sink = Sink()
@@ -122,17 +136,9 @@ async def test_cutting_the_connection_mid_stream_loses_and_repeats_nothing() -> 
                     await wait_until(p.handled(mark))
                     p.proxy.cut()
             await wait_until(lambda: len(p.sink.texts) >= len(texts))
-            await trio.sleep(0.05)  # a late duplicate would show up now
+            await p.all_acked()  # everything was acked: no late duplicate can come
             _assert_exactly_once(p, texts)
             assert p.proxy.accepted >= 4  # it did reconnect each time
-            # Everything was acked: the hub's cursor for the sink reached the end.
-            last = (await p.poster.read_wal(p.session_id))[-1].seq
-            store, sink_id = p.served.hub.core.store, p.sink_client.agent_id
-
-            async def acked_to_the_end() -> bool:
-                return (await store.load_cursors(sink_id)).get(p.session_id) == last
-
-            await eventually(acked_to_the_end)
 
 
 async def test_what_was_posted_while_the_client_was_away_is_replayed_in_order() -> None:
@@ -150,7 +156,7 @@ async def test_what_was_posted_while_the_client_was_away_is_replayed_in_order() 
             await wait_until(lambda: len(p.sink.texts) >= 21)
             await p.post("after")
             await wait_until(lambda: len(p.sink.texts) >= 22)
-            await trio.sleep(0.05)
+            await p.all_acked()
             _assert_exactly_once(p, ["before", *away, "after"])
 
 
@@ -175,8 +181,8 @@ async def test_a_post_in_flight_during_the_drop_lands_exactly_once(lost: str) ->
                 nursery.start_soon(post)
                 if lost == "the answer":
                     await wait_until(lambda: hub.core.counters.accepted > before)
-                else:
-                    await trio.sleep(0.05)
+                else:  # the request is written: the client waits for its answer
+                    await wait_until(lambda: bool(p.remote._api._pending))  # type: ignore[attr-defined]
                 p.proxy.cut()
                 p.proxy.thaw()
             wal = await hub.read_wal(p.session_id)
@@ -234,8 +240,9 @@ async def test_dropped_connections_leave_no_socket_open() -> None:
                     await p.post(f"r{round_}")
                     await wait_until(p.handled(round_ + 1))
                 p.proxy.freeze()
+                accepted = p.proxy.accepted
                 p.proxy.cut()
-                await trio.sleep(0.05)  # a reconnect attempt is hanging now
+                await wait_until(lambda: p.proxy.accepted > accepted)  # an attempt hangs now
             # The client closed with a connection attempt in progress.
         gc.collect()
     assert [str(w.message) for w in caught if w.category is ResourceWarning] == []

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import math
+import random
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -57,6 +58,7 @@ from .._errors import (
     ProtocolError,
     StoreError,
 )
+from .._log import USER_CODE
 from .._tracing import turn_span
 from ..api import (
     Accepted,
@@ -367,6 +369,9 @@ async def run_chunk_callbacks(
 class Identity:
     """One registered identity served by a HubClient connection."""
 
+    #: Whether an invite to this identity is acked as it arrives (else it answers itself).
+    _auto_ack_invites: bool
+
     def __init__(
         self, *, passport: Passport, resume: Resume, rule: Rule, hub_client: HubClient
     ) -> None:
@@ -500,6 +505,18 @@ class Identity:
         self._check_connected()
         return await self._hub_client.close_session(channel_id, reason=reason)
 
+    async def _ack_if_invited(self, envelope: Envelope) -> None:
+        """Ack an invite to this identity as it arrives, unless it answers invites itself."""
+        if (
+            self._auto_ack_invites
+            and envelope.event_type == EV_CHANNEL_INVITE
+            and envelope.sender_id != self.agent_id
+        ):
+            try:
+                await self.accept_invite(envelope)
+            except NetworkError as exc:
+                log.warning("%s could not ack invite %s: %s", self, envelope.envelope_id, exc)
+
     async def accept_invite(self, invite: Envelope) -> str:
         """Ack an invite (for clients that do not ack automatically)."""
         return await self._answer_invite(invite, EV_CHANNEL_INVITE_ACK, {})
@@ -585,13 +602,21 @@ class Identity:
         Takes only the envelope that matched: others stay for other waiters.
 
         Raises:
-          TimeoutError: nothing matched within ``timeout`` seconds.
+          TimeoutError: nothing matched within ``timeout`` seconds (the message names the
+            last turn in this session that failed in this client's process, if any).
           Disconnected: this identity is (or becomes) disconnected (a RuntimeError).
           ProtocolError: the session ended without a match.
         """
         self._check_connected()
-        with seed_timeout(timeout, f"session {channel_id}"):
-            return await self._inboxes.wait(channel_id, predicate)
+        try:
+            with seed_timeout(timeout, f"session {channel_id}"):
+                return await self._inboxes.wait(channel_id, predicate)
+        except TimeoutError as exc:
+            # A wait that timed out because an agent's respond() raised should say so.
+            failure = self._hub_client.turn_failure(channel_id)
+            if failure is None:
+                raise
+            raise TimeoutError(f"{exc}; {failure}") from None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -855,6 +880,12 @@ Observer = Callable[[Envelope], Awaitable[None]]
 Handler = Callable[[Envelope, "AgentClient"], Awaitable[None]]
 
 
+def _describe(exc: BaseException) -> str:
+    """``RuntimeError: my bug``, the way a traceback's last line names an exception."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 class AgentClient(Identity):
     """What ``HubClient.register`` returns: one agent on one connection.
 
@@ -933,15 +964,7 @@ class AgentClient(Identity):
         self._inboxes.put(envelope)
         for observer in self._observers:
             await observer(envelope)
-        if (
-            self._auto_ack_invites
-            and envelope.event_type == EV_CHANNEL_INVITE
-            and envelope.sender_id != self.agent_id
-        ):
-            try:
-                await self.accept_invite(envelope)
-            except NetworkError as exc:
-                log.warning("%s could not ack invite %s: %s", self, envelope.envelope_id, exc)
+        await self._ack_if_invited(envelope)
         if self._handler is not None:
             await self._handler(envelope, self)
         else:
@@ -986,7 +1009,16 @@ class AgentClient(Identity):
                 if answer is not None:
                     await hc.post_envelope(answer)
         except Exception as exc:
-            log.exception("%s: turn on %s failed", self, envelope.envelope_id)
+            USER_CODE.error(
+                "agent %r failed its turn on %s in session %s",
+                self._passport.name,
+                envelope.envelope_id,
+                sid,
+                exc_info=exc,
+            )
+            hc.note_turn_failure(
+                sid, f"agent {self._passport.name!r} failed its turn: {_describe(exc)}"
+            )
             await hc.report_turn_failure(
                 session_id=sid, agent_id=me, envelope_id=envelope.envelope_id, exc=exc
             )
@@ -1128,15 +1160,7 @@ class HumanClient(Identity):
         if self._disconnected:
             await trio.lowlevel.checkpoint()
             return
-        if (
-            self._auto_ack_invites
-            and envelope.event_type == EV_CHANNEL_INVITE
-            and envelope.sender_id != self.agent_id
-        ):
-            try:
-                await self.accept_invite(envelope)
-            except NetworkError as exc:
-                log.warning("%s could not ack invite %s: %s", self, envelope.envelope_id, exc)
+        await self._ack_if_invited(envelope)
         self._inboxes.put(envelope)
         self._pull.send_nowait(envelope)
         self._held.add(envelope.envelope_id)
@@ -1145,7 +1169,7 @@ class HumanClient(Identity):
                 try:
                     await callback(envelope)
                 except Exception:
-                    log.exception(
+                    USER_CODE.exception(
                         "human callback raised: human=%s session=%s event=%s",
                         self._passport.name,
                         envelope.session_id,
@@ -1212,6 +1236,9 @@ class HumanClient(Identity):
 # -- HubClient: one connection to a hub, serving any number of identities (the seed's API). ----
 
 
+#: Sessions whose last failed turn a client remembers for its wait timeouts.
+TURN_FAILURES_KEPT = 256
+
 Link = LocalLink | WsLink
 R = TypeVar("R")
 
@@ -1231,13 +1258,23 @@ class HubClient:
       link: ``LocalLink(hub)`` (in process) or ``WsLink(url)`` (over a network).
       hub: the in-process hub (defaults to ``link.hub`` for a LocalLink).
       reconnect_within: over a network, how long (seconds) to keep trying to reconnect
-        before giving up; calls then fail with :class:`ConnectionLost`.
+        a connection that was up before giving up; calls then fail with
+        :class:`ConnectionLost`. (The first connection is tried once: a hub that cannot be
+        reached at the start fails ``async with`` at once, with the reason.)
+      reconnect_seed: seeds the reconnect jitter (a reproducible schedule, for tests);
+        ``None`` draws from the system's randomness.
     """
 
     def __init__(
-        self, link: Link, *, hub: LocalHub | None = None, reconnect_within: float = 60.0
+        self,
+        link: Link,
+        *,
+        hub: LocalHub | None = None,
+        reconnect_within: float = 60.0,
+        reconnect_seed: int | None = None,
     ) -> None:
         self._link = link
+        self._jitter = random.Random(reconnect_seed)
         self._hub: LocalHub | None = hub if hub is not None else getattr(link, "hub", None)
         self._api: HubApi = self._hub if self._hub is not None else RemoteHub()
         self._reconnect_within = reconnect_within
@@ -1250,6 +1287,8 @@ class HubClient:
         self._loop_task: trio.lowlevel.Task | None = None
         self._loop_done: trio.Event | None = None
         self._clients: dict[str, Identity] = {}
+        #: Per session, the last turn that failed in this process (for wait timeouts).
+        self._turn_failures: dict[str, str] = {}
         self._router = Router(self._clients, self._send_frame)
         self._chunks = ChunkRouter(self._clients, self._router)
         self._closed = False
@@ -1503,6 +1542,18 @@ class HubClient:
             await self._api.call(GetRule(agent_id=agent_id)),
         )
 
+    def note_turn_failure(self, session_id: str, what: str) -> None:
+        """Remember that a turn in ``session_id`` failed, for a wait there that times out."""
+        failures = self._turn_failures
+        failures.pop(session_id, None)
+        failures[session_id] = what
+        if len(failures) > TURN_FAILURES_KEPT:
+            del failures[next(iter(failures))]  # the session whose failure is oldest
+
+    def turn_failure(self, session_id: str) -> str | None:
+        """The last turn failure noted in ``session_id`` (``"agent 'x' failed its turn: ..."``)."""
+        return self._turn_failures.get(session_id)
+
     async def register(
         self,
         agent: Agent,
@@ -1514,21 +1565,37 @@ class HubClient:
         attach_plugin: bool = True,
         handler: Handler | None = None,
         auto_ack_invites: bool = True,
+        exist_ok: bool = False,
     ) -> AgentClient:
         """Register an agent and return its AgentClient (bound to this connection).
 
         ``handler`` replaces the default turn handler (see :meth:`AgentClient.set_handler`);
         with ``auto_ack_invites=False`` invites are not acked for the agent (its handler
-        calls ``accept_invite`` / ``reject_invite``). ``attach_plugin`` is accepted for
-        compatibility with the seed and does nothing.
+        calls ``accept_invite`` / ``reject_invite``). With ``exist_ok=True`` an agent already
+        registered under ``passport.name`` is attached instead (as :meth:`attach` does: same
+        id, replayed what it had not acked; its stored passport, resume, rule and skill are
+        kept, not replaced), so a program can run again on the same store, also after a run
+        that failed before :meth:`shutdown`. ``attach_plugin`` is accepted for compatibility
+        with the seed and does nothing.
 
         Raises:
-          ValueError: ``passport.kind`` is ``"human"`` (use :meth:`register_human`).
+          ValueError: ``passport.kind`` is ``"human"`` (use :meth:`register_human`), or with
+            ``exist_ok`` the name is a human's.
+          ProtocolError: the name is registered already (without ``exist_ok``).
           RuntimeError: this client is closed.
         """
         self._check_open("register")
         if passport.kind == "human":
             raise ValueError(f"passport {passport.name!r} is a human's: use register_human()")
+        if exist_ok:
+            found = await self._attach_existing(
+                agent, passport.name, human=False, auto_ack_invites=auto_ack_invites
+            )
+            if found is not None:
+                assert isinstance(found, AgentClient)
+                if handler is not None:
+                    found.set_handler(handler)
+                return found
         stamped, resume, rule = await self._register(passport, resume, skill_md, rule)
         client = AgentClient(
             agent=agent,
@@ -1550,11 +1617,17 @@ class HubClient:
         skill_md: str | None = None,
         rule: Rule | None = None,
         auto_ack_invites: bool = True,
+        exist_ok: bool = False,
     ) -> HumanClient:
         """Register a person and return their HumanClient.
 
+        ``exist_ok=True`` attaches a person already registered under ``passport.name``
+        instead (see :meth:`register`).
+
         Raises:
-          ValueError: ``passport.kind`` is set and is not ``"human"``.
+          ValueError: ``passport.kind`` is set and is not ``"human"``, or with ``exist_ok``
+            the name is an agent's.
+          ProtocolError: the name is registered already (without ``exist_ok``).
           RuntimeError: this client is closed.
         """
         self._check_open("register_human")
@@ -1563,6 +1636,13 @@ class HubClient:
                 f"register_human requires kind='human', passport {passport.name!r} has "
                 f"kind={passport.kind!r}"
             )
+        if exist_ok:
+            found = await self._attach_existing(
+                None, passport.name, human=True, auto_ack_invites=auto_ack_invites
+            )
+            if found is not None:
+                assert isinstance(found, HumanClient)
+                return found
         stamped, resume, rule = await self._register(
             attrs.evolve(passport, kind="human"), resume, skill_md, rule
         )
@@ -1600,34 +1680,57 @@ class HubClient:
           RuntimeError: this client is closed.
         """
         self._check_open("attach")
-        await self._ensure_connected()
-        api = self._api
-        agent_id = await api.call(FindAgentId(name=name))
-        if agent_id is None:
-            if passport is None or resume is None:
-                raise ValueError(
-                    f"agent {name!r} is not registered; passport and resume are required "
-                    "to register it"
-                )
-            if passport.kind == "human":
-                return await self.register_human(
-                    passport,
-                    resume,
-                    skill_md=skill_md,
-                    rule=rule,
-                    auto_ack_invites=auto_ack_invites,
-                )
-            if agent is None:
-                raise ValueError(f"attaching agent {name!r} needs the agent object")
-            return await self.register(
-                agent,
+        found = await self._attach_existing(agent, name, auto_ack_invites=auto_ack_invites)
+        if found is not None:
+            return found
+        if passport is None or resume is None:
+            raise ValueError(
+                f"nothing is registered as {name!r}: attach re-binds an existing identity "
+                "(give passport= and resume= to register it when it is missing)"
+            )
+        if passport.kind == "human":
+            return await self.register_human(
                 passport,
                 resume,
                 skill_md=skill_md,
                 rule=rule,
                 auto_ack_invites=auto_ack_invites,
             )
+        if agent is None:
+            raise ValueError(f"attaching agent {name!r} needs the agent object")
+        return await self.register(
+            agent,
+            passport,
+            resume,
+            skill_md=skill_md,
+            rule=rule,
+            auto_ack_invites=auto_ack_invites,
+        )
+
+    async def _attach_existing(
+        self,
+        agent: Agent | None,
+        name: str,
+        *,
+        human: bool | None = None,
+        auto_ack_invites: bool = True,
+    ) -> AgentClient | HumanClient | None:
+        """Bind the identity registered as ``name`` to this connection; None if there is none.
+
+        ``human`` (when not None) is the kind the caller expects: the other is a ValueError.
+        """
+        await self._ensure_connected()
+        api = self._api
+        agent_id = await api.call(FindAgentId(name=name))
+        if agent_id is None:
+            return None
         stamped = await api.call(GetAgent(name_or_id=agent_id))
+        is_human = stamped.effective_kind == "human"
+        if human is not None and is_human != human:
+            registered, wanted = (
+                ("a human", "register()") if is_human else ("an agent", "register_human()")
+            )
+            raise ValueError(f"{name!r} is registered as {registered}: {wanted} cannot attach it")
         common: dict[str, Any] = {
             "passport": stamped,
             "resume": await api.call(GetResume(agent_id=agent_id)),
@@ -2011,7 +2114,14 @@ class HubClient:
                 failure: OSError | HandshakeError | trio.TooSlowError | None = None
                 async with trio.open_nursery() as conn_nursery:
                     try:
-                        conn = await self._connect(link, conn_nursery)
+                        # The first connection is tried once: a wrong address or a hub that
+                        # is down should say so now, not after reconnect_within. Backoff is
+                        # for connections that were up.
+                        conn = await (
+                            self._connect_once(link, conn_nursery)
+                            if first
+                            else self._connect(link, conn_nursery)
+                        )
                     except (OSError, HandshakeError, trio.TooSlowError) as exc:
                         failure = exc
                     else:
@@ -2024,7 +2134,7 @@ class HubClient:
                 # Raised here, outside the connection's nursery, so that callers get a
                 # ConnectionLost and not an exception group.
                 if failure is not None:
-                    why = f"could not reach {link.url}: {str(failure) or type(failure).__name__}"
+                    why = f"could not reach {link.url}: {self._describe(failure, link, first)}"
                     log.error("giving up: %s", why)
                     api.fail(why)
                     if first:
@@ -2073,31 +2183,58 @@ class HubClient:
                 self._on_frame(frame)
         wake.set()
 
+    async def _connect_once(self, link: WsLink, nursery: trio.Nursery) -> WsLinkClient:
+        """One attempt (``link.connect_timeout`` bounds it)."""
+        return await link.connect(nursery)
+
+    def _backoff(self, state: RetryCallState) -> float:
+        """Full jitter: a random wait up to 0.05 s * 2**(attempt - 1), at most 5 s, drawn
+        from the client's own generator (``reconnect_seed``), so clients dropped together
+        do not come back together and a seeded schedule is the same every run."""
+        return self._jitter.uniform(0, min(5.0, 0.05 * 2 ** (state.attempt_number - 1)))
+
     async def _connect(self, link: WsLink, nursery: trio.Nursery) -> WsLinkClient:
-        """Connect, retrying with exponential backoff and jitter for ``reconnect_within`` s."""
+        """Connect, retrying with exponential backoff and jitter for ``reconnect_within`` s.
+
+        Raises:
+          OSError, HandshakeError: the last attempt's failure, once the deadline passed.
+        """
         last: OSError | HandshakeError | trio.TooSlowError | None = None
-        try:
-            with trio.fail_after(self._reconnect_within):
-                async for attempt in AsyncRetrying(
-                    sleep=trio.sleep,
-                    # Full jitter: a random wait up to 0.05 s * 2**attempt (at most 5 s), so
-                    # clients dropped together do not come back together.
-                    wait=wait_random_exponential(multiplier=0.05, max=5.0),
-                    retry=retry_if_exception_type((OSError, HandshakeError, trio.TooSlowError)),
-                    reraise=True,
-                ):
-                    with attempt:
-                        try:
-                            return await link.connect(nursery)
-                        except (OSError, HandshakeError, trio.TooSlowError) as exc:
-                            last = exc
-                            raise
-        except trio.TooSlowError:
-            if last is None:
-                raise
-            # Out of time: say what the last attempt ran into, not just "too slow".
-            raise last from None
-        raise AssertionError("unreachable")  # pragma: no cover
+        with trio.move_on_after(self._reconnect_within):
+            async for attempt in AsyncRetrying(
+                sleep=trio.sleep,
+                wait=self._backoff,
+                retry=retry_if_exception_type((OSError, HandshakeError, trio.TooSlowError)),
+                reraise=True,
+            ):
+                with attempt:
+                    try:
+                        return await link.connect(nursery)
+                    except (OSError, HandshakeError, trio.TooSlowError) as exc:
+                        last = exc
+                        raise
+        if last is not None:
+            raise last  # the reason the hub could not be reached, not just "too slow"
+        raise trio.TooSlowError  # (no attempt finished within reconnect_within)
+
+    def _describe(
+        self, failure: OSError | HandshakeError | trio.TooSlowError, link: WsLink, first: bool
+    ) -> str:
+        """Why a connection failed, never an empty string."""
+        if isinstance(failure, trio.TooSlowError):
+            reason = f"no answer within {link.connect_timeout}s"
+        else:
+            reason = str(failure) or type(failure).__name__
+            # trio's "all attempts to connect to H:P failed" keeps the OS's reasons as its
+            # cause: name them.
+            cause = failure.__cause__
+            causes = cause.exceptions if isinstance(cause, BaseExceptionGroup) else (cause,)
+            details = [str(c) for c in causes if isinstance(c, OSError) and str(c)]
+            if details:
+                reason = f"{reason} ({'; '.join(details)})"
+        if first:
+            return reason
+        return f"{reason} (kept trying for {self._reconnect_within}s)"
 
     async def _rebind(self, link: WsLink, conn: WsLinkClient) -> None:
         """After a reconnect: bind every identity again and be replayed what it missed;

@@ -73,8 +73,21 @@ class AuthRegistry:
         """The adapter for ``scheme`` (``""`` is ``"none"``); ``agent`` names who asked."""
         adapter = self._adapters.get(scheme or "none")
         if adapter is None:
+            accepted = ", ".join(self.schemes())
+            if scheme in ("", "none"):
+                who = f"agent {agent!r}" if agent else "this agent"
+                hint = ""
+                if "api_key" in self._adapters:
+                    key_for = f"{{{agent!r}: KEY}}" if agent else "{name: KEY}"
+                    hint = f"; over WebSocket give the link its key: WsLink(url, auth={key_for})"
+                raise AuthError(
+                    f"the hub requires authentication for {who} ({accepted}) and none was "
+                    f"presented{hint}"
+                )
             who = f" (agent {agent!r})" if agent else ""
-            raise AuthError(f"no auth adapter installed for scheme {scheme or 'none'!r}{who}")
+            raise AuthError(
+                f"no auth adapter installed for scheme {scheme!r}{who}; the hub accepts {accepted}"
+            )
         return adapter
 
     async def validate(self, passport: Passport, claim: Mapping[str, Any]) -> None:

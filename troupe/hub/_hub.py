@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -95,6 +95,7 @@ from ..model import (
     unstructure,
 )
 from ..model._convert import is_due
+from ..model._lifecycle import SessionEvent, admit, next_state, post_event
 from ..session_types import AnySessionType, ViewPolicy
 from ..store import dedup_keys
 from ..supervisors import ChildSpec, Supervisor
@@ -632,14 +633,26 @@ class Hub:
             return md
         if md.close_reason == "invite_rejected":
             raise ProtocolError(
-                f"session {sid} was not opened: invite rejected by {', '.join(md.rejected_by)}"
+                f"session {sid} was not opened: invite rejected by {self._who(md.rejected_by)}"
             )
         if md.close_reason == "invite_timeout":
             raise ProtocolError(
                 f"session {sid} was not opened: no ack within "
-                f"{self._core.config.invite_ack_timeout}s from {', '.join(md.pending_acks)}"
+                f"{self._core.config.invite_ack_timeout}s from {self._who(md.pending_acks)} "
+                "(invites are acked by the invitee's client: is it connected?)"
             )
         raise ProtocolError(f"session {sid} was not opened: {md.close_reason or md.state.value}")
+
+    def _who(self, agent_ids: Iterable[str]) -> str:
+        """``'bob' (a-2, not connected)``: names first, for error messages."""
+        core = self._core
+        out = []
+        for agent_id in agent_ids:
+            record = core.registry.agents.get(agent_id)
+            name = repr(record.passport.name) if record is not None else "an unknown agent"
+            live = "" if agent_id in core.bindings else ", not connected"
+            out.append(f"{name} ({agent_id}{live})")
+        return ", ".join(out)
 
     async def get_session(self, session_id: str) -> SessionMetadata:
         return await self.call(GetSession(session_id=session_id))
@@ -1080,9 +1093,7 @@ class Hub:
             return
         sender, rule = admit_sender(self._core, md, env)
         admit_addressing(self._core, md, env, sender, rule)
-        raise ProtocolError(
-            f"session {md.session_id} is {md.state.value} ({md.close_reason or 'no reason'})"
-        )
+        admit(md.session_id, md.state, md.close_reason, post_event(env.event_type))
 
     # -- sessions' actors --------------------------------------------------------------------
 
@@ -1237,7 +1248,10 @@ class Hub:
             notice, md = tail[-1], stored
         else:
             md = attrs.evolve(
-                md, state=SessionState.CLOSED, close_reason="crashed", closed_at=core.now_iso()
+                md,
+                state=next_state(md.state, SessionEvent.CLOSE),
+                close_reason="crashed",
+                closed_at=core.now_iso(),
             )
             notice = Envelope(
                 session_id=session_id,

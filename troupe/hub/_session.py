@@ -4,7 +4,8 @@ A post, in order (reference §1.3-C, rejected posts leave the WAL untouched):
 
 1. the sender is registered and a participant; the audience names participants only;
 2. the sender's ``outbound_to`` covers an explicit audience; ``depth`` is within its limit;
-3. the session is not terminal, and is ACTIVE for substantive events;
+3. the lifecycle table takes the post (``model._lifecycle.admit``): nothing into an ended
+   session, a turn only while ACTIVE, a reject only while PENDING;
 4. a repeat of an accepted post (same ``idempotency_key``, or same sender + ``causation_id``
    + event type) returns the original and appends nothing (keys starting ``troupe:`` are
    the hub's); the actor keeps only its latest ``dedup_window`` keys, and asks the store's
@@ -32,7 +33,7 @@ import attrs
 import trio
 
 from .. import _tracing
-from .._errors import NetworkError, ProtocolError, StoreError
+from .._errors import IllegalTransition, NetworkError, ProtocolError, StoreError
 from ..actors import Actor
 from ..api import Accepted
 from ..model import (
@@ -48,7 +49,8 @@ from ..model import (
     SessionState,
     is_substantive,
 )
-from ..session_types import AuctionPhase, AuctionState, select_winner
+from ..model._lifecycle import SessionEvent, admit, ending_event, next_state, post_event
+from ..session_types import AuctionPhase, AuctionState, Transition, select_winner
 from ..store import dedup_keys
 from ._activity import Activity, forget_activity, load_activity, save_activity
 from ._arbiters import AWARD_KEY, bids_of
@@ -177,7 +179,7 @@ class SessionActor(Actor[SessionMsg, Any]):
         ):
             move = self.stype.on_accepted(md, last_substantive, self.state)
             if move is not None:
-                await self._move(move.state, move.reason)
+                await self._move_asked(move)
             elif self.arbiter:
                 await award_if_due(self)
 
@@ -284,13 +286,9 @@ class SessionActor(Actor[SessionMsg, Any]):
                 # This very post (the hub gave it its id), appended before the crash.
                 return Accepted(appended.envelope_id, appended.seq)
         admit_addressing(core, md, env, sender, rule)
-        if md.state.terminal:
-            raise ProtocolError(
-                f"session {self.sid} is {md.state.value} ({md.close_reason or 'no reason'})"
-            )
+        # Step 3: the lifecycle table (an ended session takes nothing; a turn needs ACTIVE).
+        admit(self.sid, md.state, md.close_reason, post_event(env.event_type))
         substantive = is_substantive(env.event_type)
-        if substantive and md.state is not SessionState.ACTIVE:
-            raise ProtocolError(f"session {self.sid} is not active (it is {md.state.value})")
         if substantive and env.sender_id in md.pending_acks:
             raise ProtocolError(
                 f"agent {sender.name!r} ({env.sender_id}) has not acked its invite to "
@@ -376,7 +374,7 @@ class SessionActor(Actor[SessionMsg, Any]):
         elif substantive and self.stype is not None:
             move = self.stype.on_accepted(new_md, stamped, self.state)
             if move is not None:
-                await self._move(move.state, move.reason)
+                await self._move_asked(move)
             elif self.arbiter:
                 await award_if_due(self)
         await self._maybe_snapshot()
@@ -432,10 +430,6 @@ class SessionActor(Actor[SessionMsg, Any]):
             if env.sender_id not in md.pending_acks:
                 raise ProtocolError(
                     f"agent {env.sender_id!r} has no pending invite in session {self.sid}"
-                )
-            if kind == EV_CHANNEL_INVITE_REJECT and md.state is not SessionState.PENDING:
-                raise ProtocolError(
-                    f"session {self.sid} is already {md.state.value}; close it instead"
                 )
         elif not kind.startswith("troupe.task."):
             raise ProtocolError(f"unknown protocol event type {kind!r}")
@@ -502,7 +496,8 @@ class SessionActor(Actor[SessionMsg, Any]):
         )
 
     async def _activate(self) -> None:
-        md = attrs.evolve(self.metadata, state=SessionState.ACTIVE)
+        md = self.metadata
+        md = attrs.evolve(md, state=next_state(md.state, SessionEvent.QUORUM))
         opened = self._hub_envelope(EV_SESSION_OPENED, {"session_id": self.sid})
         await self._append(opened, md)
         self._accepted(opened)
@@ -511,20 +506,39 @@ class SessionActor(Actor[SessionMsg, Any]):
         dispatch(self.core, md, opened)
         self.core.audit("session_opened", session_id=self.sid)
 
+    async def _move_asked(self, move: Transition) -> None:
+        """End the session as its session type asked after an accepted post.
+
+        A move the lifecycle has not (a session type asking for PENDING or ACTIVE) is that
+        session type's bug: logged and audited, and the session goes on as it was (the post
+        that led to it is accepted).
+        """
+        try:
+            ending_event(move.state)
+        except IllegalTransition as exc:
+            log.error("session %s: its session type asked for a move: %s", self.sid, exc)
+            self.core.audit(
+                "illegal_transition", session_id=self.sid, state=exc.state, reason=move.reason
+            )
+            return
+        await self._move(move.state, move.reason)
+
     async def _move(self, target: SessionState, reason: str) -> SessionMetadata:
-        """Move to ``target``; a terminal move appends the close notice and stops the actor."""
+        """End the session in ``target`` (closed or expired): append the notice, stop the actor.
+
+        An ended session is left as it is (a close is idempotent; a sweeper may race one).
+
+        Raises:
+          IllegalTransition: ``target`` is not terminal; nothing changed.
+        """
         md = self.metadata
-        if md.state.terminal or md.state is target:
+        event = ending_event(target)
+        if md.state.terminal:
             return md
         core = self.core
-        if not target.terminal:
-            md = attrs.evolve(md, state=target, close_reason=reason)
-            await core.store.save_session(md)
-            self.metadata = md
-            self._publish()
-            return md
+        target = next_state(md.state, event)
         md = attrs.evolve(md, state=target, close_reason=reason, closed_at=core.now_iso())
-        kind = EV_SESSION_EXPIRED if target is SessionState.EXPIRED else EV_SESSION_CLOSED
+        kind = EV_SESSION_EXPIRED if event is SessionEvent.EXPIRE else EV_SESSION_CLOSED
         notice = self._hub_envelope(kind, {"reason": reason, "session_id": self.sid})
         await self._append(notice, md)
         self._accepted(notice)

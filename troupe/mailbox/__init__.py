@@ -1,5 +1,7 @@
 """Bounded mailboxes: overflow policies, a system lane, selective receive, dead letters."""
 
+from .._errors import MailboxClosed as MailboxClosed
+from .._errors import MailboxFull as MailboxFull
 from ._mailbox import DeadLetter as DeadLetter
 from ._mailbox import DeadLetterBuffer as DeadLetterBuffer
 from ._mailbox import DeadLetterSink as DeadLetterSink
@@ -16,6 +18,8 @@ __all__ = (
     "DeadLetterSink",
     "MailQueue",
     "Mailbox",
+    "MailboxClosed",
+    "MailboxFull",
     "MailboxStatistics",
     "Overflow",
 )

@@ -11,13 +11,22 @@ from ._convert import to_tuple
 
 
 class SessionState(enum.Enum):
-    """Where a session is in its life; ``closed`` and ``expired`` are terminal."""
+    """Where a session is in its life; ``closed`` and ``expired`` are terminal.
+
+    The moves between them are the table in ``troupe.model._lifecycle``.
+    """
 
     PENDING = "pending"
     ACTIVE = "active"
-    CLOSING = "closing"
     CLOSED = "closed"
     EXPIRED = "expired"
+
+    @classmethod
+    def _missing_(cls, value: object) -> SessionState | None:
+        # "closing": a state the reference reserved and nothing built in entered; only a
+        # custom session type could have moved a session there, from ACTIVE. Such a stored
+        # session is read back as it was before that move (see _lifecycle's rules).
+        return cls.ACTIVE if value == "closing" else None
 
     @property
     def terminal(self) -> bool:

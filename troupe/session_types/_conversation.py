@@ -2,31 +2,42 @@
 
 Rules:
 
-- Exactly two participants: the creator as initiator and one respondent. No knobs.
+- Exactly two participants: the creator as initiator and one respondent.
+- Knob ``max_turns`` (default :data:`DEFAULT_MAX_TURNS`, ``None`` for no cap): after that
+  many texts the session closes with reason ``max_turns``, so two agents that always answer
+  each other cannot talk for ever.
 - Either participant may send ``EV_TEXT`` at any time; anyone else is refused.
 - Each text from a participant bumps ``turn_count`` and records its sender and id; a text from
   anyone else folds to the same state.
-- Never closes by itself (an explicit close or the TTL ends it). No expected turn: anyone may
-  speak, so nobody is waited on.
+- Otherwise never closes by itself (an explicit close or the TTL ends it). No expected turn:
+  anyone may speak, so nobody is waited on.
 - Expectation: ``max_silence`` 3600 s → ``audit``.
 - Default view: a windowed summary keeping the last 10 messages.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 import attrs
 
 from .._errors import ProtocolError
-from ..model import Envelope, Expectation, ParticipantRole, SessionMetadata
+from ..model import Envelope, Expectation, ParticipantRole, SessionMetadata, SessionState
 from ..model._convert import to_tuple
-from ._base import ViewPolicy
+from ._base import Transition, ViewPolicy
 from ._common import BaseSessionType
 from ._views import WindowedSummary
 
 #: How many messages the default view keeps verbatim.
 RECENT_N: Final = 10
+#: Texts after which a conversation closes (``knobs={"max_turns": n}``; ``None``: no cap).
+DEFAULT_MAX_TURNS: Final = 200
+
+
+def max_turns_of(metadata: SessionMetadata) -> int | None:
+    """The session's ``max_turns`` knob (the default when absent)."""
+    value: Any = metadata.knobs.get("max_turns", DEFAULT_MAX_TURNS)
+    return None if value is None else int(value)
 
 
 @attrs.frozen(kw_only=True)
@@ -50,6 +61,21 @@ class ConversationType(BaseSessionType[ConversationState]):
     declared_expectations = (
         Expectation(name="max_silence", on_violation="audit", params={"seconds": 3600}),
     )
+    known_knobs = frozenset({"max_turns"})
+
+    def validate_create(self, metadata: SessionMetadata) -> None:
+        """Check the participants and the ``max_turns`` knob (a positive int or None).
+
+        Raises:
+            ProtocolError: Naming the session and the knob's value.
+        """
+        super().validate_create(metadata)
+        value = metadata.knobs.get("max_turns", DEFAULT_MAX_TURNS)
+        if value is not None and (type(value) is not int or value < 1):
+            raise ProtocolError(
+                f"conversation {metadata.session_id}: knob max_turns must be a positive int "
+                f"or None, got {value!r}"
+            )
 
     def initial_state(self, metadata: SessionMetadata) -> ConversationState:
         """Snapshot the participants, with no text yet.
@@ -99,6 +125,24 @@ class ConversationType(BaseSessionType[ConversationState]):
             last_speaker_id=envelope.sender_id,
             last_envelope_id=envelope.envelope_id,
         )
+
+    def turn_accepted(
+        self, metadata: SessionMetadata, envelope: Envelope, state: ConversationState
+    ) -> Transition | None:
+        """Close the session (``max_turns``) once it holds ``max_turns`` texts.
+
+        Args:
+            metadata: The session's metadata (its knobs).
+            envelope: The accepted text.
+            state: The state after it.
+
+        Returns:
+            The close, or ``None``.
+        """
+        cap = max_turns_of(metadata)
+        if cap is not None and state.turn_count >= cap:
+            return Transition(state=SessionState.CLOSED, reason="max_turns")
+        return None
 
     def default_view_policy(self, metadata: SessionMetadata, participant_id: str) -> ViewPolicy:
         """The last ten messages verbatim after a summary of the rest.

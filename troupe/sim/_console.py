@@ -48,6 +48,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, 0 or more, got {text}")
+    return value
+
+
 def add_parser(commands: Any) -> None:
     """Add the ``sim`` command to the ``troupe`` parser's subcommands."""
     listing = "\n".join(
@@ -105,7 +115,7 @@ def add_parser(commands: Any) -> None:
     )
     sim.add_argument(
         "--passivate-after",
-        type=float,
+        type=_nonnegative_float,
         default=2.0,
         metavar="SECONDS",
         help="simulated seconds a session may sit unused before it is passivated "

@@ -12,8 +12,10 @@ Rules:
   ``random.Random`` (``trio._core._run._r``: a batch is reversed or not, or shuffled under
   Hypothesis). It offers no public way to seed it; its own test suite and pytest-trio seed
   that instance, and so does ``seeded_scheduler`` for the length of one run, restoring its
-  state afterwards. This is the one private name troupe touches; if a trio release drops
-  it, ``seeded_scheduler`` raises instead of running unreproducibly.
+  state afterwards. This is the one private name of trio troupe touches: trio is pinned
+  below its next minor release in ``pyproject.toml``, a test names the attribute when it
+  goes away, and if a trio release drops it ``seeded_scheduler`` raises instead of running
+  unreproducibly.
 - Equal deadlines expire in an order trio takes from object ids, so scenarios draw their
   delays as floats (two tasks practically never sleep until the very same instant).
 - No worker threads under virtual time: the autojump clock would jump while a task waits on

@@ -1,5 +1,6 @@
 """Supervisors: child specs, OTP strategies, restart intensity and backoff."""
 
+from .._errors import RestartIntensityExceeded as RestartIntensityExceeded
 from ._open import open_dynamic_supervisor as open_dynamic_supervisor
 from ._open import open_supervisor as open_supervisor
 from ._policy import Backoff as Backoff
@@ -15,6 +16,7 @@ __all__ = (
     "Backoff",
     "ChildInfo",
     "ChildSpec",
+    "RestartIntensityExceeded",
     "RestartType",
     "RestartWindow",
     "Strategy",

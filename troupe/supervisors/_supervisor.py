@@ -366,8 +366,14 @@ class Supervisor:
         cid = child.spec.id
         if crash is not None:
             log.error("%s: child %r crashed", self.name, cid, exc_info=crash)
-        log.info(
-            "%s: child %r exited and is not restarted (%s)", self.name, cid, child.spec.restart
+        # A normal exit (a client that disconnected, a session that closed) is routine: not
+        # worth a line in an application's INFO log.
+        log.log(
+            logging.INFO if crash is not None else logging.DEBUG,
+            "%s: child %r exited and is not restarted (%s)",
+            self.name,
+            cid,
+            child.spec.restart,
         )
         self._crashed(child, crash, restarting=False)
         self._forget(child, crash)

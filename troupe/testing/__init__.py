@@ -6,8 +6,9 @@
 - :func:`expect_envelope` / :func:`expect_no_envelope` wait for deliveries with a deadline.
 - :func:`check_invariants` checks a hub's WALs against its published state;
   :func:`no_task_leaks` checks that a block left no task behind.
-- A pytest plugin (loaded automatically) with the fixtures ``hub``, ``hub_client``,
-  ``hub_store``, ``store_faults``, ``crash_points`` and ``hub_options``.
+- A pytest plugin (loaded automatically) with the fixtures ``troupe_hub``,
+  ``troupe_hub_client``, ``troupe_hub_store``, ``troupe_store_faults``,
+  ``troupe_crash_points`` and ``troupe_hub_options``.
 """
 
 from ._crash_points import CrashPoints as CrashPoints

@@ -1,15 +1,18 @@
 """The pytest plugin (entry point ``troupe``): fixtures for testing agents against a hub.
 
-Loaded automatically wherever troupe is installed. The async fixtures need pytest-trio
-(``trio_mode = true``, or ``@pytest.mark.trio`` on the test). Fixtures:
+Loaded automatically wherever troupe is installed, so every fixture's name starts with
+``troupe_`` and none can clash with a project's own. The async fixtures need pytest-trio
+(``trio_mode = true``, or ``@pytest.mark.trio`` on the test); without it they fail naming
+it. Fixtures:
 
-- ``hub_store``: the engine, a fresh ``MemoryStore``; parametrize it indirectly with
-  ``"sqlite"`` (or use ``sqlite_hub_store``) for an ``SQLiteStore`` in ``tmp_path``.
-- ``store_faults``: a :class:`FaultyStore` over ``hub_store``: the store the hub uses.
-- ``crash_points``: a :class:`CrashPoints` the hub consults (``faults=``).
-- ``hub_options``: extra ``open_hub`` keywords (override the fixture to change them).
-- ``hub``: a running hub on all of the above, checked for leaked tasks when it closes.
-- ``hub_client``: a ``HubClient`` connected to ``hub`` in process.
+- ``troupe_hub_store``: the engine, a fresh ``MemoryStore``; parametrize it indirectly with
+  ``"sqlite"`` (or use ``troupe_sqlite_hub_store``) for an ``SQLiteStore`` in ``tmp_path``.
+- ``troupe_store_faults``: a :class:`FaultyStore` over ``troupe_hub_store``: the store the
+  hub uses.
+- ``troupe_crash_points``: a :class:`CrashPoints` the hub consults (``faults=``).
+- ``troupe_hub_options``: extra ``open_hub`` keywords (override the fixture to change them).
+- ``troupe_hub``: a running hub on all of the above, checked for leaked tasks when it closes.
+- ``troupe_hub_client``: a ``HubClient`` connected to ``troupe_hub`` in process.
 """
 
 from __future__ import annotations
@@ -30,6 +33,23 @@ from ._invariants import no_task_leaks, seeded_ids
 
 ENGINES = ("memory", "sqlite")
 
+#: The fixtures that need an async-aware runner (pytest-trio).
+ASYNC_FIXTURES = frozenset({"troupe_hub", "troupe_hub_client"})
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_fixture_setup(
+    fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
+) -> None:
+    """Without pytest-trio an async fixture would fail obscurely: name what is missing."""
+    if fixturedef.argname in ASYNC_FIXTURES and not request.config.pluginmanager.has_plugin("trio"):
+        pytest.fail(
+            f"the {fixturedef.argname} fixture is async and needs pytest-trio: "
+            "pip install pytest-trio, then set trio_mode = true (or mark the test "
+            "@pytest.mark.trio)",
+            pytrace=False,
+        )
+
 
 def make_store(engine: str, directory: Path) -> Store:
     """A fresh store of ``engine`` (``"memory"`` or ``"sqlite"``, a file in ``directory``).
@@ -45,50 +65,53 @@ def make_store(engine: str, directory: Path) -> Store:
 
 
 @pytest.fixture
-def hub_store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+def troupe_hub_store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
     """The hub's storage engine: a MemoryStore, or with ``indirect`` parametrization
     ``"sqlite"``, an SQLiteStore file in ``tmp_path``."""
     return make_store(getattr(request, "param", "memory"), tmp_path)
 
 
 @pytest.fixture
-def sqlite_hub_store(tmp_path: Path) -> Store:
-    """An SQLiteStore in ``tmp_path``; override ``hub_store`` with it to run a module on SQLite."""
+def troupe_sqlite_hub_store(tmp_path: Path) -> Store:
+    """An SQLiteStore in ``tmp_path``; override ``troupe_hub_store`` with it to run a module
+    on SQLite."""
     return make_store("sqlite", tmp_path)
 
 
 @pytest.fixture
-def store_faults(hub_store: Store) -> FaultyStore:
-    """The store the ``hub`` fixture runs on: ``hub_store`` behind a FaultyStore."""
-    return FaultyStore(hub_store)
+def troupe_store_faults(troupe_hub_store: Store) -> FaultyStore:
+    """The store ``troupe_hub`` runs on: ``troupe_hub_store`` behind a FaultyStore."""
+    return FaultyStore(troupe_hub_store)
 
 
 @pytest.fixture
-def crash_points() -> CrashPoints:
-    """The ``hub`` fixture's fault injector: arm it to crash session actors."""
+def troupe_crash_points() -> CrashPoints:
+    """``troupe_hub``'s fault injector: arm it to crash session actors."""
     return CrashPoints()
 
 
 @pytest.fixture
-def hub_options() -> dict[str, Any]:
-    """Extra keyword arguments for ``open_hub`` in the ``hub`` fixture (none by default)."""
+def troupe_hub_options() -> dict[str, Any]:
+    """Extra keyword arguments for ``open_hub`` in ``troupe_hub`` (none by default)."""
     return {}
 
 
 @pytest.fixture
-async def hub(
-    store_faults: FaultyStore, crash_points: CrashPoints, hub_options: dict[str, Any]
+async def troupe_hub(
+    troupe_store_faults: FaultyStore,
+    troupe_crash_points: CrashPoints,
+    troupe_hub_options: dict[str, Any],
 ) -> AsyncIterator[Hub]:
-    """A running hub on ``store_faults`` with ``crash_points``, reproducible ids, and a check
-    that no task outlives it."""
-    options: dict[str, Any] = {"new_id": seeded_ids(0), **hub_options}
+    """A running hub on ``troupe_store_faults`` with ``troupe_crash_points``, reproducible
+    ids, and a check that no task outlives it."""
+    options: dict[str, Any] = {"new_id": seeded_ids(0), **troupe_hub_options}
     with no_task_leaks():
-        async with open_hub(store_faults, faults=crash_points, **options) as running:
+        async with open_hub(troupe_store_faults, faults=troupe_crash_points, **options) as running:
             yield running
 
 
 @pytest.fixture
-async def hub_client(hub: Hub) -> AsyncIterator[HubClient]:
-    """A HubClient connected to ``hub`` in process; closed after the test."""
-    async with HubClient(LocalLink(hub)) as client:
+async def troupe_hub_client(troupe_hub: Hub) -> AsyncIterator[HubClient]:
+    """A HubClient connected to ``troupe_hub`` in process; closed after the test."""
+    async with HubClient(LocalLink(troupe_hub)) as client:
         yield client

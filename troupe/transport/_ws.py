@@ -27,6 +27,9 @@ Connections (the server):
   is let go at once (its socket closed), not when the timeout expires.
 - Refusals and failed accepts (``EMFILE``: out of file descriptors) are not logged one by
   one: one line per ``FLOOD_LOG_INTERVAL`` seconds says how many there were and why.
+
+trio-websocket is used as it is: its fixes for a ping or a send racing a close are made in
+troupe's own connection class (:class:`_Connection`), not in the library's.
 """
 
 from __future__ import annotations
@@ -43,13 +46,8 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import orjson
 import trio
-from trio_websocket import (
-    CloseReason,
-    ConnectionClosed,
-    WebSocketConnection,
-    wrap_client_stream,
-    wrap_server_stream,
-)
+from trio_websocket import CloseReason, ConnectionClosed, WebSocketConnection, WebSocketRequest
+from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
 from wsproto.events import Event, Ping
 from wsproto.utilities import LocalProtocolError
@@ -92,50 +90,73 @@ _ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, e
 _ACCEPT_RETRY_S = 0.1
 
 
-def _answer_pings_only_while_open() -> None:
-    """Make trio-websocket ignore a ping that arrives after this end sent its close frame.
+class _Connection(WebSocketConnection):
+    """trio-websocket's connection with two fixes, for troupe's own connections only.
 
-    trio-websocket 0.12 answers every ping; after our close frame wsproto refuses to send
-    the pong and raises ``LocalProtocolError`` in the connection's reader task, which takes
-    down the nursery holding it: a HubClient's (its ``async with`` raises) or the server's.
-    Both ends ping, so a close racing a ping is ordinary. The peer is closing anyway, so
-    the pong is not owed.
+    trio-websocket 0.12 lets wsproto's ``LocalProtocolError`` escape from the connection's
+    reader task when it sends in a closing state; that takes down the nursery holding the
+    connection: a HubClient's (its ``async with`` raises) or the server's. Both cases are
+    ordinary, so a troupe connection handles them (upstream: trio-websocket issue #184, PR
+    #198). Other users of trio-websocket in the process keep the library as it is:
+    :func:`_wrap_client` and :func:`_wrap_server` make this class where the library's
+    ``wrap_client_stream`` / ``wrap_server_stream`` would make its own.
     """
-    answer = WebSocketConnection._handle_ping_event
 
-    async def answer_while_open(self: WebSocketConnection, event: Ping) -> None:
+    async def _handle_ping_event(self, event: Ping) -> None:
+        """Answer a ping only while open: not once this end has sent its close frame.
+
+        Both ends ping, so a ping racing a close is ordinary; wsproto refuses the pong then,
+        and the peer, closing too, is not owed one.
+        """
         if self._wsproto.state is ConnectionState.OPEN:
-            await answer(self, event)
+            await super()._handle_ping_event(event)
         else:
             await trio.lowlevel.checkpoint()
 
-    WebSocketConnection._handle_ping_event = answer_while_open  # type: ignore[method-assign]
+    async def _send(self, event: Event) -> None:
+        """Send, turning wsproto's refusal to send in a closing state into ``ConnectionClosed``.
 
-
-_answer_pings_only_while_open()
-
-
-def _closing_sends_end_the_reader() -> None:
-    """Turn wsproto's refusal to send in a closing state into ``ConnectionClosed``.
-
-    The reader task also sends (a close with 1009 for an oversized message, for one): in
-    a closing state wsproto raises ``LocalProtocolError``, which trio-websocket lets
-    escape and crash the nursery holding the connection. ``ConnectionClosed`` is what it
-    handles: the reader stops, and our bounded close cuts the stream.
-    """
-    send = WebSocketConnection._send
-
-    async def send_or_closed(self: WebSocketConnection, event: Event) -> None:
+        The reader task also sends (a close with 1009 for an oversized message, for one);
+        ``ConnectionClosed`` is what it handles: the reader stops, and our bounded close cuts
+        the stream.
+        """
         try:
-            await send(self, event)
+            await super()._send(event)
         except LocalProtocolError as exc:
             reason = self.closed or CloseReason(1006, f"cannot send {type(event).__name__}")
             raise ConnectionClosed(reason) from exc
 
-    WebSocketConnection._send = send_or_closed  # type: ignore[method-assign]
+
+async def _wrap_client(
+    nursery: trio.Nursery,
+    stream: trio.abc.Stream,
+    host: str,
+    resource: str,
+    *,
+    max_message_size: int = HARD_LIMIT_BYTES,
+) -> WebSocketConnection:
+    """What ``trio_websocket.wrap_client_stream`` does, with a :class:`_Connection`."""
+    connection = _Connection(
+        stream,
+        WSConnection(ConnectionType.CLIENT),
+        host=host,
+        path=resource,
+        max_message_size=max_message_size,
+    )
+    nursery.start_soon(connection._reader_task)
+    await connection._open_handshake.wait()
+    return connection
 
 
-_closing_sends_end_the_reader()
+async def _wrap_server(
+    nursery: trio.Nursery, stream: trio.abc.Stream, *, max_message_size: int = HARD_LIMIT_BYTES
+) -> WebSocketRequest:
+    """What ``trio_websocket.wrap_server_stream`` does, with a :class:`_Connection`."""
+    connection = _Connection(
+        stream, WSConnection(ConnectionType.SERVER), max_message_size=max_message_size
+    )
+    nursery.start_soon(connection._reader_task)
+    return await connection._get_request()
 
 
 def _size(message: str | bytes) -> int:
@@ -470,9 +491,7 @@ async def serve_ws(
                 with trio.move_on_after(handshake_timeout) as handshake:
                     watched.on_end = handshake.cancel
                     try:
-                        request = await wrap_server_stream(
-                            nursery, watched, max_message_size=HARD_LIMIT_BYTES
-                        )
+                        request = await _wrap_server(nursery, watched)
                         ws = await request.accept()
                     except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
                         handshake.cancel()
@@ -574,6 +593,10 @@ class WsLink:
       ping_interval / ping_timeout: heartbeat; a hub that stops answering is dropped and the
         client reconnects.
       connect_timeout: seconds one connection attempt may take.
+
+    Raises:
+      ValueError: ``url`` is not a ``ws:`` or ``wss:`` URL with a host (or ``ssl_context``
+        is given for a ``ws:`` URL).
     """
 
     def __init__(
@@ -586,6 +609,7 @@ class WsLink:
         ping_timeout: float = PING_TIMEOUT,
         connect_timeout: float = 10.0,
     ) -> None:
+        _parse_url(url, ssl_context)  # a bad URL is the caller's mistake: say so now
         self.url = url
         self.auth = dict(auth or {})
         self.ssl_context = ssl_context
@@ -626,14 +650,8 @@ class WsLink:
             try:
                 with trio.CancelScope() as handshake:
                     stream.on_end = handshake.cancel
-                    ws = await wrap_client_stream(
-                        nursery,
-                        # Annotated as a socket or TLS stream, but any Stream works (as for
-                        # wrap_server_stream): it only reads, writes and closes it.
-                        stream,  # type: ignore[arg-type]
-                        host if port in (80, 443) else f"{host}:{port}",
-                        resource,
-                        max_message_size=HARD_LIMIT_BYTES,
+                    ws = await _wrap_client(
+                        nursery, stream, host if port in (80, 443) else f"{host}:{port}", resource
                     )
                     handshaken = True
                 stream.on_end = None
