@@ -15,7 +15,7 @@ import attrs
 import trio
 
 from .._errors import DecodeError, IdentityInUse, MailboxClosed, StoreError
-from ..actors import Actor, ActorRef
+from ..actors import Actor, ActorRef, Refused
 from ..api import Endpoint
 from ..mailbox import DeadLetter
 from ..model import (
@@ -30,7 +30,6 @@ from ..model import (
 )
 from ._core import HubCore
 from ._delivery import CatchUp, Deliver, held_back, recipients_of
-from ._hub_messages import Failed
 from ._lanes import ChunkOut
 from ._rules import accepts_inbound
 
@@ -150,10 +149,10 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
         try:
             await self._handle(msg)
         except IdentityInUse as exc:
-            result = Failed(exc)  # (only a Bind raises it)
+            result = Refused(exc)  # (only a Bind raises it)
         except StoreError as exc:
             if isinstance(msg, Bind):
-                result = Failed(exc)
+                result = Refused(exc)
             else:
                 log.warning("connection %s: %s failed: %s", self.endpoint.endpoint_id, msg, exc)
         try:

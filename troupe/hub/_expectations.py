@@ -40,7 +40,6 @@ from ._core import HubCore
 from ._directory import SessionEntry
 from ._evaluators import DEFAULT_SECONDS, EVALUATORS, Evaluator, Late, Seen, evaluate, threshold
 from ._events import ExpectationViolation
-from ._hub_messages import Failed
 from ._session import HUB_KEYS
 from ._session_parts import HubPost
 
@@ -263,9 +262,7 @@ class ExpectationSweeper(Generic[H]):
             audience=tuple(md.participant_ids()),
             idempotency_key=HUB_KEYS + "expectation:" + ",".join(keys),
         )
-        result = await self._hub._ask_session(md.session_id, HubPost(notice))
-        if isinstance(result, Failed):
-            raise result.error
+        await self._hub._ask_session(md.session_id, HubPost(notice))
 
     async def _mark(self, session_id: str, keys: list[str]) -> None:
         assert self._fired is not None

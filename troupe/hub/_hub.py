@@ -38,7 +38,7 @@ from .._errors import (
     StoreError,
     TroupeError,
 )
-from ..actors import ActorRef
+from ..actors import ActorRef, Refused
 from ..api import (
     Accepted,
     CanSend,
@@ -111,7 +111,6 @@ from ._evaluators import Evaluator
 from ._events import DEFAULT_CAPACITY, EventStream, ExpectationViolation
 from ._expectations import ExpectationSweeper, Handler
 from ._extensions import ExtensionState, check_callable, check_name
-from ._hub_messages import Failed
 from ._lanes import StreamStatistics
 from ._listeners import LISTENER_CAPACITY, run_listener
 from ._session import SessionActor, expire_tasks_of
@@ -304,9 +303,10 @@ class Hub:
         if caller is not None:
             # Registered over a connection: bound to it at once.
             assert stamped.agent_id is not None
-            bound = await caller.ref.ask(Bind(stamped.agent_id))
-            if isinstance(bound, Failed):
-                await self.unregister_after_failed_bind(stamped.agent_id, bound.error)
+            try:
+                await caller.ref.ask(Bind(stamped.agent_id))
+            except (NetworkError, StoreError) as refused:
+                await self.unregister_after_failed_bind(stamped.agent_id, refused)
         return stamped
 
     async def unregister_after_failed_bind(self, agent_id: str, cause: Exception) -> NoReturn:
@@ -558,10 +558,7 @@ class Hub:
         checked first, so a caller's bad value is the caller's error, not a crash.
         """
         assert self._core.hub_ref is not None
-        result = await self._core.hub_ref.ask(msg)
-        if isinstance(result, Failed):
-            raise result.error
-        return result
+        return await self._core.hub_ref.ask(msg)  # a refusal raises here (Refused)
 
     # -- sessions ----------------------------------------------------------------------------
 
@@ -615,9 +612,7 @@ class Hub:
         sid = md.session_id
         entry = self._core.directory.get(sid)
         try:
-            result = await self._ask_session(sid, SendInvites())
-            if isinstance(result, Failed):
-                raise result.error
+            await self._ask_session(sid, SendInvites())
         except (ProtocolError, StoreError, ActorDead):
             # Not every invite may have gone out: nobody should wait for the acks (if this
             # close fails too, the sweeper closes the session at its handshake deadline).
@@ -981,11 +976,11 @@ class Hub:
             # unknown sender or session, an ended session, one given up on, poison.
             self._core.counters.rejected += 1
             raise
-        if isinstance(result, Failed):
+        if isinstance(result, Refused):
             raise result.error
         return result
 
-    async def _post(self, envelope: Envelope) -> Accepted | Failed:
+    async def _post(self, envelope: Envelope) -> Accepted | Refused:
         core = self._core
         sid = envelope.session_id
         if core.stopping:
@@ -1014,14 +1009,14 @@ class Hub:
                 self._refuse_if_terminal(entry, envelope)
             ref = await self._running(entry)
             try:
-                result = await ref.ask(Post(envelope, envelope_id, attempt, floor))
+                accepted: Accepted = await ref.ask(Post(envelope, envelope_id, attempt, floor))
             except ActorDead as exc:
                 crash = exc
                 crashes += 1
                 continue
-            if isinstance(result, Failed):
-                return result  # refused (and counted) by the session actor
-            accepted: Accepted = result
+            except (NetworkError, StoreError) as exc:
+                # Refused (and counted) by the session actor: raised by the caller, uncounted.
+                return Refused(exc)
             return accepted
         assert crash is not None
         return await self._after_crashes(entry, envelope, envelope_id, floor, crash, crashes)
@@ -1173,8 +1168,8 @@ class Hub:
         return ChildSpec(sid, make, restart="transient", shutdown_s=5.0)
 
     async def _ask_session(self, session_id: str, msg: Any) -> Any:
-        """Ask the session actor, once more if it crashed; Failed(ProtocolError) if it crashed
-        twice (the metadata if it ended meanwhile)."""
+        """Ask the session actor, once more if it crashed; raise ProtocolError if it crashed
+        twice (the metadata if it ended meanwhile). A refusal of the actor raises here."""
         entry = self._core.directory.get(session_id)
         crash: ActorDead | None = None
         for _ in range(2):
@@ -1188,15 +1183,11 @@ class Hub:
             f"session {session_id} crashed twice handling {type(msg).__name__}; it is "
             f"{entry.metadata.state.value}"
         )
-        error.__cause__ = crash
-        return Failed(error)
+        raise error from crash
 
     async def _end_session(self, session_id: str, msg: EndSession) -> SessionMetadata:
         """Ask the session to end; raise the StoreError that kept it from ending, if any."""
-        result = await self._ask_session(session_id, msg)
-        if isinstance(result, Failed):
-            raise result.error
-        md: SessionMetadata = result
+        md: SessionMetadata = await self._ask_session(session_id, msg)
         return md
 
     def audit_crash(self, session_id: str, error: Exception, restarting: bool) -> None:
@@ -1350,9 +1341,7 @@ class Hub:
         if conn is None:
             raise NotFoundError(f"endpoint not attached: {endpoint_id!r}")
         self._core.registry.record(agent_id)
-        result = await conn.ask(Bind(agent_id, since, takeover=takeover))
-        if isinstance(result, Failed):
-            raise result.error
+        await conn.ask(Bind(agent_id, since, takeover=takeover))
 
     async def host(self, fn: Any, *args: Any) -> Any:
         """Run ``await nursery.start(fn, *args)`` in the hub's nursery for in-process clients.
@@ -1453,8 +1442,6 @@ class Hub:
         """Audit records after the first ``since``, oldest first (queued ones included)."""
         assert self._core.audit_ref is not None
         records = await self._core.audit_ref.ask(ReadAudit(since, limit))
-        if isinstance(records, Failed):
-            raise records.error
         found: list[dict[str, Any]] = records
         return found
 

@@ -20,7 +20,7 @@ from .._errors import (
     ProtocolError,
     StoreError,
 )
-from ..actors import Actor
+from ..actors import Actor, Refused
 from ..api import (
     CheckpointTask,
     CreateSession,
@@ -59,7 +59,6 @@ from ._directory import SessionEntry
 from ._hub_messages import (
     ExpireSessionTasks,
     ExpireTasks,
-    Failed,
     FindAccepted,
     FindAnswer,
     FindEnvelope,
@@ -107,7 +106,7 @@ class HubActor(Actor[HubMsg, Any]):
         except (NetworkError, StoreError) as exc:
             # Every change is persisted before it is applied, so a store that refused one
             # leaves the tables as they were: the caller gets the error, the actor goes on.
-            return Failed(exc)
+            return Refused(exc)
 
     async def _handle(self, msg: HubMsg) -> Any:
         match msg:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import attrs
 
-from .._errors import TroupeError
 from ..api import (
     CheckpointTask,
     CreateSession,
@@ -58,13 +57,6 @@ class FindAnswer:
     session_id: str
     sender_id: str
     causation_id: str
-
-
-@attrs.frozen
-class Failed:
-    """An actor's answer when the request was refused (the handle raises ``error``)."""
-
-    error: TroupeError
 
 
 HubMsg = (

@@ -36,7 +36,6 @@ from ..model import (
     WelcomeFrame,
 )
 from ._connection import Bind, Caller, ConnectionActor, Flush, Receipt, SendOut
-from ._hub_messages import Failed
 from ._rpc import error_code, handle_request
 from ._rules import TokenBucket
 
@@ -197,9 +196,10 @@ async def _hello(hub: Hub, ref: ActorRef[Any, Any], frame: HelloFrame) -> None:
     # A claim that a key proved may take the identity from another live connection; an
     # anonymous one ("none") may not.
     takeover = (scheme or "none") != "none"
-    bound = await ref.ask(Bind(passport.agent_id, frame.since, welcome, takeover))
-    if isinstance(bound, Failed):
-        await ref.tell(SendOut(error_frame(bound.error, request_id=frame.request_id)))
+    try:
+        await ref.ask(Bind(passport.agent_id, frame.since, welcome, takeover))
+    except (NetworkError, StoreError) as refused:
+        await ref.tell(SendOut(error_frame(refused, request_id=frame.request_id)))
 
 
 def actor_endpoint_id(ref: ActorRef[Any, Any]) -> str:

@@ -34,7 +34,7 @@ import trio
 
 from .. import _tracing
 from .._errors import IllegalTransition, NetworkError, ProtocolError, StoreError
-from ..actors import Actor
+from ..actors import Actor, Refused
 from ..api import Accepted
 from ..model import (
     EV_CHANNEL_INVITE,
@@ -57,7 +57,6 @@ from ._arbiters import AWARD_KEY, bids_of
 from ._core import HubCore
 from ._delivery import catch_up_after_ack, dispatch, recipients_of
 from ._directory import DedupWindow, Gate
-from ._hub_messages import Failed
 from ._session_parts import (
     HubPost,
     Passivate,
@@ -197,7 +196,7 @@ class SessionActor(Actor[SessionMsg, Any]):
             try:
                 result = await self._post(msg.envelope, 1, internal=True)
             except NetworkError as exc:
-                result = Failed(exc)
+                result = Refused(exc)
         elif isinstance(msg, SendInvites):
             result = await self._send_invites()
         elif isinstance(msg, Passivate):
@@ -210,7 +209,7 @@ class SessionActor(Actor[SessionMsg, Any]):
                     result = await self._move(msg.state, msg.reason or "explicit_close")
                 except StoreError as exc:
                     # Nothing was written (see _append): the session goes on as it was.
-                    result = Failed(exc)
+                    result = Refused(exc)
         if self.stopping:
             await self.ref.stop()  # from inside: only queues the stop, after this reply
         return result
@@ -222,7 +221,7 @@ class SessionActor(Actor[SessionMsg, Any]):
             )
         except NetworkError as exc:
             self.core.counters.rejected += 1
-            return Failed(exc)
+            return Refused(exc)
 
     async def _send_invites(self) -> Any:
         md = self.metadata
@@ -254,8 +253,8 @@ class SessionActor(Actor[SessionMsg, Any]):
             try:
                 result = await self._post(invite, 1, internal=True)
             except NetworkError as exc:
-                result = Failed(exc)
-            if isinstance(result, Failed):
+                result = Refused(exc)
+            if isinstance(result, Refused):
                 await self._move(SessionState.CLOSED, "invite_failed")
                 return result
         if quorum_reached(self.metadata):
@@ -309,7 +308,7 @@ class SessionActor(Actor[SessionMsg, Any]):
                 hit = await core.store.find_dedup(self.sid, keys)
             except StoreError as exc:
                 core.counters.rejected += 1
-                return Failed(exc)
+                return Refused(exc)
             if hit is not None:
                 core.counters.duplicates += 1
                 return Accepted(hit[0], hit[1], duplicate=True)
@@ -348,7 +347,7 @@ class SessionActor(Actor[SessionMsg, Any]):
             await self._append(stamped, new_md if new_md is not md else None)
         except StoreError as exc:
             core.counters.rejected += 1
-            return Failed(exc)
+            return Refused(exc)
         if stamped.event_type == EV_CHANNEL_INVITE_ACK:
             core.audit("invite_acked", session_id=self.sid, agent_id=stamped.sender_id)
         elif stamped.event_type == EV_CHANNEL_INVITE_REJECT:
@@ -567,12 +566,13 @@ async def expire_tasks_of(core: HubCore, session_id: str) -> None:
         return
     from ._hub_messages import ExpireSessionTasks
 
-    result = await core.hub_ref.ask(ExpireSessionTasks(session_id))
-    if isinstance(result, Failed):
+    try:
+        await core.hub_ref.ask(ExpireSessionTasks(session_id))
+    except (NetworkError, StoreError) as exc:
         log.warning(
             "session %s ended, but expiring its tasks failed (done at the next start): %s",
             session_id,
-            result.error,
+            exc,
         )
 
 
@@ -615,7 +615,7 @@ async def award_if_due(actor: SessionActor) -> None:
     except NetworkError as exc:
         failed(str(exc))
         return
-    if isinstance(result, Failed):
+    if isinstance(result, Refused):
         failed(str(result.error))
 
 

@@ -42,7 +42,7 @@ class HubPost:
     span: Span
 
     def done(self, result: Any) -> Any:
-        """Note the outcome (an ``Accepted`` or a ``Failed``) on the span; return it."""
+        """Note the outcome (an ``Accepted`` or a ``Refused``) on the span; return it."""
         error = getattr(result, "error", None)
         if isinstance(error, Exception):
             self.span.set_status(Status(StatusCode.ERROR, str(error)))
