@@ -185,7 +185,7 @@ async def test_a_post_in_flight_during_the_drop_lands_exactly_once(lost: str) ->
                 if lost == "the answer":
                     await wait_until(lambda: hub.core.counters.accepted > before)
                 else:  # the request is written: the client waits for its answer
-                    await wait_until(lambda: bool(p.remote._api._pending))  # type: ignore[union-attr]
+                    await wait_until(lambda: bool(p.remote._api._pending))  # type: ignore[attr-defined]
                 p.proxy.cut()
                 p.proxy.thaw()
             wal = await hub.read_wal(p.session_id)

@@ -103,7 +103,7 @@ async def test_a_remote_post_is_checked_as_a_local_one() -> None:
             nan = attrs.evolve(text(sid, a.agent_id), event_data={"x": math.nan})
             with pytest.raises(DecodeError, match=r"Envelope\.event_data\.x"):
                 await one.post_envelope(nan)
-            with pytest.raises(DecodeError, match=r"create_session\.knobs\.x"):
+            with pytest.raises(DecodeError, match=r"CreateSession\.knobs\.x"):
                 await one.create_session(
                     creator_id=a.agent_id,
                     manifest_type="conversation",

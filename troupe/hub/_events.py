@@ -26,7 +26,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, Any, Final, Self, TypeAlias
+from typing import Any, Final, Self, TypeAlias
 
 import attrs
 import trio
@@ -34,10 +34,19 @@ import trio
 from .._errors import NetworkError, StoreError
 from ..model import Envelope
 
-if TYPE_CHECKING:
-    from ._expectations import ExpectationViolation
-
 log = logging.getLogger("troupe.hub.events")
+
+
+@attrs.frozen(kw_only=True)
+class ExpectationViolation:
+    """One expectation that fired in one session, as ``check_expectations`` reports it."""
+
+    session_id: str
+    expectation: str
+    on_violation: str
+    violators: tuple[str, ...]
+    detail: dict[str, Any]
+
 
 #: Events one subscriber may hold unread before the newest are dropped.
 DEFAULT_CAPACITY: Final = 1024
@@ -268,8 +277,6 @@ def _code(exc: Exception) -> str:
 
 
 def _violation(at: float, f: dict[str, Any]) -> ExpectationViolated:
-    from ._expectations import ExpectationViolation
-
     return ExpectationViolated(
         at=at,
         violation=ExpectationViolation(

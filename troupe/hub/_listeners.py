@@ -41,6 +41,7 @@ from ._events import (
     EnvelopeRejected,
     EventStream,
     ExpectationViolated,
+    ExpectationViolation,
     HubEvent,
     Missed,
     SessionActorCrashed,
@@ -51,7 +52,6 @@ from ._events import (
     TaskChanged,
     TurnFailed,
 )
-from ._expectations import ExpectationViolation
 
 log = logging.getLogger("troupe.hub.listeners")
 

@@ -39,6 +39,7 @@ from ._hub import Hub
 from ._hub_actor import HubActor
 from ._passivation import passivate
 from ._passivation import sweep as sweep_idle
+from ._serve import serve_endpoint
 
 log = logging.getLogger("troupe.hub")
 
@@ -148,6 +149,7 @@ async def open_hub(
                 )
             )
         hub = Hub(core, AuthRegistry(auth) if auth is not None else AuthRegistry())
+        hub._serve_endpoint = serve_endpoint
         async with open_supervisor(
             "one_for_one", max_restarts=10, within_s=10.0, name="hub"
         ) as root:

@@ -63,7 +63,7 @@ from ..model import (
 )
 
 if TYPE_CHECKING:
-    from ..hub import Hub
+    from ..api import LocalHub
 
 log = logging.getLogger("troupe.transport.ws")
 
@@ -451,7 +451,7 @@ def _peer_address(stream: trio.SocketStream) -> str:
 
 
 async def serve_ws(
-    hub: Hub,
+    hub: LocalHub,
     host: str = "127.0.0.1",
     port: int = 8765,
     *,
