@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
@@ -15,12 +16,14 @@ if TYPE_CHECKING:
 
 
 class _StreamSlot:
-    """Where a turn keeps its stream once it streamed (a Turn itself is frozen)."""
+    """Where a turn keeps its stream once it streamed, and its history once built (a Turn
+    itself is frozen)."""
 
-    __slots__ = ("stream",)
+    __slots__ = ("history", "stream")
 
     def __init__(self) -> None:
         self.stream: ChunkStream | None = None
+        self.history: list[HistoryItem] | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -28,7 +31,9 @@ class Turn:
     """One turn of an agent in one session.
 
     ``text`` is the trigger rendered by the session type; ``history`` is the session type's
-    view of the session for this agent, up to (not including) the trigger.
+    view of the session for this agent, up to (not including) the trigger. It is built when
+    first read (``history=`` takes the items, or a function that builds them), and each read
+    returns the same list.
 
     ``await turn.stream(text)`` sends part of the reply ahead of it (for an LLM, tokens as
     they come); ``respond`` still returns the whole reply, which the default turn handler
@@ -38,9 +43,20 @@ class Turn:
     text: str
     envelope: Envelope
     session: SessionMetadata
-    history: list[HistoryItem]
+    _history: list[HistoryItem] | Callable[[], list[HistoryItem]] = attrs.field(
+        alias="history", repr=False, eq=False
+    )
     client: AgentClient = attrs.field(repr=False)
     _slot: _StreamSlot = attrs.field(init=False, factory=_StreamSlot, repr=False, eq=False)
+
+    @property
+    def history(self) -> list[HistoryItem]:
+        """The session type's view of the session before the trigger, for this agent."""
+        slot = self._slot
+        if slot.history is None:
+            source = self._history
+            slot.history = source() if callable(source) else source
+        return slot.history
 
     @property
     def session_id(self) -> str:
