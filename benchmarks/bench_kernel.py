@@ -1,10 +1,10 @@
 """The actor kernel against bare trio: tell throughput, ask round trips, bytes per idle actor.
 
-Each figure is the median of several runs, each in a fresh ``trio.run``. The bare-trio side
-is what an actor replaces: a task looping on a memory channel (for ask, plus a reply
-channel that the asker waits on). The issue's targets: tell >= 0.6x and ask >= 0.5x the
-bare figure, and an idle actor (task + mailbox + ref) <= 1.5x the bytes of a bare task
-blocked on a memory channel.
+Each figure is the median of several runs, each in a fresh ``trio.run``, troupe and bare
+runs alternating. The bare-trio side is what an actor replaces: a task looping on a memory
+channel (for ask, plus a reply channel that the asker waits on). The issue's targets: tell
+>= 0.6x and ask >= 0.5x the bare figure, and an idle actor (task + mailbox + ref) <= 1.5x
+the bytes of a bare task blocked on a memory channel.
 
 Run with ``./dev bench kernel`` (``python -m benchmarks kernel``).
 """
@@ -187,12 +187,23 @@ class Figure:
         return self.ratio >= self.target if self.higher_is_better else self.ratio <= self.target
 
 
-def _median(run: Callable[[int], Awaitable[float]], n: int, repeats: int) -> float:
-    samples = []
+def _interleaved(
+    ours: Callable[[int], Awaitable[float]],
+    theirs: Callable[[int], Awaitable[float]],
+    n: int,
+    repeats: int,
+) -> tuple[float, float]:
+    """Medians of ``repeats`` runs of each, alternating troupe and bare run by run.
+
+    A slow spell of the shared machine then weighs on both sides of the ratio alike (all
+    troupe runs first, then all bare runs, let a spell land on one side only).
+    """
+    samples: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeats):
-        gc.collect()
-        samples.append(trio.run(run, n))
-    return statistics.median(samples)
+        for side, run in zip(samples, (ours, theirs), strict=True):
+            gc.collect()
+            side.append(trio.run(run, n))
+    return statistics.median(samples[0]), statistics.median(samples[1])
 
 
 def measure(*, tell_n: int, ask_n: int, idle_n: int, repeats: int) -> list[Figure]:
@@ -212,17 +223,20 @@ def measure(*, tell_n: int, ask_n: int, idle_n: int, repeats: int) -> list[Figur
         ("ask", "asks/s", _ask_troupe, _ask_bare, ask_n, 0.5, True),
         ("idle actor", "bytes", _idle_troupe, _idle_bare, idle_n, 1.5, False),
     ]
-    return [
-        Figure(
-            name=name,
-            unit=unit,
-            troupe=_median(ours, n, repeats),
-            bare=_median(theirs, n, repeats),
-            target=target,
-            higher_is_better=higher,
+    figures = []
+    for name, unit, ours, theirs, n, target, higher in pairs:
+        troupe, bare = _interleaved(ours, theirs, n, repeats)
+        figures.append(
+            Figure(
+                name=name,
+                unit=unit,
+                troupe=troupe,
+                bare=bare,
+                target=target,
+                higher_is_better=higher,
+            )
         )
-        for name, unit, ours, theirs, n, target, higher in pairs
-    ]
+    return figures
 
 
 def report(figures: list[Figure], *, repeats: int) -> str:

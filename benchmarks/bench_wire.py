@@ -11,6 +11,16 @@ once through ``WsLink`` to the hub served on 127.0.0.1, alternately, and prints 
 - **echo**: a person asks, an echo agent (the default turn handler) answers, 200 times in
   a row, one conversation. Round trips/s (each is two envelopes plus the turn handler's
   control calls, which are RPCs over a WebSocket).
+- **rpc**: one client makes 1000 ``get_session`` calls in a row (each an RPC over a
+  WebSocket: request, answer). Calls/s.
+
+The same run measures the **raw trio-websocket floor** (issue 15's yardstick for "WebSocket
+RPCs >= 0.8x the raw floor"): a bare ``trio_websocket`` server on 127.0.0.1 that answers
+each message with a message of the same size (that of a text envelope's JSON), one client,
+(a) sequential request/reply round trips and (b) pipelined messages (the client sends them
+all without waiting while a second task reads the answers). The troupe rows print their
+WebSocket rate against these: rpc against (a), stream against (b) (a streamed envelope
+takes four WebSocket messages: post, answer, delivery, receipt).
 
 Everything runs on one core here: over WebSocket the hub and both clients encode, frame
 and decode JSON on the same trio thread that a real deployment would spread over processes.
@@ -18,21 +28,26 @@ and decode JSON on the same trio thread that a real deployment would spread over
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from collections.abc import Awaitable, Callable
-from typing import Literal
+from typing import Any, Literal
 
 import trio
+from trio_websocket import WebSocketRequest, open_websocket_url, serve_websocket
 
 from troupe import EV_TEXT, Envelope, Hub, HubClient, LocalLink, Passport, Rule, Turn, open_hub
-from troupe.model import InboxBlock, LimitsBlock
+from troupe.model import InboxBlock, LimitsBlock, dumps
 from troupe.transport import WsLink, serve_ws
 
 REPEATS = 5
 POSTERS = 16
 POSTS = 125  # per poster
 ROUND_TRIPS = 200
+RPCS = 1000
+#: Messages per pipelined run of the raw trio-websocket floor.
+PIPELINED = 2000
 
 Transport = Literal["local", "ws"]
 
@@ -132,29 +147,110 @@ async def echo(asking: HubClient, answering: HubClient) -> float:
     return ROUND_TRIPS / (time.perf_counter() - start)
 
 
+async def rpc(calling: HubClient, other: HubClient) -> float:
+    """Sequential get_session calls from one client: calls/s."""
+    me = await calling.register_human(Passport(name="me"))
+    you = await other.register_human(Passport(name="you"))
+    md = await calling.create_session(
+        creator_id=me.agent_id, manifest_type="conversation", participants=[you.agent_id]
+    )
+    start = time.perf_counter()
+    for _ in range(RPCS):
+        await calling.get_session(md.session_id)
+    return RPCS / (time.perf_counter() - start)
+
+
+# -- the raw trio-websocket floor -------------------------------------------------------------
+
+#: The floor's message: as long as the JSON of a stamped text envelope like the stream's.
+FLOOR_MESSAGE = "x" * len(
+    dumps(
+        Envelope(
+            session_id="s" * 32,
+            sender_id="a" * 32,
+            event_type=EV_TEXT,
+            event_data={"text": "message 0"},
+            envelope_id="e" * 32,
+            seq=1,
+            created_at="2026-01-01T00:00:00.000000+00:00",
+        )
+    )
+)
+
+
+async def _answer_each(request: WebSocketRequest) -> None:
+    ws = await request.accept()
+    while True:
+        message = await ws.get_message()
+        await ws.send_message(message)
+
+
+async def raw_floor(kind: Literal["rpc", "pipelined"], n: int) -> float:
+    """Messages (pipelined) or round trips (rpc) per second through bare trio-websocket."""
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(serve_websocket, _answer_each, "127.0.0.1", 0, None)
+        async with open_websocket_url(f"ws://127.0.0.1:{server.port}") as ws:
+            start = time.perf_counter()
+            if kind == "rpc":
+                for _ in range(n):
+                    await ws.send_message(FLOOR_MESSAGE)
+                    await ws.get_message()
+            else:
+
+                async def send_all() -> None:
+                    for _ in range(n):
+                        await ws.send_message(FLOOR_MESSAGE)
+
+                async with trio.open_nursery() as sending:
+                    sending.start_soon(send_all)
+                    for _ in range(n):
+                        await ws.get_message()
+            rate = n / (time.perf_counter() - start)
+        nursery.cancel_scope.cancel()
+    return rate
+
+
 def measure(
     scenario: Callable[[HubClient, HubClient], Awaitable[float]],
-) -> dict[Transport, float]:
-    """Median rate per transport; the runs alternate so a slow spell hits both alike."""
-    runs: dict[Transport, list[float]] = {"local": [], "ws": []}
+    floor: Callable[[], float] | None = None,
+) -> dict[str, float]:
+    """Median rate per transport (and of ``floor``, the raw baseline, if given); the runs
+    alternate so a slow spell hits every side alike."""
+    runs: dict[str, list[float]] = {"local": [], "ws": [], "raw": []}
     for _ in range(REPEATS):
         for transport in ("local", "ws"):
             runs[transport].append(trio.run(with_clients, transport, scenario))
-    return {transport: statistics.median(rates) for transport, rates in runs.items()}
+        if floor is not None:
+            runs["raw"].append(floor())
+    return {side: statistics.median(rates) for side, rates in runs.items() if rates}
 
 
 def main() -> None:
     print(f"medians of {REPEATS} runs; one process, MemoryStore, loopback")
-    rows = [
-        (f"stream: {POSTERS} posters -> 1 sink, {POSTERS * POSTS} texts", "envelopes/s", stream),
-        (f"echo: {ROUND_TRIPS} ask/answer round trips", "round trips/s", echo),
+    rows: list[tuple[str, str, Callable[[HubClient, HubClient], Awaitable[float]], Any]] = [
+        (
+            f"stream: {POSTERS} posters -> 1 sink, {POSTERS * POSTS} texts",
+            "envelopes/s",
+            stream,
+            ("pipelined", PIPELINED),
+        ),
+        (f"echo: {ROUND_TRIPS} ask/answer round trips", "round trips/s", echo, None),
+        (f"rpc: {RPCS} get_session calls in a row", "calls/s", rpc, ("rpc", RPCS)),
     ]
-    for title, unit, scenario in rows:
-        rates = measure(scenario)
-        print(
+    for title, unit, scenario, floor_args in rows:
+        floor = None if floor_args is None else functools.partial(trio.run, raw_floor, *floor_args)
+        rates = measure(scenario, floor)
+        line = (
             f"{title:<44} LocalLink {rates['local']:>8,.0f}  WebSocket {rates['ws']:>8,.0f} "
             f"{unit}  ratio ws/local {rates['ws'] / rates['local']:.2f}"
         )
+        if floor_args is not None:
+            what = "round trips" if floor_args[0] == "rpc" else "messages"
+            line += (
+                f"  raw trio-websocket {floor_args[0]} floor {rates['raw']:>8,.0f} {what}/s"
+                f"  ratio ws/floor {rates['ws'] / rates['raw']:.2f}"
+            )
+        print(line)
 
 
 if __name__ == "__main__":

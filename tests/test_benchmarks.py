@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
-from benchmarks import bench_kernel
+from benchmarks import bench_hub, bench_kernel, bench_store, bench_turns
 from benchmarks.__main__ import available, run
+from troupe import InboxBlock, LimitsBlock, MemoryStore, Rule
 
 
 def test_every_bench_module_is_found() -> None:
-    assert {"kernel", "store"} <= set(available())
+    assert {"kernel", "store", "hub", "turns"} <= set(available())
 
 
 def test_an_unknown_benchmark_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
@@ -26,6 +28,86 @@ def test_the_kernel_benchmark_measures_and_reports() -> None:
     table = bench_kernel.report(figures, repeats=1)
     assert "tell" in table
     assert "idle actor" in table
+
+
+def test_the_kernel_benchmark_interleaves_troupe_and_bare_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    order: list[str] = []
+
+    async def ours(n: int) -> float:
+        order.append("troupe")
+        return 1.0
+
+    async def theirs(n: int) -> float:
+        order.append("bare")
+        return 2.0
+
+    assert bench_kernel._interleaved(ours, theirs, 1, 3) == (1.0, 2.0)
+    assert order == ["troupe", "bare"] * 3
+
+
+def test_the_hub_benchmark_runs_every_table(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(bench_hub, "ENDPOINT_POSTS", 5)
+    tiny = ["--posts", "3", "--flood-posts", "4", "--sessions", "2", "--repeats", "1"]
+    bench_hub.main([*tiny, "--every-endpoint-engine"])
+    out = capsys.readouterr().out
+    assert "agent path: 2 conversations" in out
+    assert "raw trio skeleton" in out
+    assert "AgentClients, memory" in out
+    assert "AgentClients, sqlite FULL" in out
+    assert "us CPU/envelope" in out
+    assert "x raw (target 0.3x" in out
+    assert "flood: 2 people x 4 posts" in out
+    assert "acking endpoints" in out
+    assert "endpoints, sqlite FULL, cur50" in out
+
+
+async def test_the_agent_path_and_its_raw_skeleton_answer_every_post() -> None:
+    run = await bench_hub.agent_run(MemoryStore(), posts=3, sessions=2)
+    assert run.turns_per_s > 0
+    assert run.cpu_us_per_envelope > 0
+    for turn_taking in (True, False):
+        raw = await bench_hub.raw_path_run(3, turn_taking=turn_taking, sessions=2)
+        assert raw.turns_per_s > 0
+
+
+async def test_a_flood_past_the_inbox_cap_is_reported_not_raised() -> None:
+    # Small, with a cap the default rules reach only at 1,000: the refusal is the outcome.
+    capped = Rule(limits=LimitsBlock(inbox=InboxBlock(max_pending=2)))
+    run = await bench_hub.agent_flood(posts=50, sessions=2, rule=capped)
+    assert not run.completed
+    assert run.ending is not None
+    assert run.ending.startswith("InboxFull")
+    assert run.posts_accepted < 100
+
+
+async def test_a_flood_within_the_cap_completes() -> None:
+    run = await bench_hub.agent_flood(posts=5, sessions=2)
+    assert run.completed
+    assert (run.posts_accepted, run.answers_received) == (10, 10)
+
+
+def test_the_turns_benchmark_reports_both_windows_and_their_ratio(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    bench_turns.main(["--low", "5", "--high", "20", "--window", "3"])
+    out = capsys.readouterr().out
+    assert "turn at seq      5:" in out
+    assert "turn at seq     20:" in out
+    assert "ratio seq 20 / seq 5:" in out
+
+
+def test_the_store_replay_baseline_reads_the_same_rows(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(bench_store, "REPLAY", 2000)
+    path = tmp_path / "replay.db"
+    bench_store.fill(path, "big")
+    assert bench_store.replay_raw(path, "big") > 0
+    assert bench_store.replay_troupe(path, "big") > 0
 
 
 @pytest.mark.parametrize(

@@ -67,6 +67,7 @@ from .session_types import EV_AUCTION_SELECT as EV_AUCTION_SELECT
 from .session_types import Handoff as Handoff
 from .session_types import Reply as Reply
 from .store import MemoryStore as MemoryStore
+from .store import PostgresStore as PostgresStore
 from .store import SQLiteStore as SQLiteStore
 from .transport import LocalLink as LocalLink
 
@@ -120,6 +121,7 @@ __all__ = (
     "NoAuth",
     "NotFoundError",
     "Passport",
+    "PostgresStore",
     "ProtocolError",
     "RateBlock",
     "RateLimited",

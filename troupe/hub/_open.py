@@ -68,8 +68,9 @@ async def open_hub(
     """Run a hub for the duration of the block.
 
     Args:
-      store: ``None`` for a fresh :class:`MemoryStore`, a path for a :class:`SQLiteStore`,
-        or any :class:`Store` (entered and left by the hub).
+      store: ``None`` for a fresh :class:`MemoryStore`, a ``postgresql://`` URL for a
+        :class:`PostgresStore` (schema ``troupe``), a path for a :class:`SQLiteStore`, or
+        any :class:`Store` (entered and left by the hub).
       invite_ack_timeout: seconds ``create_session`` waits for every invitee's ack.
       ttl_sweep_interval: seconds between sweeps that expire sessions and tasks past their
         TTL and time out handshakes (0 disables the sweeper; call ``expire_due()``).
