@@ -122,6 +122,7 @@ from ..model import (
     is_substantive,
 )
 from ..session_types import AnySessionType, HistoryItem, ViewPolicy, builtin_types
+from ..session_types._views import PolicyFold, ViewFold, start_view
 from ..transport import LocalLink, LocalLinkClient, WsLink, WsLinkClient
 from ._inbox import ENDED_KEPT, ENDINGS, Disconnected, Inboxes, Predicate, seed_timeout, wait_in
 from ._remote import RemoteHub
@@ -784,12 +785,14 @@ class Router:
 
 
 class _StreamSlot:
-    """Where a turn keeps its stream once it streamed (a Turn itself is frozen)."""
+    """Where a turn keeps its stream once it streamed, and its history once built (a Turn
+    itself is frozen)."""
 
-    __slots__ = ("stream",)
+    __slots__ = ("history", "stream")
 
     def __init__(self) -> None:
         self.stream: ChunkStream | None = None
+        self.history: list[HistoryItem] | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -797,7 +800,9 @@ class Turn:
     """One turn of an agent in one session.
 
     ``text`` is the trigger rendered by the session type; ``history`` is the session type's
-    view of the session for this agent, up to (not including) the trigger.
+    view of the session for this agent, up to (not including) the trigger. It is built when
+    first read (``history=`` takes the items, or a function that builds them), and each read
+    returns the same list.
 
     ``await turn.stream(text)`` sends part of the reply ahead of it (for an LLM, tokens as
     they come); ``respond`` still returns the whole reply, which the default turn handler
@@ -807,9 +812,20 @@ class Turn:
     text: str
     envelope: Envelope
     session: SessionMetadata
-    history: list[HistoryItem]
+    _history: list[HistoryItem] | Callable[[], list[HistoryItem]] = attrs.field(
+        alias="history", repr=False, eq=False
+    )
     client: AgentClient = attrs.field(repr=False)
     _slot: _StreamSlot = attrs.field(init=False, factory=_StreamSlot, repr=False, eq=False)
+
+    @property
+    def history(self) -> list[HistoryItem]:
+        """The session type's view of the session before the trigger, for this agent."""
+        slot = self._slot
+        if slot.history is None:
+            source = self._history
+            slot.history = source() if callable(source) else source
+        return slot.history
 
     @property
     def session_id(self) -> str:
@@ -875,6 +891,21 @@ class Agent(Protocol):
 
 
 Observer = Callable[[Envelope], Awaitable[None]]
+#: How many envelopes one WAL read of a turn's history asks for at most (a session's first turn
+#: in this process folds the WAL before its trigger page by page, never all of it at once).
+WAL_PAGE = 1000
+
+
+@attrs.define(slots=True)
+class SessionView:
+    """One session's view for one agent, folded up to ``seq``: every envelope of the WAL
+    with a seq up to ``seq``, and none after it, is folded into ``fold``."""
+
+    policy: ViewPolicy
+    fold: ViewFold | PolicyFold
+    seq: int = 0
+
+
 #: What handles an agent's deliveries: ``await handler(envelope, client)``. The default is
 #: :meth:`AgentClient.handle`; a replacement may call it for what it does not handle itself.
 Handler = Callable[[Envelope, "AgentClient"], Awaitable[None]]
@@ -920,8 +951,8 @@ class AgentClient(Identity):
         self._handler = handler
         self._auto_ack_invites = auto_ack_invites
         self._observers: list[Observer] = []
-        #: Per session: a prefix of the WAL, read incrementally (for turn history).
-        self._transcripts: dict[str, list[Envelope]] = {}
+        #: Per session: this agent's view, folded as envelopes arrive (for turn history).
+        self._views: dict[str, SessionView] = {}
 
     async def __aenter__(self) -> Self:
         await trio.lowlevel.checkpoint()
@@ -970,7 +1001,12 @@ class AgentClient(Identity):
         else:
             await self.handle(envelope)
         if envelope.event_type in ENDINGS:
-            self._transcripts.pop(envelope.session_id, None)
+            self._views.pop(envelope.session_id, None)
+        else:
+            view = self._views.get(envelope.session_id)
+            if view is not None and envelope.seq == view.seq + 1:
+                view.fold.fold(envelope)
+                view.seq = envelope.seq
 
     # -- the default turn handler ------------------------------------------------------------
 
@@ -1052,26 +1088,39 @@ class AgentClient(Identity):
 
     async def _history(
         self, metadata: SessionMetadata, stype: AnySessionType, trigger: Envelope
-    ) -> list[HistoryItem]:
-        """The session type's view of the session before ``trigger``, for this agent.
+    ) -> Callable[[], list[HistoryItem]]:
+        """The session type's view of the session before ``trigger``, for this agent (built
+        when the turn reads it).
 
-        The session's WAL is cached per session and each turn reads only what was appended
-        since the last one (the reference re-read the whole WAL every turn).
+        The view is folded as deliveries arrive; what this agent was not delivered (its own
+        posts, what its inbound rules held back) is read from the WAL before the turn, only
+        the envelopes after the last one folded. The first turn of a session in this
+        process folds the WAL before the trigger, a page at a time.
         """
-        sid = trigger.session_id
-        transcript = self._transcripts.setdefault(sid, [])
-        last = transcript[-1].seq if transcript else 0
-        if last < trigger.seq:
-            transcript.extend(await self._hub_client.read_wal(sid, since=last, until=trigger.seq))
-        prior = [e for e in transcript if e.seq < trigger.seq]
-        await self._hub_client.learn_names([e.sender_id for e in prior])
-        view = stype.default_view_policy(metadata, self.agent_id)
-        return view.project(
-            prior,
-            participant_id=self.agent_id,
-            render=stype.render,
-            name_for=self._hub_client.name_for,
-        )
+        sid, me, until = trigger.session_id, self.agent_id, trigger.seq - 1
+        policy = stype.default_view_policy(metadata, me)
+        view = self._views.get(sid)
+        if view is None or view.policy != policy:
+            view = self._views[sid] = SessionView(policy, start_view(policy, me, stype.render))
+        if view.seq > until:
+            # An older trigger (a turn owed again after later envelopes were folded): fold
+            # the WAL before it afresh, leaving the session's view as it is.
+            view = SessionView(policy, start_view(policy, me, stype.render))
+        await self._fold_wal(sid, view, until)
+        await self._hub_client.learn_names(list(view.fold.senders()))
+        build, name_for = view.fold.freeze(), self._hub_client.name_for
+        return lambda: build(name_for)
+
+    async def _fold_wal(self, session_id: str, view: SessionView, until: int) -> None:
+        """Fold the WAL's envelopes after ``view.seq`` up to seq ``until`` into ``view``."""
+        while view.seq < until:
+            end = min(until, view.seq + WAL_PAGE)
+            page = await self._hub_client.read_wal(session_id, since=view.seq, until=end)
+            for envelope in page:
+                if envelope.seq > view.seq:  # a delivery may have folded it meanwhile
+                    view.fold.fold(envelope)
+                    view.seq = envelope.seq
+            view.seq = max(view.seq, end)
 
     async def resume_pending_turns(self) -> int:
         """Re-run the turns the hub says this agent owes (after a restart); return how many.
