@@ -1,10 +1,15 @@
-"""A hub on a MemoryStore, fake connections that behave like minimal clients, and faults.
+"""The suite's one hub + client harness: ``HubPair`` (h11's ``ConnectionPair``).
 
-``Harness`` is the ``HubPair`` of these tests (h11's ``ConnectionPair``): one running hub,
-the store under it, and a ``MiniClient`` per connected agent. A ``MiniClient`` is the hub's
-view of a client reduced to what the hub relies on: it records every frame the hub sends,
-acks invites (``EV_CHANNEL_INVITE_ACK`` with ``causation_id`` = the invite's id) and answers
-every notify with a ``ReceiptFrame``. Everything runs under trio's ``MockClock``.
+``open_hub_pair`` opens a hub through the shipped test kit (``troupe.testing.open_test_hub``:
+a ``CrashPoints`` the test can arm, and a check that no task outlives the hub) on a fresh
+MemoryStore unless given a store, with the TTL sweeper off unless ``ttl_sweep_interval`` is
+given, and a clock anchored at :data:`EPOCH` that trio's ``MockClock`` drives. (A hung test
+is failed by the suite-wide cap in ``tests/conftest.py``.)
+
+A ``HubPair`` reaches its hub the way the hub's wire sees a client: ``MiniClient`` fake
+connections (:meth:`HubPair.connection`, :meth:`HubPair.agent`) reduced to what the hub relies
+on: each records every frame the hub sends, acks invites (``EV_CHANNEL_INVITE_ACK`` with
+``causation_id`` = the invite's id) and answers every notify with a ``ReceiptFrame``.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Any, Literal
 import attrs
 import trio
 
-from troupe.hub import Hub, open_hub
+from troupe.hub import Hub
 from troupe.model import (
     EV_CHANNEL_INVITE,
     EV_CHANNEL_INVITE_ACK,
@@ -35,9 +40,9 @@ from troupe.model import (
     SessionState,
 )
 from troupe.store import MemoryStore, Store
-from troupe.testing import CrashPoints
+from troupe.testing import CrashPoints, open_test_hub
 
-#: The hub clock of every harness: a fixed epoch plus trio's (mock) clock, so timestamps
+#: The hub clock of every test hub: a fixed epoch plus trio's (mock) clock, so timestamps
 #: are reproducible and keep running across a hub restart within one test.
 EPOCH = 1_800_000_000.0
 
@@ -197,7 +202,7 @@ def counter_ids(prefix: str = "id") -> Callable[[], str]:
     return lambda: f"{prefix}-{next(numbers):04d}"
 
 
-class Harness:
+class HubPair:
     """A running hub with helpers to register agents, connect them and open sessions."""
 
     def __init__(self, hub: Hub, store: Store, nursery: trio.Nursery, faults: CrashPoints) -> None:
@@ -207,9 +212,10 @@ class Harness:
         self.faults = faults
         self.agents: dict[str, Agent] = {}
 
-    async def client(
+    async def connection(
         self, endpoint_id: str, *, invites: InvitePolicy = "ack", receipts: bool = True
     ) -> MiniClient:
+        """A fake connection, attached to the hub but bound to no agent yet."""
         client = MiniClient(self.hub, self.nursery, endpoint_id, invites=invites, receipts=receipts)
         await client.attach()
         return client
@@ -233,7 +239,7 @@ class Harness:
             agent_id = passport.agent_id
         client = None
         if connect:
-            client = await self.client(f"ep-{name}", invites=invites, receipts=receipts)
+            client = await self.connection(f"ep-{name}", invites=invites, receipts=receipts)
             await client.bind(agent_id)
         agent = Agent(name, agent_id, client)
         self.agents[name] = agent
@@ -299,21 +305,21 @@ def wal_view(wal: Iterable[Envelope]) -> list[tuple[int, str, str, Any]]:
 
 
 @asynccontextmanager
-async def open_harness(
+async def open_hub_pair(
     store: Store | None = None, *, faults: CrashPoints | None = None, **hub_kwargs: Any
-) -> AsyncIterator[Harness]:
+) -> AsyncIterator[HubPair]:
     """A hub on ``store`` (a fresh MemoryStore by default) with its own nursery for clients.
 
-    The sweeper is off unless ``ttl_sweep_interval`` is given. (A hung test is failed by the
-    suite-wide cap in ``tests/conftest.py``.)
+    The sweeper is off unless ``ttl_sweep_interval`` is given; ``hub_kwargs`` go to
+    ``open_hub``. The nursery is cancelled when the block ends.
     """
     store = store if store is not None else MemoryStore()
     faults = faults if faults is not None else CrashPoints()
     hub_kwargs.setdefault("ttl_sweep_interval", 0)
     hub_kwargs.setdefault("clock", hub_clock)
     async with (
-        open_hub(store, faults=faults, **hub_kwargs) as hub,
+        open_test_hub(store, faults=faults, **hub_kwargs) as hub,
         trio.open_nursery() as nursery,
     ):
-        yield Harness(hub, store, nursery, faults)
+        yield HubPair(hub, store, nursery, faults)
         nursery.cancel_scope.cancel()
