@@ -6,23 +6,36 @@ MemoryStore unless given a store, with the TTL sweeper off unless ``ttl_sweep_in
 given, and a clock anchored at :data:`EPOCH` that trio's ``MockClock`` drives. (A hung test
 is failed by the suite-wide cap in ``tests/conftest.py``.)
 
-A ``HubPair`` reaches its hub the way the hub's wire sees a client: ``MiniClient`` fake
-connections (:meth:`HubPair.connection`, :meth:`HubPair.agent`) reduced to what the hub relies
-on: each records every frame the hub sends, acks invites (``EV_CHANNEL_INVITE_ACK`` with
-``causation_id`` = the invite's id) and answers every notify with a ``ReceiptFrame``.
+A ``HubPair`` reaches its hub two ways:
+
+- as the hub's wire sees a client: ``MiniClient`` fake connections (:meth:`HubPair.connection`,
+  :meth:`HubPair.agent`) reduced to what the hub relies on: each records every frame the hub
+  sends, acks invites (``EV_CHANNEL_INVITE_ACK`` with ``causation_id`` = the invite's id) and
+  answers every notify with a ``ReceiptFrame``;
+- as a program does: ``hc``, a ``HubClient`` over a ``LocalLink`` (it connects on first use),
+  with :class:`Scripted` agents (:meth:`HubPair.scripted`) and people (:meth:`HubPair.human`).
+
+Every test runs under trio's autojump ``MockClock`` (it asks for the ``autojump_clock``
+fixture; ``open_hub_pair`` checks).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import math
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
+from types import ModuleType
 from typing import Any, Literal
 
 import attrs
 import trio
+import trio.testing
 
+import troupe
+from troupe import AgentClient, HubClient, HumanClient, LocalLink, Turn
 from troupe.hub import Hub
 from troupe.model import (
     EV_CHANNEL_INVITE,
@@ -46,7 +59,57 @@ from troupe.testing import CrashPoints, open_test_hub
 #: are reproducible and keep running across a hub restart within one test.
 EPOCH = 1_800_000_000.0
 
+#: What a wait for an expected envelope allows (virtual seconds).
+WAIT = 30.0
+
 InvitePolicy = Literal["ack", "reject", "ignore"]
+Reply = Callable[[Turn], Any]
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def example(name: str) -> ModuleType:
+    """Import ``examples/<name>.py`` by path (``examples`` is a folder, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"troupe_example_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class Scripted:
+    """An agent whose ``respond`` records every turn and answers with ``reply(turn)``.
+
+    The default reply is ``"<name>: <trigger text>"``.
+    """
+
+    def __init__(self, name: str, reply: Reply | None = None) -> None:
+        self.name = name
+        self._reply = reply
+        self.turns: list[Turn] = []
+
+    async def respond(self, turn: Turn) -> Any:
+        self.turns.append(turn)
+        await trio.lowlevel.checkpoint()
+        if self._reply is None:
+            return f"{self.name}: {turn.text}"
+        return self._reply(turn)
+
+    @property
+    def triggers(self) -> list[str]:
+        """The ids of the envelopes this agent was asked to answer, in order."""
+        return [t.envelope.envelope_id for t in self.turns]
+
+
+class Lines:
+    """A reply function that says ``lines`` in order, then stays silent (``None``)."""
+
+    def __init__(self, *lines: str) -> None:
+        self.lines = list(lines)
+
+    def __call__(self, turn: Turn) -> str | None:
+        return self.lines.pop(0) if self.lines else None
 
 
 class FakeEndpoint:
@@ -205,11 +268,15 @@ def counter_ids(prefix: str = "id") -> Callable[[], str]:
 class HubPair:
     """A running hub with helpers to register agents, connect them and open sessions."""
 
-    def __init__(self, hub: Hub, store: Store, nursery: trio.Nursery, faults: CrashPoints) -> None:
+    def __init__(
+        self, hub: Hub, store: Store, nursery: trio.Nursery, faults: CrashPoints, hc: HubClient
+    ) -> None:
         self.hub = hub
         self.store = store
         self.nursery = nursery
         self.faults = faults
+        #: The pair's HubClient (over a LocalLink); it connects on first use.
+        self.hc = hc
         self.agents: dict[str, Agent] = {}
 
     async def connection(
@@ -281,8 +348,58 @@ class HubPair:
         return alice, bob, md
 
     async def settle(self) -> None:
-        """Let every delivery, receipt and cursor flush in flight finish."""
+        """Let every delivery, turn, receipt and cursor write in flight finish.
+
+        Returns as soon as every task waits: it does not move the clock past a sleep.
+        """
         await trio.testing.wait_all_tasks_blocked()
+
+    # -- Through a HubClient, as a program does ----------------------------------------------
+
+    def client(self) -> HubClient:
+        """Another (unconnected) HubClient to the same hub."""
+        return HubClient(LocalLink(self.hub))
+
+    async def scripted(
+        self,
+        name: str,
+        reply: Reply | None = None,
+        *,
+        hc: HubClient | None = None,
+        rule: Rule | None = None,
+        capabilities: Sequence[str] = (),
+    ) -> tuple[AgentClient, Scripted]:
+        """Register a :class:`Scripted` agent called ``name``; return its client and itself."""
+        scripted = Scripted(name, reply)
+        client = await (hc or self.hc).register(
+            scripted,
+            Passport(name=name),
+            Resume(claimed_capabilities=tuple(capabilities)),
+            rule=rule,
+        )
+        return client, scripted
+
+    async def human(
+        self, name: str, *, hc: HubClient | None = None, auto_ack_invites: bool = True
+    ) -> HumanClient:
+        return await (hc or self.hc).register_human(
+            Passport(name=name, kind="human"), auto_ack_invites=auto_ack_invites
+        )
+
+    async def reattach(
+        self, name: str, agent: troupe.Agent | None = None
+    ) -> tuple[HubClient, AgentClient | HumanClient]:
+        """``name`` comes back on a new HubClient: attach it and let the replay run."""
+        hc = self.client()
+        identity = await hc.attach(agent, name)
+        await self.settle()
+        return hc, identity
+
+    async def audit(self, kind: str) -> list[dict[str, Any]]:
+        return [r for r in await self.hub.read_audit() if r["kind"] == kind]
+
+    async def wal(self, session_id: str) -> list[Envelope]:
+        return await self.hub.read_wal(session_id)
 
 
 def text_envelope(
@@ -299,6 +416,39 @@ def text_envelope(
     )
 
 
+def from_(
+    sender: AgentClient | HumanClient, event_type: str = EV_TEXT
+) -> Callable[[Envelope], bool]:
+    """A predicate: an envelope of ``event_type`` sent by ``sender``."""
+    sender_id = sender.agent_id
+    return lambda e: e.event_type == event_type and e.sender_id == sender_id
+
+
+def said(body: str) -> Callable[[Envelope], bool]:
+    """A predicate: an ``EV_TEXT`` envelope saying ``body``."""
+    return lambda e: e.event_type == EV_TEXT and e.text == body
+
+
+def of_type(event_type: str) -> Callable[[Envelope], bool]:
+    return lambda e: e.event_type == event_type
+
+
+def texts(envelopes: Iterable[Envelope]) -> list[str]:
+    """The texts among ``envelopes``, in order."""
+    return [e.text for e in envelopes if e.event_type == EV_TEXT and e.text is not None]
+
+
+def kinds(envelopes: Iterable[Envelope]) -> list[str]:
+    return [e.event_type for e in envelopes]
+
+
+def text(session: SessionMetadata | str, sender_id: str, body: str, **kw: Any) -> Envelope:
+    sid = session if isinstance(session, str) else session.session_id
+    return Envelope(
+        session_id=sid, sender_id=sender_id, event_type=EV_TEXT, event_data={"text": body}, **kw
+    )
+
+
 def wal_view(wal: Iterable[Envelope]) -> list[tuple[int, str, str, Any]]:
     """What a WAL says, without the hub-made ids and clocks."""
     return [(e.seq, e.sender_id, e.event_type, e.event_data.get("text")) for e in wal]
@@ -311,15 +461,18 @@ async def open_hub_pair(
     """A hub on ``store`` (a fresh MemoryStore by default) with its own nursery for clients.
 
     The sweeper is off unless ``ttl_sweep_interval`` is given; ``hub_kwargs`` go to
-    ``open_hub``. The nursery is cancelled when the block ends.
+    ``open_hub``. When the block ends the nursery is cancelled, then ``hc`` closed.
     """
     store = store if store is not None else MemoryStore()
     faults = faults if faults is not None else CrashPoints()
     hub_kwargs.setdefault("ttl_sweep_interval", 0)
     hub_kwargs.setdefault("clock", hub_clock)
-    async with (
-        open_test_hub(store, faults=faults, **hub_kwargs) as hub,
-        trio.open_nursery() as nursery,
-    ):
-        yield HubPair(hub, store, nursery, faults)
-        nursery.cancel_scope.cancel()
+    async with open_test_hub(store, faults=faults, **hub_kwargs) as hub:
+        assert isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock), (
+            "hub tests run on virtual time: request the autojump_clock fixture"
+        )
+        hc = HubClient(LocalLink(hub))
+        async with trio.open_nursery() as nursery:
+            yield HubPair(hub, store, nursery, faults, hc)
+            nursery.cancel_scope.cancel()
+        await hc.close()
