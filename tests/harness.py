@@ -2,9 +2,10 @@
 
 ``open_hub_pair`` opens a hub through the shipped test kit (``troupe.testing.open_test_hub``:
 a ``CrashPoints`` the test can arm, and a check that no task outlives the hub) on a fresh
-MemoryStore unless given a store, with the TTL sweeper off unless ``ttl_sweep_interval`` is
-given, and a clock anchored at :data:`EPOCH` that trio's ``MockClock`` drives. (A hung test
-is failed by the suite-wide cap in ``tests/conftest.py``.)
+MemoryStore unless given a store, with both sweepers off unless ``ttl_sweep_interval`` or
+``expectation_sweep_interval`` is given (tests tick them), and a clock anchored at
+:data:`EPOCH` that trio's ``MockClock`` drives. (A hung test is failed by the suite-wide cap
+in ``tests/conftest.py``.)
 
 A ``HubPair`` reaches its hub two ways:
 
@@ -13,10 +14,11 @@ A ``HubPair`` reaches its hub two ways:
   sends, acks invites (``EV_CHANNEL_INVITE_ACK`` with ``causation_id`` = the invite's id) and
   answers every notify with a ``ReceiptFrame``;
 - as a program does: ``hc``, a ``HubClient`` over a ``LocalLink`` (it connects on first use),
-  with :class:`Scripted` agents (:meth:`HubPair.scripted`) and people (:meth:`HubPair.human`).
+  with :class:`Scripted` agents (:meth:`HubPair.scripted`) and people (:meth:`HubPair.human`,
+  :meth:`HubPair.people`, :meth:`HubPair.people_session`).
 
-Every test runs under trio's autojump ``MockClock`` (it asks for the ``autojump_clock``
-fixture; ``open_hub_pair`` checks).
+Tests run it under trio's autojump ``MockClock`` (the ``autojump_clock`` fixture), except a
+few that wait on the real clock within ``trio.fail_after``.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from troupe.model import (
     EV_CHANNEL_INVITE,
     EV_CHANNEL_INVITE_ACK,
     EV_CHANNEL_INVITE_REJECT,
+    EV_EXPECTATION_VIOLATED,
     EV_TEXT,
     Envelope,
     Frame,
@@ -395,6 +398,35 @@ class HubPair:
         await self.settle()
         return hc, identity
 
+    async def people(self, *names: str) -> list[HumanClient]:
+        """Register one human per name (they ack invites, and say only what tests send)."""
+        return [await self.human(n) for n in names]
+
+    async def people_session(
+        self, kind: str, *names: str, kickoff: str | None = None
+    ) -> tuple[list[HumanClient], str]:
+        """People called ``names``; the first opens a ``kind`` session with the others.
+
+        Args:
+            kind: The session type.
+            names: The participants, the creator first.
+            kickoff: A first text the creator sends, if any.
+
+        Returns:
+            The people, and the session id.
+        """
+        people = await self.people(*names)
+        others = [p.agent_id for p in people[1:]]
+        sid = (await people[0].open(type=kind, target=others)).session_id
+        if kickoff is not None:
+            await people[0].send(sid, kickoff)
+        return people, sid
+
+    async def notices(self, session_id: str) -> list[Envelope]:
+        """The expectation notices in a session's WAL."""
+        wal = await self.hub.read_wal(session_id)
+        return [e for e in wal if e.event_type == EV_EXPECTATION_VIOLATED]
+
     async def audit(self, kind: str) -> list[dict[str, Any]]:
         return [r for r in await self.hub.read_audit() if r["kind"] == kind]
 
@@ -460,17 +492,16 @@ async def open_hub_pair(
 ) -> AsyncIterator[HubPair]:
     """A hub on ``store`` (a fresh MemoryStore by default) with its own nursery for clients.
 
-    The sweeper is off unless ``ttl_sweep_interval`` is given; ``hub_kwargs`` go to
-    ``open_hub``. When the block ends the nursery is cancelled, then ``hc`` closed.
+    Both sweepers are off unless ``ttl_sweep_interval`` or ``expectation_sweep_interval`` is
+    given; ``hub_kwargs`` go to ``open_hub``. When the block ends the nursery is cancelled,
+    then ``hc`` is closed.
     """
     store = store if store is not None else MemoryStore()
     faults = faults if faults is not None else CrashPoints()
     hub_kwargs.setdefault("ttl_sweep_interval", 0)
+    hub_kwargs.setdefault("expectation_sweep_interval", 0)
     hub_kwargs.setdefault("clock", hub_clock)
     async with open_test_hub(store, faults=faults, **hub_kwargs) as hub:
-        assert isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock), (
-            "hub tests run on virtual time: request the autojump_clock fixture"
-        )
         hc = HubClient(LocalLink(hub))
         async with trio.open_nursery() as nursery:
             yield HubPair(hub, store, nursery, faults, hc)
