@@ -34,7 +34,7 @@ from ..model import (
     SendFrame,
     WelcomeFrame,
 )
-from ._connection import Bind, ConnectionActor, Endpoint, Flush, Receipt, SendOut
+from ._connection import Bind, ConnectionActor, Endpoint, Flush, Receipts, SendOut
 from ._core import Failed
 from ._rpc import Caller, error_code, handle_request
 from ._rules import TokenBucket
@@ -83,15 +83,29 @@ async def serve_endpoint(
             task_status.started(ref)
             frames = endpoint.frames()
             try:
-                async for frame in frames:
-                    # Receipts answer the hub's own deliveries (bounded by them), so they do
-                    # not spend the budget: it limits what a client asks of the hub.
-                    if not isinstance(frame, ReceiptFrame) and not flood.take(trio.current_time()):
-                        # Over its budget: this connection waits; the others are not read
-                        # by this task, so they do not.
-                        await trio.sleep(flood.wait_for_token())
-                        flood.take(trio.current_time())
-                    await _on_frame(hub, actor, ref, frame, nursery, limiter)
+                async for item in frames:
+                    if isinstance(item, list):
+                        # A batch: its receipts reach the actor as one message (one cursor
+                        # advance per session), the rest one by one, as if sent alone.
+                        receipts = tuple(
+                            f for f in item if type(f) is ReceiptFrame and actor.admit_receipt(f)
+                        )
+                        if receipts:
+                            ref.mailbox.send_system(Receipts(receipts))
+                        batch = [f for f in item if type(f) is not ReceiptFrame]
+                    else:
+                        batch = [item]
+                    for frame in batch:
+                        # Receipts answer the hub's own deliveries (bounded by them), so
+                        # they do not spend the budget: it limits what a client asks.
+                        if not isinstance(frame, ReceiptFrame) and not flood.take(
+                            trio.current_time()
+                        ):
+                            # Over its budget: this connection waits; the others are not
+                            # read by this task, so they do not.
+                            await trio.sleep(flood.wait_for_token())
+                            flood.take(trio.current_time())
+                        await _on_frame(hub, actor, ref, frame, nursery, limiter)
             finally:
                 # A reader cancelled mid-frame closes its generator now, not whenever the
                 # garbage collector gets to it (maybe after the run: a ResourceWarning).
@@ -129,7 +143,7 @@ async def _on_frame(
     match frame:
         case ReceiptFrame():
             if actor.admit_receipt(frame):
-                ref.mailbox.send_system(Receipt(frame))
+                ref.mailbox.send_system(Receipts((frame,)))
         case PingFrame(nonce=nonce):
             if actor.admit_control():
                 ref.mailbox.send_system(SendOut(PongFrame(nonce=nonce), control=True))
