@@ -306,13 +306,13 @@ def _frame_of(data: Any, where: str = "") -> Frame:
     """The frame ``data`` (parsed JSON) is; ``where`` prefixes error messages."""
     if type(data) is not dict:
         reason = f"expected object, got {_type_name(data)}"
-        raise DecodeError(f"cannot decode {where}Frame: {reason}", record="Frame")
+        raise DecodeError(f"{where}cannot decode Frame: {reason}", record="Frame")
     kind = data.pop("kind", None)
     cls = _FRAMES_BY_KIND.get(kind) if type(kind) is str else None
     if cls is None:
         reason = "missing field" if kind is None else f"unknown kind {kind!r}"
         raise DecodeError(
-            f"cannot decode {where}Frame.kind: {reason}", record="Frame", field="kind"
+            f"{where}cannot decode Frame.kind: {reason}", record="Frame", field="kind"
         )
     try:
         frame: Frame = structure(data, cls)
