@@ -207,6 +207,22 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
             await self.flush_outbox()
         return result
 
+    async def send_reply(self, out: SendOut) -> None:
+        """Send a reply :meth:`reply` made: written by the caller's task when nothing waits
+        to be written before it (this actor idle, its mailbox and outbox empty), else
+        queued to this actor. Either way it goes out in order with the deliveries: the
+        transport writes frames in the order they are handed to it, and the actor is idle
+        only while it waits on an empty mailbox (a message handed to it counts as work)."""
+        if self._outbox is None or self._outbox or not self.ref.mailbox.receiving:
+            await self.ref.tell(out)
+            return
+        try:
+            await self.endpoint.send_frame(out.frame)
+        except DecodeError as exc:
+            log.error("connection %s: not sent: %s", self.endpoint.endpoint_id, exc)
+        finally:
+            self._sent(out.size)
+
     async def _send(self, frame: Frame | str, size: int = 0) -> None:
         """Send ``frame`` in order with the others: into the outbox when the endpoint takes
         batches, else now. ``size``: bytes of it counted in ``outbound_bytes``.

@@ -229,7 +229,7 @@ async def _request(
             await caller.actor.wait_outbound_room()
         out = caller.actor.reply(await handle_request(caller, frame))
         if out is not None:
-            await caller.ref.tell(out)
+            await caller.actor.send_reply(out)
     finally:
         limiter.release_on_behalf_of(token)
 
@@ -262,6 +262,6 @@ async def _send(
                 )
         out = actor.reply(reply)
         if out is not None:
-            await ref.tell(out)
+            await actor.send_reply(out)
     finally:
         limiter.release_on_behalf_of(token)
