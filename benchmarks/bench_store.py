@@ -4,6 +4,10 @@
 
 - SQLite appends/s with 1, 16 and 64 concurrent appenders, one ~200-byte envelope per
   append, each in its own session, at ``synchronous=FULL`` (durable) and ``NORMAL``;
+- the same for PostgresStore, on the server ``TROUPE_BENCH_POSTGRES`` (else
+  ``TROUPE_TEST_POSTGRES``, the tests' throwaway server) names, in a fresh schema dropped
+  afterwards; its ``fsync`` and ``synchronous_commit`` are printed, since they decide what a
+  commit costs (the tests' server runs with both off). Skipped, saying so, without a DSN;
 - replay of 100k envelopes (read + decode into ``Envelope`` records) against raw
   ``sqlite3`` + ``orjson`` (the parser troupe uses) reading the same rows into dicts.
 
@@ -14,6 +18,7 @@ envelopes in under 1 s.
 from __future__ import annotations
 
 import functools
+import os
 import sqlite3
 import statistics
 import tempfile
@@ -25,7 +30,7 @@ import orjson
 import trio
 
 from troupe.model import Envelope, dumps
-from troupe.store import SQLiteStore
+from troupe.store import PostgresStore, SQLiteStore, Store
 
 REPEATS = 5
 APPENDS = 2048  # per run, split among the appenders
@@ -50,12 +55,17 @@ def median_of(measure: Callable[[], float]) -> float:
 
 
 def appends_per_second(directory: Path, appenders: int, synchronous: str) -> float:
-    """One run: ``appenders`` tasks append ``APPENDS`` envelopes in all, one per append."""
+    """One SQLite run: ``appenders`` tasks append ``APPENDS`` envelopes in all."""
     path = directory / f"appends-{appenders}-{synchronous}-{time.monotonic_ns()}.db"
+    return timed_appends(lambda: SQLiteStore(path, synchronous=synchronous), appenders)
+
+
+def timed_appends(make: Callable[[], Store], appenders: int) -> float:
+    """``appenders`` tasks append ``APPENDS`` envelopes in all, one per append: appends/s."""
     each = APPENDS // appenders
 
     async def run() -> float:
-        async with SQLiteStore(path, synchronous=synchronous) as store:
+        async with make() as store:
 
             async def appender(session_id: str) -> None:
                 for seq in range(1, each + 1):
@@ -68,6 +78,45 @@ def appends_per_second(directory: Path, appenders: int, synchronous: str) -> flo
             return appenders * each / (time.perf_counter() - start)
 
     return trio.run(run)
+
+
+POSTGRES_ENV = ("TROUPE_BENCH_POSTGRES", "TROUPE_TEST_POSTGRES")
+
+
+def postgres_rows(rates_sqlite: dict[int, float]) -> None:
+    """PostgresStore appends/s at each concurrency, next to SQLite's durable figures."""
+    dsn = next((os.environ[name] for name in POSTGRES_ENV if os.environ.get(name)), None)
+    if dsn is None:
+        print(f"appends/s  PostgresStore: skipped, no server ({' or '.join(POSTGRES_ENV)} unset)")
+        return
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        settings = {
+            name: conn.execute(f"SHOW {name}").fetchone()[0]  # type: ignore[index]
+            for name in ("fsync", "synchronous_commit")
+        }
+        schemas: list[str] = []
+
+        def make() -> Store:
+            schemas.append(f"bench_{len(schemas)}_{os.getpid()}")
+            return PostgresStore(dsn, schema=schemas[-1])
+
+        try:
+            runs: dict[int, list[float]] = {n: [] for n in CONCURRENCY}
+            for _ in range(REPEATS):
+                for n in CONCURRENCY:
+                    runs[n].append(timed_appends(make, n))
+        finally:
+            for schema in schemas:
+                conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    rates = {n: statistics.median(rates) for n, rates in runs.items()}
+    where = ", ".join(f"{name}={value}" for name, value in settings.items())
+    for n, rate in rates.items():
+        print(
+            f"appends/s  PostgresStore ({where}) {n:>2} appender(s): {rate:>9,.0f}"
+            f"  ({rate / rates[1]:.1f}x one; {rate / rates_sqlite[n]:.2f}x SQLite FULL)"
+        )
 
 
 def fill(path: Path, session_id: str) -> None:
@@ -113,6 +162,7 @@ def main() -> None:
     print(f"envelope JSON: {size} bytes; medians of {REPEATS} runs of {APPENDS} appends")
     with tempfile.TemporaryDirectory(prefix="troupe-bench-") as tmp:
         directory = Path(tmp)
+        durable: dict[int, float] = {}
         for synchronous in ("FULL", "NORMAL"):
             # Interleaved (1, 16, 64, 1, 16, 64, …) so a slow spell of the shared disk
             # weighs on every concurrency level alike and the ratios stay honest.
@@ -121,11 +171,13 @@ def main() -> None:
                 for n in CONCURRENCY:
                     runs[n].append(appends_per_second(directory, n, synchronous))
             rates = {n: statistics.median(rates) for n, rates in runs.items()}
+            durable = durable or rates
             for n, rate in rates.items():
                 print(
                     f"appends/s  synchronous={synchronous:<6} {n:>2} appender(s): {rate:>9,.0f}"
                     f"  ({rate / rates[1]:.1f}x one)"
                 )
+        postgres_rows(durable)
         path = directory / "replay.db"
         fill(path, "big")
         troupe_s = median_of(functools.partial(replay_troupe, path, "big"))

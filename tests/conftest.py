@@ -10,13 +10,15 @@ tests on the real clock get a cap in real seconds.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator, Iterator
 from inspect import iscoroutinefunction
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
+
+from tests._postgres import fresh_schemas, postgres_dsn
 
 #: Virtual seconds (under a MockClock) before a test counts as hung: thirty days.
 VIRTUAL_HANG_CAP_S = 30 * 86400.0
@@ -46,3 +48,16 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
         elif iscoroutinefunction(item.obj):
             item.obj = _capped(item.obj)
     yield
+
+
+@pytest.fixture
+def pg_dsn() -> str:
+    """The test PostgreSQL's DSN (``TROUPE_TEST_POSTGRES``); skipped without one, not in CI."""
+    return postgres_dsn()
+
+
+@pytest.fixture
+def pg_schemas(pg_dsn: str) -> Iterator[list[str]]:
+    """Schemas this test made on the test PostgreSQL (``tests._postgres.new_schema``);
+    dropped after the test."""
+    yield from fresh_schemas(pg_dsn)

@@ -1,5 +1,8 @@
 """troupe: a supervised actor runtime for trio that hosts a multi-agent hub."""
 
+from typing import TYPE_CHECKING, Any
+
+from . import _version
 from ._errors import AccessDeniedError as AccessDeniedError
 from ._errors import ActorDead as ActorDead
 from ._errors import AuthError as AuthError
@@ -28,13 +31,6 @@ from .client import ChunkStream as ChunkStream
 from .client import HubClient as HubClient
 from .client import HumanClient as HumanClient
 from .client import Turn as Turn
-from .hub import ApiKeyAuth as ApiKeyAuth
-from .hub import Hub as Hub
-from .hub import HubHealth as HubHealth
-from .hub import HubListener as HubListener
-from .hub import HubStatistics as HubStatistics
-from .hub import NoAuth as NoAuth
-from .hub import open_hub as open_hub
 from .model import EV_CHANNEL_INVITE as EV_CHANNEL_INVITE
 from .model import EV_CHANNEL_INVITE_ACK as EV_CHANNEL_INVITE_ACK
 from .model import EV_CHANNEL_INVITE_REJECT as EV_CHANNEL_INVITE_REJECT
@@ -66,11 +62,48 @@ from .model import parse_duration as parse_duration
 from .session_types import EV_AUCTION_SELECT as EV_AUCTION_SELECT
 from .session_types import Handoff as Handoff
 from .session_types import Reply as Reply
-from .store import MemoryStore as MemoryStore
-from .store import SQLiteStore as SQLiteStore
 from .transport import LocalLink as LocalLink
 
-__version__ = "0.1.0"
+__version__ = _version.__version__
+
+if TYPE_CHECKING:
+    from .hub import ApiKeyAuth as ApiKeyAuth
+    from .hub import Hub as Hub
+    from .hub import HubHealth as HubHealth
+    from .hub import HubListener as HubListener
+    from .hub import HubStatistics as HubStatistics
+    from .hub import NoAuth as NoAuth
+    from .hub import open_hub as open_hub
+    from .store import MemoryStore as MemoryStore
+    from .store import PostgresStore as PostgresStore
+    from .store import SQLiteStore as SQLiteStore
+
+#: Loaded on first use (PEP 562), so that ``import troupe.client`` (a client that only talks
+#: WebSocket) loads neither the hub nor the store and sqlite3.
+_LAZY = {
+    "ApiKeyAuth": "hub",
+    "Hub": "hub",
+    "HubHealth": "hub",
+    "HubListener": "hub",
+    "HubStatistics": "hub",
+    "NoAuth": "hub",
+    "open_hub": "hub",
+    "MemoryStore": "store",
+    "PostgresStore": "store",
+    "SQLiteStore": "store",
+}
+
+
+def __getattr__(name: str) -> Any:
+    package = _LAZY.get(name)
+    if package is None:
+        raise AttributeError(f"module 'troupe' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{package}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = (
     "EV_AUCTION_SELECT",
@@ -120,6 +153,7 @@ __all__ = (
     "NoAuth",
     "NotFoundError",
     "Passport",
+    "PostgresStore",
     "ProtocolError",
     "RateBlock",
     "RateLimited",

@@ -10,7 +10,7 @@ import trio
 import trio.testing
 
 from troupe import ActorDead, MailboxFull
-from troupe.actors import Actor, ActorRef, spawn
+from troupe.actors import Actor, ActorRef, Refused, spawn
 from troupe.mailbox import DeadLetterBuffer, Mailbox
 
 
@@ -117,6 +117,30 @@ async def test_a_crash_fails_the_asker_with_actor_dead_caused_by_it(
     assert "fragile" in str(err)
     assert not ref.alive
     assert "dead" in repr(ref)
+
+
+class Picky(Actor[int, int]):
+    """Doubles even numbers; refuses odd ones (and goes on)."""
+
+    async def handle(self, msg: int) -> Any:
+        await trio.lowlevel.checkpoint()
+        if msg % 2:
+            return Refused(ValueError(f"{msg} is odd"))
+        return msg * 2
+
+
+async def test_a_refusal_raises_at_the_asker_and_the_actor_goes_on(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        ref = await spawn(nursery, Picky(), name="picky")
+        assert await ref.ask(2) == 4
+        with pytest.raises(ValueError, match="3 is odd"):
+            await ref.ask(3)
+        await ref.tell(5)  # a refusal answers nothing to a tell
+        assert await ref.ask(4) == 8
+        assert ref.alive
+        await ref.stop()
 
 
 async def test_a_crash_is_logged_with_the_actor_name(

@@ -24,8 +24,8 @@ from troupe import (
     Turn,
     open_hub,
 )
+from troupe.api import GetAgent
 from troupe.client import Disconnected
-from troupe.client._calls import HubCalls
 from troupe.hub import Hub
 from troupe.store import MemoryStore
 
@@ -168,13 +168,35 @@ CALLS: dict[str, Callable[[HubClient], object]] = {
     ),
 }
 
-#: HubCalls methods that do not reach the hub: they stay usable after close().
-LOCAL = {"register_session_type", "session_type_for", "name_for"}
+#: HubClient methods that do not reach the hub: they stay usable after close().
+LOCAL = {
+    "register_session_type",
+    "session_type_for",
+    "name_for",
+    "note_turn_failure",
+    "turn_failure",
+}
+#: HubClient methods about the connection itself, and the generic ``call`` (tested below).
+CONNECTION = {"close", "shutdown", "identities", "call"}
 
 
 def test_every_hub_call_is_listed() -> None:
-    public = {name for name in vars(HubCalls) if not name.startswith("_")}
-    assert public - LOCAL == set(CALLS) - {"register", "register_human", "attach"}
+    public = {
+        name
+        for name, value in vars(HubClient).items()
+        if not name.startswith("_") and callable(value)
+    }
+    assert public - LOCAL - CONNECTION == set(CALLS)
+
+
+async def test_a_closed_client_refuses_a_generic_call_by_its_op(
+    autojump_clock: MockClock,
+) -> None:
+    async with open_pair() as p:
+        hc = p.client()
+        await hc.close()
+        with pytest.raises(RuntimeError, match=r"^HubClient is closed: cannot call get_agent$"):
+            await hc.call(GetAgent(name_or_id="a"))
 
 
 @pytest.mark.parametrize("method", sorted(CALLS))

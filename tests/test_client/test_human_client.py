@@ -20,7 +20,7 @@ from troupe import (
     open_hub,
 )
 from troupe.client import Channel, HumanClient
-from troupe.client._human_client import PULL_CAPACITY
+from troupe.client._hub_client import PULL_CAPACITY
 from troupe.client._inbox import INBOX_CAPACITY
 
 from .harness import WAIT, ClientPair, from_, kinds, of_type, open_pair, said, text, texts

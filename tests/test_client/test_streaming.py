@@ -21,7 +21,7 @@ from troupe import (
     StreamChunk,
     Turn,
 )
-from troupe.client._streaming import CLIENT_CHUNK_BUFFER
+from troupe.client._hub_client import CLIENT_CHUNK_BUFFER
 from troupe.hub._streaming import CHUNK_BUFFER, MAX_CHUNK_CHARS
 from troupe.model import AccessBlock
 from troupe.transport._local import BUFFER

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from troupe.hub import Hub
-from troupe.store import MemoryStore, SQLiteStore, Store
+from troupe.store import MemoryStore, PostgresStore, SQLiteStore, Store
 
+from .._postgres import new_schema
 from .helpers import Harness, open_harness
 
 
@@ -31,13 +32,18 @@ async def hub(h: Harness) -> Hub:
 Reopen = Callable[[], Store]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def reopen(request: pytest.FixtureRequest, tmp_path: Path) -> Reopen:
-    """Each restart test runs on a MemoryStore and on an SQLite file.
+    """Each restart test runs on a MemoryStore, an SQLite file and a PostgreSQL schema.
 
-    SQLite commits on the trio thread (``threaded=False``), as deterministic runs under the
-    autojump clock need; ``NORMAL`` keeps it fast (durability is the store's own tests').
+    SQLite and PostgreSQL run on the trio thread (``threaded=False``), as deterministic runs
+    under the autojump clock need; ``NORMAL`` keeps SQLite fast (durability is the store's
+    own tests').
     """
+    if request.param == "postgres":
+        dsn = request.getfixturevalue("pg_dsn")
+        schema = new_schema(request.getfixturevalue("pg_schemas"))
+        return lambda: PostgresStore(dsn, schema=schema, threaded=False)
     path = tmp_path / "hub.db"
     memory = MemoryStore()
     makers: dict[str, Reopen] = {
@@ -47,14 +53,19 @@ def reopen(request: pytest.FixtureRequest, tmp_path: Path) -> Reopen:
     return makers[request.param]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:
     """Makes a fresh, empty store of one engine each time it is called."""
     count = itertools.count()
+    if request.param == "postgres":
+        dsn = request.getfixturevalue("pg_dsn")
+        schemas = request.getfixturevalue("pg_schemas")
 
     def make() -> Store:
         if request.param == "memory":
             return MemoryStore()
+        if request.param == "postgres":
+            return PostgresStore(dsn, schema=new_schema(schemas), threaded=False)
         path = tmp_path / f"hub-{next(count)}.db"
         return SQLiteStore(path, synchronous="NORMAL", threaded=False)
 

@@ -284,7 +284,7 @@ async def test_wrong_values_in_other_requests_are_refused_naming_the_field(
             "ObserveTask.task.spec.payload.p",
         ),
         (hub.close_session(md.session_id, reason=5), "reason"),  # type: ignore[arg-type]
-        (hub.checkpoint_task("t", {"s": {1, 2}}), "SaveCheckpoint.data.s"),
+        (hub.checkpoint_task("t", {"s": {1, 2}}), "CheckpointTask.state.s"),
     ]
     for call, where in cases:
         with pytest.raises(DecodeError, match=re.escape(where)):

@@ -5,16 +5,18 @@ from __future__ import annotations
 import gc
 from typing import Any
 
+import attrs
 import pytest
 import trio
 import trio.testing
 
-from troupe import ProtocolError
+from troupe import DecodeError, NotFoundError, ProtocolError
 from troupe.hub import (
     AgentRegistered,
     AgentUnregistered,
     Audited,
     EnvelopeAccepted,
+    EnvelopeRejected,
     EventStream,
     HubEvent,
     Missed,
@@ -39,7 +41,7 @@ from troupe.model import (
     TaskState,
 )
 
-from .helpers import Harness, open_harness
+from .helpers import Harness, open_harness, text_envelope
 
 
 def drain(stream: EventStream) -> list[HubEvent]:
@@ -292,3 +294,34 @@ async def test_an_audit_record_whose_fields_changed_still_comes_through(
         ("session_opened", {"sid": "renamed field"}),
         ("something_new", {"n": 1}),
     ]
+
+
+async def test_a_refused_post_is_an_event_without_its_data(
+    autojump_clock: trio.testing.MockClock, h: Harness
+) -> None:
+    hub = h.hub
+    alice, bob, carol = await h.agent("alice"), await h.agent("bob"), await h.agent("carol")
+    md = await h.session("conversation", alice, bob)
+    sid = md.session_id
+    async with hub.open_events(EnvelopeRejected, EnvelopeAccepted) as events:
+        # Refused by the hub (an unknown sender), by the session (not a participant), and
+        # before either looks (a field of the wrong type).
+        with pytest.raises(NotFoundError) as unknown:
+            await hub.post_envelope(text_envelope(md, "nobody", "secret"))
+        with pytest.raises(ProtocolError) as outsider:
+            await hub.post_envelope(text_envelope(md, carol, "secret"))
+        bad = attrs.evolve(text_envelope(md, alice, "secret"), session_id=5)  # type: ignore[arg-type]
+        with pytest.raises(DecodeError) as malformed:
+            await hub.post_envelope(bad)
+        await h.say(md, alice, "fine")
+        got = drain(events)
+    assert [type(e) for e in got] == [EnvelopeRejected] * 3 + [EnvelopeAccepted]
+    rejected = [e for e in got if isinstance(e, EnvelopeRejected)]
+    assert [(e.session_id, e.sender_id, e.event_type, e.code, e.message) for e in rejected] == [
+        (sid, "nobody", EV_TEXT, "not_found", str(unknown.value)),
+        (sid, carol.id, EV_TEXT, "protocol_error", str(outsider.value)),
+        ("<int>", alice.id, EV_TEXT, "bad_frame", str(malformed.value)),
+    ]
+    assert all(e.at == hub.core.now() for e in rejected)
+    assert "secret" not in repr(rejected)
+    assert hub.statistics().envelopes_rejected == 3

@@ -8,6 +8,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -25,6 +26,7 @@ from troupe.hub import (
 )
 from troupe.hub._listeners import DRAIN_S
 from troupe.model import (
+    EV_SESSION_OPENED,
     EV_TEXT,
     Envelope,
     Expectation,
@@ -35,7 +37,7 @@ from troupe.model import (
 )
 from troupe.session_types import EV_AUCTION_SELECT, AuctionPhase, ConversationType
 
-from .helpers import Agent, Harness, open_harness
+from .helpers import Agent, Harness, open_harness, text_envelope
 
 # -- listeners -------------------------------------------------------------------------------
 
@@ -68,6 +70,16 @@ class Recorder(HubListener):
 
     async def on_missed(self, count: int) -> None:
         self.calls.append(("missed", count))
+
+    async def on_envelope_rejected(
+        self, session_id: str, sender_id: str, event_type: str, code: str, message: str
+    ) -> None:
+        self.calls.append(("rejected", sender_id, event_type, code))
+
+    async def on_dispatch_failed(
+        self, session_id: str, seq: int, recipient_id: str, reason: str
+    ) -> None:
+        self.calls.append(("dispatch_failed", seq, recipient_id))
 
 
 class SyncPosts:
@@ -124,6 +136,20 @@ async def test_listeners_get_the_reference_s_hooks(
             ("session", "closed", "done"),
         ]
         assert posts.texts == ["hello"]
+
+
+async def test_a_refused_post_reaches_on_envelope_rejected_with_its_code(
+    autojump_clock: trio.testing.MockClock, h: Harness
+) -> None:
+    alice, bob = await h.agent("alice"), await h.agent("bob")
+    md = await h.session("conversation", alice, bob)
+    recorder = Recorder()
+    h.hub.add_listener(recorder)
+    refused = attrs.evolve(text_envelope(md, alice), event_type=EV_SESSION_OPENED)
+    with pytest.raises(ProtocolError):
+        await h.hub.post_envelope(refused)
+    await h.settle()
+    assert recorder.calls == [("rejected", alice.id, EV_SESSION_OPENED, "protocol_error")]
 
 
 async def test_a_failing_listener_is_logged_and_the_hub_goes_on(

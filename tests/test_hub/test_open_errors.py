@@ -9,14 +9,19 @@ import trio
 import trio.testing
 
 from troupe import StoreError, open_hub
-from troupe.store import MemoryStore, SQLiteStore, Store
+from troupe.store import MemoryStore, PostgresStore, SQLiteStore, Store
 from troupe.testing import FaultyStore
 
+from .._postgres import new_schema
 
-@pytest.fixture(params=["memory", "sqlite"])
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
     if request.param == "memory":
         return MemoryStore()
+    if request.param == "postgres":
+        schema = new_schema(request.getfixturevalue("pg_schemas"))
+        return PostgresStore(request.getfixturevalue("pg_dsn"), schema=schema, threaded=False)
     return SQLiteStore(tmp_path / "hub.db", synchronous="NORMAL", threaded=False)
 
 

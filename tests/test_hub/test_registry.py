@@ -6,7 +6,7 @@ import pytest
 import trio
 import trio.testing
 
-from troupe import AuthError, NotFoundError, ProtocolError, StoreError
+from troupe import AuthError, DecodeError, NotFoundError, ProtocolError, StoreError
 from troupe.hub import ApiKeyAuth, Hub, NoAuth
 from troupe.model import (
     AccessBlock,
@@ -218,8 +218,10 @@ async def test_list_agents_filters(autojump_clock: trio.testing.MockClock, hub: 
     assert names(await hub.list_agents(sort_by="name", limit=2)) == ["agnes", "alice"]
     assert names(await hub.list_agents(limit=0)) == []
     assert names(await hub.list_agents(query="sql", kind="agent", limit=1)) == ["carol"]
-    with pytest.raises(ValueError, match="unknown sort_by 'cost'"):
+    # The caller's error naming the field (over a wire: bad_frame, not an internal error).
+    with pytest.raises(DecodeError, match=r"ListAgents\.sort_by: unknown sort_by 'cost'") as bad:
         await hub.list_agents(sort_by="cost")
+    assert bad.value.field == "sort_by"
 
 
 async def test_list_agents_sorted_by_track_record(

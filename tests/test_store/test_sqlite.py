@@ -15,6 +15,7 @@ import trio.testing
 import troupe
 from troupe.store import SQLiteStore
 from troupe.store import _schema as schema
+from troupe.store._writer import SQLiteBatches
 
 from .crash_writer import BATCH, SESSIONS
 from .factories import env, envs
@@ -136,7 +137,8 @@ async def test_an_older_store_is_migrated_on_open(
 async def test_synchronous_level_reaches_the_writer(tmp_path: Path, level: str, value: int) -> None:
     async with SQLiteStore(tmp_path / "hub.db", synchronous=level) as store:
         assert store._writer is not None
-        assert store._writer._conn.execute("PRAGMA synchronous").fetchone() == (value,)
+        assert isinstance(store._writer.engine, SQLiteBatches)
+        assert store._writer.engine.conn.execute("PRAGMA synchronous").fetchone() == (value,)
 
 
 def test_constructor_refuses_bad_options() -> None:

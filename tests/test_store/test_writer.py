@@ -12,7 +12,7 @@ import trio
 import trio.testing
 
 import troupe
-from troupe.store._writer import GroupCommitWriter, Write
+from troupe.store._writer import GroupCommitWriter, SQLiteBatches, Write
 
 
 @pytest.fixture
@@ -36,11 +36,19 @@ def insert(table: str, value: int) -> Write:
     return write
 
 
+def sqlite_writer(
+    conn: sqlite3.Connection, name: str, *, threaded: bool
+) -> GroupCommitWriter[sqlite3.Connection]:
+    return GroupCommitWriter(SQLiteBatches(conn, name=name, threaded=threaded), name=name)
+
+
 def rows(conn: sqlite3.Connection, table: str) -> list[int]:
     return [value for (value,) in conn.execute(f"SELECT * FROM {table} ORDER BY 1")]
 
 
-async def submit_all(writer: GroupCommitWriter, writes: list[Write]) -> list[Exception | None]:
+async def submit_all(
+    writer: GroupCommitWriter[sqlite3.Connection], writes: list[Write]
+) -> list[Exception | None]:
     """Submit every write at once (they land in one batch) and collect the outcomes."""
     outcomes: list[Exception | None] = [None] * len(writes)
 
@@ -60,7 +68,7 @@ async def submit_all(writer: GroupCommitWriter, writes: list[Write]) -> list[Exc
 async def test_a_failed_commit_fails_the_whole_batch(
     conn: sqlite3.Connection, threaded: bool
 ) -> None:
-    writer = GroupCommitWriter(conn, name="w.db", threaded=threaded)
+    writer = sqlite_writer(conn, "w.db", threaded=threaded)
     async with trio.open_nursery() as nursery:
         await nursery.start(writer.run)
         outcomes = await submit_all(writer, [insert("parent", 1), insert("child", 99)])
@@ -82,7 +90,7 @@ async def test_a_write_that_raises_fails_only_itself(conn: sqlite3.Connection) -
         conn.execute("INSERT INTO parent VALUES (50)")
         raise ValueError("the caller's own bug")
 
-    writer = GroupCommitWriter(conn, name="w.db", threaded=False)
+    writer = sqlite_writer(conn, "w.db", threaded=False)
     async with trio.open_nursery() as nursery:
         await nursery.start(writer.run)
         outcomes = await submit_all(
@@ -102,7 +110,7 @@ async def test_a_write_that_raises_fails_only_itself(conn: sqlite3.Connection) -
 async def test_close_drains_pending_writes_then_refuses_new_ones(
     conn: sqlite3.Connection,
 ) -> None:
-    writer = GroupCommitWriter(conn, name="w.db", threaded=False)
+    writer = sqlite_writer(conn, "w.db", threaded=False)
     async with trio.open_nursery() as nursery:
         await nursery.start(writer.run)
         nursery.start_soon(writer.submit, insert("parent", 1))
@@ -123,7 +131,7 @@ async def test_a_cancelled_writer_fails_what_it_did_not_commit(
         gate.wait(10)
         conn.execute("INSERT INTO parent VALUES (1)")
 
-    writer = GroupCommitWriter(conn, name="w.db", threaded=True)
+    writer = sqlite_writer(conn, "w.db", threaded=True)
     outcomes: dict[str, str] = {}
 
     async def caller(name: str, write: Write) -> None:
@@ -158,7 +166,7 @@ async def test_writes_a_few_scheduler_steps_apart_share_one_commit(
     # Posts into different sessions reach the writer a step or two apart (each goes through
     # its session actor first); the idle writer waits GATHER_STEPS steps so they share a commit.
 
-    writer = GroupCommitWriter(conn, name="w", threaded=False)
+    writer = sqlite_writer(conn, "w", threaded=False)
 
     async def after_steps(n: int) -> None:
         for _ in range(n % 3):  # 0, 1 or 2 steps late
@@ -173,3 +181,15 @@ async def test_writes_a_few_scheduler_steps_apart_share_one_commit(
         writer.close()
     assert rows(conn, "parent") == list(range(9))
     assert writer.statistics().batches == 1
+
+
+async def test_a_batch_holds_at_most_max_batch_writes(conn: sqlite3.Connection) -> None:
+    writer = GroupCommitWriter(SQLiteBatches(conn, name="w", threaded=False), name="w", max_batch=3)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        outcomes = await submit_all(writer, [insert("parent", n) for n in range(7)])
+        assert outcomes == [None] * 7
+        assert rows(conn, "parent") == list(range(7))
+        stats = writer.statistics()
+        assert (stats.batches, stats.writes) == (3, 7)  # 3 + 3 + 1
+        writer.close()

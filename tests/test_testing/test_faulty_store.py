@@ -10,7 +10,10 @@ import trio
 
 from troupe import Envelope, MemoryStore, SessionMetadata, SessionState, StoreError
 from troupe.model import Participant, ParticipantRole
+from troupe.store import PostgresStore
 from troupe.testing import FaultyStore, make_store
+
+from .._postgres import new_schema
 
 
 def envelope(sid: str, seq: int) -> Envelope:
@@ -36,8 +39,12 @@ def metadata(sid: str) -> SessionMetadata:
     )
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def faulty(request: pytest.FixtureRequest, tmp_path: Path) -> FaultyStore:
+    if request.param == "postgres":
+        schema = new_schema(request.getfixturevalue("pg_schemas"))
+        dsn = request.getfixturevalue("pg_dsn")
+        return FaultyStore(PostgresStore(dsn, schema=schema, threaded=False))
     return FaultyStore(make_store(request.param, tmp_path))
 
 

@@ -239,6 +239,8 @@ class Proxy:
         self.accepted = 0
         #: Bytes forwarded towards the clients so far.
         self.to_client_bytes = 0
+        #: Bytes read from the clients so far (forwarded or, while frozen, held).
+        self.from_client_bytes = 0
         self._to_hub = trio.Event()
         self._to_client = trio.Event()
         self._to_hub.set()
@@ -300,11 +302,18 @@ class Proxy:
     ) -> None:
         try:
             while True:
+                # Read even while frozen (one chunk, then hold it, and an end of the
+                # stream too): a test can see what reached the proxy. More waits in the
+                # TCP buffers.
+                try:
+                    data = await source.receive_some(1 << 16)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    data = b""
+                if to_hub:
+                    self.from_client_bytes += len(data)
                 await (self._to_hub if to_hub else self._to_client).wait()
-                data = await source.receive_some(1 << 16)
                 if not data:
                     break
-                await (self._to_hub if to_hub else self._to_client).wait()
                 await sink.send_all(data)
                 if not to_hub:
                     self.to_client_bytes += len(data)

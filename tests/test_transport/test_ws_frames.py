@@ -20,7 +20,7 @@ from troupe import (
     ProtocolError,
     Rule,
 )
-from troupe.hub import _rpc
+from troupe.hub import _hub
 from troupe.model import (
     AcceptFrame,
     ErrorFrame,
@@ -190,6 +190,13 @@ async def test_ping_frames_are_answered_with_pong() -> None:
         ("list_agents", {"limit": None}, "bad_frame"),
         ("list_agents", {"limit": 1.5}, "bad_frame"),
         ("list_agents", {"limit": True}, "bad_frame"),
+        ("list_agents", {"limit": -1}, "bad_frame"),
+        ("list_agents", {"sort_by": "age"}, "bad_frame"),
+        ("list_agents", {"nonsense": 1}, "bad_frame"),
+        ("list_sessions", {"include_terminal": "yes"}, "bad_frame"),
+        ("list_tasks", {"state": "sleeping"}, "bad_frame"),
+        ("names_for", {"agent_ids": [1]}, "bad_frame"),
+        ("update_task", {"task_id": "t", "state": 5}, "bad_frame"),
         ("register", {"passport": {"name": 5}}, "bad_frame"),
         ("register", {"passport": {"name": "x"}, "resume": "none"}, "bad_frame"),
         ("create_session", {"creator_id": "x", "participants": "y"}, "bad_frame"),
@@ -303,7 +310,7 @@ async def test_an_answer_too_big_for_one_frame_is_refused_not_sent(
 ) -> None:
     """The client would close the connection on it, reconnect, ask again, and so on."""
     # read_wal pages its answers (see the next test): unbounded pages make one too big.
-    monkeypatch.setattr(_rpc, "READ_WAL_PAGE_BYTES", 1 << 40)
+    monkeypatch.setattr(_hub, "READ_WAL_PAGE_BYTES", 1 << 40)
     with trio.fail_after(10):
         async with serving() as served, HubClient(served.link()) as hc:
             a, _, session_id = await converse(hc, hc)

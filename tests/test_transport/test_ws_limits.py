@@ -216,7 +216,7 @@ async def test_unread_answers_do_not_grow_the_server_without_bound(tmp_path: Pat
 
 
 async def test_read_wal_pages_are_bounded_in_count_and_bytes() -> None:
-    from troupe.hub import _rpc
+    from troupe.hub import _hub
 
     with trio.fail_after(10):
         async with serving() as served:
@@ -244,7 +244,7 @@ async def test_read_wal_pages_are_bounded_in_count_and_bytes() -> None:
             for page in pages:
                 size = len(json.dumps(page["envelopes"]))
                 # Each stops after the envelope that takes it past the byte bound.
-                assert size < _rpc.READ_WAL_PAGE_BYTES + 110_000
+                assert size < _hub.READ_WAL_PAGE_BYTES + 110_000
             seqs = [e["seq"] for page in pages for e in page["envelopes"]]
             assert seqs == list(range(1, len(await served.hub.read_wal(session_id)) + 1))
             assert len(pages) > 2

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager, suppress
 
 import pytest
 import trio
+import trio.testing
 from trio_websocket import ConnectionClosed, WebSocketRequest
 
 from troupe import HubClient, HumanClient, Passport
@@ -160,9 +161,15 @@ async def test_the_hub_stops_promptly_with_a_peer_stalled_on_a_full_pipe() -> No
             proxied(served) as proxy,
             stalled_sink(served, proxy) as (talker, session_id),
         ):
+            sink_id = served.hub.find_agent_id("sink")
+            assert sink_id is not None
+            sink = served.hub.core.bindings[sink_id]
             for _ in range(100):
                 await talker.send(session_id, BIG)
-            await trio.sleep(0.2)  # the hub's writes to the sink fill the buffers and stall
+            # The hub's writes to the sink fill the buffers and stall: once nothing runs
+            # any more (I/O polled too), deliveries still wait in the sink's connection.
+            await trio.testing.wait_all_tasks_blocked()
+            assert sink.mailbox.statistics().queued > 0
             # Stopping the hub closes the stalled connection too, in bounded time.
             stopping = trio.current_time()
             await served.stop()
@@ -205,8 +212,10 @@ async def test_an_oversized_message_while_closing_does_not_crash_the_client(
             async with HubClient(WsLink(proxy.url, ping_interval=QUIET)) as hc:
                 proxy.freeze()
                 go.set()  # the big message waits in the proxy
+                held = proxy.from_client_bytes
                 await hc.close()
-                await trio.sleep(0.05)  # our close frame is out (and held by the proxy)
+                # Our close frame is out (and held by the proxy).
+                await wait_until(lambda: proxy.from_client_bytes > held)
                 proxy.thaw(to_hub=False)
             # Left without an exception, within the bounded close.
 
@@ -220,14 +229,15 @@ UPGRADE = (
 async def test_clients_that_reset_during_the_handshake_do_not_take_the_server_down() -> None:
     with trio.fail_after(5):
         async with serving() as served:
+            limits = served.server.limits
             for _ in range(20):
                 stream = await trio.open_tcp_stream("127.0.0.1", served.port)
                 # SO_LINGER 0: closing sends a reset, so the hub's accept fails to send.
                 stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 await stream.send_all(UPGRADE[:-2])
-                await trio.sleep(0.001)
+                await wait_until(lambda: limits.total == 1)  # the hub is in the handshake
                 await stream.send_all(UPGRADE[-2:])
                 await trio.aclose_forcefully(stream)
-            await trio.sleep(0.05)
+                await wait_until(lambda: limits.total == 0)  # ... and let it go
             async with HubClient(served.link()) as hc:
                 assert await hc.list_agents() == []

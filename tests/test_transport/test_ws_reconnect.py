@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import gc
+import ssl
 import warnings
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import attrs
 import pytest
@@ -22,8 +24,9 @@ from troupe import (
     TaskState,
     Turn,
 )
+from troupe.transport import WsLink
 
-from ._wire import Proxy, Served, eventually, proxied, serving, wait_until
+from ._wire import QUIET, Proxy, Served, eventually, proxied, serving, wait_until
 
 
 class Sink:
@@ -182,7 +185,7 @@ async def test_a_post_in_flight_during_the_drop_lands_exactly_once(lost: str) ->
                 if lost == "the answer":
                     await wait_until(lambda: hub.core.counters.accepted > before)
                 else:  # the request is written: the client waits for its answer
-                    await wait_until(lambda: bool(p.remote._api._pending))  # type: ignore[union-attr]
+                    await wait_until(lambda: bool(p.remote._api._pending))  # type: ignore[attr-defined]
                 p.proxy.cut()
                 p.proxy.thaw()
             wal = await hub.read_wal(p.session_id)
@@ -244,6 +247,32 @@ async def test_dropped_connections_leave_no_socket_open() -> None:
                 p.proxy.cut()
                 await wait_until(lambda: p.proxy.accepted > accepted)  # an attempt hangs now
             # The client closed with a connection attempt in progress.
+        gc.collect()
+    assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
+
+
+class RefusingContext(ssl.SSLContext):
+    """A TLS context that refuses to wrap anything (as one may for a host name it cannot
+    carry)."""
+
+    def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:
+        raise ssl.SSLError("this context wraps nothing")
+
+
+async def test_a_tls_setup_that_fails_leaves_no_socket_open() -> None:
+    # The TCP stream was opened, then trio.SSLStream raised before the code that closes it.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        with trio.fail_after(5):
+            async with serving() as served:
+                link = WsLink(
+                    f"wss://127.0.0.1:{served.port}",
+                    ssl_context=RefusingContext(ssl.PROTOCOL_TLS_CLIENT),
+                    ping_interval=QUIET,
+                )
+                with pytest.raises(ConnectionLost, match="wraps nothing"):
+                    async with HubClient(link):
+                        pass
         gc.collect()
     assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
 

@@ -17,6 +17,7 @@ import pytest
 import trio
 
 from troupe import EV_TEXT, DecodeError, Envelope, HubClient, Passport, ProtocolError, open_hub
+from troupe.hub import HubListener
 from troupe.model import (
     MAX_ENVELOPE_BYTES,
     MAX_JSON_DEPTH,
@@ -34,8 +35,18 @@ from troupe.model import (
 from troupe.store import MemoryStore
 from troupe.transport import MAX_FRAME_BYTES, LocalLink, WsLink
 
-from ._wire import QUIET, converse, raw, serving, text
+from ._wire import QUIET, converse, raw, serving, text, wait_until
 from .test_serve import troupe_serve
+
+
+class DispatchFailures(HubListener):
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int, str, str]] = []
+
+    async def on_dispatch_failed(
+        self, session_id: str, seq: int, recipient_id: str, reason: str
+    ) -> None:
+        self.calls.append((session_id, seq, recipient_id, reason))
 
 
 def nested_json(depth: int) -> str:
@@ -92,7 +103,7 @@ async def test_a_remote_post_is_checked_as_a_local_one() -> None:
             nan = attrs.evolve(text(sid, a.agent_id), event_data={"x": math.nan})
             with pytest.raises(DecodeError, match=r"Envelope\.event_data\.x"):
                 await one.post_envelope(nan)
-            with pytest.raises(DecodeError, match=r"create_session\.knobs\.x"):
+            with pytest.raises(DecodeError, match=r"CreateSession\.knobs\.x"):
                 await one.create_session(
                     creator_id=a.agent_id,
                     manifest_type="conversation",
@@ -143,6 +154,8 @@ async def test_an_envelope_the_wire_cannot_carry_is_a_dead_letter_and_its_read_a
         encode_frame(NotifyFrame(envelope=old, recipient_id=b.agent_id))
     with trio.fail_after(20):
         async with serving(store=store) as served, raw(served.url) as bob, raw(served.url) as al:
+            failures = DispatchFailures()
+            served.hub.add_listener(failures)
             await bob.send(HelloFrame(name="b", since={}, request_id="hello b"))
             await bob.receive_kind(WelcomeFrame)
             await al.hello("a")
@@ -154,6 +167,11 @@ async def test_an_envelope_the_wire_cannot_carry_is_a_dead_letter_and_its_read_a
                     break
             letters = [d for d in served.hub.dead_letters.letters if d.reason == "undeliverable"]
             assert [d.message.envelope_id for d in letters] == ["old-deep"]
+            # ... and listeners hear of it.
+            await wait_until(lambda: bool(failures.calls))
+            [(session_id, seq, recipient_id, reason)] = failures.calls
+            assert (session_id, seq, recipient_id) == (sid, old.seq, b.agent_id)
+            assert "Recursion limit" in reason
             await bob.send(RequestFrame(request_id="w", op="read_wal", params={"session_id": sid}))
             answer = await bob.receive_kind(ResponseFrame)
             assert (answer.request_id, answer.ok, answer.error_code) == (

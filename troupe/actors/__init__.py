@@ -4,6 +4,7 @@ from .._errors import ActorDead as ActorDead
 from ._actor import DEFAULT_CAPACITY as DEFAULT_CAPACITY
 from ._actor import Actor as Actor
 from ._actor import ActorRef as ActorRef
+from ._actor import Refused as Refused
 from ._actor import spawn as spawn
 
 __all__ = (
@@ -11,5 +12,6 @@ __all__ = (
     "Actor",
     "ActorDead",
     "ActorRef",
+    "Refused",
     "spawn",
 )

@@ -47,6 +47,22 @@ class Actor(Generic[M, R]):
         """Run in the actor's task after an orderly stop (not after a crash or a cancel)."""
 
 
+class Refused:
+    """What ``handle`` returns to refuse an ask: the asker's ``ask`` raises ``error``.
+
+    The actor goes on (a refusal is an answer, not a crash). Returned for a ``tell`` it is
+    dropped, as any answer to a tell is.
+    """
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def __repr__(self) -> str:
+        return f"Refused({self.error!r})"
+
+
 class _Ask:
     """An ask in flight: the request, and where its answer goes."""
 
@@ -169,6 +185,7 @@ class ActorRef(Generic[M, R]):
           What ``handle(msg)`` returned.
 
         Raises:
+          Exception: the ``error`` of a :class:`Refused` that ``handle(msg)`` returned.
           ActorDead: the actor is dead, or died before replying (chained to its crash).
           MailboxFull: the mailbox is full and its policy is ``reject``, or a ``drop_*``
             policy dropped the request.
@@ -305,7 +322,10 @@ async def run_actor(
                     msg.settle(outcome.Error(err))
                     raise
                 ref._in_flight = None
-                msg.settle(outcome.Value(result))
+                if type(result) is Refused:
+                    msg.settle(outcome.Error(result.error))
+                else:
+                    msg.settle(outcome.Value(result))
             elif cls is Stop:
                 break
             else:

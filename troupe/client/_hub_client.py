@@ -17,58 +17,1286 @@ that session has deliveries waiting; different sessions are handled concurrently
 envelope is handled the hub gets a receipt (``ack``, or ``nack`` if the handler raised), which
 advances that identity's cursor: on a reconnect the hub replays what was not acked, and the
 client drops what it already handled, so a handler never sees a duplicate.
+
+This module holds the client side of a hub connection as one concept: ``HubClient`` and
+what it serves, the identities (``Identity``, ``AgentClient``, ``HumanClient``), their
+``Channel`` handles and ``Turn`` s, the streamed chunks' router and the delivery router.
+They refer to each other in both directions, so they live in one module rather than in
+files that import each other.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import math
 import random
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, aclosing
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Final, Protocol, Self, TypeVar
 
 import attrs
 import trio
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    wait_random_exponential,
+)
+from trio_websocket import HandshakeError
 
-from .._errors import IdentityInUse, NetworkError, StoreError
-from ..hub import Hub
+from .. import _tracing
+from .._errors import (
+    ConnectionLost,
+    IdentityInUse,
+    MailboxClosed,
+    NetworkError,
+    NotFoundError,
+    ProtocolError,
+    StoreError,
+)
+from .._log import USER_CODE
+from .._tracing import turn_span
+from ..api import (
+    Accepted,
+    CanSend,
+    CheckpointTask,
+    CloseSession,
+    CreateSession,
+    FindAgentId,
+    FindEnvelopeByCausation,
+    GetAgent,
+    GetResume,
+    GetRule,
+    GetSession,
+    GetSkill,
+    GetTask,
+    HubApi,
+    ListAgents,
+    ListSessions,
+    ListTasks,
+    LocalHub,
+    ObserveTask,
+    PendingTurn,
+    PendingTurnsFor,
+    PostEnvelope,
+    ReadTaskCheckpoint,
+    ReadWal,
+    RecordObservation,
+    Register,
+    ReportTurnFailure,
+    Request,
+    SetResume,
+    SetRule,
+    SetSkill,
+    Unregister,
+    UpdateTask,
+)
+from ..mailbox import Mailbox
 from ..model import (
+    EV_CHANNEL_INVITE,
+    EV_CHANNEL_INVITE_ACK,
+    EV_CHANNEL_INVITE_REJECT,
+    EV_TEXT,
     ChunkFrame,
+    Envelope,
     ErrorFrame,
     Frame,
     InvalidFrame,
     NotifyFrame,
     Passport,
+    ReceiptFrame,
     ResponseFrame,
     Resume,
     Rule,
+    SessionMetadata,
+    SessionState,
+    StreamChunk,
+    TaskMetadata,
+    TaskState,
     WelcomeFrame,
+    is_protocol_event,
+    is_substantive,
 )
-from ..session_types import AnySessionType, builtin_types
+from ..session_types import AnySessionType, HistoryItem, ViewPolicy, builtin_types
+from ..session_types._views import PolicyFold, ViewFold, start_view
 from ..transport import LocalLink, LocalLinkClient, WsLink, WsLinkClient
-from ._agent_client import AgentClient, Handler
-from ._calls import HubCalls
-from ._human_client import HumanClient
-from ._identity import Identity
+from ._inbox import ENDED_KEPT, ENDINGS, Disconnected, Inboxes, Predicate, seed_timeout, wait_in
 from ._remote import RemoteHub
-from ._router import Router
-from ._runner import RemoteRunner
-from ._streaming import ChunkRouter
-from ._turn import Agent
+
+if TYPE_CHECKING:
+    from ..api import LocalHub
+
+
+# -- Channel: a participant's handle on one session (the seed's word for it). ------------------
+
+#: The depth of the envelope whose turn is being handled in this context (None outside one).
+HANDLING_DEPTH: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "troupe_handling_depth", default=None
+)
+
+
+class Channel:
+    """What ``open`` returns: send into the session, wait in it, close it.
+
+    ``channel_id`` is the session id (the seed's name); ``session_id`` says the same.
+    """
+
+    def __init__(self, metadata: SessionMetadata, client: Identity) -> None:
+        self._metadata = metadata
+        self._client = client
+
+    def __repr__(self) -> str:
+        return f"<Channel {self.session_id} {self._metadata.manifest_type} {self.state.value}>"
+
+    @property
+    def session_id(self) -> str:
+        return self._metadata.session_id
+
+    @property
+    def channel_id(self) -> str:
+        return self._metadata.session_id
+
+    @property
+    def metadata(self) -> SessionMetadata:
+        """The metadata as of creation or the last :meth:`info`."""
+        return self._metadata
+
+    @property
+    def state(self) -> SessionState:
+        return self._metadata.state
+
+    async def send(
+        self,
+        text: str,
+        *,
+        audience: Sequence[str] | None = None,
+        causation_id: str | None = None,
+        depth: int | None = None,
+    ) -> str:
+        """Post an ``EV_TEXT`` envelope; return its id.
+
+        ``depth`` defaults to one more than the envelope whose turn is being handled (a
+        delegation from inside a turn), else 0.
+        """
+        if depth is None:
+            current = HANDLING_DEPTH.get()
+            depth = 0 if current is None else current + 1
+        envelope = Envelope(
+            session_id=self.session_id,
+            sender_id=self._client.agent_id,
+            event_type=EV_TEXT,
+            event_data={"text": text},
+            audience=tuple(audience) if audience is not None else None,
+            causation_id=causation_id,
+            depth=depth,
+        )
+        return await self._client.send_envelope(envelope)
+
+    async def wait_for(self, predicate: Predicate) -> Envelope:
+        """Wait for an envelope of this session that ``predicate`` accepts.
+
+        No deadline of its own: wrap it in ``trio.move_on_after`` / ``fail_after``.
+        """
+        return await self._client.wait_for_channel_event(
+            channel_id=self.session_id, predicate=predicate, timeout=math.inf
+        )
+
+    async def info(self) -> SessionMetadata:
+        """Fresh metadata from the hub."""
+        self._metadata = await self._client.hub_client.get_session(self.session_id)
+        return self._metadata
+
+    async def close(self, reason: str = "") -> SessionMetadata:
+        self._metadata = await self._client.hub_client.close_session(self.session_id, reason=reason)
+        return self._metadata
+
+
+# -- Streaming on the client: sending a reply as chunks, and handing received chunks on. -------
+#
+# Sending: a :class:`ChunkStream` numbers the chunks of one stream and sends each to the hub
+# (in process a direct call, over a network a ``ChunkFrame``); the final envelope, posted as
+# usual, carries the stream's id (``Envelope.stream_id``). In a turn, ``await
+# turn.stream(text)`` does this and the default turn handler stamps the reply.
+#
+# Receiving: chunks for an identity wait in a queue of at most ``CLIENT_CHUNK_BUFFER``
+# (beyond that they are dropped and counted); one task per identity hands them, in order, to
+# ``receive_chunk``, which runs the identity's chunk callbacks. Chunks are not acked or
+# replayed, and may reach a callback after the final envelope reached the envelope callbacks
+# (the two travel on different queues): the final envelope is the truth.
 
 log = logging.getLogger("troupe.client")
+
+ChunkCallback = Callable[[StreamChunk], Awaitable[None]]
+
+#: Chunks that may wait per identity on the client before they are dropped.
+CLIENT_CHUNK_BUFFER: Final = 256
+
+
+class ChunkStream:
+    """One stream of chunks from one identity into one session.
+
+    Get one from :meth:`AgentClient.new_stream` / :meth:`HumanClient.new_stream`, or use
+    ``turn.stream(text)`` in ``respond``. Post the final envelope with
+    ``stream_id=stream.stream_id``.
+    """
+
+    def __init__(
+        self,
+        identity: Identity,
+        session_id: str,
+        *,
+        audience: Sequence[str] | None = None,
+        parent_envelope_id: str = "",
+        checked: bool = False,
+    ) -> None:
+        self._identity = identity
+        self._session_id = session_id
+        self._audience = tuple(audience) if audience is not None else None
+        self._parent = parent_envelope_id
+        self._checked = checked
+        self._next = 0
+        self.stream_id = uuid.uuid4().hex
+
+    @property
+    def sent(self) -> int:
+        """How many chunks were sent (the next chunk's index)."""
+        return self._next
+
+    async def send(self, text: str) -> None:
+        """Send ``text`` as the stream's next chunk (best effort; an empty text is skipped).
+
+        Before the first chunk the hub is asked whether this identity may post in the
+        session now; each chunk is checked again by the hub, which drops (and counts) one
+        that fails.
+
+        Raises:
+          ProtocolError: this identity may not post in the session now.
+          TypeError: ``text`` is not a string.
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"a chunk is text, got {type(text).__name__}")
+        identity = self._identity
+        identity._check_connected()
+        hc = identity.hub_client
+        if not self._checked:
+            if not await hc.acan_send(self._session_id, identity.agent_id):
+                raise ProtocolError(
+                    f"{identity._who()} may not post in session {self._session_id} now, "
+                    "so it may not stream there"
+                )
+            self._checked = True
+        if not text:
+            await trio.lowlevel.checkpoint()
+            return
+        chunk = StreamChunk(
+            session_id=self._session_id,
+            sender_id=identity.agent_id,
+            stream_id=self.stream_id,
+            index=self._next,
+            text=text,
+            parent_envelope_id=self._parent,
+            audience=self._audience,
+        )
+        self._next += 1
+        await hc.stream_chunk(chunk)
+
+
+class ChunkRouter:
+    """The receiving side: per identity, a bounded queue drained by one task."""
+
+    def __init__(self, clients: dict[str, Identity], router: Router) -> None:
+        self._clients = clients
+        self._router = router
+        self._queues: dict[str, deque[StreamChunk]] = {}
+        #: Chunks dropped because an identity's queue was full (or it is unknown here).
+        self.dropped = 0
+
+    def route(self, chunk: StreamChunk, recipient_id: str) -> None:
+        nursery = self._router.nursery
+        if recipient_id not in self._clients or nursery is None:
+            self.dropped += 1
+            return
+        queue = self._queues.get(recipient_id)
+        if queue is None:
+            queue = self._queues[recipient_id] = deque()
+            nursery.start_soon(self._drain, recipient_id, queue)
+        if len(queue) >= CLIENT_CHUNK_BUFFER:
+            self.dropped += 1
+            return
+        queue.append(chunk)
+
+    async def _drain(self, recipient_id: str, queue: deque[StreamChunk]) -> None:
+        try:
+            while queue:
+                chunk = queue.popleft()
+                identity = self._clients.get(recipient_id)
+                if identity is None or identity.disconnected:
+                    continue
+                try:
+                    await identity.receive_chunk(
+                        chunk,
+                        channel_id=chunk.session_id,
+                        parent_envelope_id=chunk.parent_envelope_id,
+                    )
+                except Exception:
+                    log.exception("%s: receive_chunk failed", identity)
+        finally:
+            del self._queues[recipient_id]
+
+
+async def run_chunk_callbacks(
+    identity: Identity, callbacks: list[ChunkCallback], chunk: StreamChunk
+) -> None:
+    """Call each callback in order; one that raises is logged and the others still run."""
+    for callback in list(callbacks):
+        try:
+            await callback(chunk)
+        except Exception:
+            log.exception(
+                "chunk callback raised: %s session=%s stream=%s",
+                identity,
+                chunk.session_id,
+                chunk.stream_id,
+            )
+
+
+# -- What AgentClient and HumanClient share: identity, outbound posts, inboxes, waits. ---------
+
+
+class Identity:
+    """One registered identity served by a HubClient connection."""
+
+    #: Whether an invite to this identity is acked as it arrives (else it answers itself).
+    _auto_ack_invites: bool
+
+    def __init__(
+        self, *, passport: Passport, resume: Resume, rule: Rule, hub_client: HubClient
+    ) -> None:
+        assert passport.agent_id is not None
+        self._passport = passport
+        self._resume = resume
+        self._rule = rule
+        self._hub_client = hub_client
+        self._disconnected = False
+        self._inboxes = Inboxes(self._who())
+        self._chunk_callbacks: list[ChunkCallback] = []
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._passport.name} {self.agent_id}>"
+
+    @property
+    def agent_id(self) -> str:
+        assert self._passport.agent_id is not None
+        return self._passport.agent_id
+
+    @property
+    def passport(self) -> Passport:
+        return self._passport
+
+    @property
+    def resume(self) -> Resume:
+        return self._resume
+
+    @property
+    def rule(self) -> Rule:
+        return self._rule
+
+    @property
+    def hub_client(self) -> HubClient:
+        return self._hub_client
+
+    @property
+    def hub(self) -> LocalHub | None:
+        """The in-process hub (None over a remote link)."""
+        return self._hub_client.hub
+
+    @property
+    def disconnected(self) -> bool:
+        return self._disconnected
+
+    def _who(self) -> str:
+        """This identity in error messages: ``HumanClient 'bea' (<agent id>)``."""
+        return f"{type(self).__name__} {self._passport.name!r} ({self.agent_id})"
+
+    def _check_connected(self) -> None:
+        if self._disconnected:
+            raise Disconnected(f"{self._who()} is disconnected")
+
+    async def receive(self, envelope: Envelope) -> None:
+        """Handle one delivered envelope (the HubClient acks it afterwards)."""
+        raise NotImplementedError
+
+    def _holds(self, envelope: Envelope) -> bool:
+        """Whether ``envelope``, still being handled, is already taken in for good.
+
+        Closing the client acks such a delivery rather than leave it to be replayed. An
+        agent holds nothing before its turn ends (a turn cut short is owed again).
+        """
+        return False
+
+    # -- outbound ----------------------------------------------------------------------------
+
+    async def post_envelope(self, envelope: Envelope) -> str:
+        """Post any envelope; an empty ``sender_id`` is filled with this identity's id."""
+        self._check_connected()
+        if envelope.sender_id == "":
+            envelope = attrs.evolve(envelope, sender_id=self.agent_id)
+        return await self._hub_client.post_envelope(envelope)
+
+    async def send_envelope(self, envelope: Envelope) -> str:
+        """Alias of :meth:`post_envelope` (what Channel calls)."""
+        return await self.post_envelope(envelope)
+
+    async def send(
+        self,
+        channel_id: str,
+        text: str,
+        *,
+        audience: Sequence[str] | None = None,
+        causation_id: str | None = None,
+    ) -> str:
+        """Post an ``EV_TEXT`` envelope into ``channel_id`` (a session id); return its id."""
+        return await self.post_envelope(
+            Envelope(
+                session_id=channel_id,
+                sender_id=self.agent_id,
+                event_type=EV_TEXT,
+                event_data={"text": text},
+                audience=tuple(audience) if audience is not None else None,
+                causation_id=causation_id,
+            )
+        )
+
+    async def open(
+        self,
+        *,
+        type: str,  # noqa: A002 - the seed's parameter name
+        target: str | Sequence[str],
+        ttl: str | int | None = None,
+        knobs: dict[str, object] | None = None,
+        intent: str | None = None,
+        labels: dict[str, str] | None = None,
+    ) -> Channel:
+        """Open a session of ``type`` with ``target`` (names or ids) and return its Channel.
+
+        Returns once every invitee has acked (the session is ACTIVE).
+        """
+        self._check_connected()
+        targets = [target] if isinstance(target, str) else list(target)
+        ids = []
+        for name_or_id in targets:
+            ids.append((await self._hub_client.get_agent(name_or_id)).agent_id or name_or_id)
+        metadata = await self._hub_client.create_session(
+            creator_id=self.agent_id,
+            manifest_type=type,
+            participants=ids,
+            ttl=ttl,
+            knobs=knobs,
+            intent=intent,
+            labels=labels,
+        )
+        self._inboxes.ensure(metadata.session_id)
+        return Channel(metadata, self)
+
+    async def close_channel(self, channel_id: str, reason: str = "") -> SessionMetadata:
+        self._check_connected()
+        return await self._hub_client.close_session(channel_id, reason=reason)
+
+    async def _ack_if_invited(self, envelope: Envelope) -> None:
+        """Ack an invite to this identity as it arrives, unless it answers invites itself."""
+        if (
+            self._auto_ack_invites
+            and envelope.event_type == EV_CHANNEL_INVITE
+            and envelope.sender_id != self.agent_id
+        ):
+            try:
+                await self.accept_invite(envelope)
+            except NetworkError as exc:
+                log.warning("%s could not ack invite %s: %s", self, envelope.envelope_id, exc)
+
+    async def accept_invite(self, invite: Envelope) -> str:
+        """Ack an invite (for clients that do not ack automatically)."""
+        return await self._answer_invite(invite, EV_CHANNEL_INVITE_ACK, {})
+
+    async def reject_invite(self, invite: Envelope, reason: str = "") -> str:
+        """Refuse an invite: the session is closed with reason ``invite_rejected``."""
+        return await self._answer_invite(invite, EV_CHANNEL_INVITE_REJECT, {"reason": reason})
+
+    async def _answer_invite(self, invite: Envelope, kind: str, data: dict[str, Any]) -> str:
+        return await self.post_envelope(
+            Envelope(
+                session_id=invite.session_id,
+                sender_id=self.agent_id,
+                event_type=kind,
+                event_data={"session_id": invite.session_id, **data},
+                causation_id=invite.envelope_id,
+            )
+        )
+
+    # -- streaming ---------------------------------------------------------------------------
+
+    def new_stream(
+        self,
+        channel_id: str,
+        *,
+        audience: Sequence[str] | None = None,
+        parent_envelope_id: str = "",
+    ) -> ChunkStream:
+        """A stream of chunks into ``channel_id`` (a session id) from this identity.
+
+        Send chunks with ``await stream.send(text)``, then post the final envelope with
+        ``stream_id=stream.stream_id`` (and the same ``audience``): the chunks reach only
+        the participants that envelope would reach.
+        """
+        return ChunkStream(
+            self, channel_id, audience=audience, parent_envelope_id=parent_envelope_id
+        )
+
+    def on_chunk(self, callback: ChunkCallback) -> None:
+        """Call ``callback`` for every streamed chunk received, in registration order.
+
+        Chunks are best effort (see ``StreamChunk.index`` for gaps); an exception in a
+        callback is logged and does not stop the others.
+        """
+        self._chunk_callbacks.append(callback)
+
+    def remove_chunk_callback(self, callback: ChunkCallback) -> None:
+        """Detach a chunk callback; no-op if it is not attached."""
+        if callback in self._chunk_callbacks:
+            self._chunk_callbacks.remove(callback)
+
+    async def receive_chunk(
+        self, delta: object, *, channel_id: str, parent_envelope_id: str
+    ) -> None:
+        """Hub delivery of a streamed chunk (``delta`` is a :class:`StreamChunk`).
+
+        Runs the :meth:`on_chunk` callbacks. Override it to handle chunks otherwise (the
+        seed's signature).
+        """
+        if self._disconnected or not isinstance(delta, StreamChunk):
+            await trio.lowlevel.checkpoint()
+            return
+        await run_chunk_callbacks(self, self._chunk_callbacks, delta)
+
+    # -- waiting -----------------------------------------------------------------------------
+
+    def ensure_channel_inbox(self, channel_id: str) -> Mailbox[Envelope]:
+        """The session's inbox, created if needed (create it before sending, then wait)."""
+        return self._inboxes.ensure(channel_id)
+
+    def discard_channel_inbox(self, channel_id: str) -> None:
+        self._inboxes.discard(channel_id)
+
+    async def wait_for_channel_event(
+        self,
+        *,
+        channel_id: str,
+        predicate: Predicate,
+        timeout: float = 300.0,  # noqa: ASYNC109 - the seed's parameter
+    ) -> Envelope:
+        """Wait for an envelope of ``channel_id`` that ``predicate`` accepts.
+
+        Takes only the envelope that matched: others stay for other waiters.
+
+        Raises:
+          TimeoutError: nothing matched within ``timeout`` seconds (the message names the
+            last turn in this session that failed in this client's process, if any).
+          Disconnected: this identity is (or becomes) disconnected (a RuntimeError).
+          ProtocolError: the session ended without a match.
+        """
+        self._check_connected()
+        try:
+            with seed_timeout(timeout, f"session {channel_id}"):
+                return await self._inboxes.wait(channel_id, predicate)
+        except TimeoutError as exc:
+            # A wait that timed out because an agent's respond() raised should say so.
+            failure = self._hub_client.turn_failure(channel_id)
+            if failure is None:
+                raise
+            raise TimeoutError(f"{exc}; {failure}") from None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def disconnect(self) -> None:
+        """Stop handling deliveries and wake every waiter. Idempotent."""
+        await trio.lowlevel.checkpoint()
+        self._lose_connection()
+
+    def _lose_connection(self) -> None:
+        """:meth:`disconnect`, without a checkpoint (for a loop that is ending). Idempotent."""
+        if self._disconnected:
+            return
+        self._disconnected = True
+        self._inboxes.close_all()
+        self._on_disconnect()
+
+    def _on_disconnect(self) -> None:
+        """Subclasses wake their own waiters."""
+
+
+# -- Routing deliveries to identities: per (identity, session) in WAL order, acked after. ------
+#
+# Each (identity, session) with deliveries waiting has one task draining them in order;
+# different sessions are handled concurrently. After an envelope is handled the hub gets a
+# receipt (``ack``, or ``nack`` if the handler raised), which advances that identity's cursor:
+# on a reconnect the hub replays what was not acked, and the router drops what it already
+# handled (re-acking it), so a handler never sees a duplicate. An envelope that was nacked is
+# handled again when it is replayed.
+
+
+SendFrame = Callable[[Frame], Awaitable[None]]
+
+
+class Router:
+    """The delivery side of one HubClient."""
+
+    def __init__(self, clients: dict[str, Identity], send: SendFrame) -> None:
+        self._clients = clients
+        self._send = send
+        self.nursery: trio.Nursery | None = None
+        #: (identity, session) -> highest seq routed to a handler / fully handled.
+        self._routed: dict[tuple[str, str], int] = {}
+        self._handled: dict[tuple[str, str], int] = {}
+        #: Sessions that ended, with the last seq handled (the oldest forgotten first).
+        self._ended: OrderedDict[tuple[str, str], int] = OrderedDict()
+        #: (identity, session, seq) handled with a nack: a replay of it is handled again.
+        self._nacked: set[tuple[str, str, int]] = set()
+        #: Deliveries waiting per (identity, session); each has one task draining it.
+        self._queues: dict[tuple[str, str], deque[Envelope]] = {}
+        #: The delivery each drain has handed to its identity and not yet receipted, and
+        #: those of them handled with an ack (their receipt is being sent): what
+        #: :meth:`flush` acks when the client closes.
+        self._inflight: dict[tuple[str, str], Envelope] = {}
+        self._settled: set[tuple[str, str]] = set()
+
+    def marks(self) -> int:
+        """How many live (identity, session) marks are kept (ended sessions not counted)."""
+        return len(self._routed)
+
+    def route(self, envelope: Envelope, recipient_id: str) -> None:
+        assert self.nursery is not None
+        identity = self._clients.get(recipient_id)
+        if identity is None:
+            self.nursery.start_soon(
+                self._receipt, envelope, recipient_id, "nack", "no such identity on this client"
+            )
+            return
+        key = (recipient_id, envelope.session_id)
+        retry = (recipient_id, envelope.session_id, envelope.seq)
+        ended = self._ended.get(key)
+        if ended is not None and envelope.seq <= ended:
+            # A session that ended here, replayed (its last receipts were lost): re-ack.
+            self.nursery.start_soon(self._receipt, envelope, recipient_id, "ack", "")
+            return
+        if retry in self._nacked:
+            self._nacked.discard(retry)  # it failed before: handle it again
+        elif envelope.seq <= self._routed.get(key, 0):
+            if envelope.seq <= self._handled.get(key, 0):
+                # Handled before (its receipt was lost): ack again, do not handle twice.
+                self.nursery.start_soon(self._receipt, envelope, recipient_id, "ack", "")
+            return
+        self._routed[key] = max(envelope.seq, self._routed.get(key, 0))
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = deque()
+            self.nursery.start_soon(self._drain, key, queue)
+        queue.append(envelope)
+
+    async def _drain(self, key: tuple[str, str], queue: deque[Envelope]) -> None:
+        """Hand the session's deliveries, in order, to whoever holds the identity now.
+
+        The handle is looked up for each envelope: an identity attached again on this client
+        takes over what is queued. With no connected handle left, the rest is not acked (the
+        hub replays it) and its marks are taken back, so that a replay routes it again.
+        """
+        agent_id, session_id = key
+        try:
+            while queue:
+                envelope = queue[0]
+                identity = self._clients.get(agent_id)
+                if identity is None or identity.disconnected:
+                    break
+                status, reason = "ack", ""
+                self._inflight[key] = envelope
+                try:
+                    await identity.receive(envelope)
+                except Exception as exc:
+                    log.exception("%s failed to handle %s", identity, envelope.envelope_id)
+                    status, reason = "nack", f"{type(exc).__name__}: {exc}"
+                    self._nacked.add((agent_id, session_id, envelope.seq))
+                queue.popleft()
+                self._handled[key] = max(envelope.seq, self._handled.get(key, 0))
+                if envelope.event_type in ENDINGS and status == "ack":
+                    self._forget_session(key)
+                if status == "ack":
+                    self._settled.add(key)
+                await self._receipt(envelope, agent_id, status, reason)
+                self._inflight.pop(key, None)
+                self._settled.discard(key)
+        finally:
+            self._inflight.pop(key, None)
+            self._settled.discard(key)
+            if queue:
+                queue.clear()
+                self._routed[key] = self._handled.get(key, 0)
+            del self._queues[key]
+
+    async def flush(self) -> None:
+        """Ack the deliveries handed over whose receipt is not sent yet (``close()``).
+
+        Those handled already (their drain is sending the receipt), and those an identity
+        holds (a person's: queued for them to take) although its handling (a callback) is
+        still running. Without this a client closed right after taking an envelope lost
+        that receipt, and the hub replayed the envelope to the next connection. A receipt
+        sent twice is ignored by the hub.
+        """
+        for key, envelope in list(self._inflight.items()):
+            identity = self._clients.get(key[0])
+            if key in self._settled or (identity is not None and identity._holds(envelope)):
+                await self._receipt(envelope, key[0], "ack", "")
+
+    def _forget_session(self, key: tuple[str, str]) -> None:
+        """A session ended: keep one number for it (bounded), not its live marks."""
+        self._ended[key] = self._handled.pop(key, 0)
+        self._routed.pop(key, None)
+        while len(self._ended) > ENDED_KEPT:
+            self._ended.popitem(last=False)
+
+    async def _receipt(
+        self, envelope: Envelope, recipient_id: str, status: str, reason: str
+    ) -> None:
+        await self._send(
+            ReceiptFrame(
+                envelope_id=envelope.envelope_id,
+                status=status,
+                recipient_id=recipient_id,
+                session_id=envelope.session_id,
+                seq=envelope.seq,
+                reason=reason,
+            )
+        )
+
+
+# -- What an agent is given on its turn, and what it may answer. -------------------------------
+
+
+class _StreamSlot:
+    """Where a turn keeps its stream once it streamed, and its history once built (a Turn
+    itself is frozen)."""
+
+    __slots__ = ("history", "stream")
+
+    def __init__(self) -> None:
+        self.stream: ChunkStream | None = None
+        self.history: list[HistoryItem] | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Turn:
+    """One turn of an agent in one session.
+
+    ``text`` is the trigger rendered by the session type; ``history`` is the session type's
+    view of the session for this agent, up to (not including) the trigger. It is built when
+    first read (``history=`` takes the items, or a function that builds them), and each read
+    returns the same list.
+
+    ``await turn.stream(text)`` sends part of the reply ahead of it (for an LLM, tokens as
+    they come); ``respond`` still returns the whole reply, which the default turn handler
+    posts with this turn's :attr:`stream_id`.
+    """
+
+    text: str
+    envelope: Envelope
+    session: SessionMetadata
+    _history: list[HistoryItem] | Callable[[], list[HistoryItem]] = attrs.field(
+        alias="history", repr=False, eq=False
+    )
+    client: AgentClient = attrs.field(repr=False)
+    _slot: _StreamSlot = attrs.field(init=False, factory=_StreamSlot, repr=False, eq=False)
+
+    @property
+    def history(self) -> list[HistoryItem]:
+        """The session type's view of the session before the trigger, for this agent."""
+        slot = self._slot
+        if slot.history is None:
+            source = self._history
+            slot.history = source() if callable(source) else source
+        return slot.history
+
+    @property
+    def session_id(self) -> str:
+        return self.envelope.session_id
+
+    @property
+    def agent_id(self) -> str:
+        return self.client.agent_id
+
+    @property
+    def stream_id(self) -> str | None:
+        """The id of this turn's stream, or None if it did not stream."""
+        stream = self._slot.stream
+        return stream.stream_id if stream is not None else None
+
+    async def stream(self, text: str) -> None:
+        """Send ``text`` as the next chunk of this turn's reply (best effort).
+
+        The chunks go to the participants the reply will go to (the session type decides:
+        everyone else, or in an auction the trigger's sender only), tagged with the
+        trigger's id as ``parent_envelope_id``. An empty ``text`` sends nothing.
+
+        Raises:
+          TypeError: ``text`` is not a string.
+        """
+        slot = self._slot
+        if slot.stream is None:
+            slot.stream = ChunkStream(
+                self.client,
+                self.session_id,
+                audience=self._reply_audience(),
+                parent_envelope_id=self.envelope.envelope_id,
+                checked=True,  # the turn handler asked can_send before the turn
+            )
+        await slot.stream.send(text)
+
+    def _reply_audience(self) -> tuple[str, ...] | None:
+        """The audience the session type gives this turn's reply (asked with a probe).
+
+        When the session type cannot say, the trigger's sender only: chunks must never
+        reach someone the reply would not.
+        """
+        stype = self.client.hub_client.session_type_for(self.session)
+        builder = getattr(stype, "build_reply", None)
+        if builder is None:
+            return None
+        try:
+            probe = builder(self.session, self.agent_id, "\u2026", self.envelope)
+        except (TypeError, ValueError):
+            probe = None
+        if not isinstance(probe, Envelope):
+            return (self.envelope.sender_id,)
+        return probe.audience
+
+
+class Agent(Protocol):
+    """Anything with ``async def respond(self, turn)``: return text to reply, None for silence."""
+
+    async def respond(self, turn: Turn) -> Any: ...
+
+
+# -- AgentClient: a registered agent plus the default turn handler that drives it. -------------
+
+
+Observer = Callable[[Envelope], Awaitable[None]]
+#: How many envelopes one WAL read of a turn's history asks for at most (a session's first turn
+#: in this process folds the WAL before its trigger page by page, never all of it at once).
+WAL_PAGE = 1000
+
+
+@attrs.define(slots=True)
+class SessionView:
+    """One session's view for one agent, folded up to ``seq``: every envelope of the WAL
+    with a seq up to ``seq``, and none after it, is folded into ``fold``."""
+
+    policy: ViewPolicy
+    fold: ViewFold | PolicyFold
+    seq: int = 0
+
+
+#: What handles an agent's deliveries: ``await handler(envelope, client)``. The default is
+#: :meth:`AgentClient.handle`; a replacement may call it for what it does not handle itself.
+Handler = Callable[[Envelope, "AgentClient"], Awaitable[None]]
+
+
+def _describe(exc: BaseException) -> str:
+    """``RuntimeError: my bug``, the way a traceback's last line names an exception."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class AgentClient(Identity):
+    """What ``HubClient.register`` returns: one agent on one connection.
+
+    Deliveries are acked to the hub once handled. Invites are acked at once unless
+    ``auto_ack_invites`` is False (then call :meth:`accept_invite` / :meth:`reject_invite`).
+    Then the handler runs: ``handler`` if one was given (see :meth:`set_handler`), else the
+    default turn handler, :meth:`handle`: on a substantive envelope
+    that gives this agent the floor (the session type's rules, ``can_send``; where the
+    session type names the envelope that gave it, only that one), the agent's
+    ``respond(turn)`` runs and its answer is posted with ``causation_id`` = the trigger.
+    ``None`` or ``""`` is a silent round. A trigger already answered is not answered again (also
+    after a reconnect). A ``respond`` that raises is reported (audit ``turn_failed``) and
+    nothing is posted for it.
+
+    ``async with`` returns the client and unregisters the agent on exit (as the
+    reference's does); the HubClient's own ``close()`` leaves it registered.
+    """
+
+    def __init__(
+        self,
+        *,
+        agent: Agent,
+        passport: Passport,
+        resume: Resume,
+        rule: Rule,
+        hub_client: HubClient,
+        handler: Handler | None = None,
+        auto_ack_invites: bool = True,
+    ) -> None:
+        super().__init__(passport=passport, resume=resume, rule=rule, hub_client=hub_client)
+        self._agent = agent
+        self._handler = handler
+        self._auto_ack_invites = auto_ack_invites
+        self._observers: list[Observer] = []
+        #: Per session: this agent's view, folded as envelopes arrive (for turn history).
+        self._views: dict[str, SessionView] = {}
+
+    async def __aenter__(self) -> Self:
+        await trio.lowlevel.checkpoint()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.unregister()
+
+    @property
+    def agent(self) -> Agent:
+        return self._agent
+
+    @property
+    def handler(self) -> Handler | None:
+        """The handler that replaces the default turn handler (None: the default)."""
+        return self._handler
+
+    def set_handler(self, handler: Handler | None) -> None:
+        """Handle deliveries with ``await handler(envelope, client)`` instead of the default
+        turn handler (:meth:`handle`, which it may call); ``None`` restores the default.
+
+        Invites are still acked before it runs unless the agent was registered with
+        ``auto_ack_invites=False``.
+        """
+        self._handler = handler
+
+    def on_envelope(self, callback: Observer) -> None:
+        """Also call ``callback`` for every delivery, before the turn handler."""
+        self._observers.append(callback)
+
+    async def receive(self, envelope: Envelope) -> None:
+        if self._disconnected:
+            await trio.lowlevel.checkpoint()
+            return
+        self._inboxes.put(envelope)
+        for observer in self._observers:
+            await observer(envelope)
+        await self._ack_if_invited(envelope)
+        if self._handler is not None:
+            await self._handler(envelope, self)
+        else:
+            await self.handle(envelope)
+        if envelope.event_type in ENDINGS:
+            self._views.pop(envelope.session_id, None)
+        else:
+            view = self._views.get(envelope.session_id)
+            if view is not None and envelope.seq == view.seq + 1:
+                view.fold.fold(envelope)
+                view.seq = envelope.seq
+
+    # -- the default turn handler ------------------------------------------------------------
+
+    async def handle(self, envelope: Envelope) -> None:
+        """The default turn handler (see the class docstring); invites are acked before it."""
+        me = self.agent_id
+        kind = envelope.event_type
+        if is_protocol_event(kind) or envelope.sender_id == me:
+            await trio.lowlevel.checkpoint()
+            return
+        hc = self._hub_client
+        sid = envelope.session_id
+        metadata = await hc.get_session(sid)
+        if metadata.state is not SessionState.ACTIVE or not await hc.acan_send(sid, me):
+            return
+        stype = hc.session_type_for(metadata)
+        text = stype.render(envelope)
+        if text is None:
+            return
+        owed = await hc.pending_turn(sid, me)
+        if owed is not None and owed.triggering_envelope_id not in (None, envelope.envelope_id):
+            return  # a stale trigger (a replay): a later envelope gave me the floor
+        if await hc.find_envelope_by_causation(
+            sid, sender_id=me, causation_id=envelope.envelope_id
+        ):
+            return  # answered before (a redelivery after a reconnect)
+        history = await self._history(metadata, stype, envelope)
+        turn = Turn(text=text, envelope=envelope, session=metadata, history=history, client=self)
+        token = HANDLING_DEPTH.set(envelope.depth)
+        try:
+            with turn_span(envelope, me):
+                reply = await self._agent.respond(turn)
+                answer = self._reply(metadata, stype, envelope, reply)
+                if answer is not None and turn.stream_id is not None:
+                    answer = attrs.evolve(answer, stream_id=turn.stream_id)  # ends the stream
+                if answer is not None:
+                    await hc.post_envelope(answer)
+        except Exception as exc:
+            USER_CODE.error(
+                "agent %r failed its turn on %s in session %s",
+                self._passport.name,
+                envelope.envelope_id,
+                sid,
+                exc_info=exc,
+            )
+            hc.note_turn_failure(
+                sid, f"agent {self._passport.name!r} failed its turn: {_describe(exc)}"
+            )
+            await hc.report_turn_failure(
+                session_id=sid, agent_id=me, envelope_id=envelope.envelope_id, exc=exc
+            )
+        finally:
+            HANDLING_DEPTH.reset(token)
+
+    def _reply(
+        self, metadata: SessionMetadata, stype: AnySessionType, trigger: Envelope, reply: Any
+    ) -> Envelope | None:
+        if isinstance(reply, str) and not reply:
+            return None  # an empty body is a silent round (as in the reference)
+        builder = getattr(stype, "build_reply", None)
+        if builder is not None:
+            built: Envelope | None = builder(metadata, self.agent_id, reply, trigger)
+            return built
+        if reply is None:
+            return None
+        if not isinstance(reply, str):
+            raise TypeError(
+                f"respond() returned {type(reply).__name__}; a {stype.name} session expects "
+                "str or None"
+            )
+        return Envelope(
+            session_id=trigger.session_id,
+            sender_id=self.agent_id,
+            event_type=EV_TEXT,
+            event_data={"text": reply},
+            causation_id=trigger.envelope_id,
+            depth=trigger.depth,
+        )
+
+    async def _history(
+        self, metadata: SessionMetadata, stype: AnySessionType, trigger: Envelope
+    ) -> Callable[[], list[HistoryItem]]:
+        """The session type's view of the session before ``trigger``, for this agent (built
+        when the turn reads it).
+
+        The view is folded as deliveries arrive; what this agent was not delivered (its own
+        posts, what its inbound rules held back) is read from the WAL before the turn, only
+        the envelopes after the last one folded. The first turn of a session in this
+        process folds the WAL before the trigger, a page at a time.
+        """
+        sid, me, until = trigger.session_id, self.agent_id, trigger.seq - 1
+        policy = stype.default_view_policy(metadata, me)
+        view = self._views.get(sid)
+        if view is None or view.policy != policy:
+            view = self._views[sid] = SessionView(policy, start_view(policy, me, stype.render))
+        if view.seq > until:
+            # An older trigger (a turn owed again after later envelopes were folded): fold
+            # the WAL before it afresh, leaving the session's view as it is.
+            view = SessionView(policy, start_view(policy, me, stype.render))
+        await self._fold_wal(sid, view, until)
+        await self._hub_client.learn_names(list(view.fold.senders()))
+        build, name_for = view.fold.freeze(), self._hub_client.name_for
+        return lambda: build(name_for)
+
+    async def _fold_wal(self, session_id: str, view: SessionView, until: int) -> None:
+        """Fold the WAL's envelopes after ``view.seq`` up to seq ``until`` into ``view``."""
+        while view.seq < until:
+            end = min(until, view.seq + WAL_PAGE)
+            page = await self._hub_client.read_wal(session_id, since=view.seq, until=end)
+            for envelope in page:
+                if envelope.seq > view.seq:  # a delivery may have folded it meanwhile
+                    view.fold.fold(envelope)
+                    view.seq = envelope.seq
+            view.seq = max(view.seq, end)
+
+    async def resume_pending_turns(self) -> int:
+        """Re-run the turns the hub says this agent owes (after a restart); return how many.
+
+        Each trigger is delivered again, through :meth:`receive` like any delivery: the
+        ``on_envelope`` observers and the session's inbox see it, then the turn handler,
+        which skips a trigger already answered, so this is safe to repeat.
+        """
+        count = 0
+        for turn in await self._hub_client.pending_turns_for(self.agent_id):
+            if turn.triggering_envelope_id is None:
+                continue
+            wal = await self._hub_client.read_wal(turn.session_id)
+            trigger = next((e for e in wal if e.envelope_id == turn.triggering_envelope_id), None)
+            if trigger is not None:
+                await self.receive(trigger)
+                count += 1
+        return count
+
+    # -- identity ----------------------------------------------------------------------------
+
+    async def unregister(self) -> None:
+        """Unregister this agent from the hub and disconnect it."""
+        if self._disconnected:
+            await trio.lowlevel.checkpoint()
+            return
+        await self._hub_client.unregister_agent(self.agent_id)
+        await self.disconnect()
+
+    async def set_resume(self, resume: Resume) -> None:
+        await self._hub_client.set_resume(self.agent_id, resume)
+        self._resume = await self._hub_client.get_resume(self.agent_id)
+
+    async def set_skill(self, skill_md: str | None) -> None:
+        await self._hub_client.set_skill(self.agent_id, skill_md)
+
+    async def set_rule(self, rule: Rule) -> None:
+        await self._hub_client.set_rule(self.agent_id, rule)
+        self._rule = await self._hub_client.get_rule(self.agent_id)
+
+
+# -- HumanClient: a participant driven by a person (a UI), not by ``respond``. -----------------
+
+
+EnvelopeCallback = Callable[[Envelope], Awaitable[None]]
+
+#: Envelopes the pull queue keeps for next_envelope()/envelopes() (the oldest are dropped).
+PULL_CAPACITY = 1024
+
+
+class HumanClient(Identity):
+    """What ``HubClient.register_human`` returns (the seed's API, on trio).
+
+    Every delivery is acked to the hub after it was queued for pulling and every push
+    callback ran. Invites are acked at once unless ``auto_ack_invites`` is False (then call
+    :meth:`accept_invite` / :meth:`reject_invite`).
+
+    The pull queue keeps the newest ``PULL_CAPACITY`` envelopes (``drop_oldest``): a UI that
+    stops pulling loses the oldest, never blocks the hub. ``next_envelope(predicate=...)``
+    takes the first match and leaves the others queued (the seed discarded them; then two
+    consumers could lose each other's envelopes).
+    """
+
+    def __init__(
+        self,
+        *,
+        passport: Passport,
+        resume: Resume,
+        rule: Rule,
+        hub: LocalHub | None = None,
+        hub_client: HubClient,
+        auto_ack_invites: bool = True,
+    ) -> None:
+        # ``hub`` is the seed's parameter; the hub is always ``hub_client``'s (None remote).
+        if hub is not None and hub is not hub_client.hub:
+            raise ValueError("HumanClient(hub=...) must be the hub its hub_client talks to")
+        super().__init__(passport=passport, resume=resume, rule=rule, hub_client=hub_client)
+        self._auto_ack_invites = auto_ack_invites
+        self._callbacks: list[EnvelopeCallback] = []
+        self._pull: Mailbox[Envelope] = Mailbox(PULL_CAPACITY, "drop_oldest", name="pull")
+        #: Ids of the deliveries queued for pulling whose callbacks are still running.
+        self._held: set[str] = set()
+
+    async def receive(self, envelope: Envelope) -> None:
+        """Hub delivery: ack invites (unless disabled), queue, then run push callbacks."""
+        if self._disconnected:
+            await trio.lowlevel.checkpoint()
+            return
+        await self._ack_if_invited(envelope)
+        self._inboxes.put(envelope)
+        self._pull.send_nowait(envelope)
+        self._held.add(envelope.envelope_id)
+        try:
+            for callback in list(self._callbacks):
+                try:
+                    await callback(envelope)
+                except Exception:
+                    USER_CODE.exception(
+                        "human callback raised: human=%s session=%s event=%s",
+                        self._passport.name,
+                        envelope.session_id,
+                        envelope.event_type,
+                    )
+        finally:
+            self._held.discard(envelope.envelope_id)
+
+    def _holds(self, envelope: Envelope) -> bool:
+        """Queued for this person (its callbacks may still run): closing acks it."""
+        return envelope.envelope_id in self._held
+
+    def on_envelope(self, callback: EnvelopeCallback) -> None:
+        """Call ``callback`` for every delivery, in registration order; errors are logged."""
+        self._callbacks.append(callback)
+
+    def remove_envelope_callback(self, callback: EnvelopeCallback) -> None:
+        """Detach a callback; no-op if it is not attached."""
+        if callback in self._callbacks:
+            self._callbacks.remove(callback)
+
+    async def next_envelope(
+        self,
+        *,
+        predicate: Predicate | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the seed's parameter
+    ) -> Envelope:
+        """The next delivered envelope (that ``predicate`` accepts).
+
+        Unlike the seed, which discarded the envelopes its predicate rejected on the way,
+        this takes only the first match: the others stay queued, in order, for later
+        ``next_envelope()`` calls and ``envelopes()`` (so two consumers with different
+        predicates cannot lose each other's envelopes). A ``timeout`` of zero or less does
+        not wait.
+
+        Raises:
+          TimeoutError: nothing matched within ``timeout`` seconds.
+          Disconnected: this identity is (or becomes) disconnected (a RuntimeError).
+        """
+        self._check_connected()
+        what = f"the inbox of {self._passport.name!r}"
+        with seed_timeout(timeout, what):
+            return await wait_in(
+                self._pull, predicate, what=what, who=self._who(), disconnected=lambda: True
+            )
+
+    async def envelopes(self) -> AsyncIterator[Envelope]:
+        """Every delivered envelope, in arrival order, until disconnect."""
+        while True:
+            try:
+                envelope = await self._pull.receive()
+            except MailboxClosed:
+                return
+            yield envelope
+
+    def _on_disconnect(self) -> None:
+        self._pull.close()
+
+    async def close_channel(self, channel_id: str, reason: str = "human_closed") -> SessionMetadata:
+        """Close a session this human is in (reason ``human_closed`` by default)."""
+        return await super().close_channel(channel_id, reason)
+
+
+# -- HubClient: one connection to a hub, serving any number of identities (the seed's API). ----
+
 
 #: Sessions whose last failed turn a client remembers for its wait timeouts.
 TURN_FAILURES_KEPT = 256
 
 Link = LocalLink | WsLink
+R = TypeVar("R")
 
 #: How long (seconds) an in-process ``close()`` waits for the client's loop and the turns
 #: in it to end after they were cancelled (a turn in a worker thread cannot be cancelled).
 CLOSE_WAIT_S = 5.0
 
 
-class HubClient(HubCalls, RemoteRunner):
+class HubClient:
     """One connection to a hub. A process should hold one per hub it talks to.
 
     Use it as an async context manager (``close()`` on exit: the connection ends, the
@@ -90,14 +1318,14 @@ class HubClient(HubCalls, RemoteRunner):
         self,
         link: Link,
         *,
-        hub: Hub | None = None,
+        hub: LocalHub | None = None,
         reconnect_within: float = 60.0,
         reconnect_seed: int | None = None,
     ) -> None:
         self._link = link
         self._jitter = random.Random(reconnect_seed)
-        self._hub = hub if hub is not None else getattr(link, "hub", None)
-        self._api: Hub | RemoteHub = self._hub if self._hub is not None else RemoteHub()
+        self._hub: LocalHub | None = hub if hub is not None else getattr(link, "hub", None)
+        self._api: HubApi = self._hub if self._hub is not None else RemoteHub()
         self._reconnect_within = reconnect_within
         self._conn: LocalLinkClient | WsLinkClient | None = None
         self._scope: trio.CancelScope | None = None
@@ -152,7 +1380,7 @@ class HubClient(HubCalls, RemoteRunner):
                 await self._stack.aclose()
 
     @property
-    def hub(self) -> Hub | None:
+    def hub(self) -> LocalHub | None:
         """The in-process hub, or None over a network."""
         return self._hub
 
@@ -314,7 +1542,7 @@ class HubClient(HubCalls, RemoteRunner):
         """Unregister every identity of this client, then :meth:`close`."""
         for identity in list(self._clients.values()):
             try:
-                await self._api.unregister(identity.agent_id)
+                await self._api.call(Unregister(agent_id=identity.agent_id))
             except NetworkError as exc:
                 log.warning("shutdown: could not unregister %s: %s", identity, exc)
         await self.close()  # disconnects them all: their waiters wake
@@ -340,19 +1568,28 @@ class HubClient(HubCalls, RemoteRunner):
         rule: Rule | None,
     ) -> tuple[Passport, Resume, Rule]:
         await self._ensure_connected()
-        api = self._api
-        stamped = await api.register(
-            self._with_link_auth(passport), resume or Resume(), skill_md=skill_md, rule=rule
+        stamped = await self._api.call(
+            Register(
+                passport=self._with_link_auth(passport),
+                resume=resume or Resume(),
+                skill_md=skill_md,
+                rule=rule,
+            )
         )
-        assert stamped.agent_id is not None
-        if isinstance(api, Hub):
+        agent_id = stamped.agent_id
+        assert agent_id is not None
+        if self._hub is not None:
             assert self._conn is not None
             try:
-                await api.bind_endpoint(self._conn.endpoint_id, stamped.agent_id)
+                await self._hub.bind_endpoint(self._conn.endpoint_id, agent_id)
             except StoreError as exc:
-                await api._unregister_after_failed_bind(stamped.agent_id, exc)
+                await self._hub.unregister_after_failed_bind(agent_id, exc)
         # (over a network, the 'register' op bound this connection already)
-        return stamped, await api.get_resume(stamped.agent_id), await api.get_rule(stamped.agent_id)
+        return (
+            stamped,
+            await self._api.call(GetResume(agent_id=agent_id)),
+            await self._api.call(GetRule(agent_id=agent_id)),
+        )
 
     def note_turn_failure(self, session_id: str, what: str) -> None:
         """Remember that a turn in ``session_id`` failed, for a wait there that times out."""
@@ -533,10 +1770,10 @@ class HubClient(HubCalls, RemoteRunner):
         """
         await self._ensure_connected()
         api = self._api
-        agent_id = await api.find_agent(name)
+        agent_id = await api.call(FindAgentId(name=name))
         if agent_id is None:
             return None
-        stamped = await api.get_agent(agent_id)
+        stamped = await api.call(GetAgent(name_or_id=agent_id))
         is_human = stamped.effective_kind == "human"
         if human is not None and is_human != human:
             registered, wanted = (
@@ -545,8 +1782,8 @@ class HubClient(HubCalls, RemoteRunner):
             raise ValueError(f"{name!r} is registered as {registered}: {wanted} cannot attach it")
         common: dict[str, Any] = {
             "passport": stamped,
-            "resume": await api.get_resume(agent_id),
-            "rule": await api.get_rule(agent_id),
+            "resume": await api.call(GetResume(agent_id=agent_id)),
+            "rule": await api.call(GetRule(agent_id=agent_id)),
             "hub_client": self,
         }
         client: AgentClient | HumanClient
@@ -563,14 +1800,540 @@ class HubClient(HubCalls, RemoteRunner):
         if earlier is not None:
             await earlier.disconnect()  # the old handle's waiters must not hang
         try:
-            if isinstance(api, Hub):
+            if self._hub is not None:
                 assert self._conn is not None
-                await api.bind_endpoint(self._conn.endpoint_id, agent_id, since={})
+                await self._hub.bind_endpoint(self._conn.endpoint_id, agent_id, since={})
             else:
                 assert isinstance(self._link, WsLink)
+                assert isinstance(api, RemoteHub)
                 scheme, claim = self._link.claim_for(name)
                 await api.hello(name, scheme, claim, since={})
         except NetworkError:
             del self._clients[agent_id]
             raise
         return client
+
+    # -- the hub's operations ----------------------------------------------------------------
+
+    def _check_open(self, method: str) -> None:
+        """Refuse a call of ``method`` once the client is closed (every call to the hub).
+
+        In process the hub would still answer; over a network the call would fail with
+        another error. Either way the caller gets the one error that says what happened.
+
+        Raises:
+          RuntimeError: this client is closed.
+        """
+        if self._closed:
+            raise RuntimeError(f"HubClient is closed: cannot call {method}")
+
+    async def call(self, request: Request[R], *, method: str | None = None) -> R:
+        """Run any hub request (a ``troupe.api`` record) and return its typed result.
+
+        Every method below is this with its record; an operation with no method of its
+        own is reached the same way: ``await hc.call(GetTask(task_id=...))``.
+
+        Raises:
+          RuntimeError: this client is closed (naming ``method``, the op by default).
+          DecodeError: a field of the request does not fit its type (named).
+          NetworkError: what the hub refused the request with.
+        """
+        self._check_open(method or request.op)
+        return await self._api.call(request)
+
+    async def get_agent(self, name_or_id: str) -> Passport:
+        return await self.call(GetAgent(name_or_id=name_or_id))
+
+    async def get_resume(self, agent_id: str) -> Resume:
+        return await self.call(GetResume(agent_id=agent_id))
+
+    async def get_skill(self, agent_id: str) -> str | None:
+        return await self.call(GetSkill(agent_id=agent_id))
+
+    async def get_rule(self, agent_id: str) -> Rule:
+        return await self.call(GetRule(agent_id=agent_id))
+
+    async def list_agents(
+        self,
+        *,
+        capability: str | None = None,
+        query: str | None = None,
+        sort_by: str | None = None,
+        limit: int = 50,
+        kind: str | None = None,
+    ) -> list[Passport]:
+        return await self.call(
+            ListAgents(capability=capability, query=query, kind=kind, sort_by=sort_by, limit=limit)
+        )
+
+    async def set_resume(self, agent_id: str, resume: Resume) -> None:
+        await self.call(SetResume(agent_id=agent_id, resume=resume))
+
+    async def set_skill(self, agent_id: str, skill_md: str | None) -> None:
+        await self.call(SetSkill(agent_id=agent_id, skill_md=skill_md))
+
+    async def set_rule(self, agent_id: str, rule: Rule) -> None:
+        await self.call(SetRule(agent_id=agent_id, rule=rule))
+
+    async def unregister_agent(self, agent_id: str) -> None:
+        await self.call(Unregister(agent_id=agent_id), method="unregister_agent")
+        identity = self._clients.pop(agent_id, None)
+        if identity is not None:
+            await identity.disconnect()
+
+    async def create_session(
+        self,
+        *,
+        creator_id: str,
+        manifest_type: str,
+        manifest_version: int = 1,
+        participants: Sequence[str],
+        required_acks: int | None = None,
+        ttl: str | int | None = None,
+        knobs: dict[str, object] | None = None,
+        intent: str | None = None,
+        labels: dict[str, str] | None = None,
+    ) -> SessionMetadata:
+        return await self.call(
+            CreateSession(
+                creator_id=creator_id,
+                manifest_type=manifest_type,
+                manifest_version=manifest_version,
+                participants=tuple(participants),
+                required_acks=required_acks,
+                ttl=ttl,
+                knobs=dict(knobs) if knobs is not None else None,
+                intent=intent,
+                labels=labels,
+            )
+        )
+
+    async def get_session(self, session_id: str) -> SessionMetadata:
+        return await self.call(GetSession(session_id=session_id))
+
+    async def list_sessions(
+        self, *, agent_id: str | None = None, include_terminal: bool = False, limit: int = 50
+    ) -> list[SessionMetadata]:
+        return await self.call(
+            ListSessions(agent_id=agent_id, include_terminal=include_terminal, limit=limit)
+        )
+
+    async def close_session(self, session_id: str, *, reason: str = "") -> SessionMetadata:
+        return await self.call(CloseSession(session_id=session_id, reason=reason))
+
+    async def post_envelope(self, envelope: Envelope) -> str:
+        self._check_open("post_envelope")
+        tracer = _tracing.ACTIVE
+        if tracer is not None:
+            return (await tracer.client_post(self._post, envelope)).envelope_id
+        return (await self._post(envelope)).envelope_id
+
+    async def _post(self, envelope: Envelope) -> Accepted:
+        return await self._api.call(PostEnvelope(envelope=envelope))
+
+    async def stream_chunk(self, chunk: StreamChunk) -> None:
+        """Send a streamed chunk to the hub (best effort; see ``ChunkStream``).
+
+        A chunk the hub refuses is dropped and counted by it (over a network it is not
+        answered, and in process it is not raised either, so both behave alike).
+        """
+        self._check_open("stream_chunk")
+        if isinstance(self._api, RemoteHub):
+            await self._api.stream_chunk(chunk)
+            return
+        await trio.lowlevel.checkpoint()
+        assert self._hub is not None
+        try:
+            self._hub.stream_chunk(chunk)
+        except NetworkError as exc:
+            log.debug("chunk of stream %s refused: %s", chunk.stream_id, exc)
+
+    async def read_wal(
+        self, session_id: str, *, since: int = 0, until: int | None = None
+    ) -> list[Envelope]:
+        """The slice ``wal[since:until]`` of the session's envelopes (negative bounds count
+        from the end, as in Python: ``since=-2`` is the last two).
+
+        Over a network the hub answers a bounded page at a time: read here page by page.
+        """
+        found: list[Envelope] = []
+        while True:
+            page = await self.call(ReadWal(session_id=session_id, since=since, until=until))
+            found.extend(page.envelopes)
+            if not page.more or not page.envelopes:
+                return found
+            since = page.envelopes[-1].seq
+
+    def can_send(self, session_id: str, sender_id: str, *, event_type: str | None = None) -> bool:
+        """Whether the session type would accept a post from ``sender_id`` now (a turn probe).
+
+        Synchronous, as in the seed, in process only: over a network use :meth:`acan_send`.
+        """
+        self._check_open("can_send")
+        if self._hub is None:
+            raise RuntimeError("can_send is synchronous in process only; use 'await acan_send()'")
+        return self._hub.can_send(session_id, sender_id, event_type=event_type)
+
+    async def acan_send(
+        self, session_id: str, sender_id: str, *, event_type: str | None = None
+    ) -> bool:
+        """:meth:`can_send`, awaitable, in process and over a network."""
+        request = CanSend(session_id=session_id, sender_id=sender_id, event_type=event_type)
+        return await self.call(request, method="acan_send")
+
+    async def adapter_state(self, session_id: str) -> Any:
+        """The session type's state of the session (the reference's "adapter state").
+
+        In process: the hub's last published state (``Hub.session_state``). Over a network,
+        or for a session the hub has not loaded since it opened: folded here from the
+        session's WAL (over a network only a participant may read it).
+
+        Raises:
+          NotFoundError: no such session, or its session type is not registered here.
+        """
+        self._check_open("adapter_state")
+        if self._hub is not None:
+            state = self._hub.session_state(session_id)
+            if state is not None:
+                await trio.lowlevel.checkpoint()
+                return state
+        metadata = await self.get_session(session_id)
+        stype = self.session_type_for(metadata)
+        state = stype.initial_state(metadata)
+        for envelope in await self.read_wal(session_id):
+            if is_substantive(envelope.event_type):
+                state = stype.fold(envelope, state)
+        return state
+
+    def default_view_policy(self, session_id: str, participant_id: str) -> ViewPolicy:
+        """The session type's view for ``participant_id`` (over a network: of a session this
+        client has fetched or opened)."""
+        self._check_open("default_view_policy")
+        if self._hub is not None:
+            return self._hub.default_view_policy(session_id, participant_id)
+        assert isinstance(self._api, RemoteHub)
+        metadata = self._api.cached_session(session_id)
+        if metadata is None:
+            raise NotFoundError(
+                f"session {session_id} is not known to this client yet: get_session() it first"
+            )
+        return self.session_type_for(metadata).default_view_policy(metadata, participant_id)
+
+    async def get_task(self, task_id: str) -> TaskMetadata:
+        return await self.call(GetTask(task_id=task_id))
+
+    async def list_tasks(
+        self,
+        *,
+        agent_id: str | None = None,
+        session_id: str | None = None,
+        state: TaskState | None = None,
+        limit: int = 50,
+    ) -> list[TaskMetadata]:
+        return await self.call(
+            ListTasks(agent_id=agent_id, session_id=session_id, state=state, limit=limit)
+        )
+
+    async def observe_task(self, metadata: TaskMetadata) -> None:
+        await self.call(ObserveTask(task=metadata))
+
+    async def update_task(
+        self,
+        task_id: str,
+        *,
+        state: TaskState | None = None,
+        progress: dict[str, object] | None = None,
+        result: object | None = None,
+        error: str | None = None,
+    ) -> None:
+        await self.call(
+            UpdateTask(
+                task_id=task_id,
+                state=state,
+                progress=dict(progress) if progress is not None else None,
+                result=result,
+                error=error,
+            )
+        )
+
+    async def record_observation(
+        self,
+        *,
+        owner_id: str,
+        capability: str,
+        outcome: TaskState,
+        latency_ms: int | None = None,
+        task_id: str | None = None,
+    ) -> None:
+        await self.call(
+            RecordObservation(
+                owner_id=owner_id,
+                capability=capability,
+                outcome=outcome,
+                latency_ms=latency_ms,
+                task_id=task_id,
+            )
+        )
+
+    async def checkpoint_task(self, task_id: str, state: dict[str, Any]) -> None:
+        await self.call(CheckpointTask(task_id=task_id, state=state))
+
+    async def read_task_checkpoint(self, task_id: str) -> dict[str, Any] | None:
+        return await self.call(ReadTaskCheckpoint(task_id=task_id))
+
+    # -- what the turn handler needs ---------------------------------------------------------
+
+    def register_session_type(self, stype: AnySessionType) -> None:
+        """Make a custom session type known to this client's turn handler."""
+        self._session_types[(stype.name, stype.version)] = stype
+
+    def session_type_for(self, metadata: SessionMetadata) -> AnySessionType:
+        key = (metadata.manifest_type, metadata.manifest_version)
+        stype = self._session_types.get(key)
+        if stype is None and self._hub is not None:
+            stype = self._hub.session_type(*key)
+        if stype is None:
+            raise NotFoundError(
+                f"no session type registered for {key[0]}@v{key[1]} on this client "
+                "(register_session_type)"
+            )
+        return stype
+
+    async def pending_turn(self, session_id: str, agent_id: str) -> PendingTurn | None:
+        """``agent_id``'s turn in the session by its session type, and what triggered it.
+
+        None when it is not that agent's turn, or when the session type names no one (a
+        free-form session).
+        """
+        request = PendingTurnsFor(agent_id=agent_id, session_id=session_id)
+        turns = await self.call(request, method="pending_turn")
+        return turns[0] if turns else None
+
+    def name_for(self, agent_id: str) -> str:
+        return self._api.name_for(agent_id)
+
+    async def learn_names(self, agent_ids: Sequence[str]) -> None:
+        self._check_open("learn_names")
+        if isinstance(self._api, RemoteHub):
+            await self._api.learn_names(agent_ids)
+        else:
+            await trio.lowlevel.checkpoint()  # in process ``name_for`` knows every name
+
+    async def find_envelope_by_causation(
+        self, session_id: str, *, sender_id: str, causation_id: str
+    ) -> Envelope | None:
+        return await self.call(
+            FindEnvelopeByCausation(
+                session_id=session_id, sender_id=sender_id, causation_id=causation_id
+            )
+        )
+
+    async def pending_turns_for(self, agent_id: str) -> list[PendingTurn]:
+        return await self.call(PendingTurnsFor(agent_id=agent_id))
+
+    async def report_turn_failure(
+        self, *, session_id: str, agent_id: str, envelope_id: str, exc: BaseException
+    ) -> None:
+        await self.call(
+            ReportTurnFailure(
+                session_id=session_id,
+                agent_id=agent_id,
+                envelope_id=envelope_id,
+                exc_type=type(exc).__name__,
+                exc_message=str(exc),
+            )
+        )
+
+    # -- the network side: one WebSocket connection at a time, reconnecting ------------------
+    #
+    # The runner owns the connection: it connects (tenacity backoff with full jitter, bounded
+    # by ``reconnect_within`` on trio's clock), reads frames, and when the connection drops it
+    # reconnects, re-binds every identity with a Hello that replays what it had not acked, and
+    # lets the calls waiting for the connection go once they are bound again.
+
+    async def _run_remote(
+        self, link: WsLink, *, task_status: trio.TaskStatus[trio.CancelScope]
+    ) -> None:
+        """Own the WebSocket connection: connect, read, and reconnect until closed."""
+        api = self._api
+        assert isinstance(api, RemoteHub)
+        with trio.CancelScope() as scope:
+            first = True
+            while not self._closing():
+                failure: OSError | HandshakeError | trio.TooSlowError | None = None
+                async with trio.open_nursery() as conn_nursery:
+                    try:
+                        # The first connection is tried once: a wrong address or a hub that
+                        # is down should say so now, not after reconnect_within. Backoff is
+                        # for connections that were up.
+                        conn = await (
+                            self._connect_once(link, conn_nursery)
+                            if first
+                            else self._connect(link, conn_nursery)
+                        )
+                    except (OSError, HandshakeError, trio.TooSlowError) as exc:
+                        failure = exc
+                    else:
+                        if first:
+                            api.attach(conn)
+                            api.ready(conn)
+                            task_status.started(scope)
+                        await self._serve_connection(conn, conn_nursery, link, rebind=not first)
+                        first = False
+                # Raised here, outside the connection's nursery, so that callers get a
+                # ConnectionLost and not an exception group.
+                if failure is not None:
+                    why = f"could not reach {link.url}: {self._describe(failure, link, first)}"
+                    log.error("giving up: %s", why)
+                    api.fail(why)
+                    if first:
+                        raise ConnectionLost(why) from failure
+                    await self._lose_identities()
+                    return
+                if self._taken_over is not None:
+                    # The hub closed this connection because another took an identity
+                    # over: calls fail saying so (api.fail), the identities are let go.
+                    await self._lose_identities()
+                    return
+                if not self._closing():
+                    log.warning("lost the connection to %s; reconnecting", link.url)
+
+    async def _serve_connection(
+        self, conn: WsLinkClient, nursery: trio.Nursery, link: WsLink, *, rebind: bool
+    ) -> None:
+        """Read ``conn`` until it ends or close() is called; after a reconnect, re-bind."""
+        api = self._api
+        assert isinstance(api, RemoteHub)
+        self._conn = conn
+        self._wake = wake = trio.Event()
+        if self._closing():
+            wake.set()  # close() ran while this connection was being made
+        nursery.start_soon(self._read, conn, wake)
+        if rebind:
+            # Calls wait until every identity is bound again: a post retried now would
+            # otherwise reach the hub before its sender's binding and be refused.
+            api.attach(conn)
+            nursery.start_soon(self._rebind, link, conn)
+        await wake.wait()  # the connection ended, or close() was called
+        self._conn = None
+        api.detach("the connection closed")
+        # Close while the library's reader still runs, so that a closing handshake can
+        # complete (bounded); when the hub dropped us this frees the socket.
+        await conn.aclose()
+        nursery.cancel_scope.cancel()
+
+    def _closing(self) -> bool:
+        # A call, not an attribute read: mypy would narrow ``self._closed`` across awaits.
+        return self._closed or self._taken_over is not None
+
+    async def _read(self, conn: WsLinkClient, wake: trio.Event) -> None:
+        async with aclosing(conn.frames()) as frames:
+            async for item in frames:
+                if isinstance(item, list):
+                    for frame in item:  # a batch, in order
+                        self._on_frame(frame)
+                else:
+                    self._on_frame(item)
+        wake.set()
+
+    async def _connect_once(self, link: WsLink, nursery: trio.Nursery) -> WsLinkClient:
+        """One attempt (``link.connect_timeout`` bounds it)."""
+        return await link.connect(nursery)
+
+    def _backoff(self, state: RetryCallState) -> float:
+        """Full jitter: a random wait up to 0.05 s * 2**(attempt - 1), at most 5 s, drawn
+        from the client's own generator (``reconnect_seed``), so clients dropped together
+        do not come back together and a seeded schedule is the same every run."""
+        return self._jitter.uniform(0, min(5.0, 0.05 * 2 ** (state.attempt_number - 1)))
+
+    async def _connect(self, link: WsLink, nursery: trio.Nursery) -> WsLinkClient:
+        """Connect, retrying with exponential backoff and jitter for ``reconnect_within`` s.
+
+        Raises:
+          OSError, HandshakeError: the last attempt's failure, once the deadline passed.
+        """
+        last: OSError | HandshakeError | trio.TooSlowError | None = None
+        with trio.move_on_after(self._reconnect_within):
+            async for attempt in AsyncRetrying(
+                sleep=trio.sleep,
+                wait=self._backoff,
+                retry=retry_if_exception_type((OSError, HandshakeError, trio.TooSlowError)),
+                reraise=True,
+            ):
+                with attempt:
+                    try:
+                        return await link.connect(nursery)
+                    except (OSError, HandshakeError, trio.TooSlowError) as exc:
+                        last = exc
+                        raise
+        if last is not None:
+            raise last  # the reason the hub could not be reached, not just "too slow"
+        raise trio.TooSlowError  # (no attempt finished within reconnect_within)
+
+    def _describe(
+        self, failure: OSError | HandshakeError | trio.TooSlowError, link: WsLink, first: bool
+    ) -> str:
+        """Why a connection failed, never an empty string."""
+        if isinstance(failure, trio.TooSlowError):
+            reason = f"no answer within {link.connect_timeout}s"
+        else:
+            reason = str(failure) or type(failure).__name__
+            # trio's "all attempts to connect to H:P failed" keeps the OS's reasons as its
+            # cause: name them.
+            cause = failure.__cause__
+            causes = cause.exceptions if isinstance(cause, BaseExceptionGroup) else (cause,)
+            details = [str(c) for c in causes if isinstance(c, OSError) and str(c)]
+            if details:
+                reason = f"{reason} ({'; '.join(details)})"
+        if first:
+            return reason
+        return f"{reason} (kept trying for {self._reconnect_within}s)"
+
+    async def _rebind(self, link: WsLink, conn: WsLinkClient) -> None:
+        """After a reconnect: bind every identity again and be replayed what it missed;
+        then let the calls waiting for the connection go."""
+        api = self._api
+        assert isinstance(api, RemoteHub)
+        for identity in list(self._clients.values()):
+            scheme, claim = link.claim_for(identity.passport.name)
+            try:
+                await self._hello_again(identity, scheme, claim)
+            except ConnectionLost:
+                return  # this connection is gone too; the next one re-binds
+            except NetworkError as exc:
+                log.error("could not re-bind %s: %s", identity, exc)
+        api.ready(conn)
+
+    async def _hello_again(self, identity: Identity, scheme: str, claim: dict[str, Any]) -> None:
+        """Re-bind one identity. The hub may still hold it on the connection that dropped
+        (it lets a dead connection go within its ping interval + timeout): an anonymous
+        bind is refused until then, so ``IdentityInUse`` is retried, with backoff, for at
+        most ``reconnect_within`` seconds; then it is raised."""
+        api = self._api
+        assert isinstance(api, RemoteHub)
+
+        def say_once(state: RetryCallState) -> None:
+            if state.attempt_number == 1:
+                log.warning(
+                    "%s is still bound to another connection at the hub (the one that "
+                    "dropped, until the hub lets it go): retrying for up to %ss",
+                    identity,
+                    self._reconnect_within,
+                )
+
+        with trio.move_on_after(self._reconnect_within):
+            async for attempt in AsyncRetrying(
+                sleep=trio.sleep,
+                wait=wait_random_exponential(multiplier=0.05, max=2.0),
+                retry=retry_if_exception_type(IdentityInUse),
+                before_sleep=say_once,
+            ):
+                with attempt:
+                    await api.hello(identity.passport.name, scheme, claim, since={}, early=True)
+                    return
+        await api.hello(identity.passport.name, scheme, claim, since={}, early=True)
+
+    async def _lose_identities(self) -> None:
+        # Not closed: calls go on failing with the ConnectionLost that says why (api.fail).
+        for identity in self._clients.values():
+            await identity.disconnect()

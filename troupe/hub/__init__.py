@@ -1,5 +1,8 @@
 """The hub: registry, sessions as supervised actors, posting, WAL recovery."""
 
+from ..api import Accepted as Accepted
+from ..api import Endpoint as Endpoint
+from ..api import PendingTurn as PendingTurn
 from ._activity import Activity as Activity
 from ._activity import Mark as Mark
 from ._arbiters import Arbiter as Arbiter
@@ -7,7 +10,6 @@ from ._auth import ApiKeyAuth as ApiKeyAuth
 from ._auth import AuthAdapter as AuthAdapter
 from ._auth import AuthRegistry as AuthRegistry
 from ._auth import NoAuth as NoAuth
-from ._connection import Endpoint as Endpoint
 from ._core import CRASH_POINTS as CRASH_POINTS
 from ._core import Faults as Faults
 from ._core import InjectedCrash as InjectedCrash
@@ -17,10 +19,13 @@ from ._evaluators import Seen as Seen
 from ._events import AgentRegistered as AgentRegistered
 from ._events import AgentUnregistered as AgentUnregistered
 from ._events import Audited as Audited
+from ._events import DispatchFailed as DispatchFailed
 from ._events import EnvelopeAccepted as EnvelopeAccepted
+from ._events import EnvelopeRejected as EnvelopeRejected
 from ._events import EventStream as EventStream
 from ._events import EventStreamStatistics as EventStreamStatistics
 from ._events import ExpectationViolated as ExpectationViolated
+from ._events import ExpectationViolation as ExpectationViolation
 from ._events import HubEvent as HubEvent
 from ._events import Missed as Missed
 from ._events import SessionActorCrashed as SessionActorCrashed
@@ -30,16 +35,13 @@ from ._events import SessionCreated as SessionCreated
 from ._events import SessionOpened as SessionOpened
 from ._events import TaskChanged as TaskChanged
 from ._events import TurnFailed as TurnFailed
-from ._expectations import ExpectationViolation as ExpectationViolation
 from ._expectations import Handler as Handler
 from ._hub import Hub as Hub
 from ._lanes import StreamStatistics as StreamStatistics
 from ._listeners import HubListener as HubListener
 from ._open import open_hub as open_hub
-from ._session_parts import Accepted as Accepted
 from ._stats import HubHealth as HubHealth
 from ._stats import HubStatistics as HubStatistics
-from ._stats import PendingTurn as PendingTurn
 
 __all__ = (
     "CRASH_POINTS",
@@ -52,8 +54,10 @@ __all__ = (
     "Audited",
     "AuthAdapter",
     "AuthRegistry",
+    "DispatchFailed",
     "Endpoint",
     "EnvelopeAccepted",
+    "EnvelopeRejected",
     "Evaluator",
     "EventStream",
     "EventStreamStatistics",

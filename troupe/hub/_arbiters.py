@@ -18,16 +18,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Final, TypeAlias, cast
+from typing import Final, TypeAlias
 
-import attrs
-
-from .._errors import NetworkError
 from ..model import EV_TEXT, Envelope
-from ..session_types import AuctionPhase, AuctionState, select_winner
-
-if TYPE_CHECKING:
-    from ._session import SessionActor
+from ..session_types import AuctionState
 
 log = logging.getLogger("troupe.hub")
 
@@ -59,48 +53,3 @@ def bids_of(wal: Sequence[Envelope], state: AuctionState) -> list[Envelope]:
                 seen.add(env.sender_id)
                 bids.append(env)
     return bids
-
-
-async def award_if_due(actor: SessionActor) -> None:
-    """Ask the auction's arbiter for the winner once every bidder has bid (see above)."""
-    state = actor.state
-    name = actor.metadata.knobs.get("arbiter")
-    if (
-        not isinstance(name, str)
-        or not isinstance(state, AuctionState)
-        or state.phase is not AuctionPhase.BIDDING
-        or len(state.bids) < len(state.bidders)
-    ):
-        return
-    core = actor.core
-    sid = actor.sid
-
-    def failed(why: str) -> None:
-        log.warning("auction %s: arbiter %r: %s; the initiator selects", sid, name, why)
-        core.audit("arbiter_failed", session_id=sid, arbiter=name, reason=why)
-
-    arbiter = core.arbiters.get(name)
-    if arbiter is None:
-        failed("not registered")
-        return
-    bids = bids_of(await core.store.read(sid), state)
-    try:
-        winner = cast(object, arbiter(tuple(bids)))  # a registered function's answer
-    except Exception as exc:
-        failed(f"raised {exc!r}")
-        return
-    if winner is None:
-        return
-    if not isinstance(winner, str):
-        failed(f"returned {winner!r}, not a bidder's id")
-        return
-    from ._core import Failed  # (the core imports this module for ARBITERS)
-
-    select = attrs.evolve(select_winner(sid, state.initiator_id, winner), idempotency_key=AWARD_KEY)
-    try:
-        result = await actor._post(select, 1, internal=True)
-    except NetworkError as exc:
-        failed(str(exc))
-        return
-    if isinstance(result, Failed):
-        failed(str(result.error))

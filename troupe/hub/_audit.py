@@ -15,10 +15,9 @@ import attrs
 import trio
 
 from .._errors import StoreError
-from ..actors import Actor
+from ..actors import Actor, Refused
 from ..mailbox import Mailbox
 from ..store import Store
-from ._core import Failed
 
 log = logging.getLogger("troupe.hub.audit")
 
@@ -65,7 +64,7 @@ class AuditWriter(Actor[dict[str, Any] | ReadAudit, Any]):
             try:
                 return await self.store.read_audit(msg.since, msg.limit)
             except StoreError as exc:
-                return Failed(exc)
+                return Refused(exc)
         self.unwritten.extend(self._drain(msg))
         delay = RETRY_S
         while self.unwritten:

@@ -16,14 +16,14 @@ advances once per batch, to the batch's highest ack.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from typing import Any
 
 import attrs
 import trio
 
 from .._errors import DecodeError, IdentityInUse, MailboxClosed, StoreError
-from ..actors import Actor
+from ..actors import Actor, ActorRef, Refused
+from ..api import Endpoint
 from ..mailbox import DeadLetter
 from ..model import (
     EV_CHANNEL_INVITE_ACK,
@@ -35,38 +35,12 @@ from ..model import (
     ReceiptFrame,
     is_substantive,
 )
-from ._core import Failed, HubCore
+from ._core import HubCore
 from ._delivery import CatchUp, Deliver, held_back, recipients_of
 from ._lanes import ChunkOut
 from ._rules import accepts_inbound
 
 log = logging.getLogger("troupe.hub.connections")
-
-
-class Endpoint(Protocol):
-    """The hub's end of a connection."""
-
-    @property
-    def endpoint_id(self) -> str: ...
-
-    @property
-    def alive(self) -> bool:
-        """Whether the connection may still carry frames (False once either end closed)."""
-        ...
-
-    def encode(self, frame: Frame) -> Frame | str | None:
-        """What ``send_frame`` is to be given for ``frame``: the frame itself, its wire text
-        (a ``str``, whose length counts against the connection's outbound bytes), or None
-        when nothing can be sent for it."""
-        ...
-
-    async def send_frame(self, frame: Frame | str) -> None: ...
-
-    def frames(self) -> AsyncIterator[Frame | list[Frame]]:
-        """What the client sends: frames, and lists of them (a batch, in order)."""
-        ...
-
-    async def aclose(self) -> None: ...
 
 
 #: Pongs and refusals that may wait for a connection that does not read them; beyond that,
@@ -193,10 +167,10 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
         try:
             await self._handle(msg)
         except IdentityInUse as exc:
-            result = Failed(exc)  # (only a Bind raises it)
+            result = Refused(exc)  # (only a Bind raises it)
         except StoreError as exc:
             if isinstance(msg, Bind):
-                result = Failed(exc)
+                result = Refused(exc)
             else:
                 log.warning("connection %s: %s failed: %s", self.endpoint.endpoint_id, msg, exc)
         try:
@@ -569,3 +543,20 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
                 del self.core.bindings[agent_id]
                 self.core.ledger.reset(agent_id)
         self.agents.clear()
+
+
+@attrs.define
+class Caller:
+    """Who calls over a connection: its actor (with the identities bound to it) and ref.
+
+    The hub checks a request's declared ``acting`` identity and ``owner`` against it
+    (``Hub.call``); in process there is no caller (the hub's owner is trusted).
+    """
+
+    actor: ConnectionActor
+    ref: ActorRef[Any, Any]
+
+    @property
+    def agents(self) -> set[str]:
+        """The identities bound to this connection."""
+        return self.actor.agents

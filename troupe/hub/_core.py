@@ -14,7 +14,6 @@ from typing import Any, Protocol
 import attrs
 import trio
 
-from .._errors import TroupeError
 from ..actors import ActorRef
 from ..mailbox import DeadLetterBuffer
 from ..model import MAX_ENVELOPE_BYTES, TaskMetadata, iso
@@ -70,13 +69,6 @@ def trio_anchored_clock() -> Callable[[], float]:
 
 def new_uuid() -> str:
     return uuid.uuid4().hex
-
-
-@attrs.frozen
-class Failed:
-    """An actor's answer when the request was refused (the handle raises ``error``)."""
-
-    error: TroupeError
 
 
 @attrs.define(eq=False)

@@ -3,8 +3,9 @@
 Rules:
 
 - The events are the audit log's facts (``HubCore.audit`` hands each record here too), plus
-  one the audit log does not keep: every envelope appended to a WAL (``EnvelopeAccepted``,
-  published by the session actor that appended it). The kinds with a record of their own
+  two the audit log does not keep: every envelope appended to a WAL (``EnvelopeAccepted``,
+  published by the session actor that appended it) and every refused post
+  (``EnvelopeRejected``, published by ``Hub.post``). The kinds with a record of their own
   are below; every other audit kind arrives as ``Audited(kind, data)``.
 - Publishing reads one attribute when nobody subscribes: records are built only for a
   subscriber, once per event whatever the number of subscribers.
@@ -25,20 +26,32 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, Any, Final, Self, TypeAlias
+from typing import Any, Final, Self, TypeAlias
 
 import attrs
 import trio
 
+from .._errors import NetworkError, StoreError
 from ..model import Envelope
-
-if TYPE_CHECKING:
-    from ._expectations import ExpectationViolation
 
 log = logging.getLogger("troupe.hub.events")
 
+
+@attrs.frozen(kw_only=True)
+class ExpectationViolation:
+    """One expectation that fired in one session, as ``check_expectations`` reports it."""
+
+    session_id: str
+    expectation: str
+    on_violation: str
+    violators: tuple[str, ...]
+    detail: dict[str, Any]
+
+
 #: Events one subscriber may hold unread before the newest are dropped.
 DEFAULT_CAPACITY: Final = 1024
+#: The longest error message an ``EnvelopeRejected`` keeps (as the audit log's errors).
+REJECTED_MESSAGE_CHARS: Final = 500
 
 
 @attrs.frozen(kw_only=True)
@@ -116,6 +129,32 @@ class EnvelopeAccepted:
     @property
     def event_type(self) -> str:
         return self.envelope.event_type
+
+
+@attrs.frozen(kw_only=True)
+class EnvelopeRejected:
+    """A post was refused (nothing was appended): who sent which event type to which
+    session, and the error's ``code`` and ``message`` (at most ``REJECTED_MESSAGE_CHARS``).
+    The envelope's data is not kept."""
+
+    at: float
+    session_id: str
+    sender_id: str
+    event_type: str
+    code: str
+    message: str
+
+
+@attrs.frozen(kw_only=True)
+class DispatchFailed:
+    """An envelope of the WAL could not be delivered to ``recipient_id`` (its connection
+    cannot carry it): it was skipped, as a dead letter."""
+
+    at: float
+    session_id: str
+    seq: int
+    recipient_id: str
+    reason: str
 
 
 @attrs.frozen(kw_only=True)
@@ -199,6 +238,8 @@ HubEvent: TypeAlias = (
     | SessionOpened
     | SessionClosed
     | EnvelopeAccepted
+    | EnvelopeRejected
+    | DispatchFailed
     | SessionActorCrashed
     | SessionActorRestarted
     | TaskChanged
@@ -220,12 +261,22 @@ class EventStreamStatistics:
     closed: bool
 
 
+def _text(value: object) -> str:
+    """A field of a refused envelope, which may be of the wrong type (that may be why)."""
+    return value if isinstance(value, str) else f"<{type(value).__name__}>"
+
+
+def _code(exc: Exception) -> str:
+    """The code ``exc`` travels under on the wire (as ``troupe.hub._rpc.error_code``)."""
+    if isinstance(exc, NetworkError):
+        return exc.code
+    return "store_error" if isinstance(exc, StoreError) else "error"
+
+
 # -- from audit records ----------------------------------------------------------------------
 
 
 def _violation(at: float, f: dict[str, Any]) -> ExpectationViolated:
-    from ._expectations import ExpectationViolation
-
     return ExpectationViolated(
         at=at,
         violation=ExpectationViolation(
@@ -295,6 +346,13 @@ _FROM_AUDIT: Final[dict[str, Callable[[float, dict[str, Any]], HubEvent]]] = {
     "task_state_changed": _task("moved"),
     "task_terminated": _task("terminated"),
     "expectation_violated": _violation,
+    "delivery_failed": lambda at, f: DispatchFailed(
+        at=at,
+        session_id=f["session_id"],
+        seq=f["seq"],
+        recipient_id=f["agent_id"],
+        reason=f["error"],
+    ),
     "turn_failed": lambda at, f: TurnFailed(
         at=at,
         session_id=f["session_id"],
@@ -504,6 +562,21 @@ class EventBus:
         """Publish ``EnvelopeAccepted`` (the session actor calls this after an append)."""
         self.publish(EnvelopeAccepted(at=self._now(), envelope=envelope))
 
+    def rejected(self, envelope: Envelope, exc: Exception) -> None:
+        """Publish ``EnvelopeRejected`` for a refused post (nothing when nobody subscribes)."""
+        if not self.subscribers:
+            return
+        self.publish(
+            EnvelopeRejected(
+                at=self._now(),
+                session_id=_text(envelope.session_id),
+                sender_id=_text(envelope.sender_id),
+                event_type=_text(envelope.event_type),
+                code=_code(exc),
+                message=str(exc)[:REJECTED_MESSAGE_CHARS],
+            )
+        )
+
     def close(self) -> None:
         """End every stream (the hub is closing); subscribing afterwards gets an ended one."""
         self.closed = True
@@ -521,6 +594,8 @@ EVENT_TYPES: Final[frozenset[type]] = frozenset(
         SessionOpened,
         SessionClosed,
         EnvelopeAccepted,
+        EnvelopeRejected,
+        DispatchFailed,
         SessionActorCrashed,
         SessionActorRestarted,
         TaskChanged,

@@ -29,21 +29,19 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import Any, Final, Generic, Protocol, TypeVar
 
-import attrs
 import trio
 
 from .._errors import NetworkError, StoreError
+from ..actors import ActorRef
 from ..model import EV_EXPECTATION_VIOLATED, Envelope, Expectation, SessionMetadata, SessionState
-from ._core import Failed
+from ._core import HubCore
 from ._directory import SessionEntry
 from ._evaluators import DEFAULT_SECONDS, EVALUATORS, Evaluator, Late, Seen, evaluate, threshold
+from ._events import ExpectationViolation
 from ._session import HUB_KEYS
 from ._session_parts import HubPost
-
-if TYPE_CHECKING:
-    from ._hub import Hub
 
 log = logging.getLogger("troupe.hub")
 
@@ -53,21 +51,27 @@ EXPECT_NS: Final = "troupe.expectations"
 HANDLERS: Final = frozenset({"audit", "warn", "notify_session", "auto_close", "hide", "remove"})
 
 
-@attrs.frozen(kw_only=True)
-class ExpectationViolation:
-    """One expectation that fired in one session, as ``check_expectations`` reports it."""
+class SweptHub(Protocol):
+    """What the sweeper uses of its hub (``troupe.hub.Hub``; not imported: it holds this)."""
 
-    session_id: str
-    expectation: str
-    on_violation: str
-    violators: tuple[str, ...]
-    detail: dict[str, Any]
+    @property
+    def core(self) -> HubCore: ...
+
+    async def _running(self, entry: SessionEntry) -> ActorRef[Any, Any]: ...
+
+    async def _ask_session(self, session_id: str, msg: Any) -> Any: ...
+
+    async def close_session(self, session_id: str, *, reason: str = "") -> SessionMetadata: ...
 
 
-class Handler(Protocol):
+H = TypeVar("H", bound=SweptHub)
+H_contra = TypeVar("H_contra", contravariant=True)
+
+
+class Handler(Protocol[H_contra]):
     """A registered violation handler: ``await handler(hub, violation)``."""
 
-    def __call__(self, hub: Hub, violation: ExpectationViolation, /) -> Awaitable[object]: ...
+    def __call__(self, hub: H_contra, violation: ExpectationViolation, /) -> Awaitable[object]: ...
 
 
 def _detail(expectation: Expectation, seen: Seen, late: list[Late]) -> dict[str, Any]:
@@ -83,10 +87,10 @@ def _key(session_id: str, index: int, expectation: Expectation, late: Late) -> s
     return f"{session_id}|{index}|{expectation.name}|{late.agent_id}|{late.since.seq}"
 
 
-class ExpectationSweeper:
+class ExpectationSweeper(Generic[H]):
     """The state of a hub's expectation checks: which violations already fired."""
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: H) -> None:
         self._hub = hub
         self._lock = trio.Lock()  # a tick from the sweeper and one called directly never overlap
         self._fired: set[str] | None = None  # loaded from the store on the first tick
@@ -95,7 +99,7 @@ class ExpectationSweeper:
         #: name -> (evaluator, the state it runs in): the built-ins and registered ones.
         self.evaluators: dict[str, tuple[Evaluator, SessionState]] = dict(EVALUATORS)
         #: name -> a registered handler, or None for a built-in one (run by name below).
-        self.handlers: dict[str, Handler | None] = dict.fromkeys(HANDLERS)
+        self.handlers: dict[str, Handler[H] | None] = dict.fromkeys(HANDLERS)
 
     async def check(self) -> list[ExpectationViolation]:
         """Run one tick over every session (see the module docstring).
@@ -258,9 +262,7 @@ class ExpectationSweeper:
             audience=tuple(md.participant_ids()),
             idempotency_key=HUB_KEYS + "expectation:" + ",".join(keys),
         )
-        result = await self._hub._ask_session(md.session_id, HubPost(notice))
-        if isinstance(result, Failed):
-            raise result.error
+        await self._hub._ask_session(md.session_id, HubPost(notice))
 
     async def _mark(self, session_id: str, keys: list[str]) -> None:
         assert self._fired is not None

@@ -1,67 +1,161 @@
-"""``Hub``: the handle ``open_hub`` yields; its methods ask the hub and session actors.
+"""``Hub``: the handle ``open_hub`` yields; each hub operation is implemented here, once.
+
+Every operation is a request record of ``troupe.api`` and one handler here, keyed by the
+record's type (``HANDLERS``). ``Hub.call`` is the one path every caller takes: the seed-named
+methods below (``get_agent``, ``create_session``, …) build a record and call it in process,
+and the WebSocket dispatcher (``_rpc``) structures one from a request frame and calls it
+with the connection as ``caller``. ``call`` checks the record's fields with the one
+converter and, for a caller over a wire, the identity and owner the record declares.
 
 Reads (``get_agent``, ``get_session``, ``can_send``, …) read the published tables and never
-wait on an actor. Writes go to the one actor that owns the thing written.
+wait on an actor. Writes go to the one actor that owns the thing written. Posts go to the
+session's actor, started (recovered from the store) when it is not running; a post whose
+session crashed is retried once, then settled from the WAL, or refused as poison. Sessions
+that crash too often are closed here, as no actor is left to do it.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Sequence
+import logging
+import math
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
+import attrs
+import orjson
 import trio
 
 from .. import _tracing
 from .._errors import (
     AccessDeniedError,
     ActorDead,
-    DecodeError,
+    NetworkError,
     NotFoundError,
     ProtocolError,
     StoreError,
     TroupeError,
 )
-from ..actors import ActorRef
-from ..mailbox import DeadLetterBuffer
+from ..actors import ActorRef, Refused
+from ..api import (
+    Accepted,
+    CanSend,
+    CheckpointTask,
+    CloseSession,
+    CreateSession,
+    Endpoint,
+    FindAgentId,
+    FindEnvelopeByCausation,
+    GetAgent,
+    GetResume,
+    GetRule,
+    GetSession,
+    GetSkill,
+    GetTask,
+    ListAgents,
+    ListSessions,
+    ListTasks,
+    NamesFor,
+    ObserveTask,
+    PendingTurn,
+    PendingTurnsFor,
+    PostEnvelope,
+    ReadTaskCheckpoint,
+    ReadWal,
+    RecordObservation,
+    Register,
+    ReportTurnFailure,
+    Request,
+    SetResume,
+    SetRule,
+    SetSkill,
+    Unregister,
+    UpdateTask,
+    WalPage,
+)
+from ..mailbox import DeadLetter, DeadLetterBuffer
 from ..model import (
+    EV_SESSION_CLOSED,
+    EV_SESSION_EXPIRED,
     EV_TEXT,
     Envelope,
+    Passport,
+    Resume,
+    Rule,
     SessionMetadata,
     SessionState,
     StreamChunk,
+    TaskMetadata,
+    TaskState,
+    check_envelope,
+    check_json,
+    check_record,
+    unstructure,
 )
-from ..session_types import ViewPolicy
+from ..model._convert import is_due
+from ..model._lifecycle import SessionEvent, admit, next_state, post_event
+from ..session_types import AnySessionType, ViewPolicy
+from ..store import dedup_keys
 from ..supervisors import ChildSpec, Supervisor
 from . import _hub_messages as H
+from ._arbiters import Arbiter
 from ._audit import ReadAudit
 from ._auth import AuthRegistry
-from ._connection import Bind, Endpoint
-from ._core import Failed, HubCore
-from ._expectations import ExpectationSweeper
-from ._extensions import ExtensionCalls, ExtensionState
-from ._hub_registry import RegistryCalls
-from ._hub_sessions import SessionCalls
+from ._connection import Bind, Caller
+from ._core import HubCore
+from ._delivery import dispatch
+from ._directory import Gate, SessionEntry
+from ._evaluators import Evaluator
+from ._events import DEFAULT_CAPACITY, EventStream, ExpectationViolation
+from ._expectations import ExpectationSweeper, Handler
+from ._extensions import ExtensionState, check_callable, check_name
 from ._lanes import StreamStatistics
-from ._session_parts import (
-    EndSession,
-    SendInvites,
-)
-from ._stats import HubHealth, HubStatistics, PendingTurn
+from ._listeners import LISTENER_CAPACITY, run_listener
+from ._session import SessionActor, expire_tasks_of
+from ._session_parts import EndSession, Post, SendInvites, admit_addressing, admit_sender
+from ._stats import HubHealth, HubStatistics
 from ._streaming import fan_out
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+log = logging.getLogger("troupe.hub")
+
+R = TypeVar("R")
 
 #: How many of a session's last envelopes ``pending_turns_for`` looks through for a turn's
 #: trigger (its ``expected_at``); an older trigger gives the hub's clock instead.
 TRIGGER_LOOKBACK = 16
 #: How long ``Hub.health()`` waits for the store's answer before calling it unreachable.
 HEALTH_STORE_TIMEOUT_S = 1.0
+#: First and longest pause between attempts to close a crashed session the store refused.
+CLOSE_RETRY_S = 0.1
+CLOSE_RETRY_MAX_S = 5.0
+#: A ``read_wal`` answer over the wire holds at most this many envelopes, and stops after
+#: the envelope that takes it past ``READ_WAL_PAGE_BYTES`` of JSON (at least one envelope);
+#: ``more`` then says to ask again from the last seq (``HubClient.read_wal`` does).
+READ_WAL_PAGE_COUNT = 1000
+READ_WAL_PAGE_BYTES = 256 << 10
 
-#: The longest ``close_session`` reason (it travels in the close notice to every participant).
-MAX_REASON_CHARS = 1000
+_Handler = Callable[["Hub", Any, Caller | None], Awaitable[Any]]
+#: Request record type -> the one handler that implements it.
+HANDLERS: dict[type[Request[Any]], _Handler] = {}
+_F = TypeVar("_F", bound=Callable[..., Awaitable[Any]])
 
 
-class Hub(RegistryCalls, SessionCalls, ExtensionCalls):
+def handles(kind: type[Request[Any]]) -> Callable[[_F], _F]:
+    """Make the decorated ``Hub`` method the handler of requests of type ``kind``."""
+
+    def register(fn: _F) -> _F:
+        HANDLERS[kind] = fn
+        return fn
+
+    return register
+
+
+class Hub:
     """A running hub; use it only inside its ``open_hub`` block."""
 
     def __init__(self, core: HubCore, auth: AuthRegistry) -> None:
@@ -73,7 +167,10 @@ class Hub(RegistryCalls, SessionCalls, ExtensionCalls):
         self._root: Supervisor | None = None
         self._endpoints: dict[str, ActorRef[Any, Any]] = {}
         self._client_nursery: trio.Nursery | None = None
-        self._expectations = ExpectationSweeper(self)
+        #: Serves one connection (``_serve.serve_endpoint``, set by ``open_hub``, which
+        #: imports both: the connection's serving code depends on this handle, not back).
+        self._serve_endpoint: Callable[..., Awaitable[None]] | None = None
+        self._expectations: ExpectationSweeper[Hub] = ExpectationSweeper(self)
         self._ext = ExtensionState()
 
     @property
@@ -84,6 +181,385 @@ class Hub(RegistryCalls, SessionCalls, ExtensionCalls):
     def dead_letters(self) -> DeadLetterBuffer:
         """Poison envelopes and undeliverable messages, with their reasons."""
         return self._core.dead_letters
+
+    # -- the one path ------------------------------------------------------------------------
+
+    async def call(self, request: Request[R], *, caller: Caller | None = None) -> R:
+        """Run one request (a ``troupe.api`` record) and return its result.
+
+        The request is checked by the one converter first, as if it had come over the wire
+        (a field of the wrong type, or data that is not JSON, is the caller's
+        ``DecodeError`` naming it, never an actor's crash). With a ``caller`` (a connection)
+        the identity the request names as acting must be bound to it, and the owner the
+        request declares (a session's participants, a task's owner, as stored) must match.
+
+        Raises:
+          DecodeError: a field does not fit its type or range.
+          AccessDeniedError: the caller may not act as the identity, or on the record.
+          NetworkError, StoreError: what the operation refused with.
+        """
+        handler = HANDLERS.get(type(request))
+        if handler is None:
+            raise TypeError(f"not a hub request: {type(request).__name__}")
+        request = self._checked(request)
+        if caller is not None:
+            if request.for_each_bound and request.acting_id() is None:
+                each: R = await self._for_each_bound(request, caller, handler)
+                return each
+            self._authorise(request, caller)
+        result: R = await handler(self, request, caller)
+        return result
+
+    def _checked(self, request: Request[R]) -> Request[R]:
+        max_bytes = self._core.config.max_envelope_bytes
+        if type(request) is PostEnvelope:
+            # The post path's own check (a few type tests and one encode): the envelope is
+            # the whole request, and check_record would walk it twice more.
+            envelope = request.envelope
+            if not isinstance(envelope, Envelope):
+                raise TypeError(f"post_envelope takes an Envelope, got {type(envelope).__name__}")
+            try:
+                check_envelope(envelope, max_bytes)
+            except NetworkError as exc:
+                self._core.counters.rejected += 1
+                self._core.events.rejected(envelope, exc)
+                raise
+            return request  # type: ignore[return-value]
+        return check_record(request, max_bytes if request.stored else None)
+
+    def _authorise(self, request: Request[Any], caller: Caller) -> None:
+        """Check what ``request`` declares (``acting``, ``owner``) against ``caller``."""
+        agents = caller.agents
+        acting = request.acting_id()
+        if request.acting is not None and acting not in agents:
+            raise AccessDeniedError(f"this connection is not bound to agent {acting!r}")
+        if request.owner == "session":
+            session_id: str | None = getattr(request, "session_id")  # noqa: B009
+            if session_id is None:
+                return
+            md = self._core.directory.get(session_id).metadata
+            if acting is not None:
+                if md.role_of(acting) is None:
+                    raise AccessDeniedError(
+                        f"agent {self.name_for(acting)!r} is not a participant of session "
+                        f"{session_id}"
+                    )
+            elif not agents.intersection(md.participant_ids()):
+                raise AccessDeniedError(
+                    f"no identity of this connection is a participant of session {session_id}"
+                )
+        elif request.owner == "task":
+            task_id: str = getattr(request, "task_id")  # noqa: B009
+            task = self._core.tasks.get(task_id)
+            if task is None:
+                raise NotFoundError(f"task not found: {task_id!r}")
+            if task.owner_id not in agents:
+                raise AccessDeniedError(f"this connection is not bound to agent {task.owner_id!r}")
+
+    async def _for_each_bound(
+        self, request: Request[Any], caller: Caller, handler: _Handler
+    ) -> Any:
+        """A list request without its acting identity: once per identity bound to the
+        caller, merged (each item once), at most ``limit``."""
+        assert request.acting is not None
+        limit: int = getattr(request, "limit")  # noqa: B009
+        found: list[Any] = []
+        for agent_id in sorted(caller.agents):
+            mine = attrs.evolve(request, **{request.acting: agent_id})  # type: ignore[misc]
+            for item in await handler(self, mine, caller):
+                if item not in found:
+                    found.append(item)
+        return found[:limit]
+
+    # -- registry ----------------------------------------------------------------------------
+
+    async def register(
+        self,
+        passport: Passport,
+        resume: Resume | None = None,
+        *,
+        skill_md: str | None = None,
+        rule: Rule | None = None,
+    ) -> Passport:
+        """Register an identity; return its passport stamped with ``agent_id``.
+
+        Raises:
+          ProtocolError: the name is taken (the message names the existing id).
+          AuthError: the passport's auth scheme is unknown or its claim does not validate.
+        """
+        return await self.call(
+            Register(passport=passport, resume=resume or Resume(), skill_md=skill_md, rule=rule)
+        )
+
+    @handles(Register)
+    async def _register(self, request: Register, caller: Caller | None) -> Passport:
+        if caller is not None and request.passport.effective_kind == "remote_agent":
+            # A federation proxy's identity skips registration auth; only the hub's owner may
+            # make one (in process). Over a connection it would take any name without its key.
+            raise AccessDeniedError(
+                f"agent {request.passport.name!r}: a remote_agent passport is registered by "
+                "the hub itself, not over a connection"
+            )
+        stamped: Passport = await self._ask_hub(request)
+        if caller is not None:
+            # Registered over a connection: bound to it at once.
+            assert stamped.agent_id is not None
+            try:
+                await caller.ref.ask(Bind(stamped.agent_id))
+            except (NetworkError, StoreError) as refused:
+                await self.unregister_after_failed_bind(stamped.agent_id, refused)
+        return stamped
+
+    async def unregister_after_failed_bind(self, agent_id: str, cause: Exception) -> NoReturn:
+        """Roll back a registration whose first bind failed, so that it can be retried; then
+        raise ``cause``. If the rollback fails too, say how to get the identity back."""
+        try:
+            await self.unregister(agent_id)
+        except (StoreError, NotFoundError) as exc:
+            raise StoreError(
+                f"{cause}; agent {agent_id} was registered but not bound, and could not be "
+                f"rolled back ({exc}): attach it by name"
+            ) from cause
+        raise cause
+
+    async def unregister(self, agent_id: str) -> None:
+        """Forget an identity; its sessions and their WALs are kept. NotFoundError if unknown."""
+        await self.call(Unregister(agent_id=agent_id))
+
+    @handles(Unregister)
+    async def _unregister(self, request: Unregister, caller: Caller | None) -> None:
+        await self._ask_hub(request)
+        if caller is not None:
+            caller.agents.discard(request.agent_id)
+
+    async def get_agent(self, name_or_id: str) -> Passport:
+        return await self.call(GetAgent(name_or_id=name_or_id))
+
+    @handles(GetAgent)
+    async def _get_agent(self, request: GetAgent, caller: Caller | None) -> Passport:
+        await trio.lowlevel.checkpoint()
+        return self._core.registry.resolve(request.name_or_id).passport
+
+    async def get_resume(self, agent_id: str) -> Resume:
+        return await self.call(GetResume(agent_id=agent_id))
+
+    @handles(GetResume)
+    async def _get_resume(self, request: GetResume, caller: Caller | None) -> Resume:
+        await trio.lowlevel.checkpoint()
+        record = self._core.registry.agents.get(request.agent_id)
+        if record is None:
+            raise NotFoundError(f"resume not found: {request.agent_id!r}")
+        return record.resume
+
+    async def get_skill(self, agent_id: str) -> str | None:
+        return await self.call(GetSkill(agent_id=agent_id))
+
+    @handles(GetSkill)
+    async def _get_skill(self, request: GetSkill, caller: Caller | None) -> str | None:
+        await trio.lowlevel.checkpoint()
+        record = self._core.registry.agents.get(request.agent_id)
+        return record.skill_md if record is not None else None
+
+    async def get_rule(self, agent_id: str) -> Rule:
+        return await self.call(GetRule(agent_id=agent_id))
+
+    @handles(GetRule)
+    async def _get_rule(self, request: GetRule, caller: Caller | None) -> Rule:
+        await trio.lowlevel.checkpoint()
+        return self._core.registry.record(request.agent_id).rule
+
+    async def set_resume(self, agent_id: str, resume: Resume) -> None:
+        await self.call(SetResume(agent_id=agent_id, resume=resume))
+
+    async def set_skill(self, agent_id: str, skill_md: str | None) -> None:
+        await self.call(SetSkill(agent_id=agent_id, skill_md=skill_md))
+
+    async def set_rule(self, agent_id: str, rule: Rule) -> None:
+        await self.call(SetRule(agent_id=agent_id, rule=rule))
+
+    @handles(SetResume)
+    @handles(SetSkill)
+    @handles(SetRule)
+    @handles(RecordObservation)
+    @handles(ObserveTask)
+    @handles(CheckpointTask)
+    @handles(ReadTaskCheckpoint)
+    async def _hub_actor_owns(self, request: Request[Any], caller: Caller | None) -> Any:
+        """The requests the hub actor answers as they are (it owns the tables they change)."""
+        return await self._ask_hub(request)  # type: ignore[arg-type]
+
+    async def list_agents(
+        self,
+        *,
+        capability: str | None = None,
+        query: str | None = None,
+        kind: str | None = None,
+        sort_by: str | None = None,
+        limit: int = 50,
+    ) -> list[Passport]:
+        return await self.call(
+            ListAgents(capability=capability, query=query, kind=kind, sort_by=sort_by, limit=limit)
+        )
+
+    @handles(ListAgents)
+    async def _list_agents(self, request: ListAgents, caller: Caller | None) -> list[Passport]:
+        await trio.lowlevel.checkpoint()
+        return self._core.registry.search(
+            capability=request.capability,
+            query=request.query,
+            kind=request.kind,
+            sort_by=request.sort_by,
+            limit=request.limit,
+        )
+
+    def agents_with_capability(self, capability: str) -> list[str]:
+        return self._core.registry.with_capability(capability)
+
+    def name_for(self, agent_id: str) -> str:
+        return self._core.registry.name_for(agent_id)
+
+    def find_agent_id(self, name: str) -> str | None:
+        return self._core.registry.find_agent_id(name)
+
+    async def find_agent(self, name: str) -> str | None:
+        """:meth:`find_agent_id`, awaitable (the same call as on a remote hub)."""
+        return await self.call(FindAgentId(name=name))
+
+    @handles(FindAgentId)
+    async def _find_agent(self, request: FindAgentId, caller: Caller | None) -> str | None:
+        await trio.lowlevel.checkpoint()
+        return self._core.registry.find_agent_id(request.name)
+
+    @handles(NamesFor)
+    async def _names_for(self, request: NamesFor, caller: Caller | None) -> dict[str, str]:
+        await trio.lowlevel.checkpoint()
+        return {agent_id: self.name_for(agent_id) for agent_id in request.agent_ids}
+
+    async def learn_names(self, agent_ids: Sequence[str]) -> None:
+        """Nothing to fetch in process (a remote hub caches names for ``name_for``)."""
+        await trio.lowlevel.checkpoint()
+
+    async def record_observation(
+        self,
+        *,
+        owner_id: str,
+        capability: str,
+        outcome: TaskState,
+        latency_ms: int | None = None,
+        task_id: str | None = None,
+    ) -> None:
+        await self.call(
+            RecordObservation(
+                owner_id=owner_id,
+                capability=capability,
+                outcome=outcome,
+                latency_ms=latency_ms,
+                task_id=task_id,
+            )
+        )
+
+    # -- session types -----------------------------------------------------------------------
+
+    def register_session_type(self, stype: AnySessionType) -> None:
+        """Add (or replace) a session type; existing sessions keep the type they started with."""
+        self._core.session_types[(stype.name, stype.version)] = stype
+
+    # -- tasks -------------------------------------------------------------------------------
+
+    async def observe_task(self, metadata: TaskMetadata) -> None:
+        """Track a task (audited: ``task_observed``); a known one is merged into (its state
+        changes are audited: ``task_state_changed``, and ``task_terminated`` at the end)."""
+        if isinstance(metadata, TaskMetadata):
+            check_json(metadata.result, "result", record="TaskMetadata")
+        await self.call(ObserveTask(task=metadata))
+
+    async def update_task(
+        self,
+        task_id: str,
+        *,
+        state: TaskState | None = None,
+        progress: dict[str, object] | None = None,
+        result: object | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Update a task that is not terminal yet (a terminal one is left as it is).
+
+        A change of state is audited (``task_state_changed``, and ``task_terminated`` when it
+        ends); an update of progress, result or error alone is not, so a task reporting
+        progress often does not flood the audit log.
+
+        Raises:
+          NotFoundError: no such task.
+          DecodeError: a value is not of its type, or not JSON data.
+        """
+        check_json(result, "result", record="UpdateTask")
+        await self.call(
+            UpdateTask(
+                task_id=task_id,
+                state=state,
+                progress=dict(progress) if progress is not None else None,
+                result=result,
+                error=error,
+            )
+        )
+
+    @handles(UpdateTask)
+    async def _update_task(self, request: UpdateTask, caller: Caller | None) -> None:
+        await self._ask_hub(request)
+
+    async def get_task(self, task_id: str) -> TaskMetadata:
+        return await self.call(GetTask(task_id=task_id))
+
+    @handles(GetTask)
+    async def _get_task(self, request: GetTask, caller: Caller | None) -> TaskMetadata:
+        await trio.lowlevel.checkpoint()
+        task = self._core.tasks.get(request.task_id)
+        if task is None:
+            raise NotFoundError(f"task not found: {request.task_id!r}")
+        return task
+
+    async def list_tasks(
+        self,
+        *,
+        agent_id: str | None = None,
+        session_id: str | None = None,
+        state: TaskState | None = None,
+        limit: int = 50,
+    ) -> list[TaskMetadata]:
+        return await self.call(
+            ListTasks(agent_id=agent_id, session_id=session_id, state=state, limit=limit)
+        )
+
+    @handles(ListTasks)
+    async def _list_tasks(self, request: ListTasks, caller: Caller | None) -> list[TaskMetadata]:
+        await trio.lowlevel.checkpoint()
+        out: list[TaskMetadata] = []
+        for task in self._core.tasks.values():
+            if len(out) >= request.limit:
+                break
+            if request.agent_id is not None and task.owner_id != request.agent_id:
+                continue
+            if request.session_id is not None and task.session_id != request.session_id:
+                continue
+            if request.state is not None and task.state is not request.state:
+                continue
+            out.append(task)
+        return out
+
+    async def checkpoint_task(self, task_id: str, state: dict[str, Any]) -> None:
+        await self.call(CheckpointTask(task_id=task_id, state=state))
+
+    async def read_task_checkpoint(self, task_id: str) -> dict[str, Any] | None:
+        return await self.call(ReadTaskCheckpoint(task_id=task_id))
+
+    async def _ask_hub(self, msg: H.HubMsg) -> Any:
+        """Ask the hub actor (the message was checked by ``call``); raise what it refused with.
+
+        A crash of the hub actor counts against the root supervisor: what reaches it is
+        checked first, so a caller's bad value is the caller's error, not a crash.
+        """
+        assert self._core.hub_ref is not None
+        return await self._core.hub_ref.ask(msg)  # a refusal raises here (Refused)
 
     # -- sessions ----------------------------------------------------------------------------
 
@@ -112,9 +588,8 @@ class Hub(RegistryCalls, SessionCalls, ExtensionCalls):
           ProtocolError: bad participants or knobs, an invite was rejected, or the acks did
             not arrive within ``invite_ack_timeout`` (the session is then CLOSED).
         """
-        self._check_arbiter(manifest_type, knobs)
-        md: SessionMetadata = await self._call(
-            H.CreateSession(
+        return await self.call(
+            CreateSession(
                 creator_id=creator_id,
                 manifest_type=manifest_type,
                 manifest_version=manifest_version,
@@ -126,14 +601,19 @@ class Hub(RegistryCalls, SessionCalls, ExtensionCalls):
                 labels=labels,
             )
         )
+
+    @handles(CreateSession)
+    async def _create_session(
+        self, request: CreateSession, caller: Caller | None
+    ) -> SessionMetadata:
+        self._check_arbiter(request.manifest_type, request.knobs)
+        md: SessionMetadata = await self._ask_hub(request)
         if _tracing.ACTIVE is not None:
             _tracing.ACTIVE.session_opened(md)
         sid = md.session_id
         entry = self._core.directory.get(sid)
         try:
-            result = await self._ask_session(sid, SendInvites())
-            if isinstance(result, Failed):
-                raise result.error
+            await self._ask_session(sid, SendInvites())
         except (ProtocolError, StoreError, ActorDead):
             # Not every invite may have gone out: nobody should wait for the acks (if this
             # close fails too, the sweeper closes the session at its handshake deadline).
@@ -171,8 +651,12 @@ class Hub(RegistryCalls, SessionCalls, ExtensionCalls):
         return ", ".join(out)
 
     async def get_session(self, session_id: str) -> SessionMetadata:
+        return await self.call(GetSession(session_id=session_id))
+
+    @handles(GetSession)
+    async def _get_session(self, request: GetSession, caller: Caller | None) -> SessionMetadata:
         await trio.lowlevel.checkpoint()
-        return self._core.directory.get(session_id).metadata
+        return self._core.directory.get(request.session_id).metadata
 
     async def list_sessions(
         self,
@@ -187,9 +671,22 @@ class Hub(RegistryCalls, SessionCalls, ExtensionCalls):
         Terminal sessions are left out unless ``include_terminal`` or a terminal ``state``
         is asked for.
         """
+        return await self.call(
+            ListSessions(
+                agent_id=agent_id, state=state, include_terminal=include_terminal, limit=limit
+            )
+        )
+
+    @handles(ListSessions)
+    async def _list_sessions(
+        self, request: ListSessions, caller: Caller | None
+    ) -> list[SessionMetadata]:
         await trio.lowlevel.checkpoint()
         return self._core.directory.select(
-            agent_id=agent_id, state=state, include_terminal=include_terminal, limit=limit
+            agent_id=request.agent_id,
+            state=request.state,
+            include_terminal=request.include_terminal,
+            limit=request.limit,
         )
 
     async def close_session(self, session_id: str, *, reason: str = "") -> SessionMetadata:
@@ -201,18 +698,17 @@ class Hub(RegistryCalls, SessionCalls, ExtensionCalls):
           StoreError: the store refused the close notice; the session stays as it was.
           ProtocolError: also when the session crashed twice while closing.
         """
-        if type(reason) is not str or len(reason) > MAX_REASON_CHARS:
-            raise DecodeError(
-                f"close_session reason: expected a string of at most {MAX_REASON_CHARS} "
-                f"characters, got {reason!r:.80}",
-                record="close_session",
-                field="reason",
-            )
-        entry = self._core.directory.get(session_id)
+        return await self.call(CloseSession(session_id=session_id, reason=reason))
+
+    @handles(CloseSession)
+    async def _close_session(self, request: CloseSession, caller: Caller | None) -> SessionMetadata:
+        entry = self._core.directory.get(request.session_id)
         if entry.metadata.state.terminal:
             await trio.lowlevel.checkpoint()
             return entry.metadata
-        return await self._end_session(session_id, EndSession(reason or "explicit_close"))
+        return await self._end_session(
+            request.session_id, EndSession(request.reason or "explicit_close")
+        )
 
     async def read_wal(
         self, session_id: str, *, since: int = 0, until: int | None = None
@@ -225,8 +721,29 @@ class Hub(RegistryCalls, SessionCalls, ExtensionCalls):
         Raises:
           NotFoundError: no such session.
         """
-        wal: list[Envelope] = await self._call(H.ReadWal(session_id, since, until))
-        return wal
+        page = await self.call(ReadWal(session_id=session_id, since=since, until=until))
+        return page.envelopes
+
+    @handles(ReadWal)
+    async def _read_wal(self, request: ReadWal, caller: Caller | None) -> WalPage:
+        if caller is None:  # in process: the whole range at once
+            return WalPage(envelopes=await self._ask_hub(request), more=False)
+        # Over a wire: one bounded page (its answer is one frame).
+        since, until = request.since, request.until
+        last = since + READ_WAL_PAGE_COUNT
+        bounded = attrs.evolve(request, until=last if until is None else min(until, last))
+        wal: list[Envelope] = await self._ask_hub(bounded)
+        page: list[Envelope] = []
+        size = 0
+        for envelope in wal:
+            page.append(envelope)
+            size += len(orjson.dumps(unstructure(envelope)))
+            if size >= READ_WAL_PAGE_BYTES:
+                break
+        more = bool(page) and (until is None or page[-1].seq < until)
+        if more and len(page) == len(wal) and len(wal) < READ_WAL_PAGE_COUNT:
+            more = False  # the store had no more than this
+        return WalPage(envelopes=page, more=more)
 
     def can_send(self, session_id: str, sender_id: str, *, event_type: str | None = None) -> bool:
         """Whether the session type would accept a post of ``event_type`` from the sender now.
@@ -261,8 +778,14 @@ class Hub(RegistryCalls, SessionCalls, ExtensionCalls):
         self, session_id: str, sender_id: str, *, event_type: str | None = None
     ) -> bool:
         """:meth:`can_send`, awaitable (the same call as on a remote hub)."""
+        return await self.call(
+            CanSend(session_id=session_id, sender_id=sender_id, event_type=event_type)
+        )
+
+    @handles(CanSend)
+    async def _can_send(self, request: CanSend, caller: Caller | None) -> bool:
         await trio.lowlevel.checkpoint()
-        return self.can_send(session_id, sender_id, event_type=event_type)
+        return self.can_send(request.session_id, request.sender_id, event_type=request.event_type)
 
     def session_state(self, session_id: str) -> Any:
         """The session type's last published state (None before the session was loaded)."""
@@ -277,6 +800,10 @@ class Hub(RegistryCalls, SessionCalls, ExtensionCalls):
             )
         return entry.stype.default_view_policy(entry.metadata, participant_id)
 
+    def session_type(self, name: str, version: int) -> AnySessionType | None:
+        """The session type registered as ``name`` at ``version``, if any."""
+        return self._core.session_type(name, version)
+
     async def pending_turns_for(
         self, agent_id: str, *, session_id: str | None = None
     ) -> list[PendingTurn]:
@@ -285,6 +812,13 @@ class Hub(RegistryCalls, SessionCalls, ExtensionCalls):
         With ``session_id``, only that session is looked at (what a turn handler asks on
         every delivery).
         """
+        return await self.call(PendingTurnsFor(agent_id=agent_id, session_id=session_id))
+
+    @handles(PendingTurnsFor)
+    async def _pending_turns_for(
+        self, request: PendingTurnsFor, caller: Caller | None
+    ) -> list[PendingTurn]:
+        agent_id, session_id = request.agent_id, request.session_id
         turns = []
         directory = self._core.directory
         entries = (
@@ -331,6 +865,18 @@ class Hub(RegistryCalls, SessionCalls, ExtensionCalls):
           NotFoundError: the session is unknown.
           AccessDeniedError: ``sender_id`` is not a participant of it.
         """
+        return await self.call(
+            FindEnvelopeByCausation(
+                session_id=session_id, sender_id=sender_id, causation_id=causation_id
+            )
+        )
+
+    @handles(FindEnvelopeByCausation)
+    async def _find_envelope_by_causation(
+        self, request: FindEnvelopeByCausation, caller: Caller | None
+    ) -> Envelope | None:
+        session_id, sender_id = request.session_id, request.sender_id
+        causation_id = request.causation_id
         entry = self._core.directory.get(session_id)
         self._check_participant(entry.metadata, sender_id)
         if entry.dedup is None or not entry.running:
@@ -351,7 +897,7 @@ class Hub(RegistryCalls, SessionCalls, ExtensionCalls):
         if complete:
             return None
         # Older than the session's dedup window: the store's index has it.
-        hit = await self._call(H.FindAnswer(session_id, sender_id, causation_id))
+        hit = await self._ask_hub(H.FindAnswer(session_id, sender_id, causation_id))
         if hit is None:
             return None
         found = await self.read_wal(session_id, since=hit[1] - 1, until=hit[1])
@@ -366,26 +912,29 @@ class Hub(RegistryCalls, SessionCalls, ExtensionCalls):
           NotFoundError: the session is unknown.
           AccessDeniedError: ``agent_id`` is not a participant of it (nothing is recorded).
         """
-        await trio.lowlevel.checkpoint()
-        self.audit_turn_failure(
-            session_id=session_id,
-            agent_id=agent_id,
-            envelope_id=envelope_id,
-            exc_type=type(exc).__name__,
-            exc_message=str(exc),
+        await self.call(
+            ReportTurnFailure(
+                session_id=session_id,
+                agent_id=agent_id,
+                envelope_id=envelope_id,
+                exc_type=type(exc).__name__,
+                exc_message=str(exc),
+            )
         )
 
-    def audit_turn_failure(
-        self, *, session_id: str, agent_id: str, envelope_id: str, exc_type: str, exc_message: str
-    ) -> None:
-        self._check_participant(self._core.directory.get(session_id).metadata, agent_id)
+    @handles(ReportTurnFailure)
+    async def _report_turn_failure(self, request: ReportTurnFailure, caller: Caller | None) -> None:
+        await trio.lowlevel.checkpoint()
+        self._check_participant(
+            self._core.directory.get(request.session_id).metadata, request.agent_id
+        )
         self._core.audit(
             "turn_failed",
-            session_id=session_id,
-            agent_id=agent_id,
-            envelope_id=envelope_id,
-            exc_type=exc_type,
-            exc_message=exc_message,
+            session_id=request.session_id,
+            agent_id=request.agent_id,
+            envelope_id=request.envelope_id,
+            exc_type=request.exc_type,
+            exc_message=request.exc_message,
         )
 
     def _check_participant(self, md: SessionMetadata, agent_id: str) -> None:
@@ -395,17 +944,378 @@ class Hub(RegistryCalls, SessionCalls, ExtensionCalls):
                 f"session {md.session_id}"
             )
 
+    # -- posting ----------------------------------------------------------------------------
+
+    async def post_envelope(self, envelope: Envelope) -> str:
+        """Validate, stamp and durably append ``envelope``; return its ``envelope_id``.
+
+        The caller's object is not changed. A repeat (same ``idempotency_key``, or the same
+        sender answering the same ``causation_id`` with the same event type) returns the
+        original id and appends nothing.
+
+        Raises:
+          NotFoundError, AccessDeniedError, RateLimited, InboxFull, ProtocolError: the post
+            was refused and the WAL is untouched.
+          DecodeError: a field is not of its type, or ``event_data`` is not JSON data
+            (see ``troupe.model.check_envelope``); ``field`` names it.
+          StoreError: the store failed; nothing was appended.
+        """
+        return (await self.post(envelope)).envelope_id
+
+    async def post(self, envelope: Envelope) -> Accepted:
+        """Like :meth:`post_envelope`, returning the ``envelope_id``, ``seq`` and ``duplicate``."""
+        return await self.call(PostEnvelope(envelope=envelope))
+
+    @handles(PostEnvelope)
+    async def _post_envelope(self, request: PostEnvelope, caller: Caller | None) -> Accepted:
+        # ``call`` checked the envelope (check_envelope) before any actor sees it: the one
+        # check of the caller's fields, for posts in process and over the wire alike.
+        try:
+            result = await self._post(request.envelope)
+        except NetworkError as exc:
+            # Refused here, not by the session actor (which counts its own refusals): an
+            # unknown sender or session, an ended session, one given up on, poison.
+            self._core.counters.rejected += 1
+            self._core.events.rejected(request.envelope, exc)
+            raise
+        if isinstance(result, Refused):
+            self._core.events.rejected(request.envelope, result.error)
+            raise result.error
+        return result
+
+    async def _post(self, envelope: Envelope) -> Accepted | Refused:
+        core = self._core
+        sid = envelope.session_id
+        if core.stopping:
+            raise ProtocolError("the hub is shutting down: no new posts are accepted")
+        if envelope.sender_id not in core.registry:  # checked first (reference §1.3-C)
+            raise NotFoundError(f"sender not registered: {envelope.sender_id!r}")
+        entry = core.directory.get(sid)
+        # The id is the post's identity across a retry; the session actor stamps it (with
+        # seq and created_at) on its own copy, so the caller's envelope is never changed.
+        envelope_id = core.new_id()
+        floor = entry.last_seq  # if this post gets appended, it is after this seq
+        crash: ActorDead | None = None
+        crashes = 0
+        for attempt in (1, 2):
+            if crash is not None and (
+                entry.metadata.state.terminal or entry.given_up or core.stopping
+            ):
+                break  # the session will not be asked again: the WAL settles the post
+            if entry.metadata.state.terminal:
+                # A repeat of a post that was accepted (and maybe closed the session, as a
+                # consulting reply does) gets its original id back: exactly once wins over
+                # the reference's order of checks (terminal before dedup).
+                earlier = await self._accepted_before(entry, envelope, None)
+                if earlier is not None:
+                    return earlier
+                self._refuse_if_terminal(entry, envelope)
+            ref = await self._running(entry)
+            try:
+                accepted: Accepted = await ref.ask(Post(envelope, envelope_id, attempt, floor))
+            except ActorDead as exc:
+                crash = exc
+                crashes += 1
+                continue
+            except (NetworkError, StoreError) as exc:
+                # Refused (and counted) by the session actor: raised by the caller, uncounted.
+                return Refused(exc)
+            return accepted
+        assert crash is not None
+        return await self._after_crashes(entry, envelope, envelope_id, floor, crash, crashes)
+
+    async def _after_crashes(
+        self,
+        entry: SessionEntry,
+        envelope: Envelope,
+        envelope_id: str,
+        floor: int,
+        crash: ActorDead,
+        crashes: int,
+    ) -> Accepted:
+        """Settle a post whose session crashed and will not be asked again.
+
+        A crash after the append leaves the post durable: the WAL after ``floor`` says
+        whether it is there. If it is, it was accepted; if not, it is refused, as poison
+        when it crashed the session twice.
+        """
+        core = self._core
+        sid = entry.session_id
+        try:
+            tail = await core.store.read(sid, since=floor)
+        except StoreError as exc:
+            raise StoreError(
+                f"envelope {envelope_id} crashed session {sid}, and whether it was "
+                f"appended is unknown (the WAL could not be read: {exc})"
+            ) from exc
+        for old in tail:
+            if old.envelope_id == envelope_id:
+                return Accepted(old.envelope_id, old.seq)  # this very post: not a repeat
+        if entry.metadata.state.terminal:
+            earlier = await self._accepted_before(entry, envelope, None)
+            if earlier is not None:
+                return earlier
+            self._refuse_if_terminal(entry, envelope)
+        if core.stopping:  # stopped with the hub, not crashed: the post was not appended
+            raise ProtocolError(
+                f"the hub is shutting down: envelope {envelope_id} was not accepted"
+            ) from crash
+        if crashes < 2:  # its first crash was the session's last: not proven poison
+            raise ProtocolError(f"session {sid} crashed too often and is being closed")
+        core.counters.poison += 1
+        poison = attrs.evolve(envelope, envelope_id=envelope_id, seq=0, created_at="")
+        core.dead_letters(DeadLetter(message=poison, reason="poison", mailbox=sid))
+        core.audit("poison_envelope", session_id=sid, envelope_id=envelope_id)
+        raise ProtocolError(
+            f"envelope {envelope_id} ({envelope.event_type} from {envelope.sender_id}) "
+            f"crashed session {sid} twice; rejected as poison"
+        ) from crash
+
+    async def _accepted_before(
+        self, entry: SessionEntry, envelope: Envelope, envelope_id: str | None
+    ) -> Accepted | None:
+        keys = tuple(dedup_keys(envelope))
+        if not keys and envelope_id is None:
+            return None
+        found = await self._ask_hub(H.FindAccepted(entry.session_id, keys, envelope_id))
+        if found is None:
+            return None
+        self._core.counters.duplicates += 1
+        return Accepted(found[0], found[1], duplicate=True)
+
+    def _refuse_if_terminal(self, entry: SessionEntry, env: Envelope) -> None:
+        """Refuse a post into a terminal session (it has no actor) with the error its actor
+        would give, in the same order of checks."""
+        md = entry.metadata
+        if not md.state.terminal:
+            return
+        sender, rule = admit_sender(self._core, md, env)
+        admit_addressing(self._core, md, env, sender, rule)
+        admit(md.session_id, md.state, md.close_reason, post_event(env.event_type))
+
+    # -- sessions' actors --------------------------------------------------------------------
+
+    async def _running(self, entry: SessionEntry) -> ActorRef[Any, Any]:
+        """The session's actor, started (recovered from the store) if it is not running.
+
+        A running session with nobody queued at its gate is returned at once, without a
+        checkpoint, so the caller's message enters the mailbox in call order. Otherwise the
+        caller queues at the gate (FIFO) while the actor passivates or starts; see
+        ``_passivation.py``. Every call counts as a use of the session.
+        """
+        if entry.gate is None and entry.running:
+            assert entry.ref is not None
+            self._core.directory.touch(entry, trio.current_time())
+            return entry.ref
+        gate = entry.gate = entry.gate or Gate()
+        gate.users += 1
+        try:
+            async with gate.lock:
+                return await self._start_session(entry, gate)
+        finally:
+            gate.users -= 1
+            if not gate.users and gate.passivating is None and entry.gate is gate:
+                entry.gate = None
+
+    async def _start_session(self, entry: SessionEntry, gate: Gate) -> ActorRef[Any, Any]:
+        core = self._core
+        while True:
+            if gate.passivating is not None:
+                await gate.passivating.wait()
+                continue
+            if entry.running:
+                assert entry.ref is not None
+                core.directory.touch(entry, trio.current_time())
+                return entry.ref
+            if entry.given_up:
+                # close_crashed is on its way; a new actor would race its close notice.
+                raise ProtocolError(
+                    f"session {entry.session_id} crashed too often and is being closed"
+                )
+            md = entry.metadata
+            if md.state.terminal:
+                # It ended while this caller queued at the gate (a close, a give-up).
+                reason = md.close_reason or "no reason"
+                raise ProtocolError(f"session {md.session_id} is {md.state.value} ({reason})")
+            assert self._sessions is not None, "the hub is not running"
+            try:
+                ref = await self._sessions.start_child(self._session_spec(entry))
+            except StoreError:
+                raise
+            except Exception as exc:
+                # Its recovery failed (a session type that cannot fold its WAL, ...): this
+                # session is unusable until that is fixed; nothing else is affected.
+                log.error("session %s could not be started", entry.session_id, exc_info=exc)
+                self._core.audit(
+                    "session_recovery_failed", session_id=entry.session_id, error=repr(exc)
+                )
+                raise ProtocolError(
+                    f"session {entry.session_id} could not be started from its WAL: {exc!r}"
+                ) from exc
+            if not entry.metadata.state.terminal:
+                entry.ref = ref  # else its recovery found it ended, or ended it: it stops
+            if entry.passivated:
+                entry.passivated = False
+                core.counters.rehydrations += 1
+
+    def _session_spec(self, entry: SessionEntry) -> ChildSpec:
+        core = self._core
+        sid = entry.session_id
+        incarnations = 0
+
+        def make() -> SessionActor:
+            nonlocal incarnations
+            incarnations += 1
+            return SessionActor(core, sid, restarted=incarnations > 1)
+
+        return ChildSpec(sid, make, restart="transient", shutdown_s=5.0)
+
+    async def _ask_session(self, session_id: str, msg: Any) -> Any:
+        """Ask the session actor, once more if it crashed; raise ProtocolError if it crashed
+        twice (the metadata if it ended meanwhile). A refusal of the actor raises here."""
+        entry = self._core.directory.get(session_id)
+        crash: ActorDead | None = None
+        for _ in range(2):
+            try:
+                return await (await self._running(entry)).ask(msg)
+            except ActorDead as exc:
+                if entry.metadata.state.terminal:
+                    return entry.metadata
+                crash = exc
+        error = ProtocolError(
+            f"session {session_id} crashed twice handling {type(msg).__name__}; it is "
+            f"{entry.metadata.state.value}"
+        )
+        raise error from crash
+
+    async def _end_session(self, session_id: str, msg: EndSession) -> SessionMetadata:
+        """Ask the session to end; raise the StoreError that kept it from ending, if any."""
+        md: SessionMetadata = await self._ask_session(session_id, msg)
+        return md
+
+    def audit_crash(self, session_id: str, error: Exception, restarting: bool) -> None:
+        """Audit a crash of a session's actor (the session supervisor's ``on_crash``).
+
+        Every crash gets a ``session_actor_crashed`` record, written before the restart (or
+        the give-up, ``session_crashed``) it leads to.
+        """
+        self._core.audit(
+            "session_actor_crashed",
+            session_id=session_id,
+            exc_type=type(error).__name__,
+            exc_message=str(error),
+            restarting=restarting,
+        )
+
+    async def close_crashed(self, session_id: str, crash: BaseException | None) -> None:
+        """Close a session whose actor crashed too often (no actor is left to do it)."""
+        core = self._core
+        entry = core.directory.get(session_id)
+        core.counters.sessions_crashed += 1
+        core.counters.keep_session_high_water(entry.ref)  # a crashed actor ran no on_stop
+        core.audit("session_crashed", session_id=session_id, error=repr(crash))
+        if entry.metadata.state.terminal:
+            entry.retire()
+            return
+        delay = CLOSE_RETRY_S
+        while True:
+            try:
+                await self._close_crashed(entry)
+            except (StoreError, ActorDead) as exc:
+                # Runs in the session supervisor's nursery: raising would take every session
+                # down. The session stays refused (``given_up``) until its close lands.
+                log.error("closing crashed session %s failed (retrying): %s", session_id, exc)
+            else:
+                return
+            await trio.sleep(delay)
+            delay = min(delay * 2, CLOSE_RETRY_MAX_S)
+
+    async def _close_crashed(self, entry: SessionEntry) -> None:
+        core = self._core
+        session_id = entry.session_id
+        md = entry.metadata
+        last = await core.store.last_seq(session_id)
+        tail = await core.store.read(session_id, since=max(0, last - 1))
+        stored = await core.store.get_session(session_id)
+        if tail and tail[-1].event_type in (EV_SESSION_CLOSED, EV_SESSION_EXPIRED) and stored:
+            # An earlier attempt's append landed although it reported a failure.
+            notice, md = tail[-1], stored
+        else:
+            md = attrs.evolve(
+                md,
+                state=next_state(md.state, SessionEvent.CLOSE),
+                close_reason="crashed",
+                closed_at=core.now_iso(),
+            )
+            notice = Envelope(
+                session_id=session_id,
+                sender_id=md.creator_id,
+                event_type=EV_SESSION_CLOSED,
+                event_data={"reason": "crashed", "session_id": session_id},
+                audience=tuple(md.participant_ids()),
+                envelope_id=core.new_id(),
+                seq=last + 1,
+                created_at=core.now_iso(),
+            )
+            await core.store.append(session_id, [notice], metadata=md)
+        # The actor died without publishing what it folded last: no state is better than a
+        # stale one (a closed session's state is None after a hub restart too).
+        entry.publish(md, None, notice.seq)
+        entry.retire()
+        core.directory.ended(md)
+        dispatch(core, md, notice)
+        if core.events.subscribers:
+            core.events.accepted(notice)
+        core.audit("session_closed", session_id=session_id, reason="crashed")
+        await expire_tasks_of(core, session_id)
+
+    async def expire_due(self) -> None:
+        """Expire sessions and tasks past their TTL; time out PENDING handshakes (the sweeper)."""
+        core = self._core
+        now = core.now()
+        for entry in list(core.directory.sessions.values()):
+            md = entry.metadata
+            if md.state.terminal:
+                continue
+            try:
+                if md.expires_at is not None and is_due(md.expires_at, now):
+                    await self._end_session(
+                        md.session_id, EndSession("ttl_expired", SessionState.EXPIRED)
+                    )
+                elif (
+                    md.state is SessionState.PENDING
+                    and md.handshake_deadline is not None
+                    and is_due(md.handshake_deadline, now)
+                ):
+                    await self._end_session(
+                        md.session_id, EndSession("invite_timeout", only_if_pending=True)
+                    )
+            except (NotFoundError, ProtocolError, StoreError) as exc:
+                log.warning("expiring session %s failed: %s", md.session_id, exc)
+        await self._ask_hub(H.ExpireTasks(now))
+
+    async def check_expectations(self) -> list[ExpectationViolation]:
+        """Evaluate every live session's expectations now and run the new violations' handlers.
+
+        The expectation sweeper's tick (every ``expectation_sweep_interval`` seconds); each
+        violation fires once per violator and episode, also across restarts (see
+        ``troupe.hub._expectations``).
+
+        Returns:
+            The violations that fired.
+        """
+        return await self._expectations.check()
+
     # -- endpoints ---------------------------------------------------------------------------
 
     async def attach_endpoint(self, endpoint: Endpoint) -> str:
         """Serve a new connection (its frames, its deliveries); return its endpoint id."""
-        from ._serve import serve_endpoint
-
         assert self._connections is not None, "the hub is not running"
+        assert self._serve_endpoint is not None, "the hub is not running"
         await self._connections.start_child(
             ChildSpec(
                 endpoint.endpoint_id,
-                partial(serve_endpoint, self, endpoint),
+                partial(self._serve_endpoint, self, endpoint),
                 restart="temporary",
             )
         )
@@ -434,9 +1344,7 @@ class Hub(RegistryCalls, SessionCalls, ExtensionCalls):
         if conn is None:
             raise NotFoundError(f"endpoint not attached: {endpoint_id!r}")
         self._core.registry.record(agent_id)
-        result = await conn.ask(Bind(agent_id, since, takeover=takeover))
-        if isinstance(result, Failed):
-            raise result.error
+        await conn.ask(Bind(agent_id, since, takeover=takeover))
 
     async def host(self, fn: Any, *args: Any) -> Any:
         """Run ``await nursery.start(fn, *args)`` in the hub's nursery for in-process clients.
@@ -537,10 +1445,193 @@ class Hub(RegistryCalls, SessionCalls, ExtensionCalls):
         """Audit records after the first ``since``, oldest first (queued ones included)."""
         assert self._core.audit_ref is not None
         records = await self._core.audit_ref.ask(ReadAudit(since, limit))
-        if isinstance(records, Failed):
-            raise records.error
         found: list[dict[str, Any]] = records
         return found
+
+    # -- the event stream ------------------------------------------------------------------
+
+    def events(self, *types: type, capacity: int = DEFAULT_CAPACITY) -> EventStream:
+        """Subscribe to the hub's events from now on: ``async for event in hub.events():``.
+
+        The stream ends when the hub closes, and unsubscribes when closed or dropped; prefer
+        :meth:`open_events` where its end must be certain.
+
+        Args:
+          *types: only events of these record types (and ``Missed``); all of them if none.
+          capacity: events it may hold unread; beyond that the newest are dropped and
+            counted (``Missed``, ``statistics().missed``).
+
+        Raises:
+          ValueError: a bad ``capacity``, or a type that is not an event record.
+        """
+        return self._core.events.subscribe(types=types or None, capacity=capacity)
+
+    @asynccontextmanager
+    async def open_events(
+        self, *types: type, capacity: int = DEFAULT_CAPACITY
+    ) -> AsyncIterator[EventStream]:
+        """:meth:`events`, closed when the block ends: ``async with hub.open_events() as ev:``."""
+        stream = self.events(*types, capacity=capacity)
+        try:
+            yield stream
+        finally:
+            stream.close()
+
+    # -- listeners -------------------------------------------------------------------------
+
+    def add_listener(self, listener: object, *, capacity: int = LISTENER_CAPACITY) -> None:
+        """Call ``listener``'s ``on_*`` hooks for every event from now on (see ``HubListener``).
+
+        Raises:
+          ValueError: ``listener`` was already added, or a bad ``capacity``.
+        """
+        ext = self._ext
+        if id(listener) in ext.listeners:
+            raise ValueError(f"listener {listener!r} was already added")
+        stream = self._core.events.subscribe(capacity=capacity)
+        scope = trio.CancelScope(shield=True)  # see run_listener
+        ext.listeners[id(listener)] = (listener, scope)
+        if ext.nursery is None:
+            ext.waiting.append((listener, stream, scope))
+        else:
+            ext.nursery.start_soon(run_listener, listener, stream, scope)
+
+    def remove_listener(self, listener: object) -> None:
+        """Stop calling ``listener`` (what it has not handled yet is dropped); no-op if absent."""
+        found = self._ext.listeners.pop(id(listener), None)
+        if found is not None:
+            found[1].cancel()
+
+    # -- registries ------------------------------------------------------------------------
+
+    def _check_arbiter(self, manifest_type: str, knobs: dict[str, object] | None) -> None:
+        """Refuse an auction whose ``arbiter`` knob names no registered arbiter."""
+        name = (knobs or {}).get("arbiter")
+        if manifest_type == "auction" and isinstance(name, str) and name not in self._core.arbiters:
+            known = ", ".join(sorted(self._core.arbiters))
+            raise ProtocolError(f"auction: no arbiter registered as {name!r} (known: {known})")
+
+    def register_expectation_evaluator(
+        self,
+        name: str,
+        evaluator: Evaluator,
+        *,
+        state: SessionState = SessionState.ACTIVE,
+        replace: bool = False,
+    ) -> None:
+        """Evaluate expectations called ``name`` with ``evaluator(expectation, seen)``.
+
+        The evaluator returns who is late (``Late(agent_id, since)``, ``""`` for the
+        session); each violator fires once per ``since`` mark. It runs on the expectation
+        sweeper's tick, only for sessions in ``state``; one that raises is logged and
+        audited (``expectation_unsupported``) and does not stop the sweep.
+
+        Raises:
+          ValueError: the name is taken (unless ``replace``), or a bad argument.
+        """
+        table = self._expectations.evaluators
+        name = check_name("evaluator", name, table, replace)
+        check_callable("evaluator", name, evaluator)
+        if not isinstance(state, SessionState) or state.terminal:
+            raise ValueError(f"evaluator {name!r}: state must be PENDING or ACTIVE, got {state!r}")
+        table[name] = (evaluator, state)
+
+    def register_violation_handler(
+        self, name: str, handler: Handler[Hub], *, replace: bool = False
+    ) -> None:
+        """Run ``await handler(hub, violation)`` for expectations with ``on_violation=name``.
+
+        A handler that raises is logged, and the violation is tried again at the next tick
+        (as when a built-in handler's notice is refused).
+
+        Raises:
+          ValueError: the name is taken (unless ``replace``), or ``handler`` is not callable.
+        """
+        table = self._expectations.handlers
+        name = check_name("violation handler", name, table, replace)
+        check_callable("violation handler", name, handler)
+        table[name] = handler
+
+    def register_auction_arbiter(
+        self, name: str, arbiter: Arbiter, *, replace: bool = False
+    ) -> None:
+        """Let auctions with ``knobs={"arbiter": name}`` have ``arbiter(bids)`` pick their winner.
+
+        ``bids`` are the bid envelopes in WAL order; the arbiter returns the winner's id,
+        or ``None`` to leave the choice to the initiator.
+
+        Raises:
+          ValueError: the name is taken (unless ``replace``), or ``arbiter`` is not callable.
+        """
+        table = self._core.arbiters
+        name = check_name("arbiter", name, table, replace)
+        check_callable("arbiter", name, arbiter)
+        table[name] = arbiter
+
+    def register_sweeper(
+        self,
+        name: str,
+        interval: float,
+        fn: Callable[..., Awaitable[object]],
+        *args: Any,
+        replace: bool = False,
+    ) -> None:
+        """Run ``await fn(*args)`` every ``interval`` seconds while the hub runs.
+
+        Raises:
+          ValueError: the name is taken (unless ``replace``, which stops the old one),
+            ``interval`` is not a positive number, or ``fn`` is not callable.
+          RuntimeError: the hub is not running.
+        """
+        ext = self._ext
+        name = check_name("sweeper", name, ext.sweepers, replace)
+        check_callable("sweeper", name, fn)
+        if (
+            isinstance(interval, bool)
+            or not isinstance(interval, int | float)
+            or not math.isfinite(interval)
+            or interval <= 0
+        ):
+            raise ValueError(
+                f"sweeper {name!r}: interval must be a positive number, got {interval!r}"
+            )
+        if ext.nursery is None:
+            raise RuntimeError("the hub is not running")
+        old = ext.sweepers.pop(name, None)
+        if old is not None:
+            old.cancel()
+        scope = ext.sweepers[name] = trio.CancelScope()
+        ext.nursery.start_soon(self._sweep, name, scope, interval, fn, args)
+
+    def unregister_sweeper(self, name: str) -> None:
+        """Stop the sweeper called ``name``; no-op if there is none."""
+        scope = self._ext.sweepers.pop(name, None)
+        if scope is not None:
+            scope.cancel()
+
+    async def _sweep(
+        self,
+        name: str,
+        scope: trio.CancelScope,
+        interval: float,
+        fn: Callable[..., Awaitable[object]],
+        args: tuple[Any, ...],
+    ) -> None:
+        with scope:
+            while True:
+                await trio.sleep(interval)
+                try:
+                    await fn(*args)
+                except Exception as exc:
+                    log.exception("sweeper %r raised; it runs again in %ss", name, interval)
+                    self._core.audit(
+                        "sweeper_failed",
+                        sweeper=name,
+                        exc_type=type(exc).__name__,
+                        exc_message=str(exc),
+                    )
+        if self._ext.sweepers.get(name) is scope:
+            del self._ext.sweepers[name]
 
 
 def _high_water(ref: ActorRef[Any, Any] | None) -> int:

@@ -20,7 +20,21 @@ from .._errors import (
     ProtocolError,
     StoreError,
 )
-from ..actors import Actor
+from ..actors import Actor, Refused
+from ..api import (
+    CheckpointTask,
+    CreateSession,
+    ObserveTask,
+    ReadTaskCheckpoint,
+    ReadWal,
+    RecordObservation,
+    Register,
+    SetResume,
+    SetRule,
+    SetSkill,
+    Unregister,
+    UpdateTask,
+)
 from ..model import (
     ObservedStat,
     Participant,
@@ -40,27 +54,15 @@ from ..model._convert import is_due
 from ..model._identity import KINDS
 from ..store import AgentRecord
 from ._auth import AuthRegistry
-from ._core import Failed, HubCore
+from ._core import HubCore
 from ._directory import SessionEntry
 from ._hub_messages import (
-    CreateSession,
     ExpireSessionTasks,
     ExpireTasks,
     FindAccepted,
     FindAnswer,
     FindEnvelope,
     HubMsg,
-    LoadCheckpoint,
-    ObserveTask,
-    ReadWal,
-    RecordObservation,
-    Register,
-    SaveCheckpoint,
-    SetResume,
-    SetRule,
-    SetSkill,
-    Unregister,
-    UpdateTask,
 )
 from ._registry import Registry
 from ._rules import accepts_inbound, glob_allows
@@ -104,23 +106,23 @@ class HubActor(Actor[HubMsg, Any]):
         except (NetworkError, StoreError) as exc:
             # Every change is persisted before it is applied, so a store that refused one
             # leaves the tables as they were: the caller gets the error, the actor goes on.
-            return Failed(exc)
+            return Refused(exc)
 
     async def _handle(self, msg: HubMsg) -> Any:
         match msg:
             case Register():
                 return await self._register(msg)
-            case Unregister(agent_id):
+            case Unregister(agent_id=agent_id):
                 return await self._unregister(agent_id)
-            case SetResume(agent_id, resume):
+            case SetResume(agent_id=agent_id, resume=resume):
                 return await self._set_resume(agent_id, resume)
-            case SetSkill(agent_id, skill_md):
+            case SetSkill(agent_id=agent_id, skill_md=skill_md):
                 record = self.core.registry.record(agent_id)
                 await self.core.store.save_skill(agent_id, skill_md)
                 self.core.registry.put(attrs.evolve(record, skill_md=skill_md))
                 self.core.audit("skill_set", agent_id=agent_id, removed=skill_md is None)
                 return None
-            case SetRule(agent_id, rule):
+            case SetRule(agent_id=agent_id, rule=rule):
                 _check_rule(rule)
                 record = self.core.registry.record(agent_id)
                 rule = attrs.evolve(rule, version=record.rule.version + 1)
@@ -132,7 +134,7 @@ class HubActor(Actor[HubMsg, Any]):
                 return await self._record_observation(msg)
             case CreateSession():
                 return await self._create_session(msg)
-            case ObserveTask(task):
+            case ObserveTask(task=task):
                 return await self._observe_task(task)
             case UpdateTask():
                 return await self._update_task(msg)
@@ -146,12 +148,12 @@ class HubActor(Actor[HubMsg, Any]):
                     if not task.state.terminal and task.expires_at and is_due(task.expires_at, now):
                         await self._finish_task(task, TaskState.EXPIRED, error="ttl_expired")
                 return None
-            case SaveCheckpoint(task_id, data):
+            case CheckpointTask(task_id=task_id, state=data):
                 await self.core.store.save_checkpoint(task_id, data)
                 return None
-            case LoadCheckpoint(task_id):
+            case ReadTaskCheckpoint(task_id=task_id):
                 return await self.core.store.load_checkpoint(task_id)
-            case ReadWal(session_id, since, until):
+            case ReadWal(session_id=session_id, since=since, until=until):
                 self.core.directory.get(session_id)
                 if since < 0 or (until is not None and until < 0):
                     since, until = _from_end(

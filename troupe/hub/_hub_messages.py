@@ -1,85 +1,28 @@
-"""The messages the hub actor answers (frozen records; the ``Hub`` handle sends them)."""
+"""The hub actor's messages: the requests it owns (``troupe.api`` records) and its own.
+
+The hub actor answers the ``troupe.api`` requests that change its tables (``Register``,
+``SetRule``, ``CreateSession``, ``UpdateTask``, …) as they are: the record a caller built is
+the message. The records below are the hub's internal asks (sweepers, the post path).
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
 import attrs
 
-from ..model import (
-    Passport,
-    Resume,
-    Rule,
-    TaskMetadata,
-    TaskState,
+from ..api import (
+    CheckpointTask,
+    CreateSession,
+    ObserveTask,
+    ReadTaskCheckpoint,
+    ReadWal,
+    RecordObservation,
+    Register,
+    SetResume,
+    SetRule,
+    SetSkill,
+    Unregister,
+    UpdateTask,
 )
-
-
-@attrs.frozen(kw_only=True)
-class Register:
-    passport: Passport
-    resume: Resume
-    skill_md: str | None
-    rule: Rule | None
-
-
-@attrs.frozen
-class Unregister:
-    agent_id: str
-
-
-@attrs.frozen
-class SetResume:
-    agent_id: str
-    resume: Resume
-
-
-@attrs.frozen
-class SetSkill:
-    agent_id: str
-    skill_md: str | None
-
-
-@attrs.frozen
-class SetRule:
-    agent_id: str
-    rule: Rule
-
-
-@attrs.frozen(kw_only=True)
-class RecordObservation:
-    owner_id: str
-    capability: str
-    outcome: TaskState
-    latency_ms: int | None = None
-    task_id: str | None = None
-
-
-@attrs.frozen(kw_only=True)
-class CreateSession:
-    creator_id: str
-    manifest_type: str
-    manifest_version: int
-    participants: tuple[str, ...]
-    required_acks: int | None
-    ttl: str | int | None
-    knobs: dict[str, Any] | None
-    intent: str | None
-    labels: dict[str, str] | None
-
-
-@attrs.frozen
-class ObserveTask:
-    task: TaskMetadata
-
-
-@attrs.frozen(kw_only=True)
-class UpdateTask:
-    task_id: str
-    state: TaskState | None = None
-    progress: dict[str, Any] | None = None
-    result: Any = None
-    error: str | None = None
 
 
 @attrs.frozen
@@ -90,24 +33,6 @@ class ExpireSessionTasks:
 @attrs.frozen
 class ExpireTasks:
     now: float
-
-
-@attrs.frozen
-class SaveCheckpoint:
-    task_id: str
-    data: dict[str, Any]
-
-
-@attrs.frozen
-class LoadCheckpoint:
-    task_id: str
-
-
-@attrs.frozen
-class ReadWal:
-    session_id: str
-    since: int = 0
-    until: int | None = None
 
 
 @attrs.frozen
@@ -144,11 +69,11 @@ HubMsg = (
     | CreateSession
     | ObserveTask
     | UpdateTask
+    | CheckpointTask
+    | ReadTaskCheckpoint
+    | ReadWal
     | ExpireSessionTasks
     | ExpireTasks
-    | SaveCheckpoint
-    | LoadCheckpoint
-    | ReadWal
     | FindEnvelope
     | FindAccepted
     | FindAnswer

@@ -6,6 +6,8 @@ Rules:
   reference's names and ``session`` for its ``channel``: ``on_event(event)`` for every
   event first, then ``on_agent_event(agent_id, kind, payload)``,
   ``on_session_event(session_id, kind, payload)``, ``on_envelope_posted(envelope)``,
+  ``on_envelope_rejected(session_id, sender_id, event_type, code, message)``,
+  ``on_dispatch_failed(session_id, seq, recipient_id, reason)``,
   ``on_expectation_fired(session_id, violation)``, ``on_turn_failed(session_id, agent_id,
   envelope_id, exc_type, exc_message)``, ``on_task_event(task_id, kind, payload)``,
   ``on_inbox_pressure(agent_id, pending, cap)`` and troupe's ``on_missed(count)``.
@@ -34,9 +36,12 @@ from ._events import (
     AgentRegistered,
     AgentUnregistered,
     Audited,
+    DispatchFailed,
     EnvelopeAccepted,
+    EnvelopeRejected,
     EventStream,
     ExpectationViolated,
+    ExpectationViolation,
     HubEvent,
     Missed,
     SessionActorCrashed,
@@ -47,7 +52,6 @@ from ._events import (
     TaskChanged,
     TurnFailed,
 )
-from ._expectations import ExpectationViolation
 
 log = logging.getLogger("troupe.hub.listeners")
 
@@ -72,6 +76,16 @@ class HubListener:
 
     async def on_envelope_posted(self, envelope: Envelope) -> None:
         """An envelope was appended to its session's WAL."""
+
+    async def on_envelope_rejected(
+        self, session_id: str, sender_id: str, event_type: str, code: str, message: str
+    ) -> None:
+        """A post was refused (nothing was appended): the error's ``code`` and ``message``."""
+
+    async def on_dispatch_failed(
+        self, session_id: str, seq: int, recipient_id: str, reason: str
+    ) -> None:
+        """An envelope of the WAL could not be delivered to ``recipient_id`` (skipped)."""
 
     async def on_expectation_fired(self, session_id: str, violation: ExpectationViolation) -> None:
         """A timed expectation fired."""
@@ -122,6 +136,11 @@ def _calls(event: HubEvent) -> tuple[str, tuple[Any, ...]] | None:
             return "on_session_event", (sid, "actor_restarted", {"last_seq": last_seq})
         case EnvelopeAccepted(envelope=envelope):
             return "on_envelope_posted", (envelope,)
+        case EnvelopeRejected():
+            args = (event.session_id, event.sender_id, event.event_type)
+            return "on_envelope_rejected", (*args, event.code, event.message)
+        case DispatchFailed(session_id=sid, seq=seq, recipient_id=rid, reason=reason):
+            return "on_dispatch_failed", (sid, seq, rid, reason)
         case ExpectationViolated(violation=violation):
             return "on_expectation_fired", (violation.session_id, violation)
         case TurnFailed():

@@ -39,6 +39,7 @@ from ._hub import Hub
 from ._hub_actor import HubActor
 from ._passivation import passivate
 from ._passivation import sweep as sweep_idle
+from ._serve import serve_endpoint
 
 log = logging.getLogger("troupe.hub")
 
@@ -68,8 +69,9 @@ async def open_hub(
     """Run a hub for the duration of the block.
 
     Args:
-      store: ``None`` for a fresh :class:`MemoryStore`, a path for a :class:`SQLiteStore`,
-        or any :class:`Store` (entered and left by the hub).
+      store: ``None`` for a fresh :class:`MemoryStore`, a ``postgresql://`` URL for a
+        :class:`PostgresStore` (schema ``troupe``), a path for a :class:`SQLiteStore`, or
+        any :class:`Store` (entered and left by the hub).
       invite_ack_timeout: seconds ``create_session`` waits for every invitee's ack.
       ttl_sweep_interval: seconds between sweeps that expire sessions and tasks past their
         TTL and time out handshakes (0 disables the sweeper; call ``expire_due()``).
@@ -147,6 +149,7 @@ async def open_hub(
                 )
             )
         hub = Hub(core, AuthRegistry(auth) if auth is not None else AuthRegistry())
+        hub._serve_endpoint = serve_endpoint
         async with open_supervisor(
             "one_for_one", max_restarts=10, within_s=10.0, name="hub"
         ) as root:

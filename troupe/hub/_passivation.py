@@ -28,16 +28,15 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-import attrs
 import trio
 
-from .._errors import ActorDead, StoreError
-from ._directory import Gate, SessionEntry
+from .._errors import ActorDead
+from ._directory import SessionEntry
+from ._session_parts import Passivate
 
 if TYPE_CHECKING:
     from ..actors import ActorRef
     from ._hub import Hub
-    from ._session import SessionActor
 
 log = logging.getLogger("troupe.hub.passivation")
 
@@ -49,53 +48,6 @@ ANSWER_S = 30.0
 #: How long the stop of an actor that agreed may take on top (its ``shutdown_s`` is 5 s,
 #: then it is cancelled): cut short, the gate reopens while the old actor may still run.
 STOP_S = 15.0
-
-
-@attrs.frozen
-class Passivate:
-    """To a session actor: snapshot and get ready to be stopped, unless there is work.
-
-    The answer is True when it is ready; its entry's gate is then ``passivating`` with
-    ``stopped``, which the passivation sets once the actor stopped. A passivation that no
-    longer waits for the answer sets ``withdrawn``: the actor then declines, so it never
-    marks a gate nobody would reopen.
-    """
-
-    stopped: trio.Event = attrs.field(factory=trio.Event)
-    withdrawn: trio.Event = attrs.field(factory=trio.Event)
-
-
-def _busy(actor: SessionActor) -> bool:
-    stats = actor.ref.mailbox.statistics()
-    gate = actor.entry.gate
-    return bool(stats.queued or stats.waiting_senders or (gate is not None and gate.users))
-
-
-async def prepare_to_passivate(actor: SessionActor, request: Passivate) -> bool:
-    """Run by the session actor on ``Passivate``: whether it may be stopped now."""
-    gate = actor.entry.gate
-    if (
-        request.withdrawn.is_set()
-        or (gate is not None and gate.passivating is not None)  # another passivation's
-        or actor.metadata.state.terminal
-        or _busy(actor)
-    ):
-        await trio.lowlevel.checkpoint()
-        return False
-    snapshots = actor.stype is not None and actor.core.config.snapshot_every > 0
-    if snapshots and actor.last_seq > actor.snapshot_seq:
-        try:
-            await actor.save_snapshot()
-        except StoreError as exc:
-            # Stay live (a passivated session is recovered from its snapshot): the next
-            # sweep tries again. Crashing would cost a restart for nothing.
-            log.warning("session %s: not passivated, its snapshot failed: %s", actor.sid, exc)
-            return False
-        if _busy(actor) or request.withdrawn.is_set():
-            return False  # someone came during the snapshot, or nobody waits: stay
-    gate = actor.entry.gate = actor.entry.gate or Gate()
-    gate.passivating = request.stopped
-    return True
 
 
 async def passivate(hub: Hub, entry: SessionEntry, idle_for: float = 0.0) -> bool:

@@ -19,6 +19,7 @@ import trio
 
 from .._errors import AuthError, NetworkError, NotFoundError, StoreError
 from ..actors import ActorRef, spawn
+from ..api import Endpoint
 from ..mailbox import Mailbox
 from ..model import (
     AcceptFrame,
@@ -34,9 +35,8 @@ from ..model import (
     SendFrame,
     WelcomeFrame,
 )
-from ._connection import Bind, ConnectionActor, Endpoint, Flush, Receipts, SendOut
-from ._core import Failed
-from ._rpc import Caller, error_code, handle_request
+from ._connection import Bind, Caller, ConnectionActor, Flush, Receipts, SendOut
+from ._rpc import error_code, handle_request
 from ._rules import TokenBucket
 
 if TYPE_CHECKING:
@@ -163,7 +163,7 @@ async def _on_frame(
                 await actor.wait_outbound_room()
             token = object()
             await limiter.acquire_on_behalf_of(token)
-            nursery.start_soon(_request, Caller(hub, actor, ref), frame, limiter, token)
+            nursery.start_soon(_request, hub, Caller(actor, ref), frame, limiter, token)
         case ChunkFrame(chunk=chunk, recipient_id=""):
             # Best effort and unanswered; forwarding never waits, so the reader does it.
             if chunk.sender_id not in actor.agents:
@@ -210,9 +210,10 @@ async def _hello(hub: Hub, ref: ActorRef[Any, Any], frame: HelloFrame) -> None:
     # A claim that a key proved may take the identity from another live connection; an
     # anonymous one ("none") may not.
     takeover = (scheme or "none") != "none"
-    bound = await ref.ask(Bind(passport.agent_id, frame.since, welcome, takeover))
-    if isinstance(bound, Failed):
-        await ref.tell(SendOut(error_frame(bound.error, request_id=frame.request_id)))
+    try:
+        await ref.ask(Bind(passport.agent_id, frame.since, welcome, takeover))
+    except (NetworkError, StoreError) as refused:
+        await ref.tell(SendOut(error_frame(refused, request_id=frame.request_id)))
 
 
 def actor_endpoint_id(ref: ActorRef[Any, Any]) -> str:
@@ -220,14 +221,14 @@ def actor_endpoint_id(ref: ActorRef[Any, Any]) -> str:
 
 
 async def _request(
-    caller: Caller, frame: RequestFrame, limiter: trio.CapacityLimiter, token: object
+    hub: Hub, caller: Caller, frame: RequestFrame, limiter: trio.CapacityLimiter, token: object
 ) -> None:
     try:
         # Also here, not only in the reader: the requests read before the client stopped
         # reading do not all add their answers to what already waits.
         if caller.actor.outbound_full:
             await caller.actor.wait_outbound_room()
-        out = caller.actor.reply(await handle_request(caller, frame))
+        out = caller.actor.reply(await handle_request(hub, caller, frame))
         if out is not None:
             await caller.actor.send_reply(out)
     finally:

@@ -27,14 +27,15 @@ same recovery, without the re-dispatch (see ``_passivation.py``).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import trio
 
 from .. import _tracing
 from .._errors import IllegalTransition, NetworkError, ProtocolError, StoreError
-from ..actors import Actor
+from ..actors import Actor, Refused
+from ..api import Accepted
 from ..model import (
     EV_CHANNEL_INVITE,
     EV_CHANNEL_INVITE_ACK,
@@ -49,17 +50,16 @@ from ..model import (
     is_substantive,
 )
 from ..model._lifecycle import SessionEvent, admit, ending_event, next_state, post_event
-from ..session_types import Transition
+from ..session_types import AuctionPhase, AuctionState, Transition, select_winner
 from ..store import dedup_keys
 from ._activity import Activity, forget_activity, load_activity, save_activity
-from ._arbiters import award_if_due
-from ._core import Failed, HubCore
+from ._arbiters import AWARD_KEY, bids_of
+from ._core import HubCore
 from ._delivery import catch_up_after_ack, dispatch, recipients_of
-from ._directory import DedupWindow
-from ._passivation import Passivate, prepare_to_passivate
+from ._directory import DedupWindow, Gate
 from ._session_parts import (
-    Accepted,
     HubPost,
+    Passivate,
     Post,
     SendInvites,
     SessionMsg,
@@ -196,7 +196,7 @@ class SessionActor(Actor[SessionMsg, Any]):
             try:
                 result = await self._post(msg.envelope, 1, internal=True)
             except NetworkError as exc:
-                result = Failed(exc)
+                result = Refused(exc)
         elif isinstance(msg, SendInvites):
             result = await self._send_invites()
         elif isinstance(msg, Passivate):
@@ -209,7 +209,7 @@ class SessionActor(Actor[SessionMsg, Any]):
                     result = await self._move(msg.state, msg.reason or "explicit_close")
                 except StoreError as exc:
                     # Nothing was written (see _append): the session goes on as it was.
-                    result = Failed(exc)
+                    result = Refused(exc)
         if self.stopping:
             await self.ref.stop()  # from inside: only queues the stop, after this reply
         return result
@@ -221,7 +221,7 @@ class SessionActor(Actor[SessionMsg, Any]):
             )
         except NetworkError as exc:
             self.core.counters.rejected += 1
-            return Failed(exc)
+            return Refused(exc)
 
     async def _send_invites(self) -> Any:
         md = self.metadata
@@ -253,8 +253,8 @@ class SessionActor(Actor[SessionMsg, Any]):
             try:
                 result = await self._post(invite, 1, internal=True)
             except NetworkError as exc:
-                result = Failed(exc)
-            if isinstance(result, Failed):
+                result = Refused(exc)
+            if isinstance(result, Refused):
                 await self._move(SessionState.CLOSED, "invite_failed")
                 return result
         if quorum_reached(self.metadata):
@@ -308,7 +308,7 @@ class SessionActor(Actor[SessionMsg, Any]):
                 hit = await core.store.find_dedup(self.sid, keys)
             except StoreError as exc:
                 core.counters.rejected += 1
-                return Failed(exc)
+                return Refused(exc)
             if hit is not None:
                 core.counters.duplicates += 1
                 return Accepted(hit[0], hit[1], duplicate=True)
@@ -347,7 +347,7 @@ class SessionActor(Actor[SessionMsg, Any]):
             await self._append(stamped, new_md if new_md is not md else None)
         except StoreError as exc:
             core.counters.rejected += 1
-            return Failed(exc)
+            return Refused(exc)
         if stamped.event_type == EV_CHANNEL_INVITE_ACK:
             core.audit("invite_acked", session_id=self.sid, agent_id=stamped.sender_id)
         elif stamped.event_type == EV_CHANNEL_INVITE_REJECT:
@@ -566,10 +566,87 @@ async def expire_tasks_of(core: HubCore, session_id: str) -> None:
         return
     from ._hub_messages import ExpireSessionTasks
 
-    result = await core.hub_ref.ask(ExpireSessionTasks(session_id))
-    if isinstance(result, Failed):
+    try:
+        await core.hub_ref.ask(ExpireSessionTasks(session_id))
+    except (NetworkError, StoreError) as exc:
         log.warning(
             "session %s ended, but expiring its tasks failed (done at the next start): %s",
             session_id,
-            result.error,
+            exc,
         )
+
+
+async def award_if_due(actor: SessionActor) -> None:
+    """Ask the auction's arbiter for the winner once every bidder has bid (``_arbiters``)."""
+    state = actor.state
+    name = actor.metadata.knobs.get("arbiter")
+    if (
+        not isinstance(name, str)
+        or not isinstance(state, AuctionState)
+        or state.phase is not AuctionPhase.BIDDING
+        or len(state.bids) < len(state.bidders)
+    ):
+        return
+    core = actor.core
+    sid = actor.sid
+
+    def failed(why: str) -> None:
+        log.warning("auction %s: arbiter %r: %s; the initiator selects", sid, name, why)
+        core.audit("arbiter_failed", session_id=sid, arbiter=name, reason=why)
+
+    arbiter = core.arbiters.get(name)
+    if arbiter is None:
+        failed("not registered")
+        return
+    bids = bids_of(await core.store.read(sid), state)
+    try:
+        winner = cast(object, arbiter(tuple(bids)))  # a registered function's answer
+    except Exception as exc:
+        failed(f"raised {exc!r}")
+        return
+    if winner is None:
+        return
+    if not isinstance(winner, str):
+        failed(f"returned {winner!r}, not a bidder's id")
+        return
+    select = attrs.evolve(select_winner(sid, state.initiator_id, winner), idempotency_key=AWARD_KEY)
+    try:
+        result = await actor._post(select, 1, internal=True)
+    except NetworkError as exc:
+        failed(str(exc))
+        return
+    if isinstance(result, Refused):
+        failed(str(result.error))
+
+
+def _busy(actor: SessionActor) -> bool:
+    stats = actor.ref.mailbox.statistics()
+    gate = actor.entry.gate
+    return bool(stats.queued or stats.waiting_senders or (gate is not None and gate.users))
+
+
+async def prepare_to_passivate(actor: SessionActor, request: Passivate) -> bool:
+    """Run by the session actor on ``Passivate``: whether it may be stopped now."""
+    gate = actor.entry.gate
+    if (
+        request.withdrawn.is_set()
+        or (gate is not None and gate.passivating is not None)  # another passivation's
+        or actor.metadata.state.terminal
+        or _busy(actor)
+    ):
+        await trio.lowlevel.checkpoint()
+        return False
+    snapshots = actor.stype is not None and actor.core.config.snapshot_every > 0
+    if snapshots and actor.last_seq > actor.snapshot_seq:
+        try:
+            await actor.save_snapshot()
+        except StoreError as exc:
+            # Stay live (a passivated session is recovered from its snapshot): the next
+            # sweep tries again. Crashing would cost a restart for nothing.
+            log.warning("session %s: not passivated, its snapshot failed: %s", actor.sid, exc)
+            return False
+        if _busy(actor) or request.withdrawn.is_set():
+            return False  # someone came during the snapshot, or nobody waits: stay
+    gate = actor.entry.gate = actor.entry.gate or Gate()
+    gate.passivating = request.stopped
+    return True

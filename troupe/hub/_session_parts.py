@@ -7,6 +7,7 @@ into a terminal session, which has no actor, with the same errors in the same or
 from __future__ import annotations
 
 import attrs
+import trio
 
 from .._errors import NotFoundError, ProtocolError
 from ..model import (
@@ -19,7 +20,6 @@ from ..model import (
     SessionState,
 )
 from ._core import HubCore
-from ._passivation import Passivate
 from ._rules import check_depth, check_outbound
 
 
@@ -57,10 +57,17 @@ class EndSession:
 
 
 @attrs.frozen
-class Accepted:
-    envelope_id: str
-    seq: int
-    duplicate: bool = False
+class Passivate:
+    """To a session actor: snapshot and get ready to be stopped, unless there is work.
+
+    The answer is True when it is ready; its entry's gate is then ``passivating`` with
+    ``stopped``, which the passivation sets once the actor stopped. A passivation that no
+    longer waits for the answer sets ``withdrawn``: the actor then declines, so it never
+    marks a gate nobody would reopen.
+    """
+
+    stopped: trio.Event = attrs.field(factory=trio.Event)
+    withdrawn: trio.Event = attrs.field(factory=trio.Event)
 
 
 SessionMsg = Post | HubPost | SendInvites | EndSession | Passivate

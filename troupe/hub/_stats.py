@@ -1,4 +1,4 @@
-"""Records the hub reports: statistics and pending turns."""
+"""Records the hub reports: statistics and health."""
 
 from __future__ import annotations
 
@@ -50,24 +50,6 @@ class HubStatistics:
     hub_mailbox_high_water: int
     session_mailbox_high_water: int
     connection_mailbox_high_water: int
-
-
-@attrs.frozen(kw_only=True)
-class PendingTurn:
-    """A turn the session type says an agent owes (``pending_turns_for``).
-
-    Attributes:
-      session_id: the session.
-      triggering_envelope_id: the envelope that gave the agent the floor (None when nothing
-        did, such as the creator's first turn).
-      expected_at: since when the turn is owed (ISO 8601, hub clock): the trigger's
-        ``created_at``, or the hub's clock now when there is no trigger or it is not among
-        the session's last ``TRIGGER_LOOKBACK`` envelopes.
-    """
-
-    session_id: str
-    triggering_envelope_id: str | None = None
-    expected_at: str = ""
 
 
 @attrs.frozen(kw_only=True)

@@ -246,12 +246,12 @@ def check_json(value: Any, field: str, *, record: str = "params", depth: int = 1
         raise _refuse(record, field, "not JSON data") from exc
 
 
-def check_record(obj: T, max_bytes: int = MAX_ENVELOPE_BYTES) -> T:
+def check_record(obj: T, max_bytes: int | None = MAX_ENVELOPE_BYTES) -> T:
     """Refuse a request record (a hub message) whose fields do not fit their types.
 
     The record is checked by the one converter, as if it had come over the wire: every field
     has its declared type, and its JSON data is JSON (see :func:`check_json`), at most
-    ``max_bytes`` in all.
+    ``max_bytes`` in all (None: no bound).
 
     Returns:
       The record as the wire would deliver it (a ``"running"`` given for a
@@ -269,6 +269,6 @@ def check_record(obj: T, max_bytes: int = MAX_ENVELOPE_BYTES) -> T:
         raise DecodeError(f"cannot read {record}: {exc}", record=record) from exc
     checked = structure(data, type(obj))
     encoded = check_json(data, "", record=record, depth=0)
-    if len(encoded) > max_bytes:
+    if max_bytes is not None and len(encoded) > max_bytes:
         raise ProtocolError(f"{record} of {len(encoded)} bytes exceeds {max_bytes} bytes")
     return checked

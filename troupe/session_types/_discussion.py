@@ -29,9 +29,9 @@ import attrs
 from .._errors import ProtocolError
 from ..model import Envelope, Expectation, SessionMetadata, SessionState
 from ..model._convert import to_tuple
-from ._base import Transition
+from ._base import ExpectedTurn, Transition, ViewPolicy
 from ._common import BaseSessionType
-from ._stalls import Rotation, pass_floor, read_stall
+from ._stalls import pass_floor, read_stall, render_rotation, rotation_turn, rotation_view
 
 #: The orderings ``knobs["ordering"]`` may name.
 ORDERINGS: Final = ("round_robin",)
@@ -53,7 +53,7 @@ class DiscussionState:
     turn_count: int = 0
 
 
-class DiscussionType(Rotation, BaseSessionType[DiscussionState]):
+class DiscussionType(BaseSessionType[DiscussionState]):
     """The discussion session type: participants take turns in a fixed rotation."""
 
     name = "discussion"
@@ -64,6 +64,18 @@ class DiscussionType(Rotation, BaseSessionType[DiscussionState]):
         Expectation(name="turn_within", on_violation="warn", params={"seconds": 120}),
         Expectation(name="turn_within", on_violation="hide", params={"seconds": 600}),
     )
+
+    def next_turn(self, metadata: SessionMetadata, state: DiscussionState) -> ExpectedTurn | None:
+        """The expected speaker, triggered by what gave them the floor."""
+        return rotation_turn(state)
+
+    def default_view_policy(self, metadata: SessionMetadata, participant_id: str) -> ViewPolicy:
+        """A named windowed summary sized to two rounds (at least four messages)."""
+        return rotation_view(metadata)
+
+    def render(self, envelope: Envelope) -> str | None:
+        """Texts and stall notices (a notice that passed the floor is the next turn's input)."""
+        return render_rotation(envelope)
 
     def validate_create(self, metadata: SessionMetadata) -> None:
         """Check the participants and that ``ordering`` is one this type supports.

@@ -16,8 +16,9 @@ Rules (for types with a rotation: discussion, workflow):
 - A notice that moved the floor triggers the new holder's turn: types render it for views.
 - Any other ``on_violation`` (``warn``, ``audit``, …) is information only.
 
-``Rotation`` gives such types what they share: the expected speaker's turn (triggered by
-the envelope that gave them the floor), a view of two rounds, and stall notices in views.
+``rotation_turn``, ``rotation_view`` and ``render_rotation`` are what such types share: the
+expected speaker's turn (triggered by the envelope that gave them the floor), a view of two
+rounds, and stall notices in views.
 """
 
 from __future__ import annotations
@@ -103,47 +104,46 @@ def pass_floor(order: Sequence[str], holder: str | None, removed: Sequence[str] 
     return None
 
 
-class Rotation:
-    """A mixin for session types whose state has ``expected_next_speaker`` (``None``: nobody)
-    and ``last_envelope_id`` (what gave that speaker the floor); put it before the base."""
+def rotation_turn(state: Any) -> ExpectedTurn | None:
+    """The expected speaker's turn, triggered by what gave them the floor.
 
-    def next_turn(self, metadata: SessionMetadata, state: Any) -> ExpectedTurn | None:
-        """The expected speaker, triggered by what gave them the floor.
+    For session types whose state has ``expected_next_speaker`` (``None``: nobody) and
+    ``last_envelope_id`` (what gave that speaker the floor).
 
-        Args:
-            metadata: The session's metadata.
-            state: The current state.
+    Args:
+        state: The current state.
 
-        Returns:
-            The expected turn, or ``None`` when nobody is to speak.
-        """
-        if state.expected_next_speaker is None:
-            return None
-        return ExpectedTurn(
-            agent_id=state.expected_next_speaker, triggering_envelope_id=state.last_envelope_id
-        )
+    Returns:
+        The expected turn, or ``None`` when nobody is to speak.
+    """
+    if state.expected_next_speaker is None:
+        return None
+    return ExpectedTurn(
+        agent_id=state.expected_next_speaker, triggering_envelope_id=state.last_envelope_id
+    )
 
-    def default_view_policy(self, metadata: SessionMetadata, participant_id: str) -> ViewPolicy:
-        """A named windowed summary sized to two rounds (at least four messages).
 
-        Args:
-            metadata: The session's metadata.
-            participant_id: Whose view.
+def rotation_view(metadata: SessionMetadata) -> ViewPolicy:
+    """A named windowed summary sized to two rounds (at least four messages).
 
-        Returns:
-            ``NamedWindowedSummary(recent_n=max(2 * participants, 4))``.
-        """
-        return NamedWindowedSummary(recent_n=max(2 * len(metadata.participants), 4))
+    Args:
+        metadata: The session's metadata.
 
-    def render(self, envelope: Envelope) -> str | None:
-        """Texts and stall notices (a notice that passed the floor is the next turn's input).
+    Returns:
+        ``NamedWindowedSummary(recent_n=max(2 * participants, 4))``.
+    """
+    return NamedWindowedSummary(recent_n=max(2 * len(metadata.participants), 4))
 
-        Args:
-            envelope: Any envelope of the session.
 
-        Returns:
-            The text, or ``None`` to leave the envelope out.
-        """
-        if envelope.event_type == EV_TEXT:
-            return envelope.text
-        return render_stall(envelope)
+def render_rotation(envelope: Envelope) -> str | None:
+    """Texts and stall notices (a notice that passed the floor is the next turn's input).
+
+    Args:
+        envelope: Any envelope of the session.
+
+    Returns:
+        The text, or ``None`` to leave the envelope out.
+    """
+    if envelope.event_type == EV_TEXT:
+        return envelope.text
+    return render_stall(envelope)

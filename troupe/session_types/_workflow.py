@@ -43,13 +43,13 @@ from ..model import (
     SessionState,
 )
 from ..model._convert import to_tuple
-from ._base import Transition
+from ._base import ExpectedTurn, Transition, ViewPolicy
 from ._common import BaseSessionType
 from ._graph import TransitionGraph
 from ._graph_parts import Decision
 from ._packet import Packet, read_context, read_packet
 from ._reply import reply_packet
-from ._stalls import Rotation, Stall, pass_floor, read_stall
+from ._stalls import Stall, pass_floor, read_stall, render_rotation, rotation_turn, rotation_view
 
 
 def _as_graph(value: TransitionGraph | Mapping[str, Any]) -> TransitionGraph:
@@ -76,7 +76,7 @@ class WorkflowState:
     removed: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
 
 
-class WorkflowType(Rotation, BaseSessionType[WorkflowState]):
+class WorkflowType(BaseSessionType[WorkflowState]):
     """The workflow session type: a graph decides who speaks after each turn."""
 
     name = "workflow"
@@ -88,6 +88,14 @@ class WorkflowType(Rotation, BaseSessionType[WorkflowState]):
         Expectation(name="turn_within", on_violation="warn", params={"seconds": 120}),
         Expectation(name="turn_within", on_violation="auto_close", params={"seconds": 600}),
     )
+
+    def next_turn(self, metadata: SessionMetadata, state: WorkflowState) -> ExpectedTurn | None:
+        """The expected speaker, triggered by what gave them the floor."""
+        return rotation_turn(state)
+
+    def default_view_policy(self, metadata: SessionMetadata, participant_id: str) -> ViewPolicy:
+        """A named windowed summary sized to two rounds (at least four messages)."""
+        return rotation_view(metadata)
 
     def validate_create(self, metadata: SessionMetadata) -> None:
         """Check the participants, the graph and the context variables.
@@ -303,7 +311,7 @@ class WorkflowType(Rotation, BaseSessionType[WorkflowState]):
             The text, or ``None`` to leave the envelope out.
         """
         if envelope.event_type != EV_PACKET:
-            return super().render(envelope)
+            return render_rotation(envelope)
         try:
             packet = read_packet(envelope.event_data)
         except ValueError:

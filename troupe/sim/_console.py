@@ -26,8 +26,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from ._harness import WALL_TIME_SCALE, SimOptions, run_sim
+from ._harness import WALL_TIME_SCALE, SimOptions
 from ._report import SimReport
+from ._run import run_sim
 from .scenarios import SCENARIOS
 
 PHASES = {"agents": "registering agents", "sessions": "running sessions"}

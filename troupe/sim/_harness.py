@@ -13,23 +13,19 @@ import time
 from array import array
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 import attrs
 import trio
 import trio.testing
 
 from ..client import AgentClient, HubClient
-from ..client._turn import Agent
-from ..hub import Faults, Hub, open_hub
+from ..client._hub_client import Agent
+from ..hub import Faults, Hub
 from ..model import Envelope, Passport
 from ..store import MemoryStore, SQLiteStore, Store
 from ..transport import LocalLink
-from ._report import SimReport, peak_rss_bytes, percentile, wal_digest
-from ._seeded import SeededIds, draw, seeded_scheduler, virtual_clock
-
-if TYPE_CHECKING:
-    from .scenarios import Scenario
+from ._seeded import draw
 
 T = TypeVar("T")
 
@@ -90,6 +86,28 @@ class TimedHubClient(HubClient):
         if self.accepted is not None:
             self.accepted.append(envelope_id)
         return envelope_id
+
+
+@attrs.frozen(kw_only=True)
+class Scenario:
+    """A named simulation: ``run(sim)`` registers its agents and plays its sessions.
+
+    Args:
+      name: what ``troupe sim`` calls it.
+      help: one line for ``troupe sim --help``.
+      run: the scenario itself (see :class:`troupe.sim.Sim` for what it may use).
+      agents / sessions: the sizes ``troupe sim`` uses unless told otherwise.
+      min_agents: fewer agents than this cannot play it.
+      faults: makes the hub's fault injector from the seed (None: no faults).
+    """
+
+    name: str
+    help: str
+    run: Callable[[Sim], Awaitable[None]]
+    agents: int
+    sessions: int
+    min_agents: int = 2
+    faults: Callable[[int], Faults] | None = None
 
 
 class Sim:
@@ -203,86 +221,3 @@ def open_sim_store(options: SimOptions) -> Store:
     if options.db.exists() and options.db.stat().st_size > 0:
         raise FileExistsError(f"{options.db} exists; a simulation writes a new store file")
     return SQLiteStore(options.db, synchronous="NORMAL", threaded=not options.virtual_time)
-
-
-async def _settle(client: TimedHubClient, scale: float) -> None:
-    """Wait until every delivery was handled (agents may still be thinking)."""
-    nursery = client._nursery
-    # Polling: a client has no event for "nothing left to deliver" (a drain task exists
-    # per (identity, session) while deliveries are waiting; see HubClient).
-    while nursery is not None and nursery.child_tasks:  # noqa: ASYNC110
-        await trio.sleep(0.1 * scale)
-    await trio.testing.wait_all_tasks_blocked()
-
-
-async def simulate(options: SimOptions, progress: Progress | None = None) -> SimReport:
-    """Run the scenario inside the current ``trio.run`` (see :func:`run_sim`)."""
-    from .scenarios import get_scenario
-
-    scenario = get_scenario(options.scenario)
-    agents = options.agents if options.agents is not None else scenario.agents
-    if agents < scenario.min_agents:
-        raise ValueError(f"scenario {scenario.name!r} needs at least {scenario.min_agents} agents")
-    faults = scenario.faults(options.seed) if scenario.faults is not None else None
-    scale = options.scale
-    wall_start = time.perf_counter()
-    start = trio.current_time()
-    failure: Exception | None = None
-    async with (
-        open_hub(
-            open_sim_store(options),
-            clock=virtual_clock() if options.virtual_time else None,
-            new_id=SeededIds(options.seed),
-            faults=faults,
-            passivate_after=options.passivate_after * scale,
-            ttl_sweep_interval=0,
-        ) as hub,
-        TimedHubClient(LocalLink(hub)) as client,
-    ):
-        sim = Sim(options, scenario, hub, client, faults, progress)
-        try:
-            await scenario.run(sim)
-            await _settle(client, scale)
-        except Exception as exc:
-            # Raised once the hub is closed: out here it would come wrapped in the
-            # exception group of the hub's nursery.
-            failure = exc
-        finally:
-            gc.unfreeze()
-        sim_seconds = (trio.current_time() - start) / scale
-        digest, envelopes = await wal_digest(hub)
-        stats = hub.statistics()
-    if failure is not None:
-        raise failure
-    wall_seconds = time.perf_counter() - wall_start
-    latencies = sorted(client.latencies)
-    return SimReport(
-        scenario=scenario.name,
-        seed=options.seed,
-        virtual_time=options.virtual_time,
-        agents=sim.agents,
-        sessions=stats.sessions,
-        envelopes=envelopes,
-        wal_hash=digest,
-        sim_seconds=round(sim_seconds, 6),
-        wall_seconds=wall_seconds,
-        post_p50_us=percentile(latencies, 0.50) * 1e6,
-        post_p99_us=percentile(latencies, 0.99) * 1e6,
-        posts=len(latencies),
-        peak_rss_bytes=peak_rss_bytes(),
-        hub=stats,
-        notes=tuple(sim._notes.items()),
-    )
-
-
-def run_sim(options: SimOptions, progress: Progress | None = None) -> SimReport:
-    """Run a simulation to the end and return its report (starts its own ``trio.run``).
-
-    Under virtual time the run is reproducible: the same options give the same
-    ``SimReport.reproducible()``, WAL hash included.
-    """
-    if options.virtual_time:
-        clock = trio.testing.MockClock(autojump_threshold=0)
-        with seeded_scheduler(options.seed):
-            return trio.run(simulate, options, progress, clock=clock)
-    return trio.run(simulate, options, progress)

@@ -1,7 +1,8 @@
-"""Storage: the ``Store`` protocol and its engines (memory and SQLite)."""
+"""Storage: the ``Store`` protocol and its engines (memory, SQLite and PostgreSQL)."""
 
 from ._memory import MemoryStore as MemoryStore
 from ._open import open_store as open_store
+from ._postgres import PostgresStore as PostgresStore
 from ._protocol import AgentRecord as AgentRecord
 from ._protocol import Snapshot as Snapshot
 from ._protocol import Store as Store
@@ -12,6 +13,7 @@ from ._writer import WriterStatistics as WriterStatistics
 __all__ = (
     "AgentRecord",
     "MemoryStore",
+    "PostgresStore",
     "SQLiteStore",
     "Snapshot",
     "Store",

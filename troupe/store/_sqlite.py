@@ -44,7 +44,7 @@ from ._rules import (
     unknown_agent,
 )
 from ._schema import SCHEMA_VERSION, SYNCHRONOUS_LEVELS, connect, connect_reader, open_read_only
-from ._writer import GroupCommitWriter, Write, WriterStatistics
+from ._writer import GroupCommitWriter, SQLiteBatches, Write, WriterStatistics
 
 _UPSERT_AGENT = """
     INSERT INTO agents (agent_id, passport, resume, rule, skill_md, name)
@@ -112,8 +112,8 @@ def _update_agent(column: str, agent_id: str, value: str | None) -> Write:
     return write
 
 
-async def _run_shielded(
-    writer: GroupCommitWriter, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+async def run_shielded(
+    writer: GroupCommitWriter[Any], *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Run the writer out of reach of an outside cancel: it stops only through ``close()``.
 
@@ -168,7 +168,7 @@ class SQLiteStore:
         self._name = f"SQLiteStore({str(self.path)!r})"
         self._entered = False
         self._stack: contextlib.AsyncExitStack | None = None
-        self._writer: GroupCommitWriter | None = None
+        self._writer: GroupCommitWriter[sqlite3.Connection] | None = None
         self._reader: sqlite3.Connection | None = None
 
     def __repr__(self) -> str:
@@ -199,11 +199,12 @@ class SQLiteStore:
             stack.callback(conn.close)
             reader = connect_reader(self.path)
             stack.callback(reader.close)
-            writer = GroupCommitWriter(conn, name=self._name, threaded=self.threaded)
+            batches = SQLiteBatches(conn, name=self._name, threaded=self.threaded)
+            writer = GroupCommitWriter(batches, name=self._name)
             # The writer's nursery stays open until __aexit__: the body of 'async with store'
             # runs inside it, and nothing the store starts outlives it.
             nursery = await stack.enter_async_context(trio.open_nursery())
-            await nursery.start(_run_shielded, writer)
+            await nursery.start(run_shielded, writer)
             # Unwound in reverse: stop taking writes, let the writer drain, close both.
             stack.callback(writer.close)
             self._stack = stack.pop_all()

@@ -3,34 +3,43 @@
 Rules:
 
 - Callers :meth:`~GroupCommitWriter.submit` a write (a function of the connection) and wait.
-  The writer task takes every write pending at that moment as one batch: ``BEGIN``, each
-  write in its own ``SAVEPOINT``, ``COMMIT``. A write returns only after its batch committed.
+  The writer task takes every write pending at that moment (at most ``max_batch``, when the
+  engine wants a bound) as one batch and hands it to its
+  engine (:class:`BatchEngine`: SQLite's :class:`SQLiteBatches`, PostgreSQL's in
+  ``_postgres.py``), which runs it as one transaction: ``BEGIN``, each write in its own
+  ``SAVEPOINT``, ``COMMIT``. A write returns only after its batch committed.
 - A write that raises is rolled back to its savepoint and fails only its own caller; the
   rest of the batch still commits.
 - A failed ``COMMIT`` fails every write of the batch, and none of them is visible.
 - A caller cancelled before the writer took its write withdraws it: it never happens. A
   caller cancelled later may or may not see its write committed (read back to find out).
-- With ``threaded=True`` the batch runs in a worker thread, so the trio loop keeps running
-  during the fsync. With ``threaded=False`` it runs on the trio thread, blocking the loop:
-  that is what deterministic virtual time needs (``MockClock(autojump_threshold=0)`` jumps
-  the clock whenever every task waits, including while one waits for a thread).
+- SQLite: with ``threaded=True`` the batch runs in a worker thread, so the trio loop keeps
+  running during the fsync. With ``threaded=False`` it runs on the trio thread, blocking the
+  loop: that is what deterministic virtual time needs (``MockClock(autojump_threshold=0)``
+  jumps the clock whenever every task waits, including while one waits for a thread).
 - When the writer stops (closed or cancelled), every write it did not commit fails with
   :class:`StoreError`; no caller is left waiting.
+
+The writer itself knows no engine: the transaction, its errors and any retries are the
+engine's, so one writer serves SQLite and PostgreSQL alike.
 """
 
 from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, Protocol, TypeVar
 
 import attrs
 import trio
 
 from .._errors import StoreError
 
-Write = Callable[[sqlite3.Connection], None]
+C = TypeVar("C")
 
+#: One caller's write: a function of the engine's connection, run inside the batch.
+Write = Callable[[sqlite3.Connection], None]
 
 #: Scheduler steps the idle writer waits after the first write of a burst, for the others.
 GATHER_STEPS = 3
@@ -47,22 +56,38 @@ class WriterStatistics:
 
 
 @attrs.define(eq=False)
-class _Pending:
-    write: Write
+class Pending(Generic[C]):
+    """One submitted write and what became of it (the engine sets ``error``)."""
+
+    write: Callable[[C], None]
     done: trio.Event = attrs.field(factory=trio.Event)
     taken: bool = False
     committed: bool = False
     error: Exception | None = None
 
 
-class GroupCommitWriter:
-    """The single writer of one SQLite connection; see the module rules."""
+class BatchEngine(Protocol[C]):
+    """Runs one batch of writes as one transaction, for :class:`GroupCommitWriter`."""
 
-    def __init__(self, conn: sqlite3.Connection, *, name: str, threaded: bool = True) -> None:
-        self._conn = conn
+    async def commit(self, batch: Sequence[Pending[C]]) -> None:
+        """Run every write of ``batch`` in its own savepoint of one transaction and commit.
+
+        A write that failed alone gets its ``error`` set (a driver error as
+        :class:`StoreError`, the caller's own exception as it is). Raises
+        :class:`StoreError` when the batch as a whole did not commit; the writer then fails
+        every write of it that has no error of its own.
+        """
+        ...
+
+
+class GroupCommitWriter(Generic[C]):
+    """The single writer of one store: see the module rules."""
+
+    def __init__(self, engine: BatchEngine[C], *, name: str, max_batch: int | None = None) -> None:
+        self.engine = engine
         self._name = name
-        self._threaded = threaded
-        self._pending: list[_Pending] = []
+        self._max_batch = max_batch
+        self._pending: list[Pending[C]] = []
         self._wakeup = trio.Event()
         self._running = False
         self._closing = False
@@ -78,20 +103,20 @@ class GroupCommitWriter:
             pending=len(self._pending),
         )
 
-    async def submit(self, write: Write) -> None:
+    async def submit(self, write: Callable[[C], None]) -> None:
         """Run ``write`` in the next batch and return once that batch has committed.
 
         Args:
           write: runs inside the batch's transaction, in its own savepoint.
 
         Raises:
-          StoreError: the store is closed, the commit failed, or ``write`` raised a
-            ``sqlite3.Error``; any other exception ``write`` raised is re-raised as is.
+          StoreError: the store is closed, the commit failed, or ``write`` raised an error
+            of the database driver; any other exception ``write`` raised is re-raised as is.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         if self._closing or not self._running:
             raise StoreError(f"{self._name} is not open; use it inside 'async with store:'")
-        pending = _Pending(write)
+        pending = Pending(write)
         self._pending.append(pending)
         self._wakeup.set()
         try:
@@ -112,7 +137,7 @@ class GroupCommitWriter:
         """The writer task: commit batches until :meth:`close` (or cancellation)."""
         self._running, self._closing = True, False
         task_status.started()
-        batch: list[_Pending] = []
+        batch: list[Pending[C]] = []
         try:
             while self._pending or not self._closing:
                 if not self._pending:
@@ -123,13 +148,11 @@ class GroupCommitWriter:
                     for _ in range(GATHER_STEPS):
                         await trio.lowlevel.checkpoint()
                     continue
-                batch, self._pending = self._pending, []
+                batch = self._pending[: self._max_batch]
+                self._pending = self._pending[len(batch) :]
                 for pending in batch:
                     pending.taken = True
-                if self._threaded:
-                    await trio.to_thread.run_sync(self._commit, batch)
-                else:
-                    self._commit(batch)
+                await self._commit(batch)
                 for pending in batch:
                     pending.done.set()
                 batch = []
@@ -142,33 +165,16 @@ class GroupCommitWriter:
                 pending.done.set()
             self._pending = []
 
-    def _commit(self, batch: list[_Pending]) -> None:
-        """One transaction for the whole batch; runs in a worker thread or inline."""
-        conn = self._conn
+    async def _commit(self, batch: list[Pending[C]]) -> None:
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for pending in batch:
-                conn.execute("SAVEPOINT write")
-                try:
-                    pending.write(conn)
-                except sqlite3.Error as exc:
-                    conn.execute("ROLLBACK TO write")
-                    pending.error = _caused(StoreError(f"{self._name}: {exc}"), exc)
-                except Exception as exc:  # the caller's own failure, handed back to it
-                    conn.execute("ROLLBACK TO write")
-                    pending.error = exc
-                conn.execute("RELEASE write")
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                # SQLite may have rolled back already; the batch failed either way.
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
+            await self.engine.commit(batch)
+        except StoreError as exc:
             self._failed_commits += 1
             for pending in batch:
                 if pending.error is None:
-                    failed = StoreError(f"{self._name}: commit failed, nothing written: {exc}")
-                    pending.error = _caused(failed, exc)
+                    # One exception object per caller: each raises (and extends) its own.
+                    failed = type(exc)(*exc.args)
+                    pending.error = _caused(failed, exc.__cause__ or exc)
             return
         self._batches += 1
         for pending in batch:
@@ -177,7 +183,88 @@ class GroupCommitWriter:
                 self._writes += 1
 
 
-def _caused(error: StoreError, cause: Exception) -> StoreError:
+class SQLiteBatches:
+    """SQLite's :class:`BatchEngine`: ``BEGIN IMMEDIATE``, savepoints, ``COMMIT``.
+
+    Args:
+      conn: the store's write connection, in autocommit mode (transactions are explicit).
+      name: the store, for error messages.
+      threaded: run the batch in a worker thread (else on the trio thread; module rules).
+    """
+
+    def __init__(self, conn: sqlite3.Connection, *, name: str, threaded: bool = True) -> None:
+        self.conn = conn
+        self._name = name
+        self._threaded = threaded
+
+    async def commit(self, batch: Sequence[Pending[sqlite3.Connection]]) -> None:
+        if self._threaded:
+            await trio.to_thread.run_sync(self._commit, batch)
+        else:
+            self._commit(batch)
+
+    def _commit(self, batch: Sequence[Pending[sqlite3.Connection]]) -> None:
+        """One transaction for the whole batch; runs in a worker thread or inline."""
+        conn = self.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            run_in_savepoints(conn, batch, self._name, sqlite3.Error)
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                # SQLite may have rolled back already; the batch failed either way.
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            failed = StoreError(f"{self._name}: commit failed, nothing written: {exc}")
+            raise failed from exc
+
+
+def run_in_savepoints(
+    conn: Any,
+    batch: Sequence[Pending[Any]],
+    name: str,
+    driver_error: type[Exception],
+    *,
+    passes_through: Callable[[Exception], bool] = lambda exc: False,
+    joined: bool = False,
+) -> None:
+    """Run each write of ``batch`` in its own savepoint of the open transaction on ``conn``.
+
+    A write that raises is rolled back to its savepoint and gets the error: a
+    ``driver_error`` as :class:`StoreError` naming the store, anything else as it is.
+
+    Args:
+      conn: a connection with an ``execute(sql)`` method, inside a transaction.
+      batch: the writes; their ``error`` is set here (cleared first: a retried batch starts
+        afresh).
+      name: the store, for error messages.
+      driver_error: the driver's base exception class.
+      passes_through: errors this says yes to are not the write's: they propagate and the
+        whole batch fails (PostgreSQL: a lost connection, which a retry may cure).
+      joined: send each ``RELEASE`` with the next ``SAVEPOINT`` in one round trip, and leave
+        the last savepoint to the ``COMMIT`` (PostgreSQL: a statement string may hold two).
+    """
+    release = False
+    for pending in batch:
+        pending.error = None
+        conn.execute("RELEASE write; SAVEPOINT write" if release else "SAVEPOINT write")
+        try:
+            pending.write(conn)
+        except Exception as exc:
+            if passes_through(exc):
+                raise
+            conn.execute("ROLLBACK TO write")
+            if isinstance(exc, driver_error):
+                pending.error = _caused(StoreError(f"{name}: {exc}"), exc)
+            else:  # the caller's own failure, handed back to it
+                pending.error = exc
+        if joined:
+            release = True
+        else:
+            conn.execute("RELEASE write")
+
+
+def _caused(error: StoreError, cause: BaseException) -> StoreError:
     # ``raise ... from`` happens later, in the caller's task; record the cause now.
     error.__cause__ = cause
     return error

@@ -12,11 +12,11 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from .. import __version__
+from .._version import __version__
 from ..model import Envelope, RequestFrame, ResponseFrame, SessionMetadata
 
 if TYPE_CHECKING:
-    from ..hub import Accepted
+    from ..api import Accepted
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 
@@ -42,7 +42,7 @@ class HubPost:
     span: Span
 
     def done(self, result: Any) -> Any:
-        """Note the outcome (an ``Accepted`` or a ``Failed``) on the span; return it."""
+        """Note the outcome (an ``Accepted`` or a ``Refused``) on the span; return it."""
         error = getattr(result, "error", None)
         if isinstance(error, Exception):
             self.span.set_status(Status(StatusCode.ERROR, str(error)))

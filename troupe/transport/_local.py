@@ -15,7 +15,7 @@ import trio
 from ..model import Frame
 
 if TYPE_CHECKING:
-    from ..hub import Hub
+    from ..api import LocalHub
 
 #: Frames that may wait in each direction before the sender waits.
 BUFFER = 256
@@ -81,7 +81,7 @@ class LocalLinkClient(_End):
 
     def __init__(
         self,
-        hub: Hub,
+        hub: LocalHub,
         endpoint: LocalEndpoint,
         send: trio.MemorySendChannel[Frame],
         receive: trio.MemoryReceiveChannel[Frame],
@@ -100,11 +100,11 @@ class LocalLinkClient(_End):
 class LocalLink:
     """A link factory for a hub in this process: ``HubClient(LocalLink(hub))``."""
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: LocalHub) -> None:
         self._hub = hub
 
     @property
-    def hub(self) -> Hub:
+    def hub(self) -> LocalHub:
         return self._hub
 
     def client(self) -> LocalLinkClient:

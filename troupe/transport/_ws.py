@@ -74,7 +74,7 @@ from ..model import (
 )
 
 if TYPE_CHECKING:
-    from ..hub import Hub
+    from ..api import LocalHub
 
 log = logging.getLogger("troupe.transport.ws")
 
@@ -551,7 +551,7 @@ def _peer_address(stream: trio.SocketStream) -> str:
 
 
 async def serve_ws(
-    hub: Hub,
+    hub: LocalHub,
     host: str = "127.0.0.1",
     port: int = 8765,
     *,
@@ -582,20 +582,25 @@ async def serve_ws(
     flood = FloodLog()
 
     async def serve_one(stream: trio.SocketStream, address: str) -> None:
-        transport: trio.abc.Stream = stream
-        if ssl_context is not None:
-            transport = trio.SSLStream(stream, ssl_context, server_side=True, https_compatible=True)
-        watched = _WatchedStream(transport)
+        # ``outer``: the outermost layer made so far, closed on the way out (also when the
+        # TLS context refuses to wrap the socket).
+        outer: trio.abc.Stream = stream
         try:
+            if ssl_context is not None:
+                outer = trio.SSLStream(stream, ssl_context, server_side=True, https_compatible=True)
+            outer = watched = _WatchedStream(outer)
             async with trio.open_nursery() as nursery:
+                ws: WebSocketConnection | None = None
                 with trio.move_on_after(handshake_timeout) as handshake:
                     watched.on_end = handshake.cancel
                     try:
                         request = await _wrap_server(nursery, watched)
                         ws = await request.accept()
                     except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
-                        handshake.cancel()
-                if handshake.cancelled_caught:
+                        # (Not handshake.cancel(): with no checkpoint left in the scope,
+                        # cancelled_caught would stay False and ws unbound.)
+                        pass
+                if ws is None:
                     # The peer left, or took too long: let it go now.
                     nursery.cancel_scope.cancel()
                     return
@@ -607,7 +612,7 @@ async def serve_ws(
                 nursery.cancel_scope.cancel()
         finally:
             try:
-                await trio.aclose_forcefully(watched)
+                await trio.aclose_forcefully(outer)
             finally:
                 limits.release(address)
 
@@ -737,24 +742,27 @@ class WsLink:
             # closed: trio-websocket leaves it open when the handshake is interrupted or
             # the hub drops the connection.
             tcp = await trio.open_tcp_stream(host, port)
-            transport: trio.abc.Stream = tcp
-            if self.ssl_context is not None or self.url.startswith("wss:"):
-                context = self.ssl_context or ssl.create_default_context()
-                transport = trio.SSLStream(
-                    tcp, context, server_hostname=host, https_compatible=True
-                )
-            # Watched: a hub that refuses the connection (at its limit) closes it before
-            # answering; trio-websocket would wait for the answer until connect_timeout.
-            stream = _WatchedStream(transport)
+            # Closed on the way out unless the handshake completed, whatever stopped it: a
+            # TLS context that refuses to wrap the socket (ssl.SSLError, a host name TLS
+            # cannot carry) too. ``stream`` is the outermost layer made so far.
+            stream: trio.abc.Stream = tcp
             handshaken = False
             try:
+                if self.ssl_context is not None or self.url.startswith("wss:"):
+                    context = self.ssl_context or ssl.create_default_context()
+                    stream = trio.SSLStream(
+                        tcp, context, server_hostname=host, https_compatible=True
+                    )
+                # Watched: a hub that refuses the connection (at its limit) closes it before
+                # answering; trio-websocket would wait for the answer until connect_timeout.
+                stream = watched = _WatchedStream(stream)
                 with trio.CancelScope() as handshake:
-                    stream.on_end = handshake.cancel
+                    watched.on_end = handshake.cancel
                     ws = await _wrap_client(
-                        nursery, stream, host if port in (80, 443) else f"{host}:{port}", resource
+                        nursery, watched, host if port in (80, 443) else f"{host}:{port}", resource
                     )
                     handshaken = True
-                stream.on_end = None
+                watched.on_end = None
                 if not handshaken:
                     raise ConnectionResetError(
                         f"the hub at {self.url} closed the connection during the handshake "
@@ -763,6 +771,6 @@ class WsLink:
             finally:
                 if not handshaken:
                     await trio.aclose_forcefully(stream)
-        client = WsLinkClient(ws, uuid.uuid4().hex, stream)
+        client = WsLinkClient(ws, uuid.uuid4().hex, watched)
         nursery.start_soon(client.keepalive, self.ping_interval, self.ping_timeout)
         return client

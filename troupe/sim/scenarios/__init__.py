@@ -1,6 +1,6 @@
 """The built-in scenarios of ``troupe sim``; each module is a short example to copy."""
 
-from .._scenario import Scenario
+from .._harness import Scenario
 from . import crash_storm, gossip, market, round_tables
 
 #: Every built-in scenario by name.

@@ -16,8 +16,7 @@ from __future__ import annotations
 from collections import Counter
 
 from ...hub import InjectedCrash
-from .._harness import Sim
-from .._scenario import Scenario
+from .._harness import Scenario, Sim
 from .._seeded import draw
 from .gossip import Gossip, Town, conversation
 

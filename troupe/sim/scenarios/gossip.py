@@ -19,8 +19,7 @@ import trio
 
 from ..._errors import NetworkError
 from ...client import AgentClient, Turn
-from .._harness import Sim
-from .._scenario import Scenario
+from .._harness import Scenario, Sim
 
 RUMOUR = "the hub never loses an envelope"
 #: Simulated seconds an agent may think before a line.

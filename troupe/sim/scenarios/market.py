@@ -13,8 +13,7 @@ from __future__ import annotations
 from ...client import AgentClient, Turn
 from ...model import EV_TEXT, Envelope
 from ...session_types import select_winner
-from .._harness import Sim
-from .._scenario import Scenario
+from .._harness import Scenario, Sim
 
 #: Simulated seconds a bidder may think before bidding.
 MAX_THINK = 3.0

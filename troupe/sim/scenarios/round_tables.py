@@ -11,8 +11,7 @@ from __future__ import annotations
 import trio
 
 from ...client import AgentClient, Turn
-from .._harness import Sim
-from .._scenario import Scenario
+from .._harness import Scenario, Sim
 
 #: Simulated seconds a speaker may think before making a point.
 MAX_THINK = 4.0
