@@ -6,10 +6,13 @@ from __future__ import annotations
 import trio
 import trio.testing
 
+from troupe.hub._serve import MAX_IN_FLIGHT
 from troupe.model import (
     AcceptFrame,
     Frame,
     NotifyFrame,
+    RequestFrame,
+    ResponseFrame,
     SendFrame,
     decode_frames,
     encode_batch,
@@ -27,6 +30,8 @@ class BatchingEndpoint:
         self.client = client
         #: Each message written: the frames it carried.
         self.messages: list[list[Frame]] = []
+        #: While set, writes wait: a peer that does not read (its TCP window full).
+        self.stalled: trio.Event | None = None
 
     @property
     def endpoint_id(self) -> str:
@@ -41,6 +46,8 @@ class BatchingEndpoint:
 
     async def send_frame(self, frame: Frame | str) -> None:
         text = frame if isinstance(frame, str) else encode_frame(frame)
+        if self.stalled is not None:
+            await self.stalled.wait()
         decoded = decode_frames(text)
         frames = decoded if isinstance(decoded, list) else [decoded]
         self.messages.append(frames)
@@ -108,3 +115,31 @@ async def test_what_the_actor_drains_at_once_is_one_message(
         assert len(endpoint.messages) == 1
         last = (await h.hub.read_wal(md.session_id))[-1].seq
         assert await h.store.load_cursors(bob.id) == {md.session_id: last}
+
+
+async def test_a_peer_that_does_not_read_blocks_one_reply_not_the_reading_of_requests(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A reply written by its request's task while the peer does not read would hold that
+    # request's in-flight slot: once MAX_IN_FLIGHT of them waited, the hub read nothing
+    # more from a client still sending (a raw client flooding requests before reading its
+    # answers hung until the ping timeout). One such write at a time; the rest queue to the
+    # actor, as when it is busy, bounded by the outbound bytes.
+    async with open_harness() as h:
+        bob = await h.agent("bob", connect=False)
+        client = MiniClient(h.hub, h.nursery, "ep-bob")
+        endpoint = BatchingEndpoint(client)
+        await h.hub.attach_endpoint(endpoint)
+        await client.bind(bob.id)
+        await h.settle()
+        endpoint.stalled = trio.Event()
+        count = 3 * MAX_IN_FLIGHT
+        for n in range(count):
+            params = {"name": "nobody"}
+            client.send(RequestFrame(request_id=f"r{n}", op="find_agent_id", params=params))
+        await h.settle()
+        assert client.endpoint.to_hub.statistics().current_buffer_used == 0  # all read
+        endpoint.stalled.set()
+        await h.settle()
+        answered = [f.request_id for f in client.frames if isinstance(f, ResponseFrame)]
+        assert sorted(answered) == sorted(f"r{n}" for n in range(count))

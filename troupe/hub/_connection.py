@@ -155,6 +155,8 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
         self._outbox: list[str] | None = [] if self._send_texts is not None else None
         self._outbox_bytes = 0
         self._outbox_counted = 0
+        #: A reply is being written by its request's task (see :meth:`send_reply`).
+        self._replying = False
 
     def owns(self, agent_id: str) -> bool:
         return agent_id in self.agents and self.core.bindings.get(agent_id) is self.ref
@@ -186,15 +188,24 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
         to be written before it (this actor idle, its mailbox and outbox empty), else
         queued to this actor. Either way it goes out in order with the deliveries: the
         transport writes frames in the order they are handed to it, and the actor is idle
-        only while it waits on an empty mailbox (a message handed to it counts as work)."""
-        if self._outbox is None or self._outbox or not self.ref.mailbox.receiving:
+        only while it waits on an empty mailbox (a message handed to it counts as work).
+
+        One such write at a time: while it waits (a peer that does not read), the next
+        replies go to the actor. Each caller waiting on its own write would hold its
+        request's in-flight slot: once all were held the hub would read nothing more from
+        that connection, and a client that sends its requests before reading the answers
+        would wait on it forever (until the ping timeout dropped it).
+        """
+        if self._outbox is None or self._outbox or self._replying or not self.ref.mailbox.receiving:
             await self.ref.tell(out)
             return
+        self._replying = True
         try:
             await self.endpoint.send_frame(out.frame)
         except DecodeError as exc:
             log.error("connection %s: not sent: %s", self.endpoint.endpoint_id, exc)
         finally:
+            self._replying = False
             self._sent(out.size)
 
     async def _send(self, frame: Frame | str, size: int = 0) -> None:
