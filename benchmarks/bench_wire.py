@@ -28,17 +28,29 @@ bytes in, events and bytes out; :class:`SansIOWebSocket` below is the whole driv
 task of its own: a reader parses what it receives and answers pings inline), measured
 alternately with trio-websocket in the same run (issue 15 item 5: keep whichever is faster).
 
-Everything runs on one core here: over WebSocket the hub and both clients encode, frame
+Last, **serve**: the stream's posts through ``troupe serve`` (a process of its own, on an
+SQLite file) from this process over WebSocket, against the same posts in process
+(``LocalLink``) on a hub opened on an SQLite file with the same defaults (issue 15's "WebSocket
+posts through ``troupe serve`` >= 0.6x in-process posts on the same store"); each run on a
+fresh file, the two alternating.
+
+Everything else runs on one core here: over WebSocket the hub and both clients encode, frame
 and decode JSON on the same trio thread that a real deployment would spread over processes.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, Literal
 
 import trio
@@ -89,6 +101,51 @@ async def with_clients(
             rate = await scenario(one, two)
         nursery.cancel_scope.cancel()
         return rate
+
+
+#: What ``troupe serve`` prints once it listens.
+LISTENING = re.compile(rb"listening on ws://127\.0\.0\.1:(\d+)")
+
+
+@asynccontextmanager
+async def troupe_serve(db: Path) -> AsyncIterator[str]:
+    """A ``troupe serve`` process on ``db`` until the block ends; yields its URL."""
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "troupe", "serve", "--db", str(db), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert process.stdout is not None
+        printed = b""
+        while (found := LISTENING.search(printed)) is None:
+            chunk = await process.stdout.receive_some()
+            if not chunk:
+                raise RuntimeError("troupe serve exited before it listened")
+            printed += chunk
+        yield f"ws://127.0.0.1:{int(found.group(1))}"
+    finally:
+        process.terminate()
+        await process.wait()
+        if process.stdout is not None:
+            await process.stdout.aclose()
+
+
+async def on_sqlite(
+    transport: Transport, scenario: Callable[[HubClient, HubClient], Awaitable[float]]
+) -> float:
+    """Run ``scenario`` on a fresh SQLite file: in process over ``LocalLink`` ("local") or
+    through a ``troupe serve`` process over WebSocket ("ws"); its rate."""
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "hub.db"
+        if transport == "local":
+            async with open_hub(db) as hub:
+                async with HubClient(LocalLink(hub)) as one, HubClient(LocalLink(hub)) as two:
+                    return await scenario(one, two)
+        async with troupe_serve(db) as url:
+            link = functools.partial(WsLink, url, ping_interval=60.0)
+            async with HubClient(link()) as one, HubClient(link()) as two:
+                return await scenario(one, two)
 
 
 async def _serve(hub: Hub, *, task_status: trio.TaskStatus[object]) -> None:
@@ -363,13 +420,15 @@ def compare_drivers(n_rpc: int, n_pipelined: int) -> dict[str, float]:
 def measure(
     scenario: Callable[[HubClient, HubClient], Awaitable[float]],
     floor: Callable[[], float] | None = None,
+    run: Callable[..., Awaitable[float]] = with_clients,
 ) -> dict[str, float]:
     """Median rate per transport (and of ``floor``, the raw baseline, if given); the runs
-    alternate so a slow spell hits every side alike."""
+    alternate so a slow spell hits every side alike. ``run`` sets a scenario up
+    (:func:`with_clients`, :func:`on_sqlite`)."""
     runs: dict[str, list[float]] = {"local": [], "ws": [], "raw": []}
     for _ in range(REPEATS):
         for transport in ("local", "ws"):
-            runs[transport].append(trio.run(with_clients, transport, scenario))
+            runs[transport].append(trio.run(run, transport, scenario))
         if floor is not None:
             runs["raw"].append(floor())
     return {side: statistics.median(rates) for side, rates in runs.items() if rates}
@@ -401,6 +460,12 @@ def main() -> None:
                 f"  ratio ws/floor {rates['ws'] / rates['raw']:.2f}"
             )
         print(line)
+    served = measure(stream, run=on_sqlite)
+    print(
+        f"{'serve: the stream on SQLite':<44} in process {served['local']:>8,.0f}  "
+        f"troupe serve {served['ws']:>8,.0f} envelopes/s  "
+        f"ratio serve/in-process {served['ws'] / served['local']:.2f}"
+    )
     drivers = compare_drivers(RPCS, PIPELINED)
     for kind, what in (("rpc", "round trips"), ("pipelined", "messages")):
         tw, ws = drivers[f"trio-websocket {kind}"], drivers[f"websockets {kind}"]

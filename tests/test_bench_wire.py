@@ -37,10 +37,13 @@ def test_a_tiny_run_prints_rates_and_ratios(
     assert "raw trio-websocket pipelined floor" in lines[1]
     assert "raw trio-websocket rpc floor" in lines[3]
     assert "ratio ws/floor" in lines[3]
+    # The stream through a troupe serve process against in process, both on SQLite.
+    assert lines[4].startswith("serve: the stream on SQLite")
+    assert "ratio serve/in-process" in lines[4]
     # Both floors again through a trio driver of websockets' sans-I/O protocol.
-    assert lines[4].startswith("driver rpc")
-    assert lines[5].startswith("driver pipelined")
-    for line in lines[4:]:
+    assert lines[5].startswith("driver rpc")
+    assert lines[6].startswith("driver pipelined")
+    for line in lines[5:]:
         assert "ratio websockets/trio-websocket" in line
 
 
