@@ -22,6 +22,7 @@ from troupe.model import (
     ParticipantRole,
     Passport,
     PingFrame,
+    ResponseFrame,
     Resume,
     Rule,
     SendFrame,
@@ -311,3 +312,15 @@ def test_pack_keeps_order_and_every_message_under_the_limit() -> None:
     assert unpacked == [decode_frame(t) for t in texts]
     assert len(messages) < len(texts) // 4  # (and they did share messages)
     assert pack([big], 10) == [big]  # over the limit alone: sent alone (refused earlier)
+
+
+def test_an_answers_result_is_written_as_the_json_data_it_is_not_walked_again() -> None:
+    # The hub unstructures an op's result before it answers; encoding walked that JSON data
+    # again by runtime type (``result`` is typed Any): 9 of 10 µs per RPC answer.
+    result = {"session_id": "s", "participants": [{"agent_id": "a", "role": "member"}]}
+    text = encode_frame(ResponseFrame(request_id="r", result=result))
+    assert orjson.loads(text) == {"kind": "response", "request_id": "r", "result": result}
+    assert decode_frame(text) == ResponseFrame(request_id="r", result=result)
+    # So a record in it is not JSON data: refused, as any value JSON cannot carry.
+    with pytest.raises(troupe.DecodeError, match="cannot encode ResponseFrame as JSON"):
+        encode_frame(ResponseFrame(request_id="r", result=PingFrame(nonce="n")))

@@ -37,11 +37,12 @@ from cattrs.errors import (
     ForbiddenExtraKeysError,
     IterableValidationNote,
 )
+from cattrs.gen import make_dict_unstructure_fn, override
 from cattrs.preconf.orjson import make_converter
 
 from .._errors import DecodeError
 from ._envelope import Envelope
-from ._frames import FRAME_TYPES, Frame, InvalidFrame
+from ._frames import FRAME_TYPES, Frame, InvalidFrame, ResponseFrame
 
 T = TypeVar("T")
 
@@ -150,6 +151,18 @@ CONVERTER.register_structure_hook_factory(
 CONVERTER.register_structure_hook_func(_is_json_object, _structure_json_object)
 CONVERTER.register_unstructure_hook_func(_is_json_object, lambda value: value)
 CONVERTER.register_structure_hook_factory(_is_enum, _structure_enum)
+# An answer's result is JSON data already (the hub unstructured the op's result): written
+# as it is. Typed ``Any``, it was walked again by its runtime type: 9 of the 10 µs that
+# encoding a session's metadata took, on every RPC over the wire.
+CONVERTER.register_unstructure_hook(
+    ResponseFrame,
+    make_dict_unstructure_fn(
+        ResponseFrame,
+        CONVERTER,
+        _cattrs_omit_if_default=CONVERTER.omit_if_default,
+        result=override(unstruct_hook=lambda value: value),
+    ),
+)
 # By value, so ``unstructure`` returns plain JSON data that any JSON library can write. A
 # value that is not a member is passed on as it is, for ``structure`` to refuse by field
 # name (``check_record`` unstructures what a caller built by hand).
