@@ -155,14 +155,14 @@ async def _on_frame(
             if actor.outbound_full:
                 await actor.wait_outbound_room()
             token = object()  # frames hold dicts, so they cannot be the borrower themselves
-            await limiter.acquire_on_behalf_of(token)
+            await _take_slot(limiter, token)
             nursery.start_soon(_send, hub, actor, ref, frame, limiter, token)
         case RequestFrame():
             # A client that does not read its replies is not read either.
             if actor.outbound_full:
                 await actor.wait_outbound_room()
             token = object()
-            await limiter.acquire_on_behalf_of(token)
+            await _take_slot(limiter, token)
             nursery.start_soon(_request, hub, Caller(actor, ref), frame, limiter, token)
         case ChunkFrame(chunk=chunk, recipient_id=""):
             # Best effort and unanswered; forwarding never waits, so the reader does it.
@@ -187,6 +187,16 @@ async def _on_frame(
             )
             if actor.admit_control():
                 ref.mailbox.send_system(SendOut(refusal, control=True))
+
+
+async def _take_slot(limiter: trio.CapacityLimiter, token: object) -> None:
+    """Take one of the connection's in-flight slots for ``token``: at once while one is free,
+    without a trip through the scheduler (the reader checkpoints reading the next frame, and
+    the request's task starts a scheduler round sooner), else waiting for one."""
+    try:
+        limiter.acquire_on_behalf_of_nowait(token)
+    except trio.WouldBlock:
+        await limiter.acquire_on_behalf_of(token)
 
 
 async def _hello(hub: Hub, ref: ActorRef[Any, Any], frame: HelloFrame) -> None:
