@@ -38,6 +38,15 @@ Connections (the server):
 
 trio-websocket is used as it is: its fixes for a ping or a send racing a close are made in
 troupe's own connection class (:class:`_Connection`), not in the library's.
+
+Why trio-websocket still, though ``./dev bench wire`` measures a trio driver of the
+``websockets`` package's sans-I/O protocol 1.6-1.8x faster on the raw floors (CPU per round
+trip 121 vs 72 µs, 2026-12-07): the driver there is a benchmark's, with no keepalive, close
+handshake, TLS, handshake timeout or refusal of oversized messages, all of which this module
+relies on trio-websocket for. Switching means a production driver (reading in the reader's own
+task instead of a reader task and a channel, pongs queued behind the send under way) and
+moving the tests' raw connections off trio-websocket; it would take ~50 µs of the ~225 µs of
+CPU an RPC costs here. Issue 15 item 5 keeps the measure in the benchmark for that decision.
 """
 
 from __future__ import annotations
