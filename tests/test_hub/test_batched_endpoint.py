@@ -19,7 +19,7 @@ from troupe.model import (
     encode_frame,
 )
 
-from .helpers import MiniClient, client_of, open_harness, text_envelope
+from ..harness import MiniClient, client_of, open_hub_pair, text_envelope
 
 
 class BatchingEndpoint:
@@ -68,7 +68,7 @@ class BatchingEndpoint:
 async def test_a_reply_never_overtakes_a_delivery_queued_before_it(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with open_harness() as h:
+    async with open_hub_pair() as h:
         alice = await h.agent("alice")
         bob = await h.agent("bob", connect=False)
         client = MiniClient(h.hub, h.nursery, "ep-bob")
@@ -97,7 +97,7 @@ async def test_a_reply_never_overtakes_a_delivery_queued_before_it(
 async def test_what_the_actor_drains_at_once_is_one_message(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with open_harness() as h:
+    async with open_hub_pair() as h:
         alice, bob = await h.agent("alice"), await h.agent("bob")
         md = await h.session("conversation", alice, bob, knobs={"max_turns": None})
         client_of(bob).disconnect()  # bob comes back below, over a batching transport
@@ -125,7 +125,7 @@ async def test_a_peer_that_does_not_read_blocks_one_reply_not_the_reading_of_req
     # more from a client still sending (a raw client flooding requests before reading its
     # answers hung until the ping timeout). One such write at a time; the rest queue to the
     # actor, as when it is busy, bounded by the outbound bytes.
-    async with open_harness() as h:
+    async with open_hub_pair() as h:
         bob = await h.agent("bob", connect=False)
         client = MiniClient(h.hub, h.nursery, "ep-bob")
         endpoint = BatchingEndpoint(client)

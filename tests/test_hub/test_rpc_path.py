@@ -15,7 +15,7 @@ from troupe.api import SetSkill
 from troupe.client._remote import RemoteHub
 from troupe.model import Frame, RequestFrame, ResponseFrame
 
-from .helpers import MiniClient, open_harness
+from ..harness import MiniClient, open_hub_pair
 
 
 class StepsOf(trio.abc.Instrument):
@@ -36,7 +36,7 @@ async def test_the_reader_hands_a_request_on_without_a_scheduler_round_while_slo
     # Taking an in-flight slot used to be an awaited acquire: a round per request before its
     # task could start. A free slot is now taken at once; the reader's one checkpoint per
     # request is reading the next frame.
-    async with open_harness() as h:
+    async with open_hub_pair() as h:
         bob = await h.agent("bob", connect=False)
         client = MiniClient(h.hub, h.nursery, "ep-bob")
         await client.attach()
