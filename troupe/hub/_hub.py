@@ -990,6 +990,8 @@ class Hub:
             raise ProtocolError("the hub is shutting down: no new posts are accepted")
         if envelope.sender_id not in core.registry:  # checked first (reference §1.3-C)
             raise NotFoundError(f"sender not registered: {envelope.sender_id!r}")
+        if core.cluster is not None:
+            core.cluster.check(sid)  # NotOwner: the caller retries on the shard's owner
         entry = core.directory.get(sid)
         # The id is the post's identity across a retry; the session actor stamps it (with
         # seq and created_at) on its own copy, so the caller's envelope is never changed.
@@ -1138,6 +1140,8 @@ class Hub:
                 reason = md.close_reason or "no reason"
                 raise ProtocolError(f"session {md.session_id} is {md.state.value} ({reason})")
             assert self._sessions is not None, "the hub is not running"
+            if core.cluster is not None:
+                core.cluster.check(entry.session_id)  # no actor for another node's session
             try:
                 ref = await self._sessions.start_child(self._session_spec(entry))
             except StoreError:

@@ -33,7 +33,7 @@ import attrs
 import trio
 
 from .. import _tracing
-from .._errors import IllegalTransition, NetworkError, ProtocolError, StoreError
+from .._errors import IllegalTransition, NetworkError, NotOwner, ProtocolError, StoreError
 from ..actors import Actor, Refused
 from ..api import Accepted
 from ..model import (
@@ -389,6 +389,10 @@ class SessionActor(Actor[SessionMsg, Any]):
         """
         try:
             await self.core.store.append(self.sid, [env], metadata=metadata)
+        except NotOwner:
+            # Fenced off (a cluster): nothing was written, and the WAL's end may be another
+            # node's envelope at this very seq, so it must not be read as this one landing.
+            raise
         except StoreError as exc:
             try:
                 landed = await self.core.store.last_seq(self.sid)

@@ -1,0 +1,157 @@
+"""Hubs as nodes of one cluster in one trio run (MockClock): ownership, takeover, fencing."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from troupe import EV_TEXT, NotOwner, StoreError
+from troupe.hub import Hub
+
+from ._nodes import (
+    LEASE_S,
+    MARGIN_S,
+    SHARDS,
+    TICK_S,
+    Cluster,
+    Node,
+    bootstrap,
+    eventually,
+    owner_of,
+    text,
+    wal_of,
+)
+
+
+def hub_of(node: Node) -> Hub:
+    assert node.hub is not None, f"node {node.node_id} is not running"
+    return node.hub
+
+
+async def test_two_nodes_split_the_shards_and_each_serves_only_its_own(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    world = await bootstrap(6)
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(world, nursery)
+        a = await cluster.start("a")
+        b = await cluster.start("b")
+        await trio.sleep(3 * TICK_S)
+        held = {n.node_id: set(n.member.ownership.held) for n in (a, b)}
+        assert len(held["a"]) == len(held["b"]) == SHARDS // 2
+        assert held["a"].isdisjoint(held["b"])
+        for sid in world.sessions:
+            owner = owner_of(cluster, sid)
+            assert owner is not None
+            other = b if owner is a else a
+            accepted = await hub_of(owner).post(text(world, sid, "hi"))
+            assert accepted.seq > 0
+            with pytest.raises(NotOwner) as refused:
+                await hub_of(other).post(text(world, sid, "hi"))
+            assert refused.value.owner == owner.node_id
+            assert refused.value.shard == owner.member.shard(sid)
+        await cluster.stop()
+
+
+async def test_a_dead_nodes_shards_are_taken_over_after_its_lease_and_the_wal_goes_on(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    world = await bootstrap(6)
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(world, nursery)
+        a = await cluster.start("a")
+        b = await cluster.start("b")
+        await trio.sleep(3 * TICK_S)
+        sid = next(s for s in world.sessions if owner_of(cluster, s) is a)
+        first = await hub_of(a).post(text(world, sid, "before", key="k1"))
+        epoch = cluster.coordinator.shards[a.member.shard(sid)].epoch
+        killed_at = trio.current_time()
+        await cluster.kill(a)
+        await eventually(lambda: owner_of(cluster, sid) is b, LEASE_S + TICK_S)
+        # Not before the lease ran out; within lease + one tick.
+        assert trio.current_time() - killed_at >= LEASE_S
+        assert cluster.coordinator.shards[b.member.shard(sid)].epoch == epoch + 1
+        again = await hub_of(b).post(text(world, sid, "before", key="k1"))
+        assert (again.envelope_id, again.seq, again.duplicate) == (
+            first.envelope_id,
+            first.seq,
+            True,
+        )
+        after = await hub_of(b).post(text(world, sid, "after"))
+        assert after.seq == first.seq + 1
+        assert len(b.member.ownership.held) == SHARDS
+        await cluster.stop()
+
+
+async def test_a_paused_owner_stops_serving_before_its_lease_ends_and_its_held_write_is_fenced(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    world = await bootstrap(6)
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(world, nursery)
+        a = await cluster.start("a")
+        b = await cluster.start("b")
+        await trio.sleep(3 * TICK_S)
+        sid = next(s for s in world.sessions if owner_of(cluster, s) is a)
+        await hub_of(a).post(text(world, sid, "warm"))
+        paused_at = trio.current_time()
+        cluster.pause(a)
+        # A post that reached the session's actor and hangs at the store (the process stalled
+        # between deciding to write and writing).
+        held: list[BaseException | object] = []
+        settled = trio.Event()
+
+        async def post_held() -> None:
+            try:
+                held.append(await hub_of(a).post(text(world, sid, "held")))
+            except StoreError as exc:
+                held.append(exc)
+            settled.set()
+
+        nursery.start_soon(post_held)
+        # The paused node stops serving at its local deadline, before the lease ends.
+        deadline = a.member.ownership.deadline
+        assert deadline <= paused_at + LEASE_S - MARGIN_S
+        await trio.sleep_until(deadline)
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(NotOwner):
+            a.member.check(sid)
+        await eventually(lambda: owner_of(cluster, sid) is b, LEASE_S + TICK_S)
+        taken = await hub_of(b).post(text(world, sid, "taken over"))
+        cluster.resume(a)
+        with trio.fail_after(LEASE_S):
+            await settled.wait()
+        assert isinstance(held[0], StoreError), held  # fenced, or its actor stopped
+        wal = await wal_of(world, sid)
+        assert [e.event_data["text"] for e in wal if e.event_type == EV_TEXT][-2:] == [
+            "warm",
+            "taken over",
+        ]
+        assert wal[-1].seq == taken.seq
+        await cluster.stop()
+
+
+async def test_a_node_cut_from_the_database_stops_serving_and_another_takes_over(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    world = await bootstrap(6)
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(world, nursery)
+        a = await cluster.start("a")
+        b = await cluster.start("b")
+        await trio.sleep(3 * TICK_S)
+        sid = next(s for s in world.sessions if owner_of(cluster, s) is a)
+        cluster.cut(a)
+        await trio.sleep(LEASE_S - MARGIN_S)
+        assert not a.member.ownership.held
+        await trio.sleep(MARGIN_S + TICK_S)
+        assert owner_of(cluster, sid) is b
+        cluster.resume(a)
+        await trio.sleep(3 * TICK_S)
+        # Back: it claims a fair share again (b lets the surplus go), under new epochs.
+        assert len(a.member.ownership.held) == len(b.member.ownership.held) == SHARDS // 2
+        owner = owner_of(cluster, sid)
+        assert owner is not None
+        await hub_of(owner).post(text(world, sid, "back"))
+        await cluster.stop()
