@@ -9,13 +9,13 @@ without handing anything over.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import attrs
 import trio
 
-from troupe import EV_TEXT, Envelope, HubClient, LocalLink, Passport, Turn
+from troupe import EV_TEXT, Envelope, HubClient, LocalLink, Passport, SessionMetadata, Turn
 from troupe.cluster import ClusterConfig, ClusterMember, MemoryCoordinator, shard_of
 from troupe.hub import Hub, open_hub
 from troupe.store import MemoryStore
@@ -76,12 +76,48 @@ def text(world: World, session_id: str, body: str, key: str | None = None) -> En
     )
 
 
-class Gated(FaultyStore):
-    """A FaultyStore whose calls can also be paused: they wait at its gate until resumed."""
+@attrs.frozen
+class Write:
+    """One append as it landed: by which node under which claim, and what the coordinator
+    said at that instant."""
 
-    def __init__(self, inner: MemoryStore) -> None:
+    session_id: str
+    seq: int
+    node_id: str
+    epoch: int | None
+    owner: str | None
+    current_epoch: int
+    lease_running: bool
+
+    @property
+    def stale(self) -> bool:
+        return not (
+            self.owner == self.node_id and self.epoch == self.current_epoch and self.lease_running
+        )
+
+
+class Gated(FaultyStore):
+    """A FaultyStore whose calls can also be paused: they wait at its gate until resumed.
+
+    ``on_append`` is told of every append that landed, in the same trio step as the write.
+    """
+
+    def __init__(
+        self, inner: MemoryStore, on_append: Callable[[str, Sequence[Envelope]], None]
+    ) -> None:
         super().__init__(inner)
         self.paused: trio.Event | None = None
+        self.on_append = on_append
+
+    async def append(
+        self,
+        session_id: str,
+        envelopes: Sequence[Envelope],
+        *,
+        metadata: SessionMetadata | None = None,
+    ) -> None:
+        await super().append(session_id, envelopes, metadata=metadata)
+        self.on_append(session_id, envelopes)  # no checkpoint since the write
 
     async def _call(
         self, method: str, session_id: str | None, call: Callable[[], Awaitable[T]]
@@ -123,6 +159,8 @@ class Cluster:
         self.nursery = nursery
         self.coordinator = MemoryCoordinator()
         self.nodes: dict[str, Node] = {}
+        #: Every append that landed, in order.
+        self.writes: list[Write] = []
         self._seeds = 0
 
     async def start(self, node_id: str) -> Node:
@@ -130,7 +168,24 @@ class Cluster:
         member = ClusterMember(config(node_id), self.coordinator)
         self.coordinator.resume(node_id)
         fence = self.coordinator.fence(node_id, SHARDS, member.claimed)
-        node = Node(node_id, member, Gated(self.world.store.view(fence=fence)))
+
+        def on_append(session_id: str, envelopes: Sequence[Envelope]) -> None:
+            shard = shard_of(session_id, SHARDS)
+            row = self.coordinator.shards[shard]
+            for e in envelopes:
+                self.writes.append(
+                    Write(
+                        session_id,
+                        e.seq,
+                        node_id,
+                        member.claimed(shard),
+                        row.owner,
+                        row.epoch,
+                        row.lease_until > trio.current_time(),
+                    )
+                )
+
+        node = Node(node_id, member, Gated(self.world.store.view(fence=fence), on_append))
         self.nodes[node_id] = node
         self._seeds += 1
         await self.nursery.start(self._run, node, self._seeds)

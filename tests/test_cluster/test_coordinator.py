@@ -229,3 +229,12 @@ async def test_postgres_claims_skip_a_shard_a_writer_is_fencing_and_connections_
                     held = (await c.claim("b", LEASE_S, SHARDS)).held
                 assert held == {1: 2, 2: 2, 3: 2}  # skipped, not waited for
         assert (await c.claim("b", LEASE_S, SHARDS)).held == {0: 2, 1: 2, 2: 2, 3: 2}
+
+
+async def test_a_node_that_joins_again_inherits_none_of_its_leases(judge: Judge) -> None:
+    c = judge.coordinator
+    await c.join("a", "ws://a", SHARDS)
+    await c.claim("a", LEASE_S, 2)
+    await c.join("a", "ws://a", SHARDS)  # restarted: the old process may still be around
+    assert (await c.renew("a", "ws://a", LEASE_S)).held == {}
+    assert (await c.claim("a", LEASE_S, 2)).held == {0: 2, 1: 2}

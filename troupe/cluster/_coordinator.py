@@ -11,6 +11,9 @@ Rules:
   only leases that have not run out: a lease that ran out may already be someone else's.
 - The fence (``MemoryCoordinator.fence``) runs in the same step as the write it guards: the
   shard's owner and epoch must be this node's claim and its lease must not have run out.
+- ``join`` ends the leases the node id still holds: a new incarnation (a restarted
+  process) claims its shards again under new epochs, so a zombie of the old one, which
+  still believes in the old epochs, is fenced off.
 - ``cut(node_id)`` (tests) makes every call from that node fail with :class:`StoreError`,
   as a node cut off from the database sees; ``pause(node_id)`` makes them hang until
   ``resume(node_id)``, as a stalled process or network does.
@@ -53,8 +56,8 @@ class Coordinator(Protocol):
     """What a cluster node asks of the judge of shard ownership (module rules)."""
 
     async def join(self, node_id: str, address: str, shards: int) -> None:
-        """Register (or re-register) the node; create the cluster with ``shards`` shards if
-        there is none yet.
+        """Register (or re-register) the node, ending the leases its id still holds (a
+        new incarnation); create the cluster with ``shards`` shards if there is none yet.
 
         Raises:
           StoreError: the cluster has another shard count (the message says both).
@@ -153,7 +156,11 @@ class MemoryCoordinator:
                 f"node {node_id!r} has {shards} shards, the cluster has {len(self.shards)}: "
                 "a cluster's shard count is fixed when it is created"
             )
-        self._nodes[node_id] = _Node(address, self.clock())
+        now = self.clock()
+        for s in self.shards:  # a new incarnation inherits nothing (module rules)
+            if s.owner == node_id:
+                s.lease_until = min(s.lease_until, now)
+        self._nodes[node_id] = _Node(address, now)
 
     def _held(self, node_id: str, live_within: float) -> Claims:
         now = self.clock()

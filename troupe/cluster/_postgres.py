@@ -62,6 +62,7 @@ CLAIM = """
     FROM free WHERE s.shard = free.shard"""
 _HELD = "SELECT shard, epoch FROM shards WHERE owner = %s AND lease_until > now() ORDER BY shard"
 _LIVE = "SELECT count(*) FROM nodes WHERE heartbeat > now() - make_interval(secs => %s)"
+_END_LEASES = "UPDATE shards SET lease_until = least(lease_until, now()) WHERE owner = %s"
 _RELEASE = """
     UPDATE shards SET lease_until = least(lease_until, now())
     WHERE owner = %s AND shard = ANY(%s)"""
@@ -148,6 +149,7 @@ class PostgresCoordinator:
                     (shards,),
                 )
                 conn.execute(_HEARTBEAT, (node_id, address))
+                conn.execute(_END_LEASES, (node_id,))  # a new incarnation inherits nothing
 
         await self._run("cannot join", join)
 
@@ -177,10 +179,7 @@ class PostgresCoordinator:
     async def leave(self, node_id: str) -> None:
         def leave(conn: Connection) -> None:
             with conn.transaction():
-                conn.execute(
-                    "UPDATE shards SET lease_until = least(lease_until, now()) WHERE owner = %s",
-                    (node_id,),
-                )
+                conn.execute(_END_LEASES, (node_id,))
                 conn.execute("DELETE FROM nodes WHERE node_id = %s", (node_id,))
 
         await self._run("cannot leave", leave)
