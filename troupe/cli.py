@@ -53,6 +53,16 @@ def _wal(args: argparse.Namespace) -> int:
     return _wal_cli.main(args.db, args.action, args.session, args.count)
 
 
+def _cluster(args: argparse.Namespace) -> int:
+    from . import _cluster_cli
+
+    try:
+        return _cluster_cli.main(args.store, args.schema)
+    except ValueError as exc:
+        print(f"troupe cluster: {exc}", file=sys.stderr)
+        return 2
+
+
 def port_number(text: str) -> int:
     """``--port``: a TCP port, 0..65535 (0: the system picks a free one)."""
     try:
@@ -166,6 +176,29 @@ def build_parser() -> argparse.ArgumentParser:
                 "-n", "--count", type=count, default=20, help="how many envelopes (default: 20)"
             )
         sub.set_defaults(run=_wal, count=20)
+
+    cluster = commands.add_parser(
+        "cluster",
+        help="look at a cluster of hubs on PostgreSQL: its nodes and who owns which shard",
+        description="Read a cluster's state from its PostgreSQL database (nothing is changed).",
+    )
+    cluster_actions = cluster.add_subparsers(dest="action", required=True, metavar="ACTION")
+    status = cluster_actions.add_parser(
+        "status",
+        help="the nodes (address, heartbeat age) and the shards each owns",
+        description="Print the cluster's nodes (advertised address, heartbeat age by "
+        "PostgreSQL's clock) and the shards each owns now, then the shards nobody owns.",
+    )
+    status.add_argument(
+        "--store",
+        required=True,
+        metavar="URL",
+        help="the cluster's database, postgresql://USER@HOST:PORT/DB",
+    )
+    status.add_argument(
+        "--schema", default="troupe", help="the store's PostgreSQL schema (default: troupe)"
+    )
+    status.set_defaults(run=_cluster)
 
     from .sim._console import add_parser as add_sim_parser
 

@@ -238,3 +238,10 @@ async def test_a_node_that_joins_again_inherits_none_of_its_leases(judge: Judge)
     await c.join("a", "ws://a", SHARDS)  # restarted: the old process may still be around
     assert (await c.renew("a", "ws://a", LEASE_S)).held == {}
     assert (await c.claim("a", LEASE_S, 2)).held == {0: 2, 1: 2}
+
+
+async def test_a_shard_never_claimed_has_no_owner_and_no_lease(judge: Judge) -> None:
+    await judge.coordinator.join("a", "ws://a", SHARDS)
+    shards = await judge.coordinator.shard_map()
+    assert [(s.shard, s.owner, s.epoch) for s in shards] == [(i, None, 0) for i in range(SHARDS)]
+    assert all(s.lease_left_s <= 0 for s in shards)

@@ -76,11 +76,15 @@ class PostgresCoordinator:
     Args:
       dsn: the store's connection string.
       schema: the store's schema (default ``troupe``).
+      create: create the store and the cluster tables if they are missing (a node); False
+        (``troupe cluster status``) only looks, and entering raises :class:`StoreError` when
+        no node ever joined a cluster in ``schema``.
     """
 
-    def __init__(self, dsn: str, *, schema: str = "troupe") -> None:
+    def __init__(self, dsn: str, *, schema: str = "troupe", create: bool = True) -> None:
         self._settings = PostgresStore(dsn, schema=schema, exclusive=False)
         self.schema = schema
+        self.create = create
         self._conn: Connection | None = None
         self._lock = trio.Lock()
 
@@ -88,7 +92,21 @@ class PostgresCoordinator:
         return f"PostgresCoordinator({self._settings!r})"
 
     async def __aenter__(self) -> PostgresCoordinator:
-        await self._run("cannot open the cluster tables", self._create)
+        if self.create:
+            await self._run("cannot open the cluster tables", self._create)
+            return self
+        found = await self._run(
+            "cannot read the cluster tables",
+            lambda conn: conn.execute(
+                "SELECT to_regclass(%s) IS NOT NULL", (f"{self.schema}.shards",)
+            ).fetchone(),
+        )
+        if not (found and found[0]):
+            await self.__aexit__(None, None, None)
+            raise StoreError(
+                f"{self!r}: no cluster in schema {self.schema!r}: no node has joined one "
+                "there (is --schema right?)"
+            )
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -200,8 +218,8 @@ class PostgresCoordinator:
         rows = await self._run(
             "cannot read the shards",
             lambda conn: conn.execute(
-                "SELECT shard, owner, epoch, extract(epoch FROM lease_until - now()) "
-                "FROM shards ORDER BY shard"
+                "SELECT shard, owner, epoch, CASE WHEN isfinite(lease_until) "
+                "THEN extract(epoch FROM lease_until - now()) END FROM shards ORDER BY shard"
             ).fetchall(),
         )
         return [
