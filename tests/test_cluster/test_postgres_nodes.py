@@ -13,9 +13,9 @@ import pytest
 import trio
 
 from troupe import EV_TEXT, Envelope, NotOwner, Passport
-from troupe.model import EV_CHANNEL_INVITE_ACK as EV_INVITE_ACK
 from troupe.cluster import ClusterConfig, ClusterMember, PostgresCoordinator, shard_of
 from troupe.hub import Hub, open_hub
+from troupe.model import EV_CHANNEL_INVITE_ACK as EV_INVITE_ACK
 from troupe.store import PostgresStore
 from troupe.testing import seeded_ids
 
