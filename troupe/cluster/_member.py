@@ -9,13 +9,17 @@ Rules:
   renewal moved it: the hub refuses posts and starts no actor for them, and the fence
   refuses writes, before the lease can run out at the coordinator.
 - Losing a shard (deadline, epoch moved, let go) stops its sessions' running actors at
-  once; gaining one loads the sessions created elsewhere into the directory, and each
-  rehydrates from the store on first use (its actor reads metadata, snapshot and WAL).
+  once; an epoch that moved is handled before the new one is adopted, so an actor of the
+  old claim never writes under the new one. Gaining a shard loads the sessions created
+  elsewhere into the directory, and each rehydrates from the store on first use (its actor
+  reads metadata, snapshot and WAL).
 - Leaving the hub's block stops serving first, then releases every shard (``leave``: lease
   set to now) so other nodes take them at their next tick.
 - What is not here yet (issue 16): forwarding a request to the owner (a caller gets
-  :class:`NotOwner` naming the shard and owner, re-reads the map and retries there),
-  drain + snapshot before a handover, and ``troupe serve`` on a cluster.
+  :class:`NotOwner` naming the shard and owner, re-reads the map and retries there with
+  the same idempotency key), the registry and tasks in the shared store (each node loads
+  agents when it starts), drain + snapshot before a handover, and ``troupe serve`` on a
+  cluster.
 """
 
 from __future__ import annotations
