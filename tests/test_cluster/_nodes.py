@@ -224,6 +224,12 @@ class Cluster:
         node.scope.cancel()
         await node.done.wait()
 
+    async def stop_node(self, node: Node) -> None:
+        """A clean stop (SIGTERM): the hub's block ends, the node drains and hands over."""
+        node.state = "dead"
+        node.scope.cancel()
+        await node.done.wait()
+
     def pause(self, node: Node) -> None:
         """A stalled process: its store and coordinator calls hang until :meth:`resume`."""
         node.state = "paused"

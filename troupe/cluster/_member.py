@@ -13,13 +13,13 @@ Rules:
   old claim never writes under the new one. Gaining a shard loads the sessions created
   elsewhere into the directory, and each rehydrates from the store on first use (its actor
   reads metadata, snapshot and WAL).
-- Leaving the hub's block stops serving first, then releases every shard (``leave``: lease
-  set to now) so other nodes take them at their next tick.
+- Leaving the hub's block drains (new posts refused, running sessions passivated with a
+  snapshot while the leases still hold), stops serving, then releases every shard
+  (``leave``: lease set to now) so other nodes take them at their next tick.
 - What is not here yet (issue 16): forwarding a request to the owner (a caller gets
   :class:`NotOwner` naming the shard and owner, re-reads the map and retries there with
-  the same idempotency key), the registry and tasks in the shared store (each node loads
-  agents when it starts), drain + snapshot before a handover, and ``troupe serve`` on a
-  cluster.
+  the same idempotency key), and the registry and tasks in the shared store (each node
+  loads agents when it starts).
 """
 
 from __future__ import annotations
@@ -60,14 +60,27 @@ class ClusterMember:
         self.owners: dict[int, str | None] = {}
         self._moved = trio.Event()
         self._hub: Hub | None = None
+        #: Set by :meth:`leave`: no new post or session here, the running ones snapshot.
+        self.draining = False
 
     def __repr__(self) -> str:
         return f"ClusterMember({self.config.node_id!r}, held={sorted(self.ownership.held)})"
 
     @property
     def leave_within_s(self) -> float:
-        """How long handing the shards over may take when the hub stops: one tick."""
-        return self.config.tick_s
+        """How long leaving may take when the hub stops: the drain (:meth:`leave`), then
+        one tick to hand the shards over."""
+        return self.drain_s + self.config.tick_s
+
+    @property
+    def drain_s(self) -> float:
+        """How long :meth:`leave` lets running sessions snapshot: ``lease_s - margin_s -
+        tick_s``, so the renewals going on meanwhile keep the leases."""
+        config = self.config
+        return max(config.lease_s - config.margin_s - config.tick_s, 0.0)
+
+    def _serving(self, shard: int, now: float) -> int | None:
+        return None if self.draining else self.ownership.serving(shard, now)
 
     # -- what the hub and the fences ask -------------------------------------------------------
 
@@ -79,11 +92,17 @@ class ClusterMember:
     def shard(self, session_id: str) -> int:
         return shard_of(session_id, self.config.shards)
 
-    def check(self, session_id: str) -> None:
-        """Raise :class:`NotOwner` unless this node serves ``session_id``'s shard now."""
+    def check(self, session_id: str) -> int:
+        """The epoch under which this node serves ``session_id``'s shard now.
+
+        Raises:
+          NotOwner: it does not serve it now.
+        """
         shard = shard_of(session_id, self.config.shards)
-        if self.ownership.serving(shard, trio.current_time()) is None:
+        epoch = self._serving(shard, trio.current_time())
+        if epoch is None:
             raise self.not_owner(session_id, shard)
+        return epoch
 
     def not_owner(self, session_id: str, shard: int) -> NotOwner:
         owner = self.owners.get(shard)
@@ -111,7 +130,7 @@ class ClusterMember:
         now = trio.current_time()
         session_id = new_id()
         for _ in range(DRAWS_PER_SHARD * self.config.shards):
-            if self.ownership.serving(shard_of(session_id, self.config.shards), now) is not None:
+            if self._serving(shard_of(session_id, self.config.shards), now) is not None:
                 return session_id
             if now >= self.ownership.deadline or not self.ownership.held:
                 break
@@ -146,7 +165,7 @@ class ClusterMember:
         lost: set[int] = set()
         try:
             claims = await coordinator.renew(node, config.address, config.lease_s)
-            more = ownership.wanted(claims.live)
+            more = 0 if self.draining else ownership.wanted(claims.live)
             if more:
                 claims = await coordinator.claim(node, config.lease_s, more)
             if trio.current_time() < sent + config.lease_s - config.margin_s:
@@ -155,7 +174,11 @@ class ClusterMember:
                 moved = ownership.moved(claims)
                 if moved:
                     ownership.drop(moved)
-                    await self._lose(moved)
+                # An actor still running in a shard held anew was started under an older
+                # claim (it was starting when the shard was lost): stale, like the moved.
+                fresh = set(claims.held) - set(ownership.held)
+                if moved or fresh:
+                    await self._lose(moved | fresh)
                 gained, lost = ownership.renewed(sent, claims)
             surplus = ownership.surplus(claims.live)
             if surplus:
@@ -232,7 +255,29 @@ class ClusterMember:
                 core.directory.add(SessionEntry(metadata=md, stype=stype))
 
     async def leave(self) -> None:
-        """Stop serving, then hand every shard over at once (``Coordinator.leave``)."""
+        """Drain, then hand every shard over at once (``Coordinator.leave``).
+
+        Draining refuses new posts and sessions (``NotOwner``) and passivates the running
+        sessions within :attr:`drain_s`, each saving a snapshot if it is behind, while the
+        leases (and so the fence) still hold: the next owner recovers from a snapshot
+        instead of folding the whole WAL. What does not passivate in time (a session with
+        work queued) is stopped without one.
+        """
+        from ..hub._passivation import passivate
+
+        self.draining = True
+        hub = self._hub
+        if hub is not None:
+            n = self.config.shards
+            running = [
+                e
+                for e in list(hub.core.directory.sessions.values())
+                if e.ref is not None and shard_of(e.session_id, n) in self.ownership.held
+            ]
+            with trio.move_on_after(self.drain_s):
+                async with trio.open_nursery() as nursery:
+                    for entry in running:
+                        nursery.start_soon(passivate, hub, entry)
         held = set(self.ownership.held)
         self.ownership.drop(held)
         self.ownership.deadline = -math.inf

@@ -41,7 +41,8 @@ class Faults(Protocol):
 class Membership(Protocol):
     """A hub's membership of a cluster (``troupe.cluster.ClusterMember``), as the hub sees it.
 
-    The hub asks it three things: whether this node serves a session now (``check``), a
+    The hub asks it three things: whether this node serves a session now (``check``, also
+    after an actor started: a shard that moved meanwhile leaves that actor behind), a
     new session id this node serves (``new_session_id``), and to run beside the hub
     (``run``, in the hub's tree) and hand its shards over when the hub stops (``leave``,
     given ``leave_within_s``).
@@ -52,8 +53,9 @@ class Membership(Protocol):
         """How long ``leave`` may take when the hub stops (s)."""
         ...
 
-    def check(self, session_id: str) -> None:
-        """Raise ``NotOwner`` unless this node serves ``session_id``'s shard now."""
+    def check(self, session_id: str) -> int:
+        """The epoch under which this node serves ``session_id``'s shard now; raise
+        ``NotOwner`` if it does not."""
         ...
 
     def new_session_id(self, new_id: Callable[[], str]) -> str:

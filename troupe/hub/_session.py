@@ -396,9 +396,16 @@ class SessionActor(Actor[SessionMsg, Any]):
         except StoreError as exc:
             try:
                 landed = await self.core.store.last_seq(self.sid)
+                # Ours only if it is this very envelope: an actor that fell behind the WAL
+                # (a cluster node's, whose shard another node wrote) sees another's there.
+                there = (
+                    await self.core.store.read(self.sid, since=env.seq - 1, until=env.seq)
+                    if landed >= env.seq
+                    else []
+                )
             except StoreError as again:
                 raise OutOfSync(f"session {self.sid}: append of seq {env.seq} unsure") from again
-            if landed == env.seq:
+            if there and there[0].envelope_id == env.envelope_id:
                 log.warning("session %s: seq %d was appended despite %s", self.sid, env.seq, exc)
                 return
             if landed != self.last_seq:
