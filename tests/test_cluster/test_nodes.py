@@ -16,6 +16,7 @@ from ._nodes import (
     TICK_S,
     Cluster,
     Node,
+    World,
     bootstrap,
     eventually,
     owner_of,
@@ -221,3 +222,44 @@ async def test_an_actor_starting_when_its_shard_was_lost_does_not_outlive_the_st
         after = await hub_b.post(text(world, sid, "on b"))
         assert after.seq == accepted.seq + 1
         await cluster.stop()
+
+
+async def test_a_session_given_up_on_a_node_that_lost_its_shard_is_not_closed_later(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Found by the machine: a node cut from the store crashed a session's actor until its
+    # supervisor gave up; the close of the crashed session kept retrying, and went through
+    # once the node held the shard again, closing a session that was fine.
+    world = await bootstrap(6)
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(world, nursery)
+        a = await cluster.start("a")
+        b = await cluster.start("b")
+        await trio.sleep(3 * TICK_S)
+        sid = next(s for s in world.sessions if owner_of(cluster, s) is a)
+        await hub_of(a).post(text(world, sid, "warm"))
+        cluster.cut(a)
+        entry = hub_of(a).core.directory.get(sid)
+        for _ in range(5):  # each post crashes the actor (its store fails) until given up
+            with pytest.raises((StoreError, ProtocolError)):
+                await hub_of(a).post(text(world, sid, "cut off", key="k"))
+            if entry.given_up:
+                break
+        assert entry.given_up
+        await eventually(lambda: owner_of(cluster, sid) is b, LEASE_S + 2 * TICK_S)
+        cluster.resume(a)
+        await trio.sleep(3 * TICK_S)
+        cluster.cut(b)  # a gets the shard back
+        await eventually(lambda: owner_of(cluster, sid) is a, LEASE_S + 2 * TICK_S)
+        await trio.sleep(3 * TICK_S)
+        accepted = await hub_of(a).post(text(world, sid, "fine"))
+        async with world.store.view() as store:
+            stored = await store.get_session(sid)
+        assert stored is not None
+        assert not stored.state.terminal
+        assert accepted.seq == (await store_last_seq(world, sid))
+        await cluster.stop()
+
+
+async def store_last_seq(world: World, session_id: str) -> int:
+    return len(await wal_of(world, session_id))

@@ -1235,6 +1235,8 @@ class Hub:
             return
         delay = CLOSE_RETRY_S
         while True:
+            if not entry.given_up:
+                return  # the give-up was withdrawn: a cluster node let the session's shard go
             try:
                 await self._close_crashed(entry)
             except (StoreError, ActorDead) as exc:

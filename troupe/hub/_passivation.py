@@ -138,9 +138,16 @@ async def evict(hub: Hub, entry: SessionEntry) -> None:
 
     The entry is left as a passivated one: a later use starts the actor again (which a
     cluster node refuses unless it holds the shard again). A passivation under way is left
-    to finish: it stops the actor itself.
+    to finish: it stops the actor itself. A session given up on here is not closed after
+    all: its give-up is withdrawn (the next owner starts it afresh).
     """
     gate = entry.gate
+    if entry.given_up:
+        # Its supervisor gave up on it here; what to do with the session is the next
+        # owner's call now, so its close (``close_crashed``, retrying) is called off.
+        entry.ref = None
+        await trio.lowlevel.checkpoint()
+        return
     if entry.ref is None or (gate is not None and gate.passivating is not None):
         await trio.lowlevel.checkpoint()
         return
