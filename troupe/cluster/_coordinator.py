@@ -115,8 +115,6 @@ class MemoryCoordinator:
         self._nodes: dict[str, _Node] = {}
         self._cut: set[str] = set()
         self._paused: dict[str, trio.Event] = {}
-        #: ``(session_id, epoch)`` of every session write the fence let through, in order.
-        self.fenced: list[tuple[str, int]] = []
 
     def __repr__(self) -> str:
         return f"MemoryCoordinator(shards={len(self.shards)}, nodes={sorted(self._nodes)})"
@@ -235,8 +233,7 @@ class MemoryCoordinator:
         shards: ``claimed(shard)`` is the epoch it holds, or None.
 
         The fence raises :class:`NotOwner` unless the shard's owner and epoch are the
-        node's claim and the lease has not run out (module rules), and logs what it lets
-        through in :attr:`fenced`.
+        node's claim and the lease has not run out (module rules).
         """
 
         def check(session_id: str) -> None:
@@ -253,6 +250,5 @@ class MemoryCoordinator:
                     owner=row.owner,
                     epoch=row.epoch,
                 )
-            self.fenced.append((session_id, epoch))
 
         return check
