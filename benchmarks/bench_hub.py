@@ -304,7 +304,10 @@ async def _open_chats(
                 on_answer()
 
         person.on_envelope(answered)
-        chat = await person.open(type="conversation", target=f"agent-{n}")
+        # No max_turns cap: a run posts past the default 200 texts.
+        chat = await person.open(
+            type="conversation", target=f"agent-{n}", knobs={"max_turns": None}
+        )
         chats.append((person, chat.session_id, recv))
     return chats
 
