@@ -888,12 +888,12 @@ class Hub:
                 )
             await self._running(entry)
         assert entry.dedup is not None
-        prefix = f"c:{sender_id}|{causation_id}|"
         complete = entry.dedup.complete
-        for key, (_, seq) in entry.dedup.items():
-            if key.startswith(prefix):
-                found = await self.read_wal(session_id, since=seq - 1, until=seq)
-                return found[0] if found else None
+        answered = entry.dedup.answer(sender_id, causation_id)
+        if answered is not None:
+            seq = answered[1]
+            found = await self.read_wal(session_id, since=seq - 1, until=seq)
+            return found[0] if found else None
         if complete:
             return None
         # Older than the session's dedup window: the store's index has it.
