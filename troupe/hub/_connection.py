@@ -26,6 +26,7 @@ from ..model import (
     Frame,
     NotifyFrame,
     ReceiptFrame,
+    SessionStatus,
     is_substantive,
 )
 from ._core import HubCore
@@ -137,6 +138,10 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
         self.outbound_bytes = 0
         self.max_outbound_bytes = max_outbound_bytes
         self._room = trio.Event()
+        #: Frames travel as objects (a LocalLink): a session's status is sent as it is.
+        self.objects = bool(getattr(endpoint, "carries_objects", False))
+        #: Per session, the last published status and its wire form (the state dumped).
+        self.wire_status: dict[str, tuple[SessionStatus, SessionStatus]] = {}
 
     def owns(self, agent_id: str) -> bool:
         return agent_id in self.agents and self.core.bindings.get(agent_id) is self.ref
@@ -165,7 +170,9 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
         match msg:
             case Deliver(envelope, recipient_id, redelivery):
                 if self.owns(recipient_id):
-                    sent = await self._notify(envelope, recipient_id, counted=True)
+                    sent = await self._notify(
+                        envelope, recipient_id, counted=True, fresh=not redelivery
+                    )
                     if redelivery and not sent and is_substantive(envelope.event_type):
                         self.core.ledger.done(recipient_id)  # dispatch counted it again
             case CatchUp(recipient_id, session_id, counted):
@@ -221,8 +228,29 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
     async def on_stop(self) -> None:
         await self.flush_cursors()
 
-    async def _notify(self, envelope: Envelope, agent_id: str, *, counted: bool) -> bool:
-        """Send ``envelope`` unless it was sent already; whether it was sent now."""
+    def _status(self, session_id: str) -> SessionStatus | None:
+        """The session's published status as this connection sends it with a delivery."""
+        entry = self.core.directory.sessions.get(session_id)
+        status = entry.status if entry is not None else None
+        if status is None or self.objects or entry is None:
+            return status
+        cached = self.wire_status.get(session_id)
+        if cached is not None and cached[0] is status:
+            return cached[1]
+        state = status.state
+        if state is not None and entry.stype is not None:
+            state = entry.stype.dump_state(state)
+        wire = SessionStatus(metadata=status.metadata, state=state, last_seq=status.last_seq)
+        self.wire_status[session_id] = (status, wire)
+        return wire
+
+    async def _notify(
+        self, envelope: Envelope, agent_id: str, *, counted: bool, fresh: bool = False
+    ) -> bool:
+        """Send ``envelope`` unless it was sent already; whether it was sent now.
+
+        ``fresh``: handed over by the dispatch of its own post (not read from the WAL).
+        """
         key = (agent_id, envelope.session_id)
         if envelope.seq <= self.sent.get(key, 0):
             return False  # already notified: a re-dispatch after a crash, or a catch-up overlap
@@ -234,7 +262,13 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
                 if rule is not None:
                     self.core.ledger.add(agent_id, rule.limits.inbox)
         try:
-            await self.endpoint.send_frame(NotifyFrame(envelope=envelope, recipient_id=agent_id))
+            frame = NotifyFrame(
+                envelope=envelope,
+                recipient_id=agent_id,
+                session=self._status(envelope.session_id),
+                fresh=fresh,
+            )
+            await self.endpoint.send_frame(frame)
         except DecodeError as exc:
             # This transport cannot carry it (a WAL written before the hub checked what it
             # admits, say). Crashing would only bring it back with the next replay, forever:
@@ -446,6 +480,7 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
         ):
             self.acked.pop(key, None)
             self.sent.pop(key, None)
+            self.wire_status.pop(key[1], None)
 
     def release(self) -> None:
         """Drop this connection's bindings (it is closing)."""
