@@ -92,6 +92,7 @@ from ..model import (
     check_envelope,
     check_json,
     check_record,
+    is_substantive,
     unstructure,
 )
 from ..model._convert import is_due
@@ -103,6 +104,7 @@ from . import _hub_messages as H
 from ._arbiters import Arbiter
 from ._audit import ReadAudit
 from ._auth import AuthRegistry
+from ._backpressure import must_wait, wait_for_room
 from ._connection import Bind, Caller
 from ._core import HubCore
 from ._delivery import dispatch
@@ -991,6 +993,9 @@ class Hub:
         if envelope.sender_id not in core.registry:  # checked first (reference §1.3-C)
             raise NotFoundError(f"sender not registered: {envelope.sender_id!r}")
         entry = core.directory.get(sid)
+        if is_substantive(envelope.event_type) and must_wait(core, entry.metadata, envelope):
+            # Backpressure: the poster waits here, in its own task, never the session actor.
+            await wait_for_room(core, entry.metadata, envelope)
         # The id is the post's identity across a retry; the session actor stamps it (with
         # seq and created_at) on its own copy, so the caller's envelope is never changed.
         envelope_id = core.new_id()
