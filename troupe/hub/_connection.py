@@ -176,6 +176,8 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
                     if redelivery and not sent and is_substantive(envelope.event_type):
                         self.core.ledger.done(recipient_id)  # dispatch counted it again
             case CatchUp(recipient_id, session_id, counted):
+                if counted:  # from then on a missed dispatch queues another one
+                    self.core.catch_ups.discard((self.ref.name, recipient_id, session_id))
                 if self.owns(recipient_id):
                     await self._replay(recipient_id, session_id, 0, counted=counted)
             case Bind(agent_id, since, welcome, takeover):
@@ -226,6 +228,8 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
             pass  # the connection ended; serve_endpoint saved the cursors
 
     async def on_stop(self) -> None:
+        name = self.ref.name
+        self.core.catch_ups -= {key for key in self.core.catch_ups if key[0] == name}
         await self.flush_cursors()
 
     def _status(self, session_id: str) -> SessionStatus | None:

@@ -120,6 +120,10 @@ class HubCore:
         self.connections: dict[str, Any] = {}
         #: +1 by session actors on dispatch, -1 by connections on receipt.
         self.ledger = InboxLedger()
+        #: (connection actor name, recipient, session) with a CatchUp queued and not yet
+        #: handled: one catch-up per (connection, session) however many dispatches missed.
+        #: Added by dispatch, discarded by the connection when it handles or drops it.
+        self.catch_ups: set[tuple[str, str, str]] = set()
         #: Posts waiting for room in inboxes (overflow "block"); written by those posts.
         self.room = InboxRoom(self.ledger)
         #: Written by session actors (one token per substantive post).
