@@ -15,6 +15,7 @@ import trio
 from troupe import EV_TEXT, HubClient, Passport, SessionState
 from troupe.api import Request
 from troupe.client._remote import RemoteHub
+from troupe.model import Frame, NotifyFrame
 
 from ._wire import Echo, serving
 
@@ -48,6 +49,16 @@ async def test_a_turn_over_the_wire_asks_nothing_but_to_post(
             al = await people.register_human(Passport(name="al"))
             ch = await al.open(type="conversation", target="bob", knobs={"max_turns": None})
             asked = _spy(agents, monkeypatch)
+            with_metadata: list[NotifyFrame] = []
+            on_frame = agents._on_frame
+
+            def seen(frame: Frame) -> None:
+                if isinstance(frame, NotifyFrame) and frame.session is not None:
+                    if frame.session.metadata is not None:
+                        with_metadata.append(frame)
+                on_frame(frame)
+
+            monkeypatch.setattr(agents, "_on_frame", seen)
             for i in range(20):
                 await al.send(ch.session_id, f"m{i}")
                 await al.wait_for_channel_event(
@@ -62,5 +73,7 @@ async def test_a_turn_over_the_wire_asks_nothing_but_to_post(
             assert status is not None
             assert status.metadata is not None
             assert status.metadata.state is SessionState.ACTIVE
+            # The metadata did not change after the session opened: it was not sent again.
+            assert with_metadata == []
             # Loaded with the session type (not left as the JSON it travelled as).
             assert type(status.state) is type(served.hub.session_state(ch.session_id))

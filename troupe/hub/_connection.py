@@ -140,7 +140,8 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
         self._room = trio.Event()
         #: Frames travel as objects (a LocalLink): a session's status is sent as it is.
         self.objects = bool(getattr(endpoint, "carries_objects", False))
-        #: Per session, the last published status and its wire form (the state dumped).
+        #: Per session, the last published status and its wire form (the state dumped,
+        #: the metadata left out when this connection sent the same metadata before).
         self.wire_status: dict[str, tuple[SessionStatus, SessionStatus]] = {}
 
     def owns(self, agent_id: str) -> bool:
@@ -244,7 +245,10 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
         state = status.state
         if state is not None and entry.stype is not None:
             state = entry.stype.dump_state(state)
-        wire = SessionStatus(metadata=status.metadata, state=state, last_seq=status.last_seq)
+        # Metadata changes rarely and is most of a status's bytes (and decoding time).
+        sent = cached[0].metadata if cached is not None else None
+        metadata = None if status.metadata is sent else status.metadata
+        wire = SessionStatus(metadata=metadata, state=state, last_seq=status.last_seq)
         self.wire_status[session_id] = (status, wire)
         return wire
 
