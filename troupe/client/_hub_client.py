@@ -2016,13 +2016,14 @@ class HubClient:
 
     async def post_envelope(self, envelope: Envelope) -> str:
         self._check_open("post_envelope")
-        tracer = _tracing.ACTIVE
-        if tracer is not None:
-            return (await tracer.client_post(self._post, envelope)).envelope_id
-        return (await self._post(envelope)).envelope_id
+        return (await self.post(envelope)).envelope_id
 
     async def post(self, envelope: Envelope) -> Accepted:
-        """Like :meth:`post_envelope`, returning the ``envelope_id``, ``seq`` and ``duplicate``."""
+        """Like :meth:`post_envelope`, returning the ``envelope_id``, ``seq`` and ``duplicate``.
+
+        Every post of this client goes through here (its identities' too): a subclass that
+        wraps posts overrides this one.
+        """
         self._check_open("post")
         tracer = _tracing.ACTIVE
         if tracer is not None:
