@@ -22,7 +22,7 @@ from troupe import (
     Turn,
 )
 
-from .harness import ClientPair, open_pair, texts
+from ..harness import HubPair, open_hub_pair, texts
 
 
 def _inbox(**kw: object) -> Rule:
@@ -41,7 +41,7 @@ class Gated:
         await self.gate.wait()
 
 
-async def _busy_bob(p: ClientPair, **inbox: object) -> tuple[Gated, str, HumanClient]:
+async def _busy_bob(p: HubPair, **inbox: object) -> tuple[Gated, str, HumanClient]:
     bob = Gated()
     await p.hc.register(bob, Passport(name="bob"), Resume(), rule=_inbox(max_pending=2, **inbox))
     al = await p.human("al")
@@ -55,7 +55,7 @@ async def _busy_bob(p: ClientPair, **inbox: object) -> tuple[Gated, str, HumanCl
 async def test_a_poster_waits_for_room_and_posts_once_the_recipient_acks(
     autojump_clock: MockClock,
 ) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         bob, sid, al = await _busy_bob(p)
         posted = trio.Event()
 
@@ -77,7 +77,7 @@ async def test_a_poster_waits_for_room_and_posts_once_the_recipient_acks(
 async def test_a_waiting_post_is_cancellable_and_posts_nothing(
     autojump_clock: MockClock,
 ) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         bob, sid, al = await _busy_bob(p)
         with trio.move_on_after(5) as scope:
             await al.send(sid, "3")
@@ -92,7 +92,7 @@ async def test_a_waiting_post_is_cancellable_and_posts_nothing(
 async def test_a_wait_longer_than_block_timeout_is_refused_with_inbox_full(
     autojump_clock: MockClock,
 ) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         _, sid, al = await _busy_bob(p, block_timeout=5.0)
         start = trio.current_time()
         with pytest.raises(InboxFull, match=r"'bob'.*no room within its block_timeout of 5.0 s"):
@@ -103,7 +103,7 @@ async def test_a_wait_longer_than_block_timeout_is_refused_with_inbox_full(
 
 
 async def test_overflow_reject_refuses_at_once(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         _, sid, al = await _busy_bob(p, overflow="reject")
         start = trio.current_time()
         with pytest.raises(InboxFull, match=r"2 pending, max_pending 2$"):
@@ -140,7 +140,7 @@ async def test_two_agents_answering_each_other_with_both_inboxes_full_do_not_dea
     # One pending envelope fills an inbox; a blocked post waits (almost) forever.
     rule = _inbox(max_pending=1, block_timeout=3600.0)
     with trio.fail_after(600):
-        async with open_pair() as p:
+        async with open_hub_pair() as p:
             a = await p.hc.register(ann, Passport(name="ann"), Resume(), rule=rule)
             b = await p.hc.register(ben, Passport(name="ben"), Resume(), rule=rule)
             ch = await a.open(type="conversation", target="ben", knobs={"max_turns": None})
@@ -172,7 +172,7 @@ async def test_a_flood_into_agents_completes_with_default_overflow(
     """4 people x 300 posts each into agents that can hold 20: every post is accepted (the
     people wait for room) and answered; no InboxFull."""
     people, posts = 4, 300
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         chats = []
         agents = []
         for n in range(people):

@@ -21,7 +21,7 @@ from troupe import SessionState, Turn
 from troupe.api import Request
 from troupe.hub import Hub
 
-from .harness import WAIT, ClientPair, from_, open_pair
+from ..harness import WAIT, HubPair, from_, open_hub_pair
 
 
 class _Spy:
@@ -40,8 +40,8 @@ class _Spy:
         monkeypatch.setattr(hub, "call", counted)
 
 
-async def _chat(p: ClientPair, turns: int) -> tuple[Any, Any, str]:
-    sage, echo = await p.agent("sage")
+async def _chat(p: HubPair, turns: int) -> tuple[Any, Any, str]:
+    sage, echo = await p.scripted("sage")
     al = await p.human("al")
     ch = await al.open(type="conversation", target="sage", knobs={"max_turns": None})
     for i in range(turns):
@@ -55,8 +55,8 @@ async def _chat(p: ClientPair, turns: int) -> tuple[Any, Any, str]:
 async def test_a_turn_asks_the_hub_nothing_but_to_post_its_answer(
     autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with open_pair() as p:
-        sage, echo = await p.agent("sage")
+    async with open_hub_pair() as p:
+        sage, echo = await p.scripted("sage")
         al = await p.human("al")
         spy = _Spy(p.hub, monkeypatch)
         ch = await al.open(type="conversation", target="sage", knobs={"max_turns": None})
@@ -84,7 +84,7 @@ async def test_a_turn_asks_the_hub_nothing_but_to_post_its_answer(
 async def test_a_replayed_trigger_asks_whether_it_was_answered(
     autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         sage, echo, sid = await _chat(p, 3)
         spy = _Spy(p.hub, monkeypatch)
         last_question = [e for e in await p.wal(sid) if e.sender_id != sage.agent_id][-1]
@@ -99,8 +99,8 @@ async def test_a_session_closed_meanwhile_reaches_the_client_before_the_next_tur
 ) -> None:
     release = trio.Event()
 
-    async with open_pair() as p:
-        _, scripted = await p.agent("sage")
+    async with open_hub_pair() as p:
+        _, scripted = await p.scripted("sage")
         al = await p.human("al")
         ch = await al.open(type="conversation", target="sage", knobs={"max_turns": None})
         asked: list[str] = []
@@ -132,8 +132,8 @@ async def test_a_stale_status_never_gets_a_post_past_the_hub(
     autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     speak = False
-    async with open_pair() as p:
-        sage, scripted = await p.agent("sage", lambda turn: "late" if speak else None)
+    async with open_hub_pair() as p:
+        sage, scripted = await p.scripted("sage", lambda turn: "late" if speak else None)
         al = await p.human("al")
         ch = await al.open(type="conversation", target="sage", knobs={"max_turns": None})
         sid = ch.session_id
@@ -162,7 +162,7 @@ async def test_a_stale_status_never_gets_a_post_past_the_hub(
 async def test_a_client_without_a_status_asks_the_hub_as_before(
     autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         sage, echo, sid = await _chat(p, 1)
         p.hc._forget_status(sid)
         question = [e for e in await p.wal(sid) if e.sender_id != sage.agent_id][-1]
@@ -175,7 +175,7 @@ async def test_a_client_without_a_status_asks_the_hub_as_before(
 
 
 async def test_statuses_are_let_go_when_the_session_ends(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         _, _, sid = await _chat(p, 2)
         assert p.hc.session_status(sid) is not None
         await p.hc.close_session(sid)
