@@ -362,14 +362,18 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
                 rule = self.core.registry.rule(agent_id)
                 if rule is not None:
                     self.core.ledger.add(agent_id, rule.limits.inbox)
+        status = self._status(envelope.session_id)
+        frame = NotifyFrame(envelope=envelope, recipient_id=agent_id, session=status, fresh=fresh)
         try:
-            frame = NotifyFrame(
-                envelope=envelope,
-                recipient_id=agent_id,
-                session=self._status(envelope.session_id),
-                fresh=fresh,
-            )
-            await self._send(frame)
+            try:
+                await self._send(frame)
+            except DecodeError:
+                if status is None:
+                    raise
+                # Too big for a frame with the status (the envelope is near the limit): sent
+                # without, the client asks the hub; the next status carries the metadata.
+                self.wire_status.pop(envelope.session_id, None)
+                await self._send(attrs.evolve(frame, session=None))
         except DecodeError as exc:
             # This transport cannot carry it (a WAL written before the hub checked what it
             # admits, say). Crashing would only bring it back with the next replay, forever:
