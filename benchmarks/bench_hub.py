@@ -19,9 +19,10 @@ both counted as envelopes) for both.
 Targets (issue 15): at least 0.3x raw on MemoryStore and 0.15x on SQLite ``FULL``.
 
 **Flood**: 16 people x 1,500 posts into AgentClients without waiting for the answers, with
-the default rules (inbox ``max_pending`` 1000, ``overflow="reject"``). The row says whether
-it completed or how it ended (``InboxFull``), never crashes; the raw skeleton floods the same
-way, its posters waiting for room in the bounded inbox. Target: completes, no ``InboxFull``.
+the default rules (inbox ``max_pending`` 1000, ``overflow="block"``: a poster waits for room,
+as the raw skeleton's posters wait for room in its bounded inbox; before issue 15 the default
+was ``"reject"`` and the flood died with ``InboxFull``). The row says whether it completed or
+how it ended, never crashes. Target: completes, no ``InboxFull``.
 
 **Acking endpoints** (the measurement before issue 15, kept as a second table): one poster
 per session posts into the hub directly, and each post is delivered to an endpoint that acks
@@ -61,7 +62,7 @@ from troupe.store import MemoryStore, SQLiteStore, Store
 SESSIONS = 16
 #: Posts per conversation in a turn-taking agent-path run (each waits for its answer).
 POSTS = 200
-#: Posts per person in the flood run (issue 15: 16 x 1,500 dies with InboxFull today).
+#: Posts per person in the flood run (issue 15: 16 x 1,500 died with InboxFull before).
 FLOOD_POSTS = 1500
 #: Give up on a flood run after this many seconds (it is reported, not raised).
 FLOOD_DEADLINE_S = 60.0
@@ -304,7 +305,10 @@ async def _open_chats(
                 on_answer()
 
         person.on_envelope(answered)
-        chat = await person.open(type="conversation", target=f"agent-{n}")
+        # No max_turns cap: a run posts past the default 200 texts.
+        chat = await person.open(
+            type="conversation", target=f"agent-{n}", knobs={"max_turns": None}
+        )
         chats.append((person, chat.session_id, recv))
     return chats
 

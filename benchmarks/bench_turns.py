@@ -87,7 +87,8 @@ async def session_run(low: int, high: int, window: int) -> TurnCosts:
     async with open_hub(ttl_sweep_interval=0) as hub, HubClient(LocalLink(hub)) as client:
         ada = await client.register(Talker(marks, stop, done), Passport(name="ada"))
         await client.register(Talker(marks, stop, done), Passport(name="bob"))
-        chat = await ada.open(type="conversation", target="bob")
+        # No max_turns cap: the session runs well past the default 200 texts.
+        chat = await ada.open(type="conversation", target="bob", knobs={"max_turns": None})
         await ada.send(chat.session_id, "hello")
         await done.wait()
     low_cpu, low_wall = _window(marks, low, window)

@@ -75,13 +75,21 @@ async def test_the_agent_path_and_its_raw_skeleton_answer_every_post() -> None:
 
 
 async def test_a_flood_past_the_inbox_cap_is_reported_not_raised() -> None:
-    # Small, with a cap the default rules reach only at 1,000: the refusal is the outcome.
-    capped = Rule(limits=LimitsBlock(inbox=InboxBlock(max_pending=2)))
+    # Small, with a tiny cap and overflow="reject": the refusal is the outcome.
+    capped = Rule(limits=LimitsBlock(inbox=InboxBlock(max_pending=2, overflow="reject")))
     run = await bench_hub.agent_flood(posts=50, sessions=2, rule=capped)
     assert not run.completed
     assert run.ending is not None
     assert run.ending.startswith("InboxFull")
     assert run.posts_accepted < 100
+
+
+async def test_a_flood_past_a_blocking_cap_completes() -> None:
+    # The default overflow ("block"): the people wait for room, every post is answered.
+    capped = Rule(limits=LimitsBlock(inbox=InboxBlock(max_pending=2)))
+    run = await bench_hub.agent_flood(posts=50, sessions=2, rule=capped)
+    assert run.ending is None
+    assert (run.posts_accepted, run.answers_received) == (100, 100)
 
 
 async def test_a_flood_within_the_cap_completes() -> None:

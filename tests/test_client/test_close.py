@@ -140,6 +140,7 @@ CALLS: dict[str, Callable[[HubClient], object]] = {
     "list_sessions": lambda hc: hc.list_sessions(),
     "close_session": lambda hc: hc.close_session("s1"),
     "post_envelope": lambda hc: hc.post_envelope(POST),
+    "post": lambda hc: hc.post(POST),
     "read_wal": lambda hc: hc.read_wal("s1"),
     "stream_chunk": lambda hc: hc.stream_chunk(
         StreamChunk(session_id="s1", sender_id="a1", stream_id="x", index=0, text="t")
@@ -175,6 +176,8 @@ LOCAL = {
     "name_for",
     "note_turn_failure",
     "turn_failure",
+    "session_status",
+    "has_floor",
 }
 #: HubClient methods about the connection itself, and the generic ``call`` (tested below).
 CONNECTION = {"close", "shutdown", "identities", "call"}

@@ -443,7 +443,7 @@ async def test_a_busy_agents_backlog_is_bounded_by_its_inbox_rule(
             await gate.wait()
 
     async with open_hub_pair() as p:
-        rule = Rule(limits=LimitsBlock(inbox=InboxBlock(max_pending=2)))
+        rule = Rule(limits=LimitsBlock(inbox=InboxBlock(max_pending=2, overflow="reject")))
         await p.hc.register(Busy(), Passport(name="bob"), Resume(), rule=rule)
         al = await p.human("al")
         ch = await al.open(type="conversation", target="bob")

@@ -12,7 +12,8 @@ import trio
 import trio.testing
 
 from troupe.hub import Hub
-from troupe.store import MemoryStore
+from troupe.hub._directory import DedupWindow
+from troupe.store import MemoryStore, answer_prefix
 
 from ..harness import open_hub_pair, text_envelope
 from .conftest import Reopen
@@ -111,3 +112,59 @@ async def test_a_bad_window_is_refused(size: object) -> None:
     with pytest.raises(ValueError, match="dedup_window must be an int >= 0"):
         async with open_hub_pair(dedup_window=size):
             pass
+
+
+def test_who_answered_what_is_an_index_that_forgets_with_the_window() -> None:
+    window = DedupWindow(2)
+    window.remember("k:one", ("e1", 1))
+    window.remember(answer_prefix("bob", "e1") + "text", ("e2", 2))
+    window.answered("bob", "e1", ("e2", 2))
+    assert window.answer("bob", "e1") == ("e2", 2)
+    assert window.answer("bob", "e9") is None
+    assert window.answer("eve", "e1") is None
+    window.remember(answer_prefix("bob", "e3") + "text", ("e4", 4))
+    window.answered("bob", "e3", ("e4", 4))
+    window.remember(answer_prefix("bob", "e5") + "text", ("e6", 6))
+    window.answered("bob", "e5", ("e6", 6))
+    # The index is bounded like the window; what both let go, the store answers.
+    assert len(window.answers) == 2
+    assert window.answer("bob", "e1") is None
+    assert not window.complete
+
+
+def test_answer_keys_read_back_from_the_store_are_indexed() -> None:
+    window = DedupWindow(8)
+    window.load(answer_prefix("bob", "e1") + "text", ("e2", 2))
+    window.load("k:key", ("e3", 3))
+    assert window.answer("bob", "e1") == ("e2", 2)
+    # An id with a bar in it cannot be split: such a window also scans its keys.
+    window.load(answer_prefix("eve", "id|with|bars") + "text", ("e4", 4))
+    assert window.ambiguous
+    assert window.answer("eve", "id|with|bars") == ("e4", 4)
+
+
+async def test_the_hub_finds_an_answer_in_the_window_without_walking_it(
+    autojump_clock: trio.testing.MockClock, reopen: Reopen
+) -> None:
+    async with open_hub_pair(reopen(), dedup_window=WINDOW) as h:
+        alice, bob = await h.agent("alice"), await h.agent("bob")
+        md = await h.session("conversation", alice, bob)
+        question = await h.hub.post(text_envelope(md, alice, "q"))
+        answer = await h.hub.post(text_envelope(md, bob, "a", causation_id=question.envelope_id))
+        window = h.hub.core.directory.get(md.session_id).dedup
+        assert window is not None
+        walked = 0
+        items = window.items
+
+        def counting() -> object:
+            nonlocal walked
+            walked += 1
+            return items()
+
+        window.items = counting  # type: ignore[method-assign,assignment]
+        found = await h.hub.find_envelope_by_causation(
+            md.session_id, sender_id=bob.id, causation_id=question.envelope_id
+        )
+        assert found is not None
+        assert found.envelope_id == answer.envelope_id
+        assert walked == 0

@@ -267,6 +267,40 @@ async def test_a_full_connection_mailbox_catches_up_from_the_wal(
         assert h.hub.statistics().pending_inbox == 0
 
 
+async def test_catch_ups_are_coalesced_per_connection_and_session(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 15 item 4: a stalled connection got one CatchUp (one WAL read) per missed
+    delivery; one queued catch-up now reads everything it missed."""
+    async with open_hub_pair(client_mailbox=4) as h:
+        alice, bob = await h.agent("alice"), await h.agent("bob")
+        md = await h.session("conversation", alice, bob)
+        await h.settle()
+        stall = trio.Event()
+        client_of(bob).endpoint.stalled = stall
+        for i in range(25):
+            await h.say(md, alice, str(i))
+        await h.settle()
+        name = h.hub.core.bindings[bob.id].name
+        assert h.hub.core.catch_ups == {(name, bob.id, md.session_id)}
+        reads = 0
+        read = h.store.read
+
+        async def counted(*args: object, **kw: object) -> object:
+            nonlocal reads
+            reads += 1
+            return await read(*args, **kw)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(h.store, "read", counted)
+        client_of(bob).endpoint.stalled = None
+        stall.set()
+        await h.settle()
+        texts = [e.text for e in client_of(bob).notified(bob.id, md.session_id) if e.text]
+        assert texts == [str(i) for i in range(25)]
+        assert reads == 1
+        assert h.hub.core.catch_ups == set()
+
+
 async def test_frames_from_a_client(autojump_clock: trio.testing.MockClock) -> None:
     auth = [NoAuth(), ApiKeyAuth({"bob": "k"})]
     async with open_hub_pair(auth=auth) as h:

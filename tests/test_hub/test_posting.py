@@ -243,7 +243,9 @@ async def test_session_type_rules_come_after_rate_and_inbox(
         "alice", rule=Rule(limits=LimitsBlock(rate=RateBlock(per_minute=60, burst=3)))
     )
     bob = await h.agent(
-        "bob", rule=Rule(limits=LimitsBlock(inbox=InboxBlock(max_pending=1))), receipts=False
+        "bob",
+        rule=Rule(limits=LimitsBlock(inbox=InboxBlock(max_pending=1, overflow="reject"))),
+        receipts=False,
     )
     md = await h.session("consulting", alice, bob)
     sid = md.session_id
@@ -316,7 +318,9 @@ async def test_inbox_full_until_the_recipient_acks(
 ) -> None:
     alice = await h.agent("alice")
     bob = await h.agent(
-        "bob", rule=Rule(limits=LimitsBlock(inbox=InboxBlock(max_pending=2))), receipts=False
+        "bob",
+        rule=Rule(limits=LimitsBlock(inbox=InboxBlock(max_pending=2, overflow="reject"))),
+        receipts=False,
     )
     md = await h.session("conversation", alice, bob)
     sid = md.session_id
@@ -591,7 +595,15 @@ async def test_a_full_drop_newest_inbox_accepts_the_post_and_holds_the_delivery(
 
 
 def test_drop_oldest_is_refused_with_the_reason() -> None:
-    with pytest.raises(ValueError, match="cannot be taken back; use 'reject' or 'drop_newest'"):
+    with pytest.raises(
+        ValueError, match="cannot be taken back; use 'block', 'reject' or 'drop_newest'"
+    ):
         InboxBlock(overflow="drop_oldest")
-    with pytest.raises(ValueError, match="must be 'reject' or 'drop_newest', got 'spool'"):
+    with pytest.raises(ValueError, match="must be 'block', 'reject' or 'drop_newest', got 'spool'"):
         InboxBlock(overflow="spool")
+
+
+@pytest.mark.parametrize("timeout", [0, -1.0, float("nan"), float("inf"), True, "5"])
+def test_a_bad_block_timeout_is_refused(timeout: object) -> None:
+    with pytest.raises(ValueError, match="block_timeout must be a positive number"):
+        InboxBlock(block_timeout=timeout)  # type: ignore[arg-type]

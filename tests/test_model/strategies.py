@@ -30,7 +30,8 @@ JSON_OBJECTS = st.dictionaries(TEXT, JSON_VALUES, max_size=4)
 
 #: Fields whose values a validator restricts.
 OVERRIDES: dict[tuple[type[Any], str], st.SearchStrategy[Any]] = {
-    (InboxBlock, "overflow"): st.sampled_from(["reject", "drop_newest"]),
+    (InboxBlock, "overflow"): st.sampled_from(["block", "reject", "drop_newest"]),
+    (InboxBlock, "block_timeout"): st.none() | st.floats(min_value=0.001, max_value=1e6),
 }
 
 #: Every attrs record that ``troupe.model`` exports.

@@ -259,7 +259,7 @@ async def test_send_frames_answer_accept_or_error_with_their_request_id() -> Non
 
 
 async def test_a_recipient_that_does_not_ack_fills_its_inbox() -> None:
-    tight = Rule(limits=LimitsBlock(inbox=InboxBlock(max_pending=2)))
+    tight = Rule(limits=LimitsBlock(inbox=InboxBlock(max_pending=2, overflow="reject")))
     with trio.fail_after(5):
         async with serving() as served:
             async with HubClient(served.link()) as hc:

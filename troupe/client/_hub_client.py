@@ -51,6 +51,7 @@ from trio_websocket import HandshakeError
 from .. import _tracing
 from .._errors import (
     ConnectionLost,
+    DecodeError,
     IdentityInUse,
     MailboxClosed,
     NetworkError,
@@ -114,6 +115,7 @@ from ..model import (
     Rule,
     SessionMetadata,
     SessionState,
+    SessionStatus,
     StreamChunk,
     TaskMetadata,
     TaskState,
@@ -445,7 +447,12 @@ class Identity:
         self._check_connected()
         if envelope.sender_id == "":
             envelope = attrs.evolve(envelope, sender_id=self.agent_id)
-        return await self._hub_client.post_envelope(envelope)
+        accepted = await self._hub_client.post(envelope)
+        self._posted(envelope, accepted)
+        return accepted.envelope_id
+
+    def _posted(self, envelope: Envelope, accepted: Accepted) -> None:
+        """What this identity posted, as the hub accepted it (an agent folds it into its view)."""
 
     async def send_envelope(self, envelope: Envelope) -> str:
         """Alias of :meth:`post_envelope` (what Channel calls)."""
@@ -672,12 +679,17 @@ class Router:
         #: :meth:`flush` acks when the client closes.
         self._inflight: dict[tuple[str, str], Envelope] = {}
         self._settled: set[tuple[str, str]] = set()
+        #: (identity, session, seq) queued or being handled that the hub sent fresh (by the
+        #: dispatch of its post, not from the WAL): nobody can have answered them yet.
+        self.fresh: set[tuple[str, str, int]] = set()
+        #: Called with a session's id once one of its identities handled the session's end.
+        self.ended: Callable[[str], None] | None = None
 
     def marks(self) -> int:
         """How many live (identity, session) marks are kept (ended sessions not counted)."""
         return len(self._routed)
 
-    def route(self, envelope: Envelope, recipient_id: str) -> None:
+    def route(self, envelope: Envelope, recipient_id: str, *, fresh: bool = False) -> None:
         assert self.nursery is not None
         identity = self._clients.get(recipient_id)
         if identity is None:
@@ -700,6 +712,8 @@ class Router:
                 self.nursery.start_soon(self._receipt, envelope, recipient_id, "ack", "")
             return
         self._routed[key] = max(envelope.seq, self._routed.get(key, 0))
+        if fresh:
+            self.fresh.add(retry)
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = deque()
@@ -728,6 +742,7 @@ class Router:
                     log.exception("%s failed to handle %s", identity, envelope.envelope_id)
                     status, reason = "nack", f"{type(exc).__name__}: {exc}"
                     self._nacked.add((agent_id, session_id, envelope.seq))
+                self.fresh.discard((agent_id, session_id, envelope.seq))
                 queue.popleft()
                 self._handled[key] = max(envelope.seq, self._handled.get(key, 0))
                 if envelope.event_type in ENDINGS and status == "ack":
@@ -741,6 +756,8 @@ class Router:
             self._inflight.pop(key, None)
             self._settled.discard(key)
             if queue:
+                for left in queue:
+                    self.fresh.discard((agent_id, session_id, left.seq))
                 queue.clear()
                 self._routed[key] = self._handled.get(key, 0)
             del self._queues[key]
@@ -761,6 +778,8 @@ class Router:
 
     def _forget_session(self, key: tuple[str, str]) -> None:
         """A session ended: keep one number for it (bounded), not its live marks."""
+        if self.ended is not None:
+            self.ended(key[1])
         self._ended[key] = self._handled.pop(key, 0)
         self._routed.pop(key, None)
         while len(self._ended) > ENDED_KEPT:
@@ -894,6 +913,9 @@ Observer = Callable[[Envelope], Awaitable[None]]
 #: How many envelopes one WAL read of a turn's history asks for at most (a session's first turn
 #: in this process folds the WAL before its trigger page by page, never all of it at once).
 WAL_PAGE = 1000
+#: How many of its own posts an agent's view keeps ahead of what it folded (posts after a
+#: gap it has not seen yet); beyond that the next turn reads them from the WAL.
+OWN_AHEAD = 64
 
 
 @attrs.define(slots=True)
@@ -904,6 +926,23 @@ class SessionView:
     policy: ViewPolicy
     fold: ViewFold | PolicyFold
     seq: int = 0
+    #: This agent's own posts accepted after ``seq`` (by seq), folded once the view reaches
+    #: them: the hub does not deliver an agent's posts back to it.
+    own: dict[int, Envelope] = attrs.field(factory=dict)
+
+    def advance(self, envelope: Envelope) -> None:
+        """Fold ``envelope`` (the next seq), then the own posts that follow it."""
+        self.fold.fold(envelope)
+        self.seq = envelope.seq
+        own = self.own
+        while own:
+            mine = own.pop(self.seq + 1, None)
+            if mine is None:
+                for seq in [seq for seq in own if seq <= self.seq]:
+                    del own[seq]
+                return
+            self.fold.fold(mine)
+            self.seq = mine.seq
 
 
 #: What handles an agent's deliveries: ``await handler(envelope, client)``. The default is
@@ -992,6 +1031,8 @@ class AgentClient(Identity):
         if self._disconnected:
             await trio.lowlevel.checkpoint()
             return
+        if envelope.seq == 1 and envelope.session_id not in self._views:
+            self._start_view(envelope.session_id)  # nothing before it: no WAL to read
         self._inboxes.put(envelope)
         for observer in self._observers:
             await observer(envelope)
@@ -1005,8 +1046,33 @@ class AgentClient(Identity):
         else:
             view = self._views.get(envelope.session_id)
             if view is not None and envelope.seq == view.seq + 1:
-                view.fold.fold(envelope)
-                view.seq = envelope.seq
+                view.advance(envelope)
+
+    def _start_view(self, session_id: str) -> None:
+        """An empty view of a session whose status a delivery brought (else none yet)."""
+        status = self._hub_client.session_status(session_id)
+        if status is None or status.metadata is None:
+            return
+        try:
+            stype = self._hub_client.session_type_for(status.metadata)
+        except NotFoundError:
+            return
+        policy = stype.default_view_policy(status.metadata, self.agent_id)
+        self._views[session_id] = SessionView(
+            policy, start_view(policy, self.agent_id, stype.render)
+        )
+
+    def _posted(self, envelope: Envelope, accepted: Accepted) -> None:
+        view = self._views.get(envelope.session_id)
+        if view is None or accepted.duplicate or accepted.seq <= view.seq:
+            return
+        if not isinstance(view.fold, ViewFold):
+            return  # a policy's own projection may read what the hub stamps: the WAL has it
+        mine = attrs.evolve(envelope, envelope_id=accepted.envelope_id, seq=accepted.seq)
+        if accepted.seq == view.seq + 1:
+            view.advance(mine)
+        elif len(view.own) < OWN_AHEAD:
+            view.own[accepted.seq] = mine
 
     # -- the default turn handler ------------------------------------------------------------
 
@@ -1019,18 +1085,37 @@ class AgentClient(Identity):
             return
         hc = self._hub_client
         sid = envelope.session_id
-        metadata = await hc.get_session(sid)
-        if metadata.state is not SessionState.ACTIVE or not await hc.acan_send(sid, me):
-            return
-        stype = hc.session_type_for(metadata)
-        text = stype.render(envelope)
-        if text is None:
-            return
-        owed = await hc.pending_turn(sid, me)
-        if owed is not None and owed.triggering_envelope_id not in (None, envelope.envelope_id):
-            return  # a stale trigger (a replay): a later envelope gave me the floor
-        if await hc.find_envelope_by_causation(
-            sid, sender_id=me, causation_id=envelope.envelope_id
+        status = hc.session_status(sid)
+        known = status.metadata if status is not None else None
+        if status is not None and known is not None:
+            # What the deliveries brought: the session as its actor published it with the
+            # latest of them. A stale status may start a turn the hub then refuses (its
+            # post is checked there); it never lets through what the hub would refuse.
+            metadata = known
+            stype = hc.session_type_for(metadata)
+            if not hc.has_floor(status, me, envelope):
+                return
+            text = stype.render(envelope)
+            if text is None:
+                return
+        else:
+            metadata = await hc.get_session(sid)
+            if metadata.state is not SessionState.ACTIVE or not await hc.acan_send(sid, me):
+                return
+            stype = hc.session_type_for(metadata)
+            text = stype.render(envelope)
+            if text is None:
+                return
+            owed = await hc.pending_turn(sid, me)
+            if owed is not None and owed.triggering_envelope_id not in (
+                None,
+                envelope.envelope_id,
+            ):
+                return  # a stale trigger (a replay): a later envelope gave me the floor
+        if (me, sid, envelope.seq) not in hc.fresh_deliveries and (
+            await hc.find_envelope_by_causation(
+                sid, sender_id=me, causation_id=envelope.envelope_id
+            )
         ):
             return  # answered before (a redelivery after a reconnect)
         history = await self._history(metadata, stype, envelope)
@@ -1043,7 +1128,8 @@ class AgentClient(Identity):
                 if answer is not None and turn.stream_id is not None:
                     answer = attrs.evolve(answer, stream_id=turn.stream_id)  # ends the stream
                 if answer is not None:
-                    await hc.post_envelope(answer)
+                    accepted = await hc.post(answer)
+                    self._posted(answer, accepted)
         except Exception as exc:
             USER_CODE.error(
                 "agent %r failed its turn on %s in session %s",
@@ -1349,6 +1435,11 @@ class HubClient:
         self._session_types: dict[tuple[str, int], AnySessionType] = {
             (t.name, t.version): t for t in builtin_types()
         }
+        #: Per session, the latest status its deliveries brought (see :meth:`session_status`).
+        self._statuses: dict[str, SessionStatus] = {}
+        #: Per (session, identity): the probe envelope :meth:`has_floor` validates.
+        self._probes: dict[tuple[str, str], Envelope] = {}
+        self._router.ended = self._forget_status
 
     async def __aenter__(self) -> Self:
         if isinstance(self._link, WsLink):
@@ -1462,7 +1553,9 @@ class HubClient:
 
     def _on_frame(self, frame: Frame) -> None:
         if isinstance(frame, NotifyFrame):
-            self._router.route(frame.envelope, frame.recipient_id)
+            if frame.session is not None:
+                self._learn_status(frame.envelope.session_id, frame.session)
+            self._router.route(frame.envelope, frame.recipient_id, fresh=frame.fresh)
         elif isinstance(frame, ChunkFrame):
             self._chunks.route(frame.chunk, frame.recipient_id)
         elif (
@@ -1923,10 +2016,19 @@ class HubClient:
 
     async def post_envelope(self, envelope: Envelope) -> str:
         self._check_open("post_envelope")
+        return (await self.post(envelope)).envelope_id
+
+    async def post(self, envelope: Envelope) -> Accepted:
+        """Like :meth:`post_envelope`, returning the ``envelope_id``, ``seq`` and ``duplicate``.
+
+        Every post of this client goes through here (its identities' too): a subclass that
+        wraps posts overrides this one.
+        """
+        self._check_open("post")
         tracer = _tracing.ACTIVE
         if tracer is not None:
-            return (await tracer.client_post(self._post, envelope)).envelope_id
-        return (await self._post(envelope)).envelope_id
+            return await tracer.client_post(self._post, envelope)
+        return await self._post(envelope)
 
     async def _post(self, envelope: Envelope) -> Accepted:
         return await self._api.call(PostEnvelope(envelope=envelope))
@@ -1973,6 +2075,91 @@ class HubClient:
         if self._hub is None:
             raise RuntimeError("can_send is synchronous in process only; use 'await acan_send()'")
         return self._hub.can_send(session_id, sender_id, event_type=event_type)
+
+    def session_status(self, session_id: str) -> SessionStatus | None:
+        """The session as its actor published it with the latest delivery this client got
+        of it (its metadata, the session type's state, ``last_seq``); None when no delivery
+        brought one, or when this client cannot read its state (its type is unknown here).
+
+        It may be behind the hub: what it allows, the hub still checks when it is posted.
+        """
+        return self._statuses.get(session_id)
+
+    def has_floor(self, status: SessionStatus, agent_id: str, trigger: Envelope) -> bool:
+        """Whether, by ``status``, ``trigger`` gives ``agent_id`` a turn: the session is
+        ACTIVE, the agent takes part and has acked its invite, the session type would take a
+        text from it (``can_send``), and when the type names whose turn it is and what gave
+        it, that it is this agent's turn by this trigger (not by a later envelope)."""
+        md = status.metadata
+        assert md is not None
+        if (
+            md.state is not SessionState.ACTIVE
+            or md.role_of(agent_id) is None
+            or agent_id in md.pending_acks
+        ):
+            return False
+        stype = self.session_type_for(md)
+        key = (md.session_id, agent_id)
+        probe = self._probes.get(key)
+        if probe is None:
+            probe = self._probes[key] = Envelope(
+                session_id=md.session_id,
+                sender_id=agent_id,
+                event_type=EV_TEXT,
+                event_data={"text": ""},
+            )
+        try:
+            stype.validate_send(md, probe, status.state)
+        except ProtocolError:
+            return False
+        turn = stype.expected_next(md, status.state)
+        return not (
+            turn is not None
+            and turn.agent_id == agent_id
+            and turn.triggering_envelope_id not in (None, trigger.envelope_id)
+        )
+
+    @property
+    def fresh_deliveries(self) -> set[tuple[str, str, int]]:
+        """(identity, session, seq) of the deliveries being handled that the hub sent with
+        their post: no one can have answered them yet (replays from the WAL are not here)."""
+        return self._router.fresh
+
+    def _learn_status(self, session_id: str, status: SessionStatus) -> None:
+        """Keep ``status`` if it is the latest of the session this client was given."""
+        known = self._statuses.get(session_id)
+        if known is not None and status.last_seq < known.last_seq:
+            return
+        md = status.metadata
+        if md is None:
+            if known is None:
+                return
+            md = known.metadata
+        assert md is not None
+        state = status.state
+        if state is None:
+            self._statuses.pop(session_id, None)  # no state to decide with: ask the hub
+            return
+        if isinstance(self._api, RemoteHub):
+            self._api.remember_session(md)
+            try:
+                state = self.session_type_for(md).load_state(state)
+            except (NotFoundError, DecodeError) as exc:
+                log.debug("session %s: status not kept: %s", session_id, exc)
+                self._statuses.pop(session_id, None)
+                return
+        if md is status.metadata and state is status.state:
+            self._statuses[session_id] = status
+        else:
+            self._statuses[session_id] = SessionStatus(
+                metadata=md, state=state, last_seq=status.last_seq
+            )
+
+    def _forget_status(self, session_id: str) -> None:
+        """A session ended here: let its status and probes go."""
+        self._statuses.pop(session_id, None)
+        for agent_id in self._clients:
+            self._probes.pop((session_id, agent_id), None)
 
     async def acan_send(
         self, session_id: str, sender_id: str, *, event_type: str | None = None

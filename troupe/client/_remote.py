@@ -266,6 +266,10 @@ class RemoteHub:
     def cached_session(self, session_id: str) -> SessionMetadata | None:
         return self._sessions.get(session_id)
 
+    def remember_session(self, metadata: SessionMetadata) -> None:
+        """Keep ``metadata`` (a delivery brought it) for ``cached_session``."""
+        self._sessions[metadata.session_id] = metadata
+
     async def stream_chunk(self, chunk: StreamChunk) -> None:
         """Send a chunk, unanswered; dropped when there is no connection (best effort)."""
         conn = self._conn

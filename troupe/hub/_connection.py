@@ -33,6 +33,7 @@ from ..model import (
     Frame,
     NotifyFrame,
     ReceiptFrame,
+    SessionStatus,
     is_substantive,
 )
 from ._core import HubCore
@@ -149,6 +150,11 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
         self.outbound_bytes = 0
         self.max_outbound_bytes = max_outbound_bytes
         self._room = trio.Event()
+        #: Frames travel as objects (a LocalLink): a session's status is sent as it is.
+        self.objects = bool(getattr(endpoint, "carries_objects", False))
+        #: Per session, the last published status and its wire form (the state dumped,
+        #: the metadata left out when this connection sent the same metadata before).
+        self.wire_status: dict[str, tuple[SessionStatus, SessionStatus]] = {}
         #: Frames encoded and not yet written, when the endpoint takes batches (else None);
         #: their bytes, and those of them counted in ``outbound_bytes``.
         self._send_texts = getattr(endpoint, "send_texts", None)
@@ -257,10 +263,14 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
         match msg:
             case Deliver(envelope, recipient_id, redelivery):
                 if self.owns(recipient_id):
-                    sent = await self._notify(envelope, recipient_id, counted=True)
+                    sent = await self._notify(
+                        envelope, recipient_id, counted=True, fresh=not redelivery
+                    )
                     if redelivery and not sent and is_substantive(envelope.event_type):
                         self.core.ledger.done(recipient_id)  # dispatch counted it again
             case CatchUp(recipient_id, session_id, counted):
+                if counted:  # from then on a missed dispatch queues another one
+                    self.core.catch_ups.discard((self.ref.name, recipient_id, session_id))
                 if self.owns(recipient_id):
                     await self._replay(recipient_id, session_id, 0, counted=counted)
             case Bind(agent_id, since, welcome, takeover):
@@ -311,11 +321,37 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
             pass  # the connection ended; serve_endpoint saved the cursors
 
     async def on_stop(self) -> None:
+        name = self.ref.name
+        self.core.catch_ups -= {key for key in self.core.catch_ups if key[0] == name}
         await self.flush_outbox()
         await self.flush_cursors()
 
-    async def _notify(self, envelope: Envelope, agent_id: str, *, counted: bool) -> bool:
-        """Send ``envelope`` unless it was sent already; whether it was sent now."""
+    def _status(self, session_id: str) -> SessionStatus | None:
+        """The session's published status as this connection sends it with a delivery."""
+        entry = self.core.directory.sessions.get(session_id)
+        status = entry.status if entry is not None else None
+        if status is None or self.objects or entry is None:
+            return status
+        cached = self.wire_status.get(session_id)
+        if cached is not None and cached[0] is status:
+            return cached[1]
+        state = status.state
+        if state is not None and entry.stype is not None:
+            state = entry.stype.dump_state(state)
+        # Metadata changes rarely and is most of a status's bytes (and decoding time).
+        sent = cached[0].metadata if cached is not None else None
+        metadata = None if status.metadata is sent else status.metadata
+        wire = SessionStatus(metadata=metadata, state=state, last_seq=status.last_seq)
+        self.wire_status[session_id] = (status, wire)
+        return wire
+
+    async def _notify(
+        self, envelope: Envelope, agent_id: str, *, counted: bool, fresh: bool = False
+    ) -> bool:
+        """Send ``envelope`` unless it was sent already; whether it was sent now.
+
+        ``fresh``: handed over by the dispatch of its own post (not read from the WAL).
+        """
         key = (agent_id, envelope.session_id)
         if envelope.seq <= self.sent.get(key, 0):
             return False  # already notified: a re-dispatch after a crash, or a catch-up overlap
@@ -326,8 +362,18 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
                 rule = self.core.registry.rule(agent_id)
                 if rule is not None:
                     self.core.ledger.add(agent_id, rule.limits.inbox)
+        status = self._status(envelope.session_id)
+        frame = NotifyFrame(envelope=envelope, recipient_id=agent_id, session=status, fresh=fresh)
         try:
-            await self._send(NotifyFrame(envelope=envelope, recipient_id=agent_id))
+            try:
+                await self._send(frame)
+            except DecodeError:
+                if status is None:
+                    raise
+                # Too big for a frame with the status (the envelope is near the limit): sent
+                # without, the client asks the hub; the next status carries the metadata.
+                self.wire_status.pop(envelope.session_id, None)
+                await self._send(attrs.evolve(frame, session=None))
         except DecodeError as exc:
             # This transport cannot carry it (a WAL written before the hub checked what it
             # admits, say). Crashing would only bring it back with the next replay, forever:
@@ -546,6 +592,7 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
         ):
             self.acked.pop(key, None)
             self.sent.pop(key, None)
+            self.wire_status.pop(key[1], None)
 
     def release(self) -> None:
         """Drop this connection's bindings (it is closing)."""

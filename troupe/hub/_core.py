@@ -24,6 +24,7 @@ from ._directory import Directory
 from ._events import EventBus
 from ._lanes import Streams
 from ._registry import Registry
+from ._room import InboxRoom
 from ._rules import InboxLedger, RateLimiter
 
 #: The steps of a post at which a fault injector may crash a session actor.
@@ -152,6 +153,12 @@ class HubCore:
         self.connections: dict[str, Any] = {}
         #: +1 by session actors on dispatch, -1 by connections on receipt.
         self.ledger = InboxLedger()
+        #: (connection actor name, recipient, session) with a CatchUp queued and not yet
+        #: handled: one catch-up per (connection, session) however many dispatches missed.
+        #: Added by dispatch, discarded by the connection when it handles or drops it.
+        self.catch_ups: set[tuple[str, str, str]] = set()
+        #: Posts waiting for room in inboxes (overflow "block"); written by those posts.
+        self.room = InboxRoom(self.ledger)
         #: Written by session actors (one token per substantive post).
         self.limiter = RateLimiter()
         #: (name, version) -> session type; written by the Hub handle.

@@ -2,7 +2,8 @@
 
 A session actor never waits on a connection: it hands each delivery over with
 ``tell_nowait``. When a connection's mailbox is full it gets a ``CatchUp`` in its system lane
-instead and reads what it missed from the WAL (the WAL is the truth; deliveries are hints).
+instead and reads what it missed from the WAL (the WAL is the truth; deliveries are hints):
+one queued catch-up per (connection, recipient, session), however many deliveries missed.
 That keeps one slow client from stalling a session, and keeps the post → deliver → reply →
 post cycle free of deadlocks.
 """
@@ -117,7 +118,10 @@ def dispatch(
         try:
             conn.tell_nowait(Deliver(envelope, recipient_id, redelivery))
         except MailboxFull:
-            conn.mailbox.send_system(CatchUp(recipient_id, metadata.session_id))
+            queued = (conn.name, recipient_id, metadata.session_id)
+            if queued not in core.catch_ups:  # one queued catch-up reads all it missed
+                core.catch_ups.add(queued)
+                conn.mailbox.send_system(CatchUp(recipient_id, metadata.session_id))
             if redelivery:
                 continue  # the catch-up counts what it sends; this one may be a repeat
         except ActorDead:

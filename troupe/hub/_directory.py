@@ -21,8 +21,9 @@ import trio
 from .. import _tracing
 from .._errors import NotFoundError
 from ..actors import ActorRef
-from ..model import SessionMetadata, SessionState
+from ..model import SessionMetadata, SessionState, SessionStatus
 from ..session_types import AnySessionType
+from ..store import answer_prefix
 from ._activity import Activity
 
 
@@ -40,12 +41,47 @@ class DedupWindow(OrderedDict[str, tuple[str, int]]):
         self.size = size
         #: True while this holds every key the session has ever had.
         self.complete = complete
+        #: ``(sender, causation) -> hit`` of the latest answers, at most ``size``: who
+        #: answered what, in O(1) (a turn handler asks it of a replayed trigger).
+        self.answers: OrderedDict[tuple[str, str], tuple[str, int]] = OrderedDict()
+        #: A key loaded from the store could not be split into sender and causation (an id
+        #: with a ``|`` in it): :meth:`answer` also scans the keys.
+        self.ambiguous = False
 
     def remember(self, key: str, hit: tuple[str, int]) -> None:
         self[key] = hit
         if len(self) > self.size:
             self.popitem(last=False)
             self.complete = False
+
+    def answered(self, sender_id: str, causation_id: str, hit: tuple[str, int]) -> None:
+        """Index an accepted answer (its ``c:`` key is remembered with :meth:`remember`).
+
+        The index keeps at most ``size`` answers: one it let go was let go by the window
+        too (every answer has a key there), which is then not ``complete``.
+        """
+        answers = self.answers
+        answers[sender_id, causation_id] = hit
+        if len(answers) > self.size:
+            answers.popitem(last=False)
+
+    def load(self, key: str, hit: tuple[str, int]) -> None:
+        """Remember a key read back from the store (an answer's is indexed too)."""
+        self.remember(key, hit)
+        if key.startswith("c:"):
+            parts = key[2:].split("|")
+            if len(parts) == 3:
+                self.answered(parts[0], parts[1], hit)
+            else:
+                self.ambiguous = True
+
+    def answer(self, sender_id: str, causation_id: str) -> tuple[str, int] | None:
+        """Where ``sender_id``'s answer to ``causation_id`` is, if this window holds it."""
+        hit = self.answers.get((sender_id, causation_id))
+        if hit is None and self.ambiguous:
+            prefix = answer_prefix(sender_id, causation_id)
+            hit = next((h for key, h in self.items() if key.startswith(prefix)), None)
+        return hit
 
 
 @attrs.define(eq=False)
@@ -68,6 +104,8 @@ class SessionEntry:
     passivated: bool = False
     #: The running actor's activity summary, for the expectation sweeper (read-only here).
     activity: Activity | None = None
+    #: What deliveries carry to clients: the last published metadata, state and seq.
+    status: SessionStatus | None = None
     _changed: trio.Event = attrs.field(factory=trio.Event)
 
     @property
@@ -101,6 +139,7 @@ class SessionEntry:
         self.metadata = metadata
         self.state = state
         self.last_seq = last_seq
+        self.status = SessionStatus(metadata=metadata, state=state, last_seq=last_seq)
         self._changed.set()
         self._changed = trio.Event()
 

@@ -92,6 +92,7 @@ from ..model import (
     check_envelope,
     check_json,
     check_record,
+    is_substantive,
     unstructure,
 )
 from ..model._convert import is_due
@@ -103,6 +104,7 @@ from . import _hub_messages as H
 from ._arbiters import Arbiter
 from ._audit import ReadAudit
 from ._auth import AuthRegistry
+from ._backpressure import must_wait, wait_for_room
 from ._connection import Bind, Caller
 from ._core import HubCore
 from ._delivery import dispatch
@@ -888,12 +890,12 @@ class Hub:
                 )
             await self._running(entry)
         assert entry.dedup is not None
-        prefix = f"c:{sender_id}|{causation_id}|"
         complete = entry.dedup.complete
-        for key, (_, seq) in entry.dedup.items():
-            if key.startswith(prefix):
-                found = await self.read_wal(session_id, since=seq - 1, until=seq)
-                return found[0] if found else None
+        answered = entry.dedup.answer(sender_id, causation_id)
+        if answered is not None:
+            seq = answered[1]
+            found = await self.read_wal(session_id, since=seq - 1, until=seq)
+            return found[0] if found else None
         if complete:
             return None
         # Older than the session's dedup window: the store's index has it.
@@ -993,6 +995,9 @@ class Hub:
         if core.cluster is not None:
             core.cluster.check(sid)  # NotOwner: the caller retries on the shard's owner
         entry = core.directory.get(sid)
+        if is_substantive(envelope.event_type) and must_wait(core, entry.metadata, envelope):
+            # Backpressure: the poster waits here, in its own task, never the session actor.
+            await wait_for_room(core, entry.metadata, envelope)
         # The id is the post's identity across a retry; the session actor stamps it (with
         # seq and created_at) on its own copy, so the caller's envelope is never changed.
         envelope_id = core.new_id()

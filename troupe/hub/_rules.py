@@ -18,7 +18,7 @@ Times are ``now`` arguments in seconds from the hub's monotonic clock.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from fnmatch import fnmatchcase
 
 from .._errors import AccessDeniedError, InboxFull, RateLimited
@@ -111,10 +111,14 @@ class RateLimiter:
 class InboxLedger:
     """Pending (dispatched, unacknowledged) substantive envelopes per agent."""
 
-    __slots__ = ("_pending",)
+    __slots__ = ("_pending", "freed", "watched")
 
     def __init__(self) -> None:
         self._pending: dict[str, int] = {}
+        #: Agents whose inbox someone waits for room in (overflow "block"), and what to call
+        #: when one of their pending envelopes is acknowledged (``_backpressure``).
+        self.watched: set[str] = set()
+        self.freed: Callable[[str], None] | None = None
 
     def pending(self, agent_id: str) -> int:
         return self._pending.get(agent_id, 0)
@@ -148,9 +152,13 @@ class InboxLedger:
             self._pending.pop(agent_id, None)
         else:
             self._pending[agent_id] = count - 1
+        if agent_id in self.watched and self.freed is not None:
+            self.freed(agent_id)
 
     def reset(self, agent_id: str) -> None:
         self._pending.pop(agent_id, None)
+        if agent_id in self.watched and self.freed is not None:
+            self.freed(agent_id)
 
     def total(self) -> int:
         return sum(self._pending.values())

@@ -147,7 +147,7 @@ class SessionActor(Actor[SessionMsg, Any]):
         latest = await store.recent_dedup(self.sid, size + 1)
         self.dedup = DedupWindow(size, complete=len(latest) <= size)
         for key, envelope_id, seq in latest[-size:] if size else ():
-            self.dedup[key] = (envelope_id, seq)
+            self.dedup.load(key, (envelope_id, seq))
         self.entry.dedup = self.dedup
         self._publish()
         if self.restarted:
@@ -450,8 +450,11 @@ class SessionActor(Actor[SessionMsg, Any]):
 
     def _accepted(self, env: Envelope) -> None:
         self.last_seq = env.seq
+        hit = (env.envelope_id, env.seq)
         for key in dedup_keys(env):
-            self.dedup.remember(key, (env.envelope_id, env.seq))
+            self.dedup.remember(key, hit)
+        if env.causation_id:
+            self.dedup.answered(env.sender_id, env.causation_id, hit)
         self.recent.append(env)
         del self.recent[:-RECENT]
         self.activity.note(env, self.participant_ids)

@@ -47,6 +47,7 @@ from ._frames import ReceiptFrame as ReceiptFrame
 from ._frames import RequestFrame as RequestFrame
 from ._frames import ResponseFrame as ResponseFrame
 from ._frames import SendFrame as SendFrame
+from ._frames import SessionStatus as SessionStatus
 from ._frames import WelcomeFrame as WelcomeFrame
 from ._identity import AuthBlock as AuthBlock
 from ._identity import CostProfile as CostProfile
@@ -121,6 +122,7 @@ __all__ = (
     "SendFrame",
     "SessionMetadata",
     "SessionState",
+    "SessionStatus",
     "SessionTypeAccess",
     "StreamChunk",
     "TaskMetadata",

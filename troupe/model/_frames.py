@@ -14,6 +14,7 @@ from typing import Any, ClassVar, TypeAlias
 import attrs
 
 from ._envelope import Envelope
+from ._session import SessionMetadata
 from ._stream import StreamChunk
 
 
@@ -88,12 +89,35 @@ class ErrorFrame:
 
 
 @attrs.frozen(kw_only=True)
+class SessionStatus:
+    """A session as its actor last published it: what a client's turn handler needs to
+    decide, without asking the hub, whether a delivery gives its agent the floor.
+
+    ``last_seq`` orders statuses (a client keeps the latest it was given). ``state`` is the
+    session type's state: the object itself in process, its ``dump_state`` JSON over a
+    wire. ``metadata`` may be left out over a wire when the connection already sent the
+    same metadata for the session (the client keeps the last one it was given).
+    """
+
+    metadata: SessionMetadata | None = None
+    state: Any = None
+    last_seq: int = 0
+
+
+@attrs.frozen(kw_only=True)
 class NotifyFrame:
-    """Hub → client: deliver an envelope to one identity on a multi-identity connection."""
+    """Hub → client: deliver an envelope to one identity on a multi-identity connection.
+
+    ``session``: the session's published status when the envelope was sent (see
+    :class:`SessionStatus`). ``fresh``: sent by the dispatch of the envelope's own post,
+    not replayed from the WAL, so nobody can have answered it yet.
+    """
 
     kind: ClassVar[str] = "notify"
     envelope: Envelope
     recipient_id: str = ""
+    session: SessionStatus | None = None
+    fresh: bool = False
 
 
 @attrs.frozen(kw_only=True)

@@ -84,28 +84,45 @@ class InboxBlock:
     """How many substantive envelopes may wait for an agent, and what happens beyond that.
 
     Waiting means delivered to the agent's connection and not yet acked. At ``max_pending``:
-    ``overflow="reject"`` refuses the post (``InboxFull``); ``"drop_newest"`` accepts it
-    into the WAL but does not deliver it to this agent now (a dead letter, audit
-    ``inbox_overflow``): the agent gets it with its next replay. The reference's
-    ``"drop_oldest"`` is refused: what was delivered cannot be taken back.
+    ``overflow="block"`` (the default) makes the poster wait for room, as a trio channel
+    makes its sender wait: at most ``block_timeout`` seconds (then ``InboxFull``; ``None``
+    waits as long as it takes), and cancellable; ``"reject"`` refuses the post at once
+    (``InboxFull``, the reference's behaviour); ``"drop_newest"`` accepts it into the WAL
+    but does not deliver it to this agent now (a dead letter, audit ``inbox_overflow``):
+    the agent gets it with its next replay. The reference's ``"drop_oldest"`` is refused:
+    what was delivered cannot be taken back.
+
+    A blocked post never waits on an agent that is itself waiting to post (its turn holds
+    its inbox): two agents answering each other with both inboxes full do not deadlock. So
+    ``max_pending`` can be passed by as many posts as wait on each other at once.
 
     ``high_water`` ``None`` means 80% of ``max_pending`` (at least 1); ``<= 0`` disables the
     pressure signal. ``max_pending=0`` disables the cap.
     """
 
     max_pending: int = 1000
-    overflow: str = "reject"
+    overflow: str = "block"
     high_water: int | None = None
+    block_timeout: float | None = 60.0
 
     def __attrs_post_init__(self) -> None:
         if self.overflow == "drop_oldest":
             raise ValueError(
                 "inbox overflow 'drop_oldest' is not supported: deliveries already sent to a "
-                "client cannot be taken back; use 'reject' or 'drop_newest'"
+                "client cannot be taken back; use 'block', 'reject' or 'drop_newest'"
             )
-        if self.overflow not in ("reject", "drop_newest"):
+        if self.overflow not in ("block", "reject", "drop_newest"):
             raise ValueError(
-                f"inbox overflow must be 'reject' or 'drop_newest', got {self.overflow!r}"
+                f"inbox overflow must be 'block', 'reject' or 'drop_newest', got {self.overflow!r}"
+            )
+        timeout = self.block_timeout
+        if timeout is not None and (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not 0 < timeout < float("inf")
+        ):
+            raise ValueError(
+                f"inbox block_timeout must be a positive number of seconds or None, got {timeout!r}"
             )
 
     @property

@@ -19,6 +19,7 @@ import attrs
 import trio
 import trio.testing
 
+from ..api import Accepted
 from ..client import AgentClient, HubClient
 from ..client._hub_client import Agent
 from ..hub import Faults, Hub
@@ -79,13 +80,14 @@ class TimedHubClient(HubClient):
         #: Ids of accepted posts, when a scenario asked for them (``Sim.track_accepted``).
         self.accepted: list[str] | None = None
 
-    async def post_envelope(self, envelope: Envelope) -> str:
+    async def post(self, envelope: Envelope) -> Accepted:
+        # Every post goes through here (post_envelope and the identities' posts too).
         start = time.perf_counter()
-        envelope_id = await super().post_envelope(envelope)
+        accepted = await super().post(envelope)
         self.latencies.append(time.perf_counter() - start)
         if self.accepted is not None:
-            self.accepted.append(envelope_id)
-        return envelope_id
+            self.accepted.append(accepted.envelope_id)
+        return accepted
 
 
 @attrs.frozen(kw_only=True)

@@ -6,6 +6,7 @@ from ._postgres import PostgresStore as PostgresStore
 from ._protocol import AgentRecord as AgentRecord
 from ._protocol import Snapshot as Snapshot
 from ._protocol import Store as Store
+from ._protocol import answer_prefix as answer_prefix
 from ._protocol import dedup_keys as dedup_keys
 from ._sqlite import SQLiteStore as SQLiteStore
 from ._writer import WriterStatistics as WriterStatistics
@@ -18,6 +19,7 @@ __all__ = (
     "Snapshot",
     "Store",
     "WriterStatistics",
+    "answer_prefix",
     "dedup_keys",
     "open_store",
 )

@@ -24,6 +24,9 @@ BUFFER = 256
 class _End:
     """One end of a duplex pair of memory channels."""
 
+    #: Frames travel as objects (the hub sends a session's status as it is, not dumped).
+    carries_objects = True
+
     def __init__(
         self,
         endpoint_id: str,
