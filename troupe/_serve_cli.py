@@ -13,11 +13,13 @@ from pathlib import Path
 import trio
 
 from . import ApiKeyAuth, NoAuth, StoreError, open_hub
-from .hub import AuthAdapter
+from .hub import AuthAdapter, Hub
 from .transport import serve_ws
 from .transport._ws import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS
 
 log = logging.getLogger("troupe.serve")
+
+MISSING_INSPECT = "the inspector needs the 'inspect' extra: pip install 'trio-troupe[inspect]'"
 
 
 def load_api_keys(path: Path) -> dict[str, str]:
@@ -61,6 +63,68 @@ def check_exposure(host: str, api_keys: dict[str, str] | None, allow_anonymous: 
         )
 
 
+def check_available() -> None:
+    """Raises ValueError (the CLI's bad-option exit) when the ``inspect`` extra is missing."""
+    try:
+        import hypercorn  # noqa: F401
+        import starlette  # noqa: F401
+    except ImportError as exc:
+        raise ValueError(f"{MISSING_INSPECT} ({exc})") from exc
+
+
+def read_key(path: Path) -> str:
+    """The operator key in ``path`` (its first line, without surrounding blanks).
+
+    Raises:
+      ValueError: the file cannot be read or holds no key (the message names it).
+    """
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read the operator key from {path}: {exc}") from exc
+    lines = text.strip().splitlines()
+    key = lines[0].strip() if lines else ""
+    if not key:
+        raise ValueError(f"{path} holds no operator key (one line of text)")
+    return key
+
+
+def operator_key(key_file: str | None, api_keys: bool) -> str | None:
+    """The key ``troupe serve --inspect-port`` asks for: required with ``--api-keys``.
+
+    Raises:
+      ValueError: ``--api-keys`` without ``--inspect-key-file``, or an unreadable file.
+    """
+    if key_file is None:
+        if api_keys:
+            raise ValueError(
+                "--inspect-port with --api-keys needs --inspect-key-file FILE: the operator "
+                "key the inspector asks for (agents' keys do not open it)"
+            )
+        return None
+    return read_key(Path(key_file))
+
+
+async def run_beside(
+    hub: Hub,
+    host: str,
+    port: int,
+    key: str | None,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the inspector of ``hub`` until cancelled; started with the port bound."""
+    from .inspect import HubSource, inspector_app, serve_inspector  # the inspect extra
+
+    source = HubSource(hub)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(source.run)
+        bound: int = await nursery.start(
+            serve_inspector, inspector_app(source, key=key), host, port
+        )
+        task_status.started(bound)
+
+
 async def serve(
     db: Path,
     host: str,
@@ -70,8 +134,14 @@ async def serve(
     ping_interval: float = 20.0,
     max_connections: int = MAX_CONNECTIONS,
     max_connections_per_address: int = MAX_CONNECTIONS_PER_ADDRESS,
+    inspect_port: int | None = None,
+    inspect_key: str | None = None,
 ) -> None:
-    """Serve until SIGINT/SIGTERM; leaving flushes everything and closes the store."""
+    """Serve until SIGINT/SIGTERM; leaving flushes everything and closes the store.
+
+    With ``inspect_port``, the web inspector runs on ``host`` at that port too (asking for
+    ``inspect_key`` when one is given).
+    """
     auth: list[AuthAdapter] = [ApiKeyAuth(api_keys)] if api_keys is not None else [NoAuth()]
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with open_hub(db, auth=auth) as hub, trio.open_nursery() as nursery:
@@ -91,6 +161,10 @@ async def serve(
             scheme = "api keys" if api_keys is not None else "no auth"
             log.info("serving %s on ws://%s:%d (%s)", db, host, bound, scheme)
             print(f"listening on ws://{host}:{bound}", flush=True)
+            if inspect_port is not None:
+                shown: int = await nursery.start(run_beside, hub, host, inspect_port, inspect_key)
+                where = f"[{host}]" if ":" in host else host
+                print(f"inspector on http://{where}:{shown}", flush=True)
             async for signum in signals:
                 log.info("got %s: stopping", signal.Signals(signum).name)
                 break
@@ -107,12 +181,20 @@ def main(
     allow_anonymous: bool = False,
     max_connections: int = MAX_CONNECTIONS,
     max_connections_per_address: int = MAX_CONNECTIONS_PER_ADDRESS,
+    inspect_port: int | None = None,
+    inspect_key_file: str | None = None,
 ) -> int:
     """Run ``troupe serve``; ValueError for bad options (the CLI exits 2 with its message)."""
     if max_connections < 1 or max_connections_per_address < 1:
         raise ValueError("--max-connections and --max-connections-per-address must be >= 1")
     keys = load_api_keys(Path(api_keys_file)) if api_keys_file is not None else None
     check_exposure(host, keys, allow_anonymous)
+    inspect_key = None
+    if inspect_port is not None:
+        check_available()
+        inspect_key = operator_key(inspect_key_file, keys is not None)
+    elif inspect_key_file is not None:
+        raise ValueError("--inspect-key-file is for the inspector: give --inspect-port too")
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,
@@ -131,6 +213,8 @@ def main(
                 keys,
                 max_connections=max_connections,
                 max_connections_per_address=max_connections_per_address,
+                inspect_port=inspect_port,
+                inspect_key=inspect_key,
             )
         )
     except* OSError as group:
