@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from selenium.webdriver.remote.webdriver import WebDriver
+    from selenium.webdriver import Chrome as WebDriver
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -41,7 +41,9 @@ def browser_or_skip() -> tuple[str, str]:
     driver = shutil.which("chromedriver") or (
         CHROMEDRIVER if os.path.exists(CHROMEDRIVER) else None
     )
-    missing = [name for name, path in (("chromium", chromium), ("chromedriver", driver)) if not path]
+    missing = [
+        name for name, path in (("chromium", chromium), ("chromedriver", driver)) if not path
+    ]
     try:
         import selenium  # noqa: F401
     except ImportError:
@@ -51,7 +53,8 @@ def browser_or_skip() -> tuple[str, str]:
         if os.environ.get("CI"):
             pytest.fail(f"CI must run the browser test: {reason}")
         pytest.skip(reason)
-    assert chromium is not None and driver is not None
+    assert chromium is not None
+    assert driver is not None
     return chromium, driver
 
 
