@@ -190,7 +190,7 @@ function sessionPage() {
     if (env.seq <= lastSeq) return;
     lastSeq = env.seq;
     let summary = env.text !== undefined && env.text !== null ? env.text : JSON.stringify(env.event_data || {});
-    if (summary.length > 160) summary = summary.slice(0, 160) + "…";
+    if (summary.length > 90) summary = summary.slice(0, 90) + "…";
     const details = el("details", {}, el("summary", { text: summary }),
       el("pre", { text: JSON.stringify(env, null, 2) }));
     const at = el("span", { class: "time", title: env.created_at || "", text: clock(env.created_at) });
