@@ -63,6 +63,10 @@ def check_exposure(host: str, api_keys: dict[str, str] | None, allow_anonymous: 
         )
 
 
+class InspectorPortError(OSError):
+    """Raised when the inspector's port cannot be bound (the message names it)."""
+
+
 def check_available() -> None:
     """Raises ValueError (the CLI's bad-option exit) when the ``inspect`` extra is missing."""
     try:
@@ -119,9 +123,15 @@ async def run_beside(
     source = HubSource(hub)
     async with trio.open_nursery() as nursery:
         await nursery.start(source.run)
-        bound: int = await nursery.start(
-            serve_inspector, inspector_app(source, key=key), host, port
-        )
+        try:
+            bound: int = await nursery.start(
+                serve_inspector, inspector_app(source, key=key), host, port
+            )
+        except* OSError as group:
+            first = _leaves(group)[0]
+            raise InspectorPortError(
+                f"the inspector cannot serve on {host}:{port}: {first}"
+            ) from None
         task_status.started(bound)
 
 
@@ -222,7 +232,10 @@ def main(
         # leave no empty store behind (the store opens before the port is bound).
         failed = True
         for exc in _leaves(group):
-            print(f"troupe serve: cannot serve on {host}:{port}: {exc}", file=sys.stderr)
+            where = (
+                "" if isinstance(exc, InspectorPortError) else f"cannot serve on {host}:{port}: "
+            )
+            print(f"troupe serve: {where}{exc}", file=sys.stderr)
         if path in made:
             for created in made:
                 created.unlink(missing_ok=True)

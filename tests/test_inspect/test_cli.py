@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -143,3 +144,19 @@ def test_bad_options_exit_2_saying_what_is_wrong(
     assert done.returncode == 2, done.stderr
     assert complaint in done.stderr
     assert not (tmp_path / "hub.db").exists()
+
+
+def test_an_inspector_port_in_use_exits_1_naming_it(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        db = tmp_path / "hub.db"
+        args = ["serve", "--db", str(db), "--port", "0", "--inspect-port", str(port)]
+        done = subprocess.run(
+            _troupe(*args), cwd=REPO, capture_output=True, text=True, timeout=DEADLINE_S
+        )
+    assert done.returncode == 1, done.stderr
+    assert f"the inspector cannot serve on 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not db.exists()  # as when the hub's own port is taken
