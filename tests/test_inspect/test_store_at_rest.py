@@ -79,3 +79,20 @@ async def test_a_store_at_rest_shows_the_same_data_and_is_left_as_it_was(
             assert 'data-live="0"' in page.text
             assert (await http.get(f"/sessions/{ids['talked']}")).status_code == 200
     assert digest(path) == before
+
+
+async def test_a_store_a_hub_is_running_on_shows_its_progress_on_each_read(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    path = tmp_path / "hub.db"
+    async with open_harness(SQLiteStore(path, synchronous="NORMAL", threaded=False)) as h:
+        alice, bob = await h.agent("alice"), await h.agent("bob")
+        md = await h.session("conversation", alice, bob)
+        async with SQLiteStore(path, read_only=True, threaded=False) as store:
+            async with client(inspector_app(StoreSource(store))) as http:
+                url = f"/api/sessions/{md.session_id}"
+                assert (await http.get(url)).json()["last_seq"] == 3
+                await h.say(md, alice, "later")
+                assert (await http.get(url)).json()["last_seq"] == 4
+                wal = (await http.get(url + "/wal?since=3")).json()["envelopes"]
+                assert [e["text"] for e in wal] == ["later"]
