@@ -300,8 +300,10 @@ function statisticsPage() {
     });
     const now = Object.entries(data.now).map(([k, v]) => row([k.replaceAll("_", " "), String(v)]));
     const span = data.times.length ? "last " + Math.round(-data.times[0]) + " s, every " + data.every_s + " s" : "no samples: a store at rest";
+    const counters = table(["counter", "value"], now);
+    counters.className = "narrow";
     show(el("p", { class: "note", text: span }), el("div", { class: "charts" }, ...charts),
-      el("h2", { text: "now" }), table(["counter", "value"], now));
+      el("h2", { text: "now" }), counters);
   }, 50);
   refresh();
   feed("", () => {});
