@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio.testing
 
-from tests.test_hub.helpers import Harness, open_harness
+from tests.harness import HubPair, open_hub_pair
 from troupe.inspect import HubSource, inspector_app
 from troupe.model import Resume, SessionMetadata, TaskState
 
@@ -19,7 +19,7 @@ from ._asgi import client
 
 @attrs.define
 class Inspected:
-    h: Harness
+    h: HubPair
     source: HubSource
 
     def app(self, **options: Any) -> Any:
@@ -28,7 +28,7 @@ class Inspected:
 
 @pytest.fixture
 async def ins() -> AsyncIterator[Inspected]:
-    async with open_harness() as h, trio.open_nursery() as nursery:
+    async with open_hub_pair() as h, trio.open_nursery() as nursery:
         source = HubSource(h.hub)
         await nursery.start(source.run)
         yield Inspected(h, source)
@@ -42,7 +42,7 @@ async def get(ins: Inspected, path: str, status: int = 200) -> Any:
     return response.json()
 
 
-async def a_conversation(h: Harness) -> SessionMetadata:
+async def a_conversation(h: HubPair) -> SessionMetadata:
     alice, bob = await h.agent("alice"), await h.agent("bob")
     md = await h.session("conversation", alice, bob)
     await h.say(md, alice, "hello")
@@ -211,7 +211,7 @@ async def test_statistics_over_time_as_rates_and_levels(
 
 
 async def test_the_sample_ring_is_bounded(autojump_clock: trio.testing.MockClock) -> None:
-    async with open_harness() as h, trio.open_nursery() as nursery:
+    async with open_hub_pair() as h, trio.open_nursery() as nursery:
         source = HubSource(h.hub, sample_every=0.5, samples_kept=3)
         await nursery.start(source.run)
         await trio.sleep(10)

@@ -9,7 +9,7 @@ import trio
 import trio.testing
 from starlette.applications import Starlette
 
-from tests.test_hub.helpers import open_harness
+from tests.harness import open_hub_pair
 from troupe.inspect import HubSource, StoreSource, inspector_app
 from troupe.inspect._app import COOKIE
 from troupe.store import MemoryStore, Store
@@ -87,7 +87,7 @@ async def test_a_cookie_from_another_process_does_not_open_it(store: Store) -> N
 
 
 async def test_the_feed_asks_for_the_key(autojump_clock: trio.testing.MockClock) -> None:
-    async with open_harness() as h:
+    async with open_hub_pair() as h:
         keyed = inspector_app(HubSource(h.hub), key=KEY)
         async with open_feed(keyed) as feed:
             assert await feed.start() == 401

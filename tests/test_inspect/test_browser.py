@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from tests.test_hub.helpers import open_harness
+from tests.harness import open_hub_pair
 from troupe.inspect import HubSource, inspector_app, serve_inspector
 
 from ._browser import browser_or_skip, open_chromium
@@ -43,7 +43,7 @@ async def test_a_browser_sees_a_new_session_and_a_posted_envelope_live(tmp_path:
     from selenium.webdriver.common.by import By
 
     browser_or_skip()
-    async with open_harness() as h, trio.open_nursery() as nursery:
+    async with open_hub_pair() as h, trio.open_nursery() as nursery:
         source = HubSource(h.hub)
         await nursery.start(source.run)
         port = await nursery.start(serve_inspector, inspector_app(source), "127.0.0.1", 0)

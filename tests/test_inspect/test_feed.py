@@ -10,7 +10,7 @@ import trio
 import trio.testing
 from starlette.applications import Starlette
 
-from tests.test_hub.helpers import Harness, open_harness
+from tests.harness import HubPair, open_hub_pair
 from troupe.inspect import HubSource, inspector_app
 from troupe.inspect._feed import KEEPALIVE_S
 from troupe.store import MemoryStore
@@ -19,17 +19,17 @@ from ._asgi import client, open_feed
 
 
 @pytest.fixture
-async def h() -> AsyncIterator[Harness]:
-    async with open_harness() as harness:
+async def h() -> AsyncIterator[HubPair]:
+    async with open_hub_pair() as harness:
         yield harness
 
 
-def app_of(h: Harness, *, feed_capacity: int = 256, max_viewers: int = 32) -> Starlette:
+def app_of(h: HubPair, *, feed_capacity: int = 256, max_viewers: int = 32) -> Starlette:
     return inspector_app(HubSource(h.hub), feed_capacity=feed_capacity, max_viewers=max_viewers)
 
 
 async def test_a_viewer_sees_sessions_appear_and_envelopes_accepted(
-    autojump_clock: trio.testing.MockClock, h: Harness
+    autojump_clock: trio.testing.MockClock, h: HubPair
 ) -> None:
     alice, bob = await h.agent("alice"), await h.agent("bob")
     async with open_feed(app_of(h)) as feed:
@@ -52,7 +52,7 @@ async def test_a_viewer_sees_sessions_appear_and_envelopes_accepted(
 
 
 async def test_a_session_s_feed_carries_only_that_session(
-    autojump_clock: trio.testing.MockClock, h: Harness
+    autojump_clock: trio.testing.MockClock, h: HubPair
 ) -> None:
     alice, bob = await h.agent("alice"), await h.agent("bob")
     mine = await h.session("conversation", alice, bob)
@@ -74,7 +74,7 @@ async def test_a_session_s_feed_carries_only_that_session(
 
 
 async def test_a_stalled_viewer_misses_events_and_the_hub_does_not_wait(
-    autojump_clock: trio.testing.MockClock, h: Harness
+    autojump_clock: trio.testing.MockClock, h: HubPair
 ) -> None:
     alice, bob = await h.agent("alice"), await h.agent("bob")
     md = await h.session("conversation", alice, bob)
@@ -92,7 +92,7 @@ async def test_a_stalled_viewer_misses_events_and_the_hub_does_not_wait(
     assert h.hub.statistics().envelopes_accepted == 3 + 20
 
 
-async def test_viewers_are_bounded(autojump_clock: trio.testing.MockClock, h: Harness) -> None:
+async def test_viewers_are_bounded(autojump_clock: trio.testing.MockClock, h: HubPair) -> None:
     app = app_of(h, max_viewers=1)
     async with open_feed(app) as first:
         assert await first.start() == 200
@@ -106,7 +106,7 @@ async def test_viewers_are_bounded(autojump_clock: trio.testing.MockClock, h: Ha
 
 
 async def test_a_quiet_feed_sends_keepalives(
-    autojump_clock: trio.testing.MockClock, h: Harness
+    autojump_clock: trio.testing.MockClock, h: HubPair
 ) -> None:
     async with open_feed(app_of(h)) as feed:
         await feed.start()
@@ -131,7 +131,7 @@ async def test_the_feed_ends_when_the_hub_closes(autojump_clock: trio.testing.Mo
             ended.set()
 
     async with trio.open_nursery() as nursery:
-        async with open_harness() as h:
+        async with open_hub_pair() as h:
             await nursery.start(watch, app_of(h))
         with trio.fail_after(1):
             await ended.wait()

@@ -8,7 +8,7 @@ from pathlib import Path
 import trio
 import trio.testing
 
-from tests.test_hub.helpers import open_harness
+from tests.harness import open_hub_pair
 from troupe.inspect import StoreSource, inspector_app
 from troupe.store import SQLiteStore
 
@@ -17,7 +17,7 @@ from ._asgi import client
 
 async def a_hub_ran_on(path: Path) -> dict[str, str]:
     """Leave a store behind: alice and bob talked (one crash), bob and alice closed."""
-    async with open_harness(SQLiteStore(path, synchronous="NORMAL", threaded=False)) as h:
+    async with open_hub_pair(SQLiteStore(path, synchronous="NORMAL", threaded=False)) as h:
         alice, bob = await h.agent("alice"), await h.agent("bob")
         await h.agent("carol", connect=False)
         talked = await h.session("conversation", alice, bob)
@@ -85,7 +85,7 @@ async def test_a_store_a_hub_is_running_on_shows_its_progress_on_each_read(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
     path = tmp_path / "hub.db"
-    async with open_harness(SQLiteStore(path, synchronous="NORMAL", threaded=False)) as h:
+    async with open_hub_pair(SQLiteStore(path, synchronous="NORMAL", threaded=False)) as h:
         alice, bob = await h.agent("alice"), await h.agent("bob")
         md = await h.session("conversation", alice, bob)
         async with SQLiteStore(path, read_only=True, threaded=False) as store:
