@@ -299,3 +299,23 @@ async def test_it_writes_nothing(autojump_clock: trio.testing.MockClock, ins: In
         attrs.evolve(h.hub.statistics(), hub_mailbox_high_water=0),
     )
     assert after == before
+
+
+async def test_a_passivated_session_is_listed_as_such_and_its_wal_still_reads(
+    autojump_clock: trio.testing.MockClock, ins: Inspected
+) -> None:
+    from troupe.hub._passivation import passivate
+
+    md = await a_conversation(ins.h)
+    entry = ins.h.hub.core.directory.get(md.session_id)
+    assert await passivate(ins.h.hub, entry)
+    [listed] = (await get(ins, "/api/sessions?status=passivated"))["sessions"]
+    assert (listed["session_id"], listed["status"], listed["last_seq"]) == (
+        md.session_id,
+        "passivated",
+        5,
+    )
+    assert (await get(ins, "/api/sessions?status=live"))["sessions"] == []
+    wal = await get(ins, f"/api/sessions/{md.session_id}/wal")
+    assert len(wal["envelopes"]) == 5
+    assert ins.h.hub.core.directory.get(md.session_id).ref is None  # reading woke nothing
