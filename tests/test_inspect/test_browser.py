@@ -3,7 +3,8 @@
 A hub and its inspector run in this test's trio run, on a real socket; chromium (driven by
 selenium, in a worker thread: its calls block) opens the sessions page, sees a session
 created after it loaded appear, opens it, and sees an envelope posted after that show up in
-the transcript. The transcript page reloads nothing by itself: only the feed brings it.
+the transcript (a page that reloads nothing by itself: only the feed brings it); back on the
+list, the session's last seq follows the next post (the feed updates the row in place).
 Every wait is for a condition, with a deadline.
 """
 
@@ -85,6 +86,22 @@ async def test_a_browser_sees_a_new_session_and_a_posted_envelope_live(tmp_path:
             assert "seen live in a browser" in shown
             assert "alice" in shown
             assert "troupe.text" in shown
+
+            def back_to_the_list() -> None:
+                browser.get(url + "/")
+                wait_for(
+                    browser, lambda b: b.find_elements(By.CSS_SELECTOR, f'tr[data-session="{sid}"]')
+                )
+                wait_for(browser, live_badge)
+
+            await in_browser(back_to_the_list)
+            await h.say(md, bob, "and its row follows")
+
+            def see_the_last_seq() -> None:
+                seq = f'tr[data-session="{sid}"] span.seq'
+                wait_for(browser, lambda b: b.find_element(By.CSS_SELECTOR, seq).text == "5")
+
+            await in_browser(see_the_last_seq)
             logs: list[dict[str, Any]] = browser.get_log("browser")  # type: ignore[no-untyped-call]
             assert [entry for entry in logs if entry["level"] == "SEVERE"] == []
         nursery.cancel_scope.cancel()

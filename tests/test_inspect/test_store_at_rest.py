@@ -9,8 +9,10 @@ import trio
 import trio.testing
 
 from tests.harness import open_hub_pair
-from troupe.inspect import StoreSource, inspector_app
-from troupe.store import SQLiteStore
+from troupe.inspect import SessionFilter, StoreSource, inspector_app
+from troupe.inspect._sources import LIST_BATCH, _newest_kept
+from troupe.model import Participant, ParticipantRole, SessionMetadata, SessionState
+from troupe.store import MemoryStore, SQLiteStore
 
 from ._asgi import client
 
@@ -96,3 +98,45 @@ async def test_a_store_a_hub_is_running_on_shows_its_progress_on_each_read(
                 assert (await http.get(url)).json()["last_seq"] == 4
                 wal = (await http.get(url + "/wal?since=3")).json()["envelopes"]
                 assert [e["text"] for e in wal] == ["later"]
+
+
+def a_session(number: int, state: SessionState) -> SessionMetadata:
+    return SessionMetadata(
+        session_id=f"s-{number:05d}",
+        manifest_type="conversation",
+        manifest_version=1,
+        creator_id="a-1",
+        participants=(Participant(agent_id="a-1", role=ParticipantRole.INITIATOR, order=0),),
+        state=state,
+        created_at=f"2030-01-01T00:00:00.{number:06d}+00:00",
+    )
+
+
+async def test_a_long_list_gives_the_newest_and_lets_others_run_meanwhile() -> None:
+    count = 3 * LIST_BATCH + 7
+    sessions = [
+        a_session(n, SessionState.CLOSED if n % 2 else SessionState.ACTIVE) for n in range(count)
+    ]
+    async with MemoryStore() as store:
+        for md in sessions:
+            await store.save_session(md)
+        listed = await StoreSource(store).sessions(SessionFilter(status="ended", limit=3))
+    newest_ended = [f"s-{n:05d}" for n in range(count - 1, -1, -1) if n % 2][:3]
+    assert [s["session_id"] for s in listed] == newest_ended
+
+    turns = 0
+
+    async def other_task() -> None:
+        nonlocal turns
+        while True:
+            await trio.lowlevel.checkpoint()
+            turns += 1
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(other_task)
+        kept = await _newest_kept(sessions, lambda md: (md, None), SessionFilter(), str)
+        nursery.cancel_scope.cancel()
+    assert [md.session_id for md in kept] == [
+        f"s-{n:05d}" for n in range(count - 1, count - 201, -1)
+    ]
+    assert turns >= count // LIST_BATCH  # the other task ran once per LIST_BATCH looked at

@@ -14,10 +14,11 @@ Rules:
 
 from __future__ import annotations
 
+import heapq
 import itertools
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Final, Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final, Protocol, TypeVar
 
 import attrs
 import trio
@@ -27,6 +28,8 @@ from ..model import Envelope, SessionMetadata
 from ..model import unstructure as _unstructure
 from ..store import AgentRecord, Store
 from ..supervisors import Supervisor
+
+T = TypeVar("T")
 
 #: How often the hub's statistics are sampled (seconds of the hub's clock).
 SAMPLE_EVERY_S: Final = 1.0
@@ -39,6 +42,8 @@ AUDIT_KEPT: Final = 500
 #: Sessions one ``/api/sessions`` answer lists at most (newest first), and by default.
 SESSIONS_MAX: Final = 1000
 SESSIONS_DEFAULT: Final = 200
+#: Sessions looked at between two checkpoints while a list is made.
+LIST_BATCH: Final = 1000
 #: Envelopes one ``/api/sessions/{id}/wal`` answer holds at most, and by default.
 WAL_MAX: Final = 1000
 WAL_DEFAULT: Final = 200
@@ -164,29 +169,51 @@ def _session_json(
     }
 
 
-def _matches(item: dict[str, Any], wanted: SessionFilter) -> bool:
+def _keeps(
+    md: SessionMetadata, live: bool | None, wanted: SessionFilter, names: Callable[[str], str]
+) -> bool:
     if wanted.status is not None:
-        status = item["status"]
+        status = _status(md, live)
         if wanted.status == "open":
             if status == "ended":
                 return False
         elif status != wanted.status:
             return False
-    if wanted.type is not None and item["type"] != wanted.type:
+    if wanted.type is not None and md.manifest_type != wanted.type:
         return False
-    if wanted.text is not None and wanted.text not in item["session_id"]:
+    if wanted.text is not None and wanted.text not in md.session_id:
         return False
     if wanted.participant is not None:
         who = wanted.participant
-        if not any(who in (p["agent_id"], p["name"]) for p in item["participants"]):
+        if not any(who in (p.agent_id, names(p.agent_id)) for p in md.participants):
             return False
     return True
 
 
-def _newest_first(items: Iterable[dict[str, Any]], wanted: SessionFilter) -> list[dict[str, Any]]:
-    kept = [item for item in items if _matches(item, wanted)]
-    kept.sort(key=lambda item: (item["created_at"], item["session_id"]), reverse=True)
-    return kept[: wanted.limit]
+async def _newest_kept(
+    rows: Sequence[T],
+    fields: Callable[[T], tuple[SessionMetadata, bool | None]],
+    wanted: SessionFilter,
+    names: Callable[[str], str],
+) -> list[T]:
+    """The newest ``wanted.limit`` rows that ``wanted`` keeps, newest first.
+
+    Looks at ``LIST_BATCH`` rows between two checkpoints (on a running hub its loop goes on
+    meanwhile), and keeps only the newest ``limit`` while it looks (no sort of them all).
+    """
+    kept: list[tuple[tuple[str, str], int, T]] = []
+    for index, row in enumerate(rows):
+        if index % LIST_BATCH == LIST_BATCH - 1:
+            await trio.lowlevel.checkpoint()
+        md, live = fields(row)
+        if _keeps(md, live, wanted, names):
+            item = ((md.created_at, md.session_id), index, row)
+            if len(kept) < wanted.limit:
+                heapq.heappush(kept, item)
+            elif item[0] > kept[0][0]:
+                heapq.heapreplace(kept, item)
+    await trio.lowlevel.checkpoint()
+    return [row for _, _, row in sorted(kept, key=lambda item: item[0], reverse=True)]
 
 
 class AuditTail:
@@ -313,15 +340,12 @@ class HubSource:
         return [_agent_json(r, r.passport.agent_id in bound) for r in core.registry.agents.values()]
 
     async def sessions(self, wanted: SessionFilter) -> list[dict[str, Any]]:
-        await trio.lowlevel.checkpoint()
         name_for = self._hub.name_for
-        return _newest_first(
-            (
-                _session_json(e.metadata, e.last_seq, e.running, name_for)
-                for e in self._hub.core.directory.sessions.values()
-            ),
-            wanted,
-        )
+        # A copy of the entries (the directory may change while the list is made); each one
+        # is read as it is when it is looked at.
+        entries = list(self._hub.core.directory.sessions.values())
+        kept = await _newest_kept(entries, lambda e: (e.metadata, e.running), wanted, name_for)
+        return [_session_json(e.metadata, e.last_seq, e.running, name_for) for e in kept]
 
     async def session(self, session_id: str) -> dict[str, Any] | None:
         await trio.lowlevel.checkpoint()
@@ -393,14 +417,12 @@ class StoreSource:
 
     async def sessions(self, wanted: SessionFilter) -> list[dict[str, Any]]:
         names = await self._names()
+        everything = await self._store.load_sessions()
+        kept = await _newest_kept(everything, lambda md: (md, None), wanted, names)
         # Filtered and cut before the last seqs are read: one store read per listed session.
-        items = _newest_first(
-            (_session_json(md, 0, None, names) for md in await self._store.load_sessions()),
-            wanted,
-        )
-        for item in items:
-            item["last_seq"] = await self._store.last_seq(item["session_id"])
-        return items
+        return [
+            _session_json(md, await self._store.last_seq(md.session_id), None, names) for md in kept
+        ]
 
     async def session(self, session_id: str) -> dict[str, Any] | None:
         md = await self._store.get_session(session_id)

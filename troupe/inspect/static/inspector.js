@@ -91,6 +91,13 @@ function coalesce(fn, delay) {
   return schedule;
 }
 
+// A page that polls its JSON (no feed: it would only hold a subscription to the hub's events).
+function polled() {
+  const badge = document.getElementById("live");
+  badge.textContent = live ? "live" : "store at rest";
+  badge.className = live ? "on" : "rest";
+}
+
 function feed(query, onEvent) {
   const badge = document.getElementById("live");
   if (!live) {
@@ -144,18 +151,26 @@ function sessionsPage() {
       el("span", { class: "status " + s.status, text: s.status }),
       s.state + (s.close_reason ? " (" + s.close_reason + ")" : ""),
       s.participants.map((p) => p.name).join(", "),
-      String(s.last_seq),
+      el("span", { class: "seq", text: String(s.last_seq) }),
       when(s.created_at),
     ], { "data-session": s.session_id }));
     holder.replaceChildren(
       table(["session", "type", "status", "state", "participants", "last seq", "created"], rows, "session-rows"),
       el("p", { class: "note", text: rows.length + " shown" }));
-  }, 50);
+  }, 250);
   form.addEventListener("input", refresh);
   form.addEventListener("submit", (e) => { e.preventDefault(); refresh(); });
   refresh();
-  const touching = new Set(["session_created", "session_opened", "session_closed", "envelope_accepted", "missed", "hello"]);
-  feed("", (kind) => { if (touching.has(kind)) refresh(); });
+  const touching = new Set(["session_created", "session_opened", "session_closed", "missed", "hello"]);
+  feed("", (kind, data) => {
+    if (kind === "envelope_accepted") {  // only its row's last seq changes: no reload
+      for (const tr of holder.querySelectorAll("tr[data-session]")) {
+        if (tr.dataset.session === data.session_id) tr.querySelector("span.seq").textContent = String(data.seq);
+      }
+    } else if (touching.has(kind)) {
+      refresh();
+    }
+  });
   if (!live) return;
   setInterval(refresh, 10000);  // live/passivated changes have no event
 }
@@ -267,7 +282,7 @@ function supervisionPage() {
       table(["child", "at", "error"], crashes));
   }, 50);
   refresh();
-  feed("", () => {});
+  polled();
   if (live) setInterval(refresh, 2000);
 }
 
@@ -306,7 +321,7 @@ function statisticsPage() {
       el("h2", { text: "now" }), counters);
   }, 50);
   refresh();
-  feed("", () => {});
+  polled();
   if (live) setInterval(refresh, 2000);
 }
 
@@ -324,9 +339,8 @@ function auditPage() {
     show(table(["at", "kind", "fields"], rows, "audit-rows"));
   }, 300);
   refresh();
-  feed("", () => refresh());
-  if (!live) return;
-  setInterval(refresh, 5000);
+  polled();
+  if (live) setInterval(refresh, 3000);
 }
 
 const pages = {
