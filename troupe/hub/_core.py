@@ -38,6 +38,39 @@ class Faults(Protocol):
         ...
 
 
+class Membership(Protocol):
+    """A hub's membership of a cluster (``troupe.cluster.ClusterMember``), as the hub sees it.
+
+    The hub asks it three things: whether this node serves a session now (``check``, also
+    after an actor started: a shard that moved meanwhile leaves that actor behind), a
+    new session id this node serves (``new_session_id``), and to run beside the hub
+    (``run``, in the hub's tree) and hand its shards over when the hub stops (``leave``,
+    given ``leave_within_s``).
+    """
+
+    @property
+    def leave_within_s(self) -> float:
+        """How long ``leave`` may take when the hub stops (s)."""
+        ...
+
+    def check(self, session_id: str) -> int:
+        """The epoch under which this node serves ``session_id``'s shard now; raise
+        ``NotOwner`` if it does not."""
+        ...
+
+    def new_session_id(self, new_id: Callable[[], str]) -> str:
+        """A fresh session id (drawn from ``new_id``) whose shard this node serves."""
+        ...
+
+    async def run(self, hub: Any, *, task_status: trio.TaskStatus[None]) -> None:
+        """Join the cluster, then keep the leases until cancelled."""
+        ...
+
+    async def leave(self) -> None:
+        """Stop serving, then hand every shard over."""
+        ...
+
+
 class InjectedCrash(Exception):
     """Raised when a fault injector crashes a session actor on purpose; a crash like any other."""
 
@@ -137,6 +170,15 @@ class HubCore:
         self.events = EventBus(clock)
         #: Auction arbiters by name (``_arbiters``); written by the Hub handle.
         self.arbiters: dict[str, Arbiter] = dict(ARBITERS)
+        #: This node's membership of a cluster (``open_hub(cluster=...)``); None: no cluster,
+        #: and no cluster code on any path.
+        self.cluster: Membership | None = None
+
+    def new_session_id(self) -> str:
+        """A new session's id: in a cluster, one whose shard this node serves."""
+        if self.cluster is None:
+            return self.new_id()
+        return self.cluster.new_session_id(self.new_id)
 
     def now(self) -> float:
         return self.clock()

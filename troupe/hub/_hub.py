@@ -990,6 +990,8 @@ class Hub:
             raise ProtocolError("the hub is shutting down: no new posts are accepted")
         if envelope.sender_id not in core.registry:  # checked first (reference §1.3-C)
             raise NotFoundError(f"sender not registered: {envelope.sender_id!r}")
+        if core.cluster is not None:
+            core.cluster.check(sid)  # NotOwner: the caller retries on the shard's owner
         entry = core.directory.get(sid)
         # The id is the post's identity across a retry; the session actor stamps it (with
         # seq and created_at) on its own copy, so the caller's envelope is never changed.
@@ -1138,6 +1140,9 @@ class Hub:
                 reason = md.close_reason or "no reason"
                 raise ProtocolError(f"session {md.session_id} is {md.state.value} ({reason})")
             assert self._sessions is not None, "the hub is not running"
+            # No actor for another node's session (NotOwner), nor one whose shard moved
+            # while it started: it may have read a WAL that another node extends now.
+            epoch = core.cluster.check(entry.session_id) if core.cluster is not None else 0
             try:
                 ref = await self._sessions.start_child(self._session_spec(entry))
             except StoreError:
@@ -1152,11 +1157,22 @@ class Hub:
                 raise ProtocolError(
                     f"session {entry.session_id} could not be started from its WAL: {exc!r}"
                 ) from exc
+            if core.cluster is not None and not self._still_served(entry, epoch):
+                await self._sessions.terminate_child(entry.session_id)
+                continue  # its shard moved while it started: again, or refused (NotOwner)
             if not entry.metadata.state.terminal:
                 entry.ref = ref  # else its recovery found it ended, or ended it: it stops
             if entry.passivated:
                 entry.passivated = False
                 core.counters.rehydrations += 1
+
+    def _still_served(self, entry: SessionEntry, epoch: int) -> bool:
+        """Whether this cluster node still serves the session under ``epoch``."""
+        assert self._core.cluster is not None
+        try:
+            return self._core.cluster.check(entry.session_id) == epoch
+        except StoreError:
+            return False
 
     def _session_spec(self, entry: SessionEntry) -> ChildSpec:
         core = self._core
@@ -1219,6 +1235,8 @@ class Hub:
             return
         delay = CLOSE_RETRY_S
         while True:
+            if not entry.given_up:
+                return  # the give-up was withdrawn: a cluster node let the session's shard go
             try:
                 await self._close_crashed(entry)
             except (StoreError, ActorDead) as exc:

@@ -130,3 +130,33 @@ async def sweep(hub: Hub, after: float, *, task_status: trio.TaskStatus[None]) -
         async with trio.open_nursery() as nursery:
             for entry in batch:
                 nursery.start_soon(passivate, hub, entry, after)
+
+
+async def evict(hub: Hub, entry: SessionEntry) -> None:
+    """Stop a session's actor now, without its consent or a snapshot (a cluster node that
+    lost the session's shard: another node may be writing it already).
+
+    The entry is left as a passivated one: a later use starts the actor again (which a
+    cluster node refuses unless it holds the shard again). A passivation under way is left
+    to finish: it stops the actor itself. A session given up on here is not closed after
+    all: its give-up is withdrawn (the next owner starts it afresh).
+    """
+    gate = entry.gate
+    if entry.given_up:
+        # Its supervisor gave up on it here; what to do with the session is the next
+        # owner's call now, so its close (``close_crashed``, retrying) is called off.
+        entry.ref = None
+        await trio.lowlevel.checkpoint()
+        return
+    if entry.ref is None or (gate is not None and gate.passivating is not None):
+        await trio.lowlevel.checkpoint()
+        return
+    assert hub._sessions is not None, "the hub is not running"
+    with trio.CancelScope(shield=True, deadline=trio.current_time() + STOP_S):
+        try:
+            await hub._sessions.terminate_child(entry.session_id)
+        finally:
+            entry.ref = None
+            entry.dedup = None
+            entry.passivated = True
+            hub.core.directory.release(entry)
