@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("troupe.serve")
 
+MISSING_INSPECT = "the inspector needs the 'inspect' extra: pip install 'trio-troupe[inspect]'"
+
 
 def load_api_keys(path: Path) -> dict[str, str]:
     """Read ``{"agent name": "token", ...}`` from a JSON file.
@@ -74,6 +76,78 @@ def check_exposure(host: str, api_keys: dict[str, str] | None, allow_anonymous: 
             "register and bind agents under any free name; give --api-keys FILE, or "
             "--allow-anonymous to accept that"
         )
+
+
+class InspectorPortError(OSError):
+    """Raised when the inspector's port cannot be bound (the message names it)."""
+
+
+def check_available() -> None:
+    """Raises ValueError (the CLI's bad-option exit) when the ``inspect`` extra is missing."""
+    try:
+        import hypercorn  # noqa: F401
+        import starlette  # noqa: F401
+    except ImportError as exc:
+        raise ValueError(f"{MISSING_INSPECT} ({exc})") from exc
+
+
+def read_key(path: Path) -> str:
+    """The operator key in ``path`` (its first line, without surrounding blanks).
+
+    Raises:
+      ValueError: the file cannot be read or holds no key (the message names it).
+    """
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read the operator key from {path}: {exc}") from exc
+    lines = text.strip().splitlines()
+    key = lines[0].strip() if lines else ""
+    if not key:
+        raise ValueError(f"{path} holds no operator key (one line of text)")
+    return key
+
+
+def operator_key(key_file: str | None, api_keys: bool) -> str | None:
+    """The key ``troupe serve --inspect-port`` asks for: required with ``--api-keys``.
+
+    Raises:
+      ValueError: ``--api-keys`` without ``--inspect-key-file``, or an unreadable file.
+    """
+    if key_file is None:
+        if api_keys:
+            raise ValueError(
+                "--inspect-port with --api-keys needs --inspect-key-file FILE: the operator "
+                "key the inspector asks for (agents' keys do not open it)"
+            )
+        return None
+    return read_key(Path(key_file))
+
+
+async def run_beside(
+    hub: Hub,
+    host: str,
+    port: int,
+    key: str | None,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the inspector of ``hub`` until cancelled; started with the port bound."""
+    from .inspect import HubSource, inspector_app, serve_inspector  # the inspect extra
+
+    source = HubSource(hub)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(source.run)
+        try:
+            bound: int = await nursery.start(
+                serve_inspector, inspector_app(source, key=key), host, port
+            )
+        except* OSError as group:
+            first = _leaves(group)[0]
+            raise InspectorPortError(
+                f"the inspector cannot serve on {host}:{port}: {first}"
+            ) from None
+        task_status.started(bound)
 
 
 @attrs.frozen(kw_only=True)
@@ -136,9 +210,15 @@ async def serve(
     max_connections: int = MAX_CONNECTIONS,
     max_connections_per_address: int = MAX_CONNECTIONS_PER_ADDRESS,
     node: NodeOptions | None = None,
+    inspect_port: int | None = None,
+    inspect_key: str | None = None,
 ) -> None:
     """Serve until SIGINT/SIGTERM; leaving flushes everything and closes the store (a
-    cluster node hands its shards over first)."""
+    cluster node hands its shards over first).
+
+    With ``inspect_port``, the web inspector runs on ``host`` at that port too (asking for
+    ``inspect_key`` when one is given).
+    """
     auth: list[AuthAdapter] = [ApiKeyAuth(api_keys)] if api_keys is not None else [NoAuth()]
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with (
@@ -172,6 +252,10 @@ async def serve(
             where = db if node is None else "PostgreSQL"
             log.info("serving %s on ws://%s:%d (%s)", where, host, bound, scheme)
             print(f"listening on ws://{host}:{bound}", flush=True)
+            if inspect_port is not None:
+                shown: int = await nursery.start(run_beside, hub, host, inspect_port, inspect_key)
+                web_host = f"[{host}]" if ":" in host else host
+                print(f"inspector on http://{web_host}:{shown}", flush=True)
             async for signum in signals:
                 log.info("got %s: stopping", signal.Signals(signum).name)
                 break
@@ -189,6 +273,8 @@ def main(
     max_connections: int = MAX_CONNECTIONS,
     max_connections_per_address: int = MAX_CONNECTIONS_PER_ADDRESS,
     node: NodeOptions | None = None,
+    inspect_port: int | None = None,
+    inspect_key_file: str | None = None,
 ) -> int:
     """Run ``troupe serve``; ValueError for bad options (the CLI exits 2 with its message)."""
     if max_connections < 1 or max_connections_per_address < 1:
@@ -204,6 +290,12 @@ def main(
         ClusterConfig(node_id=node.node_id or default_node_id(), shards=node.shards)
     keys = load_api_keys(Path(api_keys_file)) if api_keys_file is not None else None
     check_exposure(host, keys, allow_anonymous)
+    inspect_key = None
+    if inspect_port is not None:
+        check_available()
+        inspect_key = operator_key(inspect_key_file, keys is not None)
+    elif inspect_key_file is not None:
+        raise ValueError("--inspect-key-file is for the inspector: give --inspect-port too")
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,
@@ -223,6 +315,8 @@ def main(
                 max_connections=max_connections,
                 max_connections_per_address=max_connections_per_address,
                 node=node,
+                inspect_port=inspect_port,
+                inspect_key=inspect_key,
             )
         )
     except* OSError as group:
@@ -230,7 +324,10 @@ def main(
         # leave no empty store behind (the store opens before the port is bound).
         failed = True
         for exc in _leaves(group):
-            print(f"troupe serve: cannot serve on {host}:{port}: {exc}", file=sys.stderr)
+            where = (
+                "" if isinstance(exc, InspectorPortError) else f"cannot serve on {host}:{port}: "
+            )
+            print(f"troupe serve: {where}{exc}", file=sys.stderr)
         if path in made and node is None:
             for created in made:
                 created.unlink(missing_ok=True)

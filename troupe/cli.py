@@ -12,6 +12,8 @@ from pathlib import Path
 import trio
 
 from ._errors import TroupeError
+from ._inspect_cli import add_parser as add_inspect_parser
+from ._inspect_cli import add_serve_options as add_inspect_serve_options
 
 #: Exit codes: what a shell reports for a process killed by SIGPIPE / interrupted by SIGINT.
 EXIT_BROKEN_PIPE = 141
@@ -62,6 +64,8 @@ def _serve(args: argparse.Namespace) -> int:
             max_connections=args.max_connections,
             max_connections_per_address=args.max_connections_per_address,
             node=node,
+            inspect_port=args.inspect_port,
+            inspect_key_file=args.inspect_key_file,
         )
     except ValueError as exc:
         print(f"troupe serve: {exc}", file=sys.stderr)
@@ -199,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="connections held at once from one IP address (default: 64)",
     )
+    add_inspect_serve_options(serve, port_number)
     serve.set_defaults(run=_serve)
 
     wal = commands.add_parser(
@@ -225,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "-n", "--count", type=count, default=20, help="how many envelopes (default: 20)"
             )
         sub.set_defaults(run=_wal, count=20)
+
+    add_inspect_parser(commands, port_number)
 
     cluster = commands.add_parser(
         "cluster",
