@@ -23,6 +23,7 @@ from .._errors import NotFoundError
 from ..actors import ActorRef
 from ..model import SessionMetadata, SessionState
 from ..session_types import AnySessionType
+from . import _gc
 from ._activity import Activity
 
 
@@ -168,6 +169,8 @@ class Directory:
 
     def add(self, entry: SessionEntry) -> None:
         md = entry.metadata
+        if md.session_id not in self.sessions:
+            _gc.grew()
         self.sessions[md.session_id] = entry
         for agent_id in md.participant_ids():
             self._by_agent.setdefault(agent_id, []).append(md.session_id)
