@@ -69,6 +69,10 @@ class SessionEntry:
     passivated: bool = False
     #: The running actor's activity summary, for the expectation sweeper (read-only here).
     activity: Activity | None = None
+    #: Set by the hub actor on a session it has just created and saved, until its first
+    #: actor starts: the store holds nothing of it but this metadata, so that start
+    #: skips the recovery reads (issue 15, item 6).
+    fresh: bool = False
     _changed: trio.Event = attrs.field(factory=trio.Event)
 
     @property
