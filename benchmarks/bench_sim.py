@@ -17,9 +17,12 @@ same run. Every part runs in a fresh subprocess, so its memory figures are its o
   Baseline: reading the same rows with sqlite3 + orjson.
 
 The hub parts run under trio's MockClock (autojump), so waiting for passivation costs no
-wall time; the figures are wall-clock (``time.perf_counter``). ``gc.freeze()`` follows each
-bulk creation: with 100k agents alive a full collection otherwise walks them all, again
-and again, for objects that live as long as the run.
+wall time; the figures are wall-clock (``time.perf_counter``). The benchmark does not call
+``gc.freeze()``: the hub keeps its long-lived bulk (agents, sessions) out of the collector's
+scans itself (``open_hub(gc_freeze=True)``, issue 15, item 7). The agents part reports the
+collector's pauses (timed through ``gc.callbacks``) while registering and while opening
+conversations among the registered agents; ``--no-gc-freeze`` runs the hub without freezing,
+as before.
 
 ``python -m benchmarks sim`` runs the default sizes; ``python -m benchmarks.bench_sim
 --sessions-passivated 1000000`` (and ``--help``) changes them.
@@ -79,6 +82,42 @@ def peak_rss() -> int:
 def settled_rss() -> int:
     gc.collect()
     return rss()
+
+
+class GcPauses:
+    """The collector's pauses while the block runs, timed through ``gc.callbacks``."""
+
+    def __init__(self) -> None:
+        self._started = 0.0
+        self._cpu = 0.0
+        self.pauses: list[tuple[int, float]] = []  # (generation, seconds)
+        self.cpu: list[float] = []  # the same pauses in this thread's CPU seconds
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            self._cpu = time.thread_time()
+        else:
+            self.pauses.append((info["generation"], time.perf_counter() - self._started))
+            self.cpu.append(time.thread_time() - self._cpu)
+
+    def __enter__(self) -> GcPauses:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def summary(self) -> dict[str, Any]:
+        full = [s for g, s in self.pauses if g == 2]
+        return {
+            "collections": len(self.pauses),
+            "full": len(full),
+            "max_ms": max((s for _, s in self.pauses), default=0.0) * 1e3,
+            "max_full_ms": max(full, default=0.0) * 1e3,
+            "max_cpu_ms": max(self.cpu, default=0.0) * 1e3,
+            "total_ms": sum(s for _, s in self.pauses) * 1e3,
+        }
 
 
 def quantiles(samples: Sequence[float]) -> tuple[float, float]:
@@ -145,20 +184,22 @@ async def _bare_tasks(n: int) -> dict[str, Any]:
 # -- agents --------------------------------------------------------------------------------
 
 
-async def _agents(n_agents: int, n_sessions: int, wave: int) -> dict[str, Any]:
+async def _agents(n_agents: int, n_sessions: int, wave: int, gc_freeze: bool) -> dict[str, Any]:
     start_rss = settled_rss()
     async with (
-        open_hub(MemoryStore(), new_id=SeededIds(1), passivate_after=1, **QUIET) as hub,
+        open_hub(
+            MemoryStore(), new_id=SeededIds(1), passivate_after=1, gc_freeze=gc_freeze, **QUIET
+        ) as hub,
         HubClient(LocalLink(hub)) as hc,
     ):
         base = settled_rss()
         started = time.perf_counter()
         agents = []
-        for i in range(n_agents):
-            agents.append(await hc.register(Idle(), Passport(name=f"agent-{i:06d}")))
+        with GcPauses() as registering:
+            for i in range(n_agents):
+                agents.append(await hc.register(Idle(), Passport(name=f"agent-{i:06d}")))
         register_s = time.perf_counter() - started
         gc.collect()
-        gc.freeze()
         with_agents = rss()
 
         ids = [a.agent_id for a in agents]
@@ -172,15 +213,18 @@ async def _agents(n_agents: int, n_sessions: int, wave: int) -> dict[str, Any]:
                     creator_id=ids[a], manifest_type="conversation", participants=[ids[a], ids[b]]
                 )
 
-        for first in range(0, n_sessions, wave):
-            async with trio.open_nursery() as nursery:
-                for k in range(64):
-                    nursery.start_soon(opener, k, first, min(n_sessions, first + wave))
-            await trio.sleep(2)  # virtual: this wave goes idle and is passivated
+        with GcPauses() as opening:
+            for first in range(0, n_sessions, wave):
+                async with trio.open_nursery() as nursery:
+                    for k in range(64):
+                        nursery.start_soon(opener, k, first, min(n_sessions, first + wave))
+                await trio.sleep(2)  # virtual: this wave goes idle and is passivated
         create_s = time.perf_counter() - started
         stats = hub.statistics()
         with_sessions = settled_rss()
-    gc.unfreeze()
+    # Cyclic garbage that was frozen alive and died later: collected only now that the hub
+    # has unfrozen (with gc_freeze=False, what died since the last collection).
+    late_garbage = gc.collect()
     return {
         "agents": n_agents,
         "sessions": n_sessions,
@@ -191,6 +235,9 @@ async def _agents(n_agents: int, n_sessions: int, wave: int) -> dict[str, Any]:
         "peak_rss": peak_rss(),
         "register_us": register_s / n_agents * 1e6,
         "create_us": create_s / n_sessions * 1e6,
+        "gc_registering": registering.summary(),
+        "gc_opening": opening.summary(),
+        "late_garbage": late_garbage,
     }
 
 
@@ -293,7 +340,6 @@ async def _wake(n_sessions: int, n_woken: int, wave: int, db: Path) -> dict[str,
             print(f"  created {len(sessions):,} sessions", file=sys.stderr, flush=True)
         create_s = time.perf_counter() - started
         gc.collect()
-        gc.freeze()
         passivated = rss()
         stats = hub.statistics()
         assert stats.live_sessions == 0, stats
@@ -312,7 +358,6 @@ async def _wake(n_sessions: int, n_woken: int, wave: int, db: Path) -> dict[str,
             live.append(time.perf_counter() - started)
         stats = hub.statistics()
         acks.cancel_scope.cancel()
-    gc.unfreeze()
     return {
         "sessions": n_sessions,
         "woken": n_woken,
@@ -383,11 +428,11 @@ def _part(argv: list[str]) -> dict[str, Any]:
     """Run one part in this process (``--part``)."""
     name, *rest = argv
     values = [int(v) for v in rest if v.isdigit()]
-    paths = [Path(v) for v in rest if not v.isdigit()]
+    paths = [Path(v) for v in rest if not v.isdigit() and v != "no-gc-freeze"]
     if name == "baseline":
         result: dict[str, Any] = trio.run(_bare_tasks, values[0])
     elif name == "agents":
-        result = virtual(_agents, values[0], values[1], values[2])
+        result = virtual(_agents, values[0], values[1], values[2], "no-gc-freeze" not in rest)
     elif name == "wake":
         result = virtual(_wake, values[0], values[1], values[2], paths[0])
     elif name == "recovery":
@@ -419,6 +464,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--woken", type=int, default=10_000, help="passivated sessions woken")
     parser.add_argument("--wave", type=int, default=10_000, help="sessions created per wave")
     parser.add_argument("--envelopes", type=int, default=100_000, help="envelopes to recover")
+    parser.add_argument(
+        "--no-gc-freeze",
+        action="store_true",
+        help="open the agents part's hub with gc_freeze=False (the collector's pauses as before)",
+    )
     parser.add_argument("--part", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args([] if argv is None else argv)
     if args.part:
@@ -427,7 +477,13 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     print(f"python {sys.version.split()[0]}, trio {trio.__version__}; hub parts under MockClock")
     base = _spawn("baseline", args.agents)
-    agents = _spawn("agents", args.agents, args.sessions, args.wave)
+    agents = _spawn(
+        "agents",
+        args.agents,
+        args.sessions,
+        args.wave,
+        *(["no-gc-freeze"] if args.no_gc_freeze else []),
+    )
     print(
         f"\n{args.agents:,} idle agents + {args.sessions:,} conversations (handshake, in waves "
         f"of {args.wave:,}, each passivated before the next: {agents['passivated']:,})"
@@ -444,6 +500,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"  register {agents['register_us']:.0f} us/agent, "
         f"open {agents['create_us']:.0f} us/session (wall)"
     )
+    freezing = "off" if args.no_gc_freeze else "on"
+    for phase in ("registering", "opening"):
+        g = agents[f"gc_{phase}"]
+        print(
+            f"  GC while {phase:<11} {g['full']:4d} full collections of {g['collections']:,}, "
+            f"max pause {g['max_ms']:7.1f} ms ({g['max_cpu_ms']:.1f} ms CPU), "
+            f"{g['total_ms'] / 1e3:.2f} s in all "
+            f"(gc_freeze {freezing}; target max <= 50 ms)"
+        )
+    print(f"  cyclic garbage collected after the hub closed: {agents['late_garbage']:,} objects")
 
     with tempfile.TemporaryDirectory(prefix="troupe-bench-sim-") as tmp:
         wake = _spawn(

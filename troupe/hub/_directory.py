@@ -24,6 +24,7 @@ from ..actors import ActorRef
 from ..model import SessionMetadata, SessionState, SessionStatus
 from ..session_types import AnySessionType
 from ..store import answer_prefix
+from . import _gc
 from ._activity import Activity
 
 
@@ -106,6 +107,10 @@ class SessionEntry:
     activity: Activity | None = None
     #: What deliveries carry to clients: the last published metadata, state and seq.
     status: SessionStatus | None = None
+    #: Set by the hub actor on a session it has just created and saved, until its first
+    #: actor starts: the store holds nothing of it but this metadata, so that start
+    #: skips the recovery reads (issue 15, item 6).
+    fresh: bool = False
     _changed: trio.Event = attrs.field(factory=trio.Event)
 
     @property
@@ -207,6 +212,8 @@ class Directory:
 
     def add(self, entry: SessionEntry) -> None:
         md = entry.metadata
+        if md.session_id not in self.sessions:
+            _gc.grew()
         self.sessions[md.session_id] = entry
         for agent_id in md.participant_ids():
             self._by_agent.setdefault(agent_id, []).append(md.session_id)

@@ -398,7 +398,7 @@ class HubActor(Actor[HubMsg, Any]):
         )
         stype.validate_create(md)
         await core.store.save_session(md)
-        core.directory.add(SessionEntry(metadata=md, stype=stype))
+        core.directory.add(SessionEntry(metadata=md, stype=stype, fresh=True))
         core.audit(
             "session_created",
             session_id=md.session_id,

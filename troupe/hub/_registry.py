@@ -12,6 +12,7 @@ import attrs
 from .._errors import NotFoundError
 from ..model import ObservedStat, Passport, Resume, Rule
 from ..store import AgentRecord
+from . import _gc
 
 
 @attrs.define
@@ -115,6 +116,8 @@ class Registry:
         old = self.agents.get(agent_id)
         if old is not None:
             self._unindex(agent_id, old.resume)
+        else:
+            _gc.grew()
         self.agents[agent_id] = record
         self.by_name[record.passport.name] = agent_id
         for capability in record.resume.capabilities():

@@ -109,6 +109,15 @@ class SessionActor(Actor[SessionMsg, Any]):
     # -- recovery --------------------------------------------------------------------------
 
     async def on_start(self) -> None:
+        fresh, self.entry.fresh = self.entry.fresh and not self.restarted, False
+        if fresh:
+            # Just created: the store holds its metadata (this entry's) and nothing else,
+            # so a recovery would read nothing new. Four reads fewer per session created.
+            if self.stype is not None:
+                self.state = self.stype.initial_state(self.metadata)
+            self.entry.dedup = self.dedup
+            self._publish()
+            return
         store = self.core.store
         # Go on from what was written, not from what was published: a crash (or a start
         # cancelled by its caller) between an append and its publish leaves the entry

@@ -8,7 +8,6 @@ then hashes the WALs and reads the hub's statistics.
 
 from __future__ import annotations
 
-import gc
 import time
 from array import array
 from collections.abc import Awaitable, Callable, Sequence
@@ -167,9 +166,7 @@ class Sim:
     ) -> list[AgentClient]:
         """Register ``self.agents`` agents made by ``make(index)``, named ``prefix-000042``.
 
-        Then freezes the garbage collector's view of them (``gc.freeze()``): with 100k agents
-        alive a full collection would otherwise stall the loop for most of a second, again
-        and again, walking objects that live as long as the run.
+        The hub keeps them out of the garbage collector's scans (``open_hub(gc_freeze=)``).
         """
         agents: list[AgentClient] = []
         step = max(1, self.agents // 100)
@@ -179,8 +176,6 @@ class Sim:
             if (index + 1) % step == 0:
                 self._report("agents", index + 1, self.agents)
         self._report("agents", self.agents, self.agents)
-        gc.collect()
-        gc.freeze()
         return agents
 
     async def run_sessions(self, script: Callable[[int], Awaitable[object]]) -> None:

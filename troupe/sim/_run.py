@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import time
 
 import trio
@@ -56,8 +55,6 @@ async def simulate(options: SimOptions, progress: Progress | None = None) -> Sim
             # Raised once the hub is closed: out here it would come wrapped in the
             # exception group of the hub's nursery.
             failure = exc
-        finally:
-            gc.unfreeze()
         sim_seconds = (trio.current_time() - start) / scale
         digest, envelopes = await wal_digest(hub)
         stats = hub.statistics()
