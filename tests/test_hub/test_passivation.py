@@ -405,7 +405,7 @@ async def test_a_cancelled_passivation_never_leaves_the_session_stuck(
 
         async def call() -> None:
             with caller:
-                await passivate(p.hub, entry)
+                await passivate(p.hub._sessions, entry)
 
         nursery.start_soon(call)
         await trio.testing.wait_all_tasks_blocked()

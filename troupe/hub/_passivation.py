@@ -2,10 +2,11 @@
 
 Rules:
 
-- Idle means not used through the hub handle (``Hub._running``: posts, closes, invite rounds,
-  causation look-ups) for ``passivate_after`` seconds of trio's clock. ``Directory.in_use``
-  keeps the running sessions least recently used first, so one sweeper task looks only at
-  the front of it: no task or timer per session, and a passivated session costs no task.
+- Idle means not used through the session supervisor (``SessionSupervisor.running``: posts,
+  closes, invite rounds, causation look-ups) for ``passivate_after`` seconds of trio's
+  clock. ``Directory.in_use`` keeps the running sessions least recently used first, so one
+  sweeper task looks only at the front of it: no task or timer per session, and a
+  passivated session costs no task.
 - The sweeper asks the session actor to ``Passivate``. The actor declines while anything is
   queued for it. Otherwise it saves a snapshot (when snapshots are on and it is behind) and,
   in the step that answers, marks its entry's gate ``passivating``: from then on callers
@@ -36,7 +37,7 @@ from ._session_parts import Passivate
 
 if TYPE_CHECKING:
     from ..actors import ActorRef
-    from ._hub import Hub
+    from ._sessions import SessionSupervisor
 
 log = logging.getLogger("troupe.hub.passivation")
 
@@ -50,13 +51,15 @@ ANSWER_S = 30.0
 STOP_S = 15.0
 
 
-async def passivate(hub: Hub, entry: SessionEntry, idle_for: float = 0.0) -> bool:
+async def passivate(
+    sessions: SessionSupervisor, entry: SessionEntry, idle_for: float = 0.0
+) -> bool:
     """Passivate one session if it agrees and was not used in the last ``idle_for`` seconds.
 
     Returns:
       Whether it was passivated.
     """
-    directory = hub.core.directory
+    directory = sessions.core.directory
     ref = entry.ref
     if ref is None or not ref.alive or entry.metadata.state.terminal:
         directory.release(entry)  # it ended, or its supervisor gave up on it
@@ -68,12 +71,14 @@ async def passivate(hub: Hub, entry: SessionEntry, idle_for: float = 0.0) -> boo
     # Once asked, the actor may mark the gate passivating: from then on this passivation
     # must end (stop the actor, reopen the gate) or every later caller waits forever.
     with trio.CancelScope(shield=True, deadline=trio.current_time() + ANSWER_S + STOP_S):
-        return await _passivate(hub, entry, ref)
+        return await _passivate(sessions, entry, ref)
     return True  # the stop outlasted STOP_S; the gate was reopened all the same
 
 
-async def _passivate(hub: Hub, entry: SessionEntry, ref: ActorRef[Any, Any]) -> bool:
-    directory = hub.core.directory
+async def _passivate(
+    sessions: SessionSupervisor, entry: SessionEntry, ref: ActorRef[Any, Any]
+) -> bool:
+    directory = sessions.core.directory
     request = Passivate()
     with trio.move_on_after(ANSWER_S):
         try:
@@ -87,15 +92,9 @@ async def _passivate(hub: Hub, entry: SessionEntry, ref: ActorRef[Any, Any]) -> 
     if gate is None or gate.passivating is not request.stopped:
         directory.touch(entry, trio.current_time())  # look again in a while
         return False
-    assert hub._sessions is not None, "the hub is not running"
     try:
-        await hub._sessions.terminate_child(entry.session_id)
+        await sessions.stop(entry)
     finally:
-        entry.ref = None
-        entry.dedup = None
-        entry.passivated = True
-        directory.release(entry)
-        hub.core.counters.passivations += 1
         gate.passivating = None
         request.stopped.set()
         if not gate.users and entry.gate is gate:
@@ -103,13 +102,15 @@ async def _passivate(hub: Hub, entry: SessionEntry, ref: ActorRef[Any, Any]) -> 
     return True
 
 
-async def sweep(hub: Hub, after: float, *, task_status: trio.TaskStatus[None]) -> None:
+async def sweep(
+    sessions: SessionSupervisor, after: float, *, task_status: trio.TaskStatus[None]
+) -> None:
     """Passivate every session unused for ``after`` seconds, oldest first, forever.
 
     Up to ``BATCH`` due sessions are passivated side by side: each passivation is a few
     hops between tasks, and trio runs the tasks that are ready together in one batch.
     """
-    directory = hub.core.directory
+    directory = sessions.core.directory
     task_status.started()
     while True:
         if not directory.in_use:
@@ -129,4 +130,4 @@ async def sweep(hub: Hub, after: float, *, task_status: trio.TaskStatus[None]) -
             batch.append(entry)
         async with trio.open_nursery() as nursery:
             for entry in batch:
-                nursery.start_soon(passivate, hub, entry, after)
+                nursery.start_soon(passivate, sessions, entry, after)

@@ -1,7 +1,8 @@
 """The session actor's messages and the pure admission checks of a post.
 
-These checks are shared by the session actor and by the ``Hub`` handle (which refuses a post
-into a terminal session, which has no actor, with the same errors in the same order).
+These checks are shared by the session actor and by ``_session.refuse_ended`` (which the
+session supervisor runs for a post into a terminal session, which has no actor: the same
+errors in the same order).
 """
 
 from __future__ import annotations
