@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any, Protocol
 
 import attrs
@@ -123,8 +124,8 @@ class HubCore:
         self.limiter = RateLimiter()
         #: (name, version) -> session type; written by the Hub handle.
         self.session_types: dict[tuple[str, int], AnySessionType] = {}
-        #: task id -> task; written by the hub actor.
-        self.tasks: dict[str, TaskMetadata] = {}
+        #: task id -> task: a read-only view of the hub actor's own table (``HubActor.tasks``).
+        self.tasks: Mapping[str, TaskMetadata] = MappingProxyType({})
         self.dead_letters = DeadLetterBuffer()
         self.counters = Counters()
         #: Streamed chunks' lanes and counters; written by whoever streams, and connections.

@@ -8,6 +8,7 @@ expire their tasks), so the two can never wait on each other.
 from __future__ import annotations
 
 import logging
+from types import MappingProxyType
 from typing import Any
 
 import attrs
@@ -91,7 +92,7 @@ class HubActor(Actor[HubMsg, Any]):
         store = self.core.store
         self.core.registry = Registry.from_records(await store.load_agents())
         self.tasks = {t.task_id: t for t in await store.load_tasks()}
-        self.core.tasks = self.tasks
+        self.core.tasks = MappingProxyType(self.tasks)  # read-only for everyone else
         self.observed = set(await store.load_kv(OBSERVED_NS))
         # A hub that died between a session's close and the expiry of its tasks.
         sessions = self.core.directory.sessions
