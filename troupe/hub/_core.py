@@ -24,7 +24,7 @@ from ._arbiters import ARBITERS, Arbiter
 from ._directory import Directory
 from ._events import EventBus
 from ._lanes import Streams
-from ._registry import Registry
+from ._registry import Registry, RegistryView
 from ._rules import InboxLedger, RateLimiter
 
 #: The steps of a post at which a fault injector may crash a session actor.
@@ -110,8 +110,8 @@ class HubCore:
         self.clock = clock
         self.new_id = new_id
         self.faults = faults
-        #: Written by the hub actor (replaced wholesale when it restarts).
-        self.registry = Registry()
+        #: The hub actor's registry, read-only here (replaced wholesale when it restarts).
+        self.registry: RegistryView = Registry()
         #: Entries added by the hub actor; each entry published by its session actor.
         self.directory = Directory()
         #: agent id -> the client connection actor it is bound to; written by connections.
