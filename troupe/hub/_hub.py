@@ -38,7 +38,7 @@ from .._errors import (
     StoreError,
     TroupeError,
 )
-from ..actors import ActorRef
+from ..actors import ActorRef, Message
 from ..api import (
     Accepted,
     CanSend,
@@ -292,7 +292,7 @@ class Hub:
                 f"agent {request.passport.name!r}: a remote_agent passport is registered by "
                 "the hub itself, not over a connection"
             )
-        stamped: Passport = await self._ask_hub(request)
+        stamped = await self._ask_hub(request)
         if caller is not None:
             # Registered over a connection: bound to it at once.
             assert stamped.agent_id is not None
@@ -378,7 +378,7 @@ class Hub:
     @handles(ReadTaskCheckpoint)
     async def _hub_actor_owns(self, request: Request[Any], caller: Caller | None) -> Any:
         """The requests the hub actor answers as they are (it owns the tables they change)."""
-        return await self._ask_hub(request)  # type: ignore[arg-type]
+        return await self._ask_hub(request)
 
     async def list_agents(
         self,
@@ -544,8 +544,9 @@ class Hub:
     async def read_task_checkpoint(self, task_id: str) -> dict[str, Any] | None:
         return await self.call(ReadTaskCheckpoint(task_id=task_id))
 
-    async def _ask_hub(self, msg: H.HubMsg) -> Any:
-        """Ask the hub actor (the message was checked by ``call``); raise what it refused with.
+    async def _ask_hub(self, msg: Message[R]) -> R:
+        """Ask the hub actor (one of its ``HubMsg``, checked by ``call``); return its answer,
+        of the type the message declares, or raise what it refused with.
 
         A crash of the hub actor counts against the root supervisor: what reaches it is
         checked first, so a caller's bad value is the caller's error, not a crash.
@@ -599,7 +600,7 @@ class Hub:
         self, request: CreateSession, caller: Caller | None
     ) -> SessionMetadata:
         self._check_arbiter(request.manifest_type, request.knobs)
-        md: SessionMetadata = await self._ask_hub(request)
+        md = await self._ask_hub(request)
         if _tracing.ACTIVE is not None:
             _tracing.ACTIVE.session_opened(md)
         sid = md.session_id
@@ -718,13 +719,16 @@ class Hub:
 
     @handles(ReadWal)
     async def _read_wal(self, request: ReadWal, caller: Caller | None) -> WalPage:
-        if caller is None:  # in process: the whole range at once
-            return WalPage(envelopes=await self._ask_hub(request), more=False)
-        # Over a wire: one bounded page (its answer is one frame).
         since, until = request.since, request.until
+        if caller is None:  # in process: the whole range at once
+            whole = H.ReadEnvelopes(request.session_id, since, until)
+            return WalPage(envelopes=await self._ask_hub(whole), more=False)
+        # Over a wire: one bounded page (its answer is one frame).
         last = since + READ_WAL_PAGE_COUNT
-        bounded = attrs.evolve(request, until=last if until is None else min(until, last))
-        wal: list[Envelope] = await self._ask_hub(bounded)
+        bounded = H.ReadEnvelopes(
+            request.session_id, since, last if until is None else min(until, last)
+        )
+        wal = await self._ask_hub(bounded)
         page: list[Envelope] = []
         size = 0
         for envelope in wal:

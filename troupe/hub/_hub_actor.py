@@ -27,7 +27,6 @@ from ..api import (
     CreateSession,
     ObserveTask,
     ReadTaskCheckpoint,
-    ReadWal,
     RecordObservation,
     Register,
     SetResume,
@@ -62,8 +61,8 @@ from ._hub_messages import (
     ExpireTasks,
     FindAccepted,
     FindAnswer,
-    FindEnvelope,
     HubMsg,
+    ReadEnvelopes,
 )
 from ._registry import Registry
 from ._rules import accepts_inbound, glob_allows
@@ -157,16 +156,13 @@ class HubActor(Actor[HubMsg, Any]):
                 return None
             case ReadTaskCheckpoint(task_id=task_id):
                 return await self.core.store.load_checkpoint(task_id)
-            case ReadWal(session_id=session_id, since=since, until=until):
+            case ReadEnvelopes(session_id, since, until):
                 self.core.directory.get(session_id)
                 if since < 0 or (until is not None and until < 0):
                     since, until = _from_end(
                         await self.core.store.last_seq(session_id), since, until
                     )
                 return await self.core.store.read(session_id, since, until)
-            case FindEnvelope(session_id, seq):
-                found = await self.core.store.read(session_id, seq - 1, seq)
-                return found[0] if found else None
             case FindAccepted(session_id, keys, envelope_id):
                 return await self._find_accepted(session_id, keys, envelope_id)
             case FindAnswer(session_id, sender_id, causation_id):

@@ -11,6 +11,8 @@ import attrs
 import trio
 
 from .._errors import NotFoundError, ProtocolError
+from ..actors import Message
+from ..api import Accepted
 from ..model import (
     EV_CHANNEL_INVITE_ACK,
     EV_CHANNEL_INVITE_REJECT,
@@ -25,7 +27,7 @@ from ._rules import check_depth, check_outbound
 
 
 @attrs.frozen
-class Post:
+class Post(Message[Accepted]):
     """Post ``envelope`` under ``envelope_id`` (chosen by the hub, kept across a retry).
 
     ``attempt`` 2 is the retry after a crash; ``floor`` is a seq the session had reached
@@ -39,26 +41,28 @@ class Post:
 
 
 @attrs.frozen
-class HubPost:
+class HubPost(Message[Accepted]):
     """A post by the hub itself (expectation notices): allowed event types only it may post."""
 
     envelope: Envelope
 
 
 @attrs.frozen
-class SendInvites:
-    pass
+class SendInvites(Message[SessionMetadata]):
+    """Invite the participants (those not invited yet); the answer is the metadata after."""
 
 
 @attrs.frozen
-class EndSession:
+class EndSession(Message[SessionMetadata]):
+    """End the session (closed or expired); the answer is its metadata after."""
+
     reason: str
     state: SessionState = SessionState.CLOSED
     only_if_pending: bool = False
 
 
 @attrs.frozen
-class Passivate:
+class Passivate(Message[bool]):
     """To a session actor: snapshot and get ready to be stopped, unless there is work.
 
     The answer is True when it is ready; its entry's gate is then ``passivating`` with

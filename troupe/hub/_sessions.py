@@ -25,13 +25,13 @@ accepted one, else the error its actor would have given (``_session.refuse_ended
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import trio
 
 from .._errors import ActorDead, NetworkError, NotFoundError, ProtocolError, StoreError
-from ..actors import ActorRef, Refused
+from ..actors import ActorRef, Message, Refused
 from ..api import Accepted
 from ..mailbox import DeadLetter
 from ..model import EV_SESSION_CLOSED, EV_SESSION_EXPIRED, Envelope, SessionMetadata
@@ -43,9 +43,11 @@ from ._core import HubCore
 from ._delivery import dispatch
 from ._directory import Gate, SessionEntry
 from ._session import SessionActor, expire_tasks_of, refuse_ended
-from ._session_parts import EndSession, Post, SessionMsg
+from ._session_parts import EndSession, Post
 
 log = logging.getLogger("troupe.hub.sessions")
+
+T = TypeVar("T")
 
 #: First and longest pause between attempts to close a crashed session the store refused.
 CLOSE_RETRY_S = 0.1
@@ -213,18 +215,27 @@ class SessionSupervisor:
 
     # -- other asks --------------------------------------------------------------------------
 
-    async def ask(self, session_id: str, msg: SessionMsg) -> Any:
-        """Ask the session actor, once more if it crashed; raise ProtocolError if it crashed
-        twice (the metadata if it ended meanwhile). A refusal of the actor raises here."""
+    async def ask(self, session_id: str, msg: Message[T]) -> T | None:
+        """Ask the session actor (a ``SessionMsg``), once more if it crashed.
+
+        Returns:
+          Its answer; None if it crashed and the session ended meanwhile (nothing answers).
+
+        Raises:
+          ProtocolError: it crashed twice.
+          Exception: what the actor refused with.
+        """
         entry = self._core.directory.get(session_id)
         crash: ActorDead | None = None
         for _ in range(2):
             try:
-                return await (await self.running(entry)).ask(msg)
+                answer: T = await (await self.running(entry)).ask(msg)
             except ActorDead as exc:
                 if entry.metadata.state.terminal:
-                    return entry.metadata
+                    return None
                 crash = exc
+            else:
+                return answer
         error = ProtocolError(
             f"session {session_id} crashed twice handling {type(msg).__name__}; it is "
             f"{entry.metadata.state.value}"
@@ -232,9 +243,10 @@ class SessionSupervisor:
         raise error from crash
 
     async def end(self, session_id: str, msg: EndSession) -> SessionMetadata:
-        """Ask the session to end; raise the StoreError that kept it from ending, if any."""
-        md: SessionMetadata = await self.ask(session_id, msg)
-        return md
+        """Ask the session to end; its metadata after. Raise the StoreError that kept it from
+        ending, if any."""
+        md = await self.ask(session_id, msg)
+        return md if md is not None else self._core.directory.get(session_id).metadata
 
     # -- which actor -------------------------------------------------------------------------
 
