@@ -159,7 +159,8 @@ class HubCore:
         #: agent id -> the connection actor it is bound to: each connection writes its own
         #: identities' entries; the hub actor drops an unregistered agent's.
         self.bindings: dict[str, ActorRef[Any, Any]] = {}
-        #: endpoint id -> its connection actor (a ConnectionActor): its serve_endpoint task.
+        #: endpoint id -> its connection actor (a ConnectionActor; its ``ref``): written by
+        #: that connection's serve_endpoint task, as it starts and ends.
         self.connections: dict[str, Any] = {}
 
     def now(self) -> float:

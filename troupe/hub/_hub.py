@@ -157,7 +157,6 @@ class Hub:
         self._connections: Supervisor | None = None
         #: The root supervisor (set by ``open_hub``).
         self._root: Supervisor | None = None
-        self._endpoints: dict[str, ActorRef[Any, Any]] = {}
         self._client_nursery: trio.Nursery | None = None
         #: Serves one connection (``_serve.serve_endpoint``, set by ``open_hub``, which
         #: imports both: the connection's serving code depends on this handle, not back).
@@ -1040,11 +1039,11 @@ class Hub:
             ``takeover`` is off (one that was closed holds nothing: a client that
             reconnects binds again at once).
         """
-        conn = self._endpoints.get(endpoint_id)
+        conn = self._core.connections.get(endpoint_id)
         if conn is None:
             raise NotFoundError(f"endpoint not attached: {endpoint_id!r}")
         self._core.registry.record(agent_id)
-        await conn.ask(Bind(agent_id, since, takeover=takeover))
+        await conn.ref.ask(Bind(agent_id, since, takeover=takeover))
 
     async def host(self, fn: Any, *args: Any) -> Any:
         """Run ``await nursery.start(fn, *args)`` in the hub's nursery for in-process clients.
@@ -1137,7 +1136,7 @@ class Hub:
             hub_mailbox_high_water=_high_water(core.hub_ref),
             session_mailbox_high_water=session_hw,
             connection_mailbox_high_water=max(
-                (_high_water(ref) for ref in self._endpoints.values()), default=0
+                (_high_water(conn.ref) for conn in core.connections.values()), default=0
             ),
         )
 
