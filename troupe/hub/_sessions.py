@@ -64,10 +64,6 @@ class SessionSupervisor:
         self.directory = directory
         self._sup: Supervisor | None = None
 
-    @property
-    def core(self) -> HubCore:
-        return self._core
-
     async def run(self, *, task_status: trio.TaskStatus[None]) -> None:
         """Run the dynamic supervisor of session actors (the root supervisor's child)."""
         config = self._core.config
