@@ -14,7 +14,7 @@ import trio.testing
 from troupe import EV_TEXT, Envelope, HubClient, LocalLink, Passport, Turn
 from troupe.client import AgentClient
 from troupe.hub import Hub, open_hub
-from troupe.hub._directory import EntryView, SessionEntry
+from troupe.hub._directory import SessionEntry
 from troupe.hub._passivation import ANSWER_S, passivate
 from troupe.model import SessionState
 from troupe.store import MemoryStore, Snapshot
@@ -22,7 +22,7 @@ from troupe.store import MemoryStore, Snapshot
 IDLE = 10.0
 
 
-def running(entry: EntryView) -> bool:
+def running(entry: SessionEntry) -> bool:
     """Whether the session's actor is running (a call, so mypy does not narrow it)."""
     return entry.running
 
@@ -71,11 +71,10 @@ class Pair:
         )
 
     async def say(self, *texts: str) -> SessionEntry:
-        """Post ``texts`` from ann, in order; return the session's directory entry (as its
-        owner, the session supervisor, holds it: ``passivate`` takes it)."""
+        """Post ``texts`` from ann, in order; return the session's directory entry."""
         for text in texts:
             await self.hub.post(self.text(text))
-        return self.hub._sessions.directory.get(self.session_id)
+        return self.hub.core.directory.get(self.session_id)
 
     async def texts(self) -> list[str]:
         wal = await self.hub.read_wal(self.session_id)

@@ -10,7 +10,7 @@ import trio.testing
 
 from troupe import AccessDeniedError, NotFoundError, ProtocolError
 from troupe.hub import Hub
-from troupe.hub._directory import EntryView
+from troupe.hub._directory import SessionEntry
 from troupe.model import (
     EV_CHANNEL_INVITE,
     EV_CHANNEL_INVITE_ACK,
@@ -448,7 +448,7 @@ async def test_an_invite_the_creator_may_not_send_fails_the_session(
     assert hub.core.directory.live_created_by(alice.id) == 0
 
 
-def actor_memory(entry: EntryView) -> tuple[object, ...]:
+def actor_memory(entry: SessionEntry) -> tuple[object, ...]:
     """What an entry holds for its running actor (a call, so mypy does not narrow it)."""
     return (entry.ref, entry.dedup, entry.activity)
 

@@ -57,7 +57,7 @@ async def test_a_state_that_is_not_the_fold_of_the_wal_is_caught(
     troupe_hub: Hub, troupe_hub_client: HubClient, autojump_clock: object
 ) -> None:
     sid = await a_conversation(troupe_hub, troupe_hub_client)
-    entry = troupe_hub._sessions.directory.get(sid)  # as its owner: behind the actor's back
+    entry = troupe_hub.core.directory.get(sid)
     entry.state = attrs.evolve(entry.state, turn_count=99)
     with pytest.raises(InvariantViolation, match="is not the fold of its WAL"):
         await check_invariants(troupe_hub)

@@ -24,7 +24,7 @@ from ..model import MAX_ENVELOPE_BYTES, TaskMetadata, iso
 from ..session_types import AnySessionType
 from ..store import Store
 from ._arbiters import ARBITERS, Arbiter
-from ._directory import DirectoryView
+from ._directory import Directory
 from ._events import EventBus
 from ._lanes import Streams
 from ._registry import Registry, RegistryView
@@ -113,7 +113,6 @@ class HubCore:
         clock: Callable[[], float],
         new_id: Callable[[], str],
         faults: Faults | None,
-        directory: DirectoryView,
     ) -> None:
         # -- configuration (set by open_hub; the plug-in tables by the handle's register_*)
         self.config = config
@@ -153,8 +152,8 @@ class HubCore:
         self.tasks: Mapping[str, TaskMetadata] = MappingProxyType({})
         #: The sessions: entries added by the hub actor; their published fields written by
         #: each session's actor, their live fields (ref, gate, in use) by the session
-        #: supervisor (``_directory``). Those hold the ``Directory``; this is its reads.
-        self.directory = directory
+        #: supervisor (``_directory``).
+        self.directory = Directory()
 
         # -- the connections' tables (``_serve``, ``_connection``) -------------------------
         #: agent id -> the connection actor it is bound to: each connection writes its own

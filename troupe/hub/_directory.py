@@ -8,17 +8,13 @@ read the last published, immutable values synchronously.
 An entry's live fields (``ref``, ``gate``, ``passivated``) and the sessions in use, least
 recently used first (``touch``, ``release``), are the session supervisor's
 (``_sessions.py``): the passivation sweeper reads only the front of ``in_use``.
-
-Only those owners hold the :class:`Directory`; ``HubCore.directory`` is the same object typed
-:class:`DirectoryView` (and its entries :class:`EntryView`), reads only, so mypy refuses a
-write anywhere else.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 import trio
@@ -114,70 +110,6 @@ class SessionEntry:
         while not predicate(self.metadata):
             await self._changed.wait()
         return self.metadata
-
-
-class EntryView(Protocol):
-    """A session's entry as everyone but its owners sees it: reads only."""
-
-    @property
-    def session_id(self) -> str: ...
-    @property
-    def metadata(self) -> SessionMetadata: ...
-    @property
-    def stype(self) -> AnySessionType | None: ...
-    @property
-    def state(self) -> Any: ...
-    @property
-    def last_seq(self) -> int: ...
-    @property
-    def ref(self) -> ActorRef[Any, Any] | None: ...
-    @property
-    def dedup(self) -> DedupWindow | None: ...
-    @property
-    def activity(self) -> Activity | None: ...
-    @property
-    def gate(self) -> Gate | None: ...
-    @property
-    def running(self) -> bool: ...
-    @property
-    def given_up(self) -> bool: ...
-
-    async def wait_for(self, predicate: Callable[[SessionMetadata], bool]) -> SessionMetadata:
-        """Wait until the published metadata satisfies ``predicate``; return it."""
-        ...
-
-
-class DirectoryView(Protocol):
-    """The directory as ``HubCore.directory`` shows it: reads only.
-
-    Its writers hold the :class:`Directory` itself: the hub actor (``add``), each session's
-    actor (its entry's published fields, ``ended``) and the session supervisor (the entries'
-    live fields, ``touch``, ``release``).
-    """
-
-    @property
-    def sessions(self) -> Mapping[str, EntryView]: ...
-    @property
-    def in_use(self) -> Mapping[str, EntryView]: ...
-    @property
-    def open_count(self) -> int: ...
-
-    def __len__(self) -> int: ...
-
-    def get(self, session_id: str) -> EntryView: ...
-
-    def live_created_by(self, agent_id: str) -> int: ...
-
-    def of_agent(self, agent_id: str) -> Sequence[EntryView]: ...
-
-    def select(
-        self,
-        *,
-        agent_id: str | None = None,
-        state: SessionState | None = None,
-        include_terminal: bool = True,
-        limit: int = 50,
-    ) -> list[SessionMetadata]: ...
 
 
 class Gate:

@@ -36,7 +36,7 @@ import trio
 from .._errors import NetworkError, StoreError
 from ..model import EV_EXPECTATION_VIOLATED, Envelope, Expectation, SessionMetadata, SessionState
 from ._core import HubCore
-from ._directory import EntryView
+from ._directory import SessionEntry
 from ._evaluators import DEFAULT_SECONDS, EVALUATORS, Evaluator, Late, Seen, evaluate, threshold
 from ._events import ExpectationViolation
 from ._session import HUB_KEYS
@@ -148,10 +148,10 @@ class ExpectationSweeper(Generic[H]):
         for key in sorted(keys):
             await self._hub.core.store.delete_kv(EXPECT_NS, key)
 
-    async def _check_session(self, entry: EntryView) -> list[ExpectationViolation]:
+    async def _check_session(self, entry: SessionEntry) -> list[ExpectationViolation]:
         hub = self._hub
         if entry.activity is None:
-            await hub._sessions.load(entry.session_id)  # not loaded in this run: recover it
+            await hub._sessions.running(entry)  # not loaded in this hub run yet: recover it first
         activity = entry.activity
         md = entry.metadata
         if activity is None or md.state.terminal:

@@ -101,7 +101,6 @@ from ._audit import ReadAudit
 from ._auth import AuthRegistry
 from ._connection import Bind, Caller
 from ._core import HubCore
-from ._directory import Directory
 from ._evaluators import Evaluator
 from ._events import DEFAULT_CAPACITY, EventStream, ExpectationViolation
 from ._expectations import ExpectationSweeper, Handler
@@ -150,11 +149,11 @@ def handles(kind: type[Request[Any]]) -> Callable[[_F], _F]:
 class Hub:
     """A running hub; use it only inside its ``open_hub`` block."""
 
-    def __init__(self, core: HubCore, auth: AuthRegistry, directory: Directory) -> None:
+    def __init__(self, core: HubCore, auth: AuthRegistry) -> None:
         self._core = core
         self.auth = auth
         #: The session supervisor (runs as the root's ``sessions`` child).
-        self._sessions = SessionSupervisor(core, directory)
+        self._sessions = SessionSupervisor(core)
         self._connections: Supervisor | None = None
         #: The root supervisor (set by ``open_hub``).
         self._root: Supervisor | None = None
@@ -882,7 +881,7 @@ class Hub:
                     (e for e in wal if e.sender_id == sender_id and e.causation_id == causation_id),
                     None,
                 )
-            await self._sessions.load(session_id)
+            await self._sessions.running(entry)
         assert entry.dedup is not None
         prefix = f"c:{sender_id}|{causation_id}|"
         complete = entry.dedup.complete

@@ -55,7 +55,7 @@ from ..model._identity import KINDS
 from ..store import AgentRecord
 from ._auth import AuthRegistry
 from ._core import HubCore
-from ._directory import Directory, SessionEntry
+from ._directory import SessionEntry
 from ._hub_messages import (
     ExpireSessionTasks,
     ExpireTasks,
@@ -78,11 +78,9 @@ RECENT_IDS = 8
 class HubActor(Actor[HubMsg, Any]):
     """Permanent child of the hub's root supervisor; rebuilds its tables from the store."""
 
-    def __init__(self, core: HubCore, auth: AuthRegistry, directory: Directory) -> None:
+    def __init__(self, core: HubCore, auth: AuthRegistry) -> None:
         self.core = core
         self.auth = auth
-        #: It adds sessions to the directory (their entries are then their owners').
-        self.directory = directory
         #: Its own tables; HubCore has read-only views of them.
         self.registry = Registry()
         self.tasks: dict[str, TaskMetadata] = {}
@@ -400,7 +398,7 @@ class HubActor(Actor[HubMsg, Any]):
         )
         stype.validate_create(md)
         await core.store.save_session(md)
-        self.directory.add(SessionEntry(metadata=md, stype=stype))
+        core.directory.add(SessionEntry(metadata=md, stype=stype))
         core.audit(
             "session_created",
             session_id=md.session_id,

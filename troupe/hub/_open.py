@@ -33,7 +33,7 @@ from ..supervisors import ChildSpec, open_dynamic_supervisor, open_supervisor
 from ._audit import AuditWriter, audit_mailbox
 from ._auth import AuthAdapter, AuthRegistry
 from ._core import Faults, HubConfig, HubCore, new_uuid, trio_anchored_clock
-from ._directory import Directory, SessionEntry
+from ._directory import SessionEntry
 from ._extensions import run_extensions
 from ._hub import Hub
 from ._hub_actor import HubActor
@@ -133,26 +133,22 @@ async def open_hub(
         max_envelope_bytes=max_envelope_bytes,
     )
     async with open_store(store) as opened:
-        # Written by its owners only (the hub actor, session actors, the session
-        # supervisor: see _directory); everyone else reads core.directory.
-        directory = Directory()
         core = HubCore(
             opened,
             config,
             clock=clock if clock is not None else trio_anchored_clock(),
             new_id=new_id if new_id is not None else new_uuid,
             faults=faults,
-            directory=directory,
         )
         for stype in (*builtin_types(), *session_types):
             core.session_types[(stype.name, stype.version)] = stype
         for md in await opened.load_sessions():
-            directory.add(
+            core.directory.add(
                 SessionEntry(
                     metadata=md, stype=core.session_type(md.manifest_type, md.manifest_version)
                 )
             )
-        hub = Hub(core, AuthRegistry(auth) if auth is not None else AuthRegistry(), directory)
+        hub = Hub(core, AuthRegistry(auth) if auth is not None else AuthRegistry())
         hub._serve_endpoint = serve_endpoint
         async with open_supervisor(
             "one_for_one", max_restarts=10, within_s=10.0, name="hub"
@@ -170,7 +166,7 @@ async def open_hub(
                 hub.add_listener(listener)
             await root.start_child(ChildSpec("extensions", partial(run_extensions, hub._ext)))
             core.hub_ref = await root.start_child(
-                ChildSpec("hub", partial(HubActor, core, hub.auth, directory))
+                ChildSpec("hub", partial(HubActor, core, hub.auth))
             )
             await root.start_child(ChildSpec("sessions", hub._sessions.run))
             await root.start_child(ChildSpec("endpoints", partial(_run_endpoints, hub)))
@@ -250,7 +246,7 @@ async def _hydrate(hub: Hub) -> None:
                 await passivate(hub._sessions, entry)
 
     async with trio.open_nursery() as nursery:
-        for entry in list(hub._sessions.directory.sessions.values()):
+        for entry in list(hub.core.directory.sessions.values()):
             if not entry.metadata.state.terminal:
                 nursery.start_soon(start, entry)
 

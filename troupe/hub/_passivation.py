@@ -59,7 +59,7 @@ async def passivate(
     Returns:
       Whether it was passivated.
     """
-    directory = sessions.directory
+    directory = sessions.core.directory
     ref = entry.ref
     if ref is None or not ref.alive or entry.metadata.state.terminal:
         directory.release(entry)  # it ended, or its supervisor gave up on it
@@ -78,7 +78,7 @@ async def passivate(
 async def _passivate(
     sessions: SessionSupervisor, entry: SessionEntry, ref: ActorRef[Any, Any]
 ) -> bool:
-    directory = sessions.directory
+    directory = sessions.core.directory
     request = Passivate()
     with trio.move_on_after(ANSWER_S):
         try:
@@ -110,7 +110,7 @@ async def sweep(
     Up to ``BATCH`` due sessions are passivated side by side: each passivation is a few
     hops between tasks, and trio runs the tasks that are ready together in one batch.
     """
-    directory = sessions.directory
+    directory = sessions.core.directory
     task_status.started()
     while True:
         if not directory.in_use:

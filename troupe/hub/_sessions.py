@@ -41,7 +41,7 @@ from ..supervisors import ChildSpec, Supervisor, SupervisorStatistics, open_dyna
 from . import _hub_messages as H
 from ._core import HubCore
 from ._delivery import dispatch
-from ._directory import Directory, Gate, SessionEntry
+from ._directory import Gate, SessionEntry
 from ._session import SessionActor, expire_tasks_of, refuse_ended
 from ._session_parts import EndSession, Post
 
@@ -57,12 +57,13 @@ CLOSE_RETRY_MAX_S = 5.0
 class SessionSupervisor:
     """The hub's ``sessions`` child: session actors started on demand, restarted, given up on."""
 
-    def __init__(self, core: HubCore, directory: Directory) -> None:
+    def __init__(self, core: HubCore) -> None:
         self._core = core
-        #: The directory (core.directory is its reads): this supervisor writes the entries'
-        #: live fields, and hands it to the session actors, which publish theirs.
-        self.directory = directory
         self._sup: Supervisor | None = None
+
+    @property
+    def core(self) -> HubCore:
+        return self._core
 
     async def run(self, *, task_status: trio.TaskStatus[None]) -> None:
         """Run the dynamic supervisor of session actors (the root supervisor's child)."""
@@ -76,7 +77,7 @@ class SessionSupervisor:
         ) as sup:
             sup.on_crash = self._audit_crash
             # A new supervisor (first start, or a restart) has no children yet.
-            for entry in self.directory.sessions.values():
+            for entry in self._core.directory.sessions.values():
                 entry.ref = None
             self._sup = sup
             task_status.started()
@@ -118,7 +119,7 @@ class SessionSupervisor:
             raise ProtocolError("the hub is shutting down: no new posts are accepted")
         if envelope.sender_id not in core.registry:  # checked first (reference §1.3-C)
             raise NotFoundError(f"sender not registered: {envelope.sender_id!r}")
-        entry = self.directory.get(sid)
+        entry = core.directory.get(sid)
         # The id is the post's identity across a retry; the session actor stamps it (with
         # seq and created_at) on its own copy, so the caller's envelope is never changed.
         envelope_id = core.new_id()
@@ -224,7 +225,7 @@ class SessionSupervisor:
           ProtocolError: it crashed twice.
           Exception: what the actor refused with.
         """
-        entry = self.directory.get(session_id)
+        entry = self._core.directory.get(session_id)
         crash: ActorDead | None = None
         for _ in range(2):
             try:
@@ -249,10 +250,6 @@ class SessionSupervisor:
 
     # -- which actor -------------------------------------------------------------------------
 
-    async def load(self, session_id: str) -> None:
-        """Start the session's actor if it is not running (a use of the session)."""
-        await self.running(self.directory.get(session_id))
-
     async def running(self, entry: SessionEntry) -> ActorRef[Any, Any]:
         """The session's actor, started (recovered from the store) if it is not running.
 
@@ -263,7 +260,7 @@ class SessionSupervisor:
         """
         if entry.gate is None and entry.running:
             assert entry.ref is not None
-            self.directory.touch(entry, trio.current_time())
+            self._core.directory.touch(entry, trio.current_time())
             return entry.ref
         gate = entry.gate = entry.gate or Gate()
         gate.users += 1
@@ -283,7 +280,7 @@ class SessionSupervisor:
                 continue
             if entry.running:
                 assert entry.ref is not None
-                self.directory.touch(entry, trio.current_time())
+                core.directory.touch(entry, trio.current_time())
                 return entry.ref
             if entry.given_up:
                 # _close_crashed is on its way; a new actor would race its close notice.
@@ -315,14 +312,14 @@ class SessionSupervisor:
                 core.counters.rehydrations += 1
 
     def _spec(self, entry: SessionEntry) -> ChildSpec:
-        core, directory = self._core, self.directory
+        core = self._core
         sid = entry.session_id
         incarnations = 0
 
         def make() -> SessionActor:
             nonlocal incarnations
             incarnations += 1
-            return SessionActor(core, directory, sid, restarted=incarnations > 1)
+            return SessionActor(core, sid, restarted=incarnations > 1)
 
         return ChildSpec(sid, make, restart="transient", shutdown_s=5.0)
 
@@ -335,7 +332,7 @@ class SessionSupervisor:
             entry.ref = None
             entry.dedup = None
             entry.passivated = True
-            self.directory.release(entry)
+            self._core.directory.release(entry)
             self._core.counters.passivations += 1
 
     # -- crashes -----------------------------------------------------------------------------
@@ -358,7 +355,7 @@ class SessionSupervisor:
         """Close a session whose actor crashed too often (the dynamic supervisor's
         ``on_give_up``: no actor is left to do it)."""
         core = self._core
-        entry = self.directory.get(session_id)
+        entry = core.directory.get(session_id)
         core.counters.sessions_crashed += 1
         core.counters.keep_session_high_water(entry.ref)  # a crashed actor ran no on_stop
         core.audit("session_crashed", session_id=session_id, error=repr(crash))
@@ -411,7 +408,7 @@ class SessionSupervisor:
         # stale one (a closed session's state is None after a hub restart too).
         entry.publish(md, None, notice.seq)
         entry.retire()
-        self.directory.ended(md)
+        core.directory.ended(md)
         dispatch(core, md, notice)
         if core.events.subscribers:
             core.events.accepted(notice)
