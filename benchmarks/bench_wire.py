@@ -22,20 +22,45 @@ all without waiting while a second task reads the answers). The troupe rows prin
 WebSocket rate against these: rpc against (a), stream against (b) (a streamed envelope
 takes four WebSocket messages: post, answer, delivery, receipt).
 
-Everything runs on one core here: over WebSocket the hub and both clients encode, frame
+Next to the trio-websocket floor, the same two floors through a minimal **trio driver of
+the ``websockets`` package's sans-I/O protocol** (``ClientProtocol`` / ``ServerProtocol``:
+bytes in, events and bytes out; :class:`SansIOWebSocket` below is the whole driver, no
+task of its own: a reader parses what it receives and answers pings inline), measured
+alternately with trio-websocket in the same run (issue 15 item 5: keep whichever is faster).
+
+Last, **serve**: the stream's posts through ``troupe serve`` (a process of its own, on an
+SQLite file) from this process over WebSocket, against the same posts in process
+(``LocalLink``) on a hub opened on an SQLite file with the same defaults (issue 15's "WebSocket
+posts through ``troupe serve`` >= 0.6x in-process posts on the same store"); each run on a
+fresh file, the two alternating.
+
+Everything else runs on one core here: over WebSocket the hub and both clients encode, frame
 and decode JSON on the same trio thread that a real deployment would spread over processes.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, Literal
 
 import trio
 from trio_websocket import WebSocketRequest, open_websocket_url, serve_websocket
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request, Response
+from websockets.protocol import Protocol
+from websockets.server import ServerProtocol
+from websockets.uri import parse_uri
 
 from troupe import EV_TEXT, Envelope, Hub, HubClient, LocalLink, Passport, Rule, Turn, open_hub
 from troupe.model import InboxBlock, LimitsBlock, dumps
@@ -76,6 +101,51 @@ async def with_clients(
             rate = await scenario(one, two)
         nursery.cancel_scope.cancel()
         return rate
+
+
+#: What ``troupe serve`` prints once it listens.
+LISTENING = re.compile(rb"listening on ws://127\.0\.0\.1:(\d+)")
+
+
+@asynccontextmanager
+async def troupe_serve(db: Path) -> AsyncIterator[str]:
+    """A ``troupe serve`` process on ``db`` until the block ends; yields its URL."""
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "troupe", "serve", "--db", str(db), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert process.stdout is not None
+        printed = b""
+        while (found := LISTENING.search(printed)) is None:
+            chunk = await process.stdout.receive_some()
+            if not chunk:
+                raise RuntimeError("troupe serve exited before it listened")
+            printed += chunk
+        yield f"ws://127.0.0.1:{int(found.group(1))}"
+    finally:
+        process.terminate()
+        await process.wait()
+        if process.stdout is not None:
+            await process.stdout.aclose()
+
+
+async def on_sqlite(
+    transport: Transport, scenario: Callable[[HubClient, HubClient], Awaitable[float]]
+) -> float:
+    """Run ``scenario`` on a fresh SQLite file: in process over ``LocalLink`` ("local") or
+    through a ``troupe serve`` process over WebSocket ("ws"); its rate."""
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "hub.db"
+        if transport == "local":
+            async with open_hub(db) as hub:
+                async with HubClient(LocalLink(hub)) as one, HubClient(LocalLink(hub)) as two:
+                    return await scenario(one, two)
+        async with troupe_serve(db) as url:
+            link = functools.partial(WsLink, url, ping_interval=60.0)
+            async with HubClient(link()) as one, HubClient(link()) as two:
+                return await scenario(one, two)
 
 
 async def _serve(hub: Hub, *, task_status: trio.TaskStatus[object]) -> None:
@@ -210,16 +280,155 @@ async def raw_floor(kind: Literal["rpc", "pipelined"], n: int) -> float:
     return rate
 
 
+# -- the same floor through the websockets package's sans-I/O protocol ----------------------
+
+
+class SansIOWebSocket:
+    """A trio driver of a ``websockets`` sans-I/O protocol: text messages over a stream.
+
+    Minimal but complete for this benchmark: it frames and masks through the protocol,
+    reassembles fragmented messages, answers pings (the protocol queues the pong; the
+    reader writes it), and refuses a message over ``max_size`` as the protocol does.
+    """
+
+    def __init__(self, stream: trio.abc.Stream, protocol: Protocol) -> None:
+        self.stream = stream
+        self.protocol = protocol
+        self.messages: deque[str] = deque()
+        self._fragments: list[bytes] = []
+        self._send_lock = trio.Lock()
+
+    async def _write(self) -> None:
+        data = self.protocol.data_to_send()
+        if data:
+            async with self._send_lock:
+                for chunk in data:
+                    if chunk:
+                        await self.stream.send_all(chunk)
+                    else:  # (SEND_EOF: the protocol closed)
+                        await self.stream.aclose()
+
+    async def _read_events(self) -> list[Any]:
+        data = await self.stream.receive_some(1 << 16)
+        if data:
+            self.protocol.receive_data(data)
+        else:
+            self.protocol.receive_eof()
+        await self._write()  # pongs, close frames
+        events = self.protocol.events_received()
+        if not data and not events:
+            raise trio.EndOfChannel("the peer closed the connection")
+        return events
+
+    async def send_message(self, text: str) -> None:
+        self.protocol.send_text(text.encode())
+        await self._write()
+
+    async def get_message(self) -> str:
+        while not self.messages:
+            for event in await self._read_events():
+                if not isinstance(event, Frame):
+                    continue
+                if event.opcode in (Opcode.TEXT, Opcode.CONT):
+                    self._fragments.append(bytes(event.data))
+                    if event.fin:
+                        self.messages.append(b"".join(self._fragments).decode())
+                        self._fragments.clear()
+        return self.messages.popleft()
+
+    @classmethod
+    async def connect(cls, host: str, port: int) -> SansIOWebSocket:
+        """The client's opening handshake."""
+        stream = await trio.open_tcp_stream(host, port)
+        ws = cls(stream, ClientProtocol(parse_uri(f"ws://{host}:{port}/")))
+        assert isinstance(ws.protocol, ClientProtocol)
+        ws.protocol.send_request(ws.protocol.connect())
+        await ws._write()
+        while True:
+            for event in await ws._read_events():
+                if isinstance(event, Response):
+                    if ws.protocol.handshake_exc is not None:
+                        raise ws.protocol.handshake_exc
+                    return ws
+
+    @classmethod
+    async def accept(cls, stream: trio.abc.Stream) -> SansIOWebSocket:
+        """The server's opening handshake."""
+        protocol = ServerProtocol()
+        ws = cls(stream, protocol)
+        while True:
+            for event in await ws._read_events():
+                if isinstance(event, Request):
+                    protocol.send_response(protocol.accept(event))
+                    await ws._write()
+                    return ws
+
+
+async def _answer_each_sans_io(stream: trio.SocketStream) -> None:
+    try:
+        ws = await SansIOWebSocket.accept(stream)
+        while True:
+            await ws.send_message(await ws.get_message())
+    except (trio.EndOfChannel, trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+async def raw_floor_sans_io(kind: Literal["rpc", "pipelined"], n: int) -> float:
+    """:func:`raw_floor` through :class:`SansIOWebSocket` at both ends."""
+    async with trio.open_nursery() as nursery:
+        (listener,) = await nursery.start(
+            functools.partial(trio.serve_tcp, _answer_each_sans_io, 0, host="127.0.0.1")
+        )
+        ws = await SansIOWebSocket.connect("127.0.0.1", listener.socket.getsockname()[1])
+        start = time.perf_counter()
+        if kind == "rpc":
+            for _ in range(n):
+                await ws.send_message(FLOOR_MESSAGE)
+                await ws.get_message()
+        else:
+
+            async def send_all() -> None:
+                for _ in range(n):
+                    await ws.send_message(FLOOR_MESSAGE)
+
+            async with trio.open_nursery() as sending:
+                sending.start_soon(send_all)
+                for _ in range(n):
+                    await ws.get_message()
+        rate = n / (time.perf_counter() - start)
+        await trio.aclose_forcefully(ws.stream)
+        nursery.cancel_scope.cancel()
+    return rate
+
+
+def compare_drivers(n_rpc: int, n_pipelined: int) -> dict[str, float]:
+    """Median floors of both drivers, runs alternating: ``{driver kind: rate}``."""
+    runs: dict[str, list[float]] = {}
+    for _ in range(REPEATS):
+        kinds: tuple[tuple[Literal["rpc", "pipelined"], int], ...] = (
+            ("rpc", n_rpc),
+            ("pipelined", n_pipelined),
+        )
+        for kind, n in kinds:
+            runs.setdefault(f"trio-websocket {kind}", []).append(trio.run(raw_floor, kind, n))
+            runs.setdefault(f"websockets {kind}", []).append(trio.run(raw_floor_sans_io, kind, n))
+    return {name: statistics.median(rates) for name, rates in runs.items()}
+
+
 def measure(
     scenario: Callable[[HubClient, HubClient], Awaitable[float]],
     floor: Callable[[], float] | None = None,
+    run: Callable[..., Awaitable[float]] = with_clients,
 ) -> dict[str, float]:
     """Median rate per transport (and of ``floor``, the raw baseline, if given); the runs
-    alternate so a slow spell hits every side alike."""
+    alternate so a slow spell hits every side alike. ``run`` sets a scenario up
+    (:func:`with_clients`, :func:`on_sqlite`)."""
     runs: dict[str, list[float]] = {"local": [], "ws": [], "raw": []}
     for _ in range(REPEATS):
         for transport in ("local", "ws"):
-            runs[transport].append(trio.run(with_clients, transport, scenario))
+            runs[transport].append(trio.run(run, transport, scenario))
         if floor is not None:
             runs["raw"].append(floor())
     return {side: statistics.median(rates) for side, rates in runs.items() if rates}
@@ -251,6 +460,20 @@ def main() -> None:
                 f"  ratio ws/floor {rates['ws'] / rates['raw']:.2f}"
             )
         print(line)
+    served = measure(stream, run=on_sqlite)
+    print(
+        f"{'serve: the stream on SQLite':<44} in process {served['local']:>8,.0f}  "
+        f"troupe serve {served['ws']:>8,.0f} envelopes/s  "
+        f"ratio serve/in-process {served['ws'] / served['local']:.2f}"
+    )
+    drivers = compare_drivers(RPCS, PIPELINED)
+    for kind, what in (("rpc", "round trips"), ("pipelined", "messages")):
+        tw, ws = drivers[f"trio-websocket {kind}"], drivers[f"websockets {kind}"]
+        print(
+            f"driver {kind:<9} floor: trio-websocket {tw:>8,.0f} {what}/s  "
+            f"websockets sans-I/O {ws:>8,.0f} {what}/s  ratio websockets/trio-websocket "
+            f"{ws / tw:.2f}"
+        )
 
 
 if __name__ == "__main__":

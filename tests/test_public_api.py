@@ -194,6 +194,7 @@ ERRORS = (
     "StoreError",
     "IncompatibleStore",
     "StoreLocked",
+    "NotOwner",
     "IdentityInUse",
 )
 
@@ -206,12 +207,20 @@ def test_errors_print_as_troupe_names_and_pickle(name: str) -> None:
     exc = (
         cls("session s-1 said no", record="Envelope", field="x")
         if name == "DecodeError"
+        else cls("session s-1 said no", shard=3, owner="n-1", epoch=2)
+        if name == "NotOwner"
         else (cls("session s-1 said no"))
     )
     back = pickle.loads(pickle.dumps(exc))
     assert type(back) is cls
     assert str(back) == "session s-1 said no"
     assert repr(back) == f"{name}('session s-1 said no')"
+
+
+def test_not_owner_keeps_its_fields_through_pickle() -> None:
+    back = pickle.loads(pickle.dumps(troupe.NotOwner("no", shard=3, owner="n-1", epoch=2)))
+    assert (back.shard, back.owner, back.epoch) == (3, "n-1", 2)
+    assert issubclass(troupe.NotOwner, troupe.StoreError)
 
 
 def test_decode_error_keeps_its_fields_through_pickle() -> None:

@@ -81,3 +81,30 @@ async def test_the_connect_snippet_runs_twice_on_the_same_store(tmp_path: Path) 
                     await scope["snippet"]()  # ann stayed registered: attached again
                     chats = await s.hub.list_sessions(agent_id=s.hub.find_agent_id("ann") or "")
                     assert len(chats) >= 2
+
+
+async def test_the_cluster_snippet_serves_a_node(pg_dsn: str, pg_schemas: list[str]) -> None:
+    from ._postgres import new_schema
+
+    snippet = first_python_block("## Running a cluster")
+    schema = new_schema(pg_schemas)
+    # In its own schema (the snippet uses the default one), and doing something in the block.
+    snippet = snippet.replace("PostgresCoordinator(dsn)", "PostgresCoordinator(dsn, schema=schema)")
+    snippet = snippet.replace("PostgresStore(dsn, ", "PostgresStore(dsn, schema=schema, ")
+    assert snippet.count("schema=schema") == 2
+    assert snippet.rstrip().endswith("...")
+    snippet = snippet.rstrip()[:-3] + "done.append(await hub.register(Passport(name='ann')))\n"
+    imports = "".join(line + "\n" for line in snippet.splitlines() if line.startswith("from "))
+    body = "".join(line + "\n" for line in snippet.splitlines() if not line.startswith("from "))
+    program = (
+        "from troupe import Passport\n"
+        + imports
+        + "async def snippet(dsn, schema, done):\n"
+        + textwrap.indent(body, "    ")
+    )
+    scope: dict[str, Any] = {}
+    exec(compile(program, "README.md", "exec"), scope)
+    done: list[Any] = []
+    with trio.fail_after(30):
+        await scope["snippet"](pg_dsn, schema, done)
+    assert [p.name for p in done] == ["ann"]

@@ -16,6 +16,7 @@ from ._errors import MailboxClosed as MailboxClosed
 from ._errors import MailboxFull as MailboxFull
 from ._errors import NetworkError as NetworkError
 from ._errors import NotFoundError as NotFoundError
+from ._errors import NotOwner as NotOwner
 from ._errors import ProtocolError as ProtocolError
 from ._errors import RateLimited as RateLimited
 from ._errors import RestartIntensityExceeded as RestartIntensityExceeded
@@ -152,6 +153,7 @@ __all__ = (
     "NetworkError",
     "NoAuth",
     "NotFoundError",
+    "NotOwner",
     "Passport",
     "PostgresStore",
     "ProtocolError",

@@ -21,7 +21,8 @@
     ├── RestartIntensityExceeded     a supervisor saw too many crashes and gave up
     └── StoreError                   the store could not do what was asked
         ├── IncompatibleStore        a file that is not a troupe store, or from a newer schema
-        └── StoreLocked              another hub has the store open for writing
+        ├── StoreLocked              another hub has the store open for writing
+        └── NotOwner                 a cluster node does not own the session's shard (now)
 
 Each message names the id that was wrong.
 """
@@ -173,8 +174,33 @@ class StoreLocked(StoreError):
     """
 
 
+class NotOwner(StoreError):
+    """Raised when a cluster node is asked to run or write a session whose shard it does not
+    own (now): another node owns it, nobody does yet, or this node's lease ran out.
+
+    Nothing was written. ``shard`` is the session's shard, ``owner`` the node that owns it
+    as far as this node knows (``None``: nobody, or unknown) and ``epoch`` its epoch. A
+    caller re-reads the shard map and retries with the same idempotency key on the owner.
+    """
+
+    def __init__(
+        self, message: str, *, shard: int, owner: str | None = None, epoch: int = 0
+    ) -> None:
+        super().__init__(message)
+        self.shard = shard
+        self.owner = owner
+        self.epoch = epoch
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_not_owner, (str(self), self.shard, self.owner, self.epoch))
+
+
 def _decode_error(message: str, record: str, field: str) -> DecodeError:
     return DecodeError(message, record=record, field=field)
+
+
+def _not_owner(message: str, shard: int, owner: str | None, epoch: int) -> NotOwner:
+    return NotOwner(message, shard=shard, owner=owner, epoch=epoch)
 
 
 def _public_name() -> None:
@@ -203,6 +229,7 @@ def _public_name() -> None:
         StoreError,
         IncompatibleStore,
         StoreLocked,
+        NotOwner,
         IdentityInUse,
     ):
         cls.__module__ = "troupe"

@@ -1,21 +1,36 @@
-"""``troupe serve``: a hub on SQLite, reachable over WebSocket, until SIGINT or SIGTERM."""
+"""``troupe serve``: a hub on SQLite, reachable over WebSocket, until SIGINT or SIGTERM.
+
+With ``--store postgresql://…`` the hub is one node of a cluster on that database
+(``troupe.cluster``): it claims a fair share of the shards, serves their sessions, refuses
+the others with ``NotOwner``, and hands its shards over when it stops.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 import json
 import logging
+import os
+import re
 import signal
+import socket
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import attrs
 import trio
 
 from . import ApiKeyAuth, NoAuth, StoreError, open_hub
-from .hub import AuthAdapter
+from .hub import AuthAdapter, Hub
 from .transport import serve_ws
 from .transport._ws import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS
+
+if TYPE_CHECKING:
+    from .cluster import ClusterMember
 
 log = logging.getLogger("troupe.serve")
 
@@ -61,6 +76,56 @@ def check_exposure(host: str, api_keys: dict[str, str] | None, allow_anonymous: 
         )
 
 
+@attrs.frozen(kw_only=True)
+class NodeOptions:
+    """``troupe serve --store postgresql://…``: this node of a cluster on that database."""
+
+    store: str
+    schema: str = "troupe"
+    node_id: str = ""
+    advertise: str = ""
+    shards: int = 32
+
+
+def default_node_id() -> str:
+    """``HOST-PID`` in the characters a node id may hold (at most 63)."""
+    host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname()) or "node"
+    return f"{host[:50]}-{os.getpid()}"
+
+
+@asynccontextmanager
+async def _open_node_hub(
+    options: NodeOptions, auth: list[AuthAdapter], host: str, port: int
+) -> AsyncIterator[tuple[Hub, ClusterMember]]:
+    """A hub that is a node of the cluster on ``options.store`` (module docstring)."""
+    from .cluster import ClusterConfig, ClusterMember, PostgresCoordinator
+    from .store import PostgresStore
+
+    config = ClusterConfig(
+        node_id=options.node_id or default_node_id(),
+        address=options.advertise or f"ws://{host}:{port}",
+        shards=options.shards,
+    )
+    async with PostgresCoordinator(options.store, schema=options.schema) as coordinator:
+        member = ClusterMember(config, coordinator)
+        fence = coordinator.fence(config.node_id, config.shards, member.claimed)
+        store = PostgresStore(options.store, schema=options.schema, exclusive=False, fence=fence)
+        async with open_hub(store, auth=auth, cluster=member) as hub:
+            yield hub, member
+
+
+@asynccontextmanager
+async def _open_any_hub(
+    db: Path, node: NodeOptions | None, auth: list[AuthAdapter], host: str, port: int
+) -> AsyncIterator[tuple[Hub, ClusterMember | None]]:
+    if node is None:
+        async with open_hub(db, auth=auth) as hub:
+            yield hub, None
+    else:
+        async with _open_node_hub(node, auth, host, port) as (hub, member):
+            yield hub, member
+
+
 async def serve(
     db: Path,
     host: str,
@@ -70,11 +135,16 @@ async def serve(
     ping_interval: float = 20.0,
     max_connections: int = MAX_CONNECTIONS,
     max_connections_per_address: int = MAX_CONNECTIONS_PER_ADDRESS,
+    node: NodeOptions | None = None,
 ) -> None:
-    """Serve until SIGINT/SIGTERM; leaving flushes everything and closes the store."""
+    """Serve until SIGINT/SIGTERM; leaving flushes everything and closes the store (a
+    cluster node hands its shards over first)."""
     auth: list[AuthAdapter] = [ApiKeyAuth(api_keys)] if api_keys is not None else [NoAuth()]
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with open_hub(db, auth=auth) as hub, trio.open_nursery() as nursery:
+        async with (
+            _open_any_hub(db, node, auth, host, port) as (hub, member),
+            trio.open_nursery() as nursery,
+        ):
             server = await nursery.start(
                 lambda task_status: serve_ws(
                     hub,
@@ -89,13 +159,24 @@ async def serve(
             )
             bound = server.port
             scheme = "api keys" if api_keys is not None else "no auth"
-            log.info("serving %s on ws://%s:%d (%s)", db, host, bound, scheme)
+            if member is not None:
+                if node is not None and not node.advertise and port == 0:
+                    # The port was the system's pick: advertise the one bound (next tick).
+                    member.config = attrs.evolve(member.config, address=f"ws://{host}:{bound}")
+                log.info(
+                    "cluster node %s (%s), schema %s",
+                    member.config.node_id,
+                    member.config.address,
+                    node.schema if node is not None else "-",
+                )
+            where = db if node is None else "PostgreSQL"
+            log.info("serving %s on ws://%s:%d (%s)", where, host, bound, scheme)
             print(f"listening on ws://{host}:{bound}", flush=True)
             async for signum in signals:
                 log.info("got %s: stopping", signal.Signals(signum).name)
                 break
             nursery.cancel_scope.cancel()
-    log.info("stopped; %s closed cleanly", db)
+    log.info("stopped; %s closed cleanly", db if node is None else "the node")
 
 
 def main(
@@ -107,10 +188,20 @@ def main(
     allow_anonymous: bool = False,
     max_connections: int = MAX_CONNECTIONS,
     max_connections_per_address: int = MAX_CONNECTIONS_PER_ADDRESS,
+    node: NodeOptions | None = None,
 ) -> int:
     """Run ``troupe serve``; ValueError for bad options (the CLI exits 2 with its message)."""
     if max_connections < 1 or max_connections_per_address < 1:
         raise ValueError("--max-connections and --max-connections-per-address must be >= 1")
+    if node is not None:
+        if not node.store.startswith(("postgresql://", "postgres://")):
+            raise ValueError(
+                "--store must be a PostgreSQL URL (postgresql://USER@HOST:PORT/DB), got "
+                f"{node.store!r}; an SQLite file is --db"
+            )
+        from .cluster import ClusterConfig
+
+        ClusterConfig(node_id=node.node_id or default_node_id(), shards=node.shards)
     keys = load_api_keys(Path(api_keys_file)) if api_keys_file is not None else None
     check_exposure(host, keys, allow_anonymous)
     logging.basicConfig(
@@ -131,6 +222,7 @@ def main(
                 keys,
                 max_connections=max_connections,
                 max_connections_per_address=max_connections_per_address,
+                node=node,
             )
         )
     except* OSError as group:
@@ -139,7 +231,7 @@ def main(
         failed = True
         for exc in _leaves(group):
             print(f"troupe serve: cannot serve on {host}:{port}: {exc}", file=sys.stderr)
-        if path in made:
+        if path in made and node is None:
             for created in made:
                 created.unlink(missing_ok=True)
     except* StoreError as group:

@@ -32,15 +32,36 @@ def _demo(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from . import _serve_cli
 
+    node = None
+    if args.store is not None:
+        if args.db is not None:
+            print(
+                "troupe serve: give --db (SQLite) or --store (a cluster), not both", file=sys.stderr
+            )
+            return 2
+        node = _serve_cli.NodeOptions(
+            store=args.store,
+            schema=args.schema,
+            node_id=args.node_id or "",
+            advertise=args.advertise or "",
+            shards=args.shards,
+        )
+    else:
+        for flag in ("node_id", "advertise"):
+            if getattr(args, flag) is not None:
+                option = "--" + flag.replace("_", "-")
+                print(f"troupe serve: {option} is for a cluster node (--store)", file=sys.stderr)
+                return 2
     try:
         return _serve_cli.main(
-            args.db,
+            args.db or "hub.db",
             args.host,
             args.port,
             args.api_keys,
             allow_anonymous=args.allow_anonymous,
             max_connections=args.max_connections,
             max_connections_per_address=args.max_connections_per_address,
+            node=node,
         )
     except ValueError as exc:
         print(f"troupe serve: {exc}", file=sys.stderr)
@@ -51,6 +72,16 @@ def _wal(args: argparse.Namespace) -> int:
     from . import _wal_cli
 
     return _wal_cli.main(args.db, args.action, args.session, args.count)
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    from . import _cluster_cli
+
+    try:
+        return _cluster_cli.main(args.store, args.schema)
+    except ValueError as exc:
+        print(f"troupe cluster: {exc}", file=sys.stderr)
+        return 2
 
 
 def port_number(text: str) -> int:
@@ -104,7 +135,35 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a hub on an SQLite store, reachable over WebSocket. Stops cleanly on "
         "SIGINT or SIGTERM: every accepted envelope is committed and the file reopens cleanly.",
     )
-    serve.add_argument("--db", default="hub.db", help="the SQLite store file (default: hub.db)")
+    serve.add_argument("--db", help="the SQLite store file (default: hub.db)")
+    serve.add_argument(
+        "--store",
+        metavar="URL",
+        help="run as one node of a cluster on this PostgreSQL database instead, "
+        "postgresql://USER@HOST:PORT/DB (any number of nodes on one database form a cluster)",
+    )
+    serve.add_argument(
+        "--schema", default="troupe", help="with --store: the PostgreSQL schema (default: troupe)"
+    )
+    serve.add_argument(
+        "--node-id",
+        metavar="NAME",
+        help="with --store: this node's name in the cluster (default: HOSTNAME-PID)",
+    )
+    serve.add_argument(
+        "--advertise",
+        metavar="URL",
+        help="with --store: the address other nodes and `troupe cluster status` show for "
+        "this node (default: ws://HOST:PORT as bound)",
+    )
+    serve.add_argument(
+        "--shards",
+        type=int,
+        default=32,
+        metavar="N",
+        help="with --store: the shard count of a new cluster, fixed from then on; a node "
+        "with another count is refused (default: 32)",
+    )
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
     serve.add_argument(
         "--port",
@@ -166,6 +225,29 @@ def build_parser() -> argparse.ArgumentParser:
                 "-n", "--count", type=count, default=20, help="how many envelopes (default: 20)"
             )
         sub.set_defaults(run=_wal, count=20)
+
+    cluster = commands.add_parser(
+        "cluster",
+        help="look at a cluster of hubs on PostgreSQL: its nodes and who owns which shard",
+        description="Read a cluster's state from its PostgreSQL database (nothing is changed).",
+    )
+    cluster_actions = cluster.add_subparsers(dest="action", required=True, metavar="ACTION")
+    status = cluster_actions.add_parser(
+        "status",
+        help="the nodes (address, heartbeat age) and the shards each owns",
+        description="Print the cluster's nodes (advertised address, heartbeat age by "
+        "PostgreSQL's clock) and the shards each owns now, then the shards nobody owns.",
+    )
+    status.add_argument(
+        "--store",
+        required=True,
+        metavar="URL",
+        help="the cluster's database, postgresql://USER@HOST:PORT/DB",
+    )
+    status.add_argument(
+        "--schema", default="troupe", help="the store's PostgreSQL schema (default: troupe)"
+    )
+    status.set_defaults(run=_cluster)
 
     from .sim._console import add_parser as add_sim_parser
 

@@ -26,12 +26,12 @@ from troupe import (
 )
 from troupe.model import LimitsBlock
 
-from .harness import WAIT, Lines, Scripted, from_, kinds, of_type, open_pair, text, texts
+from ..harness import WAIT, Lines, Scripted, from_, kinds, of_type, open_hub_pair, text, texts
 
 
 async def test_properties_and_identity_methods(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
-        bob, agent = await p.agent("bob")
+    async with open_hub_pair() as p:
+        bob, agent = await p.scripted("bob")
         assert bob.agent is agent
         assert bob.hub_client is p.hc
         await bob.set_resume(Resume(summary="adds numbers"))
@@ -44,8 +44,8 @@ async def test_properties_and_identity_methods(autojump_clock: MockClock) -> Non
 
 
 async def test_unregister_once(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
-        bob, _ = await p.agent("bob")
+    async with open_hub_pair() as p:
+        bob, _ = await p.scripted("bob")
         await bob.unregister()
         assert bob.disconnected
         assert p.hub.find_agent_id("bob") is None
@@ -55,9 +55,9 @@ async def test_unregister_once(autojump_clock: MockClock) -> None:
 
 
 async def test_invites_are_acked_for_the_agent(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
-        ada, _ = await p.agent("ada")
-        bob, _ = await p.agent("bob")
+    async with open_hub_pair() as p:
+        ada, _ = await p.scripted("ada")
+        bob, _ = await p.scripted("bob")
         seen: list[Envelope] = []
 
         async def observe(e: Envelope) -> None:
@@ -72,8 +72,8 @@ async def test_invites_are_acked_for_the_agent(autojump_clock: MockClock) -> Non
 
 
 async def test_send_and_post_envelope(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
-        bob, _ = await p.agent("bob", lambda turn: None)
+    async with open_hub_pair() as p:
+        bob, _ = await p.scripted("bob", lambda turn: None)
         al = await p.human("al")
         ch = await bob.open(type="conversation", target="al")
         first = await bob.send(ch.session_id, "hello", audience=[al.agent_id])
@@ -91,9 +91,9 @@ async def test_send_and_post_envelope(autojump_clock: MockClock) -> None:
 
 
 async def test_the_consulted_agent_answers_once(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
-        asker, asking = await p.agent("asker")
-        sage, wise = await p.agent("sage", lambda turn: f"42 ({turn.text})")
+    async with open_hub_pair() as p:
+        asker, asking = await p.scripted("asker")
+        sage, wise = await p.scripted("sage", lambda turn: f"42 ({turn.text})")
         ch = await asker.open(type="consulting", target="sage")
         question = await ch.send("meaning of life?")
         answer = await asker.wait_for_channel_event(
@@ -113,8 +113,8 @@ async def test_the_consulted_agent_answers_once(autojump_clock: MockClock) -> No
 async def test_the_turn_carries_text_envelope_session_and_history(
     autojump_clock: MockClock,
 ) -> None:
-    async with open_pair() as p:
-        sage, wise = await p.agent("sage")
+    async with open_hub_pair() as p:
+        sage, wise = await p.scripted("sage")
         al = await p.human("al")
         ch = await al.open(type="conversation", target="sage", labels={"room": "1"})
         for question in ("first?", "second?"):
@@ -140,10 +140,10 @@ async def test_the_turn_carries_text_envelope_session_and_history(
 
 
 async def test_discussion_rotation_until_a_silent_round(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
-        ada, a = await p.agent("ada", Lines("a1"))
-        _bob, b = await p.agent("bob", Lines("b1", "b2"))
-        _cy, c = await p.agent("cy", Lines("c1", "c2"))
+    async with open_hub_pair() as p:
+        ada, a = await p.scripted("ada", Lines("a1"))
+        _bob, b = await p.scripted("bob", Lines("b1", "b2"))
+        _cy, c = await p.scripted("cy", Lines("c1", "c2"))
         ch = await ada.open(type="discussion", target=["bob", "cy"])
         await ch.send("a0")
         await p.settle()
@@ -176,9 +176,9 @@ async def test_discussion_rotation_until_a_silent_round(autojump_clock: MockCloc
 async def test_discussion_history_is_named_and_includes_own_lines(
     autojump_clock: MockClock,
 ) -> None:
-    async with open_pair() as p:
-        ada, _ = await p.agent("ada", Lines("a1"))
-        _, b = await p.agent("bob", Lines("b1", "b2"))
+    async with open_hub_pair() as p:
+        ada, _ = await p.scripted("ada", Lines("a1"))
+        _, b = await p.scripted("bob", Lines("b1", "b2"))
         ch = await ada.open(type="discussion", target=["bob"])
         await ch.send("a0")
         await p.settle()
@@ -196,8 +196,8 @@ async def test_a_raising_respond_is_reported_and_nothing_is_posted(
     def fail(turn: Turn) -> str:
         raise LookupError("no model")
 
-    async with open_pair() as p:
-        bob, agent = await p.agent("bob", fail)
+    async with open_hub_pair() as p:
+        bob, agent = await p.scripted("bob", fail)
         al = await p.human("al")
         ch = await al.open(type="consulting", target="bob")
         question = await al.send(ch.session_id, "?")
@@ -227,8 +227,8 @@ async def test_a_failed_turn_is_on_stderr_without_any_logging_configuration(
     # As in a script that never called logging.basicConfig: no handler anywhere (pytest's
     # own capture handler on the root logger is taken away for the test).
     monkeypatch.setattr(logging.root, "handlers", [])
-    async with open_pair() as p:
-        await p.agent("echo", _my_bug)
+    async with open_hub_pair() as p:
+        await p.scripted("echo", _my_bug)
         me = await p.human("me")
         ch = await me.open(type="consulting", target="echo")
         await me.send(ch.session_id, "hello")
@@ -244,8 +244,8 @@ async def test_a_failed_turn_is_logged_once_and_not_on_stderr_when_logging_is_co
     capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    async with open_pair() as p:
-        await p.agent("echo", _my_bug)
+    async with open_hub_pair() as p:
+        await p.scripted("echo", _my_bug)
         me = await p.human("me")
         ch = await me.open(type="consulting", target="echo")
         await me.send(ch.session_id, "hello")
@@ -257,8 +257,8 @@ async def test_a_failed_turn_is_logged_once_and_not_on_stderr_when_logging_is_co
 
 
 async def test_a_wait_that_times_out_names_the_failed_turn(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
-        await p.agent("echo", _my_bug)
+    async with open_hub_pair() as p:
+        await p.scripted("echo", _my_bug)
         me = await p.human("me")
         ch = await me.open(type="consulting", target="echo")
         await me.send(ch.session_id, "hello")
@@ -281,8 +281,8 @@ async def test_a_wait_that_times_out_names_the_failed_turn(autojump_clock: MockC
 
 
 async def test_a_reply_that_is_not_text_is_a_failed_turn(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
-        _, agent = await p.agent("bob", lambda turn: {"text": "a dict"})
+    async with open_hub_pair() as p:
+        _, agent = await p.scripted("bob", lambda turn: {"text": "a dict"})
         al = await p.human("al")
         ch = await al.open(type="consulting", target="bob")
         await al.send(ch.session_id, "?")
@@ -295,9 +295,9 @@ async def test_a_reply_that_is_not_text_is_a_failed_turn(autojump_clock: MockClo
 
 
 async def test_a_refused_reply_is_a_failed_turn(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         # bob may not post deeper than depth 1; the question comes at depth 2.
-        bob, _ = await p.agent("bob", rule=Rule(limits=LimitsBlock(delegation_depth=1)))
+        bob, _ = await p.scripted("bob", rule=Rule(limits=LimitsBlock(delegation_depth=1)))
         al = await p.human("al")
         ch = await al.open(type="consulting", target="bob")
         await al.post_envelope(text(ch.session_id, "", "?", depth=2))
@@ -308,8 +308,8 @@ async def test_a_refused_reply_is_a_failed_turn(autojump_clock: MockClock) -> No
 
 
 async def test_a_silent_round_posts_nothing(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
-        _, agent = await p.agent("bob", lambda turn: None)
+    async with open_hub_pair() as p:
+        _, agent = await p.scripted("bob", lambda turn: None)
         al = await p.human("al")
         ch = await al.open(type="conversation", target="bob")
         await al.send(ch.session_id, "hello?")
@@ -322,10 +322,10 @@ async def test_a_silent_round_posts_nothing(autojump_clock: MockClock) -> None:
 async def test_an_empty_reply_is_a_silent_round(autojump_clock: MockClock) -> None:
     # Issue 17: respond() returning "" posted an empty text (two such agents ping-ponged
     # empty texts); in the reference an empty body is a silent round.
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         # (Each says nothing three times, then stays silent: the old code ends too.)
-        ada, a = await p.agent("ada", Lines("", "", ""))
-        _, b = await p.agent("bob", Lines("", "", ""))
+        ada, a = await p.scripted("ada", Lines("", "", ""))
+        _, b = await p.scripted("bob", Lines("", "", ""))
         ch = await ada.open(type="conversation", target="bob")
         await ada.send(ch.session_id, "hello?")
         await p.settle()
@@ -335,8 +335,8 @@ async def test_an_empty_reply_is_a_silent_round(autojump_clock: MockClock) -> No
 
 
 async def test_own_envelopes_and_other_event_types_take_no_turn(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
-        bob, agent = await p.agent("bob")
+    async with open_hub_pair() as p:
+        bob, agent = await p.scripted("bob")
         al = await p.human("al")
         ch = await al.open(type="conversation", target="bob")
         await al.post_envelope(
@@ -359,8 +359,8 @@ class Delegator:
 
 
 async def test_channel_send_inside_a_turn_is_one_deeper(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
-        _, helping = await p.agent("helper")
+    async with open_hub_pair() as p:
+        _, helping = await p.scripted("helper")
         boss = await p.hc.register(Delegator(), Passport(name="boss"), Resume())
         al = await p.human("al")
         ch = await al.open(type="consulting", target="boss")
@@ -378,8 +378,8 @@ async def test_channel_send_inside_a_turn_is_one_deeper(autojump_clock: MockCloc
 async def test_channel_send_outside_a_turn_is_depth_zero_or_given(
     autojump_clock: MockClock,
 ) -> None:
-    async with open_pair() as p:
-        bob, _ = await p.agent("bob", lambda turn: None)
+    async with open_hub_pair() as p:
+        bob, _ = await p.scripted("bob", lambda turn: None)
         al = await p.human("al")
         ch = await al.open(type="conversation", target="bob")
         await ch.send("plain")
@@ -394,8 +394,8 @@ async def test_channel_send_outside_a_turn_is_depth_zero_or_given(
 
 
 async def test_channel_handle(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
-        await p.agent("bob", lambda turn: None)
+    async with open_hub_pair() as p:
+        await p.scripted("bob", lambda turn: None)
         al = await p.human("al")
         ch = await al.open(type="conversation", target="bob", labels={"k": "v"})
         assert ch.channel_id == ch.session_id == ch.metadata.session_id
@@ -415,7 +415,7 @@ async def test_channel_handle(autojump_clock: MockClock) -> None:
 
 
 async def test_async_with_unregisters_the_agent_on_exit(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         async with await p.hc.register(Scripted("bob"), Passport(name="bob")) as bob:
             assert isinstance(bob, AgentClient)
             assert (await p.hc.get_agent("bob")).agent_id == bob.agent_id
@@ -434,7 +434,7 @@ async def test_a_handler_replaces_the_default_turn_handler(autojump_clock: MockC
                 envelope.session_id, f"custom: {envelope.text}", causation_id=envelope.envelope_id
             )
 
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         agent = Scripted("bob")
         bob = await p.hc.register(agent, Passport(name="bob"), handler=custom)
         assert bob.handler is custom
@@ -457,7 +457,7 @@ async def test_a_handler_replaces_the_default_turn_handler(autojump_clock: MockC
 
 
 async def test_an_agent_can_answer_its_invites_itself(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         bob = await p.hc.register(Scripted("bob"), Passport(name="bob"), auto_ack_invites=False)
         invites: list[Envelope] = []
 
@@ -488,9 +488,9 @@ async def test_an_agent_can_answer_its_invites_itself(autojump_clock: MockClock)
 async def test_two_agents_that_always_answer_stop_at_the_conversation_cap(
     autojump_clock: MockClock, knobs: dict[str, object] | None, cap: int
 ) -> None:
-    async with open_pair() as p:
-        ann, _ = await p.agent("ann")  # each answers every text with one of its own
-        await p.agent("bob")
+    async with open_hub_pair() as p:
+        ann, _ = await p.scripted("ann")  # each answers every text with one of its own
+        await p.scripted("bob")
         ch = await ann.open(type="conversation", target="bob", knobs=knobs)
         await ch.send("hello")
         closed = await ann.wait_for_channel_event(

@@ -29,7 +29,7 @@ from troupe.client import Disconnected
 from troupe.hub import Hub
 from troupe.store import MemoryStore
 
-from .harness import WAIT, Lines, Scripted, hub_clock, of_type, open_pair, said
+from ..harness import WAIT, Lines, Scripted, hub_clock, of_type, open_hub_pair, said
 
 
 class Uncancellable:
@@ -192,7 +192,7 @@ def test_every_hub_call_is_listed() -> None:
 async def test_a_closed_client_refuses_a_generic_call_by_its_op(
     autojump_clock: MockClock,
 ) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         hc = p.client()
         await hc.close()
         with pytest.raises(RuntimeError, match=r"^HubClient is closed: cannot call get_agent$"):
@@ -203,7 +203,7 @@ async def test_a_closed_client_refuses_a_generic_call_by_its_op(
 async def test_a_closed_client_refuses_every_hub_call_by_name(
     method: str, autojump_clock: MockClock
 ) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         hc = p.client()
         await hc.register(Scripted("a"), Passport(name="a"))
         await hc.close()
@@ -265,8 +265,8 @@ async def test_closing_at_once_keeps_the_receipt_of_what_was_consumed(
     # Issue 17: a human got a reply and closed the client at once; the receipt of that
     # delivery was lost, so after the hub reopened the same wait returned the old reply.
     store = MemoryStore()
-    async with open_pair(store) as p:
-        await p.agent("bot", Lines("pong"))
+    async with open_hub_pair(store) as p:
+        await p.scripted("bot", Lines("pong"))
         async with HubClient(LocalLink(p.hub)) as people:
             me = await people.register_human(Passport(name="me", kind="human"))
             shown: list[str | None] = []
@@ -282,7 +282,7 @@ async def test_closing_at_once_keeps_the_receipt_of_what_was_consumed(
                 channel_id=ch.session_id, predicate=said("pong"), timeout=WAIT
             )
             assert reply.text == "pong"
-    async with open_pair(store) as p:
+    async with open_hub_pair(store) as p:
         await p.hc.attach(Scripted("bot", Lines("pong again")), "bot")
         _, back = await p.reattach("me")
         await back.send(ch.session_id, "ping again")

@@ -8,13 +8,13 @@ from trio.testing import MockClock
 
 from troupe import EV_CHANNEL_INVITE, EV_SESSION_OPENED, EV_TEXT, SessionState
 
-from .harness import open_pair
+from ..harness import open_hub_pair
 
 
 async def test_a_human_that_has_not_accepted_sees_only_the_invite(
     autojump_clock: MockClock,
 ) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         al = await p.human("al")
         bea = await p.human("bea")
         cy = await p.human("cy", auto_ack_invites=False)

@@ -28,7 +28,7 @@ from troupe.session_types import ExpectedTurn
 from troupe.session_types._common import BaseSessionType
 from troupe.transport._local import BUFFER
 
-from .harness import WAIT, Lines, from_, open_pair, text, texts
+from ..harness import WAIT, Lines, from_, open_hub_pair, text, texts
 
 
 async def pull_all(human: HumanClient) -> list[Envelope]:
@@ -42,7 +42,7 @@ async def pull_all(human: HumanClient) -> list[Envelope]:
 
 
 async def test_one_senders_envelopes_arrive_in_wal_order(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         al = await p.human("al")
         bea = await p.human("bea")
         ch = await al.open(type="conversation", target="bea")
@@ -69,9 +69,9 @@ async def test_one_senders_envelopes_arrive_in_wal_order(autojump_clock: MockClo
 
 
 async def test_receipts_advance_the_cursor(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         al = await p.human("al")
-        bob, _ = await p.agent("bob")
+        bob, _ = await p.scripted("bob")
         ch = await al.open(type="conversation", target="bob")
         await al.send(ch.session_id, "hi")
         await al.wait_for_channel_event(
@@ -87,10 +87,10 @@ async def test_receipts_advance_the_cursor(autojump_clock: MockClock) -> None:
 async def test_a_nack_leaves_the_cursor_and_the_envelope_is_replayed(
     autojump_clock: MockClock,
 ) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         al = await p.human("al")
         first = p.client()
-        bob, agent = await p.agent("bob", lambda turn: None, hc=first)
+        bob, agent = await p.scripted("bob", lambda turn: None, hc=first)
         ch = await al.open(type="conversation", target="bob")
         await p.settle()
         opened_at = (await p.wal(ch.session_id))[-1].seq
@@ -117,7 +117,7 @@ async def test_a_nack_leaves_the_cursor_and_the_envelope_is_replayed(
 async def test_a_reconnected_human_is_replayed_what_it_missed_once(
     autojump_clock: MockClock,
 ) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         bea = await p.human("bea")
         first = p.client()
         al = await p.human("al", hc=first)
@@ -141,10 +141,10 @@ async def test_a_reconnected_human_is_replayed_what_it_missed_once(
 
 
 async def test_a_reconnected_agent_answers_what_it_missed_once(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         al = await p.human("al")
         first = p.client()
-        bob, agent = await p.agent("bob", hc=first)
+        bob, agent = await p.scripted("bob", hc=first)
         ch = await al.open(type="conversation", target="bob")
         await al.send(ch.session_id, "q1")
         await al.wait_for_channel_event(
@@ -170,10 +170,10 @@ async def test_a_reconnected_agent_answers_what_it_missed_once(autojump_clock: M
 async def test_a_replayed_trigger_already_answered_is_not_answered_again(
     autojump_clock: MockClock,
 ) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         al = await p.human("al")
         first = p.client()
-        bob, agent = await p.agent("bob", hc=first)
+        bob, agent = await p.scripted("bob", hc=first)
         ch = await al.open(type="conversation", target="bob")
         await p.settle()
         await first.close()
@@ -190,11 +190,11 @@ async def test_a_replayed_trigger_already_answered_is_not_answered_again(
 async def test_a_replay_answers_the_current_trigger_not_a_stale_one(
     autojump_clock: MockClock,
 ) -> None:
-    async with open_pair() as p:
-        ada, _ = await p.agent("ada", Lines())
-        bob, _ = await p.agent("bob", Lines("b1"))
+    async with open_hub_pair() as p:
+        ada, _ = await p.scripted("ada", Lines())
+        bob, _ = await p.scripted("bob", Lines("b1"))
         first = p.client()
-        cy, c = await p.agent("cy", Lines("c1"), hc=first)
+        cy, c = await p.scripted("cy", Lines("c1"), hc=first)
         ch = await ada.open(type="discussion", target=["bob", "cy"])
         await p.settle()
         await first.close()
@@ -257,8 +257,8 @@ async def test_resume_pending_turns_reruns_a_failed_turn_once(
             raise ConnectionError("model unavailable")
         return "sorted"
 
-    async with open_pair(session_types=[HelpDesk()]) as p:
-        desk, agent = await p.agent("desk", flaky)
+    async with open_hub_pair(session_types=[HelpDesk()]) as p:
+        desk, agent = await p.scripted("desk", flaky)
         al = await p.human("al")
         ch = await al.open(type="help_desk", target="desk")
         await al.send(ch.session_id, "printer?")
@@ -290,8 +290,8 @@ async def test_a_resumed_turn_is_delivered_like_any_other(autojump_clock: MockCl
             raise ConnectionError("model unavailable")
         return "sorted"
 
-    async with open_pair(session_types=[HelpDesk()]) as p:
-        desk, _ = await p.agent("desk", flaky)
+    async with open_hub_pair(session_types=[HelpDesk()]) as p:
+        desk, _ = await p.scripted("desk", flaky)
         seen: list[str] = []
 
         async def observe(envelope: Envelope) -> None:
@@ -322,9 +322,9 @@ async def test_a_resumed_turn_is_delivered_like_any_other(autojump_clock: MockCl
 async def test_resume_pending_turns_skips_turns_without_trigger(
     autojump_clock: MockClock,
 ) -> None:
-    async with open_pair() as p:
-        ada, a = await p.agent("ada")
-        await p.agent("bob")
+    async with open_hub_pair() as p:
+        ada, a = await p.scripted("ada")
+        await p.scripted("bob")
         await ada.open(type="discussion", target=["bob"])
         # The creator holds the floor with no trigger: nothing to answer.
         assert len(await p.hc.pending_turns_for(ada.agent_id)) == 1
@@ -344,7 +344,7 @@ async def test_sessions_are_handled_concurrently_each_in_order(autojump_clock: M
             order.append(("end", turn.text))
             return f"re: {turn.text}"
 
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         bob = await p.hc.register(Slow(), Passport(name="bob"), Resume())
         al = await p.human("al")
         one = await al.open(type="conversation", target="bob")
@@ -370,7 +370,7 @@ async def test_sessions_are_handled_concurrently_each_in_order(autojump_clock: M
 
 
 async def test_receipts_sent_before_a_disconnect_are_kept(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         bea = await p.human("bea")
         # al is served by a bare connection that reads and acks by hand.
         al_id = (await p.hub.register(Passport(name="al", kind="human"))).agent_id or ""
@@ -410,9 +410,9 @@ async def test_receipts_sent_before_a_disconnect_are_kept(autojump_clock: MockCl
 async def test_a_nacked_envelope_is_handled_when_replayed_to_the_same_client(
     autojump_clock: MockClock,
 ) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         al = await p.human("al")
-        bob, agent = await p.agent("bob", lambda turn: None)
+        bob, agent = await p.scripted("bob", lambda turn: None)
         ch = await al.open(type="conversation", target="bob")
         failing = True
 
@@ -442,7 +442,7 @@ async def test_a_busy_agents_backlog_is_bounded_by_its_inbox_rule(
         async def respond(self, turn: Turn) -> None:
             await gate.wait()
 
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         rule = Rule(limits=LimitsBlock(inbox=InboxBlock(max_pending=2)))
         await p.hc.register(Busy(), Passport(name="bob"), Resume(), rule=rule)
         al = await p.human("al")
@@ -457,8 +457,8 @@ async def test_a_busy_agents_backlog_is_bounded_by_its_inbox_rule(
 
 
 async def test_a_pending_turn_says_since_when_it_is_owed(autojump_clock: MockClock) -> None:
-    async with open_pair(session_types=[HelpDesk()]) as p:
-        desk, _ = await p.agent("desk", lambda turn: None)
+    async with open_hub_pair(session_types=[HelpDesk()]) as p:
+        desk, _ = await p.scripted("desk", lambda turn: None)
         al = await p.human("al")
         ch = await al.open(type="help_desk", target="desk")
         await trio.sleep(7)
@@ -470,8 +470,8 @@ async def test_a_pending_turn_says_since_when_it_is_owed(autojump_clock: MockClo
         assert turn.expected_at == trigger.created_at != ""
         assert await p.hc.pending_turn(ch.session_id, desk.agent_id) == turn
         # No trigger: the creator's first turn in a discussion is owed from now.
-        ada, _ = await p.agent("ada")
-        await p.agent("bob")
+        ada, _ = await p.scripted("ada")
+        await p.scripted("bob")
         await ada.open(type="discussion", target=["bob"])
         [opening] = await p.hc.pending_turns_for(ada.agent_id)
         assert opening.triggering_envelope_id is None

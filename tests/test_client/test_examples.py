@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from trio.testing import MockClock
 
-from .harness import example
+from ..harness import example
 
 
 async def test_quickstart(autojump_clock: MockClock, capsys: pytest.CaptureFixture[str]) -> None:

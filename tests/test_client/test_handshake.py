@@ -16,11 +16,11 @@ from troupe import (
     SessionState,
 )
 
-from .harness import WAIT, from_, of_type, open_pair
+from ..harness import WAIT, from_, of_type, open_hub_pair
 
 
 async def test_an_agent_consults_a_human(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         al = await p.human("al")
 
         async def answer(e: Envelope) -> None:
@@ -28,7 +28,7 @@ async def test_an_agent_consults_a_human(autojump_clock: MockClock) -> None:
                 await al.send(e.session_id, "Tuesday", causation_id=e.envelope_id)
 
         al.on_envelope(answer)
-        bot, asking = await p.agent("bot")
+        bot, asking = await p.scripted("bot")
         ch = await bot.open(type="consulting", target="al")
         assert ch.metadata.state is SessionState.ACTIVE
         assert ch.metadata.pending_acks == ()
@@ -52,8 +52,8 @@ async def test_an_agent_consults_a_human(autojump_clock: MockClock) -> None:
 
 
 async def test_a_human_consults_an_agent(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
-        bot, answering = await p.agent("bot", lambda turn: "Tuesday")
+    async with open_hub_pair() as p:
+        bot, answering = await p.scripted("bot", lambda turn: "Tuesday")
         al = await p.human("al")
         ch = await al.open(type="consulting", target="bot")
         assert ch.metadata.state is SessionState.ACTIVE
@@ -76,7 +76,7 @@ async def test_a_human_consults_an_agent(autojump_clock: MockClock) -> None:
 
 
 async def test_a_human_rejects_a_human(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         al = await p.human("al")
         bea = await p.human("bea", auto_ack_invites=False)
 
@@ -100,8 +100,8 @@ async def test_a_human_rejects_a_human(autojump_clock: MockClock) -> None:
 
 
 async def test_an_unanswered_invite_times_out(autojump_clock: MockClock) -> None:
-    async with open_pair(invite_ack_timeout=30) as p:
-        bot, _ = await p.agent("bot")
+    async with open_hub_pair(invite_ack_timeout=30) as p:
+        bot, _ = await p.scripted("bot")
         al = await p.human("al", auto_ack_invites=False)
         start = trio.current_time()
         with pytest.raises(ProtocolError, match=rf"no ack within 30s from 'al' \({al.agent_id}\)"):
@@ -115,9 +115,9 @@ async def test_an_unanswered_invite_times_out(autojump_clock: MockClock) -> None
 
 
 async def test_an_offline_agent_cannot_ack(autojump_clock: MockClock) -> None:
-    async with open_pair(invite_ack_timeout=5) as p:
+    async with open_hub_pair(invite_ack_timeout=5) as p:
         other = p.client()
-        await p.agent("bot", hc=other)
+        await p.scripted("bot", hc=other)
         await other.close()
         al = await p.human("al")
         with pytest.raises(
@@ -129,9 +129,9 @@ async def test_an_offline_agent_cannot_ack(autojump_clock: MockClock) -> None:
 
 
 async def test_a_quorum_of_acks_opens_a_session(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
-        ada, _ = await p.agent("ada")
-        bob, _ = await p.agent("bob")
+    async with open_hub_pair() as p:
+        ada, _ = await p.scripted("ada")
+        bob, _ = await p.scripted("bob")
         slow = await p.human("slow", auto_ack_invites=False)
         md = await p.hc.create_session(
             creator_id=ada.agent_id,

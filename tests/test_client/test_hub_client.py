@@ -26,12 +26,12 @@ from troupe import (
 )
 from troupe.model import LimitsBlock
 
-from .harness import WAIT, Lines, Scripted, from_, of_type, open_pair, text, texts
+from ..harness import WAIT, Lines, Scripted, from_, of_type, open_hub_pair, text, texts
 
 
 async def test_register_returns_a_bound_agent_client(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
-        bob, agent = await p.agent("bob", capabilities=["math"])
+    async with open_hub_pair() as p:
+        bob, agent = await p.scripted("bob", capabilities=["math"])
         assert isinstance(bob, AgentClient)
         assert bob.agent is agent
         assert bob.passport.name == "bob"
@@ -46,7 +46,7 @@ async def test_register_returns_a_bound_agent_client(autojump_clock: MockClock) 
 
 
 async def test_register_passes_skill_and_rule(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         rule = Rule(limits=LimitsBlock(delegation_depth=2))
         bob = await p.hc.register(
             Scripted("bob"), Passport(name="bob"), Resume(), skill_md="# bob", rule=rule
@@ -57,21 +57,21 @@ async def test_register_passes_skill_and_rule(autojump_clock: MockClock) -> None
 
 
 async def test_register_refuses_a_human_passport(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         with pytest.raises(ValueError, match="register_human"):
             await p.hc.register(Scripted("al"), Passport(name="al", kind="human"), Resume())
         assert p.hub.find_agent_id("al") is None
 
 
 async def test_register_human_refuses_another_kind(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         with pytest.raises(ValueError, match="kind='human'"):
             await p.hc.register_human(Passport(name="r2", kind="agent"))
         assert p.hub.find_agent_id("r2") is None
 
 
 async def test_register_human_stamps_kind_human(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         al = await p.hc.register_human(Passport(name="al"), Resume(summary="a person"))
         assert isinstance(al, HumanClient)
         assert al.passport.kind == "human"
@@ -80,16 +80,16 @@ async def test_register_human_stamps_kind_human(autojump_clock: MockClock) -> No
 
 
 async def test_a_name_taken_is_a_protocol_error(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
-        await p.agent("bob")
+    async with open_hub_pair() as p:
+        await p.scripted("bob")
         with pytest.raises(ProtocolError, match="bob"):
-            await p.agent("bob")
+            await p.scripted("bob")
 
 
 async def test_exist_ok_attaches_the_identity_a_failed_run_left_registered(
     autojump_clock: MockClock,
 ) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         # A first run that ended without shutdown(): both stay registered.
         first = p.client()
         echo = await first.register(Scripted("echo"), Passport(name="echo"), exist_ok=True)
@@ -112,8 +112,8 @@ async def test_exist_ok_attaches_the_identity_a_failed_run_left_registered(
 
 
 async def test_exist_ok_does_not_attach_the_other_kind(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
-        await p.agent("bob")
+    async with open_hub_pair() as p:
+        await p.scripted("bob")
         await p.human("al")
         with pytest.raises(ValueError, match=r"^'al' is registered as a human: register"):
             await p.hc.register(Scripted("al"), Passport(name="al"), exist_ok=True)
@@ -124,9 +124,9 @@ async def test_exist_ok_does_not_attach_the_other_kind(autojump_clock: MockClock
 
 
 async def test_registry_pass_throughs(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
-        bob, _ = await p.agent("bob", capabilities=["math"])
-        carol, _ = await p.agent("carol", capabilities=["poetry"])
+    async with open_hub_pair() as p:
+        bob, _ = await p.scripted("bob", capabilities=["math"])
+        carol, _ = await p.scripted("carol", capabilities=["poetry"])
         await carol.set_resume(Resume(claimed_capabilities=["poetry"], summary="Writes Sonnets"))
         assert (await p.hc.get_agent("bob")).agent_id == bob.agent_id
         assert (await p.hc.get_agent(bob.agent_id)).name == "bob"
@@ -155,8 +155,8 @@ async def test_registry_pass_throughs(autojump_clock: MockClock) -> None:
 async def test_unregister_agent_forgets_it_and_disconnects_its_client(
     autojump_clock: MockClock,
 ) -> None:
-    async with open_pair() as p:
-        bob, _ = await p.agent("bob")
+    async with open_hub_pair() as p:
+        bob, _ = await p.scripted("bob")
         await p.hc.unregister_agent(bob.agent_id)
         assert p.hub.find_agent_id("bob") is None
         assert bob.disconnected
@@ -166,8 +166,8 @@ async def test_unregister_agent_forgets_it_and_disconnects_its_client(
 
 
 async def test_session_pass_throughs(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
-        bob, _ = await p.agent("bob")
+    async with open_hub_pair() as p:
+        bob, _ = await p.scripted("bob")
         al = await p.human("al")
         md = await p.hc.create_session(
             creator_id=al.agent_id,
@@ -222,8 +222,8 @@ async def test_read_wal_is_the_slice_wal_since_until(
 ) -> None:
     # Issue 17: as in the seed (wal[since:until]), a negative bound counts from the end;
     # since=-2 returned the whole WAL.
-    async with open_pair() as p:
-        await p.agent("bob", lambda turn: None)
+    async with open_hub_pair() as p:
+        await p.scripted("bob", lambda turn: None)
         al = await p.human("al")
         ch = await al.open(type="conversation", target="bob")
         for body in ("one", "two"):
@@ -236,8 +236,8 @@ async def test_read_wal_is_the_slice_wal_since_until(
 
 
 async def test_task_pass_throughs(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
-        bob, _ = await p.agent("bob")
+    async with open_hub_pair() as p:
+        bob, _ = await p.scripted("bob")
         task = TaskMetadata(
             task_id="t1",
             owner_id=bob.agent_id,
@@ -271,11 +271,11 @@ async def test_task_pass_throughs(autojump_clock: MockClock) -> None:
 
 
 async def test_a_closed_client_refuses_work(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         await p.hc.close()
         assert p.hc.closed
         with pytest.raises(RuntimeError, match="closed"):
-            await p.agent("bob")
+            await p.scripted("bob")
         with pytest.raises(RuntimeError, match="closed"):
             await p.human("al")
         with pytest.raises(RuntimeError, match="closed"):
@@ -287,8 +287,8 @@ async def test_a_closed_client_refuses_work(autojump_clock: MockClock) -> None:
 async def test_close_is_idempotent_and_identities_stay_registered(
     autojump_clock: MockClock,
 ) -> None:
-    async with open_pair() as p:
-        bob, _ = await p.agent("bob")
+    async with open_hub_pair() as p:
+        bob, _ = await p.scripted("bob")
         al = await p.human("al")
         await p.settle()
         assert p.hub.statistics().connections == 1
@@ -306,7 +306,7 @@ async def test_close_is_idempotent_and_identities_stay_registered(
 
 
 async def test_close_before_connecting_is_harmless(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         hc = p.client()
         await hc.close()
         assert hc.closed
@@ -314,9 +314,9 @@ async def test_close_before_connecting_is_harmless(autojump_clock: MockClock) ->
 
 
 async def test_shutdown_unregisters_every_identity(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         hc = p.client()
-        bob, _ = await p.agent("bob", hc=hc)
+        bob, _ = await p.scripted("bob", hc=hc)
         al = await p.human("al", hc=hc)
         await hc.shutdown()
         assert hc.closed
@@ -328,7 +328,7 @@ async def test_shutdown_unregisters_every_identity(autojump_clock: MockClock) ->
 
 
 async def test_shutdown_wakes_waiters(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         al = await p.human("al")
         woke = trio.Event()
 
@@ -345,24 +345,24 @@ async def test_shutdown_wakes_waiters(autojump_clock: MockClock) -> None:
 
 
 async def test_async_with_closes_and_keeps_identities(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         async with HubClient(LocalLink(p.hub)) as hc:
-            bob, _ = await p.agent("bob", hc=hc)
+            bob, _ = await p.scripted("bob", hc=hc)
         assert hc.closed
         assert bob.disconnected
         assert p.hub.find_agent_id("bob") == bob.agent_id
 
 
 async def test_hub_defaults_to_the_links_hub(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         assert HubClient(LocalLink(p.hub)).hub is p.hub
         assert HubClient(LocalLink(p.hub), hub=p.hub).hub is p.hub
 
 
 async def test_attach_rebinds_an_existing_agent(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         first = p.client()
-        bob, _ = await p.agent("bob", hc=first)
+        bob, _ = await p.scripted("bob", hc=first)
         await first.close()
         second = p.client()
         again = await second.attach(Scripted("bob"), "bob")
@@ -376,7 +376,7 @@ async def test_attach_rebinds_an_existing_agent(autojump_clock: MockClock) -> No
 
 
 async def test_attach_rebinds_an_existing_human(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         first = p.client()
         al = await p.human("al", hc=first)
         await first.close()
@@ -390,7 +390,7 @@ async def test_attach_rebinds_an_existing_human(autojump_clock: MockClock) -> No
 async def test_attach_registers_a_new_identity_given_passport_and_resume(
     autojump_clock: MockClock,
 ) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         bob = await p.hc.attach(
             Scripted("bob"), "bob", passport=Passport(name="bob"), resume=Resume()
         )
@@ -404,7 +404,7 @@ async def test_attach_registers_a_new_identity_given_passport_and_resume(
 
 
 async def test_attach_refuses_what_it_cannot_do(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         unknown = (
             r"^nothing is registered as 'x': attach re-binds an existing identity \(give "
             r"passport= and resume= to register it when it is missing\)$"
@@ -416,15 +416,15 @@ async def test_attach_refuses_what_it_cannot_do(autojump_clock: MockClock) -> No
         with pytest.raises(ValueError, match="needs the agent"):
             await p.hc.attach(None, "x", passport=Passport(name="x"), resume=Resume())
         first = p.client()
-        await p.agent("bob", hc=first)
+        await p.scripted("bob", hc=first)
         await first.close()
         with pytest.raises(ValueError, match="needs the agent"):
             await p.hc.attach(None, "bob")
 
 
 async def test_deliveries_to_an_unknown_identity_are_nacked(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
-        bob, _ = await p.agent("bob")
+    async with open_hub_pair() as p:
+        bob, _ = await p.scripted("bob")
         al = await p.human("al")
         ch = await al.open(type="conversation", target="bob")
         await p.settle()
@@ -439,7 +439,7 @@ async def test_deliveries_to_an_unknown_identity_are_nacked(autojump_clock: Mock
 
 
 async def test_create_session_errors_surface(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         al = await p.human("al")
         with pytest.raises(NotFoundError):
             await p.hc.create_session(
@@ -452,8 +452,8 @@ async def test_create_session_errors_surface(autojump_clock: MockClock) -> None:
 
 
 async def test_close_session_notifies_participants(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
-        await p.agent("bob")
+    async with open_hub_pair() as p:
+        await p.scripted("bob")
         al = await p.human("al")
         ch = await al.open(type="conversation", target="bob")
         await p.hc.close_session(ch.session_id)
@@ -467,7 +467,7 @@ async def test_close_session_notifies_participants(autojump_clock: MockClock) ->
 async def test_attaching_twice_on_one_client_disconnects_the_first_handle(
     autojump_clock: MockClock,
 ) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         al = await p.human("al")
         waiting: list[BaseException] = []
 
@@ -489,9 +489,9 @@ async def test_attaching_twice_on_one_client_disconnects_the_first_handle(
 async def test_a_client_forgets_the_marks_of_sessions_that_ended(
     autojump_clock: MockClock,
 ) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         asker = await p.human("asker")
-        await p.agent("expert", lambda turn: "because")
+        await p.scripted("expert", lambda turn: "because")
         for n in range(3):
             channel = await asker.open(type="consulting", target="expert")
             await asker.send(channel.session_id, f"why {n}?")
@@ -507,9 +507,9 @@ async def test_attaching_again_hands_queued_deliveries_to_the_new_handle(
 ) -> None:
     # bob is busy with t0 while t1 and t2 queue for him; then he is attached again. The old
     # handle used to ack t1 and t2 without handling them, and the replay was dropped.
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         al = await p.human("al")
-        bob, _ = await p.agent("bob", lambda turn: None)
+        bob, _ = await p.scripted("bob", lambda turn: None)
         chat = await al.open(type="conversation", target="bob")
         release = trio.Event()
 
@@ -539,9 +539,9 @@ async def test_attaching_again_hands_queued_deliveries_to_the_new_handle(
 
 
 async def test_adapter_state_is_the_session_types_state(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
-        ada, _ = await p.agent("ada", Lines("a1"))
-        await p.agent("bob", Lines("b1"))
+    async with open_hub_pair() as p:
+        ada, _ = await p.scripted("ada", Lines("a1"))
+        await p.scripted("bob", Lines("b1"))
         ch = await ada.open(type="discussion", target=["bob"])
         await ch.send("hello")
         await p.settle()

@@ -23,10 +23,10 @@ from troupe.client import Channel, HumanClient
 from troupe.client._hub_client import PULL_CAPACITY
 from troupe.client._inbox import INBOX_CAPACITY
 
-from .harness import WAIT, ClientPair, from_, kinds, of_type, open_pair, said, text, texts
+from ..harness import WAIT, HubPair, from_, kinds, of_type, open_hub_pair, said, text, texts
 
 
-async def talking(p: ClientPair) -> tuple[HumanClient, HumanClient, Channel]:
+async def talking(p: HubPair) -> tuple[HumanClient, HumanClient, Channel]:
     """Two people in a conversation opened by the first."""
     al = await p.human("al")
     bea = await p.human("bea")
@@ -36,7 +36,7 @@ async def talking(p: ClientPair) -> tuple[HumanClient, HumanClient, Channel]:
 
 
 async def test_properties(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         al = await p.human("al")
         assert al.agent_id == p.hub.find_agent_id("al")
         assert al.passport.name == "al"
@@ -47,8 +47,8 @@ async def test_properties(autojump_clock: MockClock) -> None:
 
 
 async def test_invites_are_acked_automatically(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
-        bot, _ = await p.agent("bot")
+    async with open_hub_pair() as p:
+        bot, _ = await p.scripted("bot")
         al = await p.human("al")
         ch = await bot.open(type="consulting", target="al")
         assert ch.metadata.state is SessionState.ACTIVE
@@ -61,8 +61,8 @@ async def test_invites_are_acked_automatically(autojump_clock: MockClock) -> Non
 async def test_invites_wait_for_accept_invite_when_auto_ack_is_off(
     autojump_clock: MockClock,
 ) -> None:
-    async with open_pair() as p:
-        bot, _ = await p.agent("bot")
+    async with open_hub_pair() as p:
+        bot, _ = await p.scripted("bot")
         al = await p.human("al", auto_ack_invites=False)
         opened: list[Channel] = []
 
@@ -81,8 +81,8 @@ async def test_invites_wait_for_accept_invite_when_auto_ack_is_off(
 
 
 async def test_reject_invite_fails_the_opener(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
-        bot, _ = await p.agent("bot")
+    async with open_hub_pair() as p:
+        bot, _ = await p.scripted("bot")
         al = await p.human("al", auto_ack_invites=False)
 
         async def refuse() -> None:
@@ -100,7 +100,7 @@ async def test_callbacks_run_in_order_and_a_raising_one_stops_nothing(
     autojump_clock: MockClock,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         al, bea, ch = await talking(p)
         calls: list[tuple[str, str | None]] = []
 
@@ -139,7 +139,7 @@ async def test_callbacks_run_in_order_and_a_raising_one_stops_nothing(
 
 
 async def test_remove_envelope_callback(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         al, bea, ch = await talking(p)
         seen: list[str | None] = []
 
@@ -157,7 +157,7 @@ async def test_remove_envelope_callback(autojump_clock: MockClock) -> None:
 
 
 async def test_next_envelope_takes_the_match_and_leaves_the_rest(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         al, bea, ch = await talking(p)
         for body in ("a", "b", "c"):
             await al.send(ch.session_id, body)
@@ -169,7 +169,7 @@ async def test_next_envelope_takes_the_match_and_leaves_the_rest(autojump_clock:
 
 
 async def test_next_envelope_waits_for_a_later_match(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         al, bea, ch = await talking(p)
 
         async def later() -> None:
@@ -186,7 +186,7 @@ async def test_next_envelope_waits_for_a_later_match(autojump_clock: MockClock) 
 async def test_next_envelope_timeout_raises_the_builtin_timeout_error(
     autojump_clock: MockClock,
 ) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         al, bea, ch = await talking(p)
         await al.send(ch.session_id, "not it")
         start = trio.current_time()
@@ -198,7 +198,7 @@ async def test_next_envelope_timeout_raises_the_builtin_timeout_error(
 
 
 async def test_two_pull_consumers_never_steal_from_each_other(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         al, bea, ch = await talking(p)
         got: dict[str, str | None] = {}
 
@@ -215,7 +215,7 @@ async def test_two_pull_consumers_never_steal_from_each_other(autojump_clock: Mo
 
 
 async def test_envelopes_streams_in_order_until_disconnect(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         al, bea, ch = await talking(p)
         streamed: list[Envelope] = []
         ended = trio.Event()
@@ -238,7 +238,7 @@ async def test_envelopes_streams_in_order_until_disconnect(autojump_clock: MockC
 
 
 async def test_disconnect_wakes_every_waiter(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         _al, bea, ch = await talking(p)
         woken: list[str] = []
 
@@ -271,7 +271,7 @@ async def test_disconnect_wakes_every_waiter(autojump_clock: MockClock) -> None:
 
 
 async def test_a_disconnected_human_refuses_everything(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         al, bea, ch = await talking(p)
         await bea.disconnect()
         assert bea.disconnected
@@ -296,7 +296,7 @@ async def test_a_disconnected_human_refuses_everything(autojump_clock: MockClock
 
 
 async def test_send_posts_text_with_audience_and_causation(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         al, bea, ch = await talking(p)
         first = await al.send(ch.session_id, "question")
         answer = await bea.send(ch.session_id, "answer", audience=[al.agent_id], causation_id=first)
@@ -310,7 +310,7 @@ async def test_send_posts_text_with_audience_and_causation(autojump_clock: MockC
 async def test_post_envelope_fills_an_empty_sender_and_keeps_the_callers_object(
     autojump_clock: MockClock,
 ) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         _al, bea, ch = await talking(p)
         mine = text(ch.session_id, "", "filled in")
         sent = await bea.post_envelope(mine)
@@ -324,8 +324,8 @@ async def test_post_envelope_fills_an_empty_sender_and_keeps_the_callers_object(
 
 
 async def test_open_with_an_agent_and_get_its_answer(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
-        bot, agent = await p.agent("bot")
+    async with open_hub_pair() as p:
+        bot, agent = await p.scripted("bot")
         al = await p.human("al")
         ch = await al.open(
             type="consulting", target=bot.agent_id, intent="ask", labels={"k": "v"}, ttl="1h"
@@ -342,7 +342,7 @@ async def test_open_with_an_agent_and_get_its_answer(autojump_clock: MockClock) 
 
 
 async def test_close_channel_says_human_closed(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         al, bea, ch = await talking(p)
         md = await bea.close_channel(ch.session_id)
         assert (md.state, md.close_reason) == (SessionState.CLOSED, "human_closed")
@@ -357,7 +357,7 @@ async def test_close_channel_says_human_closed(autojump_clock: MockClock) -> Non
 async def test_ensure_channel_inbox_keeps_what_arrives_before_the_wait(
     autojump_clock: MockClock,
 ) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         al, bea, ch = await talking(p)
         inbox = bea.ensure_channel_inbox(ch.session_id)
         assert bea.ensure_channel_inbox(ch.session_id) is inbox
@@ -371,7 +371,7 @@ async def test_ensure_channel_inbox_keeps_what_arrives_before_the_wait(
 
 
 async def test_wait_for_channel_event_timeout(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         _al, bea, ch = await talking(p)
         start = trio.current_time()
         with pytest.raises(TimeoutError):
@@ -382,7 +382,7 @@ async def test_wait_for_channel_event_timeout(autojump_clock: MockClock) -> None
 
 
 async def test_wait_for_channel_event_only_looks_at_its_session(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         al, bea, ch = await talking(p)
         other = await al.open(type="conversation", target="bea")
         await al.send(other.session_id, "x")
@@ -397,7 +397,7 @@ async def test_wait_for_channel_event_only_looks_at_its_session(autojump_clock: 
 
 
 async def test_concurrent_waiters_each_get_theirs(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         al, bea, ch = await talking(p)
         got: dict[str, str | None] = {}
 
@@ -423,7 +423,7 @@ async def test_concurrent_waiters_each_get_theirs(autojump_clock: MockClock) -> 
 
 
 async def test_a_session_that_ends_without_a_match_raises(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         al, bea, ch = await talking(p)
 
         async def close_soon() -> None:
@@ -445,7 +445,7 @@ async def test_a_session_that_ends_without_a_match_raises(autojump_clock: MockCl
 
 
 async def test_receive_chunk_is_a_no_op(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         al = await p.human("al")
         await al.receive_chunk({"delta": "x"}, channel_id="s", parent_envelope_id="e")
         with pytest.raises(TimeoutError):
@@ -459,7 +459,7 @@ def flood(session_id: str, sender_id: str, n: int) -> list[Envelope]:
 
 
 async def test_the_pull_queue_keeps_the_newest_1024(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         al = await p.human("al")
         assert PULL_CAPACITY == 1024
         n = PULL_CAPACITY + 10
@@ -472,7 +472,7 @@ async def test_the_pull_queue_keeps_the_newest_1024(autojump_clock: MockClock) -
 
 
 async def test_a_session_inbox_keeps_the_newest_256(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         al = await p.human("al")
         assert INBOX_CAPACITY == 256
         n = INBOX_CAPACITY + 4
@@ -488,7 +488,7 @@ async def test_a_session_inbox_keeps_the_newest_256(autojump_clock: MockClock) -
 
 
 async def test_a_raising_predicate_fails_its_own_waiter_only(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         al, bea, ch = await talking(p)
 
         def broken(e: Envelope) -> bool:
@@ -515,7 +515,7 @@ async def test_a_raising_predicate_fails_its_own_waiter_only(autojump_clock: Moc
 
 
 async def test_the_seeds_constructor(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         al = await p.human("al")
         direct = HumanClient(
             passport=al.passport,

@@ -8,7 +8,7 @@ from trio.testing import MockClock
 
 from troupe import EV_TEXT, HubClient, LocalLink, Passport, Resume, Turn, open_hub
 
-from .harness import WAIT, Scripted, example, hub_clock
+from ..harness import WAIT, Scripted, example, hub_clock
 
 
 def live_tasks() -> set[trio.lowlevel.Task]:

@@ -7,13 +7,13 @@ from trio.testing import MockClock
 
 from troupe import EV_TEXT, IdentityInUse
 
-from .harness import from_, of_type, open_pair
+from ..harness import from_, of_type, open_hub_pair
 
 
 async def test_a_live_binding_is_not_taken_by_another_connection(
     autojump_clock: MockClock,
 ) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         first = p.client()
         bob = await p.human("bob", hc=first)
         ann = await p.human("ann")
@@ -38,7 +38,7 @@ async def test_a_live_binding_is_not_taken_by_another_connection(
 async def test_a_closed_connection_holds_nothing(autojump_clock: MockClock) -> None:
     # The client that closed may come back at once, before the hub has torn the old
     # connection down: its transport is closed, so it holds nothing.
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         first = p.client()
         bob = await p.human("bob", hc=first)
         ann = await p.human("ann")

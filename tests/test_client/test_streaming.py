@@ -26,7 +26,7 @@ from troupe.hub._streaming import CHUNK_BUFFER, MAX_CHUNK_CHARS
 from troupe.model import AccessBlock
 from troupe.transport._local import BUFFER
 
-from .harness import WAIT, ClientPair, from_, open_pair
+from ..harness import WAIT, HubPair, from_, open_hub_pair
 
 
 class Streamer:
@@ -54,7 +54,7 @@ def collect(identity: HumanClient) -> list[StreamChunk]:
     return got
 
 
-async def register_streamer(p: ClientPair, name: str, tokens: Sequence[str]) -> Streamer:
+async def register_streamer(p: HubPair, name: str, tokens: Sequence[str]) -> Streamer:
     streamer = Streamer(tokens)
     await p.hc.register(streamer, Passport(name=name))
     return streamer
@@ -64,7 +64,7 @@ async def test_a_turn_streams_its_reply_before_the_final_envelope(
     autojump_clock: MockClock,
 ) -> None:
     tokens = ["Trio ", "keeps ", "its ", "promises."]
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         streamer = await register_streamer(p, "llm", tokens)
         al = await p.human("al")
         chunks = collect(al)
@@ -93,8 +93,8 @@ async def test_a_turn_streams_its_reply_before_the_final_envelope(
 
 
 async def test_a_turn_that_does_not_stream_posts_no_stream_id(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
-        await p.agent("bot")
+    async with open_hub_pair() as p:
+        await p.scripted("bot")
         al = await p.human("al")
         chunks = collect(al)
         ch = await al.open(type="consulting", target="bot")
@@ -109,7 +109,7 @@ async def test_a_turn_that_does_not_stream_posts_no_stream_id(autojump_clock: Mo
 
 async def test_chunks_reach_only_the_final_envelopes_audience(autojump_clock: MockClock) -> None:
     # An auction's bids are sealed: a bidder's streamed answer reaches the initiator alone.
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         await register_streamer(p, "b1", ["bid ", "one"])
         await register_streamer(p, "b2", ["bid ", "two"])
         al = await p.human("al")
@@ -134,7 +134,7 @@ async def test_chunks_reach_only_the_final_envelopes_audience(autojump_clock: Mo
 
 
 async def test_an_explicit_audience_limits_who_gets_chunks(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         al, bea, cy = [await p.human(n) for n in ("al", "bea", "cy")]
         got = {h.passport.name: collect(h) for h in (bea, cy)}
         ch = await al.open(type="broadcast", target=["bea", "cy"])
@@ -159,7 +159,7 @@ async def test_an_explicit_audience_limits_who_gets_chunks(autojump_clock: MockC
 
 
 async def test_a_sender_that_may_not_post_may_not_stream(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         al, _bea, cy = [await p.human(n) for n in ("al", "bea", "cy")]
         ch = await al.open(type="conversation", target="bea")
         await p.settle()
@@ -212,7 +212,7 @@ async def test_a_sender_that_may_not_post_may_not_stream(autojump_clock: MockClo
 
 
 async def test_outbound_rules_apply_to_chunks(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         al = await p.hc.register_human(
             Passport(name="al", kind="human"),
             rule=Rule(access=AccessBlock(outbound_to=("bea",))),
@@ -239,7 +239,7 @@ async def test_outbound_rules_apply_to_chunks(autojump_clock: MockClock) -> None
 async def test_an_invitee_that_has_not_acked_gets_no_chunks_and_sends_none(
     autojump_clock: MockClock,
 ) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         al = await p.human("al")
         bea = await p.human("bea")
         cy = await p.human("cy", auto_ack_invites=False)
@@ -276,7 +276,7 @@ async def test_a_recipient_that_never_reads_never_slows_the_streamer(
     autojump_clock: MockClock,
 ) -> None:
     sent = BUFFER + CHUNK_BUFFER + 500
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         al = await p.human("al")
         # bea's connection is never read: the link fills, then her lane, then chunks drop.
         bea_id = (await p.hub.register(Passport(name="bea", kind="human"))).agent_id
@@ -324,7 +324,7 @@ async def test_a_recipient_that_never_reads_never_slows_the_streamer(
 async def test_a_slow_chunk_callback_drops_chunks_on_the_client_only(
     autojump_clock: MockClock,
 ) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         al = await p.human("al")
         bea = await p.human("bea")
         release = trio.Event()
@@ -361,7 +361,7 @@ async def test_a_slow_chunk_callback_drops_chunks_on_the_client_only(
 async def test_a_raising_chunk_callback_stops_nothing(
     autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         al, bea = await p.human("al"), await p.human("bea")
 
         async def boom(chunk: StreamChunk) -> None:
@@ -390,7 +390,7 @@ async def test_a_workflow_turn_streams_and_its_packet_names_the_stream(
     from troupe import EV_PACKET
     from troupe.workflow import sequence
 
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         await register_streamer(p, "writer", ["a ", "draft"])
         me = await p.human("me")
         chunks = collect(me)
@@ -418,7 +418,7 @@ async def test_a_workflow_turn_streams_and_its_packet_names_the_stream(
 async def test_a_stream_id_that_is_not_a_string_is_refused_at_the_door(
     autojump_clock: MockClock,
 ) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         al, bea = await p.human("al"), await p.human("bea")
         ch = await al.open(type="conversation", target="bea")
         await p.settle()

@@ -10,7 +10,7 @@ from trio.testing import MockClock
 from troupe import AgentClient, Envelope, HubClient, Turn
 from troupe.session_types import HistoryItem, WindowedSummary
 
-from .harness import WAIT, ClientPair, from_, open_pair
+from ..harness import WAIT, HubPair, from_, open_hub_pair
 
 
 class _Counting:
@@ -30,7 +30,7 @@ class _Counting:
         monkeypatch.setattr(hc, "read_wal", counted)
 
 
-async def _expected(p: ClientPair, turn: Turn) -> list[HistoryItem]:
+async def _expected(p: HubPair, turn: Turn) -> list[HistoryItem]:
     """The conversation's view of the WAL before the turn's trigger, rendered in full."""
     prior = [e for e in await p.wal(turn.session_id) if e.seq < turn.envelope.seq]
     stype = p.hc.session_type_for(turn.session)
@@ -46,8 +46,8 @@ def _held(client: AgentClient, session_id: str) -> int:
 async def test_a_long_session_keeps_the_window_and_reads_nothing_per_turn(
     autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with open_pair() as p:
-        sage, silent = await p.agent("sage", lambda turn: None)
+    async with open_hub_pair() as p:
+        sage, silent = await p.scripted("sage", lambda turn: None)
         al = await p.human("al")
         ch = await al.open(type="conversation", target="sage", knobs={"max_turns": None})
         counting = _Counting(p.hc, monkeypatch)
@@ -72,8 +72,8 @@ async def test_a_long_session_keeps_the_window_and_reads_nothing_per_turn(
 async def test_own_replies_are_read_back_one_per_turn(
     autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with open_pair() as p:
-        sage, echo = await p.agent("sage")
+    async with open_hub_pair() as p:
+        sage, echo = await p.scripted("sage")
         al = await p.human("al")
         ch = await al.open(type="conversation", target="sage", knobs={"max_turns": None})
         await al.send(ch.session_id, "first")
@@ -95,8 +95,8 @@ async def test_own_replies_are_read_back_one_per_turn(
 async def test_history_after_a_reattach_is_folded_from_the_wal(
     autojump_clock: MockClock,
 ) -> None:
-    async with open_pair() as p:
-        sage, _ = await p.agent("sage")
+    async with open_hub_pair() as p:
+        sage, _ = await p.scripted("sage")
         al = await p.human("al", hc=p.client())  # stays connected while sage's client closes
         ch = await al.open(type="conversation", target="sage", knobs={"max_turns": None})
         for i in range(25):
@@ -129,8 +129,8 @@ class _Recorder:
 async def test_a_trigger_older_than_the_view_gets_the_history_before_it(
     autojump_clock: MockClock,
 ) -> None:
-    async with open_pair() as p:
-        sage, silent = await p.agent("sage", lambda turn: None)
+    async with open_hub_pair() as p:
+        sage, silent = await p.scripted("sage", lambda turn: None)
         al = await p.human("al")
         ch = await al.open(type="conversation", target="sage", knobs={"max_turns": None})
         for i in range(15):

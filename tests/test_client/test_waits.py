@@ -9,10 +9,10 @@ from trio.testing import MockClock
 from troupe import EV_CHANNEL_INVITE, EV_SESSION_OPENED, EV_TEXT
 from troupe.client import Channel, Disconnected, HumanClient, Identity
 
-from .harness import WAIT, ClientPair, kinds, of_type, open_pair, said, texts
+from ..harness import WAIT, HubPair, kinds, of_type, open_hub_pair, said, texts
 
 
-async def talking(p: ClientPair) -> tuple[HumanClient, HumanClient, Channel]:
+async def talking(p: HubPair) -> tuple[HumanClient, HumanClient, Channel]:
     """Two people in a conversation opened by the first."""
     al = await p.human("al")
     bea = await p.human("bea")
@@ -27,7 +27,7 @@ async def test_a_timeout_of_zero_or_less_does_not_wait(
 ) -> None:
     # As in the seed, whose deadline is then already past: TimeoutError at once, even when
     # a match is queued (never a ValueError from trio's deadline).
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         al, bea, ch = await talking(p)
         await al.send(ch.session_id, "here")
         await p.settle()
@@ -49,7 +49,7 @@ async def test_a_timeout_of_zero_or_less_does_not_wait(
 async def test_next_envelope_leaves_what_its_predicate_rejects(autojump_clock: MockClock) -> None:
     # troupe's documented deviation from the seed, which dropped them: a later
     # next_envelope() (or envelopes()) still gets every envelope the predicate passed over.
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         al, bea, ch = await talking(p)
         for body in ("one", "two", "three", "four"):
             await al.send(ch.session_id, body)
@@ -67,9 +67,9 @@ async def test_next_envelope_leaves_what_its_predicate_rejects(autojump_clock: M
 
 
 async def test_disconnected_names_the_identity(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         _al, bea, ch = await talking(p)
-        bot, _ = await p.agent("bot")
+        bot, _ = await p.scripted("bot")
         assert isinstance(bea, Identity)
         assert isinstance(bot, Identity)
         woken: list[Disconnected] = []
@@ -116,7 +116,7 @@ async def test_staggered_waits_on_an_empty_inbox_each_get_their_envelope(
     # Issue 17: an empty inbox is falsy (a Mailbox has a length), and ensure() replaced it
     # on every call: the second wait took a new inbox, the first one waited on the old one
     # for ever although its envelope arrived.
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         al, bea, ch = await talking(p)
         drain(bea, ch.session_id)
         got: dict[str, str | None] = {}
@@ -139,7 +139,7 @@ async def test_staggered_waits_on_an_empty_inbox_each_get_their_envelope(
 
 
 async def test_the_inbox_of_a_session_is_one_object(autojump_clock: MockClock) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         al, bea, ch = await talking(p)
         drain(bea, ch.session_id)
         box = bea.ensure_channel_inbox(ch.session_id)

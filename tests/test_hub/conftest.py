@@ -1,4 +1,4 @@
-"""Fixtures of the hub tests: a running hub on a MemoryStore (see ``helpers``)."""
+"""Fixtures of the hub tests: a running hub on a MemoryStore (see ``tests.harness``)."""
 
 from __future__ import annotations
 
@@ -12,18 +12,18 @@ from troupe.hub import Hub
 from troupe.store import MemoryStore, PostgresStore, SQLiteStore, Store
 
 from .._postgres import new_schema
-from .helpers import Harness, open_harness
+from ..harness import HubPair, open_hub_pair
 
 
 @pytest.fixture
-async def h() -> AsyncIterator[Harness]:
-    """A hub on a fresh MemoryStore, sweeper off, with fake clients (see ``Harness``)."""
-    async with open_harness() as harness:
+async def h() -> AsyncIterator[HubPair]:
+    """A hub on a fresh MemoryStore, sweeper off, with fake clients (a ``HubPair``)."""
+    async with open_hub_pair() as harness:
         yield harness
 
 
 @pytest.fixture
-async def hub(h: Harness) -> Hub:
+async def hub(h: HubPair) -> Hub:
     """The harness's hub."""
     return h.hub
 

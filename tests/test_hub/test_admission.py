@@ -32,7 +32,7 @@ from troupe.model import (
 )
 from troupe.store import MemoryStore
 
-from .helpers import Agent, Harness, client_of, open_harness, text_envelope
+from ..harness import Agent, HubPair, client_of, open_hub_pair, text_envelope
 
 
 def nested(depth: int) -> dict[str, Any]:
@@ -43,7 +43,7 @@ def nested(depth: int) -> dict[str, Any]:
     return data
 
 
-async def healthy(h: Harness, md: SessionMetadata, alice: Agent, bob: Agent) -> None:
+async def healthy(h: HubPair, md: SessionMetadata, alice: Agent, bob: Agent) -> None:
     """No actor crashed, the session is ACTIVE, and a text still reaches bob."""
     await h.settle()
     stats = h.hub.statistics()
@@ -94,7 +94,7 @@ WRONG_FIELDS: list[tuple[dict[str, Any], str]] = [
     ("change", "field"), WRONG_FIELDS, ids=[f for _, f in WRONG_FIELDS[:-1]] + ["surrogate"]
 )
 async def test_a_wrong_field_is_refused_at_once_naming_it(
-    autojump_clock: trio.testing.MockClock, h: Harness, change: dict[str, Any], field: str
+    autojump_clock: trio.testing.MockClock, h: HubPair, change: dict[str, Any], field: str
 ) -> None:
     alice, bob = await h.agent("alice"), await h.agent("bob")
     md = await h.session("conversation", alice, bob)
@@ -114,7 +114,7 @@ async def test_a_wrong_field_is_refused_at_once_naming_it(
 
 
 async def test_data_as_deep_as_the_limit_is_stored_delivered_and_read_back(
-    autojump_clock: trio.testing.MockClock, h: Harness
+    autojump_clock: trio.testing.MockClock, h: HubPair
 ) -> None:
     alice, bob = await h.agent("alice"), await h.agent("bob")
     md = await h.session("conversation", alice, bob)
@@ -128,7 +128,7 @@ async def test_data_as_deep_as_the_limit_is_stored_delivered_and_read_back(
 async def test_the_envelope_size_limit_is_max_envelope_bytes(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with open_harness(max_envelope_bytes=4096) as h:
+    async with open_hub_pair(max_envelope_bytes=4096) as h:
         alice, bob = await h.agent("alice"), await h.agent("bob")
         md = await h.session("conversation", alice, bob)
         env = text_envelope(md, alice, "")
@@ -152,7 +152,7 @@ async def test_max_envelope_bytes_can_only_be_lowered() -> None:
 
 @pytest.mark.parametrize("ttl", [10**12, "99999999999d", "-1", -5, "1e3", True, 1.5])
 async def test_a_ttl_out_of_range_is_the_callers_error(
-    autojump_clock: trio.testing.MockClock, h: Harness, ttl: Any
+    autojump_clock: trio.testing.MockClock, h: HubPair, ttl: Any
 ) -> None:
     alice, bob = await h.agent("alice"), await h.agent("bob")
     with pytest.raises(ProtocolError, match="ttl"):
@@ -163,7 +163,7 @@ async def test_a_ttl_out_of_range_is_the_callers_error(
 
 
 async def test_thousands_of_bad_requests_do_not_stop_the_hub(
-    autojump_clock: trio.testing.MockClock, h: Harness
+    autojump_clock: trio.testing.MockClock, h: HubPair
 ) -> None:
     # Eleven of these in ten seconds crashed the hub actor past the root supervisor's
     # intensity, and the hub stopped for everyone.
@@ -205,7 +205,7 @@ async def test_thousands_of_bad_requests_do_not_stop_the_hub(
 
 
 async def test_a_rule_with_an_overlong_ttl_default_is_refused(
-    autojump_clock: trio.testing.MockClock, h: Harness
+    autojump_clock: trio.testing.MockClock, h: HubPair
 ) -> None:
     rule = Rule(limits=LimitsBlock(session_ttl_default="99999999999d"))
     with pytest.raises(DecodeError, match="session_ttl_default") as info:
@@ -225,12 +225,12 @@ async def test_a_stored_rule_with_an_overlong_ttl_default_does_not_crash_the_hub
 ) -> None:
     # A rule saved before the hub bounded durations.
     store = MemoryStore()
-    async with open_harness(store) as h:
+    async with open_hub_pair(store) as h:
         alice, bob = await h.agent("alice"), await h.agent("bob")
     long = Rule(limits=LimitsBlock(session_ttl_default="99999999999d"))
     async with store:
         await store.save_rule(alice.id, long)
-    async with open_harness(store) as h:
+    async with open_hub_pair(store) as h:
         alice, bob = await h.agent("alice"), await h.agent("bob")
         for _ in range(20):
             with pytest.raises(ProtocolError, match="session_ttl_default"):
@@ -243,7 +243,7 @@ async def test_a_stored_rule_with_an_overlong_ttl_default_does_not_crash_the_hub
 
 
 async def test_wrong_values_in_other_requests_are_refused_naming_the_field(
-    autojump_clock: trio.testing.MockClock, h: Harness
+    autojump_clock: trio.testing.MockClock, h: HubPair
 ) -> None:
     alice, bob = await h.agent("alice"), await h.agent("bob")
     md = await h.session("conversation", alice, bob)

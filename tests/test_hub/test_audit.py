@@ -15,7 +15,7 @@ from troupe.model import Resume, Rule, TaskMetadata, TaskSpec, TaskState, parse_
 from troupe.store import MemoryStore
 from troupe.testing import FaultyStore
 
-from .helpers import Harness, open_harness
+from ..harness import HubPair, open_hub_pair
 
 
 async def of_kind(hub: Hub, *kinds: str) -> list[dict[str, Any]]:
@@ -25,7 +25,7 @@ async def of_kind(hub: Hub, *kinds: str) -> list[dict[str, Any]]:
 
 
 async def test_read_audit_tells_what_happened_in_order(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     alice, bob = await h.agent("alice"), await h.agent("bob")
     await hub.set_resume(alice.id, Resume(summary="x"))
@@ -96,7 +96,7 @@ async def test_a_store_refusing_audit_writes_for_a_while_loses_nothing(
 
 
 async def test_a_session_actor_crash_that_is_restarted_is_audited(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     # Only statistics().session_restarts used to tell of it.
     alice, bob = await h.agent("alice"), await h.agent("bob")
@@ -119,7 +119,7 @@ async def test_a_session_actor_crash_that_is_restarted_is_audited(
 async def test_a_session_given_up_on_audits_each_crash_then_its_close(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with open_harness(session_max_restarts=1) as h:
+    async with open_hub_pair(session_max_restarts=1) as h:
         alice, bob = await h.agent("alice"), await h.agent("bob")
         md = await h.session("conversation", alice, bob)
         sid = md.session_id
@@ -160,7 +160,7 @@ async def test_a_crash_of_the_hub_actor_is_audited(autojump_clock: trio.testing.
 
 
 async def test_a_tasks_life_is_audited_in_order_but_not_its_progress(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     # Only its end (task_terminated) used to be audited.
     alice = await h.agent("alice")
@@ -209,7 +209,7 @@ async def test_a_tasks_life_is_audited_in_order_but_not_its_progress(
 
 
 async def test_progress_only_updates_are_not_audited(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     alice = await h.agent("alice")
     task = TaskMetadata(task_id="t", owner_id=alice.id, spec=TaskSpec(title="t"))
@@ -226,7 +226,7 @@ async def test_progress_only_updates_are_not_audited(
 
 
 async def test_each_invitee_answer_is_audited(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     # Only the session's outcome (opened, or closed with invite_rejected) used to be.
     alice, bob = await h.agent("alice"), await h.agent("bob")

@@ -14,7 +14,7 @@ from troupe import AccessDeniedError
 from troupe.hub import Hub
 from troupe.model import TaskMetadata, TaskSpec, TaskState
 
-from .helpers import Agent, Harness
+from ..harness import Agent, HubPair
 
 
 def task_of(owner: Agent, task_id: str = "t-bob", **kw: object) -> TaskMetadata:
@@ -30,7 +30,7 @@ def task_of(owner: Agent, task_id: str = "t-bob", **kw: object) -> TaskMetadata:
 
 
 async def test_observe_task_cannot_take_over_a_task_by_naming_oneself(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     bob = await h.agent("bob", connect=False)
     eve = await h.agent("eve", connect=False)
@@ -49,7 +49,7 @@ async def test_observe_task_cannot_take_over_a_task_by_naming_oneself(
 
 
 async def test_a_task_cannot_be_attached_to_a_session_its_owner_is_not_in(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     alice, bob = await h.agent("alice"), await h.agent("bob")
     eve = await h.agent("eve", connect=False)
@@ -73,7 +73,7 @@ async def test_a_task_cannot_be_attached_to_a_session_its_owner_is_not_in(
 
 
 async def test_record_observation_cannot_use_someone_elses_task(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     bob = await h.agent("bob", connect=False)
     eve = await h.agent("eve", connect=False)
@@ -95,7 +95,7 @@ async def test_record_observation_cannot_use_someone_elses_task(
 
 
 async def test_turn_failures_and_causation_lookups_need_a_participant(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     alice, bob = await h.agent("alice"), await h.agent("bob")
     eve = await h.agent("eve", connect=False)

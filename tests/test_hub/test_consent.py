@@ -20,11 +20,11 @@ from troupe.model import (
     SessionState,
 )
 
-from .helpers import Harness, client_of
+from ..harness import HubPair, client_of
 
 
 async def test_required_acks_is_between_one_and_the_invitees(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     alice = await h.agent("alice")
     bob = await h.agent("bob", invites="ignore")
@@ -45,7 +45,7 @@ async def test_required_acks_is_between_one_and_the_invitees(
 
 
 async def test_an_invitee_receives_only_its_invite_until_it_acks(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     """carol's ack reaches the quorum; dave, who has not acked, gets no text, no notice,
     and may not post. When he acks he gets what he missed, in order, then what comes."""
@@ -84,14 +84,14 @@ async def test_an_invitee_receives_only_its_invite_until_it_acks(
 
 
 async def test_a_replay_before_the_ack_brings_only_the_invite(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     alice, carol = await h.agent("alice"), await h.agent("carol")
     dave = await h.agent("dave", invites="ignore", receipts=False)
     md = await h.session("discussion", alice, carol, dave, required_acks=1)
     await h.say(md, alice, "secret")
     client_of(dave).disconnect()  # one live connection per identity (issue 13 item 8)
-    again = await h.client("ep-dave-2", invites="ignore")
+    again = await h.connection("ep-dave-2", invites="ignore")
     await again.bind(dave.id, since={})
     await h.settle()
     assert [e.event_type for e in again.notified(dave.id)] == [EV_CHANNEL_INVITE]
@@ -99,7 +99,7 @@ async def test_a_replay_before_the_ack_brings_only_the_invite(
 
 
 async def test_a_session_without_invitees_takes_no_required_acks(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     alice = await h.agent("alice")
     with pytest.raises(ProtocolError, match=r"required_acks: .*no invitees"):
@@ -112,7 +112,7 @@ async def test_a_session_without_invitees_takes_no_required_acks(
 
 
 async def test_an_invitee_that_never_acked_is_told_when_the_session_ends(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     """The closing notice withdraws the invite: the one thing besides it dave receives."""
     alice, carol = await h.agent("alice"), await h.agent("carol")

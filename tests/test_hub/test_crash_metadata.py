@@ -6,9 +6,11 @@ import pytest
 import trio
 import trio.testing
 
-from troupe import HubClient, LocalLink, Passport, Turn
-from troupe.hub import InjectedCrash, open_hub
+from troupe import Passport, Turn
 from troupe.model import SessionState
+from troupe.testing import CrashPoints
+
+from ..harness import open_hub_pair
 
 
 class Silent:
@@ -17,32 +19,16 @@ class Silent:
         return None
 
 
-class CrashOnce:
-    """Crash at ``point`` the ``nth`` time any post passes it."""
-
-    def __init__(self, point: str, nth: int) -> None:
-        self.point = point
-        self.nth = nth
-        self.seen = 0
-
-    def check(self, point: str, session_id: str) -> None:
-        if point == self.point:
-            self.seen += 1
-            if self.seen == self.nth:
-                raise InjectedCrash(f"injected crash at {point} in session {session_id}")
-
-
 @pytest.mark.parametrize("point", ["after_append", "after_fold"])
 async def test_an_ack_appended_before_a_crash_still_opens_the_session(
     autojump_clock: trio.testing.MockClock, point: str
 ) -> None:
     # Post 1 is the invite, post 2 the ack: the crash comes after the ack (and the metadata
     # without its pending ack) was written, before the new metadata was published.
-    faults = CrashOnce(point, nth=2)
-    async with (
-        open_hub(faults=faults, ttl_sweep_interval=0, invite_ack_timeout=30) as hub,
-        HubClient(LocalLink(hub)) as hc,
-    ):
+    faults = CrashPoints()
+    faults.crash_at(point, after=1)
+    async with open_hub_pair(faults=faults, invite_ack_timeout=30) as h:
+        hub, hc = h.hub, h.hc
         ann = await hc.register(Silent(), Passport(name="ann"))
         await hc.register(Silent(), Passport(name="bob"))
         with trio.fail_after(5):  # well before the invite timeout

@@ -14,8 +14,8 @@ import trio.testing
 from troupe.hub import Hub
 from troupe.store import MemoryStore
 
+from ..harness import open_hub_pair, text_envelope
 from .conftest import Reopen
-from .helpers import open_harness, text_envelope
 
 WINDOW = 4
 POSTS = 12
@@ -30,7 +30,7 @@ def window_of(hub: Hub, session_id: str) -> dict[str, tuple[str, int]]:
 async def test_a_retry_older_than_the_window_is_still_answered_once(
     autojump_clock: trio.testing.MockClock, reopen: Reopen
 ) -> None:
-    async with open_harness(reopen(), dedup_window=WINDOW) as h:
+    async with open_hub_pair(reopen(), dedup_window=WINDOW) as h:
         alice, bob = await h.agent("alice"), await h.agent("bob")
         md = await h.session("conversation", alice, bob)
         sid = md.session_id
@@ -63,7 +63,7 @@ async def test_a_retry_older_than_the_window_is_still_answered_once(
             is None
         )
         assert await h.hub.read_wal(sid) == wal
-    async with open_harness(reopen(), dedup_window=WINDOW) as h:
+    async with open_hub_pair(reopen(), dedup_window=WINDOW) as h:
         alice, bob = await h.agent("alice"), await h.agent("bob")
         for i in (0, 1, POSTS - 1):  # older than the window, and inside it
             again = await h.hub.post(text_envelope(md, alice, "again", idempotency_key=f"k{i}"))
@@ -86,7 +86,7 @@ async def test_a_retry_older_than_the_window_is_still_answered_once(
 async def test_the_window_stays_bounded_however_long_the_session(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with open_harness(MemoryStore()) as h:
+    async with open_hub_pair(MemoryStore()) as h:
         alice, bob = await h.agent("alice"), await h.agent("bob")
         # More texts than a conversation's default turn cap (issue 18): no cap here.
         md = await h.session("conversation", alice, bob, knobs={"max_turns": None})
@@ -109,5 +109,5 @@ async def test_the_window_stays_bounded_however_long_the_session(
 @pytest.mark.parametrize("size", [-1, 1.5, True])
 async def test_a_bad_window_is_refused(size: object) -> None:
     with pytest.raises(ValueError, match="dedup_window must be an int >= 0"):
-        async with open_harness(dedup_window=size):
+        async with open_hub_pair(dedup_window=size):
             pass

@@ -32,8 +32,8 @@ from troupe.model import (
 from troupe.store import MemoryStore
 from troupe.testing import FaultyStore
 
+from ..harness import Agent, HubPair, client_of, open_hub_pair, text_envelope
 from .conftest import Reopen
-from .helpers import Agent, Harness, client_of, open_harness, text_envelope
 
 
 def visible(wal: list[Envelope], agent_id: str) -> list[int]:
@@ -47,7 +47,7 @@ def visible(wal: list[Envelope], agent_id: str) -> list[int]:
 
 
 async def test_recipients_are_notified_in_wal_order(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     alice, bob, carol = [await h.agent(n) for n in ("alice", "bob", "carol")]
     md = await h.session("discussion", alice, bob, carol)
@@ -78,7 +78,7 @@ async def test_recipients_are_notified_in_wal_order(
 
 
 async def test_audience_self_delivery_and_inbound_from(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     alice, bob = await h.agent("alice"), await h.agent("bob")
     md = await h.session("conversation", alice, bob)
@@ -100,9 +100,9 @@ async def test_audience_self_delivery_and_inbound_from(
 
 
 async def test_one_connection_many_identities_and_rebinding(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
-    shared = await h.client("ep-shared")
+    shared = await h.connection("ep-shared")
     alice = await h.agent("alice", connect=False)
     bob = await h.agent("bob", connect=False)
     await shared.bind(alice.id)
@@ -119,7 +119,7 @@ async def test_one_connection_many_identities_and_rebinding(
         (bob.id, "troupe.text"),
     ]
     # bob cannot be bound elsewhere while this connection is open (issue 13 item 8)...
-    own = await h.client("ep-bob")
+    own = await h.connection("ep-bob")
     with pytest.raises(IdentityInUse, match=f"'bob' \\({bob.id}\\) is bound to another"):
         await own.bind(bob.id)
     await h.say(md, alice, "second")
@@ -146,7 +146,7 @@ async def test_receipts_advance_cursors_and_persist(
     autojump_clock: trio.testing.MockClock,
     reopen: Reopen,
 ) -> None:
-    async with open_harness(reopen(), cursor_flush_interval=0.5) as h:
+    async with open_hub_pair(reopen(), cursor_flush_interval=0.5) as h:
         alice, bob = await h.agent("alice"), await h.agent("bob")
         md = await h.session("conversation", alice, bob)
         await trio.sleep(1)
@@ -181,7 +181,7 @@ async def test_receipts_advance_cursors_and_persist(
         # Closing the hub saves the acks still waiting for their flush.
         await h.say(md, alice, "last one")
         await h.settle()
-    async with open_harness(reopen()) as h:
+    async with open_hub_pair(reopen()) as h:
         assert await h.store.load_cursors(bob.id) == {md.session_id: last + 1}
 
 
@@ -189,7 +189,7 @@ async def test_replay_sends_what_was_not_acked_in_order_and_once(
     autojump_clock: trio.testing.MockClock,
     reopen: Reopen,
 ) -> None:
-    async with open_harness(reopen()) as h:
+    async with open_hub_pair(reopen()) as h:
         alice, bob, md = await h.alice_and_silent_bob(3, prefix="seen ")
         other = await h.session("conversation", bob, alice)
         sid = md.session_id
@@ -204,7 +204,7 @@ async def test_replay_sends_what_was_not_acked_in_order_and_once(
             await h.say(md, alice, f"missed {i}")
         await h.say(other, alice, "elsewhere")
         await h.settle()
-        back = await h.client("ep-bob-2")
+        back = await h.connection("ep-bob-2")
         await back.bind(bob.id, since={})
         await h.settle()
         wal = await h.hub.read_wal(sid)
@@ -219,8 +219,8 @@ async def test_replay_sends_what_was_not_acked_in_order_and_once(
         assert texts[-2:] == ["missed 2", "live"]
         assert len(texts) == len(set(texts))
     # After a restart, replay reads the persisted cursor: everything acked is not sent again.
-    async with open_harness(reopen()) as h:
-        again = await h.client("ep-bob-3")
+    async with open_hub_pair(reopen()) as h:
+        again = await h.connection("ep-bob-3")
         await again.bind(bob.id, since={})
         await h.settle()
         assert again.notified(bob.id, sid) == []
@@ -230,13 +230,13 @@ async def test_replay_after_a_hub_restart_without_acks(
     autojump_clock: trio.testing.MockClock,
     reopen: Reopen,
 ) -> None:
-    async with open_harness(reopen()) as h:
+    async with open_hub_pair(reopen()) as h:
         alice, bob, md = await h.alice_and_silent_bob(4)
-    async with open_harness(reopen()) as h:
+    async with open_hub_pair(reopen()) as h:
         wal = await h.hub.read_wal(md.session_id)
-        since_two = await h.client("ep-a")
+        since_two = await h.connection("ep-a")
         await since_two.bind(bob.id, since={md.session_id: wal[-2].seq})
-        none = await h.client("ep-b")
+        none = await h.connection("ep-b")
         await none.bind(alice.id)
         await h.settle()
         assert since_two.notified(bob.id) == wal[-1:]
@@ -246,7 +246,7 @@ async def test_replay_after_a_hub_restart_without_acks(
 async def test_a_full_connection_mailbox_catches_up_from_the_wal(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with open_harness(client_mailbox=4) as h:
+    async with open_hub_pair(client_mailbox=4) as h:
         alice, bob = await h.agent("alice"), await h.agent("bob")
         md = await h.session("conversation", alice, bob)
         await h.settle()
@@ -269,14 +269,14 @@ async def test_a_full_connection_mailbox_catches_up_from_the_wal(
 
 async def test_frames_from_a_client(autojump_clock: trio.testing.MockClock) -> None:
     auth = [NoAuth(), ApiKeyAuth({"bob": "k"})]
-    async with open_harness(auth=auth) as h:
+    async with open_hub_pair(auth=auth) as h:
         alice = await h.agent("alice")
         bob_passport = await h.hub.register(
             Passport(name="bob", auth=AuthBlock(scheme="api_key", claim={"token": "k"}))
         )
         assert bob_passport.agent_id is not None
         bob = Agent("bob", bob_passport.agent_id, None)
-        conn = await h.client("ep-wire")
+        conn = await h.connection("ep-wire")
         conn.send(
             HelloFrame(
                 name="bob", auth_scheme="api_key", auth_claim={"token": "bad"}, request_id="r1"
@@ -338,7 +338,7 @@ async def test_frames_from_a_client(autojump_clock: trio.testing.MockClock) -> N
 
 
 async def test_a_closed_connection_releases_its_bindings(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     alice, bob = await h.agent("alice"), await h.agent("bob")
     md = await h.session("conversation", alice, bob)
@@ -353,7 +353,7 @@ async def test_a_closed_connection_releases_its_bindings(
 
 
 async def test_inbox_pressure_is_audited_once_per_upward_crossing(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     alice = await h.agent("alice")
     inbox = InboxBlock(max_pending=10, high_water=3)
@@ -381,7 +381,7 @@ async def test_inbox_pressure_is_audited_once_per_upward_crossing(
 async def test_acks_sent_just_before_a_disconnect_are_kept(
     autojump_clock: trio.testing.MockClock, reopen: Reopen
 ) -> None:
-    async with open_harness(reopen()) as h:
+    async with open_hub_pair(reopen()) as h:
         _, bob, to_bob = await h.alice_and_silent_bob(3)
 
         received = client_of(bob).notified(bob.id)
@@ -409,7 +409,7 @@ async def test_a_replay_does_not_read_sessions_that_ended_fully_acked(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     store = CountingStore()
-    async with open_harness(store) as h:
+    async with open_hub_pair(store) as h:
         alice, bob = await h.agent("alice"), await h.agent("bob")
         done = await h.session("consulting", alice, bob)
         await h.say(done, alice, "q?")
@@ -417,9 +417,9 @@ async def test_a_replay_does_not_read_sessions_that_ended_fully_acked(
         still = await h.session("conversation", alice, bob)
         await h.say(still, alice, "hello")
         await h.settle()  # bob's client acks everything it was sent
-    async with open_harness(store) as h:  # after a restart, the closed session is not loaded
+    async with open_hub_pair(store) as h:  # after a restart, the closed session is not loaded
         store.reads.clear()
-        back = await h.client("ep-bob-again")
+        back = await h.connection("ep-bob-again")
         await back.bind(bob.id, since={})
         await h.settle()
         assert back.notified(bob.id) == []
@@ -427,7 +427,7 @@ async def test_a_replay_does_not_read_sessions_that_ended_fully_acked(
 
 
 async def test_a_nack_is_audited_and_does_not_advance_the_cursor(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     alice, bob = await h.agent("alice"), await h.agent("bob", receipts=False)
     md = await h.session("conversation", alice, bob)
@@ -452,7 +452,7 @@ async def test_a_nack_is_audited_and_does_not_advance_the_cursor(
 
 
 async def test_a_client_cannot_grow_the_hubs_memory_with_receipts_or_pings(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     from troupe.hub._connection import MAX_CONTROL_QUEUED
 
@@ -482,7 +482,7 @@ async def test_a_send_frame_the_store_fails_is_answered_with_store_error(
     # A raw SendFrame and an RPC post that hit a store fault travel under the same code, so
     # a client raises StoreError for both (and knows nothing was appended).
     store = FaultyStore(MemoryStore())
-    async with open_harness(store) as h:
+    async with open_hub_pair(store) as h:
         alice, bob = await h.agent("alice"), await h.agent("bob")
         md = await h.session("conversation", alice, bob)
         before = await h.hub.read_wal(md.session_id)

@@ -41,7 +41,7 @@ from troupe.model import (
     TaskState,
 )
 
-from .helpers import Harness, open_harness, text_envelope
+from ..harness import HubPair, open_hub_pair, text_envelope
 
 
 def drain(stream: EventStream) -> list[HubEvent]:
@@ -53,7 +53,7 @@ def drain(stream: EventStream) -> list[HubEvent]:
             return events
 
 
-def subscribers(h: Harness) -> int:
+def subscribers(h: HubPair) -> int:
     return len(h.hub.core.events.subscribers)
 
 
@@ -71,7 +71,7 @@ def brief(event: HubEvent) -> tuple[Any, ...]:
 
 
 async def test_a_session_s_life_in_events(
-    autojump_clock: trio.testing.MockClock, h: Harness
+    autojump_clock: trio.testing.MockClock, h: HubPair
 ) -> None:
     hub = h.hub
     async with hub.open_events() as events:
@@ -119,7 +119,7 @@ async def test_a_session_s_life_in_events(
 
 
 async def test_types_keep_only_those_events(
-    autojump_clock: trio.testing.MockClock, h: Harness
+    autojump_clock: trio.testing.MockClock, h: HubPair
 ) -> None:
     async with h.hub.open_events(SessionOpened, SessionClosed) as events:
         alice, bob = await h.agent("alice"), await h.agent("bob")
@@ -136,7 +136,7 @@ async def test_types_keep_only_those_events(
 
 
 async def test_a_slow_subscriber_misses_events_and_is_told_where(
-    autojump_clock: trio.testing.MockClock, h: Harness
+    autojump_clock: trio.testing.MockClock, h: HubPair
 ) -> None:
     alice, bob = await h.agent("alice"), await h.agent("bob")
     md = await h.session("conversation", alice, bob)
@@ -173,7 +173,7 @@ async def test_a_stream_ends_when_the_hub_closes(autojump_clock: trio.testing.Mo
 
 
 async def test_closing_or_dropping_a_stream_unsubscribes_it(
-    autojump_clock: trio.testing.MockClock, h: Harness
+    autojump_clock: trio.testing.MockClock, h: HubPair
 ) -> None:
     async with h.hub.open_events() as events:
         assert subscribers(h) == 1
@@ -203,7 +203,7 @@ async def test_closing_or_dropping_a_stream_unsubscribes_it(
 
 
 async def test_a_parked_receiver_is_woken_and_cancellable(
-    autojump_clock: trio.testing.MockClock, h: Harness
+    autojump_clock: trio.testing.MockClock, h: HubPair
 ) -> None:
     async with h.hub.open_events() as events:
         with trio.move_on_after(5) as scope:
@@ -224,7 +224,7 @@ async def test_a_parked_receiver_is_woken_and_cancellable(
 async def test_crashes_and_restarts_of_a_session_actor(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with open_harness(session_max_restarts=1) as h:
+    async with open_hub_pair(session_max_restarts=1) as h:
         alice, bob = await h.agent("alice"), await h.agent("bob")
         md = await h.session("conversation", alice, bob)
         sid = md.session_id
@@ -252,7 +252,7 @@ async def test_crashes_and_restarts_of_a_session_actor(
     assert not got[2].restarting
 
 
-async def test_tasks_and_turn_failures(autojump_clock: trio.testing.MockClock, h: Harness) -> None:
+async def test_tasks_and_turn_failures(autojump_clock: trio.testing.MockClock, h: HubPair) -> None:
     hub = h.hub
     alice, bob = await h.agent("alice"), await h.agent("bob")
     md = await h.session("conversation", alice, bob)
@@ -284,7 +284,7 @@ async def test_tasks_and_turn_failures(autojump_clock: trio.testing.MockClock, h
 
 
 async def test_an_audit_record_whose_fields_changed_still_comes_through(
-    autojump_clock: trio.testing.MockClock, h: Harness
+    autojump_clock: trio.testing.MockClock, h: HubPair
 ) -> None:
     async with h.hub.open_events() as events:
         h.hub.core.audit("session_opened", sid="renamed field")
@@ -297,7 +297,7 @@ async def test_an_audit_record_whose_fields_changed_still_comes_through(
 
 
 async def test_a_refused_post_is_an_event_without_its_data(
-    autojump_clock: trio.testing.MockClock, h: Harness
+    autojump_clock: trio.testing.MockClock, h: HubPair
 ) -> None:
     hub = h.hub
     alice, bob, carol = await h.agent("alice"), await h.agent("bob"), await h.agent("carol")

@@ -37,7 +37,7 @@ from troupe.model import (
 )
 from troupe.session_types import EV_AUCTION_SELECT, AuctionPhase, ConversationType
 
-from .helpers import Agent, Harness, open_harness, text_envelope
+from ..harness import Agent, HubPair, open_hub_pair, text_envelope
 
 # -- listeners -------------------------------------------------------------------------------
 
@@ -106,7 +106,7 @@ async def test_listeners_get_the_reference_s_hooks(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     recorder, posts = Recorder(), SyncPosts()
-    async with open_harness(listeners=[recorder]) as h:
+    async with open_hub_pair(listeners=[recorder]) as h:
         h.hub.add_listener(posts)
         alice, bob = await h.agent("alice"), await h.agent("bob")
         md = await h.session("conversation", alice, bob)
@@ -139,7 +139,7 @@ async def test_listeners_get_the_reference_s_hooks(
 
 
 async def test_a_refused_post_reaches_on_envelope_rejected_with_its_code(
-    autojump_clock: trio.testing.MockClock, h: Harness
+    autojump_clock: trio.testing.MockClock, h: HubPair
 ) -> None:
     alice, bob = await h.agent("alice"), await h.agent("bob")
     md = await h.session("conversation", alice, bob)
@@ -153,7 +153,7 @@ async def test_a_refused_post_reaches_on_envelope_rejected_with_its_code(
 
 
 async def test_a_failing_listener_is_logged_and_the_hub_goes_on(
-    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture, h: Harness
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture, h: HubPair
 ) -> None:
     broken, recorder = Broken(), Recorder()
     h.hub.add_listener(broken)
@@ -171,7 +171,7 @@ async def test_a_failing_listener_is_logged_and_the_hub_goes_on(
 
 
 async def test_a_removed_listener_hears_nothing_more(
-    autojump_clock: trio.testing.MockClock, h: Harness
+    autojump_clock: trio.testing.MockClock, h: HubPair
 ) -> None:
     recorder = Recorder()
     h.hub.add_listener(recorder)
@@ -188,7 +188,7 @@ async def test_a_removed_listener_hears_nothing_more(
 
 
 async def test_a_slow_listener_misses_events_and_is_told(
-    autojump_clock: trio.testing.MockClock, h: Harness
+    autojump_clock: trio.testing.MockClock, h: HubPair
 ) -> None:
     release = trio.Event()
 
@@ -216,7 +216,7 @@ async def test_a_closing_hub_lets_its_listeners_finish_what_they_hold(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     recorder = Recorder()
-    async with open_harness(listeners=[recorder]) as h:
+    async with open_hub_pair(listeners=[recorder]) as h:
         for n in range(3):
             await h.agent(f"a{n}")
         # no settle: the block ends with the events still buffered
@@ -250,7 +250,7 @@ async def test_a_registered_evaluator_and_handler_fire_a_violation(
     async def page(hub: Hub, violation: ExpectationViolation) -> None:
         paged.append((hub, violation))
 
-    async with open_harness(session_types=[Watched()], expectation_sweep_interval=0) as h:
+    async with open_hub_pair(session_types=[Watched()], expectation_sweep_interval=0) as h:
         hub = h.hub
         hub.register_expectation_evaluator("chatty", chatty)
         hub.register_violation_handler("page", page)
@@ -271,7 +271,7 @@ async def test_a_registered_evaluator_and_handler_fire_a_violation(
 
 
 async def test_names_are_refused_when_taken_unless_replaced(
-    autojump_clock: trio.testing.MockClock, h: Harness
+    autojump_clock: trio.testing.MockClock, h: HubPair
 ) -> None:
     hub = h.hub
 
@@ -300,7 +300,7 @@ async def test_a_built_in_evaluator_may_be_replaced(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     # A conversation audits max_silence after an hour; this hub's after 3 envelopes.
-    async with open_harness(expectation_sweep_interval=0) as h:
+    async with open_hub_pair(expectation_sweep_interval=0) as h:
         h.hub.register_expectation_evaluator(
             "max_silence",
             lambda e, seen: chatty(Expectation(name="x", params={"max": 3}), seen),
@@ -319,7 +319,7 @@ async def test_an_evaluator_that_raises_is_reported_and_the_sweep_goes_on(
     def broken(expectation: Expectation, seen: Seen) -> list[Late]:
         raise RuntimeError("evaluator bug")
 
-    async with open_harness(session_types=[Watched()], expectation_sweep_interval=0) as h:
+    async with open_hub_pair(session_types=[Watched()], expectation_sweep_interval=0) as h:
         h.hub.register_expectation_evaluator("chatty", broken)
         h.hub.register_violation_handler("page", never_called)
         alice, bob = await h.agent("alice"), await h.agent("bob")
@@ -343,7 +343,7 @@ async def test_a_handler_that_raises_is_retried_at_the_next_tick(
         if calls == 1:
             raise RuntimeError("pager down")
 
-    async with open_harness(session_types=[Watched()], expectation_sweep_interval=0) as h:
+    async with open_hub_pair(session_types=[Watched()], expectation_sweep_interval=0) as h:
         h.hub.register_expectation_evaluator("chatty", chatty)
         h.hub.register_violation_handler("page", flaky)
         alice, bob = await h.agent("alice"), await h.agent("bob")
@@ -363,7 +363,7 @@ def cheapest(bids: Sequence[Envelope]) -> str | None:
     return min(bids, key=lambda b: int((b.text or "0").split()[0])).sender_id
 
 
-async def auction(h: Harness, **knobs: object) -> tuple[Agent, list[Agent], str]:
+async def auction(h: HubPair, **knobs: object) -> tuple[Agent, list[Agent], str]:
     owner = await h.agent("owner")
     bidders = [await h.agent(name) for name in ("ann", "bo", "cat")]
     md = await h.session("auction", owner, *bidders, knobs=knobs)
@@ -372,7 +372,7 @@ async def auction(h: Harness, **knobs: object) -> tuple[Agent, list[Agent], str]
 
 
 async def test_a_registered_arbiter_picks_the_winner(
-    autojump_clock: trio.testing.MockClock, h: Harness
+    autojump_clock: trio.testing.MockClock, h: HubPair
 ) -> None:
     h.hub.register_auction_arbiter("cheapest", cheapest)
     owner, (ann, bo, cat), sid = await auction(h, arbiter="cheapest")
@@ -392,7 +392,7 @@ async def test_a_registered_arbiter_picks_the_winner(
 
 
 async def test_the_built_in_arbiter_takes_the_first_bid(
-    autojump_clock: trio.testing.MockClock, h: Harness
+    autojump_clock: trio.testing.MockClock, h: HubPair
 ) -> None:
     _, (ann, bo, cat), sid = await auction(h, arbiter="first_bid")
     for bidder, price in ((cat, 1), (ann, 2), (bo, 3)):
@@ -401,7 +401,7 @@ async def test_the_built_in_arbiter_takes_the_first_bid(
 
 
 async def test_an_auction_naming_an_unknown_arbiter_is_refused(
-    autojump_clock: trio.testing.MockClock, h: Harness
+    autojump_clock: trio.testing.MockClock, h: HubPair
 ) -> None:
     owner, bob = await h.agent("owner"), await h.agent("bob")
     with pytest.raises(ProtocolError, match="no arbiter registered as 'nobody'"):
@@ -419,7 +419,7 @@ async def test_an_auction_naming_an_unknown_arbiter_is_refused(
     ],
 )
 async def test_an_arbiter_that_fails_leaves_the_choice_to_the_initiator(
-    autojump_clock: trio.testing.MockClock, h: Harness, arbiter: Any, reason: str
+    autojump_clock: trio.testing.MockClock, h: HubPair, arbiter: Any, reason: str
 ) -> None:
     h.hub.register_auction_arbiter("bad", arbiter)
     owner, bidders, sid = await auction(h, arbiter="bad")
@@ -436,7 +436,7 @@ async def test_an_arbiter_that_fails_leaves_the_choice_to_the_initiator(
 
 
 async def test_an_award_interrupted_by_a_crash_is_made_on_recovery(
-    autojump_clock: trio.testing.MockClock, h: Harness
+    autojump_clock: trio.testing.MockClock, h: HubPair
 ) -> None:
     h.hub.register_auction_arbiter("cheapest", cheapest)
     _, (ann, bo, cat), sid = await auction(h, arbiter="cheapest")
@@ -456,7 +456,7 @@ async def test_an_award_interrupted_by_a_crash_is_made_on_recovery(
 
 
 async def test_a_registered_sweeper_runs_on_the_hub_s_clock(
-    autojump_clock: trio.testing.MockClock, h: Harness
+    autojump_clock: trio.testing.MockClock, h: HubPair
 ) -> None:
     ticks: list[float] = []
 
@@ -474,7 +474,7 @@ async def test_a_registered_sweeper_runs_on_the_hub_s_clock(
 
 
 async def test_a_sweeper_that_raises_is_audited_and_runs_again(
-    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture, h: Harness
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture, h: HubPair
 ) -> None:
     calls = 0
 
@@ -493,7 +493,7 @@ async def test_a_sweeper_that_raises_is_audited_and_runs_again(
 
 
 async def test_sweeper_names_and_intervals_are_checked(
-    autojump_clock: trio.testing.MockClock, h: Harness
+    autojump_clock: trio.testing.MockClock, h: HubPair
 ) -> None:
     ran: list[str] = []
 
@@ -527,7 +527,7 @@ async def test_a_slow_listener_finishes_what_it_holds_when_the_hub_closes(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     slow = Slow(0.3)
-    async with open_harness(listeners=[slow]) as h:
+    async with open_hub_pair(listeners=[slow]) as h:
         for n in range(3):
             await h.agent(f"a{n}")
     assert slow.calls == [("agent", "registered", f"a{n}") for n in range(3)]
@@ -537,7 +537,7 @@ async def test_a_stuck_listener_holds_the_close_up_for_drain_s_at_most(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     stuck = Slow(math.inf)
-    async with open_harness(listeners=[stuck]) as h:
+    async with open_hub_pair(listeners=[stuck]) as h:
         await h.agent("a")
         await h.settle()
         closing = trio.current_time()

@@ -19,7 +19,7 @@ from troupe.model import (
 )
 from troupe.session_types import ConversationType, Transition
 
-from .helpers import Harness, open_harness, text_envelope
+from ..harness import HubPair, open_hub_pair, text_envelope
 
 
 async def unchanged_after(hub: Hub, md: SessionMetadata, env: Envelope, match: str) -> None:
@@ -46,7 +46,7 @@ def answer(md: SessionMetadata, sender_id: str, kind: str, invite: Envelope) -> 
 async def test_a_late_ack_to_a_closed_session_is_refused(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with open_harness(invite_ack_timeout=5) as h:
+    async with open_hub_pair(invite_ack_timeout=5) as h:
         alice = await h.agent("alice")
         bob = await h.agent("bob", invites="ignore")
         with pytest.raises(Exception, match="no ack within"):
@@ -63,7 +63,7 @@ async def test_a_late_ack_to_a_closed_session_is_refused(
 
 
 async def test_a_turn_before_the_quorum_and_a_reject_after_it_are_refused(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     alice, bob = await h.agent("alice"), await h.agent("bob", invites="ignore")
     with trio.move_on_after(1):
@@ -87,7 +87,7 @@ async def test_a_turn_before_the_quorum_and_a_reject_after_it_are_refused(
 
 
 async def test_closing_an_expired_session_returns_it_unchanged(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     alice, bob = await h.agent("alice"), await h.agent("bob")
     md = await h.session("conversation", alice, bob, ttl=10)
@@ -113,7 +113,7 @@ class Reopening(ConversationType):
 async def test_a_session_type_asking_for_an_illegal_move_changes_nothing(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with open_harness(session_types=[Reopening()]) as h:
+    async with open_hub_pair(session_types=[Reopening()]) as h:
         alice, bob = await h.agent("alice"), await h.agent("bob")
         md = await h.session("reopening", alice, bob)
         await h.say(md, alice)  # accepted: the post is fine, the move it asks for is not

@@ -12,11 +12,11 @@ import trio.testing
 from troupe.hub import Hub
 from troupe.model import TaskMetadata, TaskSpec, TaskState
 
-from .helpers import Harness
+from ..harness import HubPair
 
 
 async def test_the_task_table_is_the_hub_actors_and_read_only_elsewhere(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     alice = await h.agent("alice", connect=False)
     task = TaskMetadata(

@@ -19,6 +19,8 @@ from troupe.hub._passivation import ANSWER_S, passivate
 from troupe.model import SessionState
 from troupe.store import MemoryStore, Snapshot
 
+from ..harness import open_hub_pair
+
 IDLE = 10.0
 
 
@@ -84,17 +86,14 @@ class Pair:
 
 @asynccontextmanager
 async def open_pair(**options: Any) -> AsyncIterator[Pair]:
-    """A hub (passivate after IDLE s, no TTL sweeper) and a conversation between two agents."""
+    """A hub (passivate after IDLE s, no sweepers) and a conversation between two agents."""
     store = HookedStore()
     options.setdefault("passivate_after", IDLE)
-    async with (
-        open_hub(store, ttl_sweep_interval=0, snapshot_every=3, **options) as hub,
-        HubClient(LocalLink(hub)) as hc,
-    ):
-        ann = await hc.register(Silent(), Passport(name="ann"))
-        bob = await hc.register(Silent(), Passport(name="bob"))
+    async with open_hub_pair(store, snapshot_every=3, **options) as h:
+        ann = await h.hc.register(Silent(), Passport(name="ann"))
+        bob = await h.hc.register(Silent(), Passport(name="bob"))
         channel = await ann.open(type="conversation", target="bob")
-        yield Pair(hub, store, ann, bob, channel.session_id)
+        yield Pair(h.hub, store, ann, bob, channel.session_id)
 
 
 async def test_an_idle_session_is_passivated_and_keeps_its_published_view(
@@ -405,7 +404,7 @@ async def test_a_cancelled_passivation_never_leaves_the_session_stuck(
 
         async def call() -> None:
             with caller:
-                await passivate(p.hub._sessions, entry)
+                await passivate(p.hub, entry)
 
         nursery.start_soon(call)
         await trio.testing.wait_all_tasks_blocked()

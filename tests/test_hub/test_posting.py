@@ -35,8 +35,8 @@ from troupe.model import (
     SessionState,
 )
 
+from ..harness import Agent, HubPair, client_of, open_hub_pair, text_envelope
 from .conftest import Reopen
-from .helpers import Agent, Harness, client_of, open_harness, text_envelope
 
 
 async def refused(
@@ -67,7 +67,7 @@ class Scene:
 
 
 @pytest.fixture
-async def scene(h: Harness) -> Scene:
+async def scene(h: HubPair) -> Scene:
     """alice (depth ≤ 2, may address only bob) and bob talk; carol is outside."""
     alice = await h.agent(
         "alice",
@@ -157,7 +157,7 @@ async def test_post_checks_run_in_the_documented_order(
 
 
 async def test_substantive_posts_need_an_active_session(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     alice = await h.agent("alice")
     bob = await h.agent("bob", invites="ignore")
@@ -237,7 +237,7 @@ async def test_bob_acking_the_same_invite_again_is_a_duplicate(
 
 
 async def test_session_type_rules_come_after_rate_and_inbox(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     alice = await h.agent(
         "alice", rule=Rule(limits=LimitsBlock(rate=RateBlock(per_minute=60, burst=3)))
@@ -280,7 +280,7 @@ async def test_session_type_rules_come_after_rate_and_inbox(
 
 
 async def test_rate_limit_refills_on_the_hub_clock(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     alice = await h.agent(
         "alice", rule=Rule(limits=LimitsBlock(rate=RateBlock(per_minute=6, burst=2)))
@@ -312,7 +312,7 @@ async def test_rate_limit_refills_on_the_hub_clock(
 
 
 async def test_inbox_full_until_the_recipient_acks(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     alice = await h.agent("alice")
     bob = await h.agent(
@@ -394,12 +394,12 @@ async def test_idempotency_key_and_causation_return_the_original(
 async def test_dedup_survives_a_restart(
     autojump_clock: trio.testing.MockClock, reopen: Reopen
 ) -> None:
-    async with open_harness(reopen()) as h:
+    async with open_hub_pair(reopen()) as h:
         alice, bob = await h.agent("alice"), await h.agent("bob")
         md = await h.session("conversation", alice, bob)
         keyed = await h.say(md, alice, "k", idempotency_key="k1")
         caused = await h.say(md, bob, "c", causation_id=keyed)
-    async with open_harness(reopen()) as h:
+    async with open_hub_pair(reopen()) as h:
         alice, bob = await h.agent("alice"), await h.agent("bob")
         wal = await h.hub.read_wal(md.session_id)
         assert await h.say(md, alice, "k", idempotency_key="k1") == keyed
@@ -410,7 +410,7 @@ async def test_dedup_survives_a_restart(
 
 
 async def test_consulting_closes_itself_after_the_reply(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     alice, bob = await h.agent("alice"), await h.agent("bob")
     md = await h.session("consulting", alice, bob)
@@ -446,12 +446,12 @@ async def test_a_session_type_that_is_gone_refuses_substantive_posts(
     class Chat(ConversationType):
         name = "chat"
 
-    async with open_harness(reopen(), session_types=[Chat()]) as h:
+    async with open_hub_pair(reopen(), session_types=[Chat()]) as h:
         alice, bob = await h.agent("alice"), await h.agent("bob")
         md = await h.session("chat", alice, bob)
         await h.say(md, alice)
         assert h.hub.default_view_policy(md.session_id, alice.id) == WindowedSummary(recent_n=10)
-    async with open_harness(reopen()) as h:
+    async with open_hub_pair(reopen()) as h:
         alice, bob = await h.agent("alice"), await h.agent("bob")
         sid = md.session_id
         await refused(
@@ -473,7 +473,7 @@ async def test_a_session_type_that_is_gone_refuses_substantive_posts(
 async def test_find_envelope_by_causation(
     autojump_clock: trio.testing.MockClock, reopen: Reopen
 ) -> None:
-    async with open_harness(reopen()) as h:
+    async with open_hub_pair(reopen()) as h:
         hub = h.hub
         alice, bob = await h.agent("alice"), await h.agent("bob")
         talk = await h.session("conversation", alice, bob)
@@ -505,14 +505,14 @@ async def test_find_envelope_by_causation(
         assert await find(consult, bob, cq) == ca
         with pytest.raises(NotFoundError, match="session not found: 'nope'"):
             await hub.find_envelope_by_causation("nope", sender_id=bob.id, causation_id=q)
-    async with open_harness(reopen()) as h:
+    async with open_hub_pair(reopen()) as h:
         hub = h.hub
         assert await find(talk, bob, q) == a
         assert await find(consult, bob, cq) == ca
 
 
 async def test_report_turn_failure_is_audited(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     alice, bob = await h.agent("alice"), await h.agent("bob")
     md = await h.session("conversation", alice, bob)
@@ -535,7 +535,7 @@ async def test_a_repeat_of_the_post_that_closed_the_session_gets_its_original_id
 ) -> None:
     # A consulting reply closes its session; a client that lost the answer and retries
     # must learn the reply landed, not that the session is closed.
-    async with open_harness() as h:
+    async with open_hub_pair() as h:
         alice, bob = await h.agent("alice"), await h.agent("bob")
         for retry_by in ("idempotency_key", "causation_id"):
             md = await h.session("consulting", alice, bob)
@@ -561,7 +561,7 @@ async def test_a_repeat_of_the_post_that_closed_the_session_gets_its_original_id
 
 
 async def test_a_full_drop_newest_inbox_accepts_the_post_and_holds_the_delivery(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     alice = await h.agent("alice")
     inbox = InboxBlock(max_pending=1, overflow="drop_newest")
@@ -581,7 +581,7 @@ async def test_a_full_drop_newest_inbox_accepts_the_post_and_holds_the_delivery(
     ]
     # His next replay brings what he has not acked, the held delivery included.
     client_of(bob).disconnect()  # (a live connection would keep him: issue 13 item 8)
-    back = await h.client("ep-bob-back")
+    back = await h.connection("ep-bob-back")
     await back.bind(bob.id, since={})
     await h.settle()
     assert [e.text for e in back.notified(bob.id, sid) if e.event_type == EV_TEXT] == [

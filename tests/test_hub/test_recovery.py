@@ -32,8 +32,8 @@ from troupe.session_types import get as session_type
 from troupe.store import MemoryStore
 from troupe.testing import FaultyStore
 
+from ..harness import HubPair, open_hub_pair, text_envelope
 from .conftest import Reopen
-from .helpers import Harness, open_harness, text_envelope
 
 
 def refold(kind: str, md: Any, wal: list[Envelope], until: int | None = None) -> Any:
@@ -48,7 +48,7 @@ def refold(kind: str, md: Any, wal: list[Envelope], until: int | None = None) ->
     return state
 
 
-async def snapshot_of(h: Harness) -> dict[str, Any]:
+async def snapshot_of(h: HubPair) -> dict[str, Any]:
     """Everything a restart must rebuild, as the hub shows it."""
     hub = h.hub
     agents = await hub.list_agents(limit=1000)
@@ -74,7 +74,7 @@ async def snapshot_of(h: Harness) -> dict[str, Any]:
 async def test_a_reopened_hub_rebuilds_everything_and_seq_continues(
     autojump_clock: trio.testing.MockClock, reopen: Reopen
 ) -> None:
-    async with open_harness(reopen(), invite_ack_timeout=5) as h:
+    async with open_hub_pair(reopen(), invite_ack_timeout=5) as h:
         hub = h.hub
         alice = await h.agent("alice", resume=Resume(claimed_capabilities=["sql"]))
         bob, carol = await h.agent("bob"), await h.agent("carol")
@@ -110,7 +110,7 @@ async def test_a_reopened_hub_rebuilds_everything_and_seq_continues(
         before = await snapshot_of(h)
         cursors = await h.store.load_cursors(bob.id)
     assert cursors
-    async with open_harness(reopen(), invite_ack_timeout=5) as h:
+    async with open_hub_pair(reopen(), invite_ack_timeout=5) as h:
         assert await snapshot_of(h) == before
         assert await h.store.load_cursors(bob.id) == cursors
         # The states are those a full refold of each WAL gives.
@@ -138,7 +138,7 @@ async def test_a_reopened_hub_rebuilds_everything_and_seq_continues(
 async def test_snapshots_every_n_and_recovery_from_one_equals_a_full_refold(
     autojump_clock: trio.testing.MockClock, reopen: Reopen, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with open_harness(reopen(), snapshot_every=5) as h:
+    async with open_hub_pair(reopen(), snapshot_every=5) as h:
         alice, bob, carol = [await h.agent(n) for n in ("alice", "bob", "carol")]
         md = await h.session("discussion", alice, bob, carol)
         sid = md.session_id
@@ -163,7 +163,7 @@ async def test_snapshots_every_n_and_recovery_from_one_equals_a_full_refold(
         return await real_read(session_id, since, until)
 
     monkeypatch.setattr(store, "read", read)
-    async with open_harness(store, snapshot_every=5) as h:
+    async with open_hub_pair(store, snapshot_every=5) as h:
         assert h.hub.session_state(sid) == live
         # Recovery read the WAL after the snapshot, not from the start.
         assert reads[0] == (sid, snap.seq)
@@ -173,7 +173,7 @@ async def test_snapshots_every_n_and_recovery_from_one_equals_a_full_refold(
         assert h.hub.session_state(sid) == refold("discussion", md, await h.hub.read_wal(sid))
 
 
-async def test_snapshots_off(autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness) -> None:
+async def test_snapshots_off(autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair) -> None:
     alice, bob = await h.agent("alice"), await h.agent("bob")
     md = await h.session("conversation", alice, bob)
     for _ in range(30):
@@ -187,7 +187,7 @@ Breaker = Callable[..., Awaitable[None]]
 async def test_a_store_failure_in_the_hub_actor_is_the_callers_error(
     autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with open_harness() as h:
+    async with open_hub_pair() as h:
         hub = h.hub
         alice = await h.agent("alice", connect=False)
 
@@ -220,7 +220,7 @@ async def test_a_store_failure_in_the_hub_actor_is_the_callers_error(
 
 
 async def test_a_store_failure_on_append_refuses_the_post(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness, monkeypatch: pytest.MonkeyPatch
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     alice, bob = await h.agent("alice"), await h.agent("bob")
     md = await h.session("conversation", alice, bob)
@@ -256,12 +256,12 @@ class BuggyChat(Chat):
 async def test_a_session_that_cannot_be_recovered_does_not_stop_the_hub(
     autojump_clock: trio.testing.MockClock, reopen: Reopen
 ) -> None:
-    async with open_harness(reopen(), session_types=[Chat()]) as h:
+    async with open_hub_pair(reopen(), session_types=[Chat()]) as h:
         alice, bob = await h.agent("alice"), await h.agent("bob")
         bad = await h.session("chat", alice, bob)
         good = await h.session("conversation", alice, bob)
         await h.say(bad, alice, "boom")
-    async with open_harness(reopen(), session_types=[BuggyChat()]) as h:
+    async with open_hub_pair(reopen(), session_types=[BuggyChat()]) as h:
         alice, bob = await h.agent("alice"), await h.agent("bob")
         await h.say(good, alice, "fine")
         with pytest.raises(ProtocolError, match="could not be started from its WAL") as info:
@@ -272,7 +272,7 @@ async def test_a_session_that_cannot_be_recovered_does_not_stop_the_hub(
         assert {r["session_id"] for r in failures} == {bad.session_id}
         assert (await h.hub.get_session(bad.session_id)).state is SessionState.ACTIVE
     # Once the type is fixed, the session comes back as it was.
-    async with open_harness(reopen(), session_types=[Chat()]) as h:
+    async with open_hub_pair(reopen(), session_types=[Chat()]) as h:
         bob = await h.agent("bob")
         await h.say(bad, bob, "back")
         state = h.hub.session_state(bad.session_id)
@@ -302,7 +302,7 @@ async def test_a_start_cancelled_by_its_caller_does_not_repeat_a_notice(
 ) -> None:
     # A session left where a process kill leaves it: every ack in, no OPENED notice yet.
     first = MemoryStore()
-    async with open_harness(first) as h:
+    async with open_hub_pair(first) as h:
         al, bo = await h.agent("al"), await h.agent("bo")
         md = await h.session("conversation", al, bo)
     store = SlowReplyStore()
@@ -315,7 +315,7 @@ async def test_a_start_cancelled_by_its_caller_does_not_repeat_a_notice(
         await store.append(md.session_id, wal[:-1], metadata=pending)
     faulty = FaultyStore(store)
     faulty.fail_next("load_snapshot", 1, session_id=md.session_id)  # not started with the hub
-    async with open_harness(faulty) as h:
+    async with open_hub_pair(faulty) as h:
         post = text_envelope(md.session_id, al, "hi")
         store.slow = True
         with trio.move_on_after(0.5):  # a poster with a deadline starts the session: its

@@ -21,17 +21,17 @@ from troupe.model import (
 from troupe.store import MemoryStore
 from troupe.testing import FaultyStore
 
+from ..harness import HubPair, open_hub_pair
 from .conftest import Reopen
-from .helpers import Harness, open_harness
 
 
-async def stored(h: Harness, agent_id: str) -> Passport:
+async def stored(h: HubPair, agent_id: str) -> Passport:
     (record,) = [r for r in await h.store.load_agents() if r.passport.agent_id == agent_id]
     return record.passport
 
 
 async def test_register_stamps_id_and_time_on_a_copy(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     await trio.sleep(7)
     mine = Passport(name="alice", agent_id="chosen-by-me")
@@ -47,7 +47,7 @@ async def test_register_stamps_id_and_time_on_a_copy(
 
 
 async def test_a_taken_name_is_refused_naming_the_existing_id(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     first = await hub.register(Passport(name="alice"))
     with pytest.raises(ProtocolError, match="already registered") as info:
@@ -58,7 +58,7 @@ async def test_a_taken_name_is_refused_naming_the_existing_id(
 
 
 async def test_one_of_many_concurrent_same_name_registrations_wins(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     won: list[Passport] = []
     lost: list[ProtocolError] = []
@@ -115,7 +115,7 @@ async def test_get_agent_by_name_or_id_and_not_found_messages(
 
 
 async def test_unregister_forgets_and_re_registering_gives_a_new_id(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     alice = await h.agent("alice")
     bob = await h.agent("bob")
@@ -139,7 +139,7 @@ async def test_unregister_forgets_and_re_registering_gives_a_new_id(
 
 
 async def test_set_resume_bumps_the_version_and_moves_the_capability_index(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     alice = await hub.register(Passport(name="alice"), Resume(claimed_capabilities=["sql"]))
     assert alice.agent_id is not None
@@ -162,7 +162,7 @@ async def test_set_resume_bumps_the_version_and_moves_the_capability_index(
 
 
 async def test_set_rule_and_set_skill(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     alice = await hub.register(Passport(name="alice"), skill_md="v1")
     assert alice.agent_id is not None
@@ -245,7 +245,7 @@ async def test_list_agents_sorted_by_track_record(
 
 
 async def test_observations_count_terminal_outcomes_once_per_task(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     aid = await registered(hub, "alice")
     await hub.record_observation(owner_id=aid, capability="sql", outcome=TaskState.RUNNING)
@@ -278,12 +278,12 @@ async def test_observation_dedup_survives_a_restart(
     autojump_clock: trio.testing.MockClock,
     reopen: Reopen,
 ) -> None:
-    async with open_harness(reopen()) as h:
+    async with open_hub_pair(reopen()) as h:
         aid = await registered(h.hub, "alice")
         await h.hub.record_observation(
             owner_id=aid, capability="sql", outcome=TaskState.COMPLETED, task_id="t1"
         )
-    async with open_harness(reopen()) as h:
+    async with open_hub_pair(reopen()) as h:
         await h.hub.record_observation(
             owner_id=aid, capability="sql", outcome=TaskState.FAILED, task_id="t1"
         )
@@ -301,12 +301,12 @@ async def test_an_observation_whose_resume_was_not_saved_can_be_retried(
     """A store that refuses the resume leaves the task unobserved: the retry counts it."""
     store = FaultyStore(MemoryStore())
 
-    async def observe(h: Harness, aid: str, task_id: str, outcome: TaskState) -> None:
+    async def observe(h: HubPair, aid: str, task_id: str, outcome: TaskState) -> None:
         await h.hub.record_observation(
             owner_id=aid, capability="sql", outcome=outcome, task_id=task_id
         )
 
-    async with open_harness(store) as h:
+    async with open_hub_pair(store) as h:
         aid = await registered(h.hub, "alice")
         store.fail_next("save_resume")
         with pytest.raises(StoreError):
@@ -316,7 +316,7 @@ async def test_an_observation_whose_resume_was_not_saved_can_be_retried(
         await observe(h, aid, "t1", TaskState.COMPLETED)  # a repeat: ignored
         stat = (await h.hub.get_resume(aid)).observed["sql"]
         assert (stat.n, stat.completed) == (1, 1)
-    async with open_harness(store) as h:
+    async with open_hub_pair(store) as h:
         await observe(h, aid, "t1", TaskState.COMPLETED)  # still a repeat after a restart
         stat = (await h.hub.get_resume(aid)).observed["sql"]
         assert (stat.n, stat.completed) == (1, 1)
@@ -328,7 +328,7 @@ async def test_an_observation_counted_but_not_marked_is_not_counted_twice(
     """The resume was saved, the task's mark was not: the observation stands (the call
     succeeds, nothing to retry) and a repeat in this hub run is still ignored."""
     store = FaultyStore(MemoryStore())
-    async with open_harness(store) as h:
+    async with open_hub_pair(store) as h:
         aid = await registered(h.hub, "alice")
         store.fail_next("put_kv")
         for _ in range(2):
@@ -345,7 +345,7 @@ async def test_an_observation_counted_but_not_marked_is_not_counted_twice(
 async def test_auth_unknown_scheme_and_bad_api_key(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with open_harness(auth=[NoAuth(), ApiKeyAuth({"alice": "s3cret"})]) as h:
+    async with open_hub_pair(auth=[NoAuth(), ApiKeyAuth({"alice": "s3cret"})]) as h:
         hub = h.hub
         with pytest.raises(
             AuthError,
@@ -379,7 +379,7 @@ async def test_auth_unknown_scheme_and_bad_api_key(
 async def test_only_api_key_installed_refuses_passports_without_a_scheme(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with open_harness(auth=[ApiKeyAuth({"alice": "k"})]) as h:
+    async with open_hub_pair(auth=[ApiKeyAuth({"alice": "k"})]) as h:
         with pytest.raises(
             AuthError,
             match=r"^the hub requires authentication for agent 'alice' \(api_key\) and none was "
@@ -393,12 +393,12 @@ async def test_registry_is_rebuilt_from_the_store(
     autojump_clock: trio.testing.MockClock,
     reopen: Reopen,
 ) -> None:
-    async with open_harness(reopen()) as h:
+    async with open_hub_pair(reopen()) as h:
         aid = await registered(h.hub, "alice", claimed_capabilities=["sql"], summary="x")
         await h.hub.set_rule(aid, Rule())
         await h.hub.set_skill(aid, "skill")
         before = await h.hub.get_agent("alice"), await h.hub.get_resume(aid)
-    async with open_harness(reopen()) as h:
+    async with open_hub_pair(reopen()) as h:
         assert (await h.hub.get_agent("alice"), await h.hub.get_resume(aid)) == before
         assert (await h.hub.get_rule(aid)).version == 2
         assert await h.hub.get_skill(aid) == "skill"

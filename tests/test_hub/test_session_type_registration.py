@@ -10,7 +10,7 @@ from troupe import NotFoundError, ProtocolError
 from troupe.model import Envelope
 from troupe.session_types import ConversationState, ConversationType
 
-from .helpers import Harness
+from ..harness import HubPair
 
 
 class Chat(ConversationType):
@@ -28,7 +28,7 @@ class PoliteChat(Chat):
 
 
 async def test_a_type_registered_at_runtime_opens_sessions_from_then_on(
-    autojump_clock: trio.testing.MockClock, h: Harness
+    autojump_clock: trio.testing.MockClock, h: HubPair
 ) -> None:
     alice, bob = await h.agent("alice"), await h.agent("bob")
     with pytest.raises(NotFoundError, match=r"no session type registered for chat@v1"):

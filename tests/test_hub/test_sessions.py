@@ -31,17 +31,17 @@ from troupe.model import (
 )
 from troupe.store import MemoryStore
 
+from ..harness import HubPair, open_hub_pair, text_envelope
 from .conftest import Reopen
-from .helpers import Harness, open_harness, text_envelope
 
 
-async def nothing_persisted(h: Harness) -> None:
+async def nothing_persisted(h: HubPair) -> None:
     assert await h.store.load_sessions() == []
     assert len(h.hub.core.directory) == 0
 
 
 async def test_creation_checks_run_in_the_reference_order(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     """Each case breaks two rules at once; the earlier check must be the one reported."""
     picky = Rule(
@@ -123,7 +123,7 @@ async def test_creation_checks_run_in_the_reference_order(
 
 
 async def test_roles_order_and_the_creator_prepended(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     alice, bob, carol = [await h.agent(n) for n in ("alice", "bob", "carol")]
     two = await h.session("conversation", alice, bob)
@@ -146,7 +146,7 @@ async def test_roles_order_and_the_creator_prepended(
 
 
 async def test_ttl_sets_expires_at(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     alice = await h.agent("alice", rule=Rule(limits=LimitsBlock(session_ttl_default="1h")))
     bob = await h.agent("bob")
@@ -167,7 +167,7 @@ async def test_ttl_sets_expires_at(
 
 
 async def test_a_malformed_ttl_is_refused_and_the_hub_carries_on(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     alice, bob = await h.agent("alice"), await h.agent("bob")
     with pytest.raises(ProtocolError, match="not a duration: 'soon'"):
@@ -178,7 +178,7 @@ async def test_a_malformed_ttl_is_refused_and_the_hub_carries_on(
 
 
 async def test_labels_intent_and_knobs_are_kept(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     alice, bob, carol = [await h.agent(n) for n in ("alice", "bob", "carol")]
     md = await h.session(
@@ -196,7 +196,7 @@ async def test_labels_intent_and_knobs_are_kept(
 
 
 async def test_all_acks_activate_and_the_wal_tells_the_handshake(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     alice, bob, carol = [await h.agent(n) for n in ("alice", "bob", "carol")]
     md = await h.session("discussion", alice, bob, carol)
@@ -228,7 +228,7 @@ async def test_all_acks_activate_and_the_wal_tells_the_handshake(
 
 
 async def test_a_reject_closes_the_session_and_names_the_rejecter(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     alice = await h.agent("alice")
     bob = await h.agent("bob")
@@ -255,7 +255,7 @@ async def test_a_reject_closes_the_session_and_names_the_rejecter(
 async def test_no_ack_times_out_after_invite_ack_timeout(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with open_harness(invite_ack_timeout=12.5) as h:
+    async with open_hub_pair(invite_ack_timeout=12.5) as h:
         alice = await h.agent("alice")
         bob = await h.agent("bob", invites="ignore")
         start = trio.current_time()
@@ -282,7 +282,7 @@ async def test_a_pending_session_found_after_a_restart_times_out_at_its_deadline
     autojump_clock: trio.testing.MockClock,
     reopen: Reopen,
 ) -> None:
-    async with open_harness(reopen(), invite_ack_timeout=30) as h:
+    async with open_hub_pair(reopen(), invite_ack_timeout=30) as h:
         alice = await h.agent("alice")
         bob = await h.agent("bob", invites="ignore")
         with trio.move_on_after(10):
@@ -291,7 +291,7 @@ async def test_a_pending_session_found_after_a_restart_times_out_at_its_deadline
         assert md.state is SessionState.PENDING
         assert md.handshake_deadline is not None
         deadline = parse_iso(md.handshake_deadline)
-    async with open_harness(reopen(), invite_ack_timeout=30, ttl_sweep_interval=1) as h:
+    async with open_hub_pair(reopen(), invite_ack_timeout=30, ttl_sweep_interval=1) as h:
         assert (await h.hub.get_session(md.session_id)).state is SessionState.PENDING
         await trio.sleep(15)  # still before the persisted deadline (t = 25)
         assert (await h.hub.get_session(md.session_id)).state is SessionState.PENDING
@@ -303,7 +303,7 @@ async def test_a_pending_session_found_after_a_restart_times_out_at_its_deadline
 
 
 async def test_required_acks_is_a_quorum(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     alice, bob, carol = [await h.agent(n) for n in ("alice", "bob", "carol")]
     dave = await h.agent("dave", invites="ignore")
@@ -335,7 +335,7 @@ async def test_required_acks_is_a_quorum(
 
 
 async def test_close_session_is_idempotent_and_tells_everyone(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     alice, bob = await h.agent("alice"), await h.agent("bob")
     md = await h.session("conversation", alice, bob)
@@ -361,7 +361,7 @@ async def test_close_session_is_idempotent_and_tells_everyone(
 
 
 async def test_closing_a_pending_session_fails_its_creation(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     alice = await h.agent("alice")
     bob = await h.agent("bob", invites="ignore")
@@ -384,7 +384,7 @@ async def test_closing_a_pending_session_fails_its_creation(
 
 
 async def test_list_sessions_filters(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     alice, bob, carol = [await h.agent(n) for n in ("alice", "bob", "carol")]
     ab = await h.session("conversation", alice, bob)
@@ -417,7 +417,7 @@ async def test_list_sessions_filters(
 
 
 async def test_created_audit_and_statistics(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     alice, bob = await h.agent("alice"), await h.agent("bob")
     md = await h.session("conversation", alice, bob)
@@ -435,7 +435,7 @@ async def test_created_audit_and_statistics(
 
 
 async def test_an_invite_the_creator_may_not_send_fails_the_session(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     alice = await h.agent("alice", rule=Rule(access=AccessBlock(outbound_to=["carol"])))
     bob = await h.agent("bob")
@@ -459,7 +459,7 @@ async def test_an_ended_session_keeps_its_record_but_not_its_actors_memory(
 ) -> None:
     """A terminal session lets go of its actor's ref, dedup index and activity summary; what
     readers and repeats need stays (metadata, final state, WAL, the store's dedup)."""
-    async with open_harness(session_max_restarts=0) as h:
+    async with open_hub_pair(session_max_restarts=0) as h:
         hub = h.hub
         alice, bob = await h.agent("alice"), await h.agent("bob")
         md = await h.session("conversation", alice, bob, ttl=60)
@@ -523,7 +523,7 @@ async def test_a_session_its_recovery_closes_does_not_keep_an_actor(
     session again: the restarted actor appends the close it was about to, then stops
     instead of idling for the hub's life."""
     store = HeldStore()
-    async with open_harness(store) as h:
+    async with open_hub_pair(store) as h:
         hub = h.hub
         alice, bob = await h.agent("alice"), await h.agent("bob")
         md = await h.session("consulting", alice, bob)

@@ -14,11 +14,11 @@ from troupe.model import TaskMetadata, TaskSpec
 from troupe.store import MemoryStore
 from troupe.testing import FaultyStore
 
-from .helpers import Harness, client_of, open_harness, text_envelope
+from ..harness import HubPair, client_of, open_hub_pair, text_envelope
 
 
 async def test_posts_accepted_refused_and_repeated_are_counted_exactly(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     alice, bob, carol = await h.agent("alice"), await h.agent("bob"), await h.agent("carol")
     md = await h.session("conversation", alice, bob)  # invite, ack, opened
@@ -48,7 +48,7 @@ async def test_posts_accepted_refused_and_repeated_are_counted_exactly(
 
 
 async def test_mailbox_high_water_marks_after_a_known_burst(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     alice, bob = await h.agent("alice"), await h.agent("bob")
     md = await h.session("conversation", alice, bob)
@@ -90,7 +90,7 @@ async def test_a_session_given_up_on_keeps_its_high_water_mark(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     # Its actor crashed, so it ran no on_stop, where the mark used to be kept.
-    async with open_harness(session_max_restarts=0) as h:
+    async with open_hub_pair(session_max_restarts=0) as h:
         alice, bob = await h.agent("alice"), await h.agent("bob")
         md = await h.session("conversation", alice, bob)
         await h.settle()  # its actor waits for the next message
@@ -108,7 +108,7 @@ async def test_a_session_given_up_on_keeps_its_high_water_mark(
 
 async def test_health_says_whether_the_hub_serves(autojump_clock: trio.testing.MockClock) -> None:
     faulty = FaultyStore(MemoryStore())
-    async with open_harness(faulty) as h:
+    async with open_hub_pair(faulty) as h:
         hub = h.hub
         alice, bob = await h.agent("alice"), await h.agent("bob")
         await h.session("conversation", alice, bob)

@@ -19,12 +19,12 @@ from troupe.session_types import ConversationState, ConversationType
 from troupe.store import Store
 from troupe.testing import CrashPoints
 
-from .helpers import (
+from ..harness import (
     Agent,
-    Harness,
+    HubPair,
     client_of,
     counter_ids,
-    open_harness,
+    open_hub_pair,
     text_envelope,
 )
 
@@ -46,7 +46,7 @@ async def converse(
 ) -> tuple[Outcome, Hub]:
     """alice and bob exchange texts (two in consulting, else four); the last one crashes
     at ``point``."""
-    async with open_harness(store, faults=faults, new_id=counter_ids()) as h:
+    async with open_hub_pair(store, faults=faults, new_id=counter_ids()) as h:
         alice, bob = await h.agent("alice"), await h.agent("bob")
         md = await h.session(kind, alice, bob)
         sid = md.session_id
@@ -116,7 +116,7 @@ class Fragile(ConversationType):
 async def test_a_poison_envelope_is_rejected_and_dead_lettered(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with open_harness(session_types=[Fragile()]) as h:
+    async with open_hub_pair(session_types=[Fragile()]) as h:
         hub = h.hub
         alice, bob = await h.agent("alice"), await h.agent("bob")
         md = await h.session("fragile", alice, bob)
@@ -149,7 +149,7 @@ async def test_a_poison_envelope_is_rejected_and_dead_lettered(
 
 
 async def test_a_post_whose_every_attempt_crashes_is_poison(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     alice, bob = await h.agent("alice"), await h.agent("bob")
     md = await h.session("conversation", alice, bob)
@@ -162,7 +162,7 @@ async def test_a_post_whose_every_attempt_crashes_is_poison(
     assert [e.text for e in await hub.read_wal(md.session_id) if e.text] == ["lucky"]
 
 
-async def open_many(h: Harness, alice: Agent, bob: Agent, n: int) -> list[str]:
+async def open_many(h: HubPair, alice: Agent, bob: Agent, n: int) -> list[str]:
     sids = []
     for _ in range(n):
         md = await h.session("conversation", alice, bob)
@@ -174,7 +174,7 @@ async def open_many(h: Harness, alice: Agent, bob: Agent, n: int) -> list[str]:
 async def test_a_session_that_keeps_crashing_is_closed_and_100_others_are_untouched(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with open_harness(session_max_restarts=3, session_within_s=5.0) as h:
+    async with open_hub_pair(session_max_restarts=3, session_within_s=5.0) as h:
         hub = h.hub
         alice, bob = await h.agent("alice"), await h.agent("bob")
         others = await open_many(h, alice, bob, 100)
@@ -221,7 +221,7 @@ async def test_a_session_that_keeps_crashing_is_closed_and_100_others_are_untouc
 async def test_posts_racing_a_session_given_up_on_do_not_resurrect_it(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with open_harness(session_max_restarts=1) as h:
+    async with open_hub_pair(session_max_restarts=1) as h:
         hub = h.hub
         alice, bob = await h.agent("alice"), await h.agent("bob")
         md = await h.session("conversation", alice, bob)
@@ -268,7 +268,7 @@ async def test_leaving_the_hub_leaves_no_task_behind(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     before = all_tasks()
-    async with open_harness(ttl_sweep_interval=10) as h:
+    async with open_hub_pair(ttl_sweep_interval=10) as h:
         alice, bob = await h.agent("alice"), await h.agent("bob")
         carol = await h.agent("carol", invites="ignore")
         sessions = [await h.session("conversation", alice, bob) for _ in range(5)]
@@ -293,7 +293,7 @@ async def test_leaving_the_hub_leaves_no_task_behind(
 
 
 async def test_shutdown_flushes_the_audit_log(autojump_clock: trio.testing.MockClock) -> None:
-    async with open_harness() as h:
+    async with open_hub_pair() as h:
         alice = await h.agent("alice", connect=False)
         for i in range(50):
             await h.hub.set_skill(alice.id, str(i))
@@ -303,7 +303,7 @@ async def test_shutdown_flushes_the_audit_log(autojump_clock: trio.testing.MockC
 
 
 async def test_a_retry_queued_behind_other_posts_is_not_appended_twice(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     alice, bob = await h.agent("alice"), await h.agent("bob")
     md = await h.session("conversation", alice, bob)
@@ -327,7 +327,7 @@ async def test_a_retry_queued_behind_other_posts_is_not_appended_twice(
 async def test_a_crash_while_sending_the_invites_still_invites_everyone(
     autojump_clock: trio.testing.MockClock, point: str
 ) -> None:
-    async with open_harness() as h:
+    async with open_hub_pair() as h:
         alice, bob, carol, dave = [await h.agent(n) for n in ("alice", "bob", "carol", "dave")]
         h.faults.crash_at(point, session_id=None)  # the first invite's post crashes
         md = await h.session("discussion", alice, bob, carol, dave)
@@ -342,7 +342,7 @@ async def test_a_crash_while_sending_the_invites_still_invites_everyone(
 async def test_crashes_count_against_the_session_only_within_the_window(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with open_harness(session_max_restarts=2, session_within_s=5.0) as h:
+    async with open_hub_pair(session_max_restarts=2, session_within_s=5.0) as h:
         alice, bob = await h.agent("alice"), await h.agent("bob")
         md = await h.session("conversation", alice, bob)
         h.faults.crash_at("before_append", session_id=md.session_id, times=100)

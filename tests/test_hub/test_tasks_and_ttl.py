@@ -23,8 +23,8 @@ from troupe.model import (
     parse_iso,
 )
 
+from ..harness import HubPair, open_hub_pair, text_envelope
 from .conftest import Reopen
-from .helpers import Harness, open_harness, text_envelope
 
 
 def task(
@@ -48,7 +48,7 @@ def task(
 
 
 async def test_observe_update_get_and_list(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     alice = await h.agent("alice", connect=False)
     bob = await h.agent("bob", connect=False)
@@ -89,7 +89,7 @@ async def test_observe_update_get_and_list(
 
 
 async def test_terminal_is_final_and_feeds_the_track_record(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     alice = await h.agent("alice", connect=False)
     start = iso(hub.core.now())
@@ -122,7 +122,7 @@ async def test_terminal_is_final_and_feeds_the_track_record(
 
 
 async def test_the_owners_latency_counts_when_the_hub_could_not_measure_it(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     # Issue 17: update_task(COMPLETED) of a task without started_at records the observation
     # by itself, without a latency; the owner's own observation of that task then gives it
@@ -158,7 +158,7 @@ async def test_the_owners_latency_counts_when_the_hub_could_not_measure_it(
 
 
 async def test_max_concurrent_tasks(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     alice = await h.agent(
         "alice", rule=Rule(limits=LimitsBlock(max_concurrent_tasks=2)), connect=False
@@ -176,7 +176,7 @@ async def test_max_concurrent_tasks(
 
 
 async def test_closing_a_session_expires_its_open_tasks(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     alice, bob = await h.agent("alice"), await h.agent("bob")
     md = await h.session("conversation", alice, bob)
@@ -208,7 +208,7 @@ async def test_a_refused_close_leaves_the_tasks_running_and_a_restart_finishes_i
     from troupe.testing import FaultyStore
 
     store = FaultyStore(MemoryStore())
-    async with open_harness(store) as h:
+    async with open_hub_pair(store) as h:
         alice, bob = await h.agent("alice"), await h.agent("bob")
         md = await h.session("conversation", alice, bob)
         await h.hub.observe_task(task("open", alice.id, session_id=md.session_id, capability="c"))
@@ -223,7 +223,7 @@ async def test_a_refused_close_leaves_the_tasks_running_and_a_restart_finishes_i
         store.fail_next("save_task")
         await h.hub.close_session(md.session_id)
         assert (await h.hub.get_task("open")).state is TaskState.RUNNING
-    async with open_harness(store) as h:
+    async with open_hub_pair(store) as h:
         assert (await h.hub.get_task("open")).state is TaskState.EXPIRED
         assert (await h.hub.get_resume(alice.id)).observed["c"].expired == 1
 
@@ -231,7 +231,7 @@ async def test_a_refused_close_leaves_the_tasks_running_and_a_restart_finishes_i
 async def test_the_sweeper_expires_sessions_and_tasks(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with open_harness(ttl_sweep_interval=5) as h:
+    async with open_hub_pair(ttl_sweep_interval=5) as h:
         hub = h.hub
         alice, bob = await h.agent("alice"), await h.agent("bob")
         short = await h.session("conversation", alice, bob, ttl=30)
@@ -262,26 +262,26 @@ async def test_expire_due_by_hand_and_after_a_restart(
     autojump_clock: trio.testing.MockClock,
     reopen: Reopen,
 ) -> None:
-    async with open_harness(reopen()) as h:
+    async with open_hub_pair(reopen()) as h:
         alice, bob = await h.agent("alice"), await h.agent("bob")
         md = await h.session("conversation", alice, bob, ttl=60)
         await h.hub.observe_task(task("t", alice.id, expires_at=iso(h.hub.core.now() + 60)))
     await trio.sleep(61)
-    async with open_harness(reopen()) as h:
+    async with open_hub_pair(reopen()) as h:
         # Restored as it was: nothing sweeps with the interval at 0 ...
         assert (await h.hub.get_session(md.session_id)).state is SessionState.ACTIVE
         assert (await h.hub.get_task("t")).state is TaskState.RUNNING
         await h.hub.expire_due()
         assert (await h.hub.get_session(md.session_id)).state is SessionState.EXPIRED
         assert (await h.hub.get_task("t")).state is TaskState.EXPIRED
-    async with open_harness(reopen()) as h:
+    async with open_hub_pair(reopen()) as h:
         assert (await h.hub.get_session(md.session_id)).close_reason == "ttl_expired"
         assert (await h.hub.get_task("t")).error == "ttl_expired"
         assert h.hub.statistics().open_sessions == 0
 
 
 async def test_can_send_probes_the_turn(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     alice, bob, carol = [await h.agent(n) for n in ("alice", "bob", "carol")]
     md = await h.session("consulting", alice, bob)
@@ -306,7 +306,7 @@ async def test_can_send_probes_the_turn(
 
 
 async def test_default_view_policy_and_pending_turns(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     from troupe.session_types import FullTranscript, NamedWindowedSummary, WindowedSummary
 
@@ -344,7 +344,7 @@ async def test_default_view_policy_and_pending_turns(
 
 @pytest.mark.parametrize("field", ["expires_at", "started_at"])
 async def test_a_task_with_a_malformed_timestamp_is_refused(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness, field: str
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair, field: str
 ) -> None:
     alice = await h.agent("alice", connect=False)
     malformed: dict[str, Any] = {field: "tomorrow"}
@@ -362,7 +362,7 @@ async def test_a_task_with_a_malformed_timestamp_is_refused(
 
 
 async def test_a_limit_of_zero_lists_nothing(
-    autojump_clock: trio.testing.MockClock, hub: Hub, h: Harness
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:
     alice, bob = await h.agent("alice"), await h.agent("bob")
     md = await h.session("conversation", alice, bob)
@@ -377,7 +377,7 @@ async def test_a_limit_of_zero_lists_nothing(
     assert await hub.list_tasks(limit=0) == []
 
 
-async def test_list_tasks_by_session(autojump_clock: trio.testing.MockClock, h: Harness) -> None:
+async def test_list_tasks_by_session(autojump_clock: trio.testing.MockClock, h: HubPair) -> None:
     alice, bob = await h.agent("alice"), await h.agent("bob")
     first = await h.session("conversation", alice, bob)
     second = await h.session("conversation", alice, bob)
@@ -399,7 +399,7 @@ async def test_a_ttl_that_falls_due_on_a_sweep_expires_on_that_sweep(
     # With these hub-clock epochs ``iso(now + 120)`` rounds up to the next microsecond, so
     # the stamp reads back a fraction of a microsecond after the sweep that is due.
     assert parse_iso(iso(epoch + 120)) > epoch + 120
-    async with open_harness(ttl_sweep_interval=10, clock=lambda: epoch + trio.current_time()) as h:
+    async with open_hub_pair(ttl_sweep_interval=10, clock=lambda: epoch + trio.current_time()) as h:
         hub = h.hub
         alice, bob = await h.agent("alice"), await h.agent("bob")
         assert trio.current_time() == 0

@@ -8,7 +8,7 @@ import attrs
 import trio
 import trio.testing
 
-from tests.test_hub_sessions.helpers import Net, running
+from tests.harness import HubPair, open_hub_pair
 from troupe import (
     EV_PACKET,
     EV_SESSION_CLOSED,
@@ -44,12 +44,12 @@ class Scripted:
         return self.answer(turn) if callable(self.answer) else self.answer
 
 
-async def agent(net: Net, name: str, answer: Any) -> tuple[AgentClient, Scripted]:
+async def agent(net: HubPair, name: str, answer: Any) -> tuple[AgentClient, Scripted]:
     script = Scripted(answer)
-    return await net.client.register(script, Passport(name=name)), script
+    return await net.hc.register(script, Passport(name=name)), script
 
 
-async def closed(net: Net, sid: str) -> list[Envelope]:
+async def closed(net: HubPair, sid: str) -> list[Envelope]:
     """Wait until the session is closed; return its WAL."""
     entry = net.hub.core.directory.get(sid)
     with trio.fail_after(5):
@@ -58,7 +58,7 @@ async def closed(net: Net, sid: str) -> list[Envelope]:
 
 
 async def test_a_pipeline_of_agents_runs_to_sequence_complete() -> None:
-    async with running() as net:
+    async with open_hub_pair() as net:
         [me] = await net.people("me")
         writer, w = await agent(net, "writer", lambda t: f"draft about {t.text}")
         editor, e = await agent(net, "editor", lambda t: t.text.upper())
@@ -80,7 +80,7 @@ async def test_a_pipeline_of_agents_runs_to_sequence_complete() -> None:
 
 
 async def test_agents_hand_off_and_set_context() -> None:
-    async with running() as net:
+    async with open_hub_pair() as net:
         [me] = await net.people("me")
         billing, b = await agent(net, "billing", Reply("refund sent", context={"resolved": True}))
         triage, t = await agent(net, "triage", Handoff(billing.agent_id, reason="a refund"))
@@ -112,7 +112,7 @@ async def test_agents_hand_off_and_set_context() -> None:
 
 
 async def test_bidders_bid_and_the_winner_answers_the_selection() -> None:
-    async with running() as net:
+    async with open_hub_pair() as net:
         [me] = await net.people("me")
         bidders = [await agent(net, n, lambda t, n=n: f"{n}: {len(n) * 10}") for n in ("ann", "bo")]
         ids = [client.agent_id for client, _ in bidders]
@@ -133,7 +133,7 @@ async def test_bidders_bid_and_the_winner_answers_the_selection() -> None:
 
 
 async def test_broadcast_and_notification_recipients_never_answer() -> None:
-    async with running() as net:
+    async with open_hub_pair() as net:
         [me] = await net.people("me")
         listeners = [await agent(net, n, "should not be said") for n in ("l1", "l2")]
         seen: list[str] = []

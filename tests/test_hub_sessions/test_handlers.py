@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import trio
 from trio.testing import MockClock
 
-from tests.test_hub_sessions.helpers import running
+from tests.harness import open_hub_pair
 from troupe import EV_EXPECTATION_VIOLATED, AccessBlock, Rule, StoreError
 from troupe.hub._expectations import EXPECT_NS
 from troupe.model import Expectation, SessionState
@@ -70,8 +70,8 @@ class Odd(DiscussionType):
 async def test_remove_drops_stalled_speakers_until_nobody_is_left(
     autojump_clock: MockClock,
 ) -> None:
-    async with running(session_types=[Relay()]) as net:
-        (a, b, c), sid = await net.session("relay", "a", "b", "c", kickoff="kickoff")
+    async with open_hub_pair(session_types=[Relay()]) as net:
+        (a, b, c), sid = await net.people_session("relay", "a", "b", "c", kickoff="kickoff")
         await trio.sleep(60)
         [gone] = await net.hub.check_expectations()
         assert (gone.on_violation, gone.violators) == ("remove", (b.agent_id,))
@@ -94,9 +94,9 @@ async def test_notify_session_does_what_warn_does_under_its_own_name(
     # The reference makes notify_channel an alias of warn: the same notice to everyone,
     # from the creator, and the floor stays with the stalled speaker (unlike hide). Only
     # the handler's name differs, in the notice, the violation and the audit record.
-    async with running(session_types=[Warner(), Notifier()]) as net:
-        (a, b, c), warned = await net.session("warner", "a", "b", "c", kickoff="kickoff")
-        (d, e, f), notified = await net.session("notifier", "d", "e", "f", kickoff="kickoff")
+    async with open_hub_pair(session_types=[Warner(), Notifier()]) as net:
+        (a, b, c), warned = await net.people_session("warner", "a", "b", "c", kickoff="kickoff")
+        (d, e, f), notified = await net.people_session("notifier", "d", "e", "f", kickoff="kickoff")
         await trio.sleep(60)
         fired = await net.hub.check_expectations()
         assert [(v.session_id, v.on_violation, v.violators) for v in fired] == [
@@ -130,8 +130,8 @@ async def test_notify_session_does_what_warn_does_under_its_own_name(
 
 
 async def test_applies_to_limits_the_violators(autojump_clock: MockClock) -> None:
-    async with running(session_types=[Picky()]) as net:
-        (a, b), sid = await net.session("picky", "a", "b")
+    async with open_hub_pair(session_types=[Picky()]) as net:
+        (a, b), sid = await net.people_session("picky", "a", "b")
         await trio.sleep(60)  # a (the initiator) stalls: not covered
         assert await net.hub.check_expectations() == []
         await a.send(sid, "go")
@@ -141,8 +141,8 @@ async def test_applies_to_limits_the_violators(autojump_clock: MockClock) -> Non
 
 
 async def test_a_failing_handler_is_retried_on_the_next_tick(autojump_clock: MockClock) -> None:
-    async with running() as net:
-        (a, b), sid = await net.session("discussion", "a", "b", kickoff="kickoff")
+    async with open_hub_pair() as net:
+        (a, b), sid = await net.people_session("discussion", "a", "b", kickoff="kickoff")
         # The creator may not address anyone: the notice (from the creator) is refused.
         await net.hub.set_rule(a.agent_id, Rule(access=AccessBlock(outbound_to=["nobody"])))
         await trio.sleep(120)
@@ -170,8 +170,8 @@ async def test_a_notice_posted_but_not_marked_is_not_posted_twice(
     autojump_clock: MockClock,
 ) -> None:
     store = ForgetfulStore()
-    async with running(store) as net:
-        _, sid = await net.session("discussion", "a", "b", kickoff="kickoff")
+    async with open_hub_pair(store) as net:
+        _, sid = await net.people_session("discussion", "a", "b", kickoff="kickoff")
         await trio.sleep(120)
         store.fail_next_mark = True
         # The mark could not be saved: the session is skipped this tick (logged), the sweep
@@ -184,8 +184,8 @@ async def test_a_notice_posted_but_not_marked_is_not_posted_twice(
 
 
 async def test_unsupported_expectations_are_reported_once(autojump_clock: MockClock) -> None:
-    async with running(session_types=[Odd()]) as net:
-        _, sid = await net.session("odd", "a", "b")
+    async with open_hub_pair(session_types=[Odd()]) as net:
+        _, sid = await net.people_session("odd", "a", "b")
         await trio.sleep(7200)
         assert await net.hub.check_expectations() == []
         assert await net.hub.check_expectations() == []

@@ -8,7 +8,7 @@ import pytest
 import trio
 from trio.testing import MockClock
 
-from tests.test_hub_sessions.helpers import running
+from tests.harness import open_hub_pair
 from troupe import HumanClient
 from troupe.hub._activity import ACTIVITY_NS
 from troupe.hub._expectations import EXPECT_NS
@@ -23,12 +23,12 @@ WORKFLOW = _Workflow()
 
 async def test_a_fired_violation_stays_fired_after_a_restart(autojump_clock: MockClock) -> None:
     store = MemoryStore()
-    async with running(store) as net:
-        (_, b), sid = await net.session("discussion", "a", "b", kickoff="kickoff")
+    async with open_hub_pair(store) as net:
+        (_, b), sid = await net.people_session("discussion", "a", "b", kickoff="kickoff")
         await trio.sleep(120)
         [warned] = await net.hub.check_expectations()
         assert warned.on_violation == "warn"
-    async with running(store) as net:
+    async with open_hub_pair(store) as net:
         await trio.sleep(60)
         assert await net.hub.check_expectations() == []  # b's same missed turn
         await trio.sleep(420)
@@ -41,19 +41,19 @@ async def test_an_audited_violation_stays_fired_after_a_restart(
     autojump_clock: MockClock,
 ) -> None:
     store = MemoryStore()
-    async with running(store) as net:
+    async with open_hub_pair(store) as net:
         a, _ = await net.people("a", "b")
         await (await a.open(type="conversation", target="b")).send("hi")
         await trio.sleep(3600)
         assert len(await net.hub.check_expectations()) == 1
-    async with running(store) as net:
+    async with open_hub_pair(store) as net:
         await trio.sleep(10)
         assert await net.hub.check_expectations() == []
 
 
 async def test_dedup_keys_go_when_the_session_ends(autojump_clock: MockClock) -> None:
     store = MemoryStore()
-    async with running(store) as net:
+    async with open_hub_pair(store) as net:
         a, _ = await net.people("a", "b")
         first = await a.open(type="conversation", target="b")
         second = await a.open(type="conversation", target="b")
@@ -64,7 +64,7 @@ async def test_dedup_keys_go_when_the_session_ends(autojump_clock: MockClock) ->
         await net.hub.check_expectations()
         assert list((await store.load_kv(EXPECT_NS)).values()) == [second.session_id]
         await second.close()  # the hub stops before a tick notices
-    async with running(store) as net:
+    async with open_hub_pair(store) as net:
         assert await net.hub.check_expectations() == []
         assert await store.load_kv(EXPECT_NS) == {}
 
@@ -132,7 +132,7 @@ async def test_a_restart_refolds_the_same_state_and_activity(
 ) -> None:
     store = MemoryStore()
     count, knobs, play = PLAYS[kind]
-    async with running(store, snapshot_every=snapshot_every) as net:
+    async with open_hub_pair(store, snapshot_every=snapshot_every) as net:
         people = await net.people(*"abc"[:count])
         ids = [p.agent_id for p in people]
         if "graph" in knobs:
@@ -146,12 +146,12 @@ async def test_a_restart_refolds_the_same_state_and_activity(
     async with store:
         snapshot = await store.load_snapshot(sid)
         assert (snapshot is not None) == bool(snapshot_every)
-    async with running(store, snapshot_every=snapshot_every) as net:
+    async with open_hub_pair(store, snapshot_every=snapshot_every) as net:
         entry = net.hub.core.directory.get(sid)
         assert (entry.state, entry.activity) == before
     async with store:
         # Without the saved summary (a crash between the snapshot and its write): rebuilt.
         await store.delete_kv(ACTIVITY_NS + sid)
-    async with running(store, snapshot_every=snapshot_every) as net:
+    async with open_hub_pair(store, snapshot_every=snapshot_every) as net:
         entry = net.hub.core.directory.get(sid)
         assert (entry.state, entry.activity) == before

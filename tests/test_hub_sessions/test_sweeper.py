@@ -6,15 +6,15 @@ import pytest
 import trio
 from trio.testing import MockClock
 
-from tests.test_hub_sessions.helpers import running
+from tests.harness import open_hub_pair
 from troupe import Passport, ProtocolError
 from troupe.hub import ExpectationViolation
 from troupe.model import EV_EXPECTATION_VIOLATED, EV_SESSION_CLOSED, Envelope, SessionState
 
 
 async def test_turn_within_warns_the_stalled_speaker_once(autojump_clock: MockClock) -> None:
-    async with running() as net:
-        (a, b, c), sid = await net.session("discussion", "a", "b", "c", kickoff="kickoff")
+    async with open_hub_pair() as net:
+        (a, b, c), sid = await net.people_session("discussion", "a", "b", "c", kickoff="kickoff")
         await trio.sleep(119.9)
         assert await net.hub.check_expectations() == []
         await trio.sleep(0.1)
@@ -50,8 +50,8 @@ async def test_turn_within_warns_the_stalled_speaker_once(autojump_clock: MockCl
 
 
 async def test_hide_passes_the_floor_and_restarts_the_clock(autojump_clock: MockClock) -> None:
-    async with running() as net:
-        (a, b, c), sid = await net.session("discussion", "a", "b", "c", kickoff="kickoff")
+    async with open_hub_pair() as net:
+        (a, b, c), sid = await net.people_session("discussion", "a", "b", "c", kickoff="kickoff")
         await trio.sleep(120)
         await net.hub.check_expectations()  # the warning
         await trio.sleep(480)
@@ -71,8 +71,8 @@ async def test_hide_passes_the_floor_and_restarts_the_clock(autojump_clock: Mock
 
 
 async def test_auto_close_on_an_unanswered_consultation(autojump_clock: MockClock) -> None:
-    async with running() as net:
-        (a, b), sid = await net.session("consulting", "a", "b")
+    async with open_hub_pair() as net:
+        (a, b), sid = await net.people_session("consulting", "a", "b")
         await a.send(sid, "question?")
         await trio.sleep(599)
         assert await net.hub.check_expectations() == []
@@ -91,9 +91,9 @@ async def test_auto_close_on_an_unanswered_consultation(autojump_clock: MockCloc
 
 
 async def test_acks_within_closes_a_handshake_that_stalls(autojump_clock: MockClock) -> None:
-    async with running(invite_ack_timeout=100) as net:
+    async with open_hub_pair(invite_ack_timeout=100) as net:
         a = (await net.people("a"))[0]
-        await net.client.register_human(Passport(name="b"), auto_ack_invites=False)
+        await net.hc.register_human(Passport(name="b"), auto_ack_invites=False)
         failure: list[ProtocolError] = []
 
         async def open_it() -> None:
@@ -111,8 +111,8 @@ async def test_acks_within_closes_a_handshake_that_stalls(autojump_clock: MockCl
 
 
 async def test_audit_only_records(autojump_clock: MockClock) -> None:
-    async with running() as net:
-        (a, b), sid = await net.session("conversation", "a", "b")
+    async with open_hub_pair() as net:
+        (a, b), sid = await net.people_session("conversation", "a", "b")
         await a.send(sid, "hi")
         await trio.sleep(3600)
         [fired] = await net.hub.check_expectations()
@@ -134,8 +134,8 @@ async def test_audit_only_records(autojump_clock: MockClock) -> None:
 
 
 async def test_only_the_hub_posts_notices_or_uses_its_keys(autojump_clock: MockClock) -> None:
-    async with running() as net:
-        (a, _), sid = await net.session("discussion", "a", "b")
+    async with open_hub_pair() as net:
+        (a, _), sid = await net.people_session("discussion", "a", "b")
         forged = Envelope(
             session_id=sid,
             sender_id=a.agent_id,
@@ -158,8 +158,8 @@ async def test_only_the_hub_posts_notices_or_uses_its_keys(autojump_clock: MockC
 
 
 async def test_the_sweeper_runs_on_its_own_interval(autojump_clock: MockClock) -> None:
-    async with running(expectation_sweep_interval=10) as net:
-        _, sid = await net.session("discussion", "a", "b", kickoff="kickoff")
+    async with open_hub_pair(expectation_sweep_interval=10) as net:
+        _, sid = await net.people_session("discussion", "a", "b", kickoff="kickoff")
         await trio.sleep(115)
         assert await net.notices(sid) == []
         await trio.sleep(15)
@@ -167,8 +167,8 @@ async def test_the_sweeper_runs_on_its_own_interval(autojump_clock: MockClock) -
 
 
 async def test_an_interval_of_zero_runs_no_sweeper(autojump_clock: MockClock) -> None:
-    async with running(expectation_sweep_interval=0) as net:
-        _, sid = await net.session("discussion", "a", "b", kickoff="kickoff")
+    async with open_hub_pair(expectation_sweep_interval=0) as net:
+        _, sid = await net.people_session("discussion", "a", "b", kickoff="kickoff")
         await trio.sleep(700)
         assert await net.notices(sid) == []
         assert len(await net.hub.check_expectations()) == 2  # both were due all along
@@ -181,15 +181,15 @@ async def test_a_session_that_cannot_be_loaded_does_not_stop_the_sweep(
     from troupe.testing import FaultyStore
 
     store = FaultyStore(MemoryStore())
-    async with running(store, passivate_after=None) as net:
-        (a, _), bad = await net.session("conversation", "a", "b")
-        (c, _), good = await net.session("conversation", "c", "d")
+    async with open_hub_pair(store, passivate_after=None) as net:
+        (a, _), bad = await net.people_session("conversation", "a", "b")
+        (c, _), good = await net.people_session("conversation", "c", "d")
         await a.send(bad, "hi")
         await c.send(good, "hi")
     # After a restart the first session cannot be recovered (its snapshot cannot be read):
     # the hub leaves it unloaded, and each sweep used to crash on it.
     store.fail_next("load_snapshot", None, session_id=bad)
-    async with running(store, passivate_after=None) as net:
+    async with open_hub_pair(store, passivate_after=None) as net:
         await trio.sleep(3600)
         fired = await net.hub.check_expectations()
         assert [(v.session_id, v.expectation) for v in fired] == [(good, "max_silence")]

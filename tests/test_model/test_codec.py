@@ -16,11 +16,13 @@ from troupe.model import (
     AcceptFrame,
     Envelope,
     HelloFrame,
+    InvalidFrame,
     ObservedStat,
     Participant,
     ParticipantRole,
     Passport,
     PingFrame,
+    ResponseFrame,
     Resume,
     Rule,
     SendFrame,
@@ -29,14 +31,18 @@ from troupe.model import (
     TaskMetadata,
     TaskSpec,
     TaskState,
+    batch_overhead,
     decode_frame,
+    decode_frames,
     dumps,
+    encode_batch,
     encode_frame,
     loads,
     structure,
     unstructure,
 )
 from troupe.model._codec import envelope_from_json
+from troupe.transport._ws import pack
 
 from .strategies import RECORDS, records
 
@@ -248,3 +254,73 @@ def test_only_the_codec_imports_cattrs() -> None:
         if "import cattrs" in path.read_text() or "from cattrs" in path.read_text()
     )
     assert importers == ["model/_codec.py"]
+
+
+FRAMES = st.sampled_from(FRAME_TYPES).flatmap(records)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(frames=st.lists(FRAMES, min_size=1, max_size=6))
+def test_a_batch_decodes_to_its_frames_in_order(frames: list[Any]) -> None:
+    message = encode_batch([encode_frame(f) for f in frames])
+    decoded = decode_frames(message)
+    if len(frames) == 1:  # a single frame travels alone, as a plain object
+        assert message == encode_frame(frames[0])
+        assert decoded == frames[0]
+    else:
+        assert decoded == frames
+        assert len(message.encode()) == sum(
+            len(encode_frame(f).encode()) for f in frames
+        ) + batch_overhead(len(frames))
+
+
+def test_a_batchs_bad_elements_name_their_index_and_the_good_ones_are_kept() -> None:
+    good = encode_frame(PingFrame(nonce="n"))
+    decoded = decode_frames(f'[{good}, {{"kind": "send", "request_id": "r2"}}, [], "x"]')
+    assert isinstance(decoded, list)
+    assert decoded[0] == PingFrame(nonce="n")
+    assert decoded[1] == InvalidFrame(
+        reason="frame 1 of a batch of 4: cannot decode SendFrame.envelope: missing field",
+        request_id="r2",
+    )
+    assert decoded[2] == InvalidFrame(
+        reason="frame 2 of a batch of 4: cannot decode Frame: expected object, got array"
+    )
+    assert decoded[3] == InvalidFrame(
+        reason="frame 3 of a batch of 4: cannot decode Frame: expected object, got string"
+    )
+    with pytest.raises(troupe.DecodeError, match="an empty batch"):
+        decode_frames("[]")
+    with pytest.raises(troupe.DecodeError, match="expected object, got integer"):
+        decode_frames("7")
+    with pytest.raises(troupe.DecodeError, match="expected object, got array"):
+        decode_frame(f"[{good}]")  # one frame, strictly: no batch
+
+
+def test_pack_keeps_order_and_every_message_under_the_limit() -> None:
+    small = [encode_frame(PingFrame(nonce=str(n))) for n in range(50)]
+    big = encode_frame(PingFrame(nonce="b" * 950))  # 976 bytes: no neighbour fits
+    texts = [*small[:25], big, *small[25:]]
+    limit = 1000
+    messages = pack(texts, limit)
+    assert max(len(m.encode()) for m in messages) <= limit
+    assert big in messages  # it fits no batch with a neighbour: alone, as a plain frame
+    unpacked: list[Any] = []
+    for m in messages:
+        decoded = decode_frames(m)
+        unpacked += decoded if isinstance(decoded, list) else [decoded]
+    assert unpacked == [decode_frame(t) for t in texts]
+    assert len(messages) < len(texts) // 4  # (and they did share messages)
+    assert pack([big], 10) == [big]  # over the limit alone: sent alone (refused earlier)
+
+
+def test_an_answers_result_is_written_as_the_json_data_it_is_not_walked_again() -> None:
+    # The hub unstructures an op's result before it answers; encoding walked that JSON data
+    # again by runtime type (``result`` is typed Any): 9 of 10 µs per RPC answer.
+    result = {"session_id": "s", "participants": [{"agent_id": "a", "role": "member"}]}
+    text = encode_frame(ResponseFrame(request_id="r", result=result))
+    assert orjson.loads(text) == {"kind": "response", "request_id": "r", "result": result}
+    assert decode_frame(text) == ResponseFrame(request_id="r", result=result)
+    # So a record in it is not JSON data: refused, as any value JSON cannot carry.
+    with pytest.raises(troupe.DecodeError, match="cannot encode ResponseFrame as JSON"):
+        encode_frame(ResponseFrame(request_id="r", result=PingFrame(nonce="n")))

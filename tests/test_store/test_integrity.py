@@ -25,7 +25,7 @@ from troupe.model import dumps
 from troupe.store import AgentRecord, MemoryStore, Store
 from troupe.store import _schema as schema
 
-from ..test_hub.helpers import open_harness
+from ..harness import open_hub_pair
 from ..test_transport.test_serve import troupe_serve
 from .factories import env, envs, session
 
@@ -261,7 +261,7 @@ async def test_a_damaged_row_stops_its_session_not_the_hub(
     def hub_store() -> SQLiteStore:
         return SQLiteStore(path, synchronous="NORMAL", threaded=False)
 
-    async with open_harness(hub_store(), passivate_after=None) as h:
+    async with open_hub_pair(hub_store(), passivate_after=None) as h:
         a, b = await h.agent("a"), await h.agent("b")
         sids = [(await h.session("conversation", a, b)).session_id for _ in range(2)]
         for sid in sids:
@@ -277,7 +277,7 @@ async def test_a_damaged_row_stops_its_session_not_the_hub(
     assert conn.execute(sql, (damaged_sid,)).rowcount == 1
     conn.commit()
     conn.close()
-    async with open_harness(hub_store(), passivate_after=None) as h:
+    async with open_hub_pair(hub_store(), passivate_after=None) as h:
         a, b = await h.agent("a"), await h.agent("b")
         for _ in range(3):  # each use tries again and fails the same way: no crash loop
             with pytest.raises(troupe.StoreError, match=f"session '{damaged_sid}': .* seq"):

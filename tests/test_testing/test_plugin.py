@@ -6,11 +6,12 @@ import importlib.metadata
 from typing import Any
 
 import pytest
+import trio
 
-from troupe import MemoryStore, SQLiteStore
+from troupe import MemoryStore, Passport, SQLiteStore
 from troupe.hub import Hub
 from troupe.store import Store
-from troupe.testing import CrashPoints, FaultyStore
+from troupe.testing import CrashPoints, FaultyStore, TaskLeak, open_test_hub
 
 pytest_plugins = ["pytester"]
 
@@ -47,6 +48,32 @@ def troupe_hub_options() -> dict[str, Any]:
 async def test_hub_options_reach_open_hub(troupe_hub: Hub) -> None:
     assert troupe_hub.core.config.session_max_restarts == 7
     assert troupe_hub.core.config.snapshot_every == 2
+
+
+async def test_open_test_hub_restarts_on_one_store_with_its_own_crash_points(
+    autojump_clock: object,
+) -> None:
+    store = MemoryStore()
+    async with open_test_hub(store, ttl_sweep_interval=0) as hub:
+        assert hub.core.store is store
+        assert isinstance(hub.core.faults, CrashPoints)
+        assert hub.core.config.ttl_sweep_interval == 0
+        passport = await hub.register(Passport(name="al"))
+    points = CrashPoints()
+    async with open_test_hub(store, faults=points) as again:
+        assert again.core.faults is points
+        assert again.find_agent_id("al") == passport.agent_id
+    async with open_test_hub() as fresh:
+        assert isinstance(fresh.core.store, MemoryStore)
+        assert fresh.core.store is not store
+
+
+async def test_open_test_hub_names_a_task_that_outlives_it(autojump_clock: object) -> None:
+    async with trio.open_nursery() as outer:
+        with pytest.raises(TaskLeak, match=r"1 task.*sleep_forever"):
+            async with open_test_hub():
+                outer.start_soon(trio.sleep_forever)
+        outer.cancel_scope.cancel()
 
 
 def test_an_unknown_engine_is_refused(tmp_path: Any) -> None:

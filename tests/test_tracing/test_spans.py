@@ -18,7 +18,7 @@ from trio.testing import MockClock
 import troupe.tracing
 from troupe import EV_TEXT, Envelope, HubClient, Passport, ProtocolError, Turn
 
-from ..test_client.harness import WAIT, open_pair
+from ..harness import WAIT, open_hub_pair
 from ..test_transport._wire import Echo, serving, wait_until
 
 
@@ -68,8 +68,8 @@ def traceparent_of(span: ReadableSpan) -> str:
 async def test_a_post_and_the_turn_it_starts_form_one_tree(
     spans: InMemorySpanExporter, autojump_clock: MockClock
 ) -> None:
-    async with open_pair() as p:
-        bot, _ = await p.agent("bot")
+    async with open_hub_pair() as p:
+        bot, _ = await p.scripted("bot")
         al = await p.human("al")
         ch = await al.open(type="conversation", target="bot")
         question = await al.send(ch.session_id, "hi")
@@ -99,7 +99,7 @@ async def test_a_post_and_the_turn_it_starts_form_one_tree(
 async def test_the_hub_starts_a_trace_for_an_envelope_without_one(
     spans: InMemorySpanExporter, autojump_clock: MockClock
 ) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         al, bea = await p.human("al"), await p.human("bea")
         ch = await al.open(type="conversation", target="bea")
         await p.settle()
@@ -134,7 +134,7 @@ async def test_the_hub_starts_a_trace_for_an_envelope_without_one(
 async def test_a_refused_post_ends_its_spans_with_an_error(
     spans: InMemorySpanExporter, autojump_clock: MockClock
 ) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         al, bea = await p.human("al"), await p.human("bea")
         ch = await al.open(type="consulting", target="bea")
         await p.settle()
@@ -149,7 +149,7 @@ async def test_a_refused_post_ends_its_spans_with_an_error(
 async def test_a_session_span_lasts_from_creation_to_close(
     spans: InMemorySpanExporter, autojump_clock: MockClock
 ) -> None:
-    async with open_pair() as p:
+    async with open_hub_pair() as p:
         al = await p.human("al")
         await p.human("bea")
         closed = await al.open(type="conversation", target="bea")

@@ -17,7 +17,7 @@ from trio_websocket import WebSocketConnection, WebSocketRequest
 
 from troupe import EV_TEXT, Envelope, Hub, HubClient, HumanClient, Passport, Turn, open_hub
 from troupe.hub import AuthAdapter
-from troupe.model import ErrorFrame, Frame, HelloFrame, WelcomeFrame, decode_frame, encode_frame
+from troupe.model import ErrorFrame, Frame, HelloFrame, WelcomeFrame, decode_frames, encode_frame
 from troupe.store import Store
 from troupe.transport import WsLink, WsServer, _ws, serve_ws
 
@@ -115,6 +115,10 @@ class Raw:
 
     def __init__(self, ws: WebSocketConnection) -> None:
         self.ws = ws
+        #: Frames of a batch the hub sent, not yet returned by :meth:`receive`.
+        self.pending: list[Frame] = []
+        #: The size in bytes of each message received, in order.
+        self.message_sizes: list[int] = []
 
     async def send(self, frame: Frame) -> None:
         await self.ws.send_message(encode_frame(frame))
@@ -123,7 +127,15 @@ class Raw:
         await self.ws.send_message(text)
 
     async def receive(self) -> Frame:
-        return decode_frame(await self.ws.get_message())
+        """The next frame (a batch's frames one by one, in order)."""
+        if not self.pending:
+            message = await self.ws.get_message()
+            self.message_sizes.append(
+                len(message.encode() if isinstance(message, str) else message)
+            )
+            frames = decode_frames(message)
+            self.pending = frames if isinstance(frames, list) else [frames]
+        return self.pending.pop(0)
 
     async def hello(self, name: str) -> WelcomeFrame:
         """Bind this connection to ``name`` (no auth)."""

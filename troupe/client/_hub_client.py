@@ -2228,8 +2228,12 @@ class HubClient:
 
     async def _read(self, conn: WsLinkClient, wake: trio.Event) -> None:
         async with aclosing(conn.frames()) as frames:
-            async for frame in frames:
-                self._on_frame(frame)
+            async for item in frames:
+                if isinstance(item, list):
+                    for frame in item:  # a batch, in order
+                        self._on_frame(frame)
+                else:
+                    self._on_frame(item)
         wake.set()
 
     async def _connect_once(self, link: WsLink, nursery: trio.Nursery) -> WsLinkClient:

@@ -4,6 +4,13 @@ It owns the connection's outbound frames (it is their only writer), the identiti
 it, and per (agent, session) two marks: ``sent`` (the highest seq notified, to drop
 duplicate deliveries) and ``acked`` (the cursor, advanced by receipts, persisted). Replay
 and catch-up read the WAL after a mark and notify what the agent may see, in WAL order.
+
+Over a transport that carries batches (an endpoint with ``send_texts``: the WebSocket), the
+actor does not write each frame as it handles a message: it encodes it into its outbox and
+writes the outbox, in order, once its mailbox is drained (or ``MAX_BATCH_BYTES`` wait), so
+the deliveries and replies of one wakeup travel in as few messages as the transport's limit
+allows. Receipts come in batches too (:class:`Receipts`): each (agent, session) cursor
+advances once per batch, to the batch's highest ack.
 """
 
 from __future__ import annotations
@@ -42,6 +49,9 @@ MAX_CONTROL_QUEUED = 64
 #: Bytes of encoded replies that may wait for a connection that does not read them; while
 #: more wait, the hub reads no further requests from it (see ``wait_outbound_room``).
 MAX_OUTBOUND_BYTES = 4 << 20
+#: Bytes of encoded frames the actor gathers in its outbox before writing them, even if more
+#: messages wait in its mailbox: bounds the outbox's memory and a delivery's wait.
+MAX_BATCH_BYTES = 256 << 10
 
 
 @attrs.frozen
@@ -60,8 +70,10 @@ class Bind:
 
 
 @attrs.frozen
-class Receipt:
-    frame: ReceiptFrame
+class Receipts:
+    """Receipts the reader read in one message (one, or a batch's), in order."""
+
+    frames: tuple[ReceiptFrame, ...]
 
 
 @attrs.frozen
@@ -93,7 +105,7 @@ class Flush:
     done: trio.Event | None = None
 
 
-ConnectionMsg = Deliver | CatchUp | Bind | Receipt | SendOut | Flush | Evict | ChunkOut
+ConnectionMsg = Deliver | CatchUp | Bind | Receipts | SendOut | Flush | Evict | ChunkOut
 
 
 def visible_to(core: HubCore, envelope: Envelope, agent_id: str) -> bool:
@@ -137,6 +149,14 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
         self.outbound_bytes = 0
         self.max_outbound_bytes = max_outbound_bytes
         self._room = trio.Event()
+        #: Frames encoded and not yet written, when the endpoint takes batches (else None);
+        #: their bytes, and those of them counted in ``outbound_bytes``.
+        self._send_texts = getattr(endpoint, "send_texts", None)
+        self._outbox: list[str] | None = [] if self._send_texts is not None else None
+        self._outbox_bytes = 0
+        self._outbox_counted = 0
+        #: A reply is being written by its request's task (see :meth:`send_reply`).
+        self._replying = False
 
     def owns(self, agent_id: str) -> bool:
         return agent_id in self.agents and self.core.bindings.get(agent_id) is self.ref
@@ -159,7 +179,79 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
             await self._after(msg)
         except StoreError as exc:
             log.warning("connection %s: saving cursors failed: %s", self.endpoint.endpoint_id, exc)
+        if self._outbox and len(self.ref.mailbox) == 0:
+            await self.flush_outbox()
         return result
+
+    async def send_reply(self, out: SendOut) -> None:
+        """Send a reply :meth:`reply` made: written by the caller's task when nothing waits
+        to be written before it (this actor idle, its mailbox and outbox empty), else
+        queued to this actor. Either way it goes out in order with the deliveries: the
+        transport writes frames in the order they are handed to it, and the actor is idle
+        only while it waits on an empty mailbox (a message handed to it counts as work).
+
+        One such write at a time: while it waits (a peer that does not read), the next
+        replies go to the actor. Each caller waiting on its own write would hold its
+        request's in-flight slot: once all were held the hub would read nothing more from
+        that connection, and a client that sends its requests before reading the answers
+        would wait on it forever (until the ping timeout dropped it).
+        """
+        if self._outbox is None or self._outbox or self._replying or not self.ref.mailbox.receiving:
+            await self.ref.tell(out)
+            return
+        self._replying = True
+        try:
+            await self.endpoint.send_frame(out.frame)
+        except DecodeError as exc:
+            log.error("connection %s: not sent: %s", self.endpoint.endpoint_id, exc)
+        finally:
+            self._replying = False
+            self._sent(out.size)
+
+    async def _send(self, frame: Frame | str, size: int = 0) -> None:
+        """Send ``frame`` in order with the others: into the outbox when the endpoint takes
+        batches, else now. ``size``: bytes of it counted in ``outbound_bytes``.
+
+        Raises:
+          DecodeError: the transport cannot carry the frame (nothing was queued).
+        """
+        outbox = self._outbox
+        if outbox is None:
+            try:
+                await self.endpoint.send_frame(frame)
+            finally:
+                self._sent(size)
+            return
+        try:
+            text = frame if isinstance(frame, str) else self.endpoint.encode(frame)
+        except DecodeError:
+            self._sent(size)
+            raise
+        if not isinstance(text, str):  # (nothing to send, or an endpoint without wire text)
+            if text is not None:
+                await self.flush_outbox()
+                await self.endpoint.send_frame(text)
+            self._sent(size)
+            return
+        outbox.append(text)
+        self._outbox_bytes += len(text)
+        self._outbox_counted += size
+        if self._outbox_bytes >= MAX_BATCH_BYTES:
+            await self.flush_outbox()
+        else:
+            await trio.lowlevel.checkpoint()
+
+    async def flush_outbox(self) -> None:
+        """Write what the outbox holds, in order, in as few messages as the transport allows."""
+        if not self._outbox:
+            return
+        assert self._send_texts is not None
+        texts, self._outbox = self._outbox, []
+        counted, self._outbox_bytes, self._outbox_counted = self._outbox_counted, 0, 0
+        try:
+            await self._send_texts(texts)
+        finally:
+            self._sent(counted)
 
     async def _handle(self, msg: ConnectionMsg) -> None:
         match msg:
@@ -173,30 +265,30 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
                     await self._replay(recipient_id, session_id, 0, counted=counted)
             case Bind(agent_id, since, welcome, takeover):
                 await self._bind(agent_id, since, welcome, takeover)
-            case Receipt(frame):
-                self.receipts_queued.discard((frame.recipient_id, frame.session_id, frame.seq))
-                await self._receipt(frame)
+            case Receipts(frames):
+                self._receipts(frames)
+                await trio.lowlevel.checkpoint()
             case SendOut(frame, control, size):
                 if control:
                     self.control_queued -= 1
                 try:
-                    await self.endpoint.send_frame(frame)
+                    await self._send(frame, size)
                 except DecodeError as exc:
                     # A refusal or an acceptance the transport cannot carry (answers are
                     # replaced by the transport itself): not worth the connection.
                     log.error("connection %s: not sent: %s", self.endpoint.endpoint_id, exc)
-                finally:
-                    self._sent(size)
             case Evict(agent_id, message):
-                await self.endpoint.send_frame(ErrorFrame(code=IdentityInUse.code, message=message))
+                await self._send(ErrorFrame(code=IdentityInUse.code, message=message))
+                await self.flush_outbox()
                 log.warning("connection %s: %s", self.endpoint.endpoint_id, message)
                 await self.endpoint.aclose()
             case ChunkOut(frame, lane):
                 lane.queued -= 1
                 if self.owns(frame.recipient_id):
-                    await self.endpoint.send_frame(frame)
+                    await self._send(frame)
             case Flush(done):
                 self.flush_armed = False
+                await self.flush_outbox()
                 await self.flush_cursors()
                 if done is not None:
                     done.set()
@@ -219,6 +311,7 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
             pass  # the connection ended; serve_endpoint saved the cursors
 
     async def on_stop(self) -> None:
+        await self.flush_outbox()
         await self.flush_cursors()
 
     async def _notify(self, envelope: Envelope, agent_id: str, *, counted: bool) -> bool:
@@ -234,7 +327,7 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
                 if rule is not None:
                     self.core.ledger.add(agent_id, rule.limits.inbox)
         try:
-            await self.endpoint.send_frame(NotifyFrame(envelope=envelope, recipient_id=agent_id))
+            await self._send(NotifyFrame(envelope=envelope, recipient_id=agent_id))
         except DecodeError as exc:
             # This transport cannot carry it (a WAL written before the hub checked what it
             # admits, say). Crashing would only bring it back with the next replay, forever:
@@ -359,7 +452,7 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
         if previous is not self.ref:
             core.ledger.reset(agent_id)
         if welcome is not None:
-            await self.endpoint.send_frame(welcome)
+            await self._send(welcome)
         if since is None:
             # No replay asked: what was already sent or acked is the starting mark.
             for entry in core.directory.of_agent(agent_id):
@@ -401,26 +494,33 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
         self.control_queued += 1
         return True
 
-    async def _receipt(self, frame: ReceiptFrame) -> None:
-        agent_id, session_id, seq = frame.recipient_id, frame.session_id, frame.seq
-        if agent_id not in self.agents or not session_id or seq <= 0:
-            return
-        if (agent_id, session_id, seq) in self.outstanding:
-            self.outstanding.discard((agent_id, session_id, seq))
-            self.core.ledger.done(agent_id)
-        if frame.status != "ack":
-            self.core.audit(
-                "delivery_nacked",
-                agent_id=agent_id,
-                session_id=session_id,
-                seq=seq,
-                reason=frame.reason,
-            )
-            return
-        key = (agent_id, session_id)
-        if seq > self.acked.get(key, 0):
-            self.acked[key] = seq
-            self.dirty.add(key)
+    def _receipts(self, frames: tuple[ReceiptFrame, ...]) -> None:
+        """Settle each receipt's delivery; advance each cursor once, to its highest ack."""
+        highest: dict[tuple[str, str], int] = {}
+        for frame in frames:
+            agent_id, session_id, seq = frame.recipient_id, frame.session_id, frame.seq
+            self.receipts_queued.discard((agent_id, session_id, seq))
+            if agent_id not in self.agents or not session_id or seq <= 0:
+                continue
+            if (agent_id, session_id, seq) in self.outstanding:
+                self.outstanding.discard((agent_id, session_id, seq))
+                self.core.ledger.done(agent_id)
+            if frame.status != "ack":
+                self.core.audit(
+                    "delivery_nacked",
+                    agent_id=agent_id,
+                    session_id=session_id,
+                    seq=seq,
+                    reason=frame.reason,
+                )
+                continue
+            key = (agent_id, session_id)
+            if seq > highest.get(key, 0):
+                highest[key] = seq
+        for key, seq in highest.items():
+            if seq > self.acked.get(key, 0):
+                self.acked[key] = seq
+                self.dirty.add(key)
 
     async def flush_cursors(self) -> None:
         """Save the cursors acked since the last flush."""

@@ -42,6 +42,39 @@ class Faults(Protocol):
         ...
 
 
+class Membership(Protocol):
+    """A hub's membership of a cluster (``troupe.cluster.ClusterMember``), as the hub sees it.
+
+    The hub asks it three things: whether this node serves a session now (``check``, also
+    after an actor started: a shard that moved meanwhile leaves that actor behind), a
+    new session id this node serves (``new_session_id``), and to run beside the hub
+    (``run``, in the hub's tree) and hand its shards over when the hub stops (``leave``,
+    given ``leave_within_s``).
+    """
+
+    @property
+    def leave_within_s(self) -> float:
+        """How long ``leave`` may take when the hub stops (s)."""
+        ...
+
+    def check(self, session_id: str) -> int:
+        """The epoch under which this node serves ``session_id``'s shard now; raise
+        ``NotOwner`` if it does not."""
+        ...
+
+    def new_session_id(self, new_id: Callable[[], str]) -> str:
+        """A fresh session id (drawn from ``new_id``) whose shard this node serves."""
+        ...
+
+    async def run(self, hub: Any, *, task_status: trio.TaskStatus[None]) -> None:
+        """Join the cluster, then keep the leases until cancelled."""
+        ...
+
+    async def leave(self) -> None:
+        """Stop serving, then hand every shard over."""
+        ...
+
+
 class InjectedCrash(Exception):
     """Raised when a fault injector crashes a session actor on purpose; a crash like any other."""
 
@@ -150,9 +183,9 @@ class HubCore:
         self.registry: RegistryView = Registry()
         #: The hub actor's tasks (``HubActor.tasks``).
         self.tasks: Mapping[str, TaskMetadata] = MappingProxyType({})
-        #: The sessions: entries added by the hub actor; their published fields written by
-        #: each session's actor, their live fields (ref, gate, in use) by the session
-        #: supervisor (``_directory``).
+        #: The sessions: entries added by the hub actor (and a cluster member, for the
+        #: shards it gains); their published fields written by each session's actor, their
+        #: live fields (ref, gate, in use) by the session supervisor (``_directory``).
         self.directory = Directory()
 
         # -- the connections' tables (``_serve``, ``_connection``) -------------------------
@@ -162,6 +195,15 @@ class HubCore:
         #: endpoint id -> its connection actor (a ConnectionActor; its ``ref``): written by
         #: that connection's serve_endpoint task, as it starts and ends.
         self.connections: dict[str, Any] = {}
+        #: This node's membership of a cluster (``open_hub(cluster=...)``); None: no cluster,
+        #: and no cluster code on any path. Set by open_hub.
+        self.cluster: Membership | None = None
+
+    def new_session_id(self) -> str:
+        """A new session's id: in a cluster, one whose shard this node serves."""
+        if self.cluster is None:
+            return self.new_id()
+        return self.cluster.new_session_id(self.new_id)
 
     def now(self) -> float:
         return self.clock()

@@ -381,7 +381,7 @@ class HubActor(Actor[HubMsg, Any]):
             for order, pid in enumerate(ids)
         )
         md = SessionMetadata(
-            session_id=core.new_id(),
+            session_id=core.new_session_id(),
             manifest_type=msg.manifest_type,
             manifest_version=msg.manifest_version,
             creator_id=msg.creator_id,

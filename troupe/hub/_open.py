@@ -9,6 +9,7 @@
     ├── sessions   dynamic supervisor         permanent   one transient SessionActor each
     ├── endpoints  dynamic supervisor         permanent   one temporary connection each
     ├── clients    nursery                    permanent   in-process HubClients' loops
+    ├── cluster    ClusterMember.run          permanent   (only with ``cluster=``) leases
     ├── sweeper    TTL / handshake sweeper    permanent   (unless ttl_sweep_interval == 0)
     ├── expectations  expectation sweeper     permanent   (unless its interval == 0)
     └── passivator passivation sweeper        permanent   (unless passivate_after is None/0)
@@ -32,7 +33,7 @@ from ..store import Store, open_store
 from ..supervisors import ChildSpec, open_dynamic_supervisor, open_supervisor
 from ._audit import AuditWriter, audit_mailbox
 from ._auth import AuthAdapter, AuthRegistry
-from ._core import Faults, HubConfig, HubCore, new_uuid, trio_anchored_clock
+from ._core import Faults, HubConfig, HubCore, Membership, new_uuid, trio_anchored_clock
 from ._directory import SessionEntry
 from ._extensions import run_extensions
 from ._hub import Hub
@@ -65,6 +66,7 @@ async def open_hub(
     listeners: Iterable[object] = (),
     dedup_window: int = 1024,
     max_envelope_bytes: int = MAX_ENVELOPE_BYTES,
+    cluster: Membership | None = None,
 ) -> AsyncIterator[Hub]:
     """Run a hub for the duration of the block.
 
@@ -106,6 +108,10 @@ async def open_hub(
         :data:`~troupe.model.MAX_ENVELOPE_BYTES`, 1 MiB, which is what a WebSocket frame
         carries); a larger post is refused with ``ProtocolError``, in process as over the
         wire. The same bound applies to each request (a rule, a task, knobs).
+      cluster: run this hub as a node of a cluster (``troupe.cluster``): it runs only the
+        sessions of the shards it holds and refuses the others with ``NotOwner``. The store
+        must be the cluster's shared store with this member's fence (see
+        ``troupe.cluster``); leaving the block hands the node's shards over.
 
     Leaving the block stops the sweeper, the connections, the sessions, the hub actor and
     the audit writer, in that order; no task outlives it.
@@ -171,7 +177,11 @@ async def open_hub(
             await root.start_child(ChildSpec("sessions", hub._sessions.run))
             await root.start_child(ChildSpec("endpoints", partial(_run_endpoints, hub)))
             await root.start_child(ChildSpec("clients", partial(_run_clients, hub)))
-            await _hydrate(hub)
+            if cluster is not None:
+                core.cluster = cluster
+                await root.start_child(ChildSpec("cluster", partial(cluster.run, hub)))
+            else:
+                await _hydrate(hub)  # a node starts its sessions as it gains their shards
             if ttl_sweep_interval > 0:
                 await root.start_child(
                     ChildSpec("sweeper", partial(_sweep, hub.expire_due, ttl_sweep_interval))
@@ -185,13 +195,14 @@ async def open_hub(
                 )
             if config.passivate_after is not None:
                 await root.start_child(
-                    ChildSpec(
-                        "passivator", partial(sweep_idle, hub._sessions, config.passivate_after)
-                    )
+                    ChildSpec("passivator", partial(sweep_idle, hub, config.passivate_after))
                 )
             try:
                 yield hub
             finally:
+                if cluster is not None:
+                    with trio.move_on_after(cluster.leave_within_s, shield=True):
+                        await cluster.leave()
                 core.stopping = True
                 core.events.close()  # streams end once read; listeners finish theirs
                 if _tracing.ACTIVE is not None:
@@ -243,7 +254,7 @@ async def _hydrate(hub: Hub) -> None:
                 log.error("hub: session %s left unloaded: %s", entry.session_id, exc)
                 return
             if passivating:
-                await passivate(hub._sessions, entry)
+                await passivate(hub, entry)
 
     async with trio.open_nursery() as nursery:
         for entry in list(hub.core.directory.sessions.values()):

@@ -37,7 +37,7 @@ from ._session_parts import Passivate
 
 if TYPE_CHECKING:
     from ..actors import ActorRef
-    from ._sessions import SessionSupervisor
+    from ._hub import Hub
 
 log = logging.getLogger("troupe.hub.passivation")
 
@@ -51,15 +51,13 @@ ANSWER_S = 30.0
 STOP_S = 15.0
 
 
-async def passivate(
-    sessions: SessionSupervisor, entry: SessionEntry, idle_for: float = 0.0
-) -> bool:
+async def passivate(hub: Hub, entry: SessionEntry, idle_for: float = 0.0) -> bool:
     """Passivate one session if it agrees and was not used in the last ``idle_for`` seconds.
 
     Returns:
       Whether it was passivated.
     """
-    directory = sessions.core.directory
+    directory = hub.core.directory
     ref = entry.ref
     if ref is None or not ref.alive or entry.metadata.state.terminal:
         directory.release(entry)  # it ended, or its supervisor gave up on it
@@ -71,14 +69,12 @@ async def passivate(
     # Once asked, the actor may mark the gate passivating: from then on this passivation
     # must end (stop the actor, reopen the gate) or every later caller waits forever.
     with trio.CancelScope(shield=True, deadline=trio.current_time() + ANSWER_S + STOP_S):
-        return await _passivate(sessions, entry, ref)
+        return await _passivate(hub, entry, ref)
     return True  # the stop outlasted STOP_S; the gate was reopened all the same
 
 
-async def _passivate(
-    sessions: SessionSupervisor, entry: SessionEntry, ref: ActorRef[Any, Any]
-) -> bool:
-    directory = sessions.core.directory
+async def _passivate(hub: Hub, entry: SessionEntry, ref: ActorRef[Any, Any]) -> bool:
+    directory = hub.core.directory
     request = Passivate()
     with trio.move_on_after(ANSWER_S):
         try:
@@ -93,7 +89,7 @@ async def _passivate(
         directory.touch(entry, trio.current_time())  # look again in a while
         return False
     try:
-        await sessions.stop(entry)
+        await hub._sessions.stop(entry)
     finally:
         gate.passivating = None
         request.stopped.set()
@@ -102,15 +98,13 @@ async def _passivate(
     return True
 
 
-async def sweep(
-    sessions: SessionSupervisor, after: float, *, task_status: trio.TaskStatus[None]
-) -> None:
+async def sweep(hub: Hub, after: float, *, task_status: trio.TaskStatus[None]) -> None:
     """Passivate every session unused for ``after`` seconds, oldest first, forever.
 
     Up to ``BATCH`` due sessions are passivated side by side: each passivation is a few
     hops between tasks, and trio runs the tasks that are ready together in one batch.
     """
-    directory = sessions.core.directory
+    directory = hub.core.directory
     task_status.started()
     while True:
         if not directory.in_use:
@@ -130,4 +124,18 @@ async def sweep(
             batch.append(entry)
         async with trio.open_nursery() as nursery:
             for entry in batch:
-                nursery.start_soon(passivate, sessions, entry, after)
+                nursery.start_soon(passivate, hub, entry, after)
+
+
+async def evict(hub: Hub, entry: SessionEntry) -> None:
+    """Stop a session's actor now, without its consent or a snapshot (a cluster node that
+    lost the session's shard: another node may be writing it already).
+
+    The entry is left as a passivated one: a later use starts the actor again (which a
+    cluster node refuses unless it holds the shard again). A passivation under way is left
+    to finish: it stops the actor itself. A session given up on here is not closed after
+    all: its give-up is withdrawn (the next owner starts it afresh). See
+    ``SessionSupervisor.evict``; the stop is shielded, within ``STOP_S``.
+    """
+    with trio.CancelScope(shield=True, deadline=trio.current_time() + STOP_S):
+        await hub._sessions.evict(entry)

@@ -35,7 +35,7 @@ from ..model import (
     SendFrame,
     WelcomeFrame,
 )
-from ._connection import Bind, Caller, ConnectionActor, Flush, Receipt, SendOut
+from ._connection import Bind, Caller, ConnectionActor, Flush, Receipts, SendOut
 from ._rpc import error_code, handle_request
 from ._rules import TokenBucket
 
@@ -82,15 +82,29 @@ async def serve_endpoint(
             task_status.started(ref)
             frames = endpoint.frames()
             try:
-                async for frame in frames:
-                    # Receipts answer the hub's own deliveries (bounded by them), so they do
-                    # not spend the budget: it limits what a client asks of the hub.
-                    if not isinstance(frame, ReceiptFrame) and not flood.take(trio.current_time()):
-                        # Over its budget: this connection waits; the others are not read
-                        # by this task, so they do not.
-                        await trio.sleep(flood.wait_for_token())
-                        flood.take(trio.current_time())
-                    await _on_frame(hub, actor, ref, frame, nursery, limiter)
+                async for item in frames:
+                    if isinstance(item, list):
+                        # A batch: its receipts reach the actor as one message (one cursor
+                        # advance per session), the rest one by one, as if sent alone.
+                        receipts = tuple(
+                            f for f in item if type(f) is ReceiptFrame and actor.admit_receipt(f)
+                        )
+                        if receipts:
+                            ref.mailbox.send_system(Receipts(receipts))
+                        batch = [f for f in item if type(f) is not ReceiptFrame]
+                    else:
+                        batch = [item]
+                    for frame in batch:
+                        # Receipts answer the hub's own deliveries (bounded by them), so
+                        # they do not spend the budget: it limits what a client asks.
+                        if not isinstance(frame, ReceiptFrame) and not flood.take(
+                            trio.current_time()
+                        ):
+                            # Over its budget: this connection waits; the others are not
+                            # read by this task, so they do not.
+                            await trio.sleep(flood.wait_for_token())
+                            flood.take(trio.current_time())
+                        await _on_frame(hub, actor, ref, frame, nursery, limiter)
             finally:
                 # A reader cancelled mid-frame closes its generator now, not whenever the
                 # garbage collector gets to it (maybe after the run: a ResourceWarning).
@@ -127,7 +141,7 @@ async def _on_frame(
     match frame:
         case ReceiptFrame():
             if actor.admit_receipt(frame):
-                ref.mailbox.send_system(Receipt(frame))
+                ref.mailbox.send_system(Receipts((frame,)))
         case PingFrame(nonce=nonce):
             if actor.admit_control():
                 ref.mailbox.send_system(SendOut(PongFrame(nonce=nonce), control=True))
@@ -139,14 +153,14 @@ async def _on_frame(
             if actor.outbound_full:
                 await actor.wait_outbound_room()
             token = object()  # frames hold dicts, so they cannot be the borrower themselves
-            await limiter.acquire_on_behalf_of(token)
+            await _take_slot(limiter, token)
             nursery.start_soon(_send, hub, actor, ref, frame, limiter, token)
         case RequestFrame():
             # A client that does not read its replies is not read either.
             if actor.outbound_full:
                 await actor.wait_outbound_room()
             token = object()
-            await limiter.acquire_on_behalf_of(token)
+            await _take_slot(limiter, token)
             nursery.start_soon(_request, hub, Caller(actor, ref), frame, limiter, token)
         case ChunkFrame(chunk=chunk, recipient_id=""):
             # Best effort and unanswered; forwarding never waits, so the reader does it.
@@ -171,6 +185,16 @@ async def _on_frame(
             )
             if actor.admit_control():
                 ref.mailbox.send_system(SendOut(refusal, control=True))
+
+
+async def _take_slot(limiter: trio.CapacityLimiter, token: object) -> None:
+    """Take one of the connection's in-flight slots for ``token``: at once while one is free,
+    without a trip through the scheduler (the reader checkpoints reading the next frame, and
+    the request's task starts a scheduler round sooner), else waiting for one."""
+    try:
+        limiter.acquire_on_behalf_of_nowait(token)
+    except trio.WouldBlock:
+        await limiter.acquire_on_behalf_of(token)
 
 
 async def _hello(hub: Hub, ref: ActorRef[Any, Any], frame: HelloFrame) -> None:
@@ -214,7 +238,7 @@ async def _request(
             await caller.actor.wait_outbound_room()
         out = caller.actor.reply(await handle_request(hub, caller, frame))
         if out is not None:
-            await caller.ref.tell(out)
+            await caller.actor.send_reply(out)
     finally:
         limiter.release_on_behalf_of(token)
 
@@ -247,6 +271,6 @@ async def _send(
                 )
         out = actor.reply(reply)
         if out is not None:
-            await ref.tell(out)
+            await actor.send_reply(out)
     finally:
         limiter.release_on_behalf_of(token)

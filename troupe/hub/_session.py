@@ -33,7 +33,7 @@ import attrs
 import trio
 
 from .. import _tracing
-from .._errors import IllegalTransition, NetworkError, ProtocolError, StoreError
+from .._errors import IllegalTransition, NetworkError, NotOwner, ProtocolError, StoreError
 from ..actors import Actor, Refused
 from ..api import Accepted
 from ..model import (
@@ -389,12 +389,23 @@ class SessionActor(Actor[SessionMsg, Any]):
         """
         try:
             await self.core.store.append(self.sid, [env], metadata=metadata)
+        except NotOwner:
+            # Fenced off (a cluster): nothing was written, and the WAL's end may be another
+            # node's envelope at this very seq, so it must not be read as this one landing.
+            raise
         except StoreError as exc:
             try:
                 landed = await self.core.store.last_seq(self.sid)
+                # Ours only if it is this very envelope: an actor that fell behind the WAL
+                # (a cluster node's, whose shard another node wrote) sees another's there.
+                there = (
+                    await self.core.store.read(self.sid, since=env.seq - 1, until=env.seq)
+                    if landed >= env.seq
+                    else []
+                )
             except StoreError as again:
                 raise OutOfSync(f"session {self.sid}: append of seq {env.seq} unsure") from again
-            if landed == env.seq:
+            if there and there[0].envelope_id == env.envelope_id:
                 log.warning("session %s: seq %d was appended despite %s", self.sid, env.seq, exc)
                 return
             if landed != self.last_seq:

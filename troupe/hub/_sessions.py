@@ -119,6 +119,8 @@ class SessionSupervisor:
             raise ProtocolError("the hub is shutting down: no new posts are accepted")
         if envelope.sender_id not in core.registry:  # checked first (reference §1.3-C)
             raise NotFoundError(f"sender not registered: {envelope.sender_id!r}")
+        if core.cluster is not None:
+            core.cluster.check(sid)  # NotOwner: the caller retries on the shard's owner
         entry = core.directory.get(sid)
         # The id is the post's identity across a retry; the session actor stamps it (with
         # seq and created_at) on its own copy, so the caller's envelope is never changed.
@@ -293,6 +295,9 @@ class SessionSupervisor:
                 reason = md.close_reason or "no reason"
                 raise ProtocolError(f"session {md.session_id} is {md.state.value} ({reason})")
             assert self._sup is not None, "the hub is not running"
+            # No actor for another node's session (NotOwner), nor one whose shard moved
+            # while it started: it may have read a WAL that another node extends now.
+            epoch = core.cluster.check(entry.session_id) if core.cluster is not None else 0
             try:
                 ref = await self._sup.start_child(self._spec(entry))
             except StoreError:
@@ -305,11 +310,22 @@ class SessionSupervisor:
                 raise ProtocolError(
                     f"session {entry.session_id} could not be started from its WAL: {exc!r}"
                 ) from exc
+            if core.cluster is not None and not self._still_served(entry, epoch):
+                await self._sup.terminate_child(entry.session_id)
+                continue  # its shard moved while it started: again, or refused (NotOwner)
             if not entry.metadata.state.terminal:
                 entry.ref = ref  # else its recovery found it ended, or ended it: it stops
             if entry.passivated:
                 entry.passivated = False
                 core.counters.rehydrations += 1
+
+    def _still_served(self, entry: SessionEntry, epoch: int) -> bool:
+        """Whether this cluster node still serves the session under ``epoch``."""
+        assert self._core.cluster is not None
+        try:
+            return self._core.cluster.check(entry.session_id) == epoch
+        except StoreError:
+            return False
 
     def _spec(self, entry: SessionEntry) -> ChildSpec:
         core = self._core
@@ -329,11 +345,34 @@ class SessionSupervisor:
         try:
             await self._sup.terminate_child(entry.session_id)
         finally:
-            entry.ref = None
-            entry.dedup = None
-            entry.passivated = True
-            self._core.directory.release(entry)
+            self._let_go(entry)
             self._core.counters.passivations += 1
+
+    async def evict(self, entry: SessionEntry) -> None:
+        """Stop the session's actor without its consent (``_passivation.evict``: a cluster
+        node lost its shard); withdraw a give-up (the next owner starts it afresh)."""
+        gate = entry.gate
+        if entry.given_up:
+            # What to do with the session is the next owner's call now, so its close
+            # (``_close_crashed``, retrying) is called off.
+            entry.ref = None
+            await trio.lowlevel.checkpoint()
+            return
+        if entry.ref is None or (gate is not None and gate.passivating is not None):
+            await trio.lowlevel.checkpoint()  # a passivation under way stops it itself
+            return
+        assert self._sup is not None, "the hub is not running"
+        try:
+            await self._sup.terminate_child(entry.session_id)
+        finally:
+            self._let_go(entry)
+
+    def _let_go(self, entry: SessionEntry) -> None:
+        """The entry of a stopped actor: as a passivated one (the next use starts it)."""
+        entry.ref = None
+        entry.dedup = None
+        entry.passivated = True
+        self._core.directory.release(entry)
 
     # -- crashes -----------------------------------------------------------------------------
 
@@ -364,6 +403,8 @@ class SessionSupervisor:
             return
         delay = CLOSE_RETRY_S
         while True:
+            if not entry.given_up:
+                return  # the give-up was withdrawn: a cluster node let the session's shard go
             try:
                 await self._append_close(entry)
             except (StoreError, ActorDead) as exc:

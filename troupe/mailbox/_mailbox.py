@@ -133,6 +133,12 @@ class Mailbox(Generic[T]):
     def __len__(self) -> int:
         return len(self._q)
 
+    @property
+    def receiving(self) -> bool:
+        """Whether a task waits in :meth:`receive` (so nothing it would take is queued, and
+        no message was handed to it that it has not started on)."""
+        return bool(self._receivers)
+
     # -- sending -------------------------------------------------------------------------
 
     def _hand_to_receiver(self, msg: T) -> bool:

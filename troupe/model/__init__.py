@@ -6,8 +6,11 @@ from ._checks import PRIORITIES as PRIORITIES
 from ._checks import check_envelope as check_envelope
 from ._checks import check_json as check_json
 from ._checks import check_record as check_record
+from ._codec import batch_overhead as batch_overhead
 from ._codec import decode_frame as decode_frame
+from ._codec import decode_frames as decode_frames
 from ._codec import dumps as dumps
+from ._codec import encode_batch as encode_batch
 from ._codec import encode_frame as encode_frame
 from ._codec import loads as loads
 from ._codec import structure as structure
@@ -124,11 +127,14 @@ __all__ = (
     "TaskSpec",
     "TaskState",
     "WelcomeFrame",
+    "batch_overhead",
     "check_envelope",
     "check_json",
     "check_record",
     "decode_frame",
+    "decode_frames",
     "dumps",
+    "encode_batch",
     "encode_frame",
     "is_protocol_event",
     "is_substantive",

@@ -5,12 +5,18 @@ checkpoints, kv values, audit records) are kept encoded, as SQLite keeps them: a
 that mutates a dict after saving it cannot change what the store holds, and a value that
 SQLite would refuse is refused here too. Every call is a trio checkpoint that happens
 before the operation, so a cancelled call has done nothing.
+
+A cluster simulation (several hubs in one process) gives each node its own
+:meth:`MemoryStore.view` of one store's data, with that node's ``fence``: a callable run
+with the session id in every session write (``append``, ``save_session``,
+``save_snapshot``) after the call's checkpoint and before anything is written, so nothing
+can come between the check and the write; raising refuses that write alone.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -33,10 +39,15 @@ from ._rules import (
 
 
 class MemoryStore:
-    """A store that lives in this process; it keeps its data across ``async with`` re-entries."""
+    """A store that lives in this process; it keeps its data across ``async with`` re-entries.
 
-    def __init__(self) -> None:
+    Args:
+      fence: checked in every session write (module rules); raising refuses the write.
+    """
+
+    def __init__(self, *, fence: Callable[[str], None] | None = None) -> None:
         self._open = False
+        self.fence = fence
         self._agents: dict[str, AgentRecord] = {}
         self._names: dict[str, str] = {}
         self._capabilities: dict[str, set[str]] = {}
@@ -53,6 +64,19 @@ class MemoryStore:
 
     def __repr__(self) -> str:
         return f"MemoryStore(open={self._open}, sessions={len(self._sessions)})"
+
+    def view(self, *, fence: Callable[[str], None] | None = None) -> MemoryStore:
+        """Another store on this one's data, opened and left on its own, with its own fence
+        (one per node of a simulated cluster)."""
+        other = MemoryStore(fence=fence)
+        for name, value in vars(self).items():
+            if name not in ("_open", "fence"):
+                setattr(other, name, value)
+        return other
+
+    def _fenced(self, session_id: str) -> None:
+        if self.fence is not None:
+            self.fence(session_id)
 
     async def __aenter__(self) -> Self:
         await trio.lowlevel.checkpoint()
@@ -135,6 +159,7 @@ class MemoryStore:
 
     async def save_session(self, metadata: SessionMetadata) -> None:
         await self._enter_call()
+        self._fenced(metadata.session_id)
         self._sessions[metadata.session_id] = metadata
 
     async def load_sessions(self) -> list[SessionMetadata]:
@@ -153,6 +178,7 @@ class MemoryStore:
         metadata: SessionMetadata | None = None,
     ) -> None:
         await self._enter_call()
+        self._fenced(session_id)
         wal = self._wal.get(session_id, [])
         check_append(session_id, len(wal), envelopes, metadata)
         keys = self._keys.get(session_id, {})
@@ -213,6 +239,7 @@ class MemoryStore:
 
     async def save_snapshot(self, session_id: str, seq: int, state: Any) -> None:
         await self._enter_call()
+        self._fenced(session_id)
         self._snapshots[session_id] = (seq, json_bytes(state, f"snapshot of {session_id!r}"))
 
     async def load_snapshot(self, session_id: str) -> Snapshot | None:

@@ -8,7 +8,8 @@
   :func:`no_task_leaks` checks that a block left no task behind.
 - A pytest plugin (loaded automatically) with the fixtures ``troupe_hub``,
   ``troupe_hub_client``, ``troupe_hub_store``, ``troupe_store_faults``,
-  ``troupe_crash_points`` and ``troupe_hub_options``.
+  ``troupe_crash_points`` and ``troupe_hub_options``; :func:`open_test_hub` is ``troupe_hub``
+  as an ``async with`` (for a test that restarts a hub on one store).
 """
 
 from ._crash_points import CrashPoints as CrashPoints
@@ -28,6 +29,7 @@ from ._invariants import live_tasks as live_tasks
 from ._invariants import no_task_leaks as no_task_leaks
 from ._invariants import seeded_ids as seeded_ids
 from ._plugin import make_store as make_store
+from ._plugin import open_test_hub as open_test_hub
 from ._scripted import ScriptedAgent as ScriptedAgent
 from ._scripted import ScriptExhausted as ScriptExhausted
 from ._scripted import ScriptStep as ScriptStep
@@ -56,5 +58,6 @@ __all__ = (
     "live_tasks",
     "make_store",
     "no_task_leaks",
+    "open_test_hub",
     "seeded_ids",
 )

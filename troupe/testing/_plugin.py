@@ -13,11 +13,15 @@ it. Fixtures:
 - ``troupe_hub_options``: extra ``open_hub`` keywords (override the fixture to change them).
 - ``troupe_hub``: a running hub on all of the above, checked for leaked tasks when it closes.
 - ``troupe_hub_client``: a ``HubClient`` connected to ``troupe_hub`` in process.
+
+:func:`open_test_hub` is ``troupe_hub`` as an ``async with``, for a test that opens more than
+one hub (a restart on one store) or chooses its store and options per call.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +68,30 @@ def make_store(engine: str, directory: Path) -> Store:
     raise ValueError(f"unknown store engine {engine!r}; use one of {', '.join(ENGINES)}")
 
 
+@asynccontextmanager
+async def open_test_hub(
+    store: Store | None = None, *, faults: CrashPoints | None = None, **options: Any
+) -> AsyncIterator[Hub]:
+    """A running hub for a test, checked for leaked tasks when it closes.
+
+    Args:
+      store: The hub's store; a fresh ``MemoryStore`` by default. Pass the same store to a
+        second ``open_test_hub`` to test a restart.
+      faults: The fault injector the hub consults; a fresh :class:`CrashPoints` by default.
+      options: Further ``open_hub`` keywords.
+
+    Raises:
+      TaskLeak: a task the block started outlived it (only when the block succeeded).
+    """
+    with no_task_leaks():
+        async with open_hub(
+            store if store is not None else MemoryStore(),
+            faults=faults if faults is not None else CrashPoints(),
+            **options,
+        ) as hub:
+            yield hub
+
+
 @pytest.fixture
 def troupe_hub_store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
     """The hub's storage engine: a MemoryStore, or with ``indirect`` parametrization
@@ -105,9 +133,8 @@ async def troupe_hub(
     """A running hub on ``troupe_store_faults`` with ``troupe_crash_points``, reproducible
     ids, and a check that no task outlives it."""
     options: dict[str, Any] = {"new_id": seeded_ids(0), **troupe_hub_options}
-    with no_task_leaks():
-        async with open_hub(troupe_store_faults, faults=troupe_crash_points, **options) as running:
-            yield running
+    async with open_test_hub(troupe_store_faults, faults=troupe_crash_points, **options) as hub:
+        yield hub
 
 
 @pytest.fixture

@@ -1,4 +1,12 @@
-"""WebSocket transport (trio-websocket): one JSON text message per frame.
+"""WebSocket transport (trio-websocket): JSON text messages, each a frame or a batch of them.
+
+A message is one frame (a JSON object tagged by ``kind``) or a batch: a JSON array of frames,
+in order, which the reader hands on as a list (see ``decode_frames``). Frames queued at once
+travel as one batch: the hub's connection actor sends what it drained from its mailbox in one
+go (:meth:`_WsEnd.send_texts`), and a client's frames sent while another send is under way
+(receipts from several sessions, concurrent posts) wait for it and go out together as the
+next message (:meth:`_WsEnd.send_frame`). A batch never exceeds the receiving end's limit: a
+frame too large to share a message goes alone.
 
 Server: :func:`serve_ws` accepts connections and attaches each to the hub as an endpoint;
 client: :class:`WsLink` makes :class:`WsLinkClient` connections for ``HubClient``.
@@ -30,6 +38,15 @@ Connections (the server):
 
 trio-websocket is used as it is: its fixes for a ping or a send racing a close are made in
 troupe's own connection class (:class:`_Connection`), not in the library's.
+
+Why trio-websocket still, though ``./dev bench wire`` measures a trio driver of the
+``websockets`` package's sans-I/O protocol 1.6-1.8x faster on the raw floors (CPU per round
+trip 121 vs 72 µs, 2026-12-07): the driver there is a benchmark's, with no keepalive, close
+handshake, TLS, handshake timeout or refusal of oversized messages, all of which this module
+relies on trio-websocket for. Switching means a production driver (reading in the reader's own
+task instead of a reader task and a channel, pongs queued behind the send under way) and
+moving the tests' raw connections off trio-websocket; it would take ~50 µs of the ~225 µs of
+CPU an RPC costs here. Issue 15 item 5 keeps the measure in the benchmark for that decision.
 """
 
 from __future__ import annotations
@@ -40,7 +57,8 @@ import logging
 import ssl
 import urllib.parse
 import uuid
-from collections.abc import AsyncGenerator
+from collections import deque
+from collections.abc import AsyncGenerator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -58,7 +76,9 @@ from ..model import (
     Frame,
     InvalidFrame,
     ResponseFrame,
-    decode_frame,
+    batch_overhead,
+    decode_frames,
+    encode_batch,
     encode_frame,
 )
 
@@ -166,15 +186,47 @@ def _size(message: str | bytes) -> int:
     return len(message.encode())
 
 
-def _decode(message: str | bytes, limit: int) -> Frame:
-    """A frame, or an :class:`InvalidFrame` saying why the message is not one."""
+def _decode(message: str | bytes, limit: int) -> Frame | list[Frame]:
+    """A frame or a batch of them (bad ones as :class:`InvalidFrame`), or an InvalidFrame
+    saying why the message is neither."""
     size = _size(message)
     if size > limit:
         return InvalidFrame(reason=f"frame of {size} bytes exceeds the {limit}-byte limit")
     try:
-        return decode_frame(message)
+        return decode_frames(message)
     except DecodeError as exc:
         return InvalidFrame(reason=str(exc), request_id=_request_id_of(message))
+
+
+def pack(texts: Sequence[str], limit: int) -> list[str]:
+    """The messages that carry ``texts`` (encoded frames), in order, each at most ``limit``
+    bytes: consecutive frames share a batch while it fits; a frame that fits no batch with
+    a neighbour goes alone (a frame over ``limit`` alone too: the caller refused it before).
+    """
+    messages: list[str] = []
+    batch: list[str] = []
+    used = 0
+    for text in texts:
+        size = _size(text)
+        if batch and used + size + batch_overhead(len(batch) + 1) > limit:
+            messages.append(encode_batch(batch))
+            batch, used = [], 0
+        batch.append(text)
+        used += size
+    if batch:
+        messages.append(encode_batch(batch))
+    return messages
+
+
+class _Batch:
+    """Frames waiting to go out as one message behind the send under way."""
+
+    __slots__ = ("done", "size", "texts")
+
+    def __init__(self, text: str, size: int) -> None:
+        self.texts = [text]
+        self.size = size
+        self.done = False
 
 
 def _request_id_of(message: str | bytes) -> str:
@@ -207,6 +259,10 @@ class _WsEnd:
         #: The peer's address, for logs.
         self.remote = remote
         self.closed = trio.Event()
+        #: A send is under way: frames sent meanwhile wait in ``_queued`` for it.
+        self._sending = False
+        self._queued: deque[_Batch] = deque()
+        self._waiting = trio.lowlevel.ParkingLot()
 
     @property
     def endpoint_id(self) -> str:
@@ -238,14 +294,66 @@ class _WsEnd:
         return text
 
     async def send_frame(self, frame: Frame | str) -> None:
-        """Send a frame (or the text :meth:`encode` made of one); silently dropped once the
-        connection is closed."""
+        """Send a frame (or the text :meth:`encode` made of one, or a message :func:`pack`
+        made); silently dropped once the connection is closed.
+
+        Returns once the frame is written. Frames sent while another send is under way
+        (from other tasks) wait for it, and then go out together, as one batch per message:
+        the first of the waiters still there sends them all. A call cancelled while it waits
+        leaves its frame queued: it goes out with the next message.
+        """
         text = self.encode(frame) if not isinstance(frame, str) else frame
         if text is None:
             await trio.lowlevel.checkpoint()
             return
+        if not self._sending and not self._queued:
+            await self._send_queued(text)
+            return
+        size = _size(text)
+        last = self._queued[-1] if self._queued else None
+        if (
+            last is not None
+            and last.size + size + batch_overhead(len(last.texts) + 1) <= self.send_limit
+        ):
+            last.texts.append(text)
+            last.size += size
+            batch = last
+        else:
+            batch = _Batch(text, size)
+            self._queued.append(batch)
+        while not batch.done:
+            if self._sending:
+                await self._waiting.park()
+            else:
+                await self._send_queued(None)
+
+    async def send_texts(self, texts: Sequence[str]) -> None:
+        """Send encoded frames (from :meth:`encode`) in order, in as few messages as the
+        peer's limit allows (see :func:`pack`)."""
+        for message in pack(texts, self.send_limit):
+            await self.send_frame(message)
+
+    async def _send_queued(self, first: str | None) -> None:
+        """Send ``first``, then every batch queued meanwhile, one message each."""
+        self._sending = True
         try:
-            await self._ws.send_message(text)
+            if first is not None:
+                await self._send_message(first)
+            while self._queued:
+                batch = self._queued.popleft()  # (full now: nothing joins it any more)
+                try:
+                    await self._send_message(encode_batch(batch.texts))
+                finally:
+                    batch.done = True
+                    self._waiting.unpark_all()
+        finally:
+            self._sending = False
+            # Cancelled with batches queued: their waiters take over (or the next send).
+            self._waiting.unpark_all()
+
+    async def _send_message(self, message: str) -> None:
+        try:
+            await self._ws.send_message(message)
         except ConnectionClosed:
             await trio.lowlevel.checkpoint()
 
@@ -273,8 +381,9 @@ class _WsEnd:
             )
         )
 
-    async def frames(self) -> AsyncGenerator[Frame, None]:
-        """Decoded frames until the connection closes (garbage as InvalidFrame)."""
+    async def frames(self) -> AsyncGenerator[Frame | list[Frame], None]:
+        """Decoded frames until the connection closes (garbage as InvalidFrame); a list for
+        each batch, its frames in order."""
         while True:
             try:
                 message = await self._ws.get_message()

@@ -1,28 +1,49 @@
-"""A hub on a MemoryStore, fake connections that behave like minimal clients, and faults.
+"""The suite's one hub + client harness: ``HubPair`` (h11's ``ConnectionPair``).
 
-``Harness`` is the ``HubPair`` of these tests (h11's ``ConnectionPair``): one running hub,
-the store under it, and a ``MiniClient`` per connected agent. A ``MiniClient`` is the hub's
-view of a client reduced to what the hub relies on: it records every frame the hub sends,
-acks invites (``EV_CHANNEL_INVITE_ACK`` with ``causation_id`` = the invite's id) and answers
-every notify with a ``ReceiptFrame``. Everything runs under trio's ``MockClock``.
+``open_hub_pair`` opens a hub through the shipped test kit (``troupe.testing.open_test_hub``:
+a ``CrashPoints`` the test can arm, and a check that no task outlives the hub) on a fresh
+MemoryStore unless given a store, with both sweepers off unless ``ttl_sweep_interval`` or
+``expectation_sweep_interval`` is given (tests tick them), and a clock anchored at
+:data:`EPOCH` that trio's ``MockClock`` drives. (A hung test is failed by the suite-wide cap
+in ``tests/conftest.py``.)
+
+A ``HubPair`` reaches its hub two ways:
+
+- as the hub's wire sees a client: ``MiniClient`` fake connections (:meth:`HubPair.connection`,
+  :meth:`HubPair.agent`) reduced to what the hub relies on: each records every frame the hub
+  sends, acks invites (``EV_CHANNEL_INVITE_ACK`` with ``causation_id`` = the invite's id) and
+  answers every notify with a ``ReceiptFrame``;
+- as a program does: ``hc``, a ``HubClient`` over a ``LocalLink`` (it connects on first use),
+  with :class:`Scripted` agents (:meth:`HubPair.scripted`) and people (:meth:`HubPair.human`,
+  :meth:`HubPair.people`, :meth:`HubPair.people_session`).
+
+Tests run it under trio's autojump ``MockClock`` (the ``autojump_clock`` fixture), except a
+few that wait on the real clock within ``trio.fail_after``.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import math
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
+from types import ModuleType
 from typing import Any, Literal
 
 import attrs
 import trio
+import trio.testing
 
-from troupe.hub import Hub, open_hub
+import troupe
+from troupe import AgentClient, HubClient, HumanClient, LocalLink, Turn
+from troupe.hub import Hub
 from troupe.model import (
     EV_CHANNEL_INVITE,
     EV_CHANNEL_INVITE_ACK,
     EV_CHANNEL_INVITE_REJECT,
+    EV_EXPECTATION_VIOLATED,
     EV_TEXT,
     Envelope,
     Frame,
@@ -35,13 +56,63 @@ from troupe.model import (
     SessionState,
 )
 from troupe.store import MemoryStore, Store
-from troupe.testing import CrashPoints
+from troupe.testing import CrashPoints, open_test_hub
 
-#: The hub clock of every harness: a fixed epoch plus trio's (mock) clock, so timestamps
+#: The hub clock of every test hub: a fixed epoch plus trio's (mock) clock, so timestamps
 #: are reproducible and keep running across a hub restart within one test.
 EPOCH = 1_800_000_000.0
 
+#: What a wait for an expected envelope allows (virtual seconds).
+WAIT = 30.0
+
 InvitePolicy = Literal["ack", "reject", "ignore"]
+Reply = Callable[[Turn], Any]
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def example(name: str) -> ModuleType:
+    """Import ``examples/<name>.py`` by path (``examples`` is a folder, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"troupe_example_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class Scripted:
+    """An agent whose ``respond`` records every turn and answers with ``reply(turn)``.
+
+    The default reply is ``"<name>: <trigger text>"``.
+    """
+
+    def __init__(self, name: str, reply: Reply | None = None) -> None:
+        self.name = name
+        self._reply = reply
+        self.turns: list[Turn] = []
+
+    async def respond(self, turn: Turn) -> Any:
+        self.turns.append(turn)
+        await trio.lowlevel.checkpoint()
+        if self._reply is None:
+            return f"{self.name}: {turn.text}"
+        return self._reply(turn)
+
+    @property
+    def triggers(self) -> list[str]:
+        """The ids of the envelopes this agent was asked to answer, in order."""
+        return [t.envelope.envelope_id for t in self.turns]
+
+
+class Lines:
+    """A reply function that says ``lines`` in order, then stays silent (``None``)."""
+
+    def __init__(self, *lines: str) -> None:
+        self.lines = list(lines)
+
+    def __call__(self, turn: Turn) -> str | None:
+        return self.lines.pop(0) if self.lines else None
 
 
 class FakeEndpoint:
@@ -197,19 +268,24 @@ def counter_ids(prefix: str = "id") -> Callable[[], str]:
     return lambda: f"{prefix}-{next(numbers):04d}"
 
 
-class Harness:
+class HubPair:
     """A running hub with helpers to register agents, connect them and open sessions."""
 
-    def __init__(self, hub: Hub, store: Store, nursery: trio.Nursery, faults: CrashPoints) -> None:
+    def __init__(
+        self, hub: Hub, store: Store, nursery: trio.Nursery, faults: CrashPoints, hc: HubClient
+    ) -> None:
         self.hub = hub
         self.store = store
         self.nursery = nursery
         self.faults = faults
+        #: The pair's HubClient (over a LocalLink); it connects on first use.
+        self.hc = hc
         self.agents: dict[str, Agent] = {}
 
-    async def client(
+    async def connection(
         self, endpoint_id: str, *, invites: InvitePolicy = "ack", receipts: bool = True
     ) -> MiniClient:
+        """A fake connection, attached to the hub but bound to no agent yet."""
         client = MiniClient(self.hub, self.nursery, endpoint_id, invites=invites, receipts=receipts)
         await client.attach()
         return client
@@ -233,7 +309,7 @@ class Harness:
             agent_id = passport.agent_id
         client = None
         if connect:
-            client = await self.client(f"ep-{name}", invites=invites, receipts=receipts)
+            client = await self.connection(f"ep-{name}", invites=invites, receipts=receipts)
             await client.bind(agent_id)
         agent = Agent(name, agent_id, client)
         self.agents[name] = agent
@@ -275,8 +351,87 @@ class Harness:
         return alice, bob, md
 
     async def settle(self) -> None:
-        """Let every delivery, receipt and cursor flush in flight finish."""
+        """Let every delivery, turn, receipt and cursor write in flight finish.
+
+        Returns as soon as every task waits: it does not move the clock past a sleep.
+        """
         await trio.testing.wait_all_tasks_blocked()
+
+    # -- Through a HubClient, as a program does ----------------------------------------------
+
+    def client(self) -> HubClient:
+        """Another (unconnected) HubClient to the same hub."""
+        return HubClient(LocalLink(self.hub))
+
+    async def scripted(
+        self,
+        name: str,
+        reply: Reply | None = None,
+        *,
+        hc: HubClient | None = None,
+        rule: Rule | None = None,
+        capabilities: Sequence[str] = (),
+    ) -> tuple[AgentClient, Scripted]:
+        """Register a :class:`Scripted` agent called ``name``; return its client and itself."""
+        scripted = Scripted(name, reply)
+        client = await (hc or self.hc).register(
+            scripted,
+            Passport(name=name),
+            Resume(claimed_capabilities=tuple(capabilities)),
+            rule=rule,
+        )
+        return client, scripted
+
+    async def human(
+        self, name: str, *, hc: HubClient | None = None, auto_ack_invites: bool = True
+    ) -> HumanClient:
+        return await (hc or self.hc).register_human(
+            Passport(name=name, kind="human"), auto_ack_invites=auto_ack_invites
+        )
+
+    async def reattach(
+        self, name: str, agent: troupe.Agent | None = None
+    ) -> tuple[HubClient, AgentClient | HumanClient]:
+        """``name`` comes back on a new HubClient: attach it and let the replay run."""
+        hc = self.client()
+        identity = await hc.attach(agent, name)
+        await self.settle()
+        return hc, identity
+
+    async def people(self, *names: str) -> list[HumanClient]:
+        """Register one human per name (they ack invites, and say only what tests send)."""
+        return [await self.human(n) for n in names]
+
+    async def people_session(
+        self, kind: str, *names: str, kickoff: str | None = None
+    ) -> tuple[list[HumanClient], str]:
+        """People called ``names``; the first opens a ``kind`` session with the others.
+
+        Args:
+            kind: The session type.
+            names: The participants, the creator first.
+            kickoff: A first text the creator sends, if any.
+
+        Returns:
+            The people, and the session id.
+        """
+        people = await self.people(*names)
+        others = [p.agent_id for p in people[1:]]
+        sid = (await people[0].open(type=kind, target=others)).session_id
+        if kickoff is not None:
+            await people[0].send(sid, kickoff)
+        return people, sid
+
+    async def notices(self, session_id: str) -> list[Envelope]:
+        """The expectation notices in a session's WAL."""
+        wal = await self.hub.read_wal(session_id)
+        return [e for e in wal if e.event_type == EV_EXPECTATION_VIOLATED]
+
+    async def audit(self, kind: str) -> list[dict[str, Any]]:
+        return [r for r in await self.hub.read_audit() if r["kind"] == kind]
+
+    async def wal(self, session_id: str) -> list[Envelope]:
+        return await self.hub.read_wal(session_id)
 
 
 def text_envelope(
@@ -293,27 +448,62 @@ def text_envelope(
     )
 
 
+def from_(
+    sender: AgentClient | HumanClient, event_type: str = EV_TEXT
+) -> Callable[[Envelope], bool]:
+    """A predicate: an envelope of ``event_type`` sent by ``sender``."""
+    sender_id = sender.agent_id
+    return lambda e: e.event_type == event_type and e.sender_id == sender_id
+
+
+def said(body: str) -> Callable[[Envelope], bool]:
+    """A predicate: an ``EV_TEXT`` envelope saying ``body``."""
+    return lambda e: e.event_type == EV_TEXT and e.text == body
+
+
+def of_type(event_type: str) -> Callable[[Envelope], bool]:
+    return lambda e: e.event_type == event_type
+
+
+def texts(envelopes: Iterable[Envelope]) -> list[str]:
+    """The texts among ``envelopes``, in order."""
+    return [e.text for e in envelopes if e.event_type == EV_TEXT and e.text is not None]
+
+
+def kinds(envelopes: Iterable[Envelope]) -> list[str]:
+    return [e.event_type for e in envelopes]
+
+
+def text(session: SessionMetadata | str, sender_id: str, body: str, **kw: Any) -> Envelope:
+    sid = session if isinstance(session, str) else session.session_id
+    return Envelope(
+        session_id=sid, sender_id=sender_id, event_type=EV_TEXT, event_data={"text": body}, **kw
+    )
+
+
 def wal_view(wal: Iterable[Envelope]) -> list[tuple[int, str, str, Any]]:
     """What a WAL says, without the hub-made ids and clocks."""
     return [(e.seq, e.sender_id, e.event_type, e.event_data.get("text")) for e in wal]
 
 
 @asynccontextmanager
-async def open_harness(
+async def open_hub_pair(
     store: Store | None = None, *, faults: CrashPoints | None = None, **hub_kwargs: Any
-) -> AsyncIterator[Harness]:
+) -> AsyncIterator[HubPair]:
     """A hub on ``store`` (a fresh MemoryStore by default) with its own nursery for clients.
 
-    The sweeper is off unless ``ttl_sweep_interval`` is given. (A hung test is failed by the
-    suite-wide cap in ``tests/conftest.py``.)
+    Both sweepers are off unless ``ttl_sweep_interval`` or ``expectation_sweep_interval`` is
+    given; ``hub_kwargs`` go to ``open_hub``. When the block ends the nursery is cancelled,
+    then ``hc`` is closed.
     """
     store = store if store is not None else MemoryStore()
     faults = faults if faults is not None else CrashPoints()
     hub_kwargs.setdefault("ttl_sweep_interval", 0)
+    hub_kwargs.setdefault("expectation_sweep_interval", 0)
     hub_kwargs.setdefault("clock", hub_clock)
-    async with (
-        open_hub(store, faults=faults, **hub_kwargs) as hub,
-        trio.open_nursery() as nursery,
-    ):
-        yield Harness(hub, store, nursery, faults)
-        nursery.cancel_scope.cancel()
+    async with open_test_hub(store, faults=faults, **hub_kwargs) as hub:
+        hc = HubClient(LocalLink(hub))
+        async with trio.open_nursery() as nursery:
+            yield HubPair(hub, store, nursery, faults, hc)
+            nursery.cancel_scope.cancel()
+        await hc.close()

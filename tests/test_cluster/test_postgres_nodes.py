@@ -1,0 +1,109 @@
+"""Two hubs as nodes of one cluster on the test PostgreSQL (real clock, one trio run).
+
+Each node has its own PostgresStore (no advisory lock; the coordinator's fence in every
+session write) and its own PostgresCoordinator. Waits are for conditions, with deadlines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+
+from troupe import EV_TEXT, Envelope, NotOwner, Passport
+from troupe.cluster import ClusterConfig, ClusterMember, PostgresCoordinator, shard_of
+from troupe.hub import Hub, open_hub
+from troupe.model import EV_CHANNEL_INVITE_ACK as EV_INVITE_ACK
+from troupe.store import PostgresStore
+from troupe.testing import seeded_ids
+
+from .._postgres import new_schema
+from ..test_transport._wire import wait_until
+
+SHARDS = 4
+#: Short timing for a test on a real clock (a lease must exceed 5 s + margin).
+TIMING = {"lease_s": 7.0, "tick_s": 0.5, "margin_s": 1.5}
+
+
+@asynccontextmanager
+async def node(dsn: str, schema: str, node_id: str, seed: int) -> AsyncIterator[Hub]:
+    async with PostgresCoordinator(dsn, schema=schema) as coordinator:
+        member = ClusterMember(
+            ClusterConfig(node_id=node_id, address=f"ws://{node_id}", shards=SHARDS, **TIMING),
+            coordinator,
+        )
+        fence = coordinator.fence(node_id, SHARDS, member.claimed)
+        store = PostgresStore(dsn, schema=schema, exclusive=False, fence=fence)
+        async with open_hub(
+            store,
+            cluster=member,
+            ttl_sweep_interval=0,
+            expectation_sweep_interval=0,
+            new_id=seeded_ids(seed),
+        ) as hub:
+            yield hub
+
+
+def held(hub: Hub) -> set[int]:
+    member = hub.core.cluster
+    assert isinstance(member, ClusterMember)
+    return set(member.ownership.held)
+
+
+async def test_two_hubs_on_postgresql_share_the_shards_and_hand_them_over_on_leaving(
+    pg_dsn: str, pg_schemas: list[str]
+) -> None:
+    schema = new_schema(pg_schemas)
+    async with node(pg_dsn, schema, "a", 1) as a:
+        ann = (await a.register(Passport(name="ann"))).agent_id
+        bob = (await a.register(Passport(name="bob"))).agent_id
+        assert ann is not None
+        assert bob is not None
+        assert held(a) == set(range(SHARDS))
+        sid = await _open_broadcast(a, ann, bob)
+        first = await a.post(_text(sid, ann, "one"))
+        async with node(pg_dsn, schema, "b", 2) as b:
+            # a lets half go (hysteresis: 4 >= 2 + 2), b claims them.
+            with trio.fail_after(10):
+                await wait_until(lambda: len(held(b)) == SHARDS // 2)
+            owner, other = (a, b) if shard_of(sid, SHARDS) in held(a) else (b, a)
+            with pytest.raises(NotOwner):
+                await other.post(_text(sid, ann, "refused"))
+            two = await owner.post(_text(sid, ann, "two", key="k2"))
+            assert two.seq == first.seq + 1
+        # b left: it handed its shards over at once; a takes them at its next tick.
+        with trio.fail_after(10):
+            await wait_until(lambda: held(a) == set(range(SHARDS)))
+        again = await a.post(_text(sid, ann, "two", key="k2"))
+        assert (again.envelope_id, again.seq, again.duplicate) == (two.envelope_id, two.seq, True)
+        three = await a.post(_text(sid, ann, "three"))
+        assert three.seq == two.seq + 1
+
+
+def _text(sid: str, sender: str, body: str, key: str | None = None) -> Envelope:
+    return Envelope(
+        session_id=sid,
+        sender_id=sender,
+        event_type=EV_TEXT,
+        event_data={"text": body},
+        idempotency_key=key,
+    )
+
+
+async def _open_broadcast(hub: Hub, ann: str, bob: str) -> str:
+    """A broadcast from ann to bob, bob's invite acked here (no clients in this test)."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            lambda: hub.create_session(
+                creator_id=ann, manifest_type="broadcast", participants=[bob]
+            )
+        )
+        with trio.fail_after(10):
+            await wait_until(lambda: bool(hub.core.directory.sessions))
+        (sid,) = hub.core.directory.sessions
+        with trio.fail_after(10):
+            await wait_until(lambda: bob in hub.core.directory.get(sid).metadata.pending_acks)
+        await hub.post(Envelope(session_id=sid, sender_id=bob, event_type=EV_INVITE_ACK))
+    return sid

@@ -1,0 +1,105 @@
+"""``troupe serve --store postgresql://…`` as a real process: one node of a cluster."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+from troupe import EV_TEXT, HubClient, Passport
+from troupe.cli import main
+from troupe.cluster import PostgresCoordinator
+from troupe.store import PostgresStore
+from troupe.transport import WsLink
+
+from .._postgres import new_schema
+from ..test_transport._wire import QUIET, Echo
+
+REPO = Path(__file__).resolve().parents[2]
+LISTENING = re.compile(rb"listening on ws://127\.0\.0\.1:(\d+)")
+
+
+async def _owned(dsn: str, schema: str) -> dict[str, tuple[str, int]]:
+    async with PostgresCoordinator(dsn, schema=schema, create=False) as c:
+        return {n.node_id: (n.address, n.shards) for n in await c.nodes()}
+
+
+@pytest.mark.slow
+async def test_a_node_serves_its_shards_and_hands_them_over_when_stopped(
+    pg_dsn: str, pg_schemas: list[str], tmp_path: Path
+) -> None:
+    schema = new_schema(pg_schemas)
+    log = tmp_path / "serve.log"
+    args = ["--store", pg_dsn, "--schema", schema, "--node-id", "n1", "--shards", "8"]
+    with log.open("ab") as err:
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "troupe", "serve", *args, "--port", "0"],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=err,
+        )
+    try:
+        assert process.stdout is not None
+        printed = b""
+        with trio.fail_after(20):
+            while (found := LISTENING.search(printed)) is None:
+                chunk = await process.stdout.receive_some()
+                assert chunk, f"troupe serve exited: {log.read_text()}"
+                printed += chunk
+        url = f"ws://127.0.0.1:{int(found.group(1))}"
+        with trio.fail_after(20):
+            async with HubClient(WsLink(url, ping_interval=QUIET)) as hc:
+                await hc.register(Echo(), Passport(name="echo"))
+                me = await hc.register_human(Passport(name="me"))
+                ch = await me.open(type="consulting", target="echo")
+                await me.send(ch.session_id, "hi")
+                await me.wait_for_channel_event(
+                    channel_id=ch.session_id,
+                    predicate=lambda e: e.event_type == EV_TEXT and e.sender_id != me.agent_id,
+                    timeout=5,
+                )
+            # It owns every shard, and advertises the port it bound (the next tick says so).
+            for _ in range(100):
+                owned = await _owned(pg_dsn, schema)
+                if owned == {"n1": (url, 8)}:
+                    break
+                await trio.sleep(0.1)
+            assert owned == {"n1": (url, 8)}
+            process.send_signal(signal.SIGTERM)
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+        if process.stdout is not None:
+            await process.stdout.aclose()
+    text = log.read_text()
+    assert "cluster node n1" in text
+    assert "Traceback" not in text
+    # It left: no node, every shard free at once.
+    assert await _owned(pg_dsn, schema) == {}
+    async with PostgresStore(pg_dsn, schema=schema, exclusive=False) as store:
+        wal = await store.read(ch.session_id)
+    assert [e.text for e in wal if e.event_type == EV_TEXT] == ["hi", "echo: hi"]
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (["--store", "hub.db"], "--store must be a PostgreSQL URL"),
+        (["--store", "postgresql://x/y", "--db", "a.db"], "not both"),
+        (["--node-id", "n1"], "--node-id is for a cluster node"),
+        (["--store", "postgresql://x/y", "--node-id", "a b"], "node_id must be"),
+        (["--store", "postgresql://x/y", "--shards", "0"], "shards must be"),
+    ],
+)
+def test_bad_cluster_options_exit_2_naming_the_option(
+    args: list[str], complaint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["serve", *args]) == 2
+    assert complaint in capsys.readouterr().err

@@ -1,0 +1,94 @@
+"""The RPC path's scheduler rounds: what a request costs between the wire and the hub.
+
+Each trip through trio's scheduler that a request's critical path takes is a run-loop round
+(an epoll call, every runnable task stepped) before the answer can go: these tests count
+the steps of the tasks on that path, so a checkpoint that serves nothing does not come back
+unnoticed.
+"""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from troupe.api import SetSkill
+from troupe.client._remote import RemoteHub
+from troupe.model import Frame, RequestFrame, ResponseFrame
+
+from ..harness import MiniClient, open_hub_pair
+
+
+class StepsOf(trio.abc.Instrument):
+    """Counts the steps of the tasks whose name ends with ``suffix``."""
+
+    def __init__(self, suffix: str) -> None:
+        self.suffix = suffix
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task.name.endswith(self.suffix):
+            self.steps += 1
+
+
+async def test_the_reader_hands_a_request_on_without_a_scheduler_round_while_slots_are_free(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Taking an in-flight slot used to be an awaited acquire: a round per request before its
+    # task could start. A free slot is now taken at once; the reader's one checkpoint per
+    # request is reading the next frame.
+    async with open_hub_pair() as h:
+        bob = await h.agent("bob", connect=False)
+        client = MiniClient(h.hub, h.nursery, "ep-bob")
+        await client.attach()
+        await client.bind(bob.id)
+        await h.settle()
+        reader = StepsOf("ep-bob")
+        trio.lowlevel.add_instrument(reader)
+        count = 32
+        for n in range(count):
+            client.send(RequestFrame(request_id=f"r{n}", op="find_agent_id", params={"name": "x"}))
+        await h.settle()
+        trio.lowlevel.remove_instrument(reader)
+        answered = [f.request_id for f in client.frames if isinstance(f, ResponseFrame)]
+        assert sorted(answered) == sorted(f"r{n}" for n in range(count))
+        assert reader.steps <= count + 2  # (was 2 per request)
+
+
+class AnsweringConnection:
+    """A connection whose peer answers every request at once; records what was sent."""
+
+    def __init__(self, hub: RemoteHub) -> None:
+        self.hub = hub
+        self.sent: list[Frame] = []
+        #: The caller's steps so far, at each send.
+        self.steps_at_send: list[int] = []
+        self.caller = StepsOf("caller")
+
+    async def send_frame(self, frame: Frame) -> None:
+        self.steps_at_send.append(self.caller.steps)
+        self.sent.append(frame)
+        assert isinstance(frame, RequestFrame)
+        self.hub.answer(ResponseFrame(request_id=frame.request_id, ok=True))
+        await trio.lowlevel.checkpoint()
+
+
+async def test_a_call_on_a_ready_connection_sends_in_the_callers_first_step() -> None:
+    # Waiting on the "connected" event, already set, cost a scheduler round per call.
+    hub = RemoteHub()
+    conn = AnsweringConnection(hub)
+    hub.attach(conn)  # type: ignore[arg-type]
+    hub.ready(conn)  # type: ignore[arg-type]
+    trio.lowlevel.add_instrument(conn.caller)
+
+    async def caller() -> None:
+        for _ in range(3):
+            await hub.call(SetSkill(agent_id="a", skill_md=None))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(caller, name="caller")
+    trio.lowlevel.remove_instrument(conn.caller)
+    # The first send in the caller's first step; then two steps a call: the send's own
+    # checkpoint, and taking the answer (it used to take one more each: [2, 5, 8]).
+    assert conn.steps_at_send == [1, 3, 5]
+    # Request ids are a counter's: unique on this client, and cheap.
+    assert [f.request_id for f in conn.sent if isinstance(f, RequestFrame)] == ["1", "2", "3"]

@@ -1,0 +1,36 @@
+"""A cluster of hubs on one store: shard ownership with fencing (issue 16, part).
+
+A session's shard is a stable hash of its id; each node holds a fair share of the shards
+under leases a :class:`Coordinator` judges (PostgreSQL's clock, or an in-memory one for
+simulations), and every session write is fenced by its shard's epoch in its own
+transaction. See ``_shards`` (the sans-IO core), ``_member`` (the trio driver) and the
+README's "Running a cluster".
+"""
+
+from .._errors import NotOwner as NotOwner
+from ._coordinator import Coordinator as Coordinator
+from ._coordinator import MemoryCoordinator as MemoryCoordinator
+from ._coordinator import NodeInfo as NodeInfo
+from ._coordinator import ShardInfo as ShardInfo
+from ._member import ClusterMember as ClusterMember
+from ._postgres import PostgresCoordinator as PostgresCoordinator
+from ._shards import Claims as Claims
+from ._shards import ClusterConfig as ClusterConfig
+from ._shards import Ownership as Ownership
+from ._shards import fair_share as fair_share
+from ._shards import shard_of as shard_of
+
+__all__ = (
+    "Claims",
+    "ClusterConfig",
+    "ClusterMember",
+    "Coordinator",
+    "MemoryCoordinator",
+    "NodeInfo",
+    "NotOwner",
+    "Ownership",
+    "PostgresCoordinator",
+    "ShardInfo",
+    "fair_share",
+    "shard_of",
+)

@@ -1,0 +1,288 @@
+"""``ClusterMember``: a hub's membership of a cluster, the trio driver of :class:`Ownership`.
+
+Rules:
+
+- ``open_hub(store, cluster=member)`` runs the member in the hub's tree: it joins, then
+  ticks every ``tick_s``: renew (heartbeat + leases), claim expired shards up to the fair
+  share, let go of a surplus (hysteresis), read the shard map (for ``NotOwner``'s owner).
+- A watchdog stops serving every shard at the local deadline (``_shards`` rules) when no
+  renewal moved it: the hub refuses posts and starts no actor for them, and the fence
+  refuses writes, before the lease can run out at the coordinator.
+- Losing a shard (deadline, epoch moved, let go) stops its sessions' running actors at
+  once; an epoch that moved is handled before the new one is adopted, so an actor of the
+  old claim never writes under the new one. Gaining a shard loads the sessions created
+  elsewhere into the directory, and each rehydrates from the store on first use (its actor
+  reads metadata, snapshot and WAL).
+- Leaving the hub's block drains (new posts refused, running sessions passivated with a
+  snapshot while the leases still hold), stops serving, then releases every shard
+  (``leave``: lease set to now) so other nodes take them at their next tick.
+- What is not here yet (issue 16): forwarding a request to the owner (a caller gets
+  :class:`NotOwner` naming the shard and owner, re-reads the map and retries there with
+  the same idempotency key), and the registry and tasks in the shared store (each node
+  loads agents when it starts).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import trio
+
+from .._errors import NotOwner, StoreError
+from ._coordinator import Coordinator
+from ._shards import ClusterConfig, Ownership, shard_of
+
+if TYPE_CHECKING:
+    from ..hub import Hub
+
+log = logging.getLogger("troupe.cluster")
+
+#: How many session ids ``new_session_id`` draws, at most, to find one in a served shard.
+DRAWS_PER_SHARD = 64
+
+
+class ClusterMember:
+    """One node's membership: its config, its coordinator and what it holds (module rules).
+
+    Args:
+      config: the node's id, address, shard count and timing.
+      coordinator: the judge of ownership shared by every node.
+    """
+
+    def __init__(self, config: ClusterConfig, coordinator: Coordinator) -> None:
+        self.config = config
+        self.coordinator = coordinator
+        self.ownership = Ownership(config)
+        #: shard -> owner as last read (for NotOwner's message); None: nobody or unknown.
+        self.owners: dict[int, str | None] = {}
+        self._moved = trio.Event()
+        self._hub: Hub | None = None
+        #: Set by :meth:`leave`: no new post or session here, the running ones snapshot.
+        self.draining = False
+
+    def __repr__(self) -> str:
+        return f"ClusterMember({self.config.node_id!r}, held={sorted(self.ownership.held)})"
+
+    @property
+    def leave_within_s(self) -> float:
+        """How long leaving may take when the hub stops: the drain (:meth:`leave`), then
+        one tick to hand the shards over."""
+        return self.drain_s + self.config.tick_s
+
+    @property
+    def drain_s(self) -> float:
+        """How long :meth:`leave` lets running sessions snapshot: ``lease_s - margin_s -
+        tick_s``, so the renewals going on meanwhile keep the leases."""
+        config = self.config
+        return max(config.lease_s - config.margin_s - config.tick_s, 0.0)
+
+    def _serving(self, shard: int, now: float) -> int | None:
+        return None if self.draining else self.ownership.serving(shard, now)
+
+    # -- what the hub and the fences ask -------------------------------------------------------
+
+    def claimed(self, shard: int) -> int | None:
+        """The epoch of this node's claim on ``shard`` (None: not held); for fences, from any
+        thread."""
+        return self.ownership.held.get(shard)
+
+    def shard(self, session_id: str) -> int:
+        return shard_of(session_id, self.config.shards)
+
+    def check(self, session_id: str) -> int:
+        """The epoch under which this node serves ``session_id``'s shard now.
+
+        Raises:
+          NotOwner: it does not serve it now.
+        """
+        shard = shard_of(session_id, self.config.shards)
+        epoch = self._serving(shard, trio.current_time())
+        if epoch is None:
+            raise self.not_owner(session_id, shard)
+        return epoch
+
+    def not_owner(self, session_id: str, shard: int) -> NotOwner:
+        owner = self.owners.get(shard)
+        if owner == self.config.node_id:
+            owner = None  # ours by the map, but not served: the lease is not confirmed
+        where = (
+            f"node {owner!r} owns it"
+            if owner is not None
+            else "the shard map this node read last names no other owner"
+        )
+        return NotOwner(
+            f"node {self.config.node_id!r} does not serve session {session_id!r}: its shard "
+            f"{shard} is not held here ({where}); re-read the shard map and retry there "
+            "with the same idempotency key (forwarding between nodes is not built yet)",
+            shard=shard,
+            owner=owner,
+        )
+
+    def new_session_id(self, new_id: Callable[[], str]) -> str:
+        """A fresh session id whose shard this node serves (drawn from ``new_id``).
+
+        Raises:
+          NotOwner: this node serves no shard now.
+        """
+        now = trio.current_time()
+        session_id = new_id()
+        for _ in range(DRAWS_PER_SHARD * self.config.shards):
+            if self._serving(shard_of(session_id, self.config.shards), now) is not None:
+                return session_id
+            if now >= self.ownership.deadline or not self.ownership.held:
+                break
+            session_id = new_id()
+        raise NotOwner(
+            f"node {self.config.node_id!r} serves no shard now: a session cannot be created "
+            "here (create it on a node that holds shards)",
+            shard=shard_of(session_id, self.config.shards),
+        )
+
+    # -- the driver ---------------------------------------------------------------------------
+
+    async def run(self, hub: Hub, *, task_status: trio.TaskStatus[None]) -> None:
+        """Join, then tick and watch the deadline until cancelled (module rules)."""
+        config = self.config
+        self._hub = hub
+        await self.coordinator.join(config.node_id, config.address, config.shards)
+        await self.tick()
+        task_status.started()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch)
+            while True:
+                await trio.sleep(config.tick_s)
+                await self.tick()
+
+    async def tick(self) -> None:
+        """One renewal round; a coordinator failure is logged (the watchdog acts on it)."""
+        config, ownership, coordinator = self.config, self.ownership, self.coordinator
+        node = config.node_id
+        sent = trio.current_time()
+        gained: set[int] = set()
+        lost: set[int] = set()
+        try:
+            claims = await coordinator.renew(node, config.address, config.lease_s)
+            more = 0 if self.draining else ownership.wanted(claims.live)
+            if more:
+                claims = await coordinator.claim(node, config.lease_s, more)
+            if trio.current_time() < sent + config.lease_s - config.margin_s:
+                # What moved is stopped before the new epochs are adopted: an actor of the
+                # old claim must not write under the new one.
+                moved = ownership.moved(claims)
+                if moved:
+                    ownership.drop(moved)
+                # An actor still running in a shard held anew was started under an older
+                # claim (it was starting when the shard was lost): stale, like the moved.
+                fresh = set(claims.held) - set(ownership.held)
+                if moved or fresh:
+                    await self._lose(moved | fresh)
+                gained, lost = ownership.renewed(sent, claims)
+            surplus = ownership.surplus(claims.live)
+            if surplus:
+                ownership.drop(surplus)  # stop serving before the release lets others in
+                lost |= set(surplus)
+                await self._lose(lost)
+                lost = set()
+                await coordinator.release(node, surplus)
+            self.owners = {s.shard: s.owner for s in await coordinator.shard_map()}
+        except StoreError as exc:
+            log.warning("cluster node %s: tick failed: %s", node, exc)
+        if lost:
+            await self._lose(lost)
+        if gained:
+            await self._gain(gained)
+        if ownership.held:
+            self._moved.set()
+
+    async def _watch(self) -> None:
+        ownership = self.ownership
+        while True:
+            if not ownership.held or math.isinf(ownership.deadline):
+                self._moved = trio.Event()
+                await self._moved.wait()
+                continue
+            await trio.sleep_until(ownership.deadline)
+            lost = ownership.expire(trio.current_time())
+            if lost:
+                log.warning(
+                    "cluster node %s: lease not renewed in time; stopped serving shards %s",
+                    self.config.node_id,
+                    sorted(lost),
+                )
+                await self._lose(lost)
+
+    async def _lose(self, shards: set[int]) -> None:
+        """Stop the running actors of the sessions in ``shards``."""
+        from ..hub._passivation import evict
+
+        hub = self._hub
+        if hub is None or not shards:
+            await trio.lowlevel.checkpoint()
+            return
+        n = self.config.shards
+        entries = [
+            e
+            for e in list(hub.core.directory.sessions.values())
+            if e.ref is not None and shard_of(e.session_id, n) in shards
+        ]
+        async with trio.open_nursery() as nursery:
+            for entry in entries:
+                nursery.start_soon(evict, hub, entry)
+
+    async def _gain(self, shards: set[int]) -> None:
+        """Know the sessions of ``shards`` that other nodes created (they start on use)."""
+        from ..hub._directory import SessionEntry
+
+        hub = self._hub
+        if hub is None:
+            await trio.lowlevel.checkpoint()
+            return
+        core = hub.core
+        n = self.config.shards
+        try:
+            stored = await core.store.load_sessions()
+        except StoreError as exc:
+            log.warning("cluster node %s: cannot load the gained sessions: %s", self, exc)
+            return
+        for md in stored:
+            if md.session_id not in core.directory.sessions and shard_of(md.session_id, n) in (
+                shards
+            ):
+                stype = core.session_type(md.manifest_type, md.manifest_version)
+                core.directory.add(SessionEntry(metadata=md, stype=stype))
+
+    async def leave(self) -> None:
+        """Drain, then hand every shard over at once (``Coordinator.leave``).
+
+        Draining refuses new posts and sessions (``NotOwner``) and passivates the running
+        sessions within :attr:`drain_s`, each saving a snapshot if it is behind, while the
+        leases (and so the fence) still hold: the next owner recovers from a snapshot
+        instead of folding the whole WAL. What does not passivate in time (a session with
+        work queued) is stopped without one.
+        """
+        from ..hub._passivation import passivate
+
+        self.draining = True
+        hub = self._hub
+        if hub is not None:
+            n = self.config.shards
+            running = [
+                e
+                for e in list(hub.core.directory.sessions.values())
+                if e.ref is not None and shard_of(e.session_id, n) in self.ownership.held
+            ]
+            with trio.move_on_after(self.drain_s):
+                async with trio.open_nursery() as nursery:
+                    for entry in running:
+                        nursery.start_soon(passivate, hub, entry)
+        held = set(self.ownership.held)
+        self.ownership.drop(held)
+        self.ownership.deadline = -math.inf
+        await self._lose(held)
+        try:
+            await self.coordinator.leave(self.config.node_id)
+        except StoreError as exc:
+            log.warning("cluster node %s: could not hand its shards over: %s", self, exc)
