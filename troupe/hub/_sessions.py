@@ -61,10 +61,6 @@ class SessionSupervisor:
         self._core = core
         self._sup: Supervisor | None = None
 
-    @property
-    def core(self) -> HubCore:
-        return self._core
-
     async def run(self, *, task_status: trio.TaskStatus[None]) -> None:
         """Run the dynamic supervisor of session actors (the root supervisor's child)."""
         config = self._core.config
