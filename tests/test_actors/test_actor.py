@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, assert_type
 
+import attrs
 import pytest
 import trio
 import trio.testing
 
 from troupe import ActorDead, MailboxFull
-from troupe.actors import Actor, ActorRef, Refused, spawn
+from troupe.actors import Actor, ActorRef, Message, Refused, spawn
 from troupe.mailbox import DeadLetterBuffer, Mailbox
 
 
@@ -140,6 +141,45 @@ async def test_a_refusal_raises_at_the_asker_and_the_actor_goes_on(
         await ref.tell(5)  # a refusal answers nothing to a tell
         assert await ref.ask(4) == 8
         assert ref.alive
+        await ref.stop()
+
+
+@attrs.frozen
+class Length(Message[int]):
+    text: str
+
+
+@attrs.frozen
+class Shout(Message[str]):
+    text: str
+
+
+class Typed(Actor[Length | Shout | bytes, object]):
+    """Answers each kind of message with the type that message declares."""
+
+    async def handle(self, msg: Length | Shout | bytes) -> object:
+        await trio.lowlevel.checkpoint()
+        if isinstance(msg, Length):
+            return len(msg.text)
+        if isinstance(msg, Shout):
+            return msg.text.upper()
+        return msg
+
+
+async def test_ask_is_typed_by_the_message_it_sends(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        ref = await spawn(nursery, Typed(), name="typed")
+        length = await ref.ask(Length("four"))
+        assert_type(length, int)  # checked by mypy: the message's result type
+        assert length == 4
+        shout = await ref.ask(Shout("hi"))
+        assert_type(shout, str)
+        assert shout == "HI"
+        other = await ref.ask(b"raw")  # not a Message: the actor's own result type
+        assert_type(other, object)
+        assert other == b"raw"
         await ref.stop()
 
 

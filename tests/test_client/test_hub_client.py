@@ -42,7 +42,7 @@ async def test_register_returns_a_bound_agent_client(autojump_clock: MockClock) 
         assert bob.hub is p.hub
         assert p.hc.identities() == [bob]
         assert p.hc.endpoint_id is not None
-        assert p.hub.core.bindings[bob.agent_id] is p.hub._endpoints[p.hc.endpoint_id]
+        assert p.hub.core.bindings[bob.agent_id] is p.hub.core.connections[p.hc.endpoint_id].ref
 
 
 async def test_register_passes_skill_and_rule(autojump_clock: MockClock) -> None:
@@ -368,7 +368,10 @@ async def test_attach_rebinds_an_existing_agent(autojump_clock: MockClock) -> No
         again = await second.attach(Scripted("bob"), "bob")
         assert isinstance(again, AgentClient)
         assert again.agent_id == bob.agent_id
-        assert p.hub.core.bindings[bob.agent_id] is p.hub._endpoints[second.endpoint_id or ""]
+        assert (
+            p.hub.core.bindings[bob.agent_id]
+            is p.hub.core.connections[second.endpoint_id or ""].ref
+        )
         await second.close()
 
 

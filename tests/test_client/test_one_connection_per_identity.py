@@ -22,7 +22,9 @@ async def test_a_live_binding_is_not_taken_by_another_connection(
         with pytest.raises(IdentityInUse, match=f"'bob' \\({bob.agent_id}\\) is bound to another"):
             await second.attach(None, "bob")
         assert second.identities() == []
-        assert p.hub.core.bindings[bob.agent_id] is p.hub._endpoints[first.endpoint_id or ""]
+        assert (
+            p.hub.core.bindings[bob.agent_id] is p.hub.core.connections[first.endpoint_id or ""].ref
+        )
         # bob's own connection still gets what is his.
         await ann.send(ch.session_id, "still yours")
         got = await bob.wait_for_channel_event(

@@ -498,7 +498,7 @@ async def test_a_client_cannot_grow_the_hubs_memory_with_receipts_or_pings(
     client.endpoint.stalled = trio.Event()  # bob stops reading: the connection blocks
     await h.say(md, alice, "unread")  # the connection actor is stuck sending this
     await h.settle()
-    conn = hub._endpoints[client.endpoint.endpoint_id]
+    conn = hub.core.connections[client.endpoint.endpoint_id].ref
     for n in range(10_000):
         client.send(
             ReceiptFrame(envelope_id="x", recipient_id=bob.id, session_id=md.session_id, seq=n)

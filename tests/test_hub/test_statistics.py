@@ -134,3 +134,19 @@ async def test_health_says_whether_the_hub_serves(autojump_clock: trio.testing.M
         assert (await hub.health()).serving
     ended = await hub.health()
     assert (ended.serving, ended.supervisor) == (False, "stopping")
+
+
+async def test_supervisors_shows_the_hubs_tree_to_look_at(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_hub_pair() as h:
+        alice, bob = await h.agent("alice"), await h.agent("bob")
+        session = await h.session("conversation", alice, bob)
+        sups = h.hub.supervisors()
+        assert list(sups) == ["hub", "sessions", "endpoints"]
+        root, sessions, endpoints = sups["hub"], sups["sessions"], sups["endpoints"]
+        assert root is not None and sessions is not None and endpoints is not None
+        assert root.state == "running"
+        assert {c.id for c in root.which_children()} >= {"hub", "sessions", "endpoints"}
+        assert [c.id for c in sessions.which_children()] == [session.session_id]
+        assert len(endpoints.which_children()) == 2  # alice's and bob's connections

@@ -4,6 +4,7 @@ from .._errors import ActorDead as ActorDead
 from ._actor import DEFAULT_CAPACITY as DEFAULT_CAPACITY
 from ._actor import Actor as Actor
 from ._actor import ActorRef as ActorRef
+from ._actor import Message as Message
 from ._actor import Refused as Refused
 from ._actor import spawn as spawn
 
@@ -12,6 +13,7 @@ __all__ = (
     "Actor",
     "ActorDead",
     "ActorRef",
+    "Message",
     "Refused",
     "spawn",
 )

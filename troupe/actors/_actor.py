@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 import outcome
 import trio
@@ -21,6 +21,7 @@ from ..mailbox import DeadLetter, Mailbox
 
 M = TypeVar("M")
 R = TypeVar("R")
+T = TypeVar("T")
 
 log = logging.getLogger("troupe.actors")
 
@@ -45,6 +46,17 @@ class Actor(Generic[M, R]):
 
     async def on_stop(self) -> None:
         """Run in the actor's task after an orderly stop (not after a crash or a cancel)."""
+
+
+class Message(Generic[T]):
+    """The marker base of a message that declares the type of its answer, ``T``.
+
+    ``ref.ask(msg)`` of a ``Message[T]`` is typed ``T`` whatever the actor's ``R``, so an
+    actor that answers several kinds of request gives each asker its own result type
+    (``class Lookup(Message[int])``). A marker only: no fields, no cost at run time.
+    """
+
+    __slots__ = ()
 
 
 class Refused:
@@ -175,8 +187,16 @@ class ActorRef(Generic[M, R]):
         except MailboxClosed:
             raise self._dead_error() from None
 
-    async def ask(self, msg: M) -> R:
+    @overload
+    async def ask(self, msg: Message[T]) -> T: ...
+
+    @overload
+    async def ask(self, msg: M) -> R: ...
+
+    async def ask(self, msg: Any) -> Any:
         """Send ``msg`` and wait for the value ``handle`` returns for it.
+
+        Typed: the result type a :class:`Message` declares, else the actor's ``R``.
 
         Cancelled before the actor took the request, the request is withdrawn: the actor
         never sees it. Cancelled later, the actor finishes it and the answer is dropped.
@@ -199,7 +219,7 @@ class ActorRef(Generic[M, R]):
         except MailboxClosed:
             raise self._dead_error() from None
         if req.answer is not None:
-            return req.answer.unwrap()  # type: ignore[no-any-return]
+            return req.answer.unwrap()
         req.task = current_task()
         mailbox = self._mailbox
 
@@ -209,7 +229,7 @@ class ActorRef(Generic[M, R]):
             mailbox.withdraw(req)
             return Abort.SUCCEEDED
 
-        return await wait_task_rescheduled(abort)  # type: ignore[no-any-return]
+        return await wait_task_rescheduled(abort)
 
     async def stop(self) -> None:
         """Ask the actor to stop after the messages it is handling, and wait until it has.

@@ -30,11 +30,12 @@ so a wrong type or an out-of-range value is the caller's ``DecodeError`` naming 
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Final, Generic, Literal, TypeVar, get_args, get_origin
+from typing import Any, ClassVar, Final, Literal, TypeVar, get_args, get_origin
 
 import attrs
 
 from .._errors import DecodeError
+from ..actors import Message
 from ..model import (
     Envelope,
     Passport,
@@ -57,7 +58,7 @@ MAX_REASON_CHARS: Final = 1000
 REQUESTS: dict[str, type[Request[Any]]] = {}
 
 
-class Request(Generic[R]):
+class Request(Message[R]):
     """The marker base of a hub request record (``R`` is its result type).
 
     Not a record itself (it has no fields): each request is an ``attrs.frozen`` record

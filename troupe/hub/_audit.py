@@ -15,7 +15,7 @@ import attrs
 import trio
 
 from .._errors import StoreError
-from ..actors import Actor, Refused
+from ..actors import Actor, Message, Refused
 from ..mailbox import Mailbox
 from ..store import Store
 
@@ -29,7 +29,9 @@ RETRY_MAX_S = 5.0
 
 
 @attrs.frozen
-class ReadAudit:
+class ReadAudit(Message[list[dict[str, Any]]]):
+    """The audit records after the first ``since`` (at most ``limit``), queued ones too."""
+
     since: int = 0
     limit: int | None = None
 

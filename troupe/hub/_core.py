@@ -1,14 +1,18 @@
-"""What every actor of one hub shares: configuration, clock, store and the ETS-style tables.
+"""What every actor of one hub shares: configuration, services and read-only table views.
 
-Each table has one writer, named in its docstring; everyone else only reads, synchronously,
-between two awaits (trio runs one task at a time, so a read never sees a torn write).
+Each mutable table has one owner (docs/ARCHITECTURE.md lists them): the hub actor its
+registry and tasks, each session actor its directory entry's published fields, the session
+supervisor the entries' live fields. ``HubCore`` holds read-only views of them (typed so
+that mypy refuses a write), read synchronously between two awaits (trio runs one task at
+a time, so a read never sees a torn write); writes go through the owner.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any, Protocol
 
 import attrs
@@ -23,7 +27,7 @@ from ._arbiters import ARBITERS, Arbiter
 from ._directory import Directory
 from ._events import EventBus
 from ._lanes import Streams
-from ._registry import Registry
+from ._registry import Registry, RegistryView
 from ._room import InboxRoom
 from ._rules import InboxLedger, RateLimiter
 
@@ -107,7 +111,13 @@ def new_uuid() -> str:
 
 @attrs.define(eq=False)
 class Counters:
-    """Monotonic counters for ``hub.statistics()``; written by the actors they name."""
+    """Monotonic counters for ``hub.statistics()``.
+
+    ``accepted``, ``rejected``, ``duplicates``: session actors (and the session supervisor
+    for posts it refuses before any actor, ``Hub.call`` for malformed ones); ``poison``,
+    ``sessions_crashed``, ``passivations``, ``rehydrations``: the session supervisor;
+    ``session_high_water``: session actors as they stop, and the supervisor for a crashed one.
+    """
 
     accepted: int = 0
     rejected: int = 0
@@ -138,47 +148,63 @@ class HubCore:
         new_id: Callable[[], str],
         faults: Faults | None,
     ) -> None:
-        self.store = store
+        # -- configuration (set by open_hub; the plug-in tables by the handle's register_*)
         self.config = config
         self.clock = clock
         self.new_id = new_id
         self.faults = faults
-        #: Written by the hub actor (replaced wholesale when it restarts).
-        self.registry = Registry()
-        #: Entries added by the hub actor; each entry published by its session actor.
-        self.directory = Directory()
-        #: agent id -> the client connection actor it is bound to; written by connections.
-        self.bindings: dict[str, ActorRef[Any, Any]] = {}
-        #: endpoint id -> its connection actor (a ConnectionActor); written by serve_endpoint.
-        self.connections: dict[str, Any] = {}
-        #: +1 by session actors on dispatch, -1 by connections on receipt.
-        self.ledger = InboxLedger()
-        #: (connection actor name, recipient, session) with a CatchUp queued and not yet
-        #: handled: one catch-up per (connection, session) however many dispatches missed.
-        #: Added by dispatch, discarded by the connection when it handles or drops it.
-        self.catch_ups: set[tuple[str, str, str]] = set()
-        #: Posts waiting for room in inboxes (overflow "block"); written by those posts.
-        self.room = InboxRoom(self.ledger)
-        #: Written by session actors (one token per substantive post).
-        self.limiter = RateLimiter()
-        #: (name, version) -> session type; written by the Hub handle.
+        #: (name, version) -> session type: open_hub, ``Hub.register_session_type``.
         self.session_types: dict[tuple[str, int], AnySessionType] = {}
-        #: task id -> task; written by the hub actor.
-        self.tasks: dict[str, TaskMetadata] = {}
-        self.dead_letters = DeadLetterBuffer()
-        self.counters = Counters()
-        #: Streamed chunks' lanes and counters; written by whoever streams, and connections.
-        self.streams = Streams()
+        #: Auction arbiters by name (``_arbiters``): ``Hub.register_auction_arbiter``.
+        self.arbiters: dict[str, Arbiter] = dict(ARBITERS)
+        #: The hub's own actors (set by open_hub).
         self.hub_ref: ActorRef[Any, Any] | None = None
         self.audit_ref: ActorRef[Any, Any] | None = None
         #: Set when ``open_hub``'s block has ended: the hub takes no new posts.
         self.stopping = False
+
+        # -- services: objects with their own API, used by whoever needs them -------------
+        self.store = store
         #: The event stream: every audit record, and each envelope appended (``_events``).
         self.events = EventBus(clock)
-        #: Auction arbiters by name (``_arbiters``); written by the Hub handle.
-        self.arbiters: dict[str, Arbiter] = dict(ARBITERS)
+        self.dead_letters = DeadLetterBuffer()
+        #: Statistics counters; each field's writer is named on ``Counters``.
+        self.counters = Counters()
+        #: Per-recipient inbox counts: +1 by session actors on dispatch, -1 by connections
+        #: on receipt; reset when a binding changes or the agent is unregistered.
+        self.ledger = InboxLedger()
+        #: Posts waiting for room in inboxes (overflow "block"): written by those posts,
+        #: woken by the ledger's acks (``_room``).
+        self.room = InboxRoom(self.ledger)
+        #: Per-sender rate buckets: a token per substantive post (session actors); forgotten
+        #: when the agent is unregistered (the hub actor).
+        self.limiter = RateLimiter()
+        #: Streamed chunks' lanes and counters: ``fan_out`` and the connections.
+        self.streams = Streams()
+
+        # -- read-only views of tables an actor owns -------------------------------------
+        #: The hub actor's registry (``HubActor.registry``; replaced when it restarts).
+        self.registry: RegistryView = Registry()
+        #: The hub actor's tasks (``HubActor.tasks``).
+        self.tasks: Mapping[str, TaskMetadata] = MappingProxyType({})
+        #: The sessions: entries added by the hub actor (and a cluster member, for the
+        #: shards it gains); their published fields written by each session's actor, their
+        #: live fields (ref, gate, in use) by the session supervisor (``_directory``).
+        self.directory = Directory()
+
+        # -- the connections' tables (``_serve``, ``_connection``) -------------------------
+        #: agent id -> the connection actor it is bound to: each connection writes its own
+        #: identities' entries; the hub actor drops an unregistered agent's.
+        self.bindings: dict[str, ActorRef[Any, Any]] = {}
+        #: endpoint id -> its connection actor (a ConnectionActor; its ``ref``): written by
+        #: that connection's serve_endpoint task, as it starts and ends.
+        self.connections: dict[str, Any] = {}
+        #: (connection actor name, recipient, session) with a CatchUp queued and not yet
+        #: handled: one catch-up per (connection, session) however many dispatches missed.
+        #: Added by dispatch, discarded by the connection when it handles or drops it.
+        self.catch_ups: set[tuple[str, str, str]] = set()
         #: This node's membership of a cluster (``open_hub(cluster=...)``); None: no cluster,
-        #: and no cluster code on any path.
+        #: and no cluster code on any path. Set by open_hub.
         self.cluster: Membership | None = None
 
     def new_session_id(self) -> str:

@@ -1,12 +1,13 @@
 """The session directory: every session's last published metadata and state, and its actor.
 
 An ETS-style table. The hub actor adds entries; each entry's published fields are written
-only by that session's actor (or, for a session whose actor is gone for good, by the hub
-when it closes it). Readers (``get_session``, ``can_send``, ``list_sessions``) read the last
-published, immutable values synchronously.
+only by that session's actor (or, for a session whose actor was given up on, by the session
+supervisor when it closes it). Readers (``get_session``, ``can_send``, ``list_sessions``)
+read the last published, immutable values synchronously.
 
-The directory also keeps the sessions in use, least recently used first (``touch``, written
-by the ``Hub`` handle): the passivation sweeper reads only the front of it.
+An entry's live fields (``ref``, ``gate``, ``passivated``) and the sessions in use, least
+recently used first (``touch``, ``release``), are the session supervisor's
+(``_sessions.py``): the passivation sweeper reads only the front of ``in_use``.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ class SessionEntry:
     ref: ActorRef[Any, Any] | None = None
     #: The running actor's window of recent dedup keys (its own; read-only for everyone else).
     dedup: DedupWindow | None = None
-    #: trio time of the last use through the hub handle (see ``Directory.touch``).
+    #: trio time of the last use through the session supervisor (``Directory.touch``).
     used_at: float = 0.0
     #: Set while callers must queue to reach the actor (it is starting or passivating).
     gate: Gate | None = None

@@ -34,7 +34,6 @@ from typing import Any, Final, Generic, Protocol, TypeVar
 import trio
 
 from .._errors import NetworkError, StoreError
-from ..actors import ActorRef
 from ..model import EV_EXPECTATION_VIOLATED, Envelope, Expectation, SessionMetadata, SessionState
 from ._core import HubCore
 from ._directory import SessionEntry
@@ -42,6 +41,7 @@ from ._evaluators import DEFAULT_SECONDS, EVALUATORS, Evaluator, Late, Seen, eva
 from ._events import ExpectationViolation
 from ._session import HUB_KEYS
 from ._session_parts import HubPost
+from ._sessions import SessionSupervisor
 
 log = logging.getLogger("troupe.hub")
 
@@ -57,9 +57,8 @@ class SweptHub(Protocol):
     @property
     def core(self) -> HubCore: ...
 
-    async def _running(self, entry: SessionEntry) -> ActorRef[Any, Any]: ...
-
-    async def _ask_session(self, session_id: str, msg: Any) -> Any: ...
+    @property
+    def _sessions(self) -> SessionSupervisor: ...
 
     async def close_session(self, session_id: str, *, reason: str = "") -> SessionMetadata: ...
 
@@ -152,7 +151,7 @@ class ExpectationSweeper(Generic[H]):
     async def _check_session(self, entry: SessionEntry) -> list[ExpectationViolation]:
         hub = self._hub
         if entry.activity is None:
-            await hub._running(entry)  # not loaded in this hub run yet: recover it first
+            await hub._sessions.running(entry)  # not loaded in this hub run yet: recover it first
         activity = entry.activity
         md = entry.metadata
         if activity is None or md.state.terminal:
@@ -262,7 +261,7 @@ class ExpectationSweeper(Generic[H]):
             audience=tuple(md.participant_ids()),
             idempotency_key=HUB_KEYS + "expectation:" + ",".join(keys),
         )
-        await self._hub._ask_session(md.session_id, HubPost(notice))
+        await self._hub._sessions.ask(md.session_id, HubPost(notice))
 
     async def _mark(self, session_id: str, keys: list[str]) -> None:
         assert self._fired is not None

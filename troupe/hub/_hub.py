@@ -8,10 +8,10 @@ with the connection as ``caller``. ``call`` checks the record's fields with the 
 converter and, for a caller over a wire, the identity and owner the record declares.
 
 Reads (``get_agent``, ``get_session``, ``can_send``, …) read the published tables and never
-wait on an actor. Writes go to the one actor that owns the thing written. Posts go to the
-session's actor, started (recovered from the store) when it is not running; a post whose
-session crashed is retried once, then settled from the WAL, or refused as poison. Sessions
-that crash too often are closed here, as no actor is left to do it.
+wait on an actor. Writes go to the one actor that owns the thing written. Posts, closes and
+invite rounds go to the session supervisor (``_sessions``), which picks the session's actor
+(starting it from the store), restarts or gives up on one that crashed, and settles what a
+poster gets after a crash.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from .._errors import (
     StoreError,
     TroupeError,
 )
-from ..actors import ActorRef, Refused
+from ..actors import ActorRef, Message
 from ..api import (
     Accepted,
     CanSend,
@@ -75,10 +75,8 @@ from ..api import (
     UpdateTask,
     WalPage,
 )
-from ..mailbox import DeadLetter, DeadLetterBuffer
+from ..mailbox import DeadLetterBuffer
 from ..model import (
-    EV_SESSION_CLOSED,
-    EV_SESSION_EXPIRED,
     EV_TEXT,
     Envelope,
     Passport,
@@ -92,31 +90,25 @@ from ..model import (
     check_envelope,
     check_json,
     check_record,
-    is_substantive,
     unstructure,
 )
 from ..model._convert import is_due
-from ..model._lifecycle import SessionEvent, admit, next_state, post_event
 from ..session_types import AnySessionType, ViewPolicy
-from ..store import dedup_keys
 from ..supervisors import ChildSpec, Supervisor
 from . import _hub_messages as H
 from ._arbiters import Arbiter
 from ._audit import ReadAudit
 from ._auth import AuthRegistry
-from ._backpressure import must_wait, wait_for_room
 from ._connection import Bind, Caller
 from ._core import HubCore
-from ._delivery import dispatch
-from ._directory import Gate, SessionEntry
 from ._evaluators import Evaluator
 from ._events import DEFAULT_CAPACITY, EventStream, ExpectationViolation
 from ._expectations import ExpectationSweeper, Handler
 from ._extensions import ExtensionState, check_callable, check_name
 from ._lanes import StreamStatistics
 from ._listeners import LISTENER_CAPACITY, run_listener
-from ._session import SessionActor, expire_tasks_of
-from ._session_parts import EndSession, Post, SendInvites, admit_addressing, admit_sender
+from ._session_parts import EndSession, SendInvites
+from ._sessions import SessionSupervisor
 from ._stats import HubHealth, HubStatistics
 from ._streaming import fan_out
 
@@ -132,9 +124,6 @@ R = TypeVar("R")
 TRIGGER_LOOKBACK = 16
 #: How long ``Hub.health()`` waits for the store's answer before calling it unreachable.
 HEALTH_STORE_TIMEOUT_S = 1.0
-#: First and longest pause between attempts to close a crashed session the store refused.
-CLOSE_RETRY_S = 0.1
-CLOSE_RETRY_MAX_S = 5.0
 #: A ``read_wal`` answer over the wire holds at most this many envelopes, and stops after
 #: the envelope that takes it past ``READ_WAL_PAGE_BYTES`` of JSON (at least one envelope);
 #: ``more`` then says to ask again from the last seq (``HubClient.read_wal`` does).
@@ -163,11 +152,11 @@ class Hub:
     def __init__(self, core: HubCore, auth: AuthRegistry) -> None:
         self._core = core
         self.auth = auth
-        self._sessions: Supervisor | None = None
+        #: The session supervisor (runs as the root's ``sessions`` child).
+        self._sessions = SessionSupervisor(core)
         self._connections: Supervisor | None = None
         #: The root supervisor (set by ``open_hub``).
         self._root: Supervisor | None = None
-        self._endpoints: dict[str, ActorRef[Any, Any]] = {}
         self._client_nursery: trio.Nursery | None = None
         #: Serves one connection (``_serve.serve_endpoint``, set by ``open_hub``, which
         #: imports both: the connection's serving code depends on this handle, not back).
@@ -302,7 +291,7 @@ class Hub:
                 f"agent {request.passport.name!r}: a remote_agent passport is registered by "
                 "the hub itself, not over a connection"
             )
-        stamped: Passport = await self._ask_hub(request)
+        stamped = await self._ask_hub(request)
         if caller is not None:
             # Registered over a connection: bound to it at once.
             assert stamped.agent_id is not None
@@ -388,7 +377,7 @@ class Hub:
     @handles(ReadTaskCheckpoint)
     async def _hub_actor_owns(self, request: Request[Any], caller: Caller | None) -> Any:
         """The requests the hub actor answers as they are (it owns the tables they change)."""
-        return await self._ask_hub(request)  # type: ignore[arg-type]
+        return await self._ask_hub(request)
 
     async def list_agents(
         self,
@@ -554,8 +543,9 @@ class Hub:
     async def read_task_checkpoint(self, task_id: str) -> dict[str, Any] | None:
         return await self.call(ReadTaskCheckpoint(task_id=task_id))
 
-    async def _ask_hub(self, msg: H.HubMsg) -> Any:
-        """Ask the hub actor (the message was checked by ``call``); raise what it refused with.
+    async def _ask_hub(self, msg: Message[R]) -> R:
+        """Ask the hub actor (one of its ``HubMsg``, checked by ``call``); return its answer,
+        of the type the message declares, or raise what it refused with.
 
         A crash of the hub actor counts against the root supervisor: what reaches it is
         checked first, so a caller's bad value is the caller's error, not a crash.
@@ -609,24 +599,24 @@ class Hub:
         self, request: CreateSession, caller: Caller | None
     ) -> SessionMetadata:
         self._check_arbiter(request.manifest_type, request.knobs)
-        md: SessionMetadata = await self._ask_hub(request)
+        md = await self._ask_hub(request)
         if _tracing.ACTIVE is not None:
             _tracing.ACTIVE.session_opened(md)
         sid = md.session_id
         entry = self._core.directory.get(sid)
         try:
-            await self._ask_session(sid, SendInvites())
+            await self._sessions.ask(sid, SendInvites())
         except (ProtocolError, StoreError, ActorDead):
             # Not every invite may have gone out: nobody should wait for the acks (if this
             # close fails too, the sweeper closes the session at its handshake deadline).
             with contextlib.suppress(TroupeError):
-                await self._end_session(sid, EndSession("invite_failed", only_if_pending=True))
+                await self._sessions.end(sid, EndSession("invite_failed", only_if_pending=True))
             raise
         with trio.move_on_after(self._core.config.invite_ack_timeout):
             await entry.wait_for(lambda m: m.state is not SessionState.PENDING)
         md = entry.metadata
         if md.state is SessionState.PENDING:
-            md = await self._end_session(sid, EndSession("invite_timeout", only_if_pending=True))
+            md = await self._sessions.end(sid, EndSession("invite_timeout", only_if_pending=True))
         if md.state is SessionState.ACTIVE:
             return md
         if md.close_reason == "invite_rejected":
@@ -708,7 +698,7 @@ class Hub:
         if entry.metadata.state.terminal:
             await trio.lowlevel.checkpoint()
             return entry.metadata
-        return await self._end_session(
+        return await self._sessions.end(
             request.session_id, EndSession(request.reason or "explicit_close")
         )
 
@@ -728,13 +718,16 @@ class Hub:
 
     @handles(ReadWal)
     async def _read_wal(self, request: ReadWal, caller: Caller | None) -> WalPage:
-        if caller is None:  # in process: the whole range at once
-            return WalPage(envelopes=await self._ask_hub(request), more=False)
-        # Over a wire: one bounded page (its answer is one frame).
         since, until = request.since, request.until
+        if caller is None:  # in process: the whole range at once
+            whole = H.ReadEnvelopes(request.session_id, since, until)
+            return WalPage(envelopes=await self._ask_hub(whole), more=False)
+        # Over a wire: one bounded page (its answer is one frame).
         last = since + READ_WAL_PAGE_COUNT
-        bounded = attrs.evolve(request, until=last if until is None else min(until, last))
-        wal: list[Envelope] = await self._ask_hub(bounded)
+        bounded = H.ReadEnvelopes(
+            request.session_id, since, last if until is None else min(until, last)
+        )
+        wal = await self._ask_hub(bounded)
         page: list[Envelope] = []
         size = 0
         for envelope in wal:
@@ -888,7 +881,7 @@ class Hub:
                     (e for e in wal if e.sender_id == sender_id and e.causation_id == causation_id),
                     None,
                 )
-            await self._running(entry)
+            await self._sessions.running(entry)
         assert entry.dedup is not None
         complete = entry.dedup.complete
         answered = entry.dedup.answer(sender_id, causation_id)
@@ -971,326 +964,9 @@ class Hub:
     @handles(PostEnvelope)
     async def _post_envelope(self, request: PostEnvelope, caller: Caller | None) -> Accepted:
         # ``call`` checked the envelope (check_envelope) before any actor sees it: the one
-        # check of the caller's fields, for posts in process and over the wire alike.
-        try:
-            result = await self._post(request.envelope)
-        except NetworkError as exc:
-            # Refused here, not by the session actor (which counts its own refusals): an
-            # unknown sender or session, an ended session, one given up on, poison.
-            self._core.counters.rejected += 1
-            self._core.events.rejected(request.envelope, exc)
-            raise
-        if isinstance(result, Refused):
-            self._core.events.rejected(request.envelope, result.error)
-            raise result.error
-        return result
-
-    async def _post(self, envelope: Envelope) -> Accepted | Refused:
-        core = self._core
-        sid = envelope.session_id
-        if core.stopping:
-            raise ProtocolError("the hub is shutting down: no new posts are accepted")
-        if envelope.sender_id not in core.registry:  # checked first (reference §1.3-C)
-            raise NotFoundError(f"sender not registered: {envelope.sender_id!r}")
-        if core.cluster is not None:
-            core.cluster.check(sid)  # NotOwner: the caller retries on the shard's owner
-        entry = core.directory.get(sid)
-        if is_substantive(envelope.event_type) and must_wait(core, entry.metadata, envelope):
-            # Backpressure: the poster waits here, in its own task, never the session actor.
-            await wait_for_room(core, entry.metadata, envelope)
-        # The id is the post's identity across a retry; the session actor stamps it (with
-        # seq and created_at) on its own copy, so the caller's envelope is never changed.
-        envelope_id = core.new_id()
-        floor = entry.last_seq  # if this post gets appended, it is after this seq
-        crash: ActorDead | None = None
-        crashes = 0
-        for attempt in (1, 2):
-            if crash is not None and (
-                entry.metadata.state.terminal or entry.given_up or core.stopping
-            ):
-                break  # the session will not be asked again: the WAL settles the post
-            if entry.metadata.state.terminal:
-                # A repeat of a post that was accepted (and maybe closed the session, as a
-                # consulting reply does) gets its original id back: exactly once wins over
-                # the reference's order of checks (terminal before dedup).
-                earlier = await self._accepted_before(entry, envelope, None)
-                if earlier is not None:
-                    return earlier
-                self._refuse_if_terminal(entry, envelope)
-            ref = await self._running(entry)
-            try:
-                accepted: Accepted = await ref.ask(Post(envelope, envelope_id, attempt, floor))
-            except ActorDead as exc:
-                crash = exc
-                crashes += 1
-                continue
-            except (NetworkError, StoreError) as exc:
-                # Refused (and counted) by the session actor: raised by the caller, uncounted.
-                return Refused(exc)
-            return accepted
-        assert crash is not None
-        return await self._after_crashes(entry, envelope, envelope_id, floor, crash, crashes)
-
-    async def _after_crashes(
-        self,
-        entry: SessionEntry,
-        envelope: Envelope,
-        envelope_id: str,
-        floor: int,
-        crash: ActorDead,
-        crashes: int,
-    ) -> Accepted:
-        """Settle a post whose session crashed and will not be asked again.
-
-        A crash after the append leaves the post durable: the WAL after ``floor`` says
-        whether it is there. If it is, it was accepted; if not, it is refused, as poison
-        when it crashed the session twice.
-        """
-        core = self._core
-        sid = entry.session_id
-        try:
-            tail = await core.store.read(sid, since=floor)
-        except StoreError as exc:
-            raise StoreError(
-                f"envelope {envelope_id} crashed session {sid}, and whether it was "
-                f"appended is unknown (the WAL could not be read: {exc})"
-            ) from exc
-        for old in tail:
-            if old.envelope_id == envelope_id:
-                return Accepted(old.envelope_id, old.seq)  # this very post: not a repeat
-        if entry.metadata.state.terminal:
-            earlier = await self._accepted_before(entry, envelope, None)
-            if earlier is not None:
-                return earlier
-            self._refuse_if_terminal(entry, envelope)
-        if core.stopping:  # stopped with the hub, not crashed: the post was not appended
-            raise ProtocolError(
-                f"the hub is shutting down: envelope {envelope_id} was not accepted"
-            ) from crash
-        if crashes < 2:  # its first crash was the session's last: not proven poison
-            raise ProtocolError(f"session {sid} crashed too often and is being closed")
-        core.counters.poison += 1
-        poison = attrs.evolve(envelope, envelope_id=envelope_id, seq=0, created_at="")
-        core.dead_letters(DeadLetter(message=poison, reason="poison", mailbox=sid))
-        core.audit("poison_envelope", session_id=sid, envelope_id=envelope_id)
-        raise ProtocolError(
-            f"envelope {envelope_id} ({envelope.event_type} from {envelope.sender_id}) "
-            f"crashed session {sid} twice; rejected as poison"
-        ) from crash
-
-    async def _accepted_before(
-        self, entry: SessionEntry, envelope: Envelope, envelope_id: str | None
-    ) -> Accepted | None:
-        keys = tuple(dedup_keys(envelope))
-        if not keys and envelope_id is None:
-            return None
-        found = await self._ask_hub(H.FindAccepted(entry.session_id, keys, envelope_id))
-        if found is None:
-            return None
-        self._core.counters.duplicates += 1
-        return Accepted(found[0], found[1], duplicate=True)
-
-    def _refuse_if_terminal(self, entry: SessionEntry, env: Envelope) -> None:
-        """Refuse a post into a terminal session (it has no actor) with the error its actor
-        would give, in the same order of checks."""
-        md = entry.metadata
-        if not md.state.terminal:
-            return
-        sender, rule = admit_sender(self._core, md, env)
-        admit_addressing(self._core, md, env, sender, rule)
-        admit(md.session_id, md.state, md.close_reason, post_event(env.event_type))
-
-    # -- sessions' actors --------------------------------------------------------------------
-
-    async def _running(self, entry: SessionEntry) -> ActorRef[Any, Any]:
-        """The session's actor, started (recovered from the store) if it is not running.
-
-        A running session with nobody queued at its gate is returned at once, without a
-        checkpoint, so the caller's message enters the mailbox in call order. Otherwise the
-        caller queues at the gate (FIFO) while the actor passivates or starts; see
-        ``_passivation.py``. Every call counts as a use of the session.
-        """
-        if entry.gate is None and entry.running:
-            assert entry.ref is not None
-            self._core.directory.touch(entry, trio.current_time())
-            return entry.ref
-        gate = entry.gate = entry.gate or Gate()
-        gate.users += 1
-        try:
-            async with gate.lock:
-                return await self._start_session(entry, gate)
-        finally:
-            gate.users -= 1
-            if not gate.users and gate.passivating is None and entry.gate is gate:
-                entry.gate = None
-
-    async def _start_session(self, entry: SessionEntry, gate: Gate) -> ActorRef[Any, Any]:
-        core = self._core
-        while True:
-            if gate.passivating is not None:
-                await gate.passivating.wait()
-                continue
-            if entry.running:
-                assert entry.ref is not None
-                core.directory.touch(entry, trio.current_time())
-                return entry.ref
-            if entry.given_up:
-                # close_crashed is on its way; a new actor would race its close notice.
-                raise ProtocolError(
-                    f"session {entry.session_id} crashed too often and is being closed"
-                )
-            md = entry.metadata
-            if md.state.terminal:
-                # It ended while this caller queued at the gate (a close, a give-up).
-                reason = md.close_reason or "no reason"
-                raise ProtocolError(f"session {md.session_id} is {md.state.value} ({reason})")
-            assert self._sessions is not None, "the hub is not running"
-            # No actor for another node's session (NotOwner), nor one whose shard moved
-            # while it started: it may have read a WAL that another node extends now.
-            epoch = core.cluster.check(entry.session_id) if core.cluster is not None else 0
-            try:
-                ref = await self._sessions.start_child(self._session_spec(entry))
-            except StoreError:
-                raise
-            except Exception as exc:
-                # Its recovery failed (a session type that cannot fold its WAL, ...): this
-                # session is unusable until that is fixed; nothing else is affected.
-                log.error("session %s could not be started", entry.session_id, exc_info=exc)
-                self._core.audit(
-                    "session_recovery_failed", session_id=entry.session_id, error=repr(exc)
-                )
-                raise ProtocolError(
-                    f"session {entry.session_id} could not be started from its WAL: {exc!r}"
-                ) from exc
-            if core.cluster is not None and not self._still_served(entry, epoch):
-                await self._sessions.terminate_child(entry.session_id)
-                continue  # its shard moved while it started: again, or refused (NotOwner)
-            if not entry.metadata.state.terminal:
-                entry.ref = ref  # else its recovery found it ended, or ended it: it stops
-            if entry.passivated:
-                entry.passivated = False
-                core.counters.rehydrations += 1
-
-    def _still_served(self, entry: SessionEntry, epoch: int) -> bool:
-        """Whether this cluster node still serves the session under ``epoch``."""
-        assert self._core.cluster is not None
-        try:
-            return self._core.cluster.check(entry.session_id) == epoch
-        except StoreError:
-            return False
-
-    def _session_spec(self, entry: SessionEntry) -> ChildSpec:
-        core = self._core
-        sid = entry.session_id
-        incarnations = 0
-
-        def make() -> SessionActor:
-            nonlocal incarnations
-            incarnations += 1
-            return SessionActor(core, sid, restarted=incarnations > 1)
-
-        return ChildSpec(sid, make, restart="transient", shutdown_s=5.0)
-
-    async def _ask_session(self, session_id: str, msg: Any) -> Any:
-        """Ask the session actor, once more if it crashed; raise ProtocolError if it crashed
-        twice (the metadata if it ended meanwhile). A refusal of the actor raises here."""
-        entry = self._core.directory.get(session_id)
-        crash: ActorDead | None = None
-        for _ in range(2):
-            try:
-                return await (await self._running(entry)).ask(msg)
-            except ActorDead as exc:
-                if entry.metadata.state.terminal:
-                    return entry.metadata
-                crash = exc
-        error = ProtocolError(
-            f"session {session_id} crashed twice handling {type(msg).__name__}; it is "
-            f"{entry.metadata.state.value}"
-        )
-        raise error from crash
-
-    async def _end_session(self, session_id: str, msg: EndSession) -> SessionMetadata:
-        """Ask the session to end; raise the StoreError that kept it from ending, if any."""
-        md: SessionMetadata = await self._ask_session(session_id, msg)
-        return md
-
-    def audit_crash(self, session_id: str, error: Exception, restarting: bool) -> None:
-        """Audit a crash of a session's actor (the session supervisor's ``on_crash``).
-
-        Every crash gets a ``session_actor_crashed`` record, written before the restart (or
-        the give-up, ``session_crashed``) it leads to.
-        """
-        self._core.audit(
-            "session_actor_crashed",
-            session_id=session_id,
-            exc_type=type(error).__name__,
-            exc_message=str(error),
-            restarting=restarting,
-        )
-
-    async def close_crashed(self, session_id: str, crash: BaseException | None) -> None:
-        """Close a session whose actor crashed too often (no actor is left to do it)."""
-        core = self._core
-        entry = core.directory.get(session_id)
-        core.counters.sessions_crashed += 1
-        core.counters.keep_session_high_water(entry.ref)  # a crashed actor ran no on_stop
-        core.audit("session_crashed", session_id=session_id, error=repr(crash))
-        if entry.metadata.state.terminal:
-            entry.retire()
-            return
-        delay = CLOSE_RETRY_S
-        while True:
-            if not entry.given_up:
-                return  # the give-up was withdrawn: a cluster node let the session's shard go
-            try:
-                await self._close_crashed(entry)
-            except (StoreError, ActorDead) as exc:
-                # Runs in the session supervisor's nursery: raising would take every session
-                # down. The session stays refused (``given_up``) until its close lands.
-                log.error("closing crashed session %s failed (retrying): %s", session_id, exc)
-            else:
-                return
-            await trio.sleep(delay)
-            delay = min(delay * 2, CLOSE_RETRY_MAX_S)
-
-    async def _close_crashed(self, entry: SessionEntry) -> None:
-        core = self._core
-        session_id = entry.session_id
-        md = entry.metadata
-        last = await core.store.last_seq(session_id)
-        tail = await core.store.read(session_id, since=max(0, last - 1))
-        stored = await core.store.get_session(session_id)
-        if tail and tail[-1].event_type in (EV_SESSION_CLOSED, EV_SESSION_EXPIRED) and stored:
-            # An earlier attempt's append landed although it reported a failure.
-            notice, md = tail[-1], stored
-        else:
-            md = attrs.evolve(
-                md,
-                state=next_state(md.state, SessionEvent.CLOSE),
-                close_reason="crashed",
-                closed_at=core.now_iso(),
-            )
-            notice = Envelope(
-                session_id=session_id,
-                sender_id=md.creator_id,
-                event_type=EV_SESSION_CLOSED,
-                event_data={"reason": "crashed", "session_id": session_id},
-                audience=tuple(md.participant_ids()),
-                envelope_id=core.new_id(),
-                seq=last + 1,
-                created_at=core.now_iso(),
-            )
-            await core.store.append(session_id, [notice], metadata=md)
-        # The actor died without publishing what it folded last: no state is better than a
-        # stale one (a closed session's state is None after a hub restart too).
-        entry.publish(md, None, notice.seq)
-        entry.retire()
-        core.directory.ended(md)
-        dispatch(core, md, notice)
-        if core.events.subscribers:
-            core.events.accepted(notice)
-        core.audit("session_closed", session_id=session_id, reason="crashed")
-        await expire_tasks_of(core, session_id)
+        # check of the caller's fields, for posts in process and over the wire alike. The
+        # session supervisor admits it, asks the session's actor and settles a crash.
+        return await self._sessions.post(request.envelope)
 
     async def expire_due(self) -> None:
         """Expire sessions and tasks past their TTL; time out PENDING handshakes (the sweeper)."""
@@ -1302,7 +978,7 @@ class Hub:
                 continue
             try:
                 if md.expires_at is not None and is_due(md.expires_at, now):
-                    await self._end_session(
+                    await self._sessions.end(
                         md.session_id, EndSession("ttl_expired", SessionState.EXPIRED)
                     )
                 elif (
@@ -1310,7 +986,7 @@ class Hub:
                     and md.handshake_deadline is not None
                     and is_due(md.handshake_deadline, now)
                 ):
-                    await self._end_session(
+                    await self._sessions.end(
                         md.session_id, EndSession("invite_timeout", only_if_pending=True)
                     )
             except (NotFoundError, ProtocolError, StoreError) as exc:
@@ -1363,11 +1039,11 @@ class Hub:
             ``takeover`` is off (one that was closed holds nothing: a client that
             reconnects binds again at once).
         """
-        conn = self._endpoints.get(endpoint_id)
+        conn = self._core.connections.get(endpoint_id)
         if conn is None:
             raise NotFoundError(f"endpoint not attached: {endpoint_id!r}")
         self._core.registry.record(agent_id)
-        await conn.ask(Bind(agent_id, since, takeover=takeover))
+        await conn.ref.ask(Bind(agent_id, since, takeover=takeover))
 
     async def host(self, fn: Any, *args: Any) -> Any:
         """Run ``await nursery.start(fn, *args)`` in the hub's nursery for in-process clients.
@@ -1425,17 +1101,28 @@ class Hub:
             serving=not core.stopping and supervisor == "running" and reachable,
             supervisor=supervisor,
             store_reachable=reachable,
-            live_sessions=len(self._sessions) if self._sessions is not None else 0,
+            live_sessions=len(self._sessions),
             connections=len(self._connections) if self._connections is not None else 0,
         )
+
+    def supervisors(self) -> dict[str, Supervisor | None]:
+        """The hub's supervisors, to look at (``state``, ``statistics()``,
+        ``which_children()``): ``"hub"``, the root, and its dynamic children ``"sessions"``
+        (one actor per live session) and ``"endpoints"`` (one per connection). None for one
+        that is not running (before the hub has started it, or after it ended)."""
+        return {
+            "hub": self._root,
+            "sessions": self._sessions.supervisor,
+            "endpoints": self._connections,
+        }
 
     def statistics(self) -> HubStatistics:
         """A snapshot of the hub's counters (see :class:`HubStatistics`)."""
         core = self._core
         directory = core.directory
-        live = len(self._sessions) if self._sessions is not None else 0
+        live = len(self._sessions)
         open_ = directory.open_count
-        sessions = self._sessions.statistics() if self._sessions is not None else None
+        sessions = self._sessions.statistics()
         session_hw = core.counters.session_high_water
         for entry in directory.in_use.values():
             if entry.ref is not None:
@@ -1460,7 +1147,7 @@ class Hub:
             hub_mailbox_high_water=_high_water(core.hub_ref),
             session_mailbox_high_water=session_hw,
             connection_mailbox_high_water=max(
-                (_high_water(ref) for ref in self._endpoints.values()), default=0
+                (_high_water(conn.ref) for conn in core.connections.values()), default=0
             ),
         )
 

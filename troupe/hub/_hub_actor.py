@@ -8,6 +8,7 @@ expire their tasks), so the two can never wait on each other.
 from __future__ import annotations
 
 import logging
+from types import MappingProxyType
 from typing import Any
 
 import attrs
@@ -26,7 +27,6 @@ from ..api import (
     CreateSession,
     ObserveTask,
     ReadTaskCheckpoint,
-    ReadWal,
     RecordObservation,
     Register,
     SetResume,
@@ -61,8 +61,8 @@ from ._hub_messages import (
     ExpireTasks,
     FindAccepted,
     FindAnswer,
-    FindEnvelope,
     HubMsg,
+    ReadEnvelopes,
 )
 from ._registry import Registry
 from ._rules import accepts_inbound, glob_allows
@@ -81,6 +81,8 @@ class HubActor(Actor[HubMsg, Any]):
     def __init__(self, core: HubCore, auth: AuthRegistry) -> None:
         self.core = core
         self.auth = auth
+        #: Its own tables; HubCore has read-only views of them.
+        self.registry = Registry()
         self.tasks: dict[str, TaskMetadata] = {}
         self.observed: set[str] = set()
         #: Tasks whose observation the hub recorded at their end without a latency (no
@@ -89,9 +91,10 @@ class HubActor(Actor[HubMsg, Any]):
 
     async def on_start(self) -> None:
         store = self.core.store
-        self.core.registry = Registry.from_records(await store.load_agents())
+        self.registry = Registry.from_records(await store.load_agents())
+        self.core.registry = self.registry
         self.tasks = {t.task_id: t for t in await store.load_tasks()}
-        self.core.tasks = self.tasks
+        self.core.tasks = MappingProxyType(self.tasks)  # read-only for everyone else
         self.observed = set(await store.load_kv(OBSERVED_NS))
         # A hub that died between a session's close and the expiry of its tasks.
         sessions = self.core.directory.sessions
@@ -119,7 +122,7 @@ class HubActor(Actor[HubMsg, Any]):
             case SetSkill(agent_id=agent_id, skill_md=skill_md):
                 record = self.core.registry.record(agent_id)
                 await self.core.store.save_skill(agent_id, skill_md)
-                self.core.registry.put(attrs.evolve(record, skill_md=skill_md))
+                self.registry.put(attrs.evolve(record, skill_md=skill_md))
                 self.core.audit("skill_set", agent_id=agent_id, removed=skill_md is None)
                 return None
             case SetRule(agent_id=agent_id, rule=rule):
@@ -127,7 +130,7 @@ class HubActor(Actor[HubMsg, Any]):
                 record = self.core.registry.record(agent_id)
                 rule = attrs.evolve(rule, version=record.rule.version + 1)
                 await self.core.store.save_rule(agent_id, rule)
-                self.core.registry.put(attrs.evolve(record, rule=rule))
+                self.registry.put(attrs.evolve(record, rule=rule))
                 self.core.audit("rule_set", agent_id=agent_id, version=rule.version)
                 return None
             case RecordObservation():
@@ -153,16 +156,13 @@ class HubActor(Actor[HubMsg, Any]):
                 return None
             case ReadTaskCheckpoint(task_id=task_id):
                 return await self.core.store.load_checkpoint(task_id)
-            case ReadWal(session_id=session_id, since=since, until=until):
+            case ReadEnvelopes(session_id, since, until):
                 self.core.directory.get(session_id)
                 if since < 0 or (until is not None and until < 0):
                     since, until = _from_end(
                         await self.core.store.last_seq(session_id), since, until
                     )
                 return await self.core.store.read(session_id, since, until)
-            case FindEnvelope(session_id, seq):
-                found = await self.core.store.read(session_id, seq - 1, seq)
-                return found[0] if found else None
             case FindAccepted(session_id, keys, envelope_id):
                 return await self._find_accepted(session_id, keys, envelope_id)
             case FindAnswer(session_id, sender_id, causation_id):
@@ -218,7 +218,7 @@ class HubActor(Actor[HubMsg, Any]):
             passport=stamped, resume=resume, rule=msg.rule or Rule(), skill_md=msg.skill_md
         )
         await core.store.save_agent(record)
-        core.registry.put(record)
+        self.registry.put(record)
         core.audit("agent_registered", agent_id=stamped.agent_id, name=stamped.name)
         return stamped
 
@@ -226,7 +226,7 @@ class HubActor(Actor[HubMsg, Any]):
         core = self.core
         record = core.registry.record(agent_id)
         await core.store.delete_agent(agent_id)
-        core.registry.remove(agent_id)
+        self.registry.remove(agent_id)
         core.bindings.pop(agent_id, None)
         core.ledger.reset(agent_id)
         core.limiter.forget(agent_id)
@@ -239,7 +239,7 @@ class HubActor(Actor[HubMsg, Any]):
             resume, version=record.resume.version + 1, last_updated=core.now_iso()
         )
         await core.store.save_resume(agent_id, resume)
-        core.registry.put(attrs.evolve(record, resume=resume))
+        self.registry.put(attrs.evolve(record, resume=resume))
         core.audit("resume_set", source="tenant", agent_id=agent_id, version=resume.version)
 
     async def _record_observation(self, msg: RecordObservation) -> None:
@@ -286,7 +286,7 @@ class HubActor(Actor[HubMsg, Any]):
         # The resume first: a store that refuses it leaves the task unobserved, so a retry
         # counts it. The mark only keeps a repeat from counting twice.
         await core.store.save_resume(msg.owner_id, resume)
-        core.registry.put(attrs.evolve(record, resume=resume))
+        self.registry.put(attrs.evolve(record, resume=resume))
         if fill_latency:
             assert msg.task_id is not None
             self.latency_unknown.discard(msg.task_id)

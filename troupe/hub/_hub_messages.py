@@ -2,19 +2,21 @@
 
 The hub actor answers the ``troupe.api`` requests that change its tables (``Register``,
 ``SetRule``, ``CreateSession``, ``UpdateTask``, …) as they are: the record a caller built is
-the message. The records below are the hub's internal asks (sweepers, the post path).
+the message, and its answer is the request's result type. The records below are the hub's
+internal asks (sweepers, the post path); each declares its answer's type (``Message[T]``),
+so ``hub_ref.ask(msg)`` is typed.
 """
 
 from __future__ import annotations
 
 import attrs
 
+from ..actors import Message
 from ..api import (
     CheckpointTask,
     CreateSession,
     ObserveTask,
     ReadTaskCheckpoint,
-    ReadWal,
     RecordObservation,
     Register,
     SetResume,
@@ -23,26 +25,35 @@ from ..api import (
     Unregister,
     UpdateTask,
 )
+from ..model import Envelope
 
 
 @attrs.frozen
-class ExpireSessionTasks:
+class ExpireSessionTasks(Message[None]):
+    """Expire the open tasks of a session that just ended."""
+
     session_id: str
 
 
 @attrs.frozen
-class ExpireTasks:
+class ExpireTasks(Message[None]):
+    """Expire the tasks past their TTL at ``now``."""
+
     now: float
 
 
 @attrs.frozen
-class FindEnvelope:
+class ReadEnvelopes(Message[list[Envelope]]):
+    """The envelopes ``since < seq <= until`` of a session (negative bounds count from the
+    end); what ``read_wal`` pages. NotFoundError for an unknown session."""
+
     session_id: str
-    seq: int
+    since: int = 0
+    until: int | None = None
 
 
 @attrs.frozen
-class FindAccepted:
+class FindAccepted(Message[tuple[str, int] | None]):
     """Was this post accepted already (by its dedup keys, or its id among the last few)?"""
 
     session_id: str
@@ -51,7 +62,7 @@ class FindAccepted:
 
 
 @attrs.frozen
-class FindAnswer:
+class FindAnswer(Message[tuple[str, int] | None]):
     """``(envelope_id, seq)`` of what ``sender_id`` posted in answer to ``causation_id``."""
 
     session_id: str
@@ -71,10 +82,9 @@ HubMsg = (
     | UpdateTask
     | CheckpointTask
     | ReadTaskCheckpoint
-    | ReadWal
+    | ReadEnvelopes
     | ExpireSessionTasks
     | ExpireTasks
-    | FindEnvelope
     | FindAccepted
     | FindAnswer
 )

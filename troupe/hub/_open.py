@@ -191,7 +191,7 @@ async def open_hub(
                 core.hub_ref = await root.start_child(
                     ChildSpec("hub", partial(HubActor, core, hub.auth))
                 )
-                await root.start_child(ChildSpec("sessions", partial(_run_sessions, hub)))
+                await root.start_child(ChildSpec("sessions", hub._sessions.run))
                 await root.start_child(ChildSpec("endpoints", partial(_run_endpoints, hub)))
                 await root.start_child(ChildSpec("clients", partial(_run_clients, hub)))
                 if cluster is not None:
@@ -230,24 +230,6 @@ async def open_hub(
     finally:
         if gc_freeze:
             _gc.hub_closed()
-
-
-async def _run_sessions(hub: Hub, *, task_status: trio.TaskStatus[None]) -> None:
-    config = hub.core.config
-    async with open_dynamic_supervisor(
-        config.session_max_restarts,
-        config.session_within_s,
-        config.session_backoff,
-        on_give_up=hub.close_crashed,
-        name="sessions",
-    ) as sup:
-        sup.on_crash = hub.audit_crash
-        # A new supervisor (first start, or a restart) has no children yet.
-        for entry in hub.core.directory.sessions.values():
-            entry.ref = None
-        hub._sessions = sup
-        task_status.started()
-        await trio.sleep_forever()
 
 
 def _audit_crash(core: HubCore, child_id: str, error: Exception, restarting: bool) -> None:
@@ -290,7 +272,7 @@ async def _hydrate(hub: Hub) -> None:
     async def start(entry: SessionEntry) -> None:
         async with limiter:
             try:
-                await hub._running(entry)
+                await hub._sessions.running(entry)
             except (ProtocolError, StoreError) as exc:
                 log.error("hub: session %s left unloaded: %s", entry.session_id, exc)
                 return

@@ -2,10 +2,11 @@
 
 Rules:
 
-- Idle means not used through the hub handle (``Hub._running``: posts, closes, invite rounds,
-  causation look-ups) for ``passivate_after`` seconds of trio's clock. ``Directory.in_use``
-  keeps the running sessions least recently used first, so one sweeper task looks only at
-  the front of it: no task or timer per session, and a passivated session costs no task.
+- Idle means not used through the session supervisor (``SessionSupervisor.running``: posts,
+  closes, invite rounds, causation look-ups) for ``passivate_after`` seconds of trio's
+  clock. ``Directory.in_use`` keeps the running sessions least recently used first, so one
+  sweeper task looks only at the front of it: no task or timer per session, and a
+  passivated session costs no task.
 - The sweeper asks the session actor to ``Passivate``. The actor declines while anything is
   queued for it. Otherwise it saves a snapshot (when snapshots are on and it is behind) and,
   in the step that answers, marks its entry's gate ``passivating``: from then on callers
@@ -87,15 +88,9 @@ async def _passivate(hub: Hub, entry: SessionEntry, ref: ActorRef[Any, Any]) -> 
     if gate is None or gate.passivating is not request.stopped:
         directory.touch(entry, trio.current_time())  # look again in a while
         return False
-    assert hub._sessions is not None, "the hub is not running"
     try:
-        await hub._sessions.terminate_child(entry.session_id)
+        await hub._sessions.stop(entry)
     finally:
-        entry.ref = None
-        entry.dedup = None
-        entry.passivated = True
-        directory.release(entry)
-        hub.core.counters.passivations += 1
         gate.passivating = None
         request.stopped.set()
         if not gate.users and entry.gate is gate:
@@ -139,24 +134,8 @@ async def evict(hub: Hub, entry: SessionEntry) -> None:
     The entry is left as a passivated one: a later use starts the actor again (which a
     cluster node refuses unless it holds the shard again). A passivation under way is left
     to finish: it stops the actor itself. A session given up on here is not closed after
-    all: its give-up is withdrawn (the next owner starts it afresh).
+    all: its give-up is withdrawn (the next owner starts it afresh). See
+    ``SessionSupervisor.evict``; the stop is shielded, within ``STOP_S``.
     """
-    gate = entry.gate
-    if entry.given_up:
-        # Its supervisor gave up on it here; what to do with the session is the next
-        # owner's call now, so its close (``close_crashed``, retrying) is called off.
-        entry.ref = None
-        await trio.lowlevel.checkpoint()
-        return
-    if entry.ref is None or (gate is not None and gate.passivating is not None):
-        await trio.lowlevel.checkpoint()
-        return
-    assert hub._sessions is not None, "the hub is not running"
     with trio.CancelScope(shield=True, deadline=trio.current_time() + STOP_S):
-        try:
-            await hub._sessions.terminate_child(entry.session_id)
-        finally:
-            entry.ref = None
-            entry.dedup = None
-            entry.passivated = True
-            hub.core.directory.release(entry)
+        await hub._sessions.evict(entry)

@@ -1,11 +1,15 @@
 """The registry: agents by id and by name, rules, skills and the capability index.
 
-An ETS-style table: the hub actor is its only writer (after the store has accepted the
-change); session and client actors read it synchronously. Values are immutable records, so
-a reader never sees a half-made change.
+An ETS-style table: the hub actor owns it and is its only writer (after the store has
+accepted the change); everyone else (the ``Hub`` handle, session and connection actors)
+reads it synchronously through ``HubCore.registry``, typed :class:`RegistryView`, which has
+no writes. Values are immutable records, so a reader never sees a half-made change.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
 
 import attrs
 
@@ -13,6 +17,41 @@ from .._errors import NotFoundError
 from ..model import ObservedStat, Passport, Resume, Rule
 from ..store import AgentRecord
 from . import _gc
+
+
+class RegistryView(Protocol):
+    """The registry's reads: what the hub actor publishes as ``HubCore.registry``."""
+
+    @property
+    def agents(self) -> Mapping[str, AgentRecord]: ...
+
+    def __len__(self) -> int: ...
+
+    def __contains__(self, agent_id: str) -> bool: ...
+
+    def record(self, agent_id: str) -> AgentRecord: ...
+
+    def resolve(self, name_or_id: str) -> AgentRecord: ...
+
+    def passport(self, agent_id: str) -> Passport | None: ...
+
+    def rule(self, agent_id: str) -> Rule | None: ...
+
+    def name_for(self, agent_id: str) -> str: ...
+
+    def find_agent_id(self, name: str) -> str | None: ...
+
+    def with_capability(self, capability: str) -> list[str]: ...
+
+    def search(
+        self,
+        *,
+        capability: str | None = None,
+        query: str | None = None,
+        kind: str | None = None,
+        sort_by: str | None = None,
+        limit: int = 50,
+    ) -> list[Passport]: ...
 
 
 @attrs.define

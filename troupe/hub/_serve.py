@@ -78,7 +78,6 @@ async def serve_endpoint(
             mailbox: Mailbox[Any] = Mailbox(core.config.client_mailbox, "block")
             actor.timers = nursery
             ref = await spawn(nursery, actor, mailbox=mailbox, name=f"conn:{endpoint.endpoint_id}")
-            hub._endpoints[endpoint.endpoint_id] = ref
             core.connections[endpoint.endpoint_id] = actor
             task_status.started(ref)
             frames = endpoint.frames()
@@ -120,7 +119,6 @@ async def serve_endpoint(
                 await flushed.wait()
             nursery.cancel_scope.cancel()
     finally:
-        hub._endpoints.pop(endpoint.endpoint_id, None)
         core.connections.pop(endpoint.endpoint_id, None)
         # The actor is gone (this task is its only user now): save what it was acked but
         # had not saved yet, also when the hub is closing.

@@ -583,6 +583,14 @@ class SessionActor(Actor[SessionMsg, Any]):
         return md
 
 
+def refuse_ended(core: HubCore, md: SessionMetadata, env: Envelope) -> None:
+    """Refuse a post into an ended session (it has no actor) with the error its actor would
+    give, in the same order of checks (steps 1-3 of ``SessionActor._post``)."""
+    sender, rule = admit_sender(core, md, env)
+    admit_addressing(core, md, env, sender, rule)
+    admit(md.session_id, md.state, md.close_reason, post_event(env.event_type))
+
+
 async def expire_tasks_of(core: HubCore, session_id: str) -> None:
     """Expire the open tasks of a session that just ended (``session_closed``)."""
     if core.hub_ref is None:

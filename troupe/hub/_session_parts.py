@@ -1,7 +1,8 @@
 """The session actor's messages and the pure admission checks of a post.
 
-These checks are shared by the session actor and by the ``Hub`` handle (which refuses a post
-into a terminal session, which has no actor, with the same errors in the same order).
+These checks are shared by the session actor and by ``_session.refuse_ended`` (which the
+session supervisor runs for a post into a terminal session, which has no actor: the same
+errors in the same order).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import attrs
 import trio
 
 from .._errors import NotFoundError, ProtocolError
+from ..actors import Message
+from ..api import Accepted
 from ..model import (
     EV_CHANNEL_INVITE_ACK,
     EV_CHANNEL_INVITE_REJECT,
@@ -24,7 +27,7 @@ from ._rules import check_depth, check_outbound
 
 
 @attrs.frozen
-class Post:
+class Post(Message[Accepted]):
     """Post ``envelope`` under ``envelope_id`` (chosen by the hub, kept across a retry).
 
     ``attempt`` 2 is the retry after a crash; ``floor`` is a seq the session had reached
@@ -38,26 +41,28 @@ class Post:
 
 
 @attrs.frozen
-class HubPost:
+class HubPost(Message[Accepted]):
     """A post by the hub itself (expectation notices): allowed event types only it may post."""
 
     envelope: Envelope
 
 
 @attrs.frozen
-class SendInvites:
-    pass
+class SendInvites(Message[SessionMetadata]):
+    """Invite the participants (those not invited yet); the answer is the metadata after."""
 
 
 @attrs.frozen
-class EndSession:
+class EndSession(Message[SessionMetadata]):
+    """End the session (closed or expired); the answer is its metadata after."""
+
     reason: str
     state: SessionState = SessionState.CLOSED
     only_if_pending: bool = False
 
 
 @attrs.frozen
-class Passivate:
+class Passivate(Message[bool]):
     """To a session actor: snapshot and get ready to be stopped, unless there is work.
 
     The answer is True when it is ready; its entry's gate is then ``passivating`` with

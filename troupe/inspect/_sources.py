@@ -360,10 +360,8 @@ class HubSource:
 
     async def supervision(self) -> dict[str, Any]:
         await self._audit.catch_up()
-        hub = self._hub
-        # The hub keeps its supervisors to itself; the inspector only reads them.
-        root: Supervisor | None = hub._root
-        nested = {"sessions": hub._sessions, "endpoints": hub._connections}
+        nested = self._hub.supervisors()
+        root = nested.pop("hub")
         return {"live": True, "root": _supervisor_json(root, self._audit.crashes, nested)}
 
     async def statistics(self) -> dict[str, Any]:
