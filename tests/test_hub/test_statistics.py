@@ -145,7 +145,9 @@ async def test_supervisors_shows_the_hubs_tree_to_look_at(
         sups = h.hub.supervisors()
         assert list(sups) == ["hub", "sessions", "endpoints"]
         root, sessions, endpoints = sups["hub"], sups["sessions"], sups["endpoints"]
-        assert root is not None and sessions is not None and endpoints is not None
+        assert root is not None
+        assert sessions is not None
+        assert endpoints is not None
         assert root.state == "running"
         assert {c.id for c in root.which_children()} >= {"hub", "sessions", "endpoints"}
         assert [c.id for c in sessions.which_children()] == [session.session_id]
