@@ -392,12 +392,12 @@ def report(setups: list[SetUp], times: list[float], posters: int, posts: int) ->
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks cluster")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_cluster", description=__doc__)
     parser.add_argument("--posters", type=int, default=24, help="clients (default: 24)")
     parser.add_argument("--posts", type=int, default=40, help="posts each, per run (default: 40)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per set-up (default: 3)")
     parser.add_argument("--kills", type=int, default=4, help="takeovers timed (default: 4)")
-    args = parser.parse_args(argv)
+    args = parser.parse_args([] if argv is None else argv)
     dsn = postgres_dsn()
     if dsn is None:
         print(f"cluster: skipped, no PostgreSQL server ({' or '.join(POSTGRES_ENV)} unset)")
@@ -420,4 +420,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
