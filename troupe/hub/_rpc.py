@@ -34,12 +34,12 @@ def error_code(exc: Exception) -> str:
     return "store_error" if isinstance(exc, StoreError) else "error"
 
 
-def error_details(exc: Exception, hub: Hub) -> dict[str, Any]:
+def error_details(exc: Exception, hub: Hub) -> dict[str, Any] | None:
     """What an error's code carries besides its message: for ``not_owner`` the shard, the
     owner, its epoch and the address it advertises (from this node's last read of the
     cluster when the error did not say: a fence's refusal does not know it)."""
     if not isinstance(exc, NotOwner):
-        return {}
+        return None
     address = exc.address
     cluster = hub.core.cluster
     if address is None and exc.owner is not None and cluster is not None:

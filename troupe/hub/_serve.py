@@ -66,7 +66,7 @@ def error_frame(
         message=str(exc),
         envelope_id=envelope_id,
         request_id=request_id,
-        details={} if hub is None else error_details(exc, hub),
+        details=None if hub is None else error_details(exc, hub),
     )
 
 
