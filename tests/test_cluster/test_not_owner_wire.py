@@ -9,6 +9,7 @@ address and posts again with the same idempotency key, and the post lands once.
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -17,6 +18,7 @@ import pytest
 import trio
 
 from troupe import EV_TEXT, Envelope, HubClient, NotOwner, Passport
+from troupe.client._remote import error_from
 from troupe.cluster import ClusterConfig, ClusterMember, PostgresCoordinator, shard_of
 from troupe.hub import Hub, open_hub
 from troupe.model import ErrorFrame, SendFrame
@@ -127,3 +129,25 @@ async def test_a_client_of_another_node_is_told_the_owner_and_its_address(
                 assert first == again
             wal = await (a if owner == "a" else b).core.store.read(sid)
             assert [e.text for e in wal if e.event_type == EV_TEXT] == ["hello"]
+
+
+@pytest.mark.parametrize(
+    ("details", "fields"),
+    [
+        (
+            {"shard": 3, "owner": "b", "epoch": 7, "address": "ws://b:1"},
+            (3, "b", 7, "ws://b:1"),
+        ),
+        (None, (-1, None, 0, None)),
+        ({"shard": "3", "owner": 5, "epoch": True, "address": ["x"]}, (-1, None, 0, None)),
+    ],
+)
+def test_a_not_owner_answer_becomes_not_owner_keeping_only_well_typed_fields(
+    details: dict[str, object] | None, fields: tuple[object, ...]
+) -> None:
+    exc = error_from("not_owner", "shard 3 is b's", details)
+    assert isinstance(exc, NotOwner)
+    assert (exc.shard, exc.owner, exc.epoch, exc.address) == fields
+    assert str(exc) == "shard 3 is b's"
+    copy = pickle.loads(pickle.dumps(exc))
+    assert (copy.shard, copy.owner, copy.epoch, copy.address) == fields
