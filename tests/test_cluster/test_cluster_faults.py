@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import attrs
+import pytest
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError
 
@@ -66,6 +67,7 @@ class Poster:
     url: str | None = None
 
 
+@pytest.mark.slow
 async def test_three_nodes_lose_and_duplicate_nothing_through_kill_pause_and_cut(
     pg_dsn: str, pg_schemas: list[str], tmp_path: Path
 ) -> None:
