@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import bench_hub, bench_kernel, bench_store, bench_turns
+from benchmarks import bench_cluster, bench_hub, bench_kernel, bench_store, bench_turns
 from benchmarks.__main__ import available, run
 from troupe import InboxBlock, LimitsBlock, MemoryStore, Rule
 
 
 def test_every_bench_module_is_found() -> None:
-    assert {"kernel", "store", "hub", "turns"} <= set(available())
+    assert {"kernel", "store", "hub", "turns", "cluster"} <= set(available())
 
 
 def test_an_unknown_benchmark_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
@@ -116,6 +116,29 @@ def test_the_store_replay_baseline_reads_the_same_rows(
     bench_store.fill(path, "big")
     assert bench_store.replay_raw(path, "big") > 0
     assert bench_store.replay_troupe(path, "big") > 0
+
+
+@pytest.mark.slow
+def test_the_cluster_benchmark_posts_through_every_set_up(
+    pg_dsn: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("TROUPE_BENCH_POSTGRES", raising=False)
+    monkeypatch.setenv("TROUPE_TEST_POSTGRES", pg_dsn)
+    bench_cluster.main(["--posters", "3", "--posts", "2", "--repeats", "1", "--kills", "0"])
+    out = capsys.readouterr().out
+    for setup in ("1 node(s), PostgreSQL", "3 node(s), PostgreSQL", "1 node, SQLite"):
+        assert f"posts/s  {setup}" in out
+    assert "commits/post" in out
+
+
+def test_the_cluster_report_gives_ratios_to_one_node_and_the_takeover_spread() -> None:
+    one = bench_cluster.SetUp("1 node(s), PostgreSQL", [], rates=[100.0, 200.0, 300.0])
+    one.commits = [0.5, 0.25, 1.0]
+    lite = bench_cluster.SetUp("1 node, SQLite", [], rates=[400.0, 400.0, 400.0])
+    lines = bench_cluster.report([one, lite], [6.0, 7.0, 6.5], posters=2, posts=3)
+    assert "200  (1.00x one PostgreSQL node)  commits/post 0.50" in lines[1]
+    assert "400  (2.00x one PostgreSQL node)  commits/post -" in lines[2]
+    assert "min 6.00 s, median 6.50 s, max 7.00 s (bound lease + tick + 1 s = 8.0 s)" in lines[3]
 
 
 @pytest.mark.parametrize(

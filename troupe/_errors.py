@@ -29,7 +29,7 @@ Each message names the id that was wrong.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import trio
 
@@ -179,28 +179,42 @@ class NotOwner(StoreError):
     own (now): another node owns it, nobody does yet, or this node's lease ran out.
 
     Nothing was written. ``shard`` is the session's shard, ``owner`` the node that owns it
-    as far as this node knows (``None``: nobody, or unknown) and ``epoch`` its epoch. A
-    caller re-reads the shard map and retries with the same idempotency key on the owner.
+    as far as this node knows (``None``: nobody, or unknown), ``epoch`` its epoch and
+    ``address`` the address that owner advertises (``None``: unknown). A caller re-reads the
+    shard map (or takes ``address``) and retries with the same idempotency key on the owner.
+    Over a wire it travels under the code ``not_owner`` with these fields, and a client
+    raises it again with them.
     """
 
+    code: ClassVar[str] = "not_owner"
+
     def __init__(
-        self, message: str, *, shard: int, owner: str | None = None, epoch: int = 0
+        self,
+        message: str,
+        *,
+        shard: int,
+        owner: str | None = None,
+        epoch: int = 0,
+        address: str | None = None,
     ) -> None:
         super().__init__(message)
         self.shard = shard
         self.owner = owner
         self.epoch = epoch
+        self.address = address
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_not_owner, (str(self), self.shard, self.owner, self.epoch))
+        return (_not_owner, (str(self), self.shard, self.owner, self.epoch, self.address))
 
 
 def _decode_error(message: str, record: str, field: str) -> DecodeError:
     return DecodeError(message, record=record, field=field)
 
 
-def _not_owner(message: str, shard: int, owner: str | None, epoch: int) -> NotOwner:
-    return NotOwner(message, shard=shard, owner=owner, epoch=epoch)
+def _not_owner(
+    message: str, shard: int, owner: str | None, epoch: int, address: str | None = None
+) -> NotOwner:
+    return NotOwner(message, shard=shard, owner=owner, epoch=epoch, address=address)
 
 
 def _public_name() -> None:

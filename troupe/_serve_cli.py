@@ -159,6 +159,10 @@ class NodeOptions:
     node_id: str = ""
     advertise: str = ""
     shards: int = 32
+    #: ``--lease``, ``--tick``, ``--margin``: ClusterConfig's defaults unless given.
+    lease_s: float = 10.0
+    tick_s: float = 2.0
+    margin_s: float = 2.0
 
 
 def default_node_id() -> str:
@@ -179,6 +183,9 @@ async def _open_node_hub(
         node_id=options.node_id or default_node_id(),
         address=options.advertise or f"ws://{host}:{port}",
         shards=options.shards,
+        lease_s=options.lease_s,
+        tick_s=options.tick_s,
+        margin_s=options.margin_s,
     )
     async with PostgresCoordinator(options.store, schema=options.schema) as coordinator:
         member = ClusterMember(config, coordinator)
@@ -287,7 +294,13 @@ def main(
             )
         from .cluster import ClusterConfig
 
-        ClusterConfig(node_id=node.node_id or default_node_id(), shards=node.shards)
+        ClusterConfig(
+            node_id=node.node_id or default_node_id(),
+            shards=node.shards,
+            lease_s=node.lease_s,
+            tick_s=node.tick_s,
+            margin_s=node.margin_s,
+        )
     keys = load_api_keys(Path(api_keys_file)) if api_keys_file is not None else None
     check_exposure(host, keys, allow_anonymous)
     inspect_key = None

@@ -47,9 +47,10 @@ def _serve(args: argparse.Namespace) -> int:
             node_id=args.node_id or "",
             advertise=args.advertise or "",
             shards=args.shards,
+            **_timing(args),
         )
     else:
-        for flag in ("node_id", "advertise"):
+        for flag in ("node_id", "advertise", "lease", "tick", "margin"):
             if getattr(args, flag) is not None:
                 option = "--" + flag.replace("_", "-")
                 print(f"troupe serve: {option} is for a cluster node (--store)", file=sys.stderr)
@@ -70,6 +71,12 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"troupe serve: {exc}", file=sys.stderr)
         return 2
+
+
+def _timing(args: argparse.Namespace) -> dict[str, float]:
+    """``--lease``, ``--tick`` and ``--margin`` as given (the others keep their defaults)."""
+    given = {"lease_s": args.lease, "tick_s": args.tick, "margin_s": args.margin}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def _wal(args: argparse.Namespace) -> int:
@@ -168,6 +175,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --store: the shard count of a new cluster, fixed from then on; a node "
         "with another count is refused (default: 32)",
     )
+    for flag, text in (
+        (
+            "--lease",
+            "how long a claim or renewal holds a shard, by PostgreSQL's clock; must "
+            "exceed 5 + --margin (default: 10)",
+        ),
+        ("--tick", "seconds between renewals, at most (--lease - --margin) / 2 (default: 2)"),
+        (
+            "--margin",
+            "how long before its lease ends a node that could not renew stops serving (default: 2)",
+        ),
+    ):
+        serve.add_argument(flag, type=float, metavar="SECONDS", help=f"with --store: {text}")
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
     serve.add_argument(
         "--port",

@@ -96,6 +96,10 @@ async def test_a_node_serves_its_shards_and_hands_them_over_when_stopped(
         (["--node-id", "n1"], "--node-id is for a cluster node"),
         (["--store", "postgresql://x/y", "--node-id", "a b"], "node_id must be"),
         (["--store", "postgresql://x/y", "--shards", "0"], "shards must be"),
+        (["--lease", "8"], "--lease is for a cluster node"),
+        (["--store", "postgresql://x/y", "--lease", "6"], "lease_s must exceed"),
+        (["--store", "postgresql://x/y", "--lease", "8", "--tick", "4"], "tick_s must be"),
+        (["--store", "postgresql://x/y", "--margin", "0"], "margin_s must be > 0"),
     ],
 )
 def test_bad_cluster_options_exit_2_naming_the_option(

@@ -26,6 +26,7 @@ from .._errors import (
     InboxFull,
     NetworkError,
     NotFoundError,
+    NotOwner,
     ProtocolError,
     StoreError,
 )
@@ -65,13 +66,32 @@ _ERRORS: dict[str, type[NetworkError]] = {
 }
 
 
-def error_from(code: str, message: str) -> Exception:
-    """The exception an error code stands for (``NetworkError`` for codes it does not know)."""
+def error_from(code: str, message: str, details: dict[str, Any] | None = None) -> Exception:
+    """The exception an error code stands for (``NetworkError`` for codes it does not know);
+    ``details`` are what the code carries besides its message (``not_owner``'s owner)."""
+    if code == NotOwner.code:
+        return _not_owner(message, details or {})
     if code == "store_error":
         return StoreError(message)
     if code == "bad_frame":
         return DecodeError(message, record="frame")
     return _ERRORS.get(code, NetworkError)(message)
+
+
+def _not_owner(message: str, details: dict[str, Any]) -> NotOwner:
+    """``not_owner``'s fields, each kept only when of its type (a hub's word, not trusted)."""
+
+    def field(name: str, kind: type[Any]) -> Any:
+        value = details.get(name)
+        return value if isinstance(value, kind) and not isinstance(value, bool) else None
+
+    return NotOwner(
+        message,
+        shard=field("shard", int) if field("shard", int) is not None else -1,
+        owner=field("owner", str),
+        epoch=field("epoch", int) or 0,
+        address=field("address", str),
+    )
 
 
 class _Slot:
@@ -221,7 +241,7 @@ class RemoteHub:
         if not isinstance(answer, ResponseFrame):
             raise NetworkError(f"unexpected answer to {op!r}: {type(answer).__name__}")
         if not answer.ok:
-            raise error_from(answer.error_code, answer.error_message)
+            raise error_from(answer.error_code, answer.error_message, answer.error_details)
         return answer.result
 
     async def hello(
@@ -246,7 +266,7 @@ class RemoteHub:
             early=early,
         )
         if isinstance(answer, ErrorFrame):
-            raise error_from(answer.code, answer.message)
+            raise error_from(answer.code, answer.message, answer.details)
         if not isinstance(answer, WelcomeFrame):
             raise NetworkError(f"unexpected answer to hello: {type(answer).__name__}")
         return answer

@@ -58,6 +58,10 @@ class ClusterMember:
         self.ownership = Ownership(config)
         #: shard -> owner as last read (for NotOwner's message); None: nobody or unknown.
         self.owners: dict[int, str | None] = {}
+        #: shard -> its epoch as last read (for NotOwner's epoch).
+        self.epochs: dict[int, int] = {}
+        #: node id -> the address it advertises, as last read (for NotOwner's address).
+        self.addresses: dict[str, str] = {}
         self._moved = trio.Event()
         self._hub: Hub | None = None
         #: Set by :meth:`leave`: no new post or session here, the running ones snapshot.
@@ -119,7 +123,13 @@ class ClusterMember:
             "with the same idempotency key (forwarding between nodes is not built yet)",
             shard=shard,
             owner=owner,
+            epoch=self.epochs.get(shard, 0) if owner is not None else 0,
+            address=self.address_of(owner) if owner is not None else None,
         )
+
+    def address_of(self, node_id: str) -> str | None:
+        """The address ``node_id`` advertises, as the last tick read it (None: unknown)."""
+        return self.addresses.get(node_id) or None
 
     def new_session_id(self, new_id: Callable[[], str]) -> str:
         """A fresh session id whose shard this node serves (drawn from ``new_id``).
@@ -187,7 +197,10 @@ class ClusterMember:
                 await self._lose(lost)
                 lost = set()
                 await coordinator.release(node, surplus)
-            self.owners = {s.shard: s.owner for s in await coordinator.shard_map()}
+            shard_map = await coordinator.shard_map()
+            self.owners = {s.shard: s.owner for s in shard_map}
+            self.epochs = {s.shard: s.epoch for s in shard_map}
+            self.addresses = {n.node_id: n.address for n in await coordinator.nodes()}
         except StoreError as exc:
             log.warning("cluster node %s: tick failed: %s", node, exc)
         if lost:

@@ -46,7 +46,8 @@ class Faults(Protocol):
 class Membership(Protocol):
     """A hub's membership of a cluster (``troupe.cluster.ClusterMember``), as the hub sees it.
 
-    The hub asks it three things: whether this node serves a session now (``check``, also
+    The hub asks it four things: the address another node advertises (``address_of``,
+    for a ``not_owner`` answer), whether this node serves a session now (``check``, also
     after an actor started: a shard that moved meanwhile leaves that actor behind), a
     new session id this node serves (``new_session_id``), and to run beside the hub
     (``run``, in the hub's tree) and hand its shards over when the hub stops (``leave``,
@@ -65,6 +66,11 @@ class Membership(Protocol):
 
     def new_session_id(self, new_id: Callable[[], str]) -> str:
         """A fresh session id (drawn from ``new_id``) whose shard this node serves."""
+        ...
+
+    def address_of(self, node_id: str) -> str | None:
+        """The address node ``node_id`` advertises, as last read (None: unknown); a
+        ``not_owner`` answer carries the owner's."""
         ...
 
     async def run(self, hub: Any, *, task_status: trio.TaskStatus[None]) -> None:

@@ -31,7 +31,7 @@ from typing import Any, Final, Self, TypeAlias
 import attrs
 import trio
 
-from .._errors import NetworkError, StoreError
+from .._errors import NetworkError, NotOwner, StoreError
 from ..model import Envelope
 
 log = logging.getLogger("troupe.hub.events")
@@ -268,7 +268,7 @@ def _text(value: object) -> str:
 
 def _code(exc: Exception) -> str:
     """The code ``exc`` travels under on the wire (as ``troupe.hub._rpc.error_code``)."""
-    if isinstance(exc, NetworkError):
+    if isinstance(exc, NetworkError | NotOwner):
         return exc.code
     return "store_error" if isinstance(exc, StoreError) else "error"
 

@@ -13,10 +13,10 @@ here an op naming an identity this connection is not bound to is refused with
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .. import _tracing
-from .._errors import DecodeError, NetworkError, StoreError
+from .._errors import DecodeError, NetworkError, NotOwner, StoreError
 from ..api import REQUESTS
 from ..model import RequestFrame, ResponseFrame, structure, unstructure
 from ._connection import Caller
@@ -29,9 +29,22 @@ log = logging.getLogger("troupe.hub.rpc")
 
 def error_code(exc: Exception) -> str:
     """The code an error travels under on the wire (the client raises it again from it)."""
-    if isinstance(exc, NetworkError):
+    if isinstance(exc, NetworkError | NotOwner):
         return exc.code
     return "store_error" if isinstance(exc, StoreError) else "error"
+
+
+def error_details(exc: Exception, hub: Hub) -> dict[str, Any] | None:
+    """What an error's code carries besides its message: for ``not_owner`` the shard, the
+    owner, its epoch and the address it advertises (from this node's last read of the
+    cluster when the error did not say: a fence's refusal does not know it)."""
+    if not isinstance(exc, NotOwner):
+        return None
+    address = exc.address
+    cluster = hub.core.cluster
+    if address is None and exc.owner is not None and cluster is not None:
+        address = cluster.address_of(exc.owner)
+    return {"shard": exc.shard, "owner": exc.owner, "epoch": exc.epoch, "address": address}
 
 
 async def handle_request(hub: Hub, caller: Caller, frame: RequestFrame) -> ResponseFrame:
@@ -58,6 +71,7 @@ async def _handle_request(hub: Hub, caller: Caller, frame: RequestFrame) -> Resp
             ok=False,
             error_code=error_code(exc),
             error_message=str(exc),
+            error_details=error_details(exc, hub),
         )
     except Exception as exc:
         # An edge: a bug in an op must not take the connection (and its identities) down.

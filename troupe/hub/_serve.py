@@ -36,7 +36,7 @@ from ..model import (
     WelcomeFrame,
 )
 from ._connection import Bind, Caller, ConnectionActor, Flush, Receipts, SendOut
-from ._rpc import error_code, handle_request
+from ._rpc import error_code, error_details, handle_request
 from ._rules import TokenBucket
 
 if TYPE_CHECKING:
@@ -55,10 +55,18 @@ FRAME_BURST = 10000
 
 
 def error_frame(
-    exc: Exception, *, request_id: str = "", envelope_id: str | None = None
+    exc: Exception,
+    *,
+    request_id: str = "",
+    envelope_id: str | None = None,
+    hub: Hub | None = None,
 ) -> ErrorFrame:
     return ErrorFrame(
-        code=error_code(exc), message=str(exc), envelope_id=envelope_id, request_id=request_id
+        code=error_code(exc),
+        message=str(exc),
+        envelope_id=envelope_id,
+        request_id=request_id,
+        details=None if hub is None else error_details(exc, hub),
     )
 
 
@@ -262,7 +270,7 @@ async def _send(
             try:
                 accepted = await hub.post(frame.envelope)
             except (NetworkError, StoreError) as exc:
-                reply = error_frame(exc, request_id=frame.request_id)
+                reply = error_frame(exc, request_id=frame.request_id, hub=hub)
             else:
                 reply = AcceptFrame(
                     envelope_id=accepted.envelope_id,

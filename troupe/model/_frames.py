@@ -79,13 +79,16 @@ class AcceptFrame:
 @attrs.frozen(kw_only=True)
 class ErrorFrame:
     """Hub → client: a request failed. ``code`` is one of ``not_found``, ``access_denied``,
-    ``protocol_error``, ``auth_failed``, ``inbox_full``, ``bad_frame`` or ``error``."""
+    ``protocol_error``, ``auth_failed``, ``inbox_full``, ``bad_frame``, ``store_error``,
+    ``not_owner`` or ``error``. ``details``: what the code carries besides its message
+    (``not_owner``: ``shard``, ``owner``, ``epoch``, ``address``); None for the others."""
 
     kind: ClassVar[str] = "error"
     code: str
     message: str
     envelope_id: str | None = None
     request_id: str = ""
+    details: dict[str, Any] | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -158,6 +161,8 @@ class ResponseFrame:
     result: Any = None
     error_code: str = ""
     error_message: str = ""
+    #: What ``error_code`` carries besides its message, as ``ErrorFrame.details``.
+    error_details: dict[str, Any] | None = None
 
 
 @attrs.frozen(kw_only=True)

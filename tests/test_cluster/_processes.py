@@ -1,0 +1,93 @@
+"""Real ``troupe serve --store`` processes on the test PostgreSQL, and what they left there.
+
+A node is started with ``--port 0`` and found by the ``listening on`` line it prints; its
+log goes to a file. The cluster's state is read by SQL (the coordinator's own queries).
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import attrs
+import trio
+
+from troupe.cluster import PostgresCoordinator
+
+REPO = Path(__file__).resolve().parents[2]
+LISTENING = re.compile(rb"listening on ws://127\.0\.0\.1:(\d+)")
+
+
+@attrs.define(eq=False)
+class NodeProcess:
+    """One ``troupe serve --store`` process."""
+
+    node_id: str
+    process: trio.Process
+    url: str
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def application_name(self) -> str:
+        """What its PostgreSQL connections call themselves (``PostgresStore.connect``)."""
+        return f"troupe pid {self.pid} on "
+
+    async def stop(self) -> int:
+        """SIGTERM (a clean drain), then its exit status."""
+        self.process.send_signal(signal.SIGCONT)
+        self.process.send_signal(signal.SIGTERM)
+        return await self.process.wait()
+
+    async def discard(self) -> None:
+        """Make sure it is gone (a test's ``finally``)."""
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.kill()
+        await self.process.wait()
+        if self.process.stdout is not None:
+            await self.process.stdout.aclose()
+
+
+async def spawn_node(
+    dsn: str, schema: str, node_id: str, log_dir: Path, *options: str
+) -> NodeProcess:
+    """Start a node and wait (20 s at most) until it listens."""
+    log = log_dir / f"{node_id}.log"
+    args = ["--store", dsn, "--schema", schema, "--node-id", node_id, *options]
+    with log.open("ab") as err:
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "troupe", "serve", *args, "--port", "0"],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=err,
+        )
+    try:
+        assert process.stdout is not None
+        printed = b""
+        with trio.fail_after(20):
+            while (found := LISTENING.search(printed)) is None:
+                chunk = await process.stdout.receive_some()
+                assert chunk, f"troupe serve exited: {log.read_text()}"
+                printed += chunk
+    except BaseException:
+        process.kill()
+        await process.wait()
+        raise
+    return NodeProcess(node_id, process, f"ws://127.0.0.1:{int(found.group(1))}", log)
+
+
+async def owners(coordinator: PostgresCoordinator) -> dict[int, tuple[str, str]]:
+    """``{shard: (owner, its advertised address)}`` for the shards whose lease runs now."""
+    addresses = {n.node_id: n.address for n in await coordinator.nodes()}
+    return {
+        s.shard: (s.owner, addresses.get(s.owner, ""))
+        for s in await coordinator.shard_map()
+        if s.owner is not None and s.lease_left_s > 0
+    }
