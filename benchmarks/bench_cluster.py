@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from functools import partial
@@ -47,7 +48,14 @@ import trio
 from trio_websocket import open_websocket_url
 
 from troupe import EV_TEXT, Envelope, Passport
-from troupe.cluster import ClusterConfig, ClusterMember, PostgresCoordinator, shard_of
+from troupe.cluster import (
+    ClusterConfig,
+    ClusterMember,
+    PostgresCoordinator,
+    fair_share,
+    shard_of,
+)
+from troupe.cluster._shards import HYSTERESIS
 from troupe.hub import Hub, open_hub
 from troupe.model import (
     EV_CHANNEL_INVITE_ACK,
@@ -197,11 +205,15 @@ async def owners(coordinator: PostgresCoordinator) -> dict[int, tuple[str, str]]
 
 
 async def settled(coordinator: PostgresCoordinator, nodes: int) -> dict[int, tuple[str, str]]:
-    """Wait (60 s at most) until every shard is held and ``nodes`` nodes hold them."""
+    """Wait (60 s at most) until every shard is held, ``nodes`` nodes hold them and none
+    holds enough to let shards go (below its fair share + ``HYSTERESIS``): the map is
+    steady, so a poster sent to its session's owner stays with it for the run."""
+    steady = fair_share(SHARDS, nodes) + HYSTERESIS
     with trio.fail_after(60):
         while True:
             owned = await owners(coordinator)
-            if len(owned) == SHARDS and len({o for o, _ in owned.values()}) == nodes:
+            counts = Counter(o for o, _ in owned.values())
+            if len(owned) == SHARDS and len(counts) == nodes and max(counts.values()) < steady:
                 return owned
             await trio.sleep(0.1)
 
