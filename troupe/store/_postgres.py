@@ -52,7 +52,7 @@ import socket
 import zlib
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, ParamSpec, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar
 
 import trio
 from tenacity import (
@@ -63,21 +63,29 @@ from tenacity import (
 )
 
 from .._errors import IncompatibleStore, StoreError, StoreLocked
-from ..model import Envelope, Passport, Resume, Rule, SessionMetadata, TaskMetadata, dumps, loads
-from ..model._codec import envelope_from_json
+from ..model import Envelope, Resume, SessionMetadata, TaskMetadata, dumps
 from ._protocol import AgentRecord, Snapshot, answer_prefix, dedup_keys
-from ._rules import (
-    agent_id_of,
-    check_append,
-    check_audit,
-    check_window,
-    duplicate_key,
-    json_bytes,
-    json_value,
-    unknown_agent,
+from ._rules import agent_id_of, check_append, check_audit, check_window, duplicate_key
+from ._sql import (
+    SQLStore,
+    agent_records,
+    checked,
+    dedup_map,
+    execute,
+    first_found,
+    first_record,
+    first_row_pair,
+    json_list,
+    json_map,
+    json_of,
+    json_text,
+    oldest_first,
+    record_text,
+    records_of,
+    run_shielded,
+    snapshot_of,
 )
-from ._sqlite import damaged, run_shielded
-from ._writer import GroupCommitWriter, Pending, WriterStatistics, run_in_savepoints
+from ._writer import GroupCommitWriter, Pending, run_in_savepoints
 
 if TYPE_CHECKING:
     import psycopg
@@ -223,28 +231,10 @@ class _Transient(Exception):
     """A failure a new attempt may cure; nothing of the attempt was written."""
 
 
-def _text(obj: Any) -> str:
-    return dumps(obj).decode()
-
-
-def _json_text(value: Any, what: str) -> str:
-    return json_bytes(value, what).decode()
-
-
 def _redact(dsn: str) -> str:
     """``dsn`` without its password, for messages and ``repr``."""
     dsn = re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", dsn)
     return re.sub(r"(password\s*=\s*)\S+", r"\1***", dsn)
-
-
-def _checked(session_id: str, rows: list[Any]) -> list[Envelope]:
-    """Decode ``(seq, crc, json bytes)`` rows; a row whose checksum does not match raises."""
-    out = []
-    for seq, crc, data in rows:
-        if zlib.crc32(data) != crc:
-            raise damaged(session_id, seq)
-        out.append(envelope_from_json(data))
-    return out
 
 
 def _driver() -> Any:
@@ -276,7 +266,7 @@ def _lock_key(schema: str) -> str:
     return f"hashtextextended('troupe-store:{schema}', 0)"
 
 
-class PostgresStore:
+class PostgresStore(SQLStore["Connection"]):
     """A store in a PostgreSQL schema; see the module rules and the README's "Storage".
 
     Args:
@@ -296,6 +286,9 @@ class PostgresStore:
       ValueError: a schema name that is not a plain lower-case identifier, or ``readers``
         below 1.
     """
+
+    UPDATE_AGENT = "UPDATE agents SET {column} = %s WHERE agent_id = %s"
+    DELETE_AGENT_ROWS = "DELETE FROM {table} WHERE agent_id = %s"
 
     def __init__(
         self,
@@ -327,9 +320,6 @@ class PostgresStore:
         self._batches: _PostgresBatches | None = None
         self._idle: list[Connection] = []
         self._reading: trio.Semaphore | None = None
-
-    def __repr__(self) -> str:
-        return self._name
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -401,17 +391,6 @@ class PostgresStore:
 
     # -- opening and closing --------------------------------------------------------------
 
-    async def __aenter__(self) -> Self:
-        if self._entered:
-            raise StoreError(f"{self._name} is already open; leave it before entering it again")
-        # Claimed before the first await, so a concurrent second entry is refused too.
-        self._entered = True
-        try:
-            await self._open()
-        finally:
-            self._entered = self._stack is not None
-        return self
-
     async def _open(self) -> None:
         _driver()
         batches = self._batches = _PostgresBatches(self)
@@ -449,12 +428,6 @@ class PostgresStore:
         if stack is not None:
             await stack.aclose()
         self._batches = self._reading = None
-
-    def statistics(self) -> WriterStatistics:
-        """The group-commit writer's counters (batches, writes, failed commits, pending)."""
-        if self._writer is None:
-            raise StoreError(f"{self._name} is not open")
-        return self._writer.statistics()
 
     # -- the two paths: writes and reads ----------------------------------------------------
 
@@ -506,9 +479,9 @@ class PostgresStore:
         row = (
             agent_id,
             name,
-            _text(record.passport),
-            _text(record.resume),
-            _text(record.rule),
+            record_text(record.passport),
+            record_text(record.resume),
+            record_text(record.rule),
             record.skill_md,
         )
 
@@ -523,43 +496,23 @@ class PostgresStore:
                     f"{holder[0]!r}; names are unique"
                 )
             conn.execute(_UPSERT_AGENT, row)
-            _set_capabilities(conn, agent_id, record.resume)
+            self._set_capabilities(conn, agent_id, record.resume)
 
         await self._write(write)
 
-    async def save_resume(self, agent_id: str, resume: Resume) -> None:
-        update = _update_agent("resume", agent_id, _text(resume))
-
-        def write(conn: Connection) -> None:
-            update(conn)
-            _set_capabilities(conn, agent_id, resume)
-
-        await self._write(write)
-
-    async def save_rule(self, agent_id: str, rule: Rule) -> None:
-        await self._write(_update_agent("rule", agent_id, _text(rule)))
-
-    async def save_skill(self, agent_id: str, skill_md: str | None) -> None:
-        await self._write(_update_agent("skill_md", agent_id, skill_md))
-
-    async def delete_agent(self, agent_id: str) -> None:
-        def write(conn: Connection) -> None:
-            for table in ("agents", "capabilities", "cursors"):
-                conn.execute(f"DELETE FROM {table} WHERE agent_id = %s", (agent_id,))
-
-        await self._write(write)
+    @staticmethod
+    def _set_capabilities(conn: Connection, agent_id: str, resume: Resume) -> None:
+        conn.execute("DELETE FROM capabilities WHERE agent_id = %s", (agent_id,))
+        capabilities = sorted(resume.capabilities())
+        if capabilities:
+            conn.execute(
+                "INSERT INTO capabilities (capability, agent_id) SELECT unnest(%s::text[]), %s",
+                (capabilities, agent_id),
+            )
 
     async def load_agents(self) -> list[AgentRecord]:
         rows = await self._query("SELECT passport, resume, rule, skill_md FROM agents ORDER BY ord")
-        return [
-            AgentRecord(
-                passport=loads(passport, Passport),
-                resume=loads(resume, Resume),
-                rule=loads(rule, Rule),
-                skill_md=skill_md,
-            )
-            for passport, resume, rule, skill_md in rows
-        ]
+        return agent_records(rows)
 
     async def agents_with_capability(self, capability: str) -> list[str]:
         rows = await self._query(
@@ -571,7 +524,7 @@ class PostgresStore:
     # -- sessions and the WAL --------------------------------------------------------------
 
     async def save_session(self, metadata: SessionMetadata) -> None:
-        session_id, row = metadata.session_id, (metadata.session_id, _text(metadata))
+        session_id, row = metadata.session_id, (metadata.session_id, record_text(metadata))
 
         def write(conn: Connection) -> None:
             self._fenced(conn, session_id)
@@ -581,11 +534,11 @@ class PostgresStore:
 
     async def load_sessions(self) -> list[SessionMetadata]:
         rows = await self._query("SELECT metadata FROM sessions ORDER BY ord")
-        return [loads(text, SessionMetadata) for (text,) in rows]
+        return records_of(rows, SessionMetadata)
 
     async def get_session(self, session_id: str) -> SessionMetadata | None:
         rows = await self._query("SELECT metadata FROM sessions WHERE session_id = %s", session_id)
-        return loads(rows[0][0], SessionMetadata) if rows else None
+        return first_record(rows, SessionMetadata)
 
     async def append(
         self,
@@ -611,7 +564,7 @@ class PostgresStore:
                 dedup[1].append(e.envelope_id)
                 dedup[2].append(e.seq)
         params = (session_id, session_id, *columns, after, session_id, *dedup, after)
-        meta_row = None if metadata is None else (metadata.session_id, _text(metadata))
+        meta_row = None if metadata is None else (metadata.session_id, record_text(metadata))
 
         def write(conn: Connection) -> None:
             psycopg = _driver()
@@ -671,7 +624,7 @@ class PostgresStore:
                 until,
                 binary=True,
             )
-        return _checked(session_id, rows)
+        return checked(session_id, rows)
 
     async def last_seq(self, session_id: str) -> int:
         rows = await self._query(
@@ -687,13 +640,13 @@ class PostgresStore:
             key,
             binary=True,
         )
-        return _checked(session_id, rows)[0] if rows else None
+        return checked(session_id, rows)[0] if rows else None
 
     async def load_dedup(self, session_id: str) -> dict[str, tuple[str, int]]:
         rows = await self._query(
             "SELECT key, envelope_id, seq FROM dedup WHERE session_id = %s", session_id
         )
-        return {key: (envelope_id, seq) for key, envelope_id, seq in rows}
+        return dedup_map(rows)
 
     async def find_dedup(self, session_id: str, keys: Sequence[str]) -> tuple[str, int] | None:
         if not keys:
@@ -704,8 +657,7 @@ class PostgresStore:
             session_id,
             list(keys),
         )
-        found = {key: (envelope_id, seq) for key, envelope_id, seq in rows}
-        return next((found[key] for key in keys if key in found), None)
+        return first_found(rows, keys)
 
     async def find_answer(
         self, session_id: str, sender_id: str, causation_id: str
@@ -721,7 +673,7 @@ class PostgresStore:
             prefix,
             prefix[:-1] + "}",
         )
-        return (rows[0][0], rows[0][1]) if rows else None
+        return first_row_pair(rows)
 
     async def recent_dedup(self, session_id: str, limit: int) -> list[tuple[str, str, int]]:
         rows = await self._query(
@@ -730,10 +682,10 @@ class PostgresStore:
             session_id,
             max(limit, 0),
         )
-        return [(key, envelope_id, seq) for key, envelope_id, seq in reversed(rows)]
+        return oldest_first(rows)
 
     async def save_snapshot(self, session_id: str, seq: int, state: Any) -> None:
-        row = (session_id, seq, _json_text(state, f"snapshot of {session_id!r}"))
+        row = (session_id, seq, json_text(state, f"snapshot of {session_id!r}"))
 
         def write(conn: Connection) -> None:
             self._fenced(conn, session_id)
@@ -745,29 +697,30 @@ class PostgresStore:
         rows = await self._query(
             "SELECT seq, state FROM snapshots WHERE session_id = %s", session_id
         )
-        return Snapshot(seq=rows[0][0], state=json_value(rows[0][1])) if rows else None
+        return snapshot_of(rows)
 
     # -- tasks -----------------------------------------------------------------------------
 
     async def save_task(self, task: TaskMetadata) -> None:
-        await self._write(_execute(_UPSERT_TASK, (task.task_id, _text(task))))
+        await self._write(execute(_UPSERT_TASK, (task.task_id, record_text(task))))
 
     async def load_tasks(self) -> list[TaskMetadata]:
         rows = await self._query("SELECT metadata FROM tasks ORDER BY ord")
-        return [loads(text, TaskMetadata) for (text,) in rows]
+        return records_of(rows, TaskMetadata)
 
     async def save_checkpoint(self, task_id: str, data: dict[str, Any]) -> None:
-        row = (task_id, _json_text(data, f"checkpoint of task {task_id!r}"))
-        await self._write(_execute(_UPSERT_CHECKPOINT, row))
+        row = (task_id, json_text(data, f"checkpoint of task {task_id!r}"))
+        await self._write(execute(_UPSERT_CHECKPOINT, row))
 
     async def load_checkpoint(self, task_id: str) -> dict[str, Any] | None:
         rows = await self._query("SELECT data FROM checkpoints WHERE task_id = %s", task_id)
-        return json_value(rows[0][0]) if rows else None
+        data: dict[str, Any] | None = json_of(rows)
+        return data
 
     # -- delivery cursors ------------------------------------------------------------------
 
     async def save_cursor(self, agent_id: str, session_id: str, seq: int) -> None:
-        await self._write(_execute(_UPSERT_CURSOR, (agent_id, session_id, seq)))
+        await self._write(execute(_UPSERT_CURSOR, (agent_id, session_id, seq)))
 
     async def load_cursors(self, agent_id: str) -> dict[str, int]:
         rows = await self._query(
@@ -778,29 +731,29 @@ class PostgresStore:
     # -- small keyed records ---------------------------------------------------------------
 
     async def put_kv(self, namespace: str, key: str, value: Any) -> None:
-        row = (namespace, key, _json_text(value, f"kv value {namespace!r}/{key!r}"))
-        await self._write(_execute(_UPSERT_KV, row))
+        row = (namespace, key, json_text(value, f"kv value {namespace!r}/{key!r}"))
+        await self._write(execute(_UPSERT_KV, row))
 
     async def load_kv(self, namespace: str) -> dict[str, Any]:
         rows = await self._query(
             "SELECT key, value FROM kv WHERE namespace = %s ORDER BY key", namespace
         )
-        return {key: json_value(value) for key, value in rows}
+        return json_map(rows)
 
     async def delete_kv(self, namespace: str, key: str | None = None) -> None:
         if key is None:
-            await self._write(_execute("DELETE FROM kv WHERE namespace = %s", (namespace,)))
+            await self._write(execute("DELETE FROM kv WHERE namespace = %s", (namespace,)))
         else:
             sql = "DELETE FROM kv WHERE namespace = %s AND key = %s"
-            await self._write(_execute(sql, (namespace, key)))
+            await self._write(execute(sql, (namespace, key)))
 
     # -- audit -----------------------------------------------------------------------------
 
     async def append_audit(self, records: Sequence[dict[str, Any]]) -> None:
         check_audit(records)
-        texts = [_json_text(record, "audit record") for record in records]
+        texts = [json_text(record, "audit record") for record in records]
         if texts:
-            await self._write(_execute(_INSERT_AUDIT, (texts,)))
+            await self._write(execute(_INSERT_AUDIT, (texts,)))
         else:
             await trio.lowlevel.checkpoint()
 
@@ -809,7 +762,7 @@ class PostgresStore:
         rows = await self._query(
             "SELECT record FROM audit WHERE id > %s ORDER BY id LIMIT %s", since, limit
         )
-        return [json_value(text) for (text,) in rows]
+        return json_list(rows)
 
 
 class _PostgresBatches:
@@ -939,32 +892,6 @@ class _PostgresBatches:
             if exc.sqlstate in RETRIED_SQLSTATES:
                 raise _Transient(str(exc)) from exc
             raise StoreError(f"{name}: commit failed, nothing written: {exc}") from exc
-
-
-def _set_capabilities(conn: Connection, agent_id: str, resume: Resume) -> None:
-    conn.execute("DELETE FROM capabilities WHERE agent_id = %s", (agent_id,))
-    capabilities = sorted(resume.capabilities())
-    if capabilities:
-        conn.execute(
-            "INSERT INTO capabilities (capability, agent_id) SELECT unnest(%s::text[]), %s",
-            (capabilities, agent_id),
-        )
-
-
-def _execute(sql: str, params: Sequence[Any]) -> Callable[[Connection], None]:
-    def write(conn: Connection) -> None:
-        conn.execute(sql, params)
-
-    return write
-
-
-def _update_agent(column: str, agent_id: str, value: str | None) -> Callable[[Connection], None]:
-    def write(conn: Connection) -> None:
-        sql = f"UPDATE agents SET {column} = %s WHERE agent_id = %s"
-        if conn.execute(sql, (value, agent_id)).rowcount == 0:
-            raise unknown_agent(agent_id)
-
-    return write
 
 
 def _migrate(conn: Connection, schema: str) -> None:

@@ -24,27 +24,36 @@ import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import trio
 
 from .._errors import StoreError
-from ..model import Envelope, Passport, Resume, Rule, SessionMetadata, TaskMetadata, dumps, loads
-from ..model._codec import envelope_from_json
+from ..model import Envelope, Resume, SessionMetadata, TaskMetadata, dumps
 from ._lock import StoreLock
 from ._protocol import AgentRecord, Snapshot, answer_prefix, dedup_keys
-from ._rules import (
-    agent_id_of,
-    check_append,
-    check_audit,
-    check_window,
-    duplicate_key,
-    json_bytes,
-    json_value,
-    unknown_agent,
-)
+from ._rules import agent_id_of, check_append, check_audit, check_window, duplicate_key
 from ._schema import SCHEMA_VERSION, SYNCHRONOUS_LEVELS, connect, connect_reader, open_read_only
-from ._writer import GroupCommitWriter, SQLiteBatches, Write, WriterStatistics
+from ._sql import (
+    SQLStore,
+    agent_records,
+    checked,
+    dedup_map,
+    execute,
+    first_found,
+    first_record,
+    first_row_pair,
+    json_list,
+    json_map,
+    json_of,
+    json_text,
+    oldest_first,
+    record_text,
+    records_of,
+    run_shielded,
+    snapshot_of,
+)
+from ._writer import GroupCommitWriter, SQLiteBatches, Write
 
 _UPSERT_AGENT = """
     INSERT INTO agents (agent_id, passport, resume, rule, skill_md, name)
@@ -63,69 +72,7 @@ _UPSERT_CURSOR = """
     ON CONFLICT (agent_id, session_id) DO UPDATE SET seq = max(seq, excluded.seq)"""
 
 
-def _text(obj: Any) -> str:
-    return dumps(obj).decode()
-
-
-def _checked(session_id: str, rows: list[Any]) -> list[Envelope]:
-    """Decode ``(seq, crc, json bytes)`` rows; a row whose checksum does not match raises."""
-    out = []
-    for seq, crc, data in rows:
-        if crc is not None and zlib.crc32(data) != crc:
-            raise damaged(session_id, seq)
-        out.append(envelope_from_json(data))
-    return out
-
-
-def damaged(session_id: str, seq: int) -> StoreError:
-    return StoreError(
-        f"session {session_id!r}: the stored envelope at seq {seq} is damaged (its checksum "
-        "does not match); run 'troupe wal verify' and restore the store from a backup"
-    )
-
-
-def _json_text(value: Any, what: str) -> str:
-    return json_bytes(value, what).decode()
-
-
-def _set_capabilities(conn: sqlite3.Connection, agent_id: str, resume: Resume) -> None:
-    conn.execute("DELETE FROM capabilities WHERE agent_id = ?", (agent_id,))
-    conn.executemany(
-        "INSERT INTO capabilities (capability, agent_id) VALUES (?, ?)",
-        [(capability, agent_id) for capability in sorted(resume.capabilities())],
-    )
-
-
-def _execute(sql: str, params: Sequence[Any]) -> Write:
-    def write(conn: sqlite3.Connection) -> None:
-        conn.execute(sql, params)
-
-    return write
-
-
-def _update_agent(column: str, agent_id: str, value: str | None) -> Write:
-    def write(conn: sqlite3.Connection) -> None:
-        sql = f"UPDATE agents SET {column} = ? WHERE agent_id = ?"
-        if conn.execute(sql, (value, agent_id)).rowcount == 0:
-            raise unknown_agent(agent_id)
-
-    return write
-
-
-async def run_shielded(
-    writer: GroupCommitWriter[Any], *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-) -> None:
-    """Run the writer out of reach of an outside cancel: it stops only through ``close()``.
-
-    Whoever uses the store may write while it unwinds after a cancel (a hub's shielded
-    shutdown saves cursors, snapshots, audit records); a writer cancelled with its caller
-    would refuse all of that. ``close()`` (when the store is left) drains it and ends it.
-    """
-    with trio.CancelScope(shield=True):
-        await writer.run(task_status=task_status)
-
-
-class SQLiteStore:
+class SQLiteStore(SQLStore[sqlite3.Connection]):
     """A store in one SQLite file; see the module docstring and the README's "Storage".
 
     Args:
@@ -146,6 +93,9 @@ class SQLiteStore:
     Raises:
       ValueError: an unknown ``synchronous`` level, or ``":memory:"`` (use MemoryStore).
     """
+
+    UPDATE_AGENT = "UPDATE agents SET {column} = ? WHERE agent_id = ?"
+    DELETE_AGENT_ROWS = "DELETE FROM {table} WHERE agent_id = ?"
 
     def __init__(
         self,
@@ -170,20 +120,6 @@ class SQLiteStore:
         self._stack: contextlib.AsyncExitStack | None = None
         self._writer: GroupCommitWriter[sqlite3.Connection] | None = None
         self._reader: sqlite3.Connection | None = None
-
-    def __repr__(self) -> str:
-        return self._name
-
-    async def __aenter__(self) -> Self:
-        if self._entered:
-            raise StoreError(f"{self._name} is already open; leave it before entering it again")
-        # Claimed before the first await, so a concurrent second entry is refused too.
-        self._entered = True
-        try:
-            await self._open()
-        finally:
-            self._entered = self._stack is not None
-        return self
 
     async def _open(self) -> None:
         if self.read_only:
@@ -238,12 +174,6 @@ class SQLiteStore:
         if stack is not None:
             await stack.aclose()
 
-    def statistics(self) -> WriterStatistics:
-        """The group-commit writer's counters (batches, writes, failed commits, pending)."""
-        if self._writer is None:
-            raise StoreError(f"{self._name} is not open")
-        return self._writer.statistics()
-
     async def _write(self, write: Write) -> None:
         if self._writer is None:
             if self._reader is not None:
@@ -266,9 +196,9 @@ class SQLiteStore:
         agent_id = agent_id_of(record)
         row = (
             agent_id,
-            _text(record.passport),
-            _text(record.resume),
-            _text(record.rule),
+            record_text(record.passport),
+            record_text(record.resume),
+            record_text(record.rule),
             record.skill_md,
             record.passport.name,
         )
@@ -285,45 +215,23 @@ class SQLiteStore:
                     f"{self._name}: agent name {record.passport.name!r} is already held by "
                     f"agent {holder!r}; names are unique"
                 ) from None
-            _set_capabilities(conn, agent_id, record.resume)
+            self._set_capabilities(conn, agent_id, record.resume)
 
         await self._write(write)
 
-    async def save_resume(self, agent_id: str, resume: Resume) -> None:
-        update = _update_agent("resume", agent_id, _text(resume))
-
-        def write(conn: sqlite3.Connection) -> None:
-            update(conn)
-            _set_capabilities(conn, agent_id, resume)
-
-        await self._write(write)
-
-    async def save_rule(self, agent_id: str, rule: Rule) -> None:
-        await self._write(_update_agent("rule", agent_id, _text(rule)))
-
-    async def save_skill(self, agent_id: str, skill_md: str | None) -> None:
-        await self._write(_update_agent("skill_md", agent_id, skill_md))
-
-    async def delete_agent(self, agent_id: str) -> None:
-        def write(conn: sqlite3.Connection) -> None:
-            for table in ("agents", "capabilities", "cursors"):
-                conn.execute(f"DELETE FROM {table} WHERE agent_id = ?", (agent_id,))
-
-        await self._write(write)
+    @staticmethod
+    def _set_capabilities(conn: sqlite3.Connection, agent_id: str, resume: Resume) -> None:
+        conn.execute("DELETE FROM capabilities WHERE agent_id = ?", (agent_id,))
+        conn.executemany(
+            "INSERT INTO capabilities (capability, agent_id) VALUES (?, ?)",
+            [(capability, agent_id) for capability in sorted(resume.capabilities())],
+        )
 
     async def load_agents(self) -> list[AgentRecord]:
         rows = await self._query(
             "SELECT passport, resume, rule, skill_md FROM agents ORDER BY rowid"
         )
-        return [
-            AgentRecord(
-                passport=loads(passport, Passport),
-                resume=loads(resume, Resume),
-                rule=loads(rule, Rule),
-                skill_md=skill_md,
-            )
-            for passport, resume, rule, skill_md in rows
-        ]
+        return agent_records(rows)
 
     async def agents_with_capability(self, capability: str) -> list[str]:
         rows = await self._query(
@@ -334,16 +242,16 @@ class SQLiteStore:
     # -- sessions and the WAL --------------------------------------------------------------
 
     async def save_session(self, metadata: SessionMetadata) -> None:
-        row = (metadata.session_id, _text(metadata))
-        await self._write(_execute(_UPSERT_SESSION, row))
+        row = (metadata.session_id, record_text(metadata))
+        await self._write(execute(_UPSERT_SESSION, row))
 
     async def load_sessions(self) -> list[SessionMetadata]:
         rows = await self._query("SELECT metadata FROM sessions ORDER BY rowid")
-        return [loads(text, SessionMetadata) for (text,) in rows]
+        return records_of(rows, SessionMetadata)
 
     async def get_session(self, session_id: str) -> SessionMetadata | None:
         rows = await self._query("SELECT metadata FROM sessions WHERE session_id = ?", session_id)
-        return loads(rows[0][0], SessionMetadata) if rows else None
+        return first_record(rows, SessionMetadata)
 
     async def append(
         self,
@@ -369,7 +277,7 @@ class SQLiteStore:
         dedup_rows = [
             (session_id, key, e.envelope_id, e.seq) for e in envelopes for key in dedup_keys(e)
         ]
-        meta_row = None if metadata is None else (metadata.session_id, _text(metadata))
+        meta_row = None if metadata is None else (metadata.session_id, record_text(metadata))
 
         def write(conn: sqlite3.Connection) -> None:
             # Read inside the transaction: earlier writes of this batch count.
@@ -420,7 +328,7 @@ class SQLiteStore:
                 since,
                 until,
             )
-        return _checked(session_id, rows)
+        return checked(session_id, rows)
 
     async def last_seq(self, session_id: str) -> int:
         rows = await self._query(
@@ -436,13 +344,13 @@ class SQLiteStore:
             session_id,
             key,
         )
-        return _checked(session_id, rows)[0] if rows else None
+        return checked(session_id, rows)[0] if rows else None
 
     async def load_dedup(self, session_id: str) -> dict[str, tuple[str, int]]:
         rows = await self._query(
             "SELECT key, envelope_id, seq FROM dedup WHERE session_id = ?", session_id
         )
-        return {key: (envelope_id, seq) for key, envelope_id, seq in rows}
+        return dedup_map(rows)
 
     async def find_dedup(self, session_id: str, keys: Sequence[str]) -> tuple[str, int] | None:
         if not keys:
@@ -454,8 +362,7 @@ class SQLiteStore:
             session_id,
             *keys,
         )
-        found = {key: (envelope_id, seq) for key, envelope_id, seq in rows}
-        return next((found[key] for key in keys if key in found), None)
+        return first_found(rows, keys)
 
     async def find_answer(
         self, session_id: str, sender_id: str, causation_id: str
@@ -470,7 +377,7 @@ class SQLiteStore:
             prefix,
             prefix[:-1] + "}",
         )
-        return (rows[0][0], rows[0][1]) if rows else None
+        return first_row_pair(rows)
 
     async def recent_dedup(self, session_id: str, limit: int) -> list[tuple[str, str, int]]:
         rows = await self._query(
@@ -479,41 +386,42 @@ class SQLiteStore:
             session_id,
             limit,
         )
-        return [(key, envelope_id, seq) for key, envelope_id, seq in reversed(rows)]
+        return oldest_first(rows)
 
     async def save_snapshot(self, session_id: str, seq: int, state: Any) -> None:
-        row = (session_id, seq, _json_text(state, f"snapshot of {session_id!r}"))
-        await self._write(_execute("INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?)", row))
+        row = (session_id, seq, json_text(state, f"snapshot of {session_id!r}"))
+        await self._write(execute("INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?)", row))
 
     async def load_snapshot(self, session_id: str) -> Snapshot | None:
         rows = await self._query(
             "SELECT seq, state FROM snapshots WHERE session_id = ?", session_id
         )
-        return Snapshot(seq=rows[0][0], state=json_value(rows[0][1])) if rows else None
+        return snapshot_of(rows)
 
     # -- tasks -----------------------------------------------------------------------------
 
     async def save_task(self, task: TaskMetadata) -> None:
-        row = (task.task_id, _text(task))
-        await self._write(_execute(_UPSERT_TASK, row))
+        row = (task.task_id, record_text(task))
+        await self._write(execute(_UPSERT_TASK, row))
 
     async def load_tasks(self) -> list[TaskMetadata]:
         rows = await self._query("SELECT metadata FROM tasks ORDER BY rowid")
-        return [loads(text, TaskMetadata) for (text,) in rows]
+        return records_of(rows, TaskMetadata)
 
     async def save_checkpoint(self, task_id: str, data: dict[str, Any]) -> None:
-        row = (task_id, _json_text(data, f"checkpoint of task {task_id!r}"))
-        await self._write(_execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?)", row))
+        row = (task_id, json_text(data, f"checkpoint of task {task_id!r}"))
+        await self._write(execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?)", row))
 
     async def load_checkpoint(self, task_id: str) -> dict[str, Any] | None:
         rows = await self._query("SELECT data FROM checkpoints WHERE task_id = ?", task_id)
-        return json_value(rows[0][0]) if rows else None
+        data: dict[str, Any] | None = json_of(rows)
+        return data
 
     # -- delivery cursors ------------------------------------------------------------------
 
     async def save_cursor(self, agent_id: str, session_id: str, seq: int) -> None:
         row = (agent_id, session_id, seq)
-        await self._write(_execute(_UPSERT_CURSOR, row))
+        await self._write(execute(_UPSERT_CURSOR, row))
 
     async def load_cursors(self, agent_id: str) -> dict[str, int]:
         rows = await self._query("SELECT session_id, seq FROM cursors WHERE agent_id = ?", agent_id)
@@ -522,27 +430,27 @@ class SQLiteStore:
     # -- small keyed records ---------------------------------------------------------------
 
     async def put_kv(self, namespace: str, key: str, value: Any) -> None:
-        row = (namespace, key, _json_text(value, f"kv value {namespace!r}/{key!r}"))
-        await self._write(_execute("INSERT OR REPLACE INTO kv VALUES (?, ?, ?)", row))
+        row = (namespace, key, json_text(value, f"kv value {namespace!r}/{key!r}"))
+        await self._write(execute("INSERT OR REPLACE INTO kv VALUES (?, ?, ?)", row))
 
     async def load_kv(self, namespace: str) -> dict[str, Any]:
         rows = await self._query(
             "SELECT key, value FROM kv WHERE namespace = ? ORDER BY key", namespace
         )
-        return {key: json_value(value) for key, value in rows}
+        return json_map(rows)
 
     async def delete_kv(self, namespace: str, key: str | None = None) -> None:
         if key is None:
-            await self._write(_execute("DELETE FROM kv WHERE namespace = ?", (namespace,)))
+            await self._write(execute("DELETE FROM kv WHERE namespace = ?", (namespace,)))
         else:
             sql = "DELETE FROM kv WHERE namespace = ? AND key = ?"
-            await self._write(_execute(sql, (namespace, key)))
+            await self._write(execute(sql, (namespace, key)))
 
     # -- audit -----------------------------------------------------------------------------
 
     async def append_audit(self, records: Sequence[dict[str, Any]]) -> None:
         check_audit(records)
-        rows = [(_json_text(record, "audit record"),) for record in records]
+        rows = [(json_text(record, "audit record"),) for record in records]
 
         def write(conn: sqlite3.Connection) -> None:
             conn.executemany("INSERT INTO audit (record) VALUES (?)", rows)
@@ -556,7 +464,7 @@ class SQLiteStore:
             since,
             -1 if limit is None else limit,
         )
-        return [json_value(text) for (text,) in rows]
+        return json_list(rows)
 
     # -- offline checks (troupe wal verify) -------------------------------------------------
 

@@ -1,0 +1,237 @@
+"""What the two SQL stores (``SQLiteStore``, ``PostgresStore``) share: all but their SQL.
+
+Each store keeps its own statements (placeholders, column types, upserts and ordering
+differ between the dialects); what is the same logic is written once here: encoding a
+record for a row, decoding a query's rows, checking WAL checksums, the agent-registry
+writes whose statements only differ in placeholders, entering a store once, and the
+writer that a caller's cancel cannot reach.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import zlib
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
+
+import trio
+
+from .._errors import StoreError
+from ..model import Envelope, Passport, Resume, Rule, dumps, loads
+from ..model._codec import envelope_from_json
+from ._protocol import AgentRecord, Snapshot
+from ._rules import json_bytes, json_value, unknown_agent
+from ._writer import GroupCommitWriter, WriterStatistics
+
+
+class Executes(Protocol):
+    """A DB-API connection, as far as the shared writes use one."""
+
+    def execute(self, sql: str, params: Sequence[Any], /) -> Any: ...
+
+
+C = TypeVar("C", bound=Executes)
+T = TypeVar("T")
+
+
+def record_text(obj: Any) -> str:
+    """A record as the codec's JSON text (how both stores keep records)."""
+    return dumps(obj).decode()
+
+
+def json_text(value: Any, what: str) -> str:
+    """A caller's JSON value as text; ``what`` names it when it is not JSON."""
+    return json_bytes(value, what).decode()
+
+
+def damaged(session_id: str, seq: int) -> StoreError:
+    return StoreError(
+        f"session {session_id!r}: the stored envelope at seq {seq} is damaged (its checksum "
+        "does not match); run 'troupe wal verify' and restore the store from a backup"
+    )
+
+
+def checked(session_id: str, rows: list[Any]) -> list[Envelope]:
+    """Decode ``(seq, crc, json bytes)`` rows; a row whose checksum does not match raises.
+
+    A row without a checksum (SQLite, before schema 2) is not checked.
+    """
+    out = []
+    for seq, crc, data in rows:
+        if crc is not None and zlib.crc32(data) != crc:
+            raise damaged(session_id, seq)
+        out.append(envelope_from_json(data))
+    return out
+
+
+def execute(sql: str, params: Sequence[Any]) -> Callable[[Executes], None]:
+    """A write of one statement."""
+
+    def write(conn: Executes) -> None:
+        conn.execute(sql, params)
+
+    return write
+
+
+def agent_records(rows: list[Any]) -> list[AgentRecord]:
+    """``(passport, resume, rule, skill_md)`` rows as records."""
+    return [
+        AgentRecord(
+            passport=loads(passport, Passport),
+            resume=loads(resume, Resume),
+            rule=loads(rule, Rule),
+            skill_md=skill_md,
+        )
+        for passport, resume, rule, skill_md in rows
+    ]
+
+
+def dedup_map(rows: list[Any]) -> dict[str, tuple[str, int]]:
+    """``(key, envelope_id, seq)`` rows as ``{key: (envelope_id, seq)}``."""
+    return {key: (envelope_id, seq) for key, envelope_id, seq in rows}
+
+
+def first_found(rows: list[Any], keys: Sequence[str]) -> tuple[str, int] | None:
+    """Of ``(key, envelope_id, seq)`` rows, the one of the first of ``keys`` found."""
+    found = dedup_map(rows)
+    return next((found[key] for key in keys if key in found), None)
+
+
+def first_row_pair(rows: list[Any]) -> tuple[str, int] | None:
+    """The first ``(envelope_id, seq)`` row, if any."""
+    return (rows[0][0], rows[0][1]) if rows else None
+
+
+def oldest_first(rows: list[Any]) -> list[tuple[str, str, int]]:
+    """``(key, envelope_id, seq)`` rows read newest first, returned oldest first."""
+    return [(key, envelope_id, seq) for key, envelope_id, seq in reversed(rows)]
+
+
+def records_of(rows: list[Any], cls: type[T]) -> list[T]:
+    """One-column rows of the codec's JSON as ``cls`` records."""
+    return [loads(data, cls) for (data,) in rows]
+
+
+def first_record(rows: list[Any], cls: type[T]) -> T | None:
+    """The first one-column row of the codec's JSON as a ``cls`` record, if any."""
+    return loads(rows[0][0], cls) if rows else None
+
+
+def snapshot_of(rows: list[Any]) -> Snapshot | None:
+    """The first ``(seq, state)`` row as a snapshot, if any."""
+    return Snapshot(seq=rows[0][0], state=json_value(rows[0][1])) if rows else None
+
+
+def json_of(rows: list[Any]) -> Any:
+    """The first row's one JSON text column, decoded, if any."""
+    return json_value(rows[0][0]) if rows else None
+
+
+def json_list(rows: list[Any]) -> list[Any]:
+    """One-column rows of JSON text, decoded."""
+    return [json_value(data) for (data,) in rows]
+
+
+def json_map(rows: list[Any]) -> dict[str, Any]:
+    """``(key, json text)`` rows as ``{key: value}``."""
+    return {key: json_value(value) for key, value in rows}
+
+
+async def run_shielded(
+    writer: GroupCommitWriter[Any], *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run the writer out of reach of an outside cancel: it stops only through ``close()``.
+
+    Whoever uses the store may write while it unwinds after a cancel (a hub's shielded
+    shutdown saves cursors, snapshots, audit records); a writer cancelled with its caller
+    would refuse all of that. ``close()`` (when the store is left) drains it and ends it.
+    """
+    with trio.CancelScope(shield=True):
+        await writer.run(task_status=task_status)
+
+
+class SQLStore(Generic[C]):
+    """What both SQL stores do alike: entered once at a time, a group-commit writer,
+    and the agent-registry writes that differ only in their statements' placeholders.
+
+    A subclass sets ``_name``, ``_entered``, ``_stack`` and ``_writer`` in ``__init__``,
+    and gives its dialect's statements and :meth:`_set_capabilities`.
+    """
+
+    #: ``UPDATE agents SET {column} = <value> WHERE agent_id = <agent_id>``, in the dialect.
+    UPDATE_AGENT: ClassVar[str]
+    #: ``DELETE FROM {table} WHERE agent_id = <agent_id>``, in the dialect.
+    DELETE_AGENT_ROWS: ClassVar[str]
+
+    _name: str
+    _entered: bool
+    _stack: contextlib.AsyncExitStack | None
+    _writer: GroupCommitWriter[C] | None
+
+    def __repr__(self) -> str:
+        return self._name
+
+    async def __aenter__(self) -> Self:
+        if self._entered:
+            raise StoreError(f"{self._name} is already open; leave it before entering it again")
+        # Claimed before the first await, so a concurrent second entry is refused too.
+        self._entered = True
+        try:
+            await self._open()
+        finally:
+            self._entered = self._stack is not None
+        return self
+
+    async def _open(self) -> None:
+        """Open the connections and start the writer; sets ``_stack`` when open."""
+        raise NotImplementedError
+
+    async def _write(self, write: Callable[[C], None]) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def _set_capabilities(conn: C, agent_id: str, resume: Resume) -> None:
+        """Replace the agent's rows in the capability index (in the dialect)."""
+        raise NotImplementedError
+
+    def statistics(self) -> WriterStatistics:
+        """The group-commit writer's counters (batches, writes, failed commits, pending)."""
+        if self._writer is None:
+            raise StoreError(f"{self._name} is not open")
+        return self._writer.statistics()
+
+    def _update_agent(self, column: str, agent_id: str, value: str | None) -> Callable[[C], None]:
+        sql = self.UPDATE_AGENT.format(column=column)
+
+        def write(conn: C) -> None:
+            if conn.execute(sql, (value, agent_id)).rowcount == 0:
+                raise unknown_agent(agent_id)
+
+        return write
+
+    async def save_resume(self, agent_id: str, resume: Resume) -> None:
+        update = self._update_agent("resume", agent_id, record_text(resume))
+
+        def write(conn: C) -> None:
+            update(conn)
+            self._set_capabilities(conn, agent_id, resume)
+
+        await self._write(write)
+
+    async def save_rule(self, agent_id: str, rule: Rule) -> None:
+        await self._write(self._update_agent("rule", agent_id, record_text(rule)))
+
+    async def save_skill(self, agent_id: str, skill_md: str | None) -> None:
+        await self._write(self._update_agent("skill_md", agent_id, skill_md))
+
+    async def delete_agent(self, agent_id: str) -> None:
+        statements = [
+            self.DELETE_AGENT_ROWS.format(table=table)
+            for table in ("agents", "capabilities", "cursors")
+        ]
+
+        def write(conn: C) -> None:
+            for sql in statements:
+                conn.execute(sql, (agent_id,))
+
+        await self._write(write)
