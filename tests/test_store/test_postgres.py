@@ -24,10 +24,8 @@ from troupe.store import _postgres as pg
 
 from .._postgres import new_schema
 from ..test_transport._wire import eventually, wait_until
-from .crash_writer import BATCH, SESSIONS
+from .crash_writer import check_nothing_returned_was_lost, kill_mid_write
 from .factories import agent, env, envs, session
-
-REPO = Path(__file__).resolve().parents[2]
 
 Connection = psycopg.Connection[Any]
 
@@ -388,45 +386,22 @@ async def test_a_malformed_dsn_is_refused_at_once() -> None:
 async def test_kill_9_mid_write_loses_nothing_that_returned_and_frees_the_store(
     pg_dsn: str, schema: str, admin: Connection
 ) -> None:
-    printed: dict[str, int] = dict.fromkeys(SESSIONS, 0)
     with trio.fail_after(30):
-        process = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "tests.test_store.crash_writer", pg_dsn, schema],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-        )
-        assert process.stdout is not None
-        buffer = b""
-        while sum(printed.values()) < 120:
-            chunk = await process.stdout.receive_some()
-            assert chunk, "the writer exited before it was killed"
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            for line in lines:
-                session_id, last = line.decode().split()
-                printed[session_id] = int(last)
-        process.send_signal(signal.SIGKILL)
-        assert await process.wait() == -signal.SIGKILL
+        printed, pid = await kill_mid_write(pg_dsn, schema)
 
         # The server ends the dead client's backends (and so its lock) once it sees the
         # socket closed.
         async def gone() -> bool:
             rows = admin.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s",
-                (f"troupe pid {process.pid} on %",),
+                (f"troupe pid {pid} on %",),
             ).fetchone()
             return rows == (0,)
 
         await eventually(gone)
 
     async with PostgresStore(pg_dsn, schema=schema) as store:
-        for session_id in SESSIONS:
-            wal = await store.read(session_id)
-            seqs = [e.seq for e in wal]
-            assert seqs == list(range(1, len(seqs) + 1)), "the WAL has a gap"
-            assert len(seqs) >= printed[session_id], "an append that returned was lost"
-            assert len(seqs) % BATCH == 0, "half an append is visible"
-            assert wal == envs(session_id, 1, len(seqs))
+        await check_nothing_returned_was_lost(store, printed)
 
 
 async def test_leaving_a_store_releases_its_lock_at_once(

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import signal
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,10 +14,8 @@ from troupe.store import SQLiteStore
 from troupe.store import _schema as schema
 from troupe.store._writer import SQLiteBatches
 
-from .crash_writer import BATCH, SESSIONS
+from .crash_writer import check_nothing_returned_was_lost, kill_mid_write
 from .factories import env, envs
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def make_foreign_db(path: Path) -> None:
@@ -194,34 +189,10 @@ async def test_statistics_need_an_open_store(tmp_path: Path) -> None:
 
 async def test_kill_9_mid_write_loses_nothing_that_returned(tmp_path: Path) -> None:
     path = tmp_path / "hub.db"
-    printed: dict[str, int] = dict.fromkeys(SESSIONS, 0)
     with trio.fail_after(20):
-        process = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "tests.test_store.crash_writer", str(path)],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-        )
-        assert process.stdout is not None
-        buffer = b""
-        while sum(printed.values()) < 120:
-            chunk = await process.stdout.receive_some()
-            assert chunk, "the writer exited before it was killed"
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            for line in lines:
-                session_id, last = line.decode().split()
-                printed[session_id] = int(last)
-        process.send_signal(signal.SIGKILL)
-        assert await process.wait() == -signal.SIGKILL
-
+        printed, _ = await kill_mid_write(str(path))
     async with SQLiteStore(path) as store:
-        for session_id in SESSIONS:
-            wal = await store.read(session_id)
-            seqs = [e.seq for e in wal]
-            assert seqs == list(range(1, len(seqs) + 1)), "the WAL has a gap"
-            assert len(seqs) >= printed[session_id], "an append that returned was lost"
-            assert len(seqs) % BATCH == 0, "half an append is visible"
-            assert wal == envs(session_id, 1, len(seqs))
+        await check_nothing_returned_was_lost(store, printed)
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     conn.close()
