@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import pytest
 import trio
 import trio.testing
@@ -30,15 +33,29 @@ def hub_of(node: Node) -> Hub:
     return node.hub
 
 
-async def test_two_nodes_split_the_shards_and_each_serves_only_its_own(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
+@asynccontextmanager
+async def two_nodes() -> AsyncIterator[tuple[World, Cluster, Node, Node]]:
+    """Nodes ``a`` and ``b`` of a cluster of six sessions, settled (three ticks) on their
+    shards (the cluster's nursery runs a test's own tasks); stopped when left."""
     world = await bootstrap(6)
     async with trio.open_nursery() as nursery:
         cluster = Cluster(world, nursery)
         a = await cluster.start("a")
         b = await cluster.start("b")
         await trio.sleep(3 * TICK_S)
+        yield world, cluster, a, b
+        await cluster.stop()
+
+
+def owned_by(cluster: Cluster, node: Node) -> str:
+    """A session whose shard ``node`` owns."""
+    return next(s for s in cluster.world.sessions if owner_of(cluster, s) is node)
+
+
+async def test_two_nodes_split_the_shards_and_each_serves_only_its_own(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with two_nodes() as (world, cluster, a, b):
         held = {n.node_id: set(n.member.ownership.held) for n in (a, b)}
         assert len(held["a"]) == len(held["b"]) == SHARDS // 2
         assert held["a"].isdisjoint(held["b"])
@@ -52,19 +69,13 @@ async def test_two_nodes_split_the_shards_and_each_serves_only_its_own(
                 await hub_of(other).post(text(world, sid, "hi"))
             assert refused.value.owner == owner.node_id
             assert refused.value.shard == owner.member.shard(sid)
-        await cluster.stop()
 
 
 async def test_a_dead_nodes_shards_are_taken_over_after_its_lease_and_the_wal_goes_on(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    world = await bootstrap(6)
-    async with trio.open_nursery() as nursery:
-        cluster = Cluster(world, nursery)
-        a = await cluster.start("a")
-        b = await cluster.start("b")
-        await trio.sleep(3 * TICK_S)
-        sid = next(s for s in world.sessions if owner_of(cluster, s) is a)
+    async with two_nodes() as (world, cluster, a, b):
+        sid = owned_by(cluster, a)
         first = await hub_of(a).post(text(world, sid, "before", key="k1"))
         epoch = cluster.coordinator.shards[a.member.shard(sid)].epoch
         killed_at = trio.current_time()
@@ -82,19 +93,13 @@ async def test_a_dead_nodes_shards_are_taken_over_after_its_lease_and_the_wal_go
         after = await hub_of(b).post(text(world, sid, "after"))
         assert after.seq == first.seq + 1
         assert len(b.member.ownership.held) == SHARDS
-        await cluster.stop()
 
 
 async def test_a_paused_owner_stops_serving_before_its_lease_ends_and_its_held_write_is_fenced(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    world = await bootstrap(6)
-    async with trio.open_nursery() as nursery:
-        cluster = Cluster(world, nursery)
-        a = await cluster.start("a")
-        b = await cluster.start("b")
-        await trio.sleep(3 * TICK_S)
-        sid = next(s for s in world.sessions if owner_of(cluster, s) is a)
+    async with two_nodes() as (world, cluster, a, b):
+        sid = owned_by(cluster, a)
         await hub_of(a).post(text(world, sid, "warm"))
         paused_at = trio.current_time()
         cluster.pause(a)
@@ -110,7 +115,7 @@ async def test_a_paused_owner_stops_serving_before_its_lease_ends_and_its_held_w
                 held.append(exc)
             settled.set()
 
-        nursery.start_soon(post_held)
+        cluster.nursery.start_soon(post_held)
         # The paused node stops serving at its local deadline, before the lease ends.
         deadline = a.member.ownership.deadline
         assert deadline <= paused_at + LEASE_S - MARGIN_S
@@ -130,19 +135,13 @@ async def test_a_paused_owner_stops_serving_before_its_lease_ends_and_its_held_w
             "taken over",
         ]
         assert wal[-1].seq == taken.seq
-        await cluster.stop()
 
 
 async def test_a_node_cut_from_the_database_stops_serving_and_another_takes_over(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    world = await bootstrap(6)
-    async with trio.open_nursery() as nursery:
-        cluster = Cluster(world, nursery)
-        a = await cluster.start("a")
-        b = await cluster.start("b")
-        await trio.sleep(3 * TICK_S)
-        sid = next(s for s in world.sessions if owner_of(cluster, s) is a)
+    async with two_nodes() as (world, cluster, a, b):
+        sid = owned_by(cluster, a)
         cluster.cut(a)
         await trio.sleep(LEASE_S - MARGIN_S)
         assert not a.member.ownership.held
@@ -155,23 +154,17 @@ async def test_a_node_cut_from_the_database_stops_serving_and_another_takes_over
         owner = owner_of(cluster, sid)
         assert owner is not None
         await hub_of(owner).post(text(world, sid, "back"))
-        await cluster.stop()
 
 
 async def test_a_node_that_stops_cleanly_snapshots_its_sessions_and_hands_them_over_at_once(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    world = await bootstrap(6)
-    async with trio.open_nursery() as nursery:
-        cluster = Cluster(world, nursery)
-        a = await cluster.start("a")
-        b = await cluster.start("b")
-        await trio.sleep(3 * TICK_S)
-        sid = next(s for s in world.sessions if owner_of(cluster, s) is a)
+    async with two_nodes() as (world, cluster, a, b):
+        sid = owned_by(cluster, a)
         last = await hub_of(a).post(text(world, sid, "before the stop"))
         hub_a = hub_of(a)
         stopped_at = trio.current_time()
-        nursery.start_soon(cluster.stop_node, a)
+        cluster.nursery.start_soon(cluster.stop_node, a)
         await trio.testing.wait_all_tasks_blocked()
         assert a.member.draining
         with pytest.raises((NotOwner, ProtocolError)):  # draining, or stopped already
@@ -186,7 +179,6 @@ async def test_a_node_that_stops_cleanly_snapshots_its_sessions_and_hands_them_o
         assert trio.current_time() - stopped_at < LEASE_S
         after = await hub_of(b).post(text(world, sid, "after"))
         assert after.seq == last.seq + 1
-        await cluster.stop()
 
 
 async def test_an_actor_starting_when_its_shard_was_lost_does_not_outlive_the_start(
@@ -195,13 +187,8 @@ async def test_an_actor_starting_when_its_shard_was_lost_does_not_outlive_the_st
     # Found by the machine: a session whose actor was starting (held at the paused store)
     # when the node lost its shard finished starting on resume, and later, once the node
     # held the shard again, wrote from a WAL another node had extended meanwhile.
-    world = await bootstrap(6)
-    async with trio.open_nursery() as nursery:
-        cluster = Cluster(world, nursery)
-        a = await cluster.start("a")
-        b = await cluster.start("b")
-        await trio.sleep(3 * TICK_S)
-        sid = next(s for s in world.sessions if owner_of(cluster, s) is b)
+    async with two_nodes() as (world, cluster, a, b):
+        sid = owned_by(cluster, b)
         hub_b = hub_of(b)
         cluster.pause(b)
 
@@ -209,7 +196,7 @@ async def test_an_actor_starting_when_its_shard_was_lost_does_not_outlive_the_st
             with pytest.raises(StoreError):
                 await hub_b.post(text(world, sid, "stalled"))
 
-        nursery.start_soon(starts_then_stalls)
+        cluster.nursery.start_soon(starts_then_stalls)
         await eventually(lambda: owner_of(cluster, sid) is a, LEASE_S + TICK_S)
         accepted = await hub_of(a).post(text(world, sid, "on a"))
         cluster.resume(b)
@@ -221,7 +208,6 @@ async def test_an_actor_starting_when_its_shard_was_lost_does_not_outlive_the_st
         await eventually(lambda: owner_of(cluster, sid) is b, LEASE_S + 2 * TICK_S)
         after = await hub_b.post(text(world, sid, "on b"))
         assert after.seq == accepted.seq + 1
-        await cluster.stop()
 
 
 async def test_a_session_given_up_on_a_node_that_lost_its_shard_is_not_closed_later(
@@ -230,13 +216,8 @@ async def test_a_session_given_up_on_a_node_that_lost_its_shard_is_not_closed_la
     # Found by the machine: a node cut from the store crashed a session's actor until its
     # supervisor gave up; the close of the crashed session kept retrying, and went through
     # once the node held the shard again, closing a session that was fine.
-    world = await bootstrap(6)
-    async with trio.open_nursery() as nursery:
-        cluster = Cluster(world, nursery)
-        a = await cluster.start("a")
-        b = await cluster.start("b")
-        await trio.sleep(3 * TICK_S)
-        sid = next(s for s in world.sessions if owner_of(cluster, s) is a)
+    async with two_nodes() as (world, cluster, a, b):
+        sid = owned_by(cluster, a)
         await hub_of(a).post(text(world, sid, "warm"))
         cluster.cut(a)
         entry = hub_of(a).core.directory.get(sid)
@@ -258,7 +239,6 @@ async def test_a_session_given_up_on_a_node_that_lost_its_shard_is_not_closed_la
         assert stored is not None
         assert not stored.state.terminal
         assert accepted.seq == (await store_last_seq(world, sid))
-        await cluster.stop()
 
 
 async def store_last_seq(world: World, session_id: str) -> int:
