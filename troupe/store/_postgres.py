@@ -64,11 +64,12 @@ from tenacity import (
 
 from .._errors import IncompatibleStore, StoreError, StoreLocked
 from ..model import Envelope, Resume, SessionMetadata, TaskMetadata, dumps
-from ._protocol import AgentRecord, Snapshot, answer_prefix, dedup_keys
+from ._protocol import AgentRecord, Snapshot, dedup_keys
 from ._rules import agent_id_of, check_append, check_audit, check_window, duplicate_key
 from ._sql import (
     SQLStore,
     agent_records,
+    answer_range,
     checked,
     dedup_map,
     execute,
@@ -662,16 +663,14 @@ class PostgresStore(SQLStore["Connection"]):
     async def find_answer(
         self, session_id: str, sender_id: str, causation_id: str
     ) -> tuple[str, int] | None:
-        # A range of the primary key ("C" collation: code-point order): every key that
-        # starts with the prefix, which ends with '|', sorts at or after it and before the
-        # prefix with '}' (the next character).
-        prefix = answer_prefix(sender_id, causation_id)
+        # A range of the primary key ("C" collation: code-point order).
+        low, high = answer_range(sender_id, causation_id)
         rows = await self._query(
             "SELECT envelope_id, seq FROM dedup WHERE session_id = %s AND key >= %s "
             "AND key < %s ORDER BY seq LIMIT 1",
             session_id,
-            prefix,
-            prefix[:-1] + "}",
+            low,
+            high,
         )
         return first_row_pair(rows)
 

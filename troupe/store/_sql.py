@@ -19,7 +19,7 @@ import trio
 from .._errors import StoreError
 from ..model import Envelope, Passport, Resume, Rule, dumps, loads
 from ..model._codec import envelope_from_json
-from ._protocol import AgentRecord, Snapshot
+from ._protocol import AgentRecord, Snapshot, answer_prefix
 from ._rules import json_bytes, json_value, unknown_agent
 from ._writer import GroupCommitWriter, WriterStatistics
 
@@ -71,6 +71,16 @@ def execute(sql: str, params: Sequence[Any]) -> Callable[[Executes], None]:
         conn.execute(sql, params)
 
     return write
+
+
+def answer_range(sender_id: str, causation_id: str) -> tuple[str, str]:
+    """The keys of ``sender_id``'s answers to a trigger, as a range of the dedup key.
+
+    Every key that starts with the prefix, which ends with ``'|'``, sorts at or after it and
+    before the prefix with ``'}'`` (the next code point); both dialects compare code points.
+    """
+    prefix = answer_prefix(sender_id, causation_id)
+    return prefix, prefix[:-1] + "}"
 
 
 def agent_records(rows: list[Any]) -> list[AgentRecord]:

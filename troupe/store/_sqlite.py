@@ -31,12 +31,13 @@ import trio
 from .._errors import StoreError
 from ..model import Envelope, Resume, SessionMetadata, TaskMetadata, dumps
 from ._lock import StoreLock
-from ._protocol import AgentRecord, Snapshot, answer_prefix, dedup_keys
+from ._protocol import AgentRecord, Snapshot, dedup_keys
 from ._rules import agent_id_of, check_append, check_audit, check_window, duplicate_key
 from ._schema import SCHEMA_VERSION, SYNCHRONOUS_LEVELS, connect, connect_reader, open_read_only
 from ._sql import (
     SQLStore,
     agent_records,
+    answer_range,
     checked,
     dedup_map,
     execute,
@@ -367,15 +368,14 @@ class SQLiteStore(SQLStore[sqlite3.Connection]):
     async def find_answer(
         self, session_id: str, sender_id: str, causation_id: str
     ) -> tuple[str, int] | None:
-        # A range of the primary key: every key that starts with the prefix, which ends
-        # with '|', sorts at or after it and before the prefix with '}' (the next byte).
-        prefix = answer_prefix(sender_id, causation_id)
+        # A range of the primary key.
+        low, high = answer_range(sender_id, causation_id)
         rows = await self._query(
             "SELECT envelope_id, seq FROM dedup WHERE session_id = ? AND key >= ? AND key < ? "
             "ORDER BY seq LIMIT 1",
             session_id,
-            prefix,
-            prefix[:-1] + "}",
+            low,
+            high,
         )
         return first_row_pair(rows)
 
