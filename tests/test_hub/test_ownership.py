@@ -10,9 +10,10 @@ import trio
 import trio.testing
 
 from troupe.hub import Hub
+from troupe.hub._connection import Unbind
 from troupe.model import TaskMetadata, TaskSpec, TaskState
 
-from ..harness import HubPair
+from ..harness import HubPair, client_of
 
 
 async def test_the_task_table_is_the_hub_actors_and_read_only_elsewhere(
@@ -33,3 +34,21 @@ async def test_the_task_table_is_the_hub_actors_and_read_only_elsewhere(
     await hub.update_task("t1", state=TaskState.COMPLETED)
     assert tasks["t1"].state is TaskState.COMPLETED
     assert (await hub.get_task("t1")).state is TaskState.COMPLETED
+
+
+async def test_unregistering_asks_the_connection_holding_the_identity_to_unbind_it(
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
+) -> None:
+    alice = await h.agent("alice")
+    bob = await h.agent("bob")
+    bindings = hub.core.bindings
+    bobs = bindings[bob.id]
+    # An Unbind reaches only the connection holding the identity: another one leaves it be.
+    bindings[alice.id].mailbox.send_system(Unbind(bob.id))
+    await h.settle()
+    assert bindings[bob.id] is bobs
+    await hub.unregister(bob.id)
+    await h.settle()
+    assert bob.id not in bindings
+    assert alice.id in bindings
+    assert hub.core.connections[client_of(bob).endpoint.endpoint_id].ref is bobs

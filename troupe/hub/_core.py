@@ -200,7 +200,8 @@ class HubCore:
 
         # -- the connections' tables (``_serve``, ``_connection``) -------------------------
         #: agent id -> the connection actor it is bound to: each connection writes its own
-        #: identities' entries; the hub actor drops an unregistered agent's.
+        #: identities' entries (the hub actor tells it to drop an unregistered agent's:
+        #: ``Unbind``).
         self.bindings: dict[str, ActorRef[Any, Any]] = {}
         #: endpoint id -> its connection actor (a ConnectionActor; its ``ref``): written by
         #: that connection's serve_endpoint task, as it starts and ends.

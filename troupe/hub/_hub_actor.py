@@ -7,6 +7,7 @@ expire their tasks), so the two can never wait on each other.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from types import MappingProxyType
 from typing import Any
@@ -16,6 +17,7 @@ import attrs
 from .._errors import (
     AccessDeniedError,
     DecodeError,
+    MailboxClosed,
     NetworkError,
     NotFoundError,
     ProtocolError,
@@ -54,6 +56,7 @@ from ..model._convert import is_due
 from ..model._identity import KINDS
 from ..store import AgentRecord
 from ._auth import AuthRegistry
+from ._connection import Unbind
 from ._core import HubCore
 from ._directory import SessionEntry
 from ._hub_messages import (
@@ -227,7 +230,12 @@ class HubActor(Actor[HubMsg, Any]):
         record = core.registry.record(agent_id)
         await core.store.delete_agent(agent_id)
         self.registry.remove(agent_id)
-        core.bindings.pop(agent_id, None)
+        # The binding is its connection's to drop (the system lane: never blocked by a
+        # connection that does not read). Dispatch skips the agent already: no rule.
+        conn = core.bindings.get(agent_id)
+        if conn is not None:
+            with contextlib.suppress(MailboxClosed):  # ending: its release drops it
+                conn.mailbox.send_system(Unbind(agent_id))
         core.ledger.reset(agent_id)
         core.limiter.forget(agent_id)
         core.audit("agent_unregistered", agent_id=agent_id, name=record.passport.name)
