@@ -101,6 +101,7 @@ from ._audit import ReadAudit
 from ._auth import AuthRegistry
 from ._connection import Bind, Caller
 from ._core import HubCore
+from ._directory import Directory
 from ._evaluators import Evaluator
 from ._events import DEFAULT_CAPACITY, EventStream, ExpectationViolation
 from ._expectations import ExpectationSweeper, Handler
@@ -149,11 +150,12 @@ def handles(kind: type[Request[Any]]) -> Callable[[_F], _F]:
 class Hub:
     """A running hub; use it only inside its ``open_hub`` block."""
 
-    def __init__(self, core: HubCore, auth: AuthRegistry) -> None:
+    def __init__(self, core: HubCore, auth: AuthRegistry, directory: Directory) -> None:
         self._core = core
         self.auth = auth
-        #: The session supervisor (runs as the root's ``sessions`` child).
-        self._sessions = SessionSupervisor(core)
+        #: The session supervisor (runs as the root's ``sessions`` child); the handle only
+        #: reads the directory (``core.directory``), the supervisor writes its live fields.
+        self._sessions = SessionSupervisor(core, directory)
         self._connections: Supervisor | None = None
         #: The root supervisor (set by ``open_hub``).
         self._root: Supervisor | None = None

@@ -48,7 +48,7 @@ from . import _hub_messages as H
 from ._backpressure import must_wait, wait_for_room
 from ._core import HubCore
 from ._delivery import dispatch
-from ._directory import Gate, SessionEntry
+from ._directory import Directory, Gate, SessionEntry
 from ._session import SessionActor, expire_tasks_of, refuse_ended
 from ._session_parts import EndSession, Post
 
@@ -64,8 +64,11 @@ CLOSE_RETRY_MAX_S = 5.0
 class SessionSupervisor:
     """The hub's ``sessions`` child: session actors started on demand, restarted, given up on."""
 
-    def __init__(self, core: HubCore) -> None:
+    def __init__(self, core: HubCore, directory: Directory) -> None:
         self._core = core
+        #: The sessions: this supervisor writes their live fields (ref, gate, in use) and
+        #: accounts for a crashed close; ``self.directory`` is its read-only view.
+        self.directory = directory
         self._sup: Supervisor | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None]) -> None:
@@ -80,7 +83,7 @@ class SessionSupervisor:
         ) as sup:
             sup.on_crash = self._audit_crash
             # A new supervisor (first start, or a restart) has no children yet.
-            for entry in self._core.directory.sessions.values():
+            for entry in self.directory.sessions.values():
                 entry.ref = None
             self._sup = sup
             task_status.started()
@@ -129,7 +132,7 @@ class SessionSupervisor:
             raise NotFoundError(f"sender not registered: {envelope.sender_id!r}")
         if core.cluster is not None:
             core.cluster.check(sid)  # NotOwner: the caller retries on the shard's owner
-        entry = core.directory.get(sid)
+        entry = self.directory.get(sid)
         if is_substantive(envelope.event_type) and must_wait(core, entry.metadata, envelope):
             # Backpressure: the poster waits here, in its own task, never the session actor.
             await wait_for_room(core, entry.metadata, envelope)
@@ -238,7 +241,7 @@ class SessionSupervisor:
           ProtocolError: it crashed twice.
           Exception: what the actor refused with.
         """
-        entry = self._core.directory.get(session_id)
+        entry = self.directory.get(session_id)
         crash: ActorDead | None = None
         for _ in range(2):
             try:
@@ -259,7 +262,7 @@ class SessionSupervisor:
         """Ask the session to end; its metadata after. Raise the StoreError that kept it from
         ending, if any."""
         md = await self.ask(session_id, msg)
-        return md if md is not None else self._core.directory.get(session_id).metadata
+        return md if md is not None else self.directory.get(session_id).metadata
 
     # -- which actor -------------------------------------------------------------------------
 
@@ -273,7 +276,7 @@ class SessionSupervisor:
         """
         if entry.gate is None and entry.running:
             assert entry.ref is not None
-            self._core.directory.touch(entry, trio.current_time())
+            self.directory.touch(entry, trio.current_time())
             return entry.ref
         gate = entry.gate = entry.gate or Gate()
         gate.users += 1
@@ -293,7 +296,7 @@ class SessionSupervisor:
                 continue
             if entry.running:
                 assert entry.ref is not None
-                core.directory.touch(entry, trio.current_time())
+                self.directory.touch(entry, trio.current_time())
                 return entry.ref
             if entry.given_up:
                 # _close_crashed is on its way; a new actor would race its close notice.
@@ -346,7 +349,7 @@ class SessionSupervisor:
         def make() -> SessionActor:
             nonlocal incarnations
             incarnations += 1
-            return SessionActor(core, sid, restarted=incarnations > 1)
+            return SessionActor(core, sid, self.directory, restarted=incarnations > 1)
 
         return ChildSpec(sid, make, restart="transient", shutdown_s=5.0)
 
@@ -383,7 +386,7 @@ class SessionSupervisor:
         entry.ref = None
         entry.dedup = None
         entry.passivated = True
-        self._core.directory.release(entry)
+        self.directory.release(entry)
 
     # -- crashes -----------------------------------------------------------------------------
 
@@ -405,7 +408,7 @@ class SessionSupervisor:
         """Close a session whose actor crashed too often (the dynamic supervisor's
         ``on_give_up``: no actor is left to do it)."""
         core = self._core
-        entry = core.directory.get(session_id)
+        entry = self.directory.get(session_id)
         core.counters.sessions_crashed += 1
         core.counters.keep_session_high_water(entry.ref)  # a crashed actor ran no on_stop
         core.audit("session_crashed", session_id=session_id, error=repr(crash))
@@ -460,7 +463,7 @@ class SessionSupervisor:
         # stale one (a closed session's state is None after a hub restart too).
         entry.publish(md, None, notice.seq)
         entry.retire()
-        core.directory.ended(md)
+        self.directory.ended(md)
         dispatch(core, md, notice)
         if core.events.subscribers:
             core.events.accepted(notice)
