@@ -115,3 +115,22 @@ async def test_unregistering_asks_the_connection_holding_the_identity_to_unbind_
     assert bob.id not in bindings
     assert alice.id in bindings
     assert hub.core.connections[client_of(bob).endpoint.endpoint_id].ref is bobs
+
+
+async def test_the_session_supervisor_ends_sessions_past_their_ttl(
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
+) -> None:
+    """The TTL sweep's session ends are the session supervisor's (``expire_due``), as is
+    opening a session (``open``, which ``h.session`` went through); the handle asks it."""
+    alice = await h.agent("alice")
+    bob = await h.agent("bob")
+    md = await h.session("conversation", alice, bob, ttl=60)
+    sessions = hub._sessions
+    now = hub.core.now()
+    await sessions.expire_due(now)
+    assert hub.core.directory.get(md.session_id).metadata.state is SessionState.ACTIVE
+    await sessions.expire_due(now + 61)
+    ended = hub.core.directory.get(md.session_id).metadata
+    assert ended.state is SessionState.EXPIRED
+    assert ended.close_reason == "ttl_expired"
+    assert hub.core.directory.open_count == 0
