@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from .._errors import NotOwner, StoreError
+from .._errors import ActorDead, NotOwner, StoreError
 from ._coordinator import Coordinator
 from ._shards import ClusterConfig, Ownership, shard_of
 
@@ -246,8 +246,11 @@ class ClusterMember:
                 nursery.start_soon(evict, hub, entry)
 
     async def _gain(self, shards: set[int]) -> None:
-        """Know the sessions of ``shards`` that other nodes created (they start on use)."""
-        from ..hub._directory import SessionEntry
+        """Know the sessions of ``shards`` that other nodes created (they start on use).
+
+        The hub actor adds them to the directory (it owns the entries: ``GainSessions``).
+        """
+        from ..hub._hub_messages import GainSessions
 
         hub = self._hub
         if hub is None:
@@ -260,12 +263,18 @@ class ClusterMember:
         except StoreError as exc:
             log.warning("cluster node %s: cannot load the gained sessions: %s", self, exc)
             return
-        for md in stored:
-            if md.session_id not in core.directory.sessions and shard_of(md.session_id, n) in (
-                shards
-            ):
-                stype = core.session_type(md.manifest_type, md.manifest_version)
-                core.directory.add(SessionEntry(metadata=md, stype=stype))
+        gained = tuple(
+            md
+            for md in stored
+            if md.session_id not in core.directory.sessions and shard_of(md.session_id, n) in shards
+        )
+        if not gained or core.hub_ref is None:
+            return
+        try:
+            await core.hub_ref.ask(GainSessions(gained))
+        except ActorDead:
+            # The hub is stopping (its actor is gone): nothing will serve these sessions.
+            log.warning("cluster node %s: the hub stopped before it knew the gained sessions", self)
 
     async def leave(self) -> None:
         """Drain, then hand every shard over at once (``Coordinator.leave``).

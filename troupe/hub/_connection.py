@@ -22,7 +22,7 @@ import attrs
 import trio
 
 from .._errors import DecodeError, IdentityInUse, MailboxClosed, StoreError
-from ..actors import Actor, ActorRef, Refused
+from ..actors import Actor, ActorRef, Message, Refused
 from ..api import Endpoint
 from ..mailbox import DeadLetter
 from ..model import (
@@ -56,7 +56,7 @@ MAX_BATCH_BYTES = 256 << 10
 
 
 @attrs.frozen
-class Bind:
+class Bind(Message[None]):
     """Bind ``agent_id`` to this connection; with ``since`` not None, replay what it missed.
 
     ``welcome`` (a HelloFrame's answer) is sent after the binding and before any replay.
@@ -71,14 +71,14 @@ class Bind:
 
 
 @attrs.frozen
-class Receipts:
+class Receipts(Message[None]):
     """Receipts the reader read in one message (one, or a batch's), in order."""
 
     frames: tuple[ReceiptFrame, ...]
 
 
 @attrs.frozen
-class SendOut:
+class SendOut(Message[None]):
     """Send a frame in order with the deliveries (replies to the client's requests).
 
     ``control``: queued by the reader in the system lane (a pong, a refusal), and counted
@@ -92,21 +92,32 @@ class SendOut:
 
 
 @attrs.frozen
-class Evict:
+class Evict(Message[None]):
     """Another connection took ``agent_id`` over: say so to the client, and close."""
 
     agent_id: str
     message: str
 
 
+@attrs.frozen
+class Unbind(Message[None]):
+    """``agent_id`` was unregistered: drop its binding to this connection, if it has one.
+
+    Sent by the hub actor in the system lane (never blocked by a connection that does not
+    read), so the binding goes before any delivery queued behind it.
+    """
+
+    agent_id: str
+
+
 @attrs.frozen(eq=False)
-class Flush:
+class Flush(Message[None]):
     """Persist the cursors now, then set ``done`` (if given)."""
 
     done: trio.Event | None = None
 
 
-ConnectionMsg = Deliver | CatchUp | Bind | Receipts | SendOut | Flush | Evict | ChunkOut
+ConnectionMsg = Deliver | CatchUp | Bind | Unbind | Receipts | SendOut | Flush | Evict | ChunkOut
 
 
 def visible_to(core: HubCore, envelope: Envelope, agent_id: str) -> bool:
@@ -287,6 +298,9 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
                     # A refusal or an acceptance the transport cannot carry (answers are
                     # replaced by the transport itself): not worth the connection.
                     log.error("connection %s: not sent: %s", self.endpoint.endpoint_id, exc)
+            case Unbind(agent_id):
+                self._unbind(agent_id)
+                await trio.lowlevel.checkpoint()
             case Evict(agent_id, message):
                 await self._send(ErrorFrame(code=IdentityInUse.code, message=message))
                 await self.flush_outbox()
@@ -593,6 +607,15 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
             self.acked.pop(key, None)
             self.sent.pop(key, None)
             self.wire_status.pop(key[1], None)
+
+    def _unbind(self, agent_id: str) -> None:
+        """Drop ``agent_id``'s binding if it is this connection's (it was unregistered).
+
+        The identity stays in ``agents`` (what the connection was bound to, for the checks
+        of its requests, which then find no such agent); ``owns`` is false from now on.
+        """
+        if self.core.bindings.get(agent_id) is self.ref:
+            del self.core.bindings[agent_id]
 
     def release(self) -> None:
         """Drop this connection's bindings (it is closing)."""

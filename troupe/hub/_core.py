@@ -24,7 +24,7 @@ from ..model import MAX_ENVELOPE_BYTES, TaskMetadata, iso
 from ..session_types import AnySessionType
 from ..store import Store
 from ._arbiters import ARBITERS, Arbiter
-from ._directory import Directory
+from ._directory import DirectoryView
 from ._events import EventBus
 from ._lanes import Streams
 from ._registry import Registry, RegistryView
@@ -153,6 +153,7 @@ class HubCore:
         clock: Callable[[], float],
         new_id: Callable[[], str],
         faults: Faults | None,
+        directory: DirectoryView,
     ) -> None:
         # -- configuration (set by open_hub; the plug-in tables by the handle's register_*)
         self.config = config
@@ -193,14 +194,16 @@ class HubCore:
         self.registry: RegistryView = Registry()
         #: The hub actor's tasks (``HubActor.tasks``).
         self.tasks: Mapping[str, TaskMetadata] = MappingProxyType({})
-        #: The sessions: entries added by the hub actor (and a cluster member, for the
-        #: shards it gains); their published fields written by each session's actor, their
-        #: live fields (ref, gate, in use) by the session supervisor (``_directory``).
-        self.directory = Directory()
+        #: The sessions (a read-only view): entries added by the hub actor (also those of
+        #: the shards a cluster member gains: ``GainSessions``); their published fields
+        #: written by each session's actor, their live fields (ref, gate, in use) by the
+        #: session supervisor, each through the ``Directory`` open_hub gave it.
+        self.directory = directory
 
         # -- the connections' tables (``_serve``, ``_connection``) -------------------------
         #: agent id -> the connection actor it is bound to: each connection writes its own
-        #: identities' entries; the hub actor drops an unregistered agent's.
+        #: identities' entries (the hub actor tells it to drop an unregistered agent's:
+        #: ``Unbind``).
         self.bindings: dict[str, ActorRef[Any, Any]] = {}
         #: endpoint id -> its connection actor (a ConnectionActor; its ``ref``): written by
         #: that connection's serve_endpoint task, as it starts and ends.

@@ -1,9 +1,11 @@
 """The session directory: every session's last published metadata and state, and its actor.
 
-An ETS-style table. The hub actor adds entries; each entry's published fields are written
-only by that session's actor (or, for a session whose actor was given up on, by the session
-supervisor when it closes it). Readers (``get_session``, ``can_send``, ``list_sessions``)
-read the last published, immutable values synchronously.
+An ETS-style table. The hub actor adds entries (``open_hub`` loads the stored ones before
+any actor runs); each entry's published fields are written only by that session's actor
+(or, for a session whose actor was given up on, by the session supervisor when it closes
+it). Readers (``get_session``, ``can_send``, ``list_sessions``) read the last published,
+immutable values synchronously, through a :class:`DirectoryView` (``HubCore.directory``),
+which has no write methods and whose tables are read-only mappings.
 
 An entry's live fields (``ref``, ``gate``, ``passivated``) and the sessions in use, least
 recently used first (``touch``, ``release``), are the session supervisor's
@@ -13,7 +15,8 @@ recently used first (``touch``, ``release``), are the session supervisor's
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import attrs
@@ -185,6 +188,8 @@ class Directory:
         self.in_use: OrderedDict[str, SessionEntry] = OrderedDict()
         #: Set when a session is first used after ``in_use`` was empty (the sweeper waits).
         self.used = trio.Event()
+        #: This table's read-only face (``HubCore.directory``).
+        self.view = DirectoryView(self)
 
     @property
     def open_count(self) -> int:
@@ -268,3 +273,57 @@ class Directory:
                 continue
             out.append(md)
         return out
+
+
+class DirectoryView:
+    """A :class:`Directory` as those who do not own it see it: reads only.
+
+    ``sessions`` and ``in_use`` are read-only mappings of the table's own (a write raises
+    ``TypeError``), and there is no ``add``, ``ended``, ``touch`` nor ``release``: entries
+    are added by the hub actor, their use recorded by the session supervisor, a close
+    accounted for by the session's actor (or its supervisor), each through the
+    :class:`Directory` it was given.
+    """
+
+    __slots__ = ("_table", "in_use", "sessions")
+
+    def __init__(self, table: Directory) -> None:
+        self._table = table
+        self.sessions: Mapping[str, SessionEntry] = MappingProxyType(table.sessions)
+        #: Sessions in use (their actor running), least recently used first.
+        self.in_use: Mapping[str, SessionEntry] = MappingProxyType(table.in_use)
+
+    @property
+    def used(self) -> trio.Event:
+        """Set when a session is first used after ``in_use`` was empty (the sweeper waits)."""
+        return self._table.used
+
+    @property
+    def open_count(self) -> int:
+        """How many sessions are not terminal."""
+        return self._table.open_count
+
+    def __len__(self) -> int:
+        return len(self._table.sessions)
+
+    def get(self, session_id: str) -> SessionEntry:
+        """The entry of ``session_id``; raise ``NotFoundError`` if there is none."""
+        return self._table.get(session_id)
+
+    def live_created_by(self, agent_id: str) -> int:
+        return self._table.live_created_by(agent_id)
+
+    def of_agent(self, agent_id: str) -> list[SessionEntry]:
+        return self._table.of_agent(agent_id)
+
+    def select(
+        self,
+        *,
+        agent_id: str | None = None,
+        state: SessionState | None = None,
+        include_terminal: bool = True,
+        limit: int = 50,
+    ) -> list[SessionMetadata]:
+        return self._table.select(
+            agent_id=agent_id, state=state, include_terminal=include_terminal, limit=limit
+        )

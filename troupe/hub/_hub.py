@@ -16,10 +16,9 @@ poster gets after a crash.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -31,12 +30,10 @@ import trio
 from .. import _tracing
 from .._errors import (
     AccessDeniedError,
-    ActorDead,
     NetworkError,
     NotFoundError,
     ProtocolError,
     StoreError,
-    TroupeError,
 )
 from ..actors import ActorRef, Message
 from ..api import (
@@ -92,7 +89,6 @@ from ..model import (
     check_record,
     unstructure,
 )
-from ..model._convert import is_due
 from ..session_types import AnySessionType, ViewPolicy
 from ..supervisors import ChildSpec, Supervisor
 from . import _hub_messages as H
@@ -101,13 +97,14 @@ from ._audit import ReadAudit
 from ._auth import AuthRegistry
 from ._connection import Bind, Caller
 from ._core import HubCore
+from ._directory import Directory
 from ._evaluators import Evaluator
 from ._events import DEFAULT_CAPACITY, EventStream, ExpectationViolation
 from ._expectations import ExpectationSweeper, Handler
 from ._extensions import ExtensionState, check_callable, check_name
 from ._lanes import StreamStatistics
 from ._listeners import LISTENER_CAPACITY, run_listener
-from ._session_parts import EndSession, SendInvites
+from ._session_parts import EndSession
 from ._sessions import SessionSupervisor
 from ._stats import HubHealth, HubStatistics
 from ._streaming import fan_out
@@ -149,11 +146,12 @@ def handles(kind: type[Request[Any]]) -> Callable[[_F], _F]:
 class Hub:
     """A running hub; use it only inside its ``open_hub`` block."""
 
-    def __init__(self, core: HubCore, auth: AuthRegistry) -> None:
+    def __init__(self, core: HubCore, auth: AuthRegistry, directory: Directory) -> None:
         self._core = core
         self.auth = auth
-        #: The session supervisor (runs as the root's ``sessions`` child).
-        self._sessions = SessionSupervisor(core)
+        #: The session supervisor (runs as the root's ``sessions`` child); the handle only
+        #: reads the directory (``core.directory``), the supervisor writes its live fields.
+        self._sessions = SessionSupervisor(core, directory)
         self._connections: Supervisor | None = None
         #: The root supervisor (set by ``open_hub``).
         self._root: Supervisor | None = None
@@ -602,45 +600,7 @@ class Hub:
         md = await self._ask_hub(request)
         if _tracing.ACTIVE is not None:
             _tracing.ACTIVE.session_opened(md)
-        sid = md.session_id
-        entry = self._core.directory.get(sid)
-        try:
-            await self._sessions.ask(sid, SendInvites())
-        except (ProtocolError, StoreError, ActorDead):
-            # Not every invite may have gone out: nobody should wait for the acks (if this
-            # close fails too, the sweeper closes the session at its handshake deadline).
-            with contextlib.suppress(TroupeError):
-                await self._sessions.end(sid, EndSession("invite_failed", only_if_pending=True))
-            raise
-        with trio.move_on_after(self._core.config.invite_ack_timeout):
-            await entry.wait_for(lambda m: m.state is not SessionState.PENDING)
-        md = entry.metadata
-        if md.state is SessionState.PENDING:
-            md = await self._sessions.end(sid, EndSession("invite_timeout", only_if_pending=True))
-        if md.state is SessionState.ACTIVE:
-            return md
-        if md.close_reason == "invite_rejected":
-            raise ProtocolError(
-                f"session {sid} was not opened: invite rejected by {self._who(md.rejected_by)}"
-            )
-        if md.close_reason == "invite_timeout":
-            raise ProtocolError(
-                f"session {sid} was not opened: no ack within "
-                f"{self._core.config.invite_ack_timeout}s from {self._who(md.pending_acks)} "
-                "(invites are acked by the invitee's client: is it connected?)"
-            )
-        raise ProtocolError(f"session {sid} was not opened: {md.close_reason or md.state.value}")
-
-    def _who(self, agent_ids: Iterable[str]) -> str:
-        """``'bob' (a-2, not connected)``: names first, for error messages."""
-        core = self._core
-        out = []
-        for agent_id in agent_ids:
-            record = core.registry.agents.get(agent_id)
-            name = repr(record.passport.name) if record is not None else "an unknown agent"
-            live = "" if agent_id in core.bindings else ", not connected"
-            out.append(f"{name} ({agent_id}{live})")
-        return ", ".join(out)
+        return await self._sessions.open(md)
 
     async def get_session(self, session_id: str) -> SessionMetadata:
         return await self.call(GetSession(session_id=session_id))
@@ -970,28 +930,9 @@ class Hub:
 
     async def expire_due(self) -> None:
         """Expire sessions and tasks past their TTL; time out PENDING handshakes (the sweeper)."""
-        core = self._core
-        now = core.now()
-        for entry in list(core.directory.sessions.values()):
-            md = entry.metadata
-            if md.state.terminal:
-                continue
-            try:
-                if md.expires_at is not None and is_due(md.expires_at, now):
-                    await self._sessions.end(
-                        md.session_id, EndSession("ttl_expired", SessionState.EXPIRED)
-                    )
-                elif (
-                    md.state is SessionState.PENDING
-                    and md.handshake_deadline is not None
-                    and is_due(md.handshake_deadline, now)
-                ):
-                    await self._sessions.end(
-                        md.session_id, EndSession("invite_timeout", only_if_pending=True)
-                    )
-            except (NotFoundError, ProtocolError, StoreError) as exc:
-                log.warning("expiring session %s failed: %s", md.session_id, exc)
-        await self._ask_hub(H.ExpireTasks(now))
+        now = self._core.now()
+        await self._sessions.expire_due(now)  # the sessions' ends: their supervisor's
+        await self._ask_hub(H.ExpireTasks(now))  # the tasks: the hub actor's
 
     async def check_expectations(self) -> list[ExpectationViolation]:
         """Evaluate every live session's expectations now and run the new violations' handlers.

@@ -7,6 +7,7 @@ expire their tasks), so the two can never wait on each other.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from types import MappingProxyType
 from typing import Any
@@ -16,6 +17,7 @@ import attrs
 from .._errors import (
     AccessDeniedError,
     DecodeError,
+    MailboxClosed,
     NetworkError,
     NotFoundError,
     ProtocolError,
@@ -54,13 +56,15 @@ from ..model._convert import is_due
 from ..model._identity import KINDS
 from ..store import AgentRecord
 from ._auth import AuthRegistry
+from ._connection import Unbind
 from ._core import HubCore
-from ._directory import SessionEntry
+from ._directory import Directory, SessionEntry
 from ._hub_messages import (
     ExpireSessionTasks,
     ExpireTasks,
     FindAccepted,
     FindAnswer,
+    GainSessions,
     HubMsg,
     ReadEnvelopes,
 )
@@ -78,9 +82,11 @@ RECENT_IDS = 8
 class HubActor(Actor[HubMsg, Any]):
     """Permanent child of the hub's root supervisor; rebuilds its tables from the store."""
 
-    def __init__(self, core: HubCore, auth: AuthRegistry) -> None:
+    def __init__(self, core: HubCore, auth: AuthRegistry, directory: Directory) -> None:
         self.core = core
         self.auth = auth
+        #: The sessions, to add new ones to (everyone else reads ``core.directory``).
+        self.directory = directory
         #: Its own tables; HubCore has read-only views of them.
         self.registry = Registry()
         self.tasks: dict[str, TaskMetadata] = {}
@@ -167,6 +173,8 @@ class HubActor(Actor[HubMsg, Any]):
                 return await self._find_accepted(session_id, keys, envelope_id)
             case FindAnswer(session_id, sender_id, causation_id):
                 return await self.core.store.find_answer(session_id, sender_id, causation_id)
+            case GainSessions(gained):
+                return self._gain_sessions(gained)
         raise AssertionError(f"unhandled hub message {msg!r}")
 
     async def _find_accepted(
@@ -227,7 +235,12 @@ class HubActor(Actor[HubMsg, Any]):
         record = core.registry.record(agent_id)
         await core.store.delete_agent(agent_id)
         self.registry.remove(agent_id)
-        core.bindings.pop(agent_id, None)
+        # The binding is its connection's to drop (the system lane: never blocked by a
+        # connection that does not read). Dispatch skips the agent already: no rule.
+        conn = core.bindings.get(agent_id)
+        if conn is not None:
+            with contextlib.suppress(MailboxClosed):  # ending: its release drops it
+                conn.mailbox.send_system(Unbind(agent_id))
         core.ledger.reset(agent_id)
         core.limiter.forget(agent_id)
         core.audit("agent_unregistered", agent_id=agent_id, name=record.passport.name)
@@ -398,7 +411,7 @@ class HubActor(Actor[HubMsg, Any]):
         )
         stype.validate_create(md)
         await core.store.save_session(md)
-        core.directory.add(SessionEntry(metadata=md, stype=stype, fresh=True))
+        self.directory.add(SessionEntry(metadata=md, stype=stype, fresh=True))
         core.audit(
             "session_created",
             session_id=md.session_id,
@@ -408,6 +421,16 @@ class HubActor(Actor[HubMsg, Any]):
             participants=ids,
         )
         return md
+
+    def _gain_sessions(self, gained: tuple[SessionMetadata, ...]) -> int:
+        core = self.core
+        added = 0
+        for md in gained:
+            if md.session_id not in self.directory.sessions:
+                stype = core.session_type(md.manifest_type, md.manifest_version)
+                self.directory.add(SessionEntry(metadata=md, stype=stype))
+                added += 1
+        return added
 
     def _authorize_open(self, creator: AgentRecord, invitees: list[str], kind: str) -> None:
         core = self.core

@@ -25,7 +25,7 @@ from ..api import (
     Unregister,
     UpdateTask,
 )
-from ..model import Envelope
+from ..model import Envelope, SessionMetadata
 
 
 @attrs.frozen
@@ -70,6 +70,15 @@ class FindAnswer(Message[tuple[str, int] | None]):
     causation_id: str
 
 
+@attrs.frozen
+class GainSessions(Message[int]):
+    """Add these stored sessions to the directory, those it does not hold yet (a cluster
+    member's, for the shards it gained; each starts from the store on first use). Answers
+    how many it added."""
+
+    sessions: tuple[SessionMetadata, ...]
+
+
 HubMsg = (
     Register
     | Unregister
@@ -87,4 +96,5 @@ HubMsg = (
     | ExpireTasks
     | FindAccepted
     | FindAnswer
+    | GainSessions
 )

@@ -35,7 +35,7 @@ from . import _gc
 from ._audit import AuditWriter, audit_mailbox
 from ._auth import AuthAdapter, AuthRegistry
 from ._core import Faults, HubConfig, HubCore, Membership, new_uuid, trio_anchored_clock
-from ._directory import SessionEntry
+from ._directory import Directory, SessionEntry
 from ._extensions import run_extensions
 from ._hub import Hub
 from ._hub_actor import HubActor
@@ -156,22 +156,26 @@ async def open_hub(
         _gc.hub_opened()
     try:
         async with open_store(store) as opened:
+            # The sessions: written by their owners (given this table), read by everyone
+            # else through core.directory, its read-only view.
+            directory = Directory()
             core = HubCore(
                 opened,
                 config,
                 clock=clock if clock is not None else trio_anchored_clock(),
                 new_id=new_id if new_id is not None else new_uuid,
                 faults=faults,
+                directory=directory.view,
             )
             for stype in (*builtin_types(), *session_types):
                 core.session_types[(stype.name, stype.version)] = stype
-            for md in await opened.load_sessions():
-                core.directory.add(
+            for md in await opened.load_sessions():  # before any actor runs
+                directory.add(
                     SessionEntry(
                         metadata=md, stype=core.session_type(md.manifest_type, md.manifest_version)
                     )
                 )
-            hub = Hub(core, AuthRegistry(auth) if auth is not None else AuthRegistry())
+            hub = Hub(core, AuthRegistry(auth) if auth is not None else AuthRegistry(), directory)
             hub._serve_endpoint = serve_endpoint
             async with open_supervisor(
                 "one_for_one", max_restarts=10, within_s=10.0, name="hub"
@@ -189,7 +193,7 @@ async def open_hub(
                     hub.add_listener(listener)
                 await root.start_child(ChildSpec("extensions", partial(run_extensions, hub._ext)))
                 core.hub_ref = await root.start_child(
-                    ChildSpec("hub", partial(HubActor, core, hub.auth))
+                    ChildSpec("hub", partial(HubActor, core, hub.auth, directory))
                 )
                 await root.start_child(ChildSpec("sessions", hub._sessions.run))
                 await root.start_child(ChildSpec("endpoints", partial(_run_endpoints, hub)))

@@ -57,7 +57,7 @@ async def passivate(hub: Hub, entry: SessionEntry, idle_for: float = 0.0) -> boo
     Returns:
       Whether it was passivated.
     """
-    directory = hub.core.directory
+    directory = hub._sessions.directory
     ref = entry.ref
     if ref is None or not ref.alive or entry.metadata.state.terminal:
         directory.release(entry)  # it ended, or its supervisor gave up on it
@@ -74,7 +74,7 @@ async def passivate(hub: Hub, entry: SessionEntry, idle_for: float = 0.0) -> boo
 
 
 async def _passivate(hub: Hub, entry: SessionEntry, ref: ActorRef[Any, Any]) -> bool:
-    directory = hub.core.directory
+    directory = hub._sessions.directory
     request = Passivate()
     with trio.move_on_after(ANSWER_S):
         try:
@@ -104,7 +104,7 @@ async def sweep(hub: Hub, after: float, *, task_status: trio.TaskStatus[None]) -
     Up to ``BATCH`` due sessions are passivated side by side: each passivation is a few
     hops between tasks, and trio runs the tasks that are ready together in one batch.
     """
-    directory = hub.core.directory
+    directory = hub._sessions.directory
     task_status.started()
     while True:
         if not directory.in_use:

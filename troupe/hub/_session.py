@@ -56,7 +56,7 @@ from ._activity import Activity, forget_activity, load_activity, save_activity
 from ._arbiters import AWARD_KEY, bids_of
 from ._core import HubCore
 from ._delivery import catch_up_after_ack, dispatch, recipients_of
-from ._directory import DedupWindow, Gate
+from ._directory import DedupWindow, Directory, Gate
 from ._session_parts import (
     HubPost,
     Passivate,
@@ -87,8 +87,12 @@ class OutOfSync(Exception):
 class SessionActor(Actor[SessionMsg, Any]):
     """One live session; started on demand by the hub under the session supervisor."""
 
-    def __init__(self, core: HubCore, session_id: str, *, restarted: bool = False) -> None:
+    def __init__(
+        self, core: HubCore, session_id: str, directory: Directory, *, restarted: bool = False
+    ) -> None:
         self.core = core
+        #: The sessions, to account for this one's close in (its supervisor's table).
+        self.directory = directory
         self.sid = session_id
         self.restarted = restarted
         self.entry = core.directory.get(session_id)
@@ -125,7 +129,7 @@ class SessionActor(Actor[SessionMsg, Any]):
         stored = await store.get_session(self.sid)
         if stored is not None:
             if stored.state.terminal and not self.metadata.state.terminal:
-                self.core.directory.ended(stored)  # its close was never accounted for
+                self.directory.ended(stored)  # its close was never accounted for
             self.metadata = stored
         snapshot = await store.load_snapshot(self.sid) if self.stype is not None else None
         if self.stype is None:
@@ -566,7 +570,7 @@ class SessionActor(Actor[SessionMsg, Any]):
         self._accepted(notice)
         self.metadata = md
         self._publish()
-        core.directory.ended(md)
+        self.directory.ended(md)
         dispatch(core, md, notice)
         core.audit(f"session_{target.value}", session_id=self.sid, reason=reason)
         # Only once the close is durable: a close the store refused leaves the session (and

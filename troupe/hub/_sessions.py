@@ -20,17 +20,29 @@ session actor's). The ``Hub`` handle hands it a checked request; it decides the 
 
 A post into an ended session (it has no actor) gets its original id back if it repeats an
 accepted one, else the error its actor would have given (``_session.refuse_ended``).
+
+It also opens a session the hub actor created (``open``: the invites, the wait for the acks,
+the close when they do not come) and ends those the TTL sweeper finds due (``expire_due``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
 import attrs
 import trio
 
-from .._errors import ActorDead, NetworkError, NotFoundError, ProtocolError, StoreError
+from .._errors import (
+    ActorDead,
+    NetworkError,
+    NotFoundError,
+    ProtocolError,
+    StoreError,
+    TroupeError,
+)
 from ..actors import ActorRef, Message, Refused
 from ..api import Accepted
 from ..mailbox import DeadLetter
@@ -39,8 +51,10 @@ from ..model import (
     EV_SESSION_EXPIRED,
     Envelope,
     SessionMetadata,
+    SessionState,
     is_substantive,
 )
+from ..model._convert import is_due
 from ..model._lifecycle import SessionEvent, next_state
 from ..store import dedup_keys
 from ..supervisors import ChildSpec, Supervisor, SupervisorStatistics, open_dynamic_supervisor
@@ -48,9 +62,9 @@ from . import _hub_messages as H
 from ._backpressure import must_wait, wait_for_room
 from ._core import HubCore
 from ._delivery import dispatch
-from ._directory import Gate, SessionEntry
+from ._directory import Directory, Gate, SessionEntry
 from ._session import SessionActor, expire_tasks_of, refuse_ended
-from ._session_parts import EndSession, Post
+from ._session_parts import EndSession, Post, SendInvites
 
 log = logging.getLogger("troupe.hub.sessions")
 
@@ -64,8 +78,11 @@ CLOSE_RETRY_MAX_S = 5.0
 class SessionSupervisor:
     """The hub's ``sessions`` child: session actors started on demand, restarted, given up on."""
 
-    def __init__(self, core: HubCore) -> None:
+    def __init__(self, core: HubCore, directory: Directory) -> None:
         self._core = core
+        #: The sessions: this supervisor writes their live fields (ref, gate, in use) and
+        #: accounts for a crashed close; ``self.directory`` is its read-only view.
+        self.directory = directory
         self._sup: Supervisor | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None]) -> None:
@@ -80,7 +97,7 @@ class SessionSupervisor:
         ) as sup:
             sup.on_crash = self._audit_crash
             # A new supervisor (first start, or a restart) has no children yet.
-            for entry in self._core.directory.sessions.values():
+            for entry in self.directory.sessions.values():
                 entry.ref = None
             self._sup = sup
             task_status.started()
@@ -129,7 +146,7 @@ class SessionSupervisor:
             raise NotFoundError(f"sender not registered: {envelope.sender_id!r}")
         if core.cluster is not None:
             core.cluster.check(sid)  # NotOwner: the caller retries on the shard's owner
-        entry = core.directory.get(sid)
+        entry = self.directory.get(sid)
         if is_substantive(envelope.event_type) and must_wait(core, entry.metadata, envelope):
             # Backpressure: the poster waits here, in its own task, never the session actor.
             await wait_for_room(core, entry.metadata, envelope)
@@ -238,7 +255,7 @@ class SessionSupervisor:
           ProtocolError: it crashed twice.
           Exception: what the actor refused with.
         """
-        entry = self._core.directory.get(session_id)
+        entry = self.directory.get(session_id)
         crash: ActorDead | None = None
         for _ in range(2):
             try:
@@ -259,7 +276,81 @@ class SessionSupervisor:
         """Ask the session to end; its metadata after. Raise the StoreError that kept it from
         ending, if any."""
         md = await self.ask(session_id, msg)
-        return md if md is not None else self._core.directory.get(session_id).metadata
+        return md if md is not None else self.directory.get(session_id).metadata
+
+    # -- opening and expiring ----------------------------------------------------------------
+
+    async def open(self, md: SessionMetadata) -> SessionMetadata:
+        """Invite the participants of a session the hub actor just created, and wait until
+        it is ACTIVE (``required_acks`` acks) or ended; close it if the acks do not come
+        within ``invite_ack_timeout``.
+
+        Raises:
+          ProtocolError: an invite was rejected, the acks did not come in time, or the
+            invites could not all go out (the session is then closed).
+          StoreError: the store refused the invites.
+        """
+        sid = md.session_id
+        entry = self.directory.get(sid)
+        try:
+            await self.ask(sid, SendInvites())
+        except (ProtocolError, StoreError, ActorDead):
+            # Not every invite may have gone out: nobody should wait for the acks (if this
+            # close fails too, the sweeper closes the session at its handshake deadline).
+            with contextlib.suppress(TroupeError):
+                await self.end(sid, EndSession("invite_failed", only_if_pending=True))
+            raise
+        timeout = self._core.config.invite_ack_timeout
+        with trio.move_on_after(timeout):
+            await entry.wait_for(lambda m: m.state is not SessionState.PENDING)
+        md = entry.metadata
+        if md.state is SessionState.PENDING:
+            md = await self.end(sid, EndSession("invite_timeout", only_if_pending=True))
+        if md.state is SessionState.ACTIVE:
+            return md
+        if md.close_reason == "invite_rejected":
+            raise ProtocolError(
+                f"session {sid} was not opened: invite rejected by {self._who(md.rejected_by)}"
+            )
+        if md.close_reason == "invite_timeout":
+            raise ProtocolError(
+                f"session {sid} was not opened: no ack within "
+                f"{timeout}s from {self._who(md.pending_acks)} "
+                "(invites are acked by the invitee's client: is it connected?)"
+            )
+        raise ProtocolError(f"session {sid} was not opened: {md.close_reason or md.state.value}")
+
+    def _who(self, agent_ids: Iterable[str]) -> str:
+        """``'bob' (a-2, not connected)``: names first, for error messages."""
+        core = self._core
+        out = []
+        for agent_id in agent_ids:
+            record = core.registry.agents.get(agent_id)
+            name = repr(record.passport.name) if record is not None else "an unknown agent"
+            live = "" if agent_id in core.bindings else ", not connected"
+            out.append(f"{name} ({agent_id}{live})")
+        return ", ".join(out)
+
+    async def expire_due(self, now: float) -> None:
+        """End the sessions past their TTL at ``now`` (``expired``), and close those still
+        PENDING past their handshake deadline (``invite_timeout``): the TTL sweeper's tick."""
+        for entry in list(self.directory.sessions.values()):
+            md = entry.metadata
+            if md.state.terminal:
+                continue
+            try:
+                if md.expires_at is not None and is_due(md.expires_at, now):
+                    await self.end(md.session_id, EndSession("ttl_expired", SessionState.EXPIRED))
+                elif (
+                    md.state is SessionState.PENDING
+                    and md.handshake_deadline is not None
+                    and is_due(md.handshake_deadline, now)
+                ):
+                    await self.end(
+                        md.session_id, EndSession("invite_timeout", only_if_pending=True)
+                    )
+            except (NotFoundError, ProtocolError, StoreError) as exc:
+                log.warning("expiring session %s failed: %s", md.session_id, exc)
 
     # -- which actor -------------------------------------------------------------------------
 
@@ -273,7 +364,7 @@ class SessionSupervisor:
         """
         if entry.gate is None and entry.running:
             assert entry.ref is not None
-            self._core.directory.touch(entry, trio.current_time())
+            self.directory.touch(entry, trio.current_time())
             return entry.ref
         gate = entry.gate = entry.gate or Gate()
         gate.users += 1
@@ -293,7 +384,7 @@ class SessionSupervisor:
                 continue
             if entry.running:
                 assert entry.ref is not None
-                core.directory.touch(entry, trio.current_time())
+                self.directory.touch(entry, trio.current_time())
                 return entry.ref
             if entry.given_up:
                 # _close_crashed is on its way; a new actor would race its close notice.
@@ -346,7 +437,7 @@ class SessionSupervisor:
         def make() -> SessionActor:
             nonlocal incarnations
             incarnations += 1
-            return SessionActor(core, sid, restarted=incarnations > 1)
+            return SessionActor(core, sid, self.directory, restarted=incarnations > 1)
 
         return ChildSpec(sid, make, restart="transient", shutdown_s=5.0)
 
@@ -383,7 +474,7 @@ class SessionSupervisor:
         entry.ref = None
         entry.dedup = None
         entry.passivated = True
-        self._core.directory.release(entry)
+        self.directory.release(entry)
 
     # -- crashes -----------------------------------------------------------------------------
 
@@ -405,7 +496,7 @@ class SessionSupervisor:
         """Close a session whose actor crashed too often (the dynamic supervisor's
         ``on_give_up``: no actor is left to do it)."""
         core = self._core
-        entry = core.directory.get(session_id)
+        entry = self.directory.get(session_id)
         core.counters.sessions_crashed += 1
         core.counters.keep_session_high_water(entry.ref)  # a crashed actor ran no on_stop
         core.audit("session_crashed", session_id=session_id, error=repr(crash))
@@ -460,7 +551,7 @@ class SessionSupervisor:
         # stale one (a closed session's state is None after a hub restart too).
         entry.publish(md, None, notice.seq)
         entry.retire()
-        core.directory.ended(md)
+        self.directory.ended(md)
         dispatch(core, md, notice)
         if core.events.subscribers:
             core.events.accepted(notice)
