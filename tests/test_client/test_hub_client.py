@@ -550,3 +550,42 @@ async def test_adapter_state_is_the_session_types_state(autojump_clock: MockCloc
         assert state == p.hub.session_state(ch.session_id)
         with pytest.raises(NotFoundError):
             await p.hc.adapter_state("no-such-session")
+
+
+class _DrainSteps(trio.abc.Instrument):
+    """Counts the scheduler steps of the router's drain tasks."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task.name.endswith("Router._drain"):
+            self.steps += 1
+
+
+async def test_the_last_receipt_of_a_burst_costs_its_drain_no_step(
+    autojump_clock: MockClock,
+) -> None:
+    """Issue 15, item 3: a drain that ends after a receipt sends it without a checkpoint of
+    its own when the in-process connection has room; the hub still gets every receipt."""
+    async with open_hub_pair() as p:
+        me = await p.human("me")
+        scribe, _ = await p.scripted("scribe", lambda turn: "noted")
+        channel = await me.open(type="conversation", target="scribe")
+        await p.settle()
+        counter = _DrainSteps()
+        trio.lowlevel.add_instrument(counter)
+        try:
+            for n in range(10):
+                await me.send(channel.session_id, f"note {n}")
+                await p.settle()
+        finally:
+            trio.lowlevel.remove_instrument(counter)
+        # 20 deliveries, three steps each (60; 80 when each receipt took a step of its own).
+        assert counter.steps <= 20 * 3
+        # Every receipt reached the hub: my cursor is at the last answer, the scribe's at
+        # my last note (its answer is not delivered to itself).
+        last = (await p.hub.read_wal(channel.session_id))[-1].seq
+        sid = channel.session_id
+        assert (await p.store.load_cursors(me.agent_id))[sid] == last
+        assert (await p.store.load_cursors(scribe.agent_id))[sid] == last - 1

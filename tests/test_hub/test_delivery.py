@@ -529,3 +529,38 @@ async def test_a_send_frame_the_store_fails_is_answered_with_store_error(
         assert "injected fault: append" in reply.message
         assert isinstance(error_from(reply.code, reply.message), StoreError)
         assert await h.hub.read_wal(md.session_id) == before
+
+
+class _ConnectionSteps(trio.abc.Instrument):
+    """Counts the scheduler steps of the connection actors' tasks."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        frame = getattr(task.coro, "cr_frame", None)
+        if frame is not None and type(frame.f_locals.get("actor")).__name__ == "ConnectionActor":
+            self.steps += 1
+
+
+async def test_a_delivery_and_its_receipt_cost_the_connection_four_steps(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The delivery floor (issue 15, item 3): per envelope, the Deliver, the write of its
+    NotifyFrame, the Receipts of its ack (no checkpoint of its own: it was a fifth step)
+    and the cursor's save."""
+    async with open_hub_pair() as p:
+        me = await p.human("me")
+        await p.scripted("scribe", lambda turn: "noted")
+        channel = await me.open(type="conversation", target="scribe")
+        await p.settle()
+        counter = _ConnectionSteps()
+        trio.lowlevel.add_instrument(counter)
+        try:
+            for n in range(10):
+                await me.send(channel.session_id, f"note {n}")
+                await p.settle()
+        finally:
+            trio.lowlevel.remove_instrument(counter)
+        # 20 envelopes delivered (each note and its answer), each acked by its recipient.
+        assert counter.steps <= 20 * 4

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -552,3 +553,35 @@ async def test_a_session_its_recovery_closes_does_not_keep_an_actor(
         entry = hub.core.directory.get(sid)
         assert actor_memory(entry) == (None, None, None)
         assert hub.statistics().live_sessions == 0
+
+
+async def test_waiters_on_a_session_entry_wake_on_the_publish_they_wait_for() -> None:
+    """A publish nobody waits for allocates no event (issue 15, item 3); waiters still wake."""
+    pending = SessionMetadata(
+        session_id="s-wait",
+        manifest_type="chat",
+        manifest_version=1,
+        creator_id="a",
+        participants=(),
+        state=SessionState.PENDING,
+        created_at="2026-01-01T00:00:00.000000+00:00",
+    )
+    entry = SessionEntry(metadata=pending, stype=None)
+    entry.publish(pending, None, 0)  # nobody waits: nothing to wake
+    woken: list[SessionState] = []
+
+    async def waiter() -> None:
+        md = await entry.wait_for(lambda m: m.state is not SessionState.PENDING)
+        woken.append(md.state)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(waiter)
+        nursery.start_soon(waiter)
+        await trio.testing.wait_all_tasks_blocked()
+        entry.publish(pending, None, 1)  # not what they wait for: they wait on
+        await trio.testing.wait_all_tasks_blocked()
+        assert woken == []
+        entry.publish(attrs.evolve(pending, state=SessionState.ACTIVE), None, 2)
+        await trio.testing.wait_all_tasks_blocked()
+        assert woken == [SessionState.ACTIVE, SessionState.ACTIVE]
+        nursery.cancel_scope.cancel()  # a waiter left behind fails above, never hangs

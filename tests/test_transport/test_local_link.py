@@ -167,3 +167,16 @@ async def test_receipts_do_not_spend_a_connections_request_budget(
         await read(client, 10)
         assert trio.current_time() - start >= 1.0
         await client.aclose()
+
+
+async def test_send_frame_nowait_takes_a_frame_only_while_there_is_room(
+    autojump_clock: MockClock,
+) -> None:
+    _, client, endpoint = await pair()
+    for n in range(BUFFER):
+        assert client.send_frame_nowait(PingFrame(nonce=str(n)))
+    assert not client.send_frame_nowait(PingFrame(nonce="over"))  # full: the caller waits
+    got = await read(endpoint, BUFFER)
+    assert [f.nonce for f in got if isinstance(f, PingFrame)] == [str(n) for n in range(BUFFER)]
+    await endpoint.aclose()
+    assert client.send_frame_nowait(PingFrame(nonce="late"))  # closed: dropped, as send_frame

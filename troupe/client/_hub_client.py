@@ -661,9 +661,16 @@ SendFrame = Callable[[Frame], Awaitable[None]]
 class Router:
     """The delivery side of one HubClient."""
 
-    def __init__(self, clients: dict[str, Identity], send: SendFrame) -> None:
+    def __init__(
+        self,
+        clients: dict[str, Identity],
+        send: SendFrame,
+        send_nowait: Callable[[Frame], bool] | None = None,
+    ) -> None:
         self._clients = clients
         self._send = send
+        #: Sends a frame at once if it can (whether it did): in process, with room.
+        self._send_nowait = send_nowait
         self.nursery: trio.Nursery | None = None
         #: (identity, session) -> highest seq routed to a handler / fully handled.
         self._routed: dict[tuple[str, str], int] = {}
@@ -749,7 +756,10 @@ class Router:
                     self._forget_session(key)
                 if status == "ack":
                     self._settled.add(key)
-                await self._receipt(envelope, agent_id, status, reason)
+                if queue or not self._receipt_nowait(envelope, agent_id, status, reason):
+                    # (The last of a burst goes without a checkpoint of its own where it
+                    # can: the drain ends right after, which lets the others run.)
+                    await self._receipt(envelope, agent_id, status, reason)
                 self._inflight.pop(key, None)
                 self._settled.discard(key)
         finally:
@@ -788,16 +798,26 @@ class Router:
     async def _receipt(
         self, envelope: Envelope, recipient_id: str, status: str, reason: str
     ) -> None:
-        await self._send(
-            ReceiptFrame(
-                envelope_id=envelope.envelope_id,
-                status=status,
-                recipient_id=recipient_id,
-                session_id=envelope.session_id,
-                seq=envelope.seq,
-                reason=reason,
-            )
-        )
+        await self._send(_receipt_frame(envelope, recipient_id, status, reason))
+
+    def _receipt_nowait(
+        self, envelope: Envelope, recipient_id: str, status: str, reason: str
+    ) -> bool:
+        """Send the receipt now if the connection takes it without waiting (whether it did)."""
+        if self._send_nowait is None:
+            return False
+        return self._send_nowait(_receipt_frame(envelope, recipient_id, status, reason))
+
+
+def _receipt_frame(envelope: Envelope, recipient_id: str, status: str, reason: str) -> ReceiptFrame:
+    return ReceiptFrame(
+        envelope_id=envelope.envelope_id,
+        status=status,
+        recipient_id=recipient_id,
+        session_id=envelope.session_id,
+        seq=envelope.seq,
+        reason=reason,
+    )
 
 
 # -- What an agent is given on its turn, and what it may answer. -------------------------------
@@ -1424,7 +1444,7 @@ class HubClient:
         self._clients: dict[str, Identity] = {}
         #: Per session, the last turn that failed in this process (for wait timeouts).
         self._turn_failures: dict[str, str] = {}
-        self._router = Router(self._clients, self._send_frame)
+        self._router = Router(self._clients, self._send_frame, self._send_frame_nowait)
         self._chunks = ChunkRouter(self._clients, self._router)
         self._closed = False
         #: Why the hub closed this connection for good (an identity was taken over), if it did.
@@ -1550,6 +1570,13 @@ class HubClient:
             await conn.send_frame(frame)
         else:
             await trio.lowlevel.checkpoint()
+
+    def _send_frame_nowait(self, frame: Frame) -> bool:
+        """Send on the current in-process connection if it has room (whether it was sent)."""
+        conn = self._conn
+        if isinstance(conn, LocalLinkClient):
+            return conn.send_frame_nowait(frame)
+        return False
 
     def _on_frame(self, frame: Frame) -> None:
         if isinstance(frame, NotifyFrame):

@@ -61,19 +61,22 @@ class Activity:
     received: dict[str, Mark] = attrs.field(factory=dict)
     last_seq: int = 0
 
-    def note(self, envelope: Envelope, participants: Sequence[str]) -> None:
+    def note(
+        self, envelope: Envelope, participants: Sequence[str], at: float | None = None
+    ) -> None:
         """Account for an accepted envelope.
 
         Args:
             envelope: A stamped envelope, the next in the WAL.
             participants: The session's participant ids (an audience-less message reaches
                 all of them but the sender).
+            at: ``parse_iso(envelope.created_at)``, when the caller has it (it stamped it).
         """
         self.last_seq = envelope.seq
         kind = envelope.event_type
         if is_protocol_event(kind):
             return
-        mark = Mark(_parse_iso(envelope.created_at), envelope.seq)
+        mark = Mark(_parse_iso(envelope.created_at) if at is None else at, envelope.seq)
         if kind == EV_EXPECTATION_VIOLATED:
             if envelope.event_data.get("on_violation") in STALL_ACTIONS:
                 self.turn = mark

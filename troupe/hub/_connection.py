@@ -287,8 +287,8 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
             case Bind(agent_id, since, welcome, takeover):
                 await self._bind(agent_id, since, welcome, takeover)
             case Receipts(frames):
+                # No checkpoint of its own: the actor's loop checkpoints taking each message.
                 self._receipts(frames)
-                await trio.lowlevel.checkpoint()
             case SendOut(frame, control, size):
                 if control:
                     self.control_queued -= 1

@@ -9,8 +9,8 @@ a time, so a read never sees a torn write); writes go through the owner.
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -20,7 +20,8 @@ import trio
 
 from ..actors import ActorRef
 from ..mailbox import DeadLetterBuffer
-from ..model import MAX_ENVELOPE_BYTES, TaskMetadata, iso
+from ..model import MAX_ENVELOPE_BYTES, TaskMetadata
+from ..model._convert import iso_stamp
 from ..session_types import AnySessionType
 from ..store import Store
 from ._arbiters import ARBITERS, Arbiter
@@ -112,7 +113,9 @@ def trio_anchored_clock() -> Callable[[], float]:
 
 
 def new_uuid() -> str:
-    return uuid.uuid4().hex
+    """128 random bits as 32 hex digits: what ``uuid.uuid4().hex`` draws (from os.urandom),
+    without building a UUID (0.6 us, not 2-5 us, per envelope stamped)."""
+    return os.urandom(16).hex()
 
 
 @attrs.define(eq=False)
@@ -226,7 +229,11 @@ class HubCore:
         return self.clock()
 
     def now_iso(self) -> str:
-        return iso(self.clock())
+        return iso_stamp(self.clock())[0]
+
+    def now_stamp(self) -> tuple[str, float]:
+        """The time now as an envelope's ``created_at``, and that text read back as a float."""
+        return iso_stamp(self.clock())
 
     def audit(self, kind: str, **fields: Any) -> None:
         """Queue an audit record; the audit writer persists it in batches.

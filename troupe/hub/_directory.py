@@ -115,7 +115,9 @@ class SessionEntry:
     #: actor starts: the store holds nothing of it but this metadata, so that start
     #: skips the recovery reads (issue 15, item 6).
     fresh: bool = False
-    _changed: trio.Event = attrs.field(factory=trio.Event)
+    #: What a ``wait_for`` waits on; made by the first waiter, so that a publish nobody
+    #: waits for (every post's) allocates nothing.
+    _changed: trio.Event | None = None
 
     @property
     def session_id(self) -> str:
@@ -149,12 +151,15 @@ class SessionEntry:
         self.state = state
         self.last_seq = last_seq
         self.status = SessionStatus(metadata=metadata, state=state, last_seq=last_seq)
-        self._changed.set()
-        self._changed = trio.Event()
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
 
     async def wait_for(self, predicate: Callable[[SessionMetadata], bool]) -> SessionMetadata:
         """Wait until the published metadata satisfies ``predicate``; return it."""
         while not predicate(self.metadata):
+            if self._changed is None:
+                self._changed = trio.Event()
             await self._changed.wait()
         return self.metadata
 

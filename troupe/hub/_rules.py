@@ -24,9 +24,37 @@ from fnmatch import fnmatchcase
 from .._errors import AccessDeniedError, InboxFull, RateLimited
 from ..model import InboxBlock, Passport, RateBlock, Rule
 
+#: Characters that make a pattern a glob; a pattern without them matches only itself.
+_MAGIC = frozenset("*?[")
+#: pattern -> whether it has a wildcard (patterns come from rules: a small, fixed set).
+_IS_GLOB: dict[str, bool] = {}
+_IS_GLOB_KEPT = 4096
+
+
+def _is_glob(pattern: str) -> bool:
+    magic = _IS_GLOB.get(pattern)
+    if magic is None:
+        magic = not _MAGIC.isdisjoint(pattern)
+        if len(_IS_GLOB) < _IS_GLOB_KEPT:
+            _IS_GLOB[pattern] = magic
+    return magic
+
 
 def glob_allows(patterns: Iterable[str], name: str) -> bool:
-    return any(fnmatchcase(name, pattern) for pattern in patterns)
+    """Whether ``name`` matches one of ``patterns`` (``fnmatchcase``).
+
+    On the post path (every recipient's ``inbound_from``): ``"*"`` and literal names are
+    decided without ``fnmatchcase``; only patterns with a wildcard go through it.
+    """
+    for pattern in patterns:
+        if pattern == "*":
+            return True
+        if _is_glob(pattern):
+            if fnmatchcase(name, pattern):
+                return True
+        elif pattern == name:
+            return True
+    return False
 
 
 def check_outbound(sender: Passport, rule: Rule, recipients: Iterable[Passport]) -> None:

@@ -348,11 +348,12 @@ class SessionActor(Actor[SessionMsg, Any]):
             self.stype.validate_send(md, env, self.state)
         else:
             self._check_protocol(env, internal)
+        created_at, at = core.now_stamp()
         stamped = attrs.evolve(
             env,
             envelope_id=envelope_id or core.new_id(),
             seq=self.last_seq + 1,
-            created_at=core.now_iso(),
+            created_at=created_at,
         )
         new_md = _metadata_after(md, stamped)
         self._fault("before_append")
@@ -366,7 +367,7 @@ class SessionActor(Actor[SessionMsg, Any]):
         elif stamped.event_type == EV_CHANNEL_INVITE_REJECT:
             core.audit("invite_rejected", session_id=self.sid, agent_id=stamped.sender_id)
         self._fault("after_append")
-        self._accepted(stamped)
+        self._accepted(stamped, at)
         if substantive and self.stype is not None:
             self.state = self.stype.fold(stamped, self.state)
         self.metadata = new_md
@@ -461,7 +462,7 @@ class SessionActor(Actor[SessionMsg, Any]):
         if self.core.faults is not None:
             self.core.faults.check(point, self.sid)
 
-    def _accepted(self, env: Envelope) -> None:
+    def _accepted(self, env: Envelope, at: float | None = None) -> None:
         self.last_seq = env.seq
         hit = (env.envelope_id, env.seq)
         for key in dedup_keys(env):
@@ -470,7 +471,7 @@ class SessionActor(Actor[SessionMsg, Any]):
             self.dedup.answered(env.sender_id, env.causation_id, hit)
         self.recent.append(env)
         del self.recent[:-RECENT]
-        self.activity.note(env, self.participant_ids)
+        self.activity.note(env, self.participant_ids, at)
         self.core.counters.accepted += 1
         if self.core.events.subscribers:
             self.core.events.accepted(env)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
@@ -20,6 +21,32 @@ def to_opt_tuple(items: Iterable[str] | None) -> tuple[str, ...] | None:
 def iso(ts: float) -> str:
     """The one timestamp format: UTC, microseconds, ``+00:00`` (sorts as it reads)."""
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds")
+
+
+#: The last whole second :func:`iso_stamp` formatted, and its text up to the seconds.
+_second: list[tuple[int, str]] = [(0, "1970-01-01T00:00:00")]
+
+
+def iso_stamp(ts: float) -> tuple[str, float]:
+    """``iso(ts)``, and the float ``parse_iso`` reads back from it, without a parse.
+
+    The hub stamps every envelope: the text of the second is made once per second, the
+    microseconds rounded as ``datetime.fromtimestamp`` rounds them (half to even).
+    """
+    frac, whole = math.modf(ts)
+    micro = round(frac * 1e6)
+    second = int(whole)
+    if micro >= 1_000_000:
+        second += 1
+        micro -= 1_000_000
+    elif micro < 0:
+        second -= 1
+        micro += 1_000_000
+    cached, text = _second[0]
+    if cached != second or not text:
+        text = datetime.fromtimestamp(second, UTC).isoformat(timespec="seconds")[:-6]
+        _second[0] = (second, text)
+    return f"{text}.{micro:06d}+00:00", (second * 1_000_000 + micro) / 1_000_000
 
 
 def is_due(stamp: str, now: float) -> bool:

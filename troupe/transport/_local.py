@@ -62,6 +62,18 @@ class _End:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             await trio.lowlevel.checkpoint()
 
+    def send_frame_nowait(self, frame: Frame) -> bool:
+        """Send a frame without waiting if the buffer has room (whether it was taken);
+        silently dropped once the connection is closed (taken, as :meth:`send_frame` does).
+        """
+        try:
+            self._send.send_nowait(frame)
+        except trio.WouldBlock:
+            return False
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        return True
+
     async def frames(self) -> AsyncGenerator[Frame, None]:
         """The frames the other end sends, until either end closes."""
         try:

@@ -1,0 +1,55 @@
+"""The hub's cheap stamps decide exactly as the slow ones did (issue 15, item 3)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from troupe.hub._core import new_uuid
+from troupe.model import iso, parse_iso
+from troupe.model._convert import iso_stamp
+
+EDGES = (
+    0.0,
+    1.0,
+    1e-7,
+    -0.5,
+    1765000000.0,
+    1765000000.9999996,  # rounds up into the next second
+    1765000000.0000005,  # half a microsecond: to even
+    1765000000.0000015,
+    1765000059.9999999,  # and into the next minute
+)
+
+
+@pytest.mark.parametrize("ts", EDGES)
+def test_an_edge_stamp_is_iso_and_reads_back_as_parse_iso(ts: float) -> None:
+    text, at = iso_stamp(ts)
+    assert text == iso(ts)
+    assert at == parse_iso(iso(ts))
+
+
+def test_random_stamps_are_iso_and_read_back_as_parse_iso() -> None:
+    rng = random.Random(15)
+    for _ in range(20_000):
+        ts = rng.uniform(0, 4e9)
+        if rng.random() < 0.5:  # on and around whole microseconds
+            ts = round(ts, 6) + rng.choice((5e-7, -5e-7, 0.0))
+        text, at = iso_stamp(ts)
+        assert text == iso(ts), ts
+        assert at == parse_iso(text), ts
+
+
+def test_stamps_out_of_order_use_their_own_second() -> None:
+    """The cached second is only a shortcut: going back in time formats the right one."""
+    later, _ = iso_stamp(1765000100.25)
+    earlier, _ = iso_stamp(1765000000.25)
+    assert later == iso(1765000100.25)
+    assert earlier == iso(1765000000.25)
+
+
+def test_ids_are_32_hex_digits_and_do_not_repeat() -> None:
+    ids = {new_uuid() for _ in range(10_000)}
+    assert len(ids) == 10_000
+    assert all(len(i) == 32 and int(i, 16) >= 0 and i == i.lower() for i in ids)
