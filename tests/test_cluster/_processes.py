@@ -68,6 +68,7 @@ async def spawn_node(
             stdout=subprocess.PIPE,
             stderr=err,
         )
+    listening = False
     try:
         assert process.stdout is not None
         printed = b""
@@ -76,10 +77,12 @@ async def spawn_node(
                 chunk = await process.stdout.receive_some()
                 assert chunk, f"troupe serve exited: {log.read_text()}"
                 printed += chunk
-    except BaseException:
-        process.kill()
-        await process.wait()
-        raise
+        listening = True
+    finally:
+        if not listening:  # whatever stopped the wait: no process is left behind
+            process.kill()
+            with trio.CancelScope(shield=True):
+                await process.wait()
     return NodeProcess(node_id, process, f"ws://127.0.0.1:{int(found.group(1))}", log)
 
 

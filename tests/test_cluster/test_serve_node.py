@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import re
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,9 +15,7 @@ from troupe.transport import WsLink
 
 from .._postgres import new_schema
 from ..test_transport._wire import QUIET, Echo
-
-REPO = Path(__file__).resolve().parents[2]
-LISTENING = re.compile(rb"listening on ws://127\.0\.0\.1:(\d+)")
+from ._processes import spawn_node
 
 
 async def _owned(dsn: str, schema: str) -> dict[str, tuple[str, int]]:
@@ -34,24 +28,9 @@ async def test_a_node_serves_its_shards_and_hands_them_over_when_stopped(
     pg_dsn: str, pg_schemas: list[str], tmp_path: Path
 ) -> None:
     schema = new_schema(pg_schemas)
-    log = tmp_path / "serve.log"
-    args = ["--store", pg_dsn, "--schema", schema, "--node-id", "n1", "--shards", "8"]
-    with log.open("ab") as err:
-        process = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "troupe", "serve", *args, "--port", "0"],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=err,
-        )
+    node = await spawn_node(pg_dsn, schema, "n1", tmp_path, "--shards", "8")
     try:
-        assert process.stdout is not None
-        printed = b""
-        with trio.fail_after(20):
-            while (found := LISTENING.search(printed)) is None:
-                chunk = await process.stdout.receive_some()
-                assert chunk, f"troupe serve exited: {log.read_text()}"
-                printed += chunk
-        url = f"ws://127.0.0.1:{int(found.group(1))}"
+        url = node.url
         with trio.fail_after(20):
             async with HubClient(WsLink(url, ping_interval=QUIET)) as hc:
                 await hc.register(Echo(), Passport(name="echo"))
@@ -70,15 +49,10 @@ async def test_a_node_serves_its_shards_and_hands_them_over_when_stopped(
                     break
                 await trio.sleep(0.1)
             assert owned == {"n1": (url, 8)}
-            process.send_signal(signal.SIGTERM)
-            assert await process.wait() == 0
+            assert await node.stop() == 0
     finally:
-        if process.returncode is None:
-            process.kill()
-        await process.wait()
-        if process.stdout is not None:
-            await process.stdout.aclose()
-    text = log.read_text()
+        await node.discard()
+    text = node.log.read_text()
     assert "cluster node n1" in text
     assert "Traceback" not in text
     # It left: no node, every shard free at once.

@@ -780,13 +780,15 @@ class _PostgresBatches:
     def open(self) -> None:
         """Connect, create or migrate the schema, take the lock (blocking)."""
         conn = self._connection()
+        migrated = False
         try:
             _migrate(conn, self.store.schema)
-        except BaseException:
-            self.unlock()
-            self.conn = None
-            conn.close()
-            raise
+            migrated = True
+        finally:
+            if not migrated:  # whatever stopped it: give the lock and the connection back
+                self.unlock()
+                self.conn = None
+                conn.close()
 
     def _connection(self) -> Connection:
         """The write connection, connected again (and the lock won again) when lost."""
@@ -795,12 +797,14 @@ class _PostgresBatches:
         if self.conn is not None:
             self._drop(self.conn)
         conn = self.store.connect()
+        locked = False
         try:
             if self.store.exclusive:
                 self._lock(conn)
-        except BaseException:
-            conn.close()
-            raise
+            locked = True
+        finally:
+            if not locked:  # whatever stopped it: the connection is not kept
+                conn.close()
         self.conn, self._backend = conn, conn.info.backend_pid
         return conn
 
