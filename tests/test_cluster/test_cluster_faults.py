@@ -9,7 +9,8 @@ WAL: nothing a client saw accepted is lost, nothing is there twice, seq has no g
 row was written by a node that was not its shard's owner under a running lease (a trigger
 this test puts on the WAL records, at each insert, the writer and its shard's row, which
 the fence holds ``FOR SHARE`` in that transaction), with epochs never going back along a
-session. Takeovers are measured against lease + one tick + 1 s.
+session. Takeovers are timed by PostgreSQL's clock, from the signal to the last claim of
+the node's shards (a second trigger logs each claim), against lease + one tick + 1 s.
 """
 
 from __future__ import annotations
@@ -101,13 +102,17 @@ async def test_three_nodes_lose_and_duplicate_nothing_through_kill_pause_and_cut
                 # kill -9 the biggest owner: its shards go to the others after its lease.
                 held = _counts(await owners(coordinator))
                 victim = nodes[max(held, key=lambda n: (held[n], n))]
-                takeovers["kill -9"] = await _takeover(coordinator, victim, signal.SIGKILL)
+                takeovers["kill -9"] = await _takeover(
+                    pg_dsn, audit, coordinator, victim, signal.SIGKILL
+                )
                 await _progress(posters, 3)
 
                 # SIGSTOP another past its lease: the last one takes everything; SIGCONT.
                 live = [n for n in nodes.values() if n is not victim]
                 paused, last = live
-                takeovers["SIGSTOP"] = await _takeover(coordinator, paused, signal.SIGSTOP)
+                takeovers["SIGSTOP"] = await _takeover(
+                    pg_dsn, audit, coordinator, paused, signal.SIGSTOP
+                )
                 paused.process.send_signal(signal.SIGCONT)
                 # It stopped serving at its deadline; it rejoins and gets a share back.
                 with trio.fail_after(LEASE_S + 10 * TICK_S):
@@ -155,19 +160,46 @@ def _counts(owned: dict[int, tuple[str, str]]) -> dict[str, int]:
     return counts
 
 
-async def _takeover(coordinator: PostgresCoordinator, node: NodeProcess, signum: int) -> float:
-    """Send ``signum`` to ``node``; the seconds until every shard it held is held (lease
-    running) by another node."""
+async def _takeover(
+    dsn: str, audit: str, coordinator: PostgresCoordinator, node: NodeProcess, signum: int
+) -> float:
+    """Send ``signum`` to ``node``; wait until every shard it held is held (lease running) by
+    another node; the seconds, by PostgreSQL's clock, from the signal to the last of those
+    shards' claims (the audit schema's claim log)."""
+    import psycopg
+
+    def server_now() -> float:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            row = conn.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()
+            assert row is not None
+            return float(row[0])
+
+    def last_claim(after: float) -> tuple[int, float | None]:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            row = conn.execute(
+                f"""SELECT count(*), extract(epoch FROM max(first)) FROM (
+                        SELECT shard, min(at) AS first FROM {audit}.claims
+                        WHERE shard = ANY(%s) AND owner <> %s AND at > to_timestamp(%s)
+                        GROUP BY shard) c""",
+                (sorted(mine), node.node_id, after),
+            ).fetchone()
+            assert row is not None
+            return int(row[0]), None if row[1] is None else float(row[1])
+
     mine = {s for s, (owner, _) in (await owners(coordinator)).items() if owner == node.node_id}
     assert mine
-    start = trio.current_time()
+    start = await trio.to_thread.run_sync(server_now)
     node.process.send_signal(signum)
     with trio.fail_after(TAKEOVER_S + 5):
         while True:
             owned = await owners(coordinator)
             if all(s in owned and owned[s][0] != node.node_id for s in mine):
-                return trio.current_time() - start
+                break
             await trio.sleep(0.05)
+    claimed, last = await trio.to_thread.run_sync(last_claim, start)
+    assert claimed == len(mine), f"{claimed} of {len(mine)} shards' claims were logged"
+    assert last is not None
+    return last - start
 
 
 async def _progress(posters: list[Poster], more: int) -> None:
@@ -327,6 +359,23 @@ async def _install_audit(dsn: str, schema: str, audit: str, posters: list[Poster
             conn.execute(
                 f"CREATE TRIGGER audit_writes AFTER INSERT ON {schema}.wal "
                 f"FOR EACH ROW EXECUTE FUNCTION {audit}.record()"
+            )
+            # Each claim (a new epoch) with the server's clock when it was written: a
+            # takeover is timed by PostgreSQL, not by how soon the test's poll notices it.
+            conn.execute(
+                f"CREATE TABLE {audit}.claims (shard int, owner text, epoch bigint, at timestamptz)"
+            )
+            conn.execute(
+                f"""CREATE FUNCTION {audit}.claimed() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    INSERT INTO {audit}.claims
+                    VALUES (NEW.shard, NEW.owner, NEW.epoch, clock_timestamp());
+                    RETURN NULL;
+                END $$"""
+            )
+            conn.execute(
+                f"CREATE TRIGGER audit_claims AFTER UPDATE ON {schema}.shards FOR EACH ROW "
+                f"WHEN (NEW.epoch IS DISTINCT FROM OLD.epoch) EXECUTE FUNCTION {audit}.claimed()"
             )
 
     await trio.to_thread.run_sync(install)
