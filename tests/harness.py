@@ -26,8 +26,8 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import math
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal
@@ -507,3 +507,26 @@ async def open_hub_pair(
             yield HubPair(hub, store, nursery, faults, hc)
             nursery.cancel_scope.cancel()
         await hc.close()
+
+
+class StepCounter(trio.abc.Instrument):
+    """Counts the scheduler steps of the tasks ``counts(task)`` picks."""
+
+    def __init__(self, counts: Callable[[trio.lowlevel.Task], bool]) -> None:
+        self.counts = counts
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if self.counts(task):
+            self.steps += 1
+
+
+@contextmanager
+def counting_steps(counts: Callable[[trio.lowlevel.Task], bool]) -> Iterator[StepCounter]:
+    """Count, within the block, the scheduler steps of the tasks ``counts(task)`` picks."""
+    counter = StepCounter(counts)
+    trio.lowlevel.add_instrument(counter)
+    try:
+        yield counter
+    finally:
+        trio.lowlevel.remove_instrument(counter)

@@ -26,7 +26,17 @@ from troupe import (
 )
 from troupe.model import LimitsBlock
 
-from ..harness import WAIT, Lines, Scripted, from_, of_type, open_hub_pair, text, texts
+from ..harness import (
+    WAIT,
+    Lines,
+    Scripted,
+    counting_steps,
+    from_,
+    of_type,
+    open_hub_pair,
+    text,
+    texts,
+)
 
 
 async def test_register_returns_a_bound_agent_client(autojump_clock: MockClock) -> None:
@@ -552,17 +562,6 @@ async def test_adapter_state_is_the_session_types_state(autojump_clock: MockCloc
             await p.hc.adapter_state("no-such-session")
 
 
-class _DrainSteps(trio.abc.Instrument):
-    """Counts the scheduler steps of the router's drain tasks."""
-
-    def __init__(self) -> None:
-        self.steps = 0
-
-    def before_task_step(self, task: trio.lowlevel.Task) -> None:
-        if task.name.endswith("Router._drain"):
-            self.steps += 1
-
-
 async def test_the_last_receipt_of_a_burst_costs_its_drain_no_step(
     autojump_clock: MockClock,
 ) -> None:
@@ -573,14 +572,10 @@ async def test_the_last_receipt_of_a_burst_costs_its_drain_no_step(
         scribe, _ = await p.scripted("scribe", lambda turn: "noted")
         channel = await me.open(type="conversation", target="scribe")
         await p.settle()
-        counter = _DrainSteps()
-        trio.lowlevel.add_instrument(counter)
-        try:
+        with counting_steps(lambda task: task.name.endswith("Router._drain")) as counter:
             for n in range(10):
                 await me.send(channel.session_id, f"note {n}")
                 await p.settle()
-        finally:
-            trio.lowlevel.remove_instrument(counter)
         # 20 deliveries, three steps each (60; 80 when each receipt took a step of its own).
         assert counter.steps <= 20 * 3
         # Every receipt reached the hub: my cursor is at the last answer, the scribe's at

@@ -32,7 +32,7 @@ from troupe.model import (
 from troupe.store import MemoryStore
 from troupe.testing import FaultyStore
 
-from ..harness import Agent, HubPair, client_of, open_hub_pair, text_envelope
+from ..harness import Agent, HubPair, client_of, counting_steps, open_hub_pair, text_envelope
 from .conftest import Reopen
 
 
@@ -531,16 +531,9 @@ async def test_a_send_frame_the_store_fails_is_answered_with_store_error(
         assert await h.hub.read_wal(md.session_id) == before
 
 
-class _ConnectionSteps(trio.abc.Instrument):
-    """Counts the scheduler steps of the connection actors' tasks."""
-
-    def __init__(self) -> None:
-        self.steps = 0
-
-    def before_task_step(self, task: trio.lowlevel.Task) -> None:
-        frame = getattr(task.coro, "cr_frame", None)
-        if frame is not None and type(frame.f_locals.get("actor")).__name__ == "ConnectionActor":
-            self.steps += 1
+def _in_a_connection_actor(task: trio.lowlevel.Task) -> bool:
+    frame = getattr(task.coro, "cr_frame", None)
+    return frame is not None and type(frame.f_locals.get("actor")).__name__ == "ConnectionActor"
 
 
 async def test_a_delivery_and_its_receipt_cost_the_connection_four_steps(
@@ -554,13 +547,9 @@ async def test_a_delivery_and_its_receipt_cost_the_connection_four_steps(
         await p.scripted("scribe", lambda turn: "noted")
         channel = await me.open(type="conversation", target="scribe")
         await p.settle()
-        counter = _ConnectionSteps()
-        trio.lowlevel.add_instrument(counter)
-        try:
+        with counting_steps(_in_a_connection_actor) as counter:
             for n in range(10):
                 await me.send(channel.session_id, f"note {n}")
                 await p.settle()
-        finally:
-            trio.lowlevel.remove_instrument(counter)
         # 20 envelopes delivered (each note and its answer), each acked by its recipient.
         assert counter.steps <= 20 * 4
