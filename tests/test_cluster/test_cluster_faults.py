@@ -190,12 +190,13 @@ async def _takeover(
     assert mine
     start = await trio.to_thread.run_sync(server_now)
     node.process.send_signal(signum)
+
+    async def taken_over() -> bool:
+        owned = await owners(coordinator)
+        return all(s in owned and owned[s][0] != node.node_id for s in mine)
+
     with trio.fail_after(TAKEOVER_S + 5):
-        while True:
-            owned = await owners(coordinator)
-            if all(s in owned and owned[s][0] != node.node_id for s in mine):
-                break
-            await trio.sleep(0.05)
+        await eventually(taken_over, every=0.05)
     claimed, last = await trio.to_thread.run_sync(last_claim, start)
     assert claimed == len(mine), f"{claimed} of {len(mine)} shards' claims were logged"
     assert last is not None

@@ -14,7 +14,7 @@ from troupe.store import PostgresStore
 from troupe.transport import WsLink
 
 from .._postgres import new_schema
-from ..test_transport._wire import QUIET, Echo
+from ..test_transport._wire import QUIET, Echo, eventually
 from ._processes import spawn_node
 
 
@@ -42,13 +42,13 @@ async def test_a_node_serves_its_shards_and_hands_them_over_when_stopped(
                     predicate=lambda e: e.event_type == EV_TEXT and e.sender_id != me.agent_id,
                     timeout=5,
                 )
+
             # It owns every shard, and advertises the port it bound (the next tick says so).
-            for _ in range(100):
-                owned = await _owned(pg_dsn, schema)
-                if owned == {"n1": (url, 8)}:
-                    break
-                await trio.sleep(0.1)
-            assert owned == {"n1": (url, 8)}
+            async def owns_all() -> bool:
+                return await _owned(pg_dsn, schema) == {"n1": (url, 8)}
+
+            with trio.fail_after(10):
+                await eventually(owns_all, every=0.1)
             assert await node.stop() == 0
     finally:
         await node.discard()
