@@ -25,6 +25,7 @@ from ..model._convert import iso_stamp
 from ..session_types import AnySessionType
 from ..store import Store
 from ._arbiters import ARBITERS, Arbiter
+from ._bindings import ConnectionRef
 from ._directory import DirectoryView
 from ._events import EventBus
 from ._lanes import Streams
@@ -157,6 +158,7 @@ class HubCore:
         new_id: Callable[[], str],
         faults: Faults | None,
         directory: DirectoryView,
+        bindings: Mapping[str, ConnectionRef],
     ) -> None:
         # -- configuration (set by open_hub; the plug-in tables by the handle's register_*)
         self.config = config
@@ -204,10 +206,11 @@ class HubCore:
         self.directory = directory
 
         # -- the connections' tables (``_serve``, ``_connection``) -------------------------
-        #: agent id -> the connection actor it is bound to: each connection writes its own
-        #: identities' entries (the hub actor tells it to drop an unregistered agent's:
+        #: agent id -> the connection actor it is bound to (a read-only view): each
+        #: connection writes its own identities' entries through the ``Bindings`` open_hub
+        #: gave the connections (the hub actor tells one to drop an unregistered agent's:
         #: ``Unbind``).
-        self.bindings: dict[str, ActorRef[Any, Any]] = {}
+        self.bindings = bindings
         #: endpoint id -> its connection actor (a ConnectionActor; its ``ref``): written by
         #: that connection's serve_endpoint task, as it starts and ends.
         self.connections: dict[str, Any] = {}

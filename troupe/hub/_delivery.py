@@ -15,6 +15,7 @@ from collections.abc import Iterable
 import attrs
 
 from .._errors import ActorDead, MailboxFull
+from ..actors import Message
 from ..mailbox import DeadLetter
 from ..model import (
     EV_CHANNEL_INVITE,
@@ -29,7 +30,7 @@ from ._rules import accepts_inbound
 
 
 @attrs.frozen
-class Deliver:
+class Deliver(Message[None]):
     """To a connection: notify ``recipient_id`` of ``envelope``.
 
     ``redelivery``: sent again by a restarted session; if the connection already has it,
@@ -42,7 +43,7 @@ class Deliver:
 
 
 @attrs.frozen
-class CatchUp:
+class CatchUp(Message[None]):
     """To a connection: ``recipient_id`` missed deliveries of ``session_id``; read the WAL.
 
     ``counted``: the dispatch counted what was missed in the inbox ledger (a full

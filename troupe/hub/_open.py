@@ -34,6 +34,7 @@ from ..supervisors import ChildSpec, open_dynamic_supervisor, open_supervisor
 from . import _gc
 from ._audit import AuditWriter, audit_mailbox
 from ._auth import AuthAdapter, AuthRegistry
+from ._bindings import Bindings
 from ._core import Faults, HubConfig, HubCore, Membership, new_uuid, trio_anchored_clock
 from ._directory import Directory, SessionEntry
 from ._extensions import run_extensions
@@ -160,6 +161,9 @@ async def open_hub(
             # The sessions: written by their owners (given this table), read by everyone
             # else through core.directory, its read-only view.
             directory = Directory()
+            # Which connection each agent is bound to: written by the connections (given
+            # this table through the handle), read by everyone else through core.bindings.
+            bindings = Bindings()
             core = HubCore(
                 opened,
                 config,
@@ -167,6 +171,7 @@ async def open_hub(
                 new_id=new_id if new_id is not None else new_uuid,
                 faults=faults,
                 directory=directory.view,
+                bindings=bindings.view,
             )
             for stype in (*builtin_types(), *session_types):
                 core.session_types[(stype.name, stype.version)] = stype
@@ -176,7 +181,12 @@ async def open_hub(
                         metadata=md, stype=core.session_type(md.manifest_type, md.manifest_version)
                     )
                 )
-            hub = Hub(core, AuthRegistry(auth) if auth is not None else AuthRegistry(), directory)
+            hub = Hub(
+                core,
+                AuthRegistry(auth) if auth is not None else AuthRegistry(),
+                directory,
+                bindings,
+            )
             hub._serve_endpoint = serve_endpoint
             async with open_supervisor(
                 "one_for_one", max_restarts=10, within_s=10.0, name="hub"

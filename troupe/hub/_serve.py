@@ -35,6 +35,7 @@ from ..model import (
     SendFrame,
     WelcomeFrame,
 )
+from ._bindings import Bindings
 from ._connection import Bind, Caller, ConnectionActor, Flush, Receipts, SendOut
 from ._rpc import error_code, error_details, handle_request
 from ._rules import TokenBucket
@@ -73,12 +74,13 @@ def error_frame(
 async def serve_endpoint(
     hub: Hub,
     endpoint: Endpoint,
+    bindings: Bindings,
     *,
     task_status: trio.TaskStatus[ActorRef[Any, Any]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run until the client closes the endpoint (or the hub shuts down)."""
     core = hub.core
-    actor = ConnectionActor(core, endpoint)
+    actor = ConnectionActor(core, endpoint, bindings)
     limiter = trio.CapacityLimiter(MAX_IN_FLIGHT)
     flood = TokenBucket(FRAMES_PER_SECOND * 60, FRAME_BURST, trio.current_time())
     try:
