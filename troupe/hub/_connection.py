@@ -36,10 +36,10 @@ from ..model import (
     SessionStatus,
     is_substantive,
 )
-from ._bindings import Bindings
 from ._core import HubCore
-from ._delivery import CatchUp, Deliver, held_back, recipients_of
+from ._delivery import held_back, recipients_of
 from ._lanes import ChunkOut
+from ._routes import Bindings, CatchUp, Deliver
 from ._rules import accepts_inbound
 
 log = logging.getLogger("troupe.hub.connections")
@@ -289,7 +289,7 @@ class ConnectionActor(Actor[ConnectionMsg, Refused | None]):
                         self.core.ledger.done(recipient_id)  # dispatch counted it again
             case CatchUp(recipient_id, session_id, counted):
                 if counted:  # from then on a missed dispatch queues another one
-                    self.core.catch_ups.discard((self.ref.name, recipient_id, session_id))
+                    self.core.catch_ups.handled(self.ref.name, recipient_id, session_id)
                 if self.owns(recipient_id):
                     await self._replay(recipient_id, session_id, 0, counted=counted)
             case Bind(agent_id, since, welcome, takeover):
@@ -343,8 +343,7 @@ class ConnectionActor(Actor[ConnectionMsg, Refused | None]):
             pass  # the connection ended; serve_endpoint saved the cursors
 
     async def on_stop(self) -> None:
-        name = self.ref.name
-        self.core.catch_ups -= {key for key in self.core.catch_ups if key[0] == name}
+        self.core.catch_ups.forget(self.ref.name)
         await self.flush_outbox()
         await self.flush_cursors()
 

@@ -25,12 +25,12 @@ from ..model._convert import iso_stamp
 from ..session_types import AnySessionType
 from ..store import Store
 from ._arbiters import ARBITERS, Arbiter
-from ._bindings import ConnectionRef
 from ._directory import DirectoryView
 from ._events import EventBus
 from ._lanes import Streams
 from ._registry import Registry, RegistryView
 from ._room import InboxRoom
+from ._routes import CatchUps, ConnectionRef
 from ._rules import InboxLedger, RateLimiter
 
 #: The steps of a post at which a fault injector may crash a session actor.
@@ -214,10 +214,9 @@ class HubCore:
         #: endpoint id -> its connection actor (a ConnectionActor; its ``ref``): written by
         #: that connection's serve_endpoint task, as it starts and ends.
         self.connections: dict[str, Any] = {}
-        #: (connection actor name, recipient, session) with a CatchUp queued and not yet
-        #: handled: one catch-up per (connection, session) however many dispatches missed.
-        #: Added by dispatch, discarded by the connection when it handles or drops it.
-        self.catch_ups: set[tuple[str, str, str]] = set()
+        #: The catch-ups queued to connections (a service: dispatch queues, each connection
+        #: marks its own handled): one per (connection, recipient, session).
+        self.catch_ups = CatchUps()
         #: This node's membership of a cluster (``open_hub(cluster=...)``); None: no cluster,
         #: and no cluster code on any path. Set by open_hub.
         self.cluster: Membership | None = None

@@ -94,7 +94,6 @@ from . import _hub_messages as H
 from ._arbiters import Arbiter
 from ._audit import ReadAudit
 from ._auth import AuthRegistry
-from ._bindings import Bindings
 from ._connection import Bind, Caller
 from ._core import HubCore
 from ._directory import Directory
@@ -104,6 +103,7 @@ from ._expectations import ExpectationSweeper, Handler
 from ._extensions import ExtensionState, check_callable, check_name
 from ._lanes import StreamStatistics
 from ._listeners import LISTENER_CAPACITY, run_listener
+from ._routes import Bindings
 from ._session_parts import EndSession
 from ._sessions import SessionSupervisor
 from ._stats import HubHealth, HubStatistics

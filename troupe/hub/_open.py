@@ -34,7 +34,6 @@ from ..supervisors import ChildSpec, open_dynamic_supervisor, open_supervisor
 from . import _gc
 from ._audit import AuditWriter, audit_mailbox
 from ._auth import AuthAdapter, AuthRegistry
-from ._bindings import Bindings
 from ._core import Faults, HubConfig, HubCore, Membership, new_uuid, trio_anchored_clock
 from ._directory import Directory, SessionEntry
 from ._extensions import run_extensions
@@ -42,6 +41,7 @@ from ._hub import Hub
 from ._hub_actor import HubActor
 from ._passivation import passivate
 from ._passivation import sweep as sweep_idle
+from ._routes import Bindings
 from ._serve import serve_endpoint
 
 log = logging.getLogger("troupe.hub")

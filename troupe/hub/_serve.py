@@ -35,8 +35,8 @@ from ..model import (
     SendFrame,
     WelcomeFrame,
 )
-from ._bindings import Bindings
 from ._connection import Bind, Caller, ConnectionActor, Flush, Receipts, SendOut
+from ._routes import Bindings
 from ._rpc import error_code, error_details, handle_request
 from ._rules import TokenBucket
 
