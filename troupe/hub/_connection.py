@@ -39,7 +39,7 @@ from ..model import (
 from ._core import HubCore
 from ._delivery import held_back, recipients_of
 from ._lanes import ChunkOut
-from ._routes import Bindings, CatchUp, Deliver
+from ._routes import CatchUp, Deliver, Routes
 from ._rules import accepts_inbound
 
 log = logging.getLogger("troupe.hub.connections")
@@ -143,14 +143,14 @@ class ConnectionActor(Actor[ConnectionMsg, Refused | None]):
         self,
         core: HubCore,
         endpoint: Endpoint,
-        bindings: Bindings,
+        routes: Routes,
         *,
         max_outbound_bytes: int = MAX_OUTBOUND_BYTES,
     ) -> None:
         self.core = core
         self.endpoint = endpoint
-        #: The bindings table: this connection binds its identities and releases them.
-        self.bindings = bindings
+        #: The connections' tables: this connection binds its identities and releases them.
+        self.routes = routes
         self.agents: set[str] = set()
         self.sent: dict[tuple[str, str], int] = {}
         self.acked: dict[tuple[str, str], int] = {}
@@ -184,7 +184,7 @@ class ConnectionActor(Actor[ConnectionMsg, Refused | None]):
         self._replying = False
 
     def owns(self, agent_id: str) -> bool:
-        return agent_id in self.agents and self.bindings.get(agent_id) is self.ref
+        return agent_id in self.agents and self.routes.bindings.get(agent_id) is self.ref
 
     async def handle(self, msg: ConnectionMsg) -> Refused | None:
         # A store that fails must not take the connection down (and every identity bound to
@@ -473,7 +473,7 @@ class ConnectionActor(Actor[ConnectionMsg, Refused | None]):
           IdentityInUse: another live connection holds the identity and ``takeover`` is off.
         """
         core = self.core
-        previous = self.bindings.get(agent_id)
+        previous = self.routes.bindings.get(agent_id)
         if previous is None or previous is self.ref:
             return
         holder: ConnectionActor | None = core.connections.get(previous.name.removeprefix("conn:"))
@@ -513,7 +513,7 @@ class ConnectionActor(Actor[ConnectionMsg, Refused | None]):
         self._claim(agent_id, takeover)
         for session_id, seq in cursors.items():
             self.acked[(agent_id, session_id)] = seq
-        previous = self.bindings.bind(agent_id, self.ref)
+        previous = self.routes.bind(agent_id, self.ref)
         self.agents.add(agent_id)
         if previous is not self.ref:
             core.ledger.reset(agent_id)
@@ -620,12 +620,12 @@ class ConnectionActor(Actor[ConnectionMsg, Refused | None]):
         The identity stays in ``agents`` (what the connection was bound to, for the checks
         of its requests, which then find no such agent); ``owns`` is false from now on.
         """
-        self.bindings.release(agent_id, self.ref)
+        self.routes.release(agent_id, self.ref)
 
     def release(self) -> None:
         """Drop this connection's bindings (it is closing)."""
         for agent_id in self.agents:
-            if self.bindings.release(agent_id, self.ref):
+            if self.routes.release(agent_id, self.ref):
                 self.core.ledger.reset(agent_id)
         self.agents.clear()
 

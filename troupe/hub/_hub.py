@@ -103,7 +103,7 @@ from ._expectations import ExpectationSweeper, Handler
 from ._extensions import ExtensionState, check_callable, check_name
 from ._lanes import StreamStatistics
 from ._listeners import LISTENER_CAPACITY, run_listener
-from ._routes import Bindings
+from ._routes import Routes
 from ._session_parts import EndSession
 from ._sessions import SessionSupervisor
 from ._stats import HubHealth, HubStatistics
@@ -147,13 +147,13 @@ class Hub(HubCalls):
     """A running hub; use it only inside its ``open_hub`` block."""
 
     def __init__(
-        self, core: HubCore, auth: AuthRegistry, directory: Directory, bindings: Bindings
+        self, core: HubCore, auth: AuthRegistry, directory: Directory, routes: Routes
     ) -> None:
         self._core = core
         self.auth = auth
-        #: The bindings table, writable: the handle only passes it to each connection it
-        #: attaches (``attach_endpoint``); it reads it through ``core.bindings``.
-        self._bindings = bindings
+        #: The connections' tables, writable: the handle only passes them to each
+        #: connection it attaches (``attach_endpoint``); it reads them through ``core``.
+        self._routes = routes
         #: The session supervisor (runs as the root's ``sessions`` child); the handle only
         #: reads the directory (``core.directory``), the supervisor writes its live fields.
         self._sessions = SessionSupervisor(core, directory)
@@ -733,7 +733,7 @@ class Hub(HubCalls):
         await self._connections.start_child(
             ChildSpec(
                 endpoint.endpoint_id,
-                partial(self._serve_endpoint, self, endpoint, self._bindings),
+                partial(self._serve_endpoint, self, endpoint, self._routes),
                 restart="temporary",
             )
         )

@@ -41,7 +41,7 @@ from ._hub import Hub
 from ._hub_actor import HubActor
 from ._passivation import passivate
 from ._passivation import sweep as sweep_idle
-from ._routes import Bindings
+from ._routes import Routes
 from ._serve import serve_endpoint
 
 log = logging.getLogger("troupe.hub")
@@ -161,9 +161,9 @@ async def open_hub(
             # The sessions: written by their owners (given this table), read by everyone
             # else through core.directory, its read-only view.
             directory = Directory()
-            # Which connection each agent is bound to: written by the connections (given
-            # this table through the handle), read by everyone else through core.bindings.
-            bindings = Bindings()
+            # The connections' tables: written by the connections (given them through the
+            # handle), read by everyone else through core.bindings and core.connections.
+            routes = Routes()
             core = HubCore(
                 opened,
                 config,
@@ -171,7 +171,7 @@ async def open_hub(
                 new_id=new_id if new_id is not None else new_uuid,
                 faults=faults,
                 directory=directory.view,
-                bindings=bindings.view,
+                routes=routes,
             )
             for stype in (*builtin_types(), *session_types):
                 core.session_types[(stype.name, stype.version)] = stype
@@ -185,7 +185,7 @@ async def open_hub(
                 core,
                 AuthRegistry(auth) if auth is not None else AuthRegistry(),
                 directory,
-                bindings,
+                routes,
             )
             hub._serve_endpoint = serve_endpoint
             async with open_supervisor(

@@ -1,16 +1,16 @@
-"""From sessions to connections: the bindings, the messages dispatch sends, the catch-ups.
+"""From sessions to connections: the connections' tables, the messages dispatch sends.
 
-``Bindings``: which connection each agent is bound to, read by every actor, written by
-the connections. ``Deliver`` and ``CatchUp``: what a session's dispatch (``_delivery``)
-sends a connection. ``CatchUps``: the catch-ups queued and not yet handled.
+``Routes``: the connections' two tables, endpoint id -> connection actor and agent id ->
+the connection it is bound to. ``Deliver`` and ``CatchUp``: what a session's dispatch
+(``_delivery``) sends a connection. ``CatchUps``: the catch-ups queued and not handled.
 
-The bindings table is the connections' (``_connection``): a connection actor binds an identity to
-itself and lets go only of what it holds, so no other actor can drop or overwrite another
-connection's binding. The write methods are on :class:`Bindings`, which ``open_hub`` hands
-to the connections alone (through the hub handle's ``attach_endpoint``); everyone else —
-session actors dispatching, the hub actor telling a connection to ``Unbind``, the
-inspector — holds its :attr:`Bindings.view` as ``HubCore.bindings``, a read-only mapping
-(a write through it raises, and mypy refuses it).
+The tables are the connections' (``_connection``, ``_serve``): a connection enters itself
+as it starts and leaves as it ends, binds an identity to itself and lets go only of what
+it holds, so no other actor can drop or overwrite another connection's entries. The write
+methods are on :class:`Routes`, which ``open_hub`` hands to the connections alone (through
+the hub handle's ``attach_endpoint``); everyone else — session actors dispatching, the hub
+actor telling a connection to ``Unbind``, the inspector — reads ``HubCore.bindings`` and
+``HubCore.connections``, read-only mappings (a write through them raises; mypy refuses it).
 """
 
 from __future__ import annotations
@@ -28,18 +28,28 @@ from ..model import Envelope
 ConnectionRef = ActorRef[Any, Any]
 
 
-class Bindings:
-    """agent id -> the connection actor bound to it (module rules)."""
+class Routes:
+    """The connections' tables (module rules)."""
 
-    __slots__ = ("_refs", "view")
+    __slots__ = ("_connections", "_refs", "bindings", "connections")
 
     def __init__(self) -> None:
+        self._connections: dict[str, Any] = {}
         self._refs: dict[str, ConnectionRef] = {}
-        #: The table read-only (a ``MappingProxyType``: reads cost what a dict's do).
-        self.view: Mapping[str, ConnectionRef] = MappingProxyType(self._refs)
+        #: endpoint id -> its ``ConnectionActor``, read-only.
+        self.connections: Mapping[str, Any] = MappingProxyType(self._connections)
+        #: agent id -> the connection actor it is bound to, read-only (a
+        #: ``MappingProxyType``: reads cost about what a dict's do).
+        self.bindings: Mapping[str, ConnectionRef] = MappingProxyType(self._refs)
 
-    def get(self, agent_id: str) -> ConnectionRef | None:
-        return self._refs.get(agent_id)
+    def attach(self, endpoint_id: str, actor: Any) -> None:
+        """Enter ``actor`` (a ``ConnectionActor``) as the connection of ``endpoint_id``."""
+        self._connections[endpoint_id] = actor
+
+    def detach(self, endpoint_id: str, actor: Any) -> None:
+        """Remove ``endpoint_id``'s entry if it is ``actor``'s (the connection ended)."""
+        if self._connections.get(endpoint_id) is actor:
+            del self._connections[endpoint_id]
 
     def bind(self, agent_id: str, holder: ConnectionRef) -> ConnectionRef | None:
         """Bind ``agent_id`` to ``holder``; return the connection it was bound to before.
