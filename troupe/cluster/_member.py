@@ -64,7 +64,7 @@ class ClusterMember:
         self.epochs: dict[int, int] = {}
         #: node id -> the address it advertises, as last read (for NotOwner's address).
         self.addresses: dict[str, str] = {}
-        #: How many shards the live node holding fewest holds, as last read (None: not
+        #: How many shards the live node holding fewest holds, as read this tick (None: not
         #: read yet): a node holding 2 more lets one go per tick (``Ownership.surplus``).
         self.fewest: int | None = None
         self._moved = trio.Event()
@@ -195,6 +195,12 @@ class ClusterMember:
                 if moved or fresh:
                     await self._lose(moved | fresh)
                 gained, lost = ownership.renewed(sent, claims)
+            # The nodes as they are now (not as last tick): a joiner's claims of this tick
+            # are seen, so nobody lets go of a shard for a shortage already made up.
+            nodes = await coordinator.nodes()
+            self.addresses = {n.node_id: n.address for n in nodes}
+            live = [n.shards for n in nodes if n.heartbeat_age_s < config.lease_s]
+            self.fewest = min(live) if live else None
             surplus = ownership.surplus(claims.live, self.fewest)
             if surplus:
                 ownership.drop(surplus)  # stop serving before the release lets others in
@@ -205,10 +211,6 @@ class ClusterMember:
             shard_map = await coordinator.shard_map()
             self.owners = {s.shard: s.owner for s in shard_map}
             self.epochs = {s.shard: s.epoch for s in shard_map}
-            nodes = await coordinator.nodes()
-            self.addresses = {n.node_id: n.address for n in nodes}
-            live = [n.shards for n in nodes if n.heartbeat_age_s < config.lease_s]
-            self.fewest = min(live) if live else None
         except StoreError as exc:
             log.warning("cluster node %s: tick failed: %s", node, exc)
         if lost:
