@@ -52,7 +52,6 @@ from troupe.cluster import (
     ClusterConfig,
     ClusterMember,
     PostgresCoordinator,
-    fair_share,
     shard_of,
 )
 from troupe.cluster._shards import HYSTERESIS
@@ -74,7 +73,8 @@ POSTGRES_ENV = ("TROUPE_BENCH_POSTGRES", "TROUPE_TEST_POSTGRES")
 REPO = Path(__file__).resolve().parents[1]
 SHARDS = 16
 #: Throughput clusters: the default lease, a 1 s tick (they settle quickly).
-STEADY = ("--shards", str(SHARDS), "--tick", "1")
+STEADY_TICK_S = 1.0
+STEADY = ("--shards", str(SHARDS), "--tick", str(STEADY_TICK_S))
 #: The takeover cluster: short leases.
 LEASE_S, TICK_S, MARGIN_S = 6.5, 0.5, 1.0
 FAST = ("--shards", str(SHARDS), "--lease", "6.5", "--tick", "0.5", "--margin", "1")
@@ -206,15 +206,25 @@ async def owners(coordinator: PostgresCoordinator) -> dict[int, tuple[str, str]]
 
 async def settled(coordinator: PostgresCoordinator, nodes: int) -> dict[int, tuple[str, str]]:
     """Wait (60 s at most) until every shard is held, ``nodes`` nodes hold them and none
-    holds enough to let shards go (below its fair share + ``HYSTERESIS``): the map is
-    steady, so a poster sent to its session's owner stays with it for the run."""
-    steady = fair_share(SHARDS, nodes) + HYSTERESIS
+    holds enough to let shards go (``HYSTERESIS`` more than another: see
+    ``troupe.cluster``'s ``Ownership.surplus``): the map is steady, so a poster sent to its
+    session's owner stays with it for the run."""
+    last: dict[int, tuple[str, str]] = {}
     with trio.fail_after(60):
         while True:
             owned = await owners(coordinator)
             counts = Counter(o for o, _ in owned.values())
-            if len(owned) == SHARDS and len(counts) == nodes and max(counts.values()) < steady:
-                return owned
+            if (
+                len(owned) == SHARDS
+                and len(counts) == nodes
+                and max(counts.values()) - min(counts.values()) < HYSTERESIS
+            ):
+                if owned == last:  # and the same two ticks later: nothing was on its way
+                    return owned
+                last = owned
+                await trio.sleep(2 * STEADY_TICK_S)
+                continue
+            last = {}
             await trio.sleep(0.1)
 
 
