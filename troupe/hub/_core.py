@@ -211,6 +211,9 @@ class HubCore:
         #: endpoint id -> its connection actor (a ConnectionActor; its ``ref``): written by
         #: that connection's serve_endpoint task, as it starts and ends.
         self.connections: dict[str, Any] = {}
+        #: A connection actor's ref -> the actor, for those a dispatch may notify directly
+        #: (in process: ``ConnectionActor.notify_now``); written as ``connections`` is.
+        self.direct: dict[ActorRef[Any, Any], Any] = {}
         #: (connection actor name, recipient, session) with a CatchUp queued and not yet
         #: handled: one catch-up per (connection, session) however many dispatches missed.
         #: Added by dispatch, discarded by the connection when it handles or drops it.

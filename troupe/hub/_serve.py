@@ -97,6 +97,8 @@ async def serve_endpoint(
             actor.timers = nursery
             ref = await spawn(nursery, actor, mailbox=mailbox, name=f"conn:{endpoint.endpoint_id}")
             core.connections[endpoint.endpoint_id] = actor
+            if actor.notifies_now:
+                core.direct[ref] = actor
             task_status.started(ref)
             frames = endpoint.frames()
             try:
@@ -138,6 +140,9 @@ async def serve_endpoint(
             nursery.cancel_scope.cancel()
     finally:
         core.connections.pop(endpoint.endpoint_id, None)
+        started: ActorRef[Any, Any] | None = getattr(actor, "ref", None)  # (unset: not started)
+        if started is not None:
+            core.direct.pop(started, None)
         # The actor is gone (this task is its only user now): save what it was acked but
         # had not saved yet, also when the hub is closing.
         with trio.CancelScope(shield=True) as scope:
