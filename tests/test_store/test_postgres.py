@@ -14,18 +14,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import attrs
 import psycopg
 import pytest
 import trio
 
 import troupe
+from troupe.model import TaskMetadata, TaskState
 from troupe.store import PostgresStore, Snapshot, open_store
 from troupe.store import _postgres as pg
 
 from .._postgres import new_schema
 from ..test_transport._wire import eventually, wait_until
 from .crash_writer import check_nothing_returned_was_lost, kill_mid_write
-from .factories import agent, env, envs, session
+from .factories import agent, env, envs, session, task
 
 Connection = psycopg.Connection[Any]
 
@@ -196,6 +198,53 @@ async def test_names_are_unique_by_constraint(pg_dsn: str, schema: str, admin: C
             f"INSERT INTO {schema}.agents (agent_id, name, passport, resume, rule) "
             "VALUES ('a2', 'name-a1', '{}', '{}', '{}')"
         )
+
+
+async def test_two_stores_racing_for_names_and_terminal_tasks_each_have_one_winner(
+    pg_dsn: str, schema: str
+) -> None:
+    # Two nodes' stores on one schema (a cluster's: not exclusive), each write in its own
+    # worker thread: the server's constraint and conditional update judge every race.
+    names = [f"n{i}" for i in range(12)]
+    async with (
+        PostgresStore(pg_dsn, schema=schema, exclusive=False) as a,
+        PostgresStore(pg_dsn, schema=schema, exclusive=False) as b,
+    ):
+        won: dict[str, list[str]] = {name: [] for name in names}
+        lost: dict[str, list[str]] = {name: [] for name in names}
+
+        async def register(store: PostgresStore, node: str, name: str) -> None:
+            record = agent(f"{node}-{name}")
+            record = attrs.evolve(record, passport=attrs.evolve(record.passport, name=name))
+            try:
+                await store.save_agent(record)
+            except troupe.NameTaken as exc:
+                lost[name].append(exc.holder)
+            else:
+                won[name].append(f"{node}-{name}")
+
+        outcomes: dict[str, list[object]] = {name: [] for name in names}
+
+        async def finish(store: PostgresStore, name: str, state: TaskState) -> None:
+            outcomes[name].append(await store.save_open_task(task(name, state=state)))
+
+        async with trio.open_nursery() as nursery:
+            for name in names:
+                nursery.start_soon(register, a, "a", name)
+                nursery.start_soon(register, b, "b", name)
+                nursery.start_soon(finish, a, name, TaskState.COMPLETED)
+                nursery.start_soon(finish, b, name, TaskState.FAILED)
+        for name in names:
+            assert len(won[name]) == 1, (name, won)
+            assert lost[name] == won[name], (name, lost)
+            assert (await a.get_agent_named(name)) == (await b.get_agent(won[name][0]))
+            first, second = sorted(outcomes[name], key=lambda o: o is not None)
+            assert first is None
+            assert isinstance(second, TaskMetadata)
+            assert await a.get_task(name) == second  # the winner's, kept
+        changes = await b.changes(0)
+        winners = sorted(w for (w,) in won.values())
+        assert sorted(str(r.passport.agent_id) for r in changes.agents) == winners
 
 
 @pytest.mark.parametrize("threaded", [True, False])

@@ -28,7 +28,7 @@ from typing import Any
 
 import trio
 
-from .._errors import StoreError
+from .._errors import NameTaken, StoreError
 from ..model import Envelope, Resume, SessionMetadata, TaskMetadata, dumps
 from ._lock import StoreLock
 from ._protocol import AgentRecord, Snapshot, dedup_keys
@@ -57,17 +57,14 @@ from ._sql import (
 from ._writer import GroupCommitWriter, SQLiteBatches, Write
 
 _UPSERT_AGENT = """
-    INSERT INTO agents (agent_id, passport, resume, rule, skill_md, name)
-    VALUES (?, ?, ?, ?, ?, ?)
+    INSERT INTO agents (agent_id, passport, resume, rule, skill_md, name, version)
+    VALUES (?, ?, ?, ?, ?, ?, ?)
     ON CONFLICT (agent_id) DO UPDATE SET passport = excluded.passport,
         resume = excluded.resume, rule = excluded.rule, skill_md = excluded.skill_md,
-        name = excluded.name"""
+        name = excluded.name, version = excluded.version"""
 _UPSERT_SESSION = """
     INSERT INTO sessions (session_id, metadata) VALUES (?, ?)
     ON CONFLICT (session_id) DO UPDATE SET metadata = excluded.metadata"""
-_UPSERT_TASK = """
-    INSERT INTO tasks (task_id, metadata) VALUES (?, ?)
-    ON CONFLICT (task_id) DO UPDATE SET metadata = excluded.metadata"""
 _UPSERT_CURSOR = """
     INSERT INTO cursors (agent_id, session_id, seq) VALUES (?, ?, ?)
     ON CONFLICT (agent_id, session_id) DO UPDATE SET seq = max(seq, excluded.seq)"""
@@ -95,8 +92,7 @@ class SQLiteStore(SQLStore[sqlite3.Connection]):
       ValueError: an unknown ``synchronous`` level, or ``":memory:"`` (use MemoryStore).
     """
 
-    UPDATE_AGENT = "UPDATE agents SET {column} = ? WHERE agent_id = ?"
-    DELETE_AGENT_ROWS = "DELETE FROM {table} WHERE agent_id = ?"
+    PARAM = "?"
 
     def __init__(
         self,
@@ -205,17 +201,21 @@ class SQLiteStore(SQLStore[sqlite3.Connection]):
         )
 
         def write(conn: sqlite3.Connection) -> None:
+            name = record.passport.name
             try:
-                conn.execute(_UPSERT_AGENT, row)
+                conn.execute(_UPSERT_AGENT, (*row, self._next_change(conn)))
             except sqlite3.IntegrityError:
                 # The upsert settles a clash of agent_id, so only the name's index is left.
                 (holder,) = conn.execute(
-                    "SELECT agent_id FROM agents WHERE name = ?", (record.passport.name,)
+                    "SELECT agent_id FROM agents WHERE name = ?", (name,)
                 ).fetchone()
-                raise StoreError(
-                    f"{self._name}: agent name {record.passport.name!r} is already held by "
-                    f"agent {holder!r}; names are unique"
+                raise NameTaken(
+                    f"{self._name}: agent name {name!r} is already held by agent {holder!r}; "
+                    "names are unique",
+                    name=name,
+                    holder=holder,
                 ) from None
+            conn.execute(self.SQL["unmark_removed"], (agent_id,))
             self._set_capabilities(conn, agent_id, record.resume)
 
         await self._write(write)
@@ -399,10 +399,6 @@ class SQLiteStore(SQLStore[sqlite3.Connection]):
         return snapshot_of(rows)
 
     # -- tasks -----------------------------------------------------------------------------
-
-    async def save_task(self, task: TaskMetadata) -> None:
-        row = (task.task_id, record_text(task))
-        await self._write(execute(_UPSERT_TASK, row))
 
     async def load_tasks(self) -> list[TaskMetadata]:
         rows = await self._query("SELECT metadata FROM tasks ORDER BY rowid")
