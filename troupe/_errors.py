@@ -176,8 +176,8 @@ class StoreLocked(StoreError):
 
 
 class NameTaken(StoreError):
-    """Raised by a store when an agent's name is held by another agent: names are unique
-    (by constraint: two hubs on one store cannot both take one name).
+    """Raised when a store is asked to save an agent under a name another agent holds:
+    names are unique by the store's constraint (two hubs on one store cannot both take one).
 
     Nothing was written. ``name`` is the name, ``holder`` the id of the agent holding it
     (empty when the store could not tell).

@@ -162,6 +162,7 @@ class ClusterMember:
         task_status.started()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._watch)
+            nursery.start_soon(self._follow)
             while True:
                 await trio.sleep(config.tick_s)
                 await self.tick()
@@ -209,6 +210,30 @@ class ClusterMember:
             await self._gain(gained)
         if ownership.held:
             self._moved.set()
+
+    async def _follow(self) -> None:
+        """Every tick, have the hub actor apply what other nodes changed in the registry
+        and the tasks (:meth:`sync`). A task of its own, beside the renewals: a hub actor
+        busy with a long queue delays the sync, never a lease."""
+        while True:
+            await trio.sleep(self.config.tick_s)
+            await self.sync()
+
+    async def sync(self) -> None:
+        """Have the hub actor apply the store's change feed (``SyncRegistry``); a store
+        failure is logged, and the next tick tries again from the same change."""
+        from ..hub._hub_messages import SyncRegistry
+
+        hub = self._hub
+        if hub is None or hub.core.hub_ref is None:
+            await trio.lowlevel.checkpoint()
+            return
+        try:
+            await hub.core.hub_ref.ask(SyncRegistry())
+        except StoreError as exc:
+            log.warning("cluster node %s: cannot read the registry's changes: %s", self, exc)
+        except ActorDead:
+            pass  # the hub actor is restarting (it reloads the tables) or the hub is stopping
 
     async def _watch(self) -> None:
         ownership = self.ownership

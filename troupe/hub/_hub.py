@@ -195,6 +195,8 @@ class Hub:
             if request.for_each_bound and request.acting_id() is None:
                 each: R = await self._for_each_bound(request, caller, handler)
                 return each
+            if self._core.cluster is not None and request.owner == "task":
+                await self.learn_task(getattr(request, "task_id"))  # noqa: B009
             self._authorise(request, caller)
         result: R = await handler(self, request, caller)
         return result
@@ -327,7 +329,25 @@ class Hub:
     @handles(GetAgent)
     async def _get_agent(self, request: GetAgent, caller: Caller | None) -> Passport:
         await trio.lowlevel.checkpoint()
+        await self.learn_agent(request.name_or_id)
         return self._core.registry.resolve(request.name_or_id).passport
+
+    async def learn_agent(self, name_or_id: str) -> None:
+        """In a cluster, read an agent this node does not know (by name, then id) from the
+        shared store first: one registered on another node is known here at once, before
+        the feed brings it (the hub actor's rules). Nothing without a cluster, or when the
+        registry knows it already."""
+        core = self._core
+        if core.cluster is None:
+            return
+        registry = core.registry
+        if registry.find_agent_id(name_or_id) is None and name_or_id not in registry:
+            await self._ask_hub(H.LearnAgent(name_or_id))
+
+    async def learn_task(self, task_id: str) -> None:
+        """:meth:`learn_agent` for a task."""
+        if self._core.cluster is not None and task_id not in self._core.tasks:
+            await self._ask_hub(H.LearnTask(task_id))
 
     async def get_resume(self, agent_id: str) -> Resume:
         return await self.call(GetResume(agent_id=agent_id))
@@ -335,6 +355,7 @@ class Hub:
     @handles(GetResume)
     async def _get_resume(self, request: GetResume, caller: Caller | None) -> Resume:
         await trio.lowlevel.checkpoint()
+        await self.learn_agent(request.agent_id)
         record = self._core.registry.agents.get(request.agent_id)
         if record is None:
             raise NotFoundError(f"resume not found: {request.agent_id!r}")
@@ -355,6 +376,7 @@ class Hub:
     @handles(GetRule)
     async def _get_rule(self, request: GetRule, caller: Caller | None) -> Rule:
         await trio.lowlevel.checkpoint()
+        await self.learn_agent(request.agent_id)
         return self._core.registry.record(request.agent_id).rule
 
     async def set_resume(self, agent_id: str, resume: Resume) -> None:
@@ -417,6 +439,7 @@ class Hub:
     @handles(FindAgentId)
     async def _find_agent(self, request: FindAgentId, caller: Caller | None) -> str | None:
         await trio.lowlevel.checkpoint()
+        await self.learn_agent(request.name)
         return self._core.registry.find_agent_id(request.name)
 
     @handles(NamesFor)
@@ -502,6 +525,7 @@ class Hub:
     @handles(GetTask)
     async def _get_task(self, request: GetTask, caller: Caller | None) -> TaskMetadata:
         await trio.lowlevel.checkpoint()
+        await self.learn_task(request.task_id)
         task = self._core.tasks.get(request.task_id)
         if task is None:
             raise NotFoundError(f"task not found: {request.task_id!r}")
@@ -983,6 +1007,7 @@ class Hub:
         conn = self._core.connections.get(endpoint_id)
         if conn is None:
             raise NotFoundError(f"endpoint not attached: {endpoint_id!r}")
+        await self.learn_agent(agent_id)
         self._core.registry.record(agent_id)
         await conn.ref.ask(Bind(agent_id, since, takeover=takeover))
 

@@ -149,23 +149,38 @@ class Registry:
 
     # -- writes (hub actor only) -------------------------------------------------------------
 
-    def put(self, record: AgentRecord) -> None:
+    def put(self, record: AgentRecord) -> AgentRecord | None:
+        """Add or replace ``record``; return the agent it displaced from its name, if any.
+
+        The store holds names unique, so a record read from it that names an agent this
+        table still holds under that name means the other was unregistered elsewhere (a
+        cluster's node learns of it late): that agent is dropped here and returned.
+        """
         agent_id = record.passport.agent_id
         assert agent_id is not None, "a registered passport carries its agent_id"
+        name = record.passport.name
+        displaced = None
+        holder = self.by_name.get(name)
+        if holder is not None and holder != agent_id:
+            displaced = self.remove(holder)
         old = self.agents.get(agent_id)
         if old is not None:
             self._unindex(agent_id, old.resume)
+            if old.passport.name != name and self.by_name.get(old.passport.name) == agent_id:
+                del self.by_name[old.passport.name]
         else:
             _gc.grew()
         self.agents[agent_id] = record
-        self.by_name[record.passport.name] = agent_id
+        self.by_name[name] = agent_id
         for capability in record.resume.capabilities():
             self.by_capability.setdefault(capability, set()).add(agent_id)
+        return displaced
 
     def remove(self, agent_id: str) -> AgentRecord:
         record = self.record(agent_id)
         del self.agents[agent_id]
-        self.by_name.pop(record.passport.name, None)
+        if self.by_name.get(record.passport.name) == agent_id:
+            del self.by_name[record.passport.name]
         self._unindex(agent_id, record.resume)
         return record
 

@@ -1,0 +1,200 @@
+"""The registry and the tasks across a cluster's nodes (one trio run, MockClock).
+
+A node learns what another registered, changed or unregistered at once on a miss (it reads
+the shared store before saying "not found") and, for its lists, from the store's change
+feed within a tick; names are unique by the store's constraint, and of two nodes ending one
+task the first terminal update wins.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+import trio
+import trio.testing
+
+from troupe import HubClient, LocalLink, NotFoundError, Passport, ProtocolError, Resume
+from troupe.model import TaskMetadata, TaskSpec, TaskState
+
+from ._nodes import TICK_S, Silent, eventually
+from .test_nodes import hub_of, two_nodes
+
+#: The feed is read every tick: a change is applied by the next read after it commits
+#: (plus ``eventually``'s step, by which the test looks).
+WITHIN_A_TICK = TICK_S + 0.1
+
+
+def names(passports: list[Passport]) -> set[str]:
+    return {p.name for p in passports}
+
+
+async def test_an_agent_registered_on_one_node_is_usable_on_another_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with two_nodes() as (world, _cluster, a, b):
+        zed = await hub_of(a).register(Passport(name="zed"), Resume(summary="zed's"))
+        assert zed.agent_id is not None
+        hb = hub_of(b)
+        start = trio.current_time()
+        # By name and by id, before any tick: read through on the miss.
+        assert await hb.get_agent("zed") == zed
+        assert await hb.find_agent("zed") == zed.agent_id
+        assert (await hb.get_resume(zed.agent_id)).summary == "zed's"
+        # zed attached (bound) on b by name, and a session opened on b with zed.
+        async with HubClient(LocalLink(hb)) as client:
+            attached = await client.attach(Silent(), "zed")
+            assert attached.agent_id == zed.agent_id
+            assert hb.core.bindings.get(zed.agent_id) is not None
+            assert trio.current_time() == start  # no tick was waited for
+            md = await hb.create_session(
+                creator_id=world.ann, manifest_type="broadcast", participants=[zed.agent_id]
+            )
+            assert zed.agent_id in md.participant_ids()
+        # A name nobody has is still not found (after asking the store).
+        with pytest.raises(NotFoundError, match="agent not found: 'nobody'"):
+            await hb.get_agent("nobody")
+        assert await hb.find_agent("nobody") is None
+
+
+async def test_lists_learn_changes_from_the_feed_within_a_tick(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with two_nodes() as (_world, _cluster, a, b):
+        ha, hb = hub_of(a), hub_of(b)
+        zed = await ha.register(Passport(name="zed"))
+        assert zed.agent_id is not None
+        assert "zed" not in names(await hb.list_agents())  # nothing read it through
+        await eventually(lambda: hb.find_agent_id("zed") is not None, WITHIN_A_TICK)
+        assert "zed" in names(await hb.list_agents())
+        # A change of resume, rule or skill on a reaches b's lists too.
+        await ha.set_resume(zed.agent_id, Resume(claimed_capabilities=["sing"]))
+        await ha.set_skill(zed.agent_id, "# zed")
+        await eventually(lambda: hb.agents_with_capability("sing") == [zed.agent_id], WITHIN_A_TICK)
+        assert await hb.get_skill(zed.agent_id) == "# zed"
+        assert names(await hb.list_agents(capability="sing")) == {"zed"}
+
+
+async def test_an_agent_unregistered_on_one_node_is_forgotten_on_another(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with two_nodes() as (_world, _cluster, a, b):
+        ha, hb = hub_of(a), hub_of(b)
+        zed = await ha.register(Passport(name="zed"))
+        assert zed.agent_id is not None
+        async with HubClient(LocalLink(hb)) as client:
+            await client.attach(Silent(), "zed")  # bound on b
+            await ha.unregister(zed.agent_id)
+            await eventually(lambda: hb.find_agent_id("zed") is None, WITHIN_A_TICK)
+            with pytest.raises(NotFoundError):
+                await hb.get_agent(zed.agent_id)
+            assert "zed" not in names(await hb.list_agents())
+            # b dropped its binding, as the node that unregisters drops its own.
+            await eventually(lambda: zed.agent_id not in hb.core.bindings, WITHIN_A_TICK)
+        # The name is free again, on either node; the other learns the new holder.
+        again = await hb.register(Passport(name="zed"))
+        assert await ha.find_agent("zed") == again.agent_id != zed.agent_id
+
+
+async def test_a_name_unregistered_elsewhere_may_be_taken_before_the_feed_says_so(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with two_nodes() as (_world, _cluster, a, b):
+        ha, hb = hub_of(a), hub_of(b)
+        zed = await ha.register(Passport(name="zed"))
+        assert zed.agent_id is not None
+        await eventually(lambda: hb.find_agent_id("zed") == zed.agent_id, WITHIN_A_TICK)
+        start = trio.current_time()
+        await ha.unregister(zed.agent_id)
+        # b still holds the old zed, but its register asks the store, which knows better.
+        again = await hb.register(Passport(name="zed"))
+        assert trio.current_time() == start
+        assert hb.find_agent_id("zed") == again.agent_id != zed.agent_id
+        with pytest.raises(NotFoundError):
+            await hb.get_resume(zed.agent_id)
+
+
+async def test_an_unregistered_agent_is_also_unknown_to_b_when_asked_by_id(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with two_nodes() as (world, _cluster, a, b):
+        ha, hb = hub_of(a), hub_of(b)
+        zed = await ha.register(Passport(name="zed"))
+        assert zed.agent_id is not None
+        await ha.unregister(zed.agent_id)
+        # Never known on b: its miss reads the store, which no longer has it.
+        with pytest.raises(NotFoundError, match="participant not registered"):
+            await hb.create_session(
+                creator_id=world.ann, manifest_type="broadcast", participants=[zed.agent_id]
+            )
+
+
+async def test_two_nodes_racing_for_one_name_have_one_winner(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with two_nodes() as (_world, _cluster, a, b):
+        won: list[tuple[str, Passport]] = []
+        lost: list[tuple[str, ProtocolError]] = []
+
+        async def register(node_id: str) -> None:
+            hub = hub_of(a if node_id == "a" else b)
+            try:
+                won.append((node_id, await hub.register(Passport(name="zed"))))
+            except ProtocolError as exc:
+                lost.append((node_id, exc))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(register, "a")
+            nursery.start_soon(register, "b")
+        assert len(won) == len(lost) == 1
+        (winner, passport), (loser, refused) = won[0], lost[0]
+        assert {winner, loser} == {"a", "b"}
+        # Both got past their own check: the store's constraint judged the race, and the
+        # loser hears what a taken name says on one node, naming the winner.
+        for node in (a, b):
+            assert node.store.statistics().calls.get("save_agent") == 1
+        assert str(refused) == (
+            f"agent name 'zed' is already registered (agent_id {passport.agent_id})"
+        )
+        for node in (a, b):
+            assert hub_of(node).find_agent_id("zed") == passport.agent_id
+
+
+async def test_a_task_is_visible_across_nodes_and_the_first_terminal_update_wins(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with two_nodes() as (world, _cluster, a, b):
+        ha, hb = hub_of(a), hub_of(b)
+        await ha.observe_task(
+            TaskMetadata(
+                task_id="t1",
+                owner_id=world.ann,
+                spec=TaskSpec(title="t1", capability="sing"),
+                state=TaskState.RUNNING,
+            )
+        )
+        assert (await hb.get_task("t1")).state is TaskState.RUNNING  # read through
+        await ha.observe_task(
+            TaskMetadata(task_id="t2", owner_id=world.ann, spec=TaskSpec(title="t2"))
+        )
+        await eventually(lambda: "t2" in hb.core.tasks, WITHIN_A_TICK)  # the feed
+        assert {t.task_id for t in await hb.list_tasks()} == {"t1", "t2"}
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial(ha.update_task, "t1", state=TaskState.COMPLETED))
+            nursery.start_soon(partial(hb.update_task, "t1", state=TaskState.FAILED))
+        # Both wrote (conditionally); one won, the other was left as a second terminal
+        # update is on one node: no error, nothing changed, nothing counted again.
+        for node in (a, b):
+            assert node.store.statistics().calls.get("save_open_task", 0) >= 1
+        final = await ha.get_task("t1")
+        assert final.state in (TaskState.COMPLETED, TaskState.FAILED)
+        assert await hb.get_task("t1") == final
+        observed = (await ha.get_resume(world.ann)).observed["sing"]
+        assert observed.n == 1
+        assert (observed.completed, observed.failed) == (
+            (1, 0) if final.state is TaskState.COMPLETED else (0, 1)
+        )
+        # A later update on either node changes nothing.
+        await hb.update_task("t1", state=TaskState.CANCELLED)
+        assert await ha.get_task("t1") == final
