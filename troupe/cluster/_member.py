@@ -16,10 +16,16 @@ Rules:
 - Leaving the hub's block drains (new posts refused, running sessions passivated with a
   snapshot while the leases still hold), stops serving, then releases every shard
   (``leave``: lease set to now) so other nodes take them at their next tick.
+- The registry and the tasks are the shared store's: every tick (a task of its own beside
+  the renewals, so a busy hub actor never delays a lease) the member has the hub actor
+  apply the store's change feed since its last sync (``SyncRegistry``: agents registered,
+  changed or unregistered, tasks saved on other nodes). Between two ticks a miss reads
+  through (the hub actor's rules), names are unique by the store's constraint, and a
+  task's terminal update is conditional: the first to commit wins.
 - What is not here yet (issue 16): forwarding a request to the owner (a caller gets
   :class:`NotOwner` naming the shard and owner, re-reads the map and retries there with
-  the same idempotency key), and the registry and tasks in the shared store (each node
-  loads agents when it starts).
+  the same idempotency key). A node's lists (``list_agents``, ``list_tasks``) and
+  ``agents_with_capability`` learn another node's changes within a tick, not at once.
 """
 
 from __future__ import annotations
