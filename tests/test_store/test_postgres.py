@@ -20,7 +20,7 @@ import pytest
 import trio
 
 import troupe
-from troupe.model import TaskMetadata, TaskState
+from troupe.model import TaskMetadata, TaskState, dumps
 from troupe.store import PostgresStore, Snapshot, open_store
 from troupe.store import _postgres as pg
 
@@ -98,6 +98,31 @@ async def test_the_schema_is_created_once_and_versioned(
     meta = dict(admin.execute(f"SELECT key, value FROM {schema}.troupe_meta").fetchall())
     assert meta == {"magic": pg.MAGIC, "version": str(pg.SCHEMA_VERSION)}
     assert admin.execute(f"SELECT count(*) FROM {schema}.wal").fetchone() == (2,)
+
+
+async def test_a_schema_1_store_gets_the_change_feed_and_keeps_its_terminal_tasks(
+    pg_dsn: str, schema: str, admin: Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with monkeypatch.context() as old:
+        old.setattr(pg, "MIGRATIONS", pg.MIGRATIONS[:1])
+        old.setattr(pg, "SCHEMA_VERSION", 1)
+        async with PostgresStore(pg_dsn, schema=schema):
+            pass
+    done, running = task("t1", state=TaskState.FAILED), task("t2", state=TaskState.RUNNING)
+    for t in (done, running):
+        admin.execute(
+            f"INSERT INTO {schema}.tasks (task_id, metadata) VALUES (%s, %s)",
+            (t.task_id, dumps(t).decode()),
+        )
+    async with PostgresStore(pg_dsn, schema=schema) as store:
+        assert await store.last_change() == 0
+        everything = await store.changes(-1)  # from before the feed: all at change 0
+        assert everything.version == 0
+        assert sorted(everything.tasks, key=lambda t: t.task_id) == [done, running]
+        assert await store.save_open_task(task("t1")) == done
+        assert await store.save_open_task(task("t2", state=TaskState.COMPLETED)) is None
+    meta = dict(admin.execute(f"SELECT key, value FROM {schema}.troupe_meta").fetchall())
+    assert meta["version"] == str(pg.SCHEMA_VERSION) == "2"
 
 
 async def test_a_schema_of_other_tables_is_refused_and_left_alone(
