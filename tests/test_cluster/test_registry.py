@@ -14,7 +14,7 @@ import pytest
 import trio
 import trio.testing
 
-from troupe import HubClient, LocalLink, NotFoundError, Passport, ProtocolError, Resume
+from troupe import HubClient, LocalLink, NotFoundError, Passport, ProtocolError, Resume, Rule
 from troupe.model import TaskMetadata, TaskSpec, TaskState
 
 from ._nodes import TICK_S, Silent, eventually
@@ -73,6 +73,33 @@ async def test_lists_learn_changes_from_the_feed_within_a_tick(
         await eventually(lambda: hb.agents_with_capability("sing") == [zed.agent_id], WITHIN_A_TICK)
         assert await hb.get_skill(zed.agent_id) == "# zed"
         assert names(await hb.list_agents(capability="sing")) == {"zed"}
+
+
+async def test_a_change_on_one_node_builds_on_a_change_made_on_another_just_before(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with two_nodes() as (_world, _cluster, a, b):
+        ha, hb = hub_of(a), hub_of(b)
+        zed = await ha.register(Passport(name="zed"))
+        assert zed.agent_id is not None
+        assert (await hb.get_resume(zed.agent_id)).version == 1  # b knows zed now
+        start = trio.current_time()
+        await ha.set_resume(zed.agent_id, Resume(summary="from a"))
+        await ha.set_skill(zed.agent_id, "# from a")
+        await hb.set_rule(zed.agent_id, Rule())
+        await hb.set_resume(zed.agent_id, Resume(summary="from b"))
+        assert trio.current_time() == start  # no sync came between
+        # b changed the record a left, not the one b knew before.
+        resume = await hb.get_resume(zed.agent_id)
+        assert (resume.summary, resume.version) == ("from b", 3)
+        assert await hb.get_skill(zed.agent_id) == "# from a"
+        assert (await hb.get_rule(zed.agent_id)).version == 2
+        # And a learns b's changes from the feed.
+        await eventually(
+            lambda: ha.core.registry.record(str(zed.agent_id)).resume.version == 3,
+            WITHIN_A_TICK,
+        )
+        assert ha.core.registry.record(zed.agent_id) == hb.core.registry.record(zed.agent_id)
 
 
 async def test_an_agent_unregistered_on_one_node_is_forgotten_on_another(
@@ -190,6 +217,14 @@ async def test_a_task_is_visible_across_nodes_and_the_first_terminal_update_wins
         final = await ha.get_task("t1")
         assert final.state in (TaskState.COMPLETED, TaskState.FAILED)
         assert await hb.get_task("t1") == final
+        # Counted once, by the winner; the feed brings it to the other node.
+        await eventually(
+            lambda: "sing" in ha.core.registry.record(world.ann).resume.observed, WITHIN_A_TICK
+        )
+        await eventually(
+            lambda: "sing" in hb.core.registry.record(world.ann).resume.observed, WITHIN_A_TICK
+        )
+        assert await ha.get_resume(world.ann) == await hb.get_resume(world.ann)
         observed = (await ha.get_resume(world.ann)).observed["sing"]
         assert observed.n == 1
         assert (observed.completed, observed.failed) == (

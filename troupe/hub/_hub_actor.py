@@ -10,9 +10,11 @@ In a cluster (``core.cluster`` set) the tables are the store's, shared by every 
   another node gets the error a taken name gets (``ProtocolError``), and the winner is
   learned.
 - A miss reads through: an agent or task this node does not know, asked for by id or name
-  (register's name check, unregister, set_*, create_session's creator and participants,
-  a task's update or owner), is read from the store before the caller is told it does not
-  exist; the ``Hub`` handle asks ``LearnAgent`` / ``LearnTask`` for its own reads.
+  (unregister, create_session's creator and participants, a task's update or owner), is
+  read from the store before the caller is told it does not exist; the ``Hub`` handle asks
+  ``LearnAgent`` / ``LearnTask`` for its own reads. Register's name check, and a change
+  of an agent (set_resume, set_rule, set_skill, an observation), always read the store's
+  record first: a change made elsewhere since the last sync is built on, not undone.
 - The member's tick sends ``SyncRegistry``: the store's change feed since the last sync
   (agents saved, agents deleted, tasks saved elsewhere) is applied to the tables. Every
   read of the store happens here, in this actor's order, after every write it made: a
@@ -155,14 +157,14 @@ class HubActor(Actor[HubMsg, Any]):
             case SetResume(agent_id=agent_id, resume=resume):
                 return await self._set_resume(agent_id, resume)
             case SetSkill(agent_id=agent_id, skill_md=skill_md):
-                record = await self._agent(agent_id)
+                record = await self._agent(agent_id, fresh=True)
                 await self.core.store.save_skill(agent_id, skill_md)
                 self.registry.put(attrs.evolve(record, skill_md=skill_md))
                 self.core.audit("skill_set", agent_id=agent_id, removed=skill_md is None)
                 return None
             case SetRule(agent_id=agent_id, rule=rule):
                 _check_rule(rule)
-                record = await self._agent(agent_id)
+                record = await self._agent(agent_id, fresh=True)
                 rule = attrs.evolve(rule, version=record.rule.version + 1)
                 await self.core.store.save_rule(agent_id, rule)
                 self.registry.put(attrs.evolve(record, rule=rule))
@@ -229,14 +231,27 @@ class HubActor(Actor[HubMsg, Any]):
 
     # -- a cluster's shared tables (module rules) ------------------------------------------
 
-    async def _agent(self, agent_id: str) -> AgentRecord:
+    async def _agent(self, agent_id: str, *, fresh: bool = False) -> AgentRecord:
         """The agent ``agent_id``; in a cluster, read from the store if this node does not
-        know it. NotFoundError if there is none."""
+        know it, or always when ``fresh`` (a change is made to the latest record, not to
+        one another node has changed since the last sync). NotFoundError if there is none.
+        """
         record = self.registry.agents.get(agent_id)
-        if record is None and self.core.cluster is not None:
-            record = await self._learn_agent(agent_id, by_name=False)
+        if self.core.cluster is not None and (record is None or fresh):
+            record = await self._read_agent(agent_id)
         if record is None:
             return self.registry.record(agent_id)  # raises the registry's NotFoundError
+        return record
+
+    async def _read_agent(self, agent_id: str) -> AgentRecord | None:
+        """Read an agent by id from the store into the registry; one the store no longer
+        has was unregistered elsewhere, and is forgotten here."""
+        record = await self.core.store.get_agent(agent_id)
+        if record is not None:
+            self._put(record)
+        elif agent_id in self.registry:
+            self.registry.remove(agent_id)
+            self._forget(agent_id)
         return record
 
     async def _learn_agent(
@@ -369,7 +384,7 @@ class HubActor(Actor[HubMsg, Any]):
 
     async def _set_resume(self, agent_id: str, resume: Resume) -> None:
         core = self.core
-        record = await self._agent(agent_id)
+        record = await self._agent(agent_id, fresh=True)
         resume = attrs.evolve(
             resume, version=record.resume.version + 1, last_updated=core.now_iso()
         )
@@ -396,8 +411,8 @@ class HubActor(Actor[HubMsg, Any]):
                     return
                 fill_latency = True
         record = core.registry.agents.get(msg.owner_id)
-        if record is None and core.cluster is not None:
-            record = await self._learn_agent(msg.owner_id, by_name=False)
+        if core.cluster is not None:
+            record = await self._read_agent(msg.owner_id)  # the latest resume, to count on
         if record is None:
             return
         stat = record.resume.observed.get(msg.capability, ObservedStat())
