@@ -9,12 +9,25 @@ task the first terminal update wins.
 from __future__ import annotations
 
 from functools import partial
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 import trio
 import trio.testing
 
-from troupe import HubClient, LocalLink, NotFoundError, Passport, ProtocolError, Resume, Rule
+from troupe import (
+    AccessDeniedError,
+    HubClient,
+    LocalLink,
+    NotFoundError,
+    Passport,
+    ProtocolError,
+    Resume,
+    Rule,
+)
+from troupe.api import GetTask
+from troupe.hub._connection import Caller
 from troupe.model import TaskMetadata, TaskSpec, TaskState
 
 from ._nodes import TICK_S, Silent, eventually
@@ -23,6 +36,12 @@ from .test_nodes import hub_of, two_nodes
 #: The feed is read every tick: a change is applied by the next read after it commits
 #: (plus ``eventually``'s step, by which the test looks).
 WITHIN_A_TICK = TICK_S + 0.1
+
+
+def bound_to(*agent_ids: str) -> Caller:
+    """A connection with these identities bound, as ``Hub.call`` checks one (it reads only
+    its ``agents`` for these requests)."""
+    return cast(Caller, SimpleNamespace(agents=set(agent_ids)))
 
 
 def names(passports: list[Passport]) -> set[str]:
@@ -204,6 +223,12 @@ async def test_a_task_is_visible_across_nodes_and_the_first_terminal_update_wins
         await ha.observe_task(
             TaskMetadata(task_id="t2", owner_id=world.ann, spec=TaskSpec(title="t2"))
         )
+        # Over a connection the owner is checked first: against the task read through.
+        start = trio.current_time()
+        assert (await hb.call(GetTask(task_id="t2"), caller=bound_to(world.ann))).task_id == "t2"
+        with pytest.raises(AccessDeniedError, match="not bound to agent"):
+            await hb.call(GetTask(task_id="t2"), caller=bound_to(world.bob))
+        assert trio.current_time() == start
         await eventually(lambda: "t2" in hb.core.tasks, WITHIN_A_TICK)  # the feed
         assert {t.task_id for t in await hb.list_tasks()} == {"t1", "t2"}
 
