@@ -79,10 +79,9 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "CREATE INDEX dedup_by_seq ON dedup (session_id, seq)",
     ),
     (
-        # The change feed (Store rules): the counter, the change that last wrote each agent
-        # and task, and a tombstone per deleted agent. Rows from before v3 have change 0.
-        "CREATE TABLE changes (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)",
-        "INSERT INTO changes VALUES (1, 0)",
+        # The change feed (Store rules): the change that last wrote each agent and task, and
+        # a tombstone per deleted agent; rows from before v3 have change 0. The counter is
+        # the highest of them (a file has one writer: ``SQLiteStore`` counts on from it).
         "ALTER TABLE agents ADD COLUMN version INTEGER NOT NULL DEFAULT 0",
         "CREATE INDEX agents_by_version ON agents (version)",
         """CREATE TABLE removed_agents (

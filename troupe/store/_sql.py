@@ -165,8 +165,9 @@ async def run_shielded(
 SHARED_SQL: dict[str, str] = {
     "update_agent": "UPDATE agents SET {column} = ?, version = ? WHERE agent_id = ?",
     "delete_agent_rows": "DELETE FROM {table} WHERE agent_id = ?",
-    # The change counter is one row: its row lock, held to the commit, hands out values
-    # in commit order (Store module rules: a reader's ``since`` misses nothing).
+    # PostgreSQL's change counter is one row: its row lock, held to the commit, hands out
+    # values in commit order (Store module rules: a reader's ``since`` misses nothing).
+    # SQLite, one writer per file, counts in the store instead (``SQLiteStore``).
     "next_change": "UPDATE changes SET version = version + 1 RETURNING version",
     "last_change": "SELECT version FROM changes",
     "mark_removed": """

@@ -62,6 +62,12 @@ _UPSERT_AGENT = """
     ON CONFLICT (agent_id) DO UPDATE SET passport = excluded.passport,
         resume = excluded.resume, rule = excluded.rule, skill_md = excluded.skill_md,
         name = excluded.name, version = excluded.version"""
+# The change counter: the highest change stored (it never goes back: a deleted agent's
+# tombstone holds a higher one than its row did, and saving it again a higher still).
+_LAST_CHANGE = """
+    SELECT max(coalesce((SELECT max(version) FROM agents), 0),
+               coalesce((SELECT max(version) FROM tasks), 0),
+               coalesce((SELECT max(version) FROM removed_agents), 0))"""
 _UPSERT_SESSION = """
     INSERT INTO sessions (session_id, metadata) VALUES (?, ?)
     ON CONFLICT (session_id) DO UPDATE SET metadata = excluded.metadata"""
@@ -117,6 +123,8 @@ class SQLiteStore(SQLStore[sqlite3.Connection]):
         self._stack: contextlib.AsyncExitStack | None = None
         self._writer: GroupCommitWriter[sqlite3.Connection] | None = None
         self._reader: sqlite3.Connection | None = None
+        #: The last change counted (read when opened; taken by the writer's thread alone).
+        self._change = 0
 
     async def _open(self) -> None:
         if self.read_only:
@@ -132,6 +140,9 @@ class SQLiteStore(SQLStore[sqlite3.Connection]):
             stack.callback(conn.close)
             reader = connect_reader(self.path)
             stack.callback(reader.close)
+            # The file's only writer (its lock): the change counter lives here, not in a
+            # row every write would rewrite (one page more per commit).
+            (self._change,) = reader.execute(_LAST_CHANGE).fetchone()
             batches = SQLiteBatches(conn, name=self._name, threaded=self.threaded)
             writer = GroupCommitWriter(batches, name=self._name)
             # The writer's nursery stays open until __aexit__: the body of 'async with store'
@@ -186,6 +197,15 @@ class SQLiteStore(SQLStore[sqlite3.Connection]):
             return self._reader.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"{self._name}: {exc}") from exc
+
+    def _next_change(self, conn: sqlite3.Connection) -> int:
+        self._change += 1  # a write rolled back leaves a gap: harmless, it only orders
+        return self._change
+
+    async def last_change(self) -> int:
+        rows = await self._query(_LAST_CHANGE)
+        version: int = rows[0][0]
+        return version
 
     # -- registry ----------------------------------------------------------------------------
 
