@@ -160,6 +160,24 @@ async def test_a_name_unregistered_elsewhere_may_be_taken_before_the_feed_says_s
             await hb.get_resume(zed.agent_id)
 
 
+async def test_an_agent_unregistered_elsewhere_is_not_found_by_unregister_or_set(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with two_nodes() as (_world, _cluster, a, b):
+        ha, hb = hub_of(a), hub_of(b)
+        zed = await ha.register(Passport(name="zed"))
+        assert zed.agent_id is not None
+        assert await hb.find_agent("zed") == zed.agent_id  # b knows zed
+        await ha.unregister(zed.agent_id)
+        # Before any sync: b asks the store first, as the node that unregistered it would
+        # answer.
+        with pytest.raises(NotFoundError, match="agent not registered"):
+            await hb.set_rule(zed.agent_id, Rule())
+        with pytest.raises(NotFoundError, match="agent not registered"):
+            await hb.unregister(zed.agent_id)
+        assert hb.find_agent_id("zed") is None
+
+
 async def test_an_unregistered_agent_is_also_unknown_to_b_when_asked_by_id(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
