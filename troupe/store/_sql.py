@@ -244,8 +244,8 @@ class SQLStore(Generic[C]):
         raise NotImplementedError
 
     def _next_change(self, conn: C) -> int:
-        """Take the next value of the change counter (in the write's transaction)."""
-        # fetchall: the statement runs to its end (SQLite keeps an unfinished one open).
+        """Take the next value of the change counter (in the write's transaction; a store
+        with one writer may count in memory instead)."""
         version: int = conn.execute(self.SQL["next_change"], ()).fetchall()[0][0]
         return version
 
