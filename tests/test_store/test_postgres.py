@@ -253,12 +253,33 @@ async def test_two_stores_racing_for_names_and_terminal_tasks_each_have_one_winn
         async def finish(store: PostgresStore, name: str, state: TaskState) -> None:
             outcomes[name].append(await store.save_open_task(task(name, state=state)))
 
+        # A third node follows the feed meanwhile: each read from where the last one
+        # ended (its ``version``), as a node's sync does.
+        followed: set[str] = set()
+        since = 0
+        writing = True
+
+        async def follow() -> None:
+            nonlocal since
+            while writing:
+                changes = await b.changes(since)
+                followed.update(str(r.passport.agent_id) for r in changes.agents)
+                followed.update(t.task_id for t in changes.tasks)
+                since = changes.version
+
         async with trio.open_nursery() as nursery:
-            for name in names:
-                nursery.start_soon(register, a, "a", name)
-                nursery.start_soon(register, b, "b", name)
-                nursery.start_soon(finish, a, name, TaskState.COMPLETED)
-                nursery.start_soon(finish, b, name, TaskState.FAILED)
+            nursery.start_soon(follow)
+            async with trio.open_nursery() as writers:
+                for name in names:
+                    writers.start_soon(register, a, "a", name)
+                    writers.start_soon(register, b, "b", name)
+                    writers.start_soon(finish, a, name, TaskState.COMPLETED)
+                    writers.start_soon(finish, b, name, TaskState.FAILED)
+            writing = False
+        last = await a.changes(since)
+        followed.update(str(r.passport.agent_id) for r in last.agents)
+        followed.update(t.task_id for t in last.tasks)
+        assert followed == {w for (w,) in won.values()} | set(names)  # nothing skipped
         for name in names:
             assert len(won[name]) == 1, (name, won)
             assert lost[name] == won[name], (name, lost)
