@@ -160,6 +160,44 @@ async def test_a_name_unregistered_elsewhere_may_be_taken_before_the_feed_says_s
             await hb.get_resume(zed.agent_id)
 
 
+async def test_a_new_holder_read_through_displaces_the_old_one_it_replaced(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with two_nodes() as (_world, _cluster, a, b):
+        ha, hb = hub_of(a), hub_of(b)
+        old = await ha.register(Passport(name="zed"))
+        assert old.agent_id is not None
+        assert await hb.find_agent("zed") == old.agent_id  # b knows the old zed
+        start = trio.current_time()
+        await ha.unregister(old.agent_id)
+        new = await ha.register(Passport(name="zed"))
+        assert new.agent_id is not None
+        # b reads the new zed through (by id): the store holds names unique, so the zed b
+        # knew was unregistered, and b forgets it, before any sync.
+        assert await hb.get_agent(new.agent_id) == new
+        assert trio.current_time() == start
+        assert hb.find_agent_id("zed") == new.agent_id
+        with pytest.raises(NotFoundError):
+            await hb.get_rule(old.agent_id)
+
+
+async def test_a_bind_reads_the_store_first_and_takes_no_identity_unregistered_elsewhere(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with two_nodes() as (_world, _cluster, a, b):
+        ha, hb = hub_of(a), hub_of(b)
+        zed = await ha.register(Passport(name="zed"))
+        assert zed.agent_id is not None
+        assert await hb.find_agent("zed") == zed.agent_id  # b knows zed
+        await ha.unregister(zed.agent_id)
+        async with HubClient(LocalLink(hb)) as client:
+            # b still resolves the name from what it knows (a lookup may lag a tick), but
+            # the bind asks the store, which no longer has zed.
+            with pytest.raises(NotFoundError, match="agent not registered"):
+                await client.attach(Silent(), "zed")
+            assert zed.agent_id not in hb.core.bindings
+
+
 async def test_an_agent_unregistered_elsewhere_is_not_found_by_unregister_or_set(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

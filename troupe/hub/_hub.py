@@ -332,17 +332,23 @@ class Hub:
         await self.learn_agent(request.name_or_id)
         return self._core.registry.resolve(request.name_or_id).passport
 
-    async def learn_agent(self, name_or_id: str) -> None:
-        """In a cluster, read an agent this node does not know (by name, then id) from the
-        shared store first: one registered on another node is known here at once, before
-        the feed brings it (the hub actor's rules). Nothing without a cluster, or when the
-        registry knows it already."""
+    async def learn_agent(
+        self, name_or_id: str, *, by_name: bool = True, fresh: bool = False
+    ) -> None:
+        """In a cluster, read an agent this node does not know (by name unless not
+        ``by_name``, then by id) from the shared store first: one registered on another
+        node is known here at once, before the feed brings it (the hub actor's rules).
+        With ``fresh``, read it even when known: a bind must not take an identity another
+        node unregistered since the last sync. Nothing without a cluster."""
         core = self._core
         if core.cluster is None:
             return
         registry = core.registry
-        if registry.find_agent_id(name_or_id) is None and name_or_id not in registry:
-            await self._ask_hub(H.LearnAgent(name_or_id))
+        known = (by_name and registry.find_agent_id(name_or_id) is not None) or (
+            name_or_id in registry
+        )
+        if fresh or not known:
+            await self._ask_hub(H.LearnAgent(name_or_id, by_name, fresh))
 
     async def learn_task(self, task_id: str) -> None:
         """:meth:`learn_agent` for a task."""
@@ -355,7 +361,7 @@ class Hub:
     @handles(GetResume)
     async def _get_resume(self, request: GetResume, caller: Caller | None) -> Resume:
         await trio.lowlevel.checkpoint()
-        await self.learn_agent(request.agent_id)
+        await self.learn_agent(request.agent_id, by_name=False)
         record = self._core.registry.agents.get(request.agent_id)
         if record is None:
             raise NotFoundError(f"resume not found: {request.agent_id!r}")
@@ -376,7 +382,7 @@ class Hub:
     @handles(GetRule)
     async def _get_rule(self, request: GetRule, caller: Caller | None) -> Rule:
         await trio.lowlevel.checkpoint()
-        await self.learn_agent(request.agent_id)
+        await self.learn_agent(request.agent_id, by_name=False)
         return self._core.registry.record(request.agent_id).rule
 
     async def set_resume(self, agent_id: str, resume: Resume) -> None:
@@ -1007,7 +1013,7 @@ class Hub:
         conn = self._core.connections.get(endpoint_id)
         if conn is None:
             raise NotFoundError(f"endpoint not attached: {endpoint_id!r}")
-        await self.learn_agent(agent_id)
+        await self.learn_agent(agent_id, by_name=False, fresh=True)
         self._core.registry.record(agent_id)
         await conn.ref.ask(Bind(agent_id, since, takeover=takeover))
 

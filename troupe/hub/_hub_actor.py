@@ -209,8 +209,9 @@ class HubActor(Actor[HubMsg, Any]):
                 return self._gain_sessions(gained)
             case SyncRegistry():
                 return await self._sync()
-            case LearnAgent(name_or_id):
-                return await self._learn_agent(name_or_id) is not None
+            case LearnAgent(name_or_id, by_name, fresh):
+                found = await self._learn_agent(name_or_id, by_name=by_name, fresh=fresh)
+                return found is not None
             case LearnTask(task_id):
                 return await self._task(task_id) is not None
         raise AssertionError(f"unhandled hub message {msg!r}")
@@ -256,31 +257,32 @@ class HubActor(Actor[HubMsg, Any]):
         return record
 
     async def _learn_agent(
-        self, key: str, *, by_name: bool = True, by_id: bool = True
+        self, key: str, *, by_name: bool = True, by_id: bool = True, fresh: bool = False
     ) -> AgentRecord | None:
         """The agent named ``key`` (``by_name``), else the one with id ``key`` (``by_id``):
-        from the registry, or read from the store into it; None if neither has it."""
+        from the registry, or (unknown here, or ``fresh``) read from the store into it,
+        which also forgets what the store no longer has; None if there is none."""
         registry = self.registry
-        agent_id = registry.by_name.get(key) if by_name else None
-        if agent_id is None and by_id:
-            agent_id = key
-        known = registry.agents.get(agent_id) if agent_id is not None else None
-        if known is not None:
-            return known
-        store = self.core.store
-        record = await store.get_agent_named(key) if by_name else None
-        if record is None and by_id:
-            record = await store.get_agent(key)
-        if record is not None:
-            self._put(record)
-        return record
+        if not fresh:
+            agent_id = registry.find_agent_id(key) if by_name else None
+            known = registry.agents.get(agent_id or key) if by_id or agent_id else None
+            if known is not None:
+                return known
+        if by_name:
+            holder = await self._holder(key, registry.find_agent_id(key))
+            if holder is not None:
+                return registry.agents[holder]
+        return await self._read_agent(key) if by_id else None
 
     def _put(self, record: AgentRecord) -> None:
-        """Add or replace an agent read from the store; one it displaced from its name was
-        unregistered elsewhere and is forgotten here too."""
-        displaced = self.registry.put(record)
-        if displaced is not None and displaced.passport.agent_id is not None:
-            self._forget(displaced.passport.agent_id)
+        """Add or replace an agent read from the store. The store holds names unique: an
+        agent this node still holds under the record's name was unregistered elsewhere
+        (the feed has not said so yet), and is forgotten here too."""
+        holder = self.registry.find_agent_id(record.passport.name)
+        if holder is not None and holder != record.passport.agent_id:
+            self.registry.remove(holder)
+            self._forget(holder)
+        self.registry.put(record)
 
     async def _holder(self, name: str, known: str | None) -> str | None:
         """Who holds ``name`` by the store (this node may not know yet, or still know an

@@ -87,10 +87,13 @@ class SyncRegistry(Message[int]):
 
 @attrs.frozen
 class LearnAgent(Message[bool]):
-    """Read an agent this node does not know (a name first, then an id) from the store and
-    add it to the registry: a cluster's read-through on a miss. Answers whether it exists."""
+    """Read an agent this node does not know (a name first, unless not ``by_name``, then an
+    id) from the store into the registry: a cluster's read-through on a miss; with
+    ``fresh``, read it even when known (what a bind does). Answers whether it exists."""
 
     name_or_id: str
+    by_name: bool = True
+    fresh: bool = False
 
 
 @attrs.frozen

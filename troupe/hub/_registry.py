@@ -149,20 +149,11 @@ class Registry:
 
     # -- writes (hub actor only) -------------------------------------------------------------
 
-    def put(self, record: AgentRecord) -> AgentRecord | None:
-        """Add or replace ``record``; return the agent it displaced from its name, if any.
-
-        The store holds names unique, so a record read from it that names an agent this
-        table still holds under that name means the other was unregistered elsewhere (a
-        cluster's node learns of it late): that agent is dropped here and returned.
-        """
+    def put(self, record: AgentRecord) -> None:
+        """Add or replace ``record``; its name now names it."""
         agent_id = record.passport.agent_id
         assert agent_id is not None, "a registered passport carries its agent_id"
         name = record.passport.name
-        displaced = None
-        holder = self.by_name.get(name)
-        if holder is not None and holder != agent_id:
-            displaced = self.remove(holder)
         old = self.agents.get(agent_id)
         if old is not None:
             self._unindex(agent_id, old.resume)
@@ -174,9 +165,10 @@ class Registry:
         self.by_name[name] = agent_id
         for capability in record.resume.capabilities():
             self.by_capability.setdefault(capability, set()).add(agent_id)
-        return displaced
 
     def remove(self, agent_id: str) -> AgentRecord:
+        """Drop an agent (NotFoundError if unknown); its name is let go if it still names
+        this agent."""
         record = self.record(agent_id)
         del self.agents[agent_id]
         if self.by_name.get(record.passport.name) == agent_id:

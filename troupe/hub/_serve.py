@@ -208,7 +208,7 @@ async def _take_slot(limiter: trio.CapacityLimiter, token: object) -> None:
 async def _hello(hub: Hub, ref: ActorRef[Any, Any], frame: HelloFrame) -> None:
     core = hub.core
     try:
-        await hub.learn_agent(frame.name)  # a cluster's read-through (nothing otherwise)
+        await hub.learn_agent(frame.name, fresh=True)  # a cluster's (nothing otherwise)
         record = core.registry.resolve(frame.name)
         passport = record.passport
         claim_passport = passport
