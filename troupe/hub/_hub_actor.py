@@ -12,10 +12,11 @@ In a cluster (``core.cluster`` set) the tables are the store's, shared by every 
 - A miss reads through: an agent or task this node does not know, asked for by id or name
   (create_session's creator and participants, a task's update or owner), is read from the
   store before the caller is told it does not exist; the ``Hub`` handle asks
-  ``LearnAgent`` / ``LearnTask`` for its own reads. Register's name check, unregister and
-  a change of an agent (set_resume, set_rule, set_skill, an observation) always read the
-  store's record first: a change made elsewhere since the last sync is built on, not
-  undone, and an agent unregistered elsewhere is not found here either.
+  ``LearnAgent`` / ``LearnTask`` for its own reads (a bind always, ``fresh``: it must not
+  take an identity unregistered elsewhere since the last sync). Register's name check,
+  unregister and a change of an agent (set_resume, set_rule, set_skill, an observation)
+  always read the store's record first: a change made elsewhere since the last sync is
+  built on, not undone, and an agent unregistered elsewhere is not found here either.
 - The member's tick sends ``SyncRegistry``: the store's change feed since the last sync
   (agents saved, agents deleted, tasks saved elsewhere) is applied to the tables. Every
   read of the store happens here, in this actor's order, after every write it made: a
