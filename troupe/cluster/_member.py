@@ -4,7 +4,9 @@ Rules:
 
 - ``open_hub(store, cluster=member)`` runs the member in the hub's tree: it joins, then
   ticks every ``tick_s``: renew (heartbeat + leases), claim expired shards up to the fair
-  share, let go of a surplus (hysteresis), read the shard map (for ``NotOwner``'s owner).
+  share, let go of a surplus (hysteresis: ``_shards`` rules), read the shard map (for
+  ``NotOwner``'s owner) and the nodes (their addresses, and the fewest shards a live node
+  holds, so a joiner gets its fair share).
 - A watchdog stops serving every shard at the local deadline (``_shards`` rules) when no
   renewal moved it: the hub refuses posts and starts no actor for them, and the fence
   refuses writes, before the lease can run out at the coordinator.
@@ -68,6 +70,9 @@ class ClusterMember:
         self.epochs: dict[int, int] = {}
         #: node id -> the address it advertises, as last read (for NotOwner's address).
         self.addresses: dict[str, str] = {}
+        #: How many shards the live node holding fewest holds, as read this tick (None: not
+        #: read yet): a node holding 2 more lets one go per tick (``Ownership.surplus``).
+        self.fewest: int | None = None
         self._moved = trio.Event()
         self._hub: Hub | None = None
         #: Set by :meth:`leave`: no new post or session here, the running ones snapshot.
@@ -197,7 +202,13 @@ class ClusterMember:
                 if moved or fresh:
                     await self._lose(moved | fresh)
                 gained, lost = ownership.renewed(sent, claims)
-            surplus = ownership.surplus(claims.live)
+            # The nodes as they are now (not as last tick): a joiner's claims of this tick
+            # are seen, so nobody lets go of a shard for a shortage already made up.
+            nodes = await coordinator.nodes()
+            self.addresses = {n.node_id: n.address for n in nodes}
+            live = [n.shards for n in nodes if n.heartbeat_age_s < config.lease_s]
+            self.fewest = min(live) if live else None
+            surplus = ownership.surplus(claims.live, self.fewest)
             if surplus:
                 ownership.drop(surplus)  # stop serving before the release lets others in
                 lost |= set(surplus)
@@ -207,7 +218,6 @@ class ClusterMember:
             shard_map = await coordinator.shard_map()
             self.owners = {s.shard: s.owner for s in shard_map}
             self.epochs = {s.shard: s.epoch for s in shard_map}
-            self.addresses = {n.node_id: n.address for n in await coordinator.nodes()}
         except StoreError as exc:
             log.warning("cluster node %s: tick failed: %s", node, exc)
         if lost:
