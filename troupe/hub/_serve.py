@@ -208,12 +208,13 @@ async def _on_frame(
 async def _hello(hub: Hub, ref: ActorRef[Any, Any], frame: HelloFrame) -> None:
     core = hub.core
     try:
+        await hub.learn_agent(frame.name, fresh=True)  # a cluster's (nothing otherwise)
         record = core.registry.resolve(frame.name)
         passport = record.passport
         claim_passport = passport
         scheme = frame.auth_scheme or passport.auth.scheme
         await hub.auth.get(scheme, agent=passport.name).validate(claim_passport, frame.auth_claim)
-    except (NotFoundError, AuthError) as exc:
+    except (NotFoundError, AuthError, StoreError) as exc:
         await ref.tell(SendOut(error_frame(exc, request_id=frame.request_id)))
         return
     assert passport.agent_id is not None
