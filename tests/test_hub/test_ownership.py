@@ -132,6 +132,8 @@ async def test_the_bindings_and_connections_are_the_connections_and_read_only_el
     conn = connections[client_of(alice).endpoint.endpoint_id]
     with pytest.raises(TypeError):
         connections["elsewhere"] = conn  # type: ignore[index]
+    with pytest.raises(TypeError):
+        hub.core.direct[conn.ref] = conn  # type: ignore[index]
     # The writable tables are the connections': one releases only what it holds.
     assert not conn.routes.release(bob.id, conn.ref)
     assert bob.id in bindings
