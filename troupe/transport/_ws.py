@@ -620,7 +620,8 @@ class WsLink:
                 try:
                     ws = await connect(stream, parse_uri(self.url), max_size=HARD_LIMIT_BYTES)
                 except ConnectionResetError as exc:
-                    if exc.__cause__ is not None:  # (the stream failed: TLS, a reset)
+                    failure = exc.__cause__  # (the stream's failure, if it failed)
+                    if failure is not None and isinstance(failure.__cause__, ssl.SSLError):
                         raise ConnectionResetError(f"the hub at {self.url}: {exc}") from exc
                     # A hub that refuses the connection (at its limit) closes it unanswered.
                     raise ConnectionResetError(
