@@ -27,6 +27,9 @@ the ``websockets`` package's sans-I/O protocol** (``ClientProtocol`` / ``ServerP
 bytes in, events and bytes out; :class:`SansIOWebSocket` below is the whole driver, no
 task of its own: a reader parses what it receives and answers pings inline), measured
 alternately with trio-websocket in the same run (issue 15 item 5: keep whichever is faster).
+The websockets driver won end to end, so troupe's transport is now a production driver of the
+same protocol (``troupe/transport/_wsdriver.py``: keepalive, closing handshake, TLS, limits);
+this minimal one stays as the floor's measure, next to trio-websocket's.
 
 Last, **serve**: the stream's posts through ``troupe serve`` (a process of its own, on an
 SQLite file) from this process over WebSocket, against the same posts in process

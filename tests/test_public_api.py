@@ -187,6 +187,7 @@ ERRORS = (
     "WorkflowGraphError",
     "AuthError",
     "ConnectionLost",
+    "HandshakeFailed",
     "MailboxFull",
     "MailboxClosed",
     "ActorDead",

@@ -8,6 +8,7 @@ from ._errors import ActorDead as ActorDead
 from ._errors import AuthError as AuthError
 from ._errors import ConnectionLost as ConnectionLost
 from ._errors import DecodeError as DecodeError
+from ._errors import HandshakeFailed as HandshakeFailed
 from ._errors import IdentityInUse as IdentityInUse
 from ._errors import IllegalTransition as IllegalTransition
 from ._errors import InboxFull as InboxFull
@@ -135,6 +136,7 @@ __all__ = (
     "DecodeError",
     "Envelope",
     "Handoff",
+    "HandshakeFailed",
     "Hub",
     "HubClient",
     "HubHealth",

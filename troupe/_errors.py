@@ -15,6 +15,7 @@
     │   ├── AuthError                an unknown auth scheme or a bad claim
     │   ├── IdentityInUse            the identity is bound to another live connection
     │   └── ConnectionLost           a remote hub's connection dropped before it answered
+    │       └── HandshakeFailed      what answered at a hub's address refused the WebSocket
     ├── MailboxFull                  a ``reject`` mailbox is full (also a ``trio.WouldBlock``)
     ├── MailboxClosed                a send to, or a receive from, a closed mailbox
     ├── ActorDead                    an ask to an actor that is dead or died before replying
@@ -135,6 +136,15 @@ class ConnectionLost(NetworkError):
     """
 
     code = "connection_lost"
+
+
+class HandshakeFailed(ConnectionLost):
+    """Raised when what answers at a hub's address refuses the WebSocket opening handshake
+    (an HTTP status other than 101, or an answer that is not a WebSocket upgrade).
+
+    ``HubClient`` retries it as it retries an unreachable hub, then raises
+    :class:`ConnectionLost` saying why.
+    """
 
 
 class MailboxFull(TroupeError, trio.WouldBlock):
@@ -258,6 +268,7 @@ def _public_name() -> None:
         WorkflowGraphError,
         AuthError,
         ConnectionLost,
+        HandshakeFailed,
         MailboxFull,
         MailboxClosed,
         ActorDead,

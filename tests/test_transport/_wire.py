@@ -13,13 +13,89 @@ from typing import Any
 
 import attrs
 import trio
-from trio_websocket import WebSocketConnection, WebSocketRequest
+from trio_websocket import CloseReason, ConnectionClosed, WebSocketConnection, WebSocketRequest
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import Event, Ping
+from wsproto.utilities import LocalProtocolError
 
 from troupe import EV_TEXT, Envelope, Hub, HubClient, HumanClient, Passport, Turn, open_hub
 from troupe.hub import AuthAdapter
 from troupe.model import ErrorFrame, Frame, HelloFrame, WelcomeFrame, decode_frames, encode_frame
 from troupe.store import Store
-from troupe.transport import WsLink, WsServer, _ws, serve_ws
+from troupe.transport import WsLink, WsServer, serve_ws
+
+
+class _Connection(WebSocketConnection):
+    """trio-websocket's connection with two fixes, for the tests' own connections only.
+
+    The tests talk to troupe's WebSocket transport through trio-websocket, an independent
+    implementation (troupe's own is a driver of the ``websockets`` package's protocol).
+    trio-websocket 0.12 lets wsproto's ``LocalProtocolError`` escape from the connection's
+    reader task when it sends in a closing state; that takes down the nursery holding the
+    connection, and a test's ping racing a close would fail for the library's reason, not
+    troupe's (upstream: trio-websocket issue #184, PR #198). Other users of trio-websocket in
+    the process keep the library as it is: :func:`_wrap_client` and :func:`_wrap_server` make
+    this class where the library's ``wrap_client_stream`` / ``wrap_server_stream`` would make
+    its own.
+    """
+
+    async def _handle_ping_event(self, event: Ping) -> None:
+        """Answer a ping only while open: not once this end has sent its close frame.
+
+        Both ends ping, so a ping racing a close is ordinary; wsproto refuses the pong then,
+        and the peer, closing too, is not owed one.
+        """
+        if self._wsproto.state is ConnectionState.OPEN:
+            await super()._handle_ping_event(event)
+        else:
+            await trio.lowlevel.checkpoint()
+
+    async def _send(self, event: Event) -> None:
+        """Send, turning wsproto's refusal to send in a closing state into ``ConnectionClosed``.
+
+        The reader task also sends (a close with 1009 for an oversized message, for one);
+        ``ConnectionClosed`` is what it handles: the reader stops, and our bounded close cuts
+        the stream.
+        """
+        try:
+            await super()._send(event)
+        except LocalProtocolError as exc:
+            reason = self.closed or CloseReason(1006, f"cannot send {type(event).__name__}")
+            raise ConnectionClosed(reason) from exc
+
+
+async def _wrap_client(
+    nursery: trio.Nursery,
+    stream: trio.abc.Stream,
+    host: str,
+    resource: str,
+    *,
+    max_message_size: int = 8 << 20,
+) -> WebSocketConnection:
+    """What ``trio_websocket.wrap_client_stream`` does, with a :class:`_Connection`."""
+    connection = _Connection(
+        stream,
+        WSConnection(ConnectionType.CLIENT),
+        host=host,
+        path=resource,
+        max_message_size=max_message_size,
+    )
+    nursery.start_soon(connection._reader_task)
+    await connection._open_handshake.wait()
+    return connection
+
+
+async def _wrap_server(
+    nursery: trio.Nursery, stream: trio.abc.Stream, *, max_message_size: int = 8 << 20
+) -> WebSocketRequest:
+    """What ``trio_websocket.wrap_server_stream`` does, with a :class:`_Connection`."""
+    connection = _Connection(
+        stream, WSConnection(ConnectionType.SERVER), max_message_size=max_message_size
+    )
+    nursery.start_soon(connection._reader_task)
+    return await connection._get_request()
+
 
 #: Heartbeat for tests that do not exercise it (long enough never to fire by accident).
 QUIET = 30.0
@@ -160,13 +236,14 @@ async def raw(url: str, *, max_message_size: int = 1 << 24) -> AsyncIterator[Raw
 
     The TCP stream is ours and closed on the way out: when the hub closes a connection
     while a message is being sent, trio-websocket's own close leaves its socket open. The
-    connection is troupe's (``_ws._Connection``): a ping racing its close does not crash it.
+    connection is trio-websocket's (:class:`_Connection`): a ping racing its close does not
+    crash it.
     """
     port = int(url.rsplit(":", 1)[1])
     async with trio.open_nursery() as nursery:
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         try:
-            ws = await _ws._wrap_client(
+            ws = await _wrap_client(
                 nursery, stream, "127.0.0.1", "/", max_message_size=max_message_size
             )
             try:
@@ -338,14 +415,14 @@ async def fake_hub(
 ) -> AsyncIterator[int]:
     """A WebSocket server on 127.0.0.1 that is not a hub: ``handler`` plays its part.
 
-    Yields the port. Its connections are troupe's (``_ws._Connection``), as a hub's are;
-    one is cut when ``handler`` returns.
+    Yields the port. Its connections are trio-websocket's (:class:`_Connection`); one is cut
+    when ``handler`` returns.
     """
 
     async def serve_one(stream: trio.SocketStream) -> None:
         try:
             async with trio.open_nursery() as nursery:
-                await handler(await _ws._wrap_server(nursery, stream, max_message_size=1 << 24))
+                await handler(await _wrap_server(nursery, stream, max_message_size=1 << 24))
                 nursery.cancel_scope.cancel()
         finally:
             await trio.aclose_forcefully(stream)

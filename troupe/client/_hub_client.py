@@ -46,12 +46,12 @@ from tenacity import (
     retry_if_exception_type,
     wait_random_exponential,
 )
-from trio_websocket import HandshakeError
 
 from .. import _tracing
 from .._errors import (
     ConnectionLost,
     DecodeError,
+    HandshakeFailed,
     IdentityInUse,
     MailboxClosed,
     NetworkError,
@@ -2215,7 +2215,7 @@ class HubClient(HubCalls):
         with trio.CancelScope() as scope:
             first = True
             while not self._closing():
-                failure: OSError | HandshakeError | trio.TooSlowError | None = None
+                failure: OSError | HandshakeFailed | trio.TooSlowError | None = None
                 async with trio.open_nursery() as conn_nursery:
                     try:
                         # The first connection is tried once: a wrong address or a hub that
@@ -2226,7 +2226,7 @@ class HubClient(HubCalls):
                             if first
                             else self._connect(link, conn_nursery)
                         )
-                    except (OSError, HandshakeError, trio.TooSlowError) as exc:
+                    except (OSError, HandshakeFailed, trio.TooSlowError) as exc:
                         failure = exc
                     else:
                         if first:
@@ -2305,20 +2305,20 @@ class HubClient(HubCalls):
         """Connect, retrying with exponential backoff and jitter for ``reconnect_within`` s.
 
         Raises:
-          OSError, HandshakeError: the last attempt's failure, once the deadline passed.
+          OSError, HandshakeFailed: the last attempt's failure, once the deadline passed.
         """
-        last: OSError | HandshakeError | trio.TooSlowError | None = None
+        last: OSError | HandshakeFailed | trio.TooSlowError | None = None
         with trio.move_on_after(self._reconnect_within):
             async for attempt in AsyncRetrying(
                 sleep=trio.sleep,
                 wait=self._backoff,
-                retry=retry_if_exception_type((OSError, HandshakeError, trio.TooSlowError)),
+                retry=retry_if_exception_type((OSError, HandshakeFailed, trio.TooSlowError)),
                 reraise=True,
             ):
                 with attempt:
                     try:
                         return await link.connect(nursery)
-                    except (OSError, HandshakeError, trio.TooSlowError) as exc:
+                    except (OSError, HandshakeFailed, trio.TooSlowError) as exc:
                         last = exc
                         raise
         if last is not None:
@@ -2326,7 +2326,7 @@ class HubClient(HubCalls):
         raise trio.TooSlowError  # (no attempt finished within reconnect_within)
 
     def _describe(
-        self, failure: OSError | HandshakeError | trio.TooSlowError, link: WsLink, first: bool
+        self, failure: OSError | HandshakeFailed | trio.TooSlowError, link: WsLink, first: bool
     ) -> str:
         """Why a connection failed, never an empty string."""
         if isinstance(failure, trio.TooSlowError):

@@ -1,4 +1,4 @@
-"""WebSocket transport (trio-websocket): JSON text messages, each a frame or a batch of them.
+"""WebSocket transport (websockets, driven from trio): JSON text messages, frames or batches.
 
 A message is one frame (a JSON object tagged by ``kind``) or a batch: a JSON array of frames,
 in order, which the reader hands on as a list (see ``decode_frames``). Frames queued at once
@@ -17,7 +17,7 @@ Limits and liveness:
   envelope the hub admits, plus framing) of JSON (a client refuses
   to send a larger one with ``DecodeError``). A larger one, malformed JSON
   or an unknown ``kind`` is answered with ``ErrorFrame(code="bad_frame")`` and the
-  connection keeps serving. Messages beyond ``HARD_LIMIT_BYTES`` (8 MiB) make the library
+  connection keeps serving. Messages beyond ``HARD_LIMIT_BYTES`` (8 MiB) make the protocol
   close the connection (close code 1009).
 - Both ends ping every ``ping_interval`` seconds and drop a peer that has not answered
   within ``ping_timeout``; the hub then releases that connection's bindings. A closing
@@ -36,17 +36,15 @@ Connections (the server):
 - Refusals and failed accepts (``EMFILE``: out of file descriptors) are not logged one by
   one: one line per ``FLOOD_LOG_INTERVAL`` seconds says how many there were and why.
 
-trio-websocket is used as it is: its fixes for a ping or a send racing a close are made in
-troupe's own connection class (:class:`_Connection`), not in the library's.
-
-Why trio-websocket still, though ``./dev bench wire`` measures a trio driver of the
-``websockets`` package's sans-I/O protocol 1.6-1.8x faster on the raw floors (CPU per round
-trip 121 vs 72 µs, 2026-12-07): the driver there is a benchmark's, with no keepalive, close
-handshake, TLS, handshake timeout or refusal of oversized messages, all of which this module
-relies on trio-websocket for. Switching means a production driver (reading in the reader's own
-task instead of a reader task and a channel, pongs queued behind the send under way) and
-moving the tests' raw connections off trio-websocket; it would take ~50 µs of the ~225 µs of
-CPU an RPC costs here. Issue 15 item 5 keeps the measure in the benchmark for that decision.
+The connections are driven by :mod:`._wsdriver`, a trio driver of the ``websockets``
+package's sans-I/O protocol with no task of its own: a connection is read in the task that
+consumes its frames (:meth:`_WsEnd.frames`: the hub's reader, the client's), which answers
+pings as it parses; it is written under one lock, behind which pongs, pings and close frames
+queue while a send is under way. Until issue 15 item 5 the driver was trio-websocket (with
+wsproto, a reader task and a channel per connection); measured in the same run, interleaved,
+this one costs 181 instead of 246 µs of CPU per RPC and 213 instead of 263 µs per streamed
+envelope (2026-12-07). trio-websocket remains the tests' and benchmarks' independent client
+and server.
 """
 
 from __future__ import annotations
@@ -64,11 +62,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import orjson
 import trio
-from trio_websocket import CloseReason, ConnectionClosed, WebSocketConnection, WebSocketRequest
-from wsproto import ConnectionType, WSConnection
-from wsproto.connection import ConnectionState
-from wsproto.events import Event, Ping
-from wsproto.utilities import LocalProtocolError
+from websockets.uri import parse_uri
 
 from .._errors import DecodeError
 from ..model import (
@@ -81,6 +75,7 @@ from ..model import (
     encode_batch,
     encode_frame,
 )
+from ._wsdriver import WebSocket, WebSocketClosed, accept, connect
 
 if TYPE_CHECKING:
     from ..api import LocalHub
@@ -108,75 +103,6 @@ FLOOD_LOG_INTERVAL = 10.0
 _ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 #: How long the accept loop waits after one of those.
 _ACCEPT_RETRY_S = 0.1
-
-
-class _Connection(WebSocketConnection):
-    """trio-websocket's connection with two fixes, for troupe's own connections only.
-
-    trio-websocket 0.12 lets wsproto's ``LocalProtocolError`` escape from the connection's
-    reader task when it sends in a closing state; that takes down the nursery holding the
-    connection: a HubClient's (its ``async with`` raises) or the server's. Both cases are
-    ordinary, so a troupe connection handles them (upstream: trio-websocket issue #184, PR
-    #198). Other users of trio-websocket in the process keep the library as it is:
-    :func:`_wrap_client` and :func:`_wrap_server` make this class where the library's
-    ``wrap_client_stream`` / ``wrap_server_stream`` would make its own.
-    """
-
-    async def _handle_ping_event(self, event: Ping) -> None:
-        """Answer a ping only while open: not once this end has sent its close frame.
-
-        Both ends ping, so a ping racing a close is ordinary; wsproto refuses the pong then,
-        and the peer, closing too, is not owed one.
-        """
-        if self._wsproto.state is ConnectionState.OPEN:
-            await super()._handle_ping_event(event)
-        else:
-            await trio.lowlevel.checkpoint()
-
-    async def _send(self, event: Event) -> None:
-        """Send, turning wsproto's refusal to send in a closing state into ``ConnectionClosed``.
-
-        The reader task also sends (a close with 1009 for an oversized message, for one);
-        ``ConnectionClosed`` is what it handles: the reader stops, and our bounded close cuts
-        the stream.
-        """
-        try:
-            await super()._send(event)
-        except LocalProtocolError as exc:
-            reason = self.closed or CloseReason(1006, f"cannot send {type(event).__name__}")
-            raise ConnectionClosed(reason) from exc
-
-
-async def _wrap_client(
-    nursery: trio.Nursery,
-    stream: trio.abc.Stream,
-    host: str,
-    resource: str,
-    *,
-    max_message_size: int = HARD_LIMIT_BYTES,
-) -> WebSocketConnection:
-    """What ``trio_websocket.wrap_client_stream`` does, with a :class:`_Connection`."""
-    connection = _Connection(
-        stream,
-        WSConnection(ConnectionType.CLIENT),
-        host=host,
-        path=resource,
-        max_message_size=max_message_size,
-    )
-    nursery.start_soon(connection._reader_task)
-    await connection._open_handshake.wait()
-    return connection
-
-
-async def _wrap_server(
-    nursery: trio.Nursery, stream: trio.abc.Stream, *, max_message_size: int = HARD_LIMIT_BYTES
-) -> WebSocketRequest:
-    """What ``trio_websocket.wrap_server_stream`` does, with a :class:`_Connection`."""
-    connection = _Connection(
-        stream, WSConnection(ConnectionType.SERVER), max_message_size=max_message_size
-    )
-    nursery.start_soon(connection._reader_task)
-    return await connection._get_request()
 
 
 def _size(message: str | bytes) -> int:
@@ -244,18 +170,9 @@ def _request_id_of(message: str | bytes) -> str:
 class _WsEnd:
     """Frames over one WebSocket connection (both ends use it)."""
 
-    def __init__(
-        self,
-        ws: WebSocketConnection,
-        endpoint_id: str,
-        stream: trio.abc.AsyncResource | None = None,
-        *,
-        remote: str = "",
-    ) -> None:
+    def __init__(self, ws: WebSocket, endpoint_id: str, *, remote: str = "") -> None:
         self._ws = ws
         self._endpoint_id = endpoint_id
-        #: The byte stream under ``ws``, when we opened it (then we close it).
-        self._stream = stream
         #: The peer's address, for logs.
         self.remote = remote
         self.closed = trio.Event()
@@ -271,7 +188,7 @@ class _WsEnd:
     @property
     def alive(self) -> bool:
         """Whether the connection may still carry frames (no close seen on either side)."""
-        return self._ws.closed is None and not self.closed.is_set()
+        return self._ws.open and not self.closed.is_set()
 
     #: The largest message the other end accepts.
     send_limit = HARD_LIMIT_BYTES
@@ -354,7 +271,7 @@ class _WsEnd:
     async def _send_message(self, message: str) -> None:
         try:
             await self._ws.send_message(message)
-        except ConnectionClosed:
+        except WebSocketClosed:
             await trio.lowlevel.checkpoint()
 
     def _oversized(self, frame: Frame, size: int) -> str | None:
@@ -383,43 +300,33 @@ class _WsEnd:
 
     async def frames(self) -> AsyncGenerator[Frame | list[Frame], None]:
         """Decoded frames until the connection closes (garbage as InvalidFrame); a list for
-        each batch, its frames in order."""
-        while True:
-            try:
-                message = await self._ws.get_message()
-            except ConnectionClosed:
-                return
-            yield _decode(message, self.receive_limit)
+        each batch, its frames in order. The connection is read in the caller's task."""
+        receive, limit = self._ws.receive, self.receive_limit
+        while (message := await receive()) is not None:
+            yield _decode(message, limit)
 
     async def aclose(self, *, within: float | None = None) -> None:
         """Close with a handshake if the peer completes it within ``within`` seconds
-        (default ``CLOSE_TIMEOUT``).
+        (default ``CLOSE_TIMEOUT``); past that the TCP stream is cut.
 
-        Past that the TCP stream is cut (trio-websocket closes it when its close is
-        cancelled). Unbounded, a peer that reads nothing would hold the close forever:
-        our close frame waits behind writes stuck on the peer's full buffers.
+        Unbounded, a peer that reads nothing would hold the close forever: our close frame
+        waits behind writes stuck on the peer's full buffers.
         """
         try:
             with trio.move_on_after(CLOSE_TIMEOUT if within is None else within):
                 await self._ws.aclose()
         finally:
-            try:
-                if self._stream is not None:
-                    # trio-websocket leaves the stream open when the peer closed or
-                    # dropped first (its aclose returns early once a close reason is set).
-                    await trio.aclose_forcefully(self._stream)
-            finally:
-                self.closed.set()
+            self.closed.set()
 
     async def keepalive(self, interval: float, pong_within: float) -> None:
         """Ping every ``interval`` s; close the connection if a pong takes over ``pong_within``."""
         while not self.closed.is_set():
             await trio.sleep(interval)
             with trio.move_on_after(pong_within) as waited:
-                try:
-                    await self._ws.ping()
-                except ConnectionClosed:
-                    return
+                answered = await self._ws.ping()
+                if answered is None:
+                    return  # closed
+                await answered.wait()
             if waited.cancelled_caught:
                 log.warning("peer %s did not answer a ping in %ss; dropping it", self, pong_within)
                 await self.aclose(within=0)  # it does not answer: no handshake to wait for
@@ -447,47 +354,6 @@ class WsEndpoint(_WsEnd):
         # A delivery: raised, so the connection actor skips it as a dead letter (with the
         # hub's max_envelope_bytes below the frame limit, only an old WAL's envelope can be).
         raise DecodeError(f"a {type(frame).__name__} of {why}", record=type(frame).__name__)
-
-
-class _WatchedStream(trio.abc.Stream):
-    """A stream that calls ``on_end`` when the peer closes or breaks it (EOF on a read).
-
-    trio-websocket waits out its handshake timeout when the peer leaves mid-handshake (its
-    reader stops, the handshake is never completed or failed); the watcher lets us stop
-    waiting at once, through the public API.
-    """
-
-    def __init__(self, stream: trio.abc.Stream) -> None:
-        self.stream = stream
-        self.on_end: Any = None
-
-    def _ended(self) -> None:
-        if self.on_end is not None:
-            self.on_end()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        try:
-            data = await self.stream.receive_some(max_bytes)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self._ended()
-            raise
-        if not data:
-            self._ended()
-        return data
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        try:
-            await self.stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self._ended()
-            raise
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.stream.wait_send_all_might_not_block()
-
-    async def aclose(self) -> None:
-        self._ended()  # (trio-websocket closes the stream on a handshake it cannot parse)
-        await self.stream.aclose()
 
 
 @attrs.define
@@ -597,24 +463,15 @@ async def serve_ws(
         try:
             if ssl_context is not None:
                 outer = trio.SSLStream(stream, ssl_context, server_side=True, https_compatible=True)
-            outer = watched = _WatchedStream(outer)
+            ws: WebSocket | None = None
+            # The peer leaving mid-handshake ends it at once (the read sees the end of the
+            # stream); one that takes too long is let go at the timeout.
+            with trio.move_on_after(handshake_timeout):
+                ws = await accept(outer, max_size=HARD_LIMIT_BYTES)
+            if ws is None:
+                return
             async with trio.open_nursery() as nursery:
-                ws: WebSocketConnection | None = None
-                with trio.move_on_after(handshake_timeout) as handshake:
-                    watched.on_end = handshake.cancel
-                    try:
-                        request = await _wrap_server(nursery, watched)
-                        ws = await request.accept()
-                    except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
-                        # (Not handshake.cancel(): with no checkpoint left in the scope,
-                        # cancelled_caught would stay False and ws unbound.)
-                        pass
-                if ws is None:
-                    # The peer left, or took too long: let it go now.
-                    nursery.cancel_scope.cancel()
-                    return
-                watched.on_end = None
-                endpoint = WsEndpoint(ws, uuid.uuid4().hex, watched, remote=address)
+                endpoint = WsEndpoint(ws, uuid.uuid4().hex, remote=address)
                 nursery.start_soon(endpoint.keepalive, ping_interval, ping_timeout)
                 await hub.attach_endpoint(endpoint)
                 await endpoint.closed.wait()
@@ -683,7 +540,7 @@ class WsLinkClient(_WsEnd):
 
     send_limit = MAX_FRAME_BYTES
     # The hub's answers and deliveries may be larger than what it accepts (a page of the
-    # WAL, an envelope posted in process): up to what the library lets through.
+    # WAL, an envelope posted in process): up to what the protocol lets through.
     receive_limit = HARD_LIMIT_BYTES
 
     def __repr__(self) -> str:
@@ -743,13 +600,11 @@ class WsLink:
         """Open one connection; its reader and heartbeat run in ``nursery``.
 
         Raises:
-          OSError, trio_websocket.HandshakeError: the hub could not be reached.
+          OSError, HandshakeFailed: the hub could not be reached (or what answered there
+            refused the WebSocket handshake).
         """
-        host, port, resource = _parse_url(self.url, self.ssl_context)
+        host, port, _ = _parse_url(self.url, self.ssl_context)
         with trio.fail_after(self.connect_timeout):
-            # The stream is opened here, not by connect_websocket_url, so that it can be
-            # closed: trio-websocket leaves it open when the handshake is interrupted or
-            # the hub drops the connection.
             tcp = await trio.open_tcp_stream(host, port)
             # Closed on the way out unless the handshake completed, whatever stopped it: a
             # TLS context that refuses to wrap the socket (ssl.SSLError, a host name TLS
@@ -762,24 +617,21 @@ class WsLink:
                     stream = trio.SSLStream(
                         tcp, context, server_hostname=host, https_compatible=True
                     )
-                # Watched: a hub that refuses the connection (at its limit) closes it before
-                # answering; trio-websocket would wait for the answer until connect_timeout.
-                stream = watched = _WatchedStream(stream)
-                with trio.CancelScope() as handshake:
-                    watched.on_end = handshake.cancel
-                    ws = await _wrap_client(
-                        nursery, watched, host if port in (80, 443) else f"{host}:{port}", resource
-                    )
-                    handshaken = True
-                watched.on_end = None
-                if not handshaken:
+                try:
+                    ws = await connect(stream, parse_uri(self.url), max_size=HARD_LIMIT_BYTES)
+                except ConnectionResetError as exc:
+                    failure = exc.__cause__  # (the stream's failure, if it failed)
+                    if failure is not None and isinstance(failure.__cause__, ssl.SSLError):
+                        raise ConnectionResetError(f"the hub at {self.url}: {exc}") from exc
+                    # A hub that refuses the connection (at its limit) closes it unanswered.
                     raise ConnectionResetError(
                         f"the hub at {self.url} closed the connection during the handshake "
                         "(it may be at its connection limit)"
-                    )
+                    ) from exc
+                handshaken = True
             finally:
                 if not handshaken:
                     await trio.aclose_forcefully(stream)
-        client = WsLinkClient(ws, uuid.uuid4().hex, watched)
+        client = WsLinkClient(ws, uuid.uuid4().hex, remote=self.url)
         nursery.start_soon(client.keepalive, self.ping_interval, self.ping_timeout)
         return client
