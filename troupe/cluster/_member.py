@@ -26,17 +26,21 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
 
 import trio
 
 from .._errors import ActorDead, NotOwner, StoreError
 from ._coordinator import Coordinator
+from ._routing import Connector, Router, ws_connector
 from ._shards import ClusterConfig, Ownership, shard_of
 
 if TYPE_CHECKING:
+    from ..api import Request
     from ..hub import Hub
+
+R = TypeVar("R")
 
 log = logging.getLogger("troupe.cluster")
 
@@ -52,10 +56,21 @@ class ClusterMember:
       coordinator: the judge of ownership shared by every node.
     """
 
-    def __init__(self, config: ClusterConfig, coordinator: Coordinator) -> None:
+    def __init__(
+        self, config: ClusterConfig, coordinator: Coordinator, *, connect: Connector | None = None
+    ) -> None:
         self.config = config
         self.coordinator = coordinator
         self.ownership = Ownership(config)
+        #: The node's routing (``_routing``): made when the config has the cluster key.
+        #: ``connect`` makes its peer links (default: WebSocket to each node's address).
+        self.router: Router | None = None
+        if config.secret is not None:
+            self.router = Router(
+                self, config.secret, connect or ws_connector(config.tick_s, config.lease_s)
+            )
+        #: The nodes whose heartbeat is younger than a lease, as last read.
+        self.live: set[str] = set()
         #: shard -> owner as last read (for NotOwner's message); None: nobody or unknown.
         self.owners: dict[int, str | None] = {}
         #: shard -> its epoch as last read (for NotOwner's epoch).
@@ -85,6 +100,44 @@ class ClusterMember:
 
     def _serving(self, shard: int, now: float) -> int | None:
         return None if self.draining else self.ownership.serving(shard, now)
+
+    def serves_shard(self, shard: int) -> bool:
+        """Whether this node serves ``shard`` now."""
+        return self._serving(shard, trio.current_time()) is not None
+
+    def serves(self, session_id: str) -> bool:
+        """Whether this node serves ``session_id``'s shard now."""
+        return self.serves_shard(shard_of(session_id, self.config.shards))
+
+    # -- routing (``_routing``; the hub asks only when ``routes``) ------------------------------
+
+    @property
+    def routes(self) -> bool:
+        """Whether this node forwards and hints (it has the cluster key)."""
+        return self.router is not None
+
+    async def route(
+        self,
+        request: Request[R],
+        session_id: str,
+        on_behalf: frozenset[str] | None,
+        local: Callable[[], Awaitable[R]],
+    ) -> R:
+        """Serve ``request`` here or forward it to the session's owner (``Router.route``)."""
+        assert self.router is not None, "this node does not route (no cluster key)"
+        return await self.router.route(request, session_id, on_behalf, local)
+
+    def hint(self, recipient_id: str, session_id: str) -> None:
+        if self.router is not None:
+            self.router.hint(recipient_id, session_id)
+
+    def bound(self, agent_id: str, replay: bool) -> None:
+        if self.router is not None:
+            self.router.bound(agent_id, replay)
+
+    def released(self, agent_id: str) -> None:
+        if self.router is not None:
+            self.router.released(agent_id)
 
     # -- what the hub and the fences ask -------------------------------------------------------
 
@@ -158,9 +211,11 @@ class ClusterMember:
         config = self.config
         self._hub = hub
         await self.coordinator.join(config.node_id, config.address, config.shards)
-        await self.tick()
-        task_status.started()
         async with trio.open_nursery() as nursery:
+            if self.router is not None:
+                await nursery.start(self.router.run, hub)
+            await self.tick()
+            task_status.started()
             nursery.start_soon(self._watch)
             while True:
                 await trio.sleep(config.tick_s)
@@ -197,10 +252,7 @@ class ClusterMember:
                 await self._lose(lost)
                 lost = set()
                 await coordinator.release(node, surplus)
-            shard_map = await coordinator.shard_map()
-            self.owners = {s.shard: s.owner for s in shard_map}
-            self.epochs = {s.shard: s.epoch for s in shard_map}
-            self.addresses = {n.node_id: n.address for n in await coordinator.nodes()}
+            await self.read_map()
         except StoreError as exc:
             log.warning("cluster node %s: tick failed: %s", node, exc)
         if lost:
@@ -209,6 +261,25 @@ class ClusterMember:
             await self._gain(gained)
         if ownership.held:
             self._moved.set()
+
+    async def read_map(self) -> None:
+        """Read the shard map and the nodes (for ``NotOwner`` and routing).
+
+        Raises:
+          StoreError: the coordinator could not be read.
+        """
+        coordinator = self.coordinator
+        shard_map = await coordinator.shard_map()
+        self.owners = {s.shard: s.owner for s in shard_map}
+        self.epochs = {s.shard: s.epoch for s in shard_map}
+        nodes = await coordinator.nodes()
+        self.addresses = {n.node_id: n.address for n in nodes}
+        live = {n.node_id for n in nodes if n.heartbeat_age_s < self.config.lease_s}
+        gone, self.live = self.live - live, live
+        if self.router is not None:
+            if gone:
+                self.router.forget(gone)
+            self.router.peers_changed()
 
     async def _watch(self) -> None:
         ownership = self.ownership

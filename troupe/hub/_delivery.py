@@ -47,11 +47,14 @@ class CatchUp:
 
     ``counted``: the dispatch counted what was missed in the inbox ledger (a full
     mailbox); not so for what was held back from an invitee until it acked.
+    ``hinted``: another cluster node, the session's owner, dispatched to the recipient,
+    bound here (a hint: nothing was counted, and what was sent before is not sent again).
     """
 
     recipient_id: str
     session_id: str
     counted: bool = True
+    hinted: bool = False
 
 
 #: What an invitee receives of a session before it acks its invite: the invite, and the
