@@ -193,6 +193,64 @@ async def test_a_forwarded_post_lands_once_when_its_owner_loses_the_shard_on_the
         assert router_of(b).forwarded == (1 if new_owner is b else 2)
 
 
+async def test_a_recipient_on_another_node_is_delivered_the_owners_session_and_acks_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with three_nodes() as (world, _, a, b, _):
+        bob = Recorder()
+        async with HubClient(LocalLink(hub_of(b))) as hc:
+            await hc.attach(bob, "bob")
+            await eventually(lambda: router_of(a).remote.get(world.bob) == "b", 2 * TICK_S)
+            # A session created on a after b loaded its directory: b has no entry for it.
+            md = await hub_of(a).create_session(
+                creator_id=world.ann, manifest_type="broadcast", participants=[world.bob]
+            )
+            sid = md.session_id
+            assert sid not in hub_of(b).core.directory.sessions
+            accepted = await hub_of(a).post(text(world, sid, "to bob", key="k3"))
+            conn = next(x for x in hub_of(b).core.connections.values() if world.bob in x.agents)
+            await eventually(lambda: conn.sent.get((world.bob, sid), 0) >= accepted.seq, 2.0, 0.01)
+            assert sid not in hub_of(b).core.directory.sessions  # caught up from the store
+            # bob's client acked it to b, which saved his cursor in the shared store.
+            for _ in range(40):
+                cursors = await hub_of(a).core.store.load_cursors(world.bob)
+                if cursors.get(sid, 0) >= accepted.seq:
+                    break
+                await trio.sleep(0.05)
+            assert cursors.get(sid, 0) >= accepted.seq
+            assert router_of(b).forwarded >= 1  # bob's invite ack went to a
+        assert router_of(a).hints_sent >= 1
+
+
+async def test_a_recipient_that_comes_back_on_a_third_node_is_replayed_what_it_missed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with three_nodes() as (world, _, a, b, c):
+        async with HubClient(LocalLink(hub_of(b))) as hc:
+            await hc.attach(Recorder(), "bob")
+            await eventually(lambda: router_of(a).remote.get(world.bob) == "b", 2 * TICK_S)
+            md = await hub_of(a).create_session(
+                creator_id=world.ann, manifest_type="broadcast", participants=[world.bob]
+            )
+        sid = md.session_id
+        await eventually(lambda: world.bob not in router_of(a).remote, 2 * TICK_S)
+        # bob is away: what ann says now waits in the WAL.
+        missed = [await hub_of(a).post(text(world, sid, f"m{i}", key=f"m{i}")) for i in range(3)]
+        assert sid not in hub_of(c).core.directory.sessions
+        async with HubClient(LocalLink(hub_of(c))) as hc:
+            await hc.attach(Recorder(), "bob")  # asks for a replay: a hints c at once
+            conn = next(x for x in hub_of(c).core.connections.values() if world.bob in x.agents)
+            await eventually(
+                lambda: conn.sent.get((world.bob, sid), 0) >= missed[-1].seq, 2 * TICK_S, 0.01
+            )
+            for _ in range(40):
+                cursors = await hub_of(a).core.store.load_cursors(world.bob)
+                if cursors.get(sid, 0) >= missed[-1].seq:
+                    break
+                await trio.sleep(0.05)
+            assert cursors.get(sid, 0) >= missed[-1].seq
+
+
 async def test_a_peer_must_prove_the_cluster_key(autojump_clock: trio.testing.MockClock) -> None:
     async with three_nodes() as (world, cluster, a, _, _):
         sid = owned_by(cluster, a)

@@ -33,6 +33,7 @@ from .._errors import (
     AccessDeniedError,
     NetworkError,
     NotFoundError,
+    NotOwner,
     ProtocolError,
     StoreError,
 )
@@ -208,7 +209,13 @@ class Hub:
             session_id = session_of(request)
             if session_id is not None:
                 # A session-scoped request in a cluster that routes: served here while this
-                # node serves the shard, else forwarded to its owner (``troupe.cluster``).
+                # node serves the shard (and does not lose it meanwhile), else forwarded to
+                # its owner (``troupe.cluster``).
+                if cluster.serves(session_id):
+                    try:
+                        return await self._local(request, caller, handler)
+                    except NotOwner:
+                        pass  # lost on the way (nothing was written): to the new owner
                 # The acting identity is checked here first, as for a local call.
                 if caller is not None and request.acting is not None:
                     self._check_acting(request, caller.agents)
