@@ -12,10 +12,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 
-from troupe import EV_TEXT, HubClient, LocalLink, Turn
+from troupe import EV_TEXT, HubClient, LocalLink, NotOwner, Turn
 from troupe.api import GetSession, PostEnvelope, ReadWal
 from troupe.cluster import shard_of
 from troupe.cluster._peer import Forward, PeerChallenge, PeerHello, proof
@@ -308,3 +309,31 @@ async def test_the_acting_identity_is_checked_before_forwarding_and_the_owner_ch
             assert page.ok, page
             assert router_of(b).forwarded == before + 1
         assert not [e for e in await wal_of(world, sid) if e.event_type == EV_TEXT]
+
+
+async def test_a_peer_with_another_key_is_not_a_peer_and_the_caller_gets_not_owner_in_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    world = await bootstrap(8)
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(world, nursery, secret=KEY)
+        a = await cluster.start("a")
+        cluster.secret = "another key, not the cluster's"
+        b = await cluster.start("b")
+        await trio.sleep(3 * TICK_S)
+        sid = owned_by(cluster, a)
+        started = trio.current_time()
+        with pytest.raises(NotOwner) as refused:
+            await hub_of(b).post(text(world, sid, "lost", key="k6"))
+        # It looked for an owner that would take it for lease + tick, then gave up.
+        assert trio.current_time() - started <= router_of(b).budget_s + TICK_S
+        assert refused.value.owner == "a"
+        assert "no owner took the request" in str(refused.value)
+        assert "refused" in str(refused.value.__cause__) or refused.value.__cause__ is not None
+        # Nothing crashed on either node: the links failed, the nodes went on.
+        for node in (a, b):
+            health = await hub_of(node).health()
+            assert health.serving, health
+            assert hub_of(node).supervisors()["hub"].statistics().restarts == 0  # type: ignore[union-attr]
+        assert not [e for e in await wal_of(world, sid) if e.event_type == EV_TEXT]
+        await cluster.stop()

@@ -16,10 +16,16 @@ Rules:
 - Leaving the hub's block drains (new posts refused, running sessions passivated with a
   snapshot while the leases still hold), stops serving, then releases every shard
   (``leave``: lease set to now) so other nodes take them at their next tick.
-- What is not here yet (issue 16): forwarding a request to the owner (a caller gets
-  :class:`NotOwner` naming the shard and owner, re-reads the map and retries there with
-  the same idempotency key), and the registry and tasks in the shared store (each node
-  loads agents when it starts).
+- With the cluster key (``ClusterConfig.secret``) the member routes (``_routing``): it
+  runs a :class:`Router` beside the ticks, which forwards session-scoped requests for
+  other nodes' shards to their owner and carries delivery hints to the node holding a
+  recipient's connection; each tick's read of the nodes tells it which peers are live.
+  Without the key a caller gets :class:`NotOwner` naming the shard and owner, re-reads
+  the map and retries there with the same idempotency key.
+- What is not here yet (issue 16): the registry and tasks in the shared store (each node
+  loads agents when it starts); an identity bound on two nodes at once is not refused
+  (each node refuses a second binding of its own only); a recipient on another node does
+  not count against the owner's inbox limits (its holder counts what it delivers).
 """
 
 from __future__ import annotations
@@ -173,7 +179,12 @@ class ClusterMember:
         return NotOwner(
             f"node {self.config.node_id!r} does not serve session {session_id!r}: its shard "
             f"{shard} is not held here ({where}); re-read the shard map and retry there "
-            "with the same idempotency key (forwarding between nodes is not built yet)",
+            "with the same idempotency key"
+            + (
+                ""
+                if self.router is not None
+                else " (this node has no cluster key: it does not forward)"
+            ),
             shard=shard,
             owner=owner,
             epoch=self.epochs.get(shard, 0) if owner is not None else 0,

@@ -45,6 +45,7 @@ none of this.
 from __future__ import annotations
 
 import logging
+import urllib.parse
 import uuid
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
@@ -56,7 +57,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_random_exponential
 from trio_websocket import HandshakeError
 
-from .._errors import ConnectionLost, MailboxClosed, NotOwner, StoreError
+from .._errors import ConnectionLost, MailboxClosed, NetworkError, NotOwner, StoreError
 from ..api import PostEnvelope, ReadWal, Request, WalPage
 from ..client._remote import RemoteHub
 from ..model import ErrorFrame, Frame, InvalidFrame, ResponseFrame, WelcomeFrame, unstructure
@@ -108,6 +109,14 @@ class Member(Protocol):
     async def read_map(self) -> None: ...
 
 
+def _first(group: BaseExceptionGroup[Exception]) -> Exception:
+    """The first leaf of ``group``."""
+    leaf: Exception | BaseExceptionGroup[Exception] = group
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    return leaf
+
+
 def _keyed(request: Request[R]) -> Request[R]:
     """``request``, with an idempotency key if it is a post without one (a forward that
     is tried again must land once)."""
@@ -136,8 +145,11 @@ def ws_connector(ping_interval: float, ping_timeout: float) -> Connector:
     """Peer links over WebSocket, to the address each node advertises."""
 
     async def connect(node_id: str, address: str, nursery: trio.Nursery) -> PeerConnection:
-        if not address.startswith(("ws://", "wss://")):
-            raise OSError(f"node {node_id!r} advertises no WebSocket address ({address!r})")
+        parts = urllib.parse.urlsplit(address)
+        if parts.scheme not in ("ws", "wss") or parts.port == 0:
+            # (A node started with --port 0 advertises its port from its next tick on.)
+            await trio.lowlevel.checkpoint()
+            raise OSError(f"node {node_id!r} advertises no WebSocket address yet ({address!r})")
         link = WsLink(address, ping_interval=ping_interval, ping_timeout=ping_timeout)
         return await link.connect(nursery)  # (its heartbeat runs in ``nursery``)
 
@@ -361,41 +373,70 @@ class Router:
     async def _hold(
         self, link: _Link, address: str, *, task_status: trio.TaskStatus[RemoteHub]
     ) -> None:
-        """Make one connection to the peer, prove the key, then read its answers until it
+        """Make one connection to the peer and prove the key, then read its answers until it
         ends (or the link is dropped); the calls under way then fail with
-        ``ConnectionLost``."""
+        ``ConnectionLost``.
+
+        Raises:
+          ConnectionLost: the peer could not be reached, or refused the hello (one
+            exception, not a group: the callers retry on it).
+        """
+        started: list[bool] = []
+        failure: Exception | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                await self._connection(link, address, nursery, task_status, started)
+        except* (*LINK_ERRORS, NetworkError) as group:
+            failure = _first(group)
+        if failure is None:
+            return
+        if started:  # the link was up: it ended, and the next use makes another
+            log.info("node %s: link to %s ended: %s", self.member.config.node_id, link, failure)
+            return
+        raise ConnectionLost(
+            f"no link to node {link.node_id!r} ({address}): {failure}"
+        ) from failure
+
+    async def _connection(
+        self,
+        link: _Link,
+        address: str,
+        nursery: trio.Nursery,
+        task_status: trio.TaskStatus[RemoteHub],
+        started: list[bool],
+    ) -> None:
         me = self.member.config.node_id
         remote = RemoteHub()
         ended = link.ended = trio.Event()
-        async with trio.open_nursery() as nursery:
+        with trio.fail_after(CONNECT_TIMEOUT_S):
+            conn = await self.connect(link.node_id, address, nursery)
+        proved = False
+        try:
+            remote.attach(conn)  # type: ignore[arg-type]
+            remote.ready(conn)  # type: ignore[arg-type]
+            nursery.start_soon(self._read, conn, remote, ended)
             with trio.fail_after(CONNECT_TIMEOUT_S):
-                conn = await self.connect(link.node_id, address, nursery)
-            proved = False
-            try:
-                remote.attach(conn)  # type: ignore[arg-type]
-                remote.ready(conn)  # type: ignore[arg-type]
-                nursery.start_soon(self._read, conn, remote, ended)
-                with trio.fail_after(CONNECT_TIMEOUT_S):
-                    nonce = await remote.call(PeerChallenge())
-                    await remote.call(PeerHello(node_id=me, proof=proof(self.secret, nonce, me)))
-                proved = True
-            finally:
-                if not proved:  # (whatever stopped it: no connection is left behind)
-                    remote.fail("the peer hello failed")
-                    with trio.CancelScope(shield=True):
-                        await conn.aclose()
-                    nursery.cancel_scope.cancel()
-            task_status.started(remote)
-            try:
-                await ended.wait()
-            finally:
-                if link.remote is remote:
-                    link.remote = None
-                    link.synced = False
-                remote.fail("the link to the peer closed")
+                nonce = await remote.call(PeerChallenge())
+                await remote.call(PeerHello(node_id=me, proof=proof(self.secret, nonce, me)))
+            proved = True
+        finally:
+            if not proved:  # (whatever stopped it: no connection is left behind)
+                remote.fail("the peer hello failed")
                 with trio.CancelScope(shield=True):
                     await conn.aclose()
                 nursery.cancel_scope.cancel()
+        task_status.started(remote)
+        started.append(True)
+        try:
+            await ended.wait()
+        finally:
+            if link.remote is remote:
+                link.remote = None
+                link.synced = False
+            remote.fail("the link to the peer closed")
+            with trio.CancelScope(shield=True):
+                await conn.aclose()
+            nursery.cancel_scope.cancel()
 
     async def _read(self, conn: PeerConnection, remote: RemoteHub, ended: trio.Event) -> None:
         try:
@@ -501,7 +542,9 @@ class Router:
             if hints:
                 await remote.call(Hints(pairs=tuple(sorted(hints))))
                 self.hints_sent += len(hints)
-        except LINK_ERRORS as exc:
+        except (*LINK_ERRORS, NetworkError, StoreError) as exc:
+            # (A NetworkError: the peer refused presence or hints, as a hub without the
+            # cluster key does; it is tried again later, as a peer that is down.)
             log.info("node %s: cannot reach %s: %s", self.member.config.node_id, node_id, exc)
             failed.append(True)
             dropped = self._links.get(node_id)
