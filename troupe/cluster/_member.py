@@ -83,6 +83,8 @@ class ClusterMember:
         self.epochs: dict[int, int] = {}
         #: node id -> the address it advertises, as last read (for NotOwner's address).
         self.addresses: dict[str, str] = {}
+        #: shard -> until when (trio's clock) its owner's lease runs, as last read.
+        self.leases: dict[int, float] = {}
         self._moved = trio.Event()
         self._hub: Hub | None = None
         #: Set by :meth:`leave`: no new post or session here, the running ones snapshot.
@@ -110,6 +112,13 @@ class ClusterMember:
     def serves_shard(self, shard: int) -> bool:
         """Whether this node serves ``shard`` now."""
         return self._serving(shard, trio.current_time()) is not None
+
+    def owner_of(self, shard: int) -> str | None:
+        """The node holding ``shard`` under a running lease as last read (None: nobody,
+        or its lease ran out since: a dead or stalled owner is not waited on)."""
+        if self.leases.get(shard, -math.inf) <= trio.current_time():
+            return None
+        return self.owners.get(shard)
 
     def serves(self, session_id: str) -> bool:
         """Whether this node serves ``session_id``'s shard now."""
@@ -281,8 +290,10 @@ class ClusterMember:
         """
         coordinator = self.coordinator
         shard_map = await coordinator.shard_map()
+        read_at = trio.current_time()
         self.owners = {s.shard: s.owner for s in shard_map}
         self.epochs = {s.shard: s.epoch for s in shard_map}
+        self.leases = {s.shard: read_at + s.lease_left_s for s in shard_map}
         nodes = await coordinator.nodes()
         self.addresses = {n.node_id: n.address for n in nodes}
         live = {n.node_id for n in nodes if n.heartbeat_age_s < self.config.lease_s}

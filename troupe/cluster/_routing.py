@@ -4,11 +4,11 @@ Rules:
 
 - **Forwarding.** A session-scoped request (a post, or a record whose owner is
   ``"session"``) that reaches a node not serving the session's shard is forwarded to the
-  shard's owner (as this node last read the shard map) over a peer link, and the owner's
-  answer is returned to the caller. The acting identity was checked on this node first
-  (``Hub.call``); the owner checks the rest (a session's participants) against the
-  identities bound to the caller, which the forward carries. A post without an idempotency
-  key gets one here, so that a retry lands once.
+  shard's owner (as this node last read the shard map, while that owner's lease runs)
+  over a peer link, and the owner's answer is returned to the caller. The acting
+  identity was checked on this node first (``Hub.call``); the owner checks the rest (a
+  session's participants) against the identities bound to the caller, which the forward
+  carries. A post without an idempotency key gets one here, so that a retry lands once.
 - **Not the owner.** If the owner answers ``NotOwner`` (the shard moved), or cannot be
   reached, the node re-reads the shard map and tries again, the same record (the same
   idempotency key), with backoff (50 ms doubling to 1 s), until it has waited
@@ -33,13 +33,16 @@ Rules:
   node while the previous one is under way. The holder queues one ``CatchUp`` per
   (connection, recipient, session), which reads what the recipient has not been sent from
   the store (its metadata from the store too when this node does not serve the session).
-  The WAL and the cursors stay the truth: a hint lost with a link is not resent (the
-  recipient's next bind replays), and a hint that is late only delivers what is there.
+  The WAL and the cursors stay the truth: hints a link could not carry are sent again
+  while their node is live, and dropped when it is not (the recipient's next bind
+  replays); a hint that comes late only delivers what is there.
 
-Cost: per post, for each recipient not bound on the owner, one dict lookup (and a set
-insert when it is bound elsewhere); per bind or release, one change queued for the next
-presence message to each peer. A hub without a cluster, or whose cluster has no key, does
-none of this.
+Cost: per session-scoped request on a routing node, finding its session and shard and
+whether this node serves it (~1.2 µs); per post, for each recipient not bound on the owner,
+one dict lookup (~0.1 µs; a set insert more when it is bound elsewhere); per bind or
+release, one change queued for the next presence message to each peer; per new link, each
+owner hints every open session it serves of every identity the peer holds. A hub without a
+cluster makes one ``is None`` test per request and per recipient with no connection.
 """
 
 from __future__ import annotations
@@ -92,11 +95,12 @@ class Member(Protocol):
     """What the router asks of its node's membership (``ClusterMember``)."""
 
     config: ClusterConfig
-    #: shard -> owner, node -> address, the live nodes: as last read.
-    owners: dict[int, str | None]
+    #: The live nodes, as last read.
     live: set[str]
 
     def shard(self, session_id: str) -> int: ...
+
+    def owner_of(self, shard: int) -> str | None: ...
 
     def serves(self, session_id: str) -> bool: ...
 
@@ -238,7 +242,10 @@ class Router:
                 self._nursery = nursery
                 nursery.start_soon(self._send_loop)
                 task_status.started()
-                await trio.sleep_forever()
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    self._nursery = None  # closed to new links from now on
         finally:
             self._nursery = None
             for link in self._links.values():
@@ -271,7 +278,7 @@ class Router:
                 except NotOwner as exc:  # lost meanwhile: look for the new owner
                     last = exc
             else:
-                owner = member.owners.get(shard)
+                owner = member.owner_of(shard)
                 if owner is not None and owner != me:
                     request = _keyed(request)
                     try:
