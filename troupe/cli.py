@@ -166,8 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--advertise",
         metavar="URL",
-        help="with --store: the address other nodes and `troupe cluster status` show for "
-        "this node (default: ws://HOST:PORT as bound)",
+        help="with --store: the address other nodes reach this node at (their peer links, "
+        "with --cluster-key-file) and `troupe cluster status` shows (default: ws://HOST:PORT "
+        "as bound)",
     )
     serve.add_argument(
         "--cluster-key-file",
