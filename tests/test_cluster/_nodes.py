@@ -47,9 +47,9 @@ class World:
     sessions: tuple[str, ...]
 
 
-async def bootstrap(sessions: int) -> World:
+async def bootstrap(sessions: int, *, others: tuple[str, ...] = ()) -> World:
     """Register ann and bob and open ``sessions`` broadcasts from ann (she speaks when she
-    likes) on a plain hub, then stop it."""
+    likes) on a plain hub, then stop it; register ``others`` too (in none of them)."""
     store = MemoryStore()
     async with (
         open_hub(store.view(), ttl_sweep_interval=0, new_id=seeded_ids(99)) as hub,
@@ -61,6 +61,8 @@ async def bootstrap(sessions: int) -> World:
         for _ in range(sessions):
             channel = await ann.open(type="broadcast", target=["bob"])
             sids.append(channel.session_id)
+        for name in others:
+            await hc.register(Silent(), Passport(name=name))
         bob_id = await hub.find_agent("bob")
         assert bob_id is not None
     return World(store, ann.agent_id, bob_id, tuple(sids))

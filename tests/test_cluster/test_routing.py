@@ -55,8 +55,9 @@ def hub_of(node: Node) -> Hub:
 async def three_nodes(
     sessions: int = 8, secret: str | None = KEY
 ) -> AsyncIterator[tuple[World, Cluster, Node, Node, Node]]:
-    """Nodes ``a``, ``b``, ``c`` with the cluster key, settled on their shards."""
-    world = await bootstrap(sessions)
+    """Nodes ``a``, ``b``, ``c`` with the cluster key, settled on their shards; ``cy`` is
+    registered too, in none of the sessions."""
+    world = await bootstrap(sessions, others=("cy",))
     async with trio.open_nursery() as nursery:
         cluster = Cluster(world, nursery, secret=secret)
         a = await cluster.start("a")
@@ -309,6 +310,14 @@ async def test_the_acting_identity_is_checked_before_forwarding_and_the_owner_ch
             assert page.ok, page
             assert router_of(b).forwarded == before + 1
         assert not [e for e in await wal_of(world, sid) if e.event_type == EV_TEXT]
+        async with wire(hub_of(b)) as conn:
+            await conn.hello("cy")
+            # cy may read what it takes part in only: b cannot tell (its directory may not
+            # know the session), the owner can, from the identities the forward carries.
+            denied = await conn.call("read_wal", {"session_id": sid})
+            assert (denied.ok, denied.error_code) == (False, "access_denied")
+            assert "no identity of this connection is a participant" in denied.error_message
+            assert router_of(b).forwarded == before + 2
 
 
 async def test_a_peer_with_another_key_is_not_a_peer_and_the_caller_gets_not_owner_in_time(

@@ -252,7 +252,8 @@ class HubCore:
         self.connections: dict[str, Any] = {}
         #: (connection actor name, recipient, session) with a CatchUp queued and not yet
         #: handled: one catch-up per (connection, session) however many dispatches missed.
-        #: Added by dispatch, discarded by the connection when it handles or drops it.
+        #: Added by dispatch (and by a routing cluster member for the hints it gets), discarded
+        #: by the connection when it handles or drops it.
         self.catch_ups: set[tuple[str, str, str]] = set()
         #: This node's membership of a cluster (``open_hub(cluster=...)``); None: no cluster,
         #: and no cluster code on any path. Set by open_hub.
