@@ -128,16 +128,16 @@ def test_the_cluster_benchmark_posts_through_every_set_up(
     out = capsys.readouterr().out
     for setup in ("1 node(s), PostgreSQL", "3 node(s), PostgreSQL", "1 node, SQLite"):
         assert f"posts/s  {setup}" in out
-    assert "commits/post" in out
+    assert "xids/post" in out
 
 
 def test_the_cluster_report_gives_ratios_to_one_node_and_the_takeover_spread() -> None:
     one = bench_cluster.SetUp("1 node(s), PostgreSQL", [], rates=[100.0, 200.0, 300.0])
-    one.commits = [0.5, 0.25, 1.0]
+    one.xids = [0.5, 0.25, 1.0]
     lite = bench_cluster.SetUp("1 node, SQLite", [], rates=[400.0, 400.0, 400.0])
     lines = bench_cluster.report([one, lite], [6.0, 7.0, 6.5], posters=2, posts=3)
-    assert "200  (1.00x one PostgreSQL node)  commits/post 0.50" in lines[1]
-    assert "400  (2.00x one PostgreSQL node)  commits/post -" in lines[2]
+    assert "200  (1.00x one PostgreSQL node)  xids/post 0.50" in lines[1]
+    assert "400  (2.00x one PostgreSQL node)  xids/post -" in lines[2]
     assert "min 6.00 s, median 6.50 s, max 7.00 s (bound lease + tick + 1 s = 8.0 s)" in lines[3]
 
 

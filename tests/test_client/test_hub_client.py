@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import attrs
 import pytest
 import trio
 from trio.testing import MockClock
@@ -10,6 +11,7 @@ from troupe import (
     EV_SESSION_CLOSED,
     EV_TEXT,
     AgentClient,
+    DecodeError,
     Envelope,
     HubClient,
     HumanClient,
@@ -584,3 +586,20 @@ async def test_the_last_receipt_of_a_burst_costs_its_drain_no_step(
         sid = channel.session_id
         assert (await p.store.load_cursors(me.agent_id))[sid] == last
         assert (await p.store.load_cursors(scribe.agent_id))[sid] == last - 1
+
+
+async def test_a_client_refuses_task_data_json_cannot_carry_as_the_hub_does(
+    autojump_clock: MockClock,
+) -> None:
+    # The seed methods are declared once (HubCalls) for Hub and HubClient: a task's result
+    # with a non-string key is refused through either, not silently re-keyed by one of them.
+    async with open_hub_pair() as p:
+        bob, _ = await p.scripted("bob")
+        task = TaskMetadata(task_id="t", owner_id=bob.agent_id, spec=TaskSpec(title="t"))
+        await p.hc.observe_task(task)
+        for api in (p.hub, p.hc):
+            with pytest.raises(DecodeError, match=r"UpdateTask\.result: keys must be strings"):
+                await api.update_task("t", result={1: "one"})
+            with pytest.raises(DecodeError, match=r"TaskMetadata\.result: keys must be strings"):
+                await api.observe_task(attrs.evolve(task, result={2: "two"}))
+        assert (await p.hc.get_task("t")).result is None

@@ -243,3 +243,24 @@ async def test_a_session_given_up_on_a_node_that_lost_its_shard_is_not_closed_la
 
 async def store_last_seq(world: World, session_id: str) -> int:
     return len(await wal_of(world, session_id))
+
+
+async def test_a_joining_node_takes_a_fair_share_and_then_nothing_moves(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # 8 shards: a and b hold 4 each; c's share is 3, and a and b hold only share + 1, which
+    # the share + 2 rule lets keep. c must not stay empty: they let one go each.
+    async with two_nodes() as (world, cluster, a, b):
+        c = await cluster.start("c")
+
+        def counts() -> list[int]:
+            return sorted(len(n.member.ownership.held) for n in (a, b, c))
+
+        await eventually(lambda: counts() == [2, 3, 3], within_s=10 * TICK_S)
+        settled = {n.node_id: dict(n.member.ownership.held) for n in (a, b, c)}
+        await trio.sleep(10 * TICK_S)  # hysteresis: one shard apart, nothing flaps
+        assert {n.node_id: dict(n.member.ownership.held) for n in (a, b, c)} == settled
+        for sid in world.sessions:  # and every session is served by its shard's owner
+            owner = owner_of(cluster, sid)
+            assert owner is not None
+            assert (await hub_of(owner).post(text(world, sid, "hi"))).seq > 0

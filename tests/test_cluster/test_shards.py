@@ -79,3 +79,16 @@ def test_wanted_and_surplus_keep_a_fair_share_with_hysteresis() -> None:
     own.renewed(0.0, Claims(dict.fromkeys(range(8), 1), live=2))
     assert own.surplus(2) == [4, 5, 6, 7]
     assert own.deadline != -math.inf
+
+
+def test_a_node_lets_one_shard_go_per_tick_while_another_holds_two_fewer() -> None:
+    # 8 shards on 3 nodes: share 3, floor 2. Holding 4 (share + 1) lets nothing go by the
+    # first rule; a live node holding 2 fewer makes it let one go (the joiner's case).
+    own = Ownership(ClusterConfig(node_id="n1", shards=8))
+    own.renewed(0.0, Claims(dict.fromkeys(range(4), 1), live=3))
+    assert own.surplus(3) == []
+    assert own.surplus(3, fewest=3) == []  # one apart: nothing moves
+    assert own.surplus(3, fewest=2) == [3]
+    assert own.surplus(3, fewest=0) == [3]  # one per tick, however short the other is
+    own.renewed(0.0, Claims(dict.fromkeys(range(2), 1), live=3))
+    assert own.surplus(3, fewest=0) == []  # at the floor it keeps what it holds

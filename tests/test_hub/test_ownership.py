@@ -117,6 +117,28 @@ async def test_unregistering_asks_the_connection_holding_the_identity_to_unbind_
     assert hub.core.connections[client_of(bob).endpoint.endpoint_id].ref is bobs
 
 
+async def test_the_bindings_and_connections_are_the_connections_and_read_only_elsewhere(
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
+) -> None:
+    alice = await h.agent("alice")
+    bob = await h.agent("bob")
+    bindings = hub.core.bindings
+    alices = bindings[alice.id]
+    with pytest.raises(TypeError):
+        bindings[bob.id] = alices  # type: ignore[index]
+    with pytest.raises(TypeError):
+        del bindings[bob.id]  # type: ignore[attr-defined]
+    connections = hub.core.connections
+    conn = connections[client_of(alice).endpoint.endpoint_id]
+    with pytest.raises(TypeError):
+        connections["elsewhere"] = conn  # type: ignore[index]
+    # The writable tables are the connections': one releases only what it holds.
+    assert not conn.routes.release(bob.id, conn.ref)
+    assert bob.id in bindings
+    assert conn.routes.release(alice.id, conn.ref)
+    assert alice.id not in bindings
+
+
 async def test_the_session_supervisor_ends_sessions_past_their_ttl(
     autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
 ) -> None:

@@ -1,5 +1,6 @@
 """The hub's edge: the request records every layer shares, and the ``HubApi`` protocol."""
 
+from ._calls import HubCalls as HubCalls
 from ._protocol import Endpoint as Endpoint
 from ._protocol import HubApi as HubApi
 from ._protocol import LocalHub as LocalHub
@@ -59,6 +60,7 @@ __all__ = (
     "GetSkill",
     "GetTask",
     "HubApi",
+    "HubCalls",
     "ListAgents",
     "ListSessions",
     "ListTasks",

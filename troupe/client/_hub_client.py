@@ -64,37 +64,20 @@ from .._tracing import turn_span
 from ..api import (
     Accepted,
     CanSend,
-    CheckpointTask,
-    CloseSession,
-    CreateSession,
     FindAgentId,
-    FindEnvelopeByCausation,
     GetAgent,
     GetResume,
     GetRule,
-    GetSession,
-    GetSkill,
-    GetTask,
     HubApi,
-    ListAgents,
-    ListSessions,
-    ListTasks,
+    HubCalls,
     LocalHub,
-    ObserveTask,
     PendingTurn,
     PendingTurnsFor,
     PostEnvelope,
-    ReadTaskCheckpoint,
     ReadWal,
-    RecordObservation,
     Register,
-    ReportTurnFailure,
     Request,
-    SetResume,
-    SetRule,
-    SetSkill,
     Unregister,
-    UpdateTask,
 )
 from ..mailbox import Mailbox
 from ..model import (
@@ -117,8 +100,6 @@ from ..model import (
     SessionState,
     SessionStatus,
     StreamChunk,
-    TaskMetadata,
-    TaskState,
     WelcomeFrame,
     is_protocol_event,
     is_substantive,
@@ -1402,7 +1383,7 @@ R = TypeVar("R")
 CLOSE_WAIT_S = 5.0
 
 
-class HubClient:
+class HubClient(HubCalls):
     """One connection to a hub. A process should hold one per hub it talks to.
 
     Use it as an async context manager (``close()`` on exit: the connection ends, the
@@ -1961,85 +1942,11 @@ class HubClient:
         self._check_open(method or request.op)
         return await self._api.call(request)
 
-    async def get_agent(self, name_or_id: str) -> Passport:
-        return await self.call(GetAgent(name_or_id=name_or_id))
-
-    async def get_resume(self, agent_id: str) -> Resume:
-        return await self.call(GetResume(agent_id=agent_id))
-
-    async def get_skill(self, agent_id: str) -> str | None:
-        return await self.call(GetSkill(agent_id=agent_id))
-
-    async def get_rule(self, agent_id: str) -> Rule:
-        return await self.call(GetRule(agent_id=agent_id))
-
-    async def list_agents(
-        self,
-        *,
-        capability: str | None = None,
-        query: str | None = None,
-        sort_by: str | None = None,
-        limit: int = 50,
-        kind: str | None = None,
-    ) -> list[Passport]:
-        return await self.call(
-            ListAgents(capability=capability, query=query, kind=kind, sort_by=sort_by, limit=limit)
-        )
-
-    async def set_resume(self, agent_id: str, resume: Resume) -> None:
-        await self.call(SetResume(agent_id=agent_id, resume=resume))
-
-    async def set_skill(self, agent_id: str, skill_md: str | None) -> None:
-        await self.call(SetSkill(agent_id=agent_id, skill_md=skill_md))
-
-    async def set_rule(self, agent_id: str, rule: Rule) -> None:
-        await self.call(SetRule(agent_id=agent_id, rule=rule))
-
     async def unregister_agent(self, agent_id: str) -> None:
         await self.call(Unregister(agent_id=agent_id), method="unregister_agent")
         identity = self._clients.pop(agent_id, None)
         if identity is not None:
             await identity.disconnect()
-
-    async def create_session(
-        self,
-        *,
-        creator_id: str,
-        manifest_type: str,
-        manifest_version: int = 1,
-        participants: Sequence[str],
-        required_acks: int | None = None,
-        ttl: str | int | None = None,
-        knobs: dict[str, object] | None = None,
-        intent: str | None = None,
-        labels: dict[str, str] | None = None,
-    ) -> SessionMetadata:
-        return await self.call(
-            CreateSession(
-                creator_id=creator_id,
-                manifest_type=manifest_type,
-                manifest_version=manifest_version,
-                participants=tuple(participants),
-                required_acks=required_acks,
-                ttl=ttl,
-                knobs=dict(knobs) if knobs is not None else None,
-                intent=intent,
-                labels=labels,
-            )
-        )
-
-    async def get_session(self, session_id: str) -> SessionMetadata:
-        return await self.call(GetSession(session_id=session_id))
-
-    async def list_sessions(
-        self, *, agent_id: str | None = None, include_terminal: bool = False, limit: int = 50
-    ) -> list[SessionMetadata]:
-        return await self.call(
-            ListSessions(agent_id=agent_id, include_terminal=include_terminal, limit=limit)
-        )
-
-    async def close_session(self, session_id: str, *, reason: str = "") -> SessionMetadata:
-        return await self.call(CloseSession(session_id=session_id, reason=reason))
 
     async def post_envelope(self, envelope: Envelope) -> str:
         self._check_open("post_envelope")
@@ -2233,68 +2140,6 @@ class HubClient:
             )
         return self.session_type_for(metadata).default_view_policy(metadata, participant_id)
 
-    async def get_task(self, task_id: str) -> TaskMetadata:
-        return await self.call(GetTask(task_id=task_id))
-
-    async def list_tasks(
-        self,
-        *,
-        agent_id: str | None = None,
-        session_id: str | None = None,
-        state: TaskState | None = None,
-        limit: int = 50,
-    ) -> list[TaskMetadata]:
-        return await self.call(
-            ListTasks(agent_id=agent_id, session_id=session_id, state=state, limit=limit)
-        )
-
-    async def observe_task(self, metadata: TaskMetadata) -> None:
-        await self.call(ObserveTask(task=metadata))
-
-    async def update_task(
-        self,
-        task_id: str,
-        *,
-        state: TaskState | None = None,
-        progress: dict[str, object] | None = None,
-        result: object | None = None,
-        error: str | None = None,
-    ) -> None:
-        await self.call(
-            UpdateTask(
-                task_id=task_id,
-                state=state,
-                progress=dict(progress) if progress is not None else None,
-                result=result,
-                error=error,
-            )
-        )
-
-    async def record_observation(
-        self,
-        *,
-        owner_id: str,
-        capability: str,
-        outcome: TaskState,
-        latency_ms: int | None = None,
-        task_id: str | None = None,
-    ) -> None:
-        await self.call(
-            RecordObservation(
-                owner_id=owner_id,
-                capability=capability,
-                outcome=outcome,
-                latency_ms=latency_ms,
-                task_id=task_id,
-            )
-        )
-
-    async def checkpoint_task(self, task_id: str, state: dict[str, Any]) -> None:
-        await self.call(CheckpointTask(task_id=task_id, state=state))
-
-    async def read_task_checkpoint(self, task_id: str) -> dict[str, Any] | None:
-        return await self.call(ReadTaskCheckpoint(task_id=task_id))
-
     # -- what the turn handler needs ---------------------------------------------------------
 
     def register_session_type(self, stype: AnySessionType) -> None:
@@ -2332,31 +2177,6 @@ class HubClient:
             await self._api.learn_names(agent_ids)
         else:
             await trio.lowlevel.checkpoint()  # in process ``name_for`` knows every name
-
-    async def find_envelope_by_causation(
-        self, session_id: str, *, sender_id: str, causation_id: str
-    ) -> Envelope | None:
-        return await self.call(
-            FindEnvelopeByCausation(
-                session_id=session_id, sender_id=sender_id, causation_id=causation_id
-            )
-        )
-
-    async def pending_turns_for(self, agent_id: str) -> list[PendingTurn]:
-        return await self.call(PendingTurnsFor(agent_id=agent_id))
-
-    async def report_turn_failure(
-        self, *, session_id: str, agent_id: str, envelope_id: str, exc: BaseException
-    ) -> None:
-        await self.call(
-            ReportTurnFailure(
-                session_id=session_id,
-                agent_id=agent_id,
-                envelope_id=envelope_id,
-                exc_type=type(exc).__name__,
-                exc_message=str(exc),
-            )
-        )
 
     # -- the network side: one WebSocket connection at a time, reconnecting ------------------
     #

@@ -4,7 +4,9 @@ Rules:
 
 - ``open_hub(store, cluster=member)`` runs the member in the hub's tree: it joins, then
   ticks every ``tick_s``: renew (heartbeat + leases), claim expired shards up to the fair
-  share, let go of a surplus (hysteresis), read the shard map (for ``NotOwner``'s owner).
+  share, let go of a surplus (hysteresis: ``_shards`` rules), read the shard map (for
+  ``NotOwner``'s owner) and the nodes (their addresses, and the fewest shards a live node
+  holds, so a joiner gets its fair share).
 - A watchdog stops serving every shard at the local deadline (``_shards`` rules) when no
   renewal moved it: the hub refuses posts and starts no actor for them, and the fence
   refuses writes, before the lease can run out at the coordinator.
@@ -38,7 +40,7 @@ from typing import TYPE_CHECKING, TypeVar
 import trio
 
 from .._errors import ActorDead, NotOwner, StoreError
-from ._coordinator import Coordinator
+from ._coordinator import Coordinator, NodeInfo
 from ._routing import Connector, Router, ws_connector
 from ._shards import ClusterConfig, Ownership, shard_of
 
@@ -85,6 +87,9 @@ class ClusterMember:
         self.addresses: dict[str, str] = {}
         #: shard -> until when (trio's clock) its owner's lease runs, as last read.
         self.leases: dict[int, float] = {}
+        #: How many shards the live node holding fewest holds, as read this tick (None: not
+        #: read yet): a node holding 2 more lets one go per tick (``Ownership.surplus``).
+        self.fewest: int | None = None
         self._moved = trio.Event()
         self._hub: Hub | None = None
         #: Set by :meth:`leave`: no new post or session here, the running ones snapshot.
@@ -265,14 +270,20 @@ class ClusterMember:
                 if moved or fresh:
                     await self._lose(moved | fresh)
                 gained, lost = ownership.renewed(sent, claims)
-            surplus = ownership.surplus(claims.live)
+            # The nodes as they are now (not as last tick): a joiner's claims of this tick
+            # are seen, so nobody lets go of a shard for a shortage already made up.
+            nodes = await coordinator.nodes()
+            self._learn_nodes(nodes)
+            live = [n.shards for n in nodes if n.heartbeat_age_s < config.lease_s]
+            self.fewest = min(live) if live else None
+            surplus = ownership.surplus(claims.live, self.fewest)
             if surplus:
                 ownership.drop(surplus)  # stop serving before the release lets others in
                 lost |= set(surplus)
                 await self._lose(lost)
                 lost = set()
                 await coordinator.release(node, surplus)
-            await self.read_map()
+            await self._read_shards()
         except StoreError as exc:
             log.warning("cluster node %s: tick failed: %s", node, exc)
         if lost:
@@ -283,18 +294,25 @@ class ClusterMember:
             self._moved.set()
 
     async def read_map(self) -> None:
-        """Read the shard map and the nodes (for ``NotOwner`` and routing).
+        """Read the shard map and the nodes again (a router that was told ``NotOwner``).
 
         Raises:
           StoreError: the coordinator could not be read.
         """
-        coordinator = self.coordinator
-        shard_map = await coordinator.shard_map()
+        await self._read_shards()
+        self._learn_nodes(await self.coordinator.nodes())
+
+    async def _read_shards(self) -> None:
+        """Read the shard map: each shard's owner, epoch and lease (for ``NotOwner`` and
+        routing)."""
+        shard_map = await self.coordinator.shard_map()
         read_at = trio.current_time()
         self.owners = {s.shard: s.owner for s in shard_map}
         self.epochs = {s.shard: s.epoch for s in shard_map}
         self.leases = {s.shard: read_at + s.lease_left_s for s in shard_map}
-        nodes = await coordinator.nodes()
+
+    def _learn_nodes(self, nodes: list[NodeInfo]) -> None:
+        """Keep the nodes' addresses and which are live; tell the router who came and went."""
         self.addresses = {n.node_id: n.address for n in nodes}
         live = {n.node_id for n in nodes if n.heartbeat_age_s < self.config.lease_s}
         gone, self.live = self.live - live, live

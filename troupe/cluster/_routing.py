@@ -594,8 +594,6 @@ class Router:
     def catch_up(self, pairs: Iterable[tuple[str, str]]) -> None:
         """Queue a catch-up for each hinted (recipient, session) bound here (one per
         connection, recipient and session)."""
-        from ..hub._delivery import CatchUp
-
         hub = self.hub
         if hub is None:
             return
@@ -604,11 +602,7 @@ class Router:
             conn = core.bindings.get(recipient_id)
             if conn is None:
                 continue  # gone meanwhile: its next bind replays
-            key = (conn.name, recipient_id, session_id)
-            if key in core.catch_ups:
-                continue
-            core.catch_ups.add(key)
             try:
-                conn.mailbox.send_system(CatchUp(recipient_id, session_id, hinted=True))
+                core.catch_ups.queue(conn, recipient_id, session_id, hinted=True)
             except MailboxClosed:
-                core.catch_ups.discard(key)
+                pass  # the connection is ending: its next bind replays

@@ -13,8 +13,15 @@ Rules:
   the lease ends by at least ``margin_s`` whatever the call's latency. A node that cannot
   renew (paused, cut off, slow) therefore stops serving before anyone else may claim.
 - Fair share: with ``live`` nodes a node wants ``ceil(shards / live)``. It claims expired
-  shards up to that; it lets shards go only when it holds at least share + 2 (hysteresis:
-  one node more or less does not make shards flap between nodes).
+  shards up to that. It lets shards go in two cases, each with hysteresis (a difference of
+  one shard between nodes moves nothing, so shards do not flap):
+
+  - it holds at least share + 2: it lets go of all above its share at once (a node that
+    held everything when another joined);
+  - it holds more than ``floor(shards / live)`` and at least 2 more than the live node
+    that holds fewest (a joiner, or a node back from a pause, that the first case leaves
+    short when every other node holds share or share + 1): it lets go of one shard per
+    tick, which the short node claims, until no live node holds 2 more than another.
 """
 
 from __future__ import annotations
@@ -172,12 +179,22 @@ class Ownership:
         """How many more shards to claim (0 when at or over the fair share)."""
         return max(fair_share(self.config.shards, live) - len(self.held), 0)
 
-    def surplus(self, live: int) -> list[int]:
-        """The shards to let go: all above the fair share, once at least share + 2 are held."""
+    def surplus(self, live: int, fewest: int | None = None) -> list[int]:
+        """The shards to let go (module rules).
+
+        Args:
+          live: how many nodes are live.
+          fewest: how many shards the live node holding fewest holds (as last read; None:
+            not known).
+        """
+        held = sorted(self.held)
         share = fair_share(self.config.shards, live)
-        if len(self.held) < share + HYSTERESIS:
-            return []
-        return sorted(self.held)[share:]
+        if len(held) >= share + HYSTERESIS:
+            return held[share:]
+        floor = self.config.shards // max(live, 1)
+        if fewest is not None and len(held) > floor and len(held) - fewest >= HYSTERESIS:
+            return held[-1:]
+        return []
 
     def drop(self, shards: Iterable[int]) -> None:
         """Forget shards let go (or lost)."""

@@ -38,8 +38,9 @@ from ..model import (
     is_substantive,
 )
 from ._core import HubCore
-from ._delivery import CatchUp, Deliver, held_back, recipients_of
+from ._delivery import held_back, recipients_of
 from ._lanes import ChunkOut
+from ._routes import CatchUp, Deliver, Routes
 from ._rules import accepts_inbound
 
 log = logging.getLogger("troupe.hub.connections")
@@ -143,14 +144,21 @@ def visible_to(
     return rule is not None and accepts_inbound(rule, core.registry.name_for(envelope.sender_id))
 
 
-class ConnectionActor(Actor[ConnectionMsg, Any]):
+class ConnectionActor(Actor[ConnectionMsg, Refused | None]):
     """Delivers to one endpoint; temporary child of the hub's connection supervisor."""
 
     def __init__(
-        self, core: HubCore, endpoint: Endpoint, *, max_outbound_bytes: int = MAX_OUTBOUND_BYTES
+        self,
+        core: HubCore,
+        endpoint: Endpoint,
+        routes: Routes,
+        *,
+        max_outbound_bytes: int = MAX_OUTBOUND_BYTES,
     ) -> None:
         self.core = core
         self.endpoint = endpoint
+        #: The connections' tables: this connection binds its identities and releases them.
+        self.routes = routes
         self.agents: set[str] = set()
         self.sent: dict[tuple[str, str], int] = {}
         self.acked: dict[tuple[str, str], int] = {}
@@ -184,13 +192,13 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
         self._replying = False
 
     def owns(self, agent_id: str) -> bool:
-        return agent_id in self.agents and self.core.bindings.get(agent_id) is self.ref
+        return agent_id in self.agents and self.routes.bindings.get(agent_id) is self.ref
 
-    async def handle(self, msg: ConnectionMsg) -> Any:
+    async def handle(self, msg: ConnectionMsg) -> Refused | None:
         # A store that fails must not take the connection down (and every identity bound to
         # it): a bind is refused to whoever asked, anything else is logged (a missed
         # delivery is replayed on the next reconnect, an unsaved cursor saved next flush).
-        result: Any = None
+        result: Refused | None = None
         try:
             await self._handle(msg)
         except IdentityInUse as exc:
@@ -289,7 +297,7 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
                         self.core.ledger.done(recipient_id)  # dispatch counted it again
             case CatchUp(recipient_id, session_id, counted, hinted):
                 if counted or hinted:  # from then on a missed dispatch queues another one
-                    self.core.catch_ups.discard((self.ref.name, recipient_id, session_id))
+                    self.core.catch_ups.handled(self.ref.name, recipient_id, session_id)
                 if self.owns(recipient_id):
                     await self._replay(
                         recipient_id, session_id, 0, counted=counted, after_sent=hinted
@@ -345,8 +353,7 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
             pass  # the connection ended; serve_endpoint saved the cursors
 
     async def on_stop(self) -> None:
-        name = self.ref.name
-        self.core.catch_ups -= {key for key in self.core.catch_ups if key[0] == name}
+        self.core.catch_ups.forget(self.ref.name)
         await self.flush_outbox()
         await self.flush_cursors()
 
@@ -503,7 +510,7 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
           IdentityInUse: another live connection holds the identity and ``takeover`` is off.
         """
         core = self.core
-        previous = core.bindings.get(agent_id)
+        previous = self.routes.bindings.get(agent_id)
         if previous is None or previous is self.ref:
             return
         holder: ConnectionActor | None = core.connections.get(previous.name.removeprefix("conn:"))
@@ -543,8 +550,7 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
         self._claim(agent_id, takeover)
         for session_id, seq in cursors.items():
             self.acked[(agent_id, session_id)] = seq
-        previous = core.bindings.get(agent_id)
-        core.bindings[agent_id] = self.ref
+        previous = self.routes.bind(agent_id, self.ref)
         self.agents.add(agent_id)
         if previous is not self.ref:
             core.ledger.reset(agent_id)
@@ -653,17 +659,14 @@ class ConnectionActor(Actor[ConnectionMsg, Any]):
         The identity stays in ``agents`` (what the connection was bound to, for the checks
         of its requests, which then find no such agent); ``owns`` is false from now on.
         """
-        if self.core.bindings.get(agent_id) is self.ref:
-            del self.core.bindings[agent_id]
-            if self.core.cluster is not None:
-                self.core.cluster.released(agent_id)
+        if self.routes.release(agent_id, self.ref) and self.core.cluster is not None:
+            self.core.cluster.released(agent_id)
 
     def release(self) -> None:
         """Drop this connection's bindings (it is closing)."""
         cluster = self.core.cluster
         for agent_id in self.agents:
-            if self.core.bindings.get(agent_id) is self.ref:
-                del self.core.bindings[agent_id]
+            if self.routes.release(agent_id, self.ref):
                 self.core.ledger.reset(agent_id)
                 if cluster is not None:
                     cluster.released(agent_id)

@@ -30,6 +30,7 @@ from ._events import EventBus
 from ._lanes import Streams
 from ._registry import Registry, RegistryView
 from ._room import InboxRoom
+from ._routes import CatchUps, Routes
 from ._rules import InboxLedger, RateLimiter
 
 #: The steps of a post at which a fault injector may crash a session actor.
@@ -196,6 +197,7 @@ class HubCore:
         new_id: Callable[[], str],
         faults: Faults | None,
         directory: DirectoryView,
+        routes: Routes,
     ) -> None:
         # -- configuration (set by open_hub; the plug-in tables by the handle's register_*)
         self.config = config
@@ -243,18 +245,17 @@ class HubCore:
         self.directory = directory
 
         # -- the connections' tables (``_serve``, ``_connection``) -------------------------
-        #: agent id -> the connection actor it is bound to: each connection writes its own
-        #: identities' entries (the hub actor tells it to drop an unregistered agent's:
-        #: ``Unbind``).
-        self.bindings: dict[str, ActorRef[Any, Any]] = {}
-        #: endpoint id -> its connection actor (a ConnectionActor; its ``ref``): written by
-        #: that connection's serve_endpoint task, as it starts and ends.
-        self.connections: dict[str, Any] = {}
-        #: (connection actor name, recipient, session) with a CatchUp queued and not yet
-        #: handled: one catch-up per (connection, session) however many dispatches missed.
-        #: Added by dispatch (and by a routing cluster member for the hints it gets), discarded
-        #: by the connection when it handles or drops it.
-        self.catch_ups: set[tuple[str, str, str]] = set()
+        #: agent id -> the connection actor it is bound to, and endpoint id -> its
+        #: connection actor (a ``ConnectionActor``): read-only views of the connections'
+        #: tables, which each connection writes for itself through the ``Routes`` open_hub
+        #: gave them (the hub actor tells a connection to drop an unregistered agent's
+        #: binding: ``Unbind``).
+        self.bindings = routes.bindings
+        self.connections = routes.connections
+        #: The catch-ups queued to connections (a service: dispatch queues, and a routing
+        #: cluster member for the hints it gets; each connection marks its own handled):
+        #: one per (connection, recipient, session).
+        self.catch_ups = CatchUps()
         #: This node's membership of a cluster (``open_hub(cluster=...)``); None: no cluster,
         #: and no cluster code on any path. Set by open_hub.
         self.cluster: Membership | None = None

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import attrs
-
 from .._errors import ActorDead, MailboxFull
 from ..mailbox import DeadLetter
 from ..model import (
@@ -25,37 +23,8 @@ from ..model import (
     is_substantive,
 )
 from ._core import HubCore
+from ._routes import CatchUp, Deliver
 from ._rules import accepts_inbound
-
-
-@attrs.frozen
-class Deliver:
-    """To a connection: notify ``recipient_id`` of ``envelope``.
-
-    ``redelivery``: sent again by a restarted session; if the connection already has it,
-    it gives back the inbox count the dispatch took.
-    """
-
-    envelope: Envelope
-    recipient_id: str
-    redelivery: bool = False
-
-
-@attrs.frozen
-class CatchUp:
-    """To a connection: ``recipient_id`` missed deliveries of ``session_id``; read the WAL.
-
-    ``counted``: the dispatch counted what was missed in the inbox ledger (a full
-    mailbox); not so for what was held back from an invitee until it acked.
-    ``hinted``: another cluster node, the session's owner, dispatched to the recipient,
-    bound here (a hint: nothing was counted, and what was sent before is not sent again).
-    """
-
-    recipient_id: str
-    session_id: str
-    counted: bool = True
-    hinted: bool = False
-
 
 #: What an invitee receives of a session before it acks its invite: the invite, and the
 #: notice that ends the session (which withdraws the invite). Nothing else: no text, no
@@ -124,10 +93,7 @@ def dispatch(
         try:
             conn.tell_nowait(Deliver(envelope, recipient_id, redelivery))
         except MailboxFull:
-            queued = (conn.name, recipient_id, metadata.session_id)
-            if queued not in core.catch_ups:  # one queued catch-up reads all it missed
-                core.catch_ups.add(queued)
-                conn.mailbox.send_system(CatchUp(recipient_id, metadata.session_id))
+            core.catch_ups.queue(conn, recipient_id, metadata.session_id)
             if redelivery:
                 continue  # the catch-up counts what it sends; this one may be a repeat
         except ActorDead:

@@ -53,6 +53,7 @@ from ..api import (
     GetSession,
     GetSkill,
     GetTask,
+    HubCalls,
     ListAgents,
     ListSessions,
     ListTasks,
@@ -85,9 +86,7 @@ from ..model import (
     SessionState,
     StreamChunk,
     TaskMetadata,
-    TaskState,
     check_envelope,
-    check_json,
     check_record,
     unstructure,
 )
@@ -106,6 +105,7 @@ from ._expectations import ExpectationSweeper, Handler
 from ._extensions import ExtensionState, check_callable, check_name
 from ._lanes import StreamStatistics
 from ._listeners import LISTENER_CAPACITY, run_listener
+from ._routes import Routes
 from ._session_parts import EndSession
 from ._sessions import SessionSupervisor
 from ._stats import HubHealth, HubStatistics
@@ -156,12 +156,17 @@ def handles(kind: type[Request[Any]]) -> Callable[[_F], _F]:
     return register
 
 
-class Hub:
+class Hub(HubCalls):
     """A running hub; use it only inside its ``open_hub`` block."""
 
-    def __init__(self, core: HubCore, auth: AuthRegistry, directory: Directory) -> None:
+    def __init__(
+        self, core: HubCore, auth: AuthRegistry, directory: Directory, routes: Routes
+    ) -> None:
         self._core = core
         self.auth = auth
+        #: The connections' tables, writable: the handle only passes them to each
+        #: connection it attaches (``attach_endpoint``); it reads them through ``core``.
+        self._routes = routes
         #: The session supervisor (runs as the root's ``sessions`` child); the handle only
         #: reads the directory (``core.directory``), the supervisor writes its live fields.
         self._sessions = SessionSupervisor(core, directory)
@@ -384,16 +389,10 @@ class Hub:
         if caller is not None:
             caller.agents.discard(request.agent_id)
 
-    async def get_agent(self, name_or_id: str) -> Passport:
-        return await self.call(GetAgent(name_or_id=name_or_id))
-
     @handles(GetAgent)
     async def _get_agent(self, request: GetAgent, caller: Caller | None) -> Passport:
         await trio.lowlevel.checkpoint()
         return self._core.registry.resolve(request.name_or_id).passport
-
-    async def get_resume(self, agent_id: str) -> Resume:
-        return await self.call(GetResume(agent_id=agent_id))
 
     @handles(GetResume)
     async def _get_resume(self, request: GetResume, caller: Caller | None) -> Resume:
@@ -403,31 +402,16 @@ class Hub:
             raise NotFoundError(f"resume not found: {request.agent_id!r}")
         return record.resume
 
-    async def get_skill(self, agent_id: str) -> str | None:
-        return await self.call(GetSkill(agent_id=agent_id))
-
     @handles(GetSkill)
     async def _get_skill(self, request: GetSkill, caller: Caller | None) -> str | None:
         await trio.lowlevel.checkpoint()
         record = self._core.registry.agents.get(request.agent_id)
         return record.skill_md if record is not None else None
 
-    async def get_rule(self, agent_id: str) -> Rule:
-        return await self.call(GetRule(agent_id=agent_id))
-
     @handles(GetRule)
     async def _get_rule(self, request: GetRule, caller: Caller | None) -> Rule:
         await trio.lowlevel.checkpoint()
         return self._core.registry.record(request.agent_id).rule
-
-    async def set_resume(self, agent_id: str, resume: Resume) -> None:
-        await self.call(SetResume(agent_id=agent_id, resume=resume))
-
-    async def set_skill(self, agent_id: str, skill_md: str | None) -> None:
-        await self.call(SetSkill(agent_id=agent_id, skill_md=skill_md))
-
-    async def set_rule(self, agent_id: str, rule: Rule) -> None:
-        await self.call(SetRule(agent_id=agent_id, rule=rule))
 
     @handles(SetResume)
     @handles(SetSkill)
@@ -439,19 +423,6 @@ class Hub:
     async def _hub_actor_owns(self, request: Request[Any], caller: Caller | None) -> Any:
         """The requests the hub actor answers as they are (it owns the tables they change)."""
         return await self._ask_hub(request)
-
-    async def list_agents(
-        self,
-        *,
-        capability: str | None = None,
-        query: str | None = None,
-        kind: str | None = None,
-        sort_by: str | None = None,
-        limit: int = 50,
-    ) -> list[Passport]:
-        return await self.call(
-            ListAgents(capability=capability, query=query, kind=kind, sort_by=sort_by, limit=limit)
-        )
 
     @handles(ListAgents)
     async def _list_agents(self, request: ListAgents, caller: Caller | None) -> list[Passport]:
@@ -491,25 +462,6 @@ class Hub:
         """Nothing to fetch in process (a remote hub caches names for ``name_for``)."""
         await trio.lowlevel.checkpoint()
 
-    async def record_observation(
-        self,
-        *,
-        owner_id: str,
-        capability: str,
-        outcome: TaskState,
-        latency_ms: int | None = None,
-        task_id: str | None = None,
-    ) -> None:
-        await self.call(
-            RecordObservation(
-                owner_id=owner_id,
-                capability=capability,
-                outcome=outcome,
-                latency_ms=latency_ms,
-                task_id=task_id,
-            )
-        )
-
     # -- session types -----------------------------------------------------------------------
 
     def register_session_type(self, stype: AnySessionType) -> None:
@@ -518,49 +470,9 @@ class Hub:
 
     # -- tasks -------------------------------------------------------------------------------
 
-    async def observe_task(self, metadata: TaskMetadata) -> None:
-        """Track a task (audited: ``task_observed``); a known one is merged into (its state
-        changes are audited: ``task_state_changed``, and ``task_terminated`` at the end)."""
-        if isinstance(metadata, TaskMetadata):
-            check_json(metadata.result, "result", record="TaskMetadata")
-        await self.call(ObserveTask(task=metadata))
-
-    async def update_task(
-        self,
-        task_id: str,
-        *,
-        state: TaskState | None = None,
-        progress: dict[str, object] | None = None,
-        result: object | None = None,
-        error: str | None = None,
-    ) -> None:
-        """Update a task that is not terminal yet (a terminal one is left as it is).
-
-        A change of state is audited (``task_state_changed``, and ``task_terminated`` when it
-        ends); an update of progress, result or error alone is not, so a task reporting
-        progress often does not flood the audit log.
-
-        Raises:
-          NotFoundError: no such task.
-          DecodeError: a value is not of its type, or not JSON data.
-        """
-        check_json(result, "result", record="UpdateTask")
-        await self.call(
-            UpdateTask(
-                task_id=task_id,
-                state=state,
-                progress=dict(progress) if progress is not None else None,
-                result=result,
-                error=error,
-            )
-        )
-
     @handles(UpdateTask)
     async def _update_task(self, request: UpdateTask, caller: Caller | None) -> None:
         await self._ask_hub(request)
-
-    async def get_task(self, task_id: str) -> TaskMetadata:
-        return await self.call(GetTask(task_id=task_id))
 
     @handles(GetTask)
     async def _get_task(self, request: GetTask, caller: Caller | None) -> TaskMetadata:
@@ -569,18 +481,6 @@ class Hub:
         if task is None:
             raise NotFoundError(f"task not found: {request.task_id!r}")
         return task
-
-    async def list_tasks(
-        self,
-        *,
-        agent_id: str | None = None,
-        session_id: str | None = None,
-        state: TaskState | None = None,
-        limit: int = 50,
-    ) -> list[TaskMetadata]:
-        return await self.call(
-            ListTasks(agent_id=agent_id, session_id=session_id, state=state, limit=limit)
-        )
 
     @handles(ListTasks)
     async def _list_tasks(self, request: ListTasks, caller: Caller | None) -> list[TaskMetadata]:
@@ -598,12 +498,6 @@ class Hub:
             out.append(task)
         return out
 
-    async def checkpoint_task(self, task_id: str, state: dict[str, Any]) -> None:
-        await self.call(CheckpointTask(task_id=task_id, state=state))
-
-    async def read_task_checkpoint(self, task_id: str) -> dict[str, Any] | None:
-        return await self.call(ReadTaskCheckpoint(task_id=task_id))
-
     async def _ask_hub(self, msg: Message[R]) -> R:
         """Ask the hub actor (one of its ``HubMsg``, checked by ``call``); return its answer,
         of the type the message declares, or raise what it refused with.
@@ -616,45 +510,6 @@ class Hub:
 
     # -- sessions ----------------------------------------------------------------------------
 
-    async def create_session(
-        self,
-        *,
-        creator_id: str,
-        manifest_type: str,
-        manifest_version: int = 1,
-        participants: Sequence[str],
-        required_acks: int | None = None,
-        ttl: str | int | None = None,
-        knobs: dict[str, object] | None = None,
-        intent: str | None = None,
-        labels: dict[str, str] | None = None,
-    ) -> SessionMetadata:
-        """Open a session, invite the participants and return once it is ACTIVE.
-
-        It is ACTIVE once ``required_acks`` invitees acked (1 to the number of invitees;
-        all of them by default). An invitee receives nothing of the session but its invite
-        (and the notice that ends it) until it acks; then it gets what it missed, in order.
-
-        Raises:
-          NotFoundError: the creator, a participant or the session type is unknown.
-          AccessDeniedError: a rule forbids it (inbound globs, session types, caps).
-          ProtocolError: bad participants or knobs, an invite was rejected, or the acks did
-            not arrive within ``invite_ack_timeout`` (the session is then CLOSED).
-        """
-        return await self.call(
-            CreateSession(
-                creator_id=creator_id,
-                manifest_type=manifest_type,
-                manifest_version=manifest_version,
-                participants=tuple(participants),
-                required_acks=required_acks,
-                ttl=ttl,
-                knobs=dict(knobs) if knobs is not None else None,
-                intent=intent,
-                labels=labels,
-            )
-        )
-
     @handles(CreateSession)
     async def _create_session(
         self, request: CreateSession, caller: Caller | None
@@ -665,32 +520,10 @@ class Hub:
             _tracing.ACTIVE.session_opened(md)
         return await self._sessions.open(md)
 
-    async def get_session(self, session_id: str) -> SessionMetadata:
-        return await self.call(GetSession(session_id=session_id))
-
     @handles(GetSession)
     async def _get_session(self, request: GetSession, caller: Caller | None) -> SessionMetadata:
         await trio.lowlevel.checkpoint()
         return self._core.directory.get(request.session_id).metadata
-
-    async def list_sessions(
-        self,
-        *,
-        agent_id: str | None = None,
-        state: SessionState | None = None,
-        include_terminal: bool = False,
-        limit: int = 50,
-    ) -> list[SessionMetadata]:
-        """Sessions in creation order: all of ``agent_id``'s, or all of them.
-
-        Terminal sessions are left out unless ``include_terminal`` or a terminal ``state``
-        is asked for.
-        """
-        return await self.call(
-            ListSessions(
-                agent_id=agent_id, state=state, include_terminal=include_terminal, limit=limit
-            )
-        )
 
     @handles(ListSessions)
     async def _list_sessions(
@@ -703,17 +536,6 @@ class Hub:
             include_terminal=request.include_terminal,
             limit=request.limit,
         )
-
-    async def close_session(self, session_id: str, *, reason: str = "") -> SessionMetadata:
-        """Close a session (idempotent on a terminal one).
-
-        Raises:
-          NotFoundError: the session is unknown.
-          DecodeError: ``reason`` is not a string of at most ``MAX_REASON_CHARS``.
-          StoreError: the store refused the close notice; the session stays as it was.
-          ProtocolError: also when the session crashed twice while closing.
-        """
-        return await self.call(CloseSession(session_id=session_id, reason=reason))
 
     @handles(CloseSession)
     async def _close_session(self, request: CloseSession, caller: Caller | None) -> SessionMetadata:
@@ -826,16 +648,6 @@ class Hub:
         """The session type registered as ``name`` at ``version``, if any."""
         return self._core.session_type(name, version)
 
-    async def pending_turns_for(
-        self, agent_id: str, *, session_id: str | None = None
-    ) -> list[PendingTurn]:
-        """ACTIVE sessions where the session type says it is ``agent_id``'s turn.
-
-        With ``session_id``, only that session is looked at (what a turn handler asks on
-        every delivery).
-        """
-        return await self.call(PendingTurnsFor(agent_id=agent_id, session_id=session_id))
-
     @handles(PendingTurnsFor)
     async def _pending_turns_for(
         self, request: PendingTurnsFor, caller: Caller | None
@@ -878,21 +690,6 @@ class Hub:
                         return envelope.created_at
         return core.now_iso()
 
-    async def find_envelope_by_causation(
-        self, session_id: str, *, sender_id: str, causation_id: str
-    ) -> Envelope | None:
-        """The envelope ``sender_id`` posted in answer to ``causation_id`` (any event type).
-
-        Raises:
-          NotFoundError: the session is unknown.
-          AccessDeniedError: ``sender_id`` is not a participant of it.
-        """
-        return await self.call(
-            FindEnvelopeByCausation(
-                session_id=session_id, sender_id=sender_id, causation_id=causation_id
-            )
-        )
-
     @handles(FindEnvelopeByCausation)
     async def _find_envelope_by_causation(
         self, request: FindEnvelopeByCausation, caller: Caller | None
@@ -924,25 +721,6 @@ class Hub:
             return None
         found = await self.read_wal(session_id, since=hit[1] - 1, until=hit[1])
         return found[0] if found else None
-
-    async def report_turn_failure(
-        self, *, session_id: str, agent_id: str, envelope_id: str, exc: BaseException
-    ) -> None:
-        """Record that an agent's turn raised (audit ``turn_failed``); no reply is invented.
-
-        Raises:
-          NotFoundError: the session is unknown.
-          AccessDeniedError: ``agent_id`` is not a participant of it (nothing is recorded).
-        """
-        await self.call(
-            ReportTurnFailure(
-                session_id=session_id,
-                agent_id=agent_id,
-                envelope_id=envelope_id,
-                exc_type=type(exc).__name__,
-                exc_message=str(exc),
-            )
-        )
 
     @handles(ReportTurnFailure)
     async def _report_turn_failure(self, request: ReportTurnFailure, caller: Caller | None) -> None:
@@ -1022,7 +800,7 @@ class Hub:
         await self._connections.start_child(
             ChildSpec(
                 endpoint.endpoint_id,
-                partial(self._serve_endpoint, self, endpoint),
+                partial(self._serve_endpoint, self, endpoint, self._routes),
                 restart="temporary",
             )
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import attrs
 
+from ..actors import Message
 from ..model import ChunkFrame
 
 
@@ -31,7 +32,7 @@ class Lane:
 
 
 @attrs.frozen(eq=False)
-class ChunkOut:
+class ChunkOut(Message[None]):
     """To a connection: send ``frame``; ``lane`` counts it as no longer queued."""
 
     frame: ChunkFrame

@@ -41,6 +41,7 @@ from ._hub import Hub
 from ._hub_actor import HubActor
 from ._passivation import passivate
 from ._passivation import sweep as sweep_idle
+from ._routes import Routes
 from ._serve import serve_endpoint
 
 log = logging.getLogger("troupe.hub")
@@ -160,6 +161,9 @@ async def open_hub(
             # The sessions: written by their owners (given this table), read by everyone
             # else through core.directory, its read-only view.
             directory = Directory()
+            # The connections' tables: written by the connections (given them through the
+            # handle), read by everyone else through core.bindings and core.connections.
+            routes = Routes()
             core = HubCore(
                 opened,
                 config,
@@ -167,6 +171,7 @@ async def open_hub(
                 new_id=new_id if new_id is not None else new_uuid,
                 faults=faults,
                 directory=directory.view,
+                routes=routes,
             )
             for stype in (*builtin_types(), *session_types):
                 core.session_types[(stype.name, stype.version)] = stype
@@ -176,7 +181,12 @@ async def open_hub(
                         metadata=md, stype=core.session_type(md.manifest_type, md.manifest_version)
                     )
                 )
-            hub = Hub(core, AuthRegistry(auth) if auth is not None else AuthRegistry(), directory)
+            hub = Hub(
+                core,
+                AuthRegistry(auth) if auth is not None else AuthRegistry(),
+                directory,
+                routes,
+            )
             hub._serve_endpoint = serve_endpoint
             async with open_supervisor(
                 "one_for_one", max_restarts=10, within_s=10.0, name="hub"

@@ -36,6 +36,7 @@ from ..model import (
     WelcomeFrame,
 )
 from ._connection import Bind, Caller, ConnectionActor, Flush, Receipts, SendOut
+from ._routes import Routes
 from ._rpc import error_code, error_details, handle_request
 from ._rules import TokenBucket
 
@@ -73,12 +74,13 @@ def error_frame(
 async def serve_endpoint(
     hub: Hub,
     endpoint: Endpoint,
+    routes: Routes,
     *,
     task_status: trio.TaskStatus[ActorRef[Any, Any]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run until the client closes the endpoint (or the hub shuts down)."""
     core = hub.core
-    actor = ConnectionActor(core, endpoint)
+    actor = ConnectionActor(core, endpoint, routes)
     limiter = trio.CapacityLimiter(MAX_IN_FLIGHT)
     flood = TokenBucket(FRAMES_PER_SECOND * 60, FRAME_BURST, trio.current_time())
     try:
@@ -86,7 +88,7 @@ async def serve_endpoint(
             mailbox: Mailbox[Any] = Mailbox(core.config.client_mailbox, "block")
             actor.timers = nursery
             ref = await spawn(nursery, actor, mailbox=mailbox, name=f"conn:{endpoint.endpoint_id}")
-            core.connections[endpoint.endpoint_id] = actor
+            routes.attach(endpoint.endpoint_id, actor)
             task_status.started(ref)
             frames = endpoint.frames()
             try:
@@ -127,7 +129,7 @@ async def serve_endpoint(
                 await flushed.wait()
             nursery.cancel_scope.cancel()
     finally:
-        core.connections.pop(endpoint.endpoint_id, None)
+        routes.detach(endpoint.endpoint_id, actor)
         # The actor is gone (this task is its only user now): save what it was acked but
         # had not saved yet, also when the hub is closing.
         with trio.CancelScope(shield=True) as scope:
