@@ -224,6 +224,28 @@ async def test_a_recipient_on_another_node_is_delivered_the_owners_session_and_a
         assert router_of(a).hints_sent >= 1
 
 
+async def test_hints_for_one_recipient_and_session_are_coalesced(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with three_nodes() as (world, cluster, a, b, _):
+        sid = owned_by(cluster, a)
+        async with HubClient(LocalLink(hub_of(b))) as hc:
+            bob = await hc.attach(Recorder(), "bob")
+            await eventually(lambda: router_of(a).remote.get(world.bob) == "b", 2 * TICK_S)
+            before = router_of(a).hints_sent
+            posts = 40
+            async with trio.open_nursery() as nursery:
+                for i in range(posts):
+                    nursery.start_soon(hub_of(a).post, text(world, sid, f"t{i}", key=f"t{i}"))
+            last = max(e.seq for e in await wal_of(world, sid))
+            conn = next(x for x in hub_of(b).core.connections.values() if bob.agent_id in x.agents)
+            await eventually(lambda: conn.sent.get((world.bob, sid), 0) >= last, 2.0, 0.01)
+        # Each post was a hint, but they went in fewer (recipient, session) sends.
+        assert 1 <= router_of(a).hints_sent - before < posts
+        texts = [e.seq for e in await wal_of(world, sid) if e.event_type == EV_TEXT]
+        assert len(texts) == posts
+
+
 async def test_a_recipient_that_comes_back_on_a_third_node_is_replayed_what_it_missed(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
