@@ -194,6 +194,7 @@ ERRORS = (
     "StoreError",
     "IncompatibleStore",
     "StoreLocked",
+    "NameTaken",
     "NotOwner",
     "IdentityInUse",
 )
@@ -221,6 +222,12 @@ def test_not_owner_keeps_its_fields_through_pickle() -> None:
     back = pickle.loads(pickle.dumps(troupe.NotOwner("no", shard=3, owner="n-1", epoch=2)))
     assert (back.shard, back.owner, back.epoch) == (3, "n-1", 2)
     assert issubclass(troupe.NotOwner, troupe.StoreError)
+
+
+def test_name_taken_keeps_its_fields_through_pickle() -> None:
+    back = pickle.loads(pickle.dumps(troupe.NameTaken("taken", name="ann", holder="a-1")))
+    assert (back.name, back.holder) == ("ann", "a-1")
+    assert issubclass(troupe.NameTaken, troupe.StoreError)
 
 
 def test_decode_error_keeps_its_fields_through_pickle() -> None:

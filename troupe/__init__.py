@@ -14,6 +14,7 @@ from ._errors import InboxFull as InboxFull
 from ._errors import IncompatibleStore as IncompatibleStore
 from ._errors import MailboxClosed as MailboxClosed
 from ._errors import MailboxFull as MailboxFull
+from ._errors import NameTaken as NameTaken
 from ._errors import NetworkError as NetworkError
 from ._errors import NotFoundError as NotFoundError
 from ._errors import NotOwner as NotOwner
@@ -150,6 +151,7 @@ __all__ = (
     "MailboxClosed",
     "MailboxFull",
     "MemoryStore",
+    "NameTaken",
     "NetworkError",
     "NoAuth",
     "NotFoundError",

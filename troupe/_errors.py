@@ -22,6 +22,7 @@
     └── StoreError                   the store could not do what was asked
         ├── IncompatibleStore        a file that is not a troupe store, or from a newer schema
         ├── StoreLocked              another hub has the store open for writing
+        ├── NameTaken                an agent's name is held by another agent (unique)
         └── NotOwner                 a cluster node does not own the session's shard (now)
 
 Each message names the id that was wrong.
@@ -174,6 +175,23 @@ class StoreLocked(StoreError):
     """
 
 
+class NameTaken(StoreError):
+    """Raised when a store is asked to save an agent under a name another agent holds:
+    names are unique by the store's constraint (two hubs on one store cannot both take one).
+
+    Nothing was written. ``name`` is the name, ``holder`` the id of the agent holding it
+    (empty when the store could not tell).
+    """
+
+    def __init__(self, message: str, *, name: str = "", holder: str = "") -> None:
+        super().__init__(message)
+        self.name = name
+        self.holder = holder
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_name_taken, (str(self), self.name, self.holder))
+
+
 class NotOwner(StoreError):
     """Raised when a cluster node is asked to run or write a session whose shard it does not
     own (now): another node owns it, nobody does yet, or this node's lease ran out.
@@ -211,6 +229,10 @@ def _decode_error(message: str, record: str, field: str) -> DecodeError:
     return DecodeError(message, record=record, field=field)
 
 
+def _name_taken(message: str, name: str, holder: str) -> NameTaken:
+    return NameTaken(message, name=name, holder=holder)
+
+
 def _not_owner(
     message: str, shard: int, owner: str | None, epoch: int, address: str | None = None
 ) -> NotOwner:
@@ -243,6 +265,7 @@ def _public_name() -> None:
         StoreError,
         IncompatibleStore,
         StoreLocked,
+        NameTaken,
         NotOwner,
         IdentityInUse,
     ):

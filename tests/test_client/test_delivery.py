@@ -407,6 +407,40 @@ async def test_receipts_sent_before_a_disconnect_are_kept(autojump_clock: MockCl
         assert await p.store.load_cursors(al_id) == {md.session_id: acked[-1].seq}
 
 
+async def test_deliveries_past_a_full_link_follow_the_direct_ones_in_order(
+    autojump_clock: MockClock,
+) -> None:
+    # In process, a dispatch writes a NotifyFrame itself while the connection actor is idle
+    # and the link has room; once the link is full the actor writes the rest, waiting. The
+    # client gets them all, once each, in the WAL's order.
+    async with open_hub_pair() as p:
+        bea = await p.human("bea")
+        al_id = (await p.hub.register(Passport(name="al", kind="human"))).agent_id or ""
+        conn = LocalLink(p.hub).client()
+        await conn.open()
+        await p.hub.bind_endpoint(conn.endpoint_id, al_id)
+        md = await p.hc.create_session(
+            creator_id=al_id,
+            manifest_type="conversation",
+            participants=[bea.agent_id],
+            knobs={"max_turns": None},
+        )
+        count = 2 * BUFFER
+        for i in range(count):
+            await bea.send(md.session_id, str(i))
+        await p.settle()  # the link is full: the hub waits to send the rest
+        frames = conn.frames()
+        assert isinstance(frames, AsyncGenerator)
+        texts: list[str] = []
+        async with aclosing(frames):
+            while len(texts) < count:
+                frame = await anext(frames)
+                if isinstance(frame, NotifyFrame) and frame.envelope.text is not None:
+                    texts.append(frame.envelope.text)
+        assert texts == [str(i) for i in range(count)]
+        await conn.aclose()
+
+
 async def test_a_nacked_envelope_is_handled_when_replayed_to_the_same_client(
     autojump_clock: MockClock,
 ) -> None:

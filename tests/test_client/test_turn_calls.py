@@ -17,7 +17,7 @@ import trio
 import trio.testing
 from trio.testing import MockClock
 
-from troupe import SessionState, Turn
+from troupe import EV_SESSION_CLOSED, Envelope, SessionState, Turn
 from troupe.api import Request
 from troupe.hub import Hub
 
@@ -181,4 +181,50 @@ async def test_statuses_are_let_go_when_the_session_ends(autojump_clock: MockClo
         await p.hc.close_session(sid)
         await p.settle()
         assert p.hc.session_status(sid) is None
+        assert p.hc._probes == {}
+
+
+async def test_a_status_stays_while_another_identity_of_the_client_still_needs_it(
+    autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two agents on one HubClient, in one session. The session ends: one of them handles
+    # the end while the other still has a delivery of that session queued behind a running
+    # turn. The status must stay until the other is done with the session too, or its next
+    # delivery asks the hub for what the client had.
+    ann_may_end, ben_may_go_on = trio.Event(), trio.Event()
+    async with open_hub_pair() as p:
+        ann, _ = await p.scripted("ann")
+        _, scripted = await p.scripted("ben")
+        asked: list[str] = []
+
+        async def respond(turn: Turn) -> None:
+            asked.append(turn.text)
+            if turn.text == "first":
+                await ben_may_go_on.wait()
+
+        async def held(envelope: Envelope) -> None:
+            if envelope.event_type == EV_SESSION_CLOSED:
+                await ann_may_end.wait()
+
+        monkeypatch.setattr(scripted, "respond", respond)
+        ann.on_envelope(held)
+        ch = await ann.open(type="conversation", target="ben", knobs={"max_turns": None})
+        await ann.send(ch.session_id, "first")
+        await p.settle()  # ben's turn on "first" is running
+        await ann.send(ch.session_id, "second")
+        await ch.close()
+        await p.settle()  # every delivery of the session reached the client
+        ann_may_end.set()
+        await p.settle()  # ann handled the end; ben's "second" and end wait behind his turn
+        kept = p.hc.session_status(ch.session_id)
+        spy = _Spy(p.hub, monkeypatch)
+        ben_may_go_on.set()
+        await p.settle()
+        # ben's "second" was decided from the status the end brought: no turn on a closed
+        # session, and nothing asked of the hub.
+        assert asked == ["first"]
+        assert spy.asked == Counter()
+        assert kept is not None
+        # Both are done with the session: its status is let go.
+        assert p.hc.session_status(ch.session_id) is None
         assert p.hc._probes == {}

@@ -1,11 +1,12 @@
 """The deterministic layer of a cluster: several hubs in one trio run under MockClock on one
 in-memory store and coordinator, driven by a Hypothesis state machine (issue 16, "Done means").
 
-Rules: post (with an idempotency key, retried on another node as a client would, re-reading
-the shard map), kill a node (``kill -9``: it hands nothing over), stop one cleanly (it drains
-and hands over), pause it past its lease (its store and coordinator calls hang), cut it from
-the store (they fail), resume it, start a node (a dead one comes back as a new incarnation of
-its id).
+Rules: post (with an idempotency key, retried on another node as a client would,
+re-reading the shard map), register a name on one node or on two at once (a race), kill a
+node (``kill -9``: it hands nothing over), stop one cleanly (it drains and hands over),
+pause it past its lease (its store and coordinator calls hang), cut it from the store
+(they fail), resume it, start a node (a dead one comes back as a new incarnation of its
+id).
 
 Invariants after every step:
 
@@ -13,7 +14,9 @@ Invariants after every step:
 - every session's WAL has seqs 1..n, no gaps;
 - along a session, the epoch of the writes the fence let through never goes back;
 - a post ends within lease + retry budget (``POST_BUDGET_S``), and is accepted when a node
-  was up for it (not paused, cut or dead).
+  was up for it (not paused, cut or dead);
+- no two live agents share a name across nodes: a name is registered once (however many
+  nodes race for it), and no node takes another agent for its holder.
 
 It runs derandomized (the same examples every run) on a modest budget (a few seconds);
 ``TROUPE_RELIABILITY=full`` runs 300 new random examples of 40 steps.
@@ -43,7 +46,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from troupe import NetworkError, NotOwner, StoreError
+from troupe import NetworkError, NotOwner, Passport, ProtocolError, StoreError
 from troupe.api import Accepted
 
 from ..test_reliability._bridge import Bridge
@@ -60,6 +63,9 @@ RETRY_S = 0.5
 #: A post ends (accepted or given up) within this: a takeover (lease + one tick), then an
 #: attempt and a retry.
 POST_BUDGET_S = LEASE_S + TICK_S + ATTEMPT_S + RETRY_S + TICK_S
+
+#: Names the examples register (few: they race for them).
+NAMES = ("xan", "yve", "zed")
 
 #: ``TROUPE_RELIABILITY=full``: many more examples, new random ones each run.
 FULL = os.environ.get("TROUPE_RELIABILITY") == "full"
@@ -94,6 +100,8 @@ class ClusterMachine(RuleBasedStateMachine):
         self.cluster: Cluster | None = None
         self.posted: list[Posted] = []
         self.keys = itertools.count()
+        #: name -> the agent id its (only) successful register was given.
+        self.names: dict[str, str] = {}
 
     # -- set-up and teardown --------------------------------------------------------------
 
@@ -171,6 +179,46 @@ class ClusterMachine(RuleBasedStateMachine):
         owner = owner_of(self.c, sid)
         live = [n for n in self.c.nodes.values() if n.hub is not None]
         return owner or (live[attempt % len(live)] if live else None)
+
+    @precondition(lambda self: any(n.hub is not None for n in self.nodes("up")))
+    @rule(data=st.data())
+    def register(self, data: st.DataObject) -> None:
+        name = data.draw(st.sampled_from(NAMES), label="name")
+        live = sorted((n for n in self.nodes("up") if n.hub is not None), key=lambda n: n.node_id)
+        racers = data.draw(
+            st.lists(st.sampled_from(live), min_size=1, max_size=2, unique_by=lambda n: n.node_id),
+            label="nodes",
+        )
+        won = self.bridge.run(self._register, racers, name, settle=False)
+        assert len(won) <= 1, f"{name!r} registered {len(won)} times at once: {won}"
+        if won:
+            assert name not in self.names, f"{name!r} registered again: {won}"
+            self.names[name] = won[0]
+        STATS["name races" if len(racers) > 1 else "names asked"] += 1
+
+    async def _register(self, racers: list[Node], name: str) -> list[str]:
+        """Register ``name`` on each of ``racers`` at once; the agent ids it was given."""
+        won: list[str] = []
+
+        async def one(node: Node) -> None:
+            assert node.hub is not None
+            with trio.move_on_after(ATTEMPT_S):
+                try:
+                    passport = await node.hub.register(Passport(name=name))
+                except ProtocolError:
+                    STATS["names taken"] += 1
+                else:
+                    assert passport.agent_id is not None
+                    won.append(passport.agent_id)
+                return
+            # An up node answers at once: the name is its caller's, or taken (as on one
+            # node), never a store error for a name another node took.
+            raise AssertionError(f"register {name!r} on {node.node_id} did not answer")
+
+        async with trio.open_nursery() as nursery:
+            for node in racers:
+                nursery.start_soon(one, node)
+        return won
 
     @precondition(lambda self: len(self.nodes("up")) > 1)
     @rule(data=st.data())
@@ -264,6 +312,30 @@ class ClusterMachine(RuleBasedStateMachine):
         return {sid: await wal_of(self.world, sid) for sid in self.world.sessions}
 
     @invariant()
+    def no_two_live_agents_share_a_name_across_nodes(self) -> None:
+        if self.world is None:
+            return
+        stored = self.bridge.run(self._agents, settle=False)
+        holders = {r.passport.name: r.passport.agent_id for r in stored}
+        assert len(holders) == len(stored), "a name held twice in the store"
+        for name, agent_id in self.names.items():
+            assert holders.get(name) == agent_id, f"{name!r} is not its winner's"
+        for node in self.c.nodes.values():
+            if node.hub is None:
+                continue
+            for name in NAMES:
+                held = node.hub.find_agent_id(name)
+                assert held is None or held == holders.get(name), (
+                    f"node {node.node_id} takes {held} for {name!r}'s holder, "
+                    f"the store {holders.get(name)}"
+                )
+
+    async def _agents(self) -> list[Any]:
+        assert self.world is not None
+        async with self.world.store.view() as store:
+            return await store.load_agents()
+
+    @invariant()
     def no_write_lands_under_a_stale_epoch_and_no_epoch_goes_back_along_a_session(self) -> None:
         if self.cluster is None:
             return
@@ -307,7 +379,7 @@ async def test_a_cluster_keeps_its_promises_whatever_happens_to_its_nodes(
             )
     # The examples did what they are for (a rule whose precondition never held tests nothing).
     rules = ("kill", "stop_cleanly", "start_node", "pause_past_lease", "cut", "resume")
-    for did in ("posts accepted", *rules):
+    for did in ("posts accepted", "name races", "names taken", *rules):
         assert STATS[did] > 0, dict(STATS)
     assert STATS["stalled posts fenced"] > 0, dict(STATS)
     if kind is RoutingMachine:

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import pytest
 import trio
 
-from troupe import EV_TEXT, Envelope, NotOwner, Passport
+from troupe import EV_TEXT, Envelope, NotOwner, Passport, ProtocolError
 from troupe.cluster import ClusterConfig, ClusterMember, PostgresCoordinator, shard_of
 from troupe.hub import Hub, open_hub
 from troupe.model import EV_CHANNEL_INVITE_ACK as EV_INVITE_ACK
+from troupe.model import TaskMetadata, TaskSpec, TaskState
 from troupe.store import PostgresStore
 from troupe.testing import seeded_ids
 
@@ -81,6 +83,48 @@ async def test_two_hubs_on_postgresql_share_the_shards_and_hand_them_over_on_lea
         assert (again.envelope_id, again.seq, again.duplicate) == (two.envelope_id, two.seq, True)
         three = await a.post(_text(sid, ann, "three"))
         assert three.seq == two.seq + 1
+
+
+async def test_two_hubs_on_postgresql_share_the_registry_and_the_tasks(
+    pg_dsn: str, pg_schemas: list[str]
+) -> None:
+    schema = new_schema(pg_schemas)
+    async with node(pg_dsn, schema, "a", 1) as a, node(pg_dsn, schema, "b", 2) as b:
+        ann = await a.register(Passport(name="ann"))
+        assert ann.agent_id is not None
+        assert await b.get_agent("ann") == ann  # read through, at once
+        # A race for one name: one winner; the loser hears the name is taken, naming it.
+        outcomes: list[object] = []
+
+        async def register(hub: Hub) -> None:
+            try:
+                outcomes.append(await hub.register(Passport(name="zed")))
+            except ProtocolError as exc:
+                outcomes.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(register, a)
+            nursery.start_soon(register, b)
+        (winner,) = [o for o in outcomes if isinstance(o, Passport)]
+        (refused,) = [o for o in outcomes if isinstance(o, ProtocolError)]
+        assert f"(agent_id {winner.agent_id})" in str(refused)
+        for hub in (a, b):
+            assert await hub.find_agent("zed") == winner.agent_id
+        # A task observed on a; b ends it while a does: the first terminal update wins.
+        await a.observe_task(
+            TaskMetadata(task_id="t1", owner_id=ann.agent_id, spec=TaskSpec(title="t1"))
+        )
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial(a.update_task, "t1", state=TaskState.COMPLETED))
+            nursery.start_soon(partial(b.update_task, "t1", state=TaskState.FAILED))
+        final = await b.get_task("t1")
+        assert final.state in (TaskState.COMPLETED, TaskState.FAILED)
+        with trio.fail_after(10):
+            await wait_until(lambda: a.core.tasks.get("t1") == b.core.tasks.get("t1") == final)
+        # Unregistered on a: b forgets it at its next sync.
+        await a.unregister(ann.agent_id)
+        with trio.fail_after(10):
+            await wait_until(lambda: b.find_agent_id("ann") is None)
 
 
 def _text(sid: str, sender: str, body: str, key: str | None = None) -> Envelope:

@@ -368,3 +368,16 @@ async def test_a_peer_with_another_key_is_not_a_peer_and_the_caller_gets_not_own
             assert hub_of(node).supervisors()["hub"].statistics().restarts == 0  # type: ignore[union-attr]
         assert not [e for e in await wal_of(world, sid) if e.event_type == EV_TEXT]
         await cluster.stop()
+
+
+async def test_a_node_that_stopped_refuses_at_once_instead_of_looking_for_an_owner(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with three_nodes() as (world, cluster, a, b, _):
+        sid = owned_by(cluster, a)
+        stopped = hub_of(b)
+        await cluster.stop_node(b)
+        began = trio.current_time()
+        with pytest.raises(NotOwner, match="not routing now"):
+            await stopped.post(text(world, sid, "late", key="k7"))
+        assert trio.current_time() - began < 0.1  # not lease + tick of looking

@@ -200,7 +200,7 @@ async def test_a_store_failure_in_the_hub_actor_is_the_callers_error(
             ("save_resume", lambda: hub.set_resume(alice.id, Resume(summary="new"))),
             ("save_rule", lambda: hub.set_rule(alice.id, Rule())),
             (
-                "save_task",
+                "save_open_task",
                 lambda: hub.observe_task(
                     TaskMetadata(task_id="t", owner_id=alice.id, spec=TaskSpec(title="t"))
                 ),

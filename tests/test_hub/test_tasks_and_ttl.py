@@ -220,7 +220,7 @@ async def test_a_refused_close_leaves_the_tasks_running_and_a_restart_finishes_i
         assert "c" not in (await h.hub.get_resume(alice.id)).observed
         # A close that lands, but whose task expiry the store refuses, is finished by the
         # next start of the hub.
-        store.fail_next("save_task")
+        store.fail_next("save_open_task")
         await h.hub.close_session(md.session_id)
         assert (await h.hub.get_task("open")).state is TaskState.RUNNING
     async with open_hub_pair(store) as h:

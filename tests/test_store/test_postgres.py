@@ -14,18 +14,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import attrs
 import psycopg
 import pytest
 import trio
 
 import troupe
+from troupe.model import TaskMetadata, TaskState, dumps
 from troupe.store import PostgresStore, Snapshot, open_store
 from troupe.store import _postgres as pg
 
 from .._postgres import new_schema
 from ..test_transport._wire import eventually, wait_until
 from .crash_writer import check_nothing_returned_was_lost, kill_mid_write
-from .factories import agent, env, envs, session
+from .factories import agent, env, envs, session, task
 
 Connection = psycopg.Connection[Any]
 
@@ -96,6 +98,31 @@ async def test_the_schema_is_created_once_and_versioned(
     meta = dict(admin.execute(f"SELECT key, value FROM {schema}.troupe_meta").fetchall())
     assert meta == {"magic": pg.MAGIC, "version": str(pg.SCHEMA_VERSION)}
     assert admin.execute(f"SELECT count(*) FROM {schema}.wal").fetchone() == (2,)
+
+
+async def test_a_schema_1_store_gets_the_change_feed_and_keeps_its_terminal_tasks(
+    pg_dsn: str, schema: str, admin: Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with monkeypatch.context() as old:
+        old.setattr(pg, "MIGRATIONS", pg.MIGRATIONS[:1])
+        old.setattr(pg, "SCHEMA_VERSION", 1)
+        async with PostgresStore(pg_dsn, schema=schema):
+            pass
+    done, running = task("t1", state=TaskState.FAILED), task("t2", state=TaskState.RUNNING)
+    for t in (done, running):
+        admin.execute(
+            f"INSERT INTO {schema}.tasks (task_id, metadata) VALUES (%s, %s)",
+            (t.task_id, dumps(t).decode()),
+        )
+    async with PostgresStore(pg_dsn, schema=schema) as store:
+        assert await store.last_change() == 0
+        everything = await store.changes(-1)  # from before the feed: all at change 0
+        assert everything.version == 0
+        assert sorted(everything.tasks, key=lambda t: t.task_id) == [done, running]
+        assert await store.save_open_task(task("t1")) == done
+        assert await store.save_open_task(task("t2", state=TaskState.COMPLETED)) is None
+    meta = dict(admin.execute(f"SELECT key, value FROM {schema}.troupe_meta").fetchall())
+    assert meta["version"] == str(pg.SCHEMA_VERSION) == "2"
 
 
 async def test_a_schema_of_other_tables_is_refused_and_left_alone(
@@ -196,6 +223,74 @@ async def test_names_are_unique_by_constraint(pg_dsn: str, schema: str, admin: C
             f"INSERT INTO {schema}.agents (agent_id, name, passport, resume, rule) "
             "VALUES ('a2', 'name-a1', '{}', '{}', '{}')"
         )
+
+
+async def test_two_stores_racing_for_names_and_terminal_tasks_each_have_one_winner(
+    pg_dsn: str, schema: str
+) -> None:
+    # Two nodes' stores on one schema (a cluster's: not exclusive), each write in its own
+    # worker thread: the server's constraint and conditional update judge every race.
+    names = [f"n{i}" for i in range(12)]
+    async with (
+        PostgresStore(pg_dsn, schema=schema, exclusive=False) as a,
+        PostgresStore(pg_dsn, schema=schema, exclusive=False) as b,
+    ):
+        won: dict[str, list[str]] = {name: [] for name in names}
+        lost: dict[str, list[str]] = {name: [] for name in names}
+
+        async def register(store: PostgresStore, node: str, name: str) -> None:
+            record = agent(f"{node}-{name}")
+            record = attrs.evolve(record, passport=attrs.evolve(record.passport, name=name))
+            try:
+                await store.save_agent(record)
+            except troupe.NameTaken as exc:
+                lost[name].append(exc.holder)
+            else:
+                won[name].append(f"{node}-{name}")
+
+        outcomes: dict[str, list[object]] = {name: [] for name in names}
+
+        async def finish(store: PostgresStore, name: str, state: TaskState) -> None:
+            outcomes[name].append(await store.save_open_task(task(name, state=state)))
+
+        # A third node follows the feed meanwhile: each read from where the last one
+        # ended (its ``version``), as a node's sync does.
+        followed: set[str] = set()
+        since = 0
+        writing = True
+
+        async def follow() -> None:
+            nonlocal since
+            while writing:
+                changes = await b.changes(since)
+                followed.update(str(r.passport.agent_id) for r in changes.agents)
+                followed.update(t.task_id for t in changes.tasks)
+                since = changes.version
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(follow)
+            async with trio.open_nursery() as writers:
+                for name in names:
+                    writers.start_soon(register, a, "a", name)
+                    writers.start_soon(register, b, "b", name)
+                    writers.start_soon(finish, a, name, TaskState.COMPLETED)
+                    writers.start_soon(finish, b, name, TaskState.FAILED)
+            writing = False
+        last = await a.changes(since)
+        followed.update(str(r.passport.agent_id) for r in last.agents)
+        followed.update(t.task_id for t in last.tasks)
+        assert followed == {w for (w,) in won.values()} | set(names)  # nothing skipped
+        for name in names:
+            assert len(won[name]) == 1, (name, won)
+            assert lost[name] == won[name], (name, lost)
+            assert (await a.get_agent_named(name)) == (await b.get_agent(won[name][0]))
+            first, second = sorted(outcomes[name], key=lambda o: o is not None)
+            assert first is None
+            assert isinstance(second, TaskMetadata)
+            assert await a.get_task(name) == second  # the winner's, kept
+        changes = await b.changes(0)
+        winners = sorted(w for (w,) in won.values())
+        assert sorted(str(r.passport.agent_id) for r in changes.agents) == winners
 
 
 @pytest.mark.parametrize("threaded", [True, False])

@@ -10,12 +10,13 @@ import trio
 import trio.testing
 
 import troupe
-from troupe.store import SQLiteStore
+from troupe.model import TaskState, dumps
+from troupe.store import Changes, SQLiteStore
 from troupe.store import _schema as schema
 from troupe.store._writer import SQLiteBatches
 
 from .crash_writer import check_nothing_returned_was_lost, kill_mid_write
-from .factories import env, envs
+from .factories import env, envs, task
 
 
 def make_foreign_db(path: Path) -> None:
@@ -112,6 +113,30 @@ async def test_a_new_store_is_versioned_and_in_wal_mode(tmp_path: Path) -> None:
     sql = "SELECT json_extract(envelope, '$.event_data.text') FROM wal ORDER BY seq"
     assert conn.execute(sql).fetchall() == [("message 1",), ("message 2",), ("message 3",)]
     conn.close()
+
+
+async def test_a_schema_2_store_gets_the_change_feed_and_keeps_its_terminal_tasks(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "hub.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for statement in (*schema.MIGRATIONS[0], *schema.MIGRATIONS[1]):
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 2")
+    done, running = task("t1", state=TaskState.FAILED), task("t2", state=TaskState.RUNNING)
+    for t in (done, running):
+        conn.execute("INSERT INTO tasks VALUES (?, ?)", (t.task_id, dumps(t).decode()))
+    conn.close()
+    async with SQLiteStore(path) as store:
+        assert await store.last_change() == 0
+        everything = await store.changes(-1)  # from before the feed: all at change 0
+        assert everything.version == 0
+        assert sorted(everything.tasks, key=lambda t: t.task_id) == [done, running]
+        assert await store.save_open_task(task("t1")) == done
+        assert await store.save_open_task(task("t2", state=TaskState.COMPLETED)) is None
+        assert await store.changes(0) == Changes(
+            version=2, tasks=(task("t2", state=TaskState.COMPLETED),)
+        )
 
 
 async def test_an_older_store_is_migrated_on_open(

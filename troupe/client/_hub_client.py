@@ -656,6 +656,9 @@ class Router:
         #: (identity, session) -> highest seq routed to a handler / fully handled.
         self._routed: dict[tuple[str, str], int] = {}
         self._handled: dict[tuple[str, str], int] = {}
+        #: Per session, how many identities hold a mark in ``_routed`` (have deliveries of it
+        #: and have not handled its end): the session's status is kept until none does.
+        self._live: dict[str, int] = {}
         #: Sessions that ended, with the last seq handled (the oldest forgotten first).
         self._ended: OrderedDict[tuple[str, str], int] = OrderedDict()
         #: (identity, session, seq) handled with a nack: a replay of it is handled again.
@@ -670,7 +673,8 @@ class Router:
         #: (identity, session, seq) queued or being handled that the hub sent fresh (by the
         #: dispatch of its post, not from the WAL): nobody can have answered them yet.
         self.fresh: set[tuple[str, str, int]] = set()
-        #: Called with a session's id once one of its identities handled the session's end.
+        #: Called with a session's id once the last of its identities on this client that had
+        #: deliveries of it handled the session's end (another may still need its status).
         self.ended: Callable[[str], None] | None = None
 
     def marks(self) -> int:
@@ -692,14 +696,18 @@ class Router:
             # A session that ended here, replayed (its last receipts were lost): re-ack.
             self.nursery.start_soon(self._receipt, envelope, recipient_id, "ack", "")
             return
+        routed = self._routed.get(key)
         if retry in self._nacked:
             self._nacked.discard(retry)  # it failed before: handle it again
-        elif envelope.seq <= self._routed.get(key, 0):
+        elif routed is not None and envelope.seq <= routed:
             if envelope.seq <= self._handled.get(key, 0):
                 # Handled before (its receipt was lost): ack again, do not handle twice.
                 self.nursery.start_soon(self._receipt, envelope, recipient_id, "ack", "")
             return
-        self._routed[key] = max(envelope.seq, self._routed.get(key, 0))
+        if routed is None:
+            self._mark(key, envelope.seq)
+        elif envelope.seq > routed:
+            self._routed[key] = envelope.seq
         if fresh:
             self.fresh.add(retry)
         queue = self._queues.get(key)
@@ -750,7 +758,7 @@ class Router:
                 for left in queue:
                     self.fresh.discard((agent_id, session_id, left.seq))
                 queue.clear()
-                self._routed[key] = self._handled.get(key, 0)
+                self._mark(key, self._handled.get(key, 0))
             del self._queues[key]
 
     async def flush(self) -> None:
@@ -767,12 +775,25 @@ class Router:
             if key in self._settled or (identity is not None and identity._holds(envelope)):
                 await self._receipt(envelope, key[0], "ack", "")
 
+    def _mark(self, key: tuple[str, str], seq: int) -> None:
+        """Set the mark of ``key`` (identity, session), counting the session's identities."""
+        if key not in self._routed:
+            session_id = key[1]
+            self._live[session_id] = self._live.get(session_id, 0) + 1
+        self._routed[key] = seq
+
     def _forget_session(self, key: tuple[str, str]) -> None:
         """A session ended: keep one number for it (bounded), not its live marks."""
-        if self.ended is not None:
-            self.ended(key[1])
+        session_id = key[1]
+        if self._routed.pop(key, None) is not None:
+            left = self._live[session_id] - 1
+            if left:
+                self._live[session_id] = left
+            else:
+                del self._live[session_id]
+        if session_id not in self._live and self.ended is not None:
+            self.ended(session_id)
         self._ended[key] = self._handled.pop(key, 0)
-        self._routed.pop(key, None)
         while len(self._ended) > ENDED_KEPT:
             self._ended.popitem(last=False)
 

@@ -18,16 +18,23 @@ Rules:
 - Leaving the hub's block drains (new posts refused, running sessions passivated with a
   snapshot while the leases still hold), stops serving, then releases every shard
   (``leave``: lease set to now) so other nodes take them at their next tick.
+- The registry and the tasks are the shared store's: every tick (a task of its own beside
+  the renewals, so a busy hub actor never delays a lease) the member has the hub actor
+  apply the store's change feed since its last sync (``SyncRegistry``: agents registered,
+  changed or unregistered, tasks saved on other nodes). Between two ticks a miss reads
+  through (the hub actor's rules), names are unique by the store's constraint, and a
+  task's terminal update is conditional: the first to commit wins.
 - With the cluster key (``ClusterConfig.secret``) the member routes (``_routing``): it
   runs a :class:`Router` beside the ticks, which forwards session-scoped requests for
   other nodes' shards to their owner and carries delivery hints to the node holding a
   recipient's connection; each tick's read of the nodes tells it which peers are live.
   Without the key a caller gets :class:`NotOwner` naming the shard and owner, re-reads
   the map and retries there with the same idempotency key.
-- What is not here yet (issue 16): the registry and tasks in the shared store (each node
-  loads agents when it starts); an identity bound on two nodes at once is not refused
-  (each node refuses a second binding of its own only); a recipient on another node does
-  not count against the owner's inbox limits (its holder counts what it delivers).
+- What is not here yet (issue 16): a node's lists (``list_agents``, ``list_tasks``) and
+  ``agents_with_capability`` learn another node's changes within a tick, not at once; an
+  identity bound on two nodes at once is not refused (each node refuses a second binding
+  of its own only); a recipient on another node does not count against the owner's inbox
+  limits (its holder counts what it delivers).
 """
 
 from __future__ import annotations
@@ -242,6 +249,7 @@ class ClusterMember:
             await self.tick()
             task_status.started()
             nursery.start_soon(self._watch)
+            nursery.start_soon(self._follow)
             while True:
                 await trio.sleep(config.tick_s)
                 await self.tick()
@@ -320,6 +328,30 @@ class ClusterMember:
             if gone:
                 self.router.forget(gone)
             self.router.peers_changed()
+
+    async def _follow(self) -> None:
+        """Every tick, have the hub actor apply what other nodes changed in the registry
+        and the tasks (:meth:`sync`). A task of its own, beside the renewals: a hub actor
+        busy with a long queue delays the sync, never a lease."""
+        while True:
+            await trio.sleep(self.config.tick_s)
+            await self.sync()
+
+    async def sync(self) -> None:
+        """Have the hub actor apply the store's change feed (``SyncRegistry``); a store
+        failure is logged, and the next tick tries again from the same change."""
+        from ..hub._hub_messages import SyncRegistry
+
+        hub = self._hub
+        if hub is None or hub.core.hub_ref is None:
+            await trio.lowlevel.checkpoint()
+            return
+        try:
+            await hub.core.hub_ref.ask(SyncRegistry())
+        except StoreError as exc:
+            log.warning("cluster node %s: cannot read the registry's changes: %s", self, exc)
+        except ActorDead:
+            pass  # the hub actor is restarting (it reloads the tables) or the hub is stopping
 
     async def _watch(self) -> None:
         ownership = self.ownership

@@ -272,6 +272,16 @@ class Router:
         delay = RETRY_S
         last: Exception | None = None
         while True:
+            if self._nursery is None:
+                # The node is stopping (or not routing yet): nothing to wait for here.
+                refused = member.not_owner(session_id, shard)
+                raise NotOwner(
+                    f"{refused} (node {me!r} is not routing now: it is stopping)",
+                    shard=refused.shard,
+                    owner=refused.owner,
+                    epoch=refused.epoch,
+                    address=refused.address,
+                ) from last
             if member.serves_shard(shard):
                 try:
                     return await local()

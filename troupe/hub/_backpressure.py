@@ -11,6 +11,11 @@ end. So a post never waits on an agent that is itself waiting to post: of the po
 wait on each other, the last to come goes through (over ``max_pending``), its turn ends, and
 the others follow. That is what lets a reply through to the agent whose turn it answers when
 that agent is blocked in a post of its own.
+
+Over a connection, a post that waits gives its in-flight slot back while it waits (see
+``_room.ConnectionSlots``): the hub keeps reading that connection, and with it the receipts
+of a recipient bound to the same one. At most ``MAX_WAITING_POSTS`` posts of one connection
+wait at once; one more that would wait is refused with ``InboxFull`` at once.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from .._errors import InboxFull
 from ..model import Envelope, SessionMetadata
 from ._core import HubCore
 from ._delivery import recipients_of
+from ._room import REQUEST_SLOT
 
 
 def must_wait(core: HubCore, metadata: SessionMetadata, envelope: Envelope) -> bool:
@@ -72,6 +78,16 @@ async def wait_for_room(core: HubCore, metadata: SessionMetadata, envelope: Enve
             continue
         if room.waits(recipient_id):
             continue  # it waits to post itself: waiting on it could close a cycle
+        slot = REQUEST_SLOT.get()
+        if slot is not None and not slot.wait():
+            # A connection's reader never waits for a slot to wait in: it would stop
+            # reading the receipts that make the room (see ``ConnectionSlots``).
+            raise _inbox_full(
+                core,
+                recipient_id,
+                limit,
+                f"this connection already has {slot.max_waiting} posts waiting for room",
+            )
         timeout = math.inf if inbox.block_timeout is None else inbox.block_timeout
         with trio.move_on_after(timeout):
             room.enter(sender_id, recipient_id)
@@ -81,10 +97,18 @@ async def wait_for_room(core: HubCore, metadata: SessionMetadata, envelope: Enve
             finally:
                 room.leave(sender_id, recipient_id)
             continue
-        passport = registry.passport(recipient_id)
-        name = passport.name if passport is not None else recipient_id
-        raise InboxFull(
-            f"inbox of agent {name!r} ({recipient_id}) is full: "
-            f"{ledger.pending(recipient_id)} pending, max_pending {limit}; no room within "
-            f"its block_timeout of {inbox.block_timeout} s"
+        raise _inbox_full(
+            core,
+            recipient_id,
+            limit,
+            f"no room within its block_timeout of {inbox.block_timeout} s",
         )
+
+
+def _inbox_full(core: HubCore, recipient_id: str, limit: int, why: str) -> InboxFull:
+    passport = core.registry.passport(recipient_id)
+    name = passport.name if passport is not None else recipient_id
+    return InboxFull(
+        f"inbox of agent {name!r} ({recipient_id}) is full: "
+        f"{core.ledger.pending(recipient_id)} pending, max_pending {limit}; {why}"
+    )

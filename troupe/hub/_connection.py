@@ -16,6 +16,7 @@ advances once per batch, to the batch's highest ack.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -190,6 +191,13 @@ class ConnectionActor(Actor[ConnectionMsg, Refused | None]):
         self._outbox_counted = 0
         #: A reply is being written by its request's task (see :meth:`send_reply`).
         self._replying = False
+        #: Writes a frame at once if the transport has room (whether it did): in process
+        #: only, where frames travel as objects unbatched (see :meth:`notify_now`).
+        self._send_nowait: Callable[[Frame], bool] | None = (
+            getattr(endpoint, "send_frame_nowait", None)
+            if self.objects and self._outbox is None
+            else None
+        )
 
     def owns(self, agent_id: str) -> bool:
         return agent_id in self.agents and self.routes.bindings.get(agent_id) is self.ref
@@ -215,6 +223,39 @@ class ConnectionActor(Actor[ConnectionMsg, Refused | None]):
         if self._outbox and len(self.ref.mailbox) == 0:
             await self.flush_outbox()
         return result
+
+    @property
+    def notifies_now(self) -> bool:
+        """Whether a dispatch may notify through :meth:`notify_now` (in process)."""
+        return self._send_nowait is not None
+
+    def notify_now(self, envelope: Envelope, agent_id: str) -> bool:
+        """Notify ``agent_id`` of a fresh dispatch from the dispatching task, without a
+        ``Deliver`` and its scheduler step here; whether it was handled (else tell one).
+
+        Only in process (the transport takes a frame without waiting) and while this actor
+        is idle: it waits on an empty mailbox, so nothing it was handed is still to be
+        written before this frame, and nothing it does is interrupted (no checkpoint here).
+        What it does is what handling the ``Deliver`` would have done.
+        """
+        send = self._send_nowait
+        if send is None or self._replying or not self.ref.mailbox.receiving:
+            return False
+        if not self.owns(agent_id):
+            return False  # (the Deliver is dropped when handled, as for any other)
+        session_id = envelope.session_id
+        key = (agent_id, session_id)
+        if envelope.seq <= self.sent.get(key, 0):
+            return True  # already notified: a catch-up overlap
+        frame = NotifyFrame(
+            envelope=envelope, recipient_id=agent_id, session=self._status(session_id), fresh=True
+        )
+        if not send(frame):
+            return False  # the client's buffer is full: the actor writes it, waiting
+        self.sent[key] = envelope.seq
+        if is_substantive(envelope.event_type):
+            self.outstanding.add((agent_id, session_id, envelope.seq))
+        return True
 
     async def send_reply(self, out: SendOut) -> None:
         """Send a reply :meth:`reply` made: written by the caller's task when nothing waits

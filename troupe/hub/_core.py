@@ -252,6 +252,9 @@ class HubCore:
         #: binding: ``Unbind``).
         self.bindings = routes.bindings
         self.connections = routes.connections
+        #: A connection actor's ref -> the actor, for those a dispatch may notify directly
+        #: (in process: ``ConnectionActor.notify_now``); a view of ``Routes.direct``.
+        self.direct = routes.direct
         #: The catch-ups queued to connections (a service: dispatch queues, and a routing
         #: cluster member for the hints it gets; each connection marks its own handled):
         #: one per (connection, recipient, session).

@@ -90,8 +90,10 @@ def dispatch(
                 seq=envelope.seq,
             )
             continue
+        direct = None if redelivery else core.direct.get(conn)
         try:
-            conn.tell_nowait(Deliver(envelope, recipient_id, redelivery))
+            if direct is None or not direct.notify_now(envelope, recipient_id):
+                conn.tell_nowait(Deliver(envelope, recipient_id, redelivery))
         except MailboxFull:
             core.catch_ups.queue(conn, recipient_id, metadata.session_id)
             if redelivery:

@@ -237,6 +237,8 @@ class Hub(HubCalls):
             if request.for_each_bound and request.acting_id() is None:
                 each: R = await self._for_each_bound(request, caller, handler)
                 return each
+            if self._core.cluster is not None and request.owner == "task":
+                await self.learn_task(getattr(request, "task_id"))  # noqa: B009
             self._authorise(request, caller.agents)
         result: R = await handler(self, request, caller)
         return result
@@ -392,11 +394,36 @@ class Hub(HubCalls):
     @handles(GetAgent)
     async def _get_agent(self, request: GetAgent, caller: Caller | None) -> Passport:
         await trio.lowlevel.checkpoint()
+        await self.learn_agent(request.name_or_id)
         return self._core.registry.resolve(request.name_or_id).passport
+
+    async def learn_agent(
+        self, name_or_id: str, *, by_name: bool = True, fresh: bool = False
+    ) -> None:
+        """In a cluster, read an agent this node does not know (by name unless not
+        ``by_name``, then by id) from the shared store first: one registered on another
+        node is known here at once, before the feed brings it (the hub actor's rules).
+        With ``fresh``, read it even when known: a bind must not take an identity another
+        node unregistered since the last sync. Nothing without a cluster."""
+        core = self._core
+        if core.cluster is None:
+            return
+        registry = core.registry
+        known = (by_name and registry.find_agent_id(name_or_id) is not None) or (
+            name_or_id in registry
+        )
+        if fresh or not known:
+            await self._ask_hub(H.LearnAgent(name_or_id, by_name, fresh))
+
+    async def learn_task(self, task_id: str) -> None:
+        """:meth:`learn_agent` for a task."""
+        if self._core.cluster is not None and task_id not in self._core.tasks:
+            await self._ask_hub(H.LearnTask(task_id))
 
     @handles(GetResume)
     async def _get_resume(self, request: GetResume, caller: Caller | None) -> Resume:
         await trio.lowlevel.checkpoint()
+        await self.learn_agent(request.agent_id, by_name=False)
         record = self._core.registry.agents.get(request.agent_id)
         if record is None:
             raise NotFoundError(f"resume not found: {request.agent_id!r}")
@@ -411,6 +438,7 @@ class Hub(HubCalls):
     @handles(GetRule)
     async def _get_rule(self, request: GetRule, caller: Caller | None) -> Rule:
         await trio.lowlevel.checkpoint()
+        await self.learn_agent(request.agent_id, by_name=False)
         return self._core.registry.record(request.agent_id).rule
 
     @handles(SetResume)
@@ -451,6 +479,7 @@ class Hub(HubCalls):
     @handles(FindAgentId)
     async def _find_agent(self, request: FindAgentId, caller: Caller | None) -> str | None:
         await trio.lowlevel.checkpoint()
+        await self.learn_agent(request.name)
         return self._core.registry.find_agent_id(request.name)
 
     @handles(NamesFor)
@@ -477,6 +506,7 @@ class Hub(HubCalls):
     @handles(GetTask)
     async def _get_task(self, request: GetTask, caller: Caller | None) -> TaskMetadata:
         await trio.lowlevel.checkpoint()
+        await self.learn_task(request.task_id)
         task = self._core.tasks.get(request.task_id)
         if task is None:
             raise NotFoundError(f"task not found: {request.task_id!r}")
@@ -828,6 +858,7 @@ class Hub(HubCalls):
         conn = self._core.connections.get(endpoint_id)
         if conn is None:
             raise NotFoundError(f"endpoint not attached: {endpoint_id!r}")
+        await self.learn_agent(agent_id, by_name=False, fresh=True)
         self._core.registry.record(agent_id)
         await conn.ref.ask(Bind(agent_id, since, takeover=takeover))
 

@@ -3,6 +3,30 @@
 It is the only writer of the registry and task tables; every change is persisted before it
 is applied and before the call returns. It never asks a session actor (sessions ask it, to
 expire their tasks), so the two can never wait on each other.
+
+In a cluster (``core.cluster`` set) the tables are the store's, shared by every node:
+
+- A name is unique by the store's constraint: a register that loses a race for one on
+  another node gets the error a taken name gets (``ProtocolError``), and the winner is
+  learned.
+- A miss reads through: an agent or task this node does not know, asked for by id or name
+  (create_session's creator and participants, a task's update or owner), is read from the
+  store before the caller is told it does not exist; the ``Hub`` handle asks
+  ``LearnAgent`` / ``LearnTask`` for its own reads (a bind always, ``fresh``: it must not
+  take an identity unregistered elsewhere since the last sync). Register's name check,
+  unregister and a change of an agent (set_resume, set_rule, set_skill, an observation)
+  always read the store's record first: a change made elsewhere since the last sync is
+  built on, not undone, and an agent unregistered elsewhere is not found here either.
+- The member's tick sends ``SyncRegistry``: the store's change feed since the last sync
+  (agents saved, agents deleted, tasks saved elsewhere) is applied to the tables. Every
+  read of the store happens here, in this actor's order, after every write it made: a
+  record read is never older than the one the table holds.
+- Every task write is conditional (``Store.save_open_task``): a task that another node
+  ended first is not written; this node adopts the stored one, as a second terminal update
+  on one node leaves the first in place, and does not count it again.
+
+Without a cluster none of this runs: the tables are the whole truth, and a miss is
+``NotFoundError`` at once.
 """
 
 from __future__ import annotations
@@ -18,6 +42,7 @@ from .._errors import (
     AccessDeniedError,
     DecodeError,
     MailboxClosed,
+    NameTaken,
     NetworkError,
     NotFoundError,
     ProtocolError,
@@ -66,7 +91,10 @@ from ._hub_messages import (
     FindAnswer,
     GainSessions,
     HubMsg,
+    LearnAgent,
+    LearnTask,
     ReadEnvelopes,
+    SyncRegistry,
 )
 from ._registry import Registry
 from ._rules import accepts_inbound, glob_allows
@@ -94,9 +122,14 @@ class HubActor(Actor[HubMsg, Any]):
         #: Tasks whose observation the hub recorded at their end without a latency (no
         #: ``started_at``): the owner's own observation of one then still gives its latency.
         self.latency_unknown: set[str] = set()
+        #: The store's change counter this node has applied up to (a cluster's only).
+        self.synced = 0
 
     async def on_start(self) -> None:
         store = self.core.store
+        if self.core.cluster is not None:
+            # Read first: a change made while the tables load comes again with the feed.
+            self.synced = await store.last_change()
         self.registry = Registry.from_records(await store.load_agents())
         self.core.registry = self.registry
         self.tasks = {t.task_id: t for t in await store.load_tasks()}
@@ -126,14 +159,14 @@ class HubActor(Actor[HubMsg, Any]):
             case SetResume(agent_id=agent_id, resume=resume):
                 return await self._set_resume(agent_id, resume)
             case SetSkill(agent_id=agent_id, skill_md=skill_md):
-                record = self.core.registry.record(agent_id)
+                record = await self._agent(agent_id, fresh=True)
                 await self.core.store.save_skill(agent_id, skill_md)
                 self.registry.put(attrs.evolve(record, skill_md=skill_md))
                 self.core.audit("skill_set", agent_id=agent_id, removed=skill_md is None)
                 return None
             case SetRule(agent_id=agent_id, rule=rule):
                 _check_rule(rule)
-                record = self.core.registry.record(agent_id)
+                record = await self._agent(agent_id, fresh=True)
                 rule = attrs.evolve(rule, version=record.rule.version + 1)
                 await self.core.store.save_rule(agent_id, rule)
                 self.registry.put(attrs.evolve(record, rule=rule))
@@ -175,6 +208,13 @@ class HubActor(Actor[HubMsg, Any]):
                 return await self.core.store.find_answer(session_id, sender_id, causation_id)
             case GainSessions(gained):
                 return self._gain_sessions(gained)
+            case SyncRegistry():
+                return await self._sync()
+            case LearnAgent(name_or_id, by_name, fresh):
+                found = await self._learn_agent(name_or_id, by_name=by_name, fresh=fresh)
+                return found is not None
+            case LearnTask(task_id):
+                return await self._task(task_id) is not None
         raise AssertionError(f"unhandled hub message {msg!r}")
 
     async def _find_accepted(
@@ -191,6 +231,96 @@ class HubActor(Actor[HubMsg, Any]):
                 if env.envelope_id == envelope_id:
                     return env.envelope_id, env.seq
         return None
+
+    # -- a cluster's shared tables (module rules) ------------------------------------------
+
+    async def _agent(self, agent_id: str, *, fresh: bool = False) -> AgentRecord:
+        """The agent ``agent_id``; in a cluster, read from the store if this node does not
+        know it, or always when ``fresh`` (a change is made to the latest record, not to
+        one another node has changed since the last sync). NotFoundError if there is none.
+        """
+        record = self.registry.agents.get(agent_id)
+        if self.core.cluster is not None and (record is None or fresh):
+            record = await self._read_agent(agent_id)
+        if record is None:
+            return self.registry.record(agent_id)  # raises the registry's NotFoundError
+        return record
+
+    async def _read_agent(self, agent_id: str) -> AgentRecord | None:
+        """Read an agent by id from the store into the registry; one the store no longer
+        has was unregistered elsewhere, and is forgotten here."""
+        record = await self.core.store.get_agent(agent_id)
+        if record is not None:
+            self._put(record)
+        elif agent_id in self.registry:
+            self.registry.remove(agent_id)
+            self._forget(agent_id)
+        return record
+
+    async def _learn_agent(
+        self, key: str, *, by_name: bool = True, by_id: bool = True, fresh: bool = False
+    ) -> AgentRecord | None:
+        """The agent named ``key`` (``by_name``), else the one with id ``key`` (``by_id``):
+        from the registry, or (unknown here, or ``fresh``) read from the store into it,
+        which also forgets what the store no longer has; None if there is none."""
+        registry = self.registry
+        if not fresh:
+            agent_id = registry.find_agent_id(key) if by_name else None
+            known = registry.agents.get(agent_id or key) if by_id or agent_id else None
+            if known is not None:
+                return known
+        if by_name:
+            holder = await self._holder(key, registry.find_agent_id(key))
+            if holder is not None:
+                return registry.agents[holder]
+        return await self._read_agent(key) if by_id else None
+
+    def _put(self, record: AgentRecord) -> None:
+        """Add or replace an agent read from the store. The store holds names unique: an
+        agent this node still holds under the record's name was unregistered elsewhere
+        (the feed has not said so yet), and is forgotten here too."""
+        holder = self.registry.find_agent_id(record.passport.name)
+        if holder is not None and holder != record.passport.agent_id:
+            self.registry.remove(holder)
+            self._forget(holder)
+        self.registry.put(record)
+
+    async def _holder(self, name: str, known: str | None) -> str | None:
+        """Who holds ``name`` by the store (this node may not know yet, or still know an
+        agent unregistered elsewhere): the registry is brought up to date with it."""
+        holder = await self.core.store.get_agent_named(name)
+        if holder is not None:
+            self._put(holder)
+            return holder.passport.agent_id
+        if known is not None and known in self.registry:
+            # Names are unique and never change: the store lost it to an unregister.
+            self.registry.remove(known)
+            self._forget(known)
+        return None
+
+    async def _task(self, task_id: str) -> TaskMetadata | None:
+        """The task ``task_id``; in a cluster, read from the store if this node does not
+        know it."""
+        task = self.tasks.get(task_id)
+        if task is None and self.core.cluster is not None:
+            task = await self.core.store.get_task(task_id)
+            if task is not None:
+                self.tasks[task_id] = task
+        return task
+
+    async def _sync(self) -> int:
+        """Apply the store's changes since the last sync (module rules)."""
+        changes = await self.core.store.changes(self.synced)
+        for agent_id in changes.removed:
+            if agent_id in self.registry:
+                self.registry.remove(agent_id)
+                self._forget(agent_id)
+        for record in changes.agents:
+            self._put(record)
+        for task in changes.tasks:
+            self.tasks[task.task_id] = task
+        self.synced = changes.version
+        return len(changes.agents) + len(changes.removed) + len(changes.tasks)
 
     # -- registry ----------------------------------------------------------------------------
 
@@ -209,10 +339,10 @@ class HubActor(Actor[HubMsg, Any]):
         if passport.effective_kind != "remote_agent":
             await self.auth.validate(passport, passport.auth.claim)
         existing = core.registry.find_agent_id(passport.name)
+        if core.cluster is not None:
+            existing = await self._holder(passport.name, existing)
         if existing is not None:
-            raise ProtocolError(
-                f"agent name {passport.name!r} is already registered (agent_id {existing})"
-            )
+            raise _name_taken(passport.name, existing)
         now = core.now_iso()
         # The claim (a token, a key) proved who registers; it is not kept, nor shown to peers.
         stamped = attrs.evolve(
@@ -225,16 +355,29 @@ class HubActor(Actor[HubMsg, Any]):
         record = AgentRecord(
             passport=stamped, resume=resume, rule=msg.rule or Rule(), skill_md=msg.skill_md
         )
-        await core.store.save_agent(record)
+        try:
+            await core.store.save_agent(record)
+        except NameTaken as exc:
+            # Another node took the name first (the store's constraint judged the race).
+            if core.cluster is not None:
+                await self._learn_agent(passport.name, by_id=False)
+            raise _name_taken(passport.name, exc.holder or "unknown") from None
         self.registry.put(record)
         core.audit("agent_registered", agent_id=stamped.agent_id, name=stamped.name)
         return stamped
 
     async def _unregister(self, agent_id: str) -> None:
         core = self.core
-        record = core.registry.record(agent_id)
+        # Fresh: one another node unregistered is NotFound here too, not unregistered twice.
+        record = await self._agent(agent_id, fresh=True)
         await core.store.delete_agent(agent_id)
         self.registry.remove(agent_id)
+        self._forget(agent_id)
+        core.audit("agent_unregistered", agent_id=agent_id, name=record.passport.name)
+
+    def _forget(self, agent_id: str) -> None:
+        """Let go of what this node keeps for an agent no longer registered."""
+        core = self.core
         # The binding is its connection's to drop (the system lane: never blocked by a
         # connection that does not read). Dispatch skips the agent already: no rule.
         conn = core.bindings.get(agent_id)
@@ -243,11 +386,10 @@ class HubActor(Actor[HubMsg, Any]):
                 conn.mailbox.send_system(Unbind(agent_id))
         core.ledger.reset(agent_id)
         core.limiter.forget(agent_id)
-        core.audit("agent_unregistered", agent_id=agent_id, name=record.passport.name)
 
     async def _set_resume(self, agent_id: str, resume: Resume) -> None:
         core = self.core
-        record = core.registry.record(agent_id)
+        record = await self._agent(agent_id, fresh=True)
         resume = attrs.evolve(
             resume, version=record.resume.version + 1, last_updated=core.now_iso()
         )
@@ -263,7 +405,7 @@ class HubActor(Actor[HubMsg, Any]):
         fill_latency = False
         mark: str | None = None
         if msg.task_id is not None:
-            known = self.tasks.get(msg.task_id)
+            known = await self._task(msg.task_id)
             if known is not None:
                 self._check_owner(known, msg.owner_id)
             # Marked per owner: another agent naming an id cannot keep it from counting. (A
@@ -274,6 +416,8 @@ class HubActor(Actor[HubMsg, Any]):
                     return
                 fill_latency = True
         record = core.registry.agents.get(msg.owner_id)
+        if core.cluster is not None:
+            record = await self._read_agent(msg.owner_id)  # the latest resume, to count on
         if record is None:
             return
         stat = record.resume.observed.get(msg.capability, ObservedStat())
@@ -330,7 +474,7 @@ class HubActor(Actor[HubMsg, Any]):
     async def _create_session(self, msg: CreateSession) -> SessionMetadata:
         core = self.core
         registry = core.registry
-        creator = registry.record(msg.creator_id)
+        creator = await self._agent(msg.creator_id)
         if not msg.participants:
             raise ProtocolError("create_session needs at least one participant")
         seen: set[str] = set()
@@ -339,7 +483,9 @@ class HubActor(Actor[HubMsg, Any]):
                 raise ProtocolError(f"participant {pid!r} is listed twice")
             seen.add(pid)
         for pid in msg.participants:
-            if pid not in registry:
+            if pid not in registry and (
+                core.cluster is None or await self._learn_agent(pid, by_name=False) is None
+            ):
                 raise NotFoundError(f"participant not registered: {pid!r}")
         ids = list(msg.participants)
         if msg.creator_id not in seen:
@@ -460,7 +606,7 @@ class HubActor(Actor[HubMsg, Any]):
     async def _observe_task(self, task: TaskMetadata) -> None:
         core = self.core
         _check_timestamps(task)
-        known = self.tasks.get(task.task_id)
+        known = await self._task(task.task_id)
         if known is not None:
             # The stored owner decides: naming oneself as owner does not make a task one's own.
             self._check_owner(known, task.owner_id)
@@ -476,11 +622,10 @@ class HubActor(Actor[HubMsg, Any]):
                 session_id=task.session_id or known.session_id,
                 progress={**known.progress, **task.progress},
             )
-            await self._save_task(merged)
-            if merged.state.terminal:
+            if await self._save_task(merged) and merged.state.terminal:
                 await self._on_terminal(merged)
             return
-        owner = core.registry.record(task.owner_id)
+        owner = await self._agent(task.owner_id)
         cap = owner.rule.limits.max_concurrent_tasks
         if cap > 0:
             live = sum(
@@ -514,7 +659,7 @@ class HubActor(Actor[HubMsg, Any]):
             )
 
     async def _update_task(self, msg: UpdateTask) -> None:
-        task = self.tasks.get(msg.task_id)
+        task = await self._task(msg.task_id)
         if task is None:
             raise NotFoundError(f"task not found: {msg.task_id!r}")
         if task.state.terminal:
@@ -533,22 +678,26 @@ class HubActor(Actor[HubMsg, Any]):
             if msg.state.terminal:
                 changes["completed_at"] = now
         updated = attrs.evolve(task, **changes)
-        await self._save_task(updated)
-        if updated.state.terminal:
+        if await self._save_task(updated) and updated.state.terminal:
             await self._on_terminal(updated)
 
     async def _finish_task(self, task: TaskMetadata, state: TaskState, *, error: str) -> None:
         done = attrs.evolve(task, state=state, error=error, completed_at=self.core.now_iso())
-        await self._save_task(done)
-        await self._on_terminal(done)
+        if await self._save_task(done):
+            await self._on_terminal(done)
 
-    async def _save_task(self, task: TaskMetadata) -> None:
-        """Persist ``task``, then audit it if it is new or its state changed.
+    async def _save_task(self, task: TaskMetadata) -> bool:
+        """Persist ``task``, then audit it if it is new or its state changed; True.
 
         Progress alone is not audited: a task reporting progress every second would bury
-        the log (its latest progress is on the task).
+        the log (its latest progress is on the task). The write is conditional: a task the
+        store holds as terminal (another node ended it first) is not written; it is
+        adopted as stored, and False returned.
         """
-        await self.core.store.save_task(task)
+        ended = await self.core.store.save_open_task(task)
+        if ended is not None:
+            self.tasks[task.task_id] = ended
+            return False
         before = self.tasks.get(task.task_id)
         self.tasks[task.task_id] = task
         if before is None:
@@ -565,6 +714,7 @@ class HubActor(Actor[HubMsg, Any]):
             self.core.audit(
                 "task_state_changed", task_id=task.task_id, owner_id=task.owner_id, **moved
             )
+        return True
 
     async def _on_terminal(self, task: TaskMetadata) -> None:
         """Audit the outcome and feed the owner's track record (once per task)."""
@@ -593,6 +743,10 @@ class HubActor(Actor[HubMsg, Any]):
                 task_id=task.task_id,
             )
         )
+
+
+def _name_taken(name: str, holder: str) -> ProtocolError:
+    return ProtocolError(f"agent name {name!r} is already registered (agent_id {holder})")
 
 
 def _check_rule(rule: Rule) -> None:

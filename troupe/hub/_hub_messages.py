@@ -79,6 +79,31 @@ class GainSessions(Message[int]):
     sessions: tuple[SessionMetadata, ...]
 
 
+@attrs.frozen
+class SyncRegistry(Message[int]):
+    """Apply the registry and task changes other nodes made (the store's change feed) since
+    the last sync: a cluster member's, every tick. Answers how many records changed."""
+
+
+@attrs.frozen
+class LearnAgent(Message[bool]):
+    """Read an agent this node does not know (a name first, unless not ``by_name``, then an
+    id) from the store into the registry: a cluster's read-through on a miss; with
+    ``fresh``, read it even when known (what a bind does). Answers whether it exists."""
+
+    name_or_id: str
+    by_name: bool = True
+    fresh: bool = False
+
+
+@attrs.frozen
+class LearnTask(Message[bool]):
+    """Read a task this node does not know from the store and add it to the tasks: a
+    cluster's read-through on a miss. Answers whether it exists."""
+
+    task_id: str
+
+
 HubMsg = (
     Register
     | Unregister
@@ -97,4 +122,7 @@ HubMsg = (
     | FindAccepted
     | FindAnswer
     | GainSessions
+    | SyncRegistry
+    | LearnAgent
+    | LearnTask
 )

@@ -150,22 +150,29 @@ class Registry:
     # -- writes (hub actor only) -------------------------------------------------------------
 
     def put(self, record: AgentRecord) -> None:
+        """Add or replace ``record``; its name now names it."""
         agent_id = record.passport.agent_id
         assert agent_id is not None, "a registered passport carries its agent_id"
+        name = record.passport.name
         old = self.agents.get(agent_id)
         if old is not None:
             self._unindex(agent_id, old.resume)
+            if old.passport.name != name and self.by_name.get(old.passport.name) == agent_id:
+                del self.by_name[old.passport.name]
         else:
             _gc.grew()
         self.agents[agent_id] = record
-        self.by_name[record.passport.name] = agent_id
+        self.by_name[name] = agent_id
         for capability in record.resume.capabilities():
             self.by_capability.setdefault(capability, set()).add(agent_id)
 
     def remove(self, agent_id: str) -> AgentRecord:
+        """Drop an agent (NotFoundError if unknown); its name is let go if it still names
+        this agent."""
         record = self.record(agent_id)
         del self.agents[agent_id]
-        self.by_name.pop(record.passport.name, None)
+        if self.by_name.get(record.passport.name) == agent_id:
+            del self.by_name[record.passport.name]
         self._unindex(agent_id, record.resume)
         return record
 

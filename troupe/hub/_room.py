@@ -1,6 +1,9 @@
-"""Who waits for room in whose inbox (``overflow="block"``; see ``_backpressure``)."""
+"""Who waits for room in whose inbox (``overflow="block"``; see ``_backpressure``), and
+which connection slot a waiting post holds meanwhile."""
 
 from __future__ import annotations
+
+import contextvars
 
 import trio
 
@@ -62,3 +65,76 @@ class InboxRoom:
         event = self._events.pop(agent_id, None)
         if event is not None:
             event.set()
+
+
+class ConnectionSlots:
+    """The slots of one connection's requests (``_serve``): at most ``in_flight`` served at
+    once, and besides them at most ``max_waiting`` posts waiting for room.
+
+    A post that waits for room gives its in-flight slot back for a waiting one
+    (:meth:`RequestSlot.wait`): otherwise ``in_flight`` waiting posts would stop the reading
+    of the connection, and with it the receipts of a recipient bound to the same connection,
+    the very acks that make the room they wait for.
+    """
+
+    __slots__ = ("in_flight", "max_waiting", "waiting")
+
+    def __init__(self, in_flight: int, max_waiting: int) -> None:
+        self.in_flight = trio.CapacityLimiter(in_flight)
+        self.max_waiting = max_waiting
+        #: How many of the connection's posts wait for room now (or went on after waiting).
+        self.waiting = 0
+
+    async def take(self) -> RequestSlot:
+        """An in-flight slot for the next request: at once while one is free, without a trip
+        through the scheduler (the reader checkpoints reading the next frame, and the
+        request's task starts a scheduler round sooner), else once one is."""
+        slot = RequestSlot(self)
+        try:
+            self.in_flight.acquire_on_behalf_of_nowait(slot)
+        except trio.WouldBlock:
+            await self.in_flight.acquire_on_behalf_of(slot)
+        return slot
+
+
+class RequestSlot:
+    """One request's slot on its connection: in flight, or (after :meth:`wait`) waiting."""
+
+    __slots__ = ("_slots", "_waits")
+
+    def __init__(self, slots: ConnectionSlots) -> None:
+        self._slots = slots
+        self._waits = False
+
+    def wait(self) -> bool:
+        """Trade the in-flight slot for a waiting one, as the request's post is about to wait
+        for room; whether it may wait (False: the connection has ``max_waiting`` posts
+        waiting already). The waiting slot is held until :meth:`release`."""
+        if self._waits:
+            return True
+        slots = self._slots
+        if slots.waiting >= slots.max_waiting:
+            return False
+        slots.waiting += 1
+        self._waits = True
+        slots.in_flight.release_on_behalf_of(self)
+        return True
+
+    @property
+    def max_waiting(self) -> int:
+        """How many posts of the connection may wait for room at once."""
+        return self._slots.max_waiting
+
+    def release(self) -> None:
+        """The request is done: give back the slot it holds."""
+        if self._waits:
+            self._slots.waiting -= 1
+        else:
+            self._slots.in_flight.release_on_behalf_of(self)
+
+
+#: The connection slot of the request the current task serves, if it serves one (set by
+#: ``_serve`` in the request's own task): what a post trades in when it waits for room.
+REQUEST_SLOT: contextvars.ContextVar[RequestSlot | None] = contextvars.ContextVar(
+    "troupe_request_slot", default=None
+)

@@ -32,25 +32,35 @@ ConnectionRef = ActorRef[Any, Any]
 class Routes:
     """The connections' tables (module rules)."""
 
-    __slots__ = ("_connections", "_refs", "bindings", "connections")
+    __slots__ = ("_connections", "_direct", "_refs", "bindings", "connections", "direct")
 
     def __init__(self) -> None:
         self._connections: dict[str, Any] = {}
+        self._direct: dict[ConnectionRef, Any] = {}
         self._refs: dict[str, ConnectionRef] = {}
         #: endpoint id -> its ``ConnectionActor``, read-only.
         self.connections: Mapping[str, Any] = MappingProxyType(self._connections)
         #: agent id -> the connection actor it is bound to, read-only (a
         #: ``MappingProxyType``: reads cost about what a dict's do).
         self.bindings: Mapping[str, ConnectionRef] = MappingProxyType(self._refs)
+        #: A connection actor's ref -> the actor, for the in-process connections a dispatch
+        #: may notify itself (``ConnectionActor.notify_now``), read-only.
+        self.direct: Mapping[ConnectionRef, Any] = MappingProxyType(self._direct)
 
-    def attach(self, endpoint_id: str, actor: Any) -> None:
-        """Enter ``actor`` (a ``ConnectionActor``) as the connection of ``endpoint_id``."""
+    def attach(self, endpoint_id: str, actor: Any, *, direct: bool = False) -> None:
+        """Enter ``actor`` (a running ``ConnectionActor``) as the connection of
+        ``endpoint_id``; with ``direct``, also as one a dispatch may notify itself."""
         self._connections[endpoint_id] = actor
+        if direct:
+            self._direct[actor.ref] = actor
 
     def detach(self, endpoint_id: str, actor: Any) -> None:
-        """Remove ``endpoint_id``'s entry if it is ``actor``'s (the connection ended)."""
+        """Remove ``endpoint_id``'s entries if they are ``actor``'s (the connection ended)."""
         if self._connections.get(endpoint_id) is actor:
             del self._connections[endpoint_id]
+        ref = getattr(actor, "ref", None)  # (unset: it never started)
+        if ref is not None and self._direct.get(ref) is actor:
+            del self._direct[ref]
 
     def bind(self, agent_id: str, holder: ConnectionRef) -> ConnectionRef | None:
         """Bind ``agent_id`` to ``holder``; return the connection it was bound to before.

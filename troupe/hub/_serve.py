@@ -8,6 +8,12 @@ with the connection actor blocked sending it that replay. A connection serves at
 ``MAX_IN_FLIGHT`` requests at once, so a flood from one client cannot starve the others;
 and while ``MAX_OUTBOUND_BYTES`` of its replies wait unsent (it does not read them), no more
 of its requests are read: its memory is bounded in bytes, and TCP pushes back on it.
+
+A post waiting for room in an inbox (``overflow="block"``) gives its in-flight slot back
+while it waits, for one of the connection's ``MAX_WAITING_POSTS`` waiting slots; past those,
+a post that would wait is refused with ``InboxFull`` at once. The reader never stops for
+waiting posts: the receipts that make the room may come on this very connection, from an
+identity bound to it (one client, several identities), behind the posts.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from ..model import (
     WelcomeFrame,
 )
 from ._connection import Bind, Caller, ConnectionActor, Flush, Receipts, SendOut
+from ._room import REQUEST_SLOT, ConnectionSlots, RequestSlot
 from ._routes import Routes
 from ._rpc import error_code, error_details, handle_request
 from ._rules import TokenBucket
@@ -46,6 +53,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("troupe.hub.connections")
 
 MAX_IN_FLIGHT = 64
+#: Posts of one connection that may wait for room in inboxes at once, besides the requests
+#: in flight; the next one that would wait is refused with ``InboxFull``.
+MAX_WAITING_POSTS = 256
 #: How long a closing connection waits for its cursors to be saved.
 FLUSH_TIMEOUT_S = 5.0
 #: Requests (posts, RPCs, hellos, pings) a connection may send per second, sustained and in a
@@ -81,14 +91,14 @@ async def serve_endpoint(
     """Run until the client closes the endpoint (or the hub shuts down)."""
     core = hub.core
     actor = ConnectionActor(core, endpoint, routes)
-    limiter = trio.CapacityLimiter(MAX_IN_FLIGHT)
+    slots = ConnectionSlots(MAX_IN_FLIGHT, MAX_WAITING_POSTS)
     flood = TokenBucket(FRAMES_PER_SECOND * 60, FRAME_BURST, trio.current_time())
     try:
         async with trio.open_nursery() as nursery:
             mailbox: Mailbox[Any] = Mailbox(core.config.client_mailbox, "block")
             actor.timers = nursery
             ref = await spawn(nursery, actor, mailbox=mailbox, name=f"conn:{endpoint.endpoint_id}")
-            routes.attach(endpoint.endpoint_id, actor)
+            routes.attach(endpoint.endpoint_id, actor, direct=actor.notifies_now)
             task_status.started(ref)
             frames = endpoint.frames()
             try:
@@ -114,7 +124,7 @@ async def serve_endpoint(
                             # read by this task, so they do not.
                             await trio.sleep(flood.wait_for_token())
                             flood.take(trio.current_time())
-                        await _on_frame(hub, actor, ref, frame, nursery, limiter)
+                        await _on_frame(hub, actor, ref, frame, nursery, slots)
             finally:
                 # A reader cancelled mid-frame closes its generator now, not whenever the
                 # garbage collector gets to it (maybe after the run: a ResourceWarning).
@@ -146,7 +156,7 @@ async def _on_frame(
     ref: ActorRef[Any, Any],
     frame: Frame,
     nursery: trio.Nursery,
-    limiter: trio.CapacityLimiter,
+    slots: ConnectionSlots,
 ) -> None:
     match frame:
         case ReceiptFrame():
@@ -162,16 +172,14 @@ async def _on_frame(
         case SendFrame():
             if actor.outbound_full:
                 await actor.wait_outbound_room()
-            token = object()  # frames hold dicts, so they cannot be the borrower themselves
-            await _take_slot(limiter, token)
-            nursery.start_soon(_send, hub, actor, ref, frame, limiter, token)
+            slot = await slots.take()
+            nursery.start_soon(_send, hub, actor, ref, frame, slot)
         case RequestFrame():
             # A client that does not read its replies is not read either.
             if actor.outbound_full:
                 await actor.wait_outbound_room()
-            token = object()
-            await _take_slot(limiter, token)
-            nursery.start_soon(_request, hub, Caller(actor, ref), frame, limiter, token)
+            slot = await slots.take()
+            nursery.start_soon(_request, hub, Caller(actor, ref), frame, slot)
         case ChunkFrame(chunk=chunk, recipient_id=""):
             # Best effort and unanswered; forwarding never waits, so the reader does it.
             if chunk.sender_id not in actor.agents:
@@ -197,25 +205,16 @@ async def _on_frame(
                 ref.mailbox.send_system(SendOut(refusal, control=True))
 
 
-async def _take_slot(limiter: trio.CapacityLimiter, token: object) -> None:
-    """Take one of the connection's in-flight slots for ``token``: at once while one is free,
-    without a trip through the scheduler (the reader checkpoints reading the next frame, and
-    the request's task starts a scheduler round sooner), else waiting for one."""
-    try:
-        limiter.acquire_on_behalf_of_nowait(token)
-    except trio.WouldBlock:
-        await limiter.acquire_on_behalf_of(token)
-
-
 async def _hello(hub: Hub, ref: ActorRef[Any, Any], frame: HelloFrame) -> None:
     core = hub.core
     try:
+        await hub.learn_agent(frame.name, fresh=True)  # a cluster's (nothing otherwise)
         record = core.registry.resolve(frame.name)
         passport = record.passport
         claim_passport = passport
         scheme = frame.auth_scheme or passport.auth.scheme
         await hub.auth.get(scheme, agent=passport.name).validate(claim_passport, frame.auth_claim)
-    except (NotFoundError, AuthError) as exc:
+    except (NotFoundError, AuthError, StoreError) as exc:
         await ref.tell(SendOut(error_frame(exc, request_id=frame.request_id)))
         return
     assert passport.agent_id is not None
@@ -238,9 +237,8 @@ def actor_endpoint_id(ref: ActorRef[Any, Any]) -> str:
     return ref.name.removeprefix("conn:")
 
 
-async def _request(
-    hub: Hub, caller: Caller, frame: RequestFrame, limiter: trio.CapacityLimiter, token: object
-) -> None:
+async def _request(hub: Hub, caller: Caller, frame: RequestFrame, slot: RequestSlot) -> None:
+    REQUEST_SLOT.set(slot)  # in this task only: a post_envelope that waits for room trades it
     try:
         # Also here, not only in the reader: the requests read before the client stopped
         # reading do not all add their answers to what already waits.
@@ -250,7 +248,7 @@ async def _request(
         if out is not None:
             await caller.actor.send_reply(out)
     finally:
-        limiter.release_on_behalf_of(token)
+        slot.release()
 
 
 async def _send(
@@ -258,9 +256,9 @@ async def _send(
     actor: ConnectionActor,
     ref: ActorRef[Any, Any],
     frame: SendFrame,
-    limiter: trio.CapacityLimiter,
-    token: object,
+    slot: RequestSlot,
 ) -> None:
+    REQUEST_SLOT.set(slot)  # in this task only: a post that waits for room trades it
     try:
         if frame.envelope.sender_id not in actor.agents:
             reply: Frame = ErrorFrame(
@@ -283,4 +281,4 @@ async def _send(
         if out is not None:
             await actor.send_reply(out)
     finally:
-        limiter.release_on_behalf_of(token)
+        slot.release()

@@ -4,6 +4,7 @@ from ._memory import MemoryStore as MemoryStore
 from ._open import open_store as open_store
 from ._postgres import PostgresStore as PostgresStore
 from ._protocol import AgentRecord as AgentRecord
+from ._protocol import Changes as Changes
 from ._protocol import Snapshot as Snapshot
 from ._protocol import Store as Store
 from ._protocol import answer_prefix as answer_prefix
@@ -13,6 +14,7 @@ from ._writer import WriterStatistics as WriterStatistics
 
 __all__ = (
     "AgentRecord",
+    "Changes",
     "MemoryStore",
     "PostgresStore",
     "SQLiteStore",

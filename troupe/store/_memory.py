@@ -16,16 +16,16 @@ can come between the check and the write; raising refuses that write alone.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Self
 
 import attrs
 import trio
 
-from .._errors import StoreError
+from .._errors import NameTaken, StoreError
 from ..model import Envelope, Resume, Rule, SessionMetadata, TaskMetadata
-from ._protocol import AgentRecord, Snapshot, answer_prefix, dedup_keys
+from ._protocol import AgentRecord, Changes, Snapshot, answer_prefix, dedup_keys
 from ._rules import (
     agent_id_of,
     check_append,
@@ -36,6 +36,28 @@ from ._rules import (
     json_value,
     unknown_agent,
 )
+
+
+@attrs.define(eq=False)
+class _Feed:
+    """The change counter and, per key, the change that last wrote it (each dict in change
+    order: a key written again moves to the end), shared by every view of one store."""
+
+    version: int = 0
+    agents: dict[str, int] = attrs.field(factory=dict)
+    removed: dict[str, int] = attrs.field(factory=dict)
+    tasks: dict[str, int] = attrs.field(factory=dict)
+
+    def mark(self, table: dict[str, int], key: str) -> None:
+        self.version += 1
+        table.pop(key, None)
+        table[key] = self.version
+
+    @staticmethod
+    def since(table: dict[str, int], since: int) -> Iterator[str]:
+        """The keys written after change ``since``, oldest first."""
+        newest = itertools.takewhile(lambda kv: kv[1] > since, reversed(table.items()))
+        return (key for key, _ in reversed(list(newest)))
 
 
 class MemoryStore:
@@ -61,6 +83,7 @@ class MemoryStore:
         self._cursors: dict[str, dict[str, int]] = {}
         self._kv: dict[str, dict[str, bytes]] = {}
         self._audit: list[bytes] = []
+        self._feed = _Feed()
 
     def __repr__(self) -> str:
         return f"MemoryStore(open={self._open}, sessions={len(self._sessions)})"
@@ -112,6 +135,11 @@ class MemoryStore:
             self._names[record.passport.name] = agent_id
             for capability in record.resume.capabilities():
                 self._capabilities.setdefault(capability, set()).add(agent_id)
+            self._feed.removed.pop(agent_id, None)
+            self._feed.mark(self._feed.agents, agent_id)
+        elif old is not None:
+            self._feed.agents.pop(agent_id, None)
+            self._feed.mark(self._feed.removed, agent_id)
 
     def _known(self, agent_id: str) -> AgentRecord:
         record = self._agents.get(agent_id)
@@ -124,9 +152,11 @@ class MemoryStore:
         agent_id = agent_id_of(record)
         holder = self._names.get(record.passport.name, agent_id)
         if holder != agent_id:
-            raise StoreError(
+            raise NameTaken(
                 f"MemoryStore: agent name {record.passport.name!r} is already held by agent "
-                f"{holder!r}; names are unique"
+                f"{holder!r}; names are unique",
+                name=record.passport.name,
+                holder=holder,
             )
         self._put_agent(agent_id, record)
 
@@ -154,6 +184,31 @@ class MemoryStore:
     async def agents_with_capability(self, capability: str) -> list[str]:
         await self._enter_call()
         return sorted(self._capabilities.get(capability, ()))
+
+    async def get_agent(self, agent_id: str) -> AgentRecord | None:
+        await self._enter_call()
+        return self._agents.get(agent_id)
+
+    async def get_agent_named(self, name: str) -> AgentRecord | None:
+        await self._enter_call()
+        agent_id = self._names.get(name)
+        return None if agent_id is None else self._agents[agent_id]
+
+    # -- the change feed -------------------------------------------------------------------
+
+    async def last_change(self) -> int:
+        await self._enter_call()
+        return self._feed.version
+
+    async def changes(self, since: int) -> Changes:
+        await self._enter_call()
+        feed = self._feed
+        return Changes(
+            version=feed.version,
+            agents=tuple(self._agents[a] for a in feed.since(feed.agents, since)),
+            removed=tuple(feed.since(feed.removed, since)),
+            tasks=tuple(self._tasks[t] for t in feed.since(feed.tasks, since)),
+        )
 
     # -- sessions and the WAL --------------------------------------------------------------
 
@@ -254,6 +309,20 @@ class MemoryStore:
     async def save_task(self, task: TaskMetadata) -> None:
         await self._enter_call()
         self._tasks[task.task_id] = task
+        self._feed.mark(self._feed.tasks, task.task_id)
+
+    async def save_open_task(self, task: TaskMetadata) -> TaskMetadata | None:
+        await self._enter_call()
+        stored = self._tasks.get(task.task_id)
+        if stored is not None and stored.state.terminal:
+            return stored
+        self._tasks[task.task_id] = task
+        self._feed.mark(self._feed.tasks, task.task_id)
+        return None
+
+    async def get_task(self, task_id: str) -> TaskMetadata | None:
+        await self._enter_call()
+        return self._tasks.get(task_id)
 
     async def load_tasks(self) -> list[TaskMetadata]:
         await self._enter_call()

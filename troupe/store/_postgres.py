@@ -62,7 +62,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from .._errors import IncompatibleStore, StoreError, StoreLocked
+from .._errors import IncompatibleStore, NameTaken, StoreError, StoreLocked
 from ..model import Envelope, Resume, SessionMetadata, TaskMetadata, dumps
 from ._protocol import AgentRecord, Snapshot, dedup_keys
 from ._rules import agent_id_of, check_append, check_audit, check_window, duplicate_key
@@ -170,22 +170,39 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         # Ids 1, 2, 3, … with no gap (the writer numbers them), so ``id > since`` pages.
         "CREATE TABLE audit (id bigint PRIMARY KEY, record text NOT NULL)",
     ),
+    (
+        # The change feed (Store rules): the counter (its row lock, held to the commit,
+        # hands out values in commit order), the change that last wrote each agent and
+        # task, and a tombstone per deleted agent. Rows from before v2 have change 0.
+        """CREATE TABLE changes (
+            id int PRIMARY KEY CHECK (id = 1), version bigint NOT NULL)""",
+        "INSERT INTO changes VALUES (1, 0)",
+        "ALTER TABLE agents ADD COLUMN version bigint NOT NULL DEFAULT 0",
+        "CREATE INDEX agents_by_version ON agents (version)",
+        """CREATE TABLE removed_agents (
+            agent_id text COLLATE "C" PRIMARY KEY, version bigint NOT NULL)""",
+        "CREATE INDEX removed_agents_by_version ON removed_agents (version)",
+        "ALTER TABLE tasks ADD COLUMN version bigint NOT NULL DEFAULT 0",
+        "CREATE INDEX tasks_by_version ON tasks (version)",
+        # Whether the task is terminal: a conditional update (save_open_task) checks it.
+        "ALTER TABLE tasks ADD COLUMN done boolean NOT NULL DEFAULT false",
+        """UPDATE tasks SET done = (metadata::jsonb ->> 'state')
+            IN ('completed', 'failed', 'cancelled', 'expired')""",
+    ),
 )
 
 #: The version this troupe writes; it opens this and every older one.
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 _UPSERT_AGENT = """
-    INSERT INTO agents (agent_id, name, passport, resume, rule, skill_md)
-    VALUES (%s, %s, %s, %s, %s, %s)
+    INSERT INTO agents (agent_id, name, passport, resume, rule, skill_md, version)
+    VALUES (%s, %s, %s, %s, %s, %s, %s)
     ON CONFLICT (agent_id) DO UPDATE SET name = excluded.name, passport = excluded.passport,
-        resume = excluded.resume, rule = excluded.rule, skill_md = excluded.skill_md"""
+        resume = excluded.resume, rule = excluded.rule, skill_md = excluded.skill_md,
+        version = excluded.version"""
 _UPSERT_SESSION = """
     INSERT INTO sessions (session_id, metadata) VALUES (%s, %s)
     ON CONFLICT (session_id) DO UPDATE SET metadata = excluded.metadata"""
-_UPSERT_TASK = """
-    INSERT INTO tasks (task_id, metadata) VALUES (%s, %s)
-    ON CONFLICT (task_id) DO UPDATE SET metadata = excluded.metadata"""
 _UPSERT_CURSOR = """
     INSERT INTO cursors (agent_id, session_id, seq) VALUES (%s, %s, %s)
     ON CONFLICT (agent_id, session_id) DO UPDATE SET seq = greatest(cursors.seq, excluded.seq)"""
@@ -288,8 +305,7 @@ class PostgresStore(SQLStore["Connection"]):
         below 1.
     """
 
-    UPDATE_AGENT = "UPDATE agents SET {column} = %s WHERE agent_id = %s"
-    DELETE_AGENT_ROWS = "DELETE FROM {table} WHERE agent_id = %s"
+    PARAM = "%s"
 
     def __init__(
         self,
@@ -487,16 +503,25 @@ class PostgresStore(SQLStore["Connection"]):
         )
 
         def write(conn: Connection) -> None:
-            # Asked first for a clear message; the UNIQUE constraint stands behind it.
-            holder = conn.execute(
-                "SELECT agent_id FROM agents WHERE name = %s AND agent_id <> %s", (name, agent_id)
-            ).fetchone()
-            if holder is not None:
-                raise StoreError(
+            psycopg = _driver()
+            # The counter first: its row lock orders this write among the others'.
+            version = self._next_change(conn)
+            try:
+                conn.execute(_UPSERT_AGENT, (*row, version))
+            except psycopg.errors.UniqueViolation:
+                # The upsert settles a clash of agent_id, so only the name's is left: a
+                # holder committed before (or raced this one and won).
+                conn.execute("ROLLBACK TO write")
+                holder = conn.execute(
+                    "SELECT agent_id FROM agents WHERE name = %s", (name,)
+                ).fetchone()
+                raise NameTaken(
                     f"{self._name}: agent name {name!r} is already held by agent "
-                    f"{holder[0]!r}; names are unique"
-                )
-            conn.execute(_UPSERT_AGENT, row)
+                    f"{holder[0] if holder else '(unknown)'!r}; names are unique",
+                    name=name,
+                    holder=holder[0] if holder else "",
+                ) from None
+            conn.execute(self.SQL["unmark_removed"], (agent_id,))
             self._set_capabilities(conn, agent_id, record.resume)
 
         await self._write(write)
@@ -699,9 +724,6 @@ class PostgresStore(SQLStore["Connection"]):
         return snapshot_of(rows)
 
     # -- tasks -----------------------------------------------------------------------------
-
-    async def save_task(self, task: TaskMetadata) -> None:
-        await self._write(execute(_UPSERT_TASK, (task.task_id, record_text(task))))
 
     async def load_tasks(self) -> list[TaskMetadata]:
         rows = await self._query("SELECT metadata FROM tasks ORDER BY ord")

@@ -15,6 +15,14 @@ Contract every engine keeps:
   nothing is written.
 - Reads return records equal to what was written (``structure(unstructure(x)) == x``).
 - Failures raise :class:`troupe.StoreError` (or a subclass) naming the session/agent/file.
+- Agent names are unique by the store's own constraint: ``save_agent`` of a name another
+  agent holds raises :class:`troupe.NameTaken`, however many hubs write to the store.
+- The change feed (for a cluster's nodes, issue 16): every write of an agent or a task gets
+  the next value of one store-wide counter, and an agent's removal leaves a tombstone with
+  one. Values become visible in order (a write that took ``n`` is visible no later than one
+  that took ``n + 1``), so :meth:`Store.changes` with the counter a reader last saw misses
+  nothing. A terminal task never changes again (:meth:`Store.save_open_task`): of two
+  conditional terminal updates, the first to commit wins.
 """
 
 from __future__ import annotations
@@ -66,6 +74,23 @@ class Snapshot:
     state: Any
 
 
+@attrs.frozen(kw_only=True)
+class Changes:
+    """What :meth:`Store.changes` found: the records written after change ``since``.
+
+    ``version`` is the store's change counter when the read began: pass it as the next
+    ``since``. A record written after that may be here too (and comes again next time).
+    """
+
+    version: int
+    #: Agents saved (registered or changed) since, oldest change first.
+    agents: tuple[AgentRecord, ...] = ()
+    #: Ids of agents deleted since (and not saved again).
+    removed: tuple[str, ...] = ()
+    #: Tasks saved since, oldest change first.
+    tasks: tuple[TaskMetadata, ...] = ()
+
+
 class Store(Protocol):
     """Durable state of a hub: registry, sessions and their WALs, tasks, cursors, audit."""
 
@@ -84,6 +109,9 @@ class Store(Protocol):
         """Insert or replace an agent (passport, resume, rule, skill) in one write.
 
         Also replaces the agent's rows in the capability index (claimed and observed).
+
+        Raises:
+          NameTaken: another agent holds the name (nothing written).
         """
         ...
 
@@ -110,6 +138,24 @@ class Store(Protocol):
 
     async def agents_with_capability(self, capability: str) -> list[str]:
         """Sorted ids of agents whose resume claims or has observed ``capability``."""
+        ...
+
+    async def get_agent(self, agent_id: str) -> AgentRecord | None:
+        """One agent by id, or None."""
+        ...
+
+    async def get_agent_named(self, name: str) -> AgentRecord | None:
+        """The agent holding ``name``, or None."""
+        ...
+
+    # -- the change feed (module rules) ------------------------------------------------------
+
+    async def last_change(self) -> int:
+        """The change counter now (0 for a store nothing was written to since it had one)."""
+        ...
+
+    async def changes(self, since: int) -> Changes:
+        """The agents and tasks saved, and the agents deleted, after change ``since``."""
         ...
 
     # -- sessions and the WAL --------------------------------------------------------------
@@ -197,7 +243,22 @@ class Store(Protocol):
 
     # -- tasks -----------------------------------------------------------------------------
 
-    async def save_task(self, task: TaskMetadata) -> None: ...
+    async def save_task(self, task: TaskMetadata) -> None:
+        """Insert or replace a task, whatever the stored one's state."""
+        ...
+
+    async def save_open_task(self, task: TaskMetadata) -> TaskMetadata | None:
+        """Insert or replace a task unless the stored one is terminal: conditional in the
+        store, so of two nodes ending one task the first to commit wins.
+
+        Returns:
+          None when ``task`` was written; else the stored terminal task (nothing written).
+        """
+        ...
+
+    async def get_task(self, task_id: str) -> TaskMetadata | None:
+        """One task by id, or None."""
+        ...
 
     async def load_tasks(self) -> list[TaskMetadata]:
         """Every task, in the order they were first saved."""

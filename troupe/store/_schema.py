@@ -78,6 +78,22 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         # A session's most recent dedup keys without reading them all (its in-memory window).
         "CREATE INDEX dedup_by_seq ON dedup (session_id, seq)",
     ),
+    (
+        # The change feed (Store rules): the change that last wrote each agent and task, and
+        # a tombstone per deleted agent; rows from before v3 have change 0. The counter is
+        # the highest of them (a file has one writer: ``SQLiteStore`` counts on from it).
+        "ALTER TABLE agents ADD COLUMN version INTEGER NOT NULL DEFAULT 0",
+        "CREATE INDEX agents_by_version ON agents (version)",
+        """CREATE TABLE removed_agents (
+            agent_id TEXT PRIMARY KEY, version INTEGER NOT NULL) WITHOUT ROWID""",
+        "CREATE INDEX removed_agents_by_version ON removed_agents (version)",
+        "ALTER TABLE tasks ADD COLUMN version INTEGER NOT NULL DEFAULT 0",
+        "CREATE INDEX tasks_by_version ON tasks (version)",
+        # Whether the task is terminal: a conditional update (save_open_task) checks it.
+        "ALTER TABLE tasks ADD COLUMN done INTEGER NOT NULL DEFAULT 0",
+        """UPDATE tasks SET done = json_extract(metadata, '$.state')
+            IN ('completed', 'failed', 'cancelled', 'expired')""",
+    ),
 )
 
 #: The version this troupe writes; it opens this and every older one.

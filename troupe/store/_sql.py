@@ -17,9 +17,9 @@ from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 import trio
 
 from .._errors import StoreError
-from ..model import Envelope, Passport, Resume, Rule, dumps, loads
+from ..model import Envelope, Passport, Resume, Rule, TaskMetadata, dumps, loads
 from ..model._codec import envelope_from_json
-from ._protocol import AgentRecord, Snapshot, answer_prefix
+from ._protocol import AgentRecord, Changes, Snapshot, answer_prefix
 from ._rules import json_bytes, json_value, unknown_agent
 from ._writer import GroupCommitWriter, WriterStatistics
 
@@ -160,18 +160,58 @@ async def run_shielded(
         await writer.run(task_status=task_status)
 
 
+#: Statements both dialects share but for their placeholder (written ``?`` here; a store
+#: class gets them with its own ``PARAM`` as ``SQL``).
+SHARED_SQL: dict[str, str] = {
+    "update_agent": "UPDATE agents SET {column} = ?, version = ? WHERE agent_id = ?",
+    "delete_agent_rows": "DELETE FROM {table} WHERE agent_id = ?",
+    # PostgreSQL's change counter is one row: its row lock, held to the commit, hands out
+    # values in commit order (Store module rules: a reader's ``since`` misses nothing).
+    # SQLite, one writer per file, counts in the store instead (``SQLiteStore``).
+    "next_change": "UPDATE changes SET version = version + 1 RETURNING version",
+    "last_change": "SELECT version FROM changes",
+    "mark_removed": """
+        INSERT INTO removed_agents (agent_id, version) VALUES (?, ?)
+        ON CONFLICT (agent_id) DO UPDATE SET version = excluded.version""",
+    "unmark_removed": "DELETE FROM removed_agents WHERE agent_id = ?",
+    "get_agent": "SELECT passport, resume, rule, skill_md FROM agents WHERE agent_id = ?",
+    "get_agent_named": "SELECT passport, resume, rule, skill_md FROM agents WHERE name = ?",
+    "agents_since": """
+        SELECT passport, resume, rule, skill_md FROM agents WHERE version > ?
+        ORDER BY version""",
+    "removed_since": "SELECT agent_id FROM removed_agents WHERE version > ? ORDER BY version",
+    "tasks_since": "SELECT metadata FROM tasks WHERE version > ? ORDER BY version",
+    "get_task": "SELECT metadata FROM tasks WHERE task_id = ?",
+    "save_task": """
+        INSERT INTO tasks (task_id, metadata, version, done) VALUES (?, ?, ?, ?)
+        ON CONFLICT (task_id) DO UPDATE SET metadata = excluded.metadata,
+            version = excluded.version, done = excluded.done""",
+    # Only over a task that is not terminal: the first terminal update to commit wins.
+    "save_open_task": """
+        INSERT INTO tasks (task_id, metadata, version, done) VALUES (?, ?, ?, ?)
+        ON CONFLICT (task_id) DO UPDATE SET metadata = excluded.metadata,
+            version = excluded.version, done = excluded.done
+        WHERE NOT tasks.done""",
+}
+
+
 class SQLStore(Generic[C]):
     """What both SQL stores do alike: entered once at a time, a group-commit writer,
-    and the agent-registry writes that differ only in their statements' placeholders.
+    the agent-registry and task writes and the change feed, whose statements differ only
+    in their placeholders.
 
-    A subclass sets ``_name``, ``_entered``, ``_stack`` and ``_writer`` in ``__init__``,
-    and gives its dialect's statements and :meth:`_set_capabilities`.
+    A subclass sets ``PARAM`` (its placeholder), ``_name``, ``_entered``, ``_stack`` and
+    ``_writer`` in ``__init__``, and gives :meth:`_query` and :meth:`_set_capabilities`.
     """
 
-    #: ``UPDATE agents SET {column} = <value> WHERE agent_id = <agent_id>``, in the dialect.
-    UPDATE_AGENT: ClassVar[str]
-    #: ``DELETE FROM {table} WHERE agent_id = <agent_id>``, in the dialect.
-    DELETE_AGENT_ROWS: ClassVar[str]
+    #: The dialect's placeholder.
+    PARAM: ClassVar[str]
+    #: :data:`SHARED_SQL` with the dialect's placeholder.
+    SQL: ClassVar[dict[str, str]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.SQL = {key: sql.replace("?", cls.PARAM) for key, sql in SHARED_SQL.items()}
 
     _name: str
     _entered: bool
@@ -199,6 +239,16 @@ class SQLStore(Generic[C]):
     async def _write(self, write: Callable[[C], None]) -> None:
         raise NotImplementedError
 
+    async def _query(self, sql: str, *params: Any) -> list[Any]:
+        """The rows of one read."""
+        raise NotImplementedError
+
+    def _next_change(self, conn: C) -> int:
+        """Take the next value of the change counter (in the write's transaction; a store
+        with one writer may count in memory instead)."""
+        version: int = conn.execute(self.SQL["next_change"], ()).fetchall()[0][0]
+        return version
+
     @staticmethod
     def _set_capabilities(conn: C, agent_id: str, resume: Resume) -> None:
         """Replace the agent's rows in the capability index (in the dialect)."""
@@ -211,10 +261,11 @@ class SQLStore(Generic[C]):
         return self._writer.statistics()
 
     def _update_agent(self, column: str, agent_id: str, value: str | None) -> Callable[[C], None]:
-        sql = self.UPDATE_AGENT.format(column=column)
+        sql = self.SQL["update_agent"].format(column=column)
 
         def write(conn: C) -> None:
-            if conn.execute(sql, (value, agent_id)).rowcount == 0:
+            version = self._next_change(conn)
+            if conn.execute(sql, (value, version, agent_id)).rowcount == 0:
                 raise unknown_agent(agent_id)
 
         return write
@@ -235,13 +286,70 @@ class SQLStore(Generic[C]):
         await self._write(self._update_agent("skill_md", agent_id, skill_md))
 
     async def delete_agent(self, agent_id: str) -> None:
-        statements = [
-            self.DELETE_AGENT_ROWS.format(table=table)
-            for table in ("agents", "capabilities", "cursors")
-        ]
+        delete = self.SQL["delete_agent_rows"]
+        statements = [delete.format(table=table) for table in ("capabilities", "cursors")]
 
         def write(conn: C) -> None:
+            version = self._next_change(conn)
+            if conn.execute(delete.format(table="agents"), (agent_id,)).rowcount:
+                conn.execute(self.SQL["mark_removed"], (agent_id, version))
             for sql in statements:
                 conn.execute(sql, (agent_id,))
 
         await self._write(write)
+
+    async def get_agent(self, agent_id: str) -> AgentRecord | None:
+        found = agent_records(await self._query(self.SQL["get_agent"], agent_id))
+        return found[0] if found else None
+
+    async def get_agent_named(self, name: str) -> AgentRecord | None:
+        found = agent_records(await self._query(self.SQL["get_agent_named"], name))
+        return found[0] if found else None
+
+    # -- the change feed -------------------------------------------------------------------
+
+    async def last_change(self) -> int:
+        rows = await self._query(self.SQL["last_change"])
+        version: int = rows[0][0]
+        return version
+
+    async def changes(self, since: int) -> Changes:
+        # The counter first: every write that took a value up to it has committed, so
+        # the reads below (each a later snapshot) see it.
+        version = await self.last_change()
+        sql = self.SQL
+        agents = agent_records(await self._query(sql["agents_since"], since))
+        removed = [agent_id for (agent_id,) in await self._query(sql["removed_since"], since)]
+        tasks = records_of(await self._query(sql["tasks_since"], since), TaskMetadata)
+        return Changes(
+            version=version, agents=tuple(agents), removed=tuple(removed), tasks=tuple(tasks)
+        )
+
+    # -- tasks -----------------------------------------------------------------------------
+
+    async def save_task(self, task: TaskMetadata) -> None:
+        sql, row = self.SQL["save_task"], (task.task_id, record_text(task))
+        terminal = task.state.terminal
+
+        def write(conn: C) -> None:
+            conn.execute(sql, (*row, self._next_change(conn), terminal))
+
+        await self._write(write)
+
+    async def save_open_task(self, task: TaskMetadata) -> TaskMetadata | None:
+        sql, row = self.SQL["save_open_task"], (task.task_id, record_text(task))
+        terminal = task.state.terminal
+        stored: TaskMetadata | None = None
+
+        def write(conn: C) -> None:
+            nonlocal stored
+            stored = None  # a batch retried runs this again
+            if conn.execute(sql, (*row, self._next_change(conn), terminal)).rowcount == 0:
+                rows = conn.execute(self.SQL["get_task"], (task.task_id,)).fetchall()
+                stored = loads(rows[0][0], TaskMetadata)
+
+        await self._write(write)
+        return stored
+
+    async def get_task(self, task_id: str) -> TaskMetadata | None:
+        return first_record(await self._query(self.SQL["get_task"], task_id), TaskMetadata)

@@ -28,7 +28,7 @@ from typing import Any
 
 import trio
 
-from .._errors import StoreError
+from .._errors import NameTaken, StoreError
 from ..model import Envelope, Resume, SessionMetadata, TaskMetadata, dumps
 from ._lock import StoreLock
 from ._protocol import AgentRecord, Snapshot, dedup_keys
@@ -57,17 +57,20 @@ from ._sql import (
 from ._writer import GroupCommitWriter, SQLiteBatches, Write
 
 _UPSERT_AGENT = """
-    INSERT INTO agents (agent_id, passport, resume, rule, skill_md, name)
-    VALUES (?, ?, ?, ?, ?, ?)
+    INSERT INTO agents (agent_id, passport, resume, rule, skill_md, name, version)
+    VALUES (?, ?, ?, ?, ?, ?, ?)
     ON CONFLICT (agent_id) DO UPDATE SET passport = excluded.passport,
         resume = excluded.resume, rule = excluded.rule, skill_md = excluded.skill_md,
-        name = excluded.name"""
+        name = excluded.name, version = excluded.version"""
+# The change counter: the highest change stored (it never goes back: a deleted agent's
+# tombstone holds a higher one than its row did, and saving it again a higher still).
+_LAST_CHANGE = """
+    SELECT max(coalesce((SELECT max(version) FROM agents), 0),
+               coalesce((SELECT max(version) FROM tasks), 0),
+               coalesce((SELECT max(version) FROM removed_agents), 0))"""
 _UPSERT_SESSION = """
     INSERT INTO sessions (session_id, metadata) VALUES (?, ?)
     ON CONFLICT (session_id) DO UPDATE SET metadata = excluded.metadata"""
-_UPSERT_TASK = """
-    INSERT INTO tasks (task_id, metadata) VALUES (?, ?)
-    ON CONFLICT (task_id) DO UPDATE SET metadata = excluded.metadata"""
 _UPSERT_CURSOR = """
     INSERT INTO cursors (agent_id, session_id, seq) VALUES (?, ?, ?)
     ON CONFLICT (agent_id, session_id) DO UPDATE SET seq = max(seq, excluded.seq)"""
@@ -95,8 +98,7 @@ class SQLiteStore(SQLStore[sqlite3.Connection]):
       ValueError: an unknown ``synchronous`` level, or ``":memory:"`` (use MemoryStore).
     """
 
-    UPDATE_AGENT = "UPDATE agents SET {column} = ? WHERE agent_id = ?"
-    DELETE_AGENT_ROWS = "DELETE FROM {table} WHERE agent_id = ?"
+    PARAM = "?"
 
     def __init__(
         self,
@@ -121,6 +123,8 @@ class SQLiteStore(SQLStore[sqlite3.Connection]):
         self._stack: contextlib.AsyncExitStack | None = None
         self._writer: GroupCommitWriter[sqlite3.Connection] | None = None
         self._reader: sqlite3.Connection | None = None
+        #: The last change counted (read when opened; taken by the writer's thread alone).
+        self._change = 0
 
     async def _open(self) -> None:
         if self.read_only:
@@ -136,6 +140,9 @@ class SQLiteStore(SQLStore[sqlite3.Connection]):
             stack.callback(conn.close)
             reader = connect_reader(self.path)
             stack.callback(reader.close)
+            # The file's only writer (its lock): the change counter lives here, not in a
+            # row every write would rewrite (one page more per commit).
+            (self._change,) = reader.execute(_LAST_CHANGE).fetchone()
             batches = SQLiteBatches(conn, name=self._name, threaded=self.threaded)
             writer = GroupCommitWriter(batches, name=self._name)
             # The writer's nursery stays open until __aexit__: the body of 'async with store'
@@ -191,6 +198,15 @@ class SQLiteStore(SQLStore[sqlite3.Connection]):
         except sqlite3.Error as exc:
             raise StoreError(f"{self._name}: {exc}") from exc
 
+    def _next_change(self, conn: sqlite3.Connection) -> int:
+        self._change += 1  # a write rolled back leaves a gap: harmless, it only orders
+        return self._change
+
+    async def last_change(self) -> int:
+        rows = await self._query(_LAST_CHANGE)
+        version: int = rows[0][0]
+        return version
+
     # -- registry ----------------------------------------------------------------------------
 
     async def save_agent(self, record: AgentRecord) -> None:
@@ -205,17 +221,21 @@ class SQLiteStore(SQLStore[sqlite3.Connection]):
         )
 
         def write(conn: sqlite3.Connection) -> None:
+            name = record.passport.name
             try:
-                conn.execute(_UPSERT_AGENT, row)
+                conn.execute(_UPSERT_AGENT, (*row, self._next_change(conn)))
             except sqlite3.IntegrityError:
                 # The upsert settles a clash of agent_id, so only the name's index is left.
                 (holder,) = conn.execute(
-                    "SELECT agent_id FROM agents WHERE name = ?", (record.passport.name,)
+                    "SELECT agent_id FROM agents WHERE name = ?", (name,)
                 ).fetchone()
-                raise StoreError(
-                    f"{self._name}: agent name {record.passport.name!r} is already held by "
-                    f"agent {holder!r}; names are unique"
+                raise NameTaken(
+                    f"{self._name}: agent name {name!r} is already held by agent {holder!r}; "
+                    "names are unique",
+                    name=name,
+                    holder=holder,
                 ) from None
+            conn.execute(self.SQL["unmark_removed"], (agent_id,))
             self._set_capabilities(conn, agent_id, record.resume)
 
         await self._write(write)
@@ -399,10 +419,6 @@ class SQLiteStore(SQLStore[sqlite3.Connection]):
         return snapshot_of(rows)
 
     # -- tasks -----------------------------------------------------------------------------
-
-    async def save_task(self, task: TaskMetadata) -> None:
-        row = (task.task_id, record_text(task))
-        await self._write(execute(_UPSERT_TASK, row))
 
     async def load_tasks(self) -> list[TaskMetadata]:
         rows = await self._query("SELECT metadata FROM tasks ORDER BY rowid")

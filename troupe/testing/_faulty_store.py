@@ -30,7 +30,7 @@ import trio
 
 from .._errors import StoreError
 from ..model import Envelope, Resume, Rule, SessionMetadata, TaskMetadata
-from ..store import AgentRecord, Snapshot, Store
+from ..store import AgentRecord, Changes, Snapshot, Store
 
 T = TypeVar("T")
 
@@ -38,6 +38,10 @@ T = TypeVar("T")
 READS: Final = (
     "load_agents",
     "agents_with_capability",
+    "get_agent",
+    "get_agent_named",
+    "last_change",
+    "changes",
     "load_sessions",
     "get_session",
     "read",
@@ -49,6 +53,7 @@ READS: Final = (
     "recent_dedup",
     "load_snapshot",
     "load_tasks",
+    "get_task",
     "load_checkpoint",
     "load_cursors",
     "load_kv",
@@ -65,6 +70,7 @@ WRITES: Final = (
     "append",
     "save_snapshot",
     "save_task",
+    "save_open_task",
     "save_checkpoint",
     "save_cursor",
     "put_kv",
@@ -314,6 +320,19 @@ class FaultyStore:
         call = partial(self._inner.agents_with_capability, capability)
         return await self._call("agents_with_capability", None, call)
 
+    async def get_agent(self, agent_id: str) -> AgentRecord | None:
+        return await self._call("get_agent", None, partial(self._inner.get_agent, agent_id))
+
+    async def get_agent_named(self, name: str) -> AgentRecord | None:
+        call = partial(self._inner.get_agent_named, name)
+        return await self._call("get_agent_named", None, call)
+
+    async def last_change(self) -> int:
+        return await self._call("last_change", None, self._inner.last_change)
+
+    async def changes(self, since: int) -> Changes:
+        return await self._call("changes", None, partial(self._inner.changes, since))
+
     async def save_session(self, metadata: SessionMetadata) -> None:
         call = partial(self._inner.save_session, metadata)
         await self._call("save_session", metadata.session_id, call)
@@ -379,6 +398,13 @@ class FaultyStore:
 
     async def save_task(self, task: TaskMetadata) -> None:
         await self._call("save_task", task.session_id, partial(self._inner.save_task, task))
+
+    async def save_open_task(self, task: TaskMetadata) -> TaskMetadata | None:
+        call = partial(self._inner.save_open_task, task)
+        return await self._call("save_open_task", task.session_id, call)
+
+    async def get_task(self, task_id: str) -> TaskMetadata | None:
+        return await self._call("get_task", None, partial(self._inner.get_task, task_id))
 
     async def load_tasks(self) -> list[TaskMetadata]:
         return await self._call("load_tasks", None, self._inner.load_tasks)
