@@ -1,8 +1,10 @@
 """``troupe serve``: a hub on SQLite, reachable over WebSocket, until SIGINT or SIGTERM.
 
 With ``--store postgresql://…`` the hub is one node of a cluster on that database
-(``troupe.cluster``): it claims a fair share of the shards, serves their sessions, refuses
-the others with ``NotOwner``, and hands its shards over when it stops.
+(``troupe.cluster``): it claims a fair share of the shards, serves their sessions, and hands
+its shards over when it stops. With ``--cluster-key-file`` it forwards requests for the
+other shards' sessions to their owners and delivers to agents connected elsewhere; without
+it, it refuses those requests with ``NotOwner``.
 """
 
 from __future__ import annotations
@@ -163,6 +165,27 @@ class NodeOptions:
     lease_s: float = 10.0
     tick_s: float = 2.0
     margin_s: float = 2.0
+    #: ``--cluster-key-file``: where the cluster key is (None: the node does not route).
+    key_file: str | None = None
+    #: The key read from it (by ``main``; never shown in a repr).
+    secret: str | None = attrs.field(default=None, repr=False)
+
+
+def read_cluster_key(path: Path) -> str:
+    """The cluster key in ``path`` (its first line, without surrounding blanks).
+
+    Raises:
+      ValueError: the file cannot be read or holds no key (the message names it).
+    """
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read the cluster key from {path}: {exc}") from exc
+    lines = text.strip().splitlines()
+    key = lines[0].strip() if lines else ""
+    if not key:
+        raise ValueError(f"{path} holds no cluster key (one line of text)")
+    return key
 
 
 def default_node_id() -> str:
@@ -186,6 +209,7 @@ async def _open_node_hub(
         lease_s=options.lease_s,
         tick_s=options.tick_s,
         margin_s=options.margin_s,
+        secret=options.secret,
     )
     async with PostgresCoordinator(options.store, schema=options.schema) as coordinator:
         member = ClusterMember(config, coordinator)
@@ -251,10 +275,14 @@ async def serve(
                     # The port was the system's pick: advertise the one bound (next tick).
                     member.config = attrs.evolve(member.config, address=f"ws://{host}:{bound}")
                 log.info(
-                    "cluster node %s (%s), schema %s",
+                    "cluster node %s (%s), schema %s, %s",
                     member.config.node_id,
                     member.config.address,
                     node.schema if node is not None else "-",
+                    "routing (cluster key given)"
+                    if member.routes
+                    else "not routing (no --cluster-key-file: other nodes' sessions are "
+                    "refused with not_owner)",
                 )
             where = db if node is None else "PostgreSQL"
             log.info("serving %s on ws://%s:%d (%s)", where, host, bound, scheme)
@@ -294,13 +322,21 @@ def main(
             )
         from .cluster import ClusterConfig
 
-        ClusterConfig(
-            node_id=node.node_id or default_node_id(),
-            shards=node.shards,
-            lease_s=node.lease_s,
-            tick_s=node.tick_s,
-            margin_s=node.margin_s,
-        )
+        if node.key_file is not None:
+            node = attrs.evolve(node, secret=read_cluster_key(Path(node.key_file)))
+        try:
+            ClusterConfig(
+                node_id=node.node_id or default_node_id(),
+                shards=node.shards,
+                lease_s=node.lease_s,
+                tick_s=node.tick_s,
+                margin_s=node.margin_s,
+                secret=node.secret,
+            )
+        except ValueError as bad:
+            if node.secret is not None and "secret" in str(bad):
+                raise ValueError(f"--cluster-key-file {node.key_file}: {bad}") from None
+            raise
     keys = load_api_keys(Path(api_keys_file)) if api_keys_file is not None else None
     check_exposure(host, keys, allow_anonymous)
     inspect_key = None

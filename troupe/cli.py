@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -47,10 +48,11 @@ def _serve(args: argparse.Namespace) -> int:
             node_id=args.node_id or "",
             advertise=args.advertise or "",
             shards=args.shards,
+            key_file=args.cluster_key_file,
             **_timing(args),
         )
     else:
-        for flag in ("node_id", "advertise", "lease", "tick", "margin"):
+        for flag in ("node_id", "advertise", "lease", "tick", "margin", "cluster_key_file"):
             if getattr(args, flag) is not None:
                 option = "--" + flag.replace("_", "-")
                 print(f"troupe serve: {option} is for a cluster node (--store)", file=sys.stderr)
@@ -73,7 +75,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
 
 
-def _timing(args: argparse.Namespace) -> dict[str, float]:
+def _timing(args: argparse.Namespace) -> dict[str, Any]:
     """``--lease``, ``--tick`` and ``--margin`` as given (the others keep their defaults)."""
     given = {"lease_s": args.lease, "tick_s": args.tick, "margin_s": args.margin}
     return {k: v for k, v in given.items() if v is not None}
@@ -164,8 +166,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--advertise",
         metavar="URL",
-        help="with --store: the address other nodes and `troupe cluster status` show for "
-        "this node (default: ws://HOST:PORT as bound)",
+        help="with --store: the address other nodes reach this node at (their peer links, "
+        "with --cluster-key-file) and `troupe cluster status` shows (default: ws://HOST:PORT "
+        "as bound)",
+    )
+    serve.add_argument(
+        "--cluster-key-file",
+        metavar="FILE",
+        help="with --store: a file holding the cluster key (its first line, at least 16 "
+        "characters), the same on every node. With it a node forwards requests for other "
+        "nodes' sessions to their owner and delivers to agents connected to other nodes, "
+        "over links to each node's --advertise address that prove the key; without it a "
+        "request for another node's session is refused with not_owner (naming the owner)",
     )
     serve.add_argument(
         "--shards",

@@ -55,6 +55,7 @@ def test_serve_help_lists_the_options(capsys: pytest.CaptureFixture[str]) -> Non
         "--allow-anonymous",
         "--max-connections",
         "--max-connections-per-address",
+        "--cluster-key-file",
     ):
         assert option in out
     assert "SIGINT" in out

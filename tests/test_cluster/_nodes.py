@@ -16,7 +16,7 @@ import attrs
 import trio
 
 from troupe import EV_TEXT, Envelope, HubClient, LocalLink, Passport, SessionMetadata, Turn
-from troupe.cluster import ClusterConfig, ClusterMember, MemoryCoordinator, shard_of
+from troupe.cluster import ClusterConfig, ClusterMember, LocalPeers, MemoryCoordinator, shard_of
 from troupe.hub import Hub, open_hub
 from troupe.store import MemoryStore
 from troupe.testing import FaultyStore, seeded_ids
@@ -47,9 +47,9 @@ class World:
     sessions: tuple[str, ...]
 
 
-async def bootstrap(sessions: int) -> World:
+async def bootstrap(sessions: int, *, others: tuple[str, ...] = ()) -> World:
     """Register ann and bob and open ``sessions`` broadcasts from ann (she speaks when she
-    likes) on a plain hub, then stop it."""
+    likes) on a plain hub, then stop it; register ``others`` too (in none of them)."""
     store = MemoryStore()
     async with (
         open_hub(store.view(), ttl_sweep_interval=0, new_id=seeded_ids(99)) as hub,
@@ -61,6 +61,8 @@ async def bootstrap(sessions: int) -> World:
         for _ in range(sessions):
             channel = await ann.open(type="broadcast", target=["bob"])
             sids.append(channel.session_id)
+        for name in others:
+            await hc.register(Silent(), Passport(name=name))
         bob_id = await hub.find_agent("bob")
         assert bob_id is not None
     return World(store, ann.agent_id, bob_id, tuple(sids))
@@ -141,11 +143,12 @@ class Node:
     state: str = "up"
 
 
-def config(node_id: str, **overrides: float) -> ClusterConfig:
+def config(node_id: str, *, secret: str | None = None, **overrides: float) -> ClusterConfig:
     options: dict[str, Any] = {
         "lease_s": LEASE_S,
         "tick_s": TICK_S,
         "margin_s": MARGIN_S,
+        "secret": secret,
         **overrides,
     }
     return ClusterConfig(node_id=node_id, address=f"mem://{node_id}", shards=SHARDS, **options)
@@ -154,10 +157,13 @@ def config(node_id: str, **overrides: float) -> ClusterConfig:
 class Cluster:
     """Nodes started in ``nursery`` on ``world``'s store, judged by one MemoryCoordinator."""
 
-    def __init__(self, world: World, nursery: trio.Nursery) -> None:
+    def __init__(self, world: World, nursery: trio.Nursery, *, secret: str | None = None) -> None:
         self.world = world
         self.nursery = nursery
         self.coordinator = MemoryCoordinator()
+        #: With a cluster key the nodes route, over in-process links (``LocalPeers``).
+        self.secret = secret
+        self.peers = LocalPeers()
         self.nodes: dict[str, Node] = {}
         #: Every append that landed, in order.
         self.writes: list[Write] = []
@@ -165,7 +171,9 @@ class Cluster:
 
     async def start(self, node_id: str) -> Node:
         """Start a node (a fresh process: a dead node's id may come back)."""
-        member = ClusterMember(config(node_id), self.coordinator)
+        member = ClusterMember(
+            config(node_id, secret=self.secret), self.coordinator, connect=self.peers.connect
+        )
         self.coordinator.resume(node_id)
         fence = self.coordinator.fence(node_id, SHARDS, member.claimed)
 
@@ -203,9 +211,12 @@ class Cluster:
                     new_id=seeded_ids(seed),
                 ) as hub:
                     node.hub = hub
+                    self.peers.add(node.node_id, hub)
                     task_status.started()
                     await trio.sleep_forever()
         finally:
+            if self.peers.hubs.get(node.node_id) is node.hub:
+                self.peers.remove(node.node_id)
             node.hub = None
             node.done.set()
 

@@ -109,9 +109,12 @@ class ClusterMachine(RuleBasedStateMachine):
     def start(self) -> None:
         self.bridge.run(self._start)
 
+    #: The cluster key: with one the nodes route (see :class:`RoutingMachine`).
+    secret: str | None = None
+
     async def _start(self) -> None:
         self.world = await bootstrap(SESSIONS)
-        self.cluster = Cluster(self.world, self.bridge.nursery)
+        self.cluster = Cluster(self.world, self.bridge.nursery, secret=self.secret)
         for node_id in NODE_IDS[:2]:
             await self.cluster.start(node_id)
 
@@ -161,9 +164,7 @@ class ClusterMachine(RuleBasedStateMachine):
         envelope = text(self.world, sid, key, key=key)
         with trio.move_on_after(POST_BUDGET_S):
             for attempt in itertools.count():
-                owner = owner_of(self.c, sid)
-                live = [n for n in self.c.nodes.values() if n.hub is not None]
-                node = owner or (live[attempt % len(live)] if live else None)
+                node = self._node_for(sid, attempt)
                 if node is not None and node.hub is not None:
                     with trio.move_on_after(ATTEMPT_S):
                         try:
@@ -172,6 +173,12 @@ class ClusterMachine(RuleBasedStateMachine):
                             pass  # not the owner, cut off, shutting down: try again
                 await trio.sleep(RETRY_S)
         return None
+
+    def _node_for(self, sid: str, attempt: int) -> Node | None:
+        """Where a client posts: the owner as the map says, else any live node."""
+        owner = owner_of(self.c, sid)
+        live = [n for n in self.c.nodes.values() if n.hub is not None]
+        return owner or (live[attempt % len(live)] if live else None)
 
     @precondition(lambda self: any(n.hub is not None for n in self.nodes("up")))
     @rule(data=st.data())
@@ -340,13 +347,32 @@ class ClusterMachine(RuleBasedStateMachine):
             last[w.session_id] = w.epoch
 
 
+class RoutingMachine(ClusterMachine):
+    """The same cluster with a cluster key: a client posts to a node that does *not* own
+    the session whenever one is up (else to the owner), which forwards it; the same
+    invariants hold, and a post still ends within its budget."""
+
+    secret = "the cluster key of the machine"
+
+    def _node_for(self, sid: str, attempt: int) -> Node | None:
+        owner = owner_of(self.c, sid)
+        others = [n for n in self.c.nodes.values() if n.hub is not None and n is not owner]
+        if others:
+            STATS["posts through another node"] += 1
+            return others[attempt % len(others)]
+        return owner
+
+
+@pytest.mark.parametrize("kind", [ClusterMachine, RoutingMachine], ids=["direct", "routed"])
 async def test_a_cluster_keeps_its_promises_whatever_happens_to_its_nodes(
-    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+    kind: type[ClusterMachine],
 ) -> None:
     caplog.set_level(logging.CRITICAL, logger="troupe")
     async with trio.open_nursery() as nursery:
         with Bridge(autojump_clock, nursery) as bridge:
-            machine = type("BoundClusterMachine", (ClusterMachine,), {"bridge": bridge})
+            machine = type("BoundClusterMachine", (kind,), {"bridge": bridge})
             STATS.clear()
             await trio.to_thread.run_sync(
                 partial(run_state_machine_as_test, machine, settings=SETTINGS)
@@ -356,3 +382,5 @@ async def test_a_cluster_keeps_its_promises_whatever_happens_to_its_nodes(
     for did in ("posts accepted", "name races", "names taken", *rules):
         assert STATS[did] > 0, dict(STATS)
     assert STATS["stalled posts fenced"] > 0, dict(STATS)
+    if kind is RoutingMachine:
+        assert STATS["posts through another node"] > 0, dict(STATS)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
+from typing import Any
 
 import pytest
 import trio
@@ -26,7 +27,7 @@ from ..test_transport._wire import wait_until
 
 SHARDS = 4
 #: Short timing for a test on a real clock (a lease must exceed 5 s + margin).
-TIMING = {"lease_s": 7.0, "tick_s": 0.5, "margin_s": 1.5}
+TIMING: dict[str, Any] = {"lease_s": 7.0, "tick_s": 0.5, "margin_s": 1.5}
 
 
 @asynccontextmanager

@@ -74,6 +74,11 @@ async def test_a_node_serves_its_shards_and_hands_them_over_when_stopped(
         (["--store", "postgresql://x/y", "--lease", "6"], "lease_s must exceed"),
         (["--store", "postgresql://x/y", "--lease", "8", "--tick", "4"], "tick_s must be"),
         (["--store", "postgresql://x/y", "--margin", "0"], "margin_s must be > 0"),
+        (["--cluster-key-file", "key"], "--cluster-key-file is for a cluster node"),
+        (
+            ["--store", "postgresql://x/y", "--cluster-key-file", "/nonexistent/key"],
+            "cannot read the cluster key from /nonexistent/key",
+        ),
     ],
 )
 def test_bad_cluster_options_exit_2_naming_the_option(
@@ -81,3 +86,16 @@ def test_bad_cluster_options_exit_2_naming_the_option(
 ) -> None:
     assert main(["serve", *args]) == 2
     assert complaint in capsys.readouterr().err
+
+
+def test_a_short_cluster_key_exits_2_naming_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = tmp_path / "key"
+    key.write_text("too short\n")
+    args = ["serve", "--store", "postgresql://x/y", "--cluster-key-file", str(key)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"--cluster-key-file {key}" in err
+    assert "at least 16 characters" in err
+    assert "too short" not in err  # the key itself is never shown

@@ -18,15 +18,20 @@ from troupe import (
     TaskState,
 )
 from troupe.api import REQUESTS, ListSessions, Request, UpdateTask
+from troupe.cluster import _peer
 from troupe.hub import Hub
 from troupe.hub._connection import Caller
 from troupe.hub._hub import HANDLERS, handles
 
 from ._wire import Scripted, converse, serving
 
+PEER_OPS = {"peer_challenge", "peer_hello", "peer_forward", "peer_presence", "peer_hints"}
+
 
 def test_every_request_has_one_handler_and_a_distinct_op() -> None:
-    assert len(REQUESTS) == 29
+    # 29 of troupe.api, and the 5 node-to-node ones of a cluster (known once it is loaded).
+    assert len(REQUESTS) == 29 + len(PEER_OPS)
+    assert {op for op, kind in REQUESTS.items() if kind.__module__ == _peer.__name__} == PEER_OPS
     assert set(HANDLERS) == set(REQUESTS.values())
     assert all(op == kind.op for op, kind in REQUESTS.items())
 

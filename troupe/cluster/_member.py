@@ -24,27 +24,38 @@ Rules:
   changed or unregistered, tasks saved on other nodes). Between two ticks a miss reads
   through (the hub actor's rules), names are unique by the store's constraint, and a
   task's terminal update is conditional: the first to commit wins.
-- What is not here yet (issue 16): forwarding a request to the owner (a caller gets
-  :class:`NotOwner` naming the shard and owner, re-reads the map and retries there with
-  the same idempotency key). A node's lists (``list_agents``, ``list_tasks``) and
-  ``agents_with_capability`` learn another node's changes within a tick, not at once.
+- With the cluster key (``ClusterConfig.secret``) the member routes (``_routing``): it
+  runs a :class:`Router` beside the ticks, which forwards session-scoped requests for
+  other nodes' shards to their owner and carries delivery hints to the node holding a
+  recipient's connection; each tick's read of the nodes tells it which peers are live.
+  Without the key a caller gets :class:`NotOwner` naming the shard and owner, re-reads
+  the map and retries there with the same idempotency key.
+- What is not here yet (issue 16): a node's lists (``list_agents``, ``list_tasks``) and
+  ``agents_with_capability`` learn another node's changes within a tick, not at once; an
+  identity bound on two nodes at once is not refused (each node refuses a second binding
+  of its own only); a recipient on another node does not count against the owner's inbox
+  limits (its holder counts what it delivers).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
 
 import trio
 
 from .._errors import ActorDead, NotOwner, StoreError
-from ._coordinator import Coordinator
+from ._coordinator import Coordinator, NodeInfo
+from ._routing import Connector, Router, ws_connector
 from ._shards import ClusterConfig, Ownership, shard_of
 
 if TYPE_CHECKING:
+    from ..api import Request
     from ..hub import Hub
+
+R = TypeVar("R")
 
 log = logging.getLogger("troupe.cluster")
 
@@ -60,16 +71,29 @@ class ClusterMember:
       coordinator: the judge of ownership shared by every node.
     """
 
-    def __init__(self, config: ClusterConfig, coordinator: Coordinator) -> None:
+    def __init__(
+        self, config: ClusterConfig, coordinator: Coordinator, *, connect: Connector | None = None
+    ) -> None:
         self.config = config
         self.coordinator = coordinator
         self.ownership = Ownership(config)
+        #: The node's routing (``_routing``): made when the config has the cluster key.
+        #: ``connect`` makes its peer links (default: WebSocket to each node's address).
+        self.router: Router | None = None
+        if config.secret is not None:
+            self.router = Router(
+                self, config.secret, connect or ws_connector(config.tick_s, config.lease_s)
+            )
+        #: The nodes whose heartbeat is younger than a lease, as last read.
+        self.live: set[str] = set()
         #: shard -> owner as last read (for NotOwner's message); None: nobody or unknown.
         self.owners: dict[int, str | None] = {}
         #: shard -> its epoch as last read (for NotOwner's epoch).
         self.epochs: dict[int, int] = {}
         #: node id -> the address it advertises, as last read (for NotOwner's address).
         self.addresses: dict[str, str] = {}
+        #: shard -> until when (trio's clock) its owner's lease runs, as last read.
+        self.leases: dict[int, float] = {}
         #: How many shards the live node holding fewest holds, as read this tick (None: not
         #: read yet): a node holding 2 more lets one go per tick (``Ownership.surplus``).
         self.fewest: int | None = None
@@ -96,6 +120,51 @@ class ClusterMember:
 
     def _serving(self, shard: int, now: float) -> int | None:
         return None if self.draining else self.ownership.serving(shard, now)
+
+    def serves_shard(self, shard: int) -> bool:
+        """Whether this node serves ``shard`` now."""
+        return self._serving(shard, trio.current_time()) is not None
+
+    def owner_of(self, shard: int) -> str | None:
+        """The node holding ``shard`` under a running lease as last read (None: nobody,
+        or its lease ran out since: a dead or stalled owner is not waited on)."""
+        if self.leases.get(shard, -math.inf) <= trio.current_time():
+            return None
+        return self.owners.get(shard)
+
+    def serves(self, session_id: str) -> bool:
+        """Whether this node serves ``session_id``'s shard now."""
+        return self.serves_shard(shard_of(session_id, self.config.shards))
+
+    # -- routing (``_routing``; the hub asks only when ``routes``) ------------------------------
+
+    @property
+    def routes(self) -> bool:
+        """Whether this node forwards and hints (it has the cluster key)."""
+        return self.router is not None
+
+    async def route(
+        self,
+        request: Request[R],
+        session_id: str,
+        on_behalf: frozenset[str] | None,
+        local: Callable[[], Awaitable[R]],
+    ) -> R:
+        """Serve ``request`` here or forward it to the session's owner (``Router.route``)."""
+        assert self.router is not None, "this node does not route (no cluster key)"
+        return await self.router.route(request, session_id, on_behalf, local)
+
+    def hint(self, recipient_id: str, session_id: str) -> None:
+        if self.router is not None:
+            self.router.hint(recipient_id, session_id)
+
+    def bound(self, agent_id: str, replay: bool) -> None:
+        if self.router is not None:
+            self.router.bound(agent_id, replay)
+
+    def released(self, agent_id: str) -> None:
+        if self.router is not None:
+            self.router.released(agent_id)
 
     # -- what the hub and the fences ask -------------------------------------------------------
 
@@ -131,7 +200,12 @@ class ClusterMember:
         return NotOwner(
             f"node {self.config.node_id!r} does not serve session {session_id!r}: its shard "
             f"{shard} is not held here ({where}); re-read the shard map and retry there "
-            "with the same idempotency key (forwarding between nodes is not built yet)",
+            "with the same idempotency key"
+            + (
+                ""
+                if self.router is not None
+                else " (this node has no cluster key: it does not forward)"
+            ),
             shard=shard,
             owner=owner,
             epoch=self.epochs.get(shard, 0) if owner is not None else 0,
@@ -169,9 +243,11 @@ class ClusterMember:
         config = self.config
         self._hub = hub
         await self.coordinator.join(config.node_id, config.address, config.shards)
-        await self.tick()
-        task_status.started()
         async with trio.open_nursery() as nursery:
+            if self.router is not None:
+                await nursery.start(self.router.run, hub)
+            await self.tick()
+            task_status.started()
             nursery.start_soon(self._watch)
             nursery.start_soon(self._follow)
             while True:
@@ -205,7 +281,7 @@ class ClusterMember:
             # The nodes as they are now (not as last tick): a joiner's claims of this tick
             # are seen, so nobody lets go of a shard for a shortage already made up.
             nodes = await coordinator.nodes()
-            self.addresses = {n.node_id: n.address for n in nodes}
+            self._learn_nodes(nodes)
             live = [n.shards for n in nodes if n.heartbeat_age_s < config.lease_s]
             self.fewest = min(live) if live else None
             surplus = ownership.surplus(claims.live, self.fewest)
@@ -215,9 +291,7 @@ class ClusterMember:
                 await self._lose(lost)
                 lost = set()
                 await coordinator.release(node, surplus)
-            shard_map = await coordinator.shard_map()
-            self.owners = {s.shard: s.owner for s in shard_map}
-            self.epochs = {s.shard: s.epoch for s in shard_map}
+            await self._read_shards()
         except StoreError as exc:
             log.warning("cluster node %s: tick failed: %s", node, exc)
         if lost:
@@ -226,6 +300,34 @@ class ClusterMember:
             await self._gain(gained)
         if ownership.held:
             self._moved.set()
+
+    async def read_map(self) -> None:
+        """Read the shard map and the nodes again (a router that was told ``NotOwner``).
+
+        Raises:
+          StoreError: the coordinator could not be read.
+        """
+        await self._read_shards()
+        self._learn_nodes(await self.coordinator.nodes())
+
+    async def _read_shards(self) -> None:
+        """Read the shard map: each shard's owner, epoch and lease (for ``NotOwner`` and
+        routing)."""
+        shard_map = await self.coordinator.shard_map()
+        read_at = trio.current_time()
+        self.owners = {s.shard: s.owner for s in shard_map}
+        self.epochs = {s.shard: s.epoch for s in shard_map}
+        self.leases = {s.shard: read_at + s.lease_left_s for s in shard_map}
+
+    def _learn_nodes(self, nodes: list[NodeInfo]) -> None:
+        """Keep the nodes' addresses and which are live; tell the router who came and went."""
+        self.addresses = {n.node_id: n.address for n in nodes}
+        live = {n.node_id for n in nodes if n.heartbeat_age_s < self.config.lease_s}
+        gone, self.live = self.live - live, live
+        if self.router is not None:
+            if gone:
+                self.router.forget(gone)
+            self.router.peers_changed()
 
     async def _follow(self) -> None:
         """Every tick, have the hub actor apply what other nodes changed in the registry

@@ -36,6 +36,8 @@ import attrs
 #: PostgreSQL ends a transaction idle this long (s); a paused owner's ``FOR SHARE`` locks last
 #: at most that long, so a lease must be longer or takeover waits out the pause.
 IDLE_IN_TRANSACTION_S: Final = 5.0
+#: The shortest cluster key (``ClusterConfig.secret``) a node accepts.
+MIN_SECRET_CHARS: Final = 16
 #: A node lets shards go only when it holds this many more than its fair share.
 HYSTERESIS: Final = 2
 
@@ -64,6 +66,11 @@ class ClusterConfig:
       tick_s: seconds between renewals; at most (``lease_s`` - ``margin_s``) / 2, so one
         missed renewal does not stop a node serving.
       margin_s: how long before its lease ends a node that could not renew stops serving.
+      secret: the cluster key every node shares (at least :data:`MIN_SECRET_CHARS`
+        characters; never shown in a repr). With it the node routes (``troupe.cluster``'s
+        ``_routing``): it forwards requests for other nodes' sessions to their owner over
+        links that prove the key, and hints deliveries to recipients bound elsewhere.
+        Without it (None) it refuses them with ``NotOwner``, as before.
 
     Raises:
       ValueError: a field out of its range (the message names it).
@@ -75,8 +82,16 @@ class ClusterConfig:
     lease_s: float = 10.0
     tick_s: float = 2.0
     margin_s: float = 2.0
+    secret: str | None = attrs.field(default=None, repr=False)
 
     def __attrs_post_init__(self) -> None:
+        if self.secret is not None and (
+            not isinstance(self.secret, str) or len(self.secret) < MIN_SECRET_CHARS
+        ):
+            raise ValueError(
+                f"secret (the cluster key) must be a string of at least {MIN_SECRET_CHARS} "
+                "characters"
+            )
         if not (
             isinstance(self.node_id, str)
             and 0 < len(self.node_id) <= 63

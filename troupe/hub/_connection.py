@@ -34,6 +34,7 @@ from ..model import (
     Frame,
     NotifyFrame,
     ReceiptFrame,
+    SessionMetadata,
     SessionStatus,
     is_substantive,
 )
@@ -122,14 +123,21 @@ class Flush(Message[None]):
 ConnectionMsg = Deliver | CatchUp | Bind | Unbind | Receipts | SendOut | Flush | Evict | ChunkOut
 
 
-def visible_to(core: HubCore, envelope: Envelope, agent_id: str) -> bool:
-    """Whether a dispatch of ``envelope`` would reach ``agent_id`` (audience and inbound)."""
+def visible_to(
+    core: HubCore, envelope: Envelope, agent_id: str, metadata: SessionMetadata | None = None
+) -> bool:
+    """Whether a dispatch of ``envelope`` would reach ``agent_id`` (audience and inbound),
+    by ``metadata`` (default: the session's entry in the directory)."""
     if envelope.event_type in (EV_CHANNEL_INVITE_ACK, EV_CHANNEL_INVITE_REJECT):
         return False
-    entry = core.directory.sessions.get(envelope.session_id)
-    if entry is None or agent_id not in recipients_of(entry.metadata, envelope):
+    if metadata is None:
+        entry = core.directory.sessions.get(envelope.session_id)
+        if entry is None:
+            return False
+        metadata = entry.metadata
+    if agent_id not in recipients_of(metadata, envelope):
         return False
-    if held_back(entry.metadata, envelope, agent_id):
+    if held_back(metadata, envelope, agent_id):
         return False
     if agent_id == envelope.sender_id:
         return True
@@ -328,11 +336,13 @@ class ConnectionActor(Actor[ConnectionMsg, Refused | None]):
                     )
                     if redelivery and not sent and is_substantive(envelope.event_type):
                         self.core.ledger.done(recipient_id)  # dispatch counted it again
-            case CatchUp(recipient_id, session_id, counted):
-                if counted:  # from then on a missed dispatch queues another one
+            case CatchUp(recipient_id, session_id, counted, hinted):
+                if counted or hinted:  # from then on a missed dispatch queues another one
                     self.core.catch_ups.handled(self.ref.name, recipient_id, session_id)
                 if self.owns(recipient_id):
-                    await self._replay(recipient_id, session_id, 0, counted=counted)
+                    await self._replay(
+                        recipient_id, session_id, 0, counted=counted, after_sent=hinted
+                    )
             case Bind(agent_id, since, welcome, takeover):
                 await self._bind(agent_id, since, welcome, takeover)
             case Receipts(frames):
@@ -408,11 +418,18 @@ class ConnectionActor(Actor[ConnectionMsg, Refused | None]):
         return wire
 
     async def _notify(
-        self, envelope: Envelope, agent_id: str, *, counted: bool, fresh: bool = False
+        self,
+        envelope: Envelope,
+        agent_id: str,
+        *,
+        counted: bool,
+        fresh: bool = False,
+        with_status: bool = True,
     ) -> bool:
         """Send ``envelope`` unless it was sent already; whether it was sent now.
 
         ``fresh``: handed over by the dispatch of its own post (not read from the WAL).
+        ``with_status``: with the session's status as this node published it.
         """
         key = (agent_id, envelope.session_id)
         if envelope.seq <= self.sent.get(key, 0):
@@ -424,7 +441,7 @@ class ConnectionActor(Actor[ConnectionMsg, Refused | None]):
                 rule = self.core.registry.rule(agent_id)
                 if rule is not None:
                     self.core.ledger.add(agent_id, rule.limits.inbox)
-        status = self._status(envelope.session_id)
+        status = self._status(envelope.session_id) if with_status else None
         frame = NotifyFrame(envelope=envelope, recipient_id=agent_id, session=status, fresh=fresh)
         try:
             try:
@@ -467,13 +484,33 @@ class ConnectionActor(Actor[ConnectionMsg, Refused | None]):
             error=str(exc)[:500],
         )
 
-    async def _replay(self, agent_id: str, session_id: str, since: int, *, counted: bool) -> None:
-        """Notify ``agent_id`` of every envelope of the session after its marks."""
+    async def _replay(
+        self, agent_id: str, session_id: str, since: int, *, counted: bool, after_sent: bool = False
+    ) -> None:
+        """Notify ``agent_id`` of every envelope of the session after its marks (``counted``
+        or ``after_sent``: after what was sent too).
+
+        In a cluster, a session this node does not serve is another node's: what it may see
+        is decided by the metadata in the store, not by this node's (maybe stale) entry.
+        """
+        core = self.core
         key = (agent_id, session_id)
-        start = max(since, self.acked.get(key, 0), self.sent.get(key, 0) if counted else 0)
-        for envelope in await self.core.store.read(session_id, since=start):
-            if visible_to(self.core, envelope, agent_id):
-                await self._notify(envelope, agent_id, counted=counted)
+        start = max(
+            since, self.acked.get(key, 0), self.sent.get(key, 0) if counted or after_sent else 0
+        )
+        metadata: SessionMetadata | None = None
+        cluster = core.cluster
+        if cluster is not None and cluster.routes and not cluster.serves(session_id):
+            metadata = await core.store.get_session(session_id)
+            if metadata is None:
+                return
+        for envelope in await core.store.read(session_id, since=start):
+            if visible_to(core, envelope, agent_id, metadata):
+                # (Another node's session: this node's status of it may be stale, so none
+                # goes with it; the client asks for the session when it needs it.)
+                await self._notify(
+                    envelope, agent_id, counted=counted, with_status=metadata is None
+                )
 
     def reply(self, frame: Frame) -> SendOut | None:
         """A reply to queue, encoded now and counted in the outbound bytes (None: nothing
@@ -558,6 +595,8 @@ class ConnectionActor(Actor[ConnectionMsg, Refused | None]):
         self.agents.add(agent_id)
         if previous is not self.ref:
             core.ledger.reset(agent_id)
+        if core.cluster is not None:
+            core.cluster.bound(agent_id, since is not None)  # where hints find it
         if welcome is not None:
             await self._send(welcome)
         if since is None:
@@ -661,13 +700,17 @@ class ConnectionActor(Actor[ConnectionMsg, Refused | None]):
         The identity stays in ``agents`` (what the connection was bound to, for the checks
         of its requests, which then find no such agent); ``owns`` is false from now on.
         """
-        self.routes.release(agent_id, self.ref)
+        if self.routes.release(agent_id, self.ref) and self.core.cluster is not None:
+            self.core.cluster.released(agent_id)
 
     def release(self) -> None:
         """Drop this connection's bindings (it is closing)."""
+        cluster = self.core.cluster
         for agent_id in self.agents:
             if self.routes.release(agent_id, self.ref):
                 self.core.ledger.reset(agent_id)
+                if cluster is not None:
+                    cluster.released(agent_id)
         self.agents.clear()
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Protocol
 
@@ -53,7 +53,9 @@ class Membership(Protocol):
     after an actor started: a shard that moved meanwhile leaves that actor behind), a
     new session id this node serves (``new_session_id``), and to run beside the hub
     (``run``, in the hub's tree) and hand its shards over when the hub stops (``leave``,
-    given ``leave_within_s``).
+    given ``leave_within_s``). A member that routes (``routes``) also forwards requests
+    for other nodes' sessions (``route``) and carries delivery hints between nodes
+    (``hint``, ``bound``, ``released``); the hub calls none of these without a cluster.
     """
 
     @property
@@ -77,6 +79,43 @@ class Membership(Protocol):
 
     async def run(self, hub: Any, *, task_status: trio.TaskStatus[None]) -> None:
         """Join the cluster, then keep the leases until cancelled."""
+        ...
+
+    # -- routing (issue 16 item 3): all no-ops for a member that does not route --------------
+
+    @property
+    def routes(self) -> bool:
+        """Whether session-scoped requests for other nodes' shards are forwarded (``route``)
+        and deliveries to recipients bound on other nodes hinted (``hint``)."""
+        ...
+
+    def serves(self, session_id: str) -> bool:
+        """Whether this node serves ``session_id``'s shard now."""
+        ...
+
+    async def route(
+        self,
+        request: Any,
+        session_id: str,
+        on_behalf: frozenset[str] | None,
+        local: Callable[[], Awaitable[Any]],
+    ) -> Any:
+        """Run ``request`` here (``local()``) while this node serves ``session_id``, else
+        forward it to the shard's owner on behalf of ``on_behalf`` (None: trusted)."""
+        ...
+
+    def hint(self, recipient_id: str, session_id: str) -> None:
+        """``recipient_id``, not bound here, missed a delivery of ``session_id``: tell the
+        node it is bound on, if any, to catch it up from the store."""
+        ...
+
+    def bound(self, agent_id: str, replay: bool) -> None:
+        """``agent_id`` was bound to a connection of this node (``replay``: it asked to be
+        replayed what it missed)."""
+        ...
+
+    def released(self, agent_id: str) -> None:
+        """``agent_id`` is no longer bound to a connection of this node."""
         ...
 
     async def leave(self) -> None:
@@ -216,8 +255,9 @@ class HubCore:
         #: A connection actor's ref -> the actor, for those a dispatch may notify directly
         #: (in process: ``ConnectionActor.notify_now``); a view of ``Routes.direct``.
         self.direct = routes.direct
-        #: The catch-ups queued to connections (a service: dispatch queues, each connection
-        #: marks its own handled): one per (connection, recipient, session).
+        #: The catch-ups queued to connections (a service: dispatch queues, and a routing
+        #: cluster member for the hints it gets; each connection marks its own handled):
+        #: one per (connection, recipient, session).
         self.catch_ups = CatchUps()
         #: This node's membership of a cluster (``open_hub(cluster=...)``); None: no cluster,
         #: and no cluster code on any path. Set by open_hub.

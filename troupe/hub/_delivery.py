@@ -51,7 +51,8 @@ def dispatch(
     """Hand ``envelope`` to the connection of every recipient that may receive it.
 
     Recipients whose ``inbound_from`` refuses the sender are skipped silently (the post
-    stood); recipients without a connection are skipped (they are replayed on reconnect).
+    stood); recipients without a connection are skipped (they are replayed on reconnect; in a
+    cluster that routes, the node holding their connection is hinted).
     ``redelivery``: a restarted session sends its last envelopes again, not knowing which
     ones reached the connections before the crash.
     """
@@ -69,6 +70,8 @@ def dispatch(
             continue
         conn = core.bindings.get(recipient_id)
         if conn is None:
+            if core.cluster is not None:
+                core.cluster.hint(recipient_id, metadata.session_id)  # bound elsewhere?
             continue
         inbox = rule.limits.inbox
         if (
@@ -112,7 +115,9 @@ def catch_up_after_ack(core: HubCore, recipient_id: str, session_id: str) -> Non
     """An invitee acked a session that went on without it: send it what was held back."""
     conn = core.bindings.get(recipient_id)
     if conn is None:
-        return  # its next bind replays it
+        if core.cluster is not None:
+            core.cluster.hint(recipient_id, session_id)  # bound on another node?
+        return  # else its next bind replays it
     msg = CatchUp(recipient_id, session_id, counted=False)
     try:
         conn.tell_nowait(msg)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Set as AbstractSet
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -32,6 +33,7 @@ from .._errors import (
     AccessDeniedError,
     NetworkError,
     NotFoundError,
+    NotOwner,
     ProtocolError,
     StoreError,
 )
@@ -133,6 +135,17 @@ HANDLERS: dict[type[Request[Any]], _Handler] = {}
 _F = TypeVar("_F", bound=Callable[..., Awaitable[Any]])
 
 
+def session_of(request: Request[Any]) -> str | None:
+    """The session a request is scoped to (a post's, or a session-owned record's), if any:
+    what a cluster routes to the session's owner."""
+    if type(request) is PostEnvelope:
+        return request.envelope.session_id
+    if request.owner == "session":
+        session_id: str | None = getattr(request, "session_id")  # noqa: B009
+        return session_id
+    return None
+
+
 def handles(kind: type[Request[Any]]) -> Callable[[_F], _F]:
     """Make the decorated ``Hub`` method the handler of requests of type ``kind``."""
 
@@ -196,14 +209,59 @@ class Hub(HubCalls):
         if handler is None:
             raise TypeError(f"not a hub request: {type(request).__name__}")
         request = self._checked(request)
+        cluster = self._core.cluster
+        if cluster is not None and cluster.routes:
+            session_id = session_of(request)
+            if session_id is not None:
+                # A session-scoped request in a cluster that routes: served here while this
+                # node serves the shard (and does not lose it meanwhile), else forwarded to
+                # its owner (``troupe.cluster``).
+                if cluster.serves(session_id):
+                    try:
+                        return await self._local(request, caller, handler)
+                    except NotOwner:
+                        pass  # lost on the way (nothing was written): to the new owner
+                # The acting identity is checked here first, as for a local call.
+                if caller is not None and request.acting is not None:
+                    self._check_acting(request, caller.agents)
+                on_behalf = None if caller is None else frozenset(caller.agents)
+                routed: R = await cluster.route(
+                    request, session_id, on_behalf, partial(self._local, request, caller, handler)
+                )
+                return routed
+        return await self._local(request, caller, handler)
+
+    async def _local(self, request: Request[R], caller: Caller | None, handler: _Handler) -> R:
+        """Run a checked request on this hub (``call``'s local half)."""
         if caller is not None:
             if request.for_each_bound and request.acting_id() is None:
                 each: R = await self._for_each_bound(request, caller, handler)
                 return each
             if self._core.cluster is not None and request.owner == "task":
                 await self.learn_task(getattr(request, "task_id"))  # noqa: B009
-            self._authorise(request, caller)
+            self._authorise(request, caller.agents)
         result: R = await handler(self, request, caller)
+        return result
+
+    async def serve_forwarded(self, request: Request[R], on_behalf: frozenset[str] | None) -> R:
+        """Run a request another cluster node forwarded here (its owner), never forwarding it
+        again: a ``NotOwner`` goes back to the forwarding node, which re-reads the shard map.
+
+        ``on_behalf``: the identities bound to the forwarding node's caller (that node
+        checked the acting one); the owner the request declares is checked against them
+        here, where the session is known. None: a trusted in-process caller of that node.
+        A ``read_wal`` is answered one bounded page at a time, as over a wire.
+        """
+        handler = HANDLERS.get(type(request))
+        if handler is None:
+            raise TypeError(f"not a hub request: {type(request).__name__}")
+        request = self._checked(request)
+        if on_behalf is not None:
+            self._authorise(request, on_behalf)
+        if type(request) is ReadWal:
+            page: R = await self._wal_page(request)  # type: ignore[assignment]
+            return page
+        result: R = await handler(self, request, None)
         return result
 
     def _checked(self, request: Request[R]) -> Request[R]:
@@ -223,12 +281,17 @@ class Hub(HubCalls):
             return request  # type: ignore[return-value]
         return check_record(request, max_bytes if request.stored else None)
 
-    def _authorise(self, request: Request[Any], caller: Caller) -> None:
-        """Check what ``request`` declares (``acting``, ``owner``) against ``caller``."""
-        agents = caller.agents
+    def _check_acting(self, request: Request[Any], agents: AbstractSet[str]) -> None:
+        """Refuse a request whose acting identity is not one of ``agents`` (the caller's)."""
         acting = request.acting_id()
         if request.acting is not None and acting not in agents:
             raise AccessDeniedError(f"this connection is not bound to agent {acting!r}")
+
+    def _authorise(self, request: Request[Any], agents: AbstractSet[str]) -> None:
+        """Check what ``request`` declares (``acting``, ``owner``) against the caller's
+        identities, ``agents``."""
+        self._check_acting(request, agents)
+        acting = request.acting_id()
         if request.owner == "session":
             session_id: str | None = getattr(request, "session_id")  # noqa: B009
             if session_id is None:
@@ -240,7 +303,7 @@ class Hub(HubCalls):
                         f"agent {self.name_for(acting)!r} is not a participant of session "
                         f"{session_id}"
                     )
-            elif not agents.intersection(md.participant_ids()):
+            elif agents.isdisjoint(md.participant_ids()):
                 raise AccessDeniedError(
                     f"no identity of this connection is a participant of session {session_id}"
                 )
@@ -534,7 +597,11 @@ class Hub(HubCalls):
         if caller is None:  # in process: the whole range at once
             whole = H.ReadEnvelopes(request.session_id, since, until)
             return WalPage(envelopes=await self._ask_hub(whole), more=False)
-        # Over a wire: one bounded page (its answer is one frame).
+        return await self._wal_page(request)
+
+    async def _wal_page(self, request: ReadWal) -> WalPage:
+        """One bounded page of ``request``'s range (over a wire: its answer is one frame)."""
+        since, until = request.since, request.until
         last = since + READ_WAL_PAGE_COUNT
         bounded = H.ReadEnvelopes(
             request.session_id, since, last if until is None else min(until, last)

@@ -2,7 +2,8 @@
 
 ``Routes``: the connections' two tables, endpoint id -> connection actor and agent id ->
 the connection it is bound to. ``Deliver`` and ``CatchUp``: what a session's dispatch
-(``_delivery``) sends a connection. ``CatchUps``: the catch-ups queued and not handled.
+(``_delivery``) sends a connection (and a cluster node, for another node's hint: a
+``CatchUp``). ``CatchUps``: the catch-ups queued and not handled.
 
 The tables are the connections' (``_connection``, ``_serve``): a connection enters itself
 as it starts and leaves as it ends, binds an identity to itself and lets go only of what
@@ -101,11 +102,14 @@ class CatchUp(Message[None]):
 
     ``counted``: the dispatch counted what was missed in the inbox ledger (a full
     mailbox); not so for what was held back from an invitee until it acked.
+    ``hinted``: another cluster node, the session's owner, dispatched to the recipient,
+    bound here (a hint: nothing was counted, and what was sent before is not sent again).
     """
 
     recipient_id: str
     session_id: str
     counted: bool = True
+    hinted: bool = False
 
 
 class CatchUps:
@@ -130,16 +134,26 @@ class CatchUps:
         """Whether ``(connection name, recipient, session)`` has a catch-up queued."""
         return key in self._queued
 
-    def queue(self, conn: ActorRef[Any, Any], recipient_id: str, session_id: str) -> None:
+    def queue(
+        self,
+        conn: ActorRef[Any, Any],
+        recipient_id: str,
+        session_id: str,
+        *,
+        hinted: bool = False,
+    ) -> None:
         """Queue a catch-up of ``session_id`` for ``recipient_id`` in ``conn``'s system lane,
-        unless one is queued and not handled yet.
+        unless one is queued and not handled yet (``hinted``: for a cluster node's hint,
+        see :class:`CatchUp`).
 
         Raises:
           MailboxClosed: the connection is ending (its replay on reconnect catches up).
         """
         key = (conn.name, recipient_id, session_id)
         if key not in self._queued:
-            conn.mailbox.send_system(CatchUp(recipient_id, session_id))
+            conn.mailbox.send_system(
+                CatchUp(recipient_id, session_id, counted=not hinted, hinted=hinted)
+            )
             self._queued.add(key)
 
     def handled(self, conn_name: str, recipient_id: str, session_id: str) -> None:
