@@ -58,7 +58,6 @@ import attrs
 import trio
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_random_exponential
-from trio_websocket import HandshakeError
 
 from .._errors import ConnectionLost, MailboxClosed, NetworkError, NotOwner, StoreError
 from ..api import PostEnvelope, ReadWal, Request, WalPage
@@ -81,7 +80,7 @@ log = logging.getLogger("troupe.cluster.routing")
 install()
 
 #: Link failures that make a node drop the link and try again (the next one, or later).
-LINK_ERRORS = (ConnectionLost, OSError, HandshakeError, trio.TooSlowError)
+LINK_ERRORS = (ConnectionLost, OSError, trio.TooSlowError)  # (HandshakeFailed is a ConnectionLost)
 #: Connection attempts per link use (with backoff) before the use fails.
 CONNECT_ATTEMPTS = 3
 #: How long making a link (connect + peer hello) may take.
@@ -361,7 +360,7 @@ class Router:
         """The link to ``node_id``, made (and proved) if there is none.
 
         Raises:
-          OSError, HandshakeError, ConnectionLost, trio.TooSlowError: it cannot be made.
+          OSError, ConnectionLost (HandshakeFailed too), trio.TooSlowError: it cannot be made.
         """
         link = self._links.get(node_id)
         if link is None:
