@@ -93,7 +93,7 @@ def text(sid: str, sender: str, body: str) -> Envelope:
     )
 
 
-async def _texts(me: HumanClient, heard: dict[int, str], count: int) -> None:
+async def _texts(me: HumanClient, heard: dict[int, str | None], count: int) -> None:
     """Take texts until ``count`` distinct seqs were heard (a repeat is at least once)."""
     while len(heard) < count:
         envelope = await me.next_envelope(predicate=lambda e: e.event_type == EV_TEXT)
@@ -130,7 +130,7 @@ async def test_a_client_whose_node_dies_rebinds_elsewhere_and_is_replayed_what_i
             owner = nodes[found[shard_of(sid, SHARDS)][0]]
             first, last = (n for n in nodes.values() if n is not owner)
 
-            heard: dict[int, str] = {}
+            heard: dict[int, str | None] = {}
             accepted: dict[str, int] = {}
             with trio.fail_after(60):
                 async with HubClient(WsLink(owner.url, ping_interval=QUIET)) as at_owner:
