@@ -47,9 +47,12 @@ class World:
     sessions: tuple[str, ...]
 
 
-async def bootstrap(sessions: int, *, others: tuple[str, ...] = ()) -> World:
+async def bootstrap(
+    sessions: int, *, others: tuple[str, ...] = (), ttl: int | None = None
+) -> World:
     """Register ann and bob and open ``sessions`` broadcasts from ann (she speaks when she
-    likes) on a plain hub, then stop it; register ``others`` too (in none of them)."""
+    likes; each with ``ttl`` seconds to live, if given) on a plain hub, then stop it;
+    register ``others`` too (in none of them)."""
     store = MemoryStore()
     async with (
         open_hub(store.view(), ttl_sweep_interval=0, new_id=seeded_ids(99)) as hub,
@@ -59,7 +62,7 @@ async def bootstrap(sessions: int, *, others: tuple[str, ...] = ()) -> World:
         await hc.register(Silent(), Passport(name="bob"))
         sids = []
         for _ in range(sessions):
-            channel = await ann.open(type="broadcast", target=["bob"])
+            channel = await ann.open(type="broadcast", target=["bob"], ttl=ttl)
             sids.append(channel.session_id)
         for name in others:
             await hc.register(Silent(), Passport(name=name))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -9,7 +10,7 @@ import pytest
 import trio
 import trio.testing
 
-from troupe import EV_TEXT, NotOwner, ProtocolError, StoreError
+from troupe import EV_TEXT, NotOwner, ProtocolError, SessionState, StoreError
 from troupe.hub import Hub
 
 from ._nodes import (
@@ -264,3 +265,27 @@ async def test_a_joining_node_takes_a_fair_share_and_then_nothing_moves(
             owner = owner_of(cluster, sid)
             assert owner is not None
             assert (await hub_of(owner).post(text(world, sid, "hi"))).seq > 0
+
+
+async def test_each_node_expires_only_the_sessions_of_the_shards_it_serves(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Every node loads every session; the TTL sweeper is per shard, on its owner: a node
+    # does not try (and fail, and log) to end the sessions another node serves.
+    world = await bootstrap(6, ttl=60)
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(world, nursery)
+        a = await cluster.start("a")
+        b = await cluster.start("b")
+        await trio.sleep(120)  # past every session's TTL
+        owners = {sid: owner_of(cluster, sid) for sid in world.sessions}
+        assert {a, b} == set(owners.values())
+        with caplog.at_level(logging.WARNING, logger="troupe"):
+            for node in (a, b):
+                await hub_of(node).expire_due()
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+        for sid, owner in owners.items():
+            assert owner is not None
+            md = await hub_of(owner).get_session(sid)
+            assert md.state is SessionState.EXPIRED
+        await cluster.stop()

@@ -39,6 +39,7 @@ from .._errors import (
     ActorDead,
     NetworkError,
     NotFoundError,
+    NotOwner,
     ProtocolError,
     StoreError,
     TroupeError,
@@ -333,11 +334,21 @@ class SessionSupervisor:
 
     async def expire_due(self, now: float) -> None:
         """End the sessions past their TTL at ``now`` (``expired``), and close those still
-        PENDING past their handshake deadline (``invite_timeout``): the TTL sweeper's tick."""
+        PENDING past their handshake deadline (``invite_timeout``): the TTL sweeper's tick.
+
+        A cluster node ends only the sessions of the shards it serves: each shard's owner
+        sweeps it (another node's end would be refused with ``NotOwner``).
+        """
+        cluster = self._core.cluster
         for entry in list(self.directory.sessions.values()):
             md = entry.metadata
             if md.state.terminal:
                 continue
+            if cluster is not None:
+                try:
+                    cluster.check(md.session_id)
+                except NotOwner:
+                    continue
             try:
                 if md.expires_at is not None and is_due(md.expires_at, now):
                     await self.end(md.session_id, EndSession("ttl_expired", SessionState.EXPIRED))
