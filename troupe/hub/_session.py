@@ -104,6 +104,9 @@ class SessionActor(Actor[SessionMsg, Any]):
         self.dedup = DedupWindow(core.config.dedup_window)
         self.recent: list[Envelope] = []
         self.stopping = False
+        #: The store holds nothing of this session yet: its next append saves the metadata
+        #: too (the hub actor does not save a session it creates; see ``_hub_actor``).
+        self.unsaved = False
         #: What the expectation evaluators read (published on the directory entry).
         self.activity = Activity()
         self.participant_ids = self.metadata.participant_ids()
@@ -115,8 +118,9 @@ class SessionActor(Actor[SessionMsg, Any]):
     async def on_start(self) -> None:
         fresh, self.entry.fresh = self.entry.fresh and not self.restarted, False
         if fresh:
-            # Just created: the store holds its metadata (this entry's) and nothing else,
-            # so a recovery would read nothing new. Four reads fewer per session created.
+            # Just created: the store holds nothing of it yet (its first append saves the
+            # metadata), so a recovery would read nothing. Four reads fewer per session.
+            self.unsaved = True
             if self.stype is not None:
                 self.state = self.stype.initial_state(self.metadata)
             self.entry.dedup = self.dedup
@@ -127,6 +131,8 @@ class SessionActor(Actor[SessionMsg, Any]):
         # cancelled by its caller) between an append and its publish leaves the entry
         # behind the store (an ack's pending_acks, an OPENED or CLOSED already appended).
         stored = await store.get_session(self.sid)
+        # A session whose first append never landed (a crash or a store failure before it).
+        self.unsaved = stored is None
         if stored is not None:
             if stored.state.terminal and not self.metadata.state.terminal:
                 self.directory.ended(stored)  # its close was never accounted for
@@ -401,6 +407,8 @@ class SessionActor(Actor[SessionMsg, Any]):
         landed is accepted (a retry will find it), one that did not is the caller's error.
         When the store cannot even say, the actor crashes and recovers from the WAL.
         """
+        if metadata is None and self.unsaved:
+            metadata = self.metadata
         try:
             await self.core.store.append(self.sid, [env], metadata=metadata)
         except NotOwner:
@@ -421,12 +429,14 @@ class SessionActor(Actor[SessionMsg, Any]):
                 raise OutOfSync(f"session {self.sid}: append of seq {env.seq} unsure") from again
             if there and there[0].envelope_id == env.envelope_id:
                 log.warning("session %s: seq %d was appended despite %s", self.sid, env.seq, exc)
+                self.unsaved = False
                 return
             if landed != self.last_seq:
                 raise OutOfSync(
                     f"session {self.sid}: WAL at seq {landed}, expected {self.last_seq}"
                 ) from exc
             raise
+        self.unsaved = False
 
     async def _appended_since(self, floor: int, envelope_id: str) -> Envelope | None:
         """The envelope with ``envelope_id`` if it is in the WAL after seq ``floor``.
