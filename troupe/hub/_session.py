@@ -362,9 +362,22 @@ class SessionActor(Actor[SessionMsg, Any]):
             created_at=created_at,
         )
         new_md = _metadata_after(md, stamped)
+        batch = [stamped]
+        saved = new_md if new_md is not md else None
+        opening: tuple[Envelope, SessionMetadata] | None = None
+        if (
+            stamped.event_type == EV_CHANNEL_INVITE_ACK
+            and new_md.state is SessionState.PENDING
+            and quorum_reached(new_md)
+        ):
+            # The ack that makes the quorum and the activation it causes are one append:
+            # the session is ACTIVE only once that ack is durable, and both are, together.
+            opening = self._opening(new_md, stamped.seq + 1)
+            batch.append(opening[0])
+            saved = opening[1]
         self._fault("before_append")
         try:
-            await self._append(stamped, new_md if new_md is not md else None)
+            await self._append(batch, saved)
         except StoreError as exc:
             core.counters.rejected += 1
             return Refused(exc)
@@ -385,8 +398,8 @@ class SessionActor(Actor[SessionMsg, Any]):
         if stamped.event_type == EV_CHANNEL_INVITE_REJECT:
             await self._move(SessionState.CLOSED, REJECTED)
         elif stamped.event_type == EV_CHANNEL_INVITE_ACK:
-            if new_md.state is SessionState.PENDING and quorum_reached(new_md):
-                await self._activate()
+            if opening is not None:
+                self._opened(*opening)
             elif new_md.state is SessionState.ACTIVE:
                 # A late ack (others made the quorum): what was held back from it until now.
                 catch_up_after_ack(core, stamped.sender_id, self.sid)
@@ -399,8 +412,8 @@ class SessionActor(Actor[SessionMsg, Any]):
         await self._maybe_snapshot()
         return Accepted(stamped.envelope_id, stamped.seq)
 
-    async def _append(self, env: Envelope, metadata: SessionMetadata | None) -> None:
-        """Append ``env`` durably; a StoreError means that nothing was appended.
+    async def _append(self, batch: list[Envelope], metadata: SessionMetadata | None) -> None:
+        """Append ``batch`` durably, in one write; a StoreError means nothing was appended.
 
         A store may fail a commit that did happen (its reply was lost). This actor is the
         session's only writer, so the WAL's last seq tells which it was: an append that
@@ -409,8 +422,9 @@ class SessionActor(Actor[SessionMsg, Any]):
         """
         if metadata is None and self.unsaved:
             metadata = self.metadata
+        env = batch[-1]  # all or nothing: the last one tells whether the batch landed
         try:
-            await self.core.store.append(self.sid, [env], metadata=metadata)
+            await self.core.store.append(self.sid, batch, metadata=metadata)
         except NotOwner:
             # Fenced off (a cluster): nothing was written, and the WAL's end may be another
             # node's envelope at this very seq, so it must not be read as this one landing.
@@ -519,7 +533,9 @@ class SessionActor(Actor[SessionMsg, Any]):
 
     # -- lifecycle moves -------------------------------------------------------------------
 
-    def _hub_envelope(self, event_type: str, data: dict[str, Any]) -> Envelope:
+    def _hub_envelope(
+        self, event_type: str, data: dict[str, Any], seq: int | None = None
+    ) -> Envelope:
         md = self.metadata
         return Envelope(
             session_id=self.sid,
@@ -528,15 +544,22 @@ class SessionActor(Actor[SessionMsg, Any]):
             event_data=data,
             audience=tuple(md.participant_ids()),
             envelope_id=self.core.new_id(),
-            seq=self.last_seq + 1,
+            seq=self.last_seq + 1 if seq is None else seq,
             created_at=self.core.now_iso(),
         )
 
+    def _opening(self, md: SessionMetadata, seq: int) -> tuple[Envelope, SessionMetadata]:
+        """The OPENED notice at ``seq`` and the ACTIVE metadata after it (not yet appended)."""
+        opened = self._hub_envelope(EV_SESSION_OPENED, {"session_id": self.sid}, seq)
+        return opened, attrs.evolve(md, state=next_state(md.state, SessionEvent.QUORUM))
+
     async def _activate(self) -> None:
-        md = self.metadata
-        md = attrs.evolve(md, state=next_state(md.state, SessionEvent.QUORUM))
-        opened = self._hub_envelope(EV_SESSION_OPENED, {"session_id": self.sid})
-        await self._append(opened, md)
+        opened, md = self._opening(self.metadata, self.last_seq + 1)
+        await self._append([opened], md)
+        self._opened(opened, md)
+
+    def _opened(self, opened: Envelope, md: SessionMetadata) -> None:
+        """Publish an appended OPENED notice: the session is ACTIVE."""
         self._accepted(opened)
         self.metadata = md
         self._publish()
@@ -577,7 +600,7 @@ class SessionActor(Actor[SessionMsg, Any]):
         md = attrs.evolve(md, state=target, close_reason=reason, closed_at=core.now_iso())
         kind = EV_SESSION_EXPIRED if event is SessionEvent.EXPIRE else EV_SESSION_CLOSED
         notice = self._hub_envelope(kind, {"reason": reason, "session_id": self.sid})
-        await self._append(notice, md)
+        await self._append([notice], md)
         self._accepted(notice)
         self.metadata = md
         self._publish()
