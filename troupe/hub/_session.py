@@ -706,7 +706,9 @@ async def prepare_to_passivate(actor: SessionActor, request: Passivate) -> bool:
         await trio.lowlevel.checkpoint()
         return False
     snapshots = actor.stype is not None and actor.core.config.snapshot_every > 0
-    if snapshots and actor.last_seq > actor.snapshot_seq:
+    # A session never snapshotted whose WAL is short is refolded from it when it starts again.
+    short = actor.snapshot_seq == 0 and actor.last_seq < request.snapshot_from
+    if snapshots and actor.last_seq > actor.snapshot_seq and not short:
         try:
             await actor.save_snapshot()
         except StoreError as exc:
