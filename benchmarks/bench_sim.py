@@ -353,7 +353,16 @@ async def _wake(n_sessions: int, n_woken: int, wave: int, db: Path) -> dict[str,
             await hub.post(_text(sid, sender, "wake up"))
             woken.append(time.perf_counter() - started)
         live = []
-        sid, sender = sessions[0]
+        # A session of its own, uncapped: W posts into one conversation would pass its
+        # default max_turns (200) and be refused once it closed.
+        a, sender = people[0], people[1]
+        md = await hub.create_session(
+            creator_id=a,
+            manifest_type="conversation",
+            participants=[a, sender],
+            knobs={"max_turns": None},
+        )
+        sid = md.session_id
         for i in range(n_woken):
             started = time.perf_counter()
             await hub.post(_text(sid, sender, f"again {i}"))
