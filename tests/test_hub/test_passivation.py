@@ -14,8 +14,9 @@ import trio.testing
 from troupe import EV_TEXT, Envelope, HubClient, LocalLink, Passport, Turn
 from troupe.client import AgentClient
 from troupe.hub import Hub, open_hub
+from troupe.hub._activity import ACTIVITY_NS
 from troupe.hub._directory import SessionEntry
-from troupe.hub._passivation import ANSWER_S, passivate
+from troupe.hub._passivation import ANSWER_S, SNAPSHOT_FROM, passivate
 from troupe.model import SessionState
 from troupe.store import MemoryStore, Snapshot
 
@@ -142,6 +143,39 @@ async def test_the_next_post_rehydrates_it_and_seq_continues(
         assert await p.texts() == [*(f"before {i}" for i in range(4)), "after"]
         stats = p.hub.statistics()
         assert (stats.rehydrations, stats.live_sessions, stats.session_restarts) == (1, 1, 0)
+
+
+async def test_a_short_session_never_snapshotted_is_passivated_without_a_snapshot(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Just created and left idle: its next start refolds its few envelopes (issue 15, item 6).
+    store = MemoryStore()
+    async with (
+        open_hub(store, ttl_sweep_interval=0, passivate_after=IDLE) as hub,
+        HubClient(LocalLink(hub)) as hc,
+    ):
+        ann = await hc.register(Silent(), Passport(name="ann"))
+        await hc.register(Silent(), Passport(name="bob"))
+        table = await ann.open(type="conversation", target="bob")
+        sid = table.session_id
+        entry = hub.core.directory.get(sid)
+        assert entry.last_seq < SNAPSHOT_FROM
+        state = entry.state
+        await trio.sleep(IDLE + 1)
+        assert not running(entry)
+        assert hub.statistics().passivations == 1
+        assert await store.load_snapshot(sid) is None
+        assert await store.load_kv(ACTIVITY_NS + sid) == {}
+        accepted = await hub.post(
+            Envelope(
+                session_id=sid,
+                sender_id=ann.agent_id,
+                event_type=EV_TEXT,
+                event_data={"text": "after"},
+            )
+        )
+        assert accepted.seq == entry.last_seq == 4
+        assert entry.state.turn_count == state.turn_count + 1
 
 
 @pytest.mark.parametrize("snapshot_every", [0, 3])

@@ -155,6 +155,28 @@ async def test_an_ack_appended_before_a_crash_still_opens_the_session(
     await check_invariants(troupe_hub)
 
 
+async def test_a_crash_before_a_new_sessions_first_append_still_opens_and_saves_it(
+    troupe_hub: Hub,
+    troupe_hub_client: HubClient,
+    troupe_crash_points: CrashPoints,
+    autojump_clock: object,
+) -> None:
+    # The hub actor saves nothing: the first invite's append carries the metadata. Its
+    # actor crashed before it, so the restarted one finds nothing in the store and the
+    # retried invite saves the session.
+    me = await troupe_hub_client.register_human(Passport(name="me"))
+    await troupe_hub_client.register_human(Passport(name="you"))
+    troupe_crash_points.crash_at("before_append")
+    with trio.fail_after(5):
+        channel = await me.open(type="conversation", target="you")
+    assert channel.state is SessionState.ACTIVE
+    stored = await troupe_hub.core.store.get_session(channel.session_id)
+    assert stored is not None
+    assert stored.state is SessionState.ACTIVE
+    assert troupe_hub.statistics().session_restarts == 1
+    await check_invariants(troupe_hub)
+
+
 async def test_a_retry_of_the_post_that_closed_its_session_gets_its_id_back(
     troupe_hub: Hub, troupe_hub_client: HubClient, autojump_clock: object
 ) -> None:

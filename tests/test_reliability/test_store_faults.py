@@ -13,7 +13,10 @@ import trio
 import trio.testing
 
 from troupe import (
+    EV_CHANNEL_INVITE,
+    EV_CHANNEL_INVITE_ACK,
     EV_SESSION_CLOSED,
+    EV_SESSION_OPENED,
     EV_TEXT,
     Envelope,
     HubClient,
@@ -252,15 +255,76 @@ async def test_a_failed_session_creation_leaves_no_half_made_session(
 ) -> None:
     me = await troupe_hub_client.register_human(Passport(name="me"))
     await troupe_hub_client.register(ScriptedAgent(["hi"]), Passport(name="bot"))
-    for target in ("save_session", "append"):
-        troupe_store_faults.fail_next(target)
-        with pytest.raises(StoreError), trio.fail_after(60):
-            await me.open(type="conversation", target="bot")
-    # (A new session's first actor reads nothing from the store, so no read can fail it.)
+    # Its first write is the append of its invite, which saves its metadata too (the hub
+    # actor saves nothing); a new session's first actor reads nothing, so no read fails it.
+    troupe_store_faults.fail_next("append")
+    with pytest.raises(StoreError), trio.fail_after(60):
+        await me.open(type="conversation", target="bot")
     channel = await me.open(type="conversation", target="bot")
     await me.send(channel.session_id, "hello")
     await expect_envelope(me, channel.session_id, text="hi")
     assert [md.session_id for md in await troupe_hub.list_sessions()] == [channel.session_id]
+    await check_invariants(troupe_hub)
+
+
+async def test_a_two_party_session_is_created_in_two_writes(
+    troupe_hub: Hub,
+    troupe_hub_client: HubClient,
+    troupe_store_faults: FaultyStore,
+    autojump_clock: object,
+) -> None:
+    # Its invite carries its metadata; the ack that makes the quorum and the activation it
+    # causes are one append (issue 15, item 6).
+    me = await troupe_hub_client.register_human(Passport(name="me"))
+    await troupe_hub_client.register_human(Passport(name="you"))
+    before = troupe_store_faults.statistics().calls
+    channel = await me.open(type="conversation", target="you")
+    after = troupe_store_faults.statistics().calls
+    assert channel.state is SessionState.ACTIVE
+    assert after.get("save_session", 0) == before.get("save_session", 0)
+    assert after["append"] - before.get("append", 0) == 2
+    stored = await troupe_store_faults.inner.get_session(channel.session_id)
+    assert stored is not None
+    assert (stored.state, stored.pending_acks) == (SessionState.ACTIVE, ())
+
+
+async def test_an_ack_the_store_refused_opens_nothing_and_its_retry_opens_the_session(
+    troupe_hub: Hub, troupe_store_faults: FaultyStore, autojump_clock: object
+) -> None:
+    me = (await troupe_hub.register(Passport(name="me"))).agent_id
+    you = (await troupe_hub.register(Passport(name="you"))).agent_id  # no client: no ack
+    assert me is not None
+    assert you is not None
+    created: list[Any] = []
+
+    async def create() -> None:
+        created.append(
+            await troupe_hub.create_session(
+                creator_id=me, manifest_type="conversation", participants=[you]
+            )
+        )
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(create)
+        await trio.testing.wait_all_tasks_blocked()
+        (pending,) = await troupe_hub.list_sessions()
+        sid = pending.session_id
+        ack = Envelope(session_id=sid, sender_id=you, event_type=EV_CHANNEL_INVITE_ACK)
+        troupe_store_faults.fail_next("append", session_id=sid)
+        with pytest.raises(StoreError):
+            await troupe_hub.post_envelope(ack)
+        # Neither the ack nor the activation: the session waits for the ack as before.
+        assert [e.event_type for e in await troupe_hub.read_wal(sid)] == [EV_CHANNEL_INVITE]
+        for md in (await troupe_hub.get_session(sid), await troupe_store_faults.get_session(sid)):
+            assert md is not None
+            assert (md.state, md.pending_acks) == (SessionState.PENDING, (you,))
+        await troupe_hub.post_envelope(ack)
+    assert created[0].state is SessionState.ACTIVE
+    kinds = [e.event_type for e in await troupe_hub.read_wal(sid)]
+    assert kinds == [EV_CHANNEL_INVITE, EV_CHANNEL_INVITE_ACK, EV_SESSION_OPENED]
+    stored = await troupe_store_faults.get_session(sid)
+    assert stored is not None
+    assert stored.state is SessionState.ACTIVE
     await check_invariants(troupe_hub)
 
 

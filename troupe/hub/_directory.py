@@ -111,9 +111,9 @@ class SessionEntry:
     activity: Activity | None = None
     #: What deliveries carry to clients: the last published metadata, state and seq.
     status: SessionStatus | None = None
-    #: Set by the hub actor on a session it has just created and saved, until its first
-    #: actor starts: the store holds nothing of it but this metadata, so that start
-    #: skips the recovery reads (issue 15, item 6).
+    #: Set by the hub actor on a session it has just created, until its first actor
+    #: starts: the store holds nothing of it yet (its first append saves this metadata
+    #: too), so that start skips the recovery reads (issue 15, item 6).
     fresh: bool = False
     #: What a ``wait_for`` waits on; made by the first waiter, so that a publish nobody
     #: waits for (every post's) allocates nothing.

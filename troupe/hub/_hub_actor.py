@@ -4,6 +4,11 @@ It is the only writer of the registry and task tables; every change is persisted
 is applied and before the call returns. It never asks a session actor (sessions ask it, to
 expire their tasks), so the two can never wait on each other.
 
+A session it creates is checked, stamped and added to the directory without a write: its
+first durable write is its actor's first append (the invites, with this metadata), so the
+creates of many callers share commits instead of waiting for one each here (issue 15,
+item 6). ``create_session`` returns only once the session is ACTIVE, which is durable.
+
 In a cluster (``core.cluster`` set) the tables are the store's, shared by every node:
 
 - A name is unique by the store's constraint: a register that loses a race for one on
@@ -556,7 +561,7 @@ class HubActor(Actor[HubMsg, Any]):
             handshake_deadline=iso(now + core.config.invite_ack_timeout),
         )
         stype.validate_create(md)
-        await core.store.save_session(md)
+        # Not saved here: its actor's first append carries it (see the module docstring).
         self.directory.add(SessionEntry(metadata=md, stype=stype, fresh=True))
         core.audit(
             "session_created",

@@ -8,7 +8,9 @@ Rules:
   sweeper task looks only at the front of it: no task or timer per session, and a
   passivated session costs no task.
 - The sweeper asks the session actor to ``Passivate``. The actor declines while anything is
-  queued for it. Otherwise it saves a snapshot (when snapshots are on and it is behind) and,
+  queued for it. Otherwise it saves a snapshot (when snapshots are on and it is behind;
+  not, for the sweeper, of a session never snapshotted whose WAL is shorter than
+  ``SNAPSHOT_FROM``) and,
   in the step that answers, marks its entry's gate ``passivating``: from then on callers
   queue at the gate instead of reaching its mailbox, so the stop leaves nothing behind.
 - The sweeper stops the actor (orderly: ``on_stop`` runs) and drops its ref and dedup index.
@@ -27,6 +29,7 @@ Rules:
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -43,6 +46,12 @@ log = logging.getLogger("troupe.hub.passivation")
 
 #: How many due sessions the sweeper passivates side by side.
 BATCH = 64
+#: The sweeper passivates a session that was never snapshotted and whose WAL is shorter
+#: than this without a snapshot: its next start refolds those few envelopes about as fast as
+#: it would read a snapshot and its activity summary, and a session created and left idle
+#: costs two writes fewer (issue 15, item 6). Other passivations (a cluster node's drain,
+#: a reopened store's) snapshot whatever is behind.
+SNAPSHOT_FROM = 16
 #: How long a passivation waits for the actor's answer (its snapshot included), even once
 #: its caller is cancelled; then it is called off.
 ANSWER_S = 30.0
@@ -51,8 +60,11 @@ ANSWER_S = 30.0
 STOP_S = 15.0
 
 
-async def passivate(hub: Hub, entry: SessionEntry, idle_for: float = 0.0) -> bool:
-    """Passivate one session if it agrees and was not used in the last ``idle_for`` seconds.
+async def passivate(
+    hub: Hub, entry: SessionEntry, idle_for: float = 0.0, *, snapshot_from: int = 1
+) -> bool:
+    """Passivate one session if it agrees and was not used in the last ``idle_for`` seconds
+    (``snapshot_from``: see ``Passivate``).
 
     Returns:
       Whether it was passivated.
@@ -69,13 +81,15 @@ async def passivate(hub: Hub, entry: SessionEntry, idle_for: float = 0.0) -> boo
     # Once asked, the actor may mark the gate passivating: from then on this passivation
     # must end (stop the actor, reopen the gate) or every later caller waits forever.
     with trio.CancelScope(shield=True, deadline=trio.current_time() + ANSWER_S + STOP_S):
-        return await _passivate(hub, entry, ref)
+        return await _passivate(hub, entry, ref, snapshot_from)
     return True  # the stop outlasted STOP_S; the gate was reopened all the same
 
 
-async def _passivate(hub: Hub, entry: SessionEntry, ref: ActorRef[Any, Any]) -> bool:
+async def _passivate(
+    hub: Hub, entry: SessionEntry, ref: ActorRef[Any, Any], snapshot_from: int
+) -> bool:
     directory = hub._sessions.directory
-    request = Passivate()
+    request = Passivate(snapshot_from=snapshot_from)
     with trio.move_on_after(ANSWER_S):
         try:
             await ref.ask(request)
@@ -124,7 +138,9 @@ async def sweep(hub: Hub, after: float, *, task_status: trio.TaskStatus[None]) -
             batch.append(entry)
         async with trio.open_nursery() as nursery:
             for entry in batch:
-                nursery.start_soon(passivate, hub, entry, after)
+                nursery.start_soon(
+                    partial(passivate, hub, entry, after, snapshot_from=SNAPSHOT_FROM)
+                )
 
 
 async def evict(hub: Hub, entry: SessionEntry) -> None:

@@ -104,6 +104,9 @@ class SessionActor(Actor[SessionMsg, Any]):
         self.dedup = DedupWindow(core.config.dedup_window)
         self.recent: list[Envelope] = []
         self.stopping = False
+        #: The store holds nothing of this session yet: its next append saves the metadata
+        #: too (the hub actor does not save a session it creates; see ``_hub_actor``).
+        self.unsaved = False
         #: What the expectation evaluators read (published on the directory entry).
         self.activity = Activity()
         self.participant_ids = self.metadata.participant_ids()
@@ -115,8 +118,9 @@ class SessionActor(Actor[SessionMsg, Any]):
     async def on_start(self) -> None:
         fresh, self.entry.fresh = self.entry.fresh and not self.restarted, False
         if fresh:
-            # Just created: the store holds its metadata (this entry's) and nothing else,
-            # so a recovery would read nothing new. Four reads fewer per session created.
+            # Just created: the store holds nothing of it yet (its first append saves the
+            # metadata), so a recovery would read nothing. Four reads fewer per session.
+            self.unsaved = True
             if self.stype is not None:
                 self.state = self.stype.initial_state(self.metadata)
             self.entry.dedup = self.dedup
@@ -127,6 +131,8 @@ class SessionActor(Actor[SessionMsg, Any]):
         # cancelled by its caller) between an append and its publish leaves the entry
         # behind the store (an ack's pending_acks, an OPENED or CLOSED already appended).
         stored = await store.get_session(self.sid)
+        # A session whose first append never landed (a crash or a store failure before it).
+        self.unsaved = stored is None
         if stored is not None:
             if stored.state.terminal and not self.metadata.state.terminal:
                 self.directory.ended(stored)  # its close was never accounted for
@@ -356,9 +362,22 @@ class SessionActor(Actor[SessionMsg, Any]):
             created_at=created_at,
         )
         new_md = _metadata_after(md, stamped)
+        batch = [stamped]
+        saved = new_md if new_md is not md else None
+        opening: tuple[Envelope, SessionMetadata] | None = None
+        if (
+            stamped.event_type == EV_CHANNEL_INVITE_ACK
+            and new_md.state is SessionState.PENDING
+            and quorum_reached(new_md)
+        ):
+            # The ack that makes the quorum and the activation it causes are one append:
+            # the session is ACTIVE only once that ack is durable, and both are, together.
+            opening = self._opening(new_md, stamped.seq + 1)
+            batch.append(opening[0])
+            saved = opening[1]
         self._fault("before_append")
         try:
-            await self._append(stamped, new_md if new_md is not md else None)
+            await self._append(batch, saved)
         except StoreError as exc:
             core.counters.rejected += 1
             return Refused(exc)
@@ -379,8 +398,8 @@ class SessionActor(Actor[SessionMsg, Any]):
         if stamped.event_type == EV_CHANNEL_INVITE_REJECT:
             await self._move(SessionState.CLOSED, REJECTED)
         elif stamped.event_type == EV_CHANNEL_INVITE_ACK:
-            if new_md.state is SessionState.PENDING and quorum_reached(new_md):
-                await self._activate()
+            if opening is not None:
+                self._opened(*opening)
             elif new_md.state is SessionState.ACTIVE:
                 # A late ack (others made the quorum): what was held back from it until now.
                 catch_up_after_ack(core, stamped.sender_id, self.sid)
@@ -393,16 +412,19 @@ class SessionActor(Actor[SessionMsg, Any]):
         await self._maybe_snapshot()
         return Accepted(stamped.envelope_id, stamped.seq)
 
-    async def _append(self, env: Envelope, metadata: SessionMetadata | None) -> None:
-        """Append ``env`` durably; a StoreError means that nothing was appended.
+    async def _append(self, batch: list[Envelope], metadata: SessionMetadata | None) -> None:
+        """Append ``batch`` durably, in one write; a StoreError means nothing was appended.
 
         A store may fail a commit that did happen (its reply was lost). This actor is the
         session's only writer, so the WAL's last seq tells which it was: an append that
         landed is accepted (a retry will find it), one that did not is the caller's error.
         When the store cannot even say, the actor crashes and recovers from the WAL.
         """
+        if metadata is None and self.unsaved:
+            metadata = self.metadata
+        env = batch[-1]  # all or nothing: the last one tells whether the batch landed
         try:
-            await self.core.store.append(self.sid, [env], metadata=metadata)
+            await self.core.store.append(self.sid, batch, metadata=metadata)
         except NotOwner:
             # Fenced off (a cluster): nothing was written, and the WAL's end may be another
             # node's envelope at this very seq, so it must not be read as this one landing.
@@ -421,12 +443,14 @@ class SessionActor(Actor[SessionMsg, Any]):
                 raise OutOfSync(f"session {self.sid}: append of seq {env.seq} unsure") from again
             if there and there[0].envelope_id == env.envelope_id:
                 log.warning("session %s: seq %d was appended despite %s", self.sid, env.seq, exc)
+                self.unsaved = False
                 return
             if landed != self.last_seq:
                 raise OutOfSync(
                     f"session {self.sid}: WAL at seq {landed}, expected {self.last_seq}"
                 ) from exc
             raise
+        self.unsaved = False
 
     async def _appended_since(self, floor: int, envelope_id: str) -> Envelope | None:
         """The envelope with ``envelope_id`` if it is in the WAL after seq ``floor``.
@@ -509,7 +533,9 @@ class SessionActor(Actor[SessionMsg, Any]):
 
     # -- lifecycle moves -------------------------------------------------------------------
 
-    def _hub_envelope(self, event_type: str, data: dict[str, Any]) -> Envelope:
+    def _hub_envelope(
+        self, event_type: str, data: dict[str, Any], seq: int | None = None
+    ) -> Envelope:
         md = self.metadata
         return Envelope(
             session_id=self.sid,
@@ -518,15 +544,22 @@ class SessionActor(Actor[SessionMsg, Any]):
             event_data=data,
             audience=tuple(md.participant_ids()),
             envelope_id=self.core.new_id(),
-            seq=self.last_seq + 1,
+            seq=self.last_seq + 1 if seq is None else seq,
             created_at=self.core.now_iso(),
         )
 
+    def _opening(self, md: SessionMetadata, seq: int) -> tuple[Envelope, SessionMetadata]:
+        """The OPENED notice at ``seq`` and the ACTIVE metadata after it (not yet appended)."""
+        opened = self._hub_envelope(EV_SESSION_OPENED, {"session_id": self.sid}, seq)
+        return opened, attrs.evolve(md, state=next_state(md.state, SessionEvent.QUORUM))
+
     async def _activate(self) -> None:
-        md = self.metadata
-        md = attrs.evolve(md, state=next_state(md.state, SessionEvent.QUORUM))
-        opened = self._hub_envelope(EV_SESSION_OPENED, {"session_id": self.sid})
-        await self._append(opened, md)
+        opened, md = self._opening(self.metadata, self.last_seq + 1)
+        await self._append([opened], md)
+        self._opened(opened, md)
+
+    def _opened(self, opened: Envelope, md: SessionMetadata) -> None:
+        """Publish an appended OPENED notice: the session is ACTIVE."""
         self._accepted(opened)
         self.metadata = md
         self._publish()
@@ -567,7 +600,7 @@ class SessionActor(Actor[SessionMsg, Any]):
         md = attrs.evolve(md, state=target, close_reason=reason, closed_at=core.now_iso())
         kind = EV_SESSION_EXPIRED if event is SessionEvent.EXPIRE else EV_SESSION_CLOSED
         notice = self._hub_envelope(kind, {"reason": reason, "session_id": self.sid})
-        await self._append(notice, md)
+        await self._append([notice], md)
         self._accepted(notice)
         self.metadata = md
         self._publish()
@@ -673,7 +706,9 @@ async def prepare_to_passivate(actor: SessionActor, request: Passivate) -> bool:
         await trio.lowlevel.checkpoint()
         return False
     snapshots = actor.stype is not None and actor.core.config.snapshot_every > 0
-    if snapshots and actor.last_seq > actor.snapshot_seq:
+    # A session never snapshotted whose WAL is short is refolded from it when it starts again.
+    short = actor.snapshot_seq == 0 and actor.last_seq < request.snapshot_from
+    if snapshots and actor.last_seq > actor.snapshot_seq and not short:
         try:
             await actor.save_snapshot()
         except StoreError as exc:

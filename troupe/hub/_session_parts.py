@@ -73,6 +73,9 @@ class Passivate(Message[bool]):
 
     stopped: trio.Event = attrs.field(factory=trio.Event)
     withdrawn: trio.Event = attrs.field(factory=trio.Event)
+    #: A session never snapshotted is snapshotted only once its WAL holds this many
+    #: envelopes (see ``_passivation.SNAPSHOT_FROM``); one snapshotted before always is.
+    snapshot_from: int = 1
 
 
 SessionMsg = Post | HubPost | SendInvites | EndSession | Passivate

@@ -275,8 +275,18 @@ class SessionSupervisor:
 
     async def end(self, session_id: str, msg: EndSession) -> SessionMetadata:
         """Ask the session to end; its metadata after. Raise the StoreError that kept it from
-        ending, if any."""
-        md = await self.ask(session_id, msg)
+        ending, if any.
+
+        Ending is idempotent: a session that ended meanwhile (the close of a give-up landed
+        while this caller queued for its actor) is not an error, its metadata is the answer.
+        """
+        try:
+            md = await self.ask(session_id, msg)
+        except ProtocolError:
+            entry = self.directory.get(session_id)
+            if entry.metadata.state.terminal:
+                return entry.metadata
+            raise
         return md if md is not None else self.directory.get(session_id).metadata
 
     # -- opening and expiring ----------------------------------------------------------------
