@@ -76,6 +76,11 @@ CLOSE_RETRY_S = 0.1
 CLOSE_RETRY_MAX_S = 5.0
 
 
+class GivenUp(ProtocolError):
+    """The session's actor crashed too often and its close as ``crashed`` is on its way:
+    no actor is started for a message (its caller sees a ``ProtocolError``)."""
+
+
 class SessionSupervisor:
     """The hub's ``sessions`` child: session actors started on demand, restarted, given up on."""
 
@@ -279,11 +284,17 @@ class SessionSupervisor:
 
         Ending is idempotent: a session that ended meanwhile (the close of a give-up landed
         while this caller queued for its actor) is not an error, its metadata is the answer.
+        So is one whose close as ``crashed`` is on its way because an earlier message crashed
+        it for good (:class:`GivenUp`, ``_close_crashed`` appending): its caller waits for that
+        close, up to ``CLOSE_RETRY_MAX_S``. An end that crashes the session itself is an error.
         """
         try:
             md = await self.ask(session_id, msg)
-        except ProtocolError:
+        except ProtocolError as exc:
             entry = self.directory.get(session_id)
+            if isinstance(exc, GivenUp):  # (not this end's own crash: that one is an error)
+                with trio.move_on_after(CLOSE_RETRY_MAX_S):
+                    await entry.wait_for(lambda md: md.state.terminal)
             if entry.metadata.state.terminal:
                 return entry.metadata
             raise
@@ -409,9 +420,7 @@ class SessionSupervisor:
                 return entry.ref
             if entry.given_up:
                 # _close_crashed is on its way; a new actor would race its close notice.
-                raise ProtocolError(
-                    f"session {entry.session_id} crashed too often and is being closed"
-                )
+                raise GivenUp(f"session {entry.session_id} crashed too often and is being closed")
             md = entry.metadata
             if md.state.terminal:
                 # It ended while this caller queued at the gate (a close, a give-up).
