@@ -10,12 +10,21 @@ import re
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import attrs
 import trio
 
-from troupe.cluster import PostgresCoordinator
+from troupe import Envelope
+from troupe.cluster import ClusterConfig, ClusterMember, PostgresCoordinator
+from troupe.hub import Hub, open_hub
+from troupe.model import EV_CHANNEL_INVITE_ACK
+from troupe.store import PostgresStore
+from troupe.testing import seeded_ids
+
+from ..test_transport._wire import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 LISTENING = re.compile(rb"listening on ws://127\.0\.0\.1:(\d+)")
@@ -94,3 +103,54 @@ async def owners(coordinator: PostgresCoordinator) -> dict[int, tuple[str, str]]
         for s in await coordinator.shard_map()
         if s.owner is not None and s.lease_left_s > 0
     }
+
+
+@asynccontextmanager
+async def boot_node(
+    dsn: str, schema: str, *, shards: int, timing: tuple[float, float, float], seed: int
+) -> AsyncIterator[Hub]:
+    """An in-process node that creates the cluster in ``schema`` and holds every shard,
+    for a test to register agents and open sessions before the real nodes start; it
+    leaves when the block ends (hands every shard over). ``timing``: lease, tick, margin."""
+    lease_s, tick_s, margin_s = timing
+    async with PostgresCoordinator(dsn, schema=schema) as coordinator:
+        config = ClusterConfig(
+            node_id="boot",
+            address="ws://boot",
+            shards=shards,
+            lease_s=lease_s,
+            tick_s=tick_s,
+            margin_s=margin_s,
+        )
+        member = ClusterMember(config, coordinator)
+        fence = coordinator.fence("boot", shards, member.claimed)
+        store = PostgresStore(dsn, schema=schema, exclusive=False, fence=fence)
+        async with open_hub(
+            store,
+            cluster=member,
+            ttl_sweep_interval=0,
+            expectation_sweep_interval=0,
+            new_id=seeded_ids(seed),
+        ) as hub:
+            yield hub
+
+
+async def open_acked(hub: Hub, creator: str, invitee: str, manifest_type: str) -> str:
+    """A session of ``manifest_type`` from ``creator`` to ``invitee``, whose invite is
+    acked here (nobody is connected to ack it); its id once it is ACTIVE."""
+    before = set(hub.core.directory.sessions)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            lambda: hub.create_session(
+                creator_id=creator, manifest_type=manifest_type, participants=[invitee]
+            )
+        )
+        with trio.fail_after(10):
+            await wait_until(lambda: bool(set(hub.core.directory.sessions) - before))
+        (sid,) = set(hub.core.directory.sessions) - before
+        with trio.fail_after(10):
+            await wait_until(lambda: invitee in hub.core.directory.get(sid).metadata.pending_acks)
+        await hub.post(
+            Envelope(session_id=sid, sender_id=invitee, event_type=EV_CHANNEL_INVITE_ACK)
+        )
+    return sid

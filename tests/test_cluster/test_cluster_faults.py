@@ -26,22 +26,18 @@ import trio
 from trio_websocket import ConnectionClosed, HandshakeError
 
 from troupe import EV_TEXT, Envelope, Passport
-from troupe.cluster import ClusterConfig, ClusterMember, PostgresCoordinator, shard_of
-from troupe.hub import Hub, open_hub
+from troupe.cluster import PostgresCoordinator, shard_of
 from troupe.model import (
-    EV_CHANNEL_INVITE_ACK,
     AcceptFrame,
     ErrorFrame,
     HelloFrame,
     SendFrame,
     WelcomeFrame,
 )
-from troupe.store import PostgresStore
-from troupe.testing import seeded_ids
 
 from .._postgres import new_schema
 from ..test_transport._wire import eventually, raw, wait_until
-from ._processes import NodeProcess, owners, spawn_node
+from ._processes import NodeProcess, boot_node, open_acked, owners, spawn_node
 
 SHARDS = 12
 POSTERS = 9
@@ -276,53 +272,18 @@ async def _terminate_backends(dsn: str, node: NodeProcess) -> int:
 async def _bootstrap(dsn: str, schema: str) -> list[Poster]:
     """Register the posters and a sink, and open one broadcast per poster to the sink, on
     an in-process node that owns every shard; it leaves (hands every shard over)."""
-    async with PostgresCoordinator(dsn, schema=schema) as coordinator:
-        config = ClusterConfig(
-            node_id="boot",
-            address="ws://boot",
-            shards=SHARDS,
-            lease_s=LEASE_S,
-            tick_s=TICK_S,
-            margin_s=MARGIN_S,
-        )
-        member = ClusterMember(config, coordinator)
-        fence = coordinator.fence("boot", SHARDS, member.claimed)
-        store = PostgresStore(dsn, schema=schema, exclusive=False, fence=fence)
-        async with open_hub(
-            store,
-            cluster=member,
-            ttl_sweep_interval=0,
-            expectation_sweep_interval=0,
-            new_id=seeded_ids(16),
-        ) as hub:
-            sink = (await hub.register(Passport(name="sink"))).agent_id
-            assert sink is not None
-            posters = []
-            for i in range(POSTERS):
-                name = f"p{i}"
-                agent_id = (await hub.register(Passport(name=name))).agent_id
-                assert agent_id is not None
-                sid = await _open_broadcast(hub, agent_id, sink)
-                posters.append(Poster(name, agent_id, sid))
+    timing = (LEASE_S, TICK_S, MARGIN_S)
+    async with boot_node(dsn, schema, shards=SHARDS, timing=timing, seed=16) as hub:
+        sink = (await hub.register(Passport(name="sink"))).agent_id
+        assert sink is not None
+        posters = []
+        for i in range(POSTERS):
+            name = f"p{i}"
+            agent_id = (await hub.register(Passport(name=name))).agent_id
+            assert agent_id is not None
+            sid = await open_acked(hub, agent_id, sink, "broadcast")
+            posters.append(Poster(name, agent_id, sid))
     return posters
-
-
-async def _open_broadcast(hub: Hub, creator: str, sink: str) -> str:
-    """A broadcast from ``creator`` to ``sink``, the sink's invite acked here."""
-    before = set(hub.core.directory.sessions)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(
-            lambda: hub.create_session(
-                creator_id=creator, manifest_type="broadcast", participants=[sink]
-            )
-        )
-        with trio.fail_after(10):
-            await wait_until(lambda: bool(set(hub.core.directory.sessions) - before))
-        (sid,) = set(hub.core.directory.sessions) - before
-        with trio.fail_after(10):
-            await wait_until(lambda: sink in hub.core.directory.get(sid).metadata.pending_acks)
-        await hub.post(Envelope(session_id=sid, sender_id=sink, event_type=EV_CHANNEL_INVITE_ACK))
-    return sid
 
 
 async def _install_audit(dsn: str, schema: str, audit: str, posters: list[Poster]) -> None:

@@ -16,16 +16,13 @@ import pytest
 import trio
 
 from troupe import EV_TEXT, ConnectionLost, Envelope, HubClient, HumanClient, Passport
-from troupe.cluster import ClusterConfig, ClusterMember, PostgresCoordinator, shard_of
-from troupe.hub import open_hub
-from troupe.model import EV_CHANNEL_INVITE_ACK
+from troupe.cluster import PostgresCoordinator, shard_of
 from troupe.store import PostgresStore
-from troupe.testing import seeded_ids
 from troupe.transport import WsLink
 
 from .._postgres import new_schema
-from ..test_transport._wire import QUIET, eventually, wait_until
-from ._processes import NodeProcess, owners, spawn_node
+from ..test_transport._wire import QUIET, eventually
+from ._processes import NodeProcess, boot_node, open_acked, owners, spawn_node
 
 SHARDS = 6
 LEASE_S, TICK_S, MARGIN_S = 6.5, 0.5, 1.0
@@ -40,46 +37,13 @@ BEFORE, AFTER = 8, 8
 async def _bootstrap(dsn: str, schema: str) -> tuple[str, str, str]:
     """Register ann and bob and open ann's broadcast to bob (his invite acked here), on an
     in-process node that holds every shard and hands them over when it leaves."""
-    async with PostgresCoordinator(dsn, schema=schema) as coordinator:
-        config = ClusterConfig(
-            node_id="boot",
-            address="ws://boot",
-            shards=SHARDS,
-            lease_s=LEASE_S,
-            tick_s=TICK_S,
-            margin_s=MARGIN_S,
-        )
-        member = ClusterMember(config, coordinator)
-        fence = coordinator.fence("boot", SHARDS, member.claimed)
-        store = PostgresStore(dsn, schema=schema, exclusive=False, fence=fence)
-        async with (
-            open_hub(
-                store,
-                cluster=member,
-                ttl_sweep_interval=0,
-                expectation_sweep_interval=0,
-                new_id=seeded_ids(73),
-            ) as hub,
-            trio.open_nursery() as nursery,
-        ):
-            ann = (await hub.register(Passport(name="ann", kind="human"))).agent_id
-            bob = (await hub.register(Passport(name="bob", kind="human"))).agent_id
-            assert ann is not None
-            assert bob is not None
-            before = set(hub.core.directory.sessions)
-            nursery.start_soon(
-                lambda: hub.create_session(
-                    creator_id=ann, manifest_type="broadcast", participants=[bob]
-                )
-            )
-            with trio.fail_after(10):
-                await wait_until(lambda: bool(set(hub.core.directory.sessions) - before))
-            (sid,) = set(hub.core.directory.sessions) - before
-            with trio.fail_after(10):
-                await wait_until(lambda: bob in hub.core.directory.get(sid).metadata.pending_acks)
-            await hub.post(
-                Envelope(session_id=sid, sender_id=bob, event_type=EV_CHANNEL_INVITE_ACK)
-            )
+    timing = (LEASE_S, TICK_S, MARGIN_S)
+    async with boot_node(dsn, schema, shards=SHARDS, timing=timing, seed=73) as hub:
+        ann = (await hub.register(Passport(name="ann", kind="human"))).agent_id
+        bob = (await hub.register(Passport(name="bob", kind="human"))).agent_id
+        assert ann is not None
+        assert bob is not None
+        sid = await open_acked(hub, ann, bob, "broadcast")
     return ann, bob, sid
 
 
