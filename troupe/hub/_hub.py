@@ -3,9 +3,10 @@
 Every operation is a request record of ``troupe.api`` and one handler here, keyed by the
 record's type (``HANDLERS``). ``Hub.call`` is the one path every caller takes: the seed-named
 methods below (``get_agent``, ``create_session``, …) build a record and call it in process,
-and the WebSocket dispatcher (``_rpc``) structures one from a request frame and calls it
-with the connection as ``caller``. ``call`` checks the record's fields with the one
-converter and, for a caller over a wire, the identity and owner the record declares.
+and the WebSocket dispatcher (``_rpc``) hands a request frame's params to ``call_data``,
+which structures the record from them and takes the same path, with the connection as
+``caller``. Both check the record's fields with the one converter and, for a caller over a
+wire, the identity and owner the record declares.
 
 Reads (``get_agent``, ``get_session``, ``can_send``, …) read the published tables and never
 wait on an actor. Writes go to the one actor that owns the thing written. Posts, closes and
@@ -86,8 +87,10 @@ from ..model import (
     SessionState,
     StreamChunk,
     TaskMetadata,
+    check_data,
     check_envelope,
     check_record,
+    structure,
     unstructure,
 )
 from ..session_types import AnySessionType, ViewPolicy
@@ -144,6 +147,13 @@ def session_of(request: Request[Any]) -> str | None:
         session_id: str | None = getattr(request, "session_id")  # noqa: B009
         return session_id
     return None
+
+
+def _handler(kind: type[Request[Any]]) -> _Handler:
+    handler = HANDLERS.get(kind)
+    if handler is None:
+        raise TypeError(f"not a hub request: {kind.__name__}")
+    return handler
 
 
 def handles(kind: type[Request[Any]]) -> Callable[[_F], _F]:
@@ -205,10 +215,36 @@ class Hub(HubCalls):
           AccessDeniedError: the caller may not act as the identity, or on the record.
           NetworkError, StoreError: what the operation refused with.
         """
-        handler = HANDLERS.get(type(request))
-        if handler is None:
-            raise TypeError(f"not a hub request: {type(request).__name__}")
-        request = self._checked(request)
+        return await self._route(self._checked(request), caller, _handler(type(request)))
+
+    async def call_data(
+        self, kind: type[Request[R]], params: dict[str, Any], *, caller: Caller | None = None
+    ) -> R:
+        """Run the request of type ``kind`` that ``params`` (its JSON data: a request frame's)
+        describe, as :meth:`call` runs a record.
+
+        The one converter builds the record from ``params``, checking every field's type,
+        and the data is checked once as it is (JSON, depth, size; ``check_data``), instead
+        of being unstructured and structured again as :meth:`call` checks a record built
+        in process (~1.3 µs of every RPC's CPU). A post's envelope gets the post path's own
+        check either way.
+
+        Raises:
+          DecodeError: a field does not fit its type or range.
+          AccessDeniedError: the caller may not act as the identity, or on the record.
+          NetworkError, StoreError: what the operation refused with.
+        """
+        handler = _handler(kind)
+        request = structure(params, kind)
+        if kind is PostEnvelope:
+            request = self._checked(request)
+        else:
+            max_bytes = self._core.config.max_envelope_bytes
+            check_data(params, kind.__name__, max_bytes if kind.stored else None)
+        return await self._route(request, caller, handler)
+
+    async def _route(self, request: Request[R], caller: Caller | None, handler: _Handler) -> R:
+        """Run a checked request here, or at its session's owner in a cluster that routes."""
         cluster = self._core.cluster
         if cluster is not None and cluster.routes:
             session_id = session_of(request)
