@@ -172,13 +172,13 @@ async def _on_frame(
         case SendFrame():
             if actor.outbound_full:
                 await actor.wait_outbound_room()
-            slot = await slots.take()
+            slot = slots.take_nowait() or await slots.take()
             nursery.start_soon(_send, hub, actor, ref, frame, slot)
         case RequestFrame():
             # A client that does not read its replies is not read either.
             if actor.outbound_full:
                 await actor.wait_outbound_room()
-            slot = await slots.take()
+            slot = slots.take_nowait() or await slots.take()
             nursery.start_soon(_request, hub, Caller(actor, ref), frame, slot)
         case ChunkFrame(chunk=chunk, recipient_id=""):
             # Best effort and unanswered; forwarding never waits, so the reader does it.
