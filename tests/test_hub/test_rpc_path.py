@@ -11,7 +11,7 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from troupe.api import SetSkill
+from troupe.api import FindAgentId, SetSkill
 from troupe.client._remote import RemoteHub
 from troupe.model import Frame, RequestFrame, ResponseFrame
 
@@ -52,6 +52,33 @@ async def test_the_reader_hands_a_request_on_without_a_scheduler_round_while_slo
         answered = [f.request_id for f in client.frames if isinstance(f, ResponseFrame)]
         assert sorted(answered) == sorted(f"r{n}" for n in range(count))
         assert reader.steps <= count + 2  # (was 2 per request)
+
+
+async def test_a_read_over_a_connection_yields_only_sending_its_answer(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A read handler's own checkpoint cost a scheduler round per request over a wire: the
+    # request's task yields sending the answer anyway. In process a read is still a
+    # schedule point, as every trio call is.
+    async with open_hub_pair() as h:
+        bob = await h.agent("bob", connect=False)
+        client = MiniClient(h.hub, h.nursery, "ep-bob")
+        await client.attach()
+        await client.bind(bob.id)
+        await h.settle()
+        requests = StepsOf("._request")
+        trio.lowlevel.add_instrument(requests)
+        count = 8
+        for n in range(count):
+            client.send(RequestFrame(request_id=f"r{n}", op="find_agent_id", params={"name": "x"}))
+            await h.settle()
+        trio.lowlevel.remove_instrument(requests)
+        answered = [f.request_id for f in client.frames if isinstance(f, ResponseFrame)]
+        assert answered == [f"r{n}" for n in range(count)]
+        # Its start, and after the answer's send (it was three: the handler yielded too).
+        assert requests.steps == 2 * count
+        with trio.testing.assert_checkpoints():
+            await h.hub.call(FindAgentId(name="x"))
 
 
 class AnsweringConnection:

@@ -122,6 +122,42 @@ async def test_a_remote_post_is_checked_as_a_local_one() -> None:
             assert [e.event_type for e in await served.hub.read_wal(sid)][-1] != EV_TEXT
 
 
+async def test_a_request_off_the_wire_is_checked_on_its_params_as_a_local_one() -> None:
+    # The hub checks a request frame's params once, as they came (Hub.call_data): orjson
+    # reads data nested 1024 levels deep, and a frame may be larger than the largest record
+    # the hub stores. Sent by hand, past the client's own checks.
+    with trio.fail_after(20):
+        async with (
+            serving() as served,
+            HubClient(served.link()) as one,
+            HubClient(served.link()) as two,
+        ):
+            a, b, _ = await converse(one, two)
+            await one.close()  # a's identity is free for the hand-made connection (item 8)
+            create = (
+                f'{{"kind":"request","request_id":"%s","op":"create_session","params":'
+                f'{{"creator_id":"{a.agent_id}","manifest_type":"conversation",'
+                f'"participants":["{b.agent_id}"],"knobs":%s}}}}'
+            )
+            big = orjson.dumps({"x": "y" * MAX_ENVELOPE_BYTES}).decode()
+            assert len(create % ("big", big)) < MAX_FRAME_BYTES
+            async with raw(served.url) as ws:
+                await ws.hello("a")
+                await ws.send_text(create % ("deep", nested_json(MAX_JSON_DEPTH + 1)))
+                deep = await ws.receive_kind(ResponseFrame)
+                assert (deep.request_id, deep.ok, deep.error_code) == ("deep", False, "bad_frame")
+                assert "CreateSession.knobs.a.a" in deep.error_message
+                await ws.send_text(create % ("big", big))
+                large = await ws.receive_kind(ResponseFrame)
+                assert (large.request_id, large.ok) == ("big", False)
+                assert large.error_code == "protocol_error"
+                assert f"exceeds {MAX_ENVELOPE_BYTES} bytes" in large.error_message
+                await ws.send_text(create % ("fine", "{}"))
+                fine = await ws.receive_kind(ResponseFrame)
+                assert (fine.request_id, fine.ok) == ("fine", True)
+            assert len(served.hub.core.directory.select(agent_id=b.agent_id)) == 2
+
+
 async def test_an_envelope_the_wire_cannot_carry_is_a_dead_letter_and_its_read_an_error() -> None:
     # A WAL written before the hub checked depth: the envelope is 253 objects deep, which the
     # store writes (254 levels with the envelope) but no frame can hold. Its delivery crashed

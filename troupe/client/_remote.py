@@ -95,18 +95,37 @@ def _not_owner(message: str, details: dict[str, Any]) -> NotOwner:
 
 
 class _Slot:
-    """Where one answer lands."""
+    """Where one answer lands, and the task waiting for it is woken.
 
-    __slots__ = ("answer", "event")
+    Not a ``trio.Event``: its parking lot cost ~0.5 us of every call, and only one task (the
+    caller) ever waits on a slot.
+    """
+
+    __slots__ = ("answer", "task")
 
     def __init__(self) -> None:
-        self.event = trio.Event()
         self.answer: Frame | ConnectionLost | None = None
+        self.task: trio.lowlevel.Task | None = None
 
     def set(self, answer: Frame | ConnectionLost) -> None:
         if self.answer is None:
             self.answer = answer
-            self.event.set()
+            task, self.task = self.task, None
+            if task is not None:
+                trio.lowlevel.reschedule(task)
+
+    async def wait(self) -> None:
+        """Return once an answer is set (at once, after a checkpoint, if it is)."""
+        if self.answer is not None:
+            await trio.lowlevel.checkpoint()
+            return
+        self.task = trio.lowlevel.current_task()
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            self.task = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
 
 
 class RemoteHub:
@@ -174,7 +193,7 @@ class RemoteHub:
             slot = self._pending[request_id] = _Slot()
             try:
                 await conn.send_frame(make(request_id))
-                await slot.event.wait()
+                await slot.wait()
             finally:
                 self._pending.pop(request_id, None)
             answer = slot.answer

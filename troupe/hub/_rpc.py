@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .. import _tracing
 from .._errors import DecodeError, NetworkError, NotOwner, StoreError
 from ..api import REQUESTS
-from ..model import RequestFrame, ResponseFrame, structure, unstructure
+from ..model import RequestFrame, ResponseFrame, unstructure
 from ._connection import Caller
 
 if TYPE_CHECKING:
@@ -63,8 +63,7 @@ async def _handle_request(hub: Hub, caller: Caller, frame: RequestFrame) -> Resp
         kind = REQUESTS.get(frame.op)
         if kind is None:
             raise DecodeError(f"unknown op {frame.op!r}", record="RequestFrame", field="op")
-        request = structure(frame.params, kind)
-        result = unstructure(await hub.call(request, caller=caller))
+        result = unstructure(await hub.call_data(kind, frame.params, caller=caller))
     except (NetworkError, StoreError) as exc:
         return ResponseFrame(
             request_id=frame.request_id,

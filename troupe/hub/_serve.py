@@ -124,7 +124,15 @@ async def serve_endpoint(
                             # read by this task, so they do not.
                             await trio.sleep(flood.wait_for_token())
                             flood.take(trio.current_time())
-                        await _on_frame(hub, actor, ref, frame, nursery, slots)
+                        if (
+                            type(frame) is RequestFrame
+                            and not actor.outbound_full
+                            and (slot := slots.take_nowait()) is not None
+                        ):
+                            # The common case, as _on_frame does it, without its coroutine.
+                            nursery.start_soon(_request, hub, Caller(actor, ref), frame, slot)
+                        else:
+                            await _on_frame(hub, actor, ref, frame, nursery, slots)
             finally:
                 # A reader cancelled mid-frame closes its generator now, not whenever the
                 # garbage collector gets to it (maybe after the run: a ResourceWarning).
@@ -172,13 +180,13 @@ async def _on_frame(
         case SendFrame():
             if actor.outbound_full:
                 await actor.wait_outbound_room()
-            slot = await slots.take()
+            slot = slots.take_nowait() or await slots.take()
             nursery.start_soon(_send, hub, actor, ref, frame, slot)
         case RequestFrame():
             # A client that does not read its replies is not read either.
             if actor.outbound_full:
                 await actor.wait_outbound_room()
-            slot = await slots.take()
+            slot = slots.take_nowait() or await slots.take()
             nursery.start_soon(_request, hub, Caller(actor, ref), frame, slot)
         case ChunkFrame(chunk=chunk, recipient_id=""):
             # Best effort and unanswered; forwarding never waits, so the reader does it.

@@ -3,6 +3,7 @@
 from ._checks import MAX_ENVELOPE_BYTES as MAX_ENVELOPE_BYTES
 from ._checks import MAX_JSON_DEPTH as MAX_JSON_DEPTH
 from ._checks import PRIORITIES as PRIORITIES
+from ._checks import check_data as check_data
 from ._checks import check_envelope as check_envelope
 from ._checks import check_json as check_json
 from ._checks import check_record as check_record
@@ -130,6 +131,7 @@ __all__ = (
     "TaskState",
     "WelcomeFrame",
     "batch_overhead",
+    "check_data",
     "check_envelope",
     "check_json",
     "check_record",

@@ -268,7 +268,24 @@ def check_record(obj: T, max_bytes: int | None = MAX_ENVELOPE_BYTES) -> T:
         # An enum field holding a str, a record field holding a dict, ...: the hooks fail.
         raise DecodeError(f"cannot read {record}: {exc}", record=record) from exc
     checked = structure(data, type(obj))
+    check_data(data, record, max_bytes)
+    return checked
+
+
+def check_data(data: dict[str, Any], record: str, max_bytes: int | None) -> bytes:
+    """Refuse the JSON data of a request record (what :func:`check_record` checks once the
+    converter has structured it): JSON, nested at most :data:`MAX_JSON_DEPTH` levels, at
+    most ``max_bytes`` as JSON (None: no bound). Return its JSON.
+
+    A record structured from ``data`` by the one converter has the same JSON data (the
+    converter passes ``dict[str, Any]`` fields through as they are), so a request that
+    arrived as data (a request frame's params) is checked on them, once.
+
+    Raises:
+      DecodeError: naming ``record`` and the dotted path of the value.
+      ProtocolError: the data is larger than ``max_bytes`` as JSON.
+    """
     encoded = check_json(data, "", record=record, depth=0)
     if max_bytes is not None and len(encoded) > max_bytes:
         raise ProtocolError(f"{record} of {len(encoded)} bytes exceeds {max_bytes} bytes")
-    return checked
+    return encoded

@@ -266,7 +266,9 @@ class _WsEnd:
         finally:
             self._sending = False
             # Cancelled with batches queued: their waiters take over (or the next send).
-            self._waiting.unpark_all()
+            # (Tested first: an empty lot's unpark_all costs 0.4 us, on every message.)
+            if self._waiting:
+                self._waiting.unpark_all()
 
     async def _send_message(self, message: str) -> None:
         try:
