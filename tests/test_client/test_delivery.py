@@ -69,7 +69,7 @@ async def test_one_senders_envelopes_arrive_in_wal_order(autojump_clock: MockClo
 
 
 async def test_receipts_advance_the_cursor(autojump_clock: MockClock) -> None:
-    async with open_hub_pair() as p:
+    async with open_hub_pair(cursor_flush_interval=0) as p:  # each ack saved at once
         al = await p.human("al")
         bob, _ = await p.scripted("bob")
         ch = await al.open(type="conversation", target="bob")
@@ -87,7 +87,7 @@ async def test_receipts_advance_the_cursor(autojump_clock: MockClock) -> None:
 async def test_a_nack_leaves_the_cursor_and_the_envelope_is_replayed(
     autojump_clock: MockClock,
 ) -> None:
-    async with open_hub_pair() as p:
+    async with open_hub_pair(cursor_flush_interval=0) as p:  # each ack saved at once
         al = await p.human("al")
         first = p.client()
         bob, agent = await p.scripted("bob", lambda turn: None, hc=first)

@@ -519,7 +519,7 @@ async def test_attaching_again_hands_queued_deliveries_to_the_new_handle(
 ) -> None:
     # bob is busy with t0 while t1 and t2 queue for him; then he is attached again. The old
     # handle used to ack t1 and t2 without handling them, and the replay was dropped.
-    async with open_hub_pair() as p:
+    async with open_hub_pair(cursor_flush_interval=0) as p:  # each ack saved at once
         al = await p.human("al")
         bob, _ = await p.scripted("bob", lambda turn: None)
         chat = await al.open(type="conversation", target="bob")
@@ -569,7 +569,7 @@ async def test_the_last_receipt_of_a_burst_costs_its_drain_no_step(
 ) -> None:
     """Issue 15, item 3: a drain that ends after a receipt sends it without a checkpoint of
     its own when the in-process connection has room; the hub still gets every receipt."""
-    async with open_hub_pair() as p:
+    async with open_hub_pair(cursor_flush_interval=0) as p:  # each ack saved at once
         me = await p.human("me")
         scribe, _ = await p.scripted("scribe", lambda turn: "noted")
         channel = await me.open(type="conversation", target="scribe")

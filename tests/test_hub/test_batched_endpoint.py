@@ -97,7 +97,7 @@ async def test_a_reply_never_overtakes_a_delivery_queued_before_it(
 async def test_what_the_actor_drains_at_once_is_one_message(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with open_hub_pair() as h:
+    async with open_hub_pair(cursor_flush_interval=0) as h:  # each ack saved at once
         alice, bob = await h.agent("alice"), await h.agent("bob")
         md = await h.session("conversation", alice, bob, knobs={"max_turns": None})
         client_of(bob).disconnect()  # bob comes back below, over a batching transport

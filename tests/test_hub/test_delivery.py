@@ -142,6 +142,27 @@ async def test_one_connection_many_identities_and_rebinding(
         await hub.bind_endpoint("ep-bob", "ghost")
 
 
+async def test_by_default_acks_wait_a_twentieth_of_a_second_to_share_one_write(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The default cursor_flush_interval is 0.05 s: a burst of acks is one cursor write (on
+    # SQLite FULL the agent path's commits fell from 0.92 to 0.19 per envelope).
+    async with open_hub_pair() as h:
+        alice, bob = await h.agent("alice"), await h.agent("bob")
+        md = await h.session("conversation", alice, bob, knobs={"max_turns": None})
+        await trio.sleep(1)
+        saved = await h.store.load_cursors(bob.id)
+        start = trio.current_time()
+        for i in range(5):
+            await h.say(md, alice, str(i))
+        await h.settle()
+        assert trio.current_time() == start
+        assert await h.store.load_cursors(bob.id) == saved  # not yet
+        await trio.sleep(0.05)
+        last = (await h.hub.read_wal(md.session_id))[-1].seq
+        assert await h.store.load_cursors(bob.id) == {md.session_id: last}
+
+
 async def test_receipts_advance_cursors_and_persist(
     autojump_clock: trio.testing.MockClock,
     reopen: Reopen,

@@ -369,6 +369,7 @@ async def test_a_store_fault_saving_cursors_spares_the_connection(
     for body in ("one", "two"):
         await me.send(sid, body)
         await expect_envelope(you, sid, text=body)
+    await trio.sleep(1)  # (virtual) past the cursor flush interval: the saves are tried
     await trio.testing.wait_all_tasks_blocked()
     assert troupe_store_faults.statistics().failed.get("save_cursor", 0) >= 1
     assert troupe_hub.statistics().connections == 1

@@ -140,7 +140,7 @@ class HubConfig:
     session_backoff: tuple[float, float] | None = None
     client_mailbox: int = 4096
     passivate_after: float | None = 600.0
-    cursor_flush_interval: float = 0.0
+    cursor_flush_interval: float = 0.05
     dedup_window: int = 1024
     max_envelope_bytes: int = MAX_ENVELOPE_BYTES
 
