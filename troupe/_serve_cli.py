@@ -93,8 +93,9 @@ def check_available() -> None:
         raise ValueError(f"{MISSING_INSPECT} ({exc})") from exc
 
 
-def read_key(path: Path) -> str:
-    """The operator key in ``path`` (its first line, without surrounding blanks).
+def read_key(path: Path, what: str = "operator key") -> str:
+    """The key in ``path`` (its first line, without surrounding blanks); ``what`` names it
+    in errors (the operator key, the cluster key).
 
     Raises:
       ValueError: the file cannot be read or holds no key (the message names it).
@@ -102,11 +103,11 @@ def read_key(path: Path) -> str:
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"cannot read the operator key from {path}: {exc}") from exc
+        raise ValueError(f"cannot read the {what} from {path}: {exc}") from exc
     lines = text.strip().splitlines()
     key = lines[0].strip() if lines else ""
     if not key:
-        raise ValueError(f"{path} holds no operator key (one line of text)")
+        raise ValueError(f"{path} holds no {what} (one line of text)")
     return key
 
 
@@ -169,23 +170,6 @@ class NodeOptions:
     key_file: str | None = None
     #: The key read from it (by ``main``; never shown in a repr).
     secret: str | None = attrs.field(default=None, repr=False)
-
-
-def read_cluster_key(path: Path) -> str:
-    """The cluster key in ``path`` (its first line, without surrounding blanks).
-
-    Raises:
-      ValueError: the file cannot be read or holds no key (the message names it).
-    """
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"cannot read the cluster key from {path}: {exc}") from exc
-    lines = text.strip().splitlines()
-    key = lines[0].strip() if lines else ""
-    if not key:
-        raise ValueError(f"{path} holds no cluster key (one line of text)")
-    return key
 
 
 def default_node_id() -> str:
@@ -323,7 +307,7 @@ def main(
         from .cluster import ClusterConfig
 
         if node.key_file is not None:
-            node = attrs.evolve(node, secret=read_cluster_key(Path(node.key_file)))
+            node = attrs.evolve(node, secret=read_key(Path(node.key_file), "cluster key"))
         try:
             ClusterConfig(
                 node_id=node.node_id or default_node_id(),
