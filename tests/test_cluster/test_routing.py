@@ -30,6 +30,7 @@ from troupe.model import (
 )
 from troupe.transport import LocalLinkClient
 
+from ..test_transport._wire import eventually as wire_eventually
 from ._nodes import (
     SHARDS,
     TICK_S,
@@ -214,12 +215,7 @@ async def test_a_recipient_on_another_node_is_delivered_the_owners_session_and_a
             await eventually(lambda: conn.sent.get((world.bob, sid), 0) >= accepted.seq, 2.0, 0.01)
             assert sid not in hub_of(b).core.directory.sessions  # caught up from the store
             # bob's client acked it to b, which saved his cursor in the shared store.
-            for _ in range(40):
-                cursors = await hub_of(a).core.store.load_cursors(world.bob)
-                if cursors.get(sid, 0) >= accepted.seq:
-                    break
-                await trio.sleep(0.05)
-            assert cursors.get(sid, 0) >= accepted.seq
+            await cursor_reaches(hub_of(a), world.bob, sid, accepted.seq)
             assert router_of(b).forwarded >= 1  # bob's invite ack went to a
         assert router_of(a).hints_sent >= 1
 
@@ -267,12 +263,18 @@ async def test_a_recipient_that_comes_back_on_a_third_node_is_replayed_what_it_m
             await eventually(
                 lambda: conn.sent.get((world.bob, sid), 0) >= missed[-1].seq, 2 * TICK_S, 0.01
             )
-            for _ in range(40):
-                cursors = await hub_of(a).core.store.load_cursors(world.bob)
-                if cursors.get(sid, 0) >= missed[-1].seq:
-                    break
-                await trio.sleep(0.05)
-            assert cursors.get(sid, 0) >= missed[-1].seq
+            await cursor_reaches(hub_of(a), world.bob, sid, missed[-1].seq)
+
+
+async def cursor_reaches(hub: Hub, agent_id: str, session_id: str, seq: int) -> None:
+    """Wait (2 s of virtual time at most) until the shared store holds ``agent_id``'s cursor
+    of ``session_id`` at ``seq`` or beyond (a connection saves acks after its flush interval)."""
+
+    async def reached() -> bool:
+        return (await hub.core.store.load_cursors(agent_id)).get(session_id, 0) >= seq
+
+    with trio.fail_after(2):
+        await wire_eventually(reached, every=0.05)
 
 
 async def test_a_peer_must_prove_the_cluster_key(autojump_clock: trio.testing.MockClock) -> None:
