@@ -294,9 +294,7 @@ class Hub(HubCalls):
         here, where the session is known. None: a trusted in-process caller of that node.
         A ``read_wal`` is answered one bounded page at a time, as over a wire.
         """
-        handler = HANDLERS.get(type(request))
-        if handler is None:
-            raise TypeError(f"not a hub request: {type(request).__name__}")
+        handler = _handler(type(request))
         request = self._checked(request)
         if on_behalf is not None:
             self._authorise(request, on_behalf)
