@@ -6,7 +6,7 @@ import pytest
 import trio
 import trio.testing
 
-from troupe import IdentityInUse, NotFoundError, StoreError
+from troupe import IdentityInUse, NotFoundError, StoreError, Turn
 from troupe.client._remote import error_from
 from troupe.hub import ApiKeyAuth, Hub, NoAuth
 from troupe.model import (
@@ -559,16 +559,19 @@ def _in_a_connection_actor(task: trio.lowlevel.Task) -> bool:
     return frame is not None and type(frame.f_locals.get("actor")).__name__ == "ConnectionActor"
 
 
-async def test_a_delivery_and_its_receipt_cost_an_in_process_connection_two_steps(
+async def test_a_delivery_and_its_receipt_cost_an_idle_in_process_connection_no_step(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """The delivery floor (issue 15, item 3): per envelope, the Receipts of its ack and the
-    cursor's save. The dispatch writes the NotifyFrame itself while the connection actor is
-    idle (``ConnectionActor.notify_now``): a Deliver and the write of its frame were two
-    more steps (and a Receipts' own checkpoint a fifth, before that)."""
+    """The delivery floor (issue 15, item 3). In process, while the connection actor is
+    idle, the dispatch writes the NotifyFrame itself (``ConnectionActor.notify_now``), the
+    client's router takes it in that same task, and the client's receipt is settled as it is
+    sent (``ConnectionActor.receipt_now``): the connection's tasks take no step for it. Each
+    Deliver, the write of its frame, and each Receipts the reader read and handed to the
+    actor were steps of their own before (two per envelope; four, and a fifth, earlier).
+    The cursors are still saved, together, when the flush interval is over."""
     async with open_hub_pair() as p:
         me = await p.human("me")
-        await p.scripted("scribe", lambda turn: "noted")
+        scribe, _ = await p.scripted("scribe", lambda turn: "noted")
         channel = await me.open(type="conversation", target="scribe")
         await p.settle()
         with counting_steps(_in_a_connection_actor) as counter:
@@ -576,7 +579,73 @@ async def test_a_delivery_and_its_receipt_cost_an_in_process_connection_two_step
                 await me.send(channel.session_id, f"note {n}")
                 await p.settle()
         # 20 envelopes delivered (each note and its answer), each acked by its recipient.
-        assert counter.steps <= 20 * 2
-        assert [e.text for e in await p.wal(channel.session_id) if e.text] == [
+        assert counter.steps == 0
+        sid = channel.session_id
+        assert [e.text for e in await p.wal(sid) if e.text] == [
             text for n in range(10) for text in (f"note {n}", "noted")
         ]
+        await trio.sleep(p.hub.core.config.cursor_flush_interval)
+        await p.settle()
+        last = (await p.hub.read_wal(sid))[-1].seq
+        assert (await p.store.load_cursors(me.agent_id))[sid] == last
+        assert (await p.store.load_cursors(scribe.agent_id))[sid] == last - 1
+
+
+class GatedCursorStore(MemoryStore):
+    """A MemoryStore whose saves of ``gated``'s cursors wait for ``gate`` while it is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gated = ""
+        self.gate: trio.Event | None = None
+        self.saving = trio.Event()
+
+    async def save_cursor(self, agent_id: str, session_id: str, seq: int) -> None:
+        if self.gate is not None and agent_id == self.gated:
+            self.saving.set()
+            await self.gate.wait()
+        await super().save_cursor(agent_id, session_id, seq)
+
+
+class HeldTurns:
+    """An agent that answers "noted", and holds its turn on "two" until ``go`` is set."""
+
+    def __init__(self) -> None:
+        self.go = trio.Event()
+
+    async def respond(self, turn: Turn) -> str:
+        if turn.text == "two":
+            await self.go.wait()
+        else:
+            await trio.lowlevel.checkpoint()
+        return "noted"
+
+
+async def test_an_ack_settled_while_its_cursor_is_being_saved_is_saved_next(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """In process a receipt is settled in the client's task (``receipt_now``), also while
+    the connection actor waits on a cursor save: the flush must not then take the newer
+    ack for saved (it saved the one it read before waiting)."""
+    store = GatedCursorStore()
+    async with open_hub_pair(store) as p:
+        me = await p.human("me")
+        held = HeldTurns()
+        scribe = await p.hc.register(held, Passport(name="scribe"))
+        channel = await me.open(type="conversation", target="scribe")
+        sid = channel.session_id
+        await me.send(sid, "one")
+        await p.settle()  # "one" acked by the scribe: its cursor is dirty
+        await me.send(sid, "two")  # delivered; the scribe's turn on it waits
+        await p.settle()
+        store.gated, store.gate = scribe.agent_id, trio.Event()
+        await trio.sleep(p.hub.core.config.cursor_flush_interval)
+        await store.saving.wait()  # the flush waits, saving the scribe's ack of "one"
+        held.go.set()  # the scribe answers "two" and acks it meanwhile
+        await p.settle()
+        gate, store.gate = store.gate, None
+        gate.set()
+        await trio.sleep(p.hub.core.config.cursor_flush_interval)
+        await p.settle()
+        (two,) = [e for e in await p.hub.read_wal(sid) if e.text == "two"]
+        assert (await store.load_cursors(scribe.agent_id))[sid] == two.seq

@@ -180,3 +180,81 @@ async def test_send_frame_nowait_takes_a_frame_only_while_there_is_room(
     assert [f.nonce for f in got if isinstance(f, PingFrame)] == [str(n) for n in range(BUFFER)]
     await endpoint.aclose()
     assert client.send_frame_nowait(PingFrame(nonce="late"))  # closed: dropped, as send_frame
+
+
+async def test_a_frame_sent_nowait_goes_straight_to_a_waiting_readers_taker(
+    autojump_clock: MockClock,
+) -> None:
+    """Issue 15, item 3: the reader's taker gets the frame in the sender's task (no step of
+    the reader's), and the frames it does not take are queued as before."""
+    _, client, endpoint = await pair()
+    taken: list[Frame] = []
+    received: list[Frame] = []
+
+    def take_pongs(frame: Frame) -> bool:
+        if isinstance(frame, PongFrame):
+            taken.append(frame)
+            return True
+        return False
+
+    async def reader() -> None:
+        async with aclosing(client.frames()) as frames:
+            async for frame in frames:
+                received.append(frame)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader)
+        await trio.testing.wait_all_tasks_blocked()
+        client.take_directly(take_pongs)
+        pong = PongFrame(nonce="direct")
+        assert endpoint.send_frame_nowait(pong)
+        assert taken == [pong]  # taken before this task even checkpoints
+        assert endpoint.send_frame_nowait(PingFrame(nonce="queued"))  # not the taker's
+        assert taken == [pong]
+        await trio.testing.wait_all_tasks_blocked()
+        assert [f.nonce for f in received if isinstance(f, PingFrame)] == ["queued"]
+        client.take_directly(None)  # the reader no longer takes them: queued
+        assert endpoint.send_frame_nowait(PongFrame(nonce="late"))
+        await trio.testing.wait_all_tasks_blocked()
+        assert taken == [pong]
+        assert [f.nonce for f in received if isinstance(f, PongFrame)] == ["late"]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_frame_never_overtakes_one_queued_before_it(autojump_clock: MockClock) -> None:
+    """While frames wait in the channel, or one was handed to the reader that it has not
+    handled yet, a frame sent without waiting is queued behind them, not taken."""
+    _, client, endpoint = await pair()
+    order: list[str] = []
+
+    def take_pongs(frame: Frame) -> bool:
+        if isinstance(frame, PongFrame):
+            order.append(f"taken {frame.nonce}")
+            return True
+        return False
+
+    client.take_directly(take_pongs)
+    # Nobody reads yet: the first waits in the channel, so the second may not overtake it.
+    assert endpoint.send_frame_nowait(PongFrame(nonce="1"))
+    assert endpoint.send_frame_nowait(PongFrame(nonce="2"))
+    assert order == []
+    frames = client.frames()
+    async with aclosing(frames):
+
+        async def reader() -> None:
+            async for frame in frames:
+                assert isinstance(frame, PingFrame | PongFrame)
+                order.append(f"read {frame.nonce}")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader)
+            await trio.testing.wait_all_tasks_blocked()
+            assert order == ["read 1", "read 2"]
+            # A ping (not the taker's) is handed to the waiting reader, which has not run
+            # yet: the pong after it is queued behind it.
+            assert endpoint.send_frame_nowait(PingFrame(nonce="3"))
+            assert endpoint.send_frame_nowait(PongFrame(nonce="4"))
+            await trio.testing.wait_all_tasks_blocked()
+            assert endpoint.send_frame_nowait(PongFrame(nonce="5"))  # all read: taken
+            assert order == ["read 1", "read 2", "read 3", "read 4", "taken 5"]
+            nursery.cancel_scope.cancel()

@@ -1543,9 +1543,15 @@ class HubClient(HubCalls):
                 async with trio.open_nursery() as nursery:
                     self._nursery = self._router.nursery = nursery
                     task_status.started(scope)
-                    async with aclosing(conn.frames()) as frames:
-                        async for frame in frames:
-                            self._on_frame(frame)
+                    # Deliveries the hub sends while this loop waits are routed in the
+                    # hub's task (see LocalLink): the same work, without this loop's step.
+                    conn.take_directly(self._take_notify)
+                    try:
+                        async with aclosing(conn.frames()) as frames:
+                            async for frame in frames:
+                                self._on_frame(frame)
+                    finally:
+                        conn.take_directly(None)
                     nursery.cancel_scope.cancel()
         finally:
             # However the loop ended (close(), the hub closing the connection, or the hub
@@ -1579,6 +1585,13 @@ class HubClient(HubCalls):
         if isinstance(conn, LocalLinkClient):
             return conn.send_frame_nowait(frame)
         return False
+
+    def _take_notify(self, frame: Frame) -> bool:
+        """Route a delivery the hub hands over directly (in process); whether it was one."""
+        if type(frame) is not NotifyFrame:
+            return False
+        self._on_frame(frame)
+        return True
 
     def _on_frame(self, frame: Frame) -> None:
         if isinstance(frame, NotifyFrame):

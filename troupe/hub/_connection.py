@@ -11,6 +11,11 @@ writes the outbox, in order, once its mailbox is drained (or ``MAX_BATCH_BYTES``
 the deliveries and replies of one wakeup travel in as few messages as the transport's limit
 allows. Receipts come in batches too (:class:`Receipts`): each (agent, session) cursor
 advances once per batch, to the batch's highest ack.
+
+In process (a LocalLink), while the actor is idle a dispatch notifies from its own task
+(:meth:`ConnectionActor.notify_now`), and while the reader waits a receipt is settled in
+the client's task as it is sent (:meth:`ConnectionActor.receipt_now`): an acked delivery
+then costs the connection's tasks no scheduler step.
 """
 
 from __future__ import annotations
@@ -291,6 +296,12 @@ class ConnectionActor(Actor[ConnectionMsg, Refused | None]):
         """
         outbox = self._outbox
         if outbox is None:
+            send_nowait = self._send_nowait
+            if send_nowait is not None and not isinstance(frame, str) and send_nowait(frame):
+                # In process, with room: no checkpoint (the actor's loop takes one per
+                # message), so the actor is idle again sooner, for notify_now.
+                self._sent(size)
+                return
             try:
                 await self.endpoint.send_frame(frame)
             finally:
@@ -378,13 +389,35 @@ class ConnectionActor(Actor[ConnectionMsg, Refused | None]):
 
     async def _after(self, msg: ConnectionMsg) -> None:
         if self.dirty and not self.flush_armed and len(self.ref.mailbox) == 0:
-            interval = self.core.config.cursor_flush_interval
-            if interval > 0 and self.timers is not None:
-                # Acks that come meanwhile share the write (and the store's commit).
-                self.flush_armed = True
-                self.timers.start_soon(self._flush_later, interval)
-            else:
+            if not self._arm_flush():
                 await self.flush_cursors()
+
+    def _arm_flush(self) -> bool:
+        """Save the cursors after ``cursor_flush_interval`` (acks that come meanwhile share
+        the write, and the store's commit); False if they are saved at once (interval 0)."""
+        interval = self.core.config.cursor_flush_interval
+        if interval <= 0 or self.timers is None:
+            return False
+        if not self.flush_armed:
+            self.flush_armed = True
+            self.timers.start_soon(self._flush_later, interval)
+        return True
+
+    def receipt_now(self, frame: Frame) -> bool:
+        """Settle a receipt in the transport's task (in process: the client's, as it sends
+        it), without the reader's step and a ``Receipts`` message here; whether it was taken
+        (else the reader reads it, as any frame).
+
+        Only while cursors are saved later (``cursor_flush_interval`` > 0): settling a
+        receipt then never waits. It changes only what :meth:`_receipts` changes, which the
+        actor never holds across a wait (:meth:`flush_cursors` saves the ack it read and
+        leaves a cursor acked further meanwhile for the next flush).
+        """
+        if type(frame) is not ReceiptFrame or not self._arm_flush():
+            return False
+        if self.admit_receipt(frame):
+            self._receipts((frame,))
+        return True
 
     async def _flush_later(self, delay: float) -> None:
         await trio.sleep(delay)
@@ -590,7 +623,9 @@ class ConnectionActor(Actor[ConnectionMsg, Refused | None]):
         # After the read, with no await before the binding: two binds cannot both pass.
         self._claim(agent_id, takeover)
         for session_id, seq in cursors.items():
-            self.acked[(agent_id, session_id)] = seq
+            key = (agent_id, session_id)
+            # (Not below an ack settled meanwhile, by a receipt for an earlier binding.)
+            self.acked[key] = max(seq, self.acked.get(key, 0))
         previous = self.routes.bind(agent_id, self.ref)
         self.agents.add(agent_id)
         if previous is not self.ref:
@@ -672,11 +707,14 @@ class ConnectionActor(Actor[ConnectionMsg, Refused | None]):
         """Save the cursors acked since the last flush."""
         for key in sorted(self.dirty):
             agent_id, session_id = key
+            seq = self.acked[key]
             if agent_id in self.core.registry:
-                await self.core.store.save_cursor(agent_id, session_id, self.acked[key])
-            # Only once saved: a flush cut short leaves the rest for the next one.
-            self.dirty.discard(key)
-            self._forget_if_done(key)
+                await self.core.store.save_cursor(agent_id, session_id, seq)
+            # Only once saved: a flush cut short leaves the rest for the next one, and so
+            # does an ack settled while this one was being saved (see receipt_now).
+            if self.acked.get(key) == seq:
+                self.dirty.discard(key)
+                self._forget_if_done(key)
 
     def _forget_if_done(self, key: tuple[str, str]) -> None:
         """Drop the marks of a session that ended and whose every envelope was acked.

@@ -101,6 +101,11 @@ async def serve_endpoint(
             routes.attach(endpoint.endpoint_id, actor, direct=actor.notifies_now)
             task_status.started(ref)
             frames = endpoint.frames()
+            # In process, the client's receipts are settled as it sends them, while this
+            # reader waits (see LocalLink); otherwise, and for other frames, read below.
+            take_directly = getattr(endpoint, "take_directly", None)
+            if take_directly is not None:
+                take_directly(actor.receipt_now)
             try:
                 async for item in frames:
                     if isinstance(item, list):
@@ -134,6 +139,8 @@ async def serve_endpoint(
                         else:
                             await _on_frame(hub, actor, ref, frame, nursery, slots)
             finally:
+                if take_directly is not None:
+                    take_directly(None)
                 # A reader cancelled mid-frame closes its generator now, not whenever the
                 # garbage collector gets to it (maybe after the run: a ResourceWarning).
                 aclose = getattr(frames, "aclose", None)
