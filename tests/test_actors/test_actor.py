@@ -14,6 +14,8 @@ from troupe import ActorDead, MailboxFull
 from troupe.actors import Actor, ActorRef, Message, Refused, spawn
 from troupe.mailbox import DeadLetterBuffer, Mailbox
 
+from ..harness import counting_steps
+
 
 class Recorder(Actor[Any, Any]):
     """Records what it handles; answers with the message; obeys a few commands."""
@@ -407,3 +409,56 @@ async def test_the_default_handle_says_what_is_missing(
             ref: ActorRef[int, int] = await spawn(nursery, Lazy())
             with pytest.raises(ActorDead):
                 await ref.ask(1)
+
+
+async def test_an_ask_that_finds_room_takes_one_scheduler_step(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Issue 15, item 3: an ask waits for its answer right after sending, which is its
+    schedule point; the send took one more of its own before (two steps per ask)."""
+    actor = Recorder()
+    async with trio.open_nursery() as nursery:
+        ref = await spawn(nursery, actor)
+
+        async def asker() -> None:
+            for n in range(10):
+                assert await ref.ask(n) == ("reply", n)
+
+        with counting_steps(lambda task: task.name.endswith("asker")) as counter:
+            nursery.start_soon(asker)
+            await settle()
+        assert counter.steps == 1 + 10  # its first step, then one per answer
+        await ref.stop()
+
+
+async def test_an_ask_in_a_cancelled_scope_sends_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    actor = Recorder()
+    async with trio.open_nursery() as nursery:
+        ref = await spawn(nursery, actor)
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await ref.ask("never")
+        await settle()
+        assert actor.log == ["started"]
+        await ref.stop()
+
+
+async def test_an_ask_to_a_full_reject_mailbox_fails_and_is_not_queued(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    actor = Recorder()
+    async with trio.open_nursery() as nursery:
+        ref = await spawn(nursery, actor, mailbox=Mailbox(1, "reject"))
+        await ref.tell("wait")
+        await settle()
+        await ref.tell("queued")
+        with pytest.raises(MailboxFull):
+            await ref.ask("refused")
+        assert ref.mailbox.statistics().queued == 1
+        assert actor.gate is not None
+        actor.gate.set()
+        await settle()
+        await ref.stop()
+    assert actor.log == ["started", "wait", "queued", "stopped"]

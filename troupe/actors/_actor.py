@@ -14,9 +14,17 @@ from typing import Any, Generic, TypeVar, overload
 
 import outcome
 import trio
-from trio.lowlevel import Abort, Task, current_task, reschedule, wait_task_rescheduled
+from trio.lowlevel import (
+    Abort,
+    Task,
+    cancel_shielded_checkpoint,
+    checkpoint_if_cancelled,
+    current_task,
+    reschedule,
+    wait_task_rescheduled,
+)
 
-from .._errors import ActorDead, MailboxClosed
+from .._errors import ActorDead, MailboxClosed, MailboxFull
 from ..mailbox import DeadLetter, Mailbox
 
 M = TypeVar("M")
@@ -214,14 +222,22 @@ class ActorRef(Generic[M, R]):
             await trio.lowlevel.checkpoint()
             raise self._dead_error()
         req = _Ask(msg)
+        mailbox = self._mailbox
+        await checkpoint_if_cancelled()
         try:
-            await self._mailbox.send(req)
+            # Without a schedule point when there is room: this task waits for the answer
+            # next, which is one (and the ask's cancel point, as the abort below).
+            if not mailbox.offer(req):
+                await mailbox.send(req)
         except MailboxClosed:
+            await cancel_shielded_checkpoint()
             raise self._dead_error() from None
+        except MailboxFull:
+            await cancel_shielded_checkpoint()
+            raise
         if req.answer is not None:
             return req.answer.unwrap()
         req.task = current_task()
-        mailbox = self._mailbox
 
         def abort(_: Any) -> Abort:
             req.abandon()
@@ -303,8 +319,6 @@ class ActorRef(Generic[M, R]):
 
 def _fail_dropped_ask(msg: object) -> None:
     if type(msg) is _Ask:
-        from .._errors import MailboxFull
-
         msg.settle(outcome.Error(MailboxFull("the ask was dropped by a full mailbox")))
 
 

@@ -190,6 +190,23 @@ class Mailbox(Generic[T]):
         if not self._place(msg):
             raise MailboxFull(f"mailbox {self.name!r} is full ({self._q.capacity} messages queued)")
 
+    def offer(self, msg: T) -> bool:
+        """Queue ``msg`` or hand it to a waiting receiver without waiting; False (nothing
+        done) when it would have to wait for room (``block`` policy, full).
+
+        :meth:`send` without its schedule point, for a sender that waits right after anyway
+        (an ask waits for its answer) and so checkpoints there.
+
+        Raises:
+          MailboxFull: the mailbox is full and its policy is ``reject``.
+          MailboxClosed: the mailbox was closed.
+        """
+        if self._place(msg):
+            return True
+        if self._q.overflow is not Overflow.BLOCK:
+            raise MailboxFull(f"mailbox {self.name!r} is full ({self._q.capacity} messages queued)")
+        return False
+
     async def send(self, msg: T) -> None:
         """Queue ``msg``; under the ``block`` policy wait for room first.
 
