@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import random
 
+import attrs
 import pytest
 
 from troupe.hub._core import new_uuid
-from troupe.model import iso, parse_iso
+from troupe.model import Envelope, iso, parse_iso
 from troupe.model._convert import iso_stamp
 
 EDGES = (
@@ -53,3 +54,32 @@ def test_ids_are_32_hex_digits_and_do_not_repeat() -> None:
     ids = {new_uuid() for _ in range(10_000)}
     assert len(ids) == 10_000
     assert all(len(i) == 32 and int(i, 16) >= 0 and i == i.lower() for i in ids)
+
+
+def test_a_stamped_copy_keeps_every_other_field_and_changes_only_the_stamp() -> None:
+    """``Envelope.stamped`` names each field (for speed): every field must be named here,
+    so a new one cannot be dropped from the copy unnoticed."""
+    values = {
+        "session_id": "s1",
+        "sender_id": "a1",
+        "event_type": "text",
+        "event_data": {"text": "hi"},
+        "audience": ("b1",),
+        "envelope_id": "",
+        "seq": 0,
+        "created_at": "",
+        "task_id": "t1",
+        "causation_id": "c1",
+        "idempotency_key": "k1",
+        "trace_id": "00-abc-def-01",
+        "priority": "high",
+        "depth": 3,
+        "stream_id": "st1",
+    }
+    assert set(values) == {f.name for f in attrs.fields(Envelope)}
+    original = Envelope(**values)  # type: ignore[arg-type]
+    stamped = original.stamped("e1", 7, "2026-12-07T00:00:00.000000+00:00")
+    assert stamped == attrs.evolve(
+        original, envelope_id="e1", seq=7, created_at="2026-12-07T00:00:00.000000+00:00"
+    )
+    assert (original.envelope_id, original.seq) == ("", 0)  # the original is untouched

@@ -1090,7 +1090,7 @@ class AgentClient(Identity):
             return
         if not isinstance(view.fold, ViewFold):
             return  # a policy's own projection may read what the hub stamps: the WAL has it
-        mine = attrs.evolve(envelope, envelope_id=accepted.envelope_id, seq=accepted.seq)
+        mine = envelope.stamped(accepted.envelope_id, accepted.seq, envelope.created_at)
         if accepted.seq == view.seq + 1:
             view.advance(mine)
         elif len(view.own) < OWN_AHEAD:

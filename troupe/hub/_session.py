@@ -355,12 +355,7 @@ class SessionActor(Actor[SessionMsg, Any]):
         else:
             self._check_protocol(env, internal)
         created_at, at = core.now_stamp()
-        stamped = attrs.evolve(
-            env,
-            envelope_id=envelope_id or core.new_id(),
-            seq=self.last_seq + 1,
-            created_at=created_at,
-        )
+        stamped = env.stamped(envelope_id or core.new_id(), self.last_seq + 1, created_at)
         new_md = _metadata_after(md, stamped)
         batch = [stamped]
         saved = new_md if new_md is not md else None

@@ -119,8 +119,8 @@ class ConversationType(BaseSessionType[ConversationState]):
         """
         if envelope.sender_id not in state.participants:
             return state
-        return attrs.evolve(
-            state,
+        return ConversationState(  # (not attrs.evolve: this runs for every text)
+            participants=state.participants,
             turn_count=state.turn_count + 1,
             last_speaker_id=envelope.sender_id,
             last_envelope_id=envelope.envelope_id,
