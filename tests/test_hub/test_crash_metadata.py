@@ -6,8 +6,8 @@ import pytest
 import trio
 import trio.testing
 
-from troupe import Passport, Turn
-from troupe.model import SessionState
+from troupe import Passport, ProtocolError, Turn
+from troupe.model import EV_SESSION_CLOSED, SessionState
 from troupe.testing import CrashPoints
 
 from ..harness import open_hub_pair
@@ -37,3 +37,28 @@ async def test_an_ack_appended_before_a_crash_still_opens_the_session(
         assert hub.statistics().session_restarts == 1
         wal = await hub.read_wal(channel.session_id)
         assert [e.seq for e in wal] == [1, 2, 3]
+
+
+async def test_an_open_whose_invites_crashed_twice_closes_the_session_even_if_acked(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The invite crashes its session before it is appended, and again (retried) after it
+    was appended and delivered, so ``open`` fails; meanwhile bob acked the invite it did get
+    (the session went ACTIVE). ``open`` raises, and the session is closed: it used to stay
+    open, with its creator told it was not, so nobody closed it (the crash storm found it)."""
+    faults = CrashPoints()
+    faults.crash_at("before_append")
+    faults.crash_at("after_dispatch")
+    async with open_hub_pair(faults=faults, invite_ack_timeout=30) as h:
+        hub, hc = h.hub, h.hc
+        ann = await hc.register(Silent(), Passport(name="ann"))
+        await hc.register(Silent(), Passport(name="bob"))
+        with trio.fail_after(5), pytest.raises(ProtocolError, match="crashed twice"):
+            await ann.open(type="conversation", target="bob")
+        await h.settle()
+        assert faults.statistics().crashes == 2
+        assert hub.statistics().open_sessions == 0
+        (md,) = await hc.list_sessions(include_terminal=True)
+        assert (md.state, md.close_reason) == (SessionState.CLOSED, "invite_failed")
+        wal = await hub.read_wal(md.session_id)
+        assert wal[-1].event_type == EV_SESSION_CLOSED

@@ -319,8 +319,10 @@ class SessionSupervisor:
         except (ProtocolError, StoreError, ActorDead):
             # Not every invite may have gone out: nobody should wait for the acks (if this
             # close fails too, the sweeper closes the session at its handshake deadline).
+            # Closed even if acks made it ACTIVE meanwhile (invites that went out before a
+            # crash): its creator is told it was not opened, so nobody would close it.
             with contextlib.suppress(TroupeError):
-                await self.end(sid, EndSession("invite_failed", only_if_pending=True))
+                await self.end(sid, EndSession("invite_failed"))
             raise
         timeout = self._core.config.invite_ack_timeout
         with trio.move_on_after(timeout):
