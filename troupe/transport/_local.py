@@ -48,6 +48,11 @@ class _End:
         self._receive = receive
         #: This end's reader's :data:`Taker`, while it takes frames directly.
         self._taker: Taker | None = None
+        #: Frames the other end put in this end's channel that its reader has not taken
+        #: out, and whether the reader waits for one (kept here: a channel's statistics()
+        #: is an allocation, twice per envelope on the in-process path).
+        self._unread = 0
+        self._reading = False
         #: The other end (set by :meth:`LocalLink.client`): where a direct frame goes.
         self._peer: _End | None = None
 
@@ -71,10 +76,20 @@ class _End:
         """Send a frame; silently dropped once the connection is closed."""
         if isinstance(frame, str):
             raise TypeError("a LocalLink carries frames, not their wire text")
+        peer = self._peer
+        assert peer is not None  # (LocalLink.client pairs the ends)
+        # Counted before it is in the channel (a waiting reader may take it out before this
+        # task runs again), and uncounted if it never was.
+        peer._unread += 1
+        sent = False
         try:
             await self._send.send(frame)
+            sent = True
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             await trio.lowlevel.checkpoint()
+        finally:
+            if not sent:
+                peer._unread -= 1
 
     def send_frame_nowait(self, frame: Frame) -> bool:
         """Send a frame without waiting if the buffer has room (whether it was taken);
@@ -84,20 +99,17 @@ class _End:
         reader waits on an empty channel (see the module's docstring).
         """
         peer = self._peer
-        if peer is not None and peer._taker is not None:
-            stats = self._send.statistics()
-            if (
-                stats.current_buffer_used == 0
-                and stats.tasks_waiting_receive
-                and peer._taker(frame)
-            ):
-                return True
+        assert peer is not None  # (LocalLink.client pairs the ends)
+        taker = peer._taker
+        if taker is not None and peer._reading and not peer._unread and taker(frame):
+            return True
         try:
             self._send.send_nowait(frame)
         except trio.WouldBlock:
             return False
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+            return True  # dropped
+        peer._unread += 1
         return True
 
     def take_directly(self, taker: Taker | None) -> None:
@@ -112,11 +124,17 @@ class _End:
 
     async def frames(self) -> AsyncGenerator[Frame, None]:
         """The frames the other end sends, until either end closes."""
-        try:
-            async for frame in self._receive:
-                yield frame
-        except trio.ClosedResourceError:
-            return
+        receive = self._receive.receive
+        while True:
+            self._reading = True
+            try:
+                frame = await receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                return
+            finally:
+                self._reading = False
+            self._unread -= 1
+            yield frame
 
     async def aclose(self) -> None:
         await self._send.aclose()
