@@ -951,6 +951,9 @@ class SessionView:
     #: This agent's own posts accepted after ``seq`` (by seq), folded once the view reaches
     #: them: the hub does not deliver an agent's posts back to it.
     own: dict[int, Envelope] = attrs.field(factory=dict)
+    #: The session's metadata ``policy`` was chosen for (a turn with the same metadata
+    #: object keeps the policy without asking the session type again).
+    metadata: SessionMetadata | None = None
 
     def advance(self, envelope: Envelope) -> None:
         """Fold ``envelope`` (the next seq), then the own posts that follow it."""
@@ -1206,10 +1209,14 @@ class AgentClient(Identity):
         process folds the WAL before the trigger, a page at a time.
         """
         sid, me, until = trigger.session_id, self.agent_id, trigger.seq - 1
-        policy = stype.default_view_policy(metadata, me)
         view = self._views.get(sid)
-        if view is None or view.policy != policy:
-            view = self._views[sid] = SessionView(policy, start_view(policy, me, stype.render))
+        if view is not None and view.metadata is metadata:
+            policy = view.policy  # (the same metadata: the same policy)
+        else:
+            policy = stype.default_view_policy(metadata, me)
+            if view is None or view.policy != policy:
+                view = self._views[sid] = SessionView(policy, start_view(policy, me, stype.render))
+            view.metadata = metadata
         if view.seq > until:
             # An older trigger (a turn owed again after later envelopes were folded): fold
             # the WAL before it afresh, leaving the session's view as it is.

@@ -381,7 +381,7 @@ class SessionActor(Actor[SessionMsg, Any]):
         elif stamped.event_type == EV_CHANNEL_INVITE_REJECT:
             core.audit("invite_rejected", session_id=self.sid, agent_id=stamped.sender_id)
         self._fault("after_append")
-        self._accepted(stamped, at)
+        self._accepted(stamped, at, keys)
         if substantive and self.stype is not None:
             self.state = self.stype.fold(stamped, self.state)
         self.metadata = new_md
@@ -481,10 +481,13 @@ class SessionActor(Actor[SessionMsg, Any]):
         if self.core.faults is not None:
             self.core.faults.check(point, self.sid)
 
-    def _accepted(self, env: Envelope, at: float | None = None) -> None:
+    def _accepted(
+        self, env: Envelope, at: float | None = None, keys: list[str] | None = None
+    ) -> None:
+        """Take ``env`` as appended (``keys``: its dedup keys, if worked out already)."""
         self.last_seq = env.seq
         hit = (env.envelope_id, env.seq)
-        for key in dedup_keys(env):
+        for key in dedup_keys(env) if keys is None else keys:
             self.dedup.remember(key, hit)
         if env.causation_id:
             self.dedup.answered(env.sender_id, env.causation_id, hit)
