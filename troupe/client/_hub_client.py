@@ -1222,7 +1222,8 @@ class AgentClient(Identity):
             # the WAL before it afresh, leaving the session's view as it is.
             view = SessionView(policy, start_view(policy, me, stype.render))
         await self._fold_wal(sid, view, until)
-        await self._hub_client.learn_names(list(view.fold.senders()))
+        if self._hub_client.remote:  # (in process ``name_for`` knows every name)
+            await self._hub_client.learn_names(list(view.fold.senders()))
         build, name_for = view.fold.freeze(), self._hub_client.name_for
         return lambda: build(name_for)
 
