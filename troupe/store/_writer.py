@@ -7,7 +7,9 @@ Rules:
   engine wants a bound) as one batch and hands it to its
   engine (:class:`BatchEngine`: SQLite's :class:`SQLiteBatches`, PostgreSQL's in
   ``_postgres.py``), which runs it as one transaction: ``BEGIN``, each write in its own
-  ``SAVEPOINT``, ``COMMIT``. A write returns only after its batch committed.
+  ``SAVEPOINT``, ``COMMIT``. A write returns only after its batch committed. (SQLite runs
+  the writes without savepoints first, and only if one raises rolls the transaction back
+  and runs them again in savepoints: two statements less per write when none fails.)
 - A write that raises is rolled back to its savepoint and fails only its own caller; the
   rest of the batch still commits.
 - A failed ``COMMIT`` fails every write of the batch, and none of them is visible.
@@ -208,7 +210,10 @@ class SQLiteBatches:
         conn = self.conn
         try:
             conn.execute("BEGIN IMMEDIATE")
-            run_in_savepoints(conn, batch, self._name, sqlite3.Error)
+            if not _run_plainly(conn, batch):
+                conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
+                run_in_savepoints(conn, batch, self._name, sqlite3.Error)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
@@ -217,6 +222,19 @@ class SQLiteBatches:
                     conn.execute("ROLLBACK")
             failed = StoreError(f"{self._name}: commit failed, nothing written: {exc}")
             raise failed from exc
+
+
+def _run_plainly(conn: Any, batch: Sequence[Pending[Any]]) -> bool:
+    """Run every write of ``batch`` in the open transaction, without savepoints; False as
+    soon as one raises (the caller then rolls the transaction back and runs the batch again
+    in savepoints, which give each write its own outcome)."""
+    for pending in batch:
+        pending.error = None
+        try:
+            pending.write(conn)
+        except Exception:
+            return False
+    return True
 
 
 def run_in_savepoints(
