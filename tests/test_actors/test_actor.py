@@ -12,6 +12,7 @@ import trio.testing
 
 from troupe import ActorDead, MailboxFull
 from troupe.actors import Actor, ActorRef, Message, Refused, spawn
+from troupe.actors._actor import BURST
 from troupe.mailbox import DeadLetterBuffer, Mailbox
 
 from ..harness import counting_steps
@@ -462,3 +463,21 @@ async def test_an_ask_to_a_full_reject_mailbox_fails_and_is_not_queued(
         await settle()
         await ref.stop()
     assert actor.log == ["started", "wait", "queued", "stopped"]
+
+
+async def test_an_actor_takes_what_is_queued_for_it_in_bursts(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Issue 15, item 3: messages that wait queued are taken without a schedule point
+    each, at most BURST in a row; between bursts the actor lets the others run."""
+    actor = Recorder()
+    async with trio.open_nursery() as nursery:
+        ref = await spawn(nursery, actor, name="burst")
+        await settle()
+        with counting_steps(lambda task: task.name.endswith("_run_spawned")) as counter:
+            for n in range(2 * BURST + 8):
+                ref.tell_nowait(n)
+            await settle()
+        assert actor.log == ["started", *range(2 * BURST + 8)]
+        assert counter.steps == 3  # one per burst (it was one per message)
+        await ref.stop()
