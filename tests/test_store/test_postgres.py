@@ -326,7 +326,12 @@ async def test_a_writer_that_lost_the_lock_to_another_store_writes_nothing(
 ) -> None:
     async with PostgresStore(pg_dsn, schema=schema) as store:
         await store.append("s1", [env("s1", 1)])
-        admin.execute("SELECT pg_terminate_backend(%s)", (backend_pid(store),))
+        # Waits (up to 5 s) until the backend has exited, and so released the lock: the
+        # usurper must not find it still held (a loaded server ends a backend late).
+        (ended,) = admin.execute(
+            "SELECT pg_terminate_backend(%s, 5000)", (backend_pid(store),)
+        ).fetchone()
+        assert ended
         async with PostgresStore(pg_dsn, schema=schema) as usurper:
             with pytest.raises(troupe.StoreLocked, match="already open for writing"):
                 await store.append("s1", [env("s1", 2)])
