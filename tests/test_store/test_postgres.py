@@ -328,10 +328,10 @@ async def test_a_writer_that_lost_the_lock_to_another_store_writes_nothing(
         await store.append("s1", [env("s1", 1)])
         # Waits (up to 5 s) until the backend has exited, and so released the lock: the
         # usurper must not find it still held (a loaded server ends a backend late).
-        (ended,) = admin.execute(
+        ended = admin.execute(
             "SELECT pg_terminate_backend(%s, 5000)", (backend_pid(store),)
         ).fetchone()
-        assert ended
+        assert ended == (True,)
         async with PostgresStore(pg_dsn, schema=schema) as usurper:
             with pytest.raises(troupe.StoreLocked, match="already open for writing"):
                 await store.append("s1", [env("s1", 2)])
