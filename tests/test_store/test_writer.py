@@ -12,7 +12,7 @@ import trio
 import trio.testing
 
 import troupe
-from troupe.store._writer import GroupCommitWriter, SQLiteBatches, Write
+from troupe.store._writer import GATHER_MAX_STEPS, GroupCommitWriter, SQLiteBatches, Write
 
 
 @pytest.fixture
@@ -104,6 +104,47 @@ async def test_a_write_that_raises_fails_only_itself(conn: sqlite3.Connection) -
         assert "no such table: nosuch" in str(outcomes[2])
         assert rows(conn, "parent") == [1, 3]  # 50 was rolled back to its savepoint
         assert writer.statistics().batches == 1
+        writer.close()
+
+
+async def submit_apart(
+    writer: GroupCommitWriter[sqlite3.Connection], count: int, steps_apart: int
+) -> None:
+    """Submit ``count`` writes, write ``n`` after ``n * steps_apart`` scheduler steps."""
+
+    async def later(n: int) -> None:
+        for _ in range(n * steps_apart):
+            await trio.lowlevel.checkpoint()
+        await writer.submit(insert("parent", n))
+
+    async with trio.open_nursery() as nursery:
+        for n in range(count):
+            nursery.start_soon(later, n)
+
+
+async def test_writes_that_keep_coming_share_one_commit(conn: sqlite3.Connection) -> None:
+    """Issue 15, item 6: a burst that trickles in, a write every other scheduler step (64
+    sessions being created, each a few hops behind the last commit), is one commit, not one
+    per ``GATHER_STEPS`` window."""
+    writer = sqlite_writer(conn, "w.db", threaded=False)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        await submit_apart(writer, 20, 2)
+        assert rows(conn, "parent") == list(range(20))
+        assert (writer.statistics().batches, writer.statistics().writes) == (1, 20)
+        writer.close()
+
+
+async def test_the_writer_gathers_for_gather_max_steps_at_most(conn: sqlite3.Connection) -> None:
+    """Writes that never stop coming are still committed: a batch waits for
+    ``GATHER_MAX_STEPS`` scheduler steps at most."""
+    writer = sqlite_writer(conn, "w.db", threaded=False)
+    count = GATHER_MAX_STEPS  # one every other step: twice as long as a batch may gather
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        await submit_apart(writer, count, 2)
+        assert rows(conn, "parent") == list(range(count))
+        assert writer.statistics().batches >= 2
         writer.close()
 
 

@@ -3,8 +3,10 @@
 Rules:
 
 - Callers :meth:`~GroupCommitWriter.submit` a write (a function of the connection) and wait.
-  The writer task takes every write pending at that moment (at most ``max_batch``, when the
-  engine wants a bound) as one batch and hands it to its
+  The writer task, woken by a write, lets the other tasks run until ``GATHER_STEPS``
+  scheduler steps in a row bring no new write (``GATHER_MAX_STEPS`` at most), then takes
+  every write pending at that moment (at most ``max_batch``, when the engine wants a bound)
+  as one batch and hands it to its
   engine (:class:`BatchEngine`: SQLite's :class:`SQLiteBatches`, PostgreSQL's in
   ``_postgres.py``), which runs it as one transaction: ``BEGIN``, each write in its own
   ``SAVEPOINT``, ``COMMIT``. A write returns only after its batch committed.
@@ -41,8 +43,14 @@ C = TypeVar("C")
 #: One caller's write: a function of the engine's connection, run inside the batch.
 Write = Callable[[sqlite3.Connection], None]
 
-#: Scheduler steps the idle writer waits after the first write of a burst, for the others.
+#: Scheduler steps the idle writer waits after the first write of a burst, for the others:
+#: it commits once this many steps in a row brought no new write...
 GATHER_STEPS = 3
+#: ... or after this many steps in all. Writes that trickle in a step or two apart (64
+#: sessions being created, each write a few hops after the last commit woke its task)
+#: share one commit instead of one each: 4.8 writes per commit instead of 2.8 in bench
+#: sim's creates, 6% less CPU per session; direct appends (bench store) are unchanged.
+GATHER_MAX_STEPS = 64
 
 
 @attrs.frozen(kw_only=True)
@@ -144,9 +152,15 @@ class GroupCommitWriter(Generic[C]):
                     self._wakeup = trio.Event()
                     await self._wakeup.wait()
                     # Woken by the first write of a burst: let the tasks that are runnable
-                    # now (other sessions mid-post) add theirs, so they share the commit.
-                    for _ in range(GATHER_STEPS):
+                    # now (other sessions mid-post) add theirs, so they share the commit,
+                    # as long as they keep coming (GATHER_STEPS, GATHER_MAX_STEPS).
+                    idle = 0
+                    for _ in range(GATHER_MAX_STEPS):
+                        before = len(self._pending)
                         await trio.lowlevel.checkpoint()
+                        idle = 0 if len(self._pending) > before else idle + 1
+                        if idle == GATHER_STEPS:
+                            break
                     continue
                 batch = self._pending[: self._max_batch]
                 self._pending = self._pending[len(batch) :]
