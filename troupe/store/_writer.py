@@ -51,8 +51,8 @@ GATHER_STEPS = 3
 GATHER_BUSY_STEPS = 8
 #: ... or after this many steps in all. Writes that trickle in a few steps apart (64
 #: sessions being created, each write a few hops after the last commit woke its task)
-#: share one commit instead of one each: 11 writes per commit instead of 2.8 in bench
-#: sim's creates, ~10% less CPU per session; direct appends (bench store) are unchanged.
+#: share one commit instead of one each: 9-11 writes per commit instead of 2.8 in bench
+#: sim's creates, 10-15% less CPU per session; direct appends (bench store) are unchanged.
 GATHER_MAX_STEPS = 64
 
 
