@@ -309,7 +309,9 @@ def _text(session_id: str, sender_id: str, text: str) -> Envelope:
 async def _wake(n_sessions: int, n_woken: int, wave: int, db: Path) -> dict[str, Any]:
     store = SQLiteStore(db, synchronous="NORMAL", threaded=False)
     async with (
-        open_hub(store, passivate_after=1, new_id=SeededIds(2), **QUIET) as hub,
+        # The hub's own ids (time-ordered), not SeededIds: their order is what SQLite's
+        # inserts cost, and nothing here depends on their values.
+        open_hub(store, passivate_after=1, **QUIET) as hub,
         trio.open_nursery() as acks,
     ):
         people = []
@@ -333,11 +335,14 @@ async def _wake(n_sessions: int, n_woken: int, wave: int, db: Path) -> dict[str,
                 )
                 sessions.append((md.session_id, b))
 
+        passivating_cpu_s = 0.0
         for first in range(0, n_sessions, wave):
             async with trio.open_nursery() as nursery:
                 for k in range(64):
                     nursery.start_soon(creator, k, first, min(n_sessions, first + wave))
+            wave_cpu = time.process_time()
             await trio.sleep(2)  # virtual: this wave is passivated before the next
+            passivating_cpu_s += time.process_time() - wave_cpu
             print(f"  created {len(sessions):,} sessions", file=sys.stderr, flush=True)
         create_s = time.perf_counter() - started
         create_cpu_s = time.process_time() - cpu_started
@@ -378,6 +383,7 @@ async def _wake(n_sessions: int, n_woken: int, wave: int, db: Path) -> dict[str,
         "peak_rss": peak_rss(),
         "create_us": create_s / n_sessions * 1e6,
         "create_cpu_us": create_cpu_s / n_sessions * 1e6,
+        "passivate_cpu_us": passivating_cpu_s / n_sessions * 1e6,
         "wake_us": quantiles(woken),
         "live_us": quantiles(live),
     }
@@ -544,7 +550,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"  bare trio request/reply   p50 {p50:8.1f} us  p99 {p99:8.1f} us   (baseline)")
         print(
             f"  create {wake['create_us']:.0f} us/session (wall), "
-            f"{wake['create_cpu_us']:.0f} us CPU (passivation included; 1M in 5 min needs <= 300)"
+            f"{wake['create_cpu_us']:.0f} us CPU (passivation included: "
+            f"{wake['passivate_cpu_us']:.0f}; 1M in 5 min needs <= 300)"
         )
 
         snap = _spawn("recovery", args.envelopes, 1000, Path(tmp) / "snap.db")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 
 import attrs
 import pytest
@@ -83,3 +84,18 @@ def test_a_stamped_copy_keeps_every_other_field_and_changes_only_the_stamp() -> 
         original, envelope_id="e1", seq=7, created_at="2026-12-07T00:00:00.000000+00:00"
     )
     assert (original.envelope_id, original.seq) == ("", 0)  # the original is untouched
+
+
+def test_ids_start_with_their_millisecond_so_later_ids_sort_later(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Time-ordered ids (issue 15, item 6): a store keyed by them appends at its indexes' end."""
+    now = [1_765_000_000_123_456_789]
+    monkeypatch.setattr(time, "time_ns", lambda: now[0])
+    first = [new_uuid() for _ in range(100)]
+    now[0] += 1_000_000  # one millisecond later
+    second = [new_uuid() for _ in range(100)]
+    assert {i[:12] for i in first} == {f"{1_765_000_000_123:012x}"}
+    assert {i[:12] for i in second} == {f"{1_765_000_000_124:012x}"}
+    assert max(first) < min(second)
+    assert len({i[12:] for i in first + second}) == 200  # the other 80 bits are random

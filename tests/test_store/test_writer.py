@@ -12,7 +12,14 @@ import trio
 import trio.testing
 
 import troupe
-from troupe.store._writer import GroupCommitWriter, SQLiteBatches, Write
+from troupe.store._writer import (
+    GATHER_BUSY_STEPS,
+    GATHER_MAX_STEPS,
+    GATHER_STEPS,
+    GroupCommitWriter,
+    SQLiteBatches,
+    Write,
+)
 
 
 @pytest.fixture
@@ -104,6 +111,67 @@ async def test_a_write_that_raises_fails_only_itself(conn: sqlite3.Connection) -
         assert "no such table: nosuch" in str(outcomes[2])
         assert rows(conn, "parent") == [1, 3]  # 50 was rolled back to its savepoint
         assert writer.statistics().batches == 1
+        writer.close()
+
+
+async def submit_apart(
+    writer: GroupCommitWriter[sqlite3.Connection], count: int, steps_apart: int, first: int = 0
+) -> None:
+    """Submit ``count`` writes, write ``n`` (of parent ``first + n``) after
+    ``n * steps_apart`` scheduler steps."""
+
+    async def later(n: int) -> None:
+        for _ in range(n * steps_apart):
+            await trio.lowlevel.checkpoint()
+        await writer.submit(insert("parent", first + n))
+
+    async with trio.open_nursery() as nursery:
+        for n in range(count):
+            nursery.start_soon(later, n)
+
+
+async def test_writes_that_keep_coming_share_one_commit(conn: sqlite3.Connection) -> None:
+    """Issue 15, item 6: a burst that trickles in, a write every other scheduler step (64
+    sessions being created, each a few hops behind the last commit), is one commit, not one
+    per ``GATHER_STEPS`` window."""
+    writer = sqlite_writer(conn, "w.db", threaded=False)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        await submit_apart(writer, 20, 2)
+        assert rows(conn, "parent") == list(range(20))
+        assert (writer.statistics().batches, writer.statistics().writes) == (1, 20)
+        writer.close()
+
+
+async def test_a_busy_writer_waits_longer_for_the_next_write(conn: sqlite3.Connection) -> None:
+    """After a lone write the writer commits once ``GATHER_STEPS`` steps bring nothing (a
+    lone writer does not wait longer than before); after a batch of several it waits
+    ``GATHER_BUSY_STEPS``, so two writes that far apart share a commit only then."""
+    apart = (GATHER_STEPS + GATHER_BUSY_STEPS) // 2
+    writer = sqlite_writer(conn, "w.db", threaded=False)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        await writer.submit(insert("parent", 100))  # a lone write: the writer is not busy
+        await submit_apart(writer, 2, apart)
+        assert writer.statistics().batches == 3  # one each
+        await submit_all(writer, [insert("parent", n) for n in range(10, 13)])  # now it is
+        assert writer.statistics().batches == 4
+        await submit_apart(writer, 2, apart, first=20)
+        assert writer.statistics().batches == 5  # together
+        assert rows(conn, "parent") == [0, 1, 10, 11, 12, 20, 21, 100]
+        writer.close()
+
+
+async def test_the_writer_gathers_for_gather_max_steps_at_most(conn: sqlite3.Connection) -> None:
+    """Writes that never stop coming are still committed: a batch waits for
+    ``GATHER_MAX_STEPS`` scheduler steps at most."""
+    writer = sqlite_writer(conn, "w.db", threaded=False)
+    count = GATHER_MAX_STEPS  # one every other step: twice as long as a batch may gather
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        await submit_apart(writer, count, 2)
+        assert rows(conn, "parent") == list(range(count))
+        assert writer.statistics().batches >= 2
         writer.close()
 
 

@@ -153,9 +153,17 @@ def trio_anchored_clock() -> Callable[[], float]:
 
 
 def new_uuid() -> str:
-    """128 random bits as 32 hex digits: what ``uuid.uuid4().hex`` draws (from os.urandom),
-    without building a UUID (0.6 us, not 2-5 us, per envelope stamped)."""
-    return os.urandom(16).hex()
+    """A time-ordered id: 32 hex digits, the first 12 the Unix time in milliseconds, the
+    other 20 random (80 bits from os.urandom), as a UUIDv7 lays them out.
+
+    Ids made later sort later (to the millisecond), so a store keyed by them appends at the
+    end of its indexes instead of at a random page of each: creating sessions on SQLite
+    costs ~80 us less CPU per session at 50k sessions, and more as the store grows (issue
+    15, item 6). Random ids of 128 bits cost 0.34 us; these 0.47 us, built without a UUID
+    object (2-5 us). The time is the wall clock's, not the hub's (a MockClock does not
+    stop it), and an id tells when it was made.
+    """
+    return ((time.time_ns() // 1_000_000).to_bytes(6, "big") + os.urandom(10)).hex()
 
 
 @attrs.define(eq=False)

@@ -98,8 +98,8 @@ async def open_hub(
       auth: the accepted auth adapters (default: :class:`NoAuth` only).
       session_types: session types to add to the built-in ones.
       faults: a fault injector that may crash session actors (``troupe.testing``).
-      new_id: makes ids (default: 128 random bits as 32 hex digits, as `uuid4().hex`);
-        seed one for reproducible runs.
+      new_id: makes ids (default: 32 hex digits, a millisecond timestamp then 80 random
+        bits, so ids sort by creation time as UUIDv7s do); seed one for reproducible runs.
       passivate_after: seconds of trio's clock a session may go unused before its actor is
         stopped and its memory released (default 600; None or 0 never passivates). The
         next use rehydrates it from snapshot + WAL, transparently.

@@ -403,8 +403,16 @@ class SessionSupervisor:
         gate = entry.gate = entry.gate or Gate()
         gate.users += 1
         try:
-            async with gate.lock:
+            # A free lock (nobody queued: a session just created, or woken by one caller)
+            # is taken without the scheduler step ``acquire`` costs: start_child yields.
+            try:
+                gate.lock.acquire_nowait()
+            except trio.WouldBlock:
+                await gate.lock.acquire()
+            try:
                 return await self._start(entry, gate)
+            finally:
+                gate.lock.release()
         finally:
             gate.users -= 1
             if not gate.users and gate.passivating is None and entry.gate is gate:
