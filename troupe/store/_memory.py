@@ -4,10 +4,7 @@ Records are immutable attrs objects and are kept as they are. Opaque JSON values
 checkpoints, kv values, audit records) are kept encoded, as SQLite keeps them: a caller
 that mutates a dict after saving it cannot change what the store holds, and a value that
 SQLite would refuse is refused here too. Every call is a trio checkpoint that happens
-before the operation, so a cancelled call has done nothing; ``append`` is a cancel point
-only, not a schedule point: nothing in it waits, and it runs once per post in the session
-actor, whose loop takes a schedule point per message already (a list's append, as the raw
-trio skeleton of ``bench hub`` does it, not a scheduler step more per envelope).
+before the operation, so a cancelled call has done nothing.
 
 A cluster simulation (several hubs in one process) gives each node its own
 :meth:`MemoryStore.view` of one store's data, with that node's ``fence``: a callable run
@@ -235,9 +232,7 @@ class MemoryStore:
         *,
         metadata: SessionMetadata | None = None,
     ) -> None:
-        await trio.lowlevel.checkpoint_if_cancelled()  # (see the module's docstring)
-        if not self._open:
-            raise StoreError("MemoryStore is not open; use it inside 'async with store:'")
+        await self._enter_call()
         self._fenced(session_id)
         wal = self._wal.get(session_id, [])
         check_append(session_id, len(wal), envelopes, metadata)
