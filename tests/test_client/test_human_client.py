@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 
 import attrs
@@ -531,3 +532,35 @@ async def test_the_seeds_constructor(autojump_clock: MockClock) -> None:
                 HumanClient(
                     passport=al.passport, resume=al.resume, rule=al.rule, hub=other, hub_client=p.hc
                 )
+
+
+CALLER = contextvars.ContextVar("CALLER", default="unset")
+
+
+async def test_a_delivery_runs_in_the_clients_context_not_the_posters(
+    autojump_clock: MockClock,
+) -> None:
+    """In process a delivery is routed in the hub's task that dispatches it (a session
+    actor, whose context is a copy of whoever started it); the client's handlers must still
+    run in the client's own context, as when its loop read the frame. They used to see the
+    context variables of the task that happened to start the session (review of issue 15's
+    LocalLink hand-off: a delegating turn's depth refused an unrelated person's reply)."""
+    async with open_hub_pair() as p:
+        me = await p.human("me")
+        bob = await p.human("bob")
+        seen: list[str] = []
+
+        async def record(envelope: Envelope) -> None:
+            seen.append(CALLER.get())
+            await trio.lowlevel.checkpoint()
+
+        bob.on_envelope(record)
+        token = CALLER.set("the poster's")
+        try:
+            channel = await me.open(type="conversation", target="bob")
+            await me.send(channel.session_id, "hi")
+        finally:
+            CALLER.reset(token)
+        await p.settle()
+        assert len(seen) >= 2  # the invite and the text
+        assert set(seen) == {"unset"}

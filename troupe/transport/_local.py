@@ -13,6 +13,7 @@ client's router, and the client's receipts the connection's cursors, with no tas
 
 from __future__ import annotations
 
+import contextvars
 import uuid
 from collections.abc import AsyncGenerator, Callable
 from typing import TYPE_CHECKING
@@ -46,8 +47,10 @@ class _End:
         self._endpoint_id = endpoint_id
         self._send = send
         self._receive = receive
-        #: This end's reader's :data:`Taker`, while it takes frames directly.
+        #: This end's reader's :data:`Taker`, while it takes frames directly, and (a copy
+        #: of) the reader's context, which the taker runs in.
         self._taker: Taker | None = None
+        self._taker_context: contextvars.Context | None = None
         #: Frames the other end put in this end's channel that its reader has not taken
         #: out, and whether the reader waits for one (kept here: a channel's statistics()
         #: is an allocation, twice per envelope on the in-process path).
@@ -100,8 +103,14 @@ class _End:
         """
         peer = self._peer
         assert peer is not None  # (LocalLink.client pairs the ends)
-        taker = peer._taker
-        if taker is not None and peer._reading and not peer._unread and taker(frame):
+        taker, context = peer._taker, peer._taker_context
+        if (
+            taker is not None
+            and context is not None
+            and peer._reading
+            and not peer._unread
+            and context.run(taker, frame)
+        ):
             return True
         try:
             self._send.send_nowait(frame)
@@ -117,10 +126,13 @@ class _End:
         in the sender's task instead of this end's channel (``None``: no longer).
 
         Set by the task that reads :meth:`frames`, for as long as it reads them: a frame
-        ``taker`` takes is handled as if that task had read it, so ``taker`` must not wait,
-        and must not be set once that task stops handling frames.
+        ``taker`` takes is handled as if that task had read it, so ``taker`` must not wait
+        or raise, and must not be set once that task stops handling frames. It runs in a copy
+        of that task's context (taken now), not the sender's: what it starts carries the
+        reader's context variables, as it would have had the reader handled the frame.
         """
         self._taker = taker
+        self._taker_context = None if taker is None else contextvars.copy_context()
 
     async def frames(self) -> AsyncGenerator[Frame, None]:
         """The frames the other end sends, until either end closes."""
