@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
+from typing import Any
 
 import attrs
 import pytest
@@ -23,12 +24,13 @@ from troupe import (
     SessionMetadata,
     Turn,
 )
+from troupe.hub._connection import UNYIELDED_FRAMES
 from troupe.model import InboxBlock, LimitsBlock, NotifyFrame, ReceiptFrame
 from troupe.session_types import ExpectedTurn
 from troupe.session_types._common import BaseSessionType
 from troupe.transport._local import BUFFER
 
-from ..harness import WAIT, Lines, from_, open_hub_pair, text, texts
+from ..harness import WAIT, Lines, counting_steps, from_, open_hub_pair, text, texts
 
 
 async def pull_all(human: HumanClient) -> list[Envelope]:
@@ -510,3 +512,42 @@ async def test_a_pending_turn_says_since_when_it_is_owed(autojump_clock: MockClo
         [opening] = await p.hc.pending_turns_for(ada.agent_id)
         assert opening.triggering_envelope_id is None
         assert opening.expected_at == p.hub.core.now_iso()
+
+
+async def test_a_long_replay_to_an_in_process_client_lets_the_others_run(
+    autojump_clock: MockClock,
+) -> None:
+    """A replay is one message of the connection actor; in process its frames go straight
+    to the client's router without waiting, so it takes a schedule point every
+    UNYIELDED_FRAMES (it held the hub for the whole backlog, review of issue 15)."""
+    async with open_hub_pair() as p:
+        bea = await p.human("bea")
+        first = p.client()
+        await p.human("al", hc=first)
+        ch = await bea.open(type="conversation", target="al", knobs={"max_turns": None})
+        await p.settle()
+        await first.close()
+        backlog = 4 * UNYIELDED_FRAMES
+        for n in range(backlog):
+            await bea.send(ch.session_id, str(n))
+        later = p.client()
+        await p.human("cy", hc=later)  # its loop waits for frames before al comes back
+        await p.settle()
+        with counting_steps(resuming_a_replay) as counter:
+            again = await later.attach(None, "al")
+            await p.settle()
+        assert isinstance(again, HumanClient)
+        assert texts(await pull_all(again)) == [str(n) for n in range(backlog)]
+        # It resumed inside the replay once every UNYIELDED_FRAMES frames (never, before).
+        assert counter.steps >= backlog // UNYIELDED_FRAMES - 1
+
+
+def resuming_a_replay(task: trio.lowlevel.Task) -> bool:
+    """Whether ``task`` is about to resume inside a connection actor's replay."""
+    coro: Any = task.coro
+    while coro is not None:
+        code = getattr(coro, "cr_code", None)
+        if code is not None and code.co_name == "_replay":
+            return True
+        coro = getattr(coro, "cr_await", None)
+    return False

@@ -58,6 +58,9 @@ MAX_CONTROL_QUEUED = 64
 #: Bytes of encoded replies that may wait for a connection that does not read them; while
 #: more wait, the hub reads no further requests from it (see ``wait_outbound_room``).
 MAX_OUTBOUND_BYTES = 4 << 20
+#: In process, frames the actor writes in a row without a schedule point (a replay of a long
+#: backlog is one message: without this it would hold the hub for all of it).
+UNYIELDED_FRAMES = 64
 #: Bytes of encoded frames the actor gathers in its outbox before writing them, even if more
 #: messages wait in its mailbox: bounds the outbox's memory and a delivery's wait.
 MAX_BATCH_BYTES = 256 << 10
@@ -196,6 +199,8 @@ class ConnectionActor(Actor[ConnectionMsg, Refused | None]):
         self._outbox_counted = 0
         #: A reply is being written by its request's task (see :meth:`send_reply`).
         self._replying = False
+        #: Frames written without a checkpoint since the last one (see :meth:`_send`).
+        self._unyielded = 0
         #: Writes a frame at once if the transport has room (whether it did): in process
         #: only, where frames travel as objects unbatched (see :meth:`notify_now`).
         self._send_nowait: Callable[[Frame], bool] | None = (
@@ -255,12 +260,24 @@ class ConnectionActor(Actor[ConnectionMsg, Refused | None]):
         frame = NotifyFrame(
             envelope=envelope, recipient_id=agent_id, session=self._status(session_id), fresh=True
         )
-        if not send(frame):
-            return False  # the client's buffer is full: the actor writes it, waiting
+        # Marked before it is handed over (the client may settle it in the same breath),
+        # and unmarked if it was not taken.
+        previous = self.sent.get(key)
         self.sent[key] = envelope.seq
-        if is_substantive(envelope.event_type):
-            self.outstanding.add((agent_id, session_id, envelope.seq))
-        return True
+        triple = (agent_id, session_id, envelope.seq)
+        counted = is_substantive(envelope.event_type)
+        if counted:
+            self.outstanding.add(triple)
+        if send(frame):
+            return True
+        # The client's buffer is full: the actor writes it, waiting.
+        if previous is None:
+            del self.sent[key]
+        else:
+            self.sent[key] = previous
+        if counted:
+            self.outstanding.discard(triple)
+        return False
 
     async def send_reply(self, out: SendOut) -> None:
         """Send a reply :meth:`reply` made: written by the caller's task when nothing waits
@@ -298,9 +315,14 @@ class ConnectionActor(Actor[ConnectionMsg, Refused | None]):
         if outbox is None:
             send_nowait = self._send_nowait
             if send_nowait is not None and not isinstance(frame, str) and send_nowait(frame):
-                # In process, with room: no checkpoint (the actor's loop takes one per
-                # message), so the actor is idle again sooner, for notify_now.
+                # In process, with room: no checkpoint, so the actor is idle again sooner, for
+                # notify_now; but one every UNYIELDED_FRAMES, so a replay of a long backlog
+                # (one message) does not hold the hub for all of it.
                 self._sent(size)
+                self._unyielded += 1
+                if self._unyielded >= UNYIELDED_FRAMES:
+                    self._unyielded = 0
+                    await trio.lowlevel.checkpoint()
                 return
             try:
                 await self.endpoint.send_frame(frame)
@@ -357,7 +379,7 @@ class ConnectionActor(Actor[ConnectionMsg, Refused | None]):
             case Bind(agent_id, since, welcome, takeover):
                 await self._bind(agent_id, since, welcome, takeover)
             case Receipts(frames):
-                # No checkpoint of its own: the actor's loop checkpoints taking each message.
+                # No checkpoint of its own: the actor's loop takes one per burst of messages.
                 self._receipts(frames)
             case SendOut(frame, control, size):
                 if control:
