@@ -745,10 +745,13 @@ class Router:
                     self._forget_session(key)
                 if status == "ack":
                     self._settled.add(key)
-                if queue or not self._receipt_nowait(envelope, agent_id, status, reason):
-                    # (The last of a burst goes without a checkpoint of its own where it
-                    # can: the drain ends right after, which lets the others run.)
+                if not self._receipt_nowait(envelope, agent_id, status, reason):
                     await self._receipt(envelope, agent_id, status, reason)
+                elif queue:
+                    # One checkpoint per delivery of a burst (the last one goes without: the
+                    # drain ends right after, which lets the others run). The receipt went
+                    # without waiting, straight to the hub where it can (see LocalLink).
+                    await trio.lowlevel.checkpoint()
                 self._inflight.pop(key, None)
                 self._settled.discard(key)
         finally:
