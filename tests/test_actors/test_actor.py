@@ -481,3 +481,83 @@ async def test_an_actor_takes_what_is_queued_for_it_in_bursts(
         assert actor.log == ["started", *range(2 * BURST + 8)]
         assert counter.steps == 3  # one per burst (it was one per message)
         await ref.stop()
+
+
+async def test_an_ask_dropped_as_it_is_queued_still_takes_a_schedule_point(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A full ``drop_newest`` mailbox settles the ask as it is offered: it fails without
+    waiting, so it must take its schedule point there, or a caller retrying in a loop
+    would never let the actor run (review of issue 15)."""
+    actor = Recorder()
+    async with trio.open_nursery() as nursery:
+        ref = await spawn(nursery, actor, mailbox=Mailbox(1, "drop_newest"))
+        await ref.tell("wait")
+        await settle()
+        await ref.tell("queued")
+
+        async def release() -> None:
+            assert actor.gate is not None
+            actor.gate.set()
+            await trio.lowlevel.checkpoint()
+
+        nursery.start_soon(release)
+        answered = False
+        for _ in range(100):
+            try:
+                answered = await ref.ask("retried") == ("reply", "retried")
+                break
+            except MailboxFull:
+                continue
+        assert answered  # the actor got to run between two tries
+        await ref.stop()
+    assert actor.log == ["started", "wait", "queued", "retried", "stopped"]
+
+
+async def test_an_actor_cancelled_mid_burst_takes_no_more_messages(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A burst checks for cancellation before each message it takes: what is still queued
+    stays queued, not handled by a cancelled actor (review of issue 15)."""
+    log: list[int] = []
+
+    class CancelsItsScope(Actor[int, None]):
+        def __init__(self, scope: trio.CancelScope) -> None:
+            self.scope = scope
+
+        async def handle(self, msg: int) -> None:
+            log.append(msg)
+            if msg == 2:
+                self.scope.cancel()  # as if cancelled from outside, between two messages
+
+    async def host(task_status: trio.TaskStatus[ActorRef[int, None]]) -> None:
+        with trio.CancelScope() as scope:
+            async with trio.open_nursery() as actors:
+                task_status.started(await spawn(actors, CancelsItsScope(scope)))
+
+    async with trio.open_nursery() as nursery:
+        ref = await nursery.start(host)
+        for n in range(10):
+            ref.tell_nowait(n)
+        await settle()
+    assert log == [0, 1, 2]
+
+
+async def test_a_stop_queued_mid_burst_goes_before_the_messages_behind_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The system lane still comes first within a burst: a stop queued while the actor
+    works through its queue is taken next, ahead of the user messages still queued."""
+    actor = Recorder()
+    async with trio.open_nursery() as nursery:
+        ref = await spawn(nursery, actor)
+        ref.tell_nowait("a")
+        ref.tell_nowait("wait")
+        ref.tell_nowait("b")
+        await settle()  # handling "wait"
+        nursery.start_soon(ref.stop)
+        await settle()
+        assert actor.gate is not None
+        actor.gate.set()
+        await settle()
+    assert actor.log == ["started", "a", "wait", "stopped"]

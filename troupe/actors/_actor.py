@@ -236,6 +236,9 @@ class ActorRef(Generic[M, R]):
             await cancel_shielded_checkpoint()
             raise
         if req.answer is not None:
+            # Settled as it was queued (a drop_* mailbox dropped it): no wait, so the
+            # schedule point is taken here; a caller retrying in a loop lets others run.
+            await cancel_shielded_checkpoint()
             return req.answer.unwrap()
         req.task = current_task()
 
@@ -351,6 +354,7 @@ async def run_actor(
             # Messages queued meanwhile are taken without a schedule point each, up to
             # BURST in a row: a busy actor is done with what waits sooner (and idle again).
             if burst < BURST:
+                await checkpoint_if_cancelled()  # (not a schedule point)
                 try:
                     msg = mailbox.receive_nowait()
                 except trio.WouldBlock:
