@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import trio
 import trio.testing
 
 from troupe import Passport, ProtocolError, Turn
+from troupe.hub._session_parts import SendInvites
+from troupe.hub._sessions import SessionSupervisor
 from troupe.model import EV_SESSION_CLOSED, SessionState
 from troupe.testing import CrashPoints
 
@@ -39,24 +43,37 @@ async def test_an_ack_appended_before_a_crash_still_opens_the_session(
         assert [e.seq for e in wal] == [1, 2, 3]
 
 
-async def test_an_open_whose_invites_crashed_twice_closes_the_session_even_if_acked(
-    autojump_clock: trio.testing.MockClock,
+async def test_an_open_whose_invites_failed_closes_the_session_even_if_acked(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The invite crashes its session before it is appended, and again (retried) after it
-    was appended and delivered, so ``open`` fails; meanwhile bob acked the invite it did get
-    (the session went ACTIVE). ``open`` raises, and the session is closed: it used to stay
-    open, with its creator told it was not, so nobody closed it (the crash storm found it)."""
-    faults = CrashPoints()
-    faults.crash_at("before_append")
-    faults.crash_at("after_dispatch")
-    async with open_hub_pair(faults=faults, invite_ack_timeout=30) as h:
+    """The crash storm's race, made deterministic: the invites went out (the second crash
+    came after the invite's dispatch), bob acked meanwhile so the session went ACTIVE, and
+    only then did ``open`` hear that SendInvites crashed twice. ``open`` raises, and must
+    close the session: it closed it only while pending, so it stayed open with its creator
+    told it was not, and nobody closed it."""
+    states: list[SessionState] = []
+    ask = SessionSupervisor.ask
+
+    async def crashed_twice_after_the_ack(
+        self: SessionSupervisor, session_id: str, msg: Any
+    ) -> Any:
+        answer = await ask(self, session_id, msg)
+        if isinstance(msg, SendInvites):
+            entry = self.directory.get(session_id)
+            md = await entry.wait_for(lambda md: md.state is not SessionState.PENDING)
+            states.append(md.state)
+            raise ProtocolError(f"session {session_id} crashed twice handling SendInvites")
+        return answer
+
+    monkeypatch.setattr(SessionSupervisor, "ask", crashed_twice_after_the_ack)
+    async with open_hub_pair(invite_ack_timeout=30) as h:
         hub, hc = h.hub, h.hc
         ann = await hc.register(Silent(), Passport(name="ann"))
         await hc.register(Silent(), Passport(name="bob"))
         with trio.fail_after(5), pytest.raises(ProtocolError, match="crashed twice"):
             await ann.open(type="conversation", target="bob")
         await h.settle()
-        assert faults.statistics().crashes == 2
+        assert states == [SessionState.ACTIVE]  # acked before open() heard of the failure
         assert hub.statistics().open_sessions == 0
         (md,) = await hc.list_sessions(include_terminal=True)
         assert (md.state, md.close_reason) == (SessionState.CLOSED, "invite_failed")

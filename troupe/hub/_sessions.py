@@ -317,10 +317,11 @@ class SessionSupervisor:
         try:
             await self.ask(sid, SendInvites())
         except (ProtocolError, StoreError, ActorDead):
-            # Not every invite may have gone out: nobody should wait for the acks (if this
-            # close fails too, the sweeper closes the session at its handshake deadline).
-            # Closed even if acks made it ACTIVE meanwhile (invites that went out before a
-            # crash): its creator is told it was not opened, so nobody would close it.
+            # Not every invite may have gone out: nobody should wait for the acks. Closed
+            # even if acks made it ACTIVE meanwhile (invites that went out before a crash):
+            # its creator is told it was not opened, so nobody would close it. (If this
+            # close fails too, a pending session is closed by the sweeper at its handshake
+            # deadline; an active one, by its TTL.)
             with contextlib.suppress(TroupeError):
                 await self.end(sid, EndSession("invite_failed"))
             raise
