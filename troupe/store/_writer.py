@@ -229,9 +229,10 @@ class SQLiteBatches:
         conn = self.conn
         try:
             conn.execute("BEGIN IMMEDIATE")
+            # (A savepoint over the whole batch, so running it again keeps the write lock.)
+            conn.execute("SAVEPOINT batch")
             if not _run_plainly(conn, batch):
-                conn.execute("ROLLBACK")
-                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("ROLLBACK TO batch")
                 run_in_savepoints(conn, batch, self._name, sqlite3.Error)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
