@@ -273,8 +273,9 @@ async def test_posts_arriving_while_it_passivates_and_rehydrates_keep_their_orde
         assert "reloading" in phases
         assert "live" not in phases
         assert await p.texts() == ["first", *(text for text, _ in arrivals)]
-        # Every poster was answered (in what order the posters then run is the scheduler's:
-        # an actor answers the posts queued for it in one burst).
+        # Every poster was answered. In what order the posters then run is trio's: an actor
+        # answers the posts queued for it in one burst, and trio runs the tasks woken in one
+        # scheduler batch in an order of its own.
         assert sorted(accepted) == sorted(text for text, _ in arrivals)
         stats = p.hub.statistics()
         assert (stats.passivations, stats.rehydrations) == (1, 1)

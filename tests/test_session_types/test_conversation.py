@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import attrs
 import pytest
 
 from tests.test_session_types._helpers import Run, envelope, metadata
@@ -100,3 +101,15 @@ def test_a_subset_audience_still_counts() -> None:
 def test_default_view_keeps_ten() -> None:
     r = run()
     assert CONVERSATION.default_view_policy(r.meta, "a") == WindowedSummary(recent_n=10)
+
+
+def test_folding_a_text_names_every_field_of_the_state() -> None:
+    """``fold_turn`` builds the next state field by field (not ``attrs.evolve``: it runs for
+    every text): a field added to the state must be added there, or it would be reset on
+    every text. This lists the fields it names."""
+    assert [f.name for f in attrs.fields(ConversationState)] == [
+        "participants",
+        "turn_count",
+        "last_speaker_id",
+        "last_envelope_id",
+    ]

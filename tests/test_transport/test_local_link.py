@@ -258,3 +258,33 @@ async def test_a_frame_never_overtakes_one_queued_before_it(autojump_clock: Mock
             assert endpoint.send_frame_nowait(PongFrame(nonce="5"))  # all read: taken
             assert order == ["read 1", "read 2", "read 3", "read 4", "taken 5"]
             nursery.cancel_scope.cancel()
+
+
+async def test_a_cancelled_or_dropped_send_leaves_the_direct_path_open(
+    autojump_clock: MockClock,
+) -> None:
+    """The ends count what is put in the channel and not read: a send cancelled while it
+    waited for room, or dropped because the other end closed its side, must not be counted,
+    or the direct hand-off would stay off for the rest of the connection."""
+    _, client, endpoint = await pair()
+    taken: list[Frame] = []
+
+    def take(frame: Frame) -> bool:
+        taken.append(frame)
+        return True
+
+    for n in range(BUFFER):
+        assert endpoint.send_frame_nowait(PingFrame(nonce=str(n)))
+    with trio.move_on_after(1):
+        await endpoint.send_frame(PingFrame(nonce="cancelled"))  # no room: waits, cancelled
+    frames = client.frames()
+    async with aclosing(frames):
+        for _ in range(BUFFER):
+            await anext(frames)
+        client.take_directly(take)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(anext, frames)  # the reader waits on an empty channel
+            await trio.testing.wait_all_tasks_blocked()
+            assert endpoint.send_frame_nowait(PongFrame(nonce="direct"))
+            assert [f.nonce for f in taken if isinstance(f, PongFrame)] == ["direct"]
+            nursery.cancel_scope.cancel()
