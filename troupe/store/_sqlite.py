@@ -313,9 +313,7 @@ class SQLiteStore(SQLStore[sqlite3.Connection]):
                     rows,
                 )
             except sqlite3.IntegrityError:
-                # The seqs were checked, so only the idempotency index can object. (Run
-                # without savepoints, the batch's first pass, "ROLLBACK TO write" fails: the
-                # writer then runs the batch again in savepoints, and this answers.)
+                # The seqs were checked, so only the idempotency index can object.
                 keys = [e.idempotency_key for e in envelopes if e.idempotency_key is not None]
                 conn.execute("ROLLBACK TO write")
                 taken = conn.execute(

@@ -229,10 +229,14 @@ class SQLiteBatches:
         conn = self.conn
         try:
             conn.execute("BEGIN IMMEDIATE")
-            # (A savepoint over the whole batch, so running it again keeps the write lock.)
-            conn.execute("SAVEPOINT batch")
             if not _run_plainly(conn, batch):
-                conn.execute("ROLLBACK TO batch")
+                # Begun again, not rolled back to a savepoint over the batch: that savepoint
+                # made SQLite journal every page the batch touched (about 18 us of CPU per
+                # envelope on the agent path). The write lock is let go in between, which
+                # costs nothing here: one process writes a store (StoreLocked), readers do
+                # not block a writer in WAL mode, and busy_timeout covers the rest.
+                conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
                 run_in_savepoints(conn, batch, self._name, sqlite3.Error)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
