@@ -42,7 +42,6 @@ from troupe.model import (
     unstructure,
 )
 from troupe.model._codec import envelope_from_json
-from troupe.transport._ws import pack
 
 from .strategies import RECORDS, records
 
@@ -295,23 +294,6 @@ def test_a_batchs_bad_elements_name_their_index_and_the_good_ones_are_kept() -> 
         decode_frames("7")
     with pytest.raises(troupe.DecodeError, match="expected object, got array"):
         decode_frame(f"[{good}]")  # one frame, strictly: no batch
-
-
-def test_pack_keeps_order_and_every_message_under_the_limit() -> None:
-    small = [encode_frame(PingFrame(nonce=str(n))) for n in range(50)]
-    big = encode_frame(PingFrame(nonce="b" * 950))  # 976 bytes: no neighbour fits
-    texts = [*small[:25], big, *small[25:]]
-    limit = 1000
-    messages = pack(texts, limit)
-    assert max(len(m.encode()) for m in messages) <= limit
-    assert big in messages  # it fits no batch with a neighbour: alone, as a plain frame
-    unpacked: list[Any] = []
-    for m in messages:
-        decoded = decode_frames(m)
-        unpacked += decoded if isinstance(decoded, list) else [decoded]
-    assert unpacked == [decode_frame(t) for t in texts]
-    assert len(messages) < len(texts) // 4  # (and they did share messages)
-    assert pack([big], 10) == [big]  # over the limit alone: sent alone (refused earlier)
 
 
 def test_an_answers_result_is_written_as_the_json_data_it_is_not_walked_again() -> None:
