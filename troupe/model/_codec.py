@@ -18,7 +18,7 @@ Rules the converter keeps, for every record and frame:
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, TypeVar, get_origin
 
 import attrs
@@ -243,6 +243,24 @@ def structure(data: Any, cls: type[T]) -> T:
         return CONVERTER.structure(data, cls)
     except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as exc:
         raise _decode_error(exc, cls.__name__) from exc
+
+
+def prepare(kinds: Iterable[Any]) -> None:
+    """Make the converter's functions for ``kinds`` (record types, ``list[...]``…) now.
+
+    cattrs generates a type's structure and unstructure functions on first use, ~0.5 ms
+    each with what they call: a server that prepares the types it decodes before it
+    listens does not charge that to its first requests (~10 ms of a fresh ``troupe serve``'s
+    first 2,000 posts went there).
+
+    Args:
+      kinds: the types to prepare (``None`` and ``NoneType`` are skipped).
+    """
+    for kind in kinds:
+        if kind is None or kind is type(None):
+            continue
+        CONVERTER.get_structure_hook(kind)
+        CONVERTER.get_unstructure_hook(kind)
 
 
 def _parse(data: str | bytes, record: str) -> Any:
