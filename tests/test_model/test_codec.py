@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import attrs
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -17,6 +18,7 @@ from troupe.model import (
     Envelope,
     HelloFrame,
     InvalidFrame,
+    NotifyFrame,
     ObservedStat,
     Participant,
     ParticipantRole,
@@ -28,6 +30,7 @@ from troupe.model import (
     SendFrame,
     SessionMetadata,
     SessionState,
+    SessionStatus,
     TaskMetadata,
     TaskSpec,
     TaskState,
@@ -308,13 +311,28 @@ def test_an_answers_result_is_written_as_the_json_data_it_is_not_walked_again() 
         encode_frame(ResponseFrame(request_id="r", result=PingFrame(nonce="n")))
 
 
+def test_a_deliverys_session_state_is_written_as_the_json_data_it_is_not_walked_again() -> None:
+    # The hub dumps the session type's state to JSON data for the wire (``dump_state``);
+    # encoding walked it again by runtime type (``state`` is typed Any): 1.8 of 3.3 µs.
+    state = {"participants": ["a", "b"], "turn_count": 3, "last_speaker_id": None}
+    frame = NotifyFrame(
+        envelope=Envelope(session_id="s", sender_id="a", event_type="troupe.text", seq=4),
+        recipient_id="b",
+        session=SessionStatus(state=state, last_seq=4),
+    )
+    text = encode_frame(frame)
+    assert orjson.loads(text)["session"] == {"state": state, "last_seq": 4}
+    assert decode_frame(text) == frame
+    # So a record in it is not JSON data: refused, as any value JSON cannot carry.
+    with pytest.raises(troupe.DecodeError, match="cannot encode NotifyFrame as JSON"):
+        encode_frame(attrs.evolve(frame, session=SessionStatus(state=PingFrame())))
+
+
 def test_prepare_makes_the_converters_functions_before_the_first_use(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # A fresh ``troupe serve`` paid cattrs' code generation (~0.5 ms a type) on the first
     # request of each kind; ``prepare`` pays it before the server listens.
-    import attrs
-
     from troupe.hub._rpc import prepare_wire_codec
     from troupe.model._codec import CONVERTER, prepare
 

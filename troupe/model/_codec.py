@@ -42,7 +42,7 @@ from cattrs.preconf.orjson import make_converter
 
 from .._errors import DecodeError
 from ._envelope import Envelope
-from ._frames import FRAME_TYPES, Frame, InvalidFrame, ResponseFrame
+from ._frames import FRAME_TYPES, Frame, InvalidFrame, ResponseFrame, SessionStatus
 
 T = TypeVar("T")
 
@@ -170,6 +170,17 @@ CONVERTER.register_unstructure_hook(
         CONVERTER,
         _cattrs_omit_if_default=CONVERTER.omit_if_default,
         result=override(unstruct_hook=lambda value: value),
+    ),
+)
+# A delivery's session status travels with its state dumped to JSON data (``dump_state``):
+# written as it is, not walked by runtime type (1.8 of the 3.3 µs of a delivery's frame).
+CONVERTER.register_unstructure_hook(
+    SessionStatus,
+    make_dict_unstructure_fn(
+        SessionStatus,
+        CONVERTER,
+        _cattrs_omit_if_default=CONVERTER.omit_if_default,
+        state=override(unstruct_hook=lambda value: value),
     ),
 )
 # By value, so ``unstructure`` returns plain JSON data that any JSON library can write. A
