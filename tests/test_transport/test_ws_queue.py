@@ -212,3 +212,21 @@ async def test_a_close_writes_what_was_queued_before_it() -> None:
         assert ws.closes == [len(ws.messages)]
         assert [f.nonce for m in ws.frames() for f in m] == ["0", "1", "2"]  # type: ignore[union-attr]
         nursery.cancel_scope.cancel()
+
+
+async def test_a_close_behind_a_peer_that_does_not_read_still_closes_in_its_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    ws = HeldWebSocket()
+    end = end_of(ws)
+    async with trio.open_nursery() as nursery:
+        end.start_writer(nursery)
+        await _received_a_batch(end, ws)
+        ws.held = trio.Event()  # never set: the peer reads nothing
+        await end.send_frame(PingFrame(nonce="stuck"))
+        start = trio.current_time()
+        await end.aclose(within=1.5)
+        assert trio.current_time() - start == 1.5
+        assert ws.closes == [0]  # the connection was closed all the same (its stream cut)
+        assert end.closed.is_set()
+        nursery.cancel_scope.cancel()

@@ -383,13 +383,17 @@ class _WsEnd:
         (default ``CLOSE_TIMEOUT``); past that the TCP stream is cut.
 
         Unbounded, a peer that reads nothing would hold the close forever: our close frame
-        waits behind writes stuck on the peer's full buffers.
+        waits behind writes stuck on the peer's full buffers. What was queued before the
+        close is written first, within the same time.
         """
         try:
             with trio.move_on_after(CLOSE_TIMEOUT if within is None else within):
-                if self._ws.open:
-                    await self._until_written()  # what was sent before the close goes first
-                await self._ws.aclose()
+                try:
+                    if self._ws.open:
+                        await self._until_written()
+                finally:
+                    # Also past the time (cancelled): the driver then cuts the stream.
+                    await self._ws.aclose()
         finally:
             self.closed.set()
 
