@@ -69,7 +69,7 @@ async def test_a_read_over_a_connection_yields_only_sending_its_answer(
         await client.attach()
         await client.bind(bob.id)
         await h.settle()
-        requests = StepsOf("._request")
+        requests = StepsOf("Workers._work")
         trio.lowlevel.add_instrument(requests)
         count = 8
         for n in range(count):
@@ -145,3 +145,43 @@ async def test_posts_without_a_key_get_distinct_ones_from_each_client() -> None:
     assert len(set(keys)) == 6
     assert all(len(k) == 32 and int(k, 16) >= 0 for k in keys)
     assert keys[0][:16] != keys[3][:16]  # each client its own prefix
+
+
+class SpawnsOf(trio.abc.Instrument):
+    """Counts the tasks started whose name ends with ``suffix``."""
+
+    def __init__(self, suffix: str) -> None:
+        self.suffix = suffix
+        self.spawned = 0
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        if task.name.endswith(self.suffix):
+            self.spawned += 1
+
+
+async def test_requests_are_served_by_tasks_that_wait_for_the_next_not_one_task_each(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A task per request cost its start and end (~4.5 µs of each request on the hub).
+    async with open_hub_pair() as h:
+        bob = await h.agent("bob", connect=False)
+        client = MiniClient(h.hub, h.nursery, "ep-bob")
+        await client.attach()
+        await client.bind(bob.id)
+        await h.settle()
+        workers = SpawnsOf("Workers._work")
+        trio.lowlevel.add_instrument(workers)
+        for n in range(8):  # at once: served at once, by as many tasks
+            client.send(RequestFrame(request_id=f"a{n}", op="find_agent_id", params={"name": "x"}))
+        await h.settle()
+        at_once = workers.spawned
+        for n in range(16):  # one after the other: by the tasks already there
+            client.send(RequestFrame(request_id=f"b{n}", op="find_agent_id", params={"name": "x"}))
+            await h.settle()
+        trio.lowlevel.remove_instrument(workers)
+        answered = [f.request_id for f in client.frames if isinstance(f, ResponseFrame)]
+        assert sorted(answered) == sorted(
+            [f"a{n}" for n in range(8)] + [f"b{n}" for n in range(16)]
+        )
+        assert 1 <= at_once <= 8
+        assert workers.spawned == at_once
