@@ -223,7 +223,7 @@ class _WsEnd:
         together (posts answered at once, receipts, replies, deliveries) travel in one
         message, and their senders do not wait on the socket. While more than
         ``MAX_QUEUED_BYTES`` wait to be written (a peer that does not read), a sender waits
-        for room.
+        for room; cancelled while it waits, its frame stays queued and goes all the same.
         """
         text = self.encode(frame) if not isinstance(frame, str) else frame
         if text is None:
