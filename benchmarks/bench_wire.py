@@ -35,7 +35,10 @@ Last, **serve**: the stream's posts through ``troupe serve`` (a process of its o
 SQLite file) from this process over WebSocket, against the same posts in process
 (``LocalLink``) on a hub opened on an SQLite file with the same defaults (issue 15's "WebSocket
 posts through ``troupe serve`` >= 0.6x in-process posts on the same store"); each run on a
-fresh file, the two alternating.
+fresh file, the two alternating. The row also prints the CPU per envelope over the timed part
+(medians): of the process in process (hub, clients and the SQLite writer thread), and through
+``troupe serve`` of that process (read from /proc, so on Linux only) and of its client (this
+one).
 
 Everything else runs on one core here: over WebSocket the hub and both clients encode, frame
 and decode JSON on the same trio thread that a real deployment would spread over processes.
@@ -44,6 +47,7 @@ and decode JSON on the same trio thread that a real deployment would spread over
 from __future__ import annotations
 
 import functools
+import os
 import re
 import statistics
 import subprocess
@@ -108,6 +112,31 @@ async def with_clients(
 
 #: What ``troupe serve`` prints once it listens.
 LISTENING = re.compile(rb"listening on ws://127\.0\.0\.1:(\d+)")
+#: The ``troupe serve`` process of the run under way (its CPU is read from /proc).
+SERVED: dict[str, int] = {}
+#: CPU seconds per side over the last stream's timed part: "client" (this process) and,
+#: through ``troupe serve`` on Linux, "serve" (that process, its threads included).
+WINDOW_CPU: dict[str, float] = {}
+
+
+def _process_cpu(pid: int | None) -> float | None:
+    """CPU seconds (user + system) of this process, or of process ``pid`` (None where
+    /proc cannot tell)."""
+    if pid is None:
+        return time.process_time()
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_now() -> dict[str, float]:
+    sides = {"client": _process_cpu(None)}
+    if "pid" in SERVED:
+        sides["serve"] = _process_cpu(SERVED["pid"])
+    return {side: cpu for side, cpu in sides.items() if cpu is not None}
 
 
 @asynccontextmanager
@@ -118,6 +147,7 @@ async def troupe_serve(db: Path) -> AsyncIterator[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )
+    SERVED["pid"] = process.pid
     try:
         assert process.stdout is not None
         printed = b""
@@ -128,6 +158,7 @@ async def troupe_serve(db: Path) -> AsyncIterator[str]:
             printed += chunk
         yield f"ws://127.0.0.1:{int(found.group(1))}"
     finally:
+        SERVED.clear()
         process.terminate()
         await process.wait()
         if process.stdout is not None:
@@ -194,12 +225,16 @@ async def stream(posting: HubClient, receiving: HubClient) -> float:
             )
             await posting.post_envelope(text)
 
+    cpu = _cpu_now()
     start = time.perf_counter()
     async with trio.open_nursery() as nursery:
         for agent_id, session_id in posters:
             nursery.start_soon(post_all, agent_id, session_id)
     await all_in.wait()
-    return total / (time.perf_counter() - start)
+    rate = total / (time.perf_counter() - start)
+    WINDOW_CPU.clear()
+    WINDOW_CPU.update({side: used - cpu[side] for side, used in _cpu_now().items()})
+    return rate
 
 
 def text_is(text: str) -> Callable[[Envelope], bool]:
@@ -431,7 +466,10 @@ def measure(
     runs: dict[str, list[float]] = {"local": [], "ws": [], "raw": []}
     for _ in range(REPEATS):
         for transport in ("local", "ws"):
+            WINDOW_CPU.clear()
             runs[transport].append(trio.run(run, transport, scenario))
+            for side, cpu in WINDOW_CPU.items():  # (the stream's: CPU per side)
+                runs.setdefault(f"{transport} {side} cpu", []).append(cpu)
         if floor is not None:
             runs["raw"].append(floor())
     return {side: statistics.median(rates) for side, rates in runs.items() if rates}
@@ -464,10 +502,20 @@ def main() -> None:
             )
         print(line)
     served = measure(stream, run=on_sqlite)
+    per = 1e6 / (POSTERS * POSTS)  # CPU seconds of a run -> µs per envelope
+    cpu = "".join(
+        f"  {label} {served[key] * per:,.0f}"
+        for label, key in (
+            ("in process", "local client cpu"),
+            ("serve process", "ws serve cpu"),
+            ("its client", "ws client cpu"),
+        )
+        if key in served
+    )
     print(
         f"{'serve: the stream on SQLite':<44} in process {served['local']:>8,.0f}  "
         f"troupe serve {served['ws']:>8,.0f} envelopes/s  "
-        f"ratio serve/in-process {served['ws'] / served['local']:.2f}"
+        f"ratio serve/in-process {served['ws'] / served['local']:.2f}  CPU µs/envelope:{cpu}"
     )
     drivers = compare_drivers(RPCS, PIPELINED)
     for kind, what in (("rpc", "round trips"), ("pipelined", "messages")):

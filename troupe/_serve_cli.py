@@ -28,6 +28,7 @@ import trio
 
 from . import ApiKeyAuth, NoAuth, StoreError, open_hub
 from .hub import AuthAdapter, Hub
+from .hub._rpc import prepare_wire_codec
 from .transport import serve_ws
 from .transport._ws import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS
 
@@ -235,6 +236,7 @@ async def serve(
     ``inspect_key`` when one is given).
     """
     auth: list[AuthAdapter] = [ApiKeyAuth(api_keys)] if api_keys is not None else [NoAuth()]
+    prepare_wire_codec()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with (
             _open_any_hub(db, node, auth, host, port) as (hub, member),

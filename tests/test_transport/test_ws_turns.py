@@ -17,7 +17,7 @@ from troupe.api import Request
 from troupe.client._remote import RemoteHub
 from troupe.model import Frame, NotifyFrame
 
-from ._wire import Echo, serving
+from ._wire import Echo, serving, wait_until
 
 
 def _spy(hc: HubClient, monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
@@ -48,6 +48,16 @@ async def test_a_turn_over_the_wire_asks_nothing_but_to_post(
             bob = await agents.register(echo, Passport(name="bob"))
             al = await people.register_human(Passport(name="al"))
             ch = await al.open(type="conversation", target="bob", knobs={"max_turns": None})
+            # The session's opening deliveries (the first carries its metadata) reach bob's
+            # client before the spy: whether they came before ``open`` returned is the
+            # transport's timing, not what this test is about.
+            opened = served.hub.core.directory.sessions[ch.session_id].last_seq
+
+            def caught_up() -> bool:
+                status = agents.session_status(ch.session_id)
+                return status is not None and status.last_seq >= opened
+
+            await wait_until(caught_up)
             asked = _spy(agents, monkeypatch)
             with_metadata: list[NotifyFrame] = []
             on_frame = agents._on_frame

@@ -138,6 +138,11 @@ class RemoteHub:
         #: Request ids: unique on this client for its life (the hub only echoes them), and
         #: a counter costs nothing where ``uuid4().hex`` cost ~4 µs a call.
         self._request_ids = itertools.count(1)
+        #: Idempotency keys for posts that have none: this client's random prefix and a
+        #: counter (32 hex digits, as a uuid4's), 0.14 µs a post where ``uuid4().hex`` took
+        #: 1.9 µs; two clients share keys only if their 64-bit prefixes collide.
+        self._key_prefix = uuid.uuid4().hex[:16]
+        self._keys = itertools.count(1)
         self._names: dict[str, str] = {}
         self._sessions: dict[str, SessionMetadata] = {}
         self.closed_because: str | None = None
@@ -223,7 +228,8 @@ class RemoteHub:
             envelope = request.envelope
             if envelope.idempotency_key is None:
                 # Makes the post safe to repeat after a reconnect: exactly once in the WAL.
-                envelope = attrs.evolve(envelope, idempotency_key=uuid.uuid4().hex)
+                key = f"{self._key_prefix}{next(self._keys):016x}"
+                envelope = attrs.evolve(envelope, idempotency_key=key)
                 request = PostEnvelope(envelope=envelope)  # type: ignore[assignment]
             # The hub's own check, here too: JSON would turn a NaN into null on the way.
             check_envelope(envelope)

@@ -3,8 +3,9 @@
 The reader never delivers anything itself: receipts and replies go through the connection
 actor (the endpoint's only writer). The reader never waits on anything that may wait on the
 client: receipts and pongs travel in the actor's system lane (never blocked), and hellos and
-posts run in their own tasks. Otherwise a client busy acking a long replay could deadlock
-with the connection actor blocked sending it that replay. A connection serves at most
+requests (posts among them) run in other tasks (a request in one of the connection's
+:class:`Workers`). Otherwise a client busy acking a long replay could deadlock with the
+connection actor blocked sending it that replay. A connection serves at most
 ``MAX_IN_FLIGHT`` requests at once, so a flood from one client cannot starve the others;
 and while ``MAX_OUTBOUND_BYTES`` of its replies wait unsent (it does not read them), no more
 of its requests are read: its memory is bounded in bytes, and TCP pushes back on it.
@@ -19,6 +20,7 @@ identity bound to it (one client, several identities), behind the posts.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -100,6 +102,7 @@ async def serve_endpoint(
             ref = await spawn(nursery, actor, mailbox=mailbox, name=f"conn:{endpoint.endpoint_id}")
             routes.attach(endpoint.endpoint_id, actor, direct=actor.notifies_now)
             task_status.started(ref)
+            workers = Workers(nursery, hub, Caller(actor, ref))
             frames = endpoint.frames()
             # In process, the client's receipts are settled as it sends them, while this
             # reader waits (see LocalLink); otherwise, and for other frames, read below.
@@ -135,9 +138,9 @@ async def serve_endpoint(
                             and (slot := slots.take_nowait()) is not None
                         ):
                             # The common case, as _on_frame does it, without its coroutine.
-                            nursery.start_soon(_request, hub, Caller(actor, ref), frame, slot)
+                            workers.run(frame, slot)
                         else:
-                            await _on_frame(hub, actor, ref, frame, nursery, slots)
+                            await _on_frame(hub, actor, ref, frame, nursery, slots, workers)
             finally:
                 if take_directly is not None:
                     take_directly(None)
@@ -172,6 +175,7 @@ async def _on_frame(
     frame: Frame,
     nursery: trio.Nursery,
     slots: ConnectionSlots,
+    workers: Workers,
 ) -> None:
     match frame:
         case ReceiptFrame():
@@ -194,7 +198,7 @@ async def _on_frame(
             if actor.outbound_full:
                 await actor.wait_outbound_room()
             slot = slots.take_nowait() or await slots.take()
-            nursery.start_soon(_request, hub, Caller(actor, ref), frame, slot)
+            workers.run(frame, slot)
         case ChunkFrame(chunk=chunk, recipient_id=""):
             # Best effort and unanswered; forwarding never waits, so the reader does it.
             if chunk.sender_id not in actor.agents:
@@ -250,6 +254,49 @@ async def _hello(hub: Hub, ref: ActorRef[Any, Any], frame: HelloFrame) -> None:
 
 def actor_endpoint_id(ref: ActorRef[Any, Any]) -> str:
     return ref.name.removeprefix("conn:")
+
+
+class Workers:
+    """The tasks that serve a connection's requests: each runs one at a time, and waits for
+    the next one when it is done, instead of ending.
+
+    A task per request cost its start and its end (a coroutine, a task, a copy of the
+    context: ~4.5 µs of the ~7 a trivial task takes, against ~2.5 to wake a waiting one).
+    There are as many as the most requests served at once (``MAX_IN_FLIGHT``, and the posts
+    waiting for room, which keep theirs); they end with the connection.
+    """
+
+    __slots__ = ("_caller", "_hub", "_idle", "_nursery", "_queue")
+
+    def __init__(self, nursery: trio.Nursery, hub: Hub, caller: Caller) -> None:
+        self._nursery = nursery
+        self._hub = hub
+        self._caller = caller
+        self._queue: deque[tuple[RequestFrame, RequestSlot]] = deque()
+        self._idle: list[trio.lowlevel.Task] = []
+
+    def run(self, frame: RequestFrame, slot: RequestSlot) -> None:
+        """Serve ``frame`` (holding ``slot``) in a waiting task, or in a new one."""
+        self._queue.append((frame, slot))
+        if self._idle:
+            trio.lowlevel.reschedule(self._idle.pop())
+        else:
+            self._nursery.start_soon(self._work)
+
+    async def _work(self) -> None:
+        queue, idle = self._queue, self._idle
+        task = trio.lowlevel.current_task()
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            idle.remove(task)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        while True:
+            while queue:
+                frame, slot = queue.popleft()
+                await _request(self._hub, self._caller, frame, slot)
+            idle.append(task)
+            await trio.lowlevel.wait_task_rescheduled(abort)
 
 
 async def _request(hub: Hub, caller: Caller, frame: RequestFrame, slot: RequestSlot) -> None:

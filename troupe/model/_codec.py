@@ -18,7 +18,7 @@ Rules the converter keeps, for every record and frame:
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, TypeVar, get_origin
 
 import attrs
@@ -42,7 +42,7 @@ from cattrs.preconf.orjson import make_converter
 
 from .._errors import DecodeError
 from ._envelope import Envelope
-from ._frames import FRAME_TYPES, Frame, InvalidFrame, ResponseFrame
+from ._frames import FRAME_TYPES, Frame, InvalidFrame, ResponseFrame, SessionStatus
 
 T = TypeVar("T")
 
@@ -172,6 +172,17 @@ CONVERTER.register_unstructure_hook(
         result=override(unstruct_hook=lambda value: value),
     ),
 )
+# A delivery's session status travels with its state dumped to JSON data (``dump_state``):
+# written as it is, not walked by runtime type (1.8 of the 3.3 µs of a delivery's frame).
+CONVERTER.register_unstructure_hook(
+    SessionStatus,
+    make_dict_unstructure_fn(
+        SessionStatus,
+        CONVERTER,
+        _cattrs_omit_if_default=CONVERTER.omit_if_default,
+        state=override(unstruct_hook=lambda value: value),
+    ),
+)
 # By value, so ``unstructure`` returns plain JSON data that any JSON library can write. A
 # value that is not a member is passed on as it is, for ``structure`` to refuse by field
 # name (``check_record`` unstructures what a caller built by hand).
@@ -243,6 +254,24 @@ def structure(data: Any, cls: type[T]) -> T:
         return CONVERTER.structure(data, cls)
     except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as exc:
         raise _decode_error(exc, cls.__name__) from exc
+
+
+def prepare(kinds: Iterable[Any]) -> None:
+    """Make the converter's functions for ``kinds`` (record types, ``list[...]``…) now.
+
+    cattrs generates a type's structure and unstructure functions on first use, ~0.5 ms
+    each with what they call: a server that prepares the types it decodes before it
+    listens does not charge that to its first requests (~10 ms of a fresh ``troupe serve``'s
+    first 2,000 posts went there).
+
+    Args:
+      kinds: the types to prepare (``None`` and ``NoneType`` are skipped).
+    """
+    for kind in kinds:
+        if kind is None or kind is type(None):
+            continue
+        CONVERTER.get_structure_hook(kind)
+        CONVERTER.get_unstructure_hook(kind)
 
 
 def _parse(data: str | bytes, record: str) -> Any:

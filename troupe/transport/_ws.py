@@ -2,11 +2,20 @@
 
 A message is one frame (a JSON object tagged by ``kind``) or a batch: a JSON array of frames,
 in order, which the reader hands on as a list (see ``decode_frames``). Frames queued at once
-travel as one batch: the hub's connection actor sends what it drained from its mailbox in one
-go (:meth:`_WsEnd.send_texts`), and a client's frames sent while another send is under way
-(receipts from several sessions, concurrent posts) wait for it and go out together as the
-next message (:meth:`_WsEnd.send_frame`). A batch never exceeds the receiving end's limit: a
+travel as one batch, never an array inside an array: the hub's connection actor sends what it
+drained from its mailbox in one go (:meth:`_WsEnd.send_texts`), and frames sent while another
+is being written (receipts from several sessions, concurrent posts, the answers to them) queue
+and go out together as the next message. A batch never exceeds the receiving end's limit: a
 frame too large to share a message goes alone.
+
+Each connection has a writer task (:meth:`_WsEnd.start_writer`). A frame sent alone (nothing
+queued or being written, and the last message read was not a batch: a lone RPC) is written
+by its sender at once; otherwise it is queued and its sender goes on without waiting for the
+write, so the frames of the tasks that run together share a message (a stream of posts went
+from ~2.3 frames per message to ~6, and the hub's scheduler steps per post from 12 to 9).
+A sender waits only while more than ``MAX_QUEUED_BYTES`` are queued (a peer that does not
+read): that, the hub's outbound bytes and TCP are the backpressure. A close writes what was
+queued before it (within the close timeout).
 
 Server: :func:`serve_ws` accepts connections and attaches each to the hub as an endpoint;
 client: :class:`WsLink` makes :class:`WsLinkClient` connections for ``HubClient``.
@@ -92,6 +101,8 @@ PING_INTERVAL = 20.0
 PING_TIMEOUT = 20.0
 #: Seconds a closing handshake may take before the connection is cut.
 CLOSE_TIMEOUT = 2.0
+#: Bytes of frames a connection queues for its writer; beyond that, senders wait for room.
+MAX_QUEUED_BYTES = 1 << 20
 #: Connections the server holds at once (handshakes included), in total and per IP address.
 MAX_CONNECTIONS = 512
 MAX_CONNECTIONS_PER_ADDRESS = 64
@@ -124,35 +135,14 @@ def _decode(message: str | bytes, limit: int) -> Frame | list[Frame]:
         return InvalidFrame(reason=str(exc), request_id=_request_id_of(message))
 
 
-def pack(texts: Sequence[str], limit: int) -> list[str]:
-    """The messages that carry ``texts`` (encoded frames), in order, each at most ``limit``
-    bytes: consecutive frames share a batch while it fits; a frame that fits no batch with
-    a neighbour goes alone (a frame over ``limit`` alone too: the caller refused it before).
-    """
-    messages: list[str] = []
-    batch: list[str] = []
-    used = 0
-    for text in texts:
-        size = _size(text)
-        if batch and used + size + batch_overhead(len(batch) + 1) > limit:
-            messages.append(encode_batch(batch))
-            batch, used = [], 0
-        batch.append(text)
-        used += size
-    if batch:
-        messages.append(encode_batch(batch))
-    return messages
-
-
 class _Batch:
-    """Frames waiting to go out as one message behind the send under way."""
+    """Frames waiting to go out as one message."""
 
-    __slots__ = ("done", "size", "texts")
+    __slots__ = ("size", "texts")
 
     def __init__(self, text: str, size: int) -> None:
         self.texts = [text]
         self.size = size
-        self.done = False
 
 
 def _request_id_of(message: str | bytes) -> str:
@@ -176,10 +166,21 @@ class _WsEnd:
         #: The peer's address, for logs.
         self.remote = remote
         self.closed = trio.Event()
-        #: A send is under way: frames sent meanwhile wait in ``_queued`` for it.
-        self._sending = False
+        #: A task is writing (the writer, or a sender writing its own frame).
+        self._writing = False
+        #: Frames waiting to be written, one message per batch, in order; their bytes.
         self._queued: deque[_Batch] = deque()
-        self._waiting = trio.lowlevel.ParkingLot()
+        self._queued_bytes = 0
+        #: The writer task while it waits for frames (None: it is not waiting).
+        self._writer: trio.lowlevel.Task | None = None
+        #: Whether a writer task runs for this connection (see :meth:`write_queued`).
+        self._has_writer = False
+        #: Senders waiting for the queue to shrink, and for it to empty (a close).
+        self._room = trio.lowlevel.ParkingLot()
+        self._drained = trio.lowlevel.ParkingLot()
+        #: The last message read carried one frame (or none was read yet): the peer is not
+        #: sending batches, so the answers are not expected in bursts either.
+        self._lone = True
 
     @property
     def endpoint_id(self) -> str:
@@ -211,21 +212,43 @@ class _WsEnd:
         return text
 
     async def send_frame(self, frame: Frame | str) -> None:
-        """Send a frame (or the text :meth:`encode` made of one, or a message :func:`pack`
-        made); silently dropped once the connection is closed.
+        """Send a frame (or the text :meth:`encode` made of one); silently dropped once the
+        connection is closed.
 
-        Returns once the frame is written. Frames sent while another send is under way
-        (from other tasks) wait for it, and then go out together, as one batch per message:
-        the first of the waiters still there sends them all. A call cancelled while it waits
-        leaves its frame queued: it goes out with the next message.
+        Alone (nothing being written or queued, no other task ready to run), the frame is
+        written at once in the caller's task: a lone request or answer waits for nobody.
+        Otherwise it is queued behind what is, joining the last message while the peer's
+        limit allows, and the call returns without waiting for the write: the connection's
+        writer (:meth:`start_writer`) writes the queue, so the frames of tasks that run
+        together (posts answered at once, receipts, replies, deliveries) travel in one
+        message, and their senders do not wait on the socket. While more than
+        ``MAX_QUEUED_BYTES`` wait to be written (a peer that does not read), a sender waits
+        for room; cancelled while it waits, its frame stays queued and goes all the same.
         """
         text = self.encode(frame) if not isinstance(frame, str) else frame
         if text is None:
             await trio.lowlevel.checkpoint()
             return
-        if not self._sending and not self._queued:
-            await self._send_queued(text)
+        if not self._writing and not self._queued and (not self._has_writer or self._lone):
+            await self._write_now(text)
             return
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._enqueue(text)
+        await self._queued_now()
+
+    async def send_texts(self, texts: Sequence[str]) -> None:
+        """Send encoded frames (from :meth:`encode`) in order, in as few messages as the
+        peer's limit allows, as :meth:`send_frame` sends one."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        for text in texts:
+            self._enqueue(text)
+        if not self._writing and (not self._has_writer or self._lone):
+            await self._write_now(None)
+            return
+        await self._queued_now()
+
+    def _enqueue(self, text: str) -> None:
+        """Queue one encoded frame: into the last message if the peer's limit allows."""
         size = _size(text)
         last = self._queued[-1] if self._queued else None
         if (
@@ -234,41 +257,87 @@ class _WsEnd:
         ):
             last.texts.append(text)
             last.size += size
-            batch = last
         else:
-            batch = _Batch(text, size)
-            self._queued.append(batch)
-        while not batch.done:
-            if self._sending:
-                await self._waiting.park()
-            else:
-                await self._send_queued(None)
+            self._queued.append(_Batch(text, size))
+        self._queued_bytes += size
 
-    async def send_texts(self, texts: Sequence[str]) -> None:
-        """Send encoded frames (from :meth:`encode`) in order, in as few messages as the
-        peer's limit allows (see :func:`pack`)."""
-        for message in pack(texts, self.send_limit):
-            await self.send_frame(message)
+    async def _queued_now(self) -> None:
+        """What a sender does once its frames are queued: hand them to the writer (and wait
+        while the queue is over ``MAX_QUEUED_BYTES``), or without one, see them written."""
+        if not self._has_writer:
+            # (No writer task: a sender writes, the others wait for it.)
+            while self._queued or self._writing:
+                if self._writing:
+                    await self._drained.park()
+                else:
+                    await self._write_now(None)
+            return
+        writer = self._writer
+        if writer is not None:
+            self._writer = None
+            trio.lowlevel.reschedule(writer)
+        while self._queued_bytes > MAX_QUEUED_BYTES and self._has_writer and self.alive:
+            await self._room.park()
 
-    async def _send_queued(self, first: str | None) -> None:
-        """Send ``first``, then every batch queued meanwhile, one message each."""
-        self._sending = True
+    async def _write_now(self, first: str | None) -> None:
+        """Write ``first``, then whatever was queued meanwhile, in this task."""
+        self._writing = True
         try:
             if first is not None:
                 await self._send_message(first)
-            while self._queued:
-                batch = self._queued.popleft()  # (full now: nothing joins it any more)
-                try:
-                    await self._send_message(encode_batch(batch.texts))
-                finally:
-                    batch.done = True
-                    self._waiting.unpark_all()
+            await self._write_queue()
         finally:
-            self._sending = False
-            # Cancelled with batches queued: their waiters take over (or the next send).
-            # (Tested first: an empty lot's unpark_all costs 0.4 us, on every message.)
-            if self._waiting:
-                self._waiting.unpark_all()
+            self._writing = False
+            if self._queued:
+                writer = self._writer
+                if writer is not None:  # (cancelled with frames queued: the writer's now)
+                    self._writer = None
+                    trio.lowlevel.reschedule(writer)
+            if self._drained:
+                self._drained.unpark_all()
+
+    async def _write_queue(self) -> None:
+        """Write the queued batches, one message each (the caller is the one writing)."""
+        while self._queued:
+            batch = self._queued.popleft()  # (out of the queue: nothing joins it any more)
+            self._queued_bytes -= batch.size
+            if self._room and self._queued_bytes <= MAX_QUEUED_BYTES:
+                self._room.unpark_all()
+            await self._send_message(encode_batch(batch.texts))
+
+    def start_writer(self, nursery: trio.Nursery) -> None:
+        """Run the connection's writer in ``nursery`` (the connection's own): it writes
+        what senders queue. Without it each sender writes (or waits for) its own frame."""
+        self._has_writer = True
+        nursery.start_soon(self._write_queued)
+
+    async def _write_queued(self) -> None:
+        """The writer: write what senders queued, until cancelled."""
+        try:
+            while True:
+                if not self._queued or self._writing:
+                    self._writer = trio.lowlevel.current_task()
+
+                    def abort(_: Any) -> trio.lowlevel.Abort:
+                        self._writer = None
+                        return trio.lowlevel.Abort.SUCCEEDED
+
+                    await trio.lowlevel.wait_task_rescheduled(abort)
+                    continue
+                await self._write_now(None)
+        finally:
+            self._has_writer = False
+            self._writer = None
+            self._room.unpark_all()
+            self._drained.unpark_all()
+
+    async def _until_written(self) -> None:
+        """Return once nothing is queued or being written."""
+        while self._queued or self._writing:
+            if not self._writing and not self._has_writer:
+                await self._write_now(None)
+            else:
+                await self._drained.park()
 
     async def _send_message(self, message: str) -> None:
         try:
@@ -305,18 +374,26 @@ class _WsEnd:
         each batch, its frames in order. The connection is read in the caller's task."""
         receive, limit = self._ws.receive, self.receive_limit
         while (message := await receive()) is not None:
-            yield _decode(message, limit)
+            decoded = _decode(message, limit)
+            self._lone = type(decoded) is not list
+            yield decoded
 
     async def aclose(self, *, within: float | None = None) -> None:
         """Close with a handshake if the peer completes it within ``within`` seconds
         (default ``CLOSE_TIMEOUT``); past that the TCP stream is cut.
 
         Unbounded, a peer that reads nothing would hold the close forever: our close frame
-        waits behind writes stuck on the peer's full buffers.
+        waits behind writes stuck on the peer's full buffers. What was queued before the
+        close is written first, within the same time.
         """
         try:
             with trio.move_on_after(CLOSE_TIMEOUT if within is None else within):
-                await self._ws.aclose()
+                try:
+                    if self._ws.open:
+                        await self._until_written()
+                finally:
+                    # Also past the time (cancelled): the driver then cuts the stream.
+                    await self._ws.aclose()
         finally:
             self.closed.set()
 
@@ -475,6 +552,7 @@ async def serve_ws(
             async with trio.open_nursery() as nursery:
                 endpoint = WsEndpoint(ws, uuid.uuid4().hex, remote=address)
                 nursery.start_soon(endpoint.keepalive, ping_interval, ping_timeout)
+                endpoint.start_writer(nursery)
                 await hub.attach_endpoint(endpoint)
                 await endpoint.closed.wait()
                 nursery.cancel_scope.cancel()
@@ -636,4 +714,5 @@ class WsLink:
                     await trio.aclose_forcefully(stream)
         client = WsLinkClient(ws, uuid.uuid4().hex, remote=self.url)
         nursery.start_soon(client.keepalive, self.ping_interval, self.ping_timeout)
+        client.start_writer(nursery)
         return client
