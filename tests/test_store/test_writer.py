@@ -195,10 +195,12 @@ async def test_a_cancelled_writer_fails_what_it_did_not_commit(
 ) -> None:
     gate = threading.Event()
 
-    def slow(conn: sqlite3.Connection) -> None:
-        gate.wait(10)
-        conn.execute("INSERT INTO parent VALUES (1)")
+    def commit_waits_for_the_gate(statement: str) -> None:
+        if statement == "COMMIT":  # (in the worker thread: the statements run before it)
+            gate.wait(10)
 
+    conn.set_trace_callback(commit_waits_for_the_gate)
+    slow = insert("parent", 1)
     writer = sqlite_writer(conn, "w.db", threaded=True)
     outcomes: dict[str, str] = {}
 
@@ -217,7 +219,7 @@ async def test_a_cancelled_writer_fails_what_it_did_not_commit(
     async with trio.open_nursery() as nursery:
         writer_scope = await nursery.start(run_writer)
         nursery.start_soon(caller, "slow", slow)
-        await trio.testing.wait_all_tasks_blocked()  # "slow" is in the worker thread
+        await trio.testing.wait_all_tasks_blocked()  # "slow"'s COMMIT is in the worker thread
         nursery.start_soon(caller, "queued", insert("parent", 2))
         await trio.testing.wait_all_tasks_blocked()  # "queued" waits for the next batch
         writer_scope.cancel()
@@ -285,3 +287,24 @@ async def test_a_batch_whose_writes_all_succeed_takes_no_savepoints(
         assert [s for s in statements if "SAVEPOINT" in s]  # run again, in savepoints
         assert rows(conn, "parent") == [0, 1, 2, 10]
         writer.close()
+
+
+async def test_a_threaded_batch_sends_only_its_commit_to_the_worker_thread(
+    conn: sqlite3.Connection,
+) -> None:
+    """Nothing waits on the disk before the COMMIT (WAL mode), and a statement in the worker
+    thread waited for the GIL at every step while the trio thread was busy: the statements
+    run on the trio thread, only the COMMIT (its fsync) in the worker."""
+    threads: list[tuple[str, bool]] = []
+    conn.set_trace_callback(
+        lambda statement: threads.append(
+            (statement.split()[0], threading.current_thread() is threading.main_thread())
+        )
+    )
+    writer = sqlite_writer(conn, "w.db", threaded=True)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        await submit_all(writer, [insert("parent", 1), insert("parent", 2)])
+        writer.close()
+    assert threads == [("BEGIN", True), ("INSERT", True), ("INSERT", True), ("COMMIT", False)]
+    assert rows(conn, "parent") == [1, 2]
