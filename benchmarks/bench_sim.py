@@ -250,6 +250,9 @@ class InviteAcker:
     inboxes fill up). No client."""
 
     endpoint_id = "invite-acker"
+    #: In process, as a LocalLink: frames travel as objects (a session's status is sent as it
+    #: is, not dumped for a wire this endpoint does not have).
+    carries_objects = True
 
     def __init__(self, hub: Hub, nursery: trio.Nursery) -> None:
         self._hub = hub
