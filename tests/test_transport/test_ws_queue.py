@@ -230,3 +230,85 @@ async def test_a_close_behind_a_peer_that_does_not_read_still_closes_in_its_time
         assert ws.closes == [0]  # the connection was closed all the same (its stream cut)
         assert end.closed.is_set()
         nursery.cancel_scope.cancel()
+
+
+class GatedWebSocket(HeldWebSocket):
+    """Each message waits for its own gate (the next one in ``gates``) before it is sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gates: list[trio.Event] = []
+
+    async def send_message(self, message: str) -> None:
+        if self.gates:
+            await self.gates.pop(0).wait()  # cancelled here: nothing was sent
+        await super().send_message(message)
+
+
+async def test_a_lone_sender_cancelled_while_writing_loses_nobody_elses_frames(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """With the writer running, a sender that writes its own frame at once writes only that
+    one: what others queue meanwhile is the writer's. It used to go on with their frames,
+    so a deadline around its own send (a caller's move_on_after) could lose frames whose
+    senders had returned, on a connection that stayed open (review of issue 15)."""
+    ws = GatedWebSocket()
+    end = end_of(ws)
+    async with trio.open_nursery() as nursery:
+        end.start_writer(nursery)
+        await trio.testing.wait_all_tasks_blocked()
+        own, next_one = trio.Event(), trio.Event()
+        ws.gates = [own, next_one]  # A's own frame, then the message after it
+        scope = trio.CancelScope()
+
+        async def send_a() -> None:
+            with scope:
+                await end.send_frame(ping("A"))
+
+        nursery.start_soon(send_a)
+        await trio.testing.wait_all_tasks_blocked()
+        await end.send_frame(ping("B"))  # queued behind A's write; returns at once
+        own.set()  # A's frame goes; the next message waits (a slow peer)
+        await trio.testing.wait_all_tasks_blocked()
+        scope.cancel()  # A's deadline passes now
+        await trio.testing.wait_all_tasks_blocked()
+        next_one.set()
+        await trio.testing.wait_all_tasks_blocked()
+        await end.send_frame(ping("C"))
+        await trio.testing.wait_all_tasks_blocked()
+        sent = [f.nonce for message in ws.frames() for f in message if isinstance(f, PingFrame)]
+        assert sent == ["A", "B", "C"]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_lone_sender_writes_its_own_frame_not_everyone_elses(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """While others keep queueing, the sender that wrote a lone frame returns once its own
+    is written: the writer task writes theirs (it used to write for as long as they came)."""
+    ws = HeldWebSocket()
+    end = end_of(ws)
+    async with trio.open_nursery() as nursery:
+        end.start_writer(nursery)
+        await trio.testing.wait_all_tasks_blocked()
+        ws.held = trio.Event()
+        done = trio.Event()
+        written_when_done: list[int] = []
+
+        async def lone() -> None:
+            await end.send_frame(ping("lone"))
+            written_when_done.append(len(ws.messages))
+            done.set()
+
+        nursery.start_soon(lone)
+        await trio.testing.wait_all_tasks_blocked()
+        for n in range(3):
+            await end.send_frame(ping(n))  # queued while "lone" is being written
+        ws.held.set()
+        ws.held = None
+        await done.wait()
+        await trio.testing.wait_all_tasks_blocked()
+        sent = [f.nonce for message in ws.frames() for f in message if isinstance(f, PingFrame)]
+        assert sent == ["lone", "0", "1", "2"]
+        assert written_when_done == [1]  # its own message only: the writer wrote the rest
+        nursery.cancel_scope.cancel()

@@ -173,7 +173,7 @@ class _WsEnd:
         self._queued_bytes = 0
         #: The writer task while it waits for frames (None: it is not waiting).
         self._writer: trio.lowlevel.Task | None = None
-        #: Whether a writer task runs for this connection (see :meth:`write_queued`).
+        #: Whether a writer task runs for this connection (see :meth:`start_writer`).
         self._has_writer = False
         #: Senders waiting for the queue to shrink, and for it to empty (a close).
         self._room = trio.lowlevel.ParkingLot()
@@ -215,7 +215,7 @@ class _WsEnd:
         """Send a frame (or the text :meth:`encode` made of one); silently dropped once the
         connection is closed.
 
-        Alone (nothing being written or queued, no other task ready to run), the frame is
+        Alone (nothing being written or queued, and the peer not sending batches), the frame is
         written at once in the caller's task: a lone request or answer waits for nobody.
         Otherwise it is queued behind what is, joining the last message while the peer's
         limit allows, and the call returns without waiting for the write: the connection's
@@ -230,7 +230,10 @@ class _WsEnd:
             await trio.lowlevel.checkpoint()
             return
         if not self._writing and not self._queued and (not self._has_writer or self._lone):
-            await self._write_now(text)
+            # Its own frame only, where a writer task runs: what others queue meanwhile is
+            # the writer's (a sender cancelled while writing it would lose it, and a sender
+            # would write for as long as others kept queueing).
+            await self._write_now(text, own=0 if self._has_writer else None)
             return
         await trio.lowlevel.checkpoint_if_cancelled()
         self._enqueue(text)
@@ -240,10 +243,13 @@ class _WsEnd:
         """Send encoded frames (from :meth:`encode`) in order, in as few messages as the
         peer's limit allows, as :meth:`send_frame` sends one."""
         await trio.lowlevel.checkpoint_if_cancelled()
+        before = len(self._queued)
         for text in texts:
             self._enqueue(text)
-        if not self._writing and (not self._has_writer or self._lone):
-            await self._write_now(None)
+        if not self._writing and (not self._has_writer or (self._lone and not before)):
+            # (With a writer task, only when the queue held nothing of others': this task
+            # writes the batches it made, and leaves what is queued meanwhile to the writer.)
+            await self._write_now(None, own=len(self._queued) if self._has_writer else None)
             return
         await self._queued_now()
 
@@ -279,13 +285,15 @@ class _WsEnd:
         while self._queued_bytes > MAX_QUEUED_BYTES and self._has_writer and self.alive:
             await self._room.park()
 
-    async def _write_now(self, first: str | None) -> None:
-        """Write ``first``, then whatever was queued meanwhile, in this task."""
+    async def _write_now(self, first: str | None, *, own: int | None = None) -> None:
+        """Write ``first``, then the first ``own`` queued batches (the caller's own) in this
+        task; ``own`` None: everything queued, and what is queued meanwhile (the writer
+        task, or a sender on a connection without one)."""
         self._writing = True
         try:
             if first is not None:
                 await self._send_message(first)
-            await self._write_queue()
+            await self._write_queue(own)
         finally:
             self._writing = False
             if self._queued:
@@ -296,9 +304,12 @@ class _WsEnd:
             if self._drained:
                 self._drained.unpark_all()
 
-    async def _write_queue(self) -> None:
-        """Write the queued batches, one message each (the caller is the one writing)."""
-        while self._queued:
+    async def _write_queue(self, limit: int | None = None) -> None:
+        """Write the queued batches (the first ``limit`` of them), one message each (the
+        caller is the one writing)."""
+        while self._queued and (limit is None or limit > 0):
+            if limit is not None:
+                limit -= 1
             batch = self._queued.popleft()  # (out of the queue: nothing joins it any more)
             self._queued_bytes -= batch.size
             if self._room and self._queued_bytes <= MAX_QUEUED_BYTES:
