@@ -9,7 +9,7 @@ which get an idempotency key here when they have none) wait for the reconnect an
 from __future__ import annotations
 
 import itertools
-import uuid
+import os
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -128,6 +128,22 @@ class _Slot:
         await trio.lowlevel.wait_task_rescheduled(abort)
 
 
+class _RandomKeys:
+    """Keys of 128 random bits, as 32 hex digits (as a uuid4's), drawn 256 at a time:
+    0.15 µs a key, where ``os.urandom(16).hex()`` takes 0.35 µs and ``uuid4().hex`` 1.6."""
+
+    def __init__(self) -> None:
+        self._pool = ""
+        self._at = 0
+
+    def __call__(self) -> str:
+        if self._at >= len(self._pool):
+            self._pool, self._at = os.urandom(16 * 256).hex(), 0
+        key = self._pool[self._at : self._at + 32]
+        self._at += 32
+        return key
+
+
 class RemoteHub:
     """The hub over RPC: :meth:`call` sends any ``troupe.api`` request (a ``HubApi``)."""
 
@@ -138,11 +154,11 @@ class RemoteHub:
         #: Request ids: unique on this client for its life (the hub only echoes them), and
         #: a counter costs nothing where ``uuid4().hex`` cost ~4 µs a call.
         self._request_ids = itertools.count(1)
-        #: Idempotency keys for posts that have none: this client's random prefix and a
-        #: counter (32 hex digits, as a uuid4's), 0.14 µs a post where ``uuid4().hex`` took
-        #: 1.9 µs; two clients share keys only if their 64-bit prefixes collide.
-        self._key_prefix = uuid.uuid4().hex[:16]
-        self._keys = itertools.count(1)
+        #: Idempotency keys for posts that have none: 128 random bits each (see
+        #: :class:`_RandomKeys`). Not a prefix and a counter: keys travel to every
+        #: recipient, and a participant who could tell this client's next key could post
+        #: under it first, and this client's post would be taken for a repeat.
+        self._keys = _RandomKeys()
         self._names: dict[str, str] = {}
         self._sessions: dict[str, SessionMetadata] = {}
         self.closed_because: str | None = None
@@ -228,7 +244,7 @@ class RemoteHub:
             envelope = request.envelope
             if envelope.idempotency_key is None:
                 # Makes the post safe to repeat after a reconnect: exactly once in the WAL.
-                key = f"{self._key_prefix}{next(self._keys):016x}"
+                key = self._keys()
                 envelope = attrs.evolve(envelope, idempotency_key=key)
                 request = PostEnvelope(envelope=envelope)  # type: ignore[assignment]
             # The hub's own check, here too: JSON would turn a NaN into null on the way.
