@@ -17,6 +17,7 @@ import trio.testing
 from troupe import InboxBlock, LimitsBlock, Rule
 from troupe.api import PostEnvelope
 from troupe.hub import _serve
+from troupe.hub._room import ConnectionSlots
 from troupe.hub._serve import MAX_IN_FLIGHT
 from troupe.model import (
     AcceptFrame,
@@ -135,3 +136,20 @@ async def test_past_the_waiting_bound_a_post_is_refused_at_once_naming_it(
         assert accepted == ["p0"]
         assert len(refused) == 5
         assert p.hub.core.room.waiting() == 0
+
+
+def test_a_released_request_slot_trades_and_gives_back_nothing() -> None:
+    """A task started while a request was served copies its slot with its context; if it
+    waits for room after the request ended, it must not trade that slot again (the
+    connection would count one request fewer than it serves, and one waiting post more
+    for good). And a slot is given back once (review of issue 15)."""
+    slots = ConnectionSlots(in_flight=2, max_waiting=4)
+    slot = slots.take_nowait()
+    assert slot is not None
+    assert (slots.busy, slots.waiting) == (1, 0)
+    slot.release()
+    slot.release()
+    assert (slots.busy, slots.waiting) == (0, 0)
+    assert slot.wait()  # may wait: but there is nothing left to trade
+    slot.release()
+    assert (slots.busy, slots.waiting) == (0, 0)

@@ -117,17 +117,20 @@ class ConnectionSlots:
 class RequestSlot:
     """One request's slot on its connection: in flight, or (after :meth:`wait`) waiting."""
 
-    __slots__ = ("_slots", "_waits")
+    __slots__ = ("_released", "_slots", "_waits")
 
     def __init__(self, slots: ConnectionSlots) -> None:
         self._slots = slots
         self._waits = False
+        self._released = False
 
     def wait(self) -> bool:
         """Trade the in-flight slot for a waiting one, as the request's post is about to wait
         for room; whether it may wait (False: the connection has ``max_waiting`` posts
         waiting already). The waiting slot is held until :meth:`release`."""
-        if self._waits:
+        if self._waits or self._released:
+            # (Released: a task started while serving the request, which copied the slot
+            # with its context, waits after it ended; there is no slot left to trade.)
             return True
         slots = self._slots
         if slots.waiting >= slots.max_waiting:
@@ -143,7 +146,10 @@ class RequestSlot:
         return self._slots.max_waiting
 
     def release(self) -> None:
-        """The request is done: give back the slot it holds."""
+        """The request is done: give back the slot it holds (once)."""
+        if self._released:
+            return
+        self._released = True
         if self._waits:
             self._slots.waiting -= 1
         else:

@@ -295,12 +295,15 @@ class Workers:
             while queue:
                 frame, slot = queue.popleft()
                 await _request(self._hub, self._caller, frame, slot)
+                del frame, slot  # (an idle worker holds no request: posts may be large)
             idle.append(task)
             await trio.lowlevel.wait_task_rescheduled(abort)
 
 
 async def _request(hub: Hub, caller: Caller, frame: RequestFrame, slot: RequestSlot) -> None:
-    REQUEST_SLOT.set(slot)  # in this task only: a post_envelope that waits for room trades it
+    # In this task only, for this request only (a worker serves the next one after it): a
+    # post_envelope that waits for room trades it.
+    token = REQUEST_SLOT.set(slot)
     try:
         # Also here, not only in the reader: the requests read before the client stopped
         # reading do not all add their answers to what already waits.
@@ -311,6 +314,7 @@ async def _request(hub: Hub, caller: Caller, frame: RequestFrame, slot: RequestS
             await caller.actor.send_reply(out)
     finally:
         slot.release()
+        REQUEST_SLOT.reset(token)
 
 
 async def _send(
