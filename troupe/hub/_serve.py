@@ -8,7 +8,9 @@ requests (posts among them) run in other tasks (a request in one of the connecti
 connection actor blocked sending it that replay. A connection serves at most
 ``MAX_IN_FLIGHT`` requests at once, so a flood from one client cannot starve the others;
 and while ``MAX_OUTBOUND_BYTES`` of its replies wait unsent (it does not read them), no more
-of its requests are read: its memory is bounded in bytes, and TCP pushes back on it.
+of its requests are read: its memory is bounded in bytes, and TCP pushes back on it. (Over a
+WebSocket, frames handed to the connection's writer are counted as sent: the bound is that
+plus the writer's ``MAX_QUEUED_BYTES``, and one outbox or reply past it.)
 
 A post waiting for room in an inbox (``overflow="block"``) gives its in-flight slot back
 while it waits, for one of the connection's ``MAX_WAITING_POSTS`` waiting slots; past those,

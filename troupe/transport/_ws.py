@@ -688,7 +688,10 @@ class WsLink:
         return ("api_key", {"token": token}) if token is not None else ("none", {})
 
     async def connect(self, nursery: trio.Nursery) -> WsLinkClient:
-        """Open one connection; its reader and heartbeat run in ``nursery``.
+        """Open one connection; its heartbeat and its writer run in ``nursery``.
+
+        The writer waits for frames until it is cancelled: cancel ``nursery`` (or leave it
+        to a caller's cancel) once the connection is closed, or the nursery does not end.
 
         Raises:
           OSError, HandshakeFailed: the hub could not be reached (or what answered there
