@@ -17,7 +17,7 @@ from pathlib import Path
 import attrs
 import trio
 
-from troupe import Envelope
+from troupe import EV_TEXT, Envelope, Passport
 from troupe.cluster import ClusterConfig, ClusterMember, PostgresCoordinator
 from troupe.hub import Hub, open_hub
 from troupe.model import EV_CHANNEL_INVITE_ACK
@@ -154,3 +154,34 @@ async def open_acked(hub: Hub, creator: str, invitee: str, manifest_type: str) -
             Envelope(session_id=sid, sender_id=invitee, event_type=EV_CHANNEL_INVITE_ACK)
         )
     return sid
+
+
+async def ann_and_bob(
+    dsn: str,
+    schema: str,
+    *,
+    shards: int,
+    timing: tuple[float, float, float],
+    seed: int,
+    manifest_type: str,
+) -> tuple[str, str, str]:
+    """Register ann and bob and open ann's ``manifest_type`` session with bob (his invite
+    acked here) on a :func:`boot_node`; their ids and the session's."""
+    async with boot_node(dsn, schema, shards=shards, timing=timing, seed=seed) as hub:
+        ann = (await hub.register(Passport(name="ann", kind="human"))).agent_id
+        bob = (await hub.register(Passport(name="bob", kind="human"))).agent_id
+        assert ann is not None
+        assert bob is not None
+        sid = await open_acked(hub, ann, bob, manifest_type)
+    return ann, bob, sid
+
+
+def keyed_text(sid: str, sender: str, body: str) -> Envelope:
+    """A text whose idempotency key is its body: posted again (a retry), it lands once."""
+    return Envelope(
+        session_id=sid,
+        sender_id=sender,
+        event_type=EV_TEXT,
+        event_data={"text": body},
+        idempotency_key=body,
+    )

@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 import trio
 
-from troupe import EV_TEXT, ConnectionLost, Envelope, HubClient, HumanClient, Passport
+from troupe import EV_TEXT, ConnectionLost, HubClient, HumanClient
 from troupe.cluster import PostgresCoordinator, shard_of
 from troupe.store import PostgresStore
 from troupe.transport import WsLink
 
 from .._postgres import new_schema
 from ..test_transport._wire import QUIET, eventually
-from ._processes import NodeProcess, boot_node, open_acked, owners, spawn_node
+from ._processes import NodeProcess, ann_and_bob, keyed_text, owners, spawn_node
 
 SHARDS = 6
 LEASE_S, TICK_S, MARGIN_S = 6.5, 0.5, 1.0
@@ -32,29 +32,6 @@ OPTIONS = (
 )
 #: Texts ann posts while bob listens at his first node, and after it died.
 BEFORE, AFTER = 8, 8
-
-
-async def _bootstrap(dsn: str, schema: str) -> tuple[str, str, str]:
-    """Register ann and bob and open ann's broadcast to bob (his invite acked here), on an
-    in-process node that holds every shard and hands them over when it leaves."""
-    timing = (LEASE_S, TICK_S, MARGIN_S)
-    async with boot_node(dsn, schema, shards=SHARDS, timing=timing, seed=73) as hub:
-        ann = (await hub.register(Passport(name="ann", kind="human"))).agent_id
-        bob = (await hub.register(Passport(name="bob", kind="human"))).agent_id
-        assert ann is not None
-        assert bob is not None
-        sid = await open_acked(hub, ann, bob, "broadcast")
-    return ann, bob, sid
-
-
-def text(sid: str, sender: str, body: str) -> Envelope:
-    return Envelope(
-        session_id=sid,
-        sender_id=sender,
-        event_type=EV_TEXT,
-        event_data={"text": body},
-        idempotency_key=body,
-    )
 
 
 async def _texts(me: HumanClient, heard: dict[int, str | None], count: int) -> None:
@@ -69,7 +46,14 @@ async def test_a_client_whose_node_dies_rebinds_elsewhere_and_is_replayed_what_i
     pg_dsn: str, pg_schemas: list[str], tmp_path: Path
 ) -> None:
     schema = new_schema(pg_schemas)
-    ann, bob, sid = await _bootstrap(pg_dsn, schema)
+    ann, bob, sid = await ann_and_bob(
+        pg_dsn,
+        schema,
+        shards=SHARDS,
+        timing=(LEASE_S, TICK_S, MARGIN_S),
+        seed=73,
+        manifest_type="broadcast",
+    )
     key = tmp_path / "cluster.key"
     key.write_text("a cluster key long enough to pass\n")
     nodes: dict[str, NodeProcess] = {}
@@ -109,14 +93,18 @@ async def test_a_client_whose_node_dies_rebinds_elsewhere_and_is_replayed_what_i
                             assert isinstance(me, HumanClient)
                             for i in range(BEFORE):
                                 body = f"before {i}"
-                                accepted[body] = (await at_owner.post(text(sid, ann, body))).seq
+                                accepted[body] = (
+                                    await at_owner.post(keyed_text(sid, ann, body))
+                                ).seq
                                 await _texts(me, heard, i + 1)
                             first.process.kill()  # kill -9 bob's node
                             assert await first.process.wait() != 0
                             # ann goes on at the owner while bob has no node.
                             for i in range(AFTER):
                                 body = f"after {i}"
-                                accepted[body] = (await at_owner.post(text(sid, ann, body))).seq
+                                accepted[body] = (
+                                    await at_owner.post(keyed_text(sid, ann, body))
+                                ).seq
                     # bob attaches at the third node: replayed what he had not acked.
                     async with HubClient(WsLink(last.url, ping_interval=QUIET)) as at_last:
                         me = await at_last.attach(None, "bob")

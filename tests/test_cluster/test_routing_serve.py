@@ -13,14 +13,14 @@ from pathlib import Path
 
 import trio
 
-from troupe import EV_TEXT, Envelope, HubClient, HumanClient, Passport
+from troupe import EV_TEXT, HubClient, HumanClient
 from troupe.cluster import PostgresCoordinator, shard_of
 from troupe.store import PostgresStore
 from troupe.transport import WsLink
 
 from .._postgres import new_schema
 from ..test_transport._wire import QUIET, eventually
-from ._processes import NodeProcess, boot_node, open_acked, owners, spawn_node
+from ._processes import NodeProcess, ann_and_bob, keyed_text, owners, spawn_node
 
 SHARDS = 4
 LEASE_S, TICK_S, MARGIN_S = 6.5, 0.5, 1.0
@@ -29,34 +29,18 @@ OPTIONS = (*TIMING, "--margin", str(MARGIN_S))
 ROUNDS = 3
 
 
-async def _bootstrap(dsn: str, schema: str) -> tuple[str, str, str]:
-    """Register ann and bob and open their conversation (bob's invite acked here), on an
-    in-process node that holds every shard and hands them over when it leaves."""
-    timing = (LEASE_S, TICK_S, MARGIN_S)
-    async with boot_node(dsn, schema, shards=SHARDS, timing=timing, seed=61) as hub:
-        ann = (await hub.register(Passport(name="ann", kind="human"))).agent_id
-        bob = (await hub.register(Passport(name="bob", kind="human"))).agent_id
-        assert ann is not None
-        assert bob is not None
-        sid = await open_acked(hub, ann, bob, "conversation")
-    return ann, bob, sid
-
-
-def say(sid: str, sender: str, body: str) -> Envelope:
-    return Envelope(
-        session_id=sid,
-        sender_id=sender,
-        event_type=EV_TEXT,
-        event_data={"text": body},
-        idempotency_key=body,
-    )
-
-
 async def test_two_served_nodes_route_posts_and_deliveries_between_their_clients(
     pg_dsn: str, pg_schemas: list[str], tmp_path: Path
 ) -> None:
     schema = new_schema(pg_schemas)
-    ann, bob, sid = await _bootstrap(pg_dsn, schema)
+    ann, bob, sid = await ann_and_bob(
+        pg_dsn,
+        schema,
+        shards=SHARDS,
+        timing=(LEASE_S, TICK_S, MARGIN_S),
+        seed=61,
+        manifest_type="conversation",
+    )
     key = tmp_path / "cluster.key"
     key.write_text("a cluster key long enough to pass\n")
     nodes: dict[str, NodeProcess] = {}
@@ -93,19 +77,19 @@ async def test_two_served_nodes_route_posts_and_deliveries_between_their_clients
                     seqs = []
                     for i in range(ROUNDS):
                         # ann at the owner; bob hears it through a hint to his node.
-                        seqs.append(await at_owner.post(say(sid, ann, f"ann {i}")))
+                        seqs.append(await at_owner.post(keyed_text(sid, ann, f"ann {i}")))
                         heard = await me_bob.next_envelope(
                             predicate=lambda e: e.event_type == EV_TEXT
                         )
                         assert heard.text == f"ann {i}"
                         # bob elsewhere: his post is forwarded to the owner.
-                        seqs.append(await elsewhere.post(say(sid, bob, f"bob {i}")))
+                        seqs.append(await elsewhere.post(keyed_text(sid, bob, f"bob {i}")))
                         heard = await me_ann.next_envelope(
                             predicate=lambda e: e.event_type == EV_TEXT
                         )
                         assert heard.text == f"bob {i}"
                     # A repeat of bob's last post (same key) through his node: the original.
-                    again = await elsewhere.post(say(sid, bob, f"bob {ROUNDS - 1}"))
+                    again = await elsewhere.post(keyed_text(sid, bob, f"bob {ROUNDS - 1}"))
                     assert again.envelope_id == seqs[-1].envelope_id
                     assert again.duplicate
                     last = seqs[-1].seq
