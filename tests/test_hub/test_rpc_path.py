@@ -18,19 +18,12 @@ from troupe.api import FindAgentId, PostEnvelope, SetSkill
 from troupe.client._remote import RemoteHub
 from troupe.model import Frame, RequestFrame, ResponseFrame
 
-from ..harness import MiniClient, open_hub_pair
+from ..harness import MiniClient, StepCounter, open_hub_pair
 
 
-class StepsOf(trio.abc.Instrument):
-    """Counts the steps of the tasks whose name ends with ``suffix``."""
-
-    def __init__(self, suffix: str) -> None:
-        self.suffix = suffix
-        self.steps = 0
-
-    def before_task_step(self, task: trio.lowlevel.Task) -> None:
-        if task.name.endswith(self.suffix):
-            self.steps += 1
+def steps_of(suffix: str) -> StepCounter:
+    """Counts the steps of the tasks whose name ends with ``suffix`` (once added)."""
+    return StepCounter(lambda task: task.name.endswith(suffix))
 
 
 async def test_the_reader_hands_a_request_on_without_a_scheduler_round_while_slots_are_free(
@@ -45,7 +38,7 @@ async def test_the_reader_hands_a_request_on_without_a_scheduler_round_while_slo
         await client.attach()
         await client.bind(bob.id)
         await h.settle()
-        reader = StepsOf("ep-bob")
+        reader = steps_of("ep-bob")
         trio.lowlevel.add_instrument(reader)
         count = 32
         for n in range(count):
@@ -69,7 +62,7 @@ async def test_a_read_over_a_connection_yields_only_sending_its_answer(
         await client.attach()
         await client.bind(bob.id)
         await h.settle()
-        requests = StepsOf("Workers._work")
+        requests = steps_of("Workers._work")
         trio.lowlevel.add_instrument(requests)
         count = 8
         for n in range(count):
@@ -92,7 +85,7 @@ class AnsweringConnection:
         self.sent: list[Frame] = []
         #: The caller's steps so far, at each send.
         self.steps_at_send: list[int] = []
-        self.caller = StepsOf("caller")
+        self.caller = steps_of("caller")
 
     async def send_frame(self, frame: Frame) -> None:
         self.steps_at_send.append(self.caller.steps)
