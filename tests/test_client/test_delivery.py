@@ -28,9 +28,10 @@ from troupe.hub._connection import UNYIELDED_FRAMES
 from troupe.model import InboxBlock, LimitsBlock, NotifyFrame, ReceiptFrame
 from troupe.session_types import ExpectedTurn
 from troupe.session_types._common import BaseSessionType
+from troupe.transport import LocalLinkClient
 from troupe.transport._local import BUFFER
 
-from ..harness import WAIT, Lines, counting_steps, from_, open_hub_pair, text, texts
+from ..harness import WAIT, HubPair, Lines, counting_steps, from_, open_hub_pair, text, texts
 
 
 async def pull_all(human: HumanClient) -> list[Envelope]:
@@ -371,20 +372,28 @@ async def test_sessions_are_handled_concurrently_each_in_order(autojump_clock: M
         assert order.index(("end", "slow")) < order.index(("start", "after slow"))
 
 
+async def _bare_al_with(
+    p: HubPair, bea: HumanClient
+) -> tuple[LocalLinkClient, str, SessionMetadata]:
+    """al, served by a bare connection that reads and acks by hand, in a conversation with
+    ``bea`` of more texts than the default cap; the connection, al's id, the session."""
+    al_id = (await p.hub.register(Passport(name="al", kind="human"))).agent_id or ""
+    conn = LocalLink(p.hub).client()
+    await conn.open()
+    await p.hub.bind_endpoint(conn.endpoint_id, al_id)
+    md = await p.hc.create_session(
+        creator_id=al_id,
+        manifest_type="conversation",
+        participants=[bea.agent_id],
+        knobs={"max_turns": None},
+    )
+    return conn, al_id, md
+
+
 async def test_receipts_sent_before_a_disconnect_are_kept(autojump_clock: MockClock) -> None:
     async with open_hub_pair() as p:
         bea = await p.human("bea")
-        # al is served by a bare connection that reads and acks by hand.
-        al_id = (await p.hub.register(Passport(name="al", kind="human"))).agent_id or ""
-        conn = LocalLink(p.hub).client()
-        await conn.open()
-        await p.hub.bind_endpoint(conn.endpoint_id, al_id)
-        md = await p.hc.create_session(
-            creator_id=al_id,
-            manifest_type="conversation",
-            participants=[bea.agent_id],
-            knobs={"max_turns": None},  # more texts than the default cap
-        )
+        conn, al_id, md = await _bare_al_with(p, bea)
         for i in range(BUFFER + 40):
             await bea.send(md.session_id, str(i))
         await p.settle()  # the link is full: the hub waits to send the rest
@@ -417,16 +426,7 @@ async def test_deliveries_past_a_full_link_follow_the_direct_ones_in_order(
     # client gets them all, once each, in the WAL's order.
     async with open_hub_pair() as p:
         bea = await p.human("bea")
-        al_id = (await p.hub.register(Passport(name="al", kind="human"))).agent_id or ""
-        conn = LocalLink(p.hub).client()
-        await conn.open()
-        await p.hub.bind_endpoint(conn.endpoint_id, al_id)
-        md = await p.hc.create_session(
-            creator_id=al_id,
-            manifest_type="conversation",
-            participants=[bea.agent_id],
-            knobs={"max_turns": None},
-        )
+        conn, _, md = await _bare_al_with(p, bea)
         count = 2 * BUFFER
         for i in range(count):
             await bea.send(md.session_id, str(i))
