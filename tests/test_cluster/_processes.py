@@ -107,23 +107,32 @@ async def owners(coordinator: PostgresCoordinator) -> dict[int, tuple[str, str]]
 
 @asynccontextmanager
 async def boot_node(
-    dsn: str, schema: str, *, shards: int, timing: tuple[float, float, float], seed: int
+    dsn: str,
+    schema: str,
+    *,
+    shards: int,
+    timing: tuple[float, float, float],
+    seed: int,
+    node_id: str = "boot",
+    address: str | None = None,
 ) -> AsyncIterator[Hub]:
-    """An in-process node that creates the cluster in ``schema`` and holds every shard,
-    for a test to register agents and open sessions before the real nodes start; it
-    leaves when the block ends (hands every shard over). ``timing``: lease, tick, margin."""
+    """An in-process node of the cluster in ``schema`` (created if need be), on its own
+    PostgresStore fenced by its coordinator; it leaves when the block ends (hands its shards
+    over). The first one holds every shard: a test registers agents and opens sessions on
+    it before the real nodes start. ``timing``: lease, tick, margin; ``address``: what it
+    advertises (``ws://<node_id>`` by default)."""
     lease_s, tick_s, margin_s = timing
     async with PostgresCoordinator(dsn, schema=schema) as coordinator:
         config = ClusterConfig(
-            node_id="boot",
-            address="ws://boot",
+            node_id=node_id,
+            address=f"ws://{node_id}" if address is None else address,
             shards=shards,
             lease_s=lease_s,
             tick_s=tick_s,
             margin_s=margin_s,
         )
         member = ClusterMember(config, coordinator)
-        fence = coordinator.fence("boot", shards, member.claimed)
+        fence = coordinator.fence(node_id, shards, member.claimed)
         store = PostgresStore(dsn, schema=schema, exclusive=False, fence=fence)
         async with open_hub(
             store,

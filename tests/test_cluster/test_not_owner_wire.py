@@ -19,16 +19,15 @@ import trio
 
 from troupe import EV_TEXT, Envelope, HubClient, NotOwner, Passport
 from troupe.client._remote import error_from
-from troupe.cluster import ClusterConfig, ClusterMember, PostgresCoordinator, shard_of
-from troupe.hub import Hub, open_hub
+from troupe.cluster import ClusterMember, shard_of
+from troupe.hub import Hub
 from troupe.model import ErrorFrame, SendFrame
-from troupe.store import PostgresStore
-from troupe.testing import seeded_ids
 from troupe.transport import WsLink, serve_ws
 
 from .._postgres import new_schema
 from ..test_transport._wire import QUIET, raw, wait_until
-from .test_postgres_nodes import SHARDS, TIMING, _open_broadcast, held
+from ._processes import boot_node, open_acked
+from .test_postgres_nodes import SHARDS, TIMING, held
 
 
 @asynccontextmanager
@@ -36,36 +35,28 @@ async def served_node(
     dsn: str, schema: str, node_id: str, seed: int
 ) -> AsyncIterator[tuple[Hub, ClusterMember, str]]:
     """A node served on 127.0.0.1; it advertises the URL it bound (from its next tick)."""
-    async with PostgresCoordinator(dsn, schema=schema) as coordinator:
-        member = ClusterMember(
-            ClusterConfig(node_id=node_id, address="", shards=SHARDS, **TIMING), coordinator
-        )
-        fence = coordinator.fence(node_id, SHARDS, member.claimed)
-        store = PostgresStore(dsn, schema=schema, exclusive=False, fence=fence)
-        async with (
-            open_hub(
-                store,
-                cluster=member,
-                ttl_sweep_interval=0,
-                expectation_sweep_interval=0,
-                new_id=seeded_ids(seed),
-            ) as hub,
-            trio.open_nursery() as nursery,
-        ):
-            server = await nursery.start(
-                lambda task_status: serve_ws(
-                    hub,
-                    "127.0.0.1",
-                    0,
-                    ping_interval=QUIET,
-                    ping_timeout=QUIET,
-                    task_status=task_status,
-                )
+    async with (
+        boot_node(
+            dsn, schema, shards=SHARDS, timing=TIMING, seed=seed, node_id=node_id, address=""
+        ) as hub,
+        trio.open_nursery() as nursery,
+    ):
+        member = hub.core.cluster
+        assert isinstance(member, ClusterMember)
+        server = await nursery.start(
+            lambda task_status: serve_ws(
+                hub,
+                "127.0.0.1",
+                0,
+                ping_interval=QUIET,
+                ping_timeout=QUIET,
+                task_status=task_status,
             )
-            url = f"ws://127.0.0.1:{server.port}"
-            member.config = attrs.evolve(member.config, address=url)
-            yield hub, member, url
-            nursery.cancel_scope.cancel()
+        )
+        url = f"ws://127.0.0.1:{server.port}"
+        member.config = attrs.evolve(member.config, address=url)
+        yield hub, member, url
+        nursery.cancel_scope.cancel()
 
 
 def text(sid: str, sender: str, body: str, key: str) -> Envelope:
@@ -87,7 +78,7 @@ async def test_a_client_of_another_node_is_told_the_owner_and_its_address(
         bob = (await a.register(Passport(name="bob", kind="human"))).agent_id
         assert ann is not None
         assert bob is not None
-        sid = await _open_broadcast(a, ann, bob)
+        sid = await open_acked(a, ann, bob, "broadcast")
         async with served_node(pg_dsn, schema, "b", 2) as (b, member_b, url_b):
             with trio.fail_after(15):
                 await wait_until(lambda: len(held(b)) == SHARDS // 2)

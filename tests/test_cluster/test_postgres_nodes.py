@@ -6,47 +6,30 @@ session write) and its own PostgresCoordinator. Waits are for conditions, with d
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from functools import partial
-from typing import Any
 
 import pytest
 import trio
 
 from troupe import EV_TEXT, Envelope, NotOwner, Passport, ProtocolError
-from troupe.cluster import ClusterConfig, ClusterMember, PostgresCoordinator, shard_of
-from troupe.hub import Hub, open_hub
-from troupe.model import EV_CHANNEL_INVITE_ACK as EV_INVITE_ACK
+from troupe.cluster import ClusterMember, shard_of
+from troupe.hub import Hub
 from troupe.model import TaskMetadata, TaskSpec, TaskState
-from troupe.store import PostgresStore
-from troupe.testing import seeded_ids
 
 from .._postgres import new_schema
 from ..test_transport._wire import wait_until
+from ._processes import boot_node, open_acked
 
 SHARDS = 4
-#: Short timing for a test on a real clock (a lease must exceed 5 s + margin).
-TIMING: dict[str, Any] = {"lease_s": 7.0, "tick_s": 0.5, "margin_s": 1.5}
+#: Short timing for a test on a real clock (a lease must exceed 5 s + margin): lease, tick,
+#: margin.
+TIMING = (7.0, 0.5, 1.5)
 
 
-@asynccontextmanager
-async def node(dsn: str, schema: str, node_id: str, seed: int) -> AsyncIterator[Hub]:
-    async with PostgresCoordinator(dsn, schema=schema) as coordinator:
-        member = ClusterMember(
-            ClusterConfig(node_id=node_id, address=f"ws://{node_id}", shards=SHARDS, **TIMING),
-            coordinator,
-        )
-        fence = coordinator.fence(node_id, SHARDS, member.claimed)
-        store = PostgresStore(dsn, schema=schema, exclusive=False, fence=fence)
-        async with open_hub(
-            store,
-            cluster=member,
-            ttl_sweep_interval=0,
-            expectation_sweep_interval=0,
-            new_id=seeded_ids(seed),
-        ) as hub:
-            yield hub
+def node(dsn: str, schema: str, node_id: str, seed: int) -> AbstractAsyncContextManager[Hub]:
+    """Node ``node_id`` of the cluster in ``schema``, with this test's short timing."""
+    return boot_node(dsn, schema, shards=SHARDS, timing=TIMING, seed=seed, node_id=node_id)
 
 
 def held(hub: Hub) -> set[int]:
@@ -65,7 +48,7 @@ async def test_two_hubs_on_postgresql_share_the_shards_and_hand_them_over_on_lea
         assert ann is not None
         assert bob is not None
         assert held(a) == set(range(SHARDS))
-        sid = await _open_broadcast(a, ann, bob)
+        sid = await open_acked(a, ann, bob, "broadcast")
         first = await a.post(_text(sid, ann, "one"))
         async with node(pg_dsn, schema, "b", 2) as b:
             # a lets half go (hysteresis: 4 >= 2 + 2), b claims them.
@@ -135,20 +118,3 @@ def _text(sid: str, sender: str, body: str, key: str | None = None) -> Envelope:
         event_data={"text": body},
         idempotency_key=key,
     )
-
-
-async def _open_broadcast(hub: Hub, ann: str, bob: str) -> str:
-    """A broadcast from ann to bob, bob's invite acked here (no clients in this test)."""
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(
-            lambda: hub.create_session(
-                creator_id=ann, manifest_type="broadcast", participants=[bob]
-            )
-        )
-        with trio.fail_after(10):
-            await wait_until(lambda: bool(hub.core.directory.sessions))
-        (sid,) = hub.core.directory.sessions
-        with trio.fail_after(10):
-            await wait_until(lambda: bob in hub.core.directory.get(sid).metadata.pending_acks)
-        await hub.post(Envelope(session_id=sid, sender_id=bob, event_type=EV_INVITE_ACK))
-    return sid
