@@ -273,13 +273,8 @@ class Router:
         while True:
             if self._nursery is None:
                 # The node is stopping (or not routing yet): nothing to wait for here.
-                refused = member.not_owner(session_id, shard)
-                raise NotOwner(
-                    f"{refused} (node {me!r} is not routing now: it is stopping)",
-                    shard=refused.shard,
-                    owner=refused.owner,
-                    epoch=refused.epoch,
-                    address=refused.address,
+                raise _refused(
+                    member, session_id, shard, f"node {me!r} is not routing now: it is stopping"
                 ) from last
             if member.serves_shard(shard):
                 try:
@@ -298,14 +293,8 @@ class Router:
                         log.info("node %s: forwarding to %s failed: %s", me, owner, exc)
                         last = exc
             if waited >= budget:
-                refused = member.not_owner(session_id, shard)
-                raise NotOwner(
-                    f"{refused} (no owner took the request within {budget:g} s: {last})",
-                    shard=refused.shard,
-                    owner=refused.owner,
-                    epoch=refused.epoch,
-                    address=refused.address,
-                ) from last
+                why = f"no owner took the request within {budget:g} s: {last}"
+                raise _refused(member, session_id, shard, why) from last
             pause = min(delay, budget - waited)
             await trio.sleep(pause)
             waited += pause
@@ -615,3 +604,15 @@ class Router:
                 core.catch_ups.queue(conn, recipient_id, session_id, hinted=True)
             except MailboxClosed:
                 pass  # the connection is ending: its next bind replays
+
+
+def _refused(member: Member, session_id: str, shard: int, why: str) -> NotOwner:
+    """The member's ``NotOwner`` for the session, its message saying ``why``."""
+    refused = member.not_owner(session_id, shard)
+    return NotOwner(
+        f"{refused} ({why})",
+        shard=refused.shard,
+        owner=refused.owner,
+        epoch=refused.epoch,
+        address=refused.address,
+    )
