@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 import trio
 import trio.testing
@@ -600,11 +602,11 @@ class GatedCursorStore(MemoryStore):
         self.gate: trio.Event | None = None
         self.saving = trio.Event()
 
-    async def save_cursor(self, agent_id: str, session_id: str, seq: int) -> None:
-        if self.gate is not None and agent_id == self.gated:
+    async def save_cursors(self, cursors: Sequence[tuple[str, str, int]]) -> None:
+        if self.gate is not None and any(agent_id == self.gated for agent_id, _, _ in cursors):
             self.saving.set()
             await self.gate.wait()
-        await super().save_cursor(agent_id, session_id, seq)
+        await super().save_cursors(cursors)
 
 
 class HeldTurns:

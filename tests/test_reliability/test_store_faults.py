@@ -365,13 +365,13 @@ async def test_a_store_fault_saving_cursors_spares_the_connection(
     autojump_clock: object,
 ) -> None:
     me, you, sid = await two_humans(troupe_hub_client)
-    troupe_store_faults.fail_next("save_cursor", n=3)
+    troupe_store_faults.fail_next("save_cursors", n=3)
     for body in ("one", "two"):
         await me.send(sid, body)
         await expect_envelope(you, sid, text=body)
     await trio.sleep(1)  # (virtual) past the cursor flush interval: the saves are tried
     await trio.testing.wait_all_tasks_blocked()
-    assert troupe_store_faults.statistics().failed.get("save_cursor", 0) >= 1
+    assert troupe_store_faults.statistics().failed.get("save_cursors", 0) >= 1
     assert troupe_hub.statistics().connections == 1
     await me.send(sid, "three")
     await expect_envelope(you, sid, text="three")

@@ -35,14 +35,21 @@ async def test_checkpoints_last_write_wins(store: Store) -> None:
 
 
 async def test_cursors_never_move_back(store: Store) -> None:
-    await store.save_cursor("a", "s1", 5)
-    await store.save_cursor("a", "s1", 3)
-    await store.save_cursor("a", "s2", 1)
-    await store.save_cursor("b", "s1", 9)
+    await store.save_cursors([("a", "s1", 5)])
+    await store.save_cursors([("a", "s1", 3), ("a", "s2", 1), ("b", "s1", 9)])
     assert await store.load_cursors("a") == {"s1": 5, "s2": 1}
-    await store.save_cursor("a", "s1", 6)
+    await store.save_cursors([("a", "s1", 6)])
     assert (await store.load_cursors("a"))["s1"] == 6
     assert await store.load_cursors("nobody") == {}
+
+
+async def test_cursors_saved_together_keep_each_ones_highest(store: Store) -> None:
+    # One write for several cursors, the same one more than once (PostgreSQL's upsert may
+    # not touch a row twice in one statement), none moving back; nothing to save is fine.
+    await store.save_cursors([("a", "s1", 4)])
+    await store.save_cursors([("a", "s1", 2), ("a", "s1", 7), ("a", "s1", 5), ("a", "s2", 3)])
+    await store.save_cursors([])
+    assert await store.load_cursors("a") == {"s1": 7, "s2": 3}
 
 
 async def test_kv_namespaces(store: Store) -> None:
@@ -97,7 +104,7 @@ async def test_records_survive_a_restart(reopen: Reopen) -> None:
     async with reopen() as store:
         await store.save_task(task("t1"))
         await store.save_checkpoint("t1", {"step": 3})
-        await store.save_cursor("a", "s1", 4)
+        await store.save_cursors([("a", "s1", 4)])
         await store.put_kv("ns", "k", {"v": 1})
         await store.append_audit([{"at": "t0", "kind": "k"}])
     async with reopen() as store:

@@ -88,8 +88,8 @@ async def test_delete_agent_forgets_identity_index_and_cursors_but_keeps_history
     await store.save_agent(agent("a", "review"))
     await store.save_agent(agent("b", "review"))
     await store.append("s1", [env("s1", 1, sender_id="a")])
-    await store.save_cursor("a", "s1", 1)
-    await store.save_cursor("b", "s1", 1)
+    await store.save_cursors([("a", "s1", 1)])
+    await store.save_cursors([("b", "s1", 1)])
 
     await store.delete_agent("a")
     await store.delete_agent("never-registered")  # forgetting nobody is not an error

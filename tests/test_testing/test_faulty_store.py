@@ -136,14 +136,14 @@ async def test_lost_reply_writes_then_fails(faulty: FaultyStore) -> None:
 
 async def test_a_given_error_is_raised_as_it_is_or_made_by_a_factory(faulty: FaultyStore) -> None:
     async with faulty:
-        faulty.fail_next("save_cursor", error=OSError(28, "No space left on device"))
+        faulty.fail_next("save_cursors", error=OSError(28, "No space left on device"))
         with pytest.raises(OSError, match="No space left"):
-            await faulty.save_cursor("a", "s", 1)
-        faulty.fail_next("save_cursor", n=2, error=lambda: StoreError("disk full"))
+            await faulty.save_cursors([("a", "s", 1)])
+        faulty.fail_next("save_cursors", n=2, error=lambda: StoreError("disk full"))
         for _ in range(2):
             with pytest.raises(StoreError, match="disk full"):
-                await faulty.save_cursor("a", "s", 1)
-        await faulty.save_cursor("a", "s", 1)
+                await faulty.save_cursors([("a", "s", 1)])
+        await faulty.save_cursors([("a", "s", 1)])
         assert await faulty.load_cursors("a") == {"s": 1}
 
 

@@ -7,6 +7,7 @@ that come in one message advance each cursor once.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -166,15 +167,15 @@ async def test_a_receipt_batch_advances_each_cursor_once_to_its_highest_ack(
             ids = await _register(served, "a", "b")
             one = await _converse(served, ids, "b")
             two = await _converse(served, ids, "b", texts=1)
-            saved: list[tuple[str, str, int]] = []
+            saved: list[list[tuple[str, str, int]]] = []
             store = hub.core.store
-            save = store.save_cursor
+            save = store.save_cursors
 
-            async def recording(agent_id: str, session_id: str, seq: int) -> None:
-                saved.append((agent_id, session_id, seq))
-                await save(agent_id, session_id, seq)
+            async def recording(cursors: Sequence[tuple[str, str, int]]) -> None:
+                saved.append(sorted(cursors))
+                await save(cursors)
 
-            store.save_cursor = recording  # type: ignore[method-assign]
+            store.save_cursors = recording  # type: ignore[method-assign]
             async with raw(served.url) as b:
                 notes = await _bind_and_collect(b, "b", N + 1)
                 by_session: dict[str, list[NotifyFrame]] = {}
@@ -186,11 +187,12 @@ async def test_a_receipt_batch_advances_each_cursor_once_to_its_highest_ack(
                 await b.send_text(encode_batch([encode_frame(r) for r in receipts]))
                 await _until_cursor(served, ids["b"], one, by_session[one][-1].envelope.seq)
                 await _until_cursor(served, ids["b"], two, by_session[two][-1].envelope.seq)
-            # One message of receipts is settled at once: one advance per cursor, one save.
+            # One message of receipts is settled at once: one advance per cursor, both saved
+            # in one write.
             assert settled == [len(receipts)]
-            assert sorted(saved) == sorted(
-                (ids["b"], sid, by_session[sid][-1].envelope.seq) for sid in (one, two)
-            )
+            assert saved == [
+                sorted((ids["b"], sid, by_session[sid][-1].envelope.seq) for sid in (one, two))
+            ]
 
 
 async def test_a_malformed_batch_is_bad_frame_naming_the_index_and_the_rest_is_served() -> None:

@@ -339,10 +339,11 @@ class MemoryStore:
 
     # -- delivery cursors ------------------------------------------------------------------
 
-    async def save_cursor(self, agent_id: str, session_id: str, seq: int) -> None:
+    async def save_cursors(self, cursors: Sequence[tuple[str, str, int]]) -> None:
         await self._enter_call()
-        cursors = self._cursors.setdefault(agent_id, {})
-        cursors[session_id] = max(seq, cursors.get(session_id, seq))
+        for agent_id, session_id, seq in cursors:
+            saved = self._cursors.setdefault(agent_id, {})
+            saved[session_id] = max(seq, saved.get(session_id, seq))
 
     async def load_cursors(self, agent_id: str) -> dict[str, int]:
         await self._enter_call()

@@ -203,8 +203,9 @@ _UPSERT_AGENT = """
 _UPSERT_SESSION = """
     INSERT INTO sessions (session_id, metadata) VALUES (%s, %s)
     ON CONFLICT (session_id) DO UPDATE SET metadata = excluded.metadata"""
-_UPSERT_CURSOR = """
-    INSERT INTO cursors (agent_id, session_id, seq) VALUES (%s, %s, %s)
+_UPSERT_CURSORS = """
+    INSERT INTO cursors (agent_id, session_id, seq)
+    SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[])
     ON CONFLICT (agent_id, session_id) DO UPDATE SET seq = greatest(cursors.seq, excluded.seq)"""
 _UPSERT_SNAPSHOT = """
     INSERT INTO snapshots (session_id, seq, state) VALUES (%s, %s, %s)
@@ -740,8 +741,18 @@ class PostgresStore(SQLStore["Connection"]):
 
     # -- delivery cursors ------------------------------------------------------------------
 
-    async def save_cursor(self, agent_id: str, session_id: str, seq: int) -> None:
-        await self._write(execute(_UPSERT_CURSOR, (agent_id, session_id, seq)))
+    async def save_cursors(self, cursors: Sequence[tuple[str, str, int]]) -> None:
+        # One row per cursor (an upsert may not touch a row twice), at its highest seq.
+        highest: dict[tuple[str, str], int] = {}
+        for agent_id, session_id, seq in cursors:
+            key = (agent_id, session_id)
+            highest[key] = max(seq, highest.get(key, seq))
+        if not highest:
+            await trio.lowlevel.checkpoint()
+            return
+        agents = [agent_id for agent_id, _ in highest]
+        sessions = [session_id for _, session_id in highest]
+        await self._write(execute(_UPSERT_CURSORS, (agents, sessions, list(highest.values()))))
 
     async def load_cursors(self, agent_id: str) -> dict[str, int]:
         rows = await self._query(

@@ -272,8 +272,10 @@ class Store(Protocol):
 
     # -- delivery cursors ------------------------------------------------------------------
 
-    async def save_cursor(self, agent_id: str, session_id: str, seq: int) -> None:
-        """Record that ``agent_id`` acked ``session_id`` up to ``seq``; never moves back."""
+    async def save_cursors(self, cursors: Sequence[tuple[str, str, int]]) -> None:
+        """Record, for each ``(agent_id, session_id, seq)``, that the agent acked the session
+        up to ``seq``, all in one write (a connection saves what was acked since its last
+        save at once); a cursor never moves back."""
         ...
 
     async def load_cursors(self, agent_id: str) -> dict[str, int]:

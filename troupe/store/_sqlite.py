@@ -435,9 +435,16 @@ class SQLiteStore(SQLStore[sqlite3.Connection]):
 
     # -- delivery cursors ------------------------------------------------------------------
 
-    async def save_cursor(self, agent_id: str, session_id: str, seq: int) -> None:
-        row = (agent_id, session_id, seq)
-        await self._write(execute(_UPSERT_CURSOR, row))
+    async def save_cursors(self, cursors: Sequence[tuple[str, str, int]]) -> None:
+        rows = list(cursors)
+        if not rows:
+            await trio.lowlevel.checkpoint()
+            return
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.executemany(_UPSERT_CURSOR, rows)
+
+        await self._write(write)
 
     async def load_cursors(self, agent_id: str) -> dict[str, int]:
         rows = await self._query("SELECT session_id, seq FROM cursors WHERE agent_id = ?", agent_id)

@@ -72,7 +72,7 @@ WRITES: Final = (
     "save_task",
     "save_open_task",
     "save_checkpoint",
-    "save_cursor",
+    "save_cursors",
     "put_kv",
     "delete_kv",
     "append_audit",
@@ -418,9 +418,9 @@ class FaultyStore:
             "load_checkpoint", None, partial(self._inner.load_checkpoint, task_id)
         )
 
-    async def save_cursor(self, agent_id: str, session_id: str, seq: int) -> None:
-        call = partial(self._inner.save_cursor, agent_id, session_id, seq)
-        await self._call("save_cursor", session_id, call)
+    async def save_cursors(self, cursors: Sequence[tuple[str, str, int]]) -> None:
+        call = partial(self._inner.save_cursors, cursors)
+        await self._call("save_cursors", None, call)
 
     async def load_cursors(self, agent_id: str) -> dict[str, int]:
         return await self._call("load_cursors", None, partial(self._inner.load_cursors, agent_id))
