@@ -19,6 +19,7 @@ from troupe.store._writer import (
     GroupCommitWriter,
     SQLiteBatches,
     Write,
+    in_worker_thread,
 )
 
 
@@ -308,3 +309,45 @@ async def test_a_threaded_batch_sends_only_its_commit_to_the_worker_thread(
         writer.close()
     assert threads == [("BEGIN", True), ("INSERT", True), ("INSERT", True), ("COMMIT", False)]
     assert rows(conn, "parent") == [1, 2]
+
+
+async def test_a_commit_begun_in_the_worker_thread_finishes_though_the_writer_is_cancelled(
+    conn: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancel that comes while the COMMIT runs in the worker thread waits for it: the
+    transaction is never left half-way, and the write it committed is reported committed."""
+    in_commit, go_on = threading.Event(), threading.Event()
+    finish = SQLiteBatches._finish
+
+    def held_finish(self: SQLiteBatches) -> None:
+        in_commit.set()
+        go_on.wait(10)
+        finish(self)
+
+    monkeypatch.setattr(SQLiteBatches, "_finish", held_finish)
+    writer = sqlite_writer(conn, "w.db", threaded=True)
+    write = insert("parent", 7)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(writer.run)
+            nursery.start_soon(writer.submit, write)
+            assert await trio.to_thread.run_sync(in_commit.wait, 10)
+            nursery.cancel_scope.cancel()
+            go_on.set()
+    assert writer.statistics().batches == 1
+    assert writer.statistics().writes == 1
+    assert not conn.in_transaction
+    assert rows(conn, "parent") == [7]
+
+
+async def test_an_error_raised_in_the_worker_thread_is_raised_in_the_waiting_task() -> None:
+    def fails() -> None:
+        raise OSError(5, "Input/output error")
+
+    with pytest.raises(OSError, match="Input/output error"):
+        await in_worker_thread(fails)
+    ran_in: list[bool] = []
+    await in_worker_thread(
+        lambda: ran_in.append(threading.current_thread() is threading.main_thread())
+    )
+    assert ran_in == [False]
