@@ -161,6 +161,14 @@ async def test_a_receipt_batch_advances_each_cursor_once_to_its_highest_ack(
         settle(self, frames)
 
     monkeypatch.setattr(ConnectionActor, "_receipts", recording_settle)
+    handled: list[str] = []
+    handle = ConnectionActor.handle
+
+    async def recording_handle(self: ConnectionActor, msg: Any) -> Any:
+        handled.append(type(msg).__name__)
+        return await handle(self, msg)
+
+    monkeypatch.setattr(ConnectionActor, "handle", recording_handle)
     with trio.fail_after(10):
         async with serving() as served:
             hub = served.hub
@@ -187,9 +195,10 @@ async def test_a_receipt_batch_advances_each_cursor_once_to_its_highest_ack(
                 await b.send_text(encode_batch([encode_frame(r) for r in receipts]))
                 await _until_cursor(served, ids["b"], one, by_session[one][-1].envelope.seq)
                 await _until_cursor(served, ids["b"], two, by_session[two][-1].envelope.seq)
-            # One message of receipts is settled at once: one advance per cursor, both saved
-            # in one write.
+            # One message of receipts is settled at once, by the connection's reader (no
+            # Receipts message to its actor): one advance per cursor, both saved in one write.
             assert settled == [len(receipts)]
+            assert "Receipts" not in handled
             assert saved == [
                 sorted((ids["b"], sid, by_session[sid][-1].envelope.seq) for sid in (one, two))
             ]

@@ -119,7 +119,7 @@ async def serve_endpoint(
                         receipts = tuple(
                             f for f in item if type(f) is ReceiptFrame and actor.admit_receipt(f)
                         )
-                        if receipts:
+                        if receipts and not actor.receipts_now(receipts):
                             ref.mailbox.send_system(Receipts(receipts))
                         batch = [f for f in item if type(f) is not ReceiptFrame]
                     else:
@@ -181,7 +181,7 @@ async def _on_frame(
 ) -> None:
     match frame:
         case ReceiptFrame():
-            if actor.admit_receipt(frame):
+            if actor.admit_receipt(frame) and not actor.receipts_now((frame,)):
                 ref.mailbox.send_system(Receipts((frame,)))
         case PingFrame(nonce=nonce):
             if actor.admit_control():
