@@ -6,6 +6,8 @@ kept every one of them (memory and recovery time grew with the session's history
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 import pytest
 import trio
@@ -82,6 +84,38 @@ async def test_a_retry_older_than_the_window_is_still_answered_once(
         assert len(window_of(h.hub, sid)) <= WINDOW
         fresh = await h.hub.post(text_envelope(md, alice, "new", idempotency_key="k-new"))
         assert (fresh.seq, fresh.duplicate) == (wal[-1].seq + 1, False)
+
+
+async def test_a_key_the_window_missed_is_refused_by_the_store_and_answered_once(
+    autojump_clock: trio.testing.MockClock, reopen: Reopen
+) -> None:
+    """The store keeps idempotency keys with the WAL only, and its index of them refuses a
+    repeat at the append: a retry that a (re)started session's window does not know (here,
+    a store that returns none of them) is answered with the original all the same."""
+    async with open_hub_pair(reopen()) as h:
+        alice, bob = await h.agent("alice"), await h.agent("bob")
+        md = await h.session("conversation", alice, bob)
+        first = await h.hub.post(text_envelope(md, alice, "m0", idempotency_key="k0"))
+        wal = await h.hub.read_wal(md.session_id)
+    async with open_hub_pair(reopen()) as h:
+        alice = await h.agent("alice")
+        store = h.hub.core.store
+
+        async def forgetful(session_id: str, since: int) -> tuple[list[Any], bool]:
+            return [], False
+
+        store.idempotency_keys = forgetful  # type: ignore[method-assign]
+        stats = h.hub.statistics()
+        again = await h.hub.post(text_envelope(md, alice, "changed", idempotency_key="k0"))
+        assert (again.envelope_id, again.seq, again.duplicate) == (
+            first.envelope_id,
+            first.seq,
+            True,
+        )
+        assert h.hub.statistics().duplicates == stats.duplicates + 1
+        assert await h.hub.read_wal(md.session_id) == wal
+        # Remembered now: the next retry is answered from the window.
+        assert "k:k0" in window_of(h.hub, md.session_id)
 
 
 async def test_the_window_stays_bounded_however_long_the_session(

@@ -294,3 +294,38 @@ async def test_a_read_that_sqlite_refuses_is_a_store_error(tmp_path: Path) -> No
         with pytest.raises(troupe.StoreError, match="no such table: kv") as info:
             await store.load_kv("ns")
         assert str(path) in str(info.value)
+
+
+async def test_idempotency_keys_an_earlier_troupe_put_in_the_dedup_table_are_still_found(
+    tmp_path: Path,
+) -> None:
+    """A store written before idempotency keys were kept in the WAL's index only has a
+    ``k:`` row in the dedup table as well: each key is found once, answers are unchanged."""
+    db = tmp_path / "old.db"
+    async with SQLiteStore(db) as store:
+        await store.append("s1", [env("s1", 1, idempotency_key="k1")])
+        await store.append("s1", [env("s1", 2, sender_id="bob", causation_id="s1-1")])
+    with sqlite3.connect(db) as conn:  # as the earlier append wrote it
+        conn.execute("INSERT INTO dedup VALUES ('s1', 'k:k1', 's1-1', 1)")
+        (kept,) = conn.execute("SELECT count(*) FROM dedup WHERE key = 'k:k1'").fetchone()
+    assert kept == 1
+    async with SQLiteStore(db) as store:
+        assert await store.find_dedup("s1", ["k:k1"]) == ("s1-1", 1)
+        assert await store.load_dedup("s1") == {
+            "k:k1": ("s1-1", 1),
+            "c:bob|s1-1|troupe.text": ("s1-2", 2),
+        }
+        with pytest.raises(troupe.StoreError, match="idempotency key 'k1'"):
+            await store.append("s1", [env("s1", 3, idempotency_key="k1")])
+
+
+async def test_an_idempotency_key_is_written_once_in_the_wal_not_in_the_dedup_table(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "new.db"
+    async with SQLiteStore(db) as store:
+        await store.append("s1", [env("s1", 1, idempotency_key="k1")])
+        await store.append("s1", [env("s1", 2, sender_id="bob", causation_id="s1-1")])
+    with sqlite3.connect(db) as conn:
+        keys = [key for (key,) in conn.execute("SELECT key FROM dedup ORDER BY seq")]
+    assert keys == ["c:bob|s1-1|troupe.text"]

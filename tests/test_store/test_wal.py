@@ -7,7 +7,7 @@ import trio
 
 import troupe
 from troupe.model import SessionState
-from troupe.store import Snapshot, Store
+from troupe.store import DuplicateKey, Snapshot, Store
 
 from .conftest import Reopen
 from .factories import env, envs, session
@@ -137,14 +137,57 @@ async def test_dedup_lookups_by_key_by_answer_and_the_latest(store: Store) -> No
     assert await store.find_answer("s1", "bobby", "s1-1") == ("s1-4", 4)
     assert await store.find_answer("s1", "bob", "s1-2") is None
     assert await store.find_answer("s1", "bo", "s1-1") is None
+    # The latest answer keys only: an idempotency key is the WAL's own (find_dedup finds
+    # it, an append repeating it fails), kept once. Seq 3 repeats seq 2's answer key: the
+    # first envelope under a key keeps it.
     assert await store.recent_dedup("s1", 2) == [
-        ("k:k3", "s1-3", 3),
+        ("c:bob|s1-1|troupe.text", "s1-2", 2),
         ("c:bobby|s1-1|troupe.text", "s1-4", 4),
     ]
-    # Seq 3 repeats seq 2's answer key: the first envelope under a key keeps it.
-    assert [seq for _, _, seq in await store.recent_dedup("s1", 100)] == [1, 2, 3, 4]
+    assert [seq for _, _, seq in await store.recent_dedup("s1", 100)] == [2, 4]
     assert await store.recent_dedup("s1", 0) == []
     assert await store.recent_dedup("s3", 5) == []
+    assert await store.load_dedup("s1") == {
+        "k:k1": ("s1-1", 1),
+        "k:k3": ("s1-3", 3),
+        "c:bob|s1-1|troupe.text": ("s1-2", 2),
+        "c:bobby|s1-1|troupe.text": ("s1-4", 4),
+    }
+    assert await store.find_dedup("s1", ["k:nope", "c:bob|s1-1|troupe.text", "k:k3"]) == (
+        "s1-2",
+        2,
+    )
+
+
+async def test_idempotency_keys_after_a_seq_and_whether_older_ones_exist(store: Store) -> None:
+    await store.append(
+        "s1",
+        [
+            env("s1", 1, idempotency_key="k1"),
+            env("s1", 2),
+            env("s1", 3, idempotency_key="k3", sender_id="bob", causation_id="s1-1"),
+            env("s1", 4),
+        ],
+    )
+    assert await store.idempotency_keys("s1", 0) == (
+        [("k:k1", "s1-1", 1), ("k:k3", "s1-3", 3)],
+        False,
+    )
+    assert await store.idempotency_keys("s1", 1) == ([("k:k3", "s1-3", 3)], True)
+    assert await store.idempotency_keys("s1", 2) == ([("k:k3", "s1-3", 3)], True)
+    assert await store.idempotency_keys("s1", 3) == ([], True)
+    assert await store.idempotency_keys("s1", 9) == ([], True)
+    await store.append("s2", [env("s2", 1), env("s2", 2)])
+    assert await store.idempotency_keys("s2", 0) == ([], False)
+    assert await store.idempotency_keys("s2", 1) == ([], False)
+    assert await store.idempotency_keys("s3", 0) == ([], False)
+
+
+async def test_a_repeated_key_is_refused_naming_the_key(store: Store) -> None:
+    await store.append("s1", [env("s1", 1, idempotency_key="k1")])
+    with pytest.raises(DuplicateKey) as refused:
+        await store.append("s1", [env("s1", 2, idempotency_key="k1")])
+    assert (refused.value.session_id, refused.value.key) == ("s1", "k1")
 
 
 async def test_only_the_latest_snapshot_is_kept(store: Store) -> None:

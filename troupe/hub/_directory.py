@@ -39,6 +39,12 @@ class DedupWindow(OrderedDict[str, tuple[str, int]]):
     ``complete`` (it has let older keys go, or was loaded without them) may a miss be in
     the store, which answers it from its index (``Store.find_dedup``). So memory stays
     bounded however long the session runs, and a retry is exactly-once however old it is.
+
+    A (re)started session loads its latest answer keys (``Store.recent_dedup``) and the
+    idempotency keys of its last ``size`` envelopes (``Store.idempotency_keys``: a store
+    keeps those with the WAL only). Should one be missed all the same, the store's index of
+    them refuses the repeat at the append (``DuplicateKey``), and the session answers with
+    the original.
     """
 
     def __init__(self, size: int, *, complete: bool = True) -> None:

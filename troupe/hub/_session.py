@@ -51,7 +51,8 @@ from ..model import (
 )
 from ..model._lifecycle import SessionEvent, admit, ending_event, next_state, post_event
 from ..session_types import AuctionPhase, AuctionState, Transition, select_winner
-from ..store import dedup_keys
+from ..store import DuplicateKey, dedup_keys
+from ..store._protocol import KEY_PREFIX
 from ._activity import Activity, forget_activity, load_activity, save_activity
 from ._arbiters import AWARD_KEY, bids_of
 from ._core import HubCore
@@ -162,11 +163,17 @@ class SessionActor(Actor[SessionMsg, Any]):
             tail = await store.read(self.sid, since=max(0, self.last_seq - RECENT))
         self.recent = tail[-RECENT:]
         # Only the latest keys: older ones are answered from the store's index on demand.
+        # The answers' keys, and the idempotency keys of the last ``size`` envelopes (the
+        # store keeps those with the WAL), in seq order: the window keeps the newest.
         size = self.core.config.dedup_window
-        latest = await store.recent_dedup(self.sid, size + 1)
-        self.dedup = DedupWindow(size, complete=len(latest) <= size)
+        answers = await store.recent_dedup(self.sid, size + 1)
+        keyed, older = await store.idempotency_keys(self.sid, max(0, self.last_seq - size))
+        latest = sorted([*answers, *keyed], key=lambda found: found[2])
+        self.dedup = DedupWindow(size, complete=len(answers) <= size and not older)
         for key, envelope_id, seq in latest[-size:] if size else ():
             self.dedup.load(key, (envelope_id, seq))
+        if len(latest) > size:
+            self.dedup.complete = False
         self.entry.dedup = self.dedup
         self._publish()
         if self.restarted:
@@ -373,6 +380,10 @@ class SessionActor(Actor[SessionMsg, Any]):
         self._fault("before_append")
         try:
             await self._append(batch, saved)
+        except DuplicateKey as taken:
+            # Accepted before this actor's window (this actor restarted since, or the window
+            # let it go): the WAL's index of idempotency keys refused the repeat.
+            return await self._repeated(taken)
         except StoreError as exc:
             core.counters.rejected += 1
             return Refused(exc)
@@ -406,6 +417,23 @@ class SessionActor(Actor[SessionMsg, Any]):
                 await award_if_due(self)
         await self._maybe_snapshot()
         return Accepted(stamped.envelope_id, stamped.seq)
+
+    async def _repeated(self, taken: DuplicateKey) -> Accepted | Refused:
+        """The answer to a post whose idempotency key the store refused as taken: the
+        original's, as a duplicate (what a hit in the window answers)."""
+        core = self.core
+        key = KEY_PREFIX + taken.key
+        try:
+            hit = await core.store.find_dedup(self.sid, [key])
+        except StoreError as exc:
+            core.counters.rejected += 1
+            return Refused(exc)
+        if hit is None:  # (the store refused it, so it has it: a store that lies)
+            core.counters.rejected += 1
+            return Refused(taken)
+        self.dedup.remember(key, hit)
+        core.counters.duplicates += 1
+        return Accepted(hit[0], hit[1], duplicate=True)
 
     async def _append(self, batch: list[Envelope], metadata: SessionMetadata | None) -> None:
         """Append ``batch`` durably, in one write; a StoreError means nothing was appended.

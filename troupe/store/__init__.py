@@ -9,12 +9,14 @@ from ._protocol import Snapshot as Snapshot
 from ._protocol import Store as Store
 from ._protocol import answer_prefix as answer_prefix
 from ._protocol import dedup_keys as dedup_keys
+from ._rules import DuplicateKey as DuplicateKey
 from ._sqlite import SQLiteStore as SQLiteStore
 from ._writer import WriterStatistics as WriterStatistics
 
 __all__ = (
     "AgentRecord",
     "Changes",
+    "DuplicateKey",
     "MemoryStore",
     "PostgresStore",
     "SQLiteStore",

@@ -25,7 +25,7 @@ import trio
 
 from .._errors import NameTaken, StoreError
 from ..model import Envelope, Resume, Rule, SessionMetadata, TaskMetadata
-from ._protocol import AgentRecord, Changes, Snapshot, answer_prefix, dedup_keys
+from ._protocol import KEY_PREFIX, AgentRecord, Changes, Snapshot, answer_key, answer_prefix
 from ._rules import (
     agent_id_of,
     check_append,
@@ -246,8 +246,9 @@ class MemoryStore:
         for env in envelopes:
             if env.idempotency_key is not None:
                 self._keys.setdefault(session_id, keys)[env.idempotency_key] = env
-            for key in dedup_keys(env):
-                dedup.setdefault(key, (env.envelope_id, env.seq))
+            answer = answer_key(env)
+            if answer is not None:
+                dedup.setdefault(answer, (env.envelope_id, env.seq))
         if metadata is not None:
             self._sessions[session_id] = metadata
 
@@ -271,12 +272,24 @@ class MemoryStore:
 
     async def load_dedup(self, session_id: str) -> dict[str, tuple[str, int]]:
         await self._enter_call()
-        return dict(self._dedup.get(session_id, {}))
+        found = dict(self._dedup.get(session_id, {}))
+        for key, env in self._keys.get(session_id, {}).items():
+            found[KEY_PREFIX + key] = (env.envelope_id, env.seq)
+        return found
 
     async def find_dedup(self, session_id: str, keys: Sequence[str]) -> tuple[str, int] | None:
         await self._enter_call()
-        dedup = self._dedup.get(session_id, {})
-        return next((dedup[key] for key in keys if key in dedup), None)
+        # As the SQL stores keep them: idempotency keys with the WAL, answers' apart.
+        dedup, idempotent = self._dedup.get(session_id, {}), self._keys.get(session_id, {})
+        for key in keys:
+            if key in dedup:
+                return dedup[key]
+            env = (
+                idempotent.get(key.removeprefix(KEY_PREFIX)) if key.startswith(KEY_PREFIX) else None
+            )
+            if env is not None:
+                return env.envelope_id, env.seq
+        return None
 
     async def find_answer(
         self, session_id: str, sender_id: str, causation_id: str
@@ -285,6 +298,19 @@ class MemoryStore:
         prefix = answer_prefix(sender_id, causation_id)
         dedup = self._dedup.get(session_id, {})
         return next((hit for key, hit in dedup.items() if key.startswith(prefix)), None)
+
+    async def idempotency_keys(
+        self, session_id: str, since: int
+    ) -> tuple[list[tuple[str, str, int]], bool]:
+        await self._enter_call()
+        after = [
+            (KEY_PREFIX + env.idempotency_key, env.envelope_id, env.seq)
+            for env in self._wal.get(session_id, [])[max(since, 0) :]
+            if env.idempotency_key is not None
+        ]
+        # Keys are added in seq order: the first one is the oldest.
+        first = next(iter(self._keys.get(session_id, {}).values()), None)
+        return after, first is not None and first.seq <= since
 
     async def recent_dedup(self, session_id: str, limit: int) -> list[tuple[str, str, int]]:
         await self._enter_call()

@@ -64,7 +64,7 @@ from tenacity import (
 
 from .._errors import IncompatibleStore, NameTaken, StoreError, StoreLocked
 from ..model import Envelope, Resume, SessionMetadata, TaskMetadata, dumps
-from ._protocol import AgentRecord, Snapshot, dedup_keys
+from ._protocol import KEY_PREFIX, AgentRecord, Snapshot, answer_key
 from ._rules import agent_id_of, check_append, check_audit, check_window, duplicate_key
 from ._sql import (
     SQLStore,
@@ -150,7 +150,9 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             PRIMARY KEY (session_id, seq))""",
         """CREATE UNIQUE INDEX wal_idempotency ON wal (session_id, idempotency_key)
             WHERE idempotency_key IS NOT NULL""",
-        # Every dedup_keys() key of every accepted envelope: what a session refuses to repeat.
+        # Every answer_key() of every accepted envelope: what a session refuses to repeat
+        # besides its idempotency keys (which the WAL's unique index keeps; before, they
+        # were written here too, and are still read from here in such a store).
         """CREATE TABLE dedup (
             session_id text COLLATE "C" NOT NULL, key text COLLATE "C" NOT NULL,
             envelope_id text NOT NULL, seq bigint NOT NULL, PRIMARY KEY (session_id, key))""",
@@ -586,7 +588,8 @@ class PostgresStore(SQLStore["Connection"]):
                 column.append(value)
         dedup: tuple[list[Any], ...] = ([], [], [])
         for e in envelopes:
-            for key in dedup_keys(e):
+            key = answer_key(e)
+            if key is not None:
                 dedup[0].append(key)
                 dedup[1].append(e.envelope_id)
                 dedup[2].append(e.seq)
@@ -671,7 +674,11 @@ class PostgresStore(SQLStore["Connection"]):
 
     async def load_dedup(self, session_id: str) -> dict[str, tuple[str, int]]:
         rows = await self._query(
-            "SELECT key, envelope_id, seq FROM dedup WHERE session_id = %s", session_id
+            "SELECT key, envelope_id, seq FROM dedup WHERE session_id = %s UNION ALL "
+            "SELECT 'k:' || idempotency_key, envelope_id, seq FROM wal WHERE session_id = %s "
+            "AND idempotency_key IS NOT NULL",
+            session_id,
+            session_id,
         )
         return dedup_map(rows)
 
@@ -679,10 +686,16 @@ class PostgresStore(SQLStore["Connection"]):
         if not keys:
             await trio.lowlevel.checkpoint()
             return None
+        # Idempotency keys from the WAL's index of them; answer keys from the dedup table.
+        idempotency = [key.removeprefix(KEY_PREFIX) for key in keys if key.startswith(KEY_PREFIX)]
         rows = await self._query(
-            "SELECT key, envelope_id, seq FROM dedup WHERE session_id = %s AND key = ANY(%s)",
+            "SELECT key, envelope_id, seq FROM dedup WHERE session_id = %s AND key = ANY(%s) "
+            "UNION ALL SELECT 'k:' || idempotency_key, envelope_id, seq FROM wal "
+            "WHERE session_id = %s AND idempotency_key = ANY(%s)",
             session_id,
             list(keys),
+            session_id,
+            idempotency,
         )
         return first_found(rows, keys)
 
@@ -699,6 +712,23 @@ class PostgresStore(SQLStore["Connection"]):
             high,
         )
         return first_row_pair(rows)
+
+    async def idempotency_keys(
+        self, session_id: str, since: int
+    ) -> tuple[list[tuple[str, str, int]], bool]:
+        rows = await self._query(
+            "SELECT 'k:' || idempotency_key, envelope_id, seq FROM wal WHERE session_id = %s "
+            "AND seq > %s AND idempotency_key IS NOT NULL ORDER BY seq",
+            session_id,
+            since,
+        )
+        older = await self._query(
+            "SELECT 1 FROM wal WHERE session_id = %s AND idempotency_key IS NOT NULL "
+            "AND seq <= %s LIMIT 1",
+            session_id,
+            since,
+        )
+        return [(key, envelope_id, seq) for key, envelope_id, seq in rows], bool(older)
 
     async def recent_dedup(self, session_id: str, limit: int) -> list[tuple[str, str, int]]:
         rows = await self._query(

@@ -28,8 +28,19 @@ def unknown_agent(agent_id: str) -> StoreError:
     return StoreError(f"unknown agent {agent_id!r}")
 
 
-def duplicate_key(session_id: str, key: str) -> StoreError:
-    return StoreError(f"session {session_id!r} already accepted idempotency key {key!r}")
+class DuplicateKey(StoreError):
+    """Raised when an append repeats an idempotency key the session has accepted already
+    (nothing of the append is written)."""
+
+    def __init__(self, session_id: str, key: str) -> None:
+        super().__init__(f"session {session_id!r} already accepted idempotency key {key!r}")
+        self.session_id = session_id
+        #: The idempotency key (without the ``k:`` of its dedup key).
+        self.key = key
+
+
+def duplicate_key(session_id: str, key: str) -> DuplicateKey:
+    return DuplicateKey(session_id, key)
 
 
 def check_append(

@@ -47,7 +47,9 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             PRIMARY KEY (session_id, seq)) WITHOUT ROWID""",
         """CREATE UNIQUE INDEX wal_idempotency ON wal (session_id, idempotency_key)
             WHERE idempotency_key IS NOT NULL""",
-        # Every dedup_keys() key of every accepted envelope: what a session refuses to repeat.
+        # Every answer_key() of every accepted envelope: what a session refuses to repeat
+        # besides its idempotency keys (which the WAL's unique index keeps; before, they
+        # were written here too, and are still read from here in such a store).
         """CREATE TABLE dedup (
             session_id TEXT NOT NULL, key TEXT NOT NULL, envelope_id TEXT NOT NULL,
             seq INTEGER NOT NULL, PRIMARY KEY (session_id, key)) WITHOUT ROWID""",

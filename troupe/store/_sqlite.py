@@ -31,7 +31,7 @@ import trio
 from .._errors import NameTaken, StoreError
 from ..model import Envelope, Resume, SessionMetadata, TaskMetadata, dumps
 from ._lock import StoreLock
-from ._protocol import AgentRecord, Snapshot, dedup_keys
+from ._protocol import KEY_PREFIX, AgentRecord, Snapshot, answer_key
 from ._rules import agent_id_of, check_append, check_audit, check_window, duplicate_key
 from ._schema import SCHEMA_VERSION, SYNCHRONOUS_LEVELS, connect, connect_reader, open_read_only
 from ._sql import (
@@ -296,7 +296,9 @@ class SQLiteStore(SQLStore[sqlite3.Connection]):
                 )
             )
         dedup_rows = [
-            (session_id, key, e.envelope_id, e.seq) for e in envelopes for key in dedup_keys(e)
+            (session_id, key, e.envelope_id, e.seq)
+            for e in envelopes
+            if (key := answer_key(e)) is not None
         ]
         meta_row = None if metadata is None else (metadata.session_id, record_text(metadata))
 
@@ -369,7 +371,11 @@ class SQLiteStore(SQLStore[sqlite3.Connection]):
 
     async def load_dedup(self, session_id: str) -> dict[str, tuple[str, int]]:
         rows = await self._query(
-            "SELECT key, envelope_id, seq FROM dedup WHERE session_id = ?", session_id
+            "SELECT key, envelope_id, seq FROM dedup WHERE session_id = ? UNION ALL "
+            "SELECT 'k:' || idempotency_key, envelope_id, seq FROM wal WHERE session_id = ? "
+            "AND idempotency_key IS NOT NULL",
+            session_id,
+            session_id,
         )
         return dedup_map(rows)
 
@@ -377,11 +383,17 @@ class SQLiteStore(SQLStore[sqlite3.Connection]):
         if not keys:
             await trio.lowlevel.checkpoint()
             return None
+        # Idempotency keys from the WAL's index of them; answer keys from the dedup table.
+        idempotency = [key.removeprefix(KEY_PREFIX) for key in keys if key.startswith(KEY_PREFIX)]
         rows = await self._query(
             "SELECT key, envelope_id, seq FROM dedup WHERE session_id = ? "
-            f"AND key IN ({', '.join('?' * len(keys))})",
+            f"AND key IN ({', '.join('?' * len(keys))}) UNION ALL "
+            "SELECT 'k:' || idempotency_key, envelope_id, seq FROM wal WHERE session_id = ? "
+            f"AND idempotency_key IN ({', '.join('?' * len(idempotency))})",
             session_id,
             *keys,
+            session_id,
+            *idempotency,
         )
         return first_found(rows, keys)
 
@@ -398,6 +410,26 @@ class SQLiteStore(SQLStore[sqlite3.Connection]):
             high,
         )
         return first_row_pair(rows)
+
+    async def idempotency_keys(
+        self, session_id: str, since: int
+    ) -> tuple[list[tuple[str, str, int]], bool]:
+        rows = await self._query(
+            "SELECT 'k:' || idempotency_key, envelope_id, seq FROM wal WHERE session_id = ? "
+            "AND seq > ? AND idempotency_key IS NOT NULL ORDER BY seq",
+            session_id,
+            since,
+        )
+        # Through the index of keys, not the WAL: a session without keys answers at once
+        # however long it is, and one with keys at the first old one (the index holds at most
+        # ``len(rows)`` entries after ``since`` to skip).
+        older = await self._query(
+            "SELECT 1 FROM wal INDEXED BY wal_idempotency WHERE session_id = ? "
+            "AND idempotency_key IS NOT NULL AND seq <= ? LIMIT 1",
+            session_id,
+            since,
+        )
+        return [(key, envelope_id, seq) for key, envelope_id, seq in rows], bool(older)
 
     async def recent_dedup(self, session_id: str, limit: int) -> list[tuple[str, str, int]]:
         rows = await self._query(

@@ -378,6 +378,12 @@ class FaultyStore:
         call = partial(self._inner.find_dedup, session_id, keys)
         return await self._call("find_dedup", session_id, call)
 
+    async def idempotency_keys(
+        self, session_id: str, since: int
+    ) -> tuple[list[tuple[str, str, int]], bool]:
+        call = partial(self._inner.idempotency_keys, session_id, since)
+        return await self._call("idempotency_keys", session_id, call)
+
     async def find_answer(
         self, session_id: str, sender_id: str, causation_id: str
     ) -> tuple[str, int] | None:
