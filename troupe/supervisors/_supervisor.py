@@ -70,12 +70,15 @@ class _Starting:
         if self.done:
             raise RuntimeError("called 'started' twice on the same task status")
         self.done = True
+        if self._abort_cancel is not None:
+            return  # its starter was cancelled: it waits for the child's exit (``exited``)
         task, self._task = self._task, None
         if task is not None:
             reschedule(task, outcome.Value(None))
 
     def exited(self, error: BaseException | None) -> None:
-        """The child ended before it was ready (``error``: what it raised, if anything)."""
+        """The child ended (``error``: what it raised before it was ready, if anything);
+        wakes a starter still waiting (it was cancelled, or the child was never ready)."""
         self.done = True
         task, self._task = self._task, None
         if task is None:
@@ -351,8 +354,7 @@ class Supervisor:
             self._live.discard(scope)
             child.running = False
             done.set()
-            if not starting.done:
-                starting.exited(early)
+            starting.exited(early)
         if early is not None:
             return
         if scope.cancelled_caught or child.stopping:
