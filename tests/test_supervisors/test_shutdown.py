@@ -129,6 +129,31 @@ async def test_a_cancelled_start_child_cancels_the_child_that_was_starting(
     assert log == ["starting"]
 
 
+async def test_a_child_ready_after_its_starter_was_cancelled_is_stopped_and_forgotten(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Its start shields itself past the starter's deadline: it becomes ready after the
+    # starter was cancelled. The starter still raises its Cancelled, and the child does not
+    # stay behind, running (or listed) without anyone holding its ref.
+    class Stubborn(Worker):
+        async def on_start(self) -> None:
+            self.log.append("starting")
+            with trio.CancelScope(shield=True):
+                await trio.sleep(2)
+            self.log.append("ready")
+
+    log = TimedLog()
+    with trio.fail_after(5):
+        async with open_supervisor() as sup:
+            with trio.move_on_after(1) as scope:
+                await sup.start_child(ChildSpec("late", lambda: Stubborn("late", log)))
+            assert scope.cancelled_caught
+            assert trio.current_time() == 2.0  # it waited for the child to exit
+            assert len(sup) == 0
+            await trio.sleep(1)
+    assert log == ["0.0 starting", "2.0 ready"]  # cancelled at once: no stop, no message
+
+
 async def test_terminate_child_stops_it_for_good(autojump_clock: trio.testing.MockClock) -> None:
     log = Log()
     async with open_supervisor() as sup:

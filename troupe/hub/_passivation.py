@@ -13,7 +13,9 @@ Rules:
   ``SNAPSHOT_FROM``) and,
   in the step that answers, marks its entry's gate ``passivating``: from then on callers
   queue at the gate instead of reaching its mailbox, so the stop leaves nothing behind.
-- The sweeper stops the actor (orderly: ``on_stop`` runs) and drops its ref and dedup index.
+- An actor that agrees stops itself right after its answer (orderly: ``on_stop`` runs), in
+  that same step; the sweeper then makes sure it stopped (``terminate_child`` finds nothing
+  left to stop) and drops its ref and dedup index.
   What is left is the directory entry: metadata, the last published state (small, and what
   ``can_send`` and ``pending_turns_for`` read) and ``last_seq``.
 - Once the actor is asked, the passivation ends whatever its caller does (the sweeper's batch

@@ -28,7 +28,9 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import outcome
 import trio
+from trio.lowlevel import Abort, Task, current_task, reschedule, wait_task_rescheduled
 
 from .._errors import MailboxClosed
 from ..actors import Actor, ActorRef
@@ -43,25 +45,71 @@ GiveUpHook = Callable[[str, BaseException | None], Awaitable[None]]
 CrashHook = Callable[[str, Exception, bool], object]
 
 
-class _StartedFlag:
-    """Forwards ``started()`` to trio, remembers it, and shields the child from then on.
+class _Starting:
+    """A child being started: its ``task_status`` until ready, and the starter waiting.
 
-    Until it is ready the child runs under whoever called ``start_child`` and is cancelled
-    with them (trio's ``nursery.start`` rule); once ready, only the supervisor cancels it.
+    The child runs in the supervisor's nursery from the start (``start_soon``: no nursery
+    of its own per start, as ``nursery.start`` opens, nor a move into the supervisor's
+    once ready), in its own shielded scope, and still keeps trio's ``nursery.start`` rule:
+    until it is ready it is cancelled with whoever is starting it (the starter's cancel
+    is forwarded to the child's scope, and the starter waits for the child to exit); an
+    error before that is raised by the starter, not in the supervisor.
     """
 
-    __slots__ = ("_inner", "_scope", "done")
+    __slots__ = ("_abort_cancel", "_child", "_task", "done")
 
-    def __init__(self, inner: trio.TaskStatus[Any], scope: trio.CancelScope) -> None:
-        self._inner = inner
-        self._scope = scope
+    def __init__(self, child: _Child) -> None:
+        self._child = child
+        self._task: Task | None = None
+        self._abort_cancel: Callable[[], Any] | None = None
+        #: Whether the child reported ready (``started``).
         self.done = False
 
     def started(self, value: Any = None) -> None:
         """Report the child ready to whoever is starting it."""
+        if self.done:
+            raise RuntimeError("called 'started' twice on the same task status")
         self.done = True
-        self._inner.started(value)
-        self._scope.shield = True
+        if self._abort_cancel is not None:
+            return  # its starter was cancelled: it waits for the child's exit (``exited``)
+        task, self._task = self._task, None
+        if task is not None:
+            reschedule(task, outcome.Value(None))
+
+    def exited(self, error: BaseException | None) -> None:
+        """The child ended (``error``: what it raised before it was ready, if anything);
+        wakes a starter still waiting (it was cancelled, or the child was never ready)."""
+        self.done = True
+        task, self._task = self._task, None
+        if task is None:
+            return
+        if self._abort_cancel is not None:
+            # The starter was cancelled: it raises its Cancelled, as nursery.start does.
+            reschedule(task, outcome.capture(self._abort_cancel))
+        elif error is not None:
+            reschedule(task, outcome.Error(error))
+        else:
+            reschedule(
+                task,
+                outcome.Error(
+                    RuntimeError(f"child {self._child.spec.id!r} exited before it was ready")
+                ),
+            )
+
+    async def wait(self) -> None:
+        """Wait until the child is ready; raise what it raised before that."""
+        if self.done:  # (ready, or gone, before the starter got here: not possible today)
+            await trio.lowlevel.checkpoint()
+            return
+        self._task = current_task()
+
+        def abort(raise_cancel: Callable[[], Any]) -> Abort:
+            # Cancel the child and wait for it to exit (its exit reschedules us).
+            self._abort_cancel = raise_cancel
+            self._child.scope.cancel()
+            return Abort.FAILED
+
+        await wait_task_rescheduled(abort)
 
 
 def _make_actor(spec: ChildSpec) -> Actor[Any, Any]:
@@ -95,7 +143,8 @@ class _Child:
         self.spec = spec
         self.kind = spec.kind
         self.ref: ActorRef[Any, Any] | None = None
-        self.scope = trio.CancelScope()
+        # The first incarnation's (each later one gets its own: _start_incarnation).
+        self.scope = trio.CancelScope(shield=True)
         self.done = trio.Event()
         self.running = False
         self.stopping = False
@@ -270,34 +319,44 @@ class Supervisor:
     async def _start_incarnation(self, child: _Child) -> None:
         child.generation += 1
         child.stopping = False
-        await self._nursery.start(
-            self._run_child, child, child.generation, name=f"{self.name}/{child.spec.id}"
+        if child.generation > 1:
+            child.scope = trio.CancelScope(shield=True)
+            child.done = trio.Event()
+        starting = _Starting(child)
+        self._nursery.start_soon(
+            self._run_child, child, starting, name=f"{self.name}/{child.spec.id}"
         )
+        await starting.wait()
 
-    async def _run_child(
-        self, child: _Child, generation: int, *, task_status: trio.TaskStatus[Any]
-    ) -> None:
-        scope = child.scope = trio.CancelScope()
-        done = child.done = trio.Event()
+    async def _run_child(self, child: _Child, starting: _Starting) -> None:
+        # Shielded from the start: until it is ready, only its starter's cancel (forwarded
+        # by _Starting) or the supervisor reaches it; once ready, only the supervisor.
+        scope = child.scope
+        done = child.done
+        generation = child.generation
         child.running = True
         self._live.add(scope)
-        flag = _StartedFlag(task_status, scope)
         crash: Exception | None = None
+        early: BaseException | None = None
         try:
             with scope:
                 try:
                     if child.ref is not None:
-                        await run_actor(_make_actor(child.spec), child.ref, task_status=flag)
+                        await run_actor(_make_actor(child.spec), child.ref, task_status=starting)
                     else:
-                        await child.spec.start(task_status=flag)
+                        await child.spec.start(task_status=starting)
                 except Exception as exc:
-                    if not flag.done:
-                        raise  # not ready yet: the starter gets the error
-                    crash = exc
+                    if not starting.done:
+                        early = exc  # not ready yet: the starter gets the error
+                    else:
+                        crash = exc
         finally:
             self._live.discard(scope)
             child.running = False
             done.set()
+            starting.exited(early)
+        if early is not None:
+            return
         if scope.cancelled_caught or child.stopping:
             self._crashed(child, crash, restarting=False)
             return
