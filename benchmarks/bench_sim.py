@@ -251,7 +251,7 @@ class InviteAcker:
 
     endpoint_id = "invite-acker"
     #: In process, as a LocalLink: frames travel as objects (a session's status is sent as it
-    #: is, not dumped for a wire this endpoint does not have).
+    #: is, not dumped for a wire this endpoint does not have), taken without waiting.
     carries_objects = True
 
     def __init__(self, hub: Hub, nursery: trio.Nursery) -> None:
@@ -275,8 +275,14 @@ class InviteAcker:
 
     async def send_frame(self, frame: Frame | str) -> None:
         await trio.lowlevel.checkpoint()
+        if isinstance(frame, NotifyFrame):
+            self.send_frame_nowait(frame)
+
+    def send_frame_nowait(self, frame: Frame) -> bool:
+        """Take a frame at once, as a LocalLink's end does when its client waits for one: a
+        dispatch then notifies from its own task, without a step of the connection actor."""
         if not isinstance(frame, NotifyFrame):
-            return
+            return True
         env = frame.envelope
         if env.event_type == EV_CHANNEL_INVITE:
             ack = Envelope(
@@ -294,6 +300,7 @@ class InviteAcker:
                 seq=env.seq,
             )
             self._send.send_nowait(receipt)
+        return True
 
     def frames(self) -> trio.MemoryReceiveChannel[Frame]:
         return self._recv
