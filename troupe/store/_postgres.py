@@ -722,9 +722,11 @@ class PostgresStore(SQLStore["Connection"]):
             session_id,
             since,
         )
+        # In the order of the index of keys, so that it is the one read (as SQLite's
+        # INDEXED BY): a session without keys answers at once however long it is.
         older = await self._query(
             "SELECT 1 FROM wal WHERE session_id = %s AND idempotency_key IS NOT NULL "
-            "AND seq <= %s LIMIT 1",
+            "AND seq <= %s ORDER BY idempotency_key LIMIT 1",
             session_id,
             since,
         )
