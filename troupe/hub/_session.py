@@ -164,16 +164,14 @@ class SessionActor(Actor[SessionMsg, Any]):
         self.recent = tail[-RECENT:]
         # Only the latest keys: older ones are answered from the store's index on demand.
         # The answers' keys, and the idempotency keys of the last ``size`` envelopes (the
-        # store keeps those with the WAL), in seq order: the window keeps the newest.
+        # store keeps those with the WAL), in seq order: the window keeps the newest, and
+        # is not complete once it let one go (or the store has older idempotency keys).
         size = self.core.config.dedup_window
         answers = await store.recent_dedup(self.sid, size + 1)
         keyed, older = await store.idempotency_keys(self.sid, max(0, self.last_seq - size))
-        latest = sorted([*answers, *keyed], key=lambda found: found[2])
-        self.dedup = DedupWindow(size, complete=len(answers) <= size and not older)
-        for key, envelope_id, seq in latest[-size:] if size else ():
+        self.dedup = DedupWindow(size, complete=not older)
+        for key, envelope_id, seq in sorted([*answers, *keyed], key=lambda found: found[2]):
             self.dedup.load(key, (envelope_id, seq))
-        if len(latest) > size:
-            self.dedup.complete = False
         self.entry.dedup = self.dedup
         self._publish()
         if self.restarted:
