@@ -27,11 +27,11 @@ from .._errors import NameTaken, StoreError
 from ..model import Envelope, Resume, Rule, SessionMetadata, TaskMetadata
 from ._protocol import KEY_PREFIX, AgentRecord, Changes, Snapshot, answer_key, answer_prefix
 from ._rules import (
+    DuplicateKey,
     agent_id_of,
     check_append,
     check_audit,
     check_window,
-    duplicate_key,
     json_bytes,
     json_value,
     unknown_agent,
@@ -239,7 +239,7 @@ class MemoryStore:
         keys = self._keys.get(session_id, {})
         for env in envelopes:
             if env.idempotency_key is not None and env.idempotency_key in keys:
-                raise duplicate_key(session_id, env.idempotency_key)
+                raise DuplicateKey(session_id, env.idempotency_key)
         # Every check passed: from here on nothing can fail, so the append is all-or-nothing.
         self._wal.setdefault(session_id, wal).extend(envelopes)
         dedup = self._dedup.setdefault(session_id, {})

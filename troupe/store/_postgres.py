@@ -65,7 +65,7 @@ from tenacity import (
 from .._errors import IncompatibleStore, NameTaken, StoreError, StoreLocked
 from ..model import Envelope, Resume, SessionMetadata, TaskMetadata, dumps
 from ._protocol import KEY_PREFIX, AgentRecord, Snapshot, answer_key
-from ._rules import agent_id_of, check_append, check_audit, check_window, duplicate_key
+from ._rules import DuplicateKey, agent_id_of, check_append, check_audit, check_window
 from ._sql import (
     SQLStore,
     agent_records,
@@ -627,7 +627,7 @@ class PostgresStore(SQLStore["Connection"]):
             (session_id, keys),
         ).fetchone()
         if taken is not None:
-            return duplicate_key(session_id, taken[0])
+            return DuplicateKey(session_id, taken[0])
         return StoreError(
             f"{self._name}: session {session_id!r}: seq {envelopes[0].seq} was appended by "
             f"another writer meanwhile; nothing of this append was written ({exc})"
@@ -712,25 +712,6 @@ class PostgresStore(SQLStore["Connection"]):
             high,
         )
         return first_row_pair(rows)
-
-    async def idempotency_keys(
-        self, session_id: str, since: int
-    ) -> tuple[list[tuple[str, str, int]], bool]:
-        rows = await self._query(
-            "SELECT 'k:' || idempotency_key, envelope_id, seq FROM wal WHERE session_id = %s "
-            "AND seq > %s AND idempotency_key IS NOT NULL ORDER BY seq",
-            session_id,
-            since,
-        )
-        # In the order of the index of keys, so that it is the one read (as SQLite's
-        # INDEXED BY): a session without keys answers at once however long it is.
-        older = await self._query(
-            "SELECT 1 FROM wal WHERE session_id = %s AND idempotency_key IS NOT NULL "
-            "AND seq <= %s ORDER BY idempotency_key LIMIT 1",
-            session_id,
-            since,
-        )
-        return [(key, envelope_id, seq) for key, envelope_id, seq in rows], bool(older)
 
     async def recent_dedup(self, session_id: str, limit: int) -> list[tuple[str, str, int]]:
         rows = await self._query(

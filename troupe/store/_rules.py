@@ -39,10 +39,6 @@ class DuplicateKey(StoreError):
         self.key = key
 
 
-def duplicate_key(session_id: str, key: str) -> DuplicateKey:
-    return DuplicateKey(session_id, key)
-
-
 def check_append(
     session_id: str,
     last_seq: int,
@@ -76,7 +72,7 @@ def check_append(
         key = env.idempotency_key
         if key is not None:
             if key in keys:
-                raise duplicate_key(session_id, key)
+                raise DuplicateKey(session_id, key)
             keys.add(key)
     if metadata is not None and metadata.session_id != session_id:
         raise StoreError(

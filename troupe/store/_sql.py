@@ -174,6 +174,15 @@ SHARED_SQL: dict[str, str] = {
         INSERT INTO removed_agents (agent_id, version) VALUES (?, ?)
         ON CONFLICT (agent_id) DO UPDATE SET version = excluded.version""",
     "unmark_removed": "DELETE FROM removed_agents WHERE agent_id = ?",
+    "keys_after": """
+        SELECT 'k:' || idempotency_key, envelope_id, seq FROM wal
+        WHERE session_id = ? AND seq > ? AND idempotency_key IS NOT NULL ORDER BY seq""",
+    # In the order of the index of keys, so that it is the index both engines read: a
+    # session without keys answers at once however long it is, one with keys at the first
+    # old one (the index holds at most the keys after ``seq`` to skip).
+    "key_before": """
+        SELECT 1 FROM wal WHERE session_id = ? AND idempotency_key IS NOT NULL AND seq <= ?
+        ORDER BY idempotency_key LIMIT 1""",
     "get_agent": "SELECT passport, resume, rule, skill_md FROM agents WHERE agent_id = ?",
     "get_agent_named": "SELECT passport, resume, rule, skill_md FROM agents WHERE name = ?",
     "agents_since": """
@@ -242,6 +251,13 @@ class SQLStore(Generic[C]):
     async def _query(self, sql: str, *params: Any) -> list[Any]:
         """The rows of one read."""
         raise NotImplementedError
+
+    async def idempotency_keys(
+        self, session_id: str, since: int
+    ) -> tuple[list[tuple[str, str, int]], bool]:
+        rows = await self._query(self.SQL["keys_after"], session_id, since)
+        older = await self._query(self.SQL["key_before"], session_id, since)
+        return [(key, envelope_id, seq) for key, envelope_id, seq in rows], bool(older)
 
     def _next_change(self, conn: C) -> int:
         """Take the next value of the change counter (in the write's transaction; a store

@@ -32,7 +32,7 @@ from .._errors import NameTaken, StoreError
 from ..model import Envelope, Resume, SessionMetadata, TaskMetadata, dumps
 from ._lock import StoreLock
 from ._protocol import KEY_PREFIX, AgentRecord, Snapshot, answer_key
-from ._rules import agent_id_of, check_append, check_audit, check_window, duplicate_key
+from ._rules import DuplicateKey, agent_id_of, check_append, check_audit, check_window
 from ._schema import SCHEMA_VERSION, SYNCHRONOUS_LEVELS, connect, connect_reader, open_read_only
 from ._sql import (
     SQLStore,
@@ -323,7 +323,7 @@ class SQLiteStore(SQLStore[sqlite3.Connection]):
                     f"IN ({', '.join('?' * len(keys))}) ORDER BY seq LIMIT 1",
                     (session_id, *keys),
                 ).fetchone()
-                raise duplicate_key(session_id, taken[0]) from None
+                raise DuplicateKey(session_id, taken[0]) from None
             if dedup_rows:
                 # The first envelope under a key is the original; later ones never replace it.
                 conn.executemany("INSERT OR IGNORE INTO dedup VALUES (?, ?, ?, ?)", dedup_rows)
@@ -410,26 +410,6 @@ class SQLiteStore(SQLStore[sqlite3.Connection]):
             high,
         )
         return first_row_pair(rows)
-
-    async def idempotency_keys(
-        self, session_id: str, since: int
-    ) -> tuple[list[tuple[str, str, int]], bool]:
-        rows = await self._query(
-            "SELECT 'k:' || idempotency_key, envelope_id, seq FROM wal WHERE session_id = ? "
-            "AND seq > ? AND idempotency_key IS NOT NULL ORDER BY seq",
-            session_id,
-            since,
-        )
-        # Through the index of keys, not the WAL: a session without keys answers at once
-        # however long it is, and one with keys at the first old one (the index holds at most
-        # ``len(rows)`` entries after ``since`` to skip).
-        older = await self._query(
-            "SELECT 1 FROM wal INDEXED BY wal_idempotency WHERE session_id = ? "
-            "AND idempotency_key IS NOT NULL AND seq <= ? LIMIT 1",
-            session_id,
-            since,
-        )
-        return [(key, envelope_id, seq) for key, envelope_id, seq in rows], bool(older)
 
     async def recent_dedup(self, session_id: str, limit: int) -> list[tuple[str, str, int]]:
         rows = await self._query(
