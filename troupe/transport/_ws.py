@@ -271,17 +271,9 @@ class _WsEnd:
         """What a sender does once its frames are queued: hand them to the writer (and wait
         while the queue is over ``MAX_QUEUED_BYTES``), or without one, see them written."""
         if not self._has_writer:
-            # (No writer task: a sender writes, the others wait for it.)
-            while self._queued or self._writing:
-                if self._writing:
-                    await self._drained.park()
-                else:
-                    await self._write_now(None)
+            await self._until_written()  # (a sender writes, the others wait for it)
             return
-        writer = self._writer
-        if writer is not None:
-            self._writer = None
-            trio.lowlevel.reschedule(writer)
+        self._wake_writer()
         while self._queued_bytes > MAX_QUEUED_BYTES and self._has_writer and self.alive:
             await self._room.park()
 
@@ -297,10 +289,7 @@ class _WsEnd:
         finally:
             self._writing = False
             if self._queued:
-                writer = self._writer
-                if writer is not None:  # (cancelled with frames queued: the writer's now)
-                    self._writer = None
-                    trio.lowlevel.reschedule(writer)
+                self._wake_writer()  # (cancelled with frames queued: the writer's now)
             if self._drained:
                 self._drained.unpark_all()
 
@@ -315,6 +304,13 @@ class _WsEnd:
             if self._room and self._queued_bytes <= MAX_QUEUED_BYTES:
                 self._room.unpark_all()
             await self._send_message(encode_batch(batch.texts))
+
+    def _wake_writer(self) -> None:
+        """Reschedule the writer task if it waits for frames."""
+        writer = self._writer
+        if writer is not None:
+            self._writer = None
+            trio.lowlevel.reschedule(writer)
 
     def start_writer(self, nursery: trio.Nursery) -> None:
         """Run the connection's writer in ``nursery`` (the connection's own): it writes
