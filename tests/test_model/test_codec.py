@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import collections
+import dataclasses
+import datetime
+import enum
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +49,7 @@ from troupe.model import (
     structure,
     unstructure,
 )
-from troupe.model._codec import envelope_from_json
+from troupe.model._codec import CONVERTER, envelope_from_json
 
 from .strategies import RECORDS, records
 
@@ -357,3 +362,41 @@ def test_prepare_makes_the_converters_functions_before_the_first_use(
     envelope = {"session_id": "s", "sender_id": "a", "event_type": "troupe.text"}
     assert structure({"envelope": envelope}, PostEnvelope).envelope.session_id == "s"
     assert unstructure(Accepted(envelope_id="e", seq=1)) == {"envelope_id": "e", "seq": 1}
+
+
+@dataclasses.dataclass
+class _Point:
+    x: int = 1
+    y: int = 2
+
+
+class _Text(str):
+    pass
+
+
+class _Mode(enum.StrEnum):
+    ON = "on"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"at": "2026-12-07T20:31:12.336544+00:00", "kind": "k", "ids": ["a", "b"], "n": 1},
+        {"a": (1, 2), "b": None, "c": 1.5, "d": True, "e": float("nan"), "f": _Mode.ON},
+        {1: "a non-string key"},
+        {_Mode.ON: "an enum key"},
+        {_Text("k"): _Text("a str subclass")},
+        {"a": {1, 2}, "b": frozenset([3])},
+        {"a": b"bytes"},
+        {"a": _Point(x=5)},  # the converter leaves out fields at their default
+        {"a": datetime.datetime(2026, 1, 1, 12, tzinfo=datetime.UTC)},
+        {"a": datetime.datetime(2026, 1, 1, 12), "b": datetime.date(2026, 1, 1)},
+        {"a": uuid.UUID(int=5)},
+        {"a": collections.OrderedDict(b=1)},
+        {"a": [Envelope(session_id="s", sender_id="a", event_type="t")]},
+    ],
+)
+def test_json_data_is_written_as_the_converter_writes_it(data: dict[Any, Any]) -> None:
+    # ``dumps`` hands a dict to orjson directly (audit records, snapshots, kv values): what
+    # orjson would write differently from the converter must still go the converter's way.
+    assert dumps(data) == orjson.dumps(CONVERTER.unstructure(data))

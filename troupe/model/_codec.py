@@ -299,7 +299,25 @@ def dumps(obj: Any) -> bytes:
       DecodeError: ``obj`` holds something JSON cannot carry (a set, an int beyond 64 bits,
         a non-string key); ``record`` names its type.
     """
+    if type(obj) is dict:
+        # JSON data (an audit record, a snapshot, a kv value): orjson writes it directly,
+        # 0.3 instead of 2.9 us for an audit record, three of which every new session
+        # writes. Whatever the converter would write differently (a record, a dataclass, a
+        # datetime, a set, bytes, a subclass, a non-string key) orjson refuses with these
+        # options, and it goes the converter's way below: the output is the same.
+        try:
+            return orjson.dumps(obj, option=_AS_THE_CONVERTER_WRITES)
+        except orjson.JSONEncodeError:
+            pass
     return _to_json(CONVERTER.unstructure(obj), type(obj).__name__)
+
+
+#: orjson options that make it refuse what the converter writes its own way (see ``dumps``).
+_AS_THE_CONVERTER_WRITES: Final = (
+    orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
 
 
 def loads(data: str | bytes, cls: type[T]) -> T:
