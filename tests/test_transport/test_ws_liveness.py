@@ -241,3 +241,29 @@ async def test_clients_that_reset_during_the_handshake_do_not_take_the_server_do
                 await wait_until(lambda: limits.total == 0)  # ... and let it go
             async with HubClient(served.link()) as hc:
                 assert await hc.list_agents() == []
+
+
+async def test_a_failure_in_one_connections_tasks_does_not_stop_the_server(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A connection's tasks (its heartbeat, its writer) ran in the server's nursery: an error
+    # nobody expected in one of them (a bug) ended serve_ws, and every other client with it.
+    heartbeat = _ws.WsEndpoint.keepalive
+    failed = trio.Event()
+
+    async def keepalive(self: _ws.WsEndpoint, interval: float, pong_within: float) -> None:
+        if not failed.is_set():
+            failed.set()
+            raise RuntimeError("a bug in the first connection's heartbeat")
+        await heartbeat(self, interval, pong_within)
+
+    monkeypatch.setattr(_ws.WsEndpoint, "keepalive", keepalive)
+    with trio.fail_after(10):
+        async with serving() as served, raw(served.url) as first:
+            await failed.wait()
+            with pytest.raises(ConnectionClosed):  # that connection is let go ...
+                await first.hello("first")
+            async with HubClient(served.link()) as hc:  # ... and the others are served
+                await hc.register_human(Passport(name="second"))
+                assert [p.name for p in await hc.list_agents()] == ["second"]
+    assert "a bug in the first connection's heartbeat" in caplog.text

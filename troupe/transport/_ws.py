@@ -556,13 +556,18 @@ async def serve_ws(
                 ws = await accept(outer, max_size=HARD_LIMIT_BYTES)
             if ws is None:
                 return
-            async with trio.open_nursery() as nursery:
-                endpoint = WsEndpoint(ws, uuid.uuid4().hex, remote=address)
-                nursery.start_soon(endpoint.keepalive, ping_interval, ping_timeout)
-                endpoint.start_writer(nursery)
-                await hub.attach_endpoint(endpoint)
-                await endpoint.closed.wait()
-                nursery.cancel_scope.cancel()
+            try:
+                async with trio.open_nursery() as nursery:
+                    endpoint = WsEndpoint(ws, uuid.uuid4().hex, remote=address)
+                    nursery.start_soon(endpoint.keepalive, ping_interval, ping_timeout)
+                    endpoint.start_writer(nursery)
+                    await hub.attach_endpoint(endpoint)
+                    await endpoint.closed.wait()
+                    nursery.cancel_scope.cancel()
+            except Exception as exc:
+                # An error nobody expected in one connection's tasks (a bug) is that
+                # connection's: it is cut below, and the server goes on serving the others.
+                log.error("connection from %s failed; it is closed", address, exc_info=exc)
         finally:
             try:
                 await trio.aclose_forcefully(outer)
