@@ -296,8 +296,10 @@ def dumps(obj: Any) -> bytes:
       The JSON bytes.
 
     Raises:
-      DecodeError: ``obj`` holds something JSON cannot carry (a set, an int beyond 64 bits,
-        a non-string key); ``record`` names its type.
+      DecodeError: ``obj`` holds something JSON cannot carry (an int beyond 64 bits; in a
+        record's JSON data field, a set or a non-string key too); ``record`` names its type.
+        A plain dict given as ``obj`` is the converter's: its keys are written as strings,
+        its sets as lists.
     """
     if type(obj) is dict:
         # JSON data (an audit record, a snapshot, a kv value): orjson writes it directly,
