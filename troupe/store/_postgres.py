@@ -67,11 +67,11 @@ from ..model import Envelope, Resume, SessionMetadata, TaskMetadata, dumps
 from ._protocol import KEY_PREFIX, AgentRecord, Snapshot, answer_key
 from ._rules import DuplicateKey, agent_id_of, check_append, check_audit, check_window
 from ._sql import (
+    KEYED,
     SQLStore,
     agent_records,
     answer_range,
     checked,
-    dedup_map,
     execute,
     first_found,
     first_record,
@@ -672,16 +672,6 @@ class PostgresStore(SQLStore["Connection"]):
         )
         return checked(session_id, rows)[0] if rows else None
 
-    async def load_dedup(self, session_id: str) -> dict[str, tuple[str, int]]:
-        rows = await self._query(
-            "SELECT key, envelope_id, seq FROM dedup WHERE session_id = %s UNION ALL "
-            "SELECT 'k:' || idempotency_key, envelope_id, seq FROM wal WHERE session_id = %s "
-            "AND idempotency_key IS NOT NULL",
-            session_id,
-            session_id,
-        )
-        return dedup_map(rows)
-
     async def find_dedup(self, session_id: str, keys: Sequence[str]) -> tuple[str, int] | None:
         if not keys:
             await trio.lowlevel.checkpoint()
@@ -690,7 +680,7 @@ class PostgresStore(SQLStore["Connection"]):
         idempotency = [key.removeprefix(KEY_PREFIX) for key in keys if key.startswith(KEY_PREFIX)]
         rows = await self._query(
             "SELECT key, envelope_id, seq FROM dedup WHERE session_id = %s AND key = ANY(%s) "
-            "UNION ALL SELECT 'k:' || idempotency_key, envelope_id, seq FROM wal "
+            f"UNION ALL SELECT {KEYED}, envelope_id, seq FROM wal "
             "WHERE session_id = %s AND idempotency_key = ANY(%s)",
             session_id,
             list(keys),

@@ -19,7 +19,7 @@ import trio
 from .._errors import StoreError
 from ..model import Envelope, Passport, Resume, Rule, TaskMetadata, dumps, loads
 from ..model._codec import envelope_from_json
-from ._protocol import AgentRecord, Changes, Snapshot, answer_prefix
+from ._protocol import KEY_PREFIX, AgentRecord, Changes, Snapshot, answer_prefix
 from ._rules import json_bytes, json_value, unknown_agent
 from ._writer import GroupCommitWriter, WriterStatistics
 
@@ -162,6 +162,9 @@ async def run_shielded(
 
 #: Statements both dialects share but for their placeholder (written ``?`` here; a store
 #: class gets them with its own ``PARAM`` as ``SQL``).
+#: A WAL row's idempotency key as its dedup key (:func:`~._protocol.dedup_keys`), in SQL.
+KEYED = f"'{KEY_PREFIX}' || idempotency_key"
+
 SHARED_SQL: dict[str, str] = {
     "update_agent": "UPDATE agents SET {column} = ?, version = ? WHERE agent_id = ?",
     "delete_agent_rows": "DELETE FROM {table} WHERE agent_id = ?",
@@ -174,8 +177,14 @@ SHARED_SQL: dict[str, str] = {
         INSERT INTO removed_agents (agent_id, version) VALUES (?, ?)
         ON CONFLICT (agent_id) DO UPDATE SET version = excluded.version""",
     "unmark_removed": "DELETE FROM removed_agents WHERE agent_id = ?",
-    "keys_after": """
-        SELECT 'k:' || idempotency_key, envelope_id, seq FROM wal
+    # Every dedup key: the answers' from the dedup table, the idempotency keys from the WAL
+    # (a store written by an earlier troupe also has some of those in its dedup table).
+    "load_dedup": f"""
+        SELECT key, envelope_id, seq FROM dedup WHERE session_id = ? UNION ALL
+        SELECT {KEYED}, envelope_id, seq FROM wal
+        WHERE session_id = ? AND idempotency_key IS NOT NULL""",
+    "keys_after": f"""
+        SELECT {KEYED}, envelope_id, seq FROM wal
         WHERE session_id = ? AND seq > ? AND idempotency_key IS NOT NULL ORDER BY seq""",
     # In the order of the index of keys, so that it is the index both engines read: a
     # session without keys answers at once however long it is, one with keys at the first
@@ -251,6 +260,9 @@ class SQLStore(Generic[C]):
     async def _query(self, sql: str, *params: Any) -> list[Any]:
         """The rows of one read."""
         raise NotImplementedError
+
+    async def load_dedup(self, session_id: str) -> dict[str, tuple[str, int]]:
+        return dedup_map(await self._query(self.SQL["load_dedup"], session_id, session_id))
 
     async def idempotency_keys(
         self, session_id: str, since: int

@@ -35,11 +35,11 @@ from ._protocol import KEY_PREFIX, AgentRecord, Snapshot, answer_key
 from ._rules import DuplicateKey, agent_id_of, check_append, check_audit, check_window
 from ._schema import SCHEMA_VERSION, SYNCHRONOUS_LEVELS, connect, connect_reader, open_read_only
 from ._sql import (
+    KEYED,
     SQLStore,
     agent_records,
     answer_range,
     checked,
-    dedup_map,
     execute,
     first_found,
     first_record,
@@ -369,16 +369,6 @@ class SQLiteStore(SQLStore[sqlite3.Connection]):
         )
         return checked(session_id, rows)[0] if rows else None
 
-    async def load_dedup(self, session_id: str) -> dict[str, tuple[str, int]]:
-        rows = await self._query(
-            "SELECT key, envelope_id, seq FROM dedup WHERE session_id = ? UNION ALL "
-            "SELECT 'k:' || idempotency_key, envelope_id, seq FROM wal WHERE session_id = ? "
-            "AND idempotency_key IS NOT NULL",
-            session_id,
-            session_id,
-        )
-        return dedup_map(rows)
-
     async def find_dedup(self, session_id: str, keys: Sequence[str]) -> tuple[str, int] | None:
         if not keys:
             await trio.lowlevel.checkpoint()
@@ -388,7 +378,7 @@ class SQLiteStore(SQLStore[sqlite3.Connection]):
         rows = await self._query(
             "SELECT key, envelope_id, seq FROM dedup WHERE session_id = ? "
             f"AND key IN ({', '.join('?' * len(keys))}) UNION ALL "
-            "SELECT 'k:' || idempotency_key, envelope_id, seq FROM wal WHERE session_id = ? "
+            f"SELECT {KEYED}, envelope_id, seq FROM wal WHERE session_id = ? "
             f"AND idempotency_key IN ({', '.join('?' * len(idempotency))})",
             session_id,
             *keys,
