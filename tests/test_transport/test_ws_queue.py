@@ -8,6 +8,9 @@ With the connection's writer running, a sender does not wait for the write, up t
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import pytest
 import trio
 import trio.testing
@@ -59,6 +62,17 @@ def ping(n: int | str) -> str:
 
 def end_of(ws: HeldWebSocket) -> WsLinkClient:
     return WsLinkClient(ws, "end")  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def writing(ws: HeldWebSocket) -> AsyncIterator[tuple[WsLinkClient, trio.Nursery]]:
+    """``ws``'s end with its writer running (in the nursery given too); stopped on the way
+    out."""
+    end = end_of(ws)
+    async with trio.open_nursery() as nursery:
+        end.start_writer(nursery)
+        yield end, nursery
+        nursery.cancel_scope.cancel()
 
 
 async def _received_a_batch(end: WsLinkClient, ws: HeldWebSocket) -> None:
@@ -114,9 +128,7 @@ async def test_queued_frames_keep_their_order_and_each_message_stays_under_the_l
 
 async def test_with_its_writer_a_burst_is_one_message_and_no_sender_waits_for_it() -> None:
     ws = HeldWebSocket()
-    end = end_of(ws)
-    async with trio.open_nursery() as nursery:
-        end.start_writer(nursery)
+    async with writing(ws) as (end, _):
         await _received_a_batch(end, ws)
         ws.held = trio.Event()  # the peer does not read yet
         returned = 0
@@ -135,15 +147,12 @@ async def test_with_its_writer_a_burst_is_one_message_and_no_sender_waits_for_it
         await trio.testing.wait_all_tasks_blocked()
         (message,) = ws.frames()  # one message (the senders ran in trio's own order)
         assert sorted(int(f.nonce) for f in message) == list(range(10))  # type: ignore[union-attr]
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_lone_frame_is_written_by_its_sender_at_once() -> None:
     # A lone request (nothing read in batches, nothing queued) waits for no writer's turn.
     ws = HeldWebSocket()
-    end = end_of(ws)
-    async with trio.open_nursery() as nursery:
-        end.start_writer(nursery)
+    async with writing(ws) as (end, nursery):
         await trio.testing.wait_all_tasks_blocked()
         writes: list[str] = []
         real = ws.send_message
@@ -160,7 +169,6 @@ async def test_a_lone_frame_is_written_by_its_sender_at_once() -> None:
         nursery.start_soon(caller, name="caller")
         await trio.testing.wait_all_tasks_blocked()
         assert writes == ["caller"]
-        nursery.cancel_scope.cancel()
 
 
 async def test_senders_wait_for_room_while_the_queue_is_over_its_bound(
@@ -168,9 +176,7 @@ async def test_senders_wait_for_room_while_the_queue_is_over_its_bound(
 ) -> None:
     monkeypatch.setattr(_ws, "MAX_QUEUED_BYTES", 100)
     ws = HeldWebSocket()
-    end = end_of(ws)
-    async with trio.open_nursery() as nursery:
-        end.start_writer(nursery)
+    async with writing(ws) as (end, nursery):
         await _received_a_batch(end, ws)
         ws.held = trio.Event()
         done: list[int] = []
@@ -192,14 +198,11 @@ async def test_senders_wait_for_room_while_the_queue_is_over_its_bound(
         assert [f.nonce for m in ws.frames() for f in m] == [  # type: ignore[union-attr]
             f"{n:040d}" for n in range(4)
         ]
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_close_writes_what_was_queued_before_it() -> None:
     ws = HeldWebSocket()
-    end = end_of(ws)
-    async with trio.open_nursery() as nursery:
-        end.start_writer(nursery)
+    async with writing(ws) as (end, nursery):
         await _received_a_batch(end, ws)
         ws.held = trio.Event()
         for n in range(3):
@@ -211,16 +214,13 @@ async def test_a_close_writes_what_was_queued_before_it() -> None:
         await trio.testing.wait_all_tasks_blocked()
         assert ws.closes == [len(ws.messages)]
         assert [f.nonce for m in ws.frames() for f in m] == ["0", "1", "2"]  # type: ignore[union-attr]
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_close_behind_a_peer_that_does_not_read_still_closes_in_its_time(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     ws = HeldWebSocket()
-    end = end_of(ws)
-    async with trio.open_nursery() as nursery:
-        end.start_writer(nursery)
+    async with writing(ws) as (end, _):
         await _received_a_batch(end, ws)
         ws.held = trio.Event()  # never set: the peer reads nothing
         await end.send_frame(PingFrame(nonce="stuck"))
@@ -229,7 +229,6 @@ async def test_a_close_behind_a_peer_that_does_not_read_still_closes_in_its_time
         assert trio.current_time() - start == 1.5
         assert ws.closes == [0]  # the connection was closed all the same (its stream cut)
         assert end.closed.is_set()
-        nursery.cancel_scope.cancel()
 
 
 class GatedWebSocket(HeldWebSocket):
@@ -253,9 +252,7 @@ async def test_a_lone_sender_cancelled_while_writing_loses_nobody_elses_frames(
     so a deadline around its own send (a caller's move_on_after) could lose frames whose
     senders had returned, on a connection that stayed open (review of issue 15)."""
     ws = GatedWebSocket()
-    end = end_of(ws)
-    async with trio.open_nursery() as nursery:
-        end.start_writer(nursery)
+    async with writing(ws) as (end, nursery):
         await trio.testing.wait_all_tasks_blocked()
         own, next_one = trio.Event(), trio.Event()
         ws.gates = [own, next_one]  # A's own frame, then the message after it
@@ -278,7 +275,6 @@ async def test_a_lone_sender_cancelled_while_writing_loses_nobody_elses_frames(
         await trio.testing.wait_all_tasks_blocked()
         sent = [f.nonce for message in ws.frames() for f in message if isinstance(f, PingFrame)]
         assert sent == ["A", "B", "C"]
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_lone_sender_writes_its_own_frame_not_everyone_elses(
@@ -287,9 +283,7 @@ async def test_a_lone_sender_writes_its_own_frame_not_everyone_elses(
     """While others keep queueing, the sender that wrote a lone frame returns once its own
     is written: the writer task writes theirs (it used to write for as long as they came)."""
     ws = HeldWebSocket()
-    end = end_of(ws)
-    async with trio.open_nursery() as nursery:
-        end.start_writer(nursery)
+    async with writing(ws) as (end, nursery):
         await trio.testing.wait_all_tasks_blocked()
         ws.held = trio.Event()
         done = trio.Event()
@@ -311,4 +305,3 @@ async def test_a_lone_sender_writes_its_own_frame_not_everyone_elses(
         sent = [f.nonce for message in ws.frames() for f in message if isinstance(f, PingFrame)]
         assert sent == ["lone", "0", "1", "2"]
         assert written_when_done == [1]  # its own message only: the writer wrote the rest
-        nursery.cancel_scope.cancel()
