@@ -18,7 +18,7 @@ from troupe.api import FindAgentId, PostEnvelope, SetSkill
 from troupe.client._remote import RemoteHub
 from troupe.model import Frame, RequestFrame, ResponseFrame
 
-from ..harness import MiniClient, StepCounter, open_hub_pair
+from ..harness import StepCounter, open_hub_pair
 
 
 def steps_of(suffix: str) -> StepCounter:
@@ -34,8 +34,7 @@ async def test_the_reader_hands_a_request_on_without_a_scheduler_round_while_slo
     # request is reading the next frame.
     async with open_hub_pair() as h:
         bob = await h.agent("bob", connect=False)
-        client = MiniClient(h.hub, h.nursery, "ep-bob")
-        await client.attach()
+        client = await h.connection("ep-bob")
         await client.bind(bob.id)
         await h.settle()
         reader = steps_of("ep-bob")
@@ -58,8 +57,7 @@ async def test_a_read_over_a_connection_yields_only_sending_its_answer(
     # schedule point, as every trio call is.
     async with open_hub_pair() as h:
         bob = await h.agent("bob", connect=False)
-        client = MiniClient(h.hub, h.nursery, "ep-bob")
-        await client.attach()
+        client = await h.connection("ep-bob")
         await client.bind(bob.id)
         await h.settle()
         requests = steps_of("Workers._work")
@@ -160,8 +158,7 @@ async def test_requests_are_served_by_tasks_that_wait_for_the_next_not_one_task_
     # A task per request cost its start and end (~4.5 µs of each request on the hub).
     async with open_hub_pair() as h:
         bob = await h.agent("bob", connect=False)
-        client = MiniClient(h.hub, h.nursery, "ep-bob")
-        await client.attach()
+        client = await h.connection("ep-bob")
         await client.bind(bob.id)
         await h.settle()
         workers = SpawnsOf("Workers._work")
