@@ -15,9 +15,9 @@ from troupe import EV_TEXT, Envelope, HubClient, LocalLink, Passport, Turn
 from troupe.client import AgentClient
 from troupe.hub import Hub, open_hub
 from troupe.hub._activity import ACTIVITY_NS
-from troupe.hub._directory import SessionEntry
+from troupe.hub._directory import Directory, SessionEntry
 from troupe.hub._passivation import ANSWER_S, SNAPSHOT_FROM, passivate
-from troupe.model import SessionState
+from troupe.model import SessionMetadata, SessionState
 from troupe.store import MemoryStore, Snapshot
 
 from ..harness import open_hub_pair
@@ -461,3 +461,28 @@ async def test_a_cancelled_passivation_never_leaves_the_session_stuck(
         assert accepted.seq == entry.last_seq
         assert await p.texts() == ["first", "after"]
         assert p.hub.statistics().rehydrations == int(stopped)
+
+
+async def test_the_sweeper_wakes_for_a_use_after_a_release_of_a_session_not_in_use() -> None:
+    """A session that is not in use (its supervisor gave up on it, or it was passivated)
+    may be released again while nothing is in use: the sweeper waiting for the next use
+    must still be woken by it."""
+    directory = Directory()
+    idle = SessionEntry(metadata=_metadata("s-idle"), stype=None)
+    fresh = SessionEntry(metadata=_metadata("s-fresh"), stype=None)
+    waiting_on = directory.used  # what the sweeper waits on while nothing is in use
+    directory.release(idle)
+    directory.touch(fresh, 1.0)
+    assert waiting_on.is_set()
+
+
+def _metadata(session_id: str) -> SessionMetadata:
+    return SessionMetadata(
+        session_id=session_id,
+        manifest_type="conversation",
+        manifest_version=1,
+        creator_id="a-1",
+        participants=(),
+        state=SessionState.ACTIVE,
+        created_at="2026-12-07T00:00:00+00:00",
+    )

@@ -219,9 +219,13 @@ class Directory:
             self.used.set()
 
     def release(self, entry: SessionEntry) -> None:
-        """Forget that ``entry`` is in use (passivated, or ended)."""
+        """Forget that ``entry`` is in use (passivated, or ended).
+
+        ``used`` is renewed only once it was set: the sweeper may be waiting on it already
+        (an entry that was not in use, released while none is, must not take its wake-up).
+        """
         self.in_use.pop(entry.session_id, None)
-        if not self.in_use:
+        if not self.in_use and self.used.is_set():
             self.used = trio.Event()
 
     def __len__(self) -> int:
