@@ -16,7 +16,8 @@ from troupe.client import AgentClient
 from troupe.hub import Hub, open_hub
 from troupe.hub._activity import ACTIVITY_NS
 from troupe.hub._directory import Directory, SessionEntry
-from troupe.hub._passivation import ANSWER_S, SNAPSHOT_FROM, passivate
+from troupe.hub._passivation import SNAPSHOT_FROM, passivate
+from troupe.hub._session import SessionActor
 from troupe.model import SessionMetadata, SessionState
 from troupe.store import MemoryStore, Snapshot
 
@@ -421,13 +422,13 @@ async def test_a_reopened_hub_recovers_open_sessions_then_passivates_them(
         assert hub.statistics().live_sessions == 3  # without passivation they stay up
 
 
-@pytest.mark.parametrize("snapshot", ["ends", "outlasts the answer deadline"])
+@pytest.mark.parametrize("then", ["nothing", "a post"])
 async def test_a_cancelled_passivation_never_leaves_the_session_stuck(
-    autojump_clock: trio.testing.MockClock, snapshot: str
+    autojump_clock: trio.testing.MockClock, then: str
 ) -> None:
-    """The caller of ``passivate`` is cancelled while the actor saves its snapshot (the
-    sweeper's batch, a hub shutting down): the passivation still ends, stopped or called
-    off, and the posts that come later are served."""
+    """The caller of ``passivate`` is cancelled while the actor saves its snapshot (a hub
+    shutting down): the actor finishes the passivation alone, stopped if nothing came
+    meanwhile and called off if a post did, and the posts that come later are served."""
     async with open_pair(passivate_after=None) as p, trio.open_nursery() as nursery:
         entry = await p.say("first")
         release = trio.Event()
@@ -447,20 +448,50 @@ async def test_a_cancelled_passivation_never_leaves_the_session_stuck(
         await trio.testing.wait_all_tasks_blocked()
         caller.cancel()
         await trio.testing.wait_all_tasks_blocked()
-        if snapshot != "ends":
-            await trio.sleep(ANSWER_S)  # the passivation stops waiting for the answer
+        if then == "a post":
+            nursery.start_soon(p.hub.post, p.text("meanwhile"))
+            await trio.testing.wait_all_tasks_blocked()
         release.set()
         await trio.testing.wait_all_tasks_blocked()
 
         assert entry.gate is None
-        stopped = snapshot == "ends"
+        stopped = then == "nothing"
         assert running(entry) is not stopped
         assert p.hub.statistics().passivations == int(stopped)
         with trio.fail_after(1):
             accepted = await p.hub.post(p.text("after"))
         assert accepted.seq == entry.last_seq
-        assert await p.texts() == ["first", "after"]
+        said = ["first", "after"] if stopped else ["first", "meanwhile", "after"]
+        assert await p.texts() == said
         assert p.hub.statistics().rehydrations == int(stopped)
+
+
+async def test_a_session_whose_actor_crashes_as_it_stops_is_restarted_not_stuck(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The actor agreed to passivate, then crashed on its way out: it is restarted as after
+    any crash, its gate reopens, and a post waiting at the gate is served by it."""
+    async with open_pair(passivate_after=None) as p, trio.open_nursery() as nursery:
+        entry = await p.say("first")
+        crash_once = [True]
+        stop = SessionActor.on_stop
+
+        async def on_stop(self: SessionActor) -> None:
+            if crash_once.pop() if crash_once else False:
+                nursery.start_soon(p.hub.post, p.text("at the gate"))
+                await trio.testing.wait_all_tasks_blocked()
+                raise RuntimeError("on_stop broke")
+            await stop(self)
+
+        monkeypatch.setattr(SessionActor, "on_stop", on_stop)
+        with trio.fail_after(1):
+            assert not await passivate(p.hub, entry)
+        await trio.testing.wait_all_tasks_blocked()
+        assert entry.gate is None
+        assert running(entry)
+        stats = p.hub.statistics()
+        assert (stats.passivations, stats.session_restarts) == (0, 1)
+        assert await p.texts() == ["first", "at the gate"]
 
 
 async def test_the_sweeper_wakes_for_a_use_after_a_release_of_a_session_not_in_use() -> None:

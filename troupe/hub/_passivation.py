@@ -7,21 +7,24 @@ Rules:
   clock. ``Directory.in_use`` keeps the running sessions least recently used first, so one
   sweeper task looks only at the front of it: no task or timer per session, and a
   passivated session costs no task.
-- The sweeper asks the session actor to ``Passivate``. The actor declines while anything is
-  queued for it. Otherwise it saves a snapshot (when snapshots are on and it is behind;
-  not, for the sweeper, of a session never snapshotted whose WAL is shorter than
-  ``SNAPSHOT_FROM``) and,
-  in the step that answers, marks its entry's gate ``passivating``: from then on callers
-  queue at the gate instead of reaching its mailbox, so the stop leaves nothing behind.
-- An actor that agrees stops itself right after its answer (orderly: ``on_stop`` runs), in
-  that same step; the sweeper then makes sure it stopped (``terminate_child`` finds nothing
-  left to stop) and drops its ref and dedup index.
-  What is left is the directory entry: metadata, the last published state (small, and what
-  ``can_send`` and ``pending_turns_for`` read) and ``last_seq``.
-- Once the actor is asked, the passivation ends whatever its caller does (the sweeper's batch
-  or the hub may be cancelled): it is shielded, within its own bounds. It waits ``ANSWER_S``
-  for the answer, then withdraws the request (an actor that sees it withdrawn declines);
-  a gate the actor marked is always reopened, after the stop (``STOP_S`` more at most).
+- The sweeper *tells* each due session's actor to ``Passivate`` and moves on: no task, no
+  wait per session (issue 15, item 6: a passivation cost ~65 us of a create when each had a
+  task asking and waiting). It counts as a use, so the sweeper looks at a session that
+  declines again ``passivate_after`` later.
+- The actor declines while anything is queued for it. Otherwise it saves a snapshot (when
+  snapshots are on and it is behind; not, for the sweeper, of a session never snapshotted
+  whose WAL is shorter than ``SNAPSHOT_FROM``) and, in the step that agrees, marks its
+  entry's gate ``passivating``: from then on callers queue at the gate instead of reaching
+  its mailbox, so the stop leaves nothing behind. It stops itself right after (orderly:
+  ``on_stop`` runs).
+- Its supervisor hears of the stop (``Supervisor.on_exit``) before any other task runs,
+  once the actor's id is free: the session supervisor drops the ref and dedup index and
+  reopens the gate (``SessionSupervisor._exited``). What is left is the directory entry:
+  metadata, the last published state (small, and what ``can_send`` and
+  ``pending_turns_for`` read) and ``last_seq``. An actor that crashes while it stops is
+  restarted (or given up on) as any crash, and its gate reopens all the same.
+- So nothing has to wait for a passivation to end, and none is left half done when its
+  caller is cancelled: the actor and its supervisor finish it.
 - The next caller starts the session again (rehydration): snapshot + WAL tail, as after a
   crash but without the re-dispatch. Callers that arrive meanwhile queue at the gate in
   arrival order, and each puts its message into the new mailbox before the next one is let
@@ -31,22 +34,20 @@ Rules:
 from __future__ import annotations
 
 import logging
-from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import trio
 
-from .._errors import ActorDead
+from .._errors import ActorDead, MailboxFull
 from ._directory import SessionEntry
 from ._session_parts import Passivate
 
 if TYPE_CHECKING:
-    from ..actors import ActorRef
     from ._hub import Hub
 
 log = logging.getLogger("troupe.hub.passivation")
 
-#: How many due sessions the sweeper passivates side by side.
+#: How many due sessions the sweeper tells to passivate before it lets them run.
 BATCH = 64
 #: The sweeper passivates a session that was never snapshotted and whose WAL is shorter
 #: than this without a snapshot: its next start refolds those few envelopes about as fast as
@@ -54,19 +55,18 @@ BATCH = 64
 #: costs two writes fewer (issue 15, item 6). Other passivations (a cluster node's drain,
 #: a reopened store's) snapshot whatever is behind.
 SNAPSHOT_FROM = 16
-#: How long a passivation waits for the actor's answer (its snapshot included), even once
-#: its caller is cancelled; then it is called off.
-ANSWER_S = 30.0
-#: How long the stop of an actor that agreed may take on top (its ``shutdown_s`` is 5 s,
-#: then it is cancelled): cut short, the gate reopens while the old actor may still run.
+#: How long an eviction may take to stop an actor (its ``shutdown_s`` is 5 s, then it is
+#: cancelled).
 STOP_S = 15.0
 
 
 async def passivate(
     hub: Hub, entry: SessionEntry, idle_for: float = 0.0, *, snapshot_from: int = 1
 ) -> bool:
-    """Passivate one session if it agrees and was not used in the last ``idle_for`` seconds
-    (``snapshot_from``: see ``Passivate``).
+    """Passivate one session, if it agrees and was not used in the last ``idle_for``
+    seconds (``snapshot_from``: see ``Passivate``), and wait until it is.
+
+    Cancelled, it stops waiting; a passivation the actor agreed to ends all the same.
 
     Returns:
       Whether it was passivated.
@@ -78,47 +78,24 @@ async def passivate(
         await trio.lowlevel.checkpoint()
         return False
     if trio.current_time() < entry.used_at + idle_for:
-        await trio.lowlevel.checkpoint()  # used since the sweeper picked it
+        await trio.lowlevel.checkpoint()  # used since it was picked
         return False
-    # Once asked, the actor may mark the gate passivating: from then on this passivation
-    # must end (stop the actor, reopen the gate) or every later caller waits forever.
-    with trio.CancelScope(shield=True, deadline=trio.current_time() + ANSWER_S + STOP_S):
-        return await _passivate(hub, entry, ref, snapshot_from)
-    return True  # the stop outlasted STOP_S; the gate was reopened all the same
-
-
-async def _passivate(
-    hub: Hub, entry: SessionEntry, ref: ActorRef[Any, Any], snapshot_from: int
-) -> bool:
-    directory = hub._sessions.directory
     request = Passivate(snapshot_from=snapshot_from)
-    with trio.move_on_after(ANSWER_S):
-        try:
-            await ref.ask(request)
-        except ActorDead:
-            pass  # it crashed; its supervisor restarts it or gives up
-    request.withdrawn.set()  # an actor still at it now declines: nobody would stop it
-    # The actor agreed iff it marked the gate with this request (in the step that answers):
-    # then this passivation owns the gate, even if the answer itself never came.
-    gate = entry.gate
-    if gate is None or gate.passivating is not request.stopped:
-        directory.touch(entry, trio.current_time())  # look again in a while
-        return False
     try:
-        await hub._sessions.stop(entry)
-    finally:
-        gate.passivating = None
-        request.stopped.set()
-        if not gate.users and entry.gate is gate:
-            entry.gate = None
-    return True
+        agreed = await ref.ask(request)
+    except ActorDead:
+        return False  # it crashed; its supervisor restarts it or gives up
+    if not agreed:
+        return False
+    await request.stopped.wait()
+    return not entry.running  # (running: it crashed while it stopped, and was restarted)
 
 
 async def sweep(hub: Hub, after: float, *, task_status: trio.TaskStatus[None]) -> None:
-    """Passivate every session unused for ``after`` seconds, oldest first, forever.
+    """Tell every session unused for ``after`` seconds to passivate, oldest first, forever.
 
-    Up to ``BATCH`` due sessions are passivated side by side: each passivation is a few
-    hops between tasks, and trio runs the tasks that are ready together in one batch.
+    Up to ``BATCH`` at a time, then a checkpoint: the actors told run in trio's next batch,
+    and the sweeper does not hold the loop however many sessions are due.
     """
     directory = hub._sessions.directory
     task_status.started()
@@ -128,21 +105,27 @@ async def sweep(hub: Hub, after: float, *, task_status: trio.TaskStatus[None]) -
             continue
         oldest = next(iter(directory.in_use.values()))
         due = oldest.used_at + after
-        if trio.current_time() < due:
+        now = trio.current_time()
+        if now < due:
             await trio.sleep_until(due)
             continue
-        now = trio.current_time()
         batch: list[SessionEntry] = []
         for entry in directory.in_use.values():
             # The same test as for ``due`` above, so the oldest is always in the batch.
             if now < entry.used_at + after or len(batch) == BATCH:
                 break
             batch.append(entry)
-        async with trio.open_nursery() as nursery:
-            for entry in batch:
-                nursery.start_soon(
-                    partial(passivate, hub, entry, after, snapshot_from=SNAPSHOT_FROM)
-                )
+        for entry in batch:
+            ref = entry.ref
+            if ref is None or not ref.alive or entry.metadata.state.terminal:
+                directory.release(entry)  # it ended, or its supervisor gave up on it
+                continue
+            try:
+                ref.tell_nowait(Passivate(snapshot_from=SNAPSHOT_FROM))
+            except (ActorDead, MailboxFull):
+                pass  # it is busy (a full mailbox), or dying: in a while, again
+            directory.touch(entry, now)
+        await trio.lowlevel.checkpoint()
 
 
 async def evict(hub: Hub, entry: SessionEntry) -> None:

@@ -719,14 +719,12 @@ def _busy(actor: SessionActor) -> bool:
 
 
 async def prepare_to_passivate(actor: SessionActor, request: Passivate) -> bool:
-    """Run by the session actor on ``Passivate``: whether it may be stopped now."""
-    gate = actor.entry.gate
-    if (
-        request.withdrawn.is_set()
-        or (gate is not None and gate.passivating is not None)  # another passivation's
-        or actor.metadata.state.terminal
-        or _busy(actor)
-    ):
+    """Run by the session actor on ``Passivate``: whether it may be stopped now.
+
+    (No other passivation can have marked its gate: one it agreed to stops it before its
+    next message, the stop travelling in the system lane.)
+    """
+    if actor.metadata.state.terminal or _busy(actor):
         await trio.lowlevel.checkpoint()
         return False
     snapshots = actor.stype is not None and actor.core.config.snapshot_every > 0
@@ -740,11 +738,11 @@ async def prepare_to_passivate(actor: SessionActor, request: Passivate) -> bool:
             # sweep tries again. Crashing would cost a restart for nothing.
             log.warning("session %s: not passivated, its snapshot failed: %s", actor.sid, exc)
             return False
-        if _busy(actor) or request.withdrawn.is_set():
-            return False  # someone came during the snapshot, or nobody waits: stay
+        if _busy(actor):
+            return False  # someone came during the snapshot: stay
     gate = actor.entry.gate = actor.entry.gate or Gate()
     gate.passivating = request.stopped
-    # Stop right after this answer (``handle``), not when the passivation asks for it: the
-    # stop it then asks for finds the actor gone, and costs no second round trip.
+    # Stop right after this answer (``handle``): the session supervisor hears of the stop
+    # (``_exited``), lets go of this actor and reopens the gate. Nobody has to wait for it.
     actor.stopping = True
     return True

@@ -63,16 +63,15 @@ class EndSession(Message[SessionMetadata]):
 
 @attrs.frozen
 class Passivate(Message[bool]):
-    """To a session actor: snapshot and get ready to be stopped, unless there is work.
+    """To a session actor: snapshot and stop, unless there is work (told by the sweeper,
+    asked by ``_passivation.passivate``).
 
-    The answer is True when it is ready; its entry's gate is then ``passivating`` with
-    ``stopped``, which the passivation sets once the actor stopped. A passivation that no
-    longer waits for the answer sets ``withdrawn``: the actor then declines, so it never
-    marks a gate nobody would reopen.
+    The answer is True when it agreed: it marked its entry's gate ``passivating`` with
+    ``stopped`` and stops right after. The session supervisor hears of the stop, lets go
+    of the actor and sets ``stopped`` (``SessionSupervisor._exited``), whoever waits.
     """
 
     stopped: trio.Event = attrs.field(factory=trio.Event)
-    withdrawn: trio.Event = attrs.field(factory=trio.Event)
     #: A session never snapshotted is snapshotted only once its WAL holds this many
     #: envelopes (see ``_passivation.SNAPSHOT_FROM``); one snapshotted before always is.
     snapshot_from: int = 1

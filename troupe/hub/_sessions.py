@@ -102,6 +102,7 @@ class SessionSupervisor:
             name="sessions",
         ) as sup:
             sup.on_crash = self._audit_crash
+            sup.on_exit = self._exited
             # A new supervisor (first start, or a restart) has no children yet.
             for entry in self.directory.sessions.values():
                 entry.ref = None
@@ -482,15 +483,6 @@ class SessionSupervisor:
 
         return ChildSpec(sid, make, restart="transient", shutdown_s=5.0)
 
-    async def stop(self, entry: SessionEntry) -> None:
-        """Stop the session's actor and let go of its ref (a passivation: it agreed)."""
-        assert self._sup is not None, "the hub is not running"
-        try:
-            await self._sup.terminate_child(entry.session_id)
-        finally:
-            self._let_go(entry)
-            self._core.counters.passivations += 1
-
     async def evict(self, entry: SessionEntry) -> None:
         """Stop the session's actor without its consent (``_passivation.evict``: a cluster
         node lost its shard); withdraw a give-up (the next owner starts it afresh)."""
@@ -510,6 +502,28 @@ class SessionSupervisor:
         finally:
             self._let_go(entry)
 
+    def _exited(self, session_id: str) -> None:
+        """A session's actor stopped (the dynamic supervisor's ``on_exit``): if it stopped
+        because it agreed to passivate, the entry is now a passivated one and its gate
+        reopens. Heard before any other task runs, once the actor's id is free: the first
+        caller queued at the gate starts the next incarnation."""
+        entry = self.directory.sessions.get(session_id)
+        if entry is None or entry.gate is None or entry.gate.passivating is None:
+            return  # it ended, or was stopped by the hub (an eviction, the shutdown)
+        self._let_go(entry)
+        self._core.counters.passivations += 1
+        self._reopen(entry)
+
+    def _reopen(self, entry: SessionEntry) -> None:
+        """The passivation marked on the entry's gate is over: let its callers through."""
+        gate = entry.gate
+        assert gate is not None
+        assert gate.passivating is not None
+        stopped, gate.passivating = gate.passivating, None
+        stopped.set()
+        if not gate.users:
+            entry.gate = None
+
     def _let_go(self, entry: SessionEntry) -> None:
         """The entry of a stopped actor: as a passivated one (the next use starts it)."""
         entry.ref = None
@@ -523,8 +537,13 @@ class SessionSupervisor:
         """Audit a crash of a session's actor (the dynamic supervisor's ``on_crash``).
 
         Every crash gets a ``session_actor_crashed`` record, written before the restart (or
-        the give-up, ``session_crashed``) it leads to.
+        the give-up, ``session_crashed``) it leads to. An actor that crashed while it
+        stopped to passivate is not passivated: its gate reopens, and its callers find it
+        restarted (or given up on).
         """
+        entry = self.directory.sessions.get(session_id)
+        if entry is not None and entry.gate is not None and entry.gate.passivating is not None:
+            self._reopen(entry)
         self._core.audit(
             "session_actor_crashed",
             session_id=session_id,

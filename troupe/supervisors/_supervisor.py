@@ -43,6 +43,8 @@ log = logging.getLogger("troupe.supervisors")
 GiveUpHook = Callable[[str, BaseException | None], Awaitable[None]]
 #: ``on_crash(child_id, error, restarting)``; see :attr:`Supervisor.on_crash`.
 CrashHook = Callable[[str, Exception, bool], object]
+#: ``on_exit(child_id)``; see :attr:`Supervisor.on_exit`.
+ExitHook = Callable[[str], object]
 
 
 class _Starting:
@@ -190,6 +192,14 @@ class Supervisor:
         #: It runs synchronously, inside the supervisor, so it must not block; an
         #: error it raises is logged and ignored. Set it before starting children.
         self.on_crash: CrashHook | None = None
+        #: Called with the child's id each time a child ends without a crash and is not
+        #: restarted: it stopped itself (an orderly exit of a ``transient`` or ``temporary``
+        #: child) or was stopped (``terminate_child``, the supervisor's shutdown). It runs
+        #: in the child's task once it is no longer running, before any other task runs;
+        #: after an exit of its own the child is forgotten already, so a child with the
+        #: same id may be started from then on. Like ``on_crash`` it must not block, and an
+        #: error it raises is logged and ignored.
+        self.on_exit: ExitHook | None = None
         self._rng = rng
         self._children: dict[str, _Child] = {}
         self._restarts = 0
@@ -359,11 +369,13 @@ class Supervisor:
             return
         if scope.cancelled_caught or child.stopping:
             self._crashed(child, crash, restarting=False)
+            self._exited(child, crash)
             return
         if not should_restart(child.spec.restart, crashed=crash is not None):
             # Forget it now, not when the control task reads a report: a start_child with
             # the same id right after this exit (a session started again) must succeed.
             self._exit_for_good(child, crash)
+            self._exited(child, crash)
             return
         self._report(child, generation, crash)
 
@@ -465,6 +477,15 @@ class Supervisor:
             self.on_crash(child.spec.id, crash, restarting)
         except Exception as exc:
             log.error("%s: on_crash failed for child %r", self.name, child.spec.id, exc_info=exc)
+
+    def _exited(self, child: _Child, crash: Exception | None) -> None:
+        """Tell ``on_exit`` about a child that ended without a crash, for good."""
+        if crash is not None or self.on_exit is None:
+            return
+        try:
+            self.on_exit(child.spec.id)
+        except Exception as exc:
+            log.error("%s: on_exit failed for child %r", self.name, child.spec.id, exc_info=exc)
 
     async def _restart(self, child: _Child, delay: float) -> None:
         if delay:
