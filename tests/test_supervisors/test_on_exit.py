@@ -7,7 +7,8 @@ import pytest
 import trio
 import trio.testing
 
-from troupe.supervisors import Supervisor, open_dynamic_supervisor, open_supervisor
+from troupe.actors import Actor
+from troupe.supervisors import ChildSpec, Supervisor, open_dynamic_supervisor, open_supervisor
 
 from ._children import Log, Puppet, settle, start_actor, worker
 
@@ -73,3 +74,50 @@ async def test_a_hook_that_fails_is_logged(
         await ref.stop()
         assert "s" not in sup
     assert "on_exit failed for child 's'" in caplog.text
+
+
+async def test_a_sibling_restarted_with_its_group_is_not_reported_as_an_exit(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log = Log()
+    heard: list[tuple[str, bool]] = []
+    async with open_supervisor("one_for_all", max_restarts=5, within_s=10) as sup:
+        sup.on_exit = lambda cid: heard.append((cid, cid in sup))
+        await start_actor(sup, worker("a", log))
+        b = await start_actor(sup, worker("b", log))
+        await b.tell("crash")
+        await settle()
+        assert [c.running for c in sup.which_children()] == [True, True]  # a restarted too
+        assert heard == []  # stopped to be restarted with its group: no exit
+
+
+async def test_a_transient_child_stopped_during_its_backoff_is_reported(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log = Log()
+    exits: list[str] = []
+    async with open_supervisor(backoff=(10.0, 10.0), seed=1) as sup:
+        sup.on_exit = exits.append
+        ref = await start_actor(sup, worker("a", log, restart="transient"))
+        await ref.tell("crash")
+        await settle()
+        await ref.stop()  # an orderly exit; it is not restarted
+        assert "a" not in sup
+        assert exits == ["a"]
+
+
+class Slow(Actor[str, str]):
+    async def on_start(self) -> None:
+        await trio.sleep_forever()
+
+
+async def test_a_start_cancelled_before_ready_is_not_reported_while_registered(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    heard: list[tuple[str, bool]] = []
+    async with open_dynamic_supervisor() as sup:
+        sup.on_exit = lambda cid: heard.append((cid, cid in sup))
+        with trio.move_on_after(1):
+            await sup.start_child(ChildSpec("s", Slow, restart="transient"))
+        assert "s" not in sup
+        assert heard == []  # never ready: nothing ended (its starter raised)

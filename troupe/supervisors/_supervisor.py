@@ -364,12 +364,14 @@ class Supervisor:
             self._live.discard(scope)
             child.running = False
             done.set()
+            ready = starting.done
             starting.exited(early)
-        if early is not None:
-            return
+        if early is not None or not ready:
+            return  # never ready: its starter raises, nothing ended
         if scope.cancelled_caught or child.stopping:
             self._crashed(child, crash, restarting=False)
-            self._exited(child, crash)
+            if self._closing or self._children.get(child.spec.id) is not child:
+                self._exited(child, crash)  # (else a sibling stopped to restart with a group)
             return
         if not should_restart(child.spec.restart, crashed=crash is not None):
             # Forget it now, not when the control task reads a report: a start_child with
@@ -497,6 +499,7 @@ class Supervisor:
                 continue
             if self._stop_asked_while_down(c) and not should_restart(c.spec.restart, crashed=False):
                 self._exit_for_good(c, None)
+                self._exited(c, None)
                 continue
             log.info("%s: restarting child %r (restart %d)", self.name, c.spec.id, c.restarts)
             try:
