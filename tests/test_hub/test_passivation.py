@@ -15,9 +15,10 @@ from troupe import EV_TEXT, Envelope, HubClient, LocalLink, Passport, Turn
 from troupe.client import AgentClient
 from troupe.hub import Hub, open_hub
 from troupe.hub._activity import ACTIVITY_NS
-from troupe.hub._directory import Directory, SessionEntry
-from troupe.hub._passivation import SNAPSHOT_FROM, passivate
+from troupe.hub._directory import Directory, Gate, SessionEntry
+from troupe.hub._passivation import BATCH, SNAPSHOT_FROM, evict, passivate
 from troupe.hub._session import SessionActor
+from troupe.hub._session_parts import Passivate
 from troupe.model import SessionMetadata, SessionState
 from troupe.store import MemoryStore, Snapshot
 
@@ -226,7 +227,7 @@ async def test_a_session_in_use_is_not_passivated(autojump_clock: trio.testing.M
 
 
 async def test_posts_arriving_while_it_passivates_and_rehydrates_keep_their_order(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Posts come one by one once the actor agreed to stop, and while it is reloaded."""
     async with open_pair() as p, trio.open_nursery() as nursery:
@@ -254,17 +255,21 @@ async def test_posts_arriving_while_it_passivates_and_rehydrates_keep_their_orde
                 await trio.testing.wait_all_tasks_blocked()
             reloaded.set()
 
-        async def after_snapshot() -> None:
-            p.store.on_save = None
-            # The actor agrees to stop in the step that returns from here: the posts find
-            # the session passivating, then reloading, and queue at its gate.
+        stop = SessionActor.on_stop
+
+        async def on_stop(self: SessionActor) -> None:
+            # The actor agreed and is stopping: the posts find the session passivating,
+            # then reloading, and queue at its gate.
+            monkeypatch.setattr(SessionActor, "on_stop", stop)
             nursery.start_soon(arrive_one_by_one)
+            await trio.testing.wait_all_tasks_blocked()
+            await stop(self)
 
         async def while_reloading() -> None:
             p.store.on_load = None
             await reloaded.wait()
 
-        p.store.on_save = after_snapshot
+        monkeypatch.setattr(SessionActor, "on_stop", on_stop)
         p.store.on_load = while_reloading
         with trio.fail_after(IDLE * 3):
             await all_accepted.wait()
@@ -492,6 +497,161 @@ async def test_a_session_whose_actor_crashes_as_it_stops_is_restarted_not_stuck(
         stats = p.hub.statistics()
         assert (stats.passivations, stats.session_restarts) == (0, 1)
         assert await p.texts() == ["first", "at the gate"]
+
+
+async def test_passivate_says_false_for_an_actor_given_up_on_as_it_stopped(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with open_pair(passivate_after=None, session_max_restarts=0) as p:
+        entry = await p.say("first")
+
+        async def on_stop(self: SessionActor) -> None:
+            await trio.lowlevel.checkpoint()
+            raise RuntimeError("on_stop broke")
+
+        monkeypatch.setattr(SessionActor, "on_stop", on_stop)
+        with trio.fail_after(1):
+            passivated = await passivate(p.hub, entry)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not running(entry)
+        stats = p.hub.statistics()
+        assert stats.passivations == 0  # it was not passivated: it was given up on
+        assert passivated is False
+
+
+async def test_passivate_of_a_session_already_stopping_to_passivate_says_so(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweeper's Passivate was agreed to and the actor is on its way out (``on_stop``)
+    when ``passivate`` is called (a cluster drain): it waits for that passivation to end
+    and says it was passivated."""
+    async with open_pair(passivate_after=None) as p:
+        entry = await p.say("first")
+        leave = trio.Event()
+        stop = SessionActor.on_stop
+
+        async def on_stop(self: SessionActor) -> None:
+            await leave.wait()
+            await stop(self)
+
+        monkeypatch.setattr(SessionActor, "on_stop", on_stop)
+        assert entry.ref is not None
+        entry.ref.tell_nowait(Passivate())  # as the sweeper does
+        await trio.testing.wait_all_tasks_blocked()
+        assert entry.gate is not None
+        assert entry.gate.passivating is not None
+        async with trio.open_nursery() as nursery:
+            answers: list[bool] = []
+
+            async def ask() -> None:
+                answers.append(await passivate(p.hub, entry))
+
+            nursery.start_soon(ask)
+            await trio.testing.wait_all_tasks_blocked()
+            leave.set()
+        assert p.hub.statistics().passivations == 1
+        assert not running(entry)
+        assert answers == [True]
+
+
+async def test_an_eviction_during_a_passivation_whose_actor_crashes_still_stops_it(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cluster node that lost the session's shard evicts it while its actor is on its way
+    out to passivate: if that actor crashes instead and is restarted, the eviction stops it
+    (a restart does not check the shard, and the node must not write it any more)."""
+    async with open_pair(passivate_after=None) as p, trio.open_nursery() as nursery:
+        entry = await p.say("first")
+        leave = trio.Event()
+        stop = SessionActor.on_stop
+
+        async def on_stop(self: SessionActor) -> None:
+            monkeypatch.setattr(SessionActor, "on_stop", stop)
+            await leave.wait()
+            raise RuntimeError("on_stop broke")
+
+        monkeypatch.setattr(SessionActor, "on_stop", on_stop)
+        assert entry.ref is not None
+        entry.ref.tell_nowait(Passivate())  # as the sweeper does
+        await trio.testing.wait_all_tasks_blocked()
+        assert entry.gate is not None
+        assert entry.gate.passivating is not None
+        nursery.start_soon(evict, p.hub, entry)
+        await trio.testing.wait_all_tasks_blocked()
+        leave.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert not running(entry)
+        assert p.hub._sessions.supervisor is not None
+        assert entry.session_id not in p.hub._sessions.supervisor
+        assert p.hub.statistics().passivations == 0
+
+
+async def test_a_closing_hub_reopens_a_gate_whose_passivation_was_never_heard_of(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Should the end of a passivation go unheard (a crash report the session supervisor
+    lost as it closed), its closing still lets the callers queued at the gate go."""
+    released: list[str] = []
+    async with trio.open_nursery() as nursery:
+        async with open_pair(passivate_after=None) as p:
+            entry = await p.say("first")
+            assert await passivate(p.hub, entry)
+            gate = entry.gate = Gate()
+            gate.passivating = trio.Event()  # marked, and no actor left to end it
+
+            async def queued() -> None:
+                assert gate.passivating is not None
+                await gate.passivating.wait()
+                released.append("let go")
+
+            nursery.start_soon(queued)
+            await trio.testing.wait_all_tasks_blocked()
+            assert released == []
+        await trio.testing.wait_all_tasks_blocked()
+        assert released == ["let go"]
+        assert entry.gate is None
+
+
+async def test_a_wave_of_passivations_saves_at_most_a_batch_of_snapshots_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Told, passivations do not wait for each other: a shared limit keeps a wave of them
+    from writing every snapshot at once beside the live sessions' appends."""
+    store = HookedStore()
+    async with open_hub(store, ttl_sweep_interval=0, passivate_after=IDLE) as hub:
+        ann = await hub.register(Passport(name="ann"))
+        bob = (await HubClient(LocalLink(hub)).register(Silent(), Passport(name="bob"))).passport
+        assert ann.agent_id is not None
+        assert bob.agent_id is not None
+        for _ in range(150):  # more than two batches
+            md = await hub.create_session(
+                creator_id=ann.agent_id,
+                manifest_type="conversation",
+                participants=[ann.agent_id, bob.agent_id],
+            )
+            for i in range(SNAPSHOT_FROM):  # long enough to be snapshotted as it passivates
+                await hub.post(
+                    Envelope(
+                        session_id=md.session_id,
+                        sender_id=ann.agent_id,
+                        event_type=EV_TEXT,
+                        event_data={"text": f"line {i}"},
+                    )
+                )
+        saving = peak = 0
+
+        async def slow_save() -> None:
+            nonlocal saving, peak
+            saving += 1
+            peak = max(peak, saving)
+            await trio.sleep(1)
+            saving -= 1
+
+        store.on_save = slow_save
+        await trio.sleep(IDLE + 10)
+        stats = hub.statistics()
+        assert (stats.live_sessions, stats.passivations) == (0, 150)
+        assert peak == BATCH
 
 
 async def test_the_sweeper_wakes_for_a_use_after_a_release_of_a_session_not_in_use() -> None:

@@ -47,7 +47,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("troupe.hub.passivation")
 
-#: How many due sessions the sweeper tells to passivate before it lets them run.
+#: How many due sessions the sweeper tells to passivate before it lets them run, and how
+#: many of them may save their snapshots at once.
 BATCH = 64
 #: The sweeper passivates a session that was never snapshotted and whose WAL is shorter
 #: than this without a snapshot: its next start refolds those few envelopes about as fast as
@@ -60,11 +61,9 @@ SNAPSHOT_FROM = 16
 STOP_S = 15.0
 
 
-async def passivate(
-    hub: Hub, entry: SessionEntry, idle_for: float = 0.0, *, snapshot_from: int = 1
-) -> bool:
-    """Passivate one session, if it agrees and was not used in the last ``idle_for``
-    seconds (``snapshot_from``: see ``Passivate``), and wait until it is.
+async def passivate(hub: Hub, entry: SessionEntry, *, snapshot_from: int = 1) -> bool:
+    """Passivate one session now, if it agrees (``snapshot_from``: see ``Passivate``), and
+    wait until it is (a reopened store's sessions, a cluster node's drain).
 
     Cancelled, it stops waiting; a passivation the actor agreed to ends all the same.
 
@@ -77,9 +76,10 @@ async def passivate(
         directory.release(entry)  # it ended, or its supervisor gave up on it
         await trio.lowlevel.checkpoint()
         return False
-    if trio.current_time() < entry.used_at + idle_for:
-        await trio.lowlevel.checkpoint()  # used since it was picked
-        return False
+    gate = entry.gate
+    if gate is not None and gate.passivating is not None:
+        await gate.passivating.wait()  # it agreed already (told by the sweeper)
+        return entry.passivated
     request = Passivate(snapshot_from=snapshot_from)
     try:
         agreed = await ref.ask(request)
@@ -88,7 +88,7 @@ async def passivate(
     if not agreed:
         return False
     await request.stopped.wait()
-    return not entry.running  # (running: it crashed while it stopped, and was restarted)
+    return entry.passivated  # (not if it crashed as it stopped: restarted, or given up on)
 
 
 async def sweep(hub: Hub, after: float, *, task_status: trio.TaskStatus[None]) -> None:
@@ -98,6 +98,7 @@ async def sweep(hub: Hub, after: float, *, task_status: trio.TaskStatus[None]) -
     and the sweeper does not hold the loop however many sessions are due.
     """
     directory = hub._sessions.directory
+    snapshots = trio.CapacityLimiter(BATCH)
     task_status.started()
     while True:
         if not directory.in_use:
@@ -121,7 +122,7 @@ async def sweep(hub: Hub, after: float, *, task_status: trio.TaskStatus[None]) -
                 directory.release(entry)  # it ended, or its supervisor gave up on it
                 continue
             try:
-                ref.tell_nowait(Passivate(snapshot_from=SNAPSHOT_FROM))
+                ref.tell_nowait(Passivate(snapshot_from=SNAPSHOT_FROM, limiter=snapshots))
             except (ActorDead, MailboxFull):
                 pass  # it is busy (a full mailbox), or dying: in a while, again
             directory.touch(entry, now)

@@ -26,6 +26,7 @@ same recovery, without the re-dispatch (see ``_passivation.py``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any, cast
 
@@ -732,7 +733,8 @@ async def prepare_to_passivate(actor: SessionActor, request: Passivate) -> bool:
     short = actor.snapshot_seq == 0 and actor.last_seq < request.snapshot_from
     if snapshots and actor.last_seq > actor.snapshot_seq and not short:
         try:
-            await actor.save_snapshot()
+            async with request.limiter or contextlib.nullcontext():
+                await actor.save_snapshot()
         except StoreError as exc:
             # Stay live (a passivated session is recovered from its snapshot): the next
             # sweep tries again. Crashing would cost a restart for nothing.

@@ -72,6 +72,9 @@ class Passivate(Message[bool]):
     """
 
     stopped: trio.Event = attrs.field(factory=trio.Event)
+    #: Shared by the passivations the sweeper tells: how many may save a snapshot at once
+    #: (told, they do not wait for each other, and a wave of them would all write at once).
+    limiter: trio.CapacityLimiter | None = None
     #: A session never snapshotted is snapshotted only once its WAL holds this many
     #: envelopes (see ``_passivation.SNAPSHOT_FROM``); one snapshotted before always is.
     snapshot_from: int = 1

@@ -104,11 +104,22 @@ class SessionSupervisor:
             sup.on_crash = self._audit_crash
             sup.on_exit = self._exited
             # A new supervisor (first start, or a restart) has no children yet.
-            for entry in self.directory.sessions.values():
-                entry.ref = None
+            self._let_all_go()
             self._sup = sup
             task_status.started()
-            await trio.sleep_forever()
+            try:
+                await trio.sleep_forever()
+            finally:
+                # Its children are stopped: no passivation a crash report left marked (one
+                # lost as the supervisor closed) may keep callers waiting at a gate.
+                self._let_all_go()
+
+    def _let_all_go(self) -> None:
+        """Forget every actor, and reopen every gate a passivation marked."""
+        for entry in self.directory.sessions.values():
+            entry.ref = None
+            if entry.gate is not None and entry.gate.passivating is not None:
+                self._reopen(entry)
 
     def __len__(self) -> int:
         """How many session actors are running."""
@@ -493,8 +504,12 @@ class SessionSupervisor:
             entry.ref = None
             await trio.lowlevel.checkpoint()
             return
-        if entry.ref is None or (gate is not None and gate.passivating is not None):
-            await trio.lowlevel.checkpoint()  # a passivation under way stops it itself
+        if gate is not None and gate.passivating is not None:
+            # A passivation under way stops it itself. Unless it crashes on its way out and
+            # is restarted (not through ``_start``'s shard check): then it is stopped here.
+            await gate.passivating.wait()
+        if entry.ref is None or not entry.ref.alive:
+            await trio.lowlevel.checkpoint()
             return
         assert self._sup is not None, "the hub is not running"
         try:
@@ -505,8 +520,9 @@ class SessionSupervisor:
     def _exited(self, session_id: str) -> None:
         """A session's actor stopped (the dynamic supervisor's ``on_exit``): if it stopped
         because it agreed to passivate, the entry is now a passivated one and its gate
-        reopens. Heard before any other task runs, once the actor's id is free: the first
-        caller queued at the gate starts the next incarnation."""
+        reopens. Heard before any other task runs: the first caller queued at the gate starts
+        the next incarnation (once the supervisor forgot this one, which it has unless it is
+        shutting down, when nothing starts)."""
         entry = self.directory.sessions.get(session_id)
         if entry is None or entry.gate is None or entry.gate.passivating is None:
             return  # it ended, or was stopped by the hub (an eviction, the shutdown)
