@@ -519,6 +519,31 @@ async def test_passivate_says_false_for_an_actor_given_up_on_as_it_stopped(
         assert passivated is False
 
 
+async def agreed_and_held(
+    entry: SessionEntry, monkeypatch: pytest.MonkeyPatch, *, crash: bool
+) -> trio.Event:
+    """Tell the session's actor to passivate, as the sweeper does, and hold it on its way
+    out (in ``on_stop``, its gate marked) until the returned event is set; then it stops,
+    or crashes with ``crash``."""
+    leave = trio.Event()
+    stop = SessionActor.on_stop
+
+    async def on_stop(self: SessionActor) -> None:
+        monkeypatch.setattr(SessionActor, "on_stop", stop)
+        await leave.wait()
+        if crash:
+            raise RuntimeError("on_stop broke")
+        await stop(self)
+
+    monkeypatch.setattr(SessionActor, "on_stop", on_stop)
+    assert entry.ref is not None
+    entry.ref.tell_nowait(Passivate())
+    await trio.testing.wait_all_tasks_blocked()
+    assert entry.gate is not None
+    assert entry.gate.passivating is not None
+    return leave
+
+
 async def test_passivate_of_a_session_already_stopping_to_passivate_says_so(
     autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -527,19 +552,7 @@ async def test_passivate_of_a_session_already_stopping_to_passivate_says_so(
     and says it was passivated."""
     async with open_pair(passivate_after=None) as p:
         entry = await p.say("first")
-        leave = trio.Event()
-        stop = SessionActor.on_stop
-
-        async def on_stop(self: SessionActor) -> None:
-            await leave.wait()
-            await stop(self)
-
-        monkeypatch.setattr(SessionActor, "on_stop", on_stop)
-        assert entry.ref is not None
-        entry.ref.tell_nowait(Passivate())  # as the sweeper does
-        await trio.testing.wait_all_tasks_blocked()
-        assert entry.gate is not None
-        assert entry.gate.passivating is not None
+        leave = await agreed_and_held(entry, monkeypatch, crash=False)
         async with trio.open_nursery() as nursery:
             answers: list[bool] = []
 
@@ -562,20 +575,7 @@ async def test_an_eviction_during_a_passivation_whose_actor_crashes_still_stops_
     (a restart does not check the shard, and the node must not write it any more)."""
     async with open_pair(passivate_after=None) as p, trio.open_nursery() as nursery:
         entry = await p.say("first")
-        leave = trio.Event()
-        stop = SessionActor.on_stop
-
-        async def on_stop(self: SessionActor) -> None:
-            monkeypatch.setattr(SessionActor, "on_stop", stop)
-            await leave.wait()
-            raise RuntimeError("on_stop broke")
-
-        monkeypatch.setattr(SessionActor, "on_stop", on_stop)
-        assert entry.ref is not None
-        entry.ref.tell_nowait(Passivate())  # as the sweeper does
-        await trio.testing.wait_all_tasks_blocked()
-        assert entry.gate is not None
-        assert entry.gate.passivating is not None
+        leave = await agreed_and_held(entry, monkeypatch, crash=True)
         nursery.start_soon(evict, p.hub, entry)
         await trio.testing.wait_all_tasks_blocked()
         leave.set()
