@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from troupe import EV_TEXT, Envelope, HubClient, LocalLink, Passport, Turn
+from troupe import EV_TEXT, Envelope, HubClient, LocalLink, Passport, ProtocolError, Turn
 from troupe.client import AgentClient
 from troupe.hub import Hub, open_hub
 from troupe.hub._activity import ACTIVITY_NS
@@ -652,6 +652,34 @@ async def test_a_wave_of_passivations_saves_at_most_a_batch_of_snapshots_at_once
         stats = hub.statistics()
         assert (stats.live_sessions, stats.passivations) == (0, 150)
         assert peak == BATCH
+
+
+async def test_a_post_queued_at_a_passivating_session_as_the_hub_closes_is_told_so(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hub closes while a post waits at the gate of a session on its way out: the post
+    is refused because the hub is shutting down, not as a session that cannot be started
+    from its WAL (which would be logged and audited as a failed recovery)."""
+    refused: list[Exception] = []
+    async with trio.open_nursery() as nursery:
+        async with open_pair(passivate_after=None) as p:
+            entry = await p.say("first")
+            await agreed_and_held(entry, monkeypatch, crash=False)
+
+            async def post() -> None:
+                try:
+                    await p.hub.post(p.text("at the gate"))
+                except ProtocolError as exc:
+                    refused.append(exc)
+
+            nursery.start_soon(post)
+            await trio.testing.wait_all_tasks_blocked()
+            assert entry.gate is not None
+            assert entry.gate.users == 1
+        await trio.testing.wait_all_tasks_blocked()
+    assert [str(e) for e in refused] == [
+        f"the hub is shutting down: session {entry.session_id} is not started again"
+    ]
 
 
 async def test_the_sweeper_wakes_for_a_use_after_a_release_of_a_session_not_in_use() -> None:

@@ -453,6 +453,12 @@ class SessionSupervisor:
             # No actor for another node's session (NotOwner), nor one whose shard moved
             # while it started: it may have read a WAL that another node extends now.
             epoch = core.cluster.check(entry.session_id) if core.cluster is not None else 0
+            if core.stopping:
+                # (A caller let through a gate as the hub closes: not a failed recovery.
+                # After the shard check: NotOwner tells a cluster's caller where to go.)
+                raise ProtocolError(
+                    f"the hub is shutting down: session {entry.session_id} is not started again"
+                )
             try:
                 ref = await self._sup.start_child(self._spec(entry))
             except StoreError:
