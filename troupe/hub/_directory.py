@@ -134,6 +134,12 @@ class SessionEntry:
         return self.ref is not None and self.ref.alive
 
     @property
+    def passivating(self) -> trio.Event | None:
+        """Set once the passivation its actor agreed to is over (its gate's mark); None
+        while no passivation is under way."""
+        return self.gate.passivating if self.gate is not None else None
+
+    @property
     def given_up(self) -> bool:
         """The session supervisor gave up on this live session's actor (it crashed too often)
         and the hub has not published its close yet: it must not be started again."""

@@ -76,9 +76,9 @@ async def passivate(hub: Hub, entry: SessionEntry, *, snapshot_from: int = 1) ->
         directory.release(entry)  # it ended, or its supervisor gave up on it
         await trio.lowlevel.checkpoint()
         return False
-    gate = entry.gate
-    if gate is not None and gate.passivating is not None:
-        await gate.passivating.wait()  # it agreed already (told by the sweeper)
+    under_way = entry.passivating
+    if under_way is not None:
+        await under_way.wait()  # it agreed already (told by the sweeper)
         return entry.passivated
     request = Passivate(snapshot_from=snapshot_from)
     try:

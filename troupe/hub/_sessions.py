@@ -118,7 +118,7 @@ class SessionSupervisor:
         """Forget every actor, and reopen every gate a passivation marked."""
         for entry in self.directory.sessions.values():
             entry.ref = None
-            if entry.gate is not None and entry.gate.passivating is not None:
+            if entry.passivating is not None:
                 self._reopen(entry)
 
     def __len__(self) -> int:
@@ -503,17 +503,17 @@ class SessionSupervisor:
     async def evict(self, entry: SessionEntry) -> None:
         """Stop the session's actor without its consent (``_passivation.evict``: a cluster
         node lost its shard); withdraw a give-up (the next owner starts it afresh)."""
-        gate = entry.gate
         if entry.given_up:
             # What to do with the session is the next owner's call now, so its close
             # (``_close_crashed``, retrying) is called off.
             entry.ref = None
             await trio.lowlevel.checkpoint()
             return
-        if gate is not None and gate.passivating is not None:
+        under_way = entry.passivating
+        if under_way is not None:
             # A passivation under way stops it itself. Unless it crashes on its way out and
             # is restarted (not through ``_start``'s shard check): then it is stopped here.
-            await gate.passivating.wait()
+            await under_way.wait()
         if entry.ref is None or not entry.ref.alive:
             await trio.lowlevel.checkpoint()
             return
@@ -530,7 +530,7 @@ class SessionSupervisor:
         the next incarnation (once the supervisor forgot this one, which it has unless it is
         shutting down, when nothing starts)."""
         entry = self.directory.sessions.get(session_id)
-        if entry is None or entry.gate is None or entry.gate.passivating is None:
+        if entry is None or entry.passivating is None:
             return  # it ended, or was stopped by the hub (an eviction, the shutdown)
         self._let_go(entry)
         self._core.counters.passivations += 1
@@ -564,7 +564,7 @@ class SessionSupervisor:
         restarted (or given up on).
         """
         entry = self.directory.sessions.get(session_id)
-        if entry is not None and entry.gate is not None and entry.gate.passivating is not None:
+        if entry is not None and entry.passivating is not None:
             self._reopen(entry)
         self._core.audit(
             "session_actor_crashed",
