@@ -19,10 +19,11 @@ from troupe.hub._directory import Directory, Gate, SessionEntry
 from troupe.hub._passivation import BATCH, SNAPSHOT_FROM, evict, passivate
 from troupe.hub._session import SessionActor
 from troupe.hub._session_parts import Passivate
-from troupe.model import SessionMetadata, SessionState
+from troupe.model import SessionState
 from troupe.store import MemoryStore, Snapshot
 
 from ..harness import open_hub_pair
+from ..test_session_types._helpers import metadata
 
 IDLE = 10.0
 
@@ -687,21 +688,10 @@ async def test_the_sweeper_wakes_for_a_use_after_a_release_of_a_session_not_in_u
     may be released again while nothing is in use: the sweeper waiting for the next use
     must still be woken by it."""
     directory = Directory()
-    idle = SessionEntry(metadata=_metadata("s-idle"), stype=None)
-    fresh = SessionEntry(metadata=_metadata("s-fresh"), stype=None)
+    md = metadata("conversation", ["a-1"])
+    idle = SessionEntry(metadata=attrs.evolve(md, session_id="s-idle"), stype=None)
+    fresh = SessionEntry(metadata=attrs.evolve(md, session_id="s-fresh"), stype=None)
     waiting_on = directory.used  # what the sweeper waits on while nothing is in use
     directory.release(idle)
     directory.touch(fresh, 1.0)
     assert waiting_on.is_set()
-
-
-def _metadata(session_id: str) -> SessionMetadata:
-    return SessionMetadata(
-        session_id=session_id,
-        manifest_type="conversation",
-        manifest_version=1,
-        creator_id="a-1",
-        participants=(),
-        state=SessionState.ACTIVE,
-        created_at="2026-12-07T00:00:00+00:00",
-    )
