@@ -11,7 +11,9 @@ same run. Every part runs in a fresh subprocess, so its memory figures are its o
   hub's own cost, handshake included) and passivated in waves, then
   W of them woken at random by a post. RSS per passivated session and wake-up latency
   (the post that rehydrates). Baselines: a post into a live session, and a request/reply
-  between two bare trio tasks over memory channels.
+  between two bare trio tasks over memory channels; for the creates, the same creates and
+  passivations as a raw trio + sqlite3 + orjson skeleton (``raw_create.py``), in the same
+  process after the hub closed.
 - recovery: one conversation of E envelopes on SQLite, passivated, then woken: the time of
   that first post with a snapshot every 1000 envelopes vs. with none (full refold).
   Baseline: reading the same rows with sqlite3 + orjson.
@@ -64,6 +66,8 @@ from troupe import (
 from troupe.model import Frame, NotifyFrame, ReceiptFrame, is_substantive
 from troupe.sim import SeededIds, draw
 from troupe.store import MemoryStore, SQLiteStore
+
+from .raw_create import raw_create
 
 KIB = 1024
 MIB = 1024 * 1024
@@ -463,6 +467,10 @@ def _part(argv: list[str]) -> dict[str, Any]:
         result = virtual(_agents, values[0], values[1], values[2], "no-gc-freeze" not in rest)
     elif name == "wake":
         result = virtual(_wake, values[0], values[1], values[2], paths[0])
+        # The floor under the creates, in the same process, after the hub closed (its own
+        # store file, the same clock): the raw skeleton of benchmarks/raw_create.py.
+        floor_db = paths[0].with_name(paths[0].name + ".raw")
+        result["raw_create"] = virtual(raw_create, values[0], values[2], floor_db)
     elif name == "recovery":
         result = virtual(_recovery, values[0], values[1], paths[0])
         result["raw"] = _raw_read(paths[0])
@@ -562,6 +570,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"  create {wake['create_us']:.0f} us/session (wall), "
             f"{wake['create_cpu_us']:.0f} us CPU (passivation included: "
             f"{wake['passivate_cpu_us']:.0f}; 1M in 5 min needs <= 300)"
+        )
+        raw = wake["raw_create"]
+        print(
+            f"  raw skeleton {raw['create_us']:.0f} us/session (wall), "
+            f"{raw['create_cpu_us']:.0f} us CPU   (baseline; troupe at "
+            f"{raw['create_us'] / wake['create_us']:.2f}x its speed)"
         )
 
         snap = _spawn("recovery", args.envelopes, 1000, Path(tmp) / "snap.db")
