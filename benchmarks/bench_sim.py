@@ -67,7 +67,7 @@ from troupe.model import Frame, NotifyFrame, ReceiptFrame, is_substantive
 from troupe.sim import SeededIds, draw
 from troupe.store import MemoryStore, SQLiteStore
 
-from .raw_create import raw_create
+from .raw_create import CREATORS, pair, raw_create
 
 KIB = 1024
 MIB = 1024 * 1024
@@ -339,11 +339,11 @@ async def _wake(n_sessions: int, n_woken: int, wave: int, db: Path) -> dict[str,
         started = time.perf_counter()
         cpu_started = time.process_time()  # the machine is shared: its own CPU too
 
+        written = store.statistics()
+
         async def creator(k: int, first: int, last: int) -> None:
-            for i in range(first + k, last, 64):
-                a, b = people[i % 1000], people[(i * 7 + 1 + i // 1000) % 1000]
-                if a == b:
-                    b = people[(i + 1) % 1000]
+            for i in range(first + k, last, CREATORS):
+                a, b = pair(people, i)
                 md = await hub.create_session(
                     creator_id=a, manifest_type="conversation", participants=[a, b]
                 )
@@ -352,7 +352,7 @@ async def _wake(n_sessions: int, n_woken: int, wave: int, db: Path) -> dict[str,
         passivating_cpu_s = 0.0
         for first in range(0, n_sessions, wave):
             async with trio.open_nursery() as nursery:
-                for k in range(64):
+                for k in range(CREATORS):
                     nursery.start_soon(creator, k, first, min(n_sessions, first + wave))
             wave_cpu = time.process_time()
             await trio.sleep(2)  # virtual: this wave is passivated before the next
@@ -360,6 +360,8 @@ async def _wake(n_sessions: int, n_woken: int, wave: int, db: Path) -> dict[str,
             print(f"  created {len(sessions):,} sessions", file=sys.stderr, flush=True)
         create_s = time.perf_counter() - started
         create_cpu_s = time.process_time() - cpu_started
+        commits = store.statistics().batches - written.batches
+        writes = store.statistics().writes - written.writes
         gc.collect()
         passivated = rss()
         stats = hub.statistics()
@@ -398,6 +400,8 @@ async def _wake(n_sessions: int, n_woken: int, wave: int, db: Path) -> dict[str,
         "create_us": create_s / n_sessions * 1e6,
         "create_cpu_us": create_cpu_s / n_sessions * 1e6,
         "passivate_cpu_us": passivating_cpu_s / n_sessions * 1e6,
+        "commits": commits,
+        "writes": writes,
         "wake_us": quantiles(woken),
         "live_us": quantiles(live),
     }
@@ -467,10 +471,10 @@ def _part(argv: list[str]) -> dict[str, Any]:
         result = virtual(_agents, values[0], values[1], values[2], "no-gc-freeze" not in rest)
     elif name == "wake":
         result = virtual(_wake, values[0], values[1], values[2], paths[0])
-        # The floor under the creates, in the same process, after the hub closed (its own
-        # store file, the same clock): the raw skeleton of benchmarks/raw_create.py.
-        floor_db = paths[0].with_name(paths[0].name + ".raw")
-        result["raw_create"] = virtual(raw_create, values[0], values[2], floor_db)
+        # The creates' raw skeleton (raw_create.py), in the same process after the hub
+        # closed: its own store file, the same clock.
+        raw_db = paths[0].with_name(paths[0].name + ".raw")
+        result["raw_create"] = virtual(raw_create, values[0], values[2], raw_db)
     elif name == "recovery":
         result = virtual(_recovery, values[0], values[1], paths[0])
         result["raw"] = _raw_read(paths[0])
