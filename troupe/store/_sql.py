@@ -160,11 +160,11 @@ async def run_shielded(
         await writer.run(task_status=task_status)
 
 
-#: Statements both dialects share but for their placeholder (written ``?`` here; a store
-#: class gets them with its own ``PARAM`` as ``SQL``).
 #: A WAL row's idempotency key as its dedup key (:func:`~._protocol.dedup_keys`), in SQL.
 KEYED = f"'{KEY_PREFIX}' || idempotency_key"
 
+#: Statements both dialects share but for their placeholder (written ``?`` here; a store
+#: class gets them with its own ``PARAM`` as ``SQL``).
 SHARED_SQL: dict[str, str] = {
     "update_agent": "UPDATE agents SET {column} = ?, version = ? WHERE agent_id = ?",
     "delete_agent_rows": "DELETE FROM {table} WHERE agent_id = ?",
