@@ -360,8 +360,9 @@ async def _wake(n_sessions: int, n_woken: int, wave: int, db: Path) -> dict[str,
             print(f"  created {len(sessions):,} sessions", file=sys.stderr, flush=True)
         create_s = time.perf_counter() - started
         create_cpu_s = time.process_time() - cpu_started
-        commits = store.statistics().batches - written.batches
-        writes = store.statistics().writes - written.writes
+        now_written = store.statistics()
+        commits = now_written.batches - written.batches
+        writes = now_written.writes - written.writes
         gc.collect()
         passivated = rss()
         stats = hub.statistics()

@@ -20,21 +20,20 @@ other raw skeletons of these benchmarks are (``bench_hub.raw_path_run``):
 
 The store file is laid out by a troupe ``SQLiteStore`` (the same tables and indexes), with
 the same rows and JSON (orjson, a CRC-32 per envelope), the same pragmas (WAL journal,
-``synchronous=NORMAL``), on trio's thread. Nothing is checked that troupe checks (types,
-rules, the lifecycle, rates), nothing is supervised or recovered, and nothing is delivered
-beyond the handshake: a floor, not a hub.
+``synchronous=NORMAL``), on trio's thread. Ids, timestamps, the writer's gathering and the
+freezing interval are troupe's own functions and constants, so that the two stay alike.
+Nothing is checked that troupe checks (types, rules, the lifecycle, rates), nothing is
+supervised or recovered, and nothing is delivered beyond the handshake: a floor, not a hub.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
-import os
 import sqlite3
 import time
 import zlib
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, assert_never
 
@@ -42,12 +41,14 @@ import attrs
 import orjson
 import trio
 
+from troupe.hub._core import new_uuid
+from troupe.hub._gc import FREEZE_EVERY
+from troupe.model._convert import iso_stamp
 from troupe.store import SQLiteStore
+from troupe.store._writer import GATHER_BUSY_STEPS, GATHER_MAX_STEPS, GATHER_STEPS
 
 #: Concurrent creators, as in the wake part.
 CREATORS = 64
-#: Sessions created between two freezes of the collector's generations (as a hub's).
-FREEZE_EVERY = 250
 
 JSON = dict[str, Any]
 Write = Callable[[sqlite3.Connection], object]
@@ -60,26 +61,9 @@ def pair(people: Sequence[str], i: int) -> tuple[str, str]:
     return (a, people[(i + 1) % n]) if a == b else (a, b)
 
 
-def _new_id() -> str:
-    """A time-ordered id, as a hub makes them (``troupe.hub._core.new_uuid``)."""
-    return ((time.time_ns() // 1_000_000).to_bytes(6, "big") + os.urandom(10)).hex()
-
-
-_second: list[tuple[int, str]] = [(-1, "")]
-
-
 def _stamp(ts: float) -> str:
-    """``ts`` in the ISO format a hub writes, the text of its second made once per second
-    (as a hub stamps envelopes: ``troupe.model._convert.iso_stamp``)."""
-    second = int(ts)
-    micro = round((ts - second) * 1e6)
-    if micro >= 1_000_000:
-        second, micro = second + 1, micro - 1_000_000
-    cached, text = _second[0]
-    if cached != second:
-        text = datetime.fromtimestamp(second, UTC).isoformat(timespec="seconds")[:-6]
-        _second[0] = (second, text)
-    return f"{text}.{micro:06d}+00:00"
+    """``ts`` as a hub stamps it."""
+    return iso_stamp(ts)[0]
 
 
 def _envelope(
@@ -98,7 +82,7 @@ def _envelope(
         env["event_data"] = data
     if audience is not None:
         env["audience"] = audience
-    env["envelope_id"] = _new_id()
+    env["envelope_id"] = new_uuid()
     env["seq"] = seq
     env["created_at"] = _stamp(time.time())
     if causation_id is not None:
@@ -151,9 +135,10 @@ _SessionMsg = _Invite | _Ack | _Stop
 class _Writer:
     """One writer task: every write submitted meanwhile shares one transaction.
 
-    It gathers writes as troupe's writer does (``GATHER_*`` in ``troupe.store._writer``):
-    woken by the first, it lets the other tasks run until 3 steps in a row (8 when its last
-    batch had more than one write) bring no new write, at most 64 steps.
+    It gathers writes by troupe's writer's policy, with its constants: woken by the first,
+    it lets the other tasks run until ``GATHER_STEPS`` steps in a row (``GATHER_BUSY_STEPS``
+    when its last batch had more than one write) bring no new write, at most
+    ``GATHER_MAX_STEPS`` steps.
     """
 
     def __init__(self, conn: sqlite3.Connection) -> None:
@@ -176,8 +161,9 @@ class _Writer:
             if not self.pending:
                 self.wakeup = trio.Event()
                 await self.wakeup.wait()
-                patience, idle = (8 if last_batch > 1 else 3), 0
-                for _ in range(64):
+                patience = GATHER_BUSY_STEPS if last_batch > 1 else GATHER_STEPS
+                idle = 0
+                for _ in range(GATHER_MAX_STEPS):
                     before = len(self.pending)
                     await trio.lowlevel.checkpoint()
                     idle = 0 if len(self.pending) > before else idle + 1
@@ -274,7 +260,7 @@ class _RawHub:
         async for creator, invitee, reply in self.hub_receive:
             now = time.time()
             stamp = _stamp(now)
-            sid = _new_id()
+            sid = new_uuid()
             md: JSON = {
                 "session_id": sid,
                 "manifest_type": "conversation",
@@ -408,7 +394,7 @@ async def raw_create(n_sessions: int, wave: int, db: Path) -> dict[str, Any]:
     with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as conn:
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA journal_mode = WAL")
-        people = [_new_id() for _ in range(1000)]
+        people = [new_uuid() for _ in range(1000)]
         gc.collect()  # (what the process held before is not this run's garbage)
         try:
             async with trio.open_nursery() as services, trio.open_nursery() as sessions:
