@@ -172,6 +172,34 @@ async def test_a_stream_ends_when_the_hub_closes(autojump_clock: trio.testing.Mo
         hub.events().receive_nowait()
 
 
+async def test_a_waiting_subscriber_holds_no_exception(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A subscriber parked in ``receive`` found its stream empty without raising: a
+    WouldBlock caught there stayed alive, with its traceback, while it waited."""
+
+    def would_blocks() -> int:
+        gc.collect()
+        return sum(isinstance(o, trio.WouldBlock) for o in gc.get_objects())
+
+    before = would_blocks()
+    seen: list[HubEvent] = []
+    async with open_hub(ttl_sweep_interval=0) as hub, trio.open_nursery() as nursery:
+
+        async def watch(stream: EventStream) -> None:
+            async for event in stream:
+                seen.append(event)
+
+        for _ in range(4):
+            nursery.start_soon(watch, hub.events(AgentRegistered))
+        await trio.testing.wait_all_tasks_blocked()
+        await hub.register(Passport(name="ada"))
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(seen) == 4  # each took its event, and waits again
+        assert would_blocks() == before
+        nursery.cancel_scope.cancel()
+
+
 async def test_closing_or_dropping_a_stream_unsubscribes_it(
     autojump_clock: trio.testing.MockClock, h: HubPair
 ) -> None:

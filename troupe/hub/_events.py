@@ -448,14 +448,15 @@ class EventStream:
     async def receive(self) -> HubEvent:
         """The next event, waiting for one (see :meth:`receive_nowait` for the errors)."""
         await trio.lowlevel.checkpoint_if_cancelled()
+        sink = self._sink
         while True:
-            try:
-                event = self.receive_nowait()
-            except trio.WouldBlock:
-                await self._sink.lot.park()
-            else:
+            # Asked before taking, so that a waiting subscriber holds no WouldBlock (and its
+            # traceback) while it is parked.
+            if sink.queue or sink.closed or self._own_close:
+                event = self.receive_nowait()  # (or EndOfChannel, ClosedResourceError)
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return event
+            await sink.lot.park()
 
     def statistics(self) -> EventStreamStatistics:
         sink = self._sink
