@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import weakref
 from typing import Any, assert_type
 
 import attrs
@@ -506,6 +507,32 @@ async def test_an_idle_actor_holds_no_exception_while_it_waits(
         assert would_blocks() == before
         for ref in refs:
             await ref.stop()
+
+
+async def test_an_idle_actor_keeps_neither_its_last_message_nor_its_answer(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """What an actor handled last is not kept alive by the actor while it waits for more:
+    a large envelope would otherwise stay in memory for as long as its session is idle."""
+
+    class Big:
+        pass
+
+    class Answers(Actor[Big, Big]):
+        async def handle(self, msg: Big) -> Big:
+            return Big()
+
+    async with trio.open_nursery() as nursery:
+        ref = await spawn(nursery, Answers())
+        told, asked = Big(), Big()
+        ref.tell_nowait(told)
+        answer = await ref.ask(asked)
+        await settle()
+        gone = [weakref.ref(told), weakref.ref(asked), weakref.ref(answer)]
+        del told, asked, answer
+        gc.collect()
+        assert [w() for w in gone] == [None, None, None]
+        await ref.stop()
 
 
 async def test_an_ask_dropped_as_it_is_queued_still_takes_a_schedule_point(
