@@ -23,6 +23,7 @@ few that wait on the real clock within ``trio.fail_after``.
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import itertools
 import math
@@ -530,3 +531,10 @@ def counting_steps(counts: Callable[[trio.lowlevel.Task], bool]) -> Iterator[Ste
         yield counter
     finally:
         trio.lowlevel.remove_instrument(counter)
+
+
+def live_would_blocks() -> int:
+    """How many ``trio.WouldBlock`` exceptions are alive now (after a collection): one kept
+    by a waiting task's frame is memory held for as long as it waits."""
+    gc.collect()
+    return sum(isinstance(o, trio.WouldBlock) for o in gc.get_objects())

@@ -17,7 +17,7 @@ from troupe.actors import Actor, ActorRef, Message, Refused, spawn
 from troupe.actors._actor import BURST
 from troupe.mailbox import DeadLetterBuffer, Mailbox
 
-from ..harness import counting_steps
+from ..harness import counting_steps, live_would_blocks
 
 
 class Recorder(Actor[Any, Any]):
@@ -492,11 +492,7 @@ async def test_an_idle_actor_holds_no_exception_while_it_waits(
     mailbox empty: a WouldBlock caught there stayed alive, with its traceback, for as long
     as the actor was idle (and cost ~1 us per idle spell)."""
 
-    def would_blocks() -> int:
-        gc.collect()
-        return sum(isinstance(o, trio.WouldBlock) for o in gc.get_objects())
-
-    before = would_blocks()
+    before = live_would_blocks()
     actor = Recorder()
     async with trio.open_nursery() as nursery:
         refs = [await spawn(nursery, actor, name=f"idle-{n}") for n in range(8)]
@@ -504,7 +500,7 @@ async def test_an_idle_actor_holds_no_exception_while_it_waits(
             ref.tell_nowait("a")
             ref.tell_nowait("b")  # a burst, then an empty mailbox
         await settle()
-        assert would_blocks() == before
+        assert live_would_blocks() == before
         for ref in refs:
             await ref.stop()
 

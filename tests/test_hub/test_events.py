@@ -41,7 +41,7 @@ from troupe.model import (
     TaskState,
 )
 
-from ..harness import HubPair, open_hub_pair, text_envelope
+from ..harness import HubPair, live_would_blocks, open_hub_pair, text_envelope
 
 
 def drain(stream: EventStream) -> list[HubEvent]:
@@ -178,11 +178,7 @@ async def test_a_waiting_subscriber_holds_no_exception(
     """A subscriber parked in ``receive`` found its stream empty without raising: a
     WouldBlock caught there stayed alive, with its traceback, while it waited."""
 
-    def would_blocks() -> int:
-        gc.collect()
-        return sum(isinstance(o, trio.WouldBlock) for o in gc.get_objects())
-
-    before = would_blocks()
+    before = live_would_blocks()
     seen: list[HubEvent] = []
     async with open_hub(ttl_sweep_interval=0) as hub, trio.open_nursery() as nursery:
 
@@ -196,7 +192,7 @@ async def test_a_waiting_subscriber_holds_no_exception(
         await hub.register(Passport(name="ada"))
         await trio.testing.wait_all_tasks_blocked()
         assert len(seen) == 4  # each took its event, and waits again
-        assert would_blocks() == before
+        assert live_would_blocks() == before
         nursery.cancel_scope.cancel()
 
 
