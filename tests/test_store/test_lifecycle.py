@@ -8,7 +8,9 @@ import pytest
 import trio
 
 import troupe
+from troupe.hub import open_hub
 from troupe.store import MemoryStore, SQLiteStore, Store, open_store
+from troupe.store._open import STORE_METHODS
 
 from .conftest import Reopen
 from .factories import env
@@ -70,6 +72,28 @@ def test_open_store_picks_the_engine(tmp_path: Path) -> None:
     assert open_store(memory) is memory
     sqlite = SQLiteStore(tmp_path / "c.db", threaded=False)
     assert open_store(sqlite) is sqlite
+
+
+def _store_without(*lacking: str) -> object:
+    """A store as one written for an older troupe: MemoryStore's methods but ``lacking``."""
+    methods = {name: getattr(MemoryStore, name) for name in STORE_METHODS if name not in lacking}
+    init = MemoryStore.__init__
+    return type("OldStore", (), {**methods, "__init__": init})()
+
+
+async def test_a_store_without_every_method_is_refused_when_the_hub_opens() -> None:
+    """A store lacking methods of the protocol (``save_cursors`` and ``idempotency_keys``
+    came with issue 15) is refused by name before the hub starts: it used to be taken, and
+    the first actor to call one of them failed mid-run with an AttributeError."""
+    old = _store_without("save_cursors", "idempotency_keys")
+    expected = r"OldStore is not a troupe Store: it has no idempotency_keys, save_cursors \("
+    with pytest.raises(TypeError, match=expected):
+        open_store(old)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=expected):
+        async with open_hub(old):  # type: ignore[arg-type]
+            pass
+    complete = _store_without()
+    assert open_store(complete) is complete  # type: ignore[arg-type]
 
 
 def test_the_engines_are_exported_at_the_top() -> None:
