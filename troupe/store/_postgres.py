@@ -64,7 +64,7 @@ from tenacity import (
 
 from .._errors import IncompatibleStore, NameTaken, StoreError, StoreLocked
 from ..model import Envelope, Resume, SessionMetadata, TaskMetadata, dumps
-from ._protocol import KEY_PREFIX, AgentRecord, Snapshot, answer_key
+from ._protocol import AgentRecord, Snapshot, answer_key
 from ._rules import DuplicateKey, agent_id_of, check_append, check_audit, check_window
 from ._sql import (
     KEYED,
@@ -76,6 +76,7 @@ from ._sql import (
     first_found,
     first_record,
     first_row_pair,
+    idempotency_keys_among,
     json_list,
     json_map,
     json_of,
@@ -677,7 +678,7 @@ class PostgresStore(SQLStore["Connection"]):
             await trio.lowlevel.checkpoint()
             return None
         # Idempotency keys from the WAL's index of them; answer keys from the dedup table.
-        idempotency = [key.removeprefix(KEY_PREFIX) for key in keys if key.startswith(KEY_PREFIX)]
+        idempotency = idempotency_keys_among(keys)
         rows = await self._query(
             "SELECT key, envelope_id, seq FROM dedup WHERE session_id = %s AND key = ANY(%s) "
             f"UNION ALL SELECT {KEYED}, envelope_id, seq FROM wal "

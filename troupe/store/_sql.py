@@ -101,6 +101,12 @@ def dedup_map(rows: list[Any]) -> dict[str, tuple[str, int]]:
     return {key: (envelope_id, seq) for key, envelope_id, seq in rows}
 
 
+def idempotency_keys_among(keys: Sequence[str]) -> list[str]:
+    """The idempotency keys among dedup ``keys``, as the WAL's index keeps them (without
+    their prefix): ``find_dedup`` asks that index for these, the dedup table for all."""
+    return [key.removeprefix(KEY_PREFIX) for key in keys if key.startswith(KEY_PREFIX)]
+
+
 def first_found(rows: list[Any], keys: Sequence[str]) -> tuple[str, int] | None:
     """Of ``(key, envelope_id, seq)`` rows, the one of the first of ``keys`` found."""
     found = dedup_map(rows)

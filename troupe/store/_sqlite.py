@@ -31,7 +31,7 @@ import trio
 from .._errors import NameTaken, StoreError
 from ..model import Envelope, Resume, SessionMetadata, TaskMetadata, dumps
 from ._lock import StoreLock
-from ._protocol import KEY_PREFIX, AgentRecord, Snapshot, answer_key
+from ._protocol import AgentRecord, Snapshot, answer_key
 from ._rules import DuplicateKey, agent_id_of, check_append, check_audit, check_window
 from ._schema import SCHEMA_VERSION, SYNCHRONOUS_LEVELS, connect, connect_reader, open_read_only
 from ._sql import (
@@ -44,6 +44,7 @@ from ._sql import (
     first_found,
     first_record,
     first_row_pair,
+    idempotency_keys_among,
     json_list,
     json_map,
     json_of,
@@ -374,7 +375,7 @@ class SQLiteStore(SQLStore[sqlite3.Connection]):
             await trio.lowlevel.checkpoint()
             return None
         # Idempotency keys from the WAL's index of them; answer keys from the dedup table.
-        idempotency = [key.removeprefix(KEY_PREFIX) for key in keys if key.startswith(KEY_PREFIX)]
+        idempotency = idempotency_keys_among(keys)
         rows = await self._query(
             "SELECT key, envelope_id, seq FROM dedup WHERE session_id = ? "
             f"AND key IN ({', '.join('?' * len(keys))}) UNION ALL "
