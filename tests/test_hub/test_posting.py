@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -34,6 +35,7 @@ from troupe.model import (
     Rule,
     SessionState,
 )
+from troupe.store import MemoryStore
 
 from ..harness import Agent, HubPair, client_of, open_hub_pair, text_envelope
 from .conftest import Reopen
@@ -340,6 +342,104 @@ async def test_inbox_full_until_the_recipient_acks(
     await h.settle()
     assert hub.statistics().pending_inbox == 1
     await h.say(md, alice, "3")
+
+
+async def test_posts_checked_at_once_do_not_pass_a_blocking_inbox_cap_together(
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
+) -> None:
+    """``max_pending`` holds for posts checked at the same moment: each one that finds room
+    takes it until its session actor has answered it. Before, the cap was checked against
+    the deliveries already counted only, and six posts checked at once all went through an
+    inbox capped at 2 (6 pending)."""
+    cap = InboxBlock(max_pending=2, block_timeout=None)  # overflow "block", the default
+    bob = await h.agent("bob", rule=Rule(limits=LimitsBlock(inbox=cap)), receipts=False)
+    posters = [await h.agent(f"poster-{n}") for n in range(6)]
+    sessions = [await h.session("conversation", poster, bob) for poster in posters]
+    await h.settle()
+    accepted: list[str] = []
+
+    async def post(poster: Agent, session_id: str) -> None:
+        await hub.post_envelope(text_envelope(session_id, poster, poster.name))
+        accepted.append(poster.name)
+
+    async with trio.open_nursery() as nursery:
+        for poster, md in zip(posters, sessions, strict=True):
+            nursery.start_soon(post, poster, md.session_id)
+        await h.settle()
+        assert len(accepted) == 2
+        assert hub.statistics().pending_inbox == 2
+        assert hub.core.room.waiting() == 4
+        # One ack makes room for one more, not for every post that waits.
+        first = next(e for e in client_of(bob).notified(bob.id) if e.event_type == EV_TEXT)
+        client_of(bob).ack(bob.id, first)
+        await h.settle()
+        assert len(accepted) == 3
+        assert hub.statistics().pending_inbox == 2
+        assert hub.core.room.waiting() == 3
+        nursery.cancel_scope.cancel()
+    assert hub.core.room.coming(bob.id) == 0  # the cancelled waiters took nothing
+
+
+class HeldAppends(MemoryStore):
+    """Appends wait while ``held`` is set and not yet released."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: trio.Event | None = None
+
+    async def append(
+        self, session_id: str, envelopes: Sequence[Envelope], *, metadata: Any = None
+    ) -> None:
+        if self.held is not None:
+            await self.held.wait()
+        await super().append(session_id, envelopes, metadata=metadata)
+
+
+async def test_a_refused_post_gives_back_the_room_it_took(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A post that took the last room in an inbox and is then refused by its session actor
+    gives the room back: the post waiting behind it goes on, without an ack."""
+    store = HeldAppends()
+    cap = InboxBlock(max_pending=2, block_timeout=60.0)
+    async with open_hub_pair(store) as h:
+        hub = h.hub
+        bob = await h.agent("bob", rule=Rule(limits=LimitsBlock(inbox=cap)), receipts=False)
+        alice = await h.agent("alice")
+        carol = await h.agent("carol")
+        with_alice = await h.session("conversation", alice, bob)
+        with_carol = await h.session("conversation", carol, bob)
+        await h.settle()
+        outcomes: list[str] = []
+
+        async def post(env: Envelope, what: str) -> None:
+            try:
+                await hub.post_envelope(env)
+            except ProtocolError as exc:
+                outcomes.append(f"{what}: refused, {exc}")
+            else:
+                outcomes.append(f"{what}: accepted at {trio.current_time() - start:.0f} s")
+
+        start = trio.current_time()
+        store.held = trio.Event()
+        async with trio.open_nursery() as nursery:
+            # One room taken by a post held in its append, the last by a post queued behind
+            # it that its session actor will refuse (an audience outside the session).
+            nursery.start_soon(post, text_envelope(with_alice, alice, "held"), "held")
+            await h.settle()
+            bad = text_envelope(with_alice, alice, "bad", audience=(bob.id, carol.id))
+            nursery.start_soon(post, bad, "bad")
+            await h.settle()
+            nursery.start_soon(post, text_envelope(with_carol, carol, "waits"), "carol's")
+            await h.settle()
+            assert hub.core.room.waiting() == 1  # no room for carol's post: both are taken
+            store.held.set()
+        outcomes.sort()
+        assert outcomes[0].startswith("bad: refused, audience member")
+        # Not after block_timeout: the refused post gave its room back.
+        assert outcomes[1:] == ["carol's: accepted at 0 s", "held: accepted at 0 s"]
+        assert hub.statistics().pending_inbox == 2
+        assert hub.core.room.coming(bob.id) == 0
 
 
 async def test_seq_runs_without_gaps_and_the_callers_envelope_is_untouched(

@@ -12,6 +12,11 @@ wait on each other, the last to come goes through (over ``max_pending``), its tu
 the others follow. That is what lets a reply through to the agent whose turn it answers when
 that agent is blocked in a post of its own.
 
+A post that finds room takes it (``InboxRoom.take``) until its session actor has answered
+it: dispatched, it is counted by the inbox ledger from then on; refused, it never will be.
+So posts checked at the same moment, or woken together by one ack, do not all pass a cap
+that had room for one (six posts into an inbox capped at 2 once made 6 pending).
+
 Over a connection, a post that waits gives its in-flight slot back while it waits (see
 ``_room.ConnectionSlots``): the hub keeps reading that connection, and with it the receipts
 of a recipient bound to the same one. At most ``MAX_WAITING_POSTS`` posts of one connection
@@ -28,45 +33,28 @@ import trio
 from .._errors import InboxFull
 from ..model import Envelope, SessionMetadata
 from ._core import HubCore
-from ._delivery import recipients_of
 from ._room import REQUEST_SLOT
 
 
-def must_wait(core: HubCore, metadata: SessionMetadata, envelope: Envelope) -> bool:
-    """Whether a recipient of ``envelope`` blocks it now (its inbox is at ``max_pending``).
+def _room_for(
+    core: HubCore, metadata: SessionMetadata, envelope: Envelope
+) -> tuple[list[str], str | None]:
+    """The recipients of ``envelope`` whose inbox is capped (``overflow="block"``, a
+    ``max_pending``), and the first of them without room now (None: every one has room).
 
-    The post path's cheap check (about 0.5 us for a two-party session): a ledger lookup per
-    recipient, and its rule only for one with envelopes pending.
+    Room is what ``max_pending`` leaves besides the envelopes pending and the posts on their
+    way (:meth:`InboxRoom.coming`). A recipient that waits to post itself has room (see the
+    module doc). The post path's cheap check: a rule lookup per recipient.
     """
-    pending = core.ledger.pending
+    registry, pending, room = core.registry, core.ledger.pending, core.room
     sender_id = envelope.sender_id
     audience = envelope.audience
     if audience is None:
         ids: Iterable[str] = (p.agent_id for p in metadata.participants)
     else:
         ids = audience
+    capped: list[str] = []
     for recipient_id in ids:
-        count = pending(recipient_id)
-        if not count or recipient_id == sender_id:
-            continue
-        rule = core.registry.rule(recipient_id)
-        if rule is None:
-            continue
-        inbox = rule.limits.inbox
-        if inbox.overflow == "block" and 0 < inbox.max_pending <= count:
-            return True
-    return False
-
-
-async def wait_for_room(core: HubCore, metadata: SessionMetadata, envelope: Envelope) -> None:
-    """Return once every blocking recipient of ``envelope`` has room (see the module doc).
-
-    Raises:
-      InboxFull: a recipient had no room for its ``block_timeout``.
-    """
-    registry, ledger, room = core.registry, core.ledger, core.room
-    sender_id = envelope.sender_id
-    for recipient_id in recipients_of(metadata, envelope):
         if recipient_id == sender_id:
             continue
         rule = registry.rule(recipient_id)
@@ -74,33 +62,76 @@ async def wait_for_room(core: HubCore, metadata: SessionMetadata, envelope: Enve
             continue
         inbox = rule.limits.inbox
         limit = inbox.max_pending
-        if inbox.overflow != "block" or limit <= 0 or ledger.pending(recipient_id) < limit:
+        if inbox.overflow != "block" or limit <= 0:
             continue
-        if room.waits(recipient_id):
-            continue  # it waits to post itself: waiting on it could close a cycle
-        slot = REQUEST_SLOT.get()
-        if slot is not None and not slot.wait():
-            # A connection's reader never waits for a slot to wait in: it would stop
-            # reading the receipts that make the room (see ``ConnectionSlots``).
-            raise _inbox_full(
-                core,
-                recipient_id,
-                limit,
-                f"this connection already has {slot.max_waiting} posts waiting for room",
-            )
-        timeout = math.inf if inbox.block_timeout is None else inbox.block_timeout
-        with trio.move_on_after(timeout):
-            room.enter(sender_id, recipient_id)
+        if pending(recipient_id) + room.coming(recipient_id) >= limit and not room.waits(
+            recipient_id
+        ):
+            return capped, recipient_id
+        capped.append(recipient_id)
+    return capped, None
+
+
+def take_room(core: HubCore, metadata: SessionMetadata, envelope: Envelope) -> list[str] | None:
+    """Take room for ``envelope`` in every capped recipient's inbox, if each has some now.
+
+    Returns:
+      The recipients whose room it took (give it back with ``core.room.give_back`` once the
+      session actor answered the post), or None: one has no room (nothing was taken).
+    """
+    capped, full = _room_for(core, metadata, envelope)
+    if full is not None:
+        return None
+    if capped:
+        core.room.take(capped)
+    return capped
+
+
+async def wait_for_room(core: HubCore, metadata: SessionMetadata, envelope: Envelope) -> list[str]:
+    """Wait until every capped recipient of ``envelope`` has room, then take it (see the
+    module doc and :func:`take_room`).
+
+    Raises:
+      InboxFull: a recipient had no room for its ``block_timeout`` (nothing was taken).
+    """
+    registry, room = core.registry, core.room
+    sender_id = envelope.sender_id
+    deadlines: dict[str, float] = {}
+    traded = False
+    while True:
+        capped, full = _room_for(core, metadata, envelope)
+        if full is None:
+            room.take(capped)  # (no checkpoint since the check: nobody took it meanwhile)
+            return capped
+        rule = registry.rule(full)
+        assert rule is not None  # (_room_for found it capped)
+        inbox = rule.limits.inbox
+        if not traded:
+            traded = True
+            slot = REQUEST_SLOT.get()
+            if slot is not None and not slot.wait():
+                # A connection's reader never waits for a slot to wait in: it would stop
+                # reading the receipts that make the room (see ``ConnectionSlots``).
+                raise _inbox_full(
+                    core,
+                    full,
+                    inbox.max_pending,
+                    f"this connection already has {slot.max_waiting} posts waiting for room",
+                )
+        if full not in deadlines:
+            timeout = math.inf if inbox.block_timeout is None else inbox.block_timeout
+            deadlines[full] = trio.current_time() + timeout
+        with trio.move_on_at(deadlines[full]):
+            room.enter(sender_id, full)
             try:
-                while ledger.pending(recipient_id) >= limit and not room.waits(recipient_id):
-                    await room.freed_event(recipient_id).wait()
+                await room.freed_event(full).wait()
             finally:
-                room.leave(sender_id, recipient_id)
+                room.leave(sender_id, full)
             continue
         raise _inbox_full(
             core,
-            recipient_id,
-            limit,
+            full,
+            inbox.max_pending,
             f"no room within its block_timeout of {inbox.block_timeout} s",
         )
 

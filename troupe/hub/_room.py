@@ -11,13 +11,15 @@ from ._rules import InboxLedger
 
 
 class InboxRoom:
-    """Posters waiting for room in agents' inboxes; one per hub (``HubCore.room``).
+    """Posters waiting for room in agents' inboxes, and the room taken by posts on their way
+    to a session actor; one per hub (``HubCore.room``).
 
-    Written only by the posts that wait (``_backpressure.wait_for_room``) and, through
-    :meth:`freed`, by the inbox ledger when an agent acknowledges an envelope.
+    Written only by the posts to capped inboxes (``_backpressure``: they take room, wait for
+    it, and give back what they took once their session actor has answered them) and,
+    through :meth:`freed`, by the inbox ledger when an agent acknowledges an envelope.
     """
 
-    __slots__ = ("_events", "_ledger", "_waiting", "_watchers")
+    __slots__ = ("_coming", "_events", "_ledger", "_waiting", "_watchers")
 
     def __init__(self, ledger: InboxLedger) -> None:
         self._ledger = ledger
@@ -28,6 +30,32 @@ class InboxRoom:
         self._watchers: dict[str, int] = {}
         #: poster agent id -> how many of its posts wait for room now.
         self._waiting: dict[str, int] = {}
+        #: agent id -> how many posts that found room in its inbox are not answered yet: they
+        #: count against ``max_pending`` until the ledger counts them (or they are refused).
+        self._coming: dict[str, int] = {}
+
+    def coming(self, agent_id: str) -> int:
+        """How many posts took room in ``agent_id``'s inbox and were not answered yet."""
+        return self._coming.get(agent_id, 0)
+
+    def take(self, agent_ids: list[str]) -> None:
+        """A post found room in these agents' inboxes: hold it until :meth:`give_back`."""
+        coming = self._coming
+        for agent_id in agent_ids:
+            coming[agent_id] = coming.get(agent_id, 0) + 1
+
+    def give_back(self, agent_ids: list[str]) -> None:
+        """The post that took room in these inboxes was answered: the ledger counts it now
+        (it was dispatched) or never will (it was refused). Its waiters look again."""
+        coming = self._coming
+        for agent_id in agent_ids:
+            count = coming[agent_id] - 1
+            if count:
+                coming[agent_id] = count
+            else:
+                del coming[agent_id]
+            if agent_id in self._watchers:
+                self.freed(agent_id)
 
     def waits(self, agent_id: str) -> bool:
         """Whether a post of ``agent_id`` is waiting for room now."""

@@ -60,7 +60,7 @@ from ..model._lifecycle import SessionEvent, next_state
 from ..store import dedup_keys
 from ..supervisors import ChildSpec, Supervisor, SupervisorStatistics, open_dynamic_supervisor
 from . import _hub_messages as H
-from ._backpressure import must_wait, wait_for_room
+from ._backpressure import take_room, wait_for_room
 from ._core import HubCore
 from ._delivery import dispatch
 from ._directory import Directory, Gate, SessionEntry
@@ -165,9 +165,24 @@ class SessionSupervisor:
         if core.cluster is not None:
             core.cluster.check(sid)  # NotOwner: the caller retries on the shard's owner
         entry = self.directory.get(sid)
-        if is_substantive(envelope.event_type) and must_wait(core, entry.metadata, envelope):
+        if not is_substantive(envelope.event_type):
+            return await self._hand_over(entry, envelope)
+        taken = take_room(core, entry.metadata, envelope)
+        if taken is None:
             # Backpressure: the poster waits here, in its own task, never the session actor.
-            await wait_for_room(core, entry.metadata, envelope)
+            taken = await wait_for_room(core, entry.metadata, envelope)
+        if not taken:
+            return await self._hand_over(entry, envelope)
+        try:
+            return await self._hand_over(entry, envelope)
+        finally:
+            # Answered: dispatched (the ledger counts it now) or refused. Until then the
+            # room it took kept the posts checked meanwhile from taking it too.
+            core.room.give_back(taken)
+
+    async def _hand_over(self, entry: SessionEntry, envelope: Envelope) -> Accepted | Refused:
+        """Ask the session's actor to take ``envelope`` (once more if the actor crashed)."""
+        core = self._core
         # The id is the post's identity across a retry; the session actor stamps it (with
         # seq and created_at) on its own copy, so the caller's envelope is never changed.
         envelope_id = core.new_id()
