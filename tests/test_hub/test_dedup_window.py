@@ -13,11 +13,14 @@ import pytest
 import trio
 import trio.testing
 
+from troupe import ProtocolError
+from troupe.api import Accepted
 from troupe.hub import Hub
 from troupe.hub._directory import DedupWindow
+from troupe.model import SessionMetadata
 from troupe.store import MemoryStore, answer_prefix
 
-from ..harness import open_hub_pair, text_envelope
+from ..harness import Agent, HubPair, open_hub_pair, text_envelope
 from .conftest import Reopen
 
 WINDOW = 4
@@ -116,6 +119,52 @@ async def test_a_key_the_window_missed_is_refused_by_the_store_and_answered_once
         assert await h.hub.read_wal(md.session_id) == wal
         # Remembered now: the next retry is answered from the window.
         assert "k:k0" in window_of(h.hub, md.session_id)
+
+
+async def test_another_senders_key_is_refused_not_answered_as_its_repeat(
+    autojump_clock: trio.testing.MockClock, reopen: Reopen
+) -> None:
+    """An idempotency key is unique within its session. A post from bob under a key of
+    alice's is no repeat of hers: it is refused, naming the key, wherever the key is found
+    (the window, the store after the window let it go, the store's index at the append, a
+    closed session). It used to be answered with alice's envelope as a "duplicate", and
+    bob's post was dropped without a word."""
+    taken = "idempotency key 'shared' is taken in session"
+
+    async def refused(h: HubPair, md: SessionMetadata, sender: Agent) -> None:
+        wal = await h.hub.read_wal(md.session_id)
+        rejected = h.hub.statistics().envelopes_rejected
+        with pytest.raises(ProtocolError, match=taken):
+            await h.hub.post(text_envelope(md, sender, "mine", idempotency_key="shared"))
+        assert await h.hub.read_wal(md.session_id) == wal
+        assert h.hub.statistics().envelopes_rejected == rejected + 1
+
+    async def repeated(h: HubPair, md: SessionMetadata, sender: Agent, first: Accepted) -> None:
+        again = await h.hub.post(text_envelope(md, sender, "again", idempotency_key="shared"))
+        assert (again.envelope_id, again.duplicate) == (first.envelope_id, True)
+
+    async with open_hub_pair(reopen(), dedup_window=WINDOW) as h:
+        alice, bob = await h.agent("alice"), await h.agent("bob")
+        md = await h.session("conversation", alice, bob)
+        first = await h.hub.post(text_envelope(md, alice, "m0", idempotency_key="shared"))
+        await refused(h, md, bob)  # from the window
+        for i in range(POSTS):
+            await h.hub.post(text_envelope(md, alice, f"m{i}", idempotency_key=f"k{i}"))
+        assert "k:shared" not in window_of(h.hub, md.session_id)
+        await refused(h, md, bob)  # from the store's index, past the window
+        await repeated(h, md, alice, first)  # alice's own repeat is one
+    async with open_hub_pair(reopen()) as h:
+        alice, bob = await h.agent("alice"), await h.agent("bob")
+
+        async def forgetful(session_id: str, since: int) -> tuple[list[Any], bool]:
+            return [], False
+
+        h.hub.core.store.idempotency_keys = forgetful  # type: ignore[method-assign]
+        await refused(h, md, bob)  # the append's DuplicateKey
+        await repeated(h, md, alice, first)
+        await h.hub.close_session(md.session_id, reason="done")
+        await refused(h, md, bob)  # a closed session's
+        await repeated(h, md, alice, first)
 
 
 async def test_the_window_stays_bounded_however_long_the_session(

@@ -70,6 +70,8 @@ from ._session_parts import (
     admit_sender,
     invitees_of,
     quorum_reached,
+    refuse_taken_key,
+    sender_at,
 )
 
 log = logging.getLogger("troupe.hub.sessions")
@@ -325,8 +327,7 @@ class SessionActor(Actor[SessionMsg, Any]):
         for key in keys:
             hit = self.dedup.get(key)
             if hit is not None:
-                core.counters.duplicates += 1
-                return Accepted(hit[0], hit[1], duplicate=True)
+                return await self._duplicate(env, hit)
         if keys and not self.dedup.complete:
             # Older than the window: one indexed lookup (only for sessions this long).
             try:
@@ -335,8 +336,7 @@ class SessionActor(Actor[SessionMsg, Any]):
                 core.counters.rejected += 1
                 return Refused(exc)
             if hit is not None:
-                core.counters.duplicates += 1
-                return Accepted(hit[0], hit[1], duplicate=True)
+                return await self._duplicate(env, hit)
         if substantive:
             if env.event_type == EV_EXPECTATION_VIOLATED and not internal:
                 raise ProtocolError(f"event type {env.event_type!r} is posted by the hub only")
@@ -382,7 +382,7 @@ class SessionActor(Actor[SessionMsg, Any]):
         except DuplicateKey as taken:
             # Accepted before this actor's window (this actor restarted since, or the window
             # let it go): the WAL's index of idempotency keys refused the repeat.
-            return await self._repeated(taken)
+            return await self._repeated(stamped, taken)
         except StoreError as exc:
             core.counters.rejected += 1
             return Refused(exc)
@@ -417,7 +417,7 @@ class SessionActor(Actor[SessionMsg, Any]):
         await self._maybe_snapshot()
         return Accepted(stamped.envelope_id, stamped.seq)
 
-    async def _repeated(self, taken: DuplicateKey) -> Accepted | Refused:
+    async def _repeated(self, env: Envelope, taken: DuplicateKey) -> Accepted | Refused:
         """The answer to a post whose idempotency key the store refused as taken: the
         original's, as a duplicate (what a hit in the window answers)."""
         core = self.core
@@ -431,6 +431,23 @@ class SessionActor(Actor[SessionMsg, Any]):
             core.counters.rejected += 1
             return Refused(taken)
         self.dedup.remember(key, hit)
+        return await self._duplicate(env, hit)
+
+    async def _duplicate(self, env: Envelope, hit: tuple[str, int]) -> Accepted | Refused:
+        """The answer to a repeat of the envelope at ``hit`` (its id and seq): the original's.
+
+        Raises:
+          ProtocolError: ``env``'s idempotency key found another sender's envelope (an answer
+            key names its sender: only an idempotency key can find another's).
+        """
+        core = self.core
+        if env.idempotency_key:
+            try:
+                sender = await sender_at(core.store, self.sid, hit[1], self.recent)
+            except StoreError as exc:
+                core.counters.rejected += 1
+                return Refused(exc)
+            refuse_taken_key(env, sender)
         core.counters.duplicates += 1
         return Accepted(hit[0], hit[1], duplicate=True)
 

@@ -7,6 +7,8 @@ errors in the same order).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import attrs
 import trio
 
@@ -22,6 +24,7 @@ from ..model import (
     SessionMetadata,
     SessionState,
 )
+from ..store import Store
 from ._core import HubCore
 from ._rules import check_depth, check_outbound
 
@@ -139,3 +142,29 @@ def _metadata_after(md: SessionMetadata, env: Envelope) -> SessionMetadata:
             rejected_by=(*md.rejected_by, env.sender_id),
         )
     return md
+
+
+async def sender_at(
+    store: Store, session_id: str, seq: int, recent: Sequence[Envelope] = ()
+) -> str | None:
+    """Who posted the envelope at ``seq`` of a session (``recent`` first, then the store);
+    None if there is none."""
+    for env in reversed(recent):
+        if env.seq == seq:
+            return env.sender_id
+    found = await store.read(session_id, since=seq - 1, until=seq)
+    return found[0].sender_id if found else None
+
+
+def refuse_taken_key(envelope: Envelope, original_sender: str | None) -> None:
+    """A post whose idempotency key found another sender's envelope is no repeat of it:
+    raise ``ProtocolError`` (answering with that envelope's id would drop this post).
+
+    A key is unique within its session: a repeat is the same sender's post again.
+    """
+    if original_sender is not None and original_sender != envelope.sender_id:
+        raise ProtocolError(
+            f"idempotency key {envelope.idempotency_key!r} is taken in session "
+            f"{envelope.session_id} by another participant's post; a key is unique within "
+            "its session: post with another one"
+        )

@@ -65,7 +65,7 @@ from ._core import HubCore
 from ._delivery import dispatch
 from ._directory import Directory, Gate, SessionEntry
 from ._session import SessionActor, expire_tasks_of, refuse_ended
-from ._session_parts import EndSession, Post, SendInvites
+from ._session_parts import EndSession, Post, SendInvites, refuse_taken_key, sender_at
 
 log = logging.getLogger("troupe.hub.sessions")
 
@@ -273,6 +273,11 @@ class SessionSupervisor:
         found = await self._core.hub_ref.ask(H.FindAccepted(entry.session_id, keys, envelope_id))
         if found is None:
             return None
+        if envelope.idempotency_key:
+            # Another sender's envelope under this key is no original of this post.
+            refuse_taken_key(
+                envelope, await sender_at(self._core.store, entry.session_id, found[1])
+            )
         self._core.counters.duplicates += 1
         return Accepted(found[0], found[1], duplicate=True)
 
