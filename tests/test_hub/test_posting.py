@@ -442,6 +442,121 @@ async def test_a_refused_post_gives_back_the_room_it_took(
         assert hub.core.room.coming(bob.id) == 0
 
 
+def first_text(agent: Agent, session_id: str) -> Envelope:
+    """The first text ``agent``'s fake connection was sent in a session."""
+    return next(
+        e for e in client_of(agent).notified(agent.id, session_id) if e.event_type == EV_TEXT
+    )
+
+
+async def test_a_cancelled_poster_leaves_the_room_its_post_took_until_it_is_dispatched(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A poster cancelled while its session actor works on its post (the answer is then
+    dropped; the post goes on) does not give back the room the post took: a post waiting
+    for that room goes on only once the recipient acks, and the inbox never holds more
+    than ``max_pending``."""
+    store = HeldAppends()
+    cap = InboxBlock(max_pending=1, block_timeout=None)
+    async with open_hub_pair(store) as h:
+        hub = h.hub
+        bob = await h.agent("bob", rule=Rule(limits=LimitsBlock(inbox=cap)), receipts=False)
+        alice, carol = await h.agent("alice"), await h.agent("carol")
+        with_alice = await h.session("conversation", alice, bob)
+        with_carol = await h.session("conversation", carol, bob)
+        await h.settle()
+        store.held = trio.Event()
+        alices = trio.CancelScope()
+        carols = trio.Event()
+
+        async def post_alices() -> None:
+            with alices:
+                await hub.post_envelope(text_envelope(with_alice, alice, "held"))
+
+        async def post_carols() -> None:
+            await hub.post_envelope(text_envelope(with_carol, carol, "waits"))
+            carols.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(post_alices)
+            await h.settle()  # its room taken, its append held
+            nursery.start_soon(post_carols)
+            await h.settle()
+            assert hub.core.room.waiting() == 1
+            alices.cancel()
+            await h.settle()
+            assert hub.core.room.waiting() == 1  # alice's post still holds the room
+            store.held.set()
+            await h.settle()
+            assert hub.statistics().pending_inbox == 1  # alice's, dispatched
+            assert hub.core.room.waiting() == 1  # carol's still waits: the cap is 1
+            client_of(bob).ack(bob.id, first_text(bob, with_alice.session_id))
+            await h.settle()
+            assert carols.is_set()
+        assert hub.statistics().pending_inbox == 1
+        assert hub.core.room.coming(bob.id) == 0
+
+
+async def test_a_post_refused_before_its_session_actor_gives_back_its_room(
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
+) -> None:
+    """A post refused on its way (here, into a session that ended) gives back the room it
+    took: the next post goes on at once, not after its ``block_timeout``."""
+    cap = InboxBlock(max_pending=1, block_timeout=60.0)
+    bob = await h.agent("bob", rule=Rule(limits=LimitsBlock(inbox=cap)), receipts=False)
+    alice, carol = await h.agent("alice"), await h.agent("carol")
+    with_alice = await h.session("conversation", alice, bob)
+    with_carol = await h.session("conversation", carol, bob)
+    await hub.close_session(with_alice.session_id, reason="over")
+    with pytest.raises(ProtocolError, match="closed"):
+        await hub.post_envelope(text_envelope(with_alice, alice, "late"))
+    assert hub.core.room.coming(bob.id) == 0
+    start = trio.current_time()
+    await hub.post_envelope(text_envelope(with_carol, carol, "on time"))
+    assert trio.current_time() == start
+
+
+async def test_each_recipient_s_block_timeout_counts_only_the_wait_for_it(
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
+) -> None:
+    """A post to two capped inboxes that waits on one, then the other, then the first again
+    has each recipient's ``block_timeout`` for the time it waited on that recipient, not
+    for the time since it first waited on it."""
+
+    def capped(timeout: float) -> Rule:
+        return Rule(limits=LimitsBlock(inbox=InboxBlock(max_pending=1, block_timeout=timeout)))
+
+    bob = await h.agent("bob", rule=capped(1.0), receipts=False)
+    carol = await h.agent("carol", rule=capped(60.0), receipts=False)
+    alice, dave = await h.agent("alice"), await h.agent("dave")
+    md = await h.session("broadcast", alice, bob, carol)
+    with_dave = await h.session("conversation", dave, bob)
+    await hub.post_envelope(text_envelope(md, alice, "m1"))  # both inboxes full
+    await h.settle()
+    start = trio.current_time()
+    outcome: list[str] = []
+
+    async def post_m2() -> None:
+        try:
+            await hub.post_envelope(text_envelope(md, alice, "m2"))
+        except InboxFull as exc:
+            outcome.append(f"refused at {trio.current_time() - start:.1f} s: {exc}")
+        else:
+            outcome.append(f"accepted at {trio.current_time() - start:.1f} s")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(post_m2)  # waits on bob (1 s)
+        await trio.sleep_until(start + 0.5)
+        client_of(bob).ack(bob.id, first_text(bob, md.session_id))  # then on carol (60 s)
+        await trio.sleep_until(start + 1.0)
+        await hub.post_envelope(text_envelope(with_dave, dave, "refill"))  # bob full again
+        await trio.sleep_until(start + 10.5)
+        client_of(carol).ack(carol.id, first_text(carol, md.session_id))  # on bob: 0.5 s left
+        await trio.sleep_until(start + 10.7)
+        client_of(bob).ack(bob.id, first_text(bob, with_dave.session_id))
+    assert outcome == ["accepted at 10.7 s"]
+
+
 async def test_seq_runs_without_gaps_and_the_callers_envelope_is_untouched(
     autojump_clock: trio.testing.MockClock, hub: Hub, scene: Scene
 ) -> None:

@@ -12,10 +12,13 @@ wait on each other, the last to come goes through (over ``max_pending``), its tu
 the others follow. That is what lets a reply through to the agent whose turn it answers when
 that agent is blocked in a post of its own.
 
-A post that finds room takes it (``InboxRoom.take``) until its session actor has answered
-it: dispatched, it is counted by the inbox ledger from then on; refused, it never will be.
-So posts checked at the same moment, or woken together by one ack, do not all pass a cap
-that had room for one (six posts into an inbox capped at 2 once made 6 pending).
+A post that finds room takes it (``InboxRoom.take``, held as a ``TakenRoom``) until its
+session actor has dispatched it (the inbox ledger counts it from then on) or refused it,
+also when its poster was cancelled meanwhile. So posts checked at the same moment, or woken
+together by one ack, do not all pass a cap that had room for one (six posts into an inbox
+capped at 2 once made 6 pending). A post holds no room while it waits: one to several capped
+inboxes looks at all of them again after each wait, and has each recipient's
+``block_timeout`` for the time it waited on that recipient.
 
 Over a connection, a post that waits gives its in-flight slot back while it waits (see
 ``_room.ConnectionSlots``): the hub keeps reading that connection, and with it the receipts
@@ -96,7 +99,8 @@ async def wait_for_room(core: HubCore, metadata: SessionMetadata, envelope: Enve
     """
     registry, room = core.registry, core.room
     sender_id = envelope.sender_id
-    deadlines: dict[str, float] = {}
+    #: Seconds waited so far on each recipient: each has its own ``block_timeout``.
+    waited: dict[str, float] = {}
     traded = False
     while True:
         capped, full = _room_for(core, metadata, envelope)
@@ -118,15 +122,16 @@ async def wait_for_room(core: HubCore, metadata: SessionMetadata, envelope: Enve
                     inbox.max_pending,
                     f"this connection already has {slot.max_waiting} posts waiting for room",
                 )
-        if full not in deadlines:
-            timeout = math.inf if inbox.block_timeout is None else inbox.block_timeout
-            deadlines[full] = trio.current_time() + timeout
-        with trio.move_on_at(deadlines[full]):
+        timeout = math.inf if inbox.block_timeout is None else inbox.block_timeout
+        began = trio.current_time()
+        with trio.move_on_after(timeout - waited.get(full, 0.0)) as scope:
             room.enter(sender_id, full)
             try:
                 await room.freed_event(full).wait()
             finally:
                 room.leave(sender_id, full)
+        waited[full] = waited.get(full, 0.0) + trio.current_time() - began
+        if not scope.cancelled_caught:
             continue
         raise _inbox_full(
             core,
@@ -139,7 +144,9 @@ async def wait_for_room(core: HubCore, metadata: SessionMetadata, envelope: Enve
 def _inbox_full(core: HubCore, recipient_id: str, limit: int, why: str) -> InboxFull:
     passport = core.registry.passport(recipient_id)
     name = passport.name if passport is not None else recipient_id
+    coming = core.room.coming(recipient_id)
+    on_the_way = f" and {coming} on the way" if coming else ""
     return InboxFull(
         f"inbox of agent {name!r} ({recipient_id}) is full: "
-        f"{core.ledger.pending(recipient_id)} pending, max_pending {limit}; {why}"
+        f"{core.ledger.pending(recipient_id)} pending{on_the_way}, max_pending {limit}; {why}"
     )

@@ -95,6 +95,32 @@ class InboxRoom:
             event.set()
 
 
+class TakenRoom:
+    """The room one post took in capped inboxes (``_backpressure.take_room``), given back
+    once, by whoever is last to know where the post is.
+
+    The session actor gives it back as soon as it has dispatched the post (the inbox ledger
+    counts it from then on) or refused it, and marks that it ``handed`` the post over to
+    itself as it starts on it. The poster gives it back only if the actor never started on
+    it (an ask withdrawn by a cancel, a dead actor, a post into an ended session): a poster
+    cancelled while the actor works on its post must not free room the post still needs.
+    """
+
+    __slots__ = ("_agent_ids", "_room", "handed")
+
+    def __init__(self, room: InboxRoom, agent_ids: list[str]) -> None:
+        self._room = room
+        self._agent_ids = agent_ids
+        #: The session actor started on the post: it gives the room back, not the poster.
+        self.handed = False
+
+    def give_back(self) -> None:
+        """Give the room back (once; later calls do nothing)."""
+        agent_ids, self._agent_ids = self._agent_ids, []
+        if agent_ids:
+            self._room.give_back(agent_ids)
+
+
 class ConnectionSlots:
     """The slots of one connection's requests (``_serve``): at most ``in_flight`` served at
     once, and besides them at most ``max_waiting`` posts waiting for room.

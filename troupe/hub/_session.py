@@ -59,6 +59,7 @@ from ._arbiters import AWARD_KEY, bids_of
 from ._core import HubCore
 from ._delivery import catch_up_after_ack, dispatch, recipients_of
 from ._directory import DedupWindow, Directory, Gate
+from ._room import TakenRoom
 from ._session_parts import (
     HubPost,
     Passivate,
@@ -242,13 +243,19 @@ class SessionActor(Actor[SessionMsg, Any]):
         return result
 
     async def _post_msg(self, msg: Post, envelope: Envelope) -> Any:
+        room = msg.room
+        if room is not None:
+            room.handed = True  # from now on this actor gives back the room the post took
         try:
             return await self._post(
-                envelope, msg.attempt, envelope_id=msg.envelope_id, floor=msg.floor
+                envelope, msg.attempt, envelope_id=msg.envelope_id, floor=msg.floor, room=room
             )
         except NetworkError as exc:
             self.core.counters.rejected += 1
             return Refused(exc)
+        finally:
+            if room is not None:
+                room.give_back()  # (refused, or crashed; dispatched, it was given back then)
 
     async def _send_invites(self) -> Any:
         md = self.metadata
@@ -301,6 +308,7 @@ class SessionActor(Actor[SessionMsg, Any]):
         envelope_id: str = "",
         internal: bool = False,
         floor: int = 0,
+        room: TakenRoom | None = None,
     ) -> Any:
         core = self.core
         registry = core.registry
@@ -399,6 +407,8 @@ class SessionActor(Actor[SessionMsg, Any]):
         self._publish()
         if stamped.event_type not in (EV_CHANNEL_INVITE_ACK, EV_CHANNEL_INVITE_REJECT):
             dispatch(core, new_md, stamped)
+        if room is not None:
+            room.give_back()  # dispatched: the inbox ledger counts it now
         self._fault("after_dispatch")
         if stamped.event_type == EV_CHANNEL_INVITE_REJECT:
             await self._move(SessionState.CLOSED, REJECTED)

@@ -26,6 +26,7 @@ from ..model import (
 )
 from ..store import Store
 from ._core import HubCore
+from ._room import TakenRoom
 from ._rules import check_depth, check_outbound
 
 
@@ -41,6 +42,9 @@ class Post(Message[Accepted]):
     envelope_id: str
     attempt: int = 1
     floor: int = 0
+    #: The room the post took in capped inboxes: the actor gives it back once it has
+    #: dispatched or refused the post (see ``TakenRoom``).
+    room: TakenRoom | None = None
 
 
 @attrs.frozen

@@ -64,6 +64,7 @@ from ._backpressure import take_room, wait_for_room
 from ._core import HubCore
 from ._delivery import dispatch
 from ._directory import Directory, Gate, SessionEntry
+from ._room import TakenRoom
 from ._session import SessionActor, expire_tasks_of, refuse_ended
 from ._session_parts import EndSession, Post, SendInvites, refuse_taken_key, sender_at
 
@@ -173,14 +174,18 @@ class SessionSupervisor:
             taken = await wait_for_room(core, entry.metadata, envelope)
         if not taken:
             return await self._hand_over(entry, envelope)
+        # Until the post is dispatched (the ledger counts it then) or refused, the room it
+        # took keeps the posts checked meanwhile from taking it too.
+        room = TakenRoom(core.room, taken)
         try:
-            return await self._hand_over(entry, envelope)
+            return await self._hand_over(entry, envelope, room)
         finally:
-            # Answered: dispatched (the ledger counts it now) or refused. Until then the
-            # room it took kept the posts checked meanwhile from taking it too.
-            core.room.give_back(taken)
+            if not room.handed:
+                room.give_back()  # (else the session actor gives it back)
 
-    async def _hand_over(self, entry: SessionEntry, envelope: Envelope) -> Accepted | Refused:
+    async def _hand_over(
+        self, entry: SessionEntry, envelope: Envelope, room: TakenRoom | None = None
+    ) -> Accepted | Refused:
         """Ask the session's actor to take ``envelope`` (once more if the actor crashed)."""
         core = self._core
         # The id is the post's identity across a retry; the session actor stamps it (with
@@ -204,7 +209,9 @@ class SessionSupervisor:
                 refuse_ended(core, entry.metadata, envelope)
             ref = await self.running(entry)
             try:
-                accepted: Accepted = await ref.ask(Post(envelope, envelope_id, attempt, floor))
+                accepted: Accepted = await ref.ask(
+                    Post(envelope, envelope_id, attempt, floor, room)
+                )
             except ActorDead as exc:
                 crash = exc
                 crashes += 1
