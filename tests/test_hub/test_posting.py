@@ -20,6 +20,9 @@ from troupe import (
     RateLimited,
 )
 from troupe.hub import Hub
+from troupe.hub._backpressure import take_room
+from troupe.hub._room import TakenRoom
+from troupe.hub._session_parts import Post
 from troupe.model import (
     EV_CHANNEL_INVITE,
     EV_CHANNEL_INVITE_ACK,
@@ -33,9 +36,11 @@ from troupe.model import (
     LimitsBlock,
     RateBlock,
     Rule,
+    SessionMetadata,
     SessionState,
 )
 from troupe.store import MemoryStore
+from troupe.testing import CrashPoints
 
 from ..harness import Agent, HubPair, client_of, open_hub_pair, text_envelope
 from .conftest import Reopen
@@ -555,6 +560,111 @@ async def test_each_recipient_s_block_timeout_counts_only_the_wait_for_it(
         await trio.sleep_until(start + 10.7)
         client_of(bob).ack(bob.id, first_text(bob, with_dave.session_id))
     assert outcome == ["accepted at 10.7 s"]
+
+
+async def test_a_post_retried_after_its_session_crashed_keeps_its_room(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The room a post took stays taken while its session actor crashes and the post is
+    asked again: the post waiting for that room does not slip in between."""
+    store, faults = HeldAppends(), CrashPoints()
+    cap = InboxBlock(max_pending=1, block_timeout=None)
+    async with open_hub_pair(store, faults=faults) as h:
+        hub = h.hub
+        bob = await h.agent("bob", rule=Rule(limits=LimitsBlock(inbox=cap)), receipts=False)
+        alice, carol = await h.agent("alice"), await h.agent("carol")
+        with_alice = await h.session("conversation", alice, bob)
+        with_carol = await h.session("conversation", carol, bob)
+        await h.settle()
+        faults.crash_at("before_append", session_id=with_alice.session_id)
+        store.held = trio.Event()
+        accepted: list[str] = []
+
+        async def post(env: Envelope, who: str) -> None:
+            await hub.post_envelope(env)
+            accepted.append(who)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(post, text_envelope(with_alice, alice, "crashes once"), "alice")
+            await h.settle()  # crashed, restarted, asked again, held in its append
+            assert hub.statistics().session_restarts == 1
+            nursery.start_soon(post, text_envelope(with_carol, carol, "waits"), "carol")
+            await h.settle()
+            assert hub.core.room.waiting() == 1
+            store.held.set()
+            await h.settle()
+            assert accepted == ["alice"]
+            assert hub.statistics().pending_inbox == 1
+            client_of(bob).ack(bob.id, first_text(bob, with_alice.session_id))
+            await h.settle()
+        assert accepted == ["alice", "carol"]
+        assert hub.statistics().pending_inbox == 1
+        assert hub.core.room.coming(bob.id) == 0
+
+
+async def test_a_post_whose_poster_left_before_its_actor_took_it_is_not_taken(
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
+) -> None:
+    """A poster cancelled after its ask reached the session actor's hands but before the
+    actor started on it gives the room back (it cannot know the actor will take it), so
+    the actor must not take the post: it refuses it unseen, as if the cancel came first.
+    Otherwise the post could land without room, over ``max_pending``."""
+    cap = InboxBlock(max_pending=1, block_timeout=None)
+    bob = await h.agent("bob", rule=Rule(limits=LimitsBlock(inbox=cap)), receipts=False)
+    alice = await h.agent("alice")
+    md = await h.session("conversation", alice, bob)
+    await h.settle()
+    wal = await hub.read_wal(md.session_id)
+    taken = take_room(hub.core, md, text_envelope(md, alice, "x"))
+    assert taken == [bob.id]
+    room = TakenRoom(hub.core.room, taken)
+    room.poster_left()  # the actor had not started on it
+    assert (room.abandoned, hub.core.room.coming(bob.id)) == (True, 0)
+    actor = await hub._sessions.running(hub.core.directory.get(md.session_id))
+    post = Post(text_envelope(md, alice, "late"), "e-late", room=room)
+    with pytest.raises(ProtocolError, match="cancelled before it was taken"):
+        await actor.ask(post)
+    assert await hub.read_wal(md.session_id) == wal
+    # Had the actor started on it, the post goes on and the actor gives the room back.
+    taken = take_room(hub.core, md, text_envelope(md, alice, "x"))
+    assert taken == [bob.id]
+    room = TakenRoom(hub.core.room, taken)
+    room.handed = True
+    room.poster_left()
+    assert (room.orphaned, hub.core.room.coming(bob.id)) == (True, 1)
+
+
+async def test_a_post_woken_before_its_timeout_but_run_after_it_is_refused_cleanly(
+    autojump_clock: trio.testing.MockClock, hub: Hub, h: HubPair
+) -> None:
+    """Two posts woken by one ack, run only after their ``block_timeout`` had passed: one
+    takes the room, the other is refused with ``InboxFull`` (it raised ``ValueError``,
+    asking trio to wait a negative time)."""
+    cap = InboxBlock(max_pending=1, block_timeout=1.0)
+    bob = await h.agent("bob", rule=Rule(limits=LimitsBlock(inbox=cap)), receipts=False)
+    posters = [await h.agent(name) for name in ("alice", "carol", "dave")]
+    sessions = [await h.session("conversation", poster, bob) for poster in posters]
+    await hub.post_envelope(text_envelope(sessions[0], posters[0], "fills the inbox"))
+    await h.settle()
+    start = trio.current_time()
+    outcomes: list[str] = []
+
+    async def post(poster: Agent, md: SessionMetadata) -> None:
+        try:
+            await hub.post_envelope(text_envelope(md, poster, "waits"))
+        except InboxFull:
+            outcomes.append("inbox full")
+        else:
+            outcomes.append("accepted")
+
+    async with trio.open_nursery() as nursery:
+        for poster, md in zip(posters[1:], sessions[1:], strict=True):
+            nursery.start_soon(post, poster, md)
+        await trio.sleep_until(start + 0.5)
+        # bob's ack, as the ledger takes it: it wakes both waiting posts at once.
+        hub.core.ledger.done(bob.id)
+        autojump_clock.jump(2.0)  # before the two woken posts run
+    assert sorted(outcomes) == ["accepted", "inbox full"]
 
 
 async def test_seq_runs_without_gaps_and_the_callers_envelope_is_untouched(

@@ -14,11 +14,11 @@ that agent is blocked in a post of its own.
 
 A post that finds room takes it (``InboxRoom.take``, held as a ``TakenRoom``) until its
 session actor has dispatched it (the inbox ledger counts it from then on) or refused it,
-also when its poster was cancelled meanwhile. So posts checked at the same moment, or woken
-together by one ack, do not all pass a cap that had room for one (six posts into an inbox
-capped at 2 once made 6 pending). A post holds no room while it waits: one to several capped
-inboxes looks at all of them again after each wait, and has each recipient's
-``block_timeout`` for the time it waited on that recipient.
+across a crash and its retry, also when its poster is cancelled (``TakenRoom`` says how). So
+posts checked at the same moment, or woken together by one ack, do not all pass a cap that
+had room for one (six posts into an inbox capped at 2 once made 6 pending). A post holds no
+room while it waits: one to several capped inboxes looks at all of them again after each
+wait, and has each recipient's ``block_timeout`` for the time it waited on that recipient.
 
 Over a connection, a post that waits gives its in-flight slot back while it waits (see
 ``_room.ConnectionSlots``): the hub keeps reading that connection, and with it the receipts
@@ -123,16 +123,19 @@ async def wait_for_room(core: HubCore, metadata: SessionMetadata, envelope: Enve
                     f"this connection already has {slot.max_waiting} posts waiting for room",
                 )
         timeout = math.inf if inbox.block_timeout is None else inbox.block_timeout
-        began = trio.current_time()
-        with trio.move_on_after(timeout - waited.get(full, 0.0)) as scope:
-            room.enter(sender_id, full)
-            try:
-                await room.freed_event(full).wait()
-            finally:
-                room.leave(sender_id, full)
-        waited[full] = waited.get(full, 0.0) + trio.current_time() - began
-        if not scope.cancelled_caught:
-            continue
+        left = timeout - waited.get(full, 0.0)
+        # (Not above zero: woken before its timeout, it ran after it, and found no room.)
+        if left > 0:
+            began = trio.current_time()
+            with trio.move_on_after(left) as scope:
+                room.enter(sender_id, full)
+                try:
+                    await room.freed_event(full).wait()
+                finally:
+                    room.leave(sender_id, full)
+            waited[full] = waited.get(full, 0.0) + trio.current_time() - began
+            if not scope.cancelled_caught:
+                continue
         raise _inbox_full(
             core,
             full,

@@ -99,20 +99,37 @@ class TakenRoom:
     """The room one post took in capped inboxes (``_backpressure.take_room``), given back
     once, by whoever is last to know where the post is.
 
-    The session actor gives it back as soon as it has dispatched the post (the inbox ledger
-    counts it from then on) or refused it, and marks that it ``handed`` the post over to
-    itself as it starts on it. The poster gives it back only if the actor never started on
-    it (an ask withdrawn by a cancel, a dead actor, a post into an ended session): a poster
-    cancelled while the actor works on its post must not free room the post still needs.
+    - The session actor gives it back as soon as it has dispatched the post (the inbox
+      ledger counts it from then on).
+    - The poster gives it back when its post is answered (accepted, refused, or settled
+      after a crash: the room stays taken across the retry), or when it is cancelled before
+      it asked the actor.
+    - A poster cancelled while it asks leaves as :meth:`poster_left` says: if the actor
+      has ``handed`` the post to itself, the actor gives the room back once it is done with
+      it (``orphaned``); if not, the poster gives it back and the post is ``abandoned``: the
+      actor refuses it unseen, so a post can never land without its room.
     """
 
-    __slots__ = ("_agent_ids", "_room", "handed")
+    __slots__ = ("_agent_ids", "_room", "abandoned", "handed", "orphaned")
 
     def __init__(self, room: InboxRoom, agent_ids: list[str]) -> None:
         self._room = room
         self._agent_ids = agent_ids
-        #: The session actor started on the post: it gives the room back, not the poster.
+        #: The session actor started on the post (in the attempt under way).
         self.handed = False
+        #: Its poster left after the actor started on it: the actor gives the room back.
+        self.orphaned = False
+        #: Its poster left before the actor started on it, and gave the room back: the
+        #: actor must not take the post.
+        self.abandoned = False
+
+    def poster_left(self) -> None:
+        """The poster was cancelled while it asked the session actor to take the post."""
+        if self.handed:
+            self.orphaned = True
+        else:
+            self.abandoned = True
+            self.give_back()
 
     def give_back(self) -> None:
         """Give the room back (once; later calls do nothing)."""

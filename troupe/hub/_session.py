@@ -245,7 +245,12 @@ class SessionActor(Actor[SessionMsg, Any]):
     async def _post_msg(self, msg: Post, envelope: Envelope) -> Any:
         room = msg.room
         if room is not None:
-            room.handed = True  # from now on this actor gives back the room the post took
+            if room.abandoned:
+                # Its poster was cancelled before this actor started on it and gave back
+                # its room: taken now, it could land without one. No effect, as a cancel.
+                self.core.counters.rejected += 1
+                return Refused(ProtocolError("the post was cancelled before it was taken"))
+            room.handed = True
         try:
             return await self._post(
                 envelope, msg.attempt, envelope_id=msg.envelope_id, floor=msg.floor, room=room
@@ -254,8 +259,8 @@ class SessionActor(Actor[SessionMsg, Any]):
             self.core.counters.rejected += 1
             return Refused(exc)
         finally:
-            if room is not None:
-                room.give_back()  # (refused, or crashed; dispatched, it was given back then)
+            if room is not None and room.orphaned:
+                room.give_back()  # its poster left meanwhile (dispatched: given back then)
 
     async def _send_invites(self) -> Any:
         md = self.metadata

@@ -180,7 +180,7 @@ class SessionSupervisor:
         try:
             return await self._hand_over(entry, envelope, room)
         finally:
-            if not room.handed:
+            if not room.orphaned:
                 room.give_back()  # (else the session actor gives it back)
 
     async def _hand_over(
@@ -208,17 +208,26 @@ class SessionSupervisor:
                     return earlier
                 refuse_ended(core, entry.metadata, envelope)
             ref = await self.running(entry)
+            if room is not None:
+                room.handed = False
+            answered = False
             try:
                 accepted: Accepted = await ref.ask(
                     Post(envelope, envelope_id, attempt, floor, room)
                 )
+                answered = True
             except ActorDead as exc:
+                answered = True
                 crash = exc
                 crashes += 1
                 continue
             except (NetworkError, StoreError) as exc:
+                answered = True
                 # Refused (and counted) by the session actor: raised by the caller, uncounted.
                 return Refused(exc)
+            finally:
+                if not answered and room is not None:
+                    room.poster_left()  # cancelled mid-ask: see TakenRoom
             return accepted
         assert crash is not None
         return await self._after_crashes(entry, envelope, envelope_id, floor, crash, crashes)
