@@ -385,6 +385,19 @@ async def test_posts_checked_at_once_do_not_pass_a_blocking_inbox_cap_together(
     assert hub.core.room.coming(bob.id) == 0  # the cancelled waiters took nothing
 
 
+async def bob_capped(
+    h: HubPair, cap: InboxBlock
+) -> tuple[Agent, Agent, Agent, SessionMetadata, SessionMetadata]:
+    """bob, whose inbox is ``cap`` and who acks nothing on his own; alice and carol; and a
+    conversation of bob's with each of them."""
+    bob = await h.agent("bob", rule=Rule(limits=LimitsBlock(inbox=cap)), receipts=False)
+    alice, carol = await h.agent("alice"), await h.agent("carol")
+    with_alice = await h.session("conversation", alice, bob)
+    with_carol = await h.session("conversation", carol, bob)
+    await h.settle()
+    return bob, alice, carol, with_alice, with_carol
+
+
 class HeldAppends(MemoryStore):
     """Appends wait while ``held`` is set and not yet released."""
 
@@ -409,12 +422,7 @@ async def test_a_refused_post_gives_back_the_room_it_took(
     cap = InboxBlock(max_pending=2, block_timeout=60.0)
     async with open_hub_pair(store) as h:
         hub = h.hub
-        bob = await h.agent("bob", rule=Rule(limits=LimitsBlock(inbox=cap)), receipts=False)
-        alice = await h.agent("alice")
-        carol = await h.agent("carol")
-        with_alice = await h.session("conversation", alice, bob)
-        with_carol = await h.session("conversation", carol, bob)
-        await h.settle()
+        bob, alice, carol, with_alice, with_carol = await bob_capped(h, cap)
         outcomes: list[str] = []
 
         async def post(env: Envelope, what: str) -> None:
@@ -465,11 +473,7 @@ async def test_a_cancelled_poster_leaves_the_room_its_post_took_until_it_is_disp
     cap = InboxBlock(max_pending=1, block_timeout=None)
     async with open_hub_pair(store) as h:
         hub = h.hub
-        bob = await h.agent("bob", rule=Rule(limits=LimitsBlock(inbox=cap)), receipts=False)
-        alice, carol = await h.agent("alice"), await h.agent("carol")
-        with_alice = await h.session("conversation", alice, bob)
-        with_carol = await h.session("conversation", carol, bob)
-        await h.settle()
+        bob, alice, carol, with_alice, with_carol = await bob_capped(h, cap)
         store.held = trio.Event()
         alices = trio.CancelScope()
         carols = trio.Event()
@@ -508,10 +512,7 @@ async def test_a_post_refused_before_its_session_actor_gives_back_its_room(
     """A post refused on its way (here, into a session that ended) gives back the room it
     took: the next post goes on at once, not after its ``block_timeout``."""
     cap = InboxBlock(max_pending=1, block_timeout=60.0)
-    bob = await h.agent("bob", rule=Rule(limits=LimitsBlock(inbox=cap)), receipts=False)
-    alice, carol = await h.agent("alice"), await h.agent("carol")
-    with_alice = await h.session("conversation", alice, bob)
-    with_carol = await h.session("conversation", carol, bob)
+    bob, alice, carol, with_alice, with_carol = await bob_capped(h, cap)
     await hub.close_session(with_alice.session_id, reason="over")
     with pytest.raises(ProtocolError, match="closed"):
         await hub.post_envelope(text_envelope(with_alice, alice, "late"))
@@ -571,11 +572,7 @@ async def test_a_post_retried_after_its_session_crashed_keeps_its_room(
     cap = InboxBlock(max_pending=1, block_timeout=None)
     async with open_hub_pair(store, faults=faults) as h:
         hub = h.hub
-        bob = await h.agent("bob", rule=Rule(limits=LimitsBlock(inbox=cap)), receipts=False)
-        alice, carol = await h.agent("alice"), await h.agent("carol")
-        with_alice = await h.session("conversation", alice, bob)
-        with_carol = await h.session("conversation", carol, bob)
-        await h.settle()
+        bob, alice, carol, with_alice, with_carol = await bob_capped(h, cap)
         faults.crash_at("before_append", session_id=with_alice.session_id)
         store.held = trio.Event()
         accepted: list[str] = []
