@@ -34,16 +34,17 @@ from collections.abc import Iterable
 import trio
 
 from .._errors import InboxFull
-from ..model import Envelope, SessionMetadata
+from ..model import Envelope, InboxBlock, SessionMetadata
 from ._core import HubCore
 from ._room import REQUEST_SLOT
 
 
 def _room_for(
     core: HubCore, metadata: SessionMetadata, envelope: Envelope
-) -> tuple[list[str], str | None]:
+) -> tuple[list[str], tuple[str, InboxBlock] | None]:
     """The recipients of ``envelope`` whose inbox is capped (``overflow="block"``, a
-    ``max_pending``), and the first of them without room now (None: every one has room).
+    ``max_pending``), and the first of them without room now with its inbox's rule (None:
+    every one has room).
 
     Room is what ``max_pending`` leaves besides the envelopes pending and the posts on their
     way (:meth:`InboxRoom.coming`). A recipient that waits to post itself has room (see the
@@ -70,7 +71,7 @@ def _room_for(
         if pending(recipient_id) + room.coming(recipient_id) >= limit and not room.waits(
             recipient_id
         ):
-            return capped, recipient_id
+            return capped, (recipient_id, inbox)
         capped.append(recipient_id)
     return capped, None
 
@@ -79,8 +80,8 @@ def take_room(core: HubCore, metadata: SessionMetadata, envelope: Envelope) -> l
     """Take room for ``envelope`` in every capped recipient's inbox, if each has some now.
 
     Returns:
-      The recipients whose room it took (give it back with ``core.room.give_back`` once the
-      session actor answered the post), or None: one has no room (nothing was taken).
+      The recipients whose room it took (a ``TakenRoom`` gives it back once the post is
+      dispatched or refused), or None: one has no room (nothing was taken).
     """
     capped, full = _room_for(core, metadata, envelope)
     if full is not None:
@@ -97,19 +98,17 @@ async def wait_for_room(core: HubCore, metadata: SessionMetadata, envelope: Enve
     Raises:
       InboxFull: a recipient had no room for its ``block_timeout`` (nothing was taken).
     """
-    registry, room = core.registry, core.room
+    room = core.room
     sender_id = envelope.sender_id
     #: Seconds waited so far on each recipient: each has its own ``block_timeout``.
     waited: dict[str, float] = {}
     traded = False
     while True:
-        capped, full = _room_for(core, metadata, envelope)
-        if full is None:
+        capped, blocked = _room_for(core, metadata, envelope)
+        if blocked is None:
             room.take(capped)  # (no checkpoint since the check: nobody took it meanwhile)
             return capped
-        rule = registry.rule(full)
-        assert rule is not None  # (_room_for found it capped)
-        inbox = rule.limits.inbox
+        full, inbox = blocked
         if not traded:
             traded = True
             slot = REQUEST_SLOT.get()

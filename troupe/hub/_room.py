@@ -100,10 +100,9 @@ class TakenRoom:
     once, by whoever is last to know where the post is.
 
     - The session actor gives it back as soon as it has dispatched the post (the inbox
-      ledger counts it from then on).
-    - The poster gives it back when its post is answered (accepted, refused, or settled
-      after a crash: the room stays taken across the retry), or when it is cancelled before
-      it asked the actor.
+      ledger counts it from then on), or answered it otherwise (a refusal, a repeat).
+    - The poster gives it back when its post is settled (the room stays taken across a
+      crash and its retry), or when it is cancelled before it asked the actor.
     - A poster cancelled while it asks leaves as :meth:`poster_left` says: if the actor
       has ``handed`` the post to itself, the actor gives the room back once it is done with
       it (``orphaned``); if not, the poster gives it back and the post is ``abandoned``: the

@@ -251,21 +251,19 @@ class SessionActor(Actor[SessionMsg, Any]):
                 self.core.counters.rejected += 1
                 return Refused(ProtocolError("the post was cancelled before it was taken"))
             room.handed = True
-        answered = False
         try:
-            try:
-                result: Any = await self._post(
-                    envelope, msg.attempt, envelope_id=msg.envelope_id, floor=msg.floor, room=room
-                )
-            except NetworkError as exc:
-                self.core.counters.rejected += 1
-                result = Refused(exc)
-            answered = True
+            result: Any = await self._post(
+                envelope, msg.attempt, envelope_id=msg.envelope_id, floor=msg.floor, room=room
+            )
+        except NetworkError as exc:
+            self.core.counters.rejected += 1
+            result = Refused(exc)
         finally:
-            # Answered, the post needs its room no more (dispatched, it was given back then);
-            # crashed, it keeps it for its retry, unless its poster left meanwhile.
-            if room is not None and (answered or room.orphaned):
+            # Crashed, the post keeps its room for its retry, unless its poster left.
+            if room is not None and room.orphaned:
                 room.give_back()
+        if room is not None:
+            room.give_back()  # answered: it needs its room no more (dispatched: given back)
         return result
 
     async def _send_invites(self) -> Any:

@@ -166,12 +166,12 @@ class SessionSupervisor:
         if core.cluster is not None:
             core.cluster.check(sid)  # NotOwner: the caller retries on the shard's owner
         entry = self.directory.get(sid)
-        if not is_substantive(envelope.event_type):
-            return await self._hand_over(entry, envelope)
-        taken = take_room(core, entry.metadata, envelope)
-        if taken is None:
-            # Backpressure: the poster waits here, in its own task, never the session actor.
-            taken = await wait_for_room(core, entry.metadata, envelope)
+        taken: list[str] | None = []
+        if is_substantive(envelope.event_type):
+            taken = take_room(core, entry.metadata, envelope)
+            if taken is None:
+                # Backpressure: the poster waits here, in its own task, never the session actor.
+                taken = await wait_for_room(core, entry.metadata, envelope)
         if not taken:
             return await self._hand_over(entry, envelope)
         # Until the post is dispatched (the ledger counts it then) or refused, the room it
