@@ -64,6 +64,13 @@ async def refused(
     assert hub.statistics().envelopes_rejected == rejected + 1
 
 
+def first_text(agent: Agent, session_id: str | None = None) -> Envelope:
+    """The first text ``agent``'s fake connection was sent (in ``session_id``)."""
+    return next(
+        e for e in client_of(agent).notified(agent.id, session_id) if e.event_type == EV_TEXT
+    )
+
+
 @attrs.define
 class Scene:
     alice: Agent
@@ -341,7 +348,7 @@ async def test_inbox_full_until_the_recipient_acks(
         Envelope(session_id=sid, sender_id=alice.id, event_type=EV_TASK_CANCEL_REQUEST)
     )
     await h.say(md, bob, "busy")
-    first = next(e for e in client_of(bob).notified(bob.id, sid) if e.event_type == EV_TEXT)
+    first = first_text(bob, sid)
     assert first.event_data == {"text": "1"}
     client_of(bob).ack(bob.id, first, status="nack", reason="no")
     await h.settle()
@@ -375,8 +382,7 @@ async def test_posts_checked_at_once_do_not_pass_a_blocking_inbox_cap_together(
         assert hub.statistics().pending_inbox == 2
         assert hub.core.room.waiting() == 4
         # One ack makes room for one more, not for every post that waits.
-        first = next(e for e in client_of(bob).notified(bob.id) if e.event_type == EV_TEXT)
-        client_of(bob).ack(bob.id, first)
+        client_of(bob).ack(bob.id, first_text(bob))
         await h.settle()
         assert len(accepted) == 3
         assert hub.statistics().pending_inbox == 2
@@ -453,13 +459,6 @@ async def test_a_refused_post_gives_back_the_room_it_took(
         assert outcomes[1:] == ["carol's: accepted at 0 s", "held: accepted at 0 s"]
         assert hub.statistics().pending_inbox == 2
         assert hub.core.room.coming(bob.id) == 0
-
-
-def first_text(agent: Agent, session_id: str) -> Envelope:
-    """The first text ``agent``'s fake connection was sent in a session."""
-    return next(
-        e for e in client_of(agent).notified(agent.id, session_id) if e.event_type == EV_TEXT
-    )
 
 
 async def test_a_cancelled_poster_leaves_the_room_its_post_took_until_it_is_dispatched(
